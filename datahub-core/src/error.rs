@@ -1,0 +1,210 @@
+//! The crate's one public error: opaque, classifiable by [`ErrorKind`], and safe to show.
+//!
+//! Rule for every constructor: a message says what was wrong and with which field, in lowercase
+//! and without a trailing period, and never repeats the offending value. Input may be hostile
+//! (control characters, terminal escapes) or secret (a password pasted into the wrong field), so
+//! echoing it is never worth the risk.
+
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
+
+/// `Result` with this crate's [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What kind of failure an [`Error`] is. Adapters map this to an HTTP status or a Python
+/// exception class; they never parse message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The caller's input broke a rule; [`Error::field`] names the field.
+    InvalidInput,
+    /// The thing does not exist, or the caller may not see it.
+    NotFound,
+    /// A name is taken, or a version read is stale.
+    Conflict,
+    /// The caller is known but not allowed to do this.
+    PermissionDenied,
+    /// The caller could not be authenticated.
+    Unauthenticated,
+    /// A sealed value or wrapped key failed to open: wrong key, wrong row or field, or tampered
+    /// bytes. Deliberately one opaque case.
+    Decrypt,
+    /// The keyring is missing, malformed, unsafe (e.g. a key file readable by others), or lacks a
+    /// key that stored data names.
+    Keyring,
+    /// Reading or writing a local file failed.
+    Io,
+    /// The store is unavailable or failed.
+    Store,
+    /// A bug: an invariant of this crate did not hold.
+    Internal,
+}
+
+impl ErrorKind {
+    /// A short, stable, snake_case name for logs and API error codes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidInput => "invalid_input",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::PermissionDenied => "permission_denied",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Decrypt => "decrypt_failed",
+            Self::Keyring => "keyring",
+            Self::Io => "io",
+            Self::Store => "store",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of every fallible function in this crate.
+///
+/// Its `Display` is safe to show to the user who caused it: it never contains a secret nor the
+/// value of the input that was refused.
+pub struct Error(Box<Inner>);
+
+struct Inner {
+    kind: ErrorKind,
+    field: Option<Cow<'static, str>>,
+    message: Cow<'static, str>,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl Error {
+    /// An error of `kind` with a message.
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> Self {
+        Self(Box::new(Inner {
+            kind,
+            field: None,
+            message: message.into(),
+            source: None,
+        }))
+    }
+
+    /// An `InvalidInput` error naming the `field` (dotted path, e.g. `tls.mode`, `tags[3]`).
+    pub(crate) fn invalid(
+        field: impl Into<Cow<'static, str>>,
+        message: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Self::new(ErrorKind::InvalidInput, message).with_field(field)
+    }
+
+    /// The one opaque decryption failure.
+    pub(crate) fn decrypt() -> Self {
+        Self::new(ErrorKind::Decrypt, "sealed value failed to open")
+    }
+
+    /// Sets or replaces the field this error is about.
+    pub(crate) fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
+        self.0.field = Some(field.into());
+        self
+    }
+
+    /// Prefixes the field with a parent path, e.g. `mode` inside `tls` becomes `tls.mode`.
+    pub(crate) fn in_field(mut self, parent: &str) -> Self {
+        self.0.field = Some(match self.0.field.take() {
+            Some(child) if child.starts_with('[') => format!("{parent}{child}").into(),
+            Some(child) => format!("{parent}.{child}").into(),
+            None => parent.to_owned().into(),
+        });
+        self
+    }
+
+    /// Attaches the underlying cause. The cause must not carry secrets either.
+    pub(crate) fn with_source(mut self, source: impl StdError + Send + Sync + 'static) -> Self {
+        self.0.source = Some(Box::new(source));
+        self
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.0.kind
+    }
+
+    /// The input field the error is about, when there is one (dotted path, e.g. `tls.mode`).
+    pub fn field(&self) -> Option<&str> {
+        self.0.field.as_deref()
+    }
+
+    /// The message alone, without the field name.
+    pub fn message(&self) -> &str {
+        &self.0.message
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.0.kind);
+        if let Some(field) = &self.0.field {
+            d.field("field", field);
+        }
+        d.field("message", &self.0.message);
+        if let Some(source) = &self.0.source {
+            d.field("source", source);
+        }
+        d.finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.field {
+            Some(field) => write!(f, "{field}: {}", self.0.message),
+            None => f.write_str(&self.0.message),
+        }
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.0
+            .source
+            .as_ref()
+            .map(|s| &**s as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_the_field() {
+        let e = Error::invalid("port", "must be between 1 and 65535");
+        assert_eq!(e.to_string(), "port: must be between 1 and 65535");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert_eq!(e.field(), Some("port"));
+    }
+
+    #[test]
+    fn nested_fields_compose() {
+        let e = Error::invalid("mode", "unknown value").in_field("tls");
+        assert_eq!(e.field(), Some("tls.mode"));
+        let e = Error::invalid("[3]", "too long").in_field("tags");
+        assert_eq!(e.field(), Some("tags[3]"));
+    }
+
+    #[test]
+    fn source_is_chained() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::new(ErrorKind::Io, "could not read the key file").with_source(io);
+        assert!(e.source().is_some());
+        assert_eq!(e.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn error_is_send_sync_and_small() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Error>();
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+}
