@@ -1,4 +1,5 @@
-//! Identifiers. A connection id is a UUID v7 assigned by the server, so ids sort by creation time.
+//! Identifiers. Connection and user ids are UUID v7s assigned by the server, so ids sort by
+//! creation time. This module only names things; it never decides who may see them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -65,6 +66,57 @@ impl FromStr for ConnectionId {
     }
 }
 
+/// The server-assigned identifier of a user (a UUID v7), e.g. the owner of a connection.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UserId(Uuid);
+
+impl UserId {
+    /// A new, time-ordered id (UUID v7).
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Wraps an existing UUID, e.g. one read back from a store.
+    pub const fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// The UUID inside.
+    pub const fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for UserId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "UserId({})", self.0)
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl FromStr for UserId {
+    type Err = Error;
+
+    /// Parses the hyphenated form; anything else is an `InvalidInput` error on the field
+    /// `user_id`.
+    fn from_str(s: &str) -> Result<Self> {
+        Uuid::try_parse(s)
+            .map(Self)
+            .map_err(|_| Error::invalid("user_id", "must be a UUID"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +129,15 @@ mod tests {
         assert_eq!(a.to_string().parse::<ConnectionId>().unwrap(), a);
         let err = "not-a-uuid".parse::<ConnectionId>().unwrap_err();
         assert_eq!(err.field(), Some("id"));
+    }
+
+    #[test]
+    fn user_ids_parse_back_and_name_their_field() {
+        let u = UserId::new();
+        assert_eq!(u.to_string().parse::<UserId>().unwrap(), u);
+        assert!(format!("{u:?}").starts_with("UserId("));
+        let err = "x".parse::<UserId>().unwrap_err();
+        assert_eq!(err.field(), Some("user_id"));
+        assert!(!err.to_string().contains('x'));
     }
 }

@@ -14,4 +14,4 @@ pub mod model;
 pub mod secret;
 
 pub use error::{Error, ErrorKind, Result};
-pub use id::ConnectionId;
+pub use id::{ConnectionId, UserId};

@@ -1,1 +1,41 @@
-//! placeholder, replaced by the model work
+//! The connection model and every field rule of DESIGN.md's data model.
+//!
+//! This module owns what a connection *is*: the validated field types ([`ConnectionName`],
+//! [`Host`], [`Port`], …), the closed vocabularies ([`TlsMode`], [`FailureKind`], …), what a
+//! user submits ([`ConnectionDraft`], [`ConnectionPatch`]) and what validation makes of it
+//! ([`ConnectionSpec`], [`ConnectionSecrets`], [`PatchOutcome`]), and a saved [`Connection`]
+//! with its [`Health`].
+//!
+//! Preconditions live in types: a value of a validated type passed its rule, so no other code
+//! re-checks it. Secrets stay in [`crate::secret`] types, apart from the spec.
+//!
+//! It must never: do I/O (store, network, files), decide access, or put a value it refused into
+//! an error message. Every refusal is an `InvalidInput` error naming the field by its dotted
+//! path (`tls.mode`, `tags[3]`), with a message that does not repeat the input, which may be
+//! hostile (terminal escapes, bidi controls) or secret (a password pasted into the wrong field).
+
+mod connection;
+mod draft;
+mod enums;
+mod fields;
+mod host;
+mod options;
+mod patch;
+mod text;
+mod tls;
+
+pub use connection::{Connection, Health};
+pub use draft::{
+    ConnectionDraft, ConnectionSecrets, ConnectionSpec, MonitoringDraft, OptionsDraft, TlsDraft,
+};
+pub use enums::{ChannelBinding, Engine, FailureKind, HealthStatus, TlsMode};
+pub use fields::{
+    ApplicationName, ConnectionName, DatabaseName, Description, PASSWORD_MAX_BYTES, Port, Tag,
+    Tags, Username, check_password,
+};
+pub use host::{HOST_MAX_LEN, Host};
+pub use options::{ConnectOptions, Monitoring};
+pub use patch::{
+    ConnectionPatch, MonitoringPatch, OptionsPatch, PatchOutcome, SecretsUpdate, TlsPatch,
+};
+pub use tls::{CertificatePem, PEM_MAX_BYTES, TlsSettings, check_private_key};
