@@ -25,11 +25,15 @@ impl PgBinaries {
     /// `/usr/lib/postgresql/<version>/bin`. Debian's `/usr/bin/pg_ctl` wrappers lack `initdb`, so
     /// they are skipped by the all-three rule.
     pub(crate) fn locate() -> Result<Self> {
-        let mut searched = Vec::new();
         let path_dirs = std::env::var_os("PATH")
             .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
             .unwrap_or_default();
-        for dir in path_dirs.into_iter().chain(versioned_dirs()) {
+        Self::locate_in(path_dirs, Path::new(VERSIONED_ROOT))
+    }
+
+    fn locate_in(path_dirs: Vec<PathBuf>, versioned_root: &Path) -> Result<Self> {
+        let mut searched = Vec::new();
+        for dir in path_dirs.into_iter().chain(versioned_dirs(versioned_root)) {
             if has_all(&dir) {
                 return Ok(PgBinaries { dir });
             }
@@ -39,8 +43,8 @@ impl PgBinaries {
             ErrorKind::BinaryNotFound,
             format!(
                 "no folder holds initdb, pg_ctl and psql together; searched PATH and \
-                 {VERSIONED_ROOT}/<version>/bin ({}); install them with \
-                 `apt-get install postgresql`",
+                 {}/<version>/bin ({}); install them with `apt-get install postgresql`",
+                versioned_root.display(),
                 searched.join(", ")
             ),
         ))
@@ -66,8 +70,8 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// `/usr/lib/postgresql/<version>/bin`, highest version first.
-fn versioned_dirs() -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(VERSIONED_ROOT) else {
+fn versioned_dirs(root: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(root) else {
         return Vec::new();
     };
     let mut versions: Vec<(Vec<u32>, PathBuf)> = entries
@@ -157,6 +161,38 @@ mod tests {
         assert_eq!(lookup_user(passwd, "postgres"), Some((104, 110)));
         assert_eq!(lookup_user(passwd, "postgre"), None);
         assert_eq!(lookup_user("postgres:x:abc:1:::\n", "postgres"), None);
+    }
+
+    #[test]
+    fn missing_binaries_say_where_we_looked_and_how_to_install() {
+        let empty = tempfile::tempdir().unwrap();
+        let err = PgBinaries::locate_in(vec![empty.path().to_owned()], &empty.path().join("none"))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::BinaryNotFound);
+        let message = err.to_string();
+        assert!(
+            message.contains(&empty.path().display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains("apt-get install postgresql"), "{message}");
+    }
+
+    #[test]
+    fn highest_version_folder_wins() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        for version in ["9.6", "15", "16"] {
+            let bin = root.path().join(version).join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            for program in ["initdb", "pg_ctl", "psql"] {
+                fs::write(bin.join(program), "#!/bin/sh\n").unwrap();
+                fs::set_permissions(bin.join(program), fs::Permissions::from_mode(0o755)).unwrap();
+            }
+        }
+        // 16 lacks psql, so 15 is the highest complete installation.
+        fs::remove_file(root.path().join("16/bin/psql")).unwrap();
+        let found = PgBinaries::locate_in(Vec::new(), root.path()).unwrap();
+        assert_eq!(found.dir(), root.path().join("15/bin"));
     }
 
     #[test]

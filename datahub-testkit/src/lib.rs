@@ -12,9 +12,9 @@
 //!   sockets it holds so tests can prove the code under test closes its connections.
 //! - [`Error`] (module `error`) is the kit's one error type, classified by [`ErrorKind`].
 //!
-//! The first cluster in a process runs `initdb` once into a template folder (kept in the temp
-//! folder and reused by later processes); each cluster copies it, which makes a TLS cluster
-//! start in well under a second.
+//! The first cluster in a process runs `initdb` once into a template folder (kept in `/dev/shm`,
+//! or the temp folder without it, and reused by later processes); each cluster copies it into
+//! its own folder there, which makes a TLS cluster start in about 0.2 s on this machine.
 //!
 //! # Example
 //!

@@ -163,3 +163,22 @@ fn a_failed_start_says_why_and_cleans_up() {
     let left: Vec<_> = std::fs::read_dir(base.path()).unwrap().collect();
     assert!(left.is_empty(), "a failed start left {left:?}");
 }
+
+#[test]
+fn psql_errors_are_classified_and_do_not_echo_the_statement() {
+    let cluster = PgCluster::builder().start().unwrap();
+    assert_eq!(
+        cluster.psql("postgres", "SELECT 40 + 2").unwrap().trim(),
+        "42"
+    );
+    let err = cluster
+        .psql(
+            "postgres",
+            "SELECT * FROM no_such_table WHERE secret = 'canary-7f3a'",
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), datahub_testkit::ErrorKind::Setup);
+    let message = err.to_string();
+    assert!(message.contains("no_such_table"), "{message}");
+    assert!(!message.contains("canary-7f3a"), "{message}");
+}
