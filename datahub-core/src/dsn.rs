@@ -161,12 +161,18 @@ pub fn parse(input: &str) -> Result<ParsedDsn> {
 ///
 /// In a URL, the password of the user info is replaced, and so is every query value except
 /// those of keys known to be harmless (`host`, `port`, `dbname`, `user`, `sslmode`, …); a
-/// malformed user info is replaced whole. In a key=value string, the same keys keep their
-/// values. Input that parses as neither is replaced whole by a fixed placeholder. The redaction
-/// errs on the side of hiding too much.
+/// malformed user info is replaced whole, and so is a key that is not a libpq key (it could be
+/// a misplaced secret). In a key=value string, the same rules apply. Input that parses as
+/// neither, or a URL with whitespace in it, is replaced whole by a fixed placeholder. The
+/// redaction errs on the side of hiding too much.
 pub fn redact_url(input: &str) -> String {
+    const UNPARSEABLE: &str = "<unparseable connection string, redacted>";
     let input = input.trim();
     match url_scheme(input) {
+        // A URL holds no whitespace: with some, the split into parts cannot be trusted.
+        Some(_) if input.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            UNPARSEABLE.to_owned()
+        }
         Some((scheme, rest)) => format!("{scheme}://{}", redact_url_rest(rest)),
         None => match tokenize(input) {
             Ok(pairs) => pairs
@@ -175,13 +181,23 @@ pub fn redact_url(input: &str) -> String {
                     if SHOWN_IN_LOGS.contains(&k.as_str()) {
                         format!("{k}={}", quote(v))
                     } else {
-                        format!("{k}=***")
+                        format!("{}=***", shown_key(k))
                     }
                 })
                 .collect::<Vec<_>>()
                 .join(" "),
-            Err(_) => "<unparseable connection string, redacted>".to_owned(),
+            Err(_) => UNPARSEABLE.to_owned(),
         },
+    }
+}
+
+/// A key as shown in a redacted string: a libpq key by name, anything else (which could be a
+/// misplaced secret) as `***`.
+fn shown_key(key: &str) -> &str {
+    if SUPPORTED.contains(&key) || REFUSED.contains(&key) {
+        key
+    } else {
+        "***"
     }
 }
 
@@ -677,7 +693,7 @@ fn redact_url_rest(rest: &str) -> String {
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
                     Some((k, v)) if SHOWN_IN_LOGS.contains(&k) => format!("{k}={v}"),
-                    Some((k, _)) if plain(k) => format!("{k}=***"),
+                    Some((k, _)) => format!("{}=***", shown_key(k)),
                     _ if pair.is_empty() => String::new(),
                     _ => "***".to_owned(),
                 })
