@@ -235,10 +235,11 @@ impl Keyring {
         let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
         fill_random(key.expose_secret_mut())?;
         let id = KekId::default_id();
-        let mut contents = Zeroizing::new(String::from(
-            "# DataHub Connections master key. Keep this file private (mode 0600) and backed up:\n\
-             # losing it loses every stored credential. Format: ID:BASE64 entries, active first.\n",
-        ));
+        const HEADER: &str = "# DataHub Connections master key. Keep this file private (mode 0600) and backed up:\n\
+             # losing it loses every stored credential. Format: ID:BASE64 entries, active first.\n";
+        // Room for everything up front: a reallocation would leave an unzeroized copy behind.
+        let mut contents = Zeroizing::new(String::with_capacity(HEADER.len() + 128));
+        contents.push_str(HEADER);
         contents.push_str(id.as_str());
         contents.push(':');
         BASE64.encode_string(key.expose_secret(), &mut contents);
