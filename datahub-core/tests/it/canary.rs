@@ -4,9 +4,6 @@
 //! key's base64 appears in the `Debug` of any crypto or secret type, nor in the `Display` or
 //! `Debug` of any error the crypto API produces, including errors about input that contains it.
 
-// Test helpers outside `#[test]` functions may unwrap too (clippy.toml allows it in tests only).
-#![allow(clippy::unwrap_used)]
-
 use std::error::Error as _;
 use std::os::unix::fs::PermissionsExt;
 

@@ -3,9 +3,6 @@
 //! Known-answer tests, golden envelopes and the 10^6-seal uniqueness test need the crate-private
 //! deterministic twins, so they live in `src/crypto/tests.rs`.
 
-// Test helpers outside `#[test]` functions may unwrap too (clippy.toml allows it in tests only).
-#![allow(clippy::unwrap_used)]
-
 use std::os::unix::fs::PermissionsExt;
 use std::sync::LazyLock;
 

@@ -2,9 +2,6 @@
 //! property tests that nothing panics and the password never leaks, and the secret canary
 //! through the whole model.
 
-// Helpers outside `#[test]` functions unwrap too; a failed unwrap is a failed test here.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::path::Path;
 
 use base64::Engine as _;

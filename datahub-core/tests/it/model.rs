@@ -1,9 +1,6 @@
 //! Integration tests: the connection model. Table-driven hostile input for every field, the
 //! rules between fields, patches (S11, S12), and a secret canary through everything.
 
-// Helpers outside `#[test]` functions unwrap too; a failed unwrap is a failed test here.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use datahub_core::model::{
     ChannelBinding, Connection, ConnectionDraft, ConnectionPatch, ConnectionSpec, HealthStatus,
     TlsMode,
