@@ -1,5 +1,5 @@
-//! Identifiers. Connection and user ids are UUID v7s assigned by the server, so ids sort by
-//! creation time. This module only names things; it never decides who may see them.
+//! Identifiers. Every id is a UUID v7 assigned by the server, so ids sort by creation time and
+//! index well in both stores.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,114 +8,89 @@ use uuid::Uuid;
 
 use crate::{Error, Result};
 
-/// The server-assigned identifier of a saved connection (a UUID v7).
-///
-/// It is also bound into every ciphertext of the connection (associated data), so a sealed value
-/// copied to another row fails to open.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(Uuid);
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
 
-impl ConnectionId {
-    /// A new, time-ordered id (UUID v7).
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
+        impl $name {
+            /// A new, time-ordered id (UUID v7).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
 
-    /// Wraps an existing UUID, e.g. one read back from a store.
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
+            /// Wraps an existing UUID, e.g. one read back from a store.
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
 
-    /// The UUID inside.
-    pub const fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
+            /// The UUID inside.
+            pub const fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
 
-    /// The 16 bytes of the UUID, as bound into associated data.
-    pub const fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
+            /// The 16 bytes of the UUID.
+            pub const fn as_bytes(&self) -> &[u8; 16] {
+                self.0.as_bytes()
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Error;
+
+            #[doc = concat!("Parses the hyphenated form; anything else is an `InvalidInput` error on the field `", $field, "`.")]
+            fn from_str(s: &str) -> Result<Self> {
+                Uuid::try_parse(s)
+                    .map(Self)
+                    .map_err(|_| Error::invalid($field, "must be a UUID"))
+            }
+        }
+    };
 }
 
-impl Default for ConnectionId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+uuid_id!(
+    /// The identifier of a saved connection. It is bound into every ciphertext of the connection
+    /// (associated data), so a sealed value copied to another row fails to open.
+    ConnectionId,
+    "id"
+);
 
-impl fmt::Debug for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ConnectionId({})", self.0)
-    }
-}
+uuid_id!(
+    /// The identifier of a user, e.g. the owner of a connection.
+    UserId,
+    "user_id"
+);
 
-impl fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
+uuid_id!(
+    /// The identifier of a team.
+    TeamId,
+    "team_id"
+);
 
-impl FromStr for ConnectionId {
-    type Err = Error;
-
-    /// Parses the hyphenated form; anything else is an `InvalidInput` error on the field `id`.
-    fn from_str(s: &str) -> Result<Self> {
-        Uuid::try_parse(s)
-            .map(Self)
-            .map_err(|_| Error::invalid("id", "must be a UUID"))
-    }
-}
-
-/// The server-assigned identifier of a user (a UUID v7), e.g. the owner of a connection.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct UserId(Uuid);
-
-impl UserId {
-    /// A new, time-ordered id (UUID v7).
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// Wraps an existing UUID, e.g. one read back from a store.
-    pub const fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The UUID inside.
-    pub const fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
-}
-
-impl Default for UserId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Debug for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UserId({})", self.0)
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.0, f)
-    }
-}
-
-impl FromStr for UserId {
-    type Err = Error;
-
-    /// Parses the hyphenated form; anything else is an `InvalidInput` error on the field
-    /// `user_id`.
-    fn from_str(s: &str) -> Result<Self> {
-        Uuid::try_parse(s)
-            .map(Self)
-            .map_err(|_| Error::invalid("user_id", "must be a UUID"))
-    }
-}
+uuid_id!(
+    /// The identifier of an API token (not the token itself, which is secret).
+    TokenId,
+    "token_id"
+);
 
 #[cfg(test)]
 mod tests {
@@ -132,12 +107,15 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_parse_back_and_name_their_field() {
+    fn each_id_names_its_own_field() {
         let u = UserId::new();
         assert_eq!(u.to_string().parse::<UserId>().unwrap(), u);
         assert!(format!("{u:?}").starts_with("UserId("));
-        let err = "x".parse::<UserId>().unwrap_err();
-        assert_eq!(err.field(), Some("user_id"));
-        assert!(!err.to_string().contains('x'));
+        assert_eq!("x".parse::<UserId>().unwrap_err().field(), Some("user_id"));
+        assert_eq!("x".parse::<TeamId>().unwrap_err().field(), Some("team_id"));
+        assert_eq!(
+            "x".parse::<TokenId>().unwrap_err().field(),
+            Some("token_id")
+        );
     }
 }

@@ -6,12 +6,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod crypto;
 pub mod dsn;
 mod error;
 mod id;
 pub mod model;
+pub mod rbac;
 pub mod secret;
+pub mod store;
 
 pub use error::{Error, ErrorKind, Result};
-pub use id::{ConnectionId, UserId};
+pub use id::{ConnectionId, TeamId, TokenId, UserId};

@@ -1,0 +1,448 @@
+//! The one storage contract ([`Store`]), implemented by SQLite (the embedded default) and
+//! PostgreSQL (shared deployments), and the rows it stores.
+//!
+//! A store keeps what it is given and answers what it is asked, durably and consistently; it
+//! decides nothing. Permission checks, validation and encryption happen before a call reaches
+//! it (in the `Hub`). Three rules every backend keeps, proven by the conformance suite:
+//!
+//! - **Atomic audit.** Every write that changes state takes the [`AuditEvent`] describing it and
+//!   appends it to the hash chain in the same transaction: if the audit row cannot be written,
+//!   the change is not made either. Appends are serialized (one writer at a time, across every
+//!   process sharing the store), so the chain stays linear.
+//! - **Optimistic concurrency.** Updates and deletes name the version they read; a stale version
+//!   is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict), never a silent overwrite (S26).
+//! - **Visibility in SQL.** Listing filters, counts, sorts and pages in SQL, restricted in SQL to
+//!   what the caller may view ([`Visibility`]), so invisible rows never leave the store.
+//!
+//! Errors: name or username taken and stale versions are `Conflict`; a missing row is
+//! `NotFound`; a store that is down or fails is `Store` (its message says what to check, never a
+//! connection password); a row that does not parse back is `Store` ("corrupt row") — a store
+//! never hands back half-valid data.
+//!
+//! It must never: hold a plaintext secret (only [`SealedSecrets`] and token hashes), log a
+//! value of a secret column, or decide access.
+
+mod migrate;
+
+pub use migrate::{Applied, Migration, plan as migration_plan};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, AuditRecord};
+use crate::crypto::{KekId, SealedValue, WrappedDek};
+use crate::model::{
+    ConnectionName, ConnectionSpec, Engine, FailureKind, Health, HealthStatus, Tag, TlsMode,
+};
+use crate::rbac::{Grant, Role};
+use crate::{ConnectionId, Result, TeamId, TokenId, UserId};
+
+/// The most rows one page of a list may hold.
+pub const MAX_PER_PAGE: u32 = 200;
+
+/// A connection's encrypted secrets, as stored: the wrapped data key and the sealed fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedSecrets {
+    /// The connection's data key, wrapped by a KEK of the keyring.
+    pub dek: WrappedDek,
+    /// The password, sealed under the data key (field name `password`).
+    pub password: SealedValue,
+    /// The TLS client key, sealed under the data key (field name `tls.client_key_pem`).
+    pub client_key_pem: Option<SealedValue>,
+}
+
+/// A saved connection as a store holds it: metadata plus sealed secrets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionRow {
+    /// Id (UUID v7).
+    pub id: ConnectionId,
+    /// The validated settings.
+    pub spec: ConnectionSpec,
+    /// The creator; has `manage` on it.
+    pub owner: UserId,
+    /// Starts at 1, bumped by every update.
+    pub version: u64,
+    /// Created (UTC, microseconds).
+    pub created_at: OffsetDateTime,
+    /// Last changed (UTC, microseconds).
+    pub updated_at: OffsetDateTime,
+    /// The encrypted secrets.
+    pub secrets: SealedSecrets,
+}
+
+/// A connection as listed or shown: no secrets, with its current health.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionSummary {
+    /// Id.
+    pub id: ConnectionId,
+    /// The validated settings.
+    pub spec: ConnectionSpec,
+    /// The creator.
+    pub owner: UserId,
+    /// Current version.
+    pub version: u64,
+    /// Created (UTC).
+    pub created_at: OffsetDateTime,
+    /// Last changed (UTC).
+    pub updated_at: OffsetDateTime,
+    /// Current derived health (`unknown` when never checked).
+    pub health: Health,
+}
+
+/// What a list may be sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// By name (default), ascending.
+    #[default]
+    Name,
+    /// By last change, newest first.
+    Updated,
+    /// By health status, worst first (down, degraded, unknown, healthy), then by name.
+    Status,
+}
+
+/// A validated list request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListQuery {
+    /// Case-insensitive substring of name, description, host or any tag. Default: none.
+    pub search: Option<String>,
+    /// Only connections carrying this tag.
+    pub tag: Option<Tag>,
+    /// Only connections with this health status.
+    pub status: Option<HealthStatus>,
+    /// Only connections of this engine.
+    pub engine: Option<Engine>,
+    /// Only connections owned by this user.
+    pub owner: Option<UserId>,
+    /// Sort order. Default: by name.
+    pub sort: SortKey,
+    /// 1-based page number. Default: 1.
+    pub page: u32,
+    /// Rows per page, 1 to [`MAX_PER_PAGE`]. Default: 50.
+    pub per_page: u32,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            search: None,
+            tag: None,
+            status: None,
+            engine: None,
+            owner: None,
+            sort: SortKey::Name,
+            page: 1,
+            per_page: 50,
+        }
+    }
+}
+
+/// Which connections a caller may view, applied by the store in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visibility {
+    /// Every connection (admins).
+    All,
+    /// Connections the user owns or holds any grant on, directly or through one of the teams.
+    Member {
+        /// The caller.
+        user: UserId,
+        /// The teams the caller belongs to.
+        teams: Vec<TeamId>,
+    },
+}
+
+/// One page of results with the total over all pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The rows of this page.
+    pub items: Vec<T>,
+    /// How many rows match in all.
+    pub total: u64,
+    /// This page's number, 1-based.
+    pub page: u32,
+    /// The page size asked for.
+    pub per_page: u32,
+}
+
+/// A user account as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    /// Id.
+    pub id: UserId,
+    /// Unique login name.
+    pub username: String,
+    /// Global role.
+    pub role: Role,
+    /// The argon2id hash in PHC string form (never the password).
+    pub password_hash: String,
+    /// A disabled user can neither log in nor use tokens.
+    pub disabled: bool,
+    /// Created (UTC).
+    pub created_at: OffsetDateTime,
+    /// Last changed (UTC).
+    pub updated_at: OffsetDateTime,
+}
+
+/// A team and its members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamRow {
+    /// Id.
+    pub id: TeamId,
+    /// Unique name.
+    pub name: String,
+    /// Member user ids.
+    pub members: Vec<UserId>,
+}
+
+/// An API token as stored: the SHA-256 of the token, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Id.
+    pub id: TokenId,
+    /// The user it acts as.
+    pub user: UserId,
+    /// A label chosen by the user.
+    pub name: String,
+    /// SHA-256 of the token text.
+    pub hash: [u8; 32],
+    /// A read-only token can only read.
+    pub read_only: bool,
+    /// Created (UTC).
+    pub created_at: OffsetDateTime,
+    /// After this it no longer works; `None` for never.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Set when revoked; a revoked token never works again.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// The result of one health check, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRow {
+    /// The connection checked.
+    pub connection: ConnectionId,
+    /// When the check finished (UTC).
+    pub at: OffsetDateTime,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Total time of the check in milliseconds.
+    pub latency_ms: u32,
+    /// Why it failed.
+    pub error_kind: Option<FailureKind>,
+    /// The status derived after this check.
+    pub status: HealthStatus,
+}
+
+/// The admin's target policy: where connections may point, and the lowest TLS mode allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetPolicy {
+    /// CIDRs a target address must fall in (empty: any address not denied).
+    pub allow_cidrs: Vec<String>,
+    /// CIDRs a target address must not fall in (checked after `allow_cidrs`).
+    pub deny_cidrs: Vec<String>,
+    /// The lowest TLS mode a connection may use. Default: `require`.
+    pub min_tls_mode: TlsMode,
+}
+
+impl Default for TargetPolicy {
+    fn default() -> Self {
+        Self {
+            allow_cidrs: Vec::new(),
+            deny_cidrs: Vec::new(),
+            min_tls_mode: TlsMode::DEFAULT_POLICY_MINIMUM,
+        }
+    }
+}
+
+/// How many stored data keys each KEK wraps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KekUsage {
+    /// The KEK.
+    pub kek: KekId,
+    /// How many connections' data keys it wraps.
+    pub rows: u64,
+}
+
+/// A filter over the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only this actor.
+    pub actor: Option<UserId>,
+    /// Only this action (exact).
+    pub action: Option<String>,
+    /// Only this target (exact).
+    pub target: Option<String>,
+    /// 1-based page, newest first.
+    pub page: u32,
+    /// Rows per page, 1 to [`MAX_PER_PAGE`].
+    pub per_page: u32,
+}
+
+/// The storage contract. See the module docs for the rules every backend keeps.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // --- connections ---
+
+    /// Inserts a new connection (version 1) and appends `audit`.
+    /// Errors: `Conflict` naming the field `name` when the name is taken.
+    async fn insert_connection(&self, row: &ConnectionRow, audit: &AuditEvent) -> Result<()>;
+
+    /// One connection with its sealed secrets, or `None`.
+    async fn connection(&self, id: ConnectionId) -> Result<Option<ConnectionRow>>;
+
+    /// One connection by its unique name, or `None`.
+    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<ConnectionRow>>;
+
+    /// One connection's summary (with health), or `None`.
+    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<ConnectionSummary>>;
+
+    /// Replaces a connection's spec and secrets if its stored version is `expected_version`,
+    /// setting the version to `expected_version + 1` and `updated_at` from `row`; appends
+    /// `audit`. Returns the new version.
+    /// Errors: `NotFound`; `Conflict` when the version is stale or the new name is taken.
+    async fn update_connection(
+        &self,
+        row: &ConnectionRow,
+        expected_version: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64>;
+
+    /// Deletes a connection (with its grants, health and history) if its stored version is
+    /// `expected_version`; appends `audit`.
+    /// Errors: `NotFound`; `Conflict` when the version is stale.
+    async fn delete_connection(
+        &self,
+        id: ConnectionId,
+        expected_version: u64,
+        audit: &AuditEvent,
+    ) -> Result<()>;
+
+    /// One page of connection summaries matching `query`, restricted to `visibility`, with the
+    /// total count under the same restriction.
+    async fn list_connections(
+        &self,
+        query: &ListQuery,
+        visibility: &Visibility,
+    ) -> Result<Page<ConnectionSummary>>;
+
+    // --- grants ---
+
+    /// Replaces the set of grants on a connection; appends `audit`.
+    /// Errors: `NotFound` for an unknown connection, user or team.
+    async fn set_grants(
+        &self,
+        id: ConnectionId,
+        grants: &[Grant],
+        audit: &AuditEvent,
+    ) -> Result<()>;
+
+    /// The grants on a connection.
+    async fn grants(&self, id: ConnectionId) -> Result<Vec<Grant>>;
+
+    // --- users, teams, tokens ---
+
+    /// Inserts a user; appends `audit`. Errors: `Conflict` on `username` when taken.
+    async fn insert_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()>;
+
+    /// Replaces a user's role, password hash, disabled flag and `updated_at`; appends `audit`.
+    /// Errors: `NotFound`.
+    async fn update_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()>;
+
+    /// One user by id.
+    async fn user(&self, id: UserId) -> Result<Option<UserRow>>;
+
+    /// One user by login name (exact).
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>>;
+
+    /// Every user, by name.
+    async fn users(&self) -> Result<Vec<UserRow>>;
+
+    /// How many users exist (to know whether to bootstrap the first admin).
+    async fn user_count(&self) -> Result<u64>;
+
+    /// Inserts a team or replaces its name and members; appends `audit`.
+    /// Errors: `Conflict` on `name` when taken by another team; `NotFound` for a member.
+    async fn upsert_team(&self, team: &TeamRow, audit: &AuditEvent) -> Result<()>;
+
+    /// Deletes a team (and its grants); appends `audit`. Errors: `NotFound`.
+    async fn delete_team(&self, id: TeamId, audit: &AuditEvent) -> Result<()>;
+
+    /// Every team, by name.
+    async fn teams(&self) -> Result<Vec<TeamRow>>;
+
+    /// The teams a user belongs to.
+    async fn teams_of(&self, user: UserId) -> Result<Vec<TeamId>>;
+
+    /// Inserts a token; appends `audit`.
+    async fn insert_token(&self, token: &TokenRow, audit: &AuditEvent) -> Result<()>;
+
+    /// The token with this hash, revoked or not.
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRow>>;
+
+    /// The tokens of a user.
+    async fn tokens_of(&self, user: UserId) -> Result<Vec<TokenRow>>;
+
+    /// Marks a token revoked at `at`; appends `audit`. Errors: `NotFound`.
+    async fn revoke_token(&self, id: TokenId, at: OffsetDateTime, audit: &AuditEvent)
+    -> Result<()>;
+
+    // --- audit ---
+
+    /// Appends an event on its own (e.g. a denied attempt, a login) and returns the stored
+    /// record.
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
+
+    /// Up to `limit` records with `seq > after`, in sequence order (for verification).
+    async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;
+
+    /// One page of the log matching `query`, newest first.
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Page<AuditRecord>>;
+
+    // --- health ---
+
+    /// Records a check and sets the connection's current health to `health`.
+    /// A check of a connection deleted meanwhile is dropped without error.
+    async fn record_check(&self, check: &CheckRow, health: &Health) -> Result<()>;
+
+    /// Up to `limit` checks of a connection at or after `since`, newest first.
+    async fn checks(
+        &self,
+        id: ConnectionId,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<CheckRow>>;
+
+    /// Deletes checks older than `before`; returns how many.
+    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64>;
+
+    // --- policy ---
+
+    /// The target policy (the default until one is saved).
+    async fn policy(&self) -> Result<TargetPolicy>;
+
+    /// Saves the target policy; appends `audit`.
+    async fn set_policy(&self, policy: &TargetPolicy, audit: &AuditEvent) -> Result<()>;
+
+    // --- keys ---
+
+    /// How many stored data keys each KEK id wraps (ids with no rows are absent).
+    async fn kek_usage(&self) -> Result<Vec<KekUsage>>;
+
+    /// Up to `limit` connections whose data key is not wrapped by `active`, with id greater
+    /// than `after`, in id order (the rotation batches; resumable from the last id).
+    async fn deks_not_under(
+        &self,
+        active: &KekId,
+        after: Option<ConnectionId>,
+        limit: u32,
+    ) -> Result<Vec<(ConnectionId, WrappedDek)>>;
+
+    /// Replaces a connection's wrapped data key if it is still `old` (compare and swap, so two
+    /// rotations at once cannot lose a key). Returns whether it was replaced. The version is not
+    /// bumped: the connection's settings did not change.
+    async fn replace_dek(
+        &self,
+        id: ConnectionId,
+        old: &WrappedDek,
+        new: &WrappedDek,
+    ) -> Result<bool>;
+}
