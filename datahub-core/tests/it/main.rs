@@ -7,3 +7,4 @@ mod canary;
 mod crypto;
 mod dsn;
 mod model;
+mod store;

@@ -1,0 +1,5 @@
+//! The store conformance suite, run against both backends.
+
+mod conformance;
+mod postgres;
+mod sqlite;

@@ -1,0 +1,1 @@
+//! The conformance suite on PostgreSQL (a fresh database per test on a kit cluster).

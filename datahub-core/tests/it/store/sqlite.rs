@@ -1,0 +1,1 @@
+//! The conformance suite on SQLite (a temp folder per test).
