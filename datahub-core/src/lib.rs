@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod dsn;
 mod error;
 mod id;
+pub mod keys;
 pub mod model;
 pub mod rbac;
 pub mod secret;
