@@ -61,6 +61,11 @@ secret_text!(
     PrivateKeyPem
 );
 
+secret_text!(
+    /// An API token's text (`dh_…`), shown to its user once and stored only as a hash.
+    ApiToken
+);
+
 /// Decrypted bytes, e.g. what opening a sealed value yields. Zeroized on drop.
 pub struct SecretBytes(SecretBox<[u8]>);
 

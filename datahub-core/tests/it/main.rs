@@ -7,4 +7,5 @@ mod canary;
 mod crypto;
 mod dsn;
 mod model;
+mod rbac;
 mod store;

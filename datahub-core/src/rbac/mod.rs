@@ -1,5 +1,21 @@
-//! Access control vocabulary: global roles, grant levels on one connection, and who a grant is
-//! for. The permission table, principals and checks build on these.
+//! Access control: the vocabulary (roles, grant levels, grants), the permission table
+//! ([`RULES`], one row per [`Action`]), the acting [`Principal`] and the checks that turn a
+//! permission into a proof value ([`Allowed`], [`AllowedOn`]).
+//!
+//! Deny by default: an action is allowed only when its row in [`RULES`] says so. A check that
+//! succeeds returns a proof whose constructor is private to this module; the Hub's internal
+//! functions take that proof as an argument, so a path that skipped the check does not compile.
+//! A connection the principal may not even view is reported as `NotFound`, never as
+//! `PermissionDenied`, so its existence is not revealed.
+//!
+//! This module is pure logic: it never calls a store. The Hub loads the owner and grants of a
+//! connection and hands them in.
+
+mod policy;
+mod principal;
+
+pub use policy::{Access, Action, ConnectionAction, GlobalAction, RULES, Rule, act};
+pub use principal::{Allowed, AllowedOn, Decision, Principal, Target};
 
 use std::fmt;
 use std::str::FromStr;
