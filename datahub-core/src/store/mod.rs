@@ -23,8 +23,10 @@
 //! value of a secret column, or decide access.
 
 mod migrate;
+pub mod sqlite;
 
 pub use migrate::{Applied, Migration, plan as migration_plan};
+pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;

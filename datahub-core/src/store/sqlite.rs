@@ -1,0 +1,1366 @@
+//! The SQLite store: the embedded default, one file in the data folder, zero set-up.
+//!
+//! It owns the database file (`datahub.sqlite3` in WAL mode, `synchronous=FULL`, foreign keys
+//! on), its migrations (embedded from `migrations/sqlite/`, applied in one `BEGIN IMMEDIATE`
+//! transaction), and the SQL behind every [`Store`] method. Blocking SQLite calls run on tokio's
+//! blocking pool through a small connection pool whose every wait has a deadline.
+//!
+//! Every state-changing write runs in one `IMMEDIATE` transaction that also appends its audit
+//! entry, so the entry and the change commit or roll back together and the chain stays linear
+//! (SQLite admits one writer at a time, across processes too). It must never hold a plaintext
+//! secret, log a secret column, or decide access.
+
+mod codec;
+mod pool;
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
+use time::OffsetDateTime;
+
+use self::codec::{
+    AUDIT_COLUMNS, HEALTH_COLUMNS, SECRET_COLUMNS, SPEC_COLUMNS, audit_from_row, check_from_row,
+    common_from_row, encode_list, get, get_list, get_parsed, get_u64, health_from_row,
+    like_pattern, micros, search_fold, secrets_from_row, team_id_from_row, token_from_row,
+    user_from_row,
+};
+use self::pool::Pool;
+use super::{
+    AuditQuery, CheckRow, ConnectionRow, ConnectionSummary, KekUsage, ListQuery, MAX_PER_PAGE,
+    Migration, Page, SortKey, Store, TargetPolicy, TeamRow, TokenRow, UserRow, Visibility,
+    migration_plan,
+};
+use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
+use crate::crypto::{KekId, WrappedDek};
+use crate::model::{ConnectionName, Health};
+use crate::rbac::{Grant, GrantLevel, Grantee};
+use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
+
+/// The database file's name inside the data folder.
+pub const DATABASE_FILE: &str = "datahub.sqlite3";
+
+/// The SQLite migrations, in order, embedded from `migrations/sqlite/`.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "init",
+    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+}];
+
+/// The SQLite implementation of [`Store`]. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    pool: Pool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when needed) the store in `data_dir`: creates the folder with mode 0700,
+    /// opens `datahub.sqlite3` (mode 0600) in WAL mode and applies pending migrations.
+    ///
+    /// Blocking: call it before serving, or inside `spawn_blocking`.
+    ///
+    /// # Errors
+    /// `Io` when the folder cannot be created; `Store` when the database cannot be opened, a
+    /// migration fails, or the schema is newer than this program or was migrated by a different
+    /// build (see [`migration_plan`]).
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        create_private_dir(data_dir)?;
+        let path = data_dir.join(DATABASE_FILE);
+        let mut conn = pool::open_connection(&path)?;
+        restrict_file(&path)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            pool: Pool::new(path.clone(), conn),
+            path,
+        })
+    }
+
+    /// The path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    let io = |e: std::io::Error| {
+        Error::new(ErrorKind::Io, "could not create the data folder").with_source(e)
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io)?;
+    }
+    #[cfg(not(unix))]
+    std::fs::create_dir_all(dir).map_err(io)?;
+    Ok(())
+}
+
+fn restrict_file(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            Error::new(
+                ErrorKind::Io,
+                "could not restrict the database file to its owner",
+            )
+            .with_source(e)
+        })?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Applies pending migrations in one exclusive transaction, so two processes opening a new
+/// store at once do not both migrate it.
+fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_error)?;
+    let has_table: bool = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+             AND name = 'schema_migrations')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_error)?;
+    let mut applied = Vec::new();
+    if has_table {
+        let mut stmt = tx
+            .prepare("SELECT version, checksum FROM schema_migrations ORDER BY version")
+            .map_err(db_error)?;
+        let mut rows = stmt.query([]).map_err(db_error)?;
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let t = "schema_migrations";
+            let version = u32::try_from(get::<i64>(row, t, "version")?)
+                .map_err(|_| Error::new(ErrorKind::Store, "corrupt row in schema_migrations"))?;
+            let checksum: Vec<u8> = get(row, t, "checksum")?;
+            let checksum = checksum
+                .try_into()
+                .map_err(|_| Error::new(ErrorKind::Store, "corrupt row in schema_migrations"))?;
+            applied.push(super::Applied { version, checksum });
+        }
+    }
+    for m in migration_plan(MIGRATIONS, &applied)? {
+        tx.execute_batch(m.sql).map_err(|e| {
+            Error::new(
+                ErrorKind::Store,
+                format!("sqlite migration {} ({}) failed", m.version, m.name),
+            )
+            .with_source(e)
+        })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum, applied_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                m.version,
+                m.name,
+                m.checksum().as_slice(),
+                micros(OffsetDateTime::now_utc())
+            ],
+        )
+        .map_err(db_error)?;
+    }
+    tx.commit().map_err(db_error)
+}
+
+/// Maps a SQLite failure to a `Store` error (the cause attached, no values quoted).
+pub(crate) fn db_error(e: rusqlite::Error) -> Error {
+    let busy = matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    );
+    let message = if busy {
+        "the sqlite store is busy: another process held its lock for too long"
+    } else {
+        "the sqlite store failed"
+    };
+    Error::new(ErrorKind::Store, message).with_source(e)
+}
+
+fn conflict(field: &'static str, message: &'static str) -> Error {
+    Error::new(ErrorKind::Conflict, message).with_field(field)
+}
+
+fn not_found(field: &'static str, message: &'static str) -> Error {
+    Error::new(ErrorKind::NotFound, message).with_field(field)
+}
+
+fn i64_of(v: u64, field: &'static str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::invalid(field, "is too large"))
+}
+
+fn check_page(page: u32, per_page: u32) -> Result<()> {
+    if page < 1 {
+        return Err(Error::invalid("page", "must be at least 1"));
+    }
+    if !(1..=MAX_PER_PAGE).contains(&per_page) {
+        return Err(Error::invalid("per_page", "must be between 1 and 200"));
+    }
+    Ok(())
+}
+
+fn offset(page: u32, per_page: u32) -> i64 {
+    (i64::from(page) - 1) * i64::from(per_page)
+}
+
+/// Appends `event` to the audit chain inside `tx`: reads the last entry, chains after it.
+fn append_audit_in(tx: &Transaction<'_>, event: &AuditEvent) -> Result<AuditRecord> {
+    let last: Option<(i64, Vec<u8>)> = tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db_error)?;
+    let (seq, prev_hash) = match last {
+        None => (1, GENESIS_HASH),
+        Some((seq, hash)) => {
+            let corrupt = || Error::new(ErrorKind::Store, "corrupt row in audit_log");
+            let seq = u64::try_from(seq).map_err(|_| corrupt())?;
+            let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt())?;
+            (seq + 1, hash)
+        }
+    };
+    let mut event = event.clone();
+    // Stored at microsecond precision: hash what is stored, so the chain verifies when read.
+    event.at = truncate_to_micros(event.at);
+    let record = AuditRecord::chain(seq, prev_hash, event);
+    let e = &record.event;
+    tx.prepare_cached(
+        "INSERT INTO audit_log (seq, at, actor, actor_name, action, target, outcome, \
+         changed_fields, client_addr, request_id, prev_hash, hash) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            i64::try_from(record.seq).unwrap_or(i64::MAX),
+            micros(e.at),
+            e.actor.map(|a| a.to_string()),
+            e.actor_name,
+            e.action,
+            e.target,
+            e.outcome.as_str(),
+            encode_list(&e.changed_fields),
+            e.client_addr,
+            e.request_id,
+            record.prev_hash.as_slice(),
+            record.hash.as_slice(),
+        ])
+    })
+    .map_err(|err| {
+        Error::new(ErrorKind::Store, "could not append to the audit log").with_source(err)
+    })?;
+    Ok(record)
+}
+
+/// Writes a connection's tags in order, replacing any stored ones.
+fn write_tags(tx: &Transaction<'_>, row: &ConnectionRow) -> Result<()> {
+    let id = row.id.to_string();
+    tx.execute(
+        "DELETE FROM connection_tags WHERE connection_id = ?1",
+        [&id],
+    )
+    .map_err(db_error)?;
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO connection_tags (connection_id, position, tag) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(db_error)?;
+    for (i, tag) in row.spec.tags.as_slice().iter().enumerate() {
+        let pos = i64::try_from(i).unwrap_or(i64::MAX);
+        stmt.execute(params![id, pos, tag.as_str()])
+            .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// The values of every connection column but id, owner, version and created_at, in the order
+/// of [`CONNECTION_SET`].
+fn connection_values(row: &ConnectionRow) -> Vec<Value> {
+    let s = &row.spec;
+    let text = |v: &str| Value::Text(v.to_owned());
+    let opt_text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
+    vec![
+        text(s.name.as_str()),
+        opt_text(s.description.as_ref().map(|d| d.as_str())),
+        opt_text(
+            s.description
+                .as_ref()
+                .map(|d| search_fold(d.as_str()))
+                .as_deref(),
+        ),
+        text(s.engine.as_str()),
+        text(s.host.as_str()),
+        Value::Integer(i64::from(s.port.get())),
+        text(s.database.as_str()),
+        text(s.username.as_str()),
+        text(s.tls.mode().as_str()),
+        opt_text(s.tls.ca_cert_pem().map(|p| p.as_str())),
+        opt_text(s.tls.client_cert_pem().map(|p| p.as_str())),
+        text(s.tls.channel_binding().as_str()),
+        Value::Integer(i64::from(s.options.connect_timeout_ms())),
+        opt_text(s.options.application_name().map(|a| a.as_str())),
+        Value::Integer(i64::from(s.monitoring.enabled())),
+        Value::Integer(i64::from(s.monitoring.interval_s())),
+        Value::Integer(i64::from(s.monitoring.slow_ms())),
+        Value::Integer(micros(row.updated_at)),
+        text(row.secrets.dek.kek_id().as_str()),
+        Value::Blob(row.secrets.dek.to_bytes()),
+        Value::Blob(row.secrets.password.to_bytes()),
+        row.secrets
+            .client_key_pem
+            .as_ref()
+            .map_or(Value::Null, |k| Value::Blob(k.to_bytes())),
+    ]
+}
+
+/// The columns [`connection_values`] fills, in order.
+const CONNECTION_SET: [&str; 22] = [
+    "name",
+    "description",
+    "description_lc",
+    "engine",
+    "host",
+    "port",
+    "database_name",
+    "username",
+    "tls_mode",
+    "tls_ca_cert_pem",
+    "tls_client_cert_pem",
+    "tls_channel_binding",
+    "connect_timeout_ms",
+    "application_name",
+    "monitoring_enabled",
+    "monitoring_interval_s",
+    "monitoring_slow_ms",
+    "updated_at",
+    "kek_id",
+    "wrapped_dek",
+    "sealed_password",
+    "sealed_client_key",
+];
+
+fn name_taken(tx: &Transaction<'_>, name: &ConnectionName, except: ConnectionId) -> Result<bool> {
+    tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM connections WHERE name = ?1 AND id <> ?2)",
+        params![name.as_str(), except.to_string()],
+        |r| r.get(0),
+    )
+    .map_err(db_error)
+}
+
+/// After an update or delete matched no row: `NotFound` or a stale-version `Conflict`.
+fn missing_or_stale(tx: &Transaction<'_>, id: ConnectionId) -> Error {
+    let exists = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
+            [id.to_string()],
+            |r| r.get::<_, bool>(0),
+        )
+        .map_err(db_error);
+    match exists {
+        Ok(true) => conflict(
+            "version",
+            "the connection was changed by someone else since it was read",
+        ),
+        Ok(false) => not_found("id", "no such connection"),
+        Err(e) => e,
+    }
+}
+
+fn row_exists(tx: &Transaction<'_>, sql: &str, id: &str) -> Result<bool> {
+    tx.query_row(sql, [id], |r| r.get(0)).map_err(db_error)
+}
+
+fn connection_row_query(
+    conn: &rusqlite::Connection,
+    where_clause: &str,
+    key: &str,
+) -> Result<Option<ConnectionRow>> {
+    let sql =
+        format!("SELECT {SPEC_COLUMNS}, {SECRET_COLUMNS} FROM connections c WHERE {where_clause}");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+    let mut rows = stmt.query([key]).map_err(db_error)?;
+    let Some(row) = rows.next().map_err(db_error)? else {
+        return Ok(None);
+    };
+    let c = common_from_row(row)?;
+    Ok(Some(ConnectionRow {
+        id: c.id,
+        spec: c.spec,
+        owner: c.owner,
+        version: c.version,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        secrets: secrets_from_row(row)?,
+    }))
+}
+
+fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<ConnectionSummary> {
+    let c = common_from_row(row)?;
+    Ok(ConnectionSummary {
+        id: c.id,
+        spec: c.spec,
+        owner: c.owner,
+        version: c.version,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        health: health_from_row(row)?,
+    })
+}
+
+fn team_members(conn: &rusqlite::Connection, team: &str) -> Result<Vec<UserId>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT user_id FROM team_members WHERE team_id = ?1 ORDER BY user_id")
+        .map_err(db_error)?;
+    let mut rows = stmt.query([team]).map_err(db_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_error)? {
+        out.push(UserId::from_uuid(codec::get_uuid(
+            row,
+            "team_members",
+            "user_id",
+        )?));
+    }
+    Ok(out)
+}
+
+/// Collects every row of a query through `f`.
+fn collect<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl Fn(&rusqlite::Row<'_>) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_error)?;
+    let mut rows = stmt.query(params).map_err(db_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db_error)? {
+        out.push(f(row)?);
+    }
+    Ok(out)
+}
+
+/// The WHERE clause and parameters of a list query, visibility included.
+fn list_filter(query: &ListQuery, visibility: &Visibility) -> (String, Vec<Value>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut params: Vec<Value> = Vec::new();
+    if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
+        params.push(Value::Text(like_pattern(search)));
+        let p = params.len();
+        clauses.push(format!(
+            "(c.name LIKE ?{p} ESCAPE '\\' OR c.description_lc LIKE ?{p} ESCAPE '\\' \
+             OR c.host LIKE ?{p} ESCAPE '\\' OR EXISTS (SELECT 1 FROM connection_tags st \
+             WHERE st.connection_id = c.id AND st.tag LIKE ?{p} ESCAPE '\\'))"
+        ));
+    }
+    if let Some(tag) = &query.tag {
+        params.push(Value::Text(tag.as_str().to_owned()));
+        clauses.push(format!(
+            "EXISTS (SELECT 1 FROM connection_tags ft WHERE ft.connection_id = c.id \
+             AND ft.tag = ?{})",
+            params.len()
+        ));
+    }
+    if let Some(status) = query.status {
+        params.push(Value::Text(status.as_str().to_owned()));
+        clauses.push(format!("coalesce(h.status, 'unknown') = ?{}", params.len()));
+    }
+    if let Some(engine) = query.engine {
+        params.push(Value::Text(engine.as_str().to_owned()));
+        clauses.push(format!("c.engine = ?{}", params.len()));
+    }
+    if let Some(owner) = query.owner {
+        params.push(Value::Text(owner.to_string()));
+        clauses.push(format!("c.owner = ?{}", params.len()));
+    }
+    if let Visibility::Member { user, teams } = visibility {
+        params.push(Value::Text(user.to_string()));
+        let u = params.len();
+        let mut team_params = Vec::new();
+        for team in teams {
+            params.push(Value::Text(team.to_string()));
+            team_params.push(format!("?{}", params.len()));
+        }
+        let team_clause = if team_params.is_empty() {
+            String::new()
+        } else {
+            format!(" OR g.team_id IN ({})", team_params.join(", "))
+        };
+        clauses.push(format!(
+            "(c.owner = ?{u} OR EXISTS (SELECT 1 FROM grants g WHERE g.connection_id = c.id \
+             AND (g.user_id = ?{u}{team_clause})))"
+        ));
+    }
+    let where_clause = if clauses.is_empty() {
+        String::from("1")
+    } else {
+        clauses.join(" AND ")
+    };
+    (where_clause, params)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn insert_connection(&self, row: &ConnectionRow, audit: &AuditEvent) -> Result<()> {
+        let row = row.clone();
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let id = row.id.to_string();
+                if name_taken(tx, &row.spec.name, row.id)? {
+                    return Err(conflict("name", "a connection with this name exists"));
+                }
+                if row_exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
+                    &id,
+                )? {
+                    return Err(conflict("id", "a connection with this id exists"));
+                }
+                let mut columns: Vec<&str> = CONNECTION_SET.to_vec();
+                columns.extend(["id", "owner", "version", "created_at"]);
+                let mut values = connection_values(&row);
+                values.extend([
+                    Value::Text(id),
+                    Value::Text(row.owner.to_string()),
+                    Value::Integer(1),
+                    Value::Integer(micros(row.created_at)),
+                ]);
+                let placeholders: Vec<String> =
+                    (1..=columns.len()).map(|i| format!("?{i}")).collect();
+                let sql = format!(
+                    "INSERT INTO connections ({}) VALUES ({})",
+                    columns.join(", "),
+                    placeholders.join(", ")
+                );
+                tx.execute(&sql, params_from_iter(values))
+                    .map_err(db_error)?;
+                write_tags(tx, &row)?;
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn connection(&self, id: ConnectionId) -> Result<Option<ConnectionRow>> {
+        self.pool
+            .read(move |conn| connection_row_query(conn, "c.id = ?1", &id.to_string()))
+            .await
+    }
+
+    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<ConnectionRow>> {
+        let name = name.as_str().to_owned();
+        self.pool
+            .read(move |conn| connection_row_query(conn, "c.name = ?1", &name))
+            .await
+    }
+
+    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<ConnectionSummary>> {
+        self.pool
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS} FROM connections c \
+                     LEFT JOIN connection_health h ON h.connection_id = c.id WHERE c.id = ?1"
+                );
+                let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
+                let mut rows = stmt.query([id.to_string()]).map_err(db_error)?;
+                match rows.next().map_err(db_error)? {
+                    Some(row) => summary_from_row(row).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await
+    }
+
+    async fn update_connection(
+        &self,
+        row: &ConnectionRow,
+        expected_version: u64,
+        audit: &AuditEvent,
+    ) -> Result<u64> {
+        let row = row.clone();
+        let audit = audit.clone();
+        let expected = i64_of(expected_version, "version")?;
+        let new_version = expected_version
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("version", "is too large"))?;
+        let new_version_i = i64_of(new_version, "version")?;
+        self.pool
+            .write(move |tx| {
+                if name_taken(tx, &row.spec.name, row.id)? {
+                    return Err(conflict("name", "a connection with this name exists"));
+                }
+                let sets: Vec<String> = CONNECTION_SET
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{c} = ?{}", i + 1))
+                    .collect();
+                let n = CONNECTION_SET.len();
+                let sql = format!(
+                    "UPDATE connections SET {}, version = ?{} WHERE id = ?{} AND version = ?{}",
+                    sets.join(", "),
+                    n + 1,
+                    n + 2,
+                    n + 3
+                );
+                let mut values = connection_values(&row);
+                values.extend([
+                    Value::Integer(new_version_i),
+                    Value::Text(row.id.to_string()),
+                    Value::Integer(expected),
+                ]);
+                let changed = tx
+                    .execute(&sql, params_from_iter(values))
+                    .map_err(db_error)?;
+                if changed == 0 {
+                    return Err(missing_or_stale(tx, row.id));
+                }
+                write_tags(tx, &row)?;
+                append_audit_in(tx, &audit)?;
+                Ok(new_version)
+            })
+            .await
+    }
+
+    async fn delete_connection(
+        &self,
+        id: ConnectionId,
+        expected_version: u64,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let audit = audit.clone();
+        let expected = i64_of(expected_version, "version")?;
+        self.pool
+            .write(move |tx| {
+                let changed = tx
+                    .execute(
+                        "DELETE FROM connections WHERE id = ?1 AND version = ?2",
+                        params![id.to_string(), expected],
+                    )
+                    .map_err(db_error)?;
+                if changed == 0 {
+                    return Err(missing_or_stale(tx, id));
+                }
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_connections(
+        &self,
+        query: &ListQuery,
+        visibility: &Visibility,
+    ) -> Result<Page<ConnectionSummary>> {
+        check_page(query.page, query.per_page)?;
+        let (where_clause, params) = list_filter(query, visibility);
+        let order = match query.sort {
+            SortKey::Name => "c.name",
+            SortKey::Updated => "c.updated_at DESC, c.name",
+            SortKey::Status => {
+                "CASE coalesce(h.status, 'unknown') WHEN 'down' THEN 0 WHEN 'degraded' THEN 1 \
+                 WHEN 'unknown' THEN 2 ELSE 3 END, c.name"
+            }
+        };
+        let (page, per_page) = (query.page, query.per_page);
+        self.pool
+            .read(move |conn| {
+                let from = "FROM connections c \
+                            LEFT JOIN connection_health h ON h.connection_id = c.id";
+                let total: i64 = conn
+                    .prepare_cached(&format!("SELECT count(*) {from} WHERE {where_clause}"))
+                    .and_then(|mut s| s.query_row(params_from_iter(params.iter()), |r| r.get(0)))
+                    .map_err(db_error)?;
+                let n = params.len();
+                let sql = format!(
+                    "SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS} {from} WHERE {where_clause} \
+                     ORDER BY {order} LIMIT ?{} OFFSET ?{}",
+                    n + 1,
+                    n + 2
+                );
+                let mut all = params;
+                all.push(Value::Integer(i64::from(per_page)));
+                all.push(Value::Integer(offset(page, per_page)));
+                let items = collect(conn, &sql, params_from_iter(all), summary_from_row)?;
+                Ok(Page {
+                    items,
+                    total: u64::try_from(total).unwrap_or(0),
+                    page,
+                    per_page,
+                })
+            })
+            .await
+    }
+
+    async fn set_grants(
+        &self,
+        id: ConnectionId,
+        grants: &[Grant],
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let grants = grants.to_vec();
+        let audit = audit.clone();
+        for (i, g) in grants.iter().enumerate() {
+            if grants[..i].iter().any(|o| o.grantee == g.grantee) {
+                return Err(Error::invalid("grants", "names the same grantee twice"));
+            }
+        }
+        self.pool
+            .write(move |tx| {
+                let cid = id.to_string();
+                if !row_exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
+                    &cid,
+                )? {
+                    return Err(not_found("id", "no such connection"));
+                }
+                tx.execute("DELETE FROM grants WHERE connection_id = ?1", [&cid])
+                    .map_err(db_error)?;
+                for g in &grants {
+                    let (user, team) = match g.grantee {
+                        Grantee::User(u) => {
+                            let u = u.to_string();
+                            if !row_exists(
+                                tx,
+                                "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                                &u,
+                            )? {
+                                return Err(not_found("user_id", "no such user"));
+                            }
+                            (Some(u), None)
+                        }
+                        Grantee::Team(t) => {
+                            let t = t.to_string();
+                            if !row_exists(
+                                tx,
+                                "SELECT EXISTS (SELECT 1 FROM teams WHERE id = ?1)",
+                                &t,
+                            )? {
+                                return Err(not_found("team_id", "no such team"));
+                            }
+                            (None, Some(t))
+                        }
+                    };
+                    tx.execute(
+                        "INSERT INTO grants (connection_id, user_id, team_id, level) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        params![cid, user, team, g.level.as_str()],
+                    )
+                    .map_err(db_error)?;
+                }
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn grants(&self, id: ConnectionId) -> Result<Vec<Grant>> {
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    "SELECT user_id, team_id, level FROM grants WHERE connection_id = ?1 \
+                     ORDER BY user_id IS NULL, user_id, team_id",
+                    [id.to_string()],
+                    |row| {
+                        let t = "grants";
+                        let level: GrantLevel = get_parsed(row, t, "level")?;
+                        let user = codec::get_opt_uuid(row, t, "user_id")?;
+                        let team = codec::get_opt_uuid(row, t, "team_id")?;
+                        let grantee = match (user, team) {
+                            (Some(u), None) => Grantee::User(UserId::from_uuid(u)),
+                            (None, Some(t)) => Grantee::Team(TeamId::from_uuid(t)),
+                            _ => {
+                                return Err(Error::new(ErrorKind::Store, "corrupt row in grants"));
+                            }
+                        };
+                        Ok(Grant { grantee, level })
+                    },
+                )
+            })
+            .await
+    }
+
+    async fn insert_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()> {
+        let user = user.clone();
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                if row_exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
+                    &user.username,
+                )? {
+                    return Err(conflict("username", "a user with this name exists"));
+                }
+                let id = user.id.to_string();
+                if row_exists(tx, "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)", &id)? {
+                    return Err(conflict("id", "a user with this id exists"));
+                }
+                tx.execute(
+                    "INSERT INTO users (id, username, role, password_hash, disabled, created_at, \
+                     updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        id,
+                        user.username,
+                        user.role.as_str(),
+                        user.password_hash,
+                        user.disabled,
+                        micros(user.created_at),
+                        micros(user.updated_at)
+                    ],
+                )
+                .map_err(db_error)?;
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn update_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()> {
+        let user = user.clone();
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let changed = tx
+                    .execute(
+                        "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, \
+                         updated_at = ?4 WHERE id = ?5",
+                        params![
+                            user.role.as_str(),
+                            user.password_hash,
+                            user.disabled,
+                            micros(user.updated_at),
+                            user.id.to_string()
+                        ],
+                    )
+                    .map_err(db_error)?;
+                if changed == 0 {
+                    return Err(not_found("user_id", "no such user"));
+                }
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<UserRow>> {
+        self.pool
+            .read(move |conn| {
+                Ok(collect(
+                    conn,
+                    "SELECT * FROM users WHERE id = ?1",
+                    [id.to_string()],
+                    user_from_row,
+                )?
+                .pop())
+            })
+            .await
+    }
+
+    async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+        let username = username.to_owned();
+        self.pool
+            .read(move |conn| {
+                Ok(collect(
+                    conn,
+                    "SELECT * FROM users WHERE username = ?1",
+                    [username],
+                    user_from_row,
+                )?
+                .pop())
+            })
+            .await
+    }
+
+    async fn users(&self) -> Result<Vec<UserRow>> {
+        self.pool
+            .read(|conn| {
+                collect(
+                    conn,
+                    "SELECT * FROM users ORDER BY username",
+                    [],
+                    user_from_row,
+                )
+            })
+            .await
+    }
+
+    async fn user_count(&self) -> Result<u64> {
+        self.pool
+            .read(|conn| {
+                let n: i64 = conn
+                    .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+                    .map_err(db_error)?;
+                Ok(u64::try_from(n).unwrap_or(0))
+            })
+            .await
+    }
+
+    async fn upsert_team(&self, team: &TeamRow, audit: &AuditEvent) -> Result<()> {
+        let team = team.clone();
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let id = team.id.to_string();
+                let taken: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM teams WHERE name = ?1 AND id <> ?2)",
+                        params![team.name, id],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_error)?;
+                if taken {
+                    return Err(conflict("name", "a team with this name exists"));
+                }
+                tx.execute(
+                    "INSERT INTO teams (id, name) VALUES (?1, ?2) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name",
+                    params![id, team.name],
+                )
+                .map_err(db_error)?;
+                tx.execute("DELETE FROM team_members WHERE team_id = ?1", [&id])
+                    .map_err(db_error)?;
+                for member in &team.members {
+                    let m = member.to_string();
+                    if !row_exists(tx, "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)", &m)? {
+                        return Err(not_found("members", "no such user"));
+                    }
+                    tx.execute(
+                        "INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?1, ?2)",
+                        params![id, m],
+                    )
+                    .map_err(db_error)?;
+                }
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn delete_team(&self, id: TeamId, audit: &AuditEvent) -> Result<()> {
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let changed = tx
+                    .execute("DELETE FROM teams WHERE id = ?1", [id.to_string()])
+                    .map_err(db_error)?;
+                if changed == 0 {
+                    return Err(not_found("team_id", "no such team"));
+                }
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn teams(&self) -> Result<Vec<TeamRow>> {
+        self.pool
+            .read(|conn| {
+                let heads = collect(
+                    conn,
+                    "SELECT id, name FROM teams ORDER BY name",
+                    [],
+                    |row| {
+                        Ok((
+                            team_id_from_row(row, "id")?,
+                            get::<String>(row, "teams", "name")?,
+                        ))
+                    },
+                )?;
+                heads
+                    .into_iter()
+                    .map(|(id, name)| {
+                        Ok(TeamRow {
+                            members: team_members(conn, &id.to_string())?,
+                            id,
+                            name,
+                        })
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn teams_of(&self, user: UserId) -> Result<Vec<TeamId>> {
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    "SELECT team_id FROM team_members WHERE user_id = ?1 ORDER BY team_id",
+                    [user.to_string()],
+                    |row| team_id_from_row(row, "team_id"),
+                )
+            })
+            .await
+    }
+
+    async fn insert_token(&self, token: &TokenRow, audit: &AuditEvent) -> Result<()> {
+        let token = token.clone();
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let user = token.user.to_string();
+                if !row_exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                    &user,
+                )? {
+                    return Err(not_found("user_id", "no such user"));
+                }
+                let taken: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?1 OR hash = ?2)",
+                        params![token.id.to_string(), token.hash.as_slice()],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_error)?;
+                if taken {
+                    return Err(conflict("token_id", "this token exists"));
+                }
+                tx.execute(
+                    "INSERT INTO tokens (id, user_id, name, hash, read_only, created_at, \
+                     expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        token.id.to_string(),
+                        user,
+                        token.name,
+                        token.hash.as_slice(),
+                        token.read_only,
+                        micros(token.created_at),
+                        token.expires_at.map(micros),
+                        token.revoked_at.map(micros)
+                    ],
+                )
+                .map_err(db_error)?;
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRow>> {
+        let hash = *hash;
+        self.pool
+            .read(move |conn| {
+                Ok(collect(
+                    conn,
+                    "SELECT * FROM tokens WHERE hash = ?1",
+                    [hash.as_slice()],
+                    token_from_row,
+                )?
+                .pop())
+            })
+            .await
+    }
+
+    async fn tokens_of(&self, user: UserId) -> Result<Vec<TokenRow>> {
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    "SELECT * FROM tokens WHERE user_id = ?1 ORDER BY created_at, id",
+                    [user.to_string()],
+                    token_from_row,
+                )
+            })
+            .await
+    }
+
+    async fn revoke_token(
+        &self,
+        id: TokenId,
+        at: OffsetDateTime,
+        audit: &AuditEvent,
+    ) -> Result<()> {
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                // A second revocation keeps the first time.
+                let changed = tx
+                    .execute(
+                        "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?1) WHERE id = ?2",
+                        params![micros(at), id.to_string()],
+                    )
+                    .map_err(db_error)?;
+                if changed == 0 {
+                    return Err(not_found("token_id", "no such token"));
+                }
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        let event = event.clone();
+        self.pool.write(move |tx| append_audit_in(tx, &event)).await
+    }
+
+    async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    &format!(
+                        "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ?1 \
+                         ORDER BY seq LIMIT ?2"
+                    ),
+                    params![after, i64::from(limit)],
+                    audit_from_row,
+                )
+            })
+            .await
+    }
+
+    async fn audit_page(&self, query: &AuditQuery) -> Result<Page<AuditRecord>> {
+        check_page(query.page, query.per_page)?;
+        let mut clauses = Vec::new();
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(actor) = query.actor {
+            params.push(Value::Text(actor.to_string()));
+            clauses.push(format!("actor = ?{}", params.len()));
+        }
+        if let Some(action) = &query.action {
+            params.push(Value::Text(action.clone()));
+            clauses.push(format!("action = ?{}", params.len()));
+        }
+        if let Some(target) = &query.target {
+            params.push(Value::Text(target.clone()));
+            clauses.push(format!("target = ?{}", params.len()));
+        }
+        let where_clause = if clauses.is_empty() {
+            String::from("1")
+        } else {
+            clauses.join(" AND ")
+        };
+        let (page, per_page) = (query.page, query.per_page);
+        self.pool
+            .read(move |conn| {
+                let total: i64 = conn
+                    .prepare_cached(&format!(
+                        "SELECT count(*) FROM audit_log WHERE {where_clause}"
+                    ))
+                    .and_then(|mut s| s.query_row(params_from_iter(params.iter()), |r| r.get(0)))
+                    .map_err(db_error)?;
+                let n = params.len();
+                let sql = format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {where_clause} \
+                     ORDER BY seq DESC LIMIT ?{} OFFSET ?{}",
+                    n + 1,
+                    n + 2
+                );
+                let mut all = params;
+                all.push(Value::Integer(i64::from(per_page)));
+                all.push(Value::Integer(offset(page, per_page)));
+                Ok(Page {
+                    items: collect(conn, &sql, params_from_iter(all), audit_from_row)?,
+                    total: u64::try_from(total).unwrap_or(0),
+                    page,
+                    per_page,
+                })
+            })
+            .await
+    }
+
+    async fn record_check(&self, check: &CheckRow, health: &Health) -> Result<()> {
+        let check = check.clone();
+        let health = health.clone();
+        self.pool
+            .write(move |tx| {
+                let id = check.connection.to_string();
+                if !row_exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
+                    &id,
+                )? {
+                    return Ok(());
+                }
+                tx.execute(
+                    "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, \
+                     status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        id,
+                        micros(check.at),
+                        check.ok,
+                        i64::from(check.latency_ms),
+                        check.error_kind.map(|k| k.as_str()),
+                        check.status.as_str()
+                    ],
+                )
+                .map_err(db_error)?;
+                tx.execute(
+                    "INSERT INTO connection_health (connection_id, status, checked_at, \
+                     latency_ms, error_kind, uptime_24h) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     ON CONFLICT (connection_id) DO UPDATE SET status = excluded.status, \
+                     checked_at = excluded.checked_at, latency_ms = excluded.latency_ms, \
+                     error_kind = excluded.error_kind, uptime_24h = excluded.uptime_24h",
+                    params![
+                        id,
+                        health.status.as_str(),
+                        health.checked_at.map(micros),
+                        health.latency_ms.map(i64::from),
+                        health.error_kind.map(|k| k.as_str()),
+                        health.uptime_24h
+                    ],
+                )
+                .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn checks(
+        &self,
+        id: ConnectionId,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<CheckRow>> {
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    "SELECT * FROM health_checks WHERE connection_id = ?1 AND at >= ?2 \
+                     ORDER BY at DESC, id DESC LIMIT ?3",
+                    params![id.to_string(), micros(since), i64::from(limit)],
+                    check_from_row,
+                )
+            })
+            .await
+    }
+
+    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
+        self.pool
+            .write(move |tx| {
+                let n = tx
+                    .execute("DELETE FROM health_checks WHERE at < ?1", [micros(before)])
+                    .map_err(db_error)?;
+                Ok(u64::try_from(n).unwrap_or(u64::MAX))
+            })
+            .await
+    }
+
+    async fn policy(&self) -> Result<TargetPolicy> {
+        self.pool
+            .read(|conn| {
+                let found = collect(conn, "SELECT * FROM policy WHERE id = 1", [], |row| {
+                    let t = "policy";
+                    Ok(TargetPolicy {
+                        allow_cidrs: get_list(row, t, "allow_cidrs")?,
+                        deny_cidrs: get_list(row, t, "deny_cidrs")?,
+                        min_tls_mode: get_parsed(row, t, "min_tls_mode")?,
+                    })
+                })?;
+                Ok(found.into_iter().next().unwrap_or_default())
+            })
+            .await
+    }
+
+    async fn set_policy(&self, policy: &TargetPolicy, audit: &AuditEvent) -> Result<()> {
+        let policy = policy.clone();
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO policy (id, allow_cidrs, deny_cidrs, min_tls_mode) \
+                     VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET \
+                     allow_cidrs = excluded.allow_cidrs, deny_cidrs = excluded.deny_cidrs, \
+                     min_tls_mode = excluded.min_tls_mode",
+                    params![
+                        encode_list(&policy.allow_cidrs),
+                        encode_list(&policy.deny_cidrs),
+                        policy.min_tls_mode.as_str()
+                    ],
+                )
+                .map_err(db_error)?;
+                append_audit_in(tx, &audit)?;
+                Ok(())
+            })
+            .await
+    }
+
+    async fn kek_usage(&self) -> Result<Vec<KekUsage>> {
+        self.pool
+            .read(|conn| {
+                collect(
+                    conn,
+                    "SELECT kek_id, count(*) AS n FROM connections GROUP BY kek_id \
+                     ORDER BY kek_id",
+                    [],
+                    |row| {
+                        let t = "connections";
+                        let kek: String = get(row, t, "kek_id")?;
+                        Ok(KekUsage {
+                            kek: KekId::new(&kek).map_err(|e| codec::corrupt(t, e))?,
+                            rows: get_u64(row, t, "n")?,
+                        })
+                    },
+                )
+            })
+            .await
+    }
+
+    async fn deks_not_under(
+        &self,
+        active: &KekId,
+        after: Option<ConnectionId>,
+        limit: u32,
+    ) -> Result<Vec<(ConnectionId, WrappedDek)>> {
+        let active = active.as_str().to_owned();
+        // Ids are hyphenated lowercase UUID text, whose text order is id order; "" sorts first.
+        let after = after.map(|a| a.to_string()).unwrap_or_default();
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    "SELECT id, wrapped_dek FROM connections WHERE kek_id <> ?1 AND id > ?2 \
+                     ORDER BY id LIMIT ?3",
+                    params![active, after, i64::from(limit)],
+                    |row| {
+                        let t = "connections";
+                        let id = ConnectionId::from_uuid(codec::get_uuid(row, t, "id")?);
+                        let dek = WrappedDek::parse(&get::<Vec<u8>>(row, t, "wrapped_dek")?)
+                            .map_err(|e| codec::corrupt(t, e))?;
+                        Ok((id, dek))
+                    },
+                )
+            })
+            .await
+    }
+
+    async fn replace_dek(
+        &self,
+        id: ConnectionId,
+        old: &WrappedDek,
+        new: &WrappedDek,
+    ) -> Result<bool> {
+        let old = old.to_bytes();
+        let new_kek = new.kek_id().as_str().to_owned();
+        let new = new.to_bytes();
+        self.pool
+            .write(move |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE connections SET wrapped_dek = ?1, kek_id = ?2 \
+                         WHERE id = ?3 AND wrapped_dek = ?4",
+                        params![new, new_kek, id.to_string(), old],
+                    )
+                    .map_err(db_error)?;
+                Ok(n == 1)
+            })
+            .await
+    }
+}

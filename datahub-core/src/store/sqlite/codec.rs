@@ -1,0 +1,430 @@
+//! Conversions between the model and SQLite values, and the parsing of rows back into the
+//! model. Every value read back is validated again by the model's own parse functions; a row
+//! that does not parse is a `Store` error ("corrupt row"), never a panic or half-valid data.
+
+use std::str::FromStr;
+
+use rusqlite::Row;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::audit::{AuditEvent, AuditRecord, Outcome};
+use crate::crypto::{SealedValue, WrappedDek};
+use crate::model::{
+    ApplicationName, CertificatePem, ConnectOptions, ConnectionName, ConnectionSpec, DatabaseName,
+    Description, FailureKind, Health, HealthStatus, Host, Monitoring, Port, Tags, TlsSettings,
+    Username,
+};
+use crate::rbac::Role;
+use crate::store::{CheckRow, SealedSecrets, TokenRow, UserRow};
+use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
+
+/// The error for a stored value that does not parse back.
+pub(super) fn corrupt(table: &'static str, cause: Error) -> Error {
+    Error::new(ErrorKind::Store, format!("corrupt row in {table}")).with_source(cause)
+}
+
+fn corrupt_value(table: &'static str, column: &str) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format!("corrupt row in {table}: column {column} holds an invalid value"),
+    )
+}
+
+/// Reads one column; a missing column or a value of the wrong type is a corrupt row.
+pub(super) fn get<T: rusqlite::types::FromSql>(
+    row: &Row<'_>,
+    table: &'static str,
+    column: &str,
+) -> Result<T> {
+    row.get(column).map_err(|e| {
+        Error::new(
+            ErrorKind::Store,
+            format!("corrupt row in {table}: column {column} has the wrong type"),
+        )
+        .with_source(e)
+    })
+}
+
+/// Unix microseconds (UTC) of a time, floored.
+pub(super) fn micros(at: OffsetDateTime) -> i64 {
+    let m = at.unix_timestamp_nanos().div_euclid(1_000);
+    i64::try_from(m).unwrap_or(if m < 0 { i64::MIN } else { i64::MAX })
+}
+
+fn time_from(table: &'static str, column: &str, m: i64) -> Result<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000)
+        .map_err(|_| corrupt_value(table, column))
+}
+
+pub(super) fn get_time(row: &Row<'_>, table: &'static str, column: &str) -> Result<OffsetDateTime> {
+    time_from(table, column, get(row, table, column)?)
+}
+
+pub(super) fn get_opt_time(
+    row: &Row<'_>,
+    table: &'static str,
+    column: &str,
+) -> Result<Option<OffsetDateTime>> {
+    get::<Option<i64>>(row, table, column)?
+        .map(|m| time_from(table, column, m))
+        .transpose()
+}
+
+fn uuid_from(table: &'static str, column: &str, s: &str) -> Result<Uuid> {
+    Uuid::try_parse(s).map_err(|_| corrupt_value(table, column))
+}
+
+pub(super) fn get_uuid(row: &Row<'_>, table: &'static str, column: &str) -> Result<Uuid> {
+    let s: String = get(row, table, column)?;
+    uuid_from(table, column, &s)
+}
+
+pub(super) fn get_opt_uuid(
+    row: &Row<'_>,
+    table: &'static str,
+    column: &str,
+) -> Result<Option<Uuid>> {
+    get::<Option<String>>(row, table, column)?
+        .map(|s| uuid_from(table, column, &s))
+        .transpose()
+}
+
+pub(super) fn get_u64(row: &Row<'_>, table: &'static str, column: &str) -> Result<u64> {
+    u64::try_from(get::<i64>(row, table, column)?).map_err(|_| corrupt_value(table, column))
+}
+
+pub(super) fn get_u32(row: &Row<'_>, table: &'static str, column: &str) -> Result<u32> {
+    u32::try_from(get::<i64>(row, table, column)?).map_err(|_| corrupt_value(table, column))
+}
+
+fn get_opt_u32(row: &Row<'_>, table: &'static str, column: &str) -> Result<Option<u32>> {
+    get::<Option<i64>>(row, table, column)?
+        .map(|v| u32::try_from(v).map_err(|_| corrupt_value(table, column)))
+        .transpose()
+}
+
+pub(super) fn get_bool(row: &Row<'_>, table: &'static str, column: &str) -> Result<bool> {
+    match get::<i64>(row, table, column)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(corrupt_value(table, column)),
+    }
+}
+
+/// Parses a stored spelling with the type's own `FromStr`.
+pub(super) fn get_parsed<T: FromStr<Err = Error>>(
+    row: &Row<'_>,
+    table: &'static str,
+    column: &str,
+) -> Result<T> {
+    let s: String = get(row, table, column)?;
+    s.parse().map_err(|e| corrupt(table, e))
+}
+
+fn get_opt_parsed<T: FromStr<Err = Error>>(
+    row: &Row<'_>,
+    table: &'static str,
+    column: &str,
+) -> Result<Option<T>> {
+    get::<Option<String>>(row, table, column)?
+        .map(|s| s.parse().map_err(|e| corrupt(table, e)))
+        .transpose()
+}
+
+fn get_hash(row: &Row<'_>, table: &'static str, column: &str) -> Result<[u8; 32]> {
+    let bytes: Vec<u8> = get(row, table, column)?;
+    bytes.try_into().map_err(|_| corrupt_value(table, column))
+}
+
+/// Encodes a list of strings unambiguously: `<byte length>:<text>` for each, concatenated.
+pub(super) fn encode_list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut out = String::new();
+    for s in items {
+        let s = s.as_ref();
+        out.push_str(&s.len().to_string());
+        out.push(':');
+        out.push_str(s);
+    }
+    out
+}
+
+/// Decodes [`encode_list`]; `None` when the text is not such an encoding.
+pub(super) fn decode_list(mut text: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    while !text.is_empty() {
+        let (len, rest) = text.split_once(':')?;
+        if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let len: usize = len.parse().ok()?;
+        let item = rest.get(..len)?;
+        out.push(item.to_owned());
+        text = rest.get(len..)?;
+    }
+    Some(out)
+}
+
+pub(super) fn get_list(row: &Row<'_>, table: &'static str, column: &str) -> Result<Vec<String>> {
+    let text: String = get(row, table, column)?;
+    decode_list(&text).ok_or_else(|| corrupt_value(table, column))
+}
+
+/// The lowercase form a search compares against (Unicode-aware, unlike SQLite's `lower`).
+pub(super) fn search_fold(s: &str) -> String {
+    s.to_lowercase()
+}
+
+/// A `LIKE` pattern matching `needle` as a literal substring (with `ESCAPE '\'`).
+pub(super) fn like_pattern(needle: &str) -> String {
+    let mut p = String::with_capacity(needle.len() + 2);
+    p.push('%');
+    for c in search_fold(needle).chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+const CONNECTIONS: &str = "connections";
+
+/// The columns [`spec_from_row`] reads, prefixed with the table alias `c`.
+pub(super) const SPEC_COLUMNS: &str = "c.id, c.name, c.description, c.engine, c.host, c.port, \
+    c.database_name, c.username, c.tls_mode, c.tls_ca_cert_pem, c.tls_client_cert_pem, \
+    c.tls_channel_binding, c.connect_timeout_ms, c.application_name, c.monitoring_enabled, \
+    c.monitoring_interval_s, c.monitoring_slow_ms, c.owner, c.version, c.created_at, \
+    c.updated_at, \
+    (SELECT group_concat(t.tag, char(10) ORDER BY t.position) FROM connection_tags t \
+     WHERE t.connection_id = c.id) AS tags";
+
+/// The secret columns [`secrets_from_row`] reads.
+pub(super) const SECRET_COLUMNS: &str = "c.wrapped_dek, c.sealed_password, c.sealed_client_key";
+
+/// The health columns [`health_from_row`] reads (from a `LEFT JOIN connection_health h`).
+pub(super) const HEALTH_COLUMNS: &str = "h.status AS h_status, h.checked_at AS h_checked_at, \
+    h.latency_ms AS h_latency_ms, h.error_kind AS h_error_kind, h.uptime_24h AS h_uptime_24h";
+
+/// The common part of a connection row: id, spec, owner, version and times.
+pub(super) struct Common {
+    pub(super) id: ConnectionId,
+    pub(super) spec: ConnectionSpec,
+    pub(super) owner: UserId,
+    pub(super) version: u64,
+    pub(super) created_at: OffsetDateTime,
+    pub(super) updated_at: OffsetDateTime,
+}
+
+pub(super) fn common_from_row(row: &Row<'_>) -> Result<Common> {
+    let t = CONNECTIONS;
+    let bad = |e: Error| corrupt(t, e);
+    let name = ConnectionName::parse(&get::<String>(row, t, "name")?).map_err(bad)?;
+    let description = get::<Option<String>>(row, t, "description")?
+        .map(|d| Description::parse(&d))
+        .transpose()
+        .map_err(bad)?;
+    let engine = get_parsed(row, t, "engine")?;
+    let host = Host::parse(&get::<String>(row, t, "host")?).map_err(bad)?;
+    let port = Port::new(get(row, t, "port")?).map_err(bad)?;
+    let database = DatabaseName::parse(&get::<String>(row, t, "database_name")?).map_err(bad)?;
+    let username = Username::parse(&get::<String>(row, t, "username")?).map_err(bad)?;
+    let ca = get::<Option<String>>(row, t, "tls_ca_cert_pem")?
+        .map(|p| CertificatePem::parse("tls.ca_cert_pem", &p))
+        .transpose()
+        .map_err(bad)?;
+    let client_cert = get::<Option<String>>(row, t, "tls_client_cert_pem")?
+        .map(|p| CertificatePem::parse("tls.client_cert_pem", &p))
+        .transpose()
+        .map_err(bad)?;
+    let tls = TlsSettings::new(
+        get_parsed(row, t, "tls_mode")?,
+        ca,
+        client_cert,
+        get_parsed(row, t, "tls_channel_binding")?,
+    )
+    .map_err(bad)?;
+    let application_name = get::<Option<String>>(row, t, "application_name")?
+        .map(|a| ApplicationName::parse(&a))
+        .transpose()
+        .map_err(bad)?;
+    let options = ConnectOptions::new(Some(get(row, t, "connect_timeout_ms")?), application_name)
+        .map_err(bad)?;
+    let tags_text: Option<String> = get(row, t, "tags")?;
+    let tags: Vec<&str> = match tags_text.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(s) => s.split('\n').collect(),
+    };
+    let tags = Tags::parse(&tags).map_err(bad)?;
+    let monitoring = Monitoring::new(
+        Some(get_bool(row, t, "monitoring_enabled")?),
+        Some(get(row, t, "monitoring_interval_s")?),
+        Some(get(row, t, "monitoring_slow_ms")?),
+    )
+    .map_err(bad)?;
+    let version = get_u64(row, t, "version")?;
+    if version == 0 {
+        return Err(corrupt_value(t, "version"));
+    }
+    Ok(Common {
+        id: ConnectionId::from_uuid(get_uuid(row, t, "id")?),
+        spec: ConnectionSpec {
+            name,
+            description,
+            engine,
+            host,
+            port,
+            database,
+            username,
+            tls,
+            options,
+            tags,
+            monitoring,
+        },
+        owner: UserId::from_uuid(get_uuid(row, t, "owner")?),
+        version,
+        created_at: get_time(row, t, "created_at")?,
+        updated_at: get_time(row, t, "updated_at")?,
+    })
+}
+
+pub(super) fn secrets_from_row(row: &Row<'_>) -> Result<SealedSecrets> {
+    let t = CONNECTIONS;
+    let bad = |e: Error| corrupt(t, e);
+    let dek = WrappedDek::parse(&get::<Vec<u8>>(row, t, "wrapped_dek")?).map_err(bad)?;
+    let password = SealedValue::parse(&get::<Vec<u8>>(row, t, "sealed_password")?).map_err(bad)?;
+    let client_key_pem = get::<Option<Vec<u8>>>(row, t, "sealed_client_key")?
+        .map(|b| SealedValue::parse(&b))
+        .transpose()
+        .map_err(bad)?;
+    Ok(SealedSecrets {
+        dek,
+        password,
+        client_key_pem,
+    })
+}
+
+pub(super) fn health_from_row(row: &Row<'_>) -> Result<Health> {
+    let t = "connection_health";
+    let Some(status) = get_opt_parsed::<HealthStatus>(row, t, "h_status")? else {
+        return Ok(Health::default());
+    };
+    Ok(Health {
+        status,
+        checked_at: get_opt_time(row, t, "h_checked_at")?,
+        latency_ms: get_opt_u32(row, t, "h_latency_ms")?,
+        error_kind: get_opt_parsed::<FailureKind>(row, t, "h_error_kind")?,
+        uptime_24h: get(row, t, "h_uptime_24h")?,
+    })
+}
+
+pub(super) fn user_from_row(row: &Row<'_>) -> Result<UserRow> {
+    let t = "users";
+    Ok(UserRow {
+        id: UserId::from_uuid(get_uuid(row, t, "id")?),
+        username: get(row, t, "username")?,
+        role: get_parsed::<Role>(row, t, "role")?,
+        password_hash: get(row, t, "password_hash")?,
+        disabled: get_bool(row, t, "disabled")?,
+        created_at: get_time(row, t, "created_at")?,
+        updated_at: get_time(row, t, "updated_at")?,
+    })
+}
+
+pub(super) fn token_from_row(row: &Row<'_>) -> Result<TokenRow> {
+    let t = "tokens";
+    Ok(TokenRow {
+        id: TokenId::from_uuid(get_uuid(row, t, "id")?),
+        user: UserId::from_uuid(get_uuid(row, t, "user_id")?),
+        name: get(row, t, "name")?,
+        hash: get_hash(row, t, "hash")?,
+        read_only: get_bool(row, t, "read_only")?,
+        created_at: get_time(row, t, "created_at")?,
+        expires_at: get_opt_time(row, t, "expires_at")?,
+        revoked_at: get_opt_time(row, t, "revoked_at")?,
+    })
+}
+
+pub(super) fn check_from_row(row: &Row<'_>) -> Result<CheckRow> {
+    let t = "health_checks";
+    Ok(CheckRow {
+        connection: ConnectionId::from_uuid(get_uuid(row, t, "connection_id")?),
+        at: get_time(row, t, "at")?,
+        ok: get_bool(row, t, "ok")?,
+        latency_ms: get_u32(row, t, "latency_ms")?,
+        error_kind: get_opt_parsed(row, t, "error_kind")?,
+        status: get_parsed(row, t, "status")?,
+    })
+}
+
+pub(super) fn team_id_from_row(row: &Row<'_>, column: &str) -> Result<TeamId> {
+    Ok(TeamId::from_uuid(get_uuid(row, "teams", column)?))
+}
+
+/// The columns [`audit_from_row`] reads.
+pub(super) const AUDIT_COLUMNS: &str = "seq, at, actor, actor_name, action, target, outcome, \
+    changed_fields, client_addr, request_id, prev_hash, hash";
+
+pub(super) fn audit_from_row(row: &Row<'_>) -> Result<AuditRecord> {
+    let t = "audit_log";
+    let outcome: String = get(row, t, "outcome")?;
+    let outcome = Outcome::parse(&outcome).ok_or_else(|| corrupt_value(t, "outcome"))?;
+    let seq = get_u64(row, t, "seq")?;
+    if seq == 0 {
+        return Err(corrupt_value(t, "seq"));
+    }
+    Ok(AuditRecord {
+        seq,
+        event: AuditEvent {
+            at: get_time(row, t, "at")?,
+            actor: get_opt_uuid(row, t, "actor")?.map(UserId::from_uuid),
+            actor_name: get(row, t, "actor_name")?,
+            action: get(row, t, "action")?,
+            target: get(row, t, "target")?,
+            outcome,
+            changed_fields: get_list(row, t, "changed_fields")?,
+            client_addr: get(row, t, "client_addr")?,
+            request_id: get(row, t, "request_id")?,
+        },
+        prev_hash: get_hash(row, t, "prev_hash")?,
+        hash: get_hash(row, t, "hash")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_round_trip_whatever_they_hold() {
+        let cases: [&[&str]; 5] = [
+            &[],
+            &[""],
+            &["a", "b"],
+            &["1:x", "", "é:\n2:"],
+            &["host", "password"],
+        ];
+        for items in cases {
+            let enc = encode_list(items);
+            assert_eq!(decode_list(&enc).unwrap(), items, "{enc:?}");
+        }
+        assert_ne!(encode_list(&["ab"]), encode_list(&["a", "b"]));
+        for bad in ["x", "3:ab", "1", ":a", "-1:a", "1:é"] {
+            assert!(decode_list(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn like_patterns_take_wildcards_literally() {
+        assert_eq!(like_pattern("50%_a\\B"), "%50\\%\\_a\\\\b%");
+    }
+
+    #[test]
+    fn micros_floor_and_round_trip() {
+        let at = OffsetDateTime::from_unix_timestamp_nanos(-1_500).unwrap();
+        assert_eq!(micros(at), -2);
+        let at = OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_123_456_000).unwrap();
+        assert_eq!(time_from("x", "y", micros(at)).unwrap(), at);
+    }
+}
