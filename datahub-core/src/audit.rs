@@ -57,6 +57,15 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// Where an adapter's request came from, for the audit log. `Default`: unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// The client's address, as the adapter saw it.
+    pub client_addr: Option<String>,
+    /// The adapter's request id.
+    pub request_id: Option<String>,
+}
+
 /// One audited action, before the store gives it a place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
@@ -113,6 +122,11 @@ impl AuditEvent {
         self.client_addr = client_addr.map(escape);
         self.request_id = request_id.map(escape);
         self
+    }
+
+    /// Sets the client address and request id from an adapter's [`RequestInfo`] (escaped).
+    pub fn with_request_info(self, request: &RequestInfo) -> Self {
+        self.with_request(request.client_addr.as_deref(), request.request_id.as_deref())
     }
 }
 

@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 
 use super::policy::{Access, Action, ConnectionAction, GlobalAction};
 use super::{Grant, GrantLevel, Grantee, Role};
+use crate::audit::RequestInfo;
 use crate::store::{TokenRow, UserRow, Visibility};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
@@ -25,6 +26,7 @@ pub struct Principal {
     role: Role,
     teams: Vec<TeamId>,
     read_only: bool,
+    request: RequestInfo,
 }
 
 /// The owner and grants of the connection an action targets, as loaded by the Hub.
@@ -106,7 +108,20 @@ impl Principal {
             role: user.role,
             teams,
             read_only,
+            request: RequestInfo::default(),
         }
+    }
+
+    /// The same principal, acting in the request `request` (its client address and id go into
+    /// every audit row the request writes).
+    pub fn with_request(mut self, request: RequestInfo) -> Self {
+        self.request = request;
+        self
+    }
+
+    /// The request this principal acts in.
+    pub fn request(&self) -> &RequestInfo {
+        &self.request
     }
 
     /// The user acting.
