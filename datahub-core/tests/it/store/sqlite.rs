@@ -236,3 +236,68 @@ async fn a_corrupt_row_is_a_store_error_not_a_panic() {
     // Restored: the row reads again.
     assert_eq!(store.connection(r.id).await.unwrap().unwrap(), r);
 }
+
+#[tokio::test]
+async fn a_failed_audit_write_rolls_the_change_back() {
+    let (store, tmp) = fresh_sqlite().await;
+    let dir = tmp.path().join("data");
+    let owner = user(&store, "owner").await;
+    let r = conn(&store, "orders", owner).await;
+    raw(&dir)
+        .execute_batch(
+            "CREATE TRIGGER audit_full BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+    let other = row(spec("other", "db.example.com", None, &[]), owner);
+    let err = store
+        .insert_connection(&other, &ev("connection.create"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert!(store.connection(other.id).await.unwrap().is_none());
+    let mut changed = r.clone();
+    changed.spec = spec("renamed", "elsewhere.example.com", None, &[]);
+    assert!(
+        store
+            .update_connection(&changed, 1, &ev("connection.update"))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .delete_connection(r.id, 1, &ev("connection.delete"))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.connection(r.id).await.unwrap().unwrap(), r);
+    raw(&dir).execute_batch("DROP TRIGGER audit_full").unwrap();
+    assert_eq!(audit_all(&store, 10).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_on_one_file_keep_one_linear_chain() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let a: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
+    let b: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 {
+            Arc::clone(&a)
+        } else {
+            Arc::clone(&b)
+        };
+        tasks.push(tokio::spawn(async move {
+            store.append_audit(&ev("auth.login")).await.unwrap()
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut v = ChainVerifier::new();
+    for r in audit_all(&a, 16).await {
+        v.push(&r).unwrap();
+    }
+    assert_eq!(v.checked(), 40);
+}
