@@ -23,9 +23,11 @@
 //! value of a secret column, or decide access.
 
 mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
 pub use migrate::{Applied, Migration, plan as migration_plan};
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;

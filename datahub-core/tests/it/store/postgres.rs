@@ -1,1 +1,384 @@
-//! The conformance suite on PostgreSQL (a fresh database per test on a kit cluster).
+//! The conformance suite on PostgreSQL, and what only PostgreSQL has: replicas sharing one
+//! database (concurrent migration at open, one audit chain across pools), its migrations, and
+//! raw access to the tables and files.
+//!
+//! Each test starts its own kit cluster (about 0.2 s): dropping it at the end of the test stops
+//! the server, so no test leaves a server running, whatever the order tests end in.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use datahub_core::audit::{ChainBreak, ChainVerifier};
+use datahub_core::store::postgres::MIGRATIONS;
+use datahub_core::store::{ListQuery, PostgresOptions, PostgresStore, Store, Visibility};
+use datahub_core::{ConnectionId, ErrorKind};
+use datahub_testkit::{PgCluster, User};
+
+use crate::store::conformance::{
+    audit_all, conformance_suite, conn, ev, keyring, row, sealed, spec, user,
+};
+
+const USER: &str = "datahub";
+const PASSWORD: &str = "store-pw-Kq81!x";
+const DATABASE: &str = "datahub";
+
+/// A fresh cluster with a SCRAM user `datahub` owning the database `datahub`.
+async fn cluster() -> PgCluster {
+    tokio::task::spawn_blocking(|| {
+        PgCluster::builder()
+            // Room for a few pools of the default size (16): several "replicas" at once.
+            .max_connections(80)
+            .user(User::new(USER).password(PASSWORD))
+            .database(DATABASE, USER)
+            .start()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+async fn open(cluster: &PgCluster) -> datahub_core::Result<PostgresStore> {
+    PostgresStore::connect(cluster.config(USER, DATABASE), PostgresOptions::default()).await
+}
+
+/// A fresh store on its own cluster; the cluster lives as long as the returned guard.
+async fn fresh_pg() -> (Arc<dyn Store>, PgCluster) {
+    let cluster = cluster().await;
+    let store = open(&cluster).await.unwrap();
+    (Arc::new(store), cluster)
+}
+
+conformance_suite!(fresh_pg());
+
+fn psql(cluster: &PgCluster, sql: &str) -> String {
+    cluster.psql(DATABASE, sql).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_opening_at_once_migrate_once() {
+    let cluster = cluster().await;
+    let opens = (0..4).map(|_| {
+        let config = cluster.config(USER, DATABASE);
+        tokio::spawn(PostgresStore::connect(config, PostgresOptions::default()))
+    });
+    let mut stores = Vec::new();
+    for open in opens.collect::<Vec<_>>() {
+        stores.push(open.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        psql(
+            &cluster,
+            "SELECT count(*), min(version), max(version) FROM schema_migrations"
+        ),
+        format!("{0}|1|{0}", MIGRATIONS.len())
+    );
+    // Every replica works on the one schema.
+    let a: Arc<dyn Store> = Arc::new(stores.remove(0));
+    let b: Arc<dyn Store> = Arc::new(stores.remove(0));
+    let owner = user(&a, "owner").await;
+    let c = conn(&a, "orders", owner).await;
+    assert_eq!(b.connection(c.id).await.unwrap().unwrap(), c);
+}
+
+#[tokio::test]
+async fn a_newer_schema_refuses_to_open() {
+    let cluster = cluster().await;
+    drop(open(&cluster).await.unwrap());
+    psql(
+        &cluster,
+        "INSERT INTO schema_migrations (version, name, checksum, applied_at) \
+         VALUES (999, 'future', decode(repeat('00', 32), 'hex'), now())",
+    );
+    let err = open(&cluster).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert!(err.to_string().contains("version 999"), "{err}");
+    assert!(err.to_string().contains("upgrade datahub"), "{err}");
+}
+
+#[tokio::test]
+async fn an_edited_migration_refuses_to_open() {
+    let cluster = cluster().await;
+    drop(open(&cluster).await.unwrap());
+    psql(
+        &cluster,
+        "UPDATE schema_migrations SET checksum = decode(repeat('07', 32), 'hex') \
+         WHERE version = 1",
+    );
+    let err = open(&cluster).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert!(err.to_string().contains("migration 1"), "{err}");
+}
+
+#[tokio::test]
+async fn reopening_keeps_the_data() {
+    let cluster = cluster().await;
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&store, "owner").await;
+    let c = conn(&store, "orders", owner).await;
+    drop(store);
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    assert_eq!(store.connection(c.id).await.unwrap().unwrap(), c);
+    assert_eq!(store.user(owner).await.unwrap().unwrap().username, "owner");
+    let mut v = ChainVerifier::new();
+    for r in audit_all(&store, 10).await {
+        v.push(&r).unwrap();
+    }
+    assert_eq!(v.checked(), 2);
+    assert_eq!(
+        psql(&cluster, "SELECT count(*) FROM schema_migrations"),
+        "1"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pools_appending_at_once_keep_one_linear_chain() {
+    let cluster = cluster().await;
+    // Two stores are two pools: as far as PostgreSQL can tell, two server replicas.
+    let a: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..100 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        tasks.push(tokio::spawn(async move {
+            store.append_audit(&ev("auth.login")).await.unwrap()
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=100).collect::<Vec<u64>>());
+    let mut v = ChainVerifier::new();
+    for r in audit_all(&b, 16).await {
+        v.push(&r).unwrap_or_else(|e| panic!("chain broken: {e}"));
+    }
+    assert_eq!(v.checked(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_updates_of_one_version_one_wins() {
+    let cluster = cluster().await;
+    let a: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&a, "owner").await;
+    let c = conn(&a, "orders", owner).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let mut edit = c.clone();
+        edit.spec = spec("orders", &format!("db{i}.example.com"), None, &[]);
+        tasks.push(tokio::spawn(async move {
+            store
+                .update_connection(&edit, 1, &ev("connection.update"))
+                .await
+        }));
+    }
+    let mut won = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(version) => won.push(version),
+            Err(e) => {
+                assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
+                assert_eq!(e.field(), Some("version"));
+            }
+        }
+    }
+    assert_eq!(won, [2]);
+    let stored = a.connection(c.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    // One create, one update: the losers left nothing in the log.
+    assert_eq!(audit_all(&a, 50).await.len(), 3);
+}
+
+#[tokio::test]
+async fn update_and_delete_tell_missing_from_stale() {
+    let (store, _cluster) = fresh_pg().await;
+    let owner = user(&store, "owner").await;
+    let c = conn(&store, "orders", owner).await;
+    let mut ghost = c.clone();
+    ghost.id = ConnectionId::new();
+    let e = store
+        .update_connection(&ghost, 1, &ev("connection.update"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+    let e = store
+        .delete_connection(c.id, 7, &ev("connection.delete"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Conflict);
+    let e = store
+        .delete_connection(ghost.id, 1, &ev("connection.delete"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound);
+}
+
+#[tokio::test]
+async fn a_sealed_canary_never_reaches_the_database_in_plaintext() {
+    const CANARY: &str = "canary-Pg7!wQ3#pw-19ad";
+    let cluster = cluster().await;
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&store, "owner").await;
+    let mut r = row(spec("orders", "db.example.com", None, &[]), owner);
+    r.spec = crate::store::conformance::full_spec("orders");
+    r.secrets = sealed(&keyring("k1", 1), r.id, CANARY, true);
+    store
+        .insert_connection(&r, &ev("connection.create"))
+        .await
+        .unwrap();
+    let mut again = r.clone();
+    again.secrets = sealed(&keyring("k1", 1), r.id, CANARY, true);
+    store
+        .update_connection(&again, 1, &ev("connection.update"))
+        .await
+        .unwrap();
+
+    // Every table, every row, as text (bytea as hex): neither the canary nor its hex form.
+    let tables = psql(
+        &cluster,
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    );
+    let tables: Vec<&str> = tables.lines().collect();
+    assert!(tables.contains(&"connections") && tables.contains(&"audit_log"));
+    let hex: String = CANARY.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut dumped = 0;
+    for table in tables {
+        let dump = psql(&cluster, &format!("SELECT t::text FROM {table} t"));
+        dumped += dump.len();
+        for needle in [CANARY, hex.as_str(), "-----BEGIN PRIVATE K"] {
+            assert!(!dump.contains(needle), "{needle} found in table {table}");
+        }
+    }
+    assert!(dumped > 1_000);
+
+    // Nor in the files: tables, indexes and write-ahead log, after a checkpoint.
+    psql(&cluster, "CHECKPOINT");
+    let mut scanned = 0;
+    let mut stack = vec![cluster.data_dir().to_owned()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                scanned += bytes.len();
+                assert!(
+                    !bytes.windows(CANARY.len()).any(|w| w == CANARY.as_bytes()),
+                    "the canary is in {} in plaintext",
+                    path.display()
+                );
+            }
+        }
+    }
+    assert!(scanned > 1_000_000);
+
+    // The row is there and opens with the key.
+    let got = store.connection(r.id).await.unwrap().unwrap();
+    let dek = keyring("k1", 1).unwrap_dek(r.id, &got.secrets.dek).unwrap();
+    let pw = dek.open(r.id, "password", &got.secrets.password).unwrap();
+    assert_eq!(pw.expose_secret(), CANARY.as_bytes());
+}
+
+#[tokio::test]
+async fn the_audit_log_is_append_only_and_an_edit_is_detected() {
+    let (store, cluster) = fresh_pg().await;
+    for _ in 0..3 {
+        store.append_audit(&ev("auth.login")).await.unwrap();
+    }
+    for sql in [
+        "UPDATE audit_log SET action = 'x' WHERE seq = 2",
+        "DELETE FROM audit_log WHERE seq = 2",
+        "TRUNCATE audit_log",
+    ] {
+        let err = cluster.psql(DATABASE, sql).unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+    }
+    // Someone who owns the table can switch the trigger off: the chain still tells.
+    psql(
+        &cluster,
+        "ALTER TABLE audit_log DISABLE TRIGGER USER; \
+         UPDATE audit_log SET actor_name = 'mallory' WHERE seq = 2",
+    );
+    let mut v = ChainVerifier::new();
+    let records = audit_all(&store, 10).await;
+    let broken = records.iter().find_map(|r| v.push(r).err());
+    assert_eq!(broken, Some(ChainBreak::Content { seq: 2 }));
+}
+
+#[tokio::test]
+async fn a_corrupt_row_is_a_store_error_not_a_panic() {
+    let (store, cluster) = fresh_pg().await;
+    let owner = user(&store, "owner").await;
+    let c = conn(&store, "orders", owner).await;
+    // (edit, whether listing reads the edited column too)
+    for (sql, listed) in [
+        ("UPDATE connections SET name = 'Not A Name'", true),
+        ("UPDATE connections SET tls_mode = 'sometimes'", true),
+        ("UPDATE connections SET port = 0", true),
+        ("UPDATE connections SET tags = ARRAY['ok', NULL]", true),
+        ("UPDATE connections SET version = -1", true),
+        ("UPDATE connections SET sealed_password = '\\x00'", false),
+        ("UPDATE connections SET kek_id = 'other'", false),
+    ] {
+        psql(&cluster, "DELETE FROM connections");
+        store
+            .insert_connection(&c, &ev("connection.create"))
+            .await
+            .unwrap();
+        // Constraints may refuse some edits outright; what gets in must not get out.
+        if cluster.psql(DATABASE, sql).is_err() {
+            continue;
+        }
+        let err = store.connection(c.id).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store, "{sql}: {err}");
+        assert!(err.to_string().contains("corrupt row"), "{sql}: {err}");
+        let listed_ok = store
+            .list_connections(&ListQuery::default(), &Visibility::All)
+            .await
+            .map_err(|e| assert_eq!(e.kind(), ErrorKind::Store, "{sql}: {e}"))
+            .is_ok();
+        assert_eq!(listed_ok, !listed, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_or_refusing_store_says_what_to_check_without_the_password() {
+    let cluster = cluster().await;
+    // Wrong password: refused, and the message names neither password.
+    let mut config = cluster.config(USER, DATABASE);
+    config.password("wrong-pw-Zz9");
+    let err = PostgresStore::connect(config, PostgresOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("password"), "{text}");
+    assert!(
+        !text.contains("wrong-pw-Zz9") && !text.contains(PASSWORD),
+        "{text}"
+    );
+
+    // Nothing listening: a prompt store error that says to check the server.
+    let port = cluster.port();
+    drop(cluster);
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(USER)
+        .password(PASSWORD)
+        .dbname(DATABASE);
+    let options = PostgresOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..PostgresOptions::default()
+    };
+    let started = std::time::Instant::now();
+    let err = PostgresStore::connect(config, options).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    assert_eq!(err.kind(), ErrorKind::Store);
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("check"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+}
