@@ -126,7 +126,10 @@ impl AuditEvent {
 
     /// Sets the client address and request id from an adapter's [`RequestInfo`] (escaped).
     pub fn with_request_info(self, request: &RequestInfo) -> Self {
-        self.with_request(request.client_addr.as_deref(), request.request_id.as_deref())
+        self.with_request(
+            request.client_addr.as_deref(),
+            request.request_id.as_deref(),
+        )
     }
 }
 
@@ -224,7 +227,8 @@ pub fn escape(s: &str) -> String {
     out
 }
 
-fn is_invisible_format(c: char) -> bool {
+/// Whether `c` is a bidi control or another invisible format character.
+pub(crate) fn is_invisible_format(c: char) -> bool {
     matches!(
         c,
         '\u{061C}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}'

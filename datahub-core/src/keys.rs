@@ -63,11 +63,7 @@ pub async fn key_status(store: &dyn Store, keyring: &Keyring) -> Result<Vec<KeyS
             id: id.clone(),
             active: id == keyring.active_id(),
             in_keyring: true,
-            rows: usage
-                .iter()
-                .filter(|u| &u.kek == id)
-                .map(|u| u.rows)
-                .sum(),
+            rows: usage.iter().filter(|u| &u.kek == id).map(|u| u.rows).sum(),
         })
         .collect();
     for u in usage {

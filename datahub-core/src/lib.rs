@@ -11,6 +11,7 @@ pub mod auth;
 pub mod crypto;
 pub mod dsn;
 mod error;
+pub mod hub;
 mod id;
 pub mod keys;
 pub mod model;

@@ -99,7 +99,7 @@ impl AsRef<str> for AccountName {
 }
 
 /// Fills `buf` from the operating system's random generator. Errors: `Internal` when it fails.
-fn fill_random(buf: &mut [u8]) -> Result<()> {
+pub(crate) fn fill_random(buf: &mut [u8]) -> Result<()> {
     getrandom::fill(buf).map_err(|e| {
         Error::new(
             crate::ErrorKind::Internal,

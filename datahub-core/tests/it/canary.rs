@@ -17,7 +17,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 const CANARY: &str = "canary-5b1d-ünïcode-pässwörd";
 
 /// Every form of a secret that must never be shown.
-fn forms(secret: &[u8]) -> Vec<String> {
+pub(crate) fn forms(secret: &[u8]) -> Vec<String> {
     let mut forms = vec![
         STANDARD.encode(secret),
         STANDARD_NO_PAD.encode(secret),

@@ -6,6 +6,7 @@
 mod canary;
 mod crypto;
 mod dsn;
+mod hub;
 mod model;
 mod rbac;
 mod store;

@@ -17,7 +17,7 @@ const LEVELS: [&str; 5] = ["none", "view", "use", "manage", "owner"];
 
 /// Per action, per role (admin, editor, viewer, auditor), one letter per column of [`LEVELS`]:
 /// `A` allowed, `D` PermissionDenied, `H` NotFound (may not even view the connection).
-const EXPECTED: &[(&str, [&str; 4])] = &[
+pub(crate) const EXPECTED: &[(&str, [&str; 4])] = &[
     //                          admin    editor   viewer   auditor
     ("connection.create", ["AAAAA", "AAAAA", "DDDDD", "DDDDD"]),
     ("connection.list", ["AAAAA", "AAAAA", "AAAAA", "AAAAA"]),
@@ -55,7 +55,7 @@ const EXPECTED: &[(&str, [&str; 4])] = &[
 
 /// What a read-only token may still do (everything else it is denied, while a connection it may
 /// not view stays NotFound).
-const READ_ONLY_ALLOWS: &[&str] = &[
+pub(crate) const READ_ONLY_ALLOWS: &[&str] = &[
     "connection.list",
     "connection.test_draft",
     "user.list",

@@ -1,0 +1,654 @@
+//! Accounts through the Hub: authentication (password login, API tokens, reloading a session's
+//! principal), the first admin, users, teams and API tokens.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use time::{Duration, OffsetDateTime};
+use zeroize::Zeroizing;
+
+use super::{Hub, blocking, now, target};
+use crate::audit::{AuditEvent, Outcome, RequestInfo};
+use crate::auth::{self, AccountName};
+use crate::rbac::{Action, Principal, Role, act};
+use crate::secret::{ApiToken, Password};
+use crate::store::{TeamRow, TokenRow, UserRow};
+use crate::{Error, ErrorKind, Result, TeamId, TokenId, UserId};
+
+/// The name of the first admin, created on first start.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+/// The longest token or team name, in characters.
+const MAX_LABEL_LEN: usize = 64;
+
+/// The longest token lifetime, in days.
+const MAX_TOKEN_DAYS: u32 = 3_650;
+
+/// A user account as shown: no password hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Login name.
+    pub username: String,
+    /// Global role.
+    pub role: Role,
+    /// Whether the account is disabled.
+    pub disabled: bool,
+    /// Created (UTC).
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&UserRow> for User {
+    fn from(row: &UserRow) -> Self {
+        Self {
+            id: row.id,
+            username: row.username.clone(),
+            role: row.role,
+            disabled: row.disabled,
+            created_at: row.created_at,
+        }
+    }
+}
+
+/// An admin's change to another account; `None` keeps the current value.
+#[derive(Debug, Clone, Default)]
+pub struct UserUpdate {
+    /// New role.
+    pub role: Option<Role>,
+    /// Disable or enable the account.
+    pub disabled: Option<bool>,
+    /// A new password (a reset).
+    pub password: Option<Password>,
+}
+
+/// The result of [`Hub::bootstrap_admin`] when it created the first admin.
+#[derive(Debug)]
+pub struct BootstrapAdmin {
+    /// The admin's login name ([`BOOTSTRAP_ADMIN`]).
+    pub username: String,
+    /// The password, when it was generated (show it once); `None` when it was given.
+    pub generated_password: Option<Password>,
+}
+
+/// An API token as listed: never the token text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    /// Id.
+    pub id: TokenId,
+    /// The user it acts as.
+    pub user: UserId,
+    /// Its label.
+    pub name: String,
+    /// Whether it may only read.
+    pub read_only: bool,
+    /// Created (UTC).
+    pub created_at: OffsetDateTime,
+    /// Expiry, if any.
+    pub expires_at: Option<OffsetDateTime>,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl From<&TokenRow> for TokenInfo {
+    fn from(row: &TokenRow) -> Self {
+        Self {
+            id: row.id,
+            user: row.user,
+            name: row.name.clone(),
+            read_only: row.read_only,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+        }
+    }
+}
+
+/// A newly created API token: shown once.
+#[derive(Debug)]
+pub struct NewApiToken {
+    /// What is stored about it.
+    pub info: TokenInfo,
+    /// The token text. Show it to the user once; it is never stored.
+    pub token: ApiToken,
+}
+
+impl Hub {
+    /// Creates the first admin when the store has no user at all: with `password` if given
+    /// (it must meet the password policy), else with a random one returned once. Returns `None`
+    /// when users already exist.
+    ///
+    /// # Errors
+    /// `InvalidInput` on `password` when a given password breaks the policy.
+    pub async fn bootstrap_admin(
+        &self,
+        password: Option<Password>,
+    ) -> Result<Option<BootstrapAdmin>> {
+        if self.store.user_count().await? > 0 {
+            return Ok(None);
+        }
+        let (password, generated) = match password {
+            Some(p) => {
+                auth::check_password_policy(&p)?;
+                (p, false)
+            }
+            None => (random_password()?, true),
+        };
+        let hash_input = password.clone();
+        let hash = blocking(move || auth::hash_password(&hash_input)).await?;
+        let at = now();
+        let row = UserRow {
+            id: UserId::new(),
+            username: BOOTSTRAP_ADMIN.to_owned(),
+            role: Role::Admin,
+            password_hash: hash,
+            disabled: false,
+            created_at: at,
+            updated_at: at,
+        };
+        let event = AuditEvent::now(
+            None,
+            "system",
+            "user.bootstrap",
+            Some(&target("user", row.id)),
+            Outcome::Ok,
+        );
+        self.store.insert_user(&row, &event).await?;
+        Ok(Some(BootstrapAdmin {
+            username: row.username,
+            generated_password: generated.then_some(password),
+        }))
+    }
+
+    /// Logs in with a user name and password; the attempt is audited either way. A hash weaker
+    /// than the current parameters is replaced on success.
+    ///
+    /// # Errors
+    /// `Unauthenticated` with one message for every cause (unknown user, wrong password,
+    /// disabled account), after the same amount of work.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: Password,
+        request: &RequestInfo,
+    ) -> Result<Principal> {
+        let user = match AccountName::parse(username) {
+            Ok(name) => self.store.user_by_name(name.as_str()).await?,
+            Err(_) => None,
+        };
+        let checked_user = user.clone();
+        let checked_password = password.clone();
+        let verdict =
+            blocking(move || Ok(auth::verify_login(checked_user.as_ref(), &checked_password)))
+                .await?;
+        let login = match verdict {
+            Ok(login) => login,
+            Err(e) => {
+                // Only a known account is named: an unknown "user name" may be a password typed
+                // into the wrong field.
+                let (actor, name) = match &user {
+                    Some(u) => (Some(u.id), u.username.as_str()),
+                    None => (None, "unknown"),
+                };
+                let event = AuditEvent::now(actor, name, "auth.login", None, Outcome::Denied)
+                    .with_request_info(request);
+                self.store.append_audit(&event).await?;
+                return Err(e);
+            }
+        };
+        let mut user = user.ok_or_else(|| Error::new(ErrorKind::Internal, "login without user"))?;
+        if login.needs_rehash {
+            let hash = blocking(move || auth::hash_password(&password)).await?;
+            user.password_hash = hash;
+            user.updated_at = now();
+            let event = AuditEvent::now(
+                Some(user.id),
+                &user.username,
+                "user.rehash_password",
+                Some(&target("user", user.id)),
+                Outcome::Ok,
+            )
+            .with_request_info(request);
+            self.store.update_user(&user, &event).await?;
+        }
+        let principal = self
+            .principal_from_row(&user)
+            .await?
+            .with_request(request.clone());
+        let event = AuditEvent::now(
+            Some(user.id),
+            &user.username,
+            "auth.login",
+            None,
+            Outcome::Ok,
+        )
+        .with_request_info(request);
+        self.store.append_audit(&event).await?;
+        Ok(principal)
+    }
+
+    /// The principal for a request carrying an API token.
+    ///
+    /// # Errors
+    /// `Unauthenticated` with one message for every cause (malformed, unknown, expired,
+    /// revoked, disabled user).
+    pub async fn authenticate_token(
+        &self,
+        token: &str,
+        request: &RequestInfo,
+    ) -> Result<Principal> {
+        let refused = || Error::new(ErrorKind::Unauthenticated, auth::TOKEN_REFUSED);
+        let hash = auth::parse_token(token)?;
+        let row = self.store.token_by_hash(&hash).await?.ok_or_else(refused)?;
+        let user = self.store.user(row.user).await?.ok_or_else(refused)?;
+        let teams = self.store.teams_of(user.id).await?;
+        Ok(
+            Principal::from_token(&user, &row, teams, OffsetDateTime::now_utc())?
+                .with_request(request.clone()),
+        )
+    }
+
+    /// The principal for a user id held by a session, loaded afresh.
+    ///
+    /// # Errors
+    /// `Unauthenticated` when the user no longer exists or is disabled.
+    pub async fn principal_for(&self, user: UserId, request: &RequestInfo) -> Result<Principal> {
+        let row = self.store.user(user).await?.ok_or_else(|| {
+            Error::new(ErrorKind::Unauthenticated, "the account no longer exists")
+        })?;
+        Ok(self
+            .principal_from_row(&row)
+            .await?
+            .with_request(request.clone()))
+    }
+
+    async fn principal_from_row(&self, row: &UserRow) -> Result<Principal> {
+        let teams = self.store.teams_of(row.id).await?;
+        Principal::from_user(row, teams)
+    }
+
+    /// Every user account (admins).
+    ///
+    /// # Errors
+    /// `PermissionDenied` for other roles.
+    pub async fn users(&self, principal: &Principal) -> Result<Vec<User>> {
+        principal.check::<act::UserList>()?;
+        Ok(self.store.users().await?.iter().map(User::from).collect())
+    }
+
+    /// Creates a user account (admins).
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited); `InvalidInput` on `username` or `password`; `Conflict` on
+    /// `username` when taken.
+    pub async fn create_user(
+        &self,
+        principal: &Principal,
+        username: &str,
+        password: Password,
+        role: Role,
+    ) -> Result<User> {
+        let allowed = match principal.check::<act::UserCreate>() {
+            Ok(a) => a,
+            Err(e) => return self.refuse(principal, Action::UserCreate, None, e).await,
+        };
+        let name = AccountName::parse(username)?;
+        auth::check_password_policy(&password)?;
+        let hash = blocking(move || auth::hash_password(&password)).await?;
+        let at = now();
+        let row = UserRow {
+            id: UserId::new(),
+            username: name.into_string(),
+            role,
+            password_hash: hash,
+            disabled: false,
+            created_at: at,
+            updated_at: at,
+        };
+        let event = self
+            .event(
+                principal,
+                allowed.action(),
+                Some(&target("user", row.id)),
+                Outcome::Ok,
+            )
+            .with_changed_fields(&["username", "role", "password"]);
+        self.store.insert_user(&row, &event).await?;
+        Ok(User::from(&row))
+    }
+
+    /// Changes another account's role, enabled state or password (admins). The last enabled
+    /// admin can be neither demoted nor disabled.
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited); `NotFound` for an unknown user; `InvalidInput` on `password`;
+    /// `Conflict` when it would leave no enabled admin.
+    pub async fn update_user(
+        &self,
+        principal: &Principal,
+        id: UserId,
+        update: UserUpdate,
+    ) -> Result<User> {
+        let user_target = target("user", id);
+        let allowed = match principal.check::<act::UserUpdate>() {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::UserUpdate, Some(&user_target), e)
+                    .await;
+            }
+        };
+        let mut row = self
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "user not found"))?;
+        let mut changed = Vec::new();
+        if let Some(role) = update.role
+            && role != row.role
+        {
+            row.role = role;
+            changed.push("role");
+        }
+        if let Some(disabled) = update.disabled
+            && disabled != row.disabled
+        {
+            row.disabled = disabled;
+            changed.push("disabled");
+        }
+        if let Some(password) = update.password {
+            auth::check_password_policy(&password)?;
+            row.password_hash = blocking(move || auth::hash_password(&password)).await?;
+            changed.push("password");
+        }
+        if changed.is_empty() {
+            return Ok(User::from(&row));
+        }
+        if row.role != Role::Admin || row.disabled {
+            let other_admins = self
+                .store
+                .users()
+                .await?
+                .iter()
+                .filter(|u| u.id != id && u.role == Role::Admin && !u.disabled)
+                .count();
+            if other_admins == 0 {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    "this is the last enabled admin: make another admin first",
+                ));
+            }
+        }
+        row.updated_at = now();
+        let event = self
+            .event(principal, allowed.action(), Some(&user_target), Outcome::Ok)
+            .with_changed_fields(&changed);
+        self.store.update_user(&row, &event).await?;
+        Ok(User::from(&row))
+    }
+
+    /// Changes the principal's own password, given the current one.
+    ///
+    /// # Errors
+    /// `Unauthenticated` when `current` is wrong; `InvalidInput` on `password` for the new one;
+    /// `PermissionDenied` through a read-only token.
+    pub async fn change_own_password(
+        &self,
+        principal: &Principal,
+        current: Password,
+        new: Password,
+    ) -> Result<()> {
+        let allowed = match principal.check::<act::PasswordChangeOwn>() {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::PasswordChangeOwn, None, e)
+                    .await;
+            }
+        };
+        auth::check_password_policy(&new)?;
+        let mut row = self.store.user(principal.user()).await?.ok_or_else(|| {
+            Error::new(ErrorKind::Unauthenticated, "the account no longer exists")
+        })?;
+        let stored = row.clone();
+        let verdict = blocking(move || Ok(auth::verify_login(Some(&stored), &current))).await?;
+        if let Err(e) = verdict {
+            let event = self.event(
+                principal,
+                allowed.action(),
+                Some(&target("user", row.id)),
+                Outcome::Denied,
+            );
+            self.store.append_audit(&event).await?;
+            return Err(e);
+        }
+        row.password_hash = blocking(move || auth::hash_password(&new)).await?;
+        row.updated_at = now();
+        let event = self
+            .event(
+                principal,
+                allowed.action(),
+                Some(&target("user", row.id)),
+                Outcome::Ok,
+            )
+            .with_changed_fields(&["password"]);
+        self.store.update_user(&row, &event).await
+    }
+
+    /// Every team with its members.
+    ///
+    /// # Errors
+    /// `PermissionDenied` when the role may not list teams.
+    pub async fn teams(&self, principal: &Principal) -> Result<Vec<TeamRow>> {
+        principal.check::<act::TeamList>()?;
+        self.store.teams().await
+    }
+
+    /// Creates a team (`id` = `None`) or replaces an existing team's name and members (admins).
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited); `InvalidInput` on `name`; `Conflict` on `name` when taken;
+    /// `NotFound` for an unknown member or team.
+    pub async fn save_team(
+        &self,
+        principal: &Principal,
+        id: Option<TeamId>,
+        name: &str,
+        members: &[UserId],
+    ) -> Result<TeamRow> {
+        let id = id.unwrap_or_default();
+        let team_target = target("team", id);
+        let allowed = match principal.check::<act::TeamManage>() {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::TeamManage, Some(&team_target), e)
+                    .await;
+            }
+        };
+        let name = AccountName::parse(name).map_err(|e| e.with_field("name"))?;
+        let mut members = members.to_vec();
+        members.sort_unstable();
+        members.dedup();
+        let team = TeamRow {
+            id,
+            name: name.into_string(),
+            members,
+        };
+        let event = self
+            .event(principal, allowed.action(), Some(&team_target), Outcome::Ok)
+            .with_changed_fields(&["name", "members"]);
+        self.store.upsert_team(&team, &event).await?;
+        Ok(team)
+    }
+
+    /// Deletes a team and its grants (admins).
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited); `NotFound`.
+    pub async fn delete_team(&self, principal: &Principal, id: TeamId) -> Result<()> {
+        let team_target = target("team", id);
+        let allowed = match principal.check::<act::TeamManage>() {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::TeamManage, Some(&team_target), e)
+                    .await;
+            }
+        };
+        let event = self.event(principal, allowed.action(), Some(&team_target), Outcome::Ok);
+        self.store.delete_team(id, &event).await
+    }
+
+    /// Creates an API token acting as the principal; the token text is returned once.
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited) through a read-only token; `InvalidInput` on `name` or
+    /// `expires_in_days` (1 to 3,650).
+    pub async fn create_token(
+        &self,
+        principal: &Principal,
+        name: &str,
+        expires_in_days: Option<u32>,
+        read_only: bool,
+    ) -> Result<NewApiToken> {
+        let allowed = match principal.check::<act::TokenCreateOwn>() {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::TokenCreateOwn, None, e)
+                    .await;
+            }
+        };
+        let name = check_label("name", name)?;
+        let at = now();
+        let expires_at = match expires_in_days {
+            None => None,
+            Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Some(at + Duration::days(i64::from(d))),
+            Some(_) => {
+                return Err(Error::invalid(
+                    "expires_in_days",
+                    "must be between 1 and 3650",
+                ));
+            }
+        };
+        let new = auth::new_token()?;
+        let row = TokenRow {
+            id: TokenId::new(),
+            user: principal.user(),
+            name,
+            hash: new.hash,
+            read_only,
+            created_at: at,
+            expires_at,
+            revoked_at: None,
+        };
+        let event = self.event(
+            principal,
+            allowed.action(),
+            Some(&target("token", row.id)),
+            Outcome::Ok,
+        );
+        self.store.insert_token(&row, &event).await?;
+        Ok(NewApiToken {
+            info: TokenInfo::from(&row),
+            token: new.token,
+        })
+    }
+
+    /// The principal's own API tokens.
+    ///
+    /// # Errors
+    /// `PermissionDenied` when the role may not list tokens.
+    pub async fn tokens(&self, principal: &Principal) -> Result<Vec<TokenInfo>> {
+        principal.check::<act::TokenListOwn>()?;
+        Ok(self
+            .store
+            .tokens_of(principal.user())
+            .await?
+            .iter()
+            .map(TokenInfo::from)
+            .collect())
+    }
+
+    /// Revokes a token: one's own, or anyone's for admins. Effective on the next request.
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited) for another user's token unless the principal is an admin,
+    /// or through a read-only token; `NotFound` for a token that does not exist.
+    pub async fn revoke_token(&self, principal: &Principal, id: TokenId) -> Result<()> {
+        let token_target = target("token", id);
+        let own = self
+            .store
+            .tokens_of(principal.user())
+            .await?
+            .iter()
+            .any(|t| t.id == id);
+        let action = if own {
+            principal.check::<act::TokenRevokeOwn>().map(|a| a.action())
+        } else {
+            principal.check::<act::TokenManageAny>().map(|a| a.action())
+        };
+        let action = match action {
+            Ok(a) => a,
+            Err(e) => {
+                let action = if own {
+                    Action::TokenRevokeOwn
+                } else {
+                    Action::TokenManageAny
+                };
+                return self.refuse(principal, action, Some(&token_target), e).await;
+            }
+        };
+        if !own && !self.token_exists(id).await? {
+            return Err(Error::new(ErrorKind::NotFound, "token not found"));
+        }
+        let event = self.event(principal, action, Some(&token_target), Outcome::Ok);
+        self.store.revoke_token(id, now(), &event).await
+    }
+}
+
+impl Hub {
+    /// Whether any user holds the token `id` (an admin-only path: it reads every user's tokens).
+    async fn token_exists(&self, id: TokenId) -> Result<bool> {
+        for user in self.store.users().await? {
+            if self
+                .store
+                .tokens_of(user.id)
+                .await?
+                .iter()
+                .any(|t| t.id == id)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// A label (token or similar name): 1 to 64 characters, no control or invisible characters.
+fn check_label(field: &'static str, value: &str) -> Result<String> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > MAX_LABEL_LEN {
+        return Err(Error::invalid(field, "must be at most 64 characters long"));
+    }
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() || crate::audit::is_invisible_format(c))
+    {
+        return Err(Error::invalid(
+            field,
+            "must not contain control or invisible characters",
+        ));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A random password for the first admin: 24 characters of base64url (144 bits).
+fn random_password() -> Result<Password> {
+    let mut raw = Zeroizing::new([0u8; 18]);
+    auth::fill_random(raw.as_mut())?;
+    Ok(Password::new(URL_SAFE_NO_PAD.encode(raw.as_ref())))
+}

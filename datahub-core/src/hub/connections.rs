@@ -1,0 +1,407 @@
+//! Connections through the Hub: create, get, list, update, delete, reveal, grants.
+
+use std::fmt;
+
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+
+use super::{Hub, now, secrets, target};
+use crate::audit::Outcome;
+use crate::model::{Connection, ConnectionDraft, ConnectionPatch, ConnectionSpec};
+use crate::rbac::{Action, Grant, Grantee, Principal, act};
+use crate::secret::{Password, PrivateKeyPem};
+use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, Page};
+use crate::{ConnectionId, Error, ErrorKind, Result};
+
+/// A connection's decrypted credentials, from [`Hub::reveal`]: the one result that carries a
+/// secret. `Debug` redacts the password, the client key and the DSN.
+#[derive(Debug, Clone)]
+pub struct Revealed {
+    /// The database user name.
+    pub username: String,
+    /// The password.
+    pub password: Password,
+    /// The TLS client key, when the connection has one.
+    pub client_key_pem: Option<PrivateKeyPem>,
+    /// A libpq URL with every setting that fits in one (host, port, database, user, password,
+    /// `sslmode`, `channel_binding`, `connect_timeout`, `application_name`). A CA or client
+    /// certificate does not fit in a URL: pass those as files.
+    pub dsn: Dsn,
+}
+
+/// A libpq connection URL carrying a password. `Debug` redacts it; no `Display`.
+#[derive(Clone)]
+pub struct Dsn(Password);
+
+impl Dsn {
+    /// The URL, password included. Call it at the last moment.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+impl fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Dsn(<redacted>)")
+    }
+}
+
+/// What to percent-encode in a URL's user info and path: everything but unreserved characters.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+impl Hub {
+    /// Saves a new connection owned by the principal.
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited) unless the role may create; `InvalidInput` naming the field
+    /// for any broken rule, including a TLS mode below the admin policy's minimum (`tls.mode`);
+    /// `Conflict` on `name` when the name is taken.
+    pub async fn create_connection(
+        &self,
+        principal: &Principal,
+        draft: ConnectionDraft,
+    ) -> Result<Connection> {
+        let allowed = match principal.check::<act::ConnectionCreate>() {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionCreate, None, e)
+                    .await;
+            }
+        };
+        let (spec, secrets) = draft.validate()?;
+        self.check_tls_floor(&spec).await?;
+        let at = now();
+        let id = ConnectionId::new();
+        let sealed = secrets::seal_new(&self.keyring, id, &secrets)?;
+        let row = ConnectionRow {
+            id,
+            spec,
+            owner: allowed.principal().user(),
+            version: Connection::FIRST_VERSION,
+            created_at: at,
+            updated_at: at,
+            secrets: sealed,
+        };
+        let event = self.event(
+            principal,
+            allowed.action(),
+            Some(&target("connection", id)),
+            Outcome::Ok,
+        );
+        self.store.insert_connection(&row, &event).await?;
+        Ok(to_connection(ConnectionSummary {
+            id,
+            spec: row.spec,
+            owner: row.owner,
+            version: row.version,
+            created_at: at,
+            updated_at: at,
+            health: Default::default(),
+        }))
+    }
+
+    /// One connection with its health, without secrets.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or the principal may not view it.
+    pub async fn connection(&self, principal: &Principal, id: ConnectionId) -> Result<Connection> {
+        let summary = self
+            .store
+            .connection_summary(id)
+            .await?
+            .ok_or_else(not_found)?;
+        let grants = self.store.grants(id).await?;
+        principal.check_on::<act::ConnectionView>(id, summary.owner, &grants)?;
+        Ok(to_connection(summary))
+    }
+
+    /// The connection with this name, if the principal may view it.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or the principal may not view it.
+    pub async fn connection_by_name(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<Connection> {
+        let name = crate::model::ConnectionName::parse(name)?;
+        let row = self
+            .store
+            .connection_by_name(&name)
+            .await?
+            .ok_or_else(not_found)?;
+        self.connection(principal, row.id).await
+    }
+
+    /// One page of the connections the principal may view, with the total over all pages.
+    ///
+    /// # Errors
+    /// `InvalidInput` on `page` or `per_page` out of range.
+    pub async fn list_connections(
+        &self,
+        principal: &Principal,
+        query: &ListQuery,
+    ) -> Result<Page<Connection>> {
+        principal.check::<act::ConnectionList>()?;
+        let page = self
+            .store
+            .list_connections(query, &principal.visibility())
+            .await?;
+        Ok(Page {
+            items: page.items.into_iter().map(to_connection).collect(),
+            total: page.total,
+            page: page.page,
+            per_page: page.per_page,
+        })
+    }
+
+    /// Applies `patch` to the connection if its version is still `expected_version`.
+    ///
+    /// An omitted password keeps the stored one (S11); pointing the connection elsewhere or
+    /// weakening its TLS needs the password again (S12). An edit that changes nothing returns the
+    /// connection as it is.
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` (audited) without `manage`; `InvalidInput` naming the field;
+    /// `Conflict` when `expected_version` is stale or the new name is taken.
+    pub async fn update_connection(
+        &self,
+        principal: &Principal,
+        id: ConnectionId,
+        expected_version: u64,
+        patch: ConnectionPatch,
+    ) -> Result<Connection> {
+        let conn_target = target("connection", id);
+        let row = self.store.connection(id).await?.ok_or_else(not_found)?;
+        let grants = self.store.grants(id).await?;
+        let allowed = match principal.check_on::<act::ConnectionUpdate>(id, row.owner, &grants) {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionUpdate, Some(&conn_target), e)
+                    .await;
+            }
+        };
+        if row.version != expected_version {
+            return Err(stale());
+        }
+        let outcome = patch.apply(&row.spec)?;
+        outcome.check_password_requirement()?;
+        if outcome.is_unchanged() {
+            return self.connection(principal, id).await;
+        }
+        if outcome.spec.tls.mode() != row.spec.tls.mode() {
+            self.check_tls_floor(&outcome.spec).await?;
+        }
+        let sealed = secrets::apply_update(
+            &self.keyring,
+            allowed.connection(),
+            &row.secrets,
+            &outcome.secrets,
+        )?;
+        let updated = ConnectionRow {
+            spec: outcome.spec.clone(),
+            updated_at: now(),
+            secrets: sealed,
+            ..row
+        };
+        let event = self
+            .event(principal, allowed.action(), Some(&conn_target), Outcome::Ok)
+            .with_changed_fields(outcome.changed());
+        self.store
+            .update_connection(&updated, expected_version, &event)
+            .await?;
+        self.connection(principal, id).await
+    }
+
+    /// Deletes the connection if its version is still `expected_version`.
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` (audited) without `manage`; `Conflict` when stale.
+    pub async fn delete_connection(
+        &self,
+        principal: &Principal,
+        id: ConnectionId,
+        expected_version: u64,
+    ) -> Result<()> {
+        let conn_target = target("connection", id);
+        let row = self.store.connection(id).await?.ok_or_else(not_found)?;
+        let grants = self.store.grants(id).await?;
+        let allowed = match principal.check_on::<act::ConnectionDelete>(id, row.owner, &grants) {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionDelete, Some(&conn_target), e)
+                    .await;
+            }
+        };
+        let event = self.event(principal, allowed.action(), Some(&conn_target), Outcome::Ok);
+        self.store
+            .delete_connection(allowed.connection(), expected_version, &event)
+            .await
+    }
+
+    /// Decrypts a connection's credentials for the principal (grant `use`). The reveal is
+    /// audited before the secret is returned; if the audit row cannot be written, nothing is
+    /// revealed.
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` (audited) without `use`; `Decrypt` or `Keyring` when the
+    /// stored secrets do not open.
+    pub async fn reveal(&self, principal: &Principal, id: ConnectionId) -> Result<Revealed> {
+        let conn_target = target("connection", id);
+        let row = self.store.connection(id).await?.ok_or_else(not_found)?;
+        let grants = self.store.grants(id).await?;
+        let allowed = match principal.check_on::<act::ConnectionReveal>(id, row.owner, &grants) {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionReveal, Some(&conn_target), e)
+                    .await;
+            }
+        };
+        let opened = match secrets::open(&self.keyring, allowed.connection(), &row.secrets) {
+            Ok(s) => s,
+            Err(e) => {
+                let event = self.event(
+                    principal,
+                    allowed.action(),
+                    Some(&conn_target),
+                    Outcome::Error,
+                );
+                self.store.append_audit(&event).await?;
+                return Err(e);
+            }
+        };
+        let event = self.event(principal, allowed.action(), Some(&conn_target), Outcome::Ok);
+        self.store.append_audit(&event).await?;
+        let dsn = dsn(&row.spec, &opened.password);
+        Ok(Revealed {
+            username: row.spec.username.as_str().to_owned(),
+            password: opened.password,
+            client_key_pem: opened.client_key_pem,
+            dsn,
+        })
+    }
+
+    /// The grants on a connection (`manage`).
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` without `manage`.
+    pub async fn grants(&self, principal: &Principal, id: ConnectionId) -> Result<Vec<Grant>> {
+        let row = self
+            .store
+            .connection_summary(id)
+            .await?
+            .ok_or_else(not_found)?;
+        let grants = self.store.grants(id).await?;
+        principal.check_on::<act::GrantsRead>(id, row.owner, &grants)?;
+        Ok(grants)
+    }
+
+    /// Replaces the grants on a connection (`manage`). A grantee named twice is an error.
+    ///
+    /// # Errors
+    /// `NotFound` (also for an unknown user or team); `PermissionDenied` (audited) without
+    /// `manage`; `InvalidInput` on `grants` for a duplicate grantee.
+    pub async fn set_grants(
+        &self,
+        principal: &Principal,
+        id: ConnectionId,
+        new_grants: &[Grant],
+    ) -> Result<Vec<Grant>> {
+        let conn_target = target("connection", id);
+        let row = self
+            .store
+            .connection_summary(id)
+            .await?
+            .ok_or_else(not_found)?;
+        let grants = self.store.grants(id).await?;
+        let allowed = match principal.check_on::<act::GrantsWrite>(id, row.owner, &grants) {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::GrantsWrite, Some(&conn_target), e)
+                    .await;
+            }
+        };
+        let mut grantees: Vec<Grantee> = new_grants.iter().map(|g| g.grantee).collect();
+        grantees.sort_unstable();
+        if grantees.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::invalid("grants", "names a user or team twice"));
+        }
+        let event = self
+            .event(principal, allowed.action(), Some(&conn_target), Outcome::Ok)
+            .with_changed_fields(&["grants"]);
+        self.store
+            .set_grants(allowed.connection(), new_grants, &event)
+            .await?;
+        self.store.grants(id).await
+    }
+
+    /// Refuses a TLS mode below the admin policy's minimum.
+    async fn check_tls_floor(&self, spec: &ConnectionSpec) -> Result<()> {
+        let policy = self.store.policy().await?;
+        if spec.tls.mode() < policy.min_tls_mode {
+            return Err(Error::invalid(
+                "tls.mode",
+                format!(
+                    "is below the lowest mode the policy allows ({})",
+                    policy.min_tls_mode.as_str()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn not_found() -> Error {
+    Error::new(ErrorKind::NotFound, "connection not found")
+}
+
+fn stale() -> Error {
+    Error::new(
+        ErrorKind::Conflict,
+        "the connection changed since it was read: reload it and apply the edit again",
+    )
+    .with_field("version")
+}
+
+fn to_connection(s: ConnectionSummary) -> Connection {
+    Connection {
+        id: s.id,
+        spec: s.spec,
+        owner: s.owner,
+        version: s.version,
+        // A connection cannot be saved without a password (the model requires one).
+        password_set: true,
+        created_at: s.created_at,
+        updated_at: s.updated_at,
+        health: s.health,
+    }
+}
+
+/// The libpq URL of a connection, password included.
+fn dsn(spec: &ConnectionSpec, password: &Password) -> Dsn {
+    let enc = |s: &str| utf8_percent_encode(s, URL_COMPONENT).to_string();
+    let mut url = format!(
+        "postgresql://{}:{}@{}:{}/{}?sslmode={}&channel_binding={}&connect_timeout={}",
+        enc(spec.username.as_str()),
+        enc(password.expose_secret()),
+        spec.host.to_url_host(),
+        spec.port.get(),
+        enc(spec.database.as_str()),
+        spec.tls.mode().as_str(),
+        spec.tls.channel_binding().as_str(),
+        spec.options.connect_timeout_ms().div_ceil(1000).max(1),
+    );
+    if let Some(app) = spec.options.application_name() {
+        url.push_str("&application_name=");
+        url.push_str(&enc(app.as_str()));
+    }
+    Dsn(Password::new(url))
+}

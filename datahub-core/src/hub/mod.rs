@@ -1,0 +1,121 @@
+//! The `Hub` facade: the only door adapters use.
+//!
+//! Every method takes the acting [`Principal`] first, checks the permission table (a check yields
+//! the proof value the work needs), does the work, and writes the audit row — in the same store
+//! transaction as the change, so a change is never made without its audit row. Denied attempts
+//! of anything but plain reads are audited too, with outcome `denied`. A connection the
+//! principal may not view is `NotFound`, exactly as if it did not exist.
+//!
+//! Adapters authenticate through the Hub as well ([`Hub::login`], [`Hub::authenticate_token`],
+//! [`Hub::principal_for`]), so every adapter authenticates the same way. Load the principal
+//! afresh on every request: a revoked grant, a changed role, a disabled account or a revoked
+//! token then takes effect on the next one.
+//!
+//! It must never: return a secret except from [`Hub::reveal`]; put a secret into an error or
+//! audit row; act on a connection other than the one a proof names.
+
+mod accounts;
+mod admin;
+mod connections;
+mod secrets;
+
+pub use accounts::{BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
+pub use admin::AuditVerification;
+pub use connections::Revealed;
+
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, Outcome, truncate_to_micros};
+use crate::crypto::Keyring;
+use crate::keys;
+use crate::rbac::{Action, Principal};
+use crate::store::Store;
+use crate::{ErrorKind, Result};
+
+/// The facade over a store and a keyring. Cheap to clone; share one per process.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    store: Arc<dyn Store>,
+    keyring: Arc<Keyring>,
+}
+
+impl Hub {
+    /// A hub over `store`, sealing with `keyring`.
+    ///
+    /// # Errors
+    /// `Keyring`, listing the key ids the store's rows name but the keyring lacks (SECURITY.md
+    /// S5: the program must not run on data it cannot open); `Store` when the store fails.
+    pub async fn open(store: Arc<dyn Store>, keyring: Keyring) -> Result<Self> {
+        keys::check_store_keys(store.as_ref(), &keyring).await?;
+        Ok(Self {
+            store,
+            keyring: Arc::new(keyring),
+        })
+    }
+
+    /// The store underneath, for adapters' health checks (`/readyz`) and tests. Adapters must
+    /// not read or write through it: that would skip access control and the audit log.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// An audit event for `principal` doing `action` now.
+    fn event(
+        &self,
+        principal: &Principal,
+        action: Action,
+        target: Option<&str>,
+        outcome: Outcome,
+    ) -> AuditEvent {
+        AuditEvent::now(
+            Some(principal.user()),
+            principal.username(),
+            action.as_str(),
+            target,
+            outcome,
+        )
+        .with_request_info(principal.request())
+    }
+
+    /// Audits a refused attempt and returns the refusal. If the audit row cannot be written,
+    /// that failure is returned instead, so a broken audit log is never silent.
+    async fn refuse<T>(
+        &self,
+        principal: &Principal,
+        action: Action,
+        target: Option<&str>,
+        refusal: crate::Error,
+    ) -> Result<T> {
+        if matches!(
+            refusal.kind(),
+            ErrorKind::PermissionDenied | ErrorKind::NotFound
+        ) {
+            let event = self.event(principal, action, target, Outcome::Denied);
+            self.store.append_audit(&event).await?;
+        }
+        Err(refusal)
+    }
+}
+
+/// Now, in UTC, at the precision the stores keep.
+fn now() -> OffsetDateTime {
+    truncate_to_micros(OffsetDateTime::now_utc())
+}
+
+/// Runs CPU-heavy work (argon2) off the async runtime's worker threads.
+async fn blocking<T, F>(work: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|_| {
+        crate::Error::new(ErrorKind::Internal, "a background task failed to complete")
+    })?
+}
+
+/// The audit target naming one row.
+fn target(kind: &str, id: impl std::fmt::Display) -> String {
+    format!("{kind}:{id}")
+}
