@@ -382,3 +382,76 @@ async fn an_unreachable_or_refusing_store_says_what_to_check_without_the_passwor
     assert!(text.contains("check"), "{text}");
     assert!(!text.contains(PASSWORD), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_times_out_with_a_store_error_and_appends_wait_for_the_lock() {
+    let cluster = cluster().await;
+    let options = PostgresOptions {
+        max_connections: 1,
+        wait_timeout: Duration::from_millis(300),
+        ..PostgresOptions::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(cluster.config(USER, DATABASE), options)
+            .await
+            .unwrap(),
+    );
+    // Another "replica" holds the audit lock: an append waits for it, holding the only
+    // pooled connection meanwhile.
+    let (holder, connection) = cluster
+        .config(USER, DATABASE)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    holder
+        .execute(
+            "SELECT pg_advisory_lock($1)",
+            &[&datahub_core::store::postgres::AUDIT_LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    let appending = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.append_audit(&ev("auth.login")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !appending.is_finished(),
+        "the append did not wait for the lock"
+    );
+    let started = std::time::Instant::now();
+    let err = store.user_count().await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert!(err.to_string().contains("free connection"), "{err}");
+    holder
+        .execute(
+            "SELECT pg_advisory_unlock($1)",
+            &[&datahub_core::store::postgres::AUDIT_LOCK_KEY],
+        )
+        .await
+        .unwrap();
+    assert_eq!(appending.await.unwrap().unwrap().seq, 1);
+    assert_eq!(store.user_count().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn a_store_url_opens_and_a_bad_one_is_not_echoed() {
+    let cluster = cluster().await;
+    let store =
+        PostgresStore::connect_url(&cluster.url(USER, DATABASE), PostgresOptions::default())
+            .await
+            .unwrap();
+    assert_eq!(store.user_count().await.unwrap(), 0);
+    assert!(!format!("{store:?}").contains(PASSWORD));
+    let err = PostgresStore::connect_url(
+        "postgres://datahub:url-pw-Qx7@127.0.0.1:notaport/db",
+        PostgresOptions::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert_eq!(err.field(), Some("store_url"));
+    assert!(!format!("{err} {err:?}").contains("url-pw-Qx7"));
+}
