@@ -12,6 +12,10 @@
 //! is taken last in a transaction (after any row locks), so it is held only for the append and
 //! no two transactions wait on each other in opposite orders.
 //!
+//! Every wait has a deadline: waiting for a pooled connection, connecting, recycling, and each
+//! statement (a server-side `statement_timeout`, lock waits included, plus a TCP user timeout);
+//! see [`PostgresOptions`].
+//!
 //! The connection to the store itself is plaintext for now (`NoTls`): run it over loopback, a
 //! private network or a TLS-terminating proxy until store TLS lands. Errors never carry the
 //! store's password, nor PostgreSQL's `DETAIL` text (which can quote a whole row).
@@ -70,6 +74,10 @@ pub struct PostgresOptions {
     pub wait_timeout: Duration,
     /// How long checking a pooled connection before reuse may take. Default: 5 s.
     pub recycle_timeout: Duration,
+    /// How long one statement may run, lock waits included, before the server cancels it (and
+    /// the transaction fails as a whole); also the TCP user timeout, after which unacknowledged
+    /// data closes the connection to a server that vanished. Default: 30 s.
+    pub statement_timeout: Duration,
 }
 
 impl Default for PostgresOptions {
@@ -79,6 +87,7 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             wait_timeout: Duration::from_secs(10),
             recycle_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -119,6 +128,16 @@ impl PostgresStore {
             return Err(Error::invalid("max_connections", "must be at least 1"));
         }
         config.connect_timeout(options.connect_timeout);
+        config.tcp_user_timeout(options.statement_timeout);
+        let statement_timeout = format!(
+            "-c statement_timeout={}",
+            options.statement_timeout.as_millis().max(1)
+        );
+        let server_options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {statement_timeout}"),
+            _ => statement_timeout,
+        };
+        config.options(server_options);
         if config.get_application_name().is_none() {
             config.application_name("datahub");
         }

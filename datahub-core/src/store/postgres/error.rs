@@ -49,9 +49,13 @@ pub(super) fn db(doing: &str, e: tokio_postgres::Error) -> Error {
     };
     let code = db.code().code();
     let hint = match code.get(..2) {
+        Some("57") if code == "57014" => {
+            ": the statement ran out of time (the store is overloaded or a lock is held too long)"
+        }
         Some("08") | Some("57") | Some("53") => {
             ": check that the server is up, accepting connections and not out of resources"
         }
+        Some("40") => ": it collided with a concurrent change; retry",
         Some("28") => ": check the store's user name and password",
         Some("3D") => ": check that the store's database exists",
         Some("42") if code == "42501" => ": check the store user's privileges",

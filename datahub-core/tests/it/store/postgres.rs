@@ -455,3 +455,47 @@ async fn a_store_url_opens_and_a_bad_one_is_not_echoed() {
     assert_eq!(err.field(), Some("store_url"));
     assert!(!format!("{err} {err:?}").contains("url-pw-Qx7"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_write_rolls_the_change_back() {
+    let cluster = cluster().await;
+    let options = PostgresOptions {
+        statement_timeout: Duration::from_millis(300),
+        ..PostgresOptions::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(cluster.config(USER, DATABASE), options)
+            .await
+            .unwrap(),
+    );
+    let (holder, connection) = cluster
+        .config(USER, DATABASE)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let key = datahub_core::store::postgres::AUDIT_LOCK_KEY;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    // The user row is written, then the audit append cannot get its lock in time.
+    let started = std::time::Instant::now();
+    let err = store
+        .insert_user(
+            &crate::store::conformance::user_row("owner", datahub_core::rbac::Role::Editor),
+            &ev("user.create"),
+        )
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(err.kind(), ErrorKind::Store);
+    assert!(err.to_string().contains("ran out of time"), "{err}");
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+    assert_eq!(store.user_count().await.unwrap(), 0);
+    assert!(store.user_by_name("owner").await.unwrap().is_none());
+    assert!(audit_all(&store, 10).await.is_empty());
+}
