@@ -19,7 +19,7 @@ mod admin;
 mod connections;
 mod secrets;
 
-pub use accounts::{BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
+pub use accounts::{BOOTSTRAP_ADMIN, BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
 pub use admin::AuditVerification;
 pub use connections::Revealed;
 
