@@ -17,9 +17,9 @@ use tempfile::TempDir;
 
 use crate::rbac::{EXPECTED, READ_ONLY_ALLOWS};
 
-const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-const K0: &str = "k0:HxseHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
-const ADMIN_PW: &str = "admin-password-1234";
+pub(crate) const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub(crate) const K0: &str = "k0:HxseHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
+pub(crate) const ADMIN_PW: &str = "admin-password-1234";
 const USER_PW: &str = "user-password-1234";
 
 struct Fixture {
@@ -51,13 +51,13 @@ async fn fixture(keyring: &str) -> Fixture {
     }
 }
 
-async fn login(hub: &Hub, user: &str, password: &str) -> Principal {
+pub(crate) async fn login(hub: &Hub, user: &str, password: &str) -> Principal {
     hub.login(user, Password::from(password), &RequestInfo::default())
         .await
         .unwrap()
 }
 
-fn draft(name: &str, password: &str) -> ConnectionDraft {
+pub(crate) fn draft(name: &str, password: &str) -> ConnectionDraft {
     ConnectionDraft {
         name: name.into(),
         host: "127.0.0.1".into(),

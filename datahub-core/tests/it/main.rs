@@ -6,6 +6,7 @@
 mod canary;
 mod crypto;
 mod dsn;
+mod durability;
 mod hub;
 mod model;
 mod rbac;
