@@ -7,7 +7,7 @@
 //! failure to authenticate has one message per kind (login, token), whatever the cause, so a
 //! caller cannot tell an unknown user from a wrong password or a revoked token from a made-up one.
 
-mod password;
+pub(crate) mod password;
 mod token;
 
 pub use password::{

@@ -652,3 +652,59 @@ fn random_password() -> Result<Password> {
     auth::fill_random(raw.as_mut())?;
     Ok(Password::new(URL_SAFE_NO_PAD.encode(raw.as_ref())))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::auth::{HashParams, PASSWORD_HASH_PARAMS, needs_rehash};
+    use crate::crypto::Keyring;
+    use crate::store::{SqliteStore, Store};
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const PW: &str = "a-weakly-hashed-password";
+
+    #[tokio::test]
+    async fn a_login_replaces_a_weaker_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let hub = Hub::open(store.clone(), Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap();
+        let weak = HashParams {
+            m_kib: 1_024,
+            t: 1,
+            p: 1,
+        };
+        let phc = crate::auth::password::hash_with(PW.as_bytes(), &[7; 16], weak).unwrap();
+        assert!(needs_rehash(&phc));
+        let at = now();
+        let row = UserRow {
+            id: UserId::new(),
+            username: "old-timer".into(),
+            role: Role::Viewer,
+            password_hash: phc.clone(),
+            disabled: false,
+            created_at: at,
+            updated_at: at,
+        };
+        let event = AuditEvent::now(None, "test", "user.create", None, Outcome::Ok);
+        store.insert_user(&row, &event).await.unwrap();
+
+        hub.login("old-timer", Password::from(PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        let stored = store.user(row.id).await.unwrap().unwrap().password_hash;
+        assert_ne!(stored, phc);
+        assert!(!needs_rehash(&stored));
+        assert!(stored.contains(&format!(
+            "m={},t={},p={}",
+            PASSWORD_HASH_PARAMS.m_kib, PASSWORD_HASH_PARAMS.t, PASSWORD_HASH_PARAMS.p
+        )));
+        // The new hash still logs in.
+        hub.login("old-timer", Password::from(PW), &RequestInfo::default())
+            .await
+            .unwrap();
+    }
+}
