@@ -15,6 +15,7 @@ pub mod hub;
 mod id;
 pub mod keys;
 pub mod model;
+pub mod net;
 pub mod rbac;
 pub mod secret;
 pub mod store;

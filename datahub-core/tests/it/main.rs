@@ -9,5 +9,6 @@ mod dsn;
 mod durability;
 mod hub;
 mod model;
+mod net;
 mod rbac;
 mod store;
