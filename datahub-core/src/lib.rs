@@ -16,6 +16,7 @@ mod id;
 pub mod keys;
 pub mod model;
 pub mod net;
+pub mod probe;
 pub mod rbac;
 pub mod secret;
 pub mod store;

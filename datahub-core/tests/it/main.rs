@@ -10,5 +10,6 @@ mod durability;
 mod hub;
 mod model;
 mod net;
+mod probe;
 mod rbac;
 mod store;

@@ -1,0 +1,665 @@
+//! The prober: one bounded connection test of a saved or draft connection.
+//!
+//! [`test`](fn@test) runs resolve → policy → TCP (all through a [`Dial`], the one dialer's seat) → TLS per
+//! libpq mode (rustls) → startup and authentication → a probe query, timing each step, and
+//! returns a [`Report`]: the steps, the server's facts, the TLS facts and, on failure, exactly one
+//! [`FailureKind`] with the step, a hint and the SQLSTATE when the server sent one.
+//!
+//! It owns the TLS modes' meaning (including the fallbacks of `allow` and `prefer`), the admin
+//! floor on the mode, the cleartext guard (SECURITY.md S13), the deadline (S22) and the
+//! classification (S17). It must never: resolve or open a socket itself (the [`Dial`] does),
+//! take longer than its budget (5 s at most) whatever the target does, leave a task or socket
+//! behind, send a cleartext or md5 password over an unencrypted connection unless the mode is
+//! `disable`/`allow` and the policy permits it, put a secret into a report, or echo bytes from a
+//! peer that is not PostgreSQL.
+
+mod classify;
+mod dial;
+mod inspect;
+mod tls;
+
+pub use dial::PolicyDial;
+
+use std::borrow::Cow;
+use std::fmt;
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+use tokio_postgres::SimpleQueryMessage;
+use tokio_postgres::config::{ChannelBinding as PgChannelBinding, SslMode};
+
+use crate::model::{ChannelBinding, ConnectionSecrets, ConnectionSpec, FailureKind, Host, TlsMode};
+use crate::probe::inspect::{Inspect, ProbeTls, SharedTrace, Trace, lock};
+
+/// The default and longest budget of one test: 5 s.
+pub const MAX_BUDGET: Duration = Duration::from_secs(5);
+
+/// The longest `statement_timeout` of the probe query: 2 s (less when the budget has less left).
+const QUERY_TIMEOUT: Duration = Duration::from_millis(2_000);
+
+/// How long a finished test waits for the server to take its `Terminate` before closing.
+const CLOSE_GRACE: Duration = Duration::from_millis(50);
+
+/// The connect step: resolves the host, checks every address against the target policy and
+/// opens a TCP connection to a checked address. The one dialer implements it; tests swap it.
+#[async_trait]
+pub trait Dial: Send + Sync + fmt::Debug {
+    /// Resolves, checks the policy and connects, all before `deadline`.
+    ///
+    /// # Errors
+    /// A [`DialFailure`] saying which part failed.
+    async fn dial(&self, host: &Host, port: u16, deadline: Instant) -> Result<Dialed, DialFailure>;
+}
+
+/// An open TCP connection to a checked address, with the time each part took.
+#[derive(Debug)]
+pub struct Dialed {
+    /// The connected socket.
+    pub stream: TcpStream,
+    /// Time spent resolving the name (zero for an IP literal).
+    pub resolve: Duration,
+    /// Time spent checking the addresses against the target policy.
+    pub policy: Duration,
+    /// Time spent connecting.
+    pub connect: Duration,
+}
+
+/// Why the connect step failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DialFailure {
+    /// The name did not resolve (`dns_failed`).
+    Dns,
+    /// Every resolved address is denied by the target policy (`blocked_by_policy`).
+    Blocked,
+    /// The server refused the connection (`connection_refused`).
+    Refused,
+    /// The deadline passed while resolving or connecting (`timeout`).
+    Timeout {
+        /// True while resolving, false while connecting.
+        resolving: bool,
+    },
+    /// Another socket error (`connection_refused` when unreachable, else `internal`).
+    Io(io::Error),
+}
+
+/// The admin's rules a test obeys. `Default`: lowest mode `require`, no cleartext password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRules {
+    /// The lowest TLS mode allowed; a weaker mode fails with `invalid_config` before any socket.
+    /// Default: [`TlsMode::DEFAULT_POLICY_MINIMUM`] (`require`).
+    pub min_tls_mode: TlsMode,
+    /// Whether a cleartext or md5 password may go over an unencrypted connection in the modes
+    /// `disable` and `allow`. Never in other modes. Default: false.
+    pub allow_cleartext_password: bool,
+}
+
+impl Default for ProbeRules {
+    fn default() -> Self {
+        Self {
+            min_tls_mode: TlsMode::DEFAULT_POLICY_MINIMUM,
+            allow_cleartext_password: false,
+        }
+    }
+}
+
+/// The steps of a test, in order; each has a stable lowercase spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StepName {
+    /// Checking the settings against the policy and reading the certificates; no socket.
+    Config,
+    /// Resolving the host name.
+    Resolve,
+    /// Checking the addresses against the target policy.
+    Policy,
+    /// Opening the TCP connection.
+    Tcp,
+    /// Asking for TLS and the TLS handshake.
+    Tls,
+    /// From the startup message to the server's first authentication request.
+    Startup,
+    /// From the first authentication request to the server being ready for queries.
+    Auth,
+    /// The probe query.
+    Query,
+}
+
+impl StepName {
+    /// The stable lowercase spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Resolve => "resolve",
+            Self::Policy => "policy",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+            Self::Startup => "startup",
+            Self::Auth => "auth",
+            Self::Query => "query",
+        }
+    }
+}
+
+impl fmt::Display for StepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One timed step. A retried connection (`allow`, `prefer`) lists the steps of every attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Which step.
+    pub name: StepName,
+    /// How long it took, in milliseconds (microsecond precision).
+    pub ms: f64,
+    /// Whether it succeeded. `prefer` against a server without TLS shows a `tls` step that did
+    /// not (the test then went on in plaintext).
+    pub ok: bool,
+}
+
+/// What the probe query found out about the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerFacts {
+    /// `server_version`, e.g. `16.4`.
+    pub version: String,
+    /// `current_database()`.
+    pub database: String,
+    /// `current_user`.
+    pub user: String,
+    /// `pg_is_in_recovery()`: true on a standby.
+    pub in_recovery: bool,
+    /// Client connections open on the server, this one included.
+    pub connections_used: Option<u32>,
+    /// `max_connections`.
+    pub max_connections: Option<u32>,
+}
+
+/// What the test saw of TLS; absent when the connection was not encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// The protocol version, e.g. `TLSv1.3` (from `pg_stat_ssl`).
+    pub protocol: Option<String>,
+    /// The cipher suite, e.g. `TLS_AES_256_GCM_SHA384` (from `pg_stat_ssl`).
+    pub cipher: Option<String>,
+    /// The server certificate's subject.
+    pub peer_subject: Option<String>,
+    /// When the server certificate expires (UTC).
+    pub peer_not_after: Option<OffsetDateTime>,
+}
+
+/// Why a test failed: exactly one kind, the step, a hint for a human and the server's SQLSTATE.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The one kind, from DESIGN.md's closed list.
+    pub kind: FailureKind,
+    /// The step it failed in.
+    pub step: StepName,
+    /// What to check; a fixed sentence, never text from the peer or a secret.
+    pub hint: Cow<'static, str>,
+    /// The SQLSTATE when the server sent an error.
+    pub sqlstate: Option<String>,
+}
+
+/// The result of one test. Holds no secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    /// Whether the probe query succeeded.
+    pub ok: bool,
+    /// Wall time of the whole test, in milliseconds.
+    pub total_ms: f64,
+    /// The timed steps, in order.
+    pub steps: Vec<Step>,
+    /// The server's facts when the probe query ran.
+    pub server: Option<ServerFacts>,
+    /// The TLS facts when the connection was encrypted.
+    pub tls: Option<TlsFacts>,
+    /// Why it failed; `None` exactly when `ok`.
+    pub failure: Option<Failure>,
+}
+
+/// Tests a connection: connects through `dial`, authenticates and runs the probe query.
+///
+/// Never takes longer than `min(budget, 5 s)` plus scheduling slack, whatever the target does:
+/// one deadline covers every step, the connection and the query run in this future (no spawned
+/// task), and dropping it on the deadline closes the socket. The connect part (up to the end of
+/// authentication) is also bounded by the connection's `connect_timeout_ms`.
+pub async fn test(
+    dial: &dyn Dial,
+    spec: &ConnectionSpec,
+    secrets: &ConnectionSecrets,
+    rules: &ProbeRules,
+    budget: Duration,
+) -> Report {
+    let start = Instant::now();
+    let deadline = start + budget.min(MAX_BUDGET);
+    let connect_timeout = Duration::from_millis(spec.options.connect_timeout_ms().into());
+    let mut probe = Probe {
+        dial,
+        spec,
+        secrets,
+        rules,
+        deadline,
+        connect_deadline: (start + connect_timeout).min(deadline),
+        steps: Vec::new(),
+        current: None,
+    };
+    let outcome = match timeout_at(deadline, probe.run()).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(probe.timed_out(Instant::now())),
+    };
+    let total_ms = ms(Instant::now() - start);
+    match outcome {
+        Ok(success) => Report {
+            ok: true,
+            total_ms,
+            steps: probe.steps,
+            server: Some(success.server),
+            tls: success.tls,
+            failure: None,
+        },
+        Err(failure) => Report {
+            ok: false,
+            total_ms,
+            steps: probe.steps,
+            server: None,
+            tls: None,
+            failure: Some(failure),
+        },
+    }
+}
+
+/// How one attempt talks to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wire {
+    /// No TLS.
+    Plain,
+    /// Ask for TLS; continue in plaintext if the server answers `N`.
+    Prefer,
+    /// TLS or nothing.
+    Tls,
+}
+
+/// What a successful attempt found.
+#[derive(Debug)]
+struct Success {
+    server: ServerFacts,
+    tls: Option<TlsFacts>,
+}
+
+/// The attempt in progress, for steps and classification when the deadline cuts it.
+#[derive(Debug)]
+struct Current {
+    wire: Wire,
+    trace: SharedTrace,
+    dial_started: Instant,
+}
+
+struct Probe<'a> {
+    dial: &'a dyn Dial,
+    spec: &'a ConnectionSpec,
+    secrets: &'a ConnectionSecrets,
+    rules: &'a ProbeRules,
+    deadline: Instant,
+    connect_deadline: Instant,
+    steps: Vec<Step>,
+    current: Option<Current>,
+}
+
+impl Probe<'_> {
+    async fn run(&mut self) -> Result<Success, Failure> {
+        let mode = self.spec.tls.mode();
+        let started = Instant::now();
+        let config = |hint: Cow<'static, str>| {
+            classify::failure(FailureKind::InvalidConfig, StepName::Config, hint)
+        };
+        if mode < self.rules.min_tls_mode {
+            self.push(StepName::Config, Instant::now() - started, false);
+            return Err(config(
+                format!(
+                    "tls.mode {mode} is below the lowest mode the admin policy allows ({})",
+                    self.rules.min_tls_mode
+                )
+                .into(),
+            ));
+        }
+        let mut plan = match mode {
+            TlsMode::Disable => None,
+            _ => match tls::plan(mode, &self.spec.tls, self.secrets.client_key_pem.as_ref()) {
+                Ok(plan) => Some(plan),
+                Err(e) => {
+                    self.push(StepName::Config, Instant::now() - started, false);
+                    return Err(config(e.0.into()));
+                }
+            },
+        };
+        self.push(StepName::Config, Instant::now() - started, true);
+        let guard = !(matches!(mode, TlsMode::Disable | TlsMode::Allow)
+            && self.rules.allow_cleartext_password);
+        match mode {
+            TlsMode::Disable => self.attempt(Wire::Plain, None, guard).await,
+            TlsMode::Allow => {
+                // libpq: plaintext first; TLS when the server refuses it. A refusal on our side
+                // (the guard, channel binding) retries with TLS too.
+                let first = self.attempt(Wire::Plain, None, guard).await;
+                match first {
+                    Err(f) if retry_with_tls(&f) => {
+                        match self.attempt(Wire::Tls, plan.as_mut(), guard).await {
+                            Err(second) if second.kind == FailureKind::TlsNotSupportedByServer => {
+                                Err(f)
+                            }
+                            other => other,
+                        }
+                    }
+                    other => other,
+                }
+            }
+            TlsMode::Prefer => {
+                // libpq: TLS first (plaintext on `N`); plaintext again when the TLS handshake
+                // fails or the server refuses the encrypted connection.
+                let first = self.attempt(Wire::Prefer, plan.as_mut(), guard).await;
+                match first {
+                    Err(f) if self.retry_plain(&f) => self.attempt(Wire::Plain, None, guard).await,
+                    other => other,
+                }
+            }
+            TlsMode::Require | TlsMode::VerifyCa | TlsMode::VerifyFull => {
+                self.attempt(Wire::Tls, plan.as_mut(), guard).await
+            }
+        }
+    }
+
+    /// Whether a failed `prefer` attempt was encrypted and refused in a way libpq retries.
+    fn retry_plain(&self, f: &Failure) -> bool {
+        let encrypted = self
+            .current
+            .as_ref()
+            .is_some_and(|c| lock(&c.trace).tls_done.is_some());
+        f.kind == FailureKind::TlsHandshakeFailed
+            || (encrypted && f.sqlstate.is_some() && f.kind != FailureKind::Timeout)
+    }
+
+    async fn attempt(
+        &mut self,
+        wire: Wire,
+        plan: Option<&mut tls::Plan>,
+        guard: bool,
+    ) -> Result<Success, Failure> {
+        let trace: SharedTrace = Arc::new(Mutex::new(Trace::default()));
+        let dial_started = Instant::now();
+        self.current = Some(Current {
+            wire,
+            trace: trace.clone(),
+            dial_started,
+        });
+        let dialed = timeout_at(
+            self.connect_deadline,
+            self.dial
+                .dial(&self.spec.host, self.spec.port.get(), self.connect_deadline),
+        )
+        .await;
+        let dialed = match dialed {
+            Ok(Ok(dialed)) => dialed,
+            Ok(Err(e)) => {
+                let failure = classify::dial(&e);
+                self.push(failure.step, Instant::now() - dial_started, false);
+                self.current = None;
+                return Err(failure);
+            }
+            Err(_) => return Err(self.timed_out(Instant::now())),
+        };
+        self.push(StepName::Resolve, dialed.resolve, true);
+        self.push(StepName::Policy, dialed.policy, true);
+        self.push(StepName::Tcp, dialed.connect, true);
+        lock(&trace).tcp_done = Some(Instant::now());
+
+        let (peer, make) = match (wire, plan) {
+            (Wire::Plain, _) | (_, None) => (None, None),
+            (_, Some(plan)) => (Some(plan.peer.clone()), Some(&mut plan.connector)),
+        };
+        let raw = Inspect::raw(dialed.stream, trace.clone(), guard);
+        let tls = match ProbeTls::new(make, self.spec.host.as_str(), trace.clone()) {
+            Ok(tls) => tls,
+            Err(_) => {
+                return Err(classify::failure(
+                    FailureKind::InvalidConfig,
+                    StepName::Config,
+                    "the host is not usable as a TLS server name",
+                ));
+            }
+        };
+        let config = self.pg_config(wire);
+        let connected = timeout_at(self.connect_deadline, config.connect_raw(raw, tls)).await;
+        drop(config);
+        let (client, connection) = match connected {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                let snapshot = lock(&trace).clone();
+                let step = self
+                    .trace_steps(&snapshot, wire, Instant::now(), None)
+                    .unwrap_or(StepName::Auth);
+                self.current = None;
+                return Err(classify::connect(&e, &snapshot, step, wire == Wire::Tls));
+            }
+            Err(_) => return Err(self.timed_out(Instant::now())),
+        };
+
+        // The connection and the query run in this future: when the deadline drops it, the
+        // socket closes with it.
+        let statement_timeout = (self.deadline - Instant::now()).min(QUERY_TIMEOUT);
+        let sql = probe_sql(statement_timeout);
+        tokio::pin!(connection);
+        // `Err(None)`: the connection ended without an error before the query finished.
+        let result: Result<Vec<SimpleQueryMessage>, Option<tokio_postgres::Error>> = {
+            let query = client.simple_query(&sql);
+            tokio::pin!(query);
+            tokio::select! {
+                r = &mut query => r.map_err(Some),
+                r = &mut connection => Err(r.err()),
+            }
+        };
+        let query_done = Instant::now();
+        let snapshot = lock(&trace).clone();
+        let failed = self.trace_steps(
+            &snapshot,
+            wire,
+            query_done,
+            result.as_ref().ok().map(|_| query_done),
+        );
+        self.current = None;
+        let messages = match result {
+            Ok(messages) => messages,
+            Err(e) => {
+                let step = failed.unwrap_or(StepName::Query);
+                return Err(match e {
+                    Some(e) => classify::connect(&e, &snapshot, step, wire == Wire::Tls),
+                    None if snapshot.not_postgres => classify::not_postgres(step),
+                    None => classify::failure(
+                        FailureKind::ServerUnavailable,
+                        step,
+                        "the server closed the connection before the probe query finished",
+                    ),
+                });
+            }
+        };
+        // Say goodbye politely, but never wait long for it.
+        drop(client);
+        let _ = timeout_at(
+            (Instant::now() + CLOSE_GRACE).min(self.deadline),
+            &mut connection,
+        )
+        .await;
+        let Some((server, protocol, cipher)) = parse_probe_row(&messages) else {
+            return Err(classify::not_postgres(StepName::Query));
+        };
+        let tls = match (snapshot.tls_done, peer) {
+            (Some(_), Some(peer)) => {
+                let cert = peer
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .clone()
+                    .unwrap_or_default();
+                Some(TlsFacts {
+                    protocol,
+                    cipher,
+                    peer_subject: cert.subject,
+                    peer_not_after: cert.not_after,
+                })
+            }
+            _ => None,
+        };
+        Ok(Success { server, tls })
+    }
+
+    /// The tokio-postgres settings of one attempt. The password is copied in here and dropped
+    /// with the config right after connecting.
+    fn pg_config(&self, wire: Wire) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .user(self.spec.username.as_str())
+            .password(self.secrets.password.expose_secret())
+            .dbname(self.spec.database.as_str())
+            .ssl_mode(match wire {
+                Wire::Plain => SslMode::Disable,
+                Wire::Prefer => SslMode::Prefer,
+                Wire::Tls => SslMode::Require,
+            })
+            .channel_binding(match self.spec.tls.channel_binding() {
+                ChannelBinding::Disable => PgChannelBinding::Disable,
+                ChannelBinding::Prefer => PgChannelBinding::Prefer,
+                ChannelBinding::Require => PgChannelBinding::Require,
+            });
+        if let Some(name) = self.spec.options.application_name() {
+            config.application_name(name.as_str());
+        }
+        config
+    }
+
+    /// The failure when the deadline cut the test, from the step the attempt was in.
+    fn timed_out(&mut self, now: Instant) -> Failure {
+        let Some(current) = self.current.take() else {
+            return classify::timeout(StepName::Config);
+        };
+        let snapshot = lock(&current.trace).clone();
+        if snapshot.tcp_done.is_none() {
+            self.push(StepName::Tcp, now - current.dial_started, false);
+            return classify::timeout(StepName::Tcp);
+        }
+        let step = self
+            .trace_steps(&snapshot, current.wire, now, None)
+            .unwrap_or(StepName::Query);
+        if snapshot.not_postgres {
+            return classify::not_postgres(step);
+        }
+        classify::timeout(step)
+    }
+
+    /// Appends the steps after TCP from an attempt's trace, ending at `end`; returns the step
+    /// that did not finish, if any.
+    fn trace_steps(
+        &mut self,
+        trace: &Trace,
+        wire: Wire,
+        end: Instant,
+        query_done: Option<Instant>,
+    ) -> Option<StepName> {
+        let mut t = trace.tcp_done?;
+        if trace.ssl_requested.is_some() {
+            match (trace.tls_done, trace.ssl_answer) {
+                (Some(done), _) => {
+                    self.push(StepName::Tls, done - t, true);
+                    t = done;
+                }
+                (None, Some((b'N', at))) if wire == Wire::Prefer => {
+                    self.push(StepName::Tls, at - t, false);
+                    t = at;
+                }
+                _ => {
+                    self.push(StepName::Tls, end - t, false);
+                    return Some(StepName::Tls);
+                }
+            }
+        }
+        let milestones = [
+            (StepName::Startup, trace.first_auth),
+            (StepName::Auth, trace.ready),
+            (StepName::Query, query_done),
+        ];
+        for (name, at) in milestones {
+            match at {
+                Some(at) => {
+                    self.push(name, at - t, true);
+                    t = at;
+                }
+                None => {
+                    self.push(name, end.saturating_duration_since(t), false);
+                    return Some(name);
+                }
+            }
+        }
+        None
+    }
+
+    fn push(&mut self, name: StepName, took: Duration, ok: bool) {
+        self.steps.push(Step {
+            name,
+            ms: ms(took),
+            ok,
+        });
+    }
+}
+
+/// libpq's `allow` retries with TLS after the server refused the plaintext connection during
+/// startup or authentication; we also retry after refusing to authenticate ourselves.
+fn retry_with_tls(f: &Failure) -> bool {
+    let server_refused = f.sqlstate.is_some()
+        && matches!(f.step, StepName::Startup | StepName::Auth)
+        && f.kind != FailureKind::Timeout;
+    server_refused || f.kind == FailureKind::AuthMethodRefused
+}
+
+/// Milliseconds with microsecond precision.
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// The probe query: one simple-protocol round trip, cut by a statement timeout.
+fn probe_sql(statement_timeout: Duration) -> String {
+    let timeout_ms = statement_timeout
+        .as_millis()
+        .clamp(1, QUERY_TIMEOUT.as_millis());
+    format!(
+        "SET statement_timeout = {timeout_ms}; \
+         SELECT current_setting('server_version'), current_database(), current_user, \
+         pg_is_in_recovery(), \
+         (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
+         current_setting('max_connections'), \
+         (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()), \
+         (SELECT cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
+    )
+}
+
+/// The server facts, TLS protocol and cipher from the probe query's row.
+fn parse_probe_row(
+    messages: &[SimpleQueryMessage],
+) -> Option<(ServerFacts, Option<String>, Option<String>)> {
+    let row = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    })?;
+    let text = |i: usize| row.get(i).map(tls::clean_text);
+    let server = ServerFacts {
+        version: text(0)?,
+        database: text(1)?,
+        user: text(2)?,
+        in_recovery: row.get(3)? == "t",
+        connections_used: row.get(4).and_then(|v| v.parse().ok()),
+        max_connections: row.get(5).and_then(|v| v.parse().ok()),
+    };
+    Some((server, text(6), text(7)))
+}

@@ -1,0 +1,320 @@
+//! rustls client configurations per TLS mode, the certificate verifiers behind them, and the
+//! facts read from the server certificate.
+//!
+//! Every configuration is built with its own ring provider (no process-wide provider). The
+//! verifier always records the server's leaf certificate (subject and expiry) before it decides,
+//! so a report can say which certificate was refused. `verify-full` is webpki with the
+//! connection's CA only (the bundled public roots when it has none); `verify-ca` is the same with
+//! only the name-mismatch errors turned into success; weaker modes encrypt without verifying the
+//! certificate, but still check the handshake signature against it.
+
+use std::sync::{Arc, Mutex};
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use time::OffsetDateTime;
+
+use crate::model::{TlsMode, TlsSettings};
+use crate::secret::PrivateKeyPem;
+
+/// The longest certificate subject kept in a report, in characters.
+const SUBJECT_MAX_CHARS: usize = 256;
+
+/// What the verifier saw of the server's leaf certificate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PeerCert {
+    /// The subject, RFC 4514 style, without control characters.
+    pub(crate) subject: Option<String>,
+    /// The end of the validity period (UTC).
+    pub(crate) not_after: Option<OffsetDateTime>,
+}
+
+/// Where the verifier leaves the leaf certificate's facts.
+pub(crate) type PeerSlot = Arc<Mutex<Option<PeerCert>>>;
+
+/// Why a configuration could not be built; the text names the field and never quotes it.
+#[derive(Debug)]
+pub(crate) struct ConfigError(pub(crate) &'static str);
+
+/// A ready rustls configuration and the slot its verifier fills.
+pub(crate) struct Plan {
+    pub(crate) connector: rustls_tokio_postgres::MakeRustlsConnect,
+    pub(crate) peer: PeerSlot,
+}
+
+impl std::fmt::Debug for Plan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plan").finish_non_exhaustive()
+    }
+}
+
+/// Builds the configuration for `mode` (which must use TLS at some point).
+pub(crate) fn plan(
+    mode: TlsMode,
+    tls: &TlsSettings,
+    client_key: Option<&PrivateKeyPem>,
+) -> Result<Plan, ConfigError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let peer: PeerSlot = Arc::new(Mutex::new(None));
+    let check: Arc<dyn ServerCertVerifier> = if mode.verifies_certificate() {
+        let roots = roots(tls)?;
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|_| ConfigError("tls.ca_cert_pem: no usable CA certificate"))?;
+        if mode == TlsMode::VerifyCa {
+            Arc::new(IgnoreName(webpki))
+        } else {
+            webpki
+        }
+    } else {
+        Arc::new(NoCertificateCheck(
+            provider.signature_verification_algorithms,
+        ))
+    };
+    let verifier = Arc::new(Recording {
+        inner: check,
+        peer: peer.clone(),
+    });
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| ConfigError("tls: no protocol version available"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let config = match (tls.client_cert_pem(), client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_str().as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| ConfigError("tls.client_cert_pem: not a readable certificate"))?;
+            let key = PrivateKeyDer::from_pem_slice(key.expose_secret().as_bytes())
+                .map_err(|_| ConfigError("tls.client_key_pem: not a readable private key"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|_| {
+                ConfigError("tls.client_key_pem: does not match tls.client_cert_pem")
+            })?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Plan {
+        connector: rustls_tokio_postgres::MakeRustlsConnect::new(config),
+        peer,
+    })
+}
+
+/// The connection's CA certificates, or the bundled public roots when it has none (as libpq's
+/// `sslrootcert=system`).
+fn roots(tls: &TlsSettings) -> Result<RootCertStore, ConfigError> {
+    let Some(ca) = tls.ca_cert_pem() else {
+        return Ok(RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        });
+    };
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca.as_str().as_bytes()) {
+        let cert = cert.map_err(|_| ConfigError("tls.ca_cert_pem: not a readable certificate"))?;
+        roots
+            .add(cert)
+            .map_err(|_| ConfigError("tls.ca_cert_pem: not a usable CA certificate"))?;
+    }
+    Ok(roots)
+}
+
+/// Records the leaf certificate, then lets the inner verifier decide.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ServerCertVerifier>,
+    peer: PeerSlot,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let facts = peer_cert(end_entity);
+        *self
+            .peer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(facts);
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// verify-ca: webpki's verdict, except that a name mismatch passes. Sound because webpki checks
+/// the chain, validity and usage before the name.
+#[derive(Debug)]
+struct IgnoreName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for IgnoreName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// `allow`, `prefer`, `require`: encryption without certificate verification (libpq's meaning),
+/// but the handshake signature is still checked against the presented certificate.
+#[derive(Debug)]
+struct NoCertificateCheck(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for NoCertificateCheck {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// The subject and expiry of a DER certificate; unreadable parts stay `None`.
+pub(crate) fn peer_cert(der: &[u8]) -> PeerCert {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return PeerCert::default();
+    };
+    let subject = cert.subject().to_string();
+    let not_after = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp()).ok();
+    PeerCert {
+        subject: Some(clean_text(&subject)),
+        not_after,
+    }
+}
+
+/// Text from the peer made safe to show: no control or formatting characters, bounded length.
+pub(crate) fn clean_text(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() && !is_format_char(*c))
+        .take(SUBJECT_MAX_CHARS)
+        .collect()
+}
+
+/// Bidirectional and invisible formatting characters (terminal and display spoofing).
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A default provider is never installed: this only exists so a test can assert it.
+#[cfg(test)]
+fn provider_is_local() -> bool {
+    rustls::crypto::CryptoProvider::get_default().is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_text_strips_controls_and_bounds_length() {
+        assert_eq!(clean_text("CN=a\u{1b}[31m\u{202E}b"), "CN=a[31mb");
+        assert_eq!(
+            clean_text(&"x".repeat(1000)).chars().count(),
+            SUBJECT_MAX_CHARS
+        );
+    }
+
+    #[test]
+    fn garbage_der_gives_no_facts() {
+        assert_eq!(peer_cert(b"not a certificate"), PeerCert::default());
+    }
+
+    #[test]
+    fn plans_build_without_a_process_provider() {
+        let tls = TlsSettings::default();
+        for mode in [TlsMode::Require, TlsMode::VerifyCa, TlsMode::VerifyFull] {
+            assert!(plan(mode, &tls, None).is_ok(), "{mode}");
+        }
+        assert!(provider_is_local());
+    }
+}
