@@ -21,10 +21,10 @@ use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 use time::OffsetDateTime;
 
 use self::codec::{
-    AUDIT_COLUMNS, HEALTH_COLUMNS, SECRET_COLUMNS, SPEC_COLUMNS, audit_from_row, check_from_row,
-    common_from_row, encode_list, get, get_list, get_parsed, get_u64, health_from_row,
-    like_pattern, micros, search_fold, secrets_from_row, team_id_from_row, token_from_row,
-    user_from_row,
+    AUDIT_COLUMNS, HEALTH_COLUMNS, SEARCH_SEPARATOR, SECRET_COLUMNS, SPEC_COLUMNS, audit_from_row,
+    check_from_row, common_from_row, encode_list, fts_phrase, get, get_list, get_parsed, get_u64,
+    health_from_row, like_pattern, micros, search_body, search_fold, secrets_from_row,
+    team_id_from_row, token_from_row, user_from_row,
 };
 use self::pool::Pool;
 use super::{
@@ -42,11 +42,18 @@ use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 pub const DATABASE_FILE: &str = "datahub.sqlite3";
 
 /// The SQLite migrations, in order, embedded from `migrations/sqlite/`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/sqlite/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "search",
+        sql: include_str!("../../../migrations/sqlite/0002_search.sql"),
+    },
+];
 
 /// The SQLite implementation of [`Store`]. Cheap to share behind an `Arc`.
 #[derive(Debug)]
@@ -284,6 +291,30 @@ fn write_tags(tx: &Transaction<'_>, row: &ConnectionRow) -> Result<()> {
     Ok(())
 }
 
+/// Writes (inserts or replaces) a connection's search row: its name, owner, last change and
+/// search text (and, when new, its grantees). The triggers of migration 2 keep the trigram index
+/// and the grantees in step.
+fn write_search(tx: &Transaction<'_>, row: &ConnectionRow) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO connection_search (connection_id, name, owner, updated_at, viewers, body) \
+         VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(group_concat(coalesce('u:' || g.user_id, \
+         't:' || g.team_id), ','), '') FROM grants g WHERE g.connection_id = ?1), ?5) \
+         ON CONFLICT (connection_id) DO UPDATE SET name = excluded.name, \
+         owner = excluded.owner, updated_at = excluded.updated_at, body = excluded.body",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            row.id.to_string(),
+            row.spec.name.as_str(),
+            row.owner.to_string(),
+            micros(row.updated_at),
+            search_body(&row.spec),
+        ])
+    })
+    .map_err(db_error)?;
+    Ok(())
+}
+
 /// The values of every connection column but id, owner, version and created_at, in the order
 /// of [`CONNECTION_SET`].
 fn connection_values(row: &ConnectionRow) -> Vec<Value> {
@@ -451,23 +482,69 @@ fn collect<T>(
     Ok(out)
 }
 
-/// The WHERE clause and parameters of a list query, visibility included.
-fn list_filter(query: &ListQuery, visibility: &Visibility) -> (String, Vec<Value>) {
-    let mut clauses: Vec<String> = Vec::new();
-    let mut params: Vec<Value> = Vec::new();
-    if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
-        params.push(Value::Text(like_pattern(search)));
-        let p = params.len();
-        clauses.push(format!(
-            "(c.name LIKE ?{p} ESCAPE '\\' OR c.description_lc LIKE ?{p} ESCAPE '\\' \
-             OR c.host LIKE ?{p} ESCAPE '\\' OR EXISTS (SELECT 1 FROM connection_tags st \
-             WHERE st.connection_id = c.id AND st.tag LIKE ?{p} ESCAPE '\\'))"
-        ));
+/// Where a list query reads a connection's id, owner and grantees: `connections c` (and the
+/// `grants`) for a plain list, the narrow search rows `connection_search s` for a search.
+struct ListSource {
+    id: &'static str,
+    owner: &'static str,
+    /// The column listing the grantees as `u:<user id>` and `t:<team id>`, comma-separated;
+    /// `None` to look them up in `grants`.
+    viewers: Option<&'static str>,
+}
+
+const LIST_FROM_CONNECTIONS: ListSource = ListSource {
+    id: "c.id",
+    owner: "c.owner",
+    viewers: None,
+};
+
+const LIST_FROM_SEARCH: ListSource = ListSource {
+    id: "s.connection_id",
+    owner: "s.owner",
+    viewers: Some("s.viewers"),
+};
+
+/// The FROM and the clause matching a non-empty search (a case-insensitive substring of name,
+/// description, host or a tag) in the search rows `s`, with its parameter appended to `params`.
+///
+/// Three characters or more (after lowercasing) walk the trigram index `f` and read the search
+/// row of each match by key (`CROSS JOIN` keeps that order); shorter searches, which have no
+/// trigram, scan the search text with `LIKE`. A search containing the field separator matches
+/// nothing, as no field may contain it.
+fn search_clause(search: &str, params: &mut Vec<Value>) -> (String, String) {
+    let scan = String::from("FROM connection_search s");
+    let folded = search_fold(search);
+    if folded.contains(SEARCH_SEPARATOR) {
+        return (scan, String::from("0"));
     }
+    if folded.chars().count() >= 3 {
+        params.push(Value::Text(fts_phrase(&folded)));
+        (
+            String::from(
+                "FROM connection_search_fts f CROSS JOIN connection_search s ON s.key = f.rowid",
+            ),
+            format!("connection_search_fts MATCH ?{}", params.len()),
+        )
+    } else {
+        params.push(Value::Text(like_pattern(search)));
+        (scan, format!("s.body LIKE ?{} ESCAPE '\\'", params.len()))
+    }
+}
+
+/// The WHERE clause and parameters of a list query's filters and visibility, reading ids and
+/// owners from `source` (the search itself is [`search_clause`]).
+fn list_filter(
+    query: &ListQuery,
+    visibility: &Visibility,
+    source: &ListSource,
+    mut params: Vec<Value>,
+    mut clauses: Vec<String>,
+) -> (String, Vec<Value>) {
+    let ListSource { id, owner, .. } = source;
     if let Some(tag) = &query.tag {
         params.push(Value::Text(tag.as_str().to_owned()));
         clauses.push(format!(
-            "EXISTS (SELECT 1 FROM connection_tags ft WHERE ft.connection_id = c.id \
+            "EXISTS (SELECT 1 FROM connection_tags ft WHERE ft.connection_id = {id} \
              AND ft.tag = ?{})",
             params.len()
         ));
@@ -480,27 +557,41 @@ fn list_filter(query: &ListQuery, visibility: &Visibility) -> (String, Vec<Value
         params.push(Value::Text(engine.as_str().to_owned()));
         clauses.push(format!("c.engine = ?{}", params.len()));
     }
-    if let Some(owner) = query.owner {
-        params.push(Value::Text(owner.to_string()));
-        clauses.push(format!("c.owner = ?{}", params.len()));
+    if let Some(o) = query.owner {
+        params.push(Value::Text(o.to_string()));
+        clauses.push(format!("{owner} = ?{}", params.len()));
     }
     if let Visibility::Member { user, teams } = visibility {
-        params.push(Value::Text(user.to_string()));
-        let u = params.len();
-        let mut team_params = Vec::new();
-        for team in teams {
-            params.push(Value::Text(team.to_string()));
-            team_params.push(format!("?{}", params.len()));
-        }
-        let team_clause = if team_params.is_empty() {
-            String::new()
+        if let Some(viewers) = source.viewers {
+            // An element is `u:` or `t:` and a 36-character id; the `:` fixes where a match can
+            // start, so `instr` finds exactly the listed ids.
+            params.push(Value::Text(user.to_string()));
+            let mut any = vec![format!("{owner} = ?{}", params.len())];
+            params.push(Value::Text(format!("u:{user}")));
+            any.push(format!("instr({viewers}, ?{}) > 0", params.len()));
+            for team in teams {
+                params.push(Value::Text(format!("t:{team}")));
+                any.push(format!("instr({viewers}, ?{}) > 0", params.len()));
+            }
+            clauses.push(format!("({})", any.join(" OR ")));
         } else {
-            format!(" OR g.team_id IN ({})", team_params.join(", "))
-        };
-        clauses.push(format!(
-            "(c.owner = ?{u} OR EXISTS (SELECT 1 FROM grants g WHERE g.connection_id = c.id \
-             AND (g.user_id = ?{u}{team_clause})))"
-        ));
+            params.push(Value::Text(user.to_string()));
+            let u = params.len();
+            let mut team_params = Vec::new();
+            for team in teams {
+                params.push(Value::Text(team.to_string()));
+                team_params.push(format!("?{}", params.len()));
+            }
+            let team_clause = if team_params.is_empty() {
+                String::new()
+            } else {
+                format!(" OR g.team_id IN ({})", team_params.join(", "))
+            };
+            clauses.push(format!(
+                "({owner} = ?{u} OR EXISTS (SELECT 1 FROM grants g \
+                 WHERE g.connection_id = {id} AND (g.user_id = ?{u}{team_clause})))"
+            ));
+        }
     }
     let where_clause = if clauses.is_empty() {
         String::from("1")
@@ -508,6 +599,82 @@ fn list_filter(query: &ListQuery, visibility: &Visibility) -> (String, Vec<Value
         clauses.join(" AND ")
     };
     (where_clause, params)
+}
+
+/// The ORDER BY of a list, reading names from `name` and last changes from `updated` (the name
+/// always last: names are unique, so the order is total).
+fn list_order(sort: SortKey, name: &str, updated: &str) -> String {
+    match sort {
+        SortKey::Name => name.to_owned(),
+        SortKey::Updated => format!("{updated} DESC, {name}"),
+        SortKey::Status => format!(
+            "CASE coalesce(h.status, 'unknown') WHEN 'down' THEN 0 WHEN 'degraded' THEN 1 \
+             WHEN 'unknown' THEN 2 ELSE 3 END, {name}"
+        ),
+    }
+}
+
+impl SqliteStore {
+    /// A list with a search. The total and the page's ids are chosen from the narrow search rows
+    /// (trigram index, visibility, sort), joining `connections` or `connection_health` there only
+    /// when a filter or the sort needs them; then only the rows of the page are read in full.
+    /// The count and the page are two statements in one read transaction (one snapshot): a
+    /// window count would sort every match, where the page keeps only the best `per_page`.
+    async fn search_connections(
+        &self,
+        search: &str,
+        query: &ListQuery,
+        visibility: &Visibility,
+    ) -> Result<Page<ConnectionSummary>> {
+        let mut params = Vec::new();
+        let (mut from, clause) = search_clause(search, &mut params);
+        let (where_clause, params) =
+            list_filter(query, visibility, &LIST_FROM_SEARCH, params, vec![clause]);
+        if query.engine.is_some() {
+            from.push_str(" JOIN connections c ON c.id = s.connection_id");
+        }
+        if query.status.is_some() || query.sort == SortKey::Status {
+            from.push_str(" LEFT JOIN connection_health h ON h.connection_id = s.connection_id");
+        }
+        let inner_order = list_order(query.sort, "s.name", "s.updated_at");
+        let outer_order = list_order(query.sort, "c.name", "c.updated_at");
+        let (page, per_page) = (query.page, query.per_page);
+        self.pool
+            .read(move |conn| {
+                let tx = conn.transaction().map_err(db_error)?;
+                let total: i64 = tx
+                    .prepare_cached(&format!("SELECT count(*) {from} WHERE {where_clause}"))
+                    .and_then(|mut s| s.query_row(params_from_iter(params.iter()), |r| r.get(0)))
+                    .map_err(db_error)?;
+                let items = if total > offset(page, per_page) {
+                    let n = params.len();
+                    let sql = format!(
+                        "WITH p AS (SELECT s.connection_id AS id {from} WHERE {where_clause} \
+                         ORDER BY {inner_order} LIMIT ?{} OFFSET ?{}) \
+                         SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS} FROM p \
+                         JOIN connections c ON c.id = p.id \
+                         LEFT JOIN connection_health h ON h.connection_id = c.id \
+                         ORDER BY {outer_order}",
+                        n + 1,
+                        n + 2
+                    );
+                    let mut all = params;
+                    all.push(Value::Integer(i64::from(per_page)));
+                    all.push(Value::Integer(offset(page, per_page)));
+                    collect(&tx, &sql, params_from_iter(all), summary_from_row)?
+                } else {
+                    Vec::new()
+                };
+                tx.commit().map_err(db_error)?;
+                Ok(Page {
+                    items,
+                    total: u64::try_from(total).unwrap_or(0),
+                    page,
+                    per_page,
+                })
+            })
+            .await
+    }
 }
 
 #[async_trait]
@@ -547,6 +714,7 @@ impl Store for SqliteStore {
                 tx.execute(&sql, params_from_iter(values))
                     .map_err(db_error)?;
                 write_tags(tx, &row)?;
+                write_search(tx, &row)?;
                 append_audit_in(tx, &audit)?;
                 Ok(())
             })
@@ -627,6 +795,7 @@ impl Store for SqliteStore {
                     return Err(missing_or_stale(tx, row.id));
                 }
                 write_tags(tx, &row)?;
+                write_search(tx, &row)?;
                 append_audit_in(tx, &audit)?;
                 Ok(new_version)
             })
@@ -643,6 +812,7 @@ impl Store for SqliteStore {
         let expected = i64_of(expected_version, "version")?;
         self.pool
             .write(move |tx| {
+                // The search row goes by cascade, whose trigger updates the trigram index.
                 let changed = tx
                     .execute(
                         "DELETE FROM connections WHERE id = ?1 AND version = ?2",
@@ -664,15 +834,17 @@ impl Store for SqliteStore {
         visibility: &Visibility,
     ) -> Result<Page<ConnectionSummary>> {
         check_page(query.page, query.per_page)?;
-        let (where_clause, params) = list_filter(query, visibility);
-        let order = match query.sort {
-            SortKey::Name => "c.name",
-            SortKey::Updated => "c.updated_at DESC, c.name",
-            SortKey::Status => {
-                "CASE coalesce(h.status, 'unknown') WHEN 'down' THEN 0 WHEN 'degraded' THEN 1 \
-                 WHEN 'unknown' THEN 2 ELSE 3 END, c.name"
-            }
-        };
+        if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
+            return self.search_connections(search, query, visibility).await;
+        }
+        let (where_clause, params) = list_filter(
+            query,
+            visibility,
+            &LIST_FROM_CONNECTIONS,
+            Vec::new(),
+            Vec::new(),
+        );
+        let order = list_order(query.sort, "c.name", "c.updated_at");
         let (page, per_page) = (query.page, query.per_page);
         self.pool
             .read(move |conn| {

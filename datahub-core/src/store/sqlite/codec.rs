@@ -189,6 +189,43 @@ pub(super) fn like_pattern(needle: &str) -> String {
     p
 }
 
+/// Joins the fields of a connection's search text (`connection_search.body`): U+001F, which no
+/// name, description, host or tag may contain, so no search can match across two fields.
+pub(super) const SEARCH_SEPARATOR: char = '\u{1f}';
+
+/// The searchable text of a connection: name, description, host and tags, each lowercased by
+/// [`search_fold`], joined with [`SEARCH_SEPARATOR`] (an absent description is empty).
+pub(super) fn search_body(spec: &ConnectionSpec) -> String {
+    let mut body = search_fold(spec.name.as_str());
+    body.push(SEARCH_SEPARATOR);
+    if let Some(d) = &spec.description {
+        body.push_str(&search_fold(d.as_str()));
+    }
+    body.push(SEARCH_SEPARATOR);
+    body.push_str(&search_fold(spec.host.as_str()));
+    for tag in spec.tags.as_slice() {
+        body.push(SEARCH_SEPARATOR);
+        body.push_str(&search_fold(tag.as_str()));
+    }
+    body
+}
+
+/// The FTS5 query matching `folded` (already lowercased) as one literal phrase: with the trigram
+/// tokenizer, an exact substring match for three characters or more. Inside a quoted FTS5
+/// string every character is literal but `"`, which is doubled.
+pub(super) fn fts_phrase(folded: &str) -> String {
+    let mut q = String::with_capacity(folded.len() + 2);
+    q.push('"');
+    for c in folded.chars() {
+        if c == '"' {
+            q.push('"');
+        }
+        q.push(c);
+    }
+    q.push('"');
+    q
+}
+
 const CONNECTIONS: &str = "connections";
 
 /// The columns [`spec_from_row`] reads, prefixed with the table alias `c`.
@@ -413,6 +450,12 @@ mod tests {
         for bad in ["x", "3:ab", "1", ":a", "-1:a", "1:é"] {
             assert!(decode_list(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fts_phrases_quote_and_double_quotes() {
+        assert_eq!(fts_phrase("db-4"), "\"db-4\"");
+        assert_eq!(fts_phrase("a\"b"), "\"a\"\"b\"");
     }
 
     #[test]

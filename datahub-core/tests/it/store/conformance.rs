@@ -258,6 +258,9 @@ macro_rules! conformance_suite {
             delete_checks_the_version_and_cascades,
             search_is_case_insensitive_over_every_field,
             search_takes_wildcards_literally,
+            search_stays_inside_one_field_at_any_length,
+            search_follows_updates_and_deletes,
+            search_combines_with_filters_sorts_paging_and_visibility,
             filters_narrow_the_list,
             sorts,
             pagination_and_bounds,
@@ -629,6 +632,306 @@ pub async fn search_takes_wildcards_literally(store: Handle) {
         let (found, total) = names(&store, &query, &Visibility::All).await;
         assert_eq!(found, expected, "search {search:?}");
         assert_eq!(total as usize, expected.len(), "search {search:?}");
+    }
+}
+
+/// Searches of one and two characters (too short for a trigram index), non-ASCII text, quotes
+/// and characters with a meaning in full-text query syntax, and matches that would span two
+/// fields (name and description, description and host, host and a tag, two tags).
+pub async fn search_stays_inside_one_field_at_any_length(store: Handle) {
+    let owner = user(&store, "owner").await;
+    for r in [
+        row(
+            spec("span-x", "h1.example.com", Some("yz tail"), &["t1", "t2"]),
+            owner,
+        ),
+        row(
+            spec("other", "h2.example.com", Some("Ça ÉTÉ ΣΊΣΥΦΟΣ"), &["k"]),
+            owner,
+        ),
+        row(
+            spec(
+                "quoted",
+                "h3.example.com",
+                Some("say \"hi\" NEAR(x) *"),
+                &[],
+            ),
+            owner,
+        ),
+    ] {
+        store
+            .insert_connection(&r, &ev("connection.create"))
+            .await
+            .unwrap();
+    }
+    for (search, expected) in [
+        ("-", vec!["span-x"]),
+        ("K", vec!["other"]),
+        ("Ç", vec!["other"]),
+        ("ÇA", vec!["other"]),
+        ("yz", vec!["span-x"]),
+        ("été", vec!["other"]),
+        ("ΣΥΦ", vec!["other"]),
+        ("σίσυφος", vec!["other"]),
+        ("\"hi\"", vec!["quoted"]),
+        ("y \"h", vec!["quoted"]),
+        ("near(x)", vec!["quoted"]),
+        ("*", vec!["quoted"]),
+        (") *", vec!["quoted"]),
+        ("h1.example", vec!["span-x"]),
+        (".example.com", vec!["other", "quoted", "span-x"]),
+        // Across fields: name|description, description|host, host|tag, tag|tag.
+        ("xy", vec![]),
+        ("-xyz", vec![]),
+        ("tailh", vec![]),
+        ("comt", vec![]),
+        ("t1t2", vec![]),
+        ("x\u{1f}y", vec![]),
+        ("\u{1f}", vec![]),
+        // Query syntax is literal.
+        ("h1 OR h2", vec![]),
+        ("ex*", vec![]),
+        ("\"", vec!["quoted"]),
+    ] {
+        let mut query = q();
+        query.search = Some(search.into());
+        let (found, total) = names(&store, &query, &Visibility::All).await;
+        assert_eq!(found, expected, "search {search:?}");
+        assert_eq!(total as usize, expected.len(), "search {search:?}");
+    }
+}
+
+/// A search sees the latest version of a connection, and never a deleted one.
+pub async fn search_follows_updates_and_deletes(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let mut r = row(
+        spec("alpha", "h1.example.com", Some("old words"), &["red"]),
+        owner,
+    );
+    store
+        .insert_connection(&r, &ev("connection.create"))
+        .await
+        .unwrap();
+    let search = |s: &str| {
+        let mut query = q();
+        query.search = Some(s.into());
+        query
+    };
+    assert_eq!(
+        names(&store, &search("old wo"), &Visibility::All).await.1,
+        1
+    );
+    r.spec = spec("renamed", "h9.example.com", Some("new words"), &["blue"]);
+    store
+        .update_connection(&r, 1, &ev("connection.update"))
+        .await
+        .unwrap();
+    for gone in ["old wo", "alpha", "h1.ex", "red"] {
+        assert_eq!(
+            names(&store, &search(gone), &Visibility::All).await,
+            (vec![], 0),
+            "{gone:?}"
+        );
+    }
+    for now_there in ["new wo", "renamed", "h9.ex", "blue", "ue"] {
+        assert_eq!(
+            names(&store, &search(now_there), &Visibility::All).await,
+            (vec!["renamed".into()], 1),
+            "{now_there:?}"
+        );
+    }
+    // A stale delete leaves the connection findable.
+    assert!(
+        store
+            .delete_connection(r.id, 1, &ev("connection.delete"))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        names(&store, &search("renamed"), &Visibility::All).await.1,
+        1
+    );
+    store
+        .delete_connection(r.id, 2, &ev("connection.delete"))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&store, &search("renamed"), &Visibility::All).await.1,
+        0
+    );
+    assert_eq!(names(&store, &search("ue"), &Visibility::All).await.1, 0);
+    // The name is free again, and a new connection under it is found.
+    conn(&store, "renamed", owner).await;
+    assert_eq!(
+        names(&store, &search("renamed"), &Visibility::All).await.1,
+        1
+    );
+}
+
+/// A search narrows the same list the filters, sorts, pages and visibility apply to.
+pub async fn search_combines_with_filters_sorts_paging_and_visibility(store: Handle) {
+    let alice = user(&store, "alice").await;
+    let bob = user(&store, "bob").await;
+    let team = TeamRow {
+        id: TeamId::new(),
+        name: "payments".into(),
+        members: vec![bob],
+    };
+    store.upsert_team(&team, &ev("team.create")).await.unwrap();
+    let base = now();
+    let mut ids = Vec::new();
+    // Names and update times run in opposite orders; "zz-other" never matches the search.
+    for (i, (name, owner, tags)) in [
+        ("d-match", alice, &["prod"][..]),
+        ("c-match", bob, &["prod"][..]),
+        ("b-match", alice, &[][..]),
+        ("a-match", alice, &["dev"][..]),
+        ("zz-other", alice, &["prod"][..]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut r = row(spec(name, "h.example.com", None, tags), owner);
+        r.updated_at = base + Duration::seconds(i as i64);
+        store
+            .insert_connection(&r, &ev("connection.create"))
+            .await
+            .unwrap();
+        ids.push((name, r.id));
+    }
+    let id = |n: &str| ids.iter().find(|(name, _)| *name == n).unwrap().1;
+    for (name, status) in [
+        ("a-match", HealthStatus::Healthy),
+        ("b-match", HealthStatus::Down),
+        ("d-match", HealthStatus::Down),
+        ("zz-other", HealthStatus::Down),
+    ] {
+        store
+            .record_check(&check(id(name), base, status), &health(status, base))
+            .await
+            .unwrap();
+    }
+    store
+        .set_grants(
+            id("a-match"),
+            &[Grant {
+                grantee: Grantee::Team(team.id),
+                level: GrantLevel::View,
+            }],
+            &ev("grant.set"),
+        )
+        .await
+        .unwrap();
+    store
+        .set_grants(
+            id("d-match"),
+            &[Grant {
+                grantee: Grantee::User(bob),
+                level: GrantLevel::View,
+            }],
+            &ev("grant.set"),
+        )
+        .await
+        .unwrap();
+    let all = Visibility::All;
+    // Three characters or more (indexed) and two (scanned) must agree.
+    for term in ["-MATCH", "ch"] {
+        let mut query = q();
+        query.search = Some(term.into());
+        assert_eq!(
+            names(&store, &query, &all).await,
+            (
+                vec![
+                    "a-match".into(),
+                    "b-match".into(),
+                    "c-match".into(),
+                    "d-match".into()
+                ],
+                4
+            ),
+            "{term}"
+        );
+        query.sort = SortKey::Updated;
+        assert_eq!(
+            names(&store, &query, &all).await.0,
+            ["a-match", "b-match", "c-match", "d-match"],
+            "{term}"
+        );
+        query.sort = SortKey::Status;
+        // down (b, d), unknown (c), healthy (a).
+        assert_eq!(
+            names(&store, &query, &all).await.0,
+            ["b-match", "d-match", "c-match", "a-match"],
+            "{term}"
+        );
+        query.sort = SortKey::Name;
+        query.tag = Some(Tag::parse("prod").unwrap());
+        assert_eq!(
+            names(&store, &query, &all).await,
+            (vec!["c-match".into(), "d-match".into()], 2),
+            "{term}"
+        );
+        query.status = Some(HealthStatus::Down);
+        assert_eq!(
+            names(&store, &query, &all).await,
+            (vec!["d-match".into()], 1),
+            "{term}"
+        );
+        query.tag = None;
+        query.status = None;
+        query.engine = Some(Engine::Postgres);
+        query.owner = Some(alice);
+        assert_eq!(
+            names(&store, &query, &all).await,
+            (
+                vec!["a-match".into(), "b-match".into(), "d-match".into()],
+                3
+            ),
+            "{term}"
+        );
+        query.engine = None;
+        query.owner = None;
+        // Bob sees his own, the one granted to him and the one granted to his team.
+        let bob_vis = Visibility::Member {
+            user: bob,
+            teams: vec![team.id],
+        };
+        assert_eq!(
+            names(&store, &query, &bob_vis).await,
+            (
+                vec!["a-match".into(), "c-match".into(), "d-match".into()],
+                3
+            ),
+            "{term}"
+        );
+        let bob_alone = Visibility::Member {
+            user: bob,
+            teams: vec![],
+        };
+        assert_eq!(
+            names(&store, &query, &bob_alone).await,
+            (vec!["c-match".into(), "d-match".into()], 2),
+            "{term}"
+        );
+        // Pages, and a page past the end still counts.
+        query.per_page = 3;
+        for (page, expected) in [
+            (1, vec!["a-match", "b-match", "c-match"]),
+            (2, vec!["d-match"]),
+            (3, vec![]),
+        ] {
+            query.page = page;
+            let (found, total) = names(&store, &query, &all).await;
+            assert_eq!(found, expected, "{term} page {page}");
+            assert_eq!(total, 4, "{term} page {page}");
+        }
+        query.page = 2;
+        query.per_page = 1;
+        assert_eq!(
+            names(&store, &query, &bob_vis).await,
+            (vec!["c-match".into()], 3),
+            "{term}"
+        );
     }
 }
 

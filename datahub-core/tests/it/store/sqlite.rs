@@ -48,7 +48,7 @@ async fn reopening_keeps_the_data() {
     let n: i64 = raw(&dir)
         .query_row("SELECT count(*) FROM schema_migrations", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(n, 1);
+    assert_eq!(n as usize, datahub_core::store::sqlite::MIGRATIONS.len());
 }
 
 #[tokio::test]
@@ -300,4 +300,86 @@ async fn two_stores_on_one_file_keep_one_linear_chain() {
         v.push(&r).unwrap();
     }
     assert_eq!(v.checked(), 40);
+}
+
+#[tokio::test]
+async fn the_search_migration_backfills_existing_rows() {
+    use datahub_core::rbac::{Grant, GrantLevel, Grantee};
+    use datahub_core::store::{ListQuery, Visibility};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let viewer = {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
+        let owner = user(&store, "owner").await;
+        let viewer = user(&store, "viewer").await;
+        let rows = [
+            row(
+                spec(
+                    "orders",
+                    "h1.example.com",
+                    Some("Ärger über Öl"),
+                    &["red", "blue"],
+                ),
+                owner,
+            ),
+            row(spec("billing", "h2.example.com", None, &[]), owner),
+        ];
+        for r in &rows {
+            store
+                .insert_connection(r, &ev("connection.create"))
+                .await
+                .unwrap();
+        }
+        let grant = Grant {
+            grantee: Grantee::User(viewer),
+            level: GrantLevel::View,
+        };
+        store
+            .set_grants(rows[1].id, &[grant], &ev("grant.set"))
+            .await
+            .unwrap();
+        viewer
+    };
+    // Back to a store migrated by version 1 only.
+    raw(&dir)
+        .execute_batch(
+            "DROP TABLE connection_search_fts; DROP TABLE connection_search; \
+             DROP TRIGGER grants_search_insert; DROP TRIGGER grants_search_delete; \
+             DROP TRIGGER grants_search_update; \
+             DELETE FROM schema_migrations WHERE version = 2;",
+        )
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
+    for (search, expected) in [
+        ("ÜBER", vec!["orders"]),
+        ("blue", vec!["orders"]),
+        ("redblue", vec![]),
+        ("h2.ex", vec!["billing"]),
+        ("ING", vec!["billing"]),
+        (".example.", vec!["billing", "orders"]),
+    ] {
+        let query = ListQuery {
+            search: Some(search.into()),
+            ..ListQuery::default()
+        };
+        let page = store
+            .list_connections(&query, &Visibility::All)
+            .await
+            .unwrap();
+        let names: Vec<&str> = page.items.iter().map(|s| s.spec.name.as_str()).collect();
+        assert_eq!(names, expected, "{search:?}");
+        assert_eq!(page.total as usize, expected.len(), "{search:?}");
+    }
+    // The grants were carried over too.
+    let query = ListQuery {
+        search: Some(".example.".into()),
+        ..ListQuery::default()
+    };
+    let vis = Visibility::Member {
+        user: viewer,
+        teams: vec![],
+    };
+    let page = store.list_connections(&query, &vis).await.unwrap();
+    let names: Vec<&str> = page.items.iter().map(|s| s.spec.name.as_str()).collect();
+    assert_eq!((names, page.total), (vec!["billing"], 1));
 }
