@@ -27,6 +27,8 @@ pub enum ErrorKind {
     PermissionDenied,
     /// The caller could not be authenticated.
     Unauthenticated,
+    /// The caller did this too often; try again later.
+    RateLimited,
     /// A sealed value or wrapped key failed to open: wrong key, wrong row or field, or tampered
     /// bytes. Deliberately one opaque case.
     Decrypt,
@@ -50,6 +52,7 @@ impl ErrorKind {
             Self::Conflict => "conflict",
             Self::PermissionDenied => "permission_denied",
             Self::Unauthenticated => "unauthenticated",
+            Self::RateLimited => "rate_limited",
             Self::Decrypt => "decrypt_failed",
             Self::Keyring => "keyring",
             Self::Io => "io",

@@ -17,11 +17,15 @@
 mod accounts;
 mod admin;
 mod connections;
+mod limit;
+mod probe;
 mod secrets;
 
 pub use accounts::{BOOTSTRAP_ADMIN, BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
 pub use admin::AuditVerification;
-pub use connections::Revealed;
+pub use connections::{Dsn, Revealed};
+pub use limit::RateLimit;
+pub use probe::Created;
 
 use std::sync::Arc;
 
@@ -30,6 +34,7 @@ use time::OffsetDateTime;
 use crate::audit::{AuditEvent, Outcome, truncate_to_micros};
 use crate::crypto::Keyring;
 use crate::keys;
+use crate::net::{Connect, Dialer};
 use crate::rbac::{Action, Principal};
 use crate::store::Store;
 use crate::{ErrorKind, Result};
@@ -39,6 +44,8 @@ use crate::{ErrorKind, Result};
 pub struct Hub {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
+    connect: Arc<dyn Connect>,
+    test_limit: Arc<limit::RateLimiter>,
 }
 
 impl Hub {
@@ -52,7 +59,23 @@ impl Hub {
         Ok(Self {
             store,
             keyring: Arc::new(keyring),
+            connect: Arc::new(Dialer::system()),
+            test_limit: Arc::new(limit::RateLimiter::new(RateLimit::default())),
         })
+    }
+
+    /// The same hub dialling through `connect` instead of the system dialer (e.g. a dialer with
+    /// an injected resolver in tests). Every test, check and pool goes through it.
+    pub fn with_connector(mut self, connect: Arc<dyn Connect>) -> Self {
+        self.connect = connect;
+        self
+    }
+
+    /// The same hub with another per-user limit on connection tests.
+    /// Default: [`RateLimit::default`].
+    pub fn with_test_rate_limit(mut self, limit: RateLimit) -> Self {
+        self.test_limit = Arc::new(limit::RateLimiter::new(limit));
+        self
     }
 
     /// The store underneath, for adapters' health checks (`/readyz`) and tests. Adapters must

@@ -8,6 +8,7 @@ mod crypto;
 mod dsn;
 mod durability;
 mod hub;
+mod hub_probe;
 mod model;
 mod net;
 mod probe;

@@ -1,0 +1,209 @@
+//! Connection tests through the Hub: a saved connection, a draft (optionally reusing a saved
+//! connection's secrets for fields left blank), and creation that is refused when the test
+//! fails. Every test is permission-checked, rate-limited per user and audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Hub, secrets, target};
+use crate::audit::Outcome;
+use crate::model::{Connection, ConnectionDraft, ConnectionSecrets, ConnectionSpec};
+use crate::net::Policy;
+use crate::probe::{self, PolicyDial, ProbeRules, Report};
+use crate::rbac::{Action, Principal, act};
+use crate::{ConnectionId, Error, ErrorKind, Result};
+
+/// The outcome of [`Hub::create_connection_tested`].
+#[derive(Debug)]
+pub enum Created {
+    /// The test passed and the connection was saved.
+    Saved {
+        /// The saved connection.
+        connection: Box<Connection>,
+        /// The test that allowed it.
+        report: Report,
+    },
+    /// The test failed; nothing was saved.
+    TestFailed(Report),
+}
+
+impl Hub {
+    /// Tests a saved connection now (grant `use`), within `budget` (at most 5 s).
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` (audited) without `use`; `RateLimited` when the principal
+    /// tests too often; `Decrypt`/`Keyring` when its secrets do not open. A failing test is not
+    /// an error: it is a report with `ok == false`.
+    pub async fn test_connection(
+        &self,
+        principal: &Principal,
+        id: ConnectionId,
+        budget: Duration,
+    ) -> Result<Report> {
+        let conn_target = target("connection", id);
+        let row = self
+            .store
+            .connection(id)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
+        let grants = self.store.grants(id).await?;
+        let allowed = match principal.check_on::<act::ConnectionTest>(id, row.owner, &grants) {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionTest, Some(&conn_target), e)
+                    .await;
+            }
+        };
+        self.test_limit.take(principal.user())?;
+        let opened = secrets::open(&self.keyring, allowed.connection(), &row.secrets)?;
+        let report = self.run_probe(&row.spec, &opened, budget).await?;
+        self.audit_test(principal, allowed.action(), &conn_target, &report)
+            .await?;
+        Ok(report)
+    }
+
+    /// Tests settings that are not saved (roles editor and admin), within `budget`.
+    ///
+    /// With `reuse`, a saved connection the principal may `use` lends its stored password and
+    /// client key to the fields the draft leaves blank (S11: the form never has to hold them).
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited); `NotFound` for a `reuse` connection the principal may not
+    /// view; `InvalidInput` naming the field; `RateLimited`.
+    pub async fn test_draft(
+        &self,
+        principal: &Principal,
+        mut draft: ConnectionDraft,
+        reuse: Option<ConnectionId>,
+        budget: Duration,
+    ) -> Result<Report> {
+        let allowed = match principal.check::<act::ConnectionTestDraft>() {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionTestDraft, None, e)
+                    .await;
+            }
+        };
+        let audit_target = match reuse {
+            Some(id) => {
+                let conn_target = target("connection", id);
+                let row = self
+                    .store
+                    .connection(id)
+                    .await?
+                    .ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
+                let grants = self.store.grants(id).await?;
+                let lent = match principal.check_on::<act::ConnectionTest>(id, row.owner, &grants) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return self
+                            .refuse(principal, Action::ConnectionTest, Some(&conn_target), e)
+                            .await;
+                    }
+                };
+                let stored = secrets::open(&self.keyring, lent.connection(), &row.secrets)?;
+                if draft.password.as_ref().is_none_or(|p| p.is_empty()) {
+                    draft.password = Some(stored.password);
+                }
+                if draft
+                    .tls
+                    .client_key_pem
+                    .as_ref()
+                    .is_none_or(|k| k.is_empty())
+                    && draft
+                        .tls
+                        .client_cert_pem
+                        .as_deref()
+                        .is_some_and(|c| !c.trim().is_empty())
+                {
+                    draft.tls.client_key_pem = stored.client_key_pem;
+                }
+                Some(conn_target)
+            }
+            None => None,
+        };
+        let (spec, secrets) = draft.validate()?;
+        self.test_limit.take(principal.user())?;
+        let report = self.run_probe(&spec, &secrets, budget).await?;
+        self.audit_test(
+            principal,
+            allowed.action(),
+            audit_target.as_deref().unwrap_or("draft"),
+            &report,
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// Tests a draft and saves it only when the test passes (`?test_first=true`).
+    ///
+    /// # Errors
+    /// Those of [`Hub::test_draft`] and [`Hub::create_connection`]. A failing test is not an
+    /// error: it is [`Created::TestFailed`] with the report, and nothing is saved.
+    pub async fn create_connection_tested(
+        &self,
+        principal: &Principal,
+        draft: ConnectionDraft,
+        budget: Duration,
+    ) -> Result<Created> {
+        // Refuse early what creation would refuse, so a test is not spent on it.
+        if let Err(e) = principal.check::<act::ConnectionCreate>() {
+            return self
+                .refuse(principal, Action::ConnectionCreate, None, e)
+                .await;
+        }
+        let report = self
+            .test_draft(principal, draft.clone(), None, budget)
+            .await?;
+        if !report.ok {
+            return Ok(Created::TestFailed(report));
+        }
+        let connection = self.create_connection(principal, draft).await?;
+        Ok(Created::Saved {
+            connection: Box::new(connection),
+            report,
+        })
+    }
+
+    /// Runs the prober through the one dialer under the current target policy.
+    async fn run_probe(
+        &self,
+        spec: &ConnectionSpec,
+        secrets: &ConnectionSecrets,
+        budget: Duration,
+    ) -> Result<Report> {
+        let target_policy = self.store.policy().await?;
+        let policy = Policy::from_target(&target_policy)?;
+        let dial = PolicyDial::new(self.connect.clone(), Arc::new(policy));
+        let rules = ProbeRules {
+            min_tls_mode: target_policy.min_tls_mode,
+            ..ProbeRules::default()
+        };
+        Ok(probe::test(&dial, spec, secrets, &rules, budget).await)
+    }
+
+    /// Audits a finished test: outcome `ok` or `error`, with the failure kind as the one
+    /// "changed field" so the log shows why without a second lookup.
+    async fn audit_test(
+        &self,
+        principal: &Principal,
+        action: Action,
+        audit_target: &str,
+        report: &Report,
+    ) -> Result<()> {
+        let (outcome, detail) = match &report.failure {
+            None => (Outcome::Ok, Vec::new()),
+            Some(f) => (
+                Outcome::Error,
+                vec![format!("error_kind={}", f.kind.as_str())],
+            ),
+        };
+        let event = self
+            .event(principal, action, Some(audit_target), outcome)
+            .with_changed_fields(&detail);
+        self.store.append_audit(&event).await?;
+        Ok(())
+    }
+}
