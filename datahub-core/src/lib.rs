@@ -15,6 +15,7 @@ pub mod hub;
 mod id;
 pub mod keys;
 pub mod model;
+pub mod monitor;
 pub mod net;
 pub mod probe;
 pub mod rbac;

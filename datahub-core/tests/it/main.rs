@@ -10,6 +10,7 @@ mod durability;
 mod hub;
 mod hub_probe;
 mod model;
+mod monitor;
 mod net;
 mod probe;
 mod rbac;

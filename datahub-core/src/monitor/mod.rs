@@ -1,0 +1,161 @@
+//! The health monitor: checks every enabled connection on its interval, records each result,
+//! derives the status with hysteresis and publishes status and connection changes.
+//!
+//! Parts:
+//! - [`Checker`]: the check itself, as a trait object (the prober, through glue written where
+//!   the two meet; tests script it). The monitor knows nothing of sockets or TLS.
+//! - [`status`]: pure, deterministic status derivation ([`Tracker`], [`HysteresisConfig`]):
+//!   unknown, healthy, degraded, down with `fall`/`rise` (defaults 3/2, SECURITY.md S24).
+//! - [`uptime`]: the 24 h share of successful checks, seeded once from the store's history and
+//!   then kept in memory in 5-minute buckets, so a check costs no history query.
+//! - [`Monitor::start`] and [`MonitorHandle`]: the scheduler.
+//!
+//! Scheduling (tokio's clock, so tests can pause and advance time):
+//! - One task per enabled connection. Its first check is at a random point within its interval
+//!   (so a restart does not check everything at once); each next check is due one interval after
+//!   the previous due time, ± up to 10 % at random ([`JITTER_PERCENT`]).
+//! - A task runs its checks one after another, so at most one check per connection is in flight;
+//!   a check still running when the next is due makes that next one skipped, not queued
+//!   ([`MonitorStats::skipped`]).
+//! - A semaphore bounds the checks in flight overall ([`MonitorConfig::max_concurrency`],
+//!   default 64), and every check is cut off after [`MonitorConfig::check_timeout`] (recorded as
+//!   a `timeout` failure), so a stalled target holds a permit for a bounded time and never delays
+//!   another connection's check beyond that (S23). A connection's task waits for a permit only
+//!   while all permits are busy.
+//! - Changes: [`MonitorHandle::notify_changed`] / [`MonitorHandle::notify_deleted`] apply one
+//!   connection's change at once (an edited target is checked again within a few seconds); a
+//!   full reload every [`MonitorConfig::reload_interval`] (default 60 s) catches changes made
+//!   elsewhere (another process sharing the store).
+//! - History older than [`MonitorConfig::history`] (default 7 days) is pruned every
+//!   [`MonitorConfig::prune_interval`] (default 1 h) and once at start.
+//! - [`MonitorHandle::shutdown`] cancels every task and waits for them; a store write already
+//!   started is finished first, a check in flight is dropped.
+//!
+//! Events go out on a `tokio::sync::broadcast` channel ([`MonitorHandle::subscribe`]): a
+//! subscriber that falls more than [`MonitorConfig::event_capacity`] events behind loses the
+//! oldest ones and is told so by `RecvError::Lagged` (it should then reload what it shows).
+//! A status change is published once, after the check is recorded (or failed to be: the
+//! monitor's status is the live truth, the store catches up on the next check).
+//!
+//! Limits, for later work: turning monitoring off leaves the last stored health in place (the
+//! store has no call to reset it; adapters show `unknown` for a connection whose monitoring is
+//! off); several processes sharing a PostgreSQL store each check everything (leasing with
+//! `FOR UPDATE SKIP LOCKED` and `LISTEN/NOTIFY` fan-out are not here yet).
+//!
+//! It must never: block one connection's check on another's, hold a permit past the check
+//! timeout, run two checks of one connection at once, or panic on a checker's or store's
+//! failure (errors are counted in [`MonitorStats`] and retried on the next round).
+
+mod scheduler;
+pub mod status;
+pub mod uptime;
+
+pub use scheduler::{JITTER_PERCENT, Monitor, MonitorConfig, MonitorHandle, MonitorStats};
+pub use status::{HysteresisConfig, Tracker};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::ConnectionId;
+use crate::model::{FailureKind, HealthStatus};
+
+/// Runs one check of a saved connection. Implemented by the glue over the prober, and by tests.
+#[async_trait]
+pub trait Checker: Send + Sync + std::fmt::Debug + 'static {
+    /// Checks one saved connection now, within its budget. Never panics; should not hang past
+    /// its budget (the monitor cuts it off after [`MonitorConfig::check_timeout`] anyway).
+    async fn check(&self, id: ConnectionId) -> CheckResult;
+}
+
+/// What the monitor needs from one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// Whether the check succeeded.
+    pub ok: bool,
+    /// Total time of the check in milliseconds.
+    pub latency_ms: u32,
+    /// Why it failed; `None` on success.
+    pub error_kind: Option<FailureKind>,
+    /// When the server certificate expires, when TLS was used.
+    pub cert_not_after: Option<OffsetDateTime>,
+    /// Connections in use on the server, when the check could read it.
+    pub connections_used: Option<u32>,
+    /// The server's `max_connections`, when the check could read it.
+    pub max_connections: Option<u32>,
+}
+
+impl CheckResult {
+    /// A success taking `latency_ms`, with no other facts.
+    pub fn success(latency_ms: u32) -> Self {
+        Self {
+            ok: true,
+            latency_ms,
+            error_kind: None,
+            cert_not_after: None,
+            connections_used: None,
+            max_connections: None,
+        }
+    }
+
+    /// A failure of `kind` after `latency_ms`.
+    pub fn failure(kind: FailureKind, latency_ms: u32) -> Self {
+        Self {
+            ok: false,
+            error_kind: Some(kind),
+            ..Self::success(latency_ms)
+        }
+    }
+
+    /// The same result with the server certificate's expiry.
+    pub fn with_cert(mut self, not_after: OffsetDateTime) -> Self {
+        self.cert_not_after = Some(not_after);
+        self
+    }
+
+    /// The same result with the server's connections in use and `max_connections`.
+    pub fn with_connections(mut self, used: u32, max: u32) -> Self {
+        self.connections_used = Some(used);
+        self.max_connections = Some(max);
+        self
+    }
+}
+
+/// Something adapters may want to tell their clients about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MonitorEvent {
+    /// A connection's derived status changed.
+    StatusChanged {
+        /// The connection.
+        id: ConnectionId,
+        /// The status before the check.
+        from: HealthStatus,
+        /// The status after the check.
+        to: HealthStatus,
+        /// When the check finished (UTC).
+        at: OffsetDateTime,
+    },
+    /// A connection was created or edited (told through [`MonitorHandle::notify_changed`] or
+    /// found by a reload).
+    ConnectionChanged {
+        /// The connection.
+        id: ConnectionId,
+    },
+    /// A connection was deleted (told through [`MonitorHandle::notify_deleted`] or found
+    /// missing by a reload).
+    ConnectionDeleted {
+        /// The connection.
+        id: ConnectionId,
+    },
+}
+
+impl MonitorEvent {
+    /// The connection the event is about.
+    pub fn id(&self) -> ConnectionId {
+        match self {
+            Self::StatusChanged { id, .. }
+            | Self::ConnectionChanged { id }
+            | Self::ConnectionDeleted { id } => *id,
+        }
+    }
+}

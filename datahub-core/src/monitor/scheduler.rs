@@ -1,0 +1,646 @@
+//! The scheduler: one task per enabled connection, a supervisor applying changes, a pruner.
+//! The rules are in the module docs of [`crate::monitor`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::status::{HysteresisConfig, Tracker};
+use super::uptime::{self, UptimeWindow};
+use super::{CheckResult, Checker, MonitorEvent};
+use crate::ConnectionId;
+use crate::audit::truncate_to_micros;
+use crate::model::{FailureKind, Health};
+use crate::store::{
+    CheckRow, ConnectionSummary, ListQuery, MAX_PER_PAGE, SortKey, Store, Visibility,
+};
+
+/// Each next check is due one interval after the previous due time, ± up to this share of the
+/// interval, drawn at random: 10 %.
+pub const JITTER_PERCENT: u32 = 10;
+
+/// An edited connection is checked again within this time (or its interval, when shorter).
+const RECHECK_AFTER_EDIT: Duration = Duration::from_secs(5);
+
+/// How the monitor runs. `Default`: the documented default of every field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorConfig {
+    /// The `fall`/`rise` thresholds. Default: 3 and 2.
+    pub hysteresis: HysteresisConfig,
+    /// The most checks in flight at once, over all connections (0 counts as 1). Default: 64.
+    pub max_concurrency: usize,
+    /// How long one check may take before the monitor drops it and records a `timeout`
+    /// failure: the prober's budget (5 s at most) plus a margin for loading and decrypting the
+    /// connection and for scheduling. Default: 10 s.
+    pub check_timeout: Duration,
+    /// How long check history is kept. Default: 7 days.
+    pub history: Duration,
+    /// How often history older than `history` is deleted (also once at start; at least 1 s).
+    /// Default: 1 h.
+    pub prune_interval: Duration,
+    /// How often the whole list of connections is reloaded to catch changes not told through
+    /// [`MonitorHandle::notify_changed`] (at least 1 s). Default: 60 s.
+    pub reload_interval: Duration,
+    /// Events a subscriber may fall behind before it loses the oldest (0 counts as 1).
+    /// Default: 1,024.
+    pub event_capacity: usize,
+}
+
+impl MonitorConfig {
+    /// The default bound on checks in flight: 64.
+    pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            hysteresis: HysteresisConfig::default(),
+            max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
+            check_timeout: Duration::from_secs(10),
+            history: Duration::from_secs(7 * 24 * 3600),
+            prune_interval: Duration::from_secs(3600),
+            reload_interval: Duration::from_secs(60),
+            event_capacity: 1024,
+        }
+    }
+}
+
+/// Counters since start, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MonitorStats {
+    /// Connections monitored now.
+    pub connections: u64,
+    /// Checks finished (recorded or not).
+    pub checks: u64,
+    /// Checks cut off by [`MonitorConfig::check_timeout`].
+    pub timeouts: u64,
+    /// Checks skipped because the previous check of the same connection was still running (or
+    /// waiting for a permit) when they were due.
+    pub skipped: u64,
+    /// Store calls that failed (retried on the next round).
+    pub store_errors: u64,
+    /// History rows pruned.
+    pub pruned: u64,
+}
+
+/// Starts the monitor.
+#[derive(Debug)]
+pub struct Monitor {
+    _private: (),
+}
+
+impl Monitor {
+    /// Starts monitoring every enabled connection of `store`, checking with `checker`.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime.
+    pub fn start(
+        store: Arc<dyn Store>,
+        checker: Arc<dyn Checker>,
+        config: MonitorConfig,
+    ) -> MonitorHandle {
+        let (events, _) = broadcast::channel(config.event_capacity.max(1));
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            store,
+            checker,
+            semaphore: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            config,
+            events,
+            counters: Counters::default(),
+            tasks: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+        });
+        shared.tasks.spawn(supervise(Arc::clone(&shared), receiver));
+        shared.tasks.spawn(prune(Arc::clone(&shared)));
+        MonitorHandle { shared, commands }
+    }
+}
+
+/// A running monitor. Dropping it stops the monitor without waiting; [`Self::shutdown`] waits.
+#[derive(Debug)]
+pub struct MonitorHandle {
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl MonitorHandle {
+    /// A receiver of every event published from now on. A receiver more than
+    /// [`MonitorConfig::event_capacity`] events behind loses the oldest (`RecvError::Lagged`).
+    pub fn subscribe(&self) -> broadcast::Receiver<MonitorEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Tells the monitor a connection was created or edited (including monitoring turned on or
+    /// off); it reloads that connection and publishes [`MonitorEvent::ConnectionChanged`].
+    pub fn notify_changed(&self, id: ConnectionId) {
+        // A closed channel means the monitor has stopped: nothing to tell.
+        let _ = self.commands.send(Command::Changed(id));
+    }
+
+    /// Tells the monitor a connection was deleted; it stops checking it and publishes
+    /// [`MonitorEvent::ConnectionDeleted`].
+    pub fn notify_deleted(&self, id: ConnectionId) {
+        let _ = self.commands.send(Command::Deleted(id));
+    }
+
+    /// The counters since start.
+    pub fn stats(&self) -> MonitorStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// How many of the monitor's tasks are still running (0 after [`Self::shutdown`]).
+    pub fn running_tasks(&self) -> usize {
+        self.shared.tasks.len()
+    }
+
+    /// Stops every task and waits for them to end: checks in flight are dropped, a store write
+    /// already started is finished. Calling it again returns at once.
+    pub async fn shutdown(&self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+        self.shared.tasks.wait().await;
+    }
+}
+
+impl Drop for MonitorHandle {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+        self.shared.tasks.close();
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    store: Arc<dyn Store>,
+    checker: Arc<dyn Checker>,
+    config: MonitorConfig,
+    semaphore: Arc<Semaphore>,
+    events: broadcast::Sender<MonitorEvent>,
+    counters: Counters,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    fn publish(&self, event: MonitorEvent) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event);
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    connections: AtomicU64,
+    checks: AtomicU64,
+    timeouts: AtomicU64,
+    skipped: AtomicU64,
+    store_errors: AtomicU64,
+    pruned: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> MonitorStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MonitorStats {
+            connections: get(&self.connections),
+            checks: get(&self.checks),
+            timeouts: get(&self.timeouts),
+            skipped: get(&self.skipped),
+            store_errors: get(&self.store_errors),
+            pruned: get(&self.pruned),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Command {
+    Changed(ConnectionId),
+    Deleted(ConnectionId),
+}
+
+/// What a connection's task needs to know of its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Settings {
+    version: u64,
+    interval: Duration,
+    slow_ms: u32,
+}
+
+impl Settings {
+    fn of(summary: &ConnectionSummary) -> Self {
+        let monitoring = summary.spec.monitoring;
+        Self {
+            version: summary.version,
+            interval: Duration::from_secs(monitoring.interval_s().max(1).into()),
+            slow_ms: monitoring.slow_ms(),
+        }
+    }
+}
+
+/// The supervisor's view of one monitored connection.
+#[derive(Debug)]
+struct Entry {
+    settings: watch::Sender<Settings>,
+    cancel: CancellationToken,
+}
+
+/// Applies changes: the full reload on its interval and the handle's commands.
+async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    let mut entries: HashMap<ConnectionId, Entry> = HashMap::new();
+    let mut reload =
+        tokio::time::interval(shared.config.reload_interval.max(Duration::from_secs(1)));
+    reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first pass at start loads every connection: no change to tell anyone about.
+    let mut first = true;
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => break,
+            Some(command) = commands.recv() => match command {
+                Command::Changed(id) => {
+                    match shared.store.connection_summary(id).await {
+                        Ok(Some(summary)) => apply(&shared, &mut entries, summary),
+                        Ok(None) => remove(&mut entries, id),
+                        Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+                    }
+                    shared.publish(MonitorEvent::ConnectionChanged { id });
+                }
+                Command::Deleted(id) => {
+                    remove(&mut entries, id);
+                    shared.publish(MonitorEvent::ConnectionDeleted { id });
+                }
+            },
+            _ = reload.tick() => {
+                reload_all(&shared, &mut entries, first).await;
+                first = false;
+            }
+        }
+        shared
+            .counters
+            .connections
+            .store(entries.len() as u64, Ordering::Relaxed);
+    }
+    for entry in entries.values() {
+        entry.cancel.cancel();
+    }
+}
+
+/// Reloads every connection, page by page. Connections not seen are removed only after a
+/// complete pass, and only once the store confirms each is gone or no longer monitored.
+async fn reload_all(
+    shared: &Arc<Shared>,
+    entries: &mut HashMap<ConnectionId, Entry>,
+    initial: bool,
+) {
+    let mut seen = HashSet::new();
+    let mut page = 1u32;
+    loop {
+        let query = ListQuery {
+            sort: SortKey::Name,
+            page,
+            per_page: MAX_PER_PAGE,
+            ..ListQuery::default()
+        };
+        let found = match shared
+            .store
+            .list_connections(&query, &Visibility::All)
+            .await
+        {
+            Ok(found) => found,
+            Err(_) => {
+                Counters::bump(&shared.counters.store_errors, 1);
+                return;
+            }
+        };
+        let last = found.items.len() < MAX_PER_PAGE as usize
+            || u64::from(page) * u64::from(MAX_PER_PAGE) >= found.total;
+        for summary in found.items {
+            seen.insert(summary.id);
+            let id = summary.id;
+            let known = entries.get(&id).map(|e| *e.settings.borrow());
+            let enabled = summary.spec.monitoring.enabled();
+            let changed = match known {
+                None => enabled,
+                Some(old) => !enabled || old != Settings::of(&summary),
+            };
+            apply(shared, entries, summary);
+            if changed && !initial {
+                shared.publish(MonitorEvent::ConnectionChanged { id });
+            }
+        }
+        if last {
+            break;
+        }
+        page = page.saturating_add(1);
+    }
+    let missing: Vec<ConnectionId> = entries
+        .keys()
+        .filter(|id| !seen.contains(id))
+        .copied()
+        .collect();
+    for id in missing {
+        // A rename during the pass can move a row between pages: ask for it by id.
+        match shared.store.connection_summary(id).await {
+            Ok(Some(summary)) => apply(shared, entries, summary),
+            Ok(None) => {
+                remove(entries, id);
+                shared.publish(MonitorEvent::ConnectionDeleted { id });
+            }
+            Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+        }
+    }
+}
+
+/// Starts, updates or stops the task of one connection to match `summary`.
+fn apply(
+    shared: &Arc<Shared>,
+    entries: &mut HashMap<ConnectionId, Entry>,
+    summary: ConnectionSummary,
+) {
+    let id = summary.id;
+    if !summary.spec.monitoring.enabled() {
+        remove(entries, id);
+        return;
+    }
+    let settings = Settings::of(&summary);
+    if let Some(entry) = entries.get(&id) {
+        entry.settings.send_if_modified(|current| {
+            let modified = *current != settings;
+            *current = settings;
+            modified
+        });
+        return;
+    }
+    let (sender, receiver) = watch::channel(settings);
+    let cancel = shared.cancel.child_token();
+    let mut rng = Rng::new(id);
+    let first = settings.interval.mul_f64(rng.unit());
+    shared.tasks.spawn(run_connection(
+        Arc::clone(shared),
+        id,
+        summary.health,
+        receiver,
+        cancel.clone(),
+        first,
+        rng,
+    ));
+    entries.insert(
+        id,
+        Entry {
+            settings: sender,
+            cancel,
+        },
+    );
+}
+
+fn remove(entries: &mut HashMap<ConnectionId, Entry>, id: ConnectionId) {
+    if let Some(entry) = entries.remove(&id) {
+        entry.cancel.cancel();
+    }
+}
+
+/// What a connection's task remembers between checks.
+#[derive(Debug)]
+struct State {
+    tracker: Tracker,
+    uptime: UptimeWindow,
+    last_ok_latency: Option<u32>,
+}
+
+impl State {
+    /// Resumes from the stored health and the last 24 h of history.
+    async fn load(shared: &Shared, id: ConnectionId, stored: &Health) -> Self {
+        let config = shared.config.hysteresis;
+        let checks = match uptime::load(shared.store.as_ref(), id, wall_now()).await {
+            Ok((checks, _)) => checks,
+            Err(_) => {
+                Counters::bump(&shared.counters.store_errors, 1);
+                Vec::new()
+            }
+        };
+        Self {
+            tracker: Tracker::resume(config, stored.status, &checks),
+            uptime: UptimeWindow::from_checks(&checks),
+            last_ok_latency: stored.latency_ms,
+        }
+    }
+}
+
+/// Checks one connection on its interval until cancelled or its entry is dropped.
+async fn run_connection(
+    shared: Arc<Shared>,
+    id: ConnectionId,
+    stored: Health,
+    mut settings_rx: watch::Receiver<Settings>,
+    cancel: CancellationToken,
+    first: Duration,
+    mut rng: Rng,
+) {
+    let mut settings = *settings_rx.borrow_and_update();
+    let mut due = Instant::now() + first;
+    let mut state: Option<State> = None;
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            changed = settings_rx.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let new = *settings_rx.borrow_and_update();
+                let now = Instant::now();
+                if new.version != settings.version {
+                    // An edited target is worth checking again soon.
+                    let soon = new.interval.min(RECHECK_AFTER_EDIT).mul_f64(rng.unit());
+                    due = due.min(now + soon);
+                } else if new.interval != settings.interval {
+                    due = due.min(now + rng.jittered(new.interval));
+                }
+                settings = new;
+                continue;
+            }
+            () = tokio::time::sleep_until(due) => {}
+        }
+        let state = match &mut state {
+            Some(state) => state,
+            None => state.insert(State::load(&shared, id, &stored).await),
+        };
+        let permit = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            permit = Arc::clone(&shared.semaphore).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            outcome = tokio::time::timeout(shared.config.check_timeout, shared.checker.check(id)) => outcome,
+        };
+        drop(permit);
+        let result = outcome.unwrap_or_else(|_| {
+            Counters::bump(&shared.counters.timeouts, 1);
+            let ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+            CheckResult::failure(FailureKind::Timeout, ms)
+        });
+        record(&shared, id, state, &result, settings.slow_ms).await;
+
+        due += rng.jittered(settings.interval);
+        let now = Instant::now();
+        while due <= now {
+            Counters::bump(&shared.counters.skipped, 1);
+            due += rng.jittered(settings.interval);
+        }
+    }
+}
+
+/// Derives the status, records the check and publishes a status change.
+async fn record(
+    shared: &Shared,
+    id: ConnectionId,
+    state: &mut State,
+    result: &CheckResult,
+    slow_ms: u32,
+) {
+    let at = wall_now();
+    let from = state.tracker.status();
+    let to = state.tracker.next(result, slow_ms, at);
+    state.uptime.push(at, result.ok);
+    if result.ok {
+        state.last_ok_latency = Some(result.latency_ms);
+    }
+    let error_kind = if result.ok { None } else { result.error_kind };
+    let check = CheckRow {
+        connection: id,
+        at,
+        ok: result.ok,
+        latency_ms: result.latency_ms,
+        error_kind,
+        status: to,
+    };
+    let health = Health {
+        status: to,
+        checked_at: Some(at),
+        latency_ms: state.last_ok_latency,
+        error_kind,
+        uptime_24h: state.uptime.uptime(at),
+    };
+    if shared.store.record_check(&check, &health).await.is_err() {
+        Counters::bump(&shared.counters.store_errors, 1);
+    }
+    Counters::bump(&shared.counters.checks, 1);
+    if from != to {
+        shared.publish(MonitorEvent::StatusChanged { id, from, to, at });
+    }
+}
+
+/// Deletes old history once at start and then on the prune interval.
+async fn prune(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.config.prune_interval.max(Duration::from_secs(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let keep = time::Duration::try_from(shared.config.history).unwrap_or(time::Duration::MAX);
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(before) = wall_now().checked_sub(keep) else {
+            continue;
+        };
+        match shared.store.prune_checks(before).await {
+            Ok(n) => Counters::bump(&shared.counters.pruned, n),
+            Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+        }
+    }
+}
+
+/// Now, in UTC, at the precision the stores keep.
+fn wall_now() -> OffsetDateTime {
+    truncate_to_micros(OffsetDateTime::now_utc())
+}
+
+/// A small generator for jitter (SplitMix64): spreading checks needs no secrecy, only a seed
+/// that differs between connections and processes.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(id: ConnectionId) -> Self {
+        let bytes = id.as_bytes();
+        let mut seed = getrandom::u64().unwrap_or(0);
+        for chunk in bytes.chunks_exact(8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            seed ^= u64::from_le_bytes(word);
+        }
+        Self(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    #[allow(clippy::cast_precision_loss)] // 53 bits fit an f64 exactly.
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// `interval` ± up to [`JITTER_PERCENT`] %, never zero.
+    fn jittered(&mut self, interval: Duration) -> Duration {
+        let spread = f64::from(JITTER_PERCENT) / 100.0;
+        let factor = 1.0 + spread * (2.0 * self.unit() - 1.0);
+        interval.mul_f64(factor).max(Duration::from_millis(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent_and_spreads() {
+        let mut rng = Rng::new(ConnectionId::new());
+        let interval = Duration::from_secs(60);
+        let samples: Vec<Duration> = (0..10_000).map(|_| rng.jittered(interval)).collect();
+        assert!(
+            samples
+                .iter()
+                .all(|d| *d >= Duration::from_secs(54) && *d <= Duration::from_secs(66))
+        );
+        assert!(samples.iter().any(|d| *d < Duration::from_secs(55)));
+        assert!(samples.iter().any(|d| *d > Duration::from_secs(65)));
+        let units: Vec<f64> = (0..10_000).map(|_| rng.unit()).collect();
+        assert!(units.iter().all(|u| (0.0..1.0).contains(u)));
+        let mean = units.iter().sum::<f64>() / units.len() as f64;
+        assert!((mean - 0.5).abs() < 0.02, "{mean}");
+    }
+
+    #[test]
+    fn defaults() {
+        let c = MonitorConfig::default();
+        assert_eq!(c.max_concurrency, 64);
+        assert_eq!(c.history, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.reload_interval, Duration::from_secs(60));
+        assert_eq!((c.hysteresis.fall(), c.hysteresis.rise()), (3, 2));
+    }
+}

@@ -1,0 +1,506 @@
+//! Integration tests: the monitor on a real SQLite store, with connections created through the
+//! Hub and a scripted `Checker`, on tokio's paused clock (virtual time, so 10 s intervals run
+//! instantly). Hysteresis as recorded in the store and published once per change (S24), a
+//! stalled target never delaying the others (S23), one check in flight per connection, the
+//! concurrency bound, pruning, uptime, changes picked up, and a clean shutdown.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use datahub_core::ConnectionId;
+use datahub_core::crypto::Keyring;
+use datahub_core::hub::Hub;
+use datahub_core::model::{
+    ConnectionPatch, FailureKind, Health, HealthStatus, MonitoringDraft, MonitoringPatch,
+};
+use datahub_core::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorEvent};
+use datahub_core::rbac::Principal;
+use datahub_core::store::{CheckRow, SqliteStore, Store};
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use tokio::sync::broadcast::error::TryRecvError;
+use tokio::time::Instant;
+
+use crate::hub::{ADMIN_PW, K1, draft, login};
+
+use HealthStatus::{Degraded as Dg, Down as Dn, Healthy as H, Unknown as U};
+
+struct Fixture {
+    hub: Hub,
+    store: Arc<dyn Store>,
+    admin: Principal,
+    _dir: TempDir,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let hub = Hub::open(store.clone(), Keyring::parse(K1).unwrap())
+        .await
+        .unwrap();
+    hub.bootstrap_admin(Some(ADMIN_PW.into())).await.unwrap();
+    let admin = login(&hub, "admin", ADMIN_PW).await;
+    Fixture {
+        hub,
+        store,
+        admin,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// A connection checked every `interval_s` seconds.
+    async fn connection(&self, name: &str, interval_s: i64) -> ConnectionId {
+        let mut d = draft(name, "pw");
+        d.monitoring = MonitoringDraft {
+            interval_s: Some(interval_s),
+            ..MonitoringDraft::default()
+        };
+        self.hub.create_connection(&self.admin, d).await.unwrap().id
+    }
+
+    /// Every check of `id`, oldest first.
+    async fn history(&self, id: ConnectionId) -> Vec<CheckRow> {
+        let mut rows = self
+            .store
+            .checks(id, OffsetDateTime::UNIX_EPOCH, 100_000)
+            .await
+            .unwrap();
+        rows.reverse();
+        rows
+    }
+
+    async fn health(&self, id: ConnectionId) -> Health {
+        self.store
+            .connection_summary(id)
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+    }
+}
+
+/// What the scripted checker does for one call.
+#[derive(Debug, Clone)]
+enum Step {
+    Answer(CheckResult),
+}
+
+/// A checker answering from per-connection scripts (then `fallback`), after `delay`, or never
+/// for a stalled connection; it counts calls and checks in flight per connection and overall,
+/// and asserts at most one in flight per connection.
+#[derive(Debug)]
+struct Scripted {
+    scripts: Mutex<HashMap<ConnectionId, VecDeque<Step>>>,
+    stalled: Mutex<Vec<ConnectionId>>,
+    fallback: CheckResult,
+    delay: Duration,
+    calls: Mutex<HashMap<ConnectionId, Vec<Instant>>>,
+    in_flight: Mutex<HashMap<ConnectionId, usize>>,
+    max_in_flight_one: AtomicUsize,
+    in_flight_all: AtomicUsize,
+    max_in_flight_all: AtomicUsize,
+}
+
+impl Scripted {
+    fn new(delay: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            scripts: Mutex::default(),
+            stalled: Mutex::default(),
+            fallback: CheckResult::success(5),
+            delay,
+            calls: Mutex::default(),
+            in_flight: Mutex::default(),
+            max_in_flight_one: AtomicUsize::new(0),
+            in_flight_all: AtomicUsize::new(0),
+            max_in_flight_all: AtomicUsize::new(0),
+        })
+    }
+
+    fn script(&self, id: ConnectionId, steps: impl IntoIterator<Item = Step>) {
+        self.scripts
+            .lock()
+            .unwrap()
+            .insert(id, steps.into_iter().collect());
+    }
+
+    fn stall(&self, id: ConnectionId) {
+        self.stalled.lock().unwrap().push(id);
+    }
+
+    fn calls(&self, id: ConnectionId) -> Vec<Instant> {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// Counts a call in flight until dropped (also when the monitor drops the call).
+struct InFlight<'a> {
+    checker: &'a Scripted,
+    id: ConnectionId,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(checker: &'a Scripted, id: ConnectionId) -> Self {
+        let mut per_id = checker.in_flight.lock().unwrap();
+        let n = per_id.entry(id).or_default();
+        *n += 1;
+        assert!(*n <= 1, "two checks of {id} in flight");
+        checker.max_in_flight_one.fetch_max(*n, Ordering::SeqCst);
+        let all = checker.in_flight_all.fetch_add(1, Ordering::SeqCst) + 1;
+        checker.max_in_flight_all.fetch_max(all, Ordering::SeqCst);
+        Self { checker, id }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        *self
+            .checker
+            .in_flight
+            .lock()
+            .unwrap()
+            .get_mut(&self.id)
+            .unwrap() -= 1;
+        self.checker.in_flight_all.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Checker for Scripted {
+    async fn check(&self, id: ConnectionId) -> CheckResult {
+        let _guard = InFlight::enter(self, id);
+        self.calls
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_default()
+            .push(Instant::now());
+        let step = self
+            .scripts
+            .lock()
+            .unwrap()
+            .get_mut(&id)
+            .and_then(VecDeque::pop_front);
+        let stalled = self.stalled.lock().unwrap().contains(&id);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        match step {
+            // Never answers (until dropped by the monitor's timeout or shutdown).
+            _ if stalled => std::future::pending().await,
+            Some(Step::Answer(result)) => result,
+            None => self.fallback.clone(),
+        }
+    }
+}
+
+fn ok() -> Step {
+    Step::Answer(CheckResult::success(5))
+}
+
+fn fail() -> Step {
+    Step::Answer(CheckResult::failure(FailureKind::ConnectionRefused, 1))
+}
+
+fn drain(rx: &mut tokio::sync::broadcast::Receiver<MonitorEvent>) -> Vec<MonitorEvent> {
+    let mut events = Vec::new();
+    loop {
+        match rx.try_recv() {
+            Ok(e) => events.push(e),
+            Err(TryRecvError::Empty) => return events,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+/// The status changes among `events` for `id`, as (from, to).
+fn changes(events: &[MonitorEvent], id: ConnectionId) -> Vec<(HealthStatus, HealthStatus)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            MonitorEvent::StatusChanged {
+                id: i, from, to, ..
+            } if *i == id => Some((*from, *to)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn statuses_follow_the_hysteresis_and_each_change_is_published_once() {
+    let f = fixture().await;
+    let flapping = f.connection("flapping", 10).await;
+    let falling = f.connection("falling", 10).await;
+    let checker = Scripted::new(Duration::ZERO);
+    checker.script(
+        flapping,
+        [fail(), ok(), fail(), ok(), fail(), ok(), fail(), ok()],
+    );
+    checker.script(
+        falling,
+        [
+            ok(),
+            fail(),
+            fail(),
+            fail(),
+            fail(),
+            ok(),
+            fail(),
+            ok(),
+            ok(),
+            ok(),
+        ],
+    );
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), MonitorConfig::default());
+    let mut events = monitor.subscribe();
+
+    // 10 checks at 10 s ± 10 % after a first one within 10 s: done by 10 + 9 × 11 s.
+    tokio::time::sleep(Duration::from_secs(110)).await;
+    monitor.shutdown().await;
+
+    let statuses = |rows: Vec<CheckRow>| rows.iter().map(|c| c.status).collect::<Vec<_>>();
+    let flapping_rows = f.history(flapping).await;
+    assert_eq!(
+        statuses(flapping_rows[..8].to_vec()),
+        [Dg, H, Dg, H, Dg, H, Dg, H],
+        "a flapping target never goes down"
+    );
+    let falling_rows = f.history(falling).await;
+    assert_eq!(
+        statuses(falling_rows[..10].to_vec()),
+        [H, Dg, Dg, Dn, Dn, Dn, Dn, Dn, H, H],
+        "down after 3 failures, healthy after exactly 2 successes in a row"
+    );
+    assert_eq!(
+        falling_rows[1].error_kind,
+        Some(FailureKind::ConnectionRefused)
+    );
+    assert_eq!(falling_rows[0].error_kind, None);
+
+    let events = drain(&mut events);
+    assert_eq!(
+        changes(&events, falling),
+        [(U, H), (H, Dg), (Dg, Dn), (Dn, H)]
+    );
+    let expected: Vec<_> = [(U, Dg)]
+        .into_iter()
+        .chain([(Dg, H), (H, Dg)].repeat(3))
+        .chain([(Dg, H)])
+        .collect();
+    assert_eq!(changes(&events, flapping), expected);
+
+    // The stored health is the last check's, with the 24 h uptime of every recorded check.
+    let health = f.health(falling).await;
+    let rows = f.history(falling).await;
+    let good = rows.iter().filter(|c| c.ok).count() as f64;
+    assert_eq!(health.status, H);
+    assert_eq!(health.uptime_24h, Some(good / rows.len() as f64));
+    assert_eq!(health.latency_ms, Some(5));
+    assert_eq!(health.checked_at, Some(rows.last().unwrap().at));
+    assert_eq!(monitor.running_tasks(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_target_never_delays_the_others_and_shutdown_stops_everything() {
+    let f = fixture().await;
+    let stalled = f.connection("stalled", 10).await;
+    let mut others = Vec::new();
+    for i in 0..4 {
+        others.push(f.connection(&format!("healthy-{i}"), 10).await);
+    }
+    let checker = Scripted::new(Duration::ZERO);
+    checker.stall(stalled);
+    // Two permits: the stalled target holds one for most of the time.
+    let config = MonitorConfig {
+        max_concurrency: 2,
+        ..MonitorConfig::default()
+    };
+    let started = Instant::now();
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), config);
+
+    tokio::time::sleep(Duration::from_secs(120)).await;
+
+    for id in &others {
+        let calls = checker.calls(*id);
+        assert!(calls.len() >= 10, "{} checks in 120 s", calls.len());
+        assert!(calls[0] - started < Duration::from_secs(10));
+        for pair in calls.windows(2) {
+            let gap = pair[1] - pair[0];
+            // 10 s ± 10 %, to the millisecond: never waiting behind the stalled target.
+            assert!(
+                gap >= Duration::from_secs(9) && gap <= Duration::from_millis(11_001),
+                "gap {gap:?}"
+            );
+        }
+        assert!(f.history(*id).await.iter().all(|c| c.status == H));
+    }
+    // The stalled target's checks are cut off at 10 s, recorded as timeouts, and it goes down.
+    let rows = f.history(stalled).await;
+    assert!(rows.len() >= 3);
+    assert!(
+        rows.iter()
+            .all(|c| !c.ok && c.error_kind == Some(FailureKind::Timeout))
+    );
+    assert!(rows.iter().all(|c| c.latency_ms >= 10_000));
+    assert_eq!(rows[2].status, Dn);
+    let stats = monitor.stats();
+    assert_eq!(stats.timeouts as usize, rows.len());
+    assert_eq!(stats.connections, 5);
+
+    // Shutdown with a check stalled in flight: returns at once, nothing left running.
+    let before = Instant::now();
+    monitor.shutdown().await;
+    assert_eq!(before.elapsed(), Duration::ZERO);
+    assert_eq!(monitor.running_tasks(), 0);
+    assert_eq!(checker.in_flight_all.load(Ordering::SeqCst), 0);
+    let checks = monitor.stats().checks;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(monitor.stats().checks, checks, "no check after shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_check_in_flight_per_connection_and_the_concurrency_bound_holds() {
+    let f = fixture().await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(f.connection(&format!("slow-{i}"), 10).await);
+    }
+    // Each check takes 15 s: longer than the interval, so the next one is due mid-check.
+    let checker = Scripted::new(Duration::from_secs(15));
+    let config = MonitorConfig {
+        max_concurrency: 4,
+        check_timeout: Duration::from_secs(20),
+        ..MonitorConfig::default()
+    };
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), config);
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    monitor.shutdown().await;
+
+    assert_eq!(checker.max_in_flight_one.load(Ordering::SeqCst), 1);
+    assert_eq!(checker.max_in_flight_all.load(Ordering::SeqCst), 4);
+    let stats = monitor.stats();
+    assert!(stats.skipped > 0, "overdue checks are skipped, not queued");
+    // 4 permits × 300 s / 15 s per check bounds the checks done.
+    assert!(stats.checks <= 80, "{}", stats.checks);
+    assert!(stats.checks >= 60, "{}", stats.checks);
+    assert_eq!(stats.timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn old_history_is_pruned_and_uptime_counts_the_last_day() {
+    let f = fixture().await;
+    let id = f.connection("pruned", 10).await;
+    let now = OffsetDateTime::now_utc();
+    let old = |hours: i64, ok: bool| CheckRow {
+        connection: id,
+        at: now - time::Duration::hours(hours),
+        ok,
+        latency_ms: 3,
+        error_kind: (!ok).then_some(FailureKind::Timeout),
+        status: if ok { H } else { Dg },
+    };
+    let health = Health {
+        status: H,
+        ..Health::default()
+    };
+    for row in [
+        old(24 * 8, false),
+        old(25, false),
+        old(2, false),
+        old(1, true),
+    ] {
+        f.store.record_check(&row, &health).await.unwrap();
+    }
+    let checker = Scripted::new(Duration::ZERO);
+    checker.script(id, [ok()]);
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), MonitorConfig::default());
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    monitor.shutdown().await;
+
+    assert_eq!(monitor.stats().pruned, 1);
+    let rows = f.history(id).await;
+    assert!(rows.len() >= 4, "{}", rows.len());
+    assert!(
+        rows.iter().all(|r| r.at > now - time::Duration::days(7)),
+        "the 8-day-old check is gone"
+    );
+    assert!(
+        rows[0].at < now - time::Duration::hours(24),
+        "the 25-hour-old one stays"
+    );
+    // In the last 24 h: a failure, a success, and the monitor's successes.
+    let day = &rows[1..];
+    let expected = day.iter().filter(|c| c.ok).count() as f64 / day.len() as f64;
+    assert!(expected >= 2.0 / 3.0);
+    let health = f.health(id).await;
+    assert_eq!(health.uptime_24h, Some(expected));
+    assert_eq!(health.status, H);
+}
+
+#[tokio::test(start_paused = true)]
+async fn changes_are_picked_up_and_published() {
+    let f = fixture().await;
+    let a = f.connection("a", 10).await;
+    let b = f.connection("b", 10).await;
+    let checker = Scripted::new(Duration::ZERO);
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), MonitorConfig::default());
+    let mut events = monitor.subscribe();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(monitor.stats().connections, 2);
+
+    // Monitoring turned off for `a`: told at once, no check after that.
+    let patch = ConnectionPatch {
+        monitoring: MonitoringPatch {
+            enabled: Some(false),
+            ..MonitoringPatch::default()
+        },
+        ..ConnectionPatch::default()
+    };
+    f.hub
+        .update_connection(&f.admin, a, 1, patch)
+        .await
+        .unwrap();
+    monitor.notify_changed(a);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let a_checks = checker.calls(a).len();
+    // `b` deleted: told at once.
+    f.hub.delete_connection(&f.admin, b, 1).await.unwrap();
+    monitor.notify_deleted(b);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let b_checks = checker.calls(b).len();
+    // `c` created without telling: the reload within 60 s finds it.
+    let c = f.connection("c", 10).await;
+
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert_eq!(checker.calls(a).len(), a_checks);
+    assert_eq!(checker.calls(b).len(), b_checks);
+    assert!(checker.calls(c).len() >= 2);
+    assert_eq!(f.health(c).await.status, H);
+    assert_eq!(monitor.stats().connections, 1);
+
+    let events = drain(&mut events);
+    let others: Vec<_> = events
+        .iter()
+        .filter(|e| !matches!(e, MonitorEvent::StatusChanged { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        others,
+        [
+            MonitorEvent::ConnectionChanged { id: a },
+            MonitorEvent::ConnectionDeleted { id: b },
+            MonitorEvent::ConnectionChanged { id: c },
+        ]
+    );
+    assert_eq!(changes(&events, c), [(U, H)]);
+    monitor.shutdown().await;
+    assert_eq!(monitor.running_tasks(), 0);
+}
