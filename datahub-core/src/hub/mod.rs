@@ -18,6 +18,7 @@ mod accounts;
 mod admin;
 mod connections;
 mod limit;
+mod monitor;
 mod probe;
 mod secrets;
 

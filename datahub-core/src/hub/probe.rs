@@ -168,7 +168,7 @@ impl Hub {
     }
 
     /// Runs the prober through the one dialer under the current target policy.
-    async fn run_probe(
+    pub(super) async fn run_probe(
         &self,
         spec: &ConnectionSpec,
         secrets: &ConnectionSecrets,

@@ -304,3 +304,53 @@ async fn tests_are_rate_limited_per_user_and_never_show_the_password() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_checks_saved_connections_with_the_real_prober() {
+    use datahub_core::model::HealthStatus;
+    use datahub_core::monitor::MonitorConfig;
+    use datahub_testkit::{Fault, FaultProxy};
+
+    let f = fixture(RateLimit::default()).await;
+    let stall = FaultProxy::start(Fault::AcceptAndStall).await.unwrap();
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut ids = Vec::new();
+    for (name, port) in [
+        ("healthy", f.cluster.port()),
+        ("stalled", stall.port()),
+        ("closed", closed),
+    ] {
+        let mut d = draft(&f, name, Some(CANARY));
+        d.port = Some(i64::from(port));
+        d.monitoring.interval_s = Some(10);
+        ids.push(f.hub.create_connection(&f.admin, d).await.unwrap().id);
+    }
+    let monitor = f.hub.start_monitor(MonitorConfig::default());
+    // Every first check lands within one interval (10 s) plus the 5 s budget.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(25);
+    let mut seen = Vec::new();
+    for id in &ids {
+        loop {
+            let c = f.hub.connection(&f.admin, *id).await.unwrap();
+            if c.health.checked_at.is_some() {
+                seen.push(c.health);
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no check recorded");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    monitor.shutdown().await;
+    assert_eq!(seen[0].status, HealthStatus::Healthy, "{:?}", seen[0]);
+    assert!(seen[0].latency_ms.is_some());
+    // One failure is below `fall`: degraded, not down yet.
+    assert_eq!(seen[1].status, HealthStatus::Degraded);
+    assert_eq!(seen[1].error_kind, Some(FailureKind::Timeout));
+    assert_eq!(seen[2].status, HealthStatus::Degraded);
+    assert_eq!(seen[2].error_kind, Some(FailureKind::ConnectionRefused));
+    // The stalled check was cut at the budget and left no socket behind.
+    assert!(stall.wait_idle(Duration::from_secs(2)).await);
+}

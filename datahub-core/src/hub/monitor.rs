@@ -1,0 +1,72 @@
+//! The monitor's checks, run by the Hub: the prober through the one dialer under the current
+//! target policy, as the system (no principal: the monitor acts for every saved connection and
+//! its results are only ever shown through the Hub's permission checks).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{Hub, secrets};
+use crate::ConnectionId;
+use crate::model::FailureKind;
+use crate::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorHandle};
+use crate::probe::{MAX_BUDGET, Report};
+
+/// The [`Checker`] the Hub gives the monitor: a saved connection's test.
+#[derive(Debug, Clone)]
+struct ProbeChecker {
+    hub: Hub,
+    budget: Duration,
+}
+
+#[async_trait]
+impl Checker for ProbeChecker {
+    async fn check(&self, id: ConnectionId) -> CheckResult {
+        let row = match self.hub.store.connection(id).await {
+            Ok(Some(row)) => row,
+            // Deleted meanwhile, or the store failed: nothing was dialled.
+            Ok(None) | Err(_) => return CheckResult::failure(FailureKind::Internal, 0),
+        };
+        let Ok(opened) = secrets::open(&self.hub.keyring, id, &row.secrets) else {
+            return CheckResult::failure(FailureKind::Internal, 0);
+        };
+        match self.hub.run_probe(&row.spec, &opened, self.budget).await {
+            Ok(report) => to_result(&report),
+            Err(_) => CheckResult::failure(FailureKind::Internal, 0),
+        }
+    }
+}
+
+/// What the monitor needs of a report.
+fn to_result(report: &Report) -> CheckResult {
+    let latency_ms = report.total_ms.round().clamp(0.0, f64::from(u32::MAX)) as u32;
+    let Some(failure) = &report.failure else {
+        let mut result = CheckResult::success(latency_ms);
+        if let Some(not_after) = report.tls.as_ref().and_then(|t| t.peer_not_after) {
+            result = result.with_cert(not_after);
+        }
+        if let Some(server) = &report.server
+            && let (Some(used), Some(max)) = (server.connections_used, server.max_connections)
+        {
+            result = result.with_connections(used, max);
+        }
+        return result;
+    };
+    CheckResult::failure(failure.kind, latency_ms)
+}
+
+impl Hub {
+    /// Starts the health monitor over this hub's store, checking each enabled connection with
+    /// the prober (budget 5 s) through the hub's dialer, under the current target policy.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (as [`Monitor::start`]).
+    pub fn start_monitor(&self, config: MonitorConfig) -> MonitorHandle {
+        let checker = ProbeChecker {
+            hub: self.clone(),
+            budget: MAX_BUDGET,
+        };
+        Monitor::start(self.store.clone(), Arc::new(checker), config)
+    }
+}
