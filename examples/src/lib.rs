@@ -2,6 +2,10 @@
 //! so the examples in `examples/` stay thin and the tests in `tests/` can run the same code.
 //!
 //! - [`run`] (example `embed`): a Rust program embedding the core on the default SQLite store.
+//! - [`probe_cli::run`] (example `probe`): test one connection given as a libpq string and print
+//!   the report as JSON.
+
+pub mod probe_cli;
 
 use std::io::Write;
 use std::path::Path;

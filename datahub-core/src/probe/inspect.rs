@@ -262,8 +262,13 @@ pub(crate) struct Inspect<S> {
     frontend: FrontendParser,
     backend: BackendParser,
     awaiting_ssl_answer: bool,
-    /// TLS runs above this raw stream: pass bytes through untouched.
+    /// TLS runs above this raw stream, or the connection is ready and `until_ready` is set:
+    /// pass bytes through untouched.
     aside: bool,
+    /// Step aside at the first `ReadyForQuery`: authentication is over, so the guard has
+    /// nothing left to refuse. Pools set it so that a long-lived connection pays nothing for the
+    /// inspector and its framing limits (a 16 MiB row is fine once connected).
+    until_ready: bool,
 }
 
 impl<S> Inspect<S> {
@@ -281,7 +286,14 @@ impl<S> Inspect<S> {
             backend: BackendParser::new(),
             awaiting_ssl_answer: false,
             aside: false,
+            until_ready: false,
         }
+    }
+
+    /// Steps aside at the first `ReadyForQuery` (see the `until_ready` field).
+    pub(crate) fn until_ready(mut self) -> Self {
+        self.until_ready = true;
+        self
     }
 
     fn observe_read(&mut self, mut data: &[u8]) -> io::Result<()> {
@@ -305,6 +317,7 @@ impl<S> Inspect<S> {
                 }
             }
         }
+        let mut ready = false;
         let result = self.backend.feed(data, |event| match event {
             Event::Auth { code } => {
                 trace.auth_code = Some(code);
@@ -312,12 +325,16 @@ impl<S> Inspect<S> {
             }
             Event::Typed { kind: b'Z', .. } => {
                 trace.ready.get_or_insert(now);
+                ready = true;
             }
             _ => {}
         });
         if result.is_err() {
             trace.not_postgres = true;
             return Err(not_postgres());
+        }
+        if ready && self.until_ready {
+            self.aside = true;
         }
         Ok(())
     }
@@ -444,6 +461,7 @@ type RustlsStream = <rustls_tokio_postgres::MakeRustlsConnect as MakeTlsConnect<
 pub(crate) struct ProbeTls {
     inner: Option<RustlsConnect>,
     trace: SharedTrace,
+    until_ready: bool,
 }
 
 impl std::fmt::Debug for ProbeTls {
@@ -468,7 +486,17 @@ impl ProbeTls {
             >>::make_tls_connect(make, server_name)?),
             None => None,
         };
-        Ok(Self { inner, trace })
+        Ok(Self {
+            inner,
+            trace,
+            until_ready: false,
+        })
+    }
+
+    /// The inspector above TLS steps aside at the first `ReadyForQuery` (pools).
+    pub(crate) fn until_ready(mut self) -> Self {
+        self.until_ready = true;
+        self
     }
 }
 
@@ -478,12 +506,21 @@ impl TlsConnect<RawStream> for ProbeTls {
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Stream>> + Send>>;
 
     fn connect(self, stream: RawStream) -> Self::Future {
-        let Self { inner, trace } = self;
+        let Self {
+            inner,
+            trace,
+            until_ready,
+        } = self;
         Box::pin(async move {
             let inner = inner.ok_or_else(|| io::Error::other("tls is not used by this attempt"))?;
             let tls = inner.connect(stream).await?;
             lock(&trace).tls_done = Some(Instant::now());
-            Ok(Inspect::new(tls, trace, Layer::Tls))
+            let inspect = Inspect::new(tls, trace, Layer::Tls);
+            Ok(if until_ready {
+                inspect.until_ready()
+            } else {
+                inspect
+            })
         })
     }
 }

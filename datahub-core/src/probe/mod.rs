@@ -16,9 +16,11 @@
 mod classify;
 mod dial;
 mod inspect;
+mod pool;
 mod tls;
 
 pub use dial::PolicyDial;
+pub use pool::{PoolConnectError, PoolOptions, pool, pool_failure_kind};
 
 use std::borrow::Cow;
 use std::fmt;

@@ -12,6 +12,7 @@ mod hub_probe;
 mod model;
 mod monitor;
 mod net;
+mod pool;
 mod probe;
 mod rbac;
 mod store;
