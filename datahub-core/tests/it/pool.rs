@@ -13,7 +13,7 @@ use datahub_core::model::{
 };
 use datahub_core::net::{Dialer, Policy, StaticResolver};
 use datahub_core::probe::{self, PoolConnectError, PoolOptions, ProbeRules};
-use datahub_core::secret::Password;
+use datahub_core::secret::{Password, PrivateKeyPem};
 use datahub_testkit::{AuthMethod, Fault, FaultProxy, PgCluster, ServerCert, User};
 use deadpool_postgres::{Pool, PoolError};
 
@@ -38,6 +38,19 @@ fn connection(
     mode: TlsMode,
     ca: Option<&str>,
 ) -> (ConnectionSpec, ConnectionSecrets) {
+    draft(host, port, user, password, mode, ca)
+        .validate()
+        .unwrap()
+}
+
+fn draft(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    mode: TlsMode,
+    ca: Option<&str>,
+) -> ConnectionDraft {
     ConnectionDraft {
         name: "pool-test".to_owned(),
         host: host.to_owned(),
@@ -53,8 +66,6 @@ fn connection(
         },
         ..ConnectionDraft::default()
     }
-    .validate()
-    .unwrap()
 }
 
 fn any_mode() -> ProbeRules {
@@ -395,4 +406,113 @@ async fn no_error_or_debug_shows_the_password() {
     .unwrap_err();
     assert_eq!(err.field(), Some("tls.mode"));
     assert_no_canary(&format!("{err} {err:?}"));
+}
+
+#[tokio::test]
+async fn every_mode_client_certificates_and_channel_binding() {
+    let password = pw("modes");
+    let cluster = PgCluster::builder()
+        .tls(ServerCert::Valid)
+        .user(User::new("app").password(&password))
+        .user(User::new("cert_user").auth(AuthMethod::Cert))
+        .start()
+        .unwrap();
+    let ca = cluster.ca_pem().unwrap().to_owned();
+    let dialer = dialer();
+    let ssl = |pool: Pool| async move {
+        let client = pool.get().await.unwrap();
+        let row = client
+            .query_one(
+                "SELECT ssl, current_user FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, bool>(0), row.get::<_, String>(1))
+    };
+    // Every libpq mode; `allow` starts in plaintext and the server accepts it there.
+    for mode in TlsMode::ALL {
+        let pool = build(
+            &dialer,
+            Policy::default(),
+            connection(
+                "localhost",
+                cluster.port(),
+                "app",
+                &password,
+                *mode,
+                Some(&ca),
+            ),
+            &PoolOptions::default(),
+        );
+        let encrypted = !matches!(mode, TlsMode::Disable | TlsMode::Allow);
+        assert_eq!(ssl(pool).await, (encrypted, "app".to_owned()), "{mode}");
+    }
+    // mTLS: the `cert` user gets in with its certificate.
+    let (cert, key) = cluster.client_cert("cert_user").unwrap();
+    let mut with_cert = draft(
+        "localhost",
+        cluster.port(),
+        "cert_user",
+        &pw("unused"),
+        TlsMode::VerifyFull,
+        Some(&ca),
+    );
+    with_cert.tls.client_cert_pem = Some(cert);
+    with_cert.tls.client_key_pem = Some(PrivateKeyPem::from(key.as_str()));
+    let pool = build(
+        &dialer,
+        Policy::default(),
+        with_cert.validate().unwrap(),
+        &PoolOptions::default(),
+    );
+    assert_eq!(ssl(pool).await, (true, "cert_user".to_owned()));
+    // Without it, the server refuses: its own error, classified.
+    let pool = build(
+        &dialer,
+        Policy::default(),
+        connection(
+            "localhost",
+            cluster.port(),
+            "cert_user",
+            &pw("unused"),
+            TlsMode::VerifyFull,
+            Some(&ca),
+        ),
+        &short(Duration::from_secs(2)),
+    );
+    let err = pool.get().await.unwrap_err();
+    assert_eq!(kind_of(&err), FailureKind::AuthFailed, "{err:?}");
+    // SCRAM-SHA-256-PLUS: channel binding required works over TLS (the inspector forwards the
+    // binding data), and is refused in plaintext before any password is sent.
+    let mut bound = draft(
+        "localhost",
+        cluster.port(),
+        "app",
+        &password,
+        TlsMode::Require,
+        None,
+    );
+    bound.tls.channel_binding = Some(ChannelBinding::Require);
+    let pool = build(
+        &dialer,
+        Policy::default(),
+        bound.clone().validate().unwrap(),
+        &PoolOptions::default(),
+    );
+    assert_eq!(ssl(pool).await, (true, "app".to_owned()));
+    bound.tls.mode = Some(TlsMode::Allow);
+    let plaintext_only = PgCluster::builder()
+        .user(User::new("app").password(&password))
+        .start()
+        .unwrap();
+    bound.port = Some(i64::from(plaintext_only.port()));
+    let pool = build(
+        &dialer,
+        Policy::default(),
+        bound.validate().unwrap(),
+        &short(Duration::from_secs(2)),
+    );
+    let err = pool.get().await.unwrap_err();
+    assert_eq!(kind_of(&err), FailureKind::AuthMethodRefused, "{err:?}");
 }
