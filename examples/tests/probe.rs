@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use datahub_core::secret::Password;
 use datahub_examples::probe_cli::{EXIT_FAILED, EXIT_INVALID, EXIT_OK, Outcome, run};
-use datahub_testkit::{Fault, FaultProxy, PgCluster, ServerCert, User};
+use datahub_testkit::{AuthMethod, Fault, FaultProxy, PgCluster, ServerCert, User};
 use serde_json::Value;
 
 const CANARY: &str = "canary-cli-91e3aa";
@@ -181,4 +181,44 @@ async fn a_silent_host_is_cut_at_the_budget() {
     assert_eq!(value["error_kind"], "timeout");
     assert!(took < Duration::from_millis(350), "took {took:?}");
     assert!(value["total_ms"].as_f64().unwrap() < 350.0, "{value}");
+}
+
+#[tokio::test]
+async fn client_certificate_and_key_files_are_read() {
+    let cluster = PgCluster::builder()
+        .tls(ServerCert::Valid)
+        .user(User::new("cert_user").auth(AuthMethod::Cert))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = cluster.client_cert("cert_user").unwrap();
+    let files = [
+        ("ca.pem", cluster.ca_pem().unwrap()),
+        ("client.pem", cert.as_str()),
+        ("client.key", key.as_str()),
+    ];
+    for (name, pem) in files {
+        std::fs::write(dir.path().join(name), pem).unwrap();
+    }
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let base = format!(
+        "host=127.0.0.1 port={} user=cert_user dbname=postgres sslmode=verify-full sslrootcert='{}'",
+        cluster.port(),
+        path("ca.pem")
+    );
+    let with_cert = format!(
+        "{base} sslcert='{}' sslkey='{}'",
+        path("client.pem"),
+        path("client.key")
+    );
+    let outcome = probe(&[&with_cert, "--budget-ms=4000"], Some(&pw("unused"))).await;
+    let value = report(&outcome);
+    assert_eq!(outcome.code, EXIT_OK, "{value}");
+    assert_eq!(value["server"]["user"], "cert_user");
+    // The key never reaches the output.
+    assert!(!outcome.stdout.contains("PRIVATE KEY"));
+    // Without the certificate the server refuses the user.
+    let outcome = probe(&[&base], Some(&pw("unused"))).await;
+    assert_eq!(outcome.code, EXIT_FAILED);
+    assert_eq!(report(&outcome)["error_kind"], "auth_failed");
 }
