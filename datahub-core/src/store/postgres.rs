@@ -50,11 +50,18 @@ use crate::store::{
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
 /// The migrations of the PostgreSQL store, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "init",
-    sql: include_str!("../../../migrations/postgres/0001_init.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "init",
+        sql: include_str!("../../../migrations/postgres/0001_init.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "search",
+        sql: include_str!("../../../migrations/postgres/0002_search.sql"),
+    },
+];
 
 /// The advisory lock key held while migrating (ASCII `dh-migr` in a big-endian `i64`).
 pub const MIGRATION_LOCK_KEY: i64 = 0x0064_682d_6d69_6772;
@@ -486,6 +493,29 @@ impl ConnectionValues {
     }
 }
 
+/// The condition matching `search` (a case-insensitive substring of name, description, host or
+/// a tag) on the search rows `s`, binding its parameters.
+///
+/// A search with a run of three ASCII characters (after lowercasing) asks the trigram index for
+/// rows holding every such run, then `LIKE` decides on those rows; other searches (shorter, or
+/// without such a run) test `LIKE` on every search row.
+/// A search containing the field separator matches nothing, as no field may contain it.
+fn search_condition(search: &str, p: &mut Params) -> String {
+    let folded = search.to_lowercase();
+    if folded.contains(codec::SEARCH_SEPARATOR) {
+        return String::from("FALSE");
+    }
+    let pattern = p.bind(codec::like_pattern(search));
+    let like = format!("s.search_text LIKE {pattern} ESCAPE E'\\\\'");
+    let trigrams = codec::trigrams(&folded);
+    if trigrams.is_empty() {
+        like
+    } else {
+        let trigrams = p.bind(trigrams);
+        format!("datahub_search_trigrams(s.search_text) @> {trigrams}::text[] AND {like}")
+    }
+}
+
 /// Parameters of a query built at run time.
 #[derive(Default)]
 struct Params(Vec<Box<dyn ToSql + Sync + Send>>);
@@ -662,12 +692,16 @@ impl Store for PostgresStore {
         let offset = check_page(query.page, query.per_page)?;
         let mut p = Params::default();
         let mut conditions: Vec<String> = Vec::new();
-        if let Some(search) = &query.search {
-            let pattern = p.bind(codec::like_pattern(search));
-            conditions.push(format!(
-                "EXISTS (SELECT 1 FROM unnest(c.search_terms) AS s(term) \
-                 WHERE s.term LIKE {pattern} ESCAPE E'\\\\')"
-            ));
+        // A search chooses the page from the narrow search rows `s` (see migration 2), joining
+        // `connections` or `connection_health` there only when a filter or the sort needs them.
+        let search = query.search.as_deref();
+        let (id, owner, name, updated) = if search.is_some() {
+            ("s.connection_id", "s.owner", "s.name", "s.updated_at")
+        } else {
+            ("c.id", "c.owner", "c.name", "c.updated_at")
+        };
+        if let Some(search) = search {
+            conditions.push(search_condition(search, &mut p));
         }
         if let Some(tag) = &query.tag {
             let tag = p.bind(tag.as_str().to_owned());
@@ -681,16 +715,18 @@ impl Store for PostgresStore {
             let engine = p.bind(engine.as_str());
             conditions.push(format!("c.engine = {engine}"));
         }
-        if let Some(owner) = query.owner {
-            let owner = p.bind(*owner.as_uuid());
-            conditions.push(format!("c.owner = {owner}"));
+        if let Some(o) = query.owner {
+            let o = p.bind(*o.as_uuid());
+            conditions.push(format!("{owner} = {o}"));
         }
         if let Visibility::Member { user, teams } = visibility {
             let user = p.bind(*user.as_uuid());
             let teams = p.bind(teams.iter().map(|t| *t.as_uuid()).collect::<Vec<Uuid>>());
+            // Two plain subqueries, each served by an index on `grants`, hashed once.
             conditions.push(format!(
-                "(c.owner = {user} OR EXISTS (SELECT 1 FROM grants g WHERE g.connection_id = c.id \
-                 AND (g.user_id = {user} OR g.team_id = ANY({teams}::uuid[]))))"
+                "({owner} = {user} OR {id} IN (SELECT g.connection_id FROM grants g \
+                 WHERE g.user_id = {user} UNION ALL SELECT g.connection_id FROM grants g \
+                 WHERE g.team_id = ANY({teams}::uuid[])))"
             ));
         }
         let filter = if conditions.is_empty() {
@@ -698,21 +734,45 @@ impl Store for PostgresStore {
         } else {
             conditions.join(" AND ")
         };
-        let order = match query.sort {
-            SortKey::Name => "c.name COLLATE \"C\"",
-            SortKey::Updated => "c.updated_at DESC, c.name COLLATE \"C\"",
-            SortKey::Status => {
+        let order = |name: &str, updated: &str| match query.sort {
+            SortKey::Name => format!("{name} COLLATE \"C\""),
+            SortKey::Updated => format!("{updated} DESC, {name} COLLATE \"C\""),
+            SortKey::Status => format!(
                 "CASE COALESCE(h.status, 'unknown') WHEN 'down' THEN 0 WHEN 'degraded' THEN 1 \
-                 WHEN 'unknown' THEN 2 ELSE 3 END, c.name COLLATE \"C\""
-            }
+                 WHEN 'unknown' THEN 2 ELSE 3 END, {name} COLLATE \"C\""
+            ),
         };
         let count_params = p.0.len();
         let limit = p.bind(i64::from(query.per_page));
         let offset = p.bind(offset);
-        let sql = format!(
-            "SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS}, count(*) OVER () AS total {SUMMARY_FROM} \
-             WHERE {filter} ORDER BY {order} LIMIT {limit} OFFSET {offset}"
-        );
+        let (sql, count_from) = if search.is_some() {
+            let mut from = String::from("FROM connection_search s");
+            if query.tag.is_some() || query.engine.is_some() {
+                from.push_str(" JOIN connections c ON c.id = s.connection_id");
+            }
+            if query.status.is_some() || query.sort == SortKey::Status {
+                from.push_str(
+                    " LEFT JOIN connection_health h ON h.connection_id = s.connection_id",
+                );
+            }
+            let sql = format!(
+                "WITH p AS (SELECT s.connection_id AS id, count(*) OVER () AS total {from} \
+                 WHERE {filter} ORDER BY {} LIMIT {limit} OFFSET {offset}) \
+                 SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS}, p.total AS total FROM p \
+                 JOIN connections c ON c.id = p.id \
+                 LEFT JOIN connection_health h ON h.connection_id = c.id ORDER BY {}",
+                order(name, updated),
+                order("c.name", "c.updated_at"),
+            );
+            (sql, from)
+        } else {
+            let sql = format!(
+                "SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS}, count(*) OVER () AS total \
+                 {SUMMARY_FROM} WHERE {filter} ORDER BY {} LIMIT {limit} OFFSET {offset}",
+                order(name, updated)
+            );
+            (sql, SUMMARY_FROM.to_owned())
+        };
         let client = self.client().await?;
         let rows = client
             .query(&sql, &p.refs())
@@ -723,7 +783,7 @@ impl Store for PostgresStore {
             None if query.page == 1 => 0,
             // A page past the end: the window count has no row to ride on.
             None => {
-                let sql = format!("SELECT count(*) AS total {SUMMARY_FROM} WHERE {filter}");
+                let sql = format!("SELECT count(*) AS total {count_from} WHERE {filter}");
                 let refs = p.refs();
                 let row = client
                     .query_one(&sql, &refs[..count_params])

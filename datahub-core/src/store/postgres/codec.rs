@@ -113,6 +113,27 @@ pub(super) fn search_terms(spec: &ConnectionSpec) -> Vec<String> {
     terms
 }
 
+/// Joins the terms in `connection_search.search_text` (migration 2): U+001F, which no name,
+/// description, host or tag may contain, so no search can match across two terms.
+pub(super) const SEARCH_SEPARATOR: char = '\u{1f}';
+
+/// The distinct runs of three ASCII characters of `text`, sorted, to look up in migration 2's
+/// trigram index; none when there are none.
+///
+/// Only ASCII runs: the index takes its runs with `substr`, which counts characters in a UTF8
+/// database but bytes in a `SQL_ASCII` one; runs of ASCII characters are the same either way
+/// (no byte of a multi-byte UTF-8 character is ASCII). Fewer runs only narrow less: `LIKE`
+/// decides on the rows found. A search without any ASCII run is not looked up in the index.
+pub(super) fn trigrams(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let set: std::collections::BTreeSet<String> = chars
+        .windows(3)
+        .filter(|w| w.iter().all(char::is_ascii))
+        .map(|w| w.iter().collect::<String>())
+        .collect();
+    set.into_iter().collect()
+}
+
 /// A `LIKE` pattern (escape character `\`) matching `needle` as a literal, lowercased substring.
 pub(super) fn like_pattern(needle: &str) -> String {
     let mut p = String::with_capacity(needle.len() + 2);
@@ -411,6 +432,15 @@ pub(super) fn policy_row(row: &Row) -> Result<TargetPolicy> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trigrams_are_distinct_runs_of_three_ascii_characters() {
+        assert_eq!(trigrams("ab"), Vec::<String>::new());
+        assert_eq!(trigrams("db-4"), ["b-4", "db-"]);
+        assert_eq!(trigrams("ééé"), Vec::<String>::new());
+        assert_eq!(trigrams("über-db"), ["-db", "ber", "er-", "r-d"]);
+        assert_eq!(trigrams("aaaa"), ["aaa"]);
+    }
 
     #[test]
     fn like_patterns_escape_wildcards_and_fold_case() {

@@ -126,7 +126,7 @@ async fn reopening_keeps_the_data() {
     assert_eq!(v.checked(), 2);
     assert_eq!(
         psql(&cluster, "SELECT count(*) FROM schema_migrations"),
-        "1"
+        MIGRATIONS.len().to_string()
     );
 }
 
@@ -498,4 +498,82 @@ async fn a_failed_audit_write_rolls_the_change_back() {
     assert_eq!(store.user_count().await.unwrap(), 0);
     assert!(store.user_by_name("owner").await.unwrap().is_none());
     assert!(audit_all(&store, 10).await.is_empty());
+}
+
+#[tokio::test]
+async fn the_search_migration_backfills_existing_rows() {
+    use datahub_core::rbac::{Grant, GrantLevel, Grantee};
+    use datahub_core::store::{ListQuery, Visibility};
+    let cluster = cluster().await;
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&store, "owner").await;
+    let viewer = user(&store, "viewer").await;
+    let rows = [
+        row(
+            spec(
+                "orders",
+                "h1.example.com",
+                Some("Ärger über Öl"),
+                &["red", "blue"],
+            ),
+            owner,
+        ),
+        row(spec("billing", "h2.example.com", None, &[]), owner),
+    ];
+    for r in &rows {
+        store
+            .insert_connection(r, &ev("connection.create"))
+            .await
+            .unwrap();
+    }
+    let grant = Grant {
+        grantee: Grantee::User(viewer),
+        level: GrantLevel::View,
+    };
+    store
+        .set_grants(rows[1].id, &[grant], &ev("grant.set"))
+        .await
+        .unwrap();
+    drop(store);
+    // Back to a database migrated by version 1 only.
+    psql(
+        &cluster,
+        "DROP TABLE connection_search; \
+         DROP TRIGGER connections_search_sync ON connections; \
+         DROP FUNCTION datahub_connection_search_sync(); \
+         DROP FUNCTION datahub_search_trigrams(text); \
+         DELETE FROM schema_migrations WHERE version = 2;",
+    );
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    for (search, expected) in [
+        ("ÜBER", vec!["orders"]),
+        ("blue", vec!["orders"]),
+        ("redblue", vec![]),
+        ("h2.ex", vec!["billing"]),
+        ("ING", vec!["billing"]),
+        (".example.", vec!["billing", "orders"]),
+    ] {
+        let query = ListQuery {
+            search: Some(search.into()),
+            ..ListQuery::default()
+        };
+        let page = store
+            .list_connections(&query, &Visibility::All)
+            .await
+            .unwrap();
+        let names: Vec<&str> = page.items.iter().map(|s| s.spec.name.as_str()).collect();
+        assert_eq!(names, expected, "{search:?}");
+        assert_eq!(page.total as usize, expected.len(), "{search:?}");
+    }
+    let query = ListQuery {
+        search: Some(".example.".into()),
+        ..ListQuery::default()
+    };
+    let vis = Visibility::Member {
+        user: viewer,
+        teams: vec![],
+    };
+    let page = store.list_connections(&query, &vis).await.unwrap();
+    let names: Vec<&str> = page.items.iter().map(|s| s.spec.name.as_str()).collect();
+    assert_eq!((names, page.total), (vec!["billing"], 1));
 }
