@@ -207,3 +207,57 @@ impl Hub {
         Ok(())
     }
 }
+
+impl Hub {
+    /// A connection pool to a saved connection (grant `use`), for services embedding the core.
+    ///
+    /// The pool dials through the hub's one dialer under the target policy and TLS floor as they
+    /// are now (a later policy change applies to pools built after it), with the same TLS
+    /// settings and cleartext guard as a test, and every pool timeout set. The request is
+    /// audited; the secrets move into the pool and are never shown.
+    ///
+    /// # Errors
+    /// `NotFound`; `PermissionDenied` (audited) without `use`; `InvalidInput` for a TLS mode
+    /// below the floor or bad pool options; `Decrypt`/`Keyring` when the secrets do not open.
+    pub async fn pool(
+        &self,
+        principal: &Principal,
+        name: &str,
+        options: &crate::probe::PoolOptions,
+    ) -> Result<deadpool_postgres::Pool> {
+        let name = crate::model::ConnectionName::parse(name)?;
+        let row = self
+            .store
+            .connection_by_name(&name)
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
+        let conn_target = target("connection", row.id);
+        let grants = self.store.grants(row.id).await?;
+        let allowed = match principal.check_on::<act::ConnectionPool>(row.id, row.owner, &grants) {
+            Ok(a) => a,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionPool, Some(&conn_target), e)
+                    .await;
+            }
+        };
+        let opened = secrets::open(&self.keyring, allowed.connection(), &row.secrets)?;
+        let target_policy = self.store.policy().await?;
+        let policy = Policy::from_target(&target_policy)?;
+        let rules = ProbeRules {
+            min_tls_mode: target_policy.min_tls_mode,
+            ..ProbeRules::default()
+        };
+        let pool = probe::pool(
+            self.connect.clone(),
+            Arc::new(policy),
+            &row.spec,
+            opened,
+            &rules,
+            options,
+        )?;
+        let event = self.event(principal, allowed.action(), Some(&conn_target), Outcome::Ok);
+        self.store.append_audit(&event).await?;
+        Ok(pool)
+    }
+}

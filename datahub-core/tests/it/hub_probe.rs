@@ -354,3 +354,53 @@ async fn the_monitor_checks_saved_connections_with_the_real_prober() {
     // The stalled check was cut at the budget and left no socket behind.
     assert!(stall.wait_idle(Duration::from_secs(2)).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_through_the_hub_need_use_and_are_audited() {
+    use datahub_core::probe::PoolOptions;
+
+    let f = fixture(RateLimit::default()).await;
+    f.hub
+        .create_connection(&f.admin, draft(&f, "app", Some(CANARY)))
+        .await
+        .unwrap();
+    let pool = f
+        .hub
+        .pool(&f.admin, "app", &PoolOptions::default())
+        .await
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    let row = client
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), DB_USER);
+    let ssl: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ssl);
+
+    let (_, viewer) = user(&f, "vic", Role::Viewer).await;
+    let err = f
+        .hub
+        .pool(&viewer, "app", &PoolOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let pools: Vec<Outcome> = f
+        .store
+        .audit_after(0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.action == "connection.pool")
+        .map(|r| r.event.outcome)
+        .collect();
+    assert_eq!(pools, [Outcome::Ok, Outcome::Denied]);
+    assert!(!format!("{pool:?}").contains(CANARY));
+}
