@@ -1,0 +1,643 @@
+//! Benches of the prober and the health monitor against a throwaway kit cluster (TLS with a
+//! valid certificate, a SCRAM user), loopback only.
+//!
+//! - `probe/verify_full_scram` vs `bare/verify_full_scram`: the product's test (`probe::test`
+//!   through the one dialer, `localhost` resolved by a static resolver to 127.0.0.1, verify-full
+//!   with the kit CA) against a bare tokio-postgres + rustls client (`Config::connect`, `SELECT
+//!   1`, close) with the same CA, name and channel binding. Goal: p50 ratio ≤ 1.10. The probe also
+//!   runs its probe query (version, database, user, recovery, connections, TLS facts): that is
+//!   part of the product's test and is measured as it is; the bench prints each step's median so
+//!   the share of the difference spent in the query is visible, and it times a third series, the
+//!   bare client running the probe's own query, which separates the prober's cost from the
+//!   query's. The ratio comes from a hand-timed series interleaving the three (rotating which goes
+//!   first); Criterion then measures the product and the bare client each.
+//! - `budget/no_answer`: a target whose listener never answers a SYN, at the default budget
+//!   (5 s); goal ≤ 5.05 s. Too slow for Criterion: a few runs timed by hand, the max printed.
+//! - Monitor throughput: checks per second completed by the monitor (`Hub::start_monitor`, the
+//!   Hub's real checker: load the row, open the secrets, read the policy, `probe::test`, record
+//!   the check in SQLite) at concurrency 32, against loops of 32 tasks doing the same client work
+//!   back to back (the bare client, and `probe::test` alone). Goal: ≥ 90 % of the bare loop.
+//!
+//! How the monitor is saturated: it checks each connection on its interval (10 s at least), so
+//! it completes at most `N / 10` checks a second. To measure throughput rather than the
+//! interval, the bench saves `N` connections with `N / 10 s` ≈ 1.5 × the rate the `probe::test`
+//! loop reached just before (so the work offered exceeds what 32 checks in flight can do, and
+//! checks queue for permits), waits one interval so every connection has had its first (loading)
+//! round, and then counts finished checks over a fixed window. The bench prints the offered rate
+//! next to the measured one: a measured rate clearly below the offered one (and skipped checks)
+//! shows the monitor was saturated.
+//!
+//! Run: `cargo bench -p datahub-benches --bench probe` (about 2 minutes).
+
+// A bench whose set-up fails is a bug in the bench: unwrapping is the clearest report.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
+use datahub_core::audit::RequestInfo;
+use datahub_core::crypto::Keyring;
+use datahub_core::hub::Hub;
+use datahub_core::model::{ConnectionDraft, ConnectionSecrets, ConnectionSpec, TlsMode};
+use datahub_core::monitor::MonitorConfig;
+use datahub_core::net::{Dialer, Policy, StaticResolver};
+use datahub_core::probe::{self, MAX_BUDGET, PolicyDial, ProbeRules, Report, StepName};
+use datahub_core::secret::Password;
+use datahub_core::store::{ListQuery, MAX_PER_PAGE, SqliteStore, Store, Visibility};
+use datahub_testkit::{Fault, FaultProxy, PgCluster, ServerCert, User};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use rustls::{ClientConfig, RootCertStore};
+use rustls_tokio_postgres::MakeRustlsConnect;
+use tokio::runtime::Runtime;
+use tokio_postgres::config::SslMode;
+
+/// A fixed, public bench key (never used anywhere else).
+const KEYRING: &str = "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
+const ADMIN_PW: &str = "bench-admin-password-1";
+const DB_USER: &str = "app";
+const DB_PASSWORD: &str = "bench-probe-pw-7Hq2";
+const DB_NAME: &str = "postgres";
+/// The TLS name both clients verify; the static resolver (product) and `hostaddr` (bare) make
+/// it 127.0.0.1 without DNS.
+const HOST: &str = "localhost";
+const SELECT_1: &str = "SELECT 1";
+/// The prober's query as `probe::test` sends it with its full 2 s statement timeout (copied from
+/// `datahub-core/src/probe/mod.rs`, where it is private).
+const PROBE_SQL: &str = "SET statement_timeout = 2000; \
+    SELECT current_setting('server_version'), current_database(), current_user, \
+    pg_is_in_recovery(), \
+    (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), \
+    current_setting('max_connections'), \
+    (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid()), \
+    (SELECT cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
+/// Room for the monitor's and the loops' 32 connections plus the bench's own.
+const MAX_CONNECTIONS: u32 = 300;
+
+/// Interleaved rounds (product, bare, bare with the probe's query) timed by hand.
+const ROUNDS: usize = 300;
+/// Runs of the no-answer target at the default budget.
+const NO_ANSWER_RUNS: usize = 3;
+/// Checks in flight, for the monitor and for the loops it is compared with.
+const CONCURRENCY: usize = 32;
+/// How long each client loop runs.
+const LOOP_WINDOW: Duration = Duration::from_secs(5);
+/// The monitoring interval of every saved connection: the shortest the model allows.
+const INTERVAL_S: u32 = 10;
+/// How long the monitor is measured, after one interval of warm-up.
+const MONITOR_WINDOW: Duration = Duration::from_secs(10);
+/// Work offered to the monitor, as a multiple of the `probe::test` loop's rate.
+const OVERLOAD: f64 = 1.5;
+/// Bounds on the connections saved for the monitor (seeding time).
+const MIN_MONITORED: usize = 200;
+const MAX_MONITORED: usize = 8_000;
+/// Concurrent tasks saving connections through the Hub.
+const SEED_TASKS: usize = 4;
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let cluster = PgCluster::builder()
+        .tls(ServerCert::Valid)
+        .user(User::new(DB_USER).password(DB_PASSWORD))
+        .max_connections(MAX_CONNECTIONS)
+        .start()
+        .unwrap();
+    let ca = cluster.ca_pem().unwrap().to_owned();
+    let product = Arc::new(Product::new(cluster.port(), &ca));
+    let bare = Arc::new(Bare::new(cluster.port(), &ca));
+
+    // Both paths work, encrypted and authenticated, before anything is timed.
+    let report = rt.block_on(product.test());
+    assert!(report.ok, "{report:?}");
+    assert!(report.tls.is_some());
+    let tls = rt.block_on(bare.ssl_in_use());
+    assert!(tls, "the bare client is not on TLS");
+
+    interleaved(&rt, &product, &bare);
+
+    for (name, group) in [("probe", 0), ("bare", 1)] {
+        let mut g = c.benchmark_group(name);
+        g.sample_size(20)
+            .sampling_mode(SamplingMode::Flat)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
+        g.bench_function("verify_full_scram", |b| {
+            b.iter(|| {
+                if group == 0 {
+                    assert!(rt.block_on(black_box(&product).test()).ok);
+                } else {
+                    black_box(rt.block_on(bare.run()));
+                }
+            })
+        });
+        g.finish();
+    }
+
+    no_answer(&rt);
+    throughput(&rt, &product, &bare, &cluster, &ca);
+    drop(cluster);
+}
+
+/// The product's path: `probe::test` through the one dialer.
+struct Product {
+    dial: PolicyDial,
+    spec: ConnectionSpec,
+    secrets: ConnectionSecrets,
+    rules: ProbeRules,
+}
+
+impl Product {
+    fn new(port: u16, ca: &str) -> Self {
+        let (spec, secrets) = draft("probe-bench", port, ca).validate().unwrap();
+        Self {
+            dial: dialer(),
+            spec,
+            secrets,
+            rules: ProbeRules::default(),
+        }
+    }
+
+    async fn test(&self) -> Report {
+        probe::test(
+            &self.dial,
+            &self.spec,
+            &self.secrets,
+            &self.rules,
+            MAX_BUDGET,
+        )
+        .await
+    }
+}
+
+/// The one dialer with a static resolver and the default policy (loopback allowed).
+fn dialer() -> PolicyDial {
+    PolicyDial::new(Arc::new(plain_dialer()), Arc::new(Policy::default()))
+}
+
+fn plain_dialer() -> Dialer {
+    let resolver = StaticResolver::new().with(HOST, &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    Dialer::new(Arc::new(resolver))
+}
+
+/// A verify-full connection to the kit cluster, checked every 10 s when saved.
+fn draft(name: &str, port: u16, ca: &str) -> ConnectionDraft {
+    let mut d = ConnectionDraft {
+        name: name.into(),
+        host: HOST.into(),
+        port: Some(i64::from(port)),
+        database: DB_NAME.into(),
+        username: DB_USER.into(),
+        password: Some(Password::from(DB_PASSWORD)),
+        ..ConnectionDraft::default()
+    };
+    d.tls.mode = Some(TlsMode::VerifyFull);
+    d.tls.ca_cert_pem = Some(ca.to_owned());
+    d.monitoring.interval_s = Some(i64::from(INTERVAL_S));
+    d
+}
+
+/// The bare client: tokio-postgres over rustls (ring, only the kit CA trusted, the host name
+/// checked), channel binding at tokio-postgres's default (`prefer`), as the product's default.
+struct Bare {
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+}
+
+/// The parts of one bare run.
+struct BareTimes {
+    connect: Duration,
+    query: Duration,
+    close: Duration,
+}
+
+impl Bare {
+    fn new(port: u16, ca: &str) -> Self {
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let tls =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(HOST)
+            .hostaddr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .port(port)
+            .user(DB_USER)
+            .password(DB_PASSWORD)
+            .dbname(DB_NAME)
+            .ssl_mode(SslMode::Require)
+            .connect_timeout(MAX_BUDGET);
+        Self {
+            config,
+            tls: MakeRustlsConnect::new(tls),
+        }
+    }
+
+    /// Connects, runs `SELECT 1`, closes (the connection task ends after `Terminate`).
+    async fn run(&self) -> BareTimes {
+        self.run_sql(SELECT_1).await
+    }
+
+    /// Connects, runs `sql` (simple protocol), closes.
+    async fn run_sql(&self, sql: &str) -> BareTimes {
+        let started = Instant::now();
+        let (client, connection) = self.config.connect(self.tls.clone()).await.unwrap();
+        let driver = tokio::spawn(connection);
+        let connected = Instant::now();
+        let rows = client.simple_query(sql).await.unwrap();
+        assert!(rows.len() >= 2);
+        let queried = Instant::now();
+        drop(client);
+        driver.await.unwrap().unwrap();
+        BareTimes {
+            connect: connected - started,
+            query: queried - connected,
+            close: queried.elapsed(),
+        }
+    }
+
+    /// Whether the server sees this client's session on TLS.
+    async fn ssl_in_use(&self) -> bool {
+        let (client, connection) = self.config.connect(self.tls.clone()).await.unwrap();
+        let driver = tokio::spawn(connection);
+        let row = client
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        driver.await.unwrap().unwrap();
+        row.get(0)
+    }
+}
+
+/// Times `ROUNDS` rounds of a product test, a bare run with `SELECT 1` and a bare run with the
+/// probe's own query, in rotating order, and prints the medians, the ratio, and where the
+/// difference goes.
+fn interleaved(rt: &Runtime, product: &Product, bare: &Bare) {
+    let mut totals: [Vec<f64>; 3] = Default::default();
+    let mut steps: BTreeMap<StepName, Vec<f64>> = BTreeMap::new();
+    let mut probe_rest = Vec::with_capacity(ROUNDS);
+    // Connect, query, close of the bare runs with `SELECT 1` and with the probe's query.
+    let mut parts: [[Vec<f64>; 3]; 2] = Default::default();
+    for i in 0..ROUNDS {
+        for k in 0..3 {
+            let which = (i + k) % 3;
+            let started = Instant::now();
+            if which == 0 {
+                let report = rt.block_on(product.test());
+                let took = ms(started.elapsed());
+                assert!(report.ok, "{report:?}");
+                totals[0].push(took);
+                let mut sum = 0.0;
+                for step in &report.steps {
+                    steps.entry(step.name).or_default().push(step.ms);
+                    sum += step.ms;
+                }
+                // Closing, building the report, and the bench's own call.
+                probe_rest.push(took - sum);
+            } else {
+                let sql = if which == 1 { SELECT_1 } else { PROBE_SQL };
+                let t = rt.block_on(bare.run_sql(sql));
+                totals[which].push(ms(started.elapsed()));
+                let p = &mut parts[which - 1];
+                p[0].push(ms(t.connect));
+                p[1].push(ms(t.query));
+                p[2].push(ms(t.close));
+            }
+        }
+    }
+    println!("verify_full_scram, {ROUNDS} interleaved rounds (wall time of each call):");
+    let [probe_total, bare_total, bare_probe_sql_total] = &mut totals;
+    print_series("probe/verify_full_scram", probe_total);
+    print_series("bare/verify_full_scram", bare_total);
+    print_series("bare + the probe's query", bare_probe_sql_total);
+    let p50_probe = median(probe_total);
+    let p50_bare = median(bare_total);
+    let ratio = p50_probe / p50_bare;
+    println!(
+        "  p50 ratio probe / bare = {ratio:.3} (goal <= 1.10: {})",
+        if ratio <= 1.10 { "met" } else { "NOT met" }
+    );
+    println!(
+        "  p50 ratio probe / bare running the probe's query = {:.3} (the prober's own cost)",
+        p50_probe / median(bare_probe_sql_total)
+    );
+    let step_medians: Vec<String> = steps
+        .iter_mut()
+        .map(|(name, v)| format!("{name} {:.3}", median(v)))
+        .collect();
+    println!(
+        "  probe steps, p50 ms: {}; rest (close, report) {:.3}",
+        step_medians.join(", "),
+        median(&mut probe_rest)
+    );
+    let mut query_p50 = [0.0; 2];
+    for (k, label) in ["SELECT 1", "probe's query"].iter().enumerate() {
+        let [connect, query, close] = &mut parts[k];
+        query_p50[k] = median(query);
+        println!(
+            "  bare with {label}, p50 ms: connect (tcp+tls+startup+auth) {:.3}, query {:.3}, \
+             close {:.3}",
+            median(connect),
+            query_p50[k],
+            median(close)
+        );
+    }
+    let probe_query = steps.get_mut(&StepName::Query).map_or(0.0, |v| median(v));
+    let diff = p50_probe - p50_bare;
+    let query_extra = probe_query - query_p50[0];
+    println!(
+        "  difference of p50s {diff:.3} ms; probe query step minus SELECT 1: {query_extra:.3} ms \
+         ({:.0} % of the difference); without that extra the ratio would be {:.3}",
+        if diff > 0.0 {
+            100.0 * query_extra / diff
+        } else {
+            0.0
+        },
+        (p50_probe - query_extra) / p50_bare
+    );
+}
+
+/// The default budget against a target that never answers a SYN.
+fn no_answer(rt: &Runtime) {
+    let proxy = rt.block_on(FaultProxy::start(Fault::NoAnswer)).unwrap();
+    let port = proxy.port();
+    // verify-full with the public roots: the handshake is never reached.
+    let (spec, secrets) = ConnectionDraft {
+        name: "no-answer".into(),
+        host: "127.0.0.1".into(),
+        port: Some(i64::from(port)),
+        database: DB_NAME.into(),
+        username: DB_USER.into(),
+        password: Some(Password::from(DB_PASSWORD)),
+        ..ConnectionDraft::default()
+    }
+    .validate()
+    .unwrap();
+    let dial = dialer();
+    let rules = ProbeRules::default();
+    let mut times = Vec::with_capacity(NO_ANSWER_RUNS);
+    let mut kinds = Vec::new();
+    for _ in 0..NO_ANSWER_RUNS {
+        let started = Instant::now();
+        let report = rt.block_on(probe::test(&dial, &spec, &secrets, &rules, MAX_BUDGET));
+        times.push(started.elapsed());
+        kinds.push(report.failure.map_or("ok?!".to_owned(), |f| {
+            format!("{}@{}", f.kind.as_str(), f.step)
+        }));
+    }
+    let max = times.iter().max().copied().unwrap_or_default();
+    let shown: Vec<String> = times
+        .iter()
+        .map(|t| format!("{:.3}", t.as_secs_f64()))
+        .collect();
+    println!(
+        "budget/no_answer: {NO_ANSWER_RUNS} runs at the default budget (5 s): {} s, max {:.3} s \
+         (goal <= 5.05 s: {}); failures: {}",
+        shown.join(", "),
+        max.as_secs_f64(),
+        if max <= Duration::from_millis(5_050) {
+            "met"
+        } else {
+            "NOT met"
+        },
+        kinds.join(", ")
+    );
+    drop(proxy);
+}
+
+/// Checks or runs a second, and how many failed.
+#[derive(Debug, Clone, Copy)]
+struct Rate {
+    per_s: f64,
+    failed: u64,
+}
+
+/// Runs `CONCURRENCY` tasks doing `work` back to back for `LOOP_WINDOW`.
+async fn saturate<T, F, Fut>(state: Arc<T>, work: F) -> Rate
+where
+    T: Send + Sync + 'static,
+    F: Fn(Arc<T>) -> Fut + Send + Sync + Copy + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let end = started + LOOP_WINDOW;
+    let mut tasks = Vec::with_capacity(CONCURRENCY);
+    for _ in 0..CONCURRENCY {
+        let (state, done, failed) = (state.clone(), done.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let ok = work(state.clone()).await;
+                done.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    Rate {
+        per_s: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        failed: failed.load(Ordering::Relaxed),
+    }
+}
+
+/// The monitor's checks a second against the two client loops at the same concurrency.
+fn throughput(
+    rt: &Runtime,
+    product: &Arc<Product>,
+    bare: &Arc<Bare>,
+    cluster: &PgCluster,
+    ca: &str,
+) {
+    let bare_loop = || {
+        rt.block_on(saturate(bare.clone(), |b: Arc<Bare>| async move {
+            b.run().await;
+            true
+        }))
+    };
+    let probe_loop = || {
+        rt.block_on(saturate(product.clone(), |p: Arc<Product>| async move {
+            p.test().await.ok
+        }))
+    };
+    let bare_before = bare_loop();
+    let probe_before = probe_loop();
+    println!(
+        "throughput at concurrency {CONCURRENCY}, {} s loops: bare client {:.0}/s, probe::test \
+         {:.0}/s ({} failed)",
+        LOOP_WINDOW.as_secs(),
+        bare_before.per_s,
+        probe_before.per_s,
+        probe_before.failed
+    );
+
+    let wanted = (probe_before.per_s * f64::from(INTERVAL_S) * OVERLOAD).ceil() as usize;
+    let n = wanted.clamp(MIN_MONITORED, MAX_MONITORED);
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let monitor = rt.block_on(async {
+        let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
+            .await
+            .unwrap()
+            .with_connector(Arc::new(plain_dialer()));
+        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
+            .await
+            .unwrap()
+            .unwrap();
+        let admin = hub
+            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        let seeding = Instant::now();
+        let mut tasks = Vec::new();
+        for task in 0..SEED_TASKS {
+            let (hub, admin, ca) = (hub.clone(), admin.clone(), ca.to_owned());
+            let port = cluster.port();
+            tasks.push(tokio::spawn(async move {
+                for i in (task..n).step_by(SEED_TASKS) {
+                    hub.create_connection(&admin, draft(&format!("mon-{i}"), port, &ca))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        println!(
+            "monitor: saved {n} connections through the Hub in {:.1} s (offered {:.0} checks/s \
+             = {OVERLOAD} x the probe::test loop{})",
+            seeding.elapsed().as_secs_f64(),
+            n as f64 / f64::from(INTERVAL_S),
+            if n < wanted { ", capped" } else { "" }
+        );
+
+        let handle = hub.start_monitor(MonitorConfig {
+            max_concurrency: CONCURRENCY,
+            ..MonitorConfig::default()
+        });
+        // One interval: every connection's task has loaded its state and had its first turn.
+        tokio::time::sleep(Duration::from_secs(u64::from(INTERVAL_S) + 1)).await;
+        let before = handle.stats();
+        let started = Instant::now();
+        tokio::time::sleep(MONITOR_WINDOW).await;
+        let after = handle.stats();
+        let took = started.elapsed();
+        handle.shutdown().await;
+        (before, after, took)
+    });
+    let (before, after, took) = monitor;
+    let checks = after.checks - before.checks;
+    let monitor_rate = checks as f64 / took.as_secs_f64();
+    let (checked, failing) = rt.block_on(last_results(store.as_ref()));
+    println!(
+        "monitor: {checks} checks in {:.1} s = {monitor_rate:.0}/s (offered {:.0}/s; skipped {}, \
+         timeouts {}, store errors {} in the window); after shutdown {checked} of {n} \
+         connections checked, {failing} with a failed last check",
+        took.as_secs_f64(),
+        n as f64 / f64::from(INTERVAL_S),
+        after.skipped - before.skipped,
+        after.timeouts - before.timeouts,
+        after.store_errors - before.store_errors,
+    );
+    drop(dir);
+
+    let bare_after = bare_loop();
+    let probe_after = probe_loop();
+    let bare_rate = (bare_before.per_s + bare_after.per_s) / 2.0;
+    let probe_rate = (probe_before.per_s + probe_after.per_s) / 2.0;
+    println!(
+        "throughput again: bare client {:.0}/s, probe::test {:.0}/s ({} failed); means: bare \
+         {bare_rate:.0}/s, probe::test {probe_rate:.0}/s",
+        bare_after.per_s, probe_after.per_s, probe_after.failed
+    );
+    let share = monitor_rate / bare_rate;
+    println!(
+        "monitor / bare client loop = {:.1} % (goal >= 90 %: {}); monitor / probe::test loop = \
+         {:.1} %; probe::test loop / bare loop = {:.1} %; saturated: {}",
+        100.0 * share,
+        if share >= 0.90 { "met" } else { "NOT met" },
+        100.0 * monitor_rate / probe_rate,
+        100.0 * probe_rate / bare_rate,
+        if monitor_rate < 0.9 * n as f64 / f64::from(INTERVAL_S) {
+            "yes (measured below offered)"
+        } else {
+            "NO: interval-bound, the figure is a lower bound"
+        }
+    );
+}
+
+/// How many connections have a recorded check, and how many of those last failed.
+async fn last_results(store: &dyn Store) -> (u64, u64) {
+    let (mut checked, mut failing) = (0, 0);
+    let mut page = 1;
+    loop {
+        let query = ListQuery {
+            page,
+            per_page: MAX_PER_PAGE,
+            ..ListQuery::default()
+        };
+        let found = store
+            .list_connections(&query, &Visibility::All)
+            .await
+            .unwrap();
+        for c in &found.items {
+            if c.health.checked_at.is_some() {
+                checked += 1;
+                if c.health.error_kind.is_some() {
+                    failing += 1;
+                }
+            }
+        }
+        if found.items.len() < MAX_PER_PAGE as usize {
+            return (checked, failing);
+        }
+        page += 1;
+    }
+}
+
+fn print_series(label: &str, times: &mut [f64]) {
+    times.sort_unstable_by(f64::total_cmp);
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "  {label:<26} {:>4} calls: p50 {:>7.3} ms  p99 {:>7.3} ms  max {:>7.3} ms",
+        times.len(),
+        at(0.50),
+        at(0.99),
+        times[times.len() - 1],
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_unstable_by(f64::total_cmp);
+    v[(v.len().saturating_sub(1)) / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
