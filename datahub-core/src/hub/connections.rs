@@ -7,7 +7,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::{Hub, now, secrets, target};
 use crate::audit::Outcome;
 use crate::model::{Connection, ConnectionDraft, ConnectionPatch, ConnectionSpec};
-use crate::rbac::{Action, Grant, Grantee, Principal, act};
+use crate::rbac::{Action, AllowedOn, ConnectionAction, Grant, Grantee, Principal, act};
 use crate::secret::{Password, PrivateKeyPem};
 use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, Page};
 use crate::{ConnectionId, Error, ErrorKind, Result};
@@ -176,16 +176,9 @@ impl Hub {
         patch: ConnectionPatch,
     ) -> Result<Connection> {
         let conn_target = target("connection", id);
-        let row = self.store.connection(id).await?.ok_or_else(not_found)?;
-        let grants = self.store.grants(id).await?;
-        let allowed = match principal.check_on::<act::ConnectionUpdate>(id, row.owner, &grants) {
-            Ok(a) => a,
-            Err(e) => {
-                return self
-                    .refuse(principal, Action::ConnectionUpdate, Some(&conn_target), e)
-                    .await;
-            }
-        };
+        let (row, allowed) = self
+            .authorize::<act::ConnectionUpdate>(principal, id)
+            .await?;
         if row.version != expected_version {
             return Err(stale());
         }
@@ -229,16 +222,9 @@ impl Hub {
         expected_version: u64,
     ) -> Result<()> {
         let conn_target = target("connection", id);
-        let row = self.store.connection(id).await?.ok_or_else(not_found)?;
-        let grants = self.store.grants(id).await?;
-        let allowed = match principal.check_on::<act::ConnectionDelete>(id, row.owner, &grants) {
-            Ok(a) => a,
-            Err(e) => {
-                return self
-                    .refuse(principal, Action::ConnectionDelete, Some(&conn_target), e)
-                    .await;
-            }
-        };
+        let (_, allowed) = self
+            .authorize::<act::ConnectionDelete>(principal, id)
+            .await?;
         let event = self.event(principal, allowed.action(), Some(&conn_target), Outcome::Ok);
         self.store
             .delete_connection(allowed.connection(), expected_version, &event)
@@ -254,16 +240,9 @@ impl Hub {
     /// stored secrets do not open.
     pub async fn reveal(&self, principal: &Principal, id: ConnectionId) -> Result<Revealed> {
         let conn_target = target("connection", id);
-        let row = self.store.connection(id).await?.ok_or_else(not_found)?;
-        let grants = self.store.grants(id).await?;
-        let allowed = match principal.check_on::<act::ConnectionReveal>(id, row.owner, &grants) {
-            Ok(a) => a,
-            Err(e) => {
-                return self
-                    .refuse(principal, Action::ConnectionReveal, Some(&conn_target), e)
-                    .await;
-            }
-        };
+        let (row, allowed) = self
+            .authorize::<act::ConnectionReveal>(principal, id)
+            .await?;
         let opened = match secrets::open(&self.keyring, allowed.connection(), &row.secrets) {
             Ok(s) => s,
             Err(e) => {
@@ -341,6 +320,24 @@ impl Hub {
             .set_grants(allowed.connection(), new_grants, &event)
             .await?;
         self.store.grants(id).await
+    }
+
+    /// Loads a connection and checks the action `A` on it, auditing a refusal: the one way the
+    /// Hub's connection methods get their row and their proof.
+    pub(super) async fn authorize<'p, A: ConnectionAction>(
+        &self,
+        principal: &'p Principal,
+        id: ConnectionId,
+    ) -> Result<(ConnectionRow, AllowedOn<'p, A>)> {
+        let row = self.store.connection(id).await?.ok_or_else(not_found)?;
+        let grants = self.store.grants(id).await?;
+        match principal.check_on::<A>(id, row.owner, &grants) {
+            Ok(allowed) => Ok((row, allowed)),
+            Err(e) => {
+                self.refuse(principal, A::ACTION, Some(&target("connection", id)), e)
+                    .await
+            }
+        }
     }
 
     /// Refuses a TLS mode below the admin policy's minimum.

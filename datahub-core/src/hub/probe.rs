@@ -41,20 +41,7 @@ impl Hub {
         budget: Duration,
     ) -> Result<Report> {
         let conn_target = target("connection", id);
-        let row = self
-            .store
-            .connection(id)
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
-        let grants = self.store.grants(id).await?;
-        let allowed = match principal.check_on::<act::ConnectionTest>(id, row.owner, &grants) {
-            Ok(a) => a,
-            Err(e) => {
-                return self
-                    .refuse(principal, Action::ConnectionTest, Some(&conn_target), e)
-                    .await;
-            }
-        };
+        let (row, allowed) = self.authorize::<act::ConnectionTest>(principal, id).await?;
         self.test_limit.take(principal.user())?;
         let opened = secrets::open(&self.keyring, allowed.connection(), &row.secrets)?;
         let report = self.run_probe(&row.spec, &opened, budget).await?;
@@ -88,21 +75,7 @@ impl Hub {
         };
         let audit_target = match reuse {
             Some(id) => {
-                let conn_target = target("connection", id);
-                let row = self
-                    .store
-                    .connection(id)
-                    .await?
-                    .ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
-                let grants = self.store.grants(id).await?;
-                let lent = match principal.check_on::<act::ConnectionTest>(id, row.owner, &grants) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        return self
-                            .refuse(principal, Action::ConnectionTest, Some(&conn_target), e)
-                            .await;
-                    }
-                };
+                let (row, lent) = self.authorize::<act::ConnectionTest>(principal, id).await?;
                 let stored = secrets::open(&self.keyring, lent.connection(), &row.secrets)?;
                 if draft.password.as_ref().is_none_or(|p| p.is_empty()) {
                     draft.password = Some(stored.password);
@@ -120,7 +93,7 @@ impl Hub {
                 {
                     draft.tls.client_key_pem = stored.client_key_pem;
                 }
-                Some(conn_target)
+                Some(target("connection", id))
             }
             None => None,
         };
