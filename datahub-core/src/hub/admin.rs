@@ -32,7 +32,7 @@ impl Hub {
         self.store.policy().await
     }
 
-    /// Replaces the target policy (admins). CIDRs are normalised (`10.1.2.3/8` → `10.0.0.0/8`).
+    /// Replaces the target policy (admins). CIDRs are normalised (`127.1.2.3/8` → `127.0.0.0/8`).
     ///
     /// # Errors
     /// `PermissionDenied` (audited); `InvalidInput` naming the CIDR (`allow_cidrs[2]`).
@@ -248,7 +248,7 @@ mod tests {
     fn cidrs_are_parsed_and_normalised() {
         for (input, expected) in [
             ("127.0.0.1", Some("127.0.0.1/32")),
-            ("10.1.2.3/8", Some("10.0.0.0/8")),
+            ("127.1.2.3/8", Some("127.0.0.0/8")),
             ("0.0.0.0/0", Some("0.0.0.0/0")),
             ("::1", Some("::1/128")),
             ("fe80::1/10", Some("fe80::/10")),

@@ -232,7 +232,7 @@ fn check_name(input: &str) -> Result<()> {
     if all_numeric || last_numeric {
         return Err(invalid(
             "looks like an IP address in a non-standard form; write IPv4 as four decimal \
-             numbers (e.g. 10.0.0.1)",
+             numbers (e.g. 127.0.0.1)",
         ));
     }
     Ok(())
@@ -260,9 +260,9 @@ mod tests {
         assert_eq!(Host::parse("[::1]").unwrap().as_str(), "::1");
         assert_eq!(Host::parse("0:0::1").unwrap().as_str(), "::1");
         assert_eq!(Host::parse("[::1]").unwrap().to_url_host(), "[::1]");
-        let v4 = Host::parse("10.0.0.1").unwrap();
-        assert_eq!(v4.ip(), Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
-        assert_eq!(v4.to_url_host(), "10.0.0.1");
+        let v4 = Host::parse("127.0.0.9").unwrap();
+        assert_eq!(v4.ip(), Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9))));
+        assert_eq!(v4.to_url_host(), "127.0.0.9");
         assert_eq!(Host::parse("localhost").unwrap().ip(), None);
     }
 
