@@ -17,11 +17,27 @@
 //! - A task runs its checks one after another, so at most one check per connection is in flight;
 //!   a check still running when the next is due makes that next one skipped, not queued
 //!   ([`MonitorStats::skipped`]).
-//! - A semaphore bounds the checks in flight overall ([`MonitorConfig::max_concurrency`],
-//!   default 64), and every check is cut off after [`MonitorConfig::check_timeout`] (recorded as
-//!   a `timeout` failure), so a stalled target holds a permit for a bounded time and never delays
-//!   another connection's check beyond that (S23). A connection's task waits for a permit only
-//!   while all permits are busy.
+//! - Every check is cut off after [`MonitorConfig::check_timeout`] (recorded as a `timeout`
+//!   failure), and needs a permit of one of two lanes, each a semaphore, for as long as it runs:
+//!   - the main lane ([`MonitorConfig::max_concurrency`], default 64): connections whose last
+//!     check succeeded;
+//!   - the suspect lane ([`MonitorConfig::suspect_concurrency`], default 16): connections whose
+//!     last check failed or timed out, and connections never checked.
+//!
+//!   Checks in flight overall are bounded by the sum (80 by default). The lane follows the last
+//!   result (resumed from the stored history at start, so a restart puts known-dead targets in
+//!   the suspect lane and known-good ones in the main lane at once). Why: a dead or stalled
+//!   target holds its permit until the timeout, so with one shared semaphore 64 of them could
+//!   keep every permit busy and delay every healthy check by up to a timeout. Apart, any number
+//!   of dead targets only fill the suspect lane; a healthy target's check waits for a main
+//!   permit only while 64 checks that were healthy last time are all still running (S23).
+//!   Never-checked targets start in the suspect lane because nothing yet tells a new target from
+//!   a dead one: a flood of new dead targets must not reach the main lane either. The price: a
+//!   new target's first check (and a failing target's next ones) may wait behind the suspect
+//!   backlog; from its first success on it is in the main lane. A slow target that still answers
+//!   within the timeout stays in the main lane. A connection's task waits for a permit only
+//!   while all permits of its lane are busy ([`MonitorStats::suspect_checks`] and
+//!   [`MonitorStats::max_main_lane_wait`] show how the lanes fare).
 //! - Changes: [`MonitorHandle::notify_changed`] / [`MonitorHandle::notify_deleted`] apply one
 //!   connection's change at once (an edited target is checked again within a few seconds); a
 //!   full reload every [`MonitorConfig::reload_interval`] (default 60 s) catches changes made
@@ -42,9 +58,10 @@
 //! off); several processes sharing a PostgreSQL store each check everything (leasing with
 //! `FOR UPDATE SKIP LOCKED` and `LISTEN/NOTIFY` fan-out are not here yet).
 //!
-//! It must never: block one connection's check on another's, hold a permit past the check
-//! timeout, run two checks of one connection at once, or panic on a checker's or store's
-//! failure (errors are counted in [`MonitorStats`] and retried on the next round).
+//! It must never: block one connection's check on another's, let a failing target take a
+//! main-lane permit after its failure, hold a permit past the check timeout, run two checks of
+//! one connection at once, or panic on a checker's or store's failure (errors are counted in
+//! [`MonitorStats`] and retried on the next round).
 
 mod scheduler;
 pub mod status;

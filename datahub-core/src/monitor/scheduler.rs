@@ -34,8 +34,15 @@ const RECHECK_AFTER_EDIT: Duration = Duration::from_secs(5);
 pub struct MonitorConfig {
     /// The `fall`/`rise` thresholds. Default: 3 and 2.
     pub hysteresis: HysteresisConfig,
-    /// The most checks in flight at once, over all connections (0 counts as 1). Default: 64.
+    /// The main lane: the most checks in flight at once of connections whose last check
+    /// succeeded (0 counts as 1). Default: 64. Checks overall are bounded by this plus
+    /// `suspect_concurrency`.
     pub max_concurrency: usize,
+    /// The suspect lane: the most checks in flight at once of connections whose last check
+    /// failed or timed out, or that were never checked (0 counts as 1). Default: 16. Kept apart
+    /// from the main lane so a flood of dead or stalled targets, each holding its permit until
+    /// `check_timeout`, can only fill this lane and never delays a healthy target's check (S23).
+    pub suspect_concurrency: usize,
     /// How long one check may take before the monitor drops it and records a `timeout`
     /// failure: the prober's budget (5 s at most) plus a margin for loading and decrypting the
     /// connection and for scheduling. Default: 10 s.
@@ -54,8 +61,10 @@ pub struct MonitorConfig {
 }
 
 impl MonitorConfig {
-    /// The default bound on checks in flight: 64.
+    /// The default bound on main-lane checks in flight: 64.
     pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
+    /// The default bound on suspect checks in flight: 16.
+    pub const DEFAULT_SUSPECT_CONCURRENCY: usize = 16;
 }
 
 impl Default for MonitorConfig {
@@ -63,6 +72,7 @@ impl Default for MonitorConfig {
         Self {
             hysteresis: HysteresisConfig::default(),
             max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
+            suspect_concurrency: Self::DEFAULT_SUSPECT_CONCURRENCY,
             check_timeout: Duration::from_secs(10),
             history: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
@@ -88,6 +98,12 @@ pub struct MonitorStats {
     pub store_errors: u64,
     /// History rows pruned.
     pub pruned: u64,
+    /// Checks run in the suspect lane (the connection's last check failed or timed out, or it
+    /// had none).
+    pub suspect_checks: u64,
+    /// The longest a main-lane check started after its due time (waiting for a permit, or for
+    /// its task to be polled), to the microsecond.
+    pub max_main_lane_wait: Duration,
 }
 
 /// Starts the monitor.
@@ -111,7 +127,8 @@ impl Monitor {
         let shared = Arc::new(Shared {
             store,
             checker,
-            semaphore: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            main_lane: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            suspect_lane: Arc::new(Semaphore::new(config.suspect_concurrency.max(1))),
             config,
             events,
             counters: Counters::default(),
@@ -182,7 +199,10 @@ struct Shared {
     store: Arc<dyn Store>,
     checker: Arc<dyn Checker>,
     config: MonitorConfig,
-    semaphore: Arc<Semaphore>,
+    /// Permits for connections whose last check succeeded.
+    main_lane: Arc<Semaphore>,
+    /// Permits for connections whose last check failed or timed out, or that had none.
+    suspect_lane: Arc<Semaphore>,
     events: broadcast::Sender<MonitorEvent>,
     counters: Counters,
     tasks: TaskTracker,
@@ -204,6 +224,8 @@ struct Counters {
     skipped: AtomicU64,
     store_errors: AtomicU64,
     pruned: AtomicU64,
+    suspect_checks: AtomicU64,
+    max_main_lane_wait_us: AtomicU64,
 }
 
 impl Counters {
@@ -220,6 +242,8 @@ impl Counters {
             skipped: get(&self.skipped),
             store_errors: get(&self.store_errors),
             pruned: get(&self.pruned),
+            suspect_checks: get(&self.suspect_checks),
+            max_main_lane_wait: Duration::from_micros(get(&self.max_main_lane_wait_us)),
         }
     }
 }
@@ -417,6 +441,8 @@ struct State {
     tracker: Tracker,
     uptime: UptimeWindow,
     last_ok_latency: Option<u32>,
+    /// Whether the last check succeeded (`None`: never checked): picks the lane of the next.
+    last_ok: Option<bool>,
 }
 
 impl State {
@@ -434,6 +460,9 @@ impl State {
             tracker: Tracker::resume(config, stored.status, &checks),
             uptime: UptimeWindow::from_checks(&checks),
             last_ok_latency: stored.latency_ms,
+            // Resumed from history (newest first), so after a restart a known-dead target goes
+            // straight to the suspect lane and a known-good one straight to the main lane.
+            last_ok: checks.first().map(|c| c.ok),
         }
     }
 }
@@ -477,15 +506,31 @@ async fn run_connection(
             Some(state) => state,
             None => state.insert(State::load(&shared, id, &stored).await),
         };
+        let main = state.last_ok == Some(true);
+        let lane = if main {
+            &shared.main_lane
+        } else {
+            &shared.suspect_lane
+        };
         let permit = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            permit = Arc::clone(&shared.semaphore).acquire_owned() => match permit {
+            permit = Arc::clone(lane).acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return,
             },
         };
         let started = Instant::now();
+        if main {
+            let waited = started.saturating_duration_since(due).as_micros();
+            let waited = u64::try_from(waited).unwrap_or(u64::MAX);
+            shared
+                .counters
+                .max_main_lane_wait_us
+                .fetch_max(waited, Ordering::Relaxed);
+        } else {
+            Counters::bump(&shared.counters.suspect_checks, 1);
+        }
         let outcome = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
@@ -497,6 +542,7 @@ async fn run_connection(
             let ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
             CheckResult::failure(FailureKind::Timeout, ms)
         });
+        state.last_ok = Some(result.ok);
         record(&shared, id, state, &result, settings.slow_ms).await;
 
         due += rng.jittered(settings.interval);
@@ -639,6 +685,7 @@ mod tests {
     fn defaults() {
         let c = MonitorConfig::default();
         assert_eq!(c.max_concurrency, 64);
+        assert_eq!(c.suspect_concurrency, 16);
         assert_eq!(c.history, Duration::from_secs(7 * 86_400));
         assert_eq!(c.reload_interval, Duration::from_secs(60));
         assert_eq!((c.hysteresis.fall(), c.hysteresis.rise()), (3, 2));

@@ -1,8 +1,9 @@
 //! Integration tests: the monitor on a real SQLite store, with connections created through the
 //! Hub and a scripted `Checker`, on tokio's paused clock (virtual time, so 10 s intervals run
 //! instantly). Hysteresis as recorded in the store and published once per change (S24), a
-//! stalled target never delaying the others (S23), one check in flight per connection, the
-//! concurrency bound, pruning, uptime, changes picked up, and a clean shutdown.
+//! stalled target never delaying the others (S23), nor 200 of them a healthy one (the main and
+//! suspect lanes), one check in flight per connection, the concurrency bound, pruning, uptime,
+//! changes picked up, and a clean shutdown.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -366,6 +367,103 @@ async fn a_stalled_target_never_delays_the_others_and_shutdown_stops_everything(
     assert_eq!(monitor.stats().checks, checks, "no check after shutdown");
 }
 
+/// S23 under a flood: 200 targets that never answer and one healthy target, default lanes (main
+/// 64, suspect 16). Once every stalled target has timed out once and the healthy one has
+/// succeeded once, the healthy target's checks start within 100 ms of their due time, however
+/// many dead targets queue for the suspect lane; checks in flight never exceed main + suspect.
+#[tokio::test(start_paused = true)]
+async fn two_hundred_stalled_targets_never_delay_a_healthy_one() {
+    let f = fixture().await;
+    let mut stalled = Vec::new();
+    for i in 0..200 {
+        stalled.push(f.connection(&format!("dead-{i:03}"), 10).await);
+    }
+    let healthy = f.connection("healthy", 10).await;
+    // Every check takes 5 ms; the stalled ones then never answer (cut at the 10 s timeout).
+    let checker = Scripted::new(Duration::from_millis(5));
+    for id in &stalled {
+        checker.stall(*id);
+    }
+    let config = MonitorConfig::default();
+    let (main, suspect) = (config.max_concurrency, config.suspect_concurrency);
+    let started = Instant::now();
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), config);
+
+    // The first round: 200 never-checked targets through 16 suspect permits, 10 s each.
+    let mut rounds = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        rounds += 1;
+        assert!(rounds <= 60, "the first round is not over after 600 s");
+        if f.history(healthy).await.is_empty() {
+            continue;
+        }
+        let mut all_timed_out = true;
+        for id in &stalled {
+            if f.history(*id).await.is_empty() {
+                all_timed_out = false;
+                break;
+            }
+        }
+        if all_timed_out {
+            break;
+        }
+    }
+    let first_round = started.elapsed();
+    let first_healthy = checker.calls(healthy)[0] - started;
+    assert_eq!(f.history(healthy).await[0].status, H);
+
+    // The next 10 intervals.
+    let before = monitor.stats();
+    let seen = checker.calls(healthy).len();
+    tokio::time::sleep(Duration::from_secs(100)).await;
+    let after = monitor.stats();
+    let calls = checker.calls(healthy);
+    assert!(
+        calls.len() - seen >= 9,
+        "{} checks in 100 s",
+        calls.len() - seen
+    );
+    for pair in calls[seen - 1..].windows(2) {
+        let gap = pair[1] - pair[0];
+        // Due one interval after the previous due time, 10 s ± 10 %: late by 100 ms at most.
+        assert!(
+            gap >= Duration::from_millis(8_900) && gap <= Duration::from_millis(11_100),
+            "gap {gap:?}"
+        );
+    }
+    // Every main-lane check since start (only the healthy target's, after its first success)
+    // started within 100 ms of its due time.
+    let worst = after.max_main_lane_wait;
+    assert!(worst <= Duration::from_millis(100), "waited {worst:?}");
+    assert!(
+        f.history(healthy)
+            .await
+            .iter()
+            .all(|c| c.ok && c.status == H)
+    );
+    // The suspect lane stayed full of stalled checks meanwhile: 16 permits × 100 s / 10 s.
+    let timeouts = after.timeouts - before.timeouts;
+    assert!(timeouts >= 150, "{timeouts} timeouts in 100 s");
+    assert_eq!(after.suspect_checks - before.suspect_checks, timeouts);
+    // 16 stalled checks and the healthy one: never more than main + suspect.
+    let max_all = checker.max_in_flight_all.load(Ordering::SeqCst);
+    assert_eq!(max_all, suspect + 1);
+    assert!(max_all <= main + suspect);
+    assert_eq!(checker.max_in_flight_one.load(Ordering::SeqCst), 1);
+    eprintln!(
+        "first round {first_round:?}, healthy first check at {first_healthy:?}, worst main-lane \
+         wait {worst:?}, {timeouts} timeouts in the window, max in flight {max_all}"
+    );
+
+    // No task or check left behind.
+    let before = Instant::now();
+    monitor.shutdown().await;
+    assert_eq!(before.elapsed(), Duration::ZERO);
+    assert_eq!(monitor.running_tasks(), 0);
+    assert_eq!(checker.in_flight_all.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_check_in_flight_per_connection_and_the_concurrency_bound_holds() {
     let f = fixture().await;
@@ -377,6 +475,7 @@ async fn one_check_in_flight_per_connection_and_the_concurrency_bound_holds() {
     let checker = Scripted::new(Duration::from_secs(15));
     let config = MonitorConfig {
         max_concurrency: 4,
+        suspect_concurrency: 2,
         check_timeout: Duration::from_secs(20),
         ..MonitorConfig::default()
     };
@@ -385,11 +484,19 @@ async fn one_check_in_flight_per_connection_and_the_concurrency_bound_holds() {
     monitor.shutdown().await;
 
     assert_eq!(checker.max_in_flight_one.load(Ordering::SeqCst), 1);
-    assert_eq!(checker.max_in_flight_all.load(Ordering::SeqCst), 4);
+    // Main lane 4 + suspect lane 2: never-checked targets start in the suspect lane, and the
+    // first to succeed fill the main lane while the others still wait for their first check.
+    assert_eq!(checker.max_in_flight_all.load(Ordering::SeqCst), 6);
     let stats = monitor.stats();
     assert!(stats.skipped > 0, "overdue checks are skipped, not queued");
-    // 4 permits × 300 s / 15 s per check bounds the checks done.
-    assert!(stats.checks <= 80, "{}", stats.checks);
+    // Only each connection's first check is a suspect one; then 4 main permits × 300 s / 15 s
+    // per check bound the rest.
+    assert_eq!(stats.suspect_checks, 12);
+    assert!(
+        stats.checks - stats.suspect_checks <= 80,
+        "{}",
+        stats.checks
+    );
     assert!(stats.checks >= 60, "{}", stats.checks);
     assert_eq!(stats.timeouts, 0);
 }
