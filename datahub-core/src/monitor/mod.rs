@@ -53,10 +53,40 @@
 //! A status change is published once, after the check is recorded (or failed to be: the
 //! monitor's status is the live truth, the store catches up on the next check).
 //!
+//! Several processes sharing one store (PostgreSQL replicas) split the work and share the events:
+//! - **Leases.** Each monitor has an id ([`MonitorHandle::id`]). When a check is due and its
+//!   permit is held, the connection's task claims it with [`Store::lease_check`](crate::store::Store::lease_check) for a hold of
+//!   80 % of the interval (the interval less twice the jitter). The claim wins when nobody else
+//!   claimed within the hold (or the last claim is this monitor's own); on PostgreSQL the claim
+//!   is one `UPDATE` over a `SELECT … FOR UPDATE SKIP LOCKED`, so of two racing claims one wins
+//!   and the other loses at once. A lost claim skips the round: nothing is checked, recorded or
+//!   published ([`MonitorStats::leases_lost`]); the task tries again at its next due time. So
+//!   two checks of one connection, by any processes, are at least 80 % of an interval apart,
+//!   and the process whose turn comes first after the hold checks (usually the last holder, as
+//!   its own next due time falls in 90–110 % of the interval). A claim the store fails to
+//!   answer is checked anyway (counted in [`MonitorStats::store_errors`]): a store outage must
+//!   not stop the monitoring. Process clocks are assumed in step (NTP) to well within 20 % of
+//!   an interval. With one process (SQLite) every claim wins, so nothing changes; an edited
+//!   connection's early recheck runs only in the process holding its lease, or after the hold.
+//! - **Status across processes.** A won claim tells the previous holder. When it is another
+//!   process, this one's tracker and uptime window missed that process's checks, so they are
+//!   resumed from the store's health and history first (as at start, [`Tracker::resume`]):
+//!   the hysteresis counts every process's checks, and a change is derived (and published)
+//!   only by the process that checked. (One history query more per check when processes take
+//!   turns.)
+//! - **Events.** Status changes and the handle's connection changes are published here and told
+//!   to the other processes through [`Store::notify_event`](crate::store::Store::notify_event) (PostgreSQL `NOTIFY`, a compact
+//!   `origin|kind|id[|from|to|at]` payload), after recording. Each monitor relays what the
+//!   store's [`Store::subscribe_events`](crate::store::Store::subscribe_events) receiver yields (a `LISTEN` on a dedicated, reconnecting
+//!   connection): status changes from other origins are published as they are (its own are
+//!   skipped: already published), connection changes are applied as if told locally (so a
+//!   replica starts or stops checking at once) and published. Delivery is best effort: an
+//!   event sent while a listener reconnects is lost, as a lagging subscriber's are; the reload
+//!   and the stored health catch up. SQLite has no subscription: one process, nothing to relay.
+//!
 //! Limits, for later work: turning monitoring off leaves the last stored health in place (the
 //! store has no call to reset it; adapters show `unknown` for a connection whose monitoring is
-//! off); several processes sharing a PostgreSQL store each check everything (leasing with
-//! `FOR UPDATE SKIP LOCKED` and `LISTEN/NOTIFY` fan-out are not here yet).
+//! off).
 //!
 //! It must never: block one connection's check on another's, let a failing target take a
 //! main-lane permit after its failure, hold a permit past the check timeout, run two checks of

@@ -11,13 +11,14 @@ use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use uuid::Uuid;
 
 use super::status::{HysteresisConfig, Tracker};
 use super::uptime::{self, UptimeWindow};
 use super::{CheckResult, Checker, MonitorEvent};
 use crate::ConnectionId;
 use crate::audit::truncate_to_micros;
-use crate::model::{FailureKind, Health};
+use crate::model::{FailureKind, Health, HealthStatus};
 use crate::store::{
     CheckRow, ConnectionSummary, ListQuery, MAX_PER_PAGE, SortKey, Store, Visibility,
 };
@@ -104,6 +105,11 @@ pub struct MonitorStats {
     /// The longest a main-lane check started after its due time (waiting for a permit, or for
     /// its task to be polled), to the microsecond.
     pub max_main_lane_wait: Duration,
+    /// Due checks not run because another process sharing the store had claimed them
+    /// ([`Store::lease_check`]).
+    pub leases_lost: u64,
+    /// Events received from other processes sharing the store and published here.
+    pub remote_events: u64,
 }
 
 /// Starts the monitor.
@@ -124,7 +130,9 @@ impl Monitor {
     ) -> MonitorHandle {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (commands, receiver) = mpsc::unbounded_channel();
+        let remote = store.subscribe_events();
         let shared = Arc::new(Shared {
+            id: Uuid::now_v7(),
             store,
             checker,
             main_lane: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
@@ -137,6 +145,11 @@ impl Monitor {
         });
         shared.tasks.spawn(supervise(Arc::clone(&shared), receiver));
         shared.tasks.spawn(prune(Arc::clone(&shared)));
+        if let Some(remote) = remote {
+            shared
+                .tasks
+                .spawn(relay(Arc::clone(&shared), remote, commands.clone()));
+        }
         MonitorHandle { shared, commands }
     }
 }
@@ -159,13 +172,19 @@ impl MonitorHandle {
     /// off); it reloads that connection and publishes [`MonitorEvent::ConnectionChanged`].
     pub fn notify_changed(&self, id: ConnectionId) {
         // A closed channel means the monitor has stopped: nothing to tell.
-        let _ = self.commands.send(Command::Changed(id));
+        let _ = self.commands.send(Command::Changed(id, Origin::Here));
     }
 
     /// Tells the monitor a connection was deleted; it stops checking it and publishes
     /// [`MonitorEvent::ConnectionDeleted`].
     pub fn notify_deleted(&self, id: ConnectionId) {
-        let _ = self.commands.send(Command::Deleted(id));
+        let _ = self.commands.send(Command::Deleted(id, Origin::Here));
+    }
+
+    /// This monitor's id: the holder of its check leases and the origin of the events it tells
+    /// other processes.
+    pub fn id(&self) -> Uuid {
+        self.shared.id
     }
 
     /// The counters since start.
@@ -196,6 +215,8 @@ impl Drop for MonitorHandle {
 
 #[derive(Debug)]
 struct Shared {
+    /// This monitor's id (lease holder, event origin).
+    id: Uuid,
     store: Arc<dyn Store>,
     checker: Arc<dyn Checker>,
     config: MonitorConfig,
@@ -214,6 +235,15 @@ impl Shared {
         // No subscriber is not an error.
         let _ = self.events.send(event);
     }
+
+    /// Publishes `event` here and tells the other processes sharing the store.
+    async fn publish_shared(&self, event: MonitorEvent) {
+        let payload = encode_event(self.id, &event);
+        self.publish(event);
+        if self.store.notify_event(&payload).await.is_err() {
+            Counters::bump(&self.counters.store_errors, 1);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -226,6 +256,8 @@ struct Counters {
     pruned: AtomicU64,
     suspect_checks: AtomicU64,
     max_main_lane_wait_us: AtomicU64,
+    leases_lost: AtomicU64,
+    remote_events: AtomicU64,
 }
 
 impl Counters {
@@ -244,14 +276,24 @@ impl Counters {
             pruned: get(&self.pruned),
             suspect_checks: get(&self.suspect_checks),
             max_main_lane_wait: Duration::from_micros(get(&self.max_main_lane_wait_us)),
+            leases_lost: get(&self.leases_lost),
+            remote_events: get(&self.remote_events),
         }
     }
 }
 
 #[derive(Debug, Clone, Copy)]
 enum Command {
-    Changed(ConnectionId),
-    Deleted(ConnectionId),
+    Changed(ConnectionId, Origin),
+    Deleted(ConnectionId, Origin),
+}
+
+/// Where a change was told: through this process's handle (published here and told to the
+/// other processes) or by another process (published here only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    Here,
+    Elsewhere,
 }
 
 /// What a connection's task needs to know of its settings.
@@ -293,17 +335,25 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
             biased;
             () = shared.cancel.cancelled() => break,
             Some(command) = commands.recv() => match command {
-                Command::Changed(id) => {
+                Command::Changed(id, origin) => {
                     match shared.store.connection_summary(id).await {
                         Ok(Some(summary)) => apply(&shared, &mut entries, summary),
                         Ok(None) => remove(&mut entries, id),
                         Err(_) => Counters::bump(&shared.counters.store_errors, 1),
                     }
-                    shared.publish(MonitorEvent::ConnectionChanged { id });
+                    let event = MonitorEvent::ConnectionChanged { id };
+                    match origin {
+                        Origin::Here => shared.publish_shared(event).await,
+                        Origin::Elsewhere => shared.publish(event),
+                    }
                 }
-                Command::Deleted(id) => {
+                Command::Deleted(id, origin) => {
                     remove(&mut entries, id);
-                    shared.publish(MonitorEvent::ConnectionDeleted { id });
+                    let event = MonitorEvent::ConnectionDeleted { id };
+                    match origin {
+                        Origin::Here => shared.publish_shared(event).await,
+                        Origin::Elsewhere => shared.publish(event),
+                    }
                 }
             },
             _ = reload.tick() => {
@@ -520,6 +570,41 @@ async fn run_connection(
                 Err(_) => return,
             },
         };
+        // Claim this interval's check; another process sharing the store may have it.
+        match shared
+            .store
+            .lease_check(id, shared.id, wall_now(), lease_hold(settings.interval))
+            .await
+        {
+            Ok(None) => {
+                drop(permit);
+                Counters::bump(&shared.counters.leases_lost, 1);
+                advance(&shared, &mut due, &mut rng, settings.interval);
+                continue;
+            }
+            Ok(Some(lease)) => {
+                if lease
+                    .previous_holder
+                    .is_some_and(|holder| holder != shared.id)
+                {
+                    // Another process checked it since this one last did (or since this one
+                    // loaded its state): resume from the store, so the hysteresis and uptime
+                    // count every process's checks.
+                    let health = match shared.store.connection_summary(id).await {
+                        Ok(Some(summary)) => summary.health,
+                        Ok(None) => return,
+                        Err(_) => {
+                            Counters::bump(&shared.counters.store_errors, 1);
+                            stored.clone()
+                        }
+                    };
+                    *state = State::load(&shared, id, &health).await;
+                }
+            }
+            // The store is failing: check anyway (recording will likely fail too, but the
+            // status published here stays live), rather than leave the connection unchecked.
+            Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+        }
         let started = Instant::now();
         if main {
             let waited = started.saturating_duration_since(due).as_micros();
@@ -544,12 +629,99 @@ async fn run_connection(
         });
         state.last_ok = Some(result.ok);
         record(&shared, id, state, &result, settings.slow_ms).await;
+        advance(&shared, &mut due, &mut rng, settings.interval);
+    }
+}
 
-        due += rng.jittered(settings.interval);
-        let now = Instant::now();
-        while due <= now {
-            Counters::bump(&shared.counters.skipped, 1);
-            due += rng.jittered(settings.interval);
+/// Moves `due` to the next check due in the future, counting the ones skipped.
+fn advance(shared: &Shared, due: &mut Instant, rng: &mut Rng, interval: Duration) {
+    *due += rng.jittered(interval);
+    let now = Instant::now();
+    while *due <= now {
+        Counters::bump(&shared.counters.skipped, 1);
+        *due += rng.jittered(interval);
+    }
+}
+
+/// How long a claimed check keeps other processes off: the interval less twice the jitter
+/// (80 %). No two processes check one connection less than that apart, and as every process's
+/// next due time comes 90 % to 110 % of an interval after its last, the hold has always expired
+/// by then: a holder that stopped (or lost its turn) is replaced at the next due time of any
+/// other process.
+fn lease_hold(interval: Duration) -> Duration {
+    interval.mul_f64(1.0 - 2.0 * f64::from(JITTER_PERCENT) / 100.0)
+}
+
+/// A compact event for other processes: `origin|kind|id[|from|to|at]`, `at` in unix
+/// microseconds.
+fn encode_event(origin: Uuid, event: &MonitorEvent) -> String {
+    match event {
+        MonitorEvent::StatusChanged { id, from, to, at } => format!(
+            "{origin}|s|{id}|{}|{}|{}",
+            from.as_str(),
+            to.as_str(),
+            at.unix_timestamp_nanos() / 1_000
+        ),
+        MonitorEvent::ConnectionChanged { id } => format!("{origin}|c|{id}"),
+        MonitorEvent::ConnectionDeleted { id } => format!("{origin}|d|{id}"),
+    }
+}
+
+/// An event told by another process, with its origin; `None` for anything malformed.
+fn decode_event(payload: &str) -> Option<(Uuid, MonitorEvent)> {
+    let mut parts = payload.split('|');
+    let origin = Uuid::parse_str(parts.next()?).ok()?;
+    let kind = parts.next()?;
+    let id: ConnectionId = parts.next()?.parse().ok()?;
+    let event = match kind {
+        "s" => {
+            let from: HealthStatus = parts.next()?.parse().ok()?;
+            let to: HealthStatus = parts.next()?.parse().ok()?;
+            let micros: i128 = parts.next()?.parse().ok()?;
+            let at = OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1_000)?).ok()?;
+            MonitorEvent::StatusChanged { id, from, to, at }
+        }
+        "c" => MonitorEvent::ConnectionChanged { id },
+        "d" => MonitorEvent::ConnectionDeleted { id },
+        _ => return None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((origin, event))
+}
+
+/// Publishes here the events other processes sharing the store tell (this process's own are
+/// already published), and applies the connection changes they were told.
+async fn relay(
+    shared: Arc<Shared>,
+    mut remote: mpsc::Receiver<String>,
+    commands: mpsc::UnboundedSender<Command>,
+) {
+    loop {
+        let payload = tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            payload = remote.recv() => match payload {
+                Some(payload) => payload,
+                None => return,
+            },
+        };
+        let Some((origin, event)) = decode_event(&payload) else {
+            continue;
+        };
+        if origin == shared.id {
+            continue;
+        }
+        Counters::bump(&shared.counters.remote_events, 1);
+        match event {
+            MonitorEvent::ConnectionChanged { id } => {
+                let _ = commands.send(Command::Changed(id, Origin::Elsewhere));
+            }
+            MonitorEvent::ConnectionDeleted { id } => {
+                let _ = commands.send(Command::Deleted(id, Origin::Elsewhere));
+            }
+            event => shared.publish(event),
         }
     }
 }
@@ -590,7 +762,9 @@ async fn record(
     }
     Counters::bump(&shared.counters.checks, 1);
     if from != to {
-        shared.publish(MonitorEvent::StatusChanged { id, from, to, at });
+        shared
+            .publish_shared(MonitorEvent::StatusChanged { id, from, to, at })
+            .await;
     }
 }
 
@@ -679,6 +853,36 @@ mod tests {
         assert!(units.iter().all(|u| (0.0..1.0).contains(u)));
         let mean = units.iter().sum::<f64>() / units.len() as f64;
         assert!((mean - 0.5).abs() < 0.02, "{mean}");
+    }
+
+    #[test]
+    fn events_told_to_other_processes_round_trip() {
+        let origin = Uuid::now_v7();
+        let id = ConnectionId::new();
+        let at = truncate_to_micros(OffsetDateTime::now_utc());
+        for event in [
+            MonitorEvent::StatusChanged {
+                id,
+                from: HealthStatus::Unknown,
+                to: HealthStatus::Down,
+                at,
+            },
+            MonitorEvent::ConnectionChanged { id },
+            MonitorEvent::ConnectionDeleted { id },
+        ] {
+            let payload = encode_event(origin, &event);
+            assert!(payload.len() < 200, "{payload}");
+            assert_eq!(decode_event(&payload), Some((origin, event)));
+        }
+        for bad in [
+            "",
+            "x|c|y",
+            &format!("{origin}|z|{id}"),
+            &format!("{origin}|c|{id}|1"),
+        ] {
+            assert_eq!(decode_event(bad), None, "{bad}");
+        }
+        assert_eq!(lease_hold(Duration::from_secs(10)), Duration::from_secs(8));
     }
 
     #[test]

@@ -30,8 +30,12 @@ pub use migrate::{Applied, Migration, plan as migration_plan};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use sqlite::SqliteStore;
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::crypto::{KekId, SealedValue, WrappedDek};
@@ -281,6 +285,18 @@ pub struct AuditQuery {
     pub per_page: u32,
 }
 
+/// A won claim on one connection's check ([`Store::lease_check`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckLease {
+    /// Who held the claim before this one (`None`: nobody ever claimed this connection's
+    /// check). When it is not the claimant, another process checked the connection since the
+    /// claimant last did, and the claimant's view of its status is stale.
+    pub previous_holder: Option<Uuid>,
+}
+
+/// The channel processes sharing a store tell each other events on (PostgreSQL `NOTIFY`).
+pub const EVENTS_CHANNEL: &str = "datahub_events";
+
 /// The storage contract. See the module docs for the rules every backend keeps.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -417,6 +433,40 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Deletes checks older than `before`; returns how many.
     async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64>;
+
+    /// Claims the check of `id` for the interval starting at `now`, for `holder` (a monitor's
+    /// id), so processes sharing the store split the checks and none checks a connection twice
+    /// in one interval. Atomic across every process sharing the store: of claims racing for one
+    /// connection, at most one wins.
+    ///
+    /// Wins (returns the lease) when the last claim on `id` is `holder`'s own, or was made at or
+    /// before `now - hold`, or there was none; loses (`None`) otherwise, and also for a
+    /// connection that does not exist (deleted meanwhile). A win records `holder` and `now` as
+    /// the last claim. On PostgreSQL a claim racing with another one in flight loses at once
+    /// (`FOR UPDATE SKIP LOCKED`) instead of waiting for it.
+    async fn lease_check(
+        &self,
+        id: ConnectionId,
+        holder: Uuid,
+        now: OffsetDateTime,
+        hold: Duration,
+    ) -> Result<Option<CheckLease>>;
+
+    /// Tells every process sharing the store (this one included) a short event `payload` (at
+    /// most 1,000 bytes, no NUL), best effort: a process not listening at that moment misses it.
+    /// The default does nothing: a store only one process uses (SQLite) has nobody to tell.
+    async fn notify_event(&self, payload: &str) -> Result<()> {
+        let _ = payload;
+        Ok(())
+    }
+
+    /// A receiver of every payload given to [`Self::notify_event`] by any process sharing the
+    /// store, from now on, or `None` when the store cannot deliver them (the default). The
+    /// store keeps listening (reconnecting as needed; payloads sent while disconnected are
+    /// lost) until the receiver is dropped. Must be called within a tokio runtime.
+    fn subscribe_events(&self) -> Option<mpsc::Receiver<String>> {
+        None
+    }
 
     // --- policy ---
 

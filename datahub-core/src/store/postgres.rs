@@ -12,6 +12,13 @@
 //! is taken last in a transaction (after any row locks), so it is held only for the append and
 //! no two transactions wait on each other in opposite orders.
 //!
+//! Processes sharing the store split the health checks through [`Store::lease_check`] (a
+//! `check_leases` row per connection, claimed by one `UPDATE` over `SELECT … FOR UPDATE SKIP
+//! LOCKED`, so racing claimants never wait on each other) and tell each other events through
+//! `NOTIFY` on [`EVENTS_CHANNEL`]; [`Store::subscribe_events`] starts a listener on its own
+//! connection (not pooled: `LISTEN` belongs to one session), with the connect timeout, TCP user
+//! timeout and keepalives, reconnecting a second after losing it, until its receiver is dropped.
+//!
 //! Every wait has a deadline: waiting for a pooled connection, connecting, recycling, and each
 //! statement (a server-side `statement_timeout`, lock waits included, plus a TCP user timeout);
 //! see [`PostgresOptions`].
@@ -29,6 +36,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use time::OffsetDateTime;
+use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -43,9 +51,9 @@ use crate::crypto::{KekId, WrappedDek};
 use crate::model::{ConnectionName, Health};
 use crate::rbac::{Grant, Grantee};
 use crate::store::{
-    Applied, AuditQuery, CheckRow, ConnectionRow, ConnectionSummary, KekUsage, ListQuery,
-    MAX_PER_PAGE, Migration, Page, SortKey, Store, TargetPolicy, TeamRow, TokenRow, UserRow,
-    Visibility, migration_plan,
+    Applied, AuditQuery, CheckLease, CheckRow, ConnectionRow, ConnectionSummary, EVENTS_CHANNEL,
+    KekUsage, ListQuery, MAX_PER_PAGE, Migration, Page, SortKey, Store, TargetPolicy, TeamRow,
+    TokenRow, UserRow, Visibility, migration_plan,
 };
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
@@ -60,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "search",
         sql: include_str!("../../../migrations/postgres/0002_search.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "check_leases",
+        sql: include_str!("../../../migrations/postgres/0003_check_leases.sql"),
     },
 ];
 
@@ -104,6 +117,10 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     max_connections: usize,
+    /// The settings the pool connects with, for the event listener's own connection. Holds the
+    /// password: never printed.
+    listen_config: tokio_postgres::Config,
+    connect_timeout: Duration,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -148,6 +165,7 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("datahub");
         }
+        let listen_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -174,6 +192,8 @@ impl PostgresStore {
         let store = Self {
             pool,
             max_connections: options.max_connections,
+            listen_config,
+            connect_timeout: options.connect_timeout,
         };
         store.migrate().await?;
         Ok(store)
@@ -320,6 +340,62 @@ async fn append_in(
 
 /// A failed write: a unique violation is `Conflict` naming the field, a foreign key violation
 /// `NotFound` naming what is missing, anything else a `Store` error.
+/// How long the event listener waits before connecting again after losing its connection.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// The event listener: its own connection (not pooled: `LISTEN` belongs to one session), which
+/// forwards every notification on [`EVENTS_CHANNEL`] to `sender`, reconnecting after a failure,
+/// until the receiver is dropped. The connection has the pool's connect timeout, TCP user
+/// timeout and keepalives, so a vanished server is noticed and replaced.
+async fn listen(
+    mut config: tokio_postgres::Config,
+    connect_timeout: Duration,
+    sender: mpsc::Sender<String>,
+) {
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    let statement = format!("LISTEN {EVENTS_CHANNEL}");
+    loop {
+        let connected = tokio::select! {
+            () = sender.closed() => return,
+            connected = tokio::time::timeout(connect_timeout, config.connect(NoTls)) => connected,
+        };
+        if let Ok(Ok((client, mut connection))) = connected {
+            let listening = client.batch_execute(&statement);
+            tokio::pin!(listening);
+            let mut listened = false;
+            loop {
+                tokio::select! {
+                    () = sender.closed() => return,
+                    done = &mut listening, if !listened => {
+                        if done.is_err() {
+                            break;
+                        }
+                        listened = true;
+                    }
+                    message = std::future::poll_fn(|cx| connection.poll_message(cx)) => {
+                        match message {
+                            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                                if n.channel() == EVENTS_CHANNEL
+                                    && sender.send(n.payload().to_owned()).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(_)) | None => break,
+                        }
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            () = sender.closed() => return,
+            () = tokio::time::sleep(LISTEN_RETRY) => {}
+        }
+    }
+}
+
 fn write_error(doing: &str, e: tokio_postgres::Error) -> Error {
     if is_unique_violation(&e) {
         let (field, message) = match constraint(&e) {
@@ -1257,6 +1333,71 @@ impl Store for PostgresStore {
             .map_err(|e| db("pruning health checks", e))
     }
 
+    async fn lease_check(
+        &self,
+        id: ConnectionId,
+        holder: Uuid,
+        now: OffsetDateTime,
+        hold: Duration,
+    ) -> Result<Option<CheckLease>> {
+        const DOING: &str = "claiming a health check";
+        let id = *id.as_uuid();
+        let hold = time::Duration::try_from(hold).unwrap_or(time::Duration::MAX);
+        let cutoff = now.checked_sub(hold).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let client = self.client().await?;
+        // The lease row, created unclaimed on the first claim (a deleted connection: lost).
+        let created = client
+            .execute(
+                "INSERT INTO check_leases (connection_id, holder, leased_at) \
+                 SELECT $1, NULL, '-infinity' WHERE EXISTS \
+                 (SELECT 1 FROM connections WHERE id = $1) \
+                 ON CONFLICT (connection_id) DO NOTHING",
+                &[&id],
+            )
+            .await;
+        match created {
+            Err(e) if is_foreign_key_violation(&e) => return Ok(None),
+            Err(e) => return Err(db(DOING, e)),
+            Ok(_) => {}
+        }
+        // One statement: lock the row if it is claimable and nobody else is claiming it right
+        // now (SKIP LOCKED: a concurrent claimant loses at once rather than waiting), then
+        // record the claim, returning who held it before.
+        let row = client
+            .query_opt(
+                "WITH claimable AS (SELECT connection_id, holder FROM check_leases \
+                 WHERE connection_id = $1 AND (holder = $2 OR leased_at <= $3) \
+                 FOR UPDATE SKIP LOCKED) \
+                 UPDATE check_leases AS l SET holder = $2, leased_at = $4 FROM claimable \
+                 WHERE l.connection_id = claimable.connection_id RETURNING claimable.holder",
+                &[&id, &holder, &cutoff, &now],
+            )
+            .await
+            .map_err(|e| db(DOING, e))?;
+        Ok(row.map(|row| CheckLease {
+            previous_holder: row.get::<_, Option<Uuid>>(0),
+        }))
+    }
+
+    async fn notify_event(&self, payload: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&EVENTS_CHANNEL, &payload])
+            .await
+            .map_err(|e| db("telling other processes an event", e))?;
+        Ok(())
+    }
+
+    fn subscribe_events(&self) -> Option<mpsc::Receiver<String>> {
+        let (sender, receiver) = mpsc::channel(1024);
+        tokio::spawn(listen(
+            self.listen_config.clone(),
+            self.connect_timeout,
+            sender,
+        ));
+        Some(receiver)
+    }
+
     async fn policy(&self) -> Result<TargetPolicy> {
         let client = self.client().await?;
         let row = client
@@ -1382,7 +1523,7 @@ mod tests {
     fn debug_never_shows_connection_settings() {
         let mut config = tokio_postgres::Config::new();
         config.password("canary-pw-1").host("127.0.0.1");
-        let manager = Manager::new(config, NoTls);
+        let manager = Manager::new(config.clone(), NoTls);
         let pool = Pool::builder(manager)
             .runtime(Runtime::Tokio1)
             .build()
@@ -1390,6 +1531,8 @@ mod tests {
         let store = PostgresStore {
             pool,
             max_connections: 16,
+            listen_config: config,
+            connect_timeout: Duration::from_secs(5),
         };
         assert!(!format!("{store:?}").contains("canary-pw-1"));
     }

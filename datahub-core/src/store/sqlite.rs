@@ -53,6 +53,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "search",
         sql: include_str!("../../../migrations/sqlite/0002_search.sql"),
     },
+    Migration {
+        version: 3,
+        name: "check_leases",
+        sql: include_str!("../../../migrations/sqlite/0003_check_leases.sql"),
+    },
 ];
 
 /// The SQLite implementation of [`Store`]. Cheap to share behind an `Arc`.
@@ -1391,6 +1396,62 @@ impl Store for SqliteStore {
                 )
                 .map_err(db_error)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn lease_check(
+        &self,
+        id: ConnectionId,
+        holder: uuid::Uuid,
+        now: OffsetDateTime,
+        hold: std::time::Duration,
+    ) -> Result<Option<super::CheckLease>> {
+        let hold_us = i64::try_from(hold.as_micros()).unwrap_or(i64::MAX);
+        let now_us = micros(now);
+        let cutoff = now_us.saturating_sub(hold_us);
+        self.pool
+            .write(move |tx| {
+                let id = id.to_string();
+                let holder = holder.to_string();
+                if !row_exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
+                    &id,
+                )? {
+                    return Ok(None);
+                }
+                let last: Option<(Option<String>, i64)> = tx
+                    .query_row(
+                        "SELECT holder, leased_at FROM check_leases WHERE connection_id = ?1",
+                        [&id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(db_error)?;
+                let previous = match last {
+                    None => None,
+                    Some((previous, at)) => {
+                        if previous.as_deref() != Some(holder.as_str()) && at > cutoff {
+                            return Ok(None);
+                        }
+                        previous
+                    }
+                };
+                tx.execute(
+                    "INSERT INTO check_leases (connection_id, holder, leased_at) \
+                     VALUES (?1, ?2, ?3) ON CONFLICT (connection_id) DO UPDATE SET \
+                     holder = excluded.holder, leased_at = excluded.leased_at",
+                    params![id, holder, now_us],
+                )
+                .map_err(db_error)?;
+                let previous_holder = match previous {
+                    None => None,
+                    Some(p) => Some(uuid::Uuid::parse_str(&p).map_err(|_| {
+                        Error::new(ErrorKind::Store, "corrupt row in check_leases")
+                    })?),
+                };
+                Ok(Some(super::CheckLease { previous_holder }))
             })
             .await
     }

@@ -272,6 +272,7 @@ macro_rules! conformance_suite {
             every_write_appends_one_audit_record,
             audit_page_filters_and_pages_newest_first,
             health_checks_and_summary,
+            check_leases_one_winner_per_interval,
             policy_default_then_set,
             key_usage_and_rotation_batches,
             concurrent_updates_one_wins,
@@ -1682,6 +1683,70 @@ pub async fn health_checks_and_summary(store: Handle) {
         .await
         .unwrap();
     assert!(store.checks(ghost, base, 10).await.unwrap().is_empty());
+}
+
+pub async fn check_leases_one_winner_per_interval(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let r = conn(&store, "orders", owner).await;
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let hold = std::time::Duration::from_secs(8);
+    let t0 = now();
+    // Two holders racing for the same check: exactly one wins.
+    let (x, y) = tokio::join!(
+        store.lease_check(r.id, a, t0, hold),
+        store.lease_check(r.id, b, t0, hold)
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert_eq!(
+        u8::from(x.is_some()) + u8::from(y.is_some()),
+        1,
+        "{x:?} {y:?}"
+    );
+    let (winner, loser) = if x.is_some() { (a, b) } else { (b, a) };
+    assert_eq!(x.or(y).unwrap().previous_holder, None, "first claim ever");
+    // Within the hold the other holder loses; the winner may claim again (its own recheck).
+    let t1 = t0 + Duration::seconds(5);
+    assert_eq!(
+        store.lease_check(r.id, loser, t1, hold).await.unwrap(),
+        None
+    );
+    let again = store.lease_check(r.id, winner, t1, hold).await.unwrap();
+    assert_eq!(again.unwrap().previous_holder, Some(winner));
+    // A later interval can be won by the other holder, who learns who held it before.
+    let t2 = t1 + Duration::seconds(8);
+    let later = store.lease_check(r.id, loser, t2, hold).await.unwrap();
+    assert_eq!(later.unwrap().previous_holder, Some(winner));
+    assert_eq!(
+        store
+            .lease_check(r.id, winner, t2 + Duration::seconds(1), hold)
+            .await
+            .unwrap(),
+        None
+    );
+    // Many racing at once for a fresh connection: one winner.
+    let other = conn(&store, "other", owner).await;
+    let t3 = now();
+    let claims = (0..8).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .lease_check(other.id, uuid::Uuid::now_v7(), t3, hold)
+                .await
+        })
+    });
+    let mut won = 0;
+    for claim in claims.collect::<Vec<_>>() {
+        won += usize::from(claim.await.unwrap().unwrap().is_some());
+    }
+    assert_eq!(won, 1);
+    // An unknown (deleted) connection cannot be claimed.
+    assert_eq!(
+        store
+            .lease_check(ConnectionId::new(), a, t3, hold)
+            .await
+            .unwrap(),
+        None
+    );
 }
 
 pub async fn policy_default_then_set(store: Handle) {

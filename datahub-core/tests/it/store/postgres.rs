@@ -9,6 +9,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datahub_core::audit::{ChainBreak, ChainVerifier};
+use datahub_core::model::{ConnectionDraft, FailureKind, HealthStatus, MonitoringDraft};
+use datahub_core::monitor::{
+    CheckResult, Checker, HysteresisConfig, Monitor, MonitorConfig, MonitorEvent,
+};
+use datahub_core::secret::Password;
 use datahub_core::store::postgres::MIGRATIONS;
 use datahub_core::store::{ListQuery, PostgresOptions, PostgresStore, Store, Visibility};
 use datahub_core::{ConnectionId, ErrorKind};
@@ -576,4 +581,194 @@ async fn the_search_migration_backfills_existing_rows() {
     let page = store.list_connections(&query, &vis).await.unwrap();
     let names: Vec<&str> = page.items.iter().map(|s| s.spec.name.as_str()).collect();
     assert_eq!((names, page.total), (vec!["billing"], 1));
+}
+
+/// Checks from every "process", with the checking monitor's tag; after `freeze` every new check
+/// hangs (nothing more is recorded), so the events can be compared with a settled history.
+#[derive(Debug, Default)]
+struct Shared {
+    log: std::sync::Mutex<Vec<(ConnectionId, &'static str, std::time::Instant)>>,
+    freeze: std::sync::atomic::AtomicBool,
+    failing: std::sync::Mutex<std::collections::HashSet<ConnectionId>>,
+}
+
+#[derive(Debug)]
+struct Tagged {
+    tag: &'static str,
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl Checker for Tagged {
+    async fn check(&self, id: ConnectionId) -> CheckResult {
+        if self.shared.freeze.load(std::sync::atomic::Ordering::SeqCst) {
+            return std::future::pending().await;
+        }
+        self.shared
+            .log
+            .lock()
+            .unwrap()
+            .push((id, self.tag, std::time::Instant::now()));
+        if self.shared.failing.lock().unwrap().contains(&id) {
+            CheckResult::failure(FailureKind::ConnectionRefused, 1)
+        } else {
+            CheckResult::success(1)
+        }
+    }
+}
+
+fn status_changes(
+    rx: &mut tokio::sync::broadcast::Receiver<MonitorEvent>,
+) -> Vec<(
+    ConnectionId,
+    HealthStatus,
+    HealthStatus,
+    time::OffsetDateTime,
+)> {
+    let mut out = Vec::new();
+    loop {
+        match rx.try_recv() {
+            Ok(MonitorEvent::StatusChanged { id, from, to, at }) => out.push((id, from, to, at)),
+            Ok(_) => {}
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    out.sort_by_key(|e| (e.0, e.3));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_split_the_checks_and_both_receive_every_event() {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    let cluster = cluster().await;
+    // Two pools on one database: two "processes" sharing the store.
+    let a: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&a, "owner").await;
+    let shared = Arc::new(Shared::default());
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let spec = ConnectionDraft {
+            name: format!("db-{i}"),
+            host: "127.0.0.1".into(),
+            database: "app".into(),
+            username: "app".into(),
+            password: Some(Password::from("pw")),
+            monitoring: MonitoringDraft {
+                interval_s: Some(10),
+                ..MonitoringDraft::default()
+            },
+            ..ConnectionDraft::default()
+        }
+        .validate()
+        .unwrap()
+        .0;
+        let r = row(spec, owner);
+        a.insert_connection(&r, &ev("connection.create"))
+            .await
+            .unwrap();
+        if i % 2 == 1 {
+            shared.failing.lock().unwrap().insert(r.id);
+        }
+        ids.push(r.id);
+    }
+    let config = MonitorConfig {
+        // Two failures make `down`: each failing connection goes unknown → degraded → down,
+        // usually over checks by both processes, so both must follow the stored history.
+        hysteresis: HysteresisConfig::new(2, 2).unwrap(),
+        check_timeout: Duration::from_secs(30),
+        ..MonitorConfig::default()
+    };
+    let started = std::time::Instant::now();
+    let checker = |tag| {
+        Arc::new(Tagged {
+            tag,
+            shared: Arc::clone(&shared),
+        })
+    };
+    let ma = Monitor::start(Arc::clone(&a), checker("a"), config.clone());
+    let mb = Monitor::start(Arc::clone(&b), checker("b"), config);
+    let (mut ra, mut rb) = (ma.subscribe(), mb.subscribe());
+
+    // Two and a half intervals: every connection is due two or three times.
+    tokio::time::sleep(Duration::from_millis(25_000)).await;
+    shared
+        .freeze
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Let checks already answered be recorded and their notifications arrive.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (ea, eb) = (status_changes(&mut ra), status_changes(&mut rb));
+    let (sa, sb) = (ma.stats(), mb.stats());
+    ma.shutdown().await;
+    mb.shutdown().await;
+
+    let log = shared.log.lock().unwrap().clone();
+    let by = |tag| log.iter().filter(|(_, t, _)| *t == tag).count();
+    assert!(
+        by("a") > 0 && by("b") > 0,
+        "both processes check: {sa:?} {sb:?}"
+    );
+    assert_eq!(sa.checks + sb.checks, log.len() as u64);
+    assert!(sa.leases_lost + sb.leases_lost > 0, "{sa:?} {sb:?}");
+    let mut expected = Vec::new();
+    for id in &ids {
+        let mut times: Vec<std::time::Instant> = log
+            .iter()
+            .filter(|(i, _, _)| i == id)
+            .map(|(_, _, t)| *t)
+            .collect();
+        times.sort();
+        // Due 2 or 3 times in 25 s (4 at most with the hold); never checked twice in one interval (80 % of it at least,
+        // the lease's hold, less a margin for the time between the claim and the call).
+        assert!((2..=4).contains(&times.len()), "{id}: {times:?}");
+        for w in times.windows(2) {
+            let gap = w[1] - w[0];
+            assert!(gap >= INTERVAL.mul_f64(0.75), "{id}: checked {gap:?} apart");
+        }
+        // Every check was recorded once, and the statuses follow the hysteresis across both
+        // processes' checks.
+        let mut history = a
+            .checks(*id, time::OffsetDateTime::UNIX_EPOCH, 100)
+            .await
+            .unwrap();
+        history.reverse();
+        assert_eq!(history.len(), times.len(), "{id}");
+        let failing = shared.failing.lock().unwrap().contains(id);
+        let statuses: Vec<HealthStatus> = history.iter().map(|c| c.status).collect();
+        let want: &[HealthStatus] = if failing {
+            &[
+                HealthStatus::Degraded,
+                HealthStatus::Down,
+                HealthStatus::Down,
+                HealthStatus::Down,
+            ]
+        } else {
+            &[HealthStatus::Healthy; 4]
+        };
+        assert_eq!(statuses, want[..statuses.len()], "{id}");
+        let mut from = HealthStatus::Unknown;
+        for c in &history {
+            if c.status != from {
+                expected.push((*id, from, c.status, c.at));
+            }
+            from = c.status;
+        }
+    }
+    expected.sort_by_key(|e| (e.0, e.3));
+    // Both processes received every status change, once, whoever checked.
+    assert_eq!(ea, expected);
+    assert_eq!(eb, expected);
+    assert!(
+        sa.remote_events > 0 && sb.remote_events > 0,
+        "{sa:?} {sb:?}"
+    );
+    eprintln!(
+        "two processes: {} checks by a, {} by b, {} leases lost, {} status changes, {:?}",
+        by("a"),
+        by("b"),
+        sa.leases_lost + sb.leases_lost,
+        expected.len(),
+        started.elapsed()
+    );
 }
