@@ -12,34 +12,39 @@
 //!
 //! Scheduling (tokio's clock, so tests can pause and advance time):
 //! - One task per enabled connection. Its first check is at a random point within its interval
-//!   (so a restart does not check everything at once); each next check is due one interval after
+//!   (so a restart does not check everything at once), or within 5 s for one saved while the
+//!   monitor runs ([`MonitorHandle::notify_changed`]); each next check is due one interval after
 //!   the previous due time, ± up to 10 % at random ([`JITTER_PERCENT`]).
 //! - A task runs its checks one after another, so at most one check per connection is in flight;
 //!   a check still running when the next is due makes that next one skipped, not queued
 //!   ([`MonitorStats::skipped`]).
 //! - Every check is cut off after [`MonitorConfig::check_timeout`] (recorded as a `timeout`
-//!   failure), and needs a permit of one of two lanes, each a semaphore, for as long as it runs:
+//!   failure), and needs a permit of one of three lanes, each a semaphore, for as long as it
+//!   runs:
 //!   - the main lane ([`MonitorConfig::max_concurrency`], default 64): connections whose last
 //!     check succeeded;
 //!   - the suspect lane ([`MonitorConfig::suspect_concurrency`], default 16): connections whose
-//!     last check failed or timed out, and connections never checked.
+//!     last check failed or timed out;
+//!   - the first-check lane ([`MonitorConfig::first_check_concurrency`], default 16):
+//!     connections never checked.
 //!
-//!   Checks in flight overall are bounded by the sum (80 by default). The lane follows the last
+//!   Checks in flight overall are bounded by the sum (96 by default). The lane follows the last
 //!   result (resumed from the stored history at start, so a restart puts known-dead targets in
 //!   the suspect lane and known-good ones in the main lane at once). Why: a dead or stalled
 //!   target holds its permit until the timeout, so with one shared semaphore 64 of them could
 //!   keep every permit busy and delay every healthy check by up to a timeout. Apart, any number
 //!   of dead targets only fill the suspect lane; a healthy target's check waits for a main
 //!   permit only while 64 checks that were healthy last time are all still running (S23).
-//!   Never-checked targets start in the suspect lane because nothing yet tells a new target from
-//!   a dead one: a flood of new dead targets must not reach the main lane either. The price: a
-//!   new target's first check (and a failing target's next ones) may wait behind the suspect
-//!   backlog; from its first success on it is in the main lane. A slow target that still answers
-//!   within the timeout stays in the main lane. A connection's task waits for a permit only
-//!   while all permits of its lane are busy ([`MonitorStats::suspect_checks`] and
+//!   Nothing yet tells a new target from a dead one, so never-checked targets get a lane of
+//!   their own: a flood of new dead targets reaches neither the main lane nor (until their first
+//!   failure) the suspect lane, and a connection just saved waits only behind other first
+//!   checks, never behind the backlog of known-dead targets. From its first success on a target
+//!   is in the main lane. A slow target that still answers within the timeout stays in the main
+//!   lane. A connection's task waits for a permit only while all permits of its lane are busy
+//!   ([`MonitorStats::suspect_checks`], [`MonitorStats::first_checks`] and
 //!   [`MonitorStats::max_main_lane_wait`] show how the lanes fare).
 //! - Changes: [`MonitorHandle::notify_changed`] / [`MonitorHandle::notify_deleted`] apply one
-//!   connection's change at once (an edited target is checked again within a few seconds); a
+//!   connection's change at once (an edited target is checked again, and a newly saved one first, within 5 s); a
 //!   full reload every [`MonitorConfig::reload_interval`] (default 60 s) catches changes made
 //!   elsewhere (another process sharing the store).
 //! - History older than [`MonitorConfig::history`] (default 7 days) is pruned every

@@ -40,10 +40,15 @@ pub struct MonitorConfig {
     /// `suspect_concurrency`.
     pub max_concurrency: usize,
     /// The suspect lane: the most checks in flight at once of connections whose last check
-    /// failed or timed out, or that were never checked (0 counts as 1). Default: 16. Kept apart
-    /// from the main lane so a flood of dead or stalled targets, each holding its permit until
-    /// `check_timeout`, can only fill this lane and never delays a healthy target's check (S23).
+    /// failed or timed out (0 counts as 1). Default: 16. Kept apart from the main lane so a
+    /// flood of dead or stalled targets, each holding its permit until `check_timeout`, can only
+    /// fill this lane and never delays a healthy target's check (S23).
     pub suspect_concurrency: usize,
+    /// The first-check lane: the most first checks in flight at once of connections never
+    /// checked before (0 counts as 1). Default: 16. Apart from both other lanes: an unknown
+    /// target may be dead, so it must not take a healthy target's permit, and a connection just
+    /// saved must not wait behind the backlog of known-dead targets in the suspect lane.
+    pub first_check_concurrency: usize,
     /// How long one check may take before the monitor drops it and records a `timeout`
     /// failure: the prober's budget (5 s at most) plus a margin for loading and decrypting the
     /// connection and for scheduling. Default: 10 s.
@@ -66,6 +71,8 @@ impl MonitorConfig {
     pub const DEFAULT_MAX_CONCURRENCY: usize = 64;
     /// The default bound on suspect checks in flight: 16.
     pub const DEFAULT_SUSPECT_CONCURRENCY: usize = 16;
+    /// The default bound on first checks in flight: 16.
+    pub const DEFAULT_FIRST_CHECK_CONCURRENCY: usize = 16;
 }
 
 impl Default for MonitorConfig {
@@ -74,6 +81,7 @@ impl Default for MonitorConfig {
             hysteresis: HysteresisConfig::default(),
             max_concurrency: Self::DEFAULT_MAX_CONCURRENCY,
             suspect_concurrency: Self::DEFAULT_SUSPECT_CONCURRENCY,
+            first_check_concurrency: Self::DEFAULT_FIRST_CHECK_CONCURRENCY,
             check_timeout: Duration::from_secs(10),
             history: Duration::from_secs(7 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
@@ -99,9 +107,10 @@ pub struct MonitorStats {
     pub store_errors: u64,
     /// History rows pruned.
     pub pruned: u64,
-    /// Checks run in the suspect lane (the connection's last check failed or timed out, or it
-    /// had none).
+    /// Checks run in the suspect lane (the connection's last check failed or timed out).
     pub suspect_checks: u64,
+    /// Checks run in the first-check lane (the connection had never been checked).
+    pub first_checks: u64,
     /// The longest a main-lane check started after its due time (waiting for a permit, or for
     /// its task to be polled), to the microsecond.
     pub max_main_lane_wait: Duration,
@@ -137,6 +146,7 @@ impl Monitor {
             checker,
             main_lane: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             suspect_lane: Arc::new(Semaphore::new(config.suspect_concurrency.max(1))),
+            first_lane: Arc::new(Semaphore::new(config.first_check_concurrency.max(1))),
             config,
             events,
             counters: Counters::default(),
@@ -222,8 +232,10 @@ struct Shared {
     config: MonitorConfig,
     /// Permits for connections whose last check succeeded.
     main_lane: Arc<Semaphore>,
-    /// Permits for connections whose last check failed or timed out, or that had none.
+    /// Permits for connections whose last check failed or timed out.
     suspect_lane: Arc<Semaphore>,
+    /// Permits for connections never checked.
+    first_lane: Arc<Semaphore>,
     events: broadcast::Sender<MonitorEvent>,
     counters: Counters,
     tasks: TaskTracker,
@@ -255,6 +267,7 @@ struct Counters {
     store_errors: AtomicU64,
     pruned: AtomicU64,
     suspect_checks: AtomicU64,
+    first_checks: AtomicU64,
     max_main_lane_wait_us: AtomicU64,
     leases_lost: AtomicU64,
     remote_events: AtomicU64,
@@ -275,6 +288,7 @@ impl Counters {
             store_errors: get(&self.store_errors),
             pruned: get(&self.pruned),
             suspect_checks: get(&self.suspect_checks),
+            first_checks: get(&self.first_checks),
             max_main_lane_wait: Duration::from_micros(get(&self.max_main_lane_wait_us)),
             leases_lost: get(&self.leases_lost),
             remote_events: get(&self.remote_events),
@@ -337,7 +351,7 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
             Some(command) = commands.recv() => match command {
                 Command::Changed(id, origin) => {
                     match shared.store.connection_summary(id).await {
-                        Ok(Some(summary)) => apply(&shared, &mut entries, summary),
+                        Ok(Some(summary)) => apply(&shared, &mut entries, summary, Start::Soon),
                         Ok(None) => remove(&mut entries, id),
                         Err(_) => Counters::bump(&shared.counters.store_errors, 1),
                     }
@@ -409,7 +423,7 @@ async fn reload_all(
                 None => enabled,
                 Some(old) => !enabled || old != Settings::of(&summary),
             };
-            apply(shared, entries, summary);
+            apply(shared, entries, summary, Start::Spread);
             if changed && !initial {
                 shared.publish(MonitorEvent::ConnectionChanged { id });
             }
@@ -427,7 +441,7 @@ async fn reload_all(
     for id in missing {
         // A rename during the pass can move a row between pages: ask for it by id.
         match shared.store.connection_summary(id).await {
-            Ok(Some(summary)) => apply(shared, entries, summary),
+            Ok(Some(summary)) => apply(shared, entries, summary, Start::Spread),
             Ok(None) => {
                 remove(entries, id);
                 shared.publish(MonitorEvent::ConnectionDeleted { id });
@@ -437,11 +451,23 @@ async fn reload_all(
     }
 }
 
+/// When a connection new to this monitor gets its first check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Start {
+    /// At a random point of its interval: loads and reloads find many connections at once, and
+    /// spreading them keeps a restart from checking everything at once.
+    Spread,
+    /// Within [`RECHECK_AFTER_EDIT`] (or its interval, when shorter): a connection just saved
+    /// through this process's or another's handle, whose status its owner is waiting for.
+    Soon,
+}
+
 /// Starts, updates or stops the task of one connection to match `summary`.
 fn apply(
     shared: &Arc<Shared>,
     entries: &mut HashMap<ConnectionId, Entry>,
     summary: ConnectionSummary,
+    start: Start,
 ) {
     let id = summary.id;
     if !summary.spec.monitoring.enabled() {
@@ -460,7 +486,11 @@ fn apply(
     let (sender, receiver) = watch::channel(settings);
     let cancel = shared.cancel.child_token();
     let mut rng = Rng::new(id);
-    let first = settings.interval.mul_f64(rng.unit());
+    let first = match start {
+        Start::Spread => settings.interval,
+        Start::Soon => settings.interval.min(RECHECK_AFTER_EDIT),
+    }
+    .mul_f64(rng.unit());
     shared.tasks.spawn(run_connection(
         Arc::clone(shared),
         id,
@@ -557,10 +587,10 @@ async fn run_connection(
             None => state.insert(State::load(&shared, id, &stored).await),
         };
         let main = state.last_ok == Some(true);
-        let lane = if main {
-            &shared.main_lane
-        } else {
-            &shared.suspect_lane
+        let lane = match state.last_ok {
+            Some(true) => &shared.main_lane,
+            Some(false) => &shared.suspect_lane,
+            None => &shared.first_lane,
         };
         let permit = tokio::select! {
             biased;
@@ -613,6 +643,8 @@ async fn run_connection(
                 .counters
                 .max_main_lane_wait_us
                 .fetch_max(waited, Ordering::Relaxed);
+        } else if state.last_ok.is_none() {
+            Counters::bump(&shared.counters.first_checks, 1);
         } else {
             Counters::bump(&shared.counters.suspect_checks, 1);
         }

@@ -368,9 +368,11 @@ async fn a_stalled_target_never_delays_the_others_and_shutdown_stops_everything(
 }
 
 /// S23 under a flood: 200 targets that never answer and one healthy target, default lanes (main
-/// 64, suspect 16). Once every stalled target has timed out once and the healthy one has
-/// succeeded once, the healthy target's checks start within 100 ms of their due time, however
-/// many dead targets queue for the suspect lane; checks in flight never exceed main + suspect.
+/// 64, suspect 16, first check 16). Once every stalled target has timed out once and the healthy
+/// one has succeeded once, the healthy target's checks start within 100 ms of their due time,
+/// however many dead targets queue for the suspect lane; checks in flight never exceed the sum
+/// of the lanes; and a connection saved meanwhile gets its first check on time, not behind the
+/// suspect backlog.
 #[tokio::test(start_paused = true)]
 async fn two_hundred_stalled_targets_never_delay_a_healthy_one() {
     let f = fixture().await;
@@ -385,11 +387,15 @@ async fn two_hundred_stalled_targets_never_delay_a_healthy_one() {
         checker.stall(*id);
     }
     let config = MonitorConfig::default();
-    let (main, suspect) = (config.max_concurrency, config.suspect_concurrency);
+    let (main, suspect, first) = (
+        config.max_concurrency,
+        config.suspect_concurrency,
+        config.first_check_concurrency,
+    );
     let started = Instant::now();
     let monitor = Monitor::start(f.store.clone(), checker.clone(), config);
 
-    // The first round: 200 never-checked targets through 16 suspect permits, 10 s each.
+    // The first round: 200 never-checked targets through 16 first-check permits, 10 s each.
     let mut rounds = 0;
     loop {
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -446,14 +452,35 @@ async fn two_hundred_stalled_targets_never_delay_a_healthy_one() {
     let timeouts = after.timeouts - before.timeouts;
     assert!(timeouts >= 150, "{timeouts} timeouts in 100 s");
     assert_eq!(after.suspect_checks - before.suspect_checks, timeouts);
-    // 16 stalled checks and the healthy one: never more than main + suspect.
+    // Stalled checks in the suspect and first-check lanes and the healthy one: never more than
+    // the lanes allow (16 + 16 while the first round overlaps the second, plus the healthy one).
     let max_all = checker.max_in_flight_all.load(Ordering::SeqCst);
-    assert_eq!(max_all, suspect + 1);
-    assert!(max_all <= main + suspect);
+    assert!(max_all > suspect, "{max_all}");
+    assert!(max_all <= suspect + first + 1, "{max_all}");
+    assert!(max_all <= main + suspect + first);
     assert_eq!(checker.max_in_flight_one.load(Ordering::SeqCst), 1);
+
+    // A connection saved now, with the suspect lane's backlog of ~184 dead targets, gets its
+    // first check within 5 s (due at a random point of them), not behind the dead ones.
+    let saved = Instant::now();
+    let newcomer = f.connection("newcomer", 10).await;
+    monitor.notify_changed(newcomer);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let calls = checker.calls(newcomer);
+    assert!(
+        !calls.is_empty(),
+        "the new connection waited behind the dead ones"
+    );
+    let newcomer_first = calls[0] - saved;
+    assert!(
+        newcomer_first <= Duration::from_millis(5_100),
+        "{newcomer_first:?}"
+    );
+    assert_eq!(monitor.stats().first_checks, 202);
     eprintln!(
         "first round {first_round:?}, healthy first check at {first_healthy:?}, worst main-lane \
-         wait {worst:?}, {timeouts} timeouts in the window, max in flight {max_all}"
+         wait {worst:?}, {timeouts} timeouts in the window, max in flight {max_all}, newcomer \
+         first checked after {newcomer_first:?}"
     );
 
     // No task or check left behind.
@@ -476,6 +503,7 @@ async fn one_check_in_flight_per_connection_and_the_concurrency_bound_holds() {
     let config = MonitorConfig {
         max_concurrency: 4,
         suspect_concurrency: 2,
+        first_check_concurrency: 2,
         check_timeout: Duration::from_secs(20),
         ..MonitorConfig::default()
     };
@@ -484,19 +512,17 @@ async fn one_check_in_flight_per_connection_and_the_concurrency_bound_holds() {
     monitor.shutdown().await;
 
     assert_eq!(checker.max_in_flight_one.load(Ordering::SeqCst), 1);
-    // Main lane 4 + suspect lane 2: never-checked targets start in the suspect lane, and the
-    // first to succeed fill the main lane while the others still wait for their first check.
+    // Main lane 4 + first-check lane 2: never-checked targets start in the first-check lane,
+    // and the first to succeed fill the main lane while the others still wait for their first
+    // check. Nothing failed, so the suspect lane stayed empty.
     assert_eq!(checker.max_in_flight_all.load(Ordering::SeqCst), 6);
     let stats = monitor.stats();
     assert!(stats.skipped > 0, "overdue checks are skipped, not queued");
-    // Only each connection's first check is a suspect one; then 4 main permits × 300 s / 15 s
-    // per check bound the rest.
-    assert_eq!(stats.suspect_checks, 12);
-    assert!(
-        stats.checks - stats.suspect_checks <= 80,
-        "{}",
-        stats.checks
-    );
+    // Only each connection's first check is in the first-check lane; then 4 main permits ×
+    // 300 s / 15 s per check bound the rest.
+    assert_eq!(stats.first_checks, 12);
+    assert_eq!(stats.suspect_checks, 0);
+    assert!(stats.checks - stats.first_checks <= 80, "{}", stats.checks);
     assert!(stats.checks >= 60, "{}", stats.checks);
     assert_eq!(stats.timeouts, 0);
 }
