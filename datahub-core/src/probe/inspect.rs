@@ -14,10 +14,14 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, ready};
 
+use rustls::ClientConfig;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
+use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
+
+use super::tls;
 
 /// The request code of an `SSLRequest` (1234 << 16 | 5679).
 const SSL_REQUEST_CODE: u32 = 80_877_103;
@@ -48,6 +52,10 @@ pub(crate) struct Trace {
     pub(crate) ssl_answer: Option<(u8, Instant)>,
     /// When the TLS handshake finished.
     pub(crate) tls_done: Option<Instant>,
+    /// The negotiated TLS protocol version (`TLSv1.3`), read from the client's side.
+    pub(crate) tls_protocol: Option<String>,
+    /// The negotiated cipher suite's IANA name, read from the client's side.
+    pub(crate) tls_cipher: Option<String>,
     /// When the first authentication request (`R`) arrived.
     pub(crate) first_auth: Option<Instant>,
     /// The code of the last authentication request.
@@ -442,24 +450,65 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Inspect<S> {
     }
 }
 
-impl<S: TlsStream + Unpin> TlsStream for Inspect<S> {
-    /// Forwarded: without it SCRAM channel binding silently turns off.
-    fn channel_binding(&self) -> ChannelBinding {
-        self.inner.channel_binding()
+/// The raw stream every attempt starts on.
+pub(crate) type RawStream = Inspect<TcpStream>;
+
+/// The TLS stream under the upper inspector: tokio-rustls's client stream over the raw one.
+pub(crate) struct Tls(tokio_rustls::client::TlsStream<RawStream>);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").finish_non_exhaustive()
     }
 }
 
-/// The raw stream every attempt starts on.
-pub(crate) type RawStream = Inspect<TcpStream>;
-type RustlsConnect =
-    <rustls_tokio_postgres::MakeRustlsConnect as MakeTlsConnect<RawStream>>::TlsConnect;
-type RustlsStream = <rustls_tokio_postgres::MakeRustlsConnect as MakeTlsConnect<RawStream>>::Stream;
+impl AsyncRead for Tls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
 
-/// The TLS connector given to tokio-postgres: rustls-tokio-postgres's, with an inspector above
-/// the TLS stream and the handshake's end recorded. `None` when the attempt must not use TLS
-/// (tokio-postgres never calls it then).
+impl AsyncWrite for Tls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, data)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl TlsStream for Inspect<Tls> {
+    /// SCRAM's `tls-server-end-point` binding from the server's leaf certificate: without it
+    /// channel binding silently turns off.
+    fn channel_binding(&self) -> ChannelBinding {
+        let (_, connection) = self.inner.0.get_ref();
+        connection
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| tls::end_point_hash(leaf.as_ref()))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
+    }
+}
+
+/// The TLS connector given to tokio-postgres: a rustls handshake for the user's host name (not
+/// the dialled IP), with an inspector above the TLS stream, and the handshake's end, protocol
+/// and cipher suite recorded. Without a configuration it is never used (tokio-postgres never
+/// calls it when the attempt does not ask for TLS).
 pub(crate) struct ProbeTls {
-    inner: Option<RustlsConnect>,
+    inner: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     trace: SharedTrace,
     until_ready: bool,
 }
@@ -474,16 +523,19 @@ impl std::fmt::Debug for ProbeTls {
 
 impl ProbeTls {
     /// A connector for `server_name` (the user's host, not the dialled IP), or one that is never
-    /// used when `make` is `None`.
+    /// used when `config` is `None`. Fails when the host is not usable as a TLS server name.
     pub(crate) fn new(
-        make: Option<&mut rustls_tokio_postgres::MakeRustlsConnect>,
+        config: Option<&Arc<ClientConfig>>,
         server_name: &str,
         trace: SharedTrace,
     ) -> io::Result<Self> {
-        let inner = match make {
-            Some(make) => Some(<rustls_tokio_postgres::MakeRustlsConnect as MakeTlsConnect<
-                RawStream,
-            >>::make_tls_connect(make, server_name)?),
+        let inner = match config {
+            Some(config) => {
+                let name = ServerName::try_from(server_name)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?
+                    .to_owned();
+                Some((Arc::clone(config), name))
+            }
             None => None,
         };
         Ok(Self {
@@ -501,7 +553,7 @@ impl ProbeTls {
 }
 
 impl TlsConnect<RawStream> for ProbeTls {
-    type Stream = Inspect<RustlsStream>;
+    type Stream = Inspect<Tls>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Stream>> + Send>>;
 
@@ -512,10 +564,21 @@ impl TlsConnect<RawStream> for ProbeTls {
             until_ready,
         } = self;
         Box::pin(async move {
-            let inner = inner.ok_or_else(|| io::Error::other("tls is not used by this attempt"))?;
-            let tls = inner.connect(stream).await?;
-            lock(&trace).tls_done = Some(Instant::now());
-            let inspect = Inspect::new(tls, trace, Layer::Tls);
+            let (config, name) =
+                inner.ok_or_else(|| io::Error::other("tls is not used by this attempt"))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, stream)
+                .await?;
+            {
+                let (_, connection) = tls.get_ref();
+                let mut trace = lock(&trace);
+                trace.tls_done = Some(Instant::now());
+                trace.tls_protocol = connection.protocol_version().and_then(tls::protocol_name);
+                trace.tls_cipher = connection
+                    .negotiated_cipher_suite()
+                    .and_then(|suite| tls::cipher_name(suite.suite()));
+            }
+            let inspect = Inspect::new(Tls(tls), trace, Layer::Tls);
             Ok(if until_ready {
                 inspect.until_ready()
             } else {

@@ -115,7 +115,7 @@ pub fn pool(
         _ => Some(
             tls::plan(mode, &spec.tls, secrets.client_key_pem.as_ref())
                 .map_err(|e| config_error(e.0))?
-                .connector,
+                .config,
         ),
     };
     let guard =
@@ -266,7 +266,7 @@ struct PoolConnect {
     mode: TlsMode,
     channel_binding: ChannelBinding,
     guard: bool,
-    tls: Option<rustls_tokio_postgres::MakeRustlsConnect>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
 }
 
@@ -404,12 +404,12 @@ impl PoolConnect {
             .await
             .map_err(|e| AttemptError::from(classify::dial(&e)))?;
         lock(&trace).tcp_done = Some(Instant::now());
-        let mut make = match wire {
+        let config = match wire {
             Wire::Plain => None,
-            Wire::Prefer | Wire::Tls => self.tls.clone(),
+            Wire::Prefer | Wire::Tls => self.tls.as_ref(),
         };
         let raw = Inspect::raw(dialed.stream, trace.clone(), self.guard).until_ready();
-        let tls = ProbeTls::new(make.as_mut(), self.host.as_str(), trace.clone())
+        let tls = ProbeTls::new(config, self.host.as_str(), trace.clone())
             .map_err(|_| {
                 AttemptError::from(classify::failure(
                     FailureKind::InvalidConfig,

@@ -44,7 +44,7 @@ pub(crate) struct ConfigError(pub(crate) &'static str);
 
 /// A ready rustls configuration and the slot its verifier fills.
 pub(crate) struct Plan {
-    pub(crate) connector: rustls_tokio_postgres::MakeRustlsConnect,
+    pub(crate) config: Arc<ClientConfig>,
     pub(crate) peer: PeerSlot,
 }
 
@@ -100,7 +100,7 @@ pub(crate) fn plan(
         _ => builder.with_no_client_auth(),
     };
     Ok(Plan {
-        connector: rustls_tokio_postgres::MakeRustlsConnect::new(config),
+        config: Arc::new(config),
         peer,
     })
 }
@@ -272,6 +272,68 @@ pub(crate) fn peer_cert(der: &[u8]) -> PeerCert {
     }
 }
 
+/// The `tls-server-end-point` channel binding data of a server certificate (RFC 5929 § 4.1):
+/// the certificate hashed with its signature's hash function, SHA-256 in place of MD5 and
+/// SHA-1. `None` when the signature's hash is not one of these (e.g. Ed25519, which RFC 5929
+/// does not cover: PostgreSQL then offers no channel binding either).
+pub(crate) fn end_point_hash(der: &[u8]) -> Option<Vec<u8>> {
+    use sha2::{Digest, Sha224, Sha256, Sha384, Sha512};
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let algorithm = &cert.signature_algorithm;
+    let mut oid = algorithm.algorithm.to_id_string();
+    if oid == "1.2.840.113549.1.1.10" {
+        // RSASSA-PSS: the hash is a parameter (SHA-1 when absent).
+        let params = algorithm.parameters.as_ref()?;
+        let pss = x509_parser::signature_algorithm::RsaSsaPssParams::try_from(params).ok()?;
+        oid = pss.hash_algorithm_oid().to_id_string();
+    }
+    let hash = match oid.as_str() {
+        // MD5 and SHA-1 with RSA, DSA or ECDSA, and the bare hashes (PSS): SHA-256.
+        "1.2.840.113549.1.1.4"
+        | "1.2.840.113549.1.1.5"
+        | "1.3.14.3.2.29"
+        | "1.2.840.10040.4.3"
+        | "1.2.840.10045.4.1"
+        | "1.2.840.113549.2.5"
+        | "1.3.14.3.2.26" => Sha256::digest(der).to_vec(),
+        "1.2.840.113549.1.1.14"
+        | "1.2.840.10045.4.3.1"
+        | "2.16.840.1.101.3.4.3.1"
+        | "2.16.840.1.101.3.4.2.4" => Sha224::digest(der).to_vec(),
+        "1.2.840.113549.1.1.11"
+        | "1.2.840.10045.4.3.2"
+        | "2.16.840.1.101.3.4.3.2"
+        | "2.16.840.1.101.3.4.2.1" => Sha256::digest(der).to_vec(),
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" | "2.16.840.1.101.3.4.2.2" => {
+            Sha384::digest(der).to_vec()
+        }
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" | "2.16.840.1.101.3.4.2.3" => {
+            Sha512::digest(der).to_vec()
+        }
+        _ => return None,
+    };
+    Some(hash)
+}
+
+/// The protocol version as PostgreSQL's `pg_stat_ssl` and OpenSSL name it, e.g. `TLSv1.3`.
+pub(crate) fn protocol_name(version: rustls::ProtocolVersion) -> Option<String> {
+    match version {
+        rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2".to_owned()),
+        rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3".to_owned()),
+        _ => None,
+    }
+}
+
+/// The cipher suite's IANA name, e.g. `TLS_AES_256_GCM_SHA384` or
+/// `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384` (rustls prefixes TLS 1.3 suites with `TLS13_`).
+pub(crate) fn cipher_name(suite: rustls::CipherSuite) -> Option<String> {
+    let name = suite.as_str()?;
+    Some(match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name.to_owned(),
+    })
+}
+
 /// Text from the peer made safe to show: no control or formatting characters, bounded length.
 pub(crate) fn clean_text(text: &str) -> String {
     text.chars()
@@ -307,6 +369,40 @@ mod tests {
     #[test]
     fn garbage_der_gives_no_facts() {
         assert_eq!(peer_cert(b"not a certificate"), PeerCert::default());
+        assert_eq!(end_point_hash(b"not a certificate"), None);
+    }
+
+    /// The channel binding hash follows the certificate's signature: SHA-256 for ECDSA P-256
+    /// with SHA-256, SHA-384 for P-384 with SHA-384, none for Ed25519.
+    #[test]
+    fn end_point_hash_uses_the_signature_hash() {
+        use sha2::{Digest, Sha256, Sha384};
+        let der = |alg: &'static rcgen::SignatureAlgorithm| {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let params = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.self_signed(&key).unwrap().der().to_vec()
+        };
+        let p256 = der(&rcgen::PKCS_ECDSA_P256_SHA256);
+        assert_eq!(end_point_hash(&p256), Some(Sha256::digest(&p256).to_vec()));
+        let p384 = der(&rcgen::PKCS_ECDSA_P384_SHA384);
+        assert_eq!(end_point_hash(&p384), Some(Sha384::digest(&p384).to_vec()));
+        assert_eq!(end_point_hash(&der(&rcgen::PKCS_ED25519)), None);
+    }
+
+    #[test]
+    fn names_follow_postgres_and_iana() {
+        assert_eq!(
+            protocol_name(rustls::ProtocolVersion::TLSv1_3).as_deref(),
+            Some("TLSv1.3")
+        );
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS13_AES_256_GCM_SHA384).as_deref(),
+            Some("TLS_AES_256_GCM_SHA384")
+        );
+        assert_eq!(
+            cipher_name(rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256).as_deref(),
+            Some("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")
+        );
     }
 
     #[test]
