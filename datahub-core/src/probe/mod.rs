@@ -376,14 +376,18 @@ impl Probe<'_> {
         }
     }
 
-    /// Whether a failed `prefer` attempt was encrypted and refused in a way libpq retries.
+    /// Whether a failed `prefer` attempt was encrypted and refused in a way libpq retries: the
+    /// TLS handshake failed, or the server refused the encrypted connection during startup or
+    /// authentication (an ErrorResponse, as for a `hostnossl`-only user).
     fn retry_plain(&self, f: &Failure) -> bool {
-        let encrypted = self
-            .current
-            .as_ref()
-            .is_some_and(|c| lock(&c.trace).tls_done.is_some());
+        // `attempt` clears `current` before it returns a failure, so whether TLS was up is read
+        // from the steps it recorded: a `tls` step that succeeded (this is the first attempt).
+        let encrypted = self.steps.iter().any(|s| s.name == StepName::Tls && s.ok);
         f.kind == FailureKind::TlsHandshakeFailed
-            || (encrypted && f.sqlstate.is_some() && f.kind != FailureKind::Timeout)
+            || (encrypted
+                && f.sqlstate.is_some()
+                && matches!(f.step, StepName::Startup | StepName::Auth)
+                && f.kind != FailureKind::Timeout)
     }
 
     async fn attempt(

@@ -405,6 +405,33 @@ mod tests {
         );
     }
 
+    /// verify-full and verify-ca without a CA trust the bundled public roots (webpki-roots,
+    /// Mozilla's list), as libpq's `sslrootcert=system`: never an empty store (which would
+    /// refuse everything) nor a verifier that accepts anything.
+    #[test]
+    fn no_ca_means_the_bundled_public_roots() {
+        let store = roots(&TlsSettings::default()).unwrap_or_else(|e| panic!("{}", e.0));
+        let bundled = webpki_roots::TLS_SERVER_ROOTS;
+        assert!(store.len() > 100, "{} roots", store.len());
+        assert_eq!(store.len(), bundled.len());
+        assert!(
+            store
+                .roots
+                .iter()
+                .zip(bundled)
+                .all(|(a, b)| a.subject.as_ref() == b.subject.as_ref())
+        );
+        let has = |name: &[u8]| {
+            store
+                .roots
+                .iter()
+                .any(|r| r.subject.as_ref().windows(name.len()).any(|w| w == name))
+        };
+        assert!(has(b"ISRG Root X1"));
+        assert!(has(b"DigiCert Global Root G2"));
+        assert!(!has(b"datahub-testkit"));
+    }
+
     #[test]
     fn plans_build_without_a_process_provider() {
         let tls = TlsSettings::default();

@@ -11,6 +11,7 @@ mod hub;
 mod hub_probe;
 mod model;
 mod monitor;
+mod monitor_real;
 mod net;
 mod pool;
 mod probe;

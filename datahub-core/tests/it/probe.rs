@@ -6,6 +6,7 @@ mod faults;
 mod guard;
 mod kinds;
 mod modes;
+mod retry;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

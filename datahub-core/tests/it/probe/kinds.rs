@@ -288,3 +288,26 @@ async fn channel_binding_required_against_servers_that_cannot() {
         (FailureKind::AuthMethodRefused, StepName::Auth)
     );
 }
+
+/// verify-full without a CA trusts the bundled public roots (webpki-roots), not "anything": a
+/// valid certificate from the kit's private CA is refused as an unknown issuer, while the same
+/// server passes once its CA is given. (A success against a public CA needs the network.)
+#[tokio::test]
+async fn verify_full_without_a_ca_uses_the_public_roots() {
+    let password = pw("roots");
+    let cluster = cluster_with(ServerCert::Valid, &password);
+    for mode in [TlsMode::VerifyFull, TlsMode::VerifyCa] {
+        let mut target = Target::new(cluster.port(), "app", &password, mode);
+        target.host = "localhost";
+        let report = run(&target, &any_mode(), SHORT).await;
+        assert_eq!(
+            failed(&report),
+            (FailureKind::TlsCertificateInvalid, StepName::Tls),
+            "{mode}: {report:?}"
+        );
+        let hint = &report.failure.as_ref().unwrap().hint;
+        assert!(hint.contains("unknown issuer"), "{mode}: {hint}");
+        let report = run(&target.ca(cluster.ca_pem().unwrap()), &any_mode(), SHORT).await;
+        assert!(report.ok, "{mode}: {report:?}");
+    }
+}
