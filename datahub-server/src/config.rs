@@ -1,0 +1,274 @@
+//! Settings: flags, `DATAHUB_*` environment variables, an optional TOML file, and defaults, in
+//! that order of precedence.
+//!
+//! Defaults need nothing installed: listen on 127.0.0.1:8080, keep the SQLite store and the key
+//! file in `./datahub-data`. A `postgres://` (or `postgresql://`) `--store` selects the shared
+//! PostgreSQL store. Secrets are never taken as flags: the bootstrap admin's password comes from
+//! `DATAHUB_BOOTSTRAP_ADMIN_PASSWORD`, the master key from `DATAHUB_MASTER_KEY` or the key file,
+//! and a store URL with a password is best given by `DATAHUB_STORE` or the file (a flag shows in
+//! the process list).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default data folder.
+pub const DEFAULT_DATA_DIR: &str = "datahub-data";
+/// The key file's name inside the data folder.
+pub const KEY_FILE: &str = "master.key";
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines. The default.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Settings every command shares (the store, the key, logging).
+#[derive(Debug, Clone, Default, Args)]
+pub struct CommonArgs {
+    /// A TOML settings file (keys as the long flags, with `_`: `listen`, `data_dir`, `store`,
+    /// `master_key_file`, `tls_cert`, `tls_key`, `log_format`, `log_level`).
+    #[arg(long, env = "DATAHUB_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Folder of the embedded store and the key file. Default: ./datahub-data.
+    #[arg(long, env = "DATAHUB_DATA_DIR", global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `sqlite` (the default, in the data folder) or a `postgres://` URL for a shared store.
+    #[arg(
+        long,
+        env = "DATAHUB_STORE",
+        global = true,
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+    /// The master key file. Default: master.key in the data folder (created on first start
+    /// when `DATAHUB_MASTER_KEY` is not set).
+    #[arg(
+        long,
+        env = "DATAHUB_MASTER_KEY_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
+    pub master_key_file: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, env = "DATAHUB_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter, e.g. `info` or `datahub_core=debug,info`. Default: info.
+    #[arg(long, env = "DATAHUB_LOG", global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// Settings of `serve`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Default: 127.0.0.1:8080.
+    #[arg(long, env = "DATAHUB_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(
+        long,
+        env = "DATAHUB_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        env = "DATAHUB_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Do not run the health monitor in this process.
+    #[arg(long, env = "DATAHUB_NO_MONITOR")]
+    pub no_monitor: bool,
+}
+
+/// The TOML file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    store: Option<String>,
+    master_key_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    log_level: Option<String>,
+}
+
+/// Which store to open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// The embedded SQLite store in this folder.
+    Sqlite(PathBuf),
+    /// A PostgreSQL store at this URL (may hold a password: never print it unredacted).
+    Postgres(String),
+}
+
+/// Settings after merging flags, environment, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The data folder.
+    pub data_dir: PathBuf,
+    /// The store.
+    pub store: StoreChoice,
+    /// The key file (used when `DATAHUB_MASTER_KEY` is not set).
+    pub master_key_file: PathBuf,
+    /// HTTPS certificate and key files.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// Whether to run the monitor.
+    pub monitor: bool,
+}
+
+impl Settings {
+    /// Merges `common` and `serve` (flags and environment, already merged by clap) over the
+    /// settings file, over the defaults.
+    ///
+    /// # Errors
+    /// A message naming the setting when the file cannot be read or parsed, the store is
+    /// neither `sqlite` nor a PostgreSQL URL, or only one of the TLS files is given.
+    pub fn resolve(common: &CommonArgs, serve: &ServeArgs) -> Result<Self, String> {
+        let file = match &common.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let data_dir = common
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let store = match common.store.clone().or(file.store) {
+            None => StoreChoice::Sqlite(data_dir.clone()),
+            Some(s) if s == "sqlite" => StoreChoice::Sqlite(data_dir.clone()),
+            Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+                StoreChoice::Postgres(s)
+            }
+            Some(_) => {
+                return Err(
+                    "store: use `sqlite` or a postgres:// URL (the value is not repeated here)"
+                        .to_owned(),
+                );
+            }
+        };
+        let master_key_file = common
+            .master_key_file
+            .clone()
+            .or(file.master_key_file)
+            .unwrap_or_else(|| data_dir.join(KEY_FILE));
+        let tls = match (
+            serve.tls_cert.clone().or(file.tls_cert),
+            serve.tls_key.clone().or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err("tls_cert and tls_key: give both or neither".to_owned()),
+        };
+        let listen = match serve.listen.or(file.listen) {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| "listen: the default address does not parse".to_owned())?,
+        };
+        Ok(Self {
+            listen,
+            data_dir,
+            store,
+            master_key_file,
+            tls,
+            log_format: common.log_format.or(file.log_format).unwrap_or_default(),
+            log_level: common
+                .log_level
+                .clone()
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".to_owned()),
+            monitor: !serve.no_monitor,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config: could not read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config: {}: {}", path.display(), e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_nothing() {
+        let s = Settings::resolve(&CommonArgs::default(), &ServeArgs::default()).unwrap();
+        assert_eq!(s.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(
+            s.store,
+            StoreChoice::Sqlite(PathBuf::from(DEFAULT_DATA_DIR))
+        );
+        assert_eq!(
+            s.master_key_file,
+            PathBuf::from(DEFAULT_DATA_DIR).join(KEY_FILE)
+        );
+        assert!(s.tls.is_none());
+        assert!(s.monitor);
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("datahub.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/from-file\"\nlog_format = \"json\"\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path.clone()),
+            data_dir: Some(PathBuf::from("/tmp/from-flag")),
+            ..CommonArgs::default()
+        };
+        let s = Settings::resolve(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9000");
+        assert_eq!(s.data_dir, PathBuf::from("/tmp/from-flag"));
+        assert_eq!(s.log_format, LogFormat::Json);
+
+        std::fs::write(&path, "lissten = \"x\"\n").unwrap();
+        let e = Settings::resolve(&common, &ServeArgs::default()).unwrap_err();
+        assert!(e.contains("lissten"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_store_is_refused_without_echo() {
+        let common = CommonArgs {
+            store: Some("mysql://u:canary-pw@127.0.0.1/db".to_owned()),
+            ..CommonArgs::default()
+        };
+        let e = Settings::resolve(&common, &ServeArgs::default()).unwrap_err();
+        assert!(e.starts_with("store:"), "{e}");
+        assert!(!e.contains("canary-pw"));
+        let pg = CommonArgs {
+            store: Some("postgres://app@127.0.0.1/datahub".to_owned()),
+            ..CommonArgs::default()
+        };
+        let s = Settings::resolve(&pg, &ServeArgs::default()).unwrap();
+        assert!(matches!(s.store, StoreChoice::Postgres(_)));
+    }
+}

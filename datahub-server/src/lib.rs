@@ -1,0 +1,195 @@
+//! DataHub Connections server: the REST API (and, later, the bundled web UI) over
+//! `datahub-core`, and the operator CLI.
+//!
+//! [`app`] builds the whole HTTP application from an [`AppState`]; `main` only reads the
+//! settings, sets up logging, opens the core and serves with graceful shutdown. Tests drive
+//! [`app`] directly with `tower::ServiceExt::oneshot`.
+//!
+//! Architecture invariant: handlers reach the core only through `Hub` (never the store, the
+//! keyring or the prober), so access control and the audit log cannot be skipped.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod limit;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceBuilder;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use crate::error::{ApiError, ApiResult};
+pub use crate::state::{AppState, HttpOptions};
+
+/// The request id header, set on every request (kept when the client sent a well-formed one)
+/// and answered on every response.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The content security policy of every answer: nothing from elsewhere, no framing.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                   connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+                   frame-ancestors 'none'";
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let options = state.options().clone();
+    let (api, openapi) = routes::api().split_for_parts();
+    // Event streams are long-lived: the request timeout applies to everything else.
+    let timed = api.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        options.request_timeout,
+    ));
+    Router::new()
+        .merge(timed)
+        .fallback(fallback)
+        .layer(axum::Extension(std::sync::Arc::new(openapi)))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::COOKIE,
+                ]))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                        let id = request
+                            .headers()
+                            .get(REQUEST_ID)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        let route = request
+                            .extensions()
+                            .get::<MatchedPath>()
+                            .map_or("-", MatchedPath::as_str);
+                        tracing::info_span!(
+                            "request",
+                            request_id = %id,
+                            method = %request.method(),
+                            route = %route,
+                        )
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(error_request_id))
+                .layer(middleware::from_fn(record_metrics))
+                .layer(security_header(
+                    header::CONTENT_SECURITY_POLICY,
+                    HeaderValue::from_static(CSP),
+                ))
+                .layer(security_header(
+                    header::X_FRAME_OPTIONS,
+                    HeaderValue::from_static("DENY"),
+                ))
+                .layer(security_header(
+                    header::X_CONTENT_TYPE_OPTIONS,
+                    HeaderValue::from_static("nosniff"),
+                ))
+                .layer(security_header(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                ))
+                .layer(security_header(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-store"),
+                ))
+                .layer(RequestBodyLimitLayer::new(options.body_limit)),
+        )
+        .with_state(state)
+}
+
+fn security_header(name: HeaderName, value: HeaderValue) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, value)
+}
+
+/// Unknown paths: the API's error shape, not an empty 404.
+async fn fallback() -> ApiError {
+    ApiError::not_found()
+}
+
+/// Puts the request id into the body of every error answer made by [`ApiError`], and turns
+/// the body-limit layer's bare 413 into the error shape.
+async fn error_request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let response = next.run(request).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && response.extensions().get::<error::ErrorDetail>().is_none()
+    {
+        let mut replaced = ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the body is larger than the server accepts",
+        )
+        .with_field("body")
+        .into_response();
+        replace_id(&mut replaced, id);
+        return replaced;
+    }
+    let mut response = response;
+    replace_id(&mut response, id);
+    response
+}
+
+/// Rebuilds an error body with the request id.
+fn replace_id(response: &mut Response, id: Option<String>) {
+    let Some(detail) = response.extensions_mut().remove::<error::ErrorDetail>() else {
+        return;
+    };
+    let body = error::ErrorBody {
+        error: error::ErrorDetail {
+            request_id: id,
+            ..detail
+        },
+    };
+    let status = response.status();
+    let mut rebuilt = (status, axum::Json(body)).into_response();
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_LENGTH && name != header::CONTENT_TYPE {
+            rebuilt.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *response = rebuilt;
+}
+
+/// Counts requests by route and status, with their latency.
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let elapsed: Duration = started.elapsed();
+    metrics::counter!(
+        "datahub_http_requests_total",
+        "method" => method.clone(),
+        "route" => route.clone(),
+        "status" => status
+    )
+    .increment(1);
+    metrics::histogram!(
+        "datahub_http_request_duration_seconds",
+        "method" => method,
+        "route" => route
+    )
+    .record(elapsed.as_secs_f64());
+    response
+}

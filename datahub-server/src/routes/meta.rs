@@ -1,0 +1,86 @@
+//! Liveness, readiness, metrics and the API description.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The generated API description, shared with the handler that serves it.
+pub type Spec = Arc<utoipa::openapi::OpenApi>;
+
+/// `/healthz`, `/readyz`, `/metrics`, `/api/v1/openapi.json`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi))
+}
+
+/// A probe's answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Status {
+    /// `ok`.
+    pub status: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// The store answers: the server can serve requests.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, body = Status),
+        (status = 503, description = "the store is unreachable", body = crate::error::ErrorBody)
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    // The one sanctioned use of the store by an adapter (see `Hub::store`): a cheap read.
+    match state.hub().store().user_count().await {
+        Ok(_) => Ok(Json(Status { status: "ok" })),
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store is unreachable",
+        )),
+    }
+}
+
+/// Prometheus metrics: requests by route and status with latency, tests and checks by outcome,
+/// connections by status.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+)]
+async fn metrics(State(state): State<AppState>) -> Response {
+    let body = state.metrics().map(|m| m.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+/// This API's OpenAPI 3.1 description, generated from the code.
+#[utoipa::path(
+    get,
+    path = "/api/v1/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "the OpenAPI document"))
+)]
+async fn openapi(Extension(spec): Extension<Spec>) -> Json<utoipa::openapi::OpenApi> {
+    Json(spec.as_ref().clone())
+}
