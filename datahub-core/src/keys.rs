@@ -92,11 +92,18 @@ pub async fn rotate(store: &dyn Store, keyring: &Keyring, batch: u32) -> Result<
         return Err(Error::invalid("batch", "must be at least 1"));
     }
     let active = keyring.active_id();
+    tracing::info!(active = %active, batch, "key rotation started");
     let mut report = RotationReport::default();
     let mut after = None;
     loop {
         let rows = store.deks_not_under(active, after, batch).await?;
         let Some((last, _)) = rows.last() else {
+            tracing::info!(
+                rewrapped = report.rewrapped,
+                skipped = report.skipped,
+                failed = report.failed.len(),
+                "key rotation finished"
+            );
             return Ok(report);
         };
         after = Some(*last);
@@ -111,11 +118,22 @@ pub async fn rotate(store: &dyn Store, keyring: &Keyring, batch: u32) -> Result<
                 }
                 Ok(Rewrap::AlreadyActive) => report.skipped += 1,
                 Err(e) if matches!(e.kind(), ErrorKind::Decrypt | ErrorKind::Keyring) => {
+                    tracing::warn!(
+                        connection = %id,
+                        error = %e,
+                        "key rotation could not re-wrap a data key"
+                    );
                     report.failed.push(id);
                 }
                 Err(e) => return Err(e),
             }
         }
+        tracing::info!(
+            rewrapped = report.rewrapped,
+            skipped = report.skipped,
+            failed = report.failed.len(),
+            "key rotation batch done"
+        );
     }
 }
 

@@ -191,7 +191,7 @@ impl Hub {
                 };
                 let event = AuditEvent::now(actor, name, "auth.login", None, Outcome::Denied)
                     .with_request_info(request);
-                self.store.append_audit(&event).await?;
+                self.audit(&event).await?;
                 return Err(e);
             }
         };
@@ -222,7 +222,7 @@ impl Hub {
             Outcome::Ok,
         )
         .with_request_info(request);
-        self.store.append_audit(&event).await?;
+        self.audit(&event).await?;
         Ok(principal)
     }
 
@@ -418,7 +418,7 @@ impl Hub {
                 Some(&target("user", row.id)),
                 Outcome::Denied,
             );
-            self.store.append_audit(&event).await?;
+            self.audit(&event).await?;
             return Err(e);
         }
         row.password_hash = blocking(move || auth::hash_password(&new)).await?;

@@ -112,7 +112,7 @@ impl Hub {
             Outcome::Ok
         };
         let event = self.event(principal, allowed.action(), Some("audit"), outcome);
-        self.store.append_audit(&event).await?;
+        self.audit(&event).await?;
         Ok(AuditVerification {
             checked: verifier.checked(),
             first_break,
@@ -162,7 +162,7 @@ impl Hub {
         let event = self
             .event(principal, allowed.action(), Some(&key_target), outcome)
             .with_changed_fields(&counts);
-        self.store.append_audit(&event).await?;
+        self.audit(&event).await?;
         result
     }
 
@@ -189,7 +189,7 @@ impl Hub {
             Outcome::Error
         };
         let event = self.event(principal, allowed.action(), Some(&key_target), outcome);
-        self.store.append_audit(&event).await?;
+        self.audit(&event).await?;
         result
     }
 }

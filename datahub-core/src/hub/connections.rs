@@ -252,12 +252,12 @@ impl Hub {
                     Some(&conn_target),
                     Outcome::Error,
                 );
-                self.store.append_audit(&event).await?;
+                self.audit(&event).await?;
                 return Err(e);
             }
         };
         let event = self.event(principal, allowed.action(), Some(&conn_target), Outcome::Ok);
-        self.store.append_audit(&event).await?;
+        self.audit(&event).await?;
         let dsn = dsn(&row.spec, &opened.password);
         Ok(Revealed {
             username: row.spec.username.as_str().to_owned(),

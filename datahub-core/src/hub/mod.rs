@@ -116,10 +116,31 @@ impl Hub {
             refusal.kind(),
             ErrorKind::PermissionDenied | ErrorKind::NotFound
         ) {
+            tracing::debug!(
+                action = action.as_str(),
+                principal = %principal.user(),
+                target,
+                refusal = refusal.kind().as_str(),
+                "permission denied"
+            );
             let event = self.event(principal, action, target, Outcome::Denied);
-            self.store.append_audit(&event).await?;
+            self.audit(&event).await?;
         }
         Err(refusal)
+    }
+
+    /// Appends `event` to the audit log on its own; a failure is logged and returned, so the
+    /// operation it records fails too (S21).
+    async fn audit(&self, event: &AuditEvent) -> Result<()> {
+        if let Err(e) = self.store.append_audit(event).await {
+            tracing::warn!(
+                action = event.action.as_str(),
+                error = %e,
+                "could not append to the audit log"
+            );
+            return Err(e);
+        }
+        Ok(())
     }
 }
 

@@ -26,14 +26,33 @@ impl Checker for ProbeChecker {
         let row = match self.hub.store.connection(id).await {
             Ok(Some(row)) => row,
             // Deleted meanwhile, or the store failed: nothing was dialled.
-            Ok(None) | Err(_) => return CheckResult::failure(FailureKind::Internal, 0),
+            Ok(None) => return CheckResult::failure(FailureKind::Internal, 0),
+            Err(e) => {
+                tracing::warn!(
+                    connection = %id,
+                    error = %e,
+                    "monitor check could not load the connection"
+                );
+                return CheckResult::failure(FailureKind::Internal, 0);
+            }
         };
-        let Ok(opened) = secrets::open(&self.hub.keyring, id, &row.secrets) else {
-            return CheckResult::failure(FailureKind::Internal, 0);
+        let opened = match secrets::open(&self.hub.keyring, id, &row.secrets) {
+            Ok(opened) => opened,
+            Err(e) => {
+                tracing::warn!(
+                    connection = %id,
+                    error = %e,
+                    "monitor check could not open the secrets"
+                );
+                return CheckResult::failure(FailureKind::Internal, 0);
+            }
         };
         match self.hub.run_probe(&row.spec, &opened, self.budget).await {
             Ok(report) => to_result(&report),
-            Err(_) => CheckResult::failure(FailureKind::Internal, 0),
+            Err(e) => {
+                tracing::warn!(connection = %id, error = %e, "monitor check could not run");
+                CheckResult::failure(FailureKind::Internal, 0)
+            }
         }
     }
 }

@@ -176,7 +176,7 @@ impl Hub {
         let event = self
             .event(principal, action, Some(audit_target), outcome)
             .with_changed_fields(&detail);
-        self.store.append_audit(&event).await?;
+        self.audit(&event).await?;
         Ok(())
     }
 }
@@ -230,7 +230,7 @@ impl Hub {
             options,
         )?;
         let event = self.event(principal, allowed.action(), Some(&conn_target), Outcome::Ok);
-        self.store.append_audit(&event).await?;
+        self.audit(&event).await?;
         Ok(pool)
     }
 }

@@ -160,6 +160,7 @@ impl Monitor {
                 .tasks
                 .spawn(relay(Arc::clone(&shared), remote, commands.clone()));
         }
+        tracing::info!(monitor = %shared.id, "health monitor started");
         MonitorHandle { shared, commands }
     }
 }
@@ -252,7 +253,8 @@ impl Shared {
     async fn publish_shared(&self, event: MonitorEvent) {
         let payload = encode_event(self.id, &event);
         self.publish(event);
-        if self.store.notify_event(&payload).await.is_err() {
+        if let Err(e) = self.store.notify_event(&payload).await {
+            tracing::warn!(error = %e, "monitor could not tell other processes an event");
             Counters::bump(&self.counters.store_errors, 1);
         }
     }
@@ -407,7 +409,8 @@ async fn reload_all(
             .await
         {
             Ok(found) => found,
-            Err(_) => {
+            Err(e) => {
+                tracing::warn!(error = %e, "monitor could not reload the connections");
                 Counters::bump(&shared.counters.store_errors, 1);
                 return;
             }
@@ -608,6 +611,10 @@ async fn run_connection(
         {
             Ok(None) => {
                 drop(permit);
+                tracing::debug!(
+                    connection = %id,
+                    "check lease held by another monitor; round skipped"
+                );
                 Counters::bump(&shared.counters.leases_lost, 1);
                 advance(&shared, &mut due, &mut rng, settings.interval);
                 continue;
@@ -633,7 +640,14 @@ async fn run_connection(
             }
             // The store is failing: check anyway (recording will likely fail too, but the
             // status published here stays live), rather than leave the connection unchecked.
-            Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+            Err(e) => {
+                tracing::warn!(
+                    connection = %id,
+                    error = %e,
+                    "monitor could not claim a check; checking anyway"
+                );
+                Counters::bump(&shared.counters.store_errors, 1);
+            }
         }
         let started = Instant::now();
         if main {
@@ -789,11 +803,26 @@ async fn record(
         error_kind,
         uptime_24h: state.uptime.uptime(at),
     };
-    if shared.store.record_check(&check, &health).await.is_err() {
+    tracing::debug!(
+        connection = %id,
+        ok = result.ok,
+        latency_ms = result.latency_ms,
+        error_kind = error_kind.map(FailureKind::as_str),
+        status = to.as_str(),
+        "check done"
+    );
+    if let Err(e) = shared.store.record_check(&check, &health).await {
+        tracing::warn!(connection = %id, error = %e, "monitor could not record a check");
         Counters::bump(&shared.counters.store_errors, 1);
     }
     Counters::bump(&shared.counters.checks, 1);
     if from != to {
+        tracing::info!(
+            connection = %id,
+            from = from.as_str(),
+            to = to.as_str(),
+            "connection status changed"
+        );
         shared
             .publish_shared(MonitorEvent::StatusChanged { id, from, to, at })
             .await;
@@ -815,8 +844,14 @@ async fn prune(shared: Arc<Shared>) {
             continue;
         };
         match shared.store.prune_checks(before).await {
-            Ok(n) => Counters::bump(&shared.counters.pruned, n),
-            Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+            Ok(n) => {
+                tracing::debug!(pruned = n, "monitor pruned old check history");
+                Counters::bump(&shared.counters.pruned, n);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "monitor could not prune check history");
+                Counters::bump(&shared.counters.store_errors, 1);
+            }
         }
     }
 }

@@ -223,7 +223,14 @@ impl Dialer {
                             step: Step::Resolve,
                         });
                     }
-                    Ok(Err(e)) => return Err(DialError::Dns(e)),
+                    Ok(Err(e)) => {
+                        tracing::debug!(
+                            host = host.as_str(),
+                            error = %e,
+                            "host name did not resolve"
+                        );
+                        return Err(DialError::Dns(e));
+                    }
                     Ok(Ok(addrs)) => addrs,
                 }
             }
@@ -233,8 +240,17 @@ impl Dialer {
         if addrs.is_empty() {
             return Err(DialError::Dns(ResolveError::NotFound));
         }
+        tracing::trace!(host = host.as_str(), addresses = addrs.len(), "resolved");
         for ip in &addrs {
-            policy.check(*ip).map_err(DialError::Blocked)?;
+            if let Err(denial) = policy.check(*ip) {
+                tracing::debug!(
+                    host = host.as_str(),
+                    address = %ip,
+                    reason = %denial,
+                    "dial refused by the target policy"
+                );
+                return Err(DialError::Blocked(denial));
+            }
         }
         Ok(addrs)
     }
@@ -276,7 +292,10 @@ impl Dialer {
                         connect: resolved.elapsed(),
                     });
                 }
-                Err(e) => last = e,
+                Err(e) => {
+                    tracing::trace!(address = %addr, error = %e, "connect attempt failed");
+                    last = e;
+                }
             }
         }
         Err(last)

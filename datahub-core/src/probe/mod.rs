@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::config::{ChannelBinding as PgChannelBinding, SslMode};
+use tracing::Instrument;
 
 use crate::model::{ChannelBinding, ConnectionSecrets, ConnectionSpec, FailureKind, Host, TlsMode};
 use crate::probe::inspect::{Inspect, ProbeTls, SharedTrace, Trace, lock};
@@ -251,11 +252,26 @@ pub async fn test(
         steps: Vec::new(),
         current: None,
     };
-    let outcome = match timeout_at(deadline, probe.run()).await {
+    // Names, host, port and mode only: the span never holds a secret.
+    let span = tracing::debug_span!(
+        "probe",
+        connection = spec.name.as_str(),
+        host = spec.host.as_str(),
+        port = spec.port.get(),
+        database = spec.database.as_str(),
+        user = spec.username.as_str(),
+        tls_mode = spec.tls.mode().as_str(),
+        budget_ms = u64::try_from(budget.min(MAX_BUDGET).as_millis()).unwrap_or(u64::MAX),
+    );
+    let outcome = match timeout_at(deadline, probe.run())
+        .instrument(span.clone())
+        .await
+    {
         Ok(outcome) => outcome,
         Err(_) => Err(probe.timed_out(Instant::now())),
     };
     let total_ms = ms(Instant::now() - start);
+    log_outcome(&span, &probe.steps, outcome.as_ref().err(), total_ms);
     match outcome {
         Ok(success) => Report {
             ok: true,
@@ -273,6 +289,30 @@ pub async fn test(
             tls: None,
             failure: Some(failure),
         },
+    }
+}
+
+/// The test's outcome (debug) and each step's timing (trace), inside the test's span.
+fn log_outcome(span: &tracing::Span, steps: &[Step], failure: Option<&Failure>, total_ms: f64) {
+    let _entered = span.enter();
+    for step in steps {
+        tracing::trace!(
+            step = step.name.as_str(),
+            ms = step.ms,
+            ok = step.ok,
+            "probe step"
+        );
+    }
+    match failure {
+        None => tracing::debug!(ok = true, total_ms, "probe finished"),
+        Some(f) => tracing::debug!(
+            ok = false,
+            kind = f.kind.as_str(),
+            step = f.step.as_str(),
+            sqlstate = f.sqlstate.as_deref(),
+            total_ms,
+            "probe finished"
+        ),
     }
 }
 

@@ -330,6 +330,11 @@ impl deadpool_postgres::Connect for PoolConnect {
                     let task = tokio::spawn(async move {
                         let _ = connection.await;
                     });
+                    tracing::trace!(
+                        host = self.host.as_str(),
+                        port = self.port,
+                        "pool connection opened"
+                    );
                     return Ok((client, task));
                 }
                 Ok(Err(AttemptError {
@@ -344,6 +349,13 @@ impl deadpool_postgres::Connect for PoolConnect {
                     classify::timeout(step)
                 }
             };
+            tracing::debug!(
+                host = self.host.as_str(),
+                port = self.port,
+                kind = failure.kind.as_str(),
+                step = failure.step.as_str(),
+                "pool connection failed"
+            );
             Err(carry(PoolConnectError { failure }).await)
         })
     }

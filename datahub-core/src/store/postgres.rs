@@ -261,7 +261,8 @@ impl PostgresStore {
                 });
             }
         }
-        for m in migration_plan(MIGRATIONS, &applied)? {
+        let plan = migration_plan(MIGRATIONS, &applied)?;
+        for m in &plan {
             let doing = format!("applying migration {} ({})", m.version, m.name);
             tx.batch_execute(m.sql).await.map_err(|e| db(&doing, e))?;
             let version = i32::try_from(m.version)
@@ -276,7 +277,16 @@ impl PostgresStore {
         }
         tx.commit()
             .await
-            .map_err(|e| db("committing the migration", e))
+            .map_err(|e| db("committing the migration", e))?;
+        for m in plan {
+            tracing::info!(
+                store = "postgres",
+                version = m.version,
+                name = m.name,
+                "migration applied"
+            );
+        }
+        Ok(())
     }
 }
 

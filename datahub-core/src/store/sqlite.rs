@@ -161,7 +161,8 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
             applied.push(super::Applied { version, checksum });
         }
     }
-    for m in migration_plan(MIGRATIONS, &applied)? {
+    let plan = migration_plan(MIGRATIONS, &applied)?;
+    for m in &plan {
         tx.execute_batch(m.sql).map_err(|e| {
             Error::new(
                 ErrorKind::Store,
@@ -181,7 +182,16 @@ fn migrate(conn: &mut rusqlite::Connection) -> Result<()> {
         )
         .map_err(db_error)?;
     }
-    tx.commit().map_err(db_error)
+    tx.commit().map_err(db_error)?;
+    for m in plan {
+        tracing::info!(
+            store = "sqlite",
+            version = m.version,
+            name = m.name,
+            "migration applied"
+        );
+    }
+    Ok(())
 }
 
 /// Maps a SQLite failure to a `Store` error (the cause attached, no values quoted).
@@ -195,6 +205,8 @@ pub(crate) fn db_error(e: rusqlite::Error) -> Error {
     } else {
         "the sqlite store failed"
     };
+    // SQLite's own message names tables and constraints, never a bound value.
+    tracing::warn!(store = "sqlite", error = %e, "{message}");
     Error::new(ErrorKind::Store, message).with_source(e)
 }
 

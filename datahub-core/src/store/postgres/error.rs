@@ -45,9 +45,17 @@ pub(super) fn db(doing: &str, e: tokio_postgres::Error) -> Error {
                  reachable"
             )
         };
+        tracing::warn!(store = "postgres", doing, error = %e, "store request failed");
         return Error::new(ErrorKind::Store, message).with_source(e);
     };
     let code = db.code().code();
+    // The SQLSTATE only: the server's text can quote a value.
+    tracing::warn!(
+        store = "postgres",
+        doing,
+        sqlstate = code,
+        "store request failed"
+    );
     let hint = match code.get(..2) {
         Some("57") if code == "57014" => {
             ": the statement ran out of time (the store is overloaded or a lock is held too long)"
@@ -73,6 +81,9 @@ pub(super) fn db(doing: &str, e: tokio_postgres::Error) -> Error {
 
 /// A pool that could not hand out a connection.
 pub(super) fn pool(e: PoolError, max_connections: usize) -> Error {
+    if !matches!(e, PoolError::Backend(_)) {
+        tracing::warn!(store = "postgres", error = %e, "store pool failed");
+    }
     match e {
         PoolError::Timeout(TimeoutType::Wait) => Error::new(
             ErrorKind::Store,
