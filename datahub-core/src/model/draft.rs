@@ -50,7 +50,7 @@ pub struct ConnectionDraft {
 pub struct TlsDraft {
     /// Default: `verify-full`.
     pub mode: Option<TlsMode>,
-    /// PEM CA certificate(s); empty or `None` means the system roots.
+    /// PEM CA certificate(s); empty or `None` means the bundled public roots.
     pub ca_cert_pem: Option<String>,
     /// PEM client certificate; needs `client_key_pem`.
     pub client_cert_pem: Option<String>,

@@ -52,7 +52,7 @@ pub struct ConnectionPatch {
 pub struct TlsPatch {
     /// New mode; lowering it requires the password again.
     pub mode: Option<TlsMode>,
-    /// New CA certificate(s); `Some(None)` (or empty) reverts to the system roots.
+    /// New CA certificate(s); `Some(None)` (or empty) reverts to the bundled public roots.
     pub ca_cert_pem: Option<Option<String>>,
     /// New client certificate; `Some(None)` (or empty) removes it. Certificate and key are
     /// removed together: remove both in the same patch.

@@ -193,7 +193,8 @@ fn marker<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
 /// exactly when a client key is stored.
 ///
 /// `verify-ca` and `verify-full` without a CA certificate are allowed: the server certificate
-/// is then verified against the system's trusted roots (as with libpq's `sslrootcert=system`).
+/// is then verified against the bundled public roots (Mozilla's list from webpki-roots, the same on
+/// every host; libpq's `sslrootcert=system` uses the host's store instead).
 /// The CA certificate is used only by those two modes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct TlsSettings {
@@ -234,7 +235,7 @@ impl TlsSettings {
         self.mode
     }
 
-    /// The CA certificates to verify the server with; `None` means the system roots.
+    /// The CA certificates to verify the server with; `None` means the bundled public roots.
     pub fn ca_cert_pem(&self) -> Option<&CertificatePem> {
         self.ca_cert_pem.as_ref()
     }
