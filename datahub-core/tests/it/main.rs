@@ -15,4 +15,5 @@ mod net;
 mod pool;
 mod probe;
 mod rbac;
+mod sessions;
 mod store;
