@@ -23,6 +23,7 @@ mod monitor;
 mod probe;
 mod secrets;
 mod sessions;
+mod views;
 
 pub use accounts::{BOOTSTRAP_ADMIN, BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
 pub use admin::AuditVerification;
@@ -30,6 +31,7 @@ pub use connections::{Dsn, Revealed};
 pub use limit::RateLimit;
 pub use probe::Created;
 pub use sessions::{MAX_USER_AGENT_CHARS, NewSession};
+pub use views::{EventFilter, HealthHistory, MAX_HISTORY_LIMIT};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;

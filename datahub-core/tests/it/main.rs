@@ -9,6 +9,7 @@ mod dsn;
 mod durability;
 mod hub;
 mod hub_probe;
+mod hub_views;
 mod model;
 mod monitor;
 mod net;
