@@ -92,6 +92,12 @@ uuid_id!(
     "token_id"
 );
 
+uuid_id!(
+    /// The identifier of a browser session (not its token, which is secret).
+    SessionId,
+    "session_id"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,4 +23,4 @@ pub mod secret;
 pub mod store;
 
 pub use error::{Error, ErrorKind, Result};
-pub use id::{ConnectionId, TeamId, TokenId, UserId};
+pub use id::{ConnectionId, SessionId, TeamId, TokenId, UserId};

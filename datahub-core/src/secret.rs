@@ -66,6 +66,12 @@ secret_text!(
     ApiToken
 );
 
+secret_text!(
+    /// A browser session's token (`dhs_…`), handed to the client once (in a cookie) and stored
+    /// only as a hash.
+    SessionToken
+);
+
 /// Decrypted bytes, e.g. what opening a sealed value yields. Zeroized on drop.
 pub struct SecretBytes(SecretBox<[u8]>);
 

@@ -1,6 +1,6 @@
 //! Authentication primitives: account names, user password hashing (argon2id) and the password
-//! policy, login verification with uniform timing, and API tokens (generation, parsing, hashing,
-//! usability).
+//! policy, login verification with uniform timing, API tokens (generation, parsing, hashing,
+//! usability) and session tokens with their lifetimes.
 //!
 //! Pure logic: it never calls a store; the Hub loads rows and hands them in. It must never log,
 //! echo or put into an error a password, a token, or the input that was refused; and every
@@ -8,12 +8,17 @@
 //! caller cannot tell an unknown user from a wrong password or a revoked token from a made-up one.
 
 pub(crate) mod password;
+mod session;
 mod token;
 
 pub use password::{
     HashParams, Login, MAX_PASSWORD_BYTES, MIN_PASSWORD_BYTES, PASSWORD_HASH_PARAMS,
     check_password_policy, dummy_verify, hash_password, needs_rehash, verify_login,
     verify_password,
+};
+pub use session::{
+    NewSessionToken, SESSION_PREFIX, SESSION_REFUSED, SessionConfig, SessionState,
+    new_session_token, parse_session_token, session_refused, session_state,
 };
 pub use token::{NewToken, TOKEN_PREFIX, new_token, parse_token, token_hash, token_usable};
 

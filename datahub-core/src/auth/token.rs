@@ -34,16 +34,23 @@ pub struct NewToken {
 ///
 /// Errors: `Internal` when the generator fails.
 pub fn new_token() -> Result<NewToken> {
-    let mut raw = Zeroizing::new([0u8; TOKEN_BYTES]);
-    super::fill_random(raw.as_mut())?;
-    let mut text = String::with_capacity(TOKEN_PREFIX.len() + TOKEN_BODY_LEN);
-    text.push_str(TOKEN_PREFIX);
-    URL_SAFE_NO_PAD.encode_string(raw.as_ref(), &mut text);
-    let hash = token_hash(&text);
+    let (text, hash) = generate(TOKEN_PREFIX)?;
     Ok(NewToken {
         token: ApiToken::new(text),
         hash,
     })
+}
+
+/// `prefix` + base64url of 32 random bytes, and the SHA-256 of that text. Shared by API tokens
+/// and session tokens, which differ only in their prefix.
+pub(super) fn generate(prefix: &str) -> Result<(String, [u8; 32])> {
+    let mut raw = Zeroizing::new([0u8; TOKEN_BYTES]);
+    super::fill_random(raw.as_mut())?;
+    let mut text = String::with_capacity(prefix.len() + TOKEN_BODY_LEN);
+    text.push_str(prefix);
+    URL_SAFE_NO_PAD.encode_string(raw.as_ref(), &mut text);
+    let hash = token_hash(&text);
+    Ok((text, hash))
 }
 
 /// The SHA-256 of a token's text: what a store keeps and looks tokens up by.
@@ -57,8 +64,17 @@ pub fn token_hash(token: &str) -> [u8; 32] {
 /// Errors: `Unauthenticated` with the message [`TOKEN_REFUSED`] for anything else; the input is
 /// never echoed.
 pub fn parse_token(presented: &str) -> Result<[u8; 32]> {
-    let well_formed = presented
-        .strip_prefix(TOKEN_PREFIX)
+    if well_formed(TOKEN_PREFIX, presented) {
+        Ok(token_hash(presented))
+    } else {
+        Err(refused())
+    }
+}
+
+/// Whether `presented` is `prefix` followed by 43 base64url characters that decode to 32 bytes.
+pub(super) fn well_formed(prefix: &str, presented: &str) -> bool {
+    presented
+        .strip_prefix(prefix)
         .filter(|body| body.len() == TOKEN_BODY_LEN)
         .and_then(|body| {
             let mut raw = Zeroizing::new([0u8; TOKEN_BYTES]);
@@ -69,12 +85,7 @@ pub fn parse_token(presented: &str) -> Result<[u8; 32]> {
                 .ok()
                 .filter(|n| *n == TOKEN_BYTES)
         })
-        .is_some();
-    if well_formed {
-        Ok(token_hash(presented))
-    } else {
-        Err(refused())
-    }
+        .is_some()
 }
 
 /// Whether a token found by its hash may be used at `now` by `user` (the user it belongs to).

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::{Hub, blocking, now, target};
 use crate::audit::{AuditEvent, Outcome, RequestInfo};
 use crate::auth::{self, AccountName};
-use crate::rbac::{Action, Principal, Role, act};
+use crate::rbac::{Action, AuthMethod, Principal, Role, act};
 use crate::secret::{ApiToken, Password};
 use crate::store::{TeamRow, TokenRow, UserRow};
 use crate::{Error, ErrorKind, Result, TeamId, TokenId, UserId};
@@ -213,6 +213,7 @@ impl Hub {
         let principal = self
             .principal_from_row(&user)
             .await?
+            .with_auth_method(AuthMethod::Password)
             .with_request(request.clone());
         let event = AuditEvent::now(
             Some(user.id),
@@ -319,6 +320,10 @@ impl Hub {
     /// Changes another account's role, enabled state or password (admins). The last enabled
     /// admin can be neither demoted nor disabled.
     ///
+    /// Disabling the account or setting its password ends every session of the user, in the
+    /// same store transaction as the change and its audit row (re-enabling it later revives
+    /// none). A role change alone ends none: sessions load the user afresh on every request.
+    ///
     /// # Errors
     /// `PermissionDenied` (audited); `NotFound` for an unknown user; `InvalidInput` on `password`;
     /// `Conflict` when it would leave no enabled admin.
@@ -382,11 +387,17 @@ impl Hub {
         let event = self
             .event(principal, allowed.action(), Some(&user_target), Outcome::Ok)
             .with_changed_fields(&changed);
-        self.store.update_user(&row, &event).await?;
+        if row.disabled || changed.contains(&"password") {
+            self.store.update_user_ending_sessions(&row, &event).await?;
+        } else {
+            self.store.update_user(&row, &event).await?;
+        }
         Ok(User::from(&row))
     }
 
-    /// Changes the principal's own password, given the current one.
+    /// Changes the principal's own password, given the current one. Ends every session of the
+    /// user, the caller's own included, in the same store transaction: an adapter serving a
+    /// session logs in again with the new password and starts a new session for the caller.
     ///
     /// # Errors
     /// `Unauthenticated` when `current` is wrong; `InvalidInput` on `password` for the new one;
@@ -431,7 +442,8 @@ impl Hub {
                 Outcome::Ok,
             )
             .with_changed_fields(&["password"]);
-        self.store.update_user(&row, &event).await
+        self.store.update_user_ending_sessions(&row, &event).await?;
+        Ok(())
     }
 
     /// Every team with its members.

@@ -6,7 +6,8 @@
 //! of anything but plain reads are audited too, with outcome `denied`. A connection the
 //! principal may not view is `NotFound`, exactly as if it did not exist.
 //!
-//! Adapters authenticate through the Hub as well ([`Hub::login`], [`Hub::authenticate_token`],
+//! Adapters authenticate through the Hub as well ([`Hub::login`], [`Hub::start_session`],
+//! [`Hub::authenticate_session`], [`Hub::end_session`], [`Hub::authenticate_token`],
 //! [`Hub::principal_for`]), so every adapter authenticates the same way. Load the principal
 //! afresh on every request: a revoked grant, a changed role, a disabled account or a revoked
 //! token then takes effect on the next one.
@@ -21,18 +22,24 @@ mod limit;
 mod monitor;
 mod probe;
 mod secrets;
+mod sessions;
+mod views;
 
 pub use accounts::{BOOTSTRAP_ADMIN, BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
 pub use admin::AuditVerification;
 pub use connections::{Dsn, Revealed};
 pub use limit::RateLimit;
 pub use probe::Created;
+pub use sessions::{MAX_USER_AGENT_CHARS, NewSession};
+pub use views::{EventFilter, HealthHistory, MAX_HISTORY_LIMIT};
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
 
 use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, Outcome, truncate_to_micros};
+use crate::auth::SessionConfig;
 use crate::crypto::Keyring;
 use crate::keys;
 use crate::net::{Connect, Dialer};
@@ -47,6 +54,10 @@ pub struct Hub {
     keyring: Arc<Keyring>,
     connect: Arc<dyn Connect>,
     test_limit: Arc<limit::RateLimiter>,
+    /// Session lifetimes (`sessions.rs`).
+    sessions: SessionConfig,
+    /// When this hub last pruned sessions that are over (unix seconds; 0: never).
+    last_session_prune: Arc<AtomicI64>,
 }
 
 impl Hub {
@@ -62,6 +73,8 @@ impl Hub {
             keyring: Arc::new(keyring),
             connect: Arc::new(Dialer::system()),
             test_limit: Arc::new(limit::RateLimiter::new(RateLimit::default())),
+            sessions: SessionConfig::default(),
+            last_session_prune: Arc::new(AtomicI64::new(0)),
         })
     }
 

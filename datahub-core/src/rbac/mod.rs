@@ -15,7 +15,7 @@ mod policy;
 mod principal;
 
 pub use policy::{Access, Action, ConnectionAction, GlobalAction, RULES, Rule, act};
-pub use principal::{Allowed, AllowedOn, Decision, Principal, Target};
+pub use principal::{Allowed, AllowedOn, AuthMethod, Decision, Principal, Target};
 
 use std::fmt;
 use std::str::FromStr;

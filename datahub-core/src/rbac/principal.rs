@@ -26,7 +26,19 @@ pub struct Principal {
     role: Role,
     teams: Vec<TeamId>,
     read_only: bool,
+    method: AuthMethod,
     request: RequestInfo,
+}
+
+/// How a principal proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// A password login, just now (`Hub::login`): the only kind a session may start from.
+    Password,
+    /// A browser session, or a user id a session holds.
+    Session,
+    /// An API token.
+    Token,
 }
 
 /// The owner and grants of the connection an action targets, as loaded by the Hub.
@@ -96,7 +108,7 @@ impl Principal {
         now: OffsetDateTime,
     ) -> Result<Self> {
         crate::auth::token_usable(token, user, now)?;
-        Ok(Self::build(user, teams, token.read_only))
+        Ok(Self::build(user, teams, token.read_only).with_auth_method(AuthMethod::Token))
     }
 
     fn build(user: &UserRow, mut teams: Vec<TeamId>, read_only: bool) -> Self {
@@ -108,8 +120,23 @@ impl Principal {
             role: user.role,
             teams,
             read_only,
+            method: AuthMethod::Session,
             request: RequestInfo::default(),
         }
+    }
+
+    /// The same principal, marked as authenticated by `method`. Crate-private: only the Hub's
+    /// authentication functions know how a principal was made.
+    pub(crate) fn with_auth_method(mut self, method: AuthMethod) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// How this principal was authenticated: [`Principal::from_user`] makes a
+    /// [`AuthMethod::Session`] one, [`Principal::from_token`] a [`AuthMethod::Token`] one, and
+    /// only a password login through the Hub a [`AuthMethod::Password`] one.
+    pub fn auth_method(&self) -> AuthMethod {
+        self.method
     }
 
     /// The same principal, acting in the request `request` (its client address and id go into

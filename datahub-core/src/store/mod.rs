@@ -43,7 +43,7 @@ use crate::model::{
     ConnectionName, ConnectionSpec, Engine, FailureKind, Health, HealthStatus, Tag, TlsMode,
 };
 use crate::rbac::{Grant, Role};
-use crate::{ConnectionId, Result, TeamId, TokenId, UserId};
+use crate::{ConnectionId, Result, SessionId, TeamId, TokenId, UserId};
 
 /// The most rows one page of a list may hold.
 pub const MAX_PER_PAGE: u32 = 200;
@@ -221,6 +221,27 @@ pub struct TokenRow {
     pub expires_at: Option<OffsetDateTime>,
     /// Set when revoked; a revoked token never works again.
     pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// A browser session as stored: the SHA-256 of its token, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRow {
+    /// Id.
+    pub id: SessionId,
+    /// The user it acts as.
+    pub user: UserId,
+    /// SHA-256 of the session token's text.
+    pub hash: [u8; 32],
+    /// Started (UTC).
+    pub created_at: OffsetDateTime,
+    /// Its absolute end, fixed at the start (UTC).
+    pub expires_at: OffsetDateTime,
+    /// Its last recorded use (UTC); written at most once per touch interval.
+    pub last_seen_at: OffsetDateTime,
+    /// The client's address at the start, when known.
+    pub client_addr: Option<String>,
+    /// The client's user agent at the start (escaped, at most 256 characters), when known.
+    pub user_agent: Option<String>,
 }
 
 /// The result of one health check, as recorded.
@@ -404,6 +425,41 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Marks a token revoked at `at`; appends `audit`. Errors: `NotFound`.
     async fn revoke_token(&self, id: TokenId, at: OffsetDateTime, audit: &AuditEvent)
     -> Result<()>;
+
+    // --- sessions ---
+
+    /// Inserts a session. Not audited on its own: a session starts from a login, which is.
+    /// Errors: `NotFound` on `user_id` for an unknown user; `Conflict` when the id or hash is
+    /// stored already.
+    async fn insert_session(&self, session: &SessionRow) -> Result<()>;
+
+    /// The session with this token hash, or `None` (whether or not it has expired: the caller
+    /// decides).
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>>;
+
+    /// The sessions of a user, oldest first.
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<SessionRow>>;
+
+    /// Records a use of a session at `at` if `at` is later than its stored last use; returns
+    /// whether a row changed (`false` also for a session deleted meanwhile). Not audited.
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool>;
+
+    /// Deletes one session (a logout) and appends `audit`, both only when the session exists;
+    /// returns whether it did.
+    async fn delete_session(&self, id: SessionId, audit: &AuditEvent) -> Result<bool>;
+
+    /// Deletes every session of `user` and appends `audit` (always); returns how many ended.
+    async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64>;
+
+    /// As [`Self::update_user`], and in the same transaction deletes every session of the user
+    /// (for a disabled account or a new password); returns how many sessions ended.
+    /// Errors: `NotFound`.
+    async fn update_user_ending_sessions(&self, user: &UserRow, audit: &AuditEvent) -> Result<u64>;
+
+    /// Deletes sessions past their absolute expiry (`expires_at <= now`) or last used before
+    /// `idle_before`; returns how many. Not audited (housekeeping of sessions already over).
+    async fn prune_sessions(&self, now: OffsetDateTime, idle_before: OffsetDateTime)
+    -> Result<u64>;
 
     // --- audit ---
 

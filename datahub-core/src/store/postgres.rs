@@ -29,6 +29,7 @@
 
 mod codec;
 mod error;
+mod sessions;
 
 use std::fmt;
 use std::time::Duration;
@@ -73,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "check_leases",
         sql: include_str!("../../../migrations/postgres/0003_check_leases.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "sessions",
+        sql: include_str!("../../../migrations/postgres/0004_sessions.sql"),
     },
 ];
 
@@ -1504,6 +1510,44 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| db("replacing a data key", e))?;
         Ok(replaced == 1)
+    }
+
+    // --- sessions (SQL in `postgres/sessions.rs`) ---
+
+    async fn insert_session(&self, session: &crate::store::SessionRow) -> Result<()> {
+        self.insert_session_row(session).await
+    }
+
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<crate::store::SessionRow>> {
+        self.session_row_by_hash(hash).await
+    }
+
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<crate::store::SessionRow>> {
+        self.session_rows_of(user).await
+    }
+
+    async fn touch_session(&self, id: crate::SessionId, at: OffsetDateTime) -> Result<bool> {
+        self.touch_session_row(id, at).await
+    }
+
+    async fn delete_session(&self, id: crate::SessionId, audit: &AuditEvent) -> Result<bool> {
+        self.delete_session_row(id, audit).await
+    }
+
+    async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64> {
+        self.delete_session_rows_of(user, audit).await
+    }
+
+    async fn update_user_ending_sessions(&self, user: &UserRow, audit: &AuditEvent) -> Result<u64> {
+        self.update_user_and_sessions(user, audit).await
+    }
+
+    async fn prune_sessions(
+        &self,
+        now: OffsetDateTime,
+        idle_before: OffsetDateTime,
+    ) -> Result<u64> {
+        self.prune_session_rows(now, idle_before).await
     }
 }
 

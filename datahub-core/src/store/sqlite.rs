@@ -12,6 +12,7 @@
 
 mod codec;
 mod pool;
+mod sessions;
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "check_leases",
         sql: include_str!("../../../migrations/sqlite/0003_check_leases.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "sessions",
+        sql: include_str!("../../../migrations/sqlite/0004_sessions.sql"),
     },
 ];
 
@@ -1607,5 +1613,43 @@ impl Store for SqliteStore {
                 Ok(n == 1)
             })
             .await
+    }
+
+    // --- sessions (SQL in `sqlite/sessions.rs`) ---
+
+    async fn insert_session(&self, session: &super::SessionRow) -> Result<()> {
+        self.insert_session_row(session).await
+    }
+
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<super::SessionRow>> {
+        self.session_row_by_hash(hash).await
+    }
+
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<super::SessionRow>> {
+        self.session_rows_of(user).await
+    }
+
+    async fn touch_session(&self, id: crate::SessionId, at: OffsetDateTime) -> Result<bool> {
+        self.touch_session_row(id, at).await
+    }
+
+    async fn delete_session(&self, id: crate::SessionId, audit: &AuditEvent) -> Result<bool> {
+        self.delete_session_row(id, audit).await
+    }
+
+    async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64> {
+        self.delete_session_rows_of(user, audit).await
+    }
+
+    async fn update_user_ending_sessions(&self, user: &UserRow, audit: &AuditEvent) -> Result<u64> {
+        self.update_user_and_sessions(user, audit).await
+    }
+
+    async fn prune_sessions(
+        &self,
+        now: OffsetDateTime,
+        idle_before: OffsetDateTime,
+    ) -> Result<u64> {
+        self.prune_session_rows(now, idle_before).await
     }
 }

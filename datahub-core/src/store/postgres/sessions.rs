@@ -1,0 +1,199 @@
+//! The PostgreSQL side of sessions (migration 4): the SQL behind the `Store` session methods,
+//! kept apart from the rest of the store so the two change independently. Sessions live here so
+//! they survive a restart and every replica sees the same ones.
+
+use time::OffsetDateTime;
+use tokio_postgres::Row;
+
+use super::codec::get;
+use super::error::{db, is_foreign_key_violation, is_unique_violation};
+use super::{PostgresStore, append_in, not_found};
+use crate::audit::AuditEvent;
+use crate::store::{SessionRow, UserRow};
+use crate::{Error, ErrorKind, Result, SessionId, UserId};
+
+/// The columns [`session_row`] reads.
+const SESSION_COLUMNS: &str =
+    "id, user_id, hash, created_at, expires_at, last_seen_at, client_addr, user_agent";
+
+const TABLE: &str = "sessions";
+
+fn session_row(row: &Row) -> Result<SessionRow> {
+    let hash: &[u8] = get(row, TABLE, "hash")?;
+    let hash = <[u8; 32]>::try_from(hash).map_err(|_| {
+        Error::new(
+            ErrorKind::Store,
+            "corrupt row in sessions: column hash holds an invalid value",
+        )
+    })?;
+    Ok(SessionRow {
+        id: SessionId::from_uuid(get(row, TABLE, "id")?),
+        user: UserId::from_uuid(get(row, TABLE, "user_id")?),
+        hash,
+        created_at: get(row, TABLE, "created_at")?,
+        expires_at: get(row, TABLE, "expires_at")?,
+        last_seen_at: get(row, TABLE, "last_seen_at")?,
+        client_addr: get(row, TABLE, "client_addr")?,
+        user_agent: get(row, TABLE, "user_agent")?,
+    })
+}
+
+impl PostgresStore {
+    pub(super) async fn insert_session_row(&self, s: &SessionRow) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO sessions (id, user_id, hash, created_at, expires_at, last_seen_at, \
+                 client_addr, user_agent) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    s.id.as_uuid(),
+                    s.user.as_uuid(),
+                    &s.hash.as_slice(),
+                    &s.created_at,
+                    &s.expires_at,
+                    &s.last_seen_at,
+                    &s.client_addr,
+                    &s.user_agent,
+                ],
+            )
+            .await
+            .map_err(|e| {
+                if is_foreign_key_violation(&e) {
+                    Error::new(ErrorKind::NotFound, "no such user").with_field("user_id")
+                } else if is_unique_violation(&e) {
+                    Error::new(ErrorKind::Conflict, "this session exists").with_field("session_id")
+                } else {
+                    db("inserting a session", e)
+                }
+            })?;
+        Ok(())
+    }
+
+    pub(super) async fn session_row_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1");
+        client
+            .query_opt(&sql, &[&hash.as_slice()])
+            .await
+            .map_err(|e| db("reading a session", e))?
+            .map(|r| session_row(&r))
+            .transpose()
+    }
+
+    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<SessionRow>> {
+        let client = self.client().await?;
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"
+        );
+        let rows = client
+            .query(&sql, &[user.as_uuid()])
+            .await
+            .map_err(|e| db("listing sessions", e))?;
+        rows.iter().map(session_row).collect()
+    }
+
+    pub(super) async fn touch_session_row(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2",
+                &[id.as_uuid(), &at],
+            )
+            .await
+            .map_err(|e| db("recording a session's use", e))?;
+        Ok(n > 0)
+    }
+
+    pub(super) async fn delete_session_row(
+        &self,
+        id: SessionId,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        const DOING: &str = "ending a session";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
+        let n = tx
+            .execute("DELETE FROM sessions WHERE id = $1", &[id.as_uuid()])
+            .await
+            .map_err(|e| db(DOING, e))?;
+        if n == 0 {
+            return Ok(false);
+        }
+        append_in(&tx, audit).await?;
+        tx.commit().await.map_err(|e| db(DOING, e))?;
+        Ok(true)
+    }
+
+    pub(super) async fn delete_session_rows_of(
+        &self,
+        user: UserId,
+        audit: &AuditEvent,
+    ) -> Result<u64> {
+        const DOING: &str = "ending a user's sessions";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
+        let n = tx
+            .execute("DELETE FROM sessions WHERE user_id = $1", &[user.as_uuid()])
+            .await
+            .map_err(|e| db(DOING, e))?;
+        append_in(&tx, audit).await?;
+        tx.commit().await.map_err(|e| db(DOING, e))?;
+        Ok(n)
+    }
+
+    pub(super) async fn update_user_and_sessions(
+        &self,
+        user: &UserRow,
+        audit: &AuditEvent,
+    ) -> Result<u64> {
+        const DOING: &str = "updating a user and ending their sessions";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
+        let updated = tx
+            .execute(
+                "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
+                 WHERE id = $1",
+                &[
+                    user.id.as_uuid(),
+                    &user.role.as_str(),
+                    &user.password_hash,
+                    &user.disabled,
+                    &user.updated_at,
+                ],
+            )
+            .await
+            .map_err(|e| db(DOING, e))?;
+        if updated == 0 {
+            return Err(not_found("user"));
+        }
+        let ended = tx
+            .execute(
+                "DELETE FROM sessions WHERE user_id = $1",
+                &[user.id.as_uuid()],
+            )
+            .await
+            .map_err(|e| db(DOING, e))?;
+        append_in(&tx, audit).await?;
+        tx.commit().await.map_err(|e| db(DOING, e))?;
+        Ok(ended)
+    }
+
+    pub(super) async fn prune_session_rows(
+        &self,
+        now: OffsetDateTime,
+        idle_before: OffsetDateTime,
+    ) -> Result<u64> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM sessions WHERE expires_at <= $1 OR last_seen_at < $2",
+                &[&now, &idle_before],
+            )
+            .await
+            .map_err(|e| db("pruning sessions", e))
+    }
+}

@@ -1,0 +1,222 @@
+//! The SQLite side of sessions (migration 4): the SQL behind the `Store` session methods, kept
+//! apart from the rest of the store so the two change independently.
+
+use rusqlite::{Row, params};
+use time::OffsetDateTime;
+
+use super::codec::{get, get_time, get_uuid, micros};
+use super::{SqliteStore, append_audit_in, collect, conflict, db_error, not_found, row_exists};
+use crate::audit::AuditEvent;
+use crate::store::{SessionRow, UserRow};
+use crate::{Error, ErrorKind, Result, SessionId, UserId};
+
+const TABLE: &str = "sessions";
+
+fn session_from_row(row: &Row<'_>) -> Result<SessionRow> {
+    let hash: Vec<u8> = get(row, TABLE, "hash")?;
+    let hash = hash.try_into().map_err(|_| {
+        Error::new(
+            ErrorKind::Store,
+            "corrupt row in sessions: column hash holds an invalid value",
+        )
+    })?;
+    Ok(SessionRow {
+        id: SessionId::from_uuid(get_uuid(row, TABLE, "id")?),
+        user: UserId::from_uuid(get_uuid(row, TABLE, "user_id")?),
+        hash,
+        created_at: get_time(row, TABLE, "created_at")?,
+        expires_at: get_time(row, TABLE, "expires_at")?,
+        last_seen_at: get_time(row, TABLE, "last_seen_at")?,
+        client_addr: get(row, TABLE, "client_addr")?,
+        user_agent: get(row, TABLE, "user_agent")?,
+    })
+}
+
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
+}
+
+impl SqliteStore {
+    pub(super) async fn insert_session_row(&self, session: &SessionRow) -> Result<()> {
+        let s = session.clone();
+        self.pool
+            .write(move |tx| {
+                let user = s.user.to_string();
+                if !row_exists(
+                    tx,
+                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
+                    &user,
+                )? {
+                    return Err(not_found("user_id", "no such user"));
+                }
+                let taken: bool = tx
+                    .query_row(
+                        "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1 OR hash = ?2)",
+                        params![s.id.to_string(), s.hash.as_slice()],
+                        |r| r.get(0),
+                    )
+                    .map_err(db_error)?;
+                if taken {
+                    return Err(conflict("session_id", "this session exists"));
+                }
+                tx.execute(
+                    "INSERT INTO sessions (id, user_id, hash, created_at, expires_at, \
+                     last_seen_at, client_addr, user_agent) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        s.id.to_string(),
+                        user,
+                        s.hash.as_slice(),
+                        micros(s.created_at),
+                        micros(s.expires_at),
+                        micros(s.last_seen_at),
+                        s.client_addr,
+                        s.user_agent
+                    ],
+                )
+                .map_err(db_error)?;
+                Ok(())
+            })
+            .await
+    }
+
+    pub(super) async fn session_row_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>> {
+        let hash = *hash;
+        self.pool
+            .read(move |conn| {
+                Ok(collect(
+                    conn,
+                    "SELECT * FROM sessions WHERE hash = ?1",
+                    [hash.as_slice()],
+                    session_from_row,
+                )?
+                .pop())
+            })
+            .await
+    }
+
+    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<SessionRow>> {
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    "SELECT * FROM sessions WHERE user_id = ?1 ORDER BY created_at, id",
+                    [user.to_string()],
+                    session_from_row,
+                )
+            })
+            .await
+    }
+
+    pub(super) async fn touch_session_row(
+        &self,
+        id: SessionId,
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        self.pool
+            .write(move |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE sessions SET last_seen_at = ?1 \
+                         WHERE id = ?2 AND last_seen_at < ?1",
+                        params![micros(at), id.to_string()],
+                    )
+                    .map_err(db_error)?;
+                Ok(n > 0)
+            })
+            .await
+    }
+
+    pub(super) async fn delete_session_row(
+        &self,
+        id: SessionId,
+        audit: &AuditEvent,
+    ) -> Result<bool> {
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let n = tx
+                    .execute("DELETE FROM sessions WHERE id = ?1", [id.to_string()])
+                    .map_err(db_error)?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                append_audit_in(tx, &audit)?;
+                Ok(true)
+            })
+            .await
+    }
+
+    pub(super) async fn delete_session_rows_of(
+        &self,
+        user: UserId,
+        audit: &AuditEvent,
+    ) -> Result<u64> {
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let n = tx
+                    .execute(
+                        "DELETE FROM sessions WHERE user_id = ?1",
+                        [user.to_string()],
+                    )
+                    .map_err(db_error)?;
+                append_audit_in(tx, &audit)?;
+                Ok(count(n))
+            })
+            .await
+    }
+
+    pub(super) async fn update_user_and_sessions(
+        &self,
+        user: &UserRow,
+        audit: &AuditEvent,
+    ) -> Result<u64> {
+        let user = user.clone();
+        let audit = audit.clone();
+        self.pool
+            .write(move |tx| {
+                let id = user.id.to_string();
+                let changed = tx
+                    .execute(
+                        "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, \
+                         updated_at = ?4 WHERE id = ?5",
+                        params![
+                            user.role.as_str(),
+                            user.password_hash,
+                            user.disabled,
+                            micros(user.updated_at),
+                            id
+                        ],
+                    )
+                    .map_err(db_error)?;
+                if changed == 0 {
+                    return Err(not_found("user_id", "no such user"));
+                }
+                let ended = tx
+                    .execute("DELETE FROM sessions WHERE user_id = ?1", [&id])
+                    .map_err(db_error)?;
+                append_audit_in(tx, &audit)?;
+                Ok(count(ended))
+            })
+            .await
+    }
+
+    pub(super) async fn prune_session_rows(
+        &self,
+        now: OffsetDateTime,
+        idle_before: OffsetDateTime,
+    ) -> Result<u64> {
+        self.pool
+            .write(move |tx| {
+                let n = tx
+                    .execute(
+                        "DELETE FROM sessions WHERE expires_at <= ?1 OR last_seen_at < ?2",
+                        params![micros(now), micros(idle_before)],
+                    )
+                    .map_err(db_error)?;
+                Ok(count(n))
+            })
+            .await
+    }
+}
