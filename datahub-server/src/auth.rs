@@ -61,10 +61,12 @@ impl FromRequestParts<AppState> for Authed {
         if !is_safe(&parts.method) && !same_origin(parts) {
             return Err(ApiError::cross_origin());
         }
-        // Sessions in the store land with the core's session support (next commit); until
-        // then a cookie authenticates nobody.
-        let _ = (session, state, info);
-        Err(ApiError::unauthenticated())
+        let principal = state
+            .hub()
+            .authenticate_session(session, &info)
+            .await
+            .map_err(refused)?;
+        Ok(Self(principal))
     }
 }
 

@@ -120,6 +120,16 @@ impl ApiError {
         )
     }
 
+    /// 500 for a bug of the server itself; `what` is logged, never returned.
+    pub fn internal(what: &str) -> Self {
+        tracing::error!(what, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server could not complete the request",
+        )
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         self.status
@@ -187,6 +197,7 @@ impl From<JsonRejection> for ApiError {
                     // serde names the object, not the field, in the path of an unknown or
                     // missing field: append the name.
                     Some(name) => Some(match field {
+                        Some(path) if path == name || path.ends_with(&format!(".{name}")) => path,
                         Some(path) if path != "." => format!("{path}.{name}"),
                         _ => name,
                     }),
@@ -265,25 +276,25 @@ fn describe(what: &str) -> String {
     } else if what.contains("missing field") {
         "missing field".to_owned()
     } else if what.contains("unknown variant") {
-        match expected {
+        match &expected {
             Some(e) => format!("not an allowed value: expected {e}"),
             None => "not an allowed value".to_owned(),
         }
     } else if what.contains("invalid type") {
-        match expected {
+        match &expected {
             Some(e) => format!("wrong type: expected {e}"),
             None => "wrong type".to_owned(),
         }
     } else {
-        match expected {
+        match &expected {
             Some(e) => format!("invalid value: expected {e}"),
             None => "invalid value".to_owned(),
         }
     };
     if what.contains("unknown field") {
         // The allowed names are ours; the unknown one is given as the field.
-        return match what.split_once("expected ") {
-            Some((_, e)) => format!("{text}: expected {}", clean(e)),
+        return match expected {
+            Some(e) => format!("{text}: expected {e}"),
             None => text,
         };
     }

@@ -4,6 +4,7 @@
 //! caller with 401 before it does anything.
 
 pub mod meta;
+pub mod session;
 
 use axum::http::Method;
 use datahub_core::rbac::Action;
@@ -49,6 +50,9 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/readyz", Permission::Public),
     route(Method::GET, "/metrics", Permission::Public),
     route(Method::GET, "/api/v1/openapi.json", Permission::Public),
+    route(Method::POST, "/api/v1/auth/login", Permission::Public),
+    route(Method::POST, "/api/v1/auth/logout", Permission::SignedIn),
+    route(Method::GET, "/api/v1/auth/me", Permission::SignedIn),
 ];
 
 /// The API's description, completed by each route module's `#[utoipa::path]` annotations.
@@ -65,5 +69,7 @@ struct ApiDoc;
 
 /// Every documented route; `split_for_parts` gives the router and the OpenAPI document.
 pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(meta::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(meta::router())
+        .merge(session::router())
 }

@@ -1,0 +1,203 @@
+//! Sign-in, sign-out and "who am I": `/api/v1/auth/*`.
+//!
+//! A successful sign-in sets the session cookie (`HttpOnly; SameSite=Strict; Path=/`, `Secure`
+//! under HTTPS) holding a token the store knows only by its hash. Failed sign-ins are answered
+//! with one message whatever the cause, counted per account name and client address, and
+//! refused with 429 once either runs out (SECURITY.md S20).
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datahub_core::ErrorKind;
+use datahub_core::rbac::Principal;
+use datahub_core::secret::Password;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{Authed, Client, SESSION_COOKIE, cookie};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::AppState;
+
+/// The longest user name or password read from a sign-in, in bytes: anything longer is wrong
+/// anyway, and argon2 should not hash megabytes.
+const MAX_FIELD_BYTES: usize = 1024;
+
+/// `/api/v1/auth/login`, `/api/v1/auth/logout`, `/api/v1/auth/me`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+}
+
+/// A sign-in.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    /// The account name.
+    username: String,
+    /// The password (write-only).
+    #[schema(format = Password)]
+    password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The signed-in caller.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Me {
+    /// The user's id.
+    pub id: String,
+    /// The account name.
+    pub username: String,
+    /// `admin`, `editor`, `viewer` or `auditor`.
+    pub role: &'static str,
+    /// The teams the user is in (ids).
+    pub teams: Vec<String>,
+    /// Whether the caller may only read (a read-only API token).
+    pub read_only: bool,
+}
+
+impl Me {
+    fn of(principal: &Principal) -> Self {
+        Self {
+            id: principal.user().to_string(),
+            username: principal.username().to_owned(),
+            role: principal.role().as_str(),
+            teams: principal.teams().iter().map(ToString::to_string).collect(),
+            read_only: principal.is_read_only(),
+        }
+    }
+}
+
+/// A sign-in's answer (the session token travels only in the cookie).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct LoginResponse {
+    /// Who signed in.
+    pub user: Me,
+    /// When the session ends however active it is.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Signs in with a user name and password and sets the session cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, body = LoginResponse, description = "signed in; the session cookie is set"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody, description = "the same answer for every cause"),
+        (status = 429, body = ErrorBody),
+    )
+)]
+async fn login(
+    State(state): State<AppState>,
+    Client(info): Client,
+    headers: HeaderMap,
+    body: Result<Json<LoginRequest>, JsonRejection>,
+) -> ApiResult<Response> {
+    let Json(request) = body?;
+    if request.username.len() > MAX_FIELD_BYTES {
+        return Err(ApiError::invalid("username", "is too long"));
+    }
+    if request.password.len() > MAX_FIELD_BYTES {
+        return Err(ApiError::invalid("password", "is too long"));
+    }
+    let client = info.client_addr.clone();
+    if !state.logins().allowed(&request.username, client.as_deref()) {
+        return Err(ApiError::rate_limited());
+    }
+    let password = Password::from(request.password);
+    let principal = match state.hub().login(&request.username, password, &info).await {
+        Ok(principal) => principal,
+        Err(e) if e.kind() == ErrorKind::Unauthenticated => {
+            state.logins().failed(&request.username, client.as_deref());
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the user name or password is wrong, or the account is disabled",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let session = state
+        .hub()
+        .start_session_for_client(&principal, &info, agent)
+        .await?;
+    let max_age = (session.expires_at - OffsetDateTime::now_utc())
+        .whole_seconds()
+        .max(0);
+    let secure = if state.options().secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age}{secure}",
+        session.token.expose_secret()
+    );
+    let cookie = HeaderValue::from_str(&cookie)
+        .map_err(|_| ApiError::internal("the session cookie is not a header value"))?;
+    let body = LoginResponse {
+        user: Me::of(&principal),
+        expires_at: session.expires_at,
+    };
+    Ok(([(header::SET_COOKIE, cookie)], Json(body)).into_response())
+}
+
+/// Ends the caller's session (when signed in by cookie) and clears the cookie.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    responses(
+        (status = 204, description = "signed out"),
+        (status = 401, body = ErrorBody),
+    )
+)]
+async fn logout(
+    State(state): State<AppState>,
+    Authed(_principal): Authed,
+    Client(info): Client,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        state.hub().end_session(token, &info).await?;
+    }
+    let secure = if state.options().secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let clear = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0{secure}");
+    let clear = HeaderValue::from_str(&clear)
+        .map_err(|_| ApiError::internal("the session cookie is not a header value"))?;
+    Ok((StatusCode::NO_CONTENT, [(header::SET_COOKIE, clear)]).into_response())
+}
+
+/// The signed-in caller.
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/me",
+    tag = "auth",
+    responses((status = 200, body = Me), (status = 401, body = ErrorBody))
+)]
+async fn me(Authed(principal): Authed) -> Json<Me> {
+    Json(Me::of(&principal))
+}
