@@ -19,6 +19,7 @@ mod admin;
 mod connections;
 mod limit;
 mod monitor;
+mod policy;
 mod probe;
 mod secrets;
 
@@ -47,6 +48,9 @@ pub struct Hub {
     keyring: Arc<Keyring>,
     connect: Arc<dyn Connect>,
     test_limit: Arc<limit::RateLimiter>,
+    /// The target policy as the monitor's checks read it (at most 1 s old; dropped by
+    /// [`Hub::set_policy`]).
+    check_policy: Arc<policy::PolicyCache>,
 }
 
 impl Hub {
@@ -62,6 +66,7 @@ impl Hub {
             keyring: Arc::new(keyring),
             connect: Arc::new(Dialer::system()),
             test_limit: Arc::new(limit::RateLimiter::new(RateLimit::default())),
+            check_policy: Arc::new(policy::PolicyCache::default()),
         })
     }
 
