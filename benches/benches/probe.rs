@@ -31,7 +31,10 @@
 //! checks remain, up to 48 checks are in flight, not 32; once they are done, every connection
 //! (all healthy) is in the main lane and exactly 32 are. The bench prints the warm-up time, and
 //! the offered rate next to the measured one: a measured rate clearly below the offered one (and
-//! skipped checks) shows the monitor was saturated.
+//! skipped checks) shows the monitor was saturated. It also prints this process's CPU time per
+//! check for the `probe::test` loop and for the monitor (Linux, from `/proc/self/stat`): on a
+//! loaded machine rates drift between the loops and the monitor's window, CPU per check much
+//! less, so the difference is the steadier figure of the monitor's own cost.
 //!
 //! Run: `cargo bench -p datahub-benches --bench probe` (about 3 minutes).
 
@@ -436,6 +439,23 @@ fn no_answer(rt: &Runtime) {
 struct Rate {
     per_s: f64,
     failed: u64,
+    /// This process's CPU time per run or check, in ms (`None` without `/proc`).
+    cpu_ms: Option<f64>,
+}
+
+/// This process's CPU time (user + system) so far, from `/proc/self/stat` (Linux; ticks of
+/// 10 ms), or `None`. Unlike a rate, CPU per check hardly moves with the machine's load, so it
+/// shows the monitor's own cost over the `probe::test` loop even on a busy machine.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time between two readings per item, in ms.
+fn cpu_per(before: Option<Duration>, after: Option<Duration>, items: u64) -> Option<f64> {
+    Some(ms(after?.checked_sub(before?)?) / items.max(1) as f64)
 }
 
 /// Runs `CONCURRENCY` tasks doing `work` back to back for `LOOP_WINDOW`.
@@ -447,6 +467,7 @@ where
 {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let cpu = cpu_time();
     let started = Instant::now();
     let end = started + LOOP_WINDOW;
     let mut tasks = Vec::with_capacity(CONCURRENCY);
@@ -465,9 +486,11 @@ where
     for task in tasks {
         task.await.unwrap();
     }
+    let done = done.load(Ordering::Relaxed);
     Rate {
-        per_s: done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64(),
+        per_s: done as f64 / started.elapsed().as_secs_f64(),
         failed: failed.load(Ordering::Relaxed),
+        cpu_ms: cpu_per(cpu, cpu_time(), done),
     }
 }
 
@@ -572,15 +595,18 @@ fn throughput(
             warming.elapsed().as_secs_f64()
         );
         let before = handle.stats();
+        let cpu = cpu_time();
         let started = Instant::now();
         tokio::time::sleep(MONITOR_WINDOW).await;
         let after = handle.stats();
+        let cpu = (cpu, cpu_time());
         let took = started.elapsed();
         handle.shutdown().await;
-        (before, after, took)
+        (before, after, took, cpu)
     });
-    let (before, after, took) = monitor;
+    let (before, after, took, cpu) = monitor;
     let checks = after.checks - before.checks;
+    let monitor_cpu = cpu_per(cpu.0, cpu.1, checks);
     let monitor_rate = checks as f64 / took.as_secs_f64();
     let (checked, failing) = rt.block_on(last_results(store.as_ref()));
     println!(
@@ -621,6 +647,24 @@ fn throughput(
             "yes (measured below offered)"
         } else {
             "NO: interval-bound, the figure is a lower bound"
+        }
+    );
+    // This process's CPU per check (the server's is the same for both: the same probe).
+    let shown = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"));
+    let probe_cpu = match (probe_before.cpu_ms, probe_after.cpu_ms) {
+        (Some(a), Some(b)) => Some((a + b) / 2.0),
+        _ => None,
+    };
+    println!(
+        "client CPU per check (this process): probe::test loop {} (before {}, after {}), monitor \
+         {}; the monitor's own cost: {}",
+        shown(probe_cpu),
+        shown(probe_before.cpu_ms),
+        shown(probe_after.cpu_ms),
+        shown(monitor_cpu),
+        match (monitor_cpu, probe_cpu) {
+            (Some(m), Some(p)) => format!("{:+.3} ms ({:+.1} %)", m - p, 100.0 * (m - p) / p),
+            _ => "n/a".to_owned(),
         }
     );
 }
