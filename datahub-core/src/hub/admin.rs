@@ -57,7 +57,10 @@ impl Hub {
         let event = self
             .event(principal, allowed.action(), Some("policy"), Outcome::Ok)
             .with_changed_fields(&["allow_cidrs", "deny_cidrs", "min_tls_mode"]);
-        self.store.set_policy(&policy, &event).await?;
+        // Dropped whatever the outcome: a failed write may still have committed.
+        let saved = self.store.set_policy(&policy, &event).await;
+        self.check_policy.invalidate();
+        saved?;
         Ok(policy)
     }
 

@@ -20,6 +20,7 @@ mod admin;
 mod connections;
 mod limit;
 mod monitor;
+mod policy;
 mod probe;
 mod secrets;
 mod sessions;
@@ -58,6 +59,9 @@ pub struct Hub {
     sessions: SessionConfig,
     /// When this hub last pruned sessions that are over (unix seconds; 0: never).
     last_session_prune: Arc<AtomicI64>,
+    /// The target policy as the monitor's checks read it (at most 1 s old; dropped by
+    /// [`Hub::set_policy`]).
+    check_policy: Arc<policy::PolicyCache>,
 }
 
 impl Hub {
@@ -75,6 +79,7 @@ impl Hub {
             test_limit: Arc::new(limit::RateLimiter::new(RateLimit::default())),
             sessions: SessionConfig::default(),
             last_session_prune: Arc::new(AtomicI64::new(0)),
+            check_policy: Arc::new(policy::PolicyCache::default()),
         })
     }
 

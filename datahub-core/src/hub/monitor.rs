@@ -1,5 +1,6 @@
 //! The monitor's checks, run by the Hub: the prober through the one dialer under the current
-//! target policy, as the system (no principal: the monitor acts for every saved connection and
+//! target policy (cached for at most 1 s, dropped when this hub changes it: `policy.rs`), as
+//! the system (no principal: the monitor acts for every saved connection and
 //! its results are only ever shown through the Hub's permission checks).
 
 use std::sync::Arc;
@@ -47,13 +48,19 @@ impl Checker for ProbeChecker {
                 return CheckResult::failure(FailureKind::Internal, 0);
             }
         };
-        match self.hub.run_probe(&row.spec, &opened, self.budget).await {
-            Ok(report) => to_result(&report),
+        // At most 1 s old, and never older than this hub's last policy change (`policy.rs`).
+        let policy = match self.hub.check_policy.get(self.hub.store.as_ref()).await {
+            Ok(policy) => policy,
             Err(e) => {
-                tracing::warn!(connection = %id, error = %e, "monitor check could not run");
-                CheckResult::failure(FailureKind::Internal, 0)
+                tracing::warn!(connection = %id, error = %e, "monitor check could not read the policy");
+                return CheckResult::failure(FailureKind::Internal, 0);
             }
-        }
+        };
+        let report = self
+            .hub
+            .run_probe_under(&policy, &row.spec, &opened, self.budget)
+            .await;
+        to_result(&report)
     }
 }
 
@@ -87,5 +94,98 @@ impl Hub {
             budget: MAX_BUDGET,
         };
         Monitor::start(self.store.clone(), Arc::new(checker), config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{IpAddr, Ipv4Addr};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::audit::{AuditEvent, Outcome, RequestInfo};
+    use crate::crypto::Keyring;
+    use crate::model::ConnectionDraft;
+    use crate::net::{Dialer, StaticResolver};
+    use crate::secret::Password;
+    use crate::store::{SqliteStore, Store, TargetPolicy};
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const ADMIN_PW: &str = "policy-cache-admin-pw-1";
+
+    /// A policy change applies to the monitor's next check: at once when made through the hub,
+    /// within the cache's 1 s when made straight in the store (as another process would).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_policy_change_applies_to_the_next_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let resolver = StaticResolver::new().with("localhost", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+        let hub = Hub::open(store.clone(), Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap()
+            .with_connector(Arc::new(Dialer::new(Arc::new(resolver))));
+        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
+            .await
+            .unwrap();
+        let admin = hub
+            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        // Nothing listens there: refused, once the policy lets the dial through.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let draft = ConnectionDraft {
+            name: "closed".into(),
+            host: "localhost".into(),
+            port: Some(i64::from(closed)),
+            database: "app".into(),
+            username: "app".into(),
+            password: Some(Password::from("pw-policy-cache")),
+            ..ConnectionDraft::default()
+        };
+        let id = hub.create_connection(&admin, draft).await.unwrap().id;
+        let checker = ProbeChecker {
+            hub: hub.clone(),
+            budget: MAX_BUDGET,
+        };
+        let kind = |r: CheckResult| r.error_kind;
+
+        // The default policy allows loopback; this check fills the cache.
+        assert_eq!(
+            kind(checker.check(id).await),
+            Some(FailureKind::ConnectionRefused)
+        );
+        let deny = TargetPolicy {
+            deny_cidrs: vec!["127.0.0.0/8".into()],
+            ..TargetPolicy::default()
+        };
+        hub.set_policy(&admin, deny).await.unwrap();
+        assert_eq!(
+            kind(checker.check(id).await),
+            Some(FailureKind::BlockedByPolicy)
+        );
+
+        // Changed behind the hub's back: the cached policy holds for at most 1 s.
+        let changed = Instant::now();
+        let event = AuditEvent::now(None, "test", "policy.write", Some("policy"), Outcome::Ok);
+        store
+            .set_policy(&TargetPolicy::default(), &event)
+            .await
+            .unwrap();
+        loop {
+            let now_kind = kind(checker.check(id).await);
+            if now_kind == Some(FailureKind::ConnectionRefused) {
+                break;
+            }
+            assert_eq!(now_kind, Some(FailureKind::BlockedByPolicy));
+            assert!(
+                changed.elapsed() < crate::hub::policy::MAX_AGE + Duration::from_millis(500),
+                "the old policy outlived the cache"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

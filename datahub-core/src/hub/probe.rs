@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::policy::Effective;
 use super::{Hub, secrets, target};
 use crate::audit::Outcome;
 use crate::model::{Connection, ConnectionDraft, ConnectionSecrets, ConnectionSpec};
@@ -140,21 +141,31 @@ impl Hub {
         })
     }
 
-    /// Runs the prober through the one dialer under the current target policy.
+    /// Runs the prober through the one dialer under the current target policy (read afresh).
     pub(super) async fn run_probe(
         &self,
         spec: &ConnectionSpec,
         secrets: &ConnectionSecrets,
         budget: Duration,
     ) -> Result<Report> {
-        let target_policy = self.store.policy().await?;
-        let policy = Policy::from_target(&target_policy)?;
-        let dial = PolicyDial::new(self.connect.clone(), Arc::new(policy));
+        let policy = Effective::of(&self.store.policy().await?)?;
+        Ok(self.run_probe_under(&policy, spec, secrets, budget).await)
+    }
+
+    /// Runs the prober through the one dialer under `policy`.
+    pub(super) async fn run_probe_under(
+        &self,
+        policy: &Effective,
+        spec: &ConnectionSpec,
+        secrets: &ConnectionSecrets,
+        budget: Duration,
+    ) -> Report {
+        let dial = PolicyDial::new(self.connect.clone(), policy.policy.clone());
         let rules = ProbeRules {
-            min_tls_mode: target_policy.min_tls_mode,
+            min_tls_mode: policy.min_tls_mode,
             ..ProbeRules::default()
         };
-        Ok(probe::test(&dial, spec, secrets, &rules, budget).await)
+        probe::test(&dial, spec, secrets, &rules, budget).await
     }
 
     /// Audits a finished test: outcome `ok` or `error`, with the failure kind as the one

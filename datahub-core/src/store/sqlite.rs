@@ -7,7 +7,8 @@
 //!
 //! Every state-changing write runs in one `IMMEDIATE` transaction that also appends its audit
 //! entry, so the entry and the change commit or roll back together and the chain stays linear
-//! (SQLite admits one writer at a time, across processes too). It must never hold a plaintext
+//! (SQLite admits one writer at a time, across processes too). Writes made at the same time
+//! share the transaction, each in a savepoint of its own, and one commit (see `pool.rs`). It must never hold a plaintext
 //! secret, log a secret column, or decide access.
 
 mod codec;

@@ -1,17 +1,33 @@
 //! A small pool of SQLite connections, used off the async runtime.
 //!
 //! Each call takes a connection (opening one lazily, up to [`POOL_SIZE`]), runs its closure on
-//! tokio's blocking pool, and puts the connection back. Writers also take the one write gate
-//! first, so writes in this process queue in order instead of spinning on SQLite's lock; other
-//! processes sharing the file are held off by SQLite's own lock and the busy timeout. Every wait
-//! has a deadline.
+//! tokio's blocking pool, and puts the connection back. Every wait has a deadline.
+//!
+//! Writes are group-committed. A write joins the write queue, then waits for either its result
+//! or the one write gate. Whoever takes the gate (the committer) drains the whole queue and runs
+//! every write it found in one `BEGIN IMMEDIATE` transaction, each write in its own savepoint:
+//! a write that fails is rolled back to its savepoint alone and told its error, the others go
+//! on. One commit (one sync of the log, `synchronous=FULL`) then covers them all, and only
+//! after it does any of them learn its result: a write is reported done only once it is
+//! durable, exactly as with one transaction per write, and each write's change and its audit
+//! row still commit or roll back together. Writes run in the order they joined the queue, so
+//! the audit chain stays linear. Why: every commit syncs the log, and with one transaction per
+//! write the syncs, not the SQL, bound how many writes a second the store takes (the monitor
+//! writes twice per check: its lease and its result); under concurrent writers a batch shares
+//! one sync. A write alone in the queue is a batch of one: its cost is one savepoint more.
+//!
+//! A caller that stops waiting (its future dropped, or the gate not free within the deadline)
+//! before a committer took its write removes it from the queue: it never runs. Once taken, it
+//! runs and commits (or not) with its batch, as a write already started always did. Other
+//! processes sharing the file are held off by SQLite's own lock and the busy timeout.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, TransactionBehavior};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use rusqlite::{Connection, OpenFlags, Transaction, TransactionBehavior};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::db_error;
 use crate::{Error, ErrorKind, Result};
@@ -25,12 +41,37 @@ pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SQLite waits for a lock held by another connection or process. Default: 5 s.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Tells a write's caller how it ended, given how its batch ended: `None` when the batch
+/// committed, else the reason it did not.
+type Deliver = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// A queued write. Given the batch's transaction it runs in a savepoint of its own; given
+/// `None` (the batch could not start) it does not run. Either way it returns what tells its
+/// caller the outcome once the batch's fate is known.
+type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Deliver + Send>;
+
+/// Writes waiting for a committer, in arrival order, each with its ticket.
+#[derive(Default)]
+struct WriteQueue {
+    next: u64,
+    jobs: VecDeque<(u64, Job)>,
+}
+
+impl std::fmt::Debug for WriteQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WriteQueue")
+            .field("queued", &self.jobs.len())
+            .finish()
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Pool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
     slots: Arc<Semaphore>,
     write_gate: Arc<Semaphore>,
+    queue: Mutex<WriteQueue>,
 }
 
 impl Pool {
@@ -41,6 +82,7 @@ impl Pool {
             idle: Mutex::new(vec![first]),
             slots: Arc::new(Semaphore::new(POOL_SIZE)),
             write_gate: Arc::new(Semaphore::new(1)),
+            queue: Mutex::new(WriteQueue::default()),
         }
     }
 
@@ -53,21 +95,83 @@ impl Pool {
         self.run(None, f).await
     }
 
-    /// Runs `f` inside one `BEGIN IMMEDIATE` transaction, committed when `f` succeeds and rolled
-    /// back when it fails.
+    /// Runs `f` inside a `BEGIN IMMEDIATE` transaction, in a savepoint of its own, possibly
+    /// with other writes queued at the same time (see the module docs); returns its result once
+    /// the transaction has committed. When `f` fails, what it did is rolled back and its error
+    /// returned; when the commit fails, that error is.
     pub(super) async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
-        let gate = acquire(&self.write_gate).await?;
-        self.run(Some(gate), move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_error)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(db_error)?;
-            Ok(out)
+        let (sender, mut receiver) = oneshot::channel::<Result<T>>();
+        let job: Job = Box::new(move |tx| {
+            let out = match tx {
+                Some(tx) => in_savepoint(tx, f),
+                None => Err(not_run()),
+            };
+            Box::new(move |failed: Option<&Error>| {
+                let result = match (out, failed) {
+                    (Ok(value), None) => Ok(value),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Some(e)) => Err(batch_error(e)),
+                };
+                // The caller may have stopped waiting: nobody to tell.
+                let _ = sender.send(result);
+            })
+        });
+        let ticket = {
+            let mut queue = lock(&self.queue);
+            let ticket = queue.next;
+            queue.next = queue.next.wrapping_add(1);
+            queue.jobs.push_back((ticket, job));
+            ticket
+        };
+        // Dropped with this future: a write not yet taken by a committer never runs.
+        let _unqueue = Unqueue {
+            queue: &self.queue,
+            ticket,
+        };
+        tokio::select! {
+            biased;
+            result = &mut receiver => result.unwrap_or_else(|_| Err(not_run())),
+            gate = acquire(&self.write_gate) => match gate {
+                Ok(gate) => {
+                    let ran = self.commit_queued(gate).await;
+                    // This write was queued before the gate was taken, so the batch just run
+                    // held it (or an earlier one did).
+                    match receiver.try_recv() {
+                        Ok(result) => result,
+                        Err(_) => Err(ran.err().unwrap_or_else(not_run)),
+                    }
+                }
+                Err(e) => {
+                    if unqueue(&self.queue, ticket) {
+                        return Err(e);
+                    }
+                    // A committer has it: it runs to the end, so wait for its outcome.
+                    receiver.await.unwrap_or_else(|_| Err(not_run()))
+                }
+            },
+        }
+    }
+
+    /// Runs every queued write in one transaction, holding the write gate.
+    async fn commit_queued(&self, gate: OwnedSemaphorePermit) -> Result<()> {
+        // The connection first: once the queue is drained, nothing may await before the batch
+        // is on the blocking pool, or a caller dropped meanwhile would drop others' writes.
+        let slot = acquire(&self.slots).await?;
+        let jobs: Vec<Job> = lock(&self.queue)
+            .jobs
+            .drain(..)
+            .map(|(_, job)| job)
+            .collect();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.run_on(slot, Some(gate), move |conn| {
+            run_batch(conn, jobs);
+            Ok(())
         })
         .await
     }
@@ -78,6 +182,21 @@ impl Pool {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let slot = acquire(&self.slots).await?;
+        self.run_on(slot, gate, f).await
+    }
+
+    /// Runs `f` on the blocking pool with a connection, holding `slot` (and `gate`) until done.
+    /// `f` is on the blocking pool before this first awaits.
+    async fn run_on<T, F>(
+        &self,
+        slot: OwnedSemaphorePermit,
+        gate: Option<OwnedSemaphorePermit>,
+        f: F,
+    ) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
         let idle = self.take_idle();
         let path = self.path.clone();
         // The permits move into the blocking task, so they are released only when the work is
@@ -113,6 +232,112 @@ impl Pool {
             Ok(mut idle) => idle.push(conn),
             Err(poisoned) => poisoned.into_inner().push(conn),
         }
+    }
+}
+
+/// Runs `jobs` in order in one `BEGIN IMMEDIATE` transaction (each in its own savepoint),
+/// commits, and tells each its outcome. Should SQLite roll the whole transaction back on its
+/// own (a full disk, an I/O error), the writes already run in it are told so, and the rest go on
+/// in a new transaction.
+fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
+    let mut jobs: VecDeque<Job> = jobs.into();
+    while !jobs.is_empty() {
+        let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let e = db_error(e);
+                for job in jobs {
+                    job(None)(Some(&e));
+                }
+                return;
+            }
+        };
+        let mut ran: Vec<Deliver> = Vec::with_capacity(jobs.len());
+        let mut lost = false;
+        while let Some(job) = jobs.pop_front() {
+            let deliver = job(Some(&tx));
+            if tx.is_autocommit() {
+                // SQLite ended the transaction itself: what ran in it is gone.
+                let e = Error::new(
+                    ErrorKind::Store,
+                    "the sqlite store rolled back a transaction: check the disk",
+                );
+                for d in ran.drain(..) {
+                    d(Some(&e));
+                }
+                deliver(Some(&e));
+                lost = true;
+                break;
+            }
+            ran.push(deliver);
+        }
+        if lost {
+            continue;
+        }
+        let committed = tx.commit().map_err(db_error);
+        let failed = committed.err();
+        for deliver in ran {
+            deliver(failed.as_ref());
+        }
+    }
+}
+
+/// Runs `f` in a savepoint of `tx`: released when `f` succeeds, rolled back to when it fails.
+fn in_savepoint<T, F>(tx: &Transaction<'_>, f: F) -> Result<T>
+where
+    F: FnOnce(&Transaction<'_>) -> Result<T>,
+{
+    tx.execute_batch("SAVEPOINT write").map_err(db_error)?;
+    let out = f(tx);
+    let ended = match &out {
+        Ok(_) => tx.execute_batch("RELEASE write"),
+        Err(_) => tx.execute_batch("ROLLBACK TO write; RELEASE write"),
+    };
+    match (out, ended) {
+        (Ok(value), Ok(())) => Ok(value),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => {
+            // Not released: undo it, so nothing of a write reported failed is committed.
+            let _ = tx.execute_batch("ROLLBACK TO write; RELEASE write");
+            Err(db_error(e))
+        }
+    }
+}
+
+/// The error a write is told when its batch did not commit (errors are not `Clone`).
+fn batch_error(e: &Error) -> Error {
+    Error::new(e.kind(), e.message().to_owned())
+}
+
+fn not_run() -> Error {
+    Error::new(ErrorKind::Store, "the sqlite store could not run the write")
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Removes the write with `ticket` from the queue; whether it was still there.
+fn unqueue(queue: &Mutex<WriteQueue>, ticket: u64) -> bool {
+    let mut queue = lock(queue);
+    match queue.jobs.iter().position(|(t, _)| *t == ticket) {
+        Some(at) => queue.jobs.remove(at).is_some(),
+        None => false,
+    }
+}
+
+/// Takes a write out of the queue when its caller stops waiting before a committer took it.
+struct Unqueue<'a> {
+    queue: &'a Mutex<WriteQueue>,
+    ticket: u64,
+}
+
+impl Drop for Unqueue<'_> {
+    fn drop(&mut self) {
+        unqueue(self.queue, self.ticket);
     }
 }
 

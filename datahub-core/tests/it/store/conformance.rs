@@ -279,6 +279,7 @@ macro_rules! conformance_suite {
             key_usage_and_rotation_batches,
             concurrent_updates_one_wins,
             concurrent_audited_writes_keep_the_chain,
+            concurrent_writes_fail_alone,
         );
     };
     (@cases $make:expr; $($case:ident),+ $(,)?) => {
@@ -2125,4 +2126,53 @@ pub async fn concurrent_audited_writes_keep_the_chain(store: Handle) {
     );
     assert_eq!(verify_chain(&store).await, 51);
     assert_eq!(names(&store, &q(), &Visibility::All).await.1, 25);
+}
+
+/// Writes made at the same time succeed or fail each on its own (SQLite commits concurrent
+/// writes together, each in its own savepoint): a refused write leaves neither its row nor its
+/// audit record, the others keep both, and the chain has no gap.
+pub async fn concurrent_writes_fail_alone(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let taken = row(spec("taken", "h.example.com", None, &[]), owner);
+    store
+        .insert_connection(&taken, &ev("connection.create"))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            match i % 3 {
+                // Refused: the name is taken.
+                0 => {
+                    let r = row(spec("taken", "h.example.com", None, &[]), owner);
+                    store.insert_connection(&r, &ev("connection.create")).await
+                }
+                1 => {
+                    let r = row(spec(&format!("c{i}"), "h.example.com", None, &[]), owner);
+                    store.insert_connection(&r, &ev("connection.create")).await
+                }
+                _ => store.append_audit(&ev("auth.login")).await.map(|_| ()),
+            }
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let result = t.await.unwrap();
+        if i % 3 == 0 {
+            assert_eq!(result.unwrap_err().kind(), ErrorKind::Conflict, "{i}");
+        } else {
+            result.unwrap();
+        }
+    }
+    // The user, the first row, 20 rows and 20 logins.
+    let records = audit_all(&store, 9).await;
+    assert_eq!(records.len(), 42);
+    assert!(
+        records
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r.seq == i as u64 + 1)
+    );
+    assert_eq!(verify_chain(&store).await, 42);
+    assert_eq!(names(&store, &q(), &Visibility::All).await.1, 21);
 }
