@@ -8,9 +8,11 @@
 //! Architecture invariant: handlers reach the core only through `Hub` (never the store, the
 //! keyring or the prober), so access control and the audit log cannot be skipped.
 
+pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod limit;
 pub mod routes;
 pub mod startup;

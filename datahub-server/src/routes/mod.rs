@@ -3,6 +3,7 @@
 //! and in the OpenAPI document, and every route that is not public must refuse an anonymous
 //! caller with 401 before it does anything.
 
+pub mod connections;
 pub mod meta;
 pub mod session;
 
@@ -53,6 +54,66 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/api/v1/auth/login", Permission::Public),
     route(Method::POST, "/api/v1/auth/logout", Permission::SignedIn),
     route(Method::GET, "/api/v1/auth/me", Permission::SignedIn),
+    route(
+        Method::GET,
+        "/api/v1/connections",
+        Permission::Action(Action::ConnectionList),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/connections",
+        Permission::Action(Action::ConnectionCreate),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/connections/test",
+        Permission::Action(Action::ConnectionTestDraft),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/connections/{id}",
+        Permission::Action(Action::ConnectionView),
+    ),
+    route(
+        Method::PATCH,
+        "/api/v1/connections/{id}",
+        Permission::Action(Action::ConnectionUpdate),
+    ),
+    route(
+        Method::DELETE,
+        "/api/v1/connections/{id}",
+        Permission::Action(Action::ConnectionDelete),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/connections/{id}/test",
+        Permission::Action(Action::ConnectionTest),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/connections/{id}/health",
+        Permission::Action(Action::ConnectionView),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/connections/{id}/reveal",
+        Permission::Action(Action::ConnectionReveal),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/connections/{id}/grants",
+        Permission::Action(Action::GrantsRead),
+    ),
+    route(
+        Method::PUT,
+        "/api/v1/connections/{id}/grants",
+        Permission::Action(Action::GrantsWrite),
+    ),
+    route(
+        Method::DELETE,
+        "/api/v1/connections/{id}/grants",
+        Permission::Action(Action::GrantsWrite),
+    ),
 ];
 
 /// The API's description, completed by each route module's `#[utoipa::path]` annotations.
@@ -72,4 +133,5 @@ pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(meta::router())
         .merge(session::router())
+        .merge(connections::router())
 }

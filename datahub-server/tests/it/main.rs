@@ -3,4 +3,6 @@
 // A failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+mod connections;
 mod session;

@@ -1,0 +1,712 @@
+//! Connections: list, create (optionally tested first), show, edit, delete, test (saved or
+//! draft), check history, reveal, grants — `/api/v1/connections*`.
+//!
+//! Every handler authenticates first, then parses its path, query and body, and reaches the
+//! core only through the Hub, which checks the permission and audits. Edits and deletions name
+//! the version they read in `If-Match` (`"<version>"`, the `ETag` of `GET` and `POST`): missing
+//! → 428, malformed → 400, stale → 412 (SECURITY.md S26). A connection the caller may not view
+//! is 404 everywhere. No answer carries a secret except `reveal` (S8).
+
+use std::str::FromStr;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use datahub_core::ConnectionId;
+use datahub_core::model::{Connection, Engine, HealthStatus, Tag};
+use datahub_core::probe::{MAX_BUDGET, Report};
+use datahub_core::store::{ListQuery, SortKey};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::api::connection::{
+    ConnectionOut, ConnectionPage, CreateConnection, DraftTest, GrantsBody, HealthHistoryOut,
+    PatchConnection, RevealBody, RevealResponse,
+};
+use crate::api::report::TestReport;
+use crate::auth::{Authed, Client};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::ApiJson;
+use crate::state::AppState;
+
+/// The longest `search` accepted, in characters.
+const MAX_SEARCH_CHARS: usize = 200;
+/// The checks `GET …/health` returns when `limit` is not given.
+const DEFAULT_HISTORY_LIMIT: u32 = 100;
+/// How far back `GET …/health` looks when `since` is not given: 24 hours.
+const DEFAULT_HISTORY_WINDOW: time::Duration = time::Duration::hours(24);
+
+/// Every connection route.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(test_draft))
+        .routes(routes!(show, update, remove))
+        .routes(routes!(test_saved))
+        .routes(routes!(health))
+        .routes(routes!(reveal))
+        .routes(routes!(grants, set_grants, clear_grants))
+}
+
+/// The `{id}` of a path, as a connection id (400 on `id` when it is not a UUID).
+#[derive(Debug, Clone, Copy)]
+pub struct ConnId(pub ConnectionId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ConnId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        ConnectionId::from_str(&raw)
+            .map(Self)
+            .map_err(|_| ApiError::invalid("id", "must be a UUID"))
+    }
+}
+
+/// The filters, sort and page of a list.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Case-insensitive text in name, description, host or a tag (up to 200 characters).
+    search: Option<String>,
+    /// Only connections with this tag.
+    tag: Option<String>,
+    /// `unknown`, `healthy`, `degraded` or `down`.
+    status: Option<String>,
+    /// `postgres`.
+    engine: Option<String>,
+    /// From 1. Default: 1.
+    page: Option<String>,
+    /// 1–200. Default: 50.
+    per_page: Option<String>,
+    /// `name` (default), `updated` (newest first) or `status` (worst first).
+    sort: Option<String>,
+}
+
+impl ListParams {
+    fn into_query(self) -> ApiResult<ListQuery> {
+        let mut query = ListQuery::default();
+        if let Some(search) = self.search.filter(|s| !s.is_empty()) {
+            if search.chars().count() > MAX_SEARCH_CHARS {
+                return Err(ApiError::invalid(
+                    "search",
+                    "must be at most 200 characters",
+                ));
+            }
+            if search.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "search",
+                    "must not contain control characters",
+                ));
+            }
+            query.search = Some(search);
+        }
+        if let Some(tag) = self.tag.filter(|s| !s.is_empty()) {
+            let tag = Tag::parse(&tag).map_err(|e| ApiError::invalid("tag", e.message()))?;
+            query.tag = Some(tag);
+        }
+        if let Some(status) = self.status.filter(|s| !s.is_empty()) {
+            query.status = Some(HealthStatus::from_str(&status).map_err(|_| {
+                ApiError::invalid("status", "must be one of: unknown, healthy, degraded, down")
+            })?);
+        }
+        if let Some(engine) = self.engine.filter(|s| !s.is_empty()) {
+            query.engine = Some(
+                Engine::from_str(&engine)
+                    .map_err(|_| ApiError::invalid("engine", "must be one of: postgres"))?,
+            );
+        }
+        if let Some(page) = self.page.filter(|s| !s.is_empty()) {
+            query.page = number("page", &page)?;
+        }
+        if let Some(per_page) = self.per_page.filter(|s| !s.is_empty()) {
+            query.per_page = number("per_page", &per_page)?;
+        }
+        if let Some(sort) = self.sort.filter(|s| !s.is_empty()) {
+            query.sort = match sort.as_str() {
+                "name" => SortKey::Name,
+                "updated" => SortKey::Updated,
+                "status" => SortKey::Status,
+                _ => {
+                    return Err(ApiError::invalid(
+                        "sort",
+                        "must be one of: name, updated, status",
+                    ));
+                }
+            };
+        }
+        Ok(query)
+    }
+}
+
+/// A positive whole number from a query parameter.
+fn number(field: &'static str, text: &str) -> ApiResult<u32> {
+    match text.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(ApiError::invalid(field, "must be a whole number from 1")),
+    }
+}
+
+/// One page of the connections the caller may view, with the total over all pages.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections",
+    tag = "connections",
+    params(ListParams),
+    responses(
+        (status = 200, body = ConnectionPage),
+        (status = 400, body = ErrorBody, description = "a bad query parameter, named in `field`"),
+        (status = 401, body = ErrorBody),
+    )
+)]
+async fn list(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> ApiResult<Json<ConnectionPage>> {
+    let Query(params) = params?;
+    let query = params.into_query()?;
+    let page = state.hub().list_connections(&principal, &query).await?;
+    Ok(Json(ConnectionPage {
+        items: page.items.iter().map(ConnectionOut::from).collect(),
+        total: page.total,
+        page: page.page,
+        per_page: page.per_page,
+    }))
+}
+
+/// The query of a creation.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CreateParams {
+    /// `true`: test the settings first and save only when the test passes (else 422 with the
+    /// report). Default: `false`.
+    test_first: Option<String>,
+}
+
+/// The body of a 422 answer to `?test_first=true`: the error and the failed test's report.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestFailedBody {
+    /// `test_failed`.
+    pub error: TestFailedDetail,
+    /// The report of the failed test.
+    pub report: TestReport,
+}
+
+/// The error part of [`TestFailedBody`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestFailedDetail {
+    /// `test_failed`.
+    pub code: &'static str,
+    /// What happened.
+    pub message: String,
+    /// The request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// Saves a new connection owned by the caller (roles editor and admin).
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections",
+    tag = "connections",
+    params(CreateParams),
+    request_body = CreateConnection,
+    responses(
+        (status = 201, body = ConnectionOut, description = "saved; `ETag` holds the version and `Location` the URL",
+         headers(("ETag" = String), ("Location" = String))),
+        (status = 400, body = ErrorBody, description = "a field broke a rule, named in `field`"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the name is taken"),
+        (status = 422, body = TestFailedBody, description = "`test_first` and the test failed: nothing saved"),
+        (status = 429, body = ErrorBody),
+    )
+)]
+async fn create(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    Client(info): Client,
+    params: Result<Query<CreateParams>, QueryRejection>,
+    ApiJson(body): ApiJson<CreateConnection>,
+) -> ApiResult<Response> {
+    let Query(params) = params?;
+    let test_first = match params.test_first.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => return Err(ApiError::invalid("test_first", "must be true or false")),
+    };
+    let draft = body.into_draft()?;
+    let connection = if test_first {
+        let created = state
+            .hub()
+            .create_connection_tested(&principal, draft, MAX_BUDGET)
+            .await?;
+        match created {
+            datahub_core::hub::Created::Saved { connection, report } => {
+                count_test("draft", &report);
+                *connection
+            }
+            datahub_core::hub::Created::TestFailed(report) => {
+                let report = count_test("draft", &report);
+                let body = TestFailedBody {
+                    error: TestFailedDetail {
+                        code: "test_failed",
+                        message: format!(
+                            "the connection test failed ({}): nothing was saved",
+                            report.outcome()
+                        ),
+                        request_id: info.request_id,
+                    },
+                    report,
+                };
+                return Ok((StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response());
+            }
+        }
+    } else {
+        state.hub().create_connection(&principal, draft).await?
+    };
+    state.changed(connection.id);
+    let location = HeaderValue::from_str(&format!("/api/v1/connections/{}", connection.id))
+        .map_err(|_| ApiError::internal("a connection URL is not a header value"))?;
+    let mut response = answer(StatusCode::CREATED, &connection)?;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// One connection with its health; `ETag` holds its version.
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}",
+    tag = "connections",
+    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    responses(
+        (status = 200, body = ConnectionOut, headers(("ETag" = String))),
+        (status = 400, body = ErrorBody, description = "`id` is not a UUID"),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such connection, or the caller may not view it"),
+    )
+)]
+async fn show(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+) -> ApiResult<Response> {
+    let connection = state.hub().connection(&principal, id).await?;
+    answer(StatusCode::OK, &connection)
+}
+
+/// Edits a connection (grant `manage`); `If-Match` names the version read.
+#[utoipa::path(
+    patch,
+    path = "/api/v1/connections/{id}",
+    tag = "connections",
+    params(
+        ("id" = String, Path, format = Uuid, description = "the connection"),
+        ("If-Match" = String, Header, description = "the ETag read, e.g. `\"3\"`"),
+    ),
+    request_body = PatchConnection,
+    responses(
+        (status = 200, body = ConnectionOut, headers(("ETag" = String))),
+        (status = 400, body = ErrorBody, description = "a field broke a rule, or If-Match is malformed"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the name is taken"),
+        (status = 412, body = ErrorBody, description = "the version is stale"),
+        (status = 428, body = ErrorBody, description = "If-Match is missing"),
+    )
+)]
+async fn update(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PatchConnection>,
+) -> ApiResult<Response> {
+    let version = if_match(&headers)?;
+    let patch = body.into_patch()?;
+    let connection = state
+        .hub()
+        .update_connection(&principal, id, version, patch)
+        .await?;
+    // An edit that changed nothing keeps its version: nothing to tell the monitor.
+    if connection.version != version {
+        state.changed(id);
+    }
+    answer(StatusCode::OK, &connection)
+}
+
+/// Deletes a connection (grant `manage`); `If-Match` names the version read.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/connections/{id}",
+    tag = "connections",
+    params(
+        ("id" = String, Path, format = Uuid, description = "the connection"),
+        ("If-Match" = String, Header, description = "the ETag read, e.g. `\"3\"`"),
+    ),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody, description = "the version is stale"),
+        (status = 428, body = ErrorBody, description = "If-Match is missing"),
+    )
+)]
+async fn remove(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
+    let version = if_match(&headers)?;
+    state
+        .hub()
+        .delete_connection(&principal, id, version)
+        .await?;
+    state.deleted(id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Tests settings without saving them (roles editor and admin). A failed test is a 200 with
+/// `ok: false`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/test",
+    tag = "connections",
+    request_body = DraftTest,
+    responses(
+        (status = 200, body = TestReport, description = "the test ran (it may have failed: see `ok`)"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "`id` names a connection the caller may not view"),
+        (status = 429, body = ErrorBody),
+    )
+)]
+async fn test_draft(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ApiJson(body): ApiJson<DraftTest>,
+) -> ApiResult<Json<TestReport>> {
+    let (draft, reuse) = body.into_draft()?;
+    let report = state
+        .hub()
+        .test_draft(&principal, draft, reuse, MAX_BUDGET)
+        .await?;
+    Ok(Json(count_test("draft", &report)))
+}
+
+/// Tests a saved connection now (grant `use`). A failed test is a 200 with `ok: false`.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{id}/test",
+    tag = "connections",
+    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    responses(
+        (status = 200, body = TestReport, description = "the test ran (it may have failed: see `ok`)"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody),
+    )
+)]
+async fn test_saved(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+) -> ApiResult<Json<TestReport>> {
+    let report = state
+        .hub()
+        .test_connection(&principal, id, MAX_BUDGET)
+        .await?;
+    Ok(Json(count_test("saved", &report)))
+}
+
+/// The window and size of a check history.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// RFC 3339 time; checks at or after it. Default: 24 hours ago.
+    since: Option<String>,
+    /// 1–1000. Default: 100.
+    limit: Option<String>,
+}
+
+/// A connection's recent checks, newest first, with its health and 24 h uptime (grant `view`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}/health",
+    tag = "connections",
+    params(("id" = String, Path, format = Uuid, description = "the connection"), HistoryParams),
+    responses(
+        (status = 200, body = HealthHistoryOut),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+async fn health(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> ApiResult<Json<HealthHistoryOut>> {
+    let Query(params) = params?;
+    let since = match params.since.as_deref().filter(|s| !s.is_empty()) {
+        Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+            .map_err(|_| ApiError::invalid("since", "must be an RFC 3339 time"))?,
+        None => OffsetDateTime::now_utc() - DEFAULT_HISTORY_WINDOW,
+    };
+    let limit = match params.limit.as_deref().filter(|s| !s.is_empty()) {
+        Some(text) => number("limit", text)?,
+        None => DEFAULT_HISTORY_LIMIT,
+    };
+    let history = state
+        .hub()
+        .health_history(&principal, id, since, limit)
+        .await?;
+    Ok(Json(HealthHistoryOut {
+        health: (&history.health).into(),
+        checks: history.checks.iter().map(Into::into).collect(),
+    }))
+}
+
+/// The decrypted credentials and DSN (grant `use`; audited). The one answer with a secret.
+#[utoipa::path(
+    post,
+    path = "/api/v1/connections/{id}/reveal",
+    tag = "connections",
+    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    responses(
+        (status = 200, body = RevealResponse, description = "the secrets; never cached (`Cache-Control: no-store`)"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+async fn reveal(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+) -> ApiResult<Response> {
+    let revealed = state.hub().reveal(&principal, id).await?;
+    Ok((
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Json(RevealBody(revealed)),
+    )
+        .into_response())
+}
+
+/// Who holds which grant on a connection (grant `manage`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/connections/{id}/grants",
+    tag = "connections",
+    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    responses(
+        (status = 200, body = GrantsBody),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+async fn grants(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+) -> ApiResult<Json<GrantsBody>> {
+    let grants = state.hub().grants(&principal, id).await?;
+    Ok(Json(GrantsBody::of(&grants)))
+}
+
+/// Replaces the grants on a connection (grant `manage`); answers the new set.
+#[utoipa::path(
+    put,
+    path = "/api/v1/connections/{id}/grants",
+    tag = "connections",
+    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    request_body = GrantsBody,
+    responses(
+        (status = 200, body = GrantsBody),
+        (status = 400, body = ErrorBody, description = "a bad grant, named as `grants[i].field`"),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody, description = "no such connection, user or team"),
+    )
+)]
+async fn set_grants(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+    ApiJson(body): ApiJson<GrantsBody>,
+) -> ApiResult<Json<GrantsBody>> {
+    let new = body.into_grants()?;
+    let grants = state.hub().set_grants(&principal, id, &new).await?;
+    Ok(Json(GrantsBody::of(&grants)))
+}
+
+/// Removes every grant on a connection (grant `manage`); the owner keeps `manage`.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/connections/{id}/grants",
+    tag = "connections",
+    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    responses(
+        (status = 204, description = "no grants left"),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+    )
+)]
+async fn clear_grants(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ConnId(id): ConnId,
+) -> ApiResult<StatusCode> {
+    state.hub().set_grants(&principal, id, &[]).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A connection as JSON with its version as the `ETag`.
+fn answer(status: StatusCode, connection: &Connection) -> ApiResult<Response> {
+    let etag = HeaderValue::from_str(&format!("\"{}\"", connection.version))
+        .map_err(|_| ApiError::internal("a version is not a header value"))?;
+    Ok((
+        status,
+        [(header::ETAG, etag)],
+        Json(ConnectionOut::from(connection)),
+    )
+        .into_response())
+}
+
+/// The version named by `If-Match`: `"<version>"` (or a bare number).
+///
+/// # Errors
+/// 428 when missing; 400 on `If-Match` when it is not one version (a list, `*`, a weak tag).
+fn if_match(headers: &HeaderMap) -> ApiResult<u64> {
+    let mut values = headers.get_all(header::IF_MATCH).iter();
+    let Some(value) = values.next() else {
+        return Err(ApiError::if_match_required());
+    };
+    let malformed = || {
+        ApiError::invalid(
+            "If-Match",
+            "must be the one ETag read, e.g. \"3\" (no list, no *, no weak tag)",
+        )
+    };
+    if values.next().is_some() {
+        return Err(malformed());
+    }
+    let text = value.to_str().map_err(|_| malformed())?.trim();
+    let digits = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    digits.parse::<u64>().map_err(|_| malformed())
+}
+
+/// Counts a finished test in `datahub_tests_total{kind, outcome}` and converts its report.
+fn count_test(kind: &'static str, report: &Report) -> TestReport {
+    let report = TestReport::from(report);
+    metrics::counter!(
+        "datahub_tests_total",
+        "kind" => kind,
+        "outcome" => report.outcome()
+    )
+    .increment(1);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use datahub_core::model::FailureKind;
+    use datahub_core::probe::{Failure, StepName};
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::*;
+
+    #[test]
+    fn if_match_takes_one_version() {
+        let check = |value: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
+            }
+            if_match(&headers).map_err(|e| e.status())
+        };
+        assert_eq!(check(Some("\"3\"")), Ok(3));
+        assert_eq!(check(Some(" 12 ")), Ok(12));
+        assert_eq!(check(None), Err(StatusCode::PRECONDITION_REQUIRED));
+        for bad in [
+            "*",
+            "W/\"3\"",
+            "\"3\", \"4\"",
+            "\"-1\"",
+            "\"\"",
+            "\"3",
+            "1234567890123456789",
+        ] {
+            assert_eq!(check(Some(bad)), Err(StatusCode::BAD_REQUEST), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tests_are_counted_by_kind_and_outcome() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let failed = Report {
+            ok: false,
+            total_ms: 1.0,
+            steps: Vec::new(),
+            server: None,
+            tls: None,
+            failure: Some(Failure {
+                kind: FailureKind::AuthFailed,
+                step: StepName::Auth,
+                hint: Cow::Borrowed("check the password"),
+                sqlstate: Some("28P01".to_owned()),
+            }),
+        };
+        let passed = Report {
+            ok: true,
+            failure: None,
+            ..failed.clone()
+        };
+        metrics::with_local_recorder(&recorder, || {
+            assert_eq!(count_test("saved", &failed).error_kind, Some("auth_failed"));
+            count_test("draft", &passed);
+            count_test("draft", &passed);
+        });
+        let text = handle.render();
+        assert!(
+            text.contains(r#"datahub_tests_total{kind="saved",outcome="auth_failed"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"datahub_tests_total{kind="draft",outcome="ok"} 2"#),
+            "{text}"
+        );
+    }
+}

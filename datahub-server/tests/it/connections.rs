@@ -1,0 +1,842 @@
+//! Connections over HTTP: CRUD with ETag / If-Match, field errors (S27), grants and the 404 of
+//! a connection the caller may not view (S19), reveal, tests of drafts and saved connections
+//! (reusing stored secrets, S11), and a canary password that leaves the server only by reveal
+//! (S8).
+
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode, header};
+use base64::Engine as _;
+use datahub_core::hub::RateLimit;
+use datahub_core::net::{Dialer, StaticResolver};
+use datahub_core::rbac::Role;
+use datahub_testkit::{PgCluster, ServerCert, User};
+use serde_json::{Value, json};
+
+use crate::common::Fixture;
+
+const CANARY: &str = "canary-conn-http-7Rq4w";
+const URL: &str = "/api/v1/connections";
+
+/// A loopback port with nothing listening (bound, then released).
+fn closed_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn body(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "description": "orders database",
+        "host": "127.0.0.1",
+        "port": port,
+        "database": "app",
+        "username": "app",
+        "password": CANARY,
+        "tls": {"mode": "require"},
+        "tags": ["prod", "eu"],
+        "monitoring": {"enabled": false},
+    })
+}
+
+fn etag(answer: &crate::common::Answer) -> String {
+    answer
+        .headers
+        .get(header::ETAG)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn assert_field(answer: &crate::common::Answer, status: StatusCode, field: &str) {
+    assert_eq!(answer.status, status, "{}", answer.text);
+    assert_eq!(answer.json["error"]["field"], field, "{}", answer.text);
+}
+
+fn assert_no_canary(f: &Fixture) {
+    f.assert_never_answered(CANARY);
+    f.assert_never_answered(&base64::engine::general_purpose::STANDARD.encode(CANARY));
+}
+
+#[tokio::test]
+async fn crud_round_trip_with_etag_and_if_match() {
+    let f = Fixture::new().await;
+    let created = f
+        .admin(Method::POST, URL, Some(&body("orders", 5432)))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    assert_eq!(etag(&created), "\"1\"");
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let one = format!("{URL}/{id}");
+    assert_eq!(created.headers[header::LOCATION], one.as_str());
+    let c = &created.json;
+    assert_eq!(c["version"], 1);
+    assert_eq!(c["password_set"], true);
+    assert_eq!(c["client_key_set"], false);
+    assert_eq!(c["tls"]["mode"], "require");
+    assert_eq!(c["tls"]["channel_binding"], "prefer");
+    assert_eq!(c["port"], 5432);
+    assert_eq!(c["tags"], json!(["prod", "eu"]));
+    assert_eq!(c["monitoring"]["enabled"], false);
+    assert_eq!(c["monitoring"]["interval_s"], 60);
+    assert_eq!(c["options"]["connect_timeout_ms"], 5000);
+    assert_eq!(c["health"]["status"], "unknown");
+    assert!(c["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(c.get("password").is_none());
+
+    let got = f.admin(Method::GET, &one, None).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(etag(&got), "\"1\"");
+    assert_eq!(got.json["name"], "orders");
+
+    // The same name again: 409.
+    let taken = f
+        .admin(Method::POST, URL, Some(&body("orders", 5432)))
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text);
+    assert_eq!(taken.json["error"]["field"], "name");
+
+    // PATCH needs If-Match: missing 428, malformed 400, stale 412.
+    let edit = json!({"description": "orders (primary)", "tags": ["prod"]});
+    let token = Some(f.admin_token.as_str());
+    let r = f.send(Method::PATCH, &one, token, &[], Some(&edit)).await;
+    assert_field(&r, StatusCode::PRECONDITION_REQUIRED, "If-Match");
+    for bad in [
+        "*",
+        "W/\"1\"",
+        "\"1\", \"2\"",
+        "\"x\"",
+        "\"\"",
+        "\"99999999999999999999\"",
+    ] {
+        let r = f
+            .send(
+                Method::PATCH,
+                &one,
+                token,
+                &[("if-match", bad)],
+                Some(&edit),
+            )
+            .await;
+        assert_field(&r, StatusCode::BAD_REQUEST, "If-Match");
+    }
+    let r = f
+        .send(
+            Method::PATCH,
+            &one,
+            token,
+            &[("if-match", "\"7\"")],
+            Some(&edit),
+        )
+        .await;
+    assert_field(&r, StatusCode::PRECONDITION_FAILED, "If-Match");
+
+    // An omitted password keeps the stored one.
+    let r = f
+        .send(
+            Method::PATCH,
+            &one,
+            token,
+            &[("if-match", "\"1\"")],
+            Some(&edit),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(etag(&r), "\"2\"");
+    assert_eq!(r.json["description"], "orders (primary)");
+    assert_eq!(r.json["tags"], json!(["prod"]));
+    let revealed = f.admin(Method::POST, &format!("{one}/reveal"), None).await;
+    assert_eq!(revealed.status, StatusCode::OK, "{}", revealed.text);
+    assert_eq!(revealed.json["password"], CANARY);
+    assert_eq!(revealed.json["username"], "app");
+    assert!(revealed.json["dsn"].as_str().unwrap().contains(CANARY));
+    assert_eq!(revealed.headers[header::CACHE_CONTROL], "no-store");
+
+    // The version read is now stale.
+    let r = f
+        .send(
+            Method::PATCH,
+            &one,
+            token,
+            &[("if-match", "\"1\"")],
+            Some(&edit),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text);
+    // An empty password is a field error, never "keep" (S11).
+    let r = f
+        .send(
+            Method::PATCH,
+            &one,
+            token,
+            &[("if-match", "\"2\"")],
+            Some(&json!({"password": ""})),
+        )
+        .await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "password");
+    // Pointing the stored password at another host needs the password again (S12).
+    let r = f
+        .send(
+            Method::PATCH,
+            &one,
+            token,
+            &[("if-match", "\"2\"")],
+            Some(&json!({"host": "127.0.0.2"})),
+        )
+        .await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "password");
+    let r = f
+        .send(
+            Method::PATCH,
+            &one,
+            token,
+            &[("if-match", "2")],
+            Some(&json!({"host": "127.0.0.2", "password": format!("{CANARY}-2"), "description": null})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["host"], "127.0.0.2");
+    assert_eq!(r.json["description"], Value::Null);
+    assert_eq!(r.json["version"], 3);
+
+    // The list.
+    let list = f.admin(Method::GET, URL, None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.json["total"], 1);
+    assert_eq!(list.json["page"], 1);
+    assert_eq!(list.json["per_page"], 50);
+    assert_eq!(list.json["items"][0]["id"], id.as_str());
+    let filtered = f.admin(Method::GET, &format!("{URL}?tag=eu"), None).await;
+    assert_eq!(filtered.json["total"], 0, "{}", filtered.text);
+    let filtered = f
+        .admin(
+            Method::GET,
+            &format!(
+                "{URL}?search=ORDERS&status=unknown&engine=postgres&sort=updated&page=1&per_page=10"
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(filtered.json["total"], 1, "{}", filtered.text);
+
+    // DELETE needs If-Match too.
+    let r = f.send(Method::DELETE, &one, token, &[], None).await;
+    assert_field(&r, StatusCode::PRECONDITION_REQUIRED, "If-Match");
+    let r = f
+        .send(Method::DELETE, &one, token, &[("if-match", "\"2\"")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{}", r.text);
+    let r = f
+        .send(Method::DELETE, &one, token, &[("if-match", "\"3\"")], None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        f.admin(Method::GET, &one, None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(f.admin(Method::GET, URL, None).await.json["total"], 0);
+    assert_no_canary(&f);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_naming_the_field() {
+    let f = Fixture::new().await;
+    let with = |change: &dyn Fn(&mut Value)| {
+        let mut b = body("orders", 5432);
+        change(&mut b);
+        b
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (with(&|b| b["port"] = json!(70000)), "port"),
+        (with(&|b| b["port"] = json!(0)), "port"),
+        (with(&|b| b["port"] = json!("5432x")), "port"),
+        (with(&|b| b["tls"]["mode"] = json!("bogus")), "tls.mode"),
+        (with(&|b| b["tls"]["mode"] = json!(3)), "tls.mode"),
+        (
+            with(&|b| b["tls"]["channel_binding"] = json!("always")),
+            "tls.channel_binding",
+        ),
+        (
+            with(&|b| b["tls"]["sslmode"] = json!("require")),
+            "tls.sslmode",
+        ),
+        (with(&|b| b["extra"] = json!(1)), "extra"),
+        (with(&|b| b["tags"] = json!("prod")), "tags"),
+        (with(&|b| b["tags"] = json!(["ok", "NOT OK"])), "tags[1]"),
+        (with(&|b| b["name"] = json!("x".repeat(65))), "name"),
+        (with(&|b| b["name"] = json!("Bad Name")), "name"),
+        (with(&|b| b["engine"] = json!("mysql")), "engine"),
+        (with(&|b| b["host"] = json!("a b")), "host"),
+        (
+            with(&|b| b["description"] = json!("d".repeat(1001))),
+            "description",
+        ),
+        (
+            with(&|b| b["monitoring"]["interval_s"] = json!(5)),
+            "monitoring.interval_s",
+        ),
+        (
+            with(&|b| b["options"]["connect_timeout_ms"] = json!(60000)),
+            "options.connect_timeout_ms",
+        ),
+        (with(&|b| b["password"] = json!(12345)), "password"),
+        (with(&|b| b["password"] = json!("")), "password"),
+        (
+            with(&|b| {
+                b.as_object_mut().unwrap().remove("password");
+            }),
+            "password",
+        ),
+        (
+            with(&|b| {
+                b.as_object_mut().unwrap().remove("host");
+            }),
+            "host",
+        ),
+        (with(&|b| b["tls"]["mode"] = json!("prefer")), "tls.mode"),
+    ];
+    for (input, field) in &cases {
+        let r = f.admin(Method::POST, URL, Some(input)).await;
+        assert_field(&r, StatusCode::BAD_REQUEST, field);
+        assert!(
+            !r.text.contains("NOT OK") && !r.text.contains("5432x"),
+            "{}",
+            r.text
+        );
+    }
+
+    // Malformed JSON, and the wrong content type.
+    let r = f
+        .send_raw(
+            axum::http::Request::post(URL)
+                .header(header::AUTHORIZATION, format!("Bearer {}", f.admin_token))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(axum::body::Body::from("{\"name\": "))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    let r = f
+        .send_raw(
+            axum::http::Request::post(URL)
+                .header(header::AUTHORIZATION, format!("Bearer {}", f.admin_token))
+                .body(axum::body::Body::from(body("x", 1).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{}", r.text);
+
+    // Bad ids in the path: 400 on `id`, never 500, on every route with one.
+    let token = Some(f.admin_token.as_str());
+    let if_match = [("if-match", "\"1\"")];
+    for (method, path, body) in [
+        (Method::GET, "not-a-uuid", None),
+        (Method::PATCH, "not-a-uuid", Some(json!({}))),
+        (Method::DELETE, "not-a-uuid", None),
+        (Method::POST, "123/test", None),
+        (Method::GET, "123/health", None),
+        (Method::POST, "123/reveal", None),
+        (Method::GET, "123/grants", None),
+        (Method::PUT, "123/grants", Some(json!({"grants": []}))),
+        (Method::DELETE, "123/grants", None),
+    ] {
+        let r = f
+            .send(
+                method.clone(),
+                &format!("{URL}/{path}"),
+                token,
+                &if_match,
+                body.as_ref(),
+            )
+            .await;
+        assert_field(&r, StatusCode::BAD_REQUEST, "id");
+    }
+    // A well-formed id that names nothing: 404.
+    let r = f
+        .admin(
+            Method::GET,
+            &format!("{URL}/0190f0a0-0000-7000-8000-000000000000"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+
+    // Bad query parameters name the parameter.
+    for (query, field) in [
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("per_page=abc", "per_page"),
+        ("per_page=500", "per_page"),
+        ("status=fine", "status"),
+        ("engine=mysql", "engine"),
+        ("sort=size", "sort"),
+        ("tag=NOT%20OK", "tag"),
+        ("bogus=1", "bogus"),
+    ] {
+        let r = f.admin(Method::GET, &format!("{URL}?{query}"), None).await;
+        assert_field(&r, StatusCode::BAD_REQUEST, field);
+    }
+    let long = "x".repeat(201);
+    let r = f
+        .admin(Method::GET, &format!("{URL}?search={long}"), None)
+        .await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "search");
+    let r = f
+        .admin(
+            Method::POST,
+            &format!("{URL}?test_first=yes"),
+            Some(&body("a", 1)),
+        )
+        .await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "test_first");
+
+    // Unauthenticated: 401 before anything is parsed.
+    let r = f
+        .send(Method::GET, &format!("{URL}/not-a-uuid"), None, &[], None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_no_canary(&f);
+}
+
+#[tokio::test]
+async fn grants_decide_what_a_viewer_sees() {
+    let f = Fixture::new().await;
+    let (viewer_id, viewer) = f.user("vera", Role::Viewer).await;
+    let created = f
+        .admin(Method::POST, URL, Some(&body("orders", 5432)))
+        .await;
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    f.admin(Method::POST, URL, Some(&body("other", 5432))).await;
+    let one = format!("{URL}/{id}");
+    let as_viewer = |method: Method, uri: String, body: Option<Value>| {
+        let f = &f;
+        let viewer = viewer.clone();
+        async move {
+            f.send(
+                method,
+                &uri,
+                Some(&viewer),
+                &[("if-match", "\"1\"")],
+                body.as_ref(),
+            )
+            .await
+        }
+    };
+
+    // Without a grant the connection does not exist for the viewer.
+    for (method, path) in [
+        (Method::GET, one.clone()),
+        (Method::POST, format!("{one}/reveal")),
+        (Method::POST, format!("{one}/test")),
+        (Method::GET, format!("{one}/health")),
+        (Method::GET, format!("{one}/grants")),
+        (Method::DELETE, one.clone()),
+    ] {
+        let r = as_viewer(method, path, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    }
+    let list = as_viewer(Method::GET, URL.to_owned(), None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.json["total"], 0);
+    assert_eq!(list.json["items"], json!([]));
+    // A viewer may neither create nor test drafts.
+    let r = as_viewer(Method::POST, URL.to_owned(), Some(body("mine", 5432))).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+
+    // Grants round trip: PUT replaces, GET answers the same shape.
+    let grants = json!({"grants": [{"user_id": viewer_id, "level": "view"}]});
+    let r = f
+        .admin(Method::PUT, &format!("{one}/grants"), Some(&grants))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json, grants);
+    let r = f.admin(Method::GET, &format!("{one}/grants"), None).await;
+    assert_eq!(r.json, grants);
+
+    // `view`: seen and listed, but no secret, no test, no edit, no grants.
+    let r = as_viewer(Method::GET, one.clone(), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let list = as_viewer(Method::GET, URL.to_owned(), None).await;
+    assert_eq!(list.json["total"], 1);
+    assert_eq!(list.json["items"][0]["id"], id.as_str());
+    let r = as_viewer(Method::GET, format!("{one}/health"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["checks"], json!([]));
+    assert_eq!(r.json["health"]["status"], "unknown");
+    for (method, path, body) in [
+        (Method::POST, format!("{one}/reveal"), None),
+        (
+            Method::PATCH,
+            one.clone(),
+            Some(json!({"description": "x"})),
+        ),
+        (Method::GET, format!("{one}/grants"), None),
+    ] {
+        let r = as_viewer(method, path, body).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
+    }
+
+    // `use`: reveal.
+    let grants = json!({"grants": [{"user_id": viewer_id, "level": "use"}]});
+    f.admin(Method::PUT, &format!("{one}/grants"), Some(&grants))
+        .await;
+    let r = as_viewer(Method::POST, format!("{one}/reveal"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["password"], CANARY);
+
+    // Bad grants name the entry and field.
+    let missing = "0190f0a0-0000-7000-8000-000000000000";
+    for (grants, status, field) in [
+        (
+            json!([{"level": "use"}]),
+            StatusCode::BAD_REQUEST,
+            "grants[0].user_id",
+        ),
+        (
+            json!([{"user_id": viewer_id, "team_id": viewer_id, "level": "use"}]),
+            StatusCode::BAD_REQUEST,
+            "grants[0].user_id",
+        ),
+        (
+            json!([{"user_id": viewer_id, "level": "use"}, {"user_id": "x", "level": "use"}]),
+            StatusCode::BAD_REQUEST,
+            "grants[1].user_id",
+        ),
+        (
+            json!([{"team_id": "x", "level": "use"}]),
+            StatusCode::BAD_REQUEST,
+            "grants[0].team_id",
+        ),
+        (
+            json!([{"user_id": viewer_id, "level": "owner"}]),
+            StatusCode::BAD_REQUEST,
+            "grants[0].level",
+        ),
+        (
+            json!([{"user_id": viewer_id, "level": "use", "extra": 1}]),
+            StatusCode::BAD_REQUEST,
+            "grants[0].extra",
+        ),
+        (
+            json!([{"user_id": viewer_id, "level": "use"}, {"user_id": viewer_id, "level": "view"}]),
+            StatusCode::BAD_REQUEST,
+            "grants",
+        ),
+    ] {
+        let r = f
+            .admin(
+                Method::PUT,
+                &format!("{one}/grants"),
+                Some(&json!({"grants": grants})),
+            )
+            .await;
+        assert_field(&r, status, field);
+    }
+    let r = f
+        .admin(
+            Method::PUT,
+            &format!("{one}/grants"),
+            Some(&json!({"grants": [{"user_id": missing, "level": "use"}]})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+
+    // DELETE clears the set: the viewer loses the connection at once.
+    let r = f
+        .admin(Method::DELETE, &format!("{one}/grants"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(
+        f.admin(Method::GET, &format!("{one}/grants"), None)
+            .await
+            .json,
+        json!({"grants": []})
+    );
+    assert_eq!(
+        as_viewer(Method::GET, one.clone(), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        as_viewer(Method::GET, URL.to_owned(), None).await.json["total"],
+        0
+    );
+    assert_no_canary(&f);
+}
+
+#[tokio::test]
+async fn failed_tests_are_reports_and_tests_are_rate_limited() {
+    let f = Fixture::with(|hub| {
+        hub.with_test_rate_limit(RateLimit {
+            burst: 3,
+            per_second: 0.001,
+        })
+    })
+    .await;
+    let port = closed_port();
+    let created = f.admin(Method::POST, URL, Some(&body("down", port))).await;
+    let id = created.json["id"].as_str().unwrap().to_owned();
+
+    // A saved connection whose server is gone: 200 with the report, ok false.
+    let r = f
+        .admin(Method::POST, &format!("{URL}/{id}/test"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let report = &r.json;
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["error_kind"], "connection_refused");
+    assert_eq!(report["step"], "tcp");
+    assert!(report["hint"].as_str().is_some());
+    assert!(report["total_ms"].as_f64().is_some());
+    assert_eq!(report["sqlstate"], Value::Null);
+    assert_eq!(report["server"], Value::Null);
+    assert_eq!(report["tls"], Value::Null);
+    let keys: Vec<&str> = report
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in [
+        "ok",
+        "error_kind",
+        "step",
+        "hint",
+        "sqlstate",
+        "total_ms",
+        "steps",
+        "server",
+        "tls",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {report}");
+    }
+    let step = &report["steps"][0];
+    assert!(step["name"].is_string() && step["ms"].is_number() && step["ok"].is_boolean());
+
+    // A draft reusing the stored password (none given), then test_first refusing to save.
+    let draft = json!({"id": id, "host": "127.0.0.1", "port": port, "database": "app",
+                       "username": "app", "tls": {"mode": "require"}});
+    let r = f
+        .admin(Method::POST, &format!("{URL}/test"), Some(&draft))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["error_kind"], "connection_refused");
+    let r = f
+        .admin(
+            Method::POST,
+            &format!("{URL}?test_first=true"),
+            Some(&body("never", port)),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "test_failed");
+    assert_eq!(r.json["report"]["error_kind"], "connection_refused");
+    assert_eq!(f.admin(Method::GET, URL, None).await.json["total"], 1);
+
+    // The fourth test within the burst of three: 429.
+    let r = f
+        .admin(Method::POST, &format!("{URL}/{id}/test"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert_no_canary(&f);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kit_cluster_is_created_tested_first_and_tested_again() {
+    let cluster = tokio::task::spawn_blocking(|| {
+        PgCluster::builder()
+            .tls(ServerCert::Valid)
+            .user(User::new("app").password(CANARY))
+            .database("app", "app")
+            .start()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let resolver = StaticResolver::new().with("localhost", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    let f =
+        Fixture::with(|hub| hub.with_connector(Arc::new(Dialer::new(Arc::new(resolver))))).await;
+    let (_, editor) = f.user("eddie", Role::Editor).await;
+    let input = json!({
+        "name": "kit",
+        "host": "localhost",
+        "port": cluster.port(),
+        "database": "app",
+        "username": "app",
+        "password": CANARY,
+        "tls": {"mode": "verify-full", "ca_cert_pem": cluster.ca_pem().unwrap(), "channel_binding": "require"},
+        "monitoring": {"enabled": false},
+    });
+    let r = f
+        .send(
+            Method::POST,
+            &format!("{URL}?test_first=true"),
+            Some(&editor),
+            &[],
+            Some(&input),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json["id"].as_str().unwrap().to_owned();
+
+    // The owner (an editor) tests it: every step ok, with the server's and TLS facts.
+    let r = f
+        .send(
+            Method::POST,
+            &format!("{URL}/{id}/test"),
+            Some(&editor),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    assert_eq!(r.json["error_kind"], Value::Null);
+    assert_eq!(r.json["server"]["user"], "app");
+    assert_eq!(r.json["server"]["database"], "app");
+    assert!(
+        r.json["tls"]["protocol"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS")
+    );
+    assert!(
+        r.json["tls"]["peer_not_after"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z')
+    );
+    assert!(
+        r.json["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["ok"] == true)
+    );
+
+    // A draft with a blank password borrows the stored one (S11) ...
+    let mut draft = input.clone();
+    draft["id"] = json!(id);
+    draft["password"] = json!("");
+    let r = f
+        .send(
+            Method::POST,
+            &format!("{URL}/test"),
+            Some(&editor),
+            &[],
+            Some(&draft),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["ok"], true, "{}", r.text);
+    // ... without `id` there is none to borrow ...
+    draft.as_object_mut().unwrap().remove("id");
+    let r = f
+        .send(
+            Method::POST,
+            &format!("{URL}/test"),
+            Some(&editor),
+            &[],
+            Some(&draft),
+        )
+        .await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "password");
+    // ... and a wrong one given is used, and fails.
+    draft["password"] = json!("wrong-password");
+    let r = f
+        .send(
+            Method::POST,
+            &format!("{URL}/test"),
+            Some(&editor),
+            &[],
+            Some(&draft),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["error_kind"], "auth_failed", "{}", r.text);
+
+    // A wrong password with test_first saves nothing.
+    let mut wrong = input.clone();
+    wrong["name"] = json!("kit-wrong");
+    wrong["password"] = json!("wrong-password");
+    let r = f
+        .send(
+            Method::POST,
+            &format!("{URL}?test_first=true"),
+            Some(&editor),
+            &[],
+            Some(&wrong),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(r.json["report"]["error_kind"], "auth_failed");
+    let list = f.send(Method::GET, URL, Some(&editor), &[], None).await;
+    assert_eq!(list.json["total"], 1);
+    assert_no_canary(&f);
+}
+
+#[tokio::test]
+async fn every_connection_route_is_declared_documented_and_closed_to_strangers() {
+    let f = Fixture::new().await;
+    let spec = f
+        .send(Method::GET, "/api/v1/openapi.json", None, &[], None)
+        .await;
+    let some_id = "0190f0a0-0000-7000-8000-000000000000";
+    let routes: Vec<_> = datahub_server::routes::ROUTES
+        .iter()
+        .filter(|r| r.path.starts_with(URL))
+        .collect();
+    assert_eq!(routes.len(), 12);
+    for route in routes {
+        assert!(
+            matches!(
+                route.permission,
+                datahub_server::routes::Permission::Action(_)
+            ),
+            "{route:?}"
+        );
+        let method = route.method.as_str().to_ascii_lowercase();
+        assert!(
+            spec.json["paths"][route.path][&method].is_object(),
+            "{} {} is not in the OpenAPI document",
+            route.method,
+            route.path
+        );
+        let uri = route.path.replace("{id}", some_id);
+        let r = f
+            .send(route.method.clone(), &uri, None, &[], Some(&json!({})))
+            .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{} {uri}", route.method);
+    }
+}
+
+#[tokio::test]
+async fn health_history_parameters() {
+    let f = Fixture::new().await;
+    let created = f
+        .admin(Method::POST, URL, Some(&body("orders", 5432)))
+        .await;
+    let id = created.json["id"].as_str().unwrap();
+    let url = format!("{URL}/{id}/health");
+    let r = f
+        .admin(
+            Method::GET,
+            &format!("{url}?since=2020-01-01T00:00:00Z&limit=10"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["checks"], json!([]));
+    assert_eq!(r.json["health"]["uptime_24h"], Value::Null);
+    for (query, field) in [
+        ("since=yesterday", "since"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("until=now", "until"),
+    ] {
+        let r = f.admin(Method::GET, &format!("{url}?{query}"), None).await;
+        assert_field(&r, StatusCode::BAD_REQUEST, field);
+    }
+}
