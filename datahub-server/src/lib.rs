@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod limit;
 pub mod routes;
 pub mod startup;
