@@ -3,7 +3,12 @@
 //! and in the OpenAPI document, and every route that is not public must refuse an anonymous
 //! caller with 401 before it does anything.
 
+pub mod audit;
 pub mod meta;
+pub mod policy;
+pub mod teams;
+pub mod tokens;
+pub mod users;
 
 use axum::http::Method;
 use datahub_core::rbac::Action;
@@ -49,6 +54,89 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/readyz", Permission::Public),
     route(Method::GET, "/metrics", Permission::Public),
     route(Method::GET, "/api/v1/openapi.json", Permission::Public),
+    // Accounts.
+    route(
+        Method::GET,
+        "/api/v1/users",
+        Permission::Action(Action::UserList),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/users",
+        Permission::Action(Action::UserCreate),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/users/{id}",
+        Permission::Action(Action::UserList),
+    ),
+    route(
+        Method::PATCH,
+        "/api/v1/users/{id}",
+        Permission::Action(Action::UserUpdate),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/users/me/password",
+        Permission::Action(Action::PasswordChangeOwn),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/teams",
+        Permission::Action(Action::TeamList),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/teams",
+        Permission::Action(Action::TeamManage),
+    ),
+    route(
+        Method::PUT,
+        "/api/v1/teams/{id}",
+        Permission::Action(Action::TeamManage),
+    ),
+    route(
+        Method::DELETE,
+        "/api/v1/teams/{id}",
+        Permission::Action(Action::TeamManage),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/tokens",
+        Permission::Action(Action::TokenListOwn),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/tokens",
+        Permission::Action(Action::TokenCreateOwn),
+    ),
+    // One's own token; an admin may revoke anyone's (`token.manage`).
+    route(
+        Method::DELETE,
+        "/api/v1/tokens/{id}",
+        Permission::Action(Action::TokenRevokeOwn),
+    ),
+    // Audit and policy.
+    route(
+        Method::GET,
+        "/api/v1/audit",
+        Permission::Action(Action::AuditRead),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/audit/verify",
+        Permission::Action(Action::AuditVerify),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/policy",
+        Permission::Action(Action::PolicyRead),
+    ),
+    route(
+        Method::PUT,
+        "/api/v1/policy",
+        Permission::Action(Action::PolicyWrite),
+    ),
 ];
 
 /// The API's description, completed by each route module's `#[utoipa::path]` annotations.
@@ -65,5 +153,11 @@ struct ApiDoc;
 
 /// Every documented route; `split_for_parts` gives the router and the OpenAPI document.
 pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(meta::router())
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(meta::router())
+        .merge(users::router())
+        .merge(teams::router())
+        .merge(tokens::router())
+        .merge(audit::router())
+        .merge(policy::router())
 }
