@@ -132,6 +132,14 @@ async fn an_admin_creates_reads_and_changes_accounts_and_passwords_stay_write_on
         .await;
     missing.assert_error(StatusCode::NOT_FOUND, None);
 
+    // The audit log names the changed fields, never a password.
+    let audit = t
+        .send(Method::GET, "/api/v1/audit?per_page=200", admin, None)
+        .await;
+    audit.assert_status(StatusCode::OK);
+    audit.assert_hides(CANARY);
+    audit.assert_hides("a-brand-new-password");
+
     // The last enabled admin can be neither demoted nor disabled.
     let admin_id = t.admin().await.user().to_string();
     for change in [json!({"role": "editor"}), json!({"disabled": true})] {

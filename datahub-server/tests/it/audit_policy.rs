@@ -87,6 +87,8 @@ async fn the_audit_log_filters_by_actor_action_and_target_and_pages() {
     assert_eq!(entry["actor"], admin_id.as_str());
     assert_eq!(entry["actor_name"], "admin");
     assert_eq!(entry["outcome"], "ok");
+    // A change made over HTTP carries the request's id.
+    assert!(entry["request_id"].is_string(), "{entry}");
     assert!(
         entry["changed_fields"]
             .as_array()
