@@ -194,15 +194,19 @@ impl From<JsonRejection> for ApiError {
                 };
                 let mut out = Self::new(StatusCode::BAD_REQUEST, "invalid_input", describe(what));
                 out.field = match unknown_field(what) {
-                    // serde names the object, not the field, in the path of an unknown or
-                    // missing field: append the name.
-                    Some(name) => Some(match field {
-                        Some(path) if path == name || path.ends_with(&format!(".{name}")) => path,
+                    // serde's path of an unknown field ends with that field; the path of a
+                    // missing field names the object that lacks it: append the name.
+                    Some(name) if what.contains("missing field") => Some(match field {
                         Some(path) if path != "." => format!("{path}.{name}"),
                         _ => name,
                     }),
+                    Some(name) => field.filter(|path| path != ".").or(Some(name)),
                     None => field,
                 };
+                // A wrong type for the whole body (an array for an object) has no path.
+                if out.field.is_none() {
+                    out.field = Some("body".to_owned());
+                }
                 out
             }
             JsonRejection::JsonSyntaxError(_) => Self::new(
@@ -293,8 +297,11 @@ fn describe(what: &str) -> String {
     };
     if what.contains("unknown field") {
         // The allowed names are ours; the unknown one is given as the field.
-        return match expected {
-            Some(e) => format!("{text}: expected {e}"),
+        return match what.split_once("expected ") {
+            Some((_, e)) => format!(
+                "{text}: expected {}",
+                clean(e.split(" at line ").next().unwrap_or(e))
+            ),
             None => text,
         };
     }

@@ -3,9 +3,14 @@
 //! and in the OpenAPI document, and every route that is not public must refuse an anonymous
 //! caller with 401 before it does anything.
 
+pub mod audit;
 pub mod connections;
 pub mod meta;
+pub mod policy;
 pub mod session;
+pub mod teams;
+pub mod tokens;
+pub mod users;
 
 use axum::http::Method;
 use datahub_core::rbac::Action;
@@ -114,6 +119,89 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/connections/{id}/grants",
         Permission::Action(Action::GrantsWrite),
     ),
+    // Accounts.
+    route(
+        Method::GET,
+        "/api/v1/users",
+        Permission::Action(Action::UserList),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/users",
+        Permission::Action(Action::UserCreate),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/users/{id}",
+        Permission::Action(Action::UserList),
+    ),
+    route(
+        Method::PATCH,
+        "/api/v1/users/{id}",
+        Permission::Action(Action::UserUpdate),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/users/me/password",
+        Permission::Action(Action::PasswordChangeOwn),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/teams",
+        Permission::Action(Action::TeamList),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/teams",
+        Permission::Action(Action::TeamManage),
+    ),
+    route(
+        Method::PUT,
+        "/api/v1/teams/{id}",
+        Permission::Action(Action::TeamManage),
+    ),
+    route(
+        Method::DELETE,
+        "/api/v1/teams/{id}",
+        Permission::Action(Action::TeamManage),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/tokens",
+        Permission::Action(Action::TokenListOwn),
+    ),
+    route(
+        Method::POST,
+        "/api/v1/tokens",
+        Permission::Action(Action::TokenCreateOwn),
+    ),
+    // One's own token; an admin may revoke anyone's (`token.manage`).
+    route(
+        Method::DELETE,
+        "/api/v1/tokens/{id}",
+        Permission::Action(Action::TokenRevokeOwn),
+    ),
+    // Audit and policy.
+    route(
+        Method::GET,
+        "/api/v1/audit",
+        Permission::Action(Action::AuditRead),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/audit/verify",
+        Permission::Action(Action::AuditVerify),
+    ),
+    route(
+        Method::GET,
+        "/api/v1/policy",
+        Permission::Action(Action::PolicyRead),
+    ),
+    route(
+        Method::PUT,
+        "/api/v1/policy",
+        Permission::Action(Action::PolicyWrite),
+    ),
 ];
 
 /// The API's description, completed by each route module's `#[utoipa::path]` annotations.
@@ -134,4 +222,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(meta::router())
         .merge(session::router())
         .merge(connections::router())
+        .merge(users::router())
+        .merge(teams::router())
+        .merge(tokens::router())
+        .merge(audit::router())
+        .merge(policy::router())
 }

@@ -1,6 +1,9 @@
-//! Shared fixture: the app over a Hub on a temporary SQLite store, a bootstrap admin with a
-//! bearer token, users of other roles, and a `send` that records every answer (status, headers,
-//! body) so a test can check that no secret ever left the server.
+//! Shared fixtures. `Fixture` (connections tests): the app over a Hub on a temporary SQLite
+//! store, a bootstrap admin with a bearer token, users of other roles, and a `send` that records
+//! every answer so a test can check that no secret ever left the server. `TestApp` (accounts,
+//! audit, policy and route tests): the same app with accounts of each role on demand and
+//! helpers to read answers.
+#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 
@@ -12,7 +15,7 @@ use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::rbac::{Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::SqliteStore;
+use datahub_core::store::{SqliteStore, Store};
 use datahub_server::{AppState, HttpOptions, app};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -167,4 +170,210 @@ async fn token(hub: &Hub, principal: &Principal) -> String {
         .token
         .expose_secret()
         .to_owned()
+}
+
+/// The test keyring: one key, `k1`.
+pub const KEY: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+/// The bootstrap admin's password.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-the-tests";
+/// The password of every account made by [`TestApp::account`].
+pub const USER_PASSWORD: &str = "user-password-for-the-tests";
+
+/// The app and what a test needs around it.
+pub struct TestApp {
+    pub app: Router,
+    pub hub: Hub,
+    /// A read-write bearer token of the bootstrap admin.
+    pub admin_token: String,
+    _dir: tempfile::TempDir,
+}
+
+/// An answer, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    /// The body as JSON (`Null` when it is not JSON).
+    pub body: Value,
+    /// The body as text.
+    pub text: String,
+}
+
+/// An account made for a test.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub id: String,
+    pub username: String,
+    /// A read-write bearer token.
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let hub = Hub::open(store, Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap();
+        hub.bootstrap_admin(Some(Password::from(ADMIN_PASSWORD)))
+            .await
+            .unwrap()
+            .unwrap();
+        let app = datahub_server::app(AppState::new(hub.clone(), HttpOptions::default()));
+        let mut this = Self {
+            app,
+            hub,
+            admin_token: String::new(),
+            _dir: dir,
+        };
+        this.admin_token = this.token_for("admin", ADMIN_PASSWORD, false).await;
+        this
+    }
+
+    /// The principal of a password sign-in.
+    pub async fn login(&self, username: &str, password: &str) -> Principal {
+        self.hub
+            .login(username, Password::from(password), &RequestInfo::default())
+            .await
+            .unwrap()
+    }
+
+    /// The bootstrap admin, signed in.
+    pub async fn admin(&self) -> Principal {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// A new bearer token of `username`.
+    pub async fn token_for(&self, username: &str, password: &str, read_only: bool) -> String {
+        let principal = self.login(username, password).await;
+        let new = self
+            .hub
+            .create_token(&principal, "test", None, read_only)
+            .await
+            .unwrap();
+        new.token.expose_secret().to_owned()
+    }
+
+    /// A new account with `role` (password [`USER_PASSWORD`]) and a bearer token.
+    pub async fn account(&self, username: &str, role: Role) -> Account {
+        let admin = self.admin().await;
+        let user = self
+            .hub
+            .create_user(&admin, username, Password::from(USER_PASSWORD), role)
+            .await
+            .unwrap();
+        let token = self.token_for(username, USER_PASSWORD, false).await;
+        Account {
+            id: user.id.to_string(),
+            username: username.to_owned(),
+            token,
+        }
+    }
+
+    /// How many audit rows the store holds.
+    pub async fn audit_count(&self) -> u64 {
+        let query = datahub_core::store::AuditQuery {
+            actor: None,
+            action: None,
+            target: None,
+            page: 1,
+            per_page: 1,
+        };
+        self.hub.store().audit_page(&query).await.unwrap().total
+    }
+
+    /// Sends `request` through the app.
+    pub async fn request(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    /// Sends `body` as raw bytes with `content_type` (if any) and `token` as bearer (if any).
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Reply {
+        let mut builder = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if let Some(content_type) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+        }
+        self.request(builder.body(body.into()).unwrap()).await
+    }
+
+    /// Sends `body` (if any) as JSON, with `token` as bearer (if any).
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        match body {
+            Some(json) => {
+                self.send_raw(
+                    method,
+                    path,
+                    token,
+                    Some("application/json"),
+                    json.to_string(),
+                )
+                .await
+            }
+            None => {
+                self.send_raw(method, path, token, None, Body::empty())
+                    .await
+            }
+        }
+    }
+}
+
+impl Reply {
+    /// Asserts the API's error shape with `status`, naming `field` when given; returns the code.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, field: Option<&str>) -> &str {
+        assert_eq!(self.status, status, "{}", self.text);
+        let error = &self.body["error"];
+        assert!(error["code"].is_string(), "no error code: {}", self.text);
+        assert!(error["message"].is_string(), "no message: {}", self.text);
+        if let Some(field) = field {
+            assert_eq!(error["field"], field, "{}", self.text);
+        }
+        error["code"].as_str().unwrap_or_default()
+    }
+
+    /// Asserts `status`, printing the body otherwise.
+    #[track_caller]
+    pub fn assert_status(&self, status: StatusCode) -> &Self {
+        assert_eq!(self.status, status, "{}", self.text);
+        self
+    }
+
+    /// Asserts that `secret` appears in neither the body nor any header.
+    #[track_caller]
+    pub fn assert_hides(&self, secret: &str) {
+        assert!(!self.text.contains(secret), "secret in body: {}", self.text);
+        for (name, value) in &self.headers {
+            assert!(
+                !String::from_utf8_lossy(value.as_bytes()).contains(secret),
+                "secret in header {name}"
+            );
+        }
+    }
 }

@@ -1,8 +1,12 @@
-//! The one integration-test binary of datahub-server.
+//! The server's one integration-test binary: the app driven through `tower::ServiceExt::oneshot`.
 
-// A failed unwrap is a failed test here.
+// Helpers outside `#[test]` functions unwrap too; a failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+
+mod accounts;
+mod audit_policy;
 mod connections;
+mod routes;
 mod session;

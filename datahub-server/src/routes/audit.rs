@@ -1,0 +1,294 @@
+//! The audit log: a filtered, paginated read (newest first) and the verification of its hash
+//! chain, for admins and auditors. Entries name changed fields, never their values.
+
+use axum::Json;
+use axum::extract::State;
+use datahub_core::UserId;
+use datahub_core::audit::{AuditRecord, ChainBreak, Outcome};
+use datahub_core::hub::AuditVerification;
+use datahub_core::store::{AuditQuery, MAX_PER_PAGE};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+/// The page size when none is asked for.
+const DEFAULT_PER_PAGE: u32 = 50;
+
+/// The longest `action` or `target` filter, in bytes (the longest stored value is far shorter).
+const MAX_FILTER_LEN: usize = 512;
+
+/// `/api/v1/audit`, `/api/v1/audit/verify`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(audit_log))
+        .routes(routes!(verify_audit))
+}
+
+/// The filters and page of an audit log read. An empty value is no filter.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Only entries by this user id.
+    #[param(value_type = Option<String>, format = Uuid)]
+    pub actor: Option<String>,
+    /// Only this action (exact), e.g. `connection.create`.
+    pub action: Option<String>,
+    /// Only this target (exact), e.g. `connection:<id>`.
+    pub target: Option<String>,
+    /// The page, from 1. Default: 1.
+    #[param(minimum = 1)]
+    pub page: Option<u32>,
+    /// Entries per page, 1 to 200. Default: 50.
+    #[param(minimum = 1, maximum = 200)]
+    pub per_page: Option<u32>,
+}
+
+impl AuditParams {
+    fn query(self) -> ApiResult<AuditQuery> {
+        let actor = match non_empty(self.actor) {
+            None => None,
+            Some(text) => Some(
+                text.parse::<UserId>()
+                    .map_err(|_| ApiError::invalid("actor", "must be a user id (a UUID)"))?,
+            ),
+        };
+        let page = self.page.unwrap_or(1);
+        if page < 1 {
+            return Err(ApiError::invalid("page", "must be at least 1"));
+        }
+        let per_page = self.per_page.unwrap_or(DEFAULT_PER_PAGE);
+        if !(1..=MAX_PER_PAGE).contains(&per_page) {
+            return Err(ApiError::invalid(
+                "per_page",
+                format!("must be between 1 and {MAX_PER_PAGE}"),
+            ));
+        }
+        Ok(AuditQuery {
+            actor,
+            action: filter("action", self.action)?,
+            target: filter("target", self.target)?,
+            page,
+            per_page,
+        })
+    }
+}
+
+fn non_empty(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+fn filter(field: &'static str, value: Option<String>) -> ApiResult<Option<String>> {
+    match non_empty(value) {
+        Some(v) if v.len() > MAX_FILTER_LEN => Err(ApiError::invalid(
+            field,
+            format!("must be at most {MAX_FILTER_LEN} bytes long"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// How an audited attempt ended.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOutcome {
+    /// It was done.
+    Ok,
+    /// Permission was refused.
+    Denied,
+    /// It was allowed but failed.
+    Error,
+}
+
+impl From<Outcome> for AuditOutcome {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Ok => Self::Ok,
+            Outcome::Denied => Self::Denied,
+            Outcome::Error => Self::Error,
+        }
+    }
+}
+
+/// One audit log entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// Position in the log, from 1, without gaps.
+    pub seq: u64,
+    /// When (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: OffsetDateTime,
+    /// The acting user's id; absent for the system or an unknown caller.
+    pub actor: Option<Uuid>,
+    /// The actor's name at the time (escaped).
+    pub actor_name: String,
+    /// What was done, e.g. `connection.create`.
+    pub action: String,
+    /// What it was done to, e.g. `connection:<id>`.
+    pub target: Option<String>,
+    /// How it ended.
+    pub outcome: AuditOutcome,
+    /// The names of the fields changed (never their values).
+    pub changed_fields: Vec<String>,
+    /// The client's address, when known.
+    pub client_addr: Option<String>,
+    /// The request id, to find the matching log lines.
+    pub request_id: Option<String>,
+    /// This entry's SHA-256 chain hash, hex.
+    pub hash: String,
+}
+
+impl From<AuditRecord> for AuditEntry {
+    fn from(record: AuditRecord) -> Self {
+        let event = record.event;
+        Self {
+            seq: record.seq,
+            at: event.at,
+            actor: event.actor.map(|a| *a.as_uuid()),
+            actor_name: event.actor_name,
+            action: event.action,
+            target: event.target,
+            outcome: event.outcome.into(),
+            changed_fields: event.changed_fields,
+            client_addr: event.client_addr,
+            request_id: event.request_id,
+            hash: hex(&record.hash),
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One page of the audit log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// The entries of this page, newest first.
+    pub items: Vec<AuditEntry>,
+    /// How many entries match in all.
+    pub total: u64,
+    /// This page, from 1.
+    pub page: u32,
+    /// The page size asked for.
+    pub per_page: u32,
+}
+
+/// Where the chain first fails to verify.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditChainBreak {
+    /// `gap` (an entry is missing or out of order), `link` (an entry does not link to the one
+    /// before) or `content` (an entry was altered).
+    pub kind: &'static str,
+    /// The entry at fault (for a gap: the one found where another was expected).
+    pub seq: u64,
+    /// For a gap: the entry expected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<u64>,
+    /// A sentence saying what is wrong.
+    pub message: String,
+}
+
+impl From<ChainBreak> for AuditChainBreak {
+    fn from(b: ChainBreak) -> Self {
+        let message = b.to_string();
+        match b {
+            ChainBreak::Gap { expected, found } => Self {
+                kind: "gap",
+                seq: found,
+                expected: Some(expected),
+                message,
+            },
+            ChainBreak::Link { seq } => Self {
+                kind: "link",
+                seq,
+                expected: None,
+                message,
+            },
+            ChainBreak::Content { seq } => Self {
+                kind: "content",
+                seq,
+                expected: None,
+                message,
+            },
+        }
+    }
+}
+
+/// The result of verifying the audit chain.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditVerifyReport {
+    /// Whether the whole chain verifies.
+    pub ok: bool,
+    /// How many entries verified before the first break (all of them when there is none).
+    pub checked: u64,
+    /// The first entry that does not fit, if any.
+    pub first_break: Option<AuditChainBreak>,
+}
+
+impl From<AuditVerification> for AuditVerifyReport {
+    fn from(v: AuditVerification) -> Self {
+        Self {
+            ok: v.first_break.is_none(),
+            checked: v.checked,
+            first_break: v.first_break.map(AuditChainBreak::from),
+        }
+    }
+}
+
+/// One page of the audit log, newest first (admins and auditors).
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit",
+    tag = "audit",
+    params(AuditParams),
+    responses(
+        (status = 200, body = AuditPage),
+        (status = 400, description = "a bad query parameter, named", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "neither admin nor auditor", body = ErrorBody)
+    )
+)]
+async fn audit_log(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ApiQuery(params): ApiQuery<AuditParams>,
+) -> ApiResult<Json<AuditPage>> {
+    let query = params.query()?;
+    let page = state.hub().audit_log(&principal, &query).await?;
+    Ok(Json(AuditPage {
+        items: page.items.into_iter().map(AuditEntry::from).collect(),
+        total: page.total,
+        page: page.page,
+        per_page: page.per_page,
+    }))
+}
+
+/// Verifies the whole hash chain and reports the first entry that does not fit (admins and
+/// auditors). The verification is itself audited.
+#[utoipa::path(
+    get,
+    path = "/api/v1/audit/verify",
+    tag = "audit",
+    responses(
+        (status = 200, body = AuditVerifyReport),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "neither admin nor auditor", body = ErrorBody)
+    )
+)]
+async fn verify_audit(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+) -> ApiResult<Json<AuditVerifyReport>> {
+    let verification = state.hub().verify_audit(&principal).await?;
+    Ok(Json(verification.into()))
+}

@@ -1,0 +1,194 @@
+//! Teams: named sets of users that connection grants can name. Everyone signed in may list
+//! them (to pick a grantee); only admins create, change or delete them.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use datahub_core::rbac::Action;
+use datahub_core::store::TeamRow;
+use datahub_core::{TeamId, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::{ApiJson, ApiPath};
+use crate::state::AppState;
+
+/// The most members one team may have.
+const MAX_MEMBERS: usize = 10_000;
+
+/// `/api/v1/teams`, `/api/v1/teams/{id}`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_teams, create_team))
+        .routes(routes!(replace_team, delete_team))
+}
+
+/// A team as shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Team {
+    /// Id.
+    pub id: Uuid,
+    /// Unique name (the rules of a user name).
+    pub name: String,
+    /// The members' user ids, sorted.
+    pub members: Vec<Uuid>,
+}
+
+impl From<TeamRow> for Team {
+    fn from(row: TeamRow) -> Self {
+        Self {
+            id: *row.id.as_uuid(),
+            name: row.name,
+            members: row.members.iter().map(|m| *m.as_uuid()).collect(),
+        }
+    }
+}
+
+/// A team's name and members, to create it or replace them.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TeamInput {
+    /// Unique name: 1–64 of `a-z 0-9 _ . @ -`, starting with a letter or digit.
+    pub name: String,
+    /// The members' user ids (duplicates are ignored). Default: none.
+    #[serde(default)]
+    pub members: Vec<Uuid>,
+}
+
+impl TeamInput {
+    fn members(&self) -> ApiResult<Vec<UserId>> {
+        if self.members.len() > MAX_MEMBERS {
+            return Err(ApiError::invalid(
+                "members",
+                format!("must hold at most {MAX_MEMBERS} user ids"),
+            ));
+        }
+        Ok(self
+            .members
+            .iter()
+            .copied()
+            .map(UserId::from_uuid)
+            .collect())
+    }
+}
+
+/// Every team with its members.
+#[utoipa::path(
+    get,
+    path = "/api/v1/teams",
+    tag = "teams",
+    responses(
+        (status = 200, body = [Team]),
+        (status = 401, description = "not signed in", body = ErrorBody)
+    )
+)]
+async fn list_teams(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+) -> ApiResult<Json<Vec<Team>>> {
+    let teams = state.hub().teams(&principal).await?;
+    Ok(Json(teams.into_iter().map(Team::from).collect()))
+}
+
+/// Creates a team (admins).
+#[utoipa::path(
+    post,
+    path = "/api/v1/teams",
+    tag = "teams",
+    request_body = TeamInput,
+    responses(
+        (status = 201, body = Team),
+        (status = 400, description = "invalid input, naming the field", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
+        (status = 404, description = "a member does not exist", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody)
+    )
+)]
+async fn create_team(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ApiJson(body): ApiJson<TeamInput>,
+) -> ApiResult<Response> {
+    let members = body.members()?;
+    let team = state
+        .hub()
+        .save_team(&principal, None, &body.name, &members)
+        .await?;
+    Ok((StatusCode::CREATED, Json(Team::from(team))).into_response())
+}
+
+/// Replaces a team's name and members (admins).
+#[utoipa::path(
+    put,
+    path = "/api/v1/teams/{id}",
+    tag = "teams",
+    params(("id" = Uuid, Path, description = "the team's id")),
+    request_body = TeamInput,
+    responses(
+        (status = 200, body = Team),
+        (status = 400, description = "invalid input, naming the field", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
+        (status = 404, description = "no such team, or a member does not exist", body = ErrorBody),
+        (status = 409, description = "the name is taken", body = ErrorBody)
+    )
+)]
+async fn replace_team(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<TeamInput>,
+) -> ApiResult<Json<Team>> {
+    let members = body.members()?;
+    let id = TeamId::from_uuid(id);
+    // `save_team` would create a team under an id it does not know: a PUT must name an
+    // existing team. Callers who may not manage teams are refused (and audited) by the core
+    // before it writes anything, whether or not the team exists.
+    let exists = state
+        .hub()
+        .teams(&principal)
+        .await?
+        .iter()
+        .any(|t| t.id == id);
+    if !exists && principal.may(Action::TeamManage) {
+        return Err(ApiError::not_found());
+    }
+    let team = state
+        .hub()
+        .save_team(&principal, Some(id), &body.name, &members)
+        .await?;
+    Ok(Json(team.into()))
+}
+
+/// Deletes a team and every grant it held (admins).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/teams/{id}",
+    tag = "teams",
+    params(("id" = Uuid, Path, description = "the team's id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, description = "the id is not a UUID", body = ErrorBody),
+        (status = 401, description = "not signed in", body = ErrorBody),
+        (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
+        (status = 404, description = "no such team", body = ErrorBody)
+    )
+)]
+async fn delete_team(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+    ApiPath(id): ApiPath<Uuid>,
+) -> ApiResult<StatusCode> {
+    state
+        .hub()
+        .delete_team(&principal, TeamId::from_uuid(id))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
