@@ -9,6 +9,7 @@
 //! keyring or the prober), so access control and the audit log cannot be skipped.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod limit;

@@ -3,4 +3,5 @@
 // A failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
 mod session;
