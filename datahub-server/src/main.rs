@@ -3,7 +3,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use datahub_server::cli;
 use datahub_server::config::{CommonArgs, ServeArgs, Settings};
 use datahub_server::startup;
 
@@ -16,21 +17,16 @@ struct Cli {
     #[command(flatten)]
     serve: ServeArgs,
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Serve the API (the default).
-    Serve,
-    /// Apply pending store migrations and exit.
-    Migrate,
+    command: Option<cli::Command>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::resolve(&cli.common, &cli.serve) {
-        Ok(settings) => settings,
+        Ok(settings) => match &cli.command {
+            Some(command) => cli::settings_for(command, &cli.common, settings),
+            None => settings,
+        },
         Err(message) => {
             eprintln!("error: {message}");
             return ExitCode::from(2);
@@ -50,16 +46,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            None | Some(Command::Serve) => startup::serve(settings).await,
-            Some(Command::Migrate) => {
-                startup::open_store(&settings).await?;
-                eprintln!("the store is migrated");
-                Ok(())
-            }
-        }
-    });
+    let result = match cli.command {
+        None | Some(cli::Command::Serve) => runtime.block_on(startup::serve(settings)),
+        Some(command) => return runtime.block_on(cli::run(command, settings)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -347,6 +347,9 @@ impl Hub {
             .user(id)
             .await?
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "user not found"))?;
+        // Only a change to an enabled admin can leave no enabled admin (a store the local
+        // operator filled may have none at all, and its editors must still be manageable).
+        let was_enabled_admin = row.role == Role::Admin && !row.disabled;
         let mut changed = Vec::new();
         if let Some(role) = update.role
             && role != row.role
@@ -368,7 +371,7 @@ impl Hub {
         if changed.is_empty() {
             return Ok(User::from(&row));
         }
-        if row.role != Role::Admin || row.disabled {
+        if was_enabled_admin && (row.role != Role::Admin || row.disabled) {
             let other_admins = self
                 .store
                 .users()
@@ -515,7 +518,7 @@ impl Hub {
     ///
     /// # Errors
     /// `PermissionDenied` (audited) through a read-only token; `InvalidInput` on `name` or
-    /// `expires_in_days` (1 to 3,650).
+    /// `expires_in_days` (1 to 3,650); `NotFound` for the local operator, who is no user.
     pub async fn create_token(
         &self,
         principal: &Principal,
@@ -523,15 +526,55 @@ impl Hub {
         expires_in_days: Option<u32>,
         read_only: bool,
     ) -> Result<NewApiToken> {
-        let allowed = match principal.check::<act::TokenCreateOwn>() {
+        self.create_token_for(
+            principal,
+            principal.user(),
+            name,
+            expires_in_days,
+            read_only,
+        )
+        .await
+    }
+
+    /// Creates an API token acting as the user `user`: one's own (as [`Hub::create_token`]), or
+    /// anyone's for admins and the local operator. The token text is returned once.
+    ///
+    /// # Errors
+    /// `PermissionDenied` (audited) for another user's token unless the principal is an admin,
+    /// or through a read-only token; `NotFound` when `user` does not exist; `InvalidInput` on
+    /// `name` or `expires_in_days` (1 to 3,650).
+    pub async fn create_token_for(
+        &self,
+        principal: &Principal,
+        user: UserId,
+        name: &str,
+        expires_in_days: Option<u32>,
+        read_only: bool,
+    ) -> Result<NewApiToken> {
+        let own = principal.actor() == Some(user);
+        let action = if own {
+            principal.check::<act::TokenCreateOwn>().map(|a| a.action())
+        } else {
+            principal.check::<act::TokenManageAny>().map(|a| a.action())
+        };
+        let action = match action {
             Ok(a) => a,
             Err(e) => {
+                let action = if own {
+                    Action::TokenCreateOwn
+                } else {
+                    Action::TokenManageAny
+                };
+                let user_target = (!own).then(|| target("user", user));
                 return self
-                    .refuse(principal, Action::TokenCreateOwn, None, e)
+                    .refuse(principal, action, user_target.as_deref(), e)
                     .await;
             }
         };
         let name = check_label("name", name)?;
+        if !own && self.store.user(user).await?.is_none() {
+            return Err(Error::new(ErrorKind::NotFound, "user not found"));
+        }
         let at = now();
         let expires_at = match expires_in_days {
             None => None,
@@ -546,7 +589,7 @@ impl Hub {
         let new = auth::new_token()?;
         let row = TokenRow {
             id: TokenId::new(),
-            user: principal.user(),
+            user,
             name,
             hash: new.hash,
             read_only,
@@ -554,12 +597,15 @@ impl Hub {
             expires_at,
             revoked_at: None,
         };
-        let event = self.event(
+        let mut event = self.event(
             principal,
-            allowed.action(),
+            action,
             Some(&target("token", row.id)),
             Outcome::Ok,
         );
+        if !own {
+            event = event.with_changed_fields(&["user"]);
+        }
         self.store.insert_token(&row, &event).await?;
         Ok(NewApiToken {
             info: TokenInfo::from(&row),

@@ -112,7 +112,7 @@ impl Hub {
         outcome: Outcome,
     ) -> AuditEvent {
         AuditEvent::now(
-            Some(principal.user()),
+            principal.actor(),
             principal.username(),
             action.as_str(),
             target,

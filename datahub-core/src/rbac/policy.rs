@@ -129,7 +129,7 @@ actions! {
         TokenListOwn => "token.list",
         /// Revoke one of one's own API tokens.
         TokenRevokeOwn => "token.revoke",
-        /// List and revoke anyone's API tokens.
+        /// Create, list and revoke anyone's API tokens.
         TokenManageAny => "token.manage",
         /// Read the target policy (allowed and denied CIDRs, lowest TLS mode).
         PolicyRead => "policy.read",

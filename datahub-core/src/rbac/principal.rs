@@ -13,10 +13,13 @@ use crate::audit::RequestInfo;
 use crate::store::{TokenRow, UserRow, Visibility};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
-/// Who is acting: an authenticated, enabled user, through a session or an API token.
+/// Who is acting: an authenticated, enabled user, through a session or an API token; or the
+/// local operator.
 ///
-/// Only [`Principal::from_user`] and [`Principal::from_token`] make one, and both refuse a
-/// disabled user, so holding a `Principal` means the account was enabled when it was loaded.
+/// [`Principal::from_user`] and [`Principal::from_token`] make a user's principal, and both
+/// refuse a disabled user, so holding one means the account was enabled when it was loaded.
+/// [`Principal::operator`] makes the local operator's, for adapters that hold the store and the
+/// master key themselves (the `datahub-server` CLI); a network adapter never makes one.
 /// Load it afresh on every request, so a revoked grant, a changed role or a disabled account
 /// takes effect on the next one (S19).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub enum AuthMethod {
     Session,
     /// An API token.
     Token,
+    /// The local operator ([`Principal::operator`]): trusted by holding the store and the key.
+    Operator,
 }
 
 /// The owner and grants of the connection an action targets, as loaded by the Hub.
@@ -109,6 +114,33 @@ impl Principal {
     ) -> Result<Self> {
         crate::auth::token_usable(token, user, now)?;
         Ok(Self::build(user, teams, token.read_only).with_auth_method(AuthMethod::Token))
+    }
+
+    /// The local operator: someone who runs a trusted adapter (the `datahub-server` CLI) with
+    /// the store and the master key in hand, and so could read or change every row anyway.
+    ///
+    /// The operator acts with the admin role, is no user account (`user()` is the nil id, so a
+    /// connection it creates is owned by no user and visible to admins), and is audited like
+    /// anyone else: with no actor id and the actor name `operator:<name>`, `name` being e.g. the
+    /// operating-system user. Only adapters that already hold the store and the master key may
+    /// make one; a network adapter must authenticate its callers instead. An operator principal
+    /// cannot start a session, and owns no API token.
+    pub fn operator(name: &str) -> Self {
+        Self {
+            user: UserId::from_uuid(uuid::Uuid::nil()),
+            username: format!("operator:{name}"),
+            role: Role::Admin,
+            teams: Vec::new(),
+            read_only: false,
+            method: AuthMethod::Operator,
+            request: RequestInfo::default(),
+        }
+    }
+
+    /// The user id the audit log records for this principal: the user's, or `None` for the
+    /// local operator (who is no user account; its actor name says who it was).
+    pub fn actor(&self) -> Option<UserId> {
+        (self.method != AuthMethod::Operator).then_some(self.user)
     }
 
     fn build(user: &UserRow, mut teams: Vec<TeamId>, read_only: bool) -> Self {

@@ -14,6 +14,7 @@ mod model;
 mod monitor;
 mod monitor_real;
 mod net;
+mod operator;
 mod pool;
 mod probe;
 mod rbac;

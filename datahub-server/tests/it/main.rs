@@ -7,6 +7,7 @@ mod common;
 
 mod accounts;
 mod audit_policy;
+mod cli;
 mod connections;
 mod routes;
 mod session;

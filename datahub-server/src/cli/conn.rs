@@ -1,0 +1,732 @@
+//! `conn list|add|test|rm|reveal`: saved connections.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Subcommand;
+use datahub_core::ConnectionId;
+use datahub_core::hub::{Created, Hub};
+use datahub_core::model::{Connection, ConnectionDraft, MonitoringDraft, OptionsDraft, TlsDraft};
+use datahub_core::probe::{MAX_BUDGET, Report};
+use datahub_core::rbac::Principal;
+use datahub_core::secret::PrivateKeyPem;
+use datahub_core::store::{ListQuery, MAX_PER_PAGE};
+use futures_util::StreamExt as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::{CliError, CliResult, Output, OutputArgs, PasswordArgs};
+use crate::config::Settings;
+
+/// How many connections `conn test --all` tests at once.
+const TEST_CONCURRENCY: usize = 8;
+
+/// `datahub-server conn ...`
+#[derive(Debug, Subcommand)]
+pub enum ConnCommand {
+    /// List saved connections with their health.
+    List {
+        /// Only connections whose name, description, host or a tag contains this text.
+        #[arg(long)]
+        search: Option<String>,
+        /// Only connections carrying this tag.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Only connections with this health status (unknown, healthy, degraded, down).
+        #[arg(long)]
+        status: Option<String>,
+        /// The page to show (1-based).
+        #[arg(long, default_value_t = 1)]
+        page: u32,
+        /// Connections per page (1 to 200).
+        #[arg(long, default_value_t = 50)]
+        per_page: u32,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Save a new connection; its password is prompted for (or read with --password-stdin).
+    Add(Box<AddArgs>),
+    /// Test saved connections now and print the prober's report; exits 1 if any test fails.
+    Test {
+        /// Names or ids of the connections to test.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        connections: Vec<String>,
+        /// Test every saved connection.
+        #[arg(long)]
+        all: bool,
+        /// The budget of each test, in milliseconds (at most 5000).
+        #[arg(long, default_value_t = 5_000)]
+        timeout_ms: u64,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Delete a saved connection.
+    Rm {
+        /// Name or id.
+        connection: String,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Print a connection's credentials and DSN (the one command that shows a secret; audited).
+    Reveal {
+        /// Name or id.
+        connection: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+}
+
+/// The settings of `conn add` (the data model's fields; secrets never as arguments).
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// Unique name: 1-64 of a-z 0-9 _ . - starting with a letter or digit.
+    name: String,
+    /// Host name or IP address.
+    #[arg(long)]
+    host: String,
+    /// Port. Default: 5432.
+    #[arg(long)]
+    port: Option<i64>,
+    /// Database name.
+    #[arg(long)]
+    database: String,
+    /// Database user name.
+    #[arg(long)]
+    username: String,
+    /// Free text.
+    #[arg(long)]
+    description: Option<String>,
+    /// TLS mode: disable, allow, prefer, require, verify-ca, verify-full. Default: verify-full.
+    #[arg(long)]
+    tls_mode: Option<String>,
+    /// A PEM file of the CA certificate(s) to trust (default: public roots).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// A PEM file of the client certificate (needs --client-key).
+    #[arg(long, value_name = "FILE")]
+    client_cert: Option<PathBuf>,
+    /// A PEM file of the client's private key (read from the file, never an argument).
+    #[arg(long, value_name = "FILE")]
+    client_key: Option<PathBuf>,
+    /// Channel binding: disable, prefer, require. Default: prefer.
+    #[arg(long)]
+    channel_binding: Option<String>,
+    /// A tag (repeat for several).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Connect timeout in milliseconds (at most 5000).
+    #[arg(long)]
+    connect_timeout_ms: Option<i64>,
+    /// The application name the server sees.
+    #[arg(long)]
+    application_name: Option<String>,
+    /// Do not monitor this connection.
+    #[arg(long)]
+    no_monitoring: bool,
+    /// Seconds between checks (10 to 86400). Default: 60.
+    #[arg(long)]
+    interval_s: Option<i64>,
+    /// A check slower than this many milliseconds counts as degraded. Default: 1000.
+    #[arg(long)]
+    slow_ms: Option<i64>,
+    /// Test before saving; nothing is saved (exit 1) when the test fails.
+    #[arg(long)]
+    test_first: bool,
+    #[command(flatten)]
+    password: PasswordArgs,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+/// A connection as printed: the HTTP API's connection shape (no secret).
+#[derive(Debug, Serialize)]
+pub(crate) struct ConnectionJson {
+    id: String,
+    name: String,
+    description: Option<String>,
+    engine: &'static str,
+    host: String,
+    port: u16,
+    database: String,
+    username: String,
+    password_set: bool,
+    tls: TlsJson,
+    options: OptionsJson,
+    tags: Vec<String>,
+    monitoring: MonitoringJson,
+    owner: String,
+    version: u64,
+    #[serde(with = "super::ts")]
+    created_at: OffsetDateTime,
+    #[serde(with = "super::ts")]
+    updated_at: OffsetDateTime,
+    health: HealthJson,
+}
+
+#[derive(Debug, Serialize)]
+struct TlsJson {
+    mode: &'static str,
+    ca_cert_pem: Option<String>,
+    client_cert_pem: Option<String>,
+    channel_binding: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct OptionsJson {
+    connect_timeout_ms: u32,
+    application_name: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MonitoringJson {
+    enabled: bool,
+    interval_s: u32,
+    slow_ms: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct HealthJson {
+    status: &'static str,
+    #[serde(with = "super::ts::option")]
+    checked_at: Option<OffsetDateTime>,
+    latency_ms: Option<u32>,
+    error_kind: Option<&'static str>,
+    uptime_24h: Option<f64>,
+}
+
+impl From<&Connection> for ConnectionJson {
+    fn from(c: &Connection) -> Self {
+        let s = &c.spec;
+        Self {
+            id: c.id.to_string(),
+            name: s.name.as_str().to_owned(),
+            description: s.description.as_ref().map(|d| d.as_str().to_owned()),
+            engine: s.engine.as_str(),
+            host: s.host.as_str().to_owned(),
+            port: s.port.get(),
+            database: s.database.as_str().to_owned(),
+            username: s.username.as_str().to_owned(),
+            password_set: c.password_set,
+            tls: TlsJson {
+                mode: s.tls.mode().as_str(),
+                ca_cert_pem: s.tls.ca_cert_pem().map(|p| p.as_str().to_owned()),
+                client_cert_pem: s.tls.client_cert_pem().map(|p| p.as_str().to_owned()),
+                channel_binding: s.tls.channel_binding().as_str(),
+            },
+            options: OptionsJson {
+                connect_timeout_ms: s.options.connect_timeout_ms(),
+                application_name: s.options.application_name().map(|a| a.as_str().to_owned()),
+            },
+            tags: s
+                .tags
+                .as_slice()
+                .iter()
+                .map(|t| t.as_str().to_owned())
+                .collect(),
+            monitoring: MonitoringJson {
+                enabled: s.monitoring.enabled(),
+                interval_s: s.monitoring.interval_s(),
+                slow_ms: s.monitoring.slow_ms(),
+            },
+            owner: c.owner.to_string(),
+            version: c.version,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+            health: HealthJson {
+                status: c.health.status.as_str(),
+                checked_at: c.health.checked_at,
+                latency_ms: c.health.latency_ms,
+                error_kind: c.health.error_kind.map(|k| k.as_str()),
+                uptime_24h: c.health.uptime_24h,
+            },
+        }
+    }
+}
+
+/// A page of connections: the HTTP API's list shape.
+#[derive(Debug, Serialize)]
+struct PageJson {
+    items: Vec<ConnectionJson>,
+    total: u64,
+    page: u32,
+    per_page: u32,
+}
+
+/// The prober's report: the HTTP API's (and the `probe` example's) test report shape.
+#[derive(Debug, Serialize)]
+pub(crate) struct ReportJson {
+    ok: bool,
+    error_kind: Option<&'static str>,
+    step: Option<&'static str>,
+    total_ms: f64,
+    steps: Vec<StepJson>,
+    server: Option<ServerJson>,
+    tls: Option<TlsFactsJson>,
+    hint: Option<String>,
+    sqlstate: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepJson {
+    name: &'static str,
+    ms: f64,
+    ok: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct ServerJson {
+    version: String,
+    database: String,
+    user: String,
+    in_recovery: bool,
+    connections_used: Option<u32>,
+    max_connections: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct TlsFactsJson {
+    protocol: Option<String>,
+    cipher: Option<String>,
+    peer_subject: Option<String>,
+    #[serde(with = "super::ts::option")]
+    peer_not_after: Option<OffsetDateTime>,
+}
+
+impl From<&Report> for ReportJson {
+    fn from(r: &Report) -> Self {
+        let failure = r.failure.as_ref();
+        Self {
+            ok: r.ok,
+            error_kind: failure.map(|f| f.kind.as_str()),
+            step: failure.map(|f| f.step.as_str()),
+            total_ms: r.total_ms,
+            steps: r
+                .steps
+                .iter()
+                .map(|s| StepJson {
+                    name: s.name.as_str(),
+                    ms: s.ms,
+                    ok: s.ok,
+                })
+                .collect(),
+            server: r.server.as_ref().map(|s| ServerJson {
+                version: s.version.clone(),
+                database: s.database.clone(),
+                user: s.user.clone(),
+                in_recovery: s.in_recovery,
+                connections_used: s.connections_used,
+                max_connections: s.max_connections,
+            }),
+            tls: r.tls.as_ref().map(|t| TlsFactsJson {
+                protocol: t.protocol.clone(),
+                cipher: t.cipher.clone(),
+                peer_subject: t.peer_subject.clone(),
+                peer_not_after: t.peer_not_after,
+            }),
+            hint: failure.map(|f| f.hint.to_string()),
+            sqlstate: failure.and_then(|f| f.sqlstate.clone()),
+        }
+    }
+}
+
+/// One connection's test among several.
+#[derive(Debug, Serialize)]
+struct NamedReportJson {
+    id: String,
+    name: String,
+    report: ReportJson,
+}
+
+/// A reveal: the one output carrying a secret.
+#[derive(Debug, Serialize)]
+struct RevealJson<'a> {
+    id: String,
+    name: &'a str,
+    username: &'a str,
+    password: &'a str,
+    dsn: &'a str,
+    client_key_pem: Option<&'a str>,
+}
+
+pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult {
+    match command {
+        ConnCommand::List {
+            search,
+            tag,
+            status,
+            page,
+            per_page,
+            out,
+        } => {
+            let (hub, op) = super::open(settings, false).await?;
+            let query = ListQuery {
+                search,
+                tag: tag
+                    .map(|t| datahub_core::model::Tag::parse(&t))
+                    .transpose()?,
+                status: status.map(|s| s.parse()).transpose()?,
+                page,
+                per_page,
+                ..ListQuery::default()
+            };
+            let page = hub.list_connections(&op, &query).await?;
+            match out.output {
+                Output::Json => super::print_json(&PageJson {
+                    items: page.items.iter().map(ConnectionJson::from).collect(),
+                    total: page.total,
+                    page: page.page,
+                    per_page: page.per_page,
+                }),
+                Output::Table => {
+                    let mut t = super::table([
+                        "name", "host", "database", "user", "tls", "status", "latency", "checked",
+                    ]);
+                    for c in &page.items {
+                        let s = &c.spec;
+                        t.add_row([
+                            s.name.as_str().to_owned(),
+                            format!("{}:{}", s.host.to_url_host(), s.port),
+                            s.database.as_str().to_owned(),
+                            s.username.as_str().to_owned(),
+                            s.tls.mode().as_str().to_owned(),
+                            c.health.status.as_str().to_owned(),
+                            c.health
+                                .latency_ms
+                                .map_or_else(|| "-".to_owned(), |l| format!("{l} ms")),
+                            super::cell_time(c.health.checked_at),
+                        ]);
+                    }
+                    super::print_table(&t)?;
+                    let shown = page.items.len();
+                    eprintln!(
+                        "{shown} of {} connections (page {} of {} per page)",
+                        page.total, page.page, page.per_page
+                    );
+                    Ok(())
+                }
+            }
+        }
+        ConnCommand::Add(args) => add(*args, settings).await,
+        ConnCommand::Test {
+            connections,
+            all,
+            timeout_ms,
+            out,
+        } => {
+            let budget = Duration::from_millis(timeout_ms);
+            if budget.is_zero() || budget > MAX_BUDGET {
+                return Err(CliError::usage("timeout_ms: must be between 1 and 5000"));
+            }
+            let (hub, op) = super::open(settings, false).await?;
+            let targets = if all {
+                every_connection(&hub, &op).await?
+            } else {
+                let mut found = Vec::with_capacity(connections.len());
+                for c in &connections {
+                    found.push(resolve(&hub, &op, c).await?);
+                }
+                found
+            };
+            test(&hub, &op, targets, all, budget, out.output).await
+        }
+        ConnCommand::Rm { connection, yes } => {
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let name = c.spec.name.as_str();
+            if !yes && !super::confirm(&format!("Delete the connection {name}?"))? {
+                return Err(CliError::usage(
+                    "not deleted: confirm on a terminal, or pass --yes",
+                ));
+            }
+            hub.delete_connection(&op, c.id, c.version).await?;
+            eprintln!("connection {name} is deleted");
+            Ok(())
+        }
+        ConnCommand::Reveal { connection, out } => {
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let revealed = hub.reveal(&op, c.id).await?;
+            let json = RevealJson {
+                id: c.id.to_string(),
+                name: c.spec.name.as_str(),
+                username: &revealed.username,
+                password: revealed.password.expose_secret(),
+                dsn: revealed.dsn.expose_secret(),
+                client_key_pem: revealed
+                    .client_key_pem
+                    .as_ref()
+                    .map(PrivateKeyPem::expose_secret),
+            };
+            match out.output {
+                Output::Json => super::print_json(&json)?,
+                Output::Table => {
+                    let mut t = super::table(["field", "value"]);
+                    t.add_row(["username", json.username]);
+                    t.add_row(["password", json.password]);
+                    t.add_row(["dsn", json.dsn]);
+                    super::print_table(&t)?;
+                    if let Some(key) = json.client_key_pem {
+                        println!("{key}");
+                    }
+                }
+            }
+            eprintln!("This reveal is recorded in the audit log.");
+            Ok(())
+        }
+    }
+}
+
+async fn add(args: AddArgs, settings: &Settings) -> CliResult {
+    let AddArgs {
+        name,
+        host,
+        port,
+        database,
+        username,
+        description,
+        tls_mode,
+        ca_cert,
+        client_cert,
+        client_key,
+        channel_binding,
+        tags,
+        connect_timeout_ms,
+        application_name,
+        no_monitoring,
+        interval_s,
+        slow_ms,
+        test_first,
+        password,
+        out,
+    } = args;
+    // Everything that can be refused without the store is checked before the prompt.
+    let mode = tls_mode.map(|m| m.parse()).transpose()?;
+    let channel_binding = channel_binding.map(|c| c.parse()).transpose()?;
+    let ca_cert_pem = ca_cert
+        .as_deref()
+        .map(|p| read_pem("ca_cert", p))
+        .transpose()?;
+    let client_cert_pem = client_cert
+        .as_deref()
+        .map(|p| read_pem("client_cert", p))
+        .transpose()?;
+    let client_key_pem = client_key
+        .as_deref()
+        .map(|p| read_pem("client_key", p).map(PrivateKeyPem::from))
+        .transpose()?;
+    let (hub, op) = super::open(settings, true).await?;
+    let password = super::read_password(password, "Database password", false)?;
+    let draft = ConnectionDraft {
+        name,
+        description,
+        engine: None,
+        host,
+        port,
+        database,
+        username,
+        password: Some(password),
+        tls: TlsDraft {
+            mode,
+            ca_cert_pem,
+            client_cert_pem,
+            client_key_pem,
+            channel_binding,
+        },
+        options: OptionsDraft {
+            connect_timeout_ms,
+            application_name,
+        },
+        tags,
+        monitoring: MonitoringDraft {
+            enabled: Some(!no_monitoring),
+            interval_s,
+            slow_ms,
+        },
+    };
+    let connection = if test_first {
+        match hub.create_connection_tested(&op, draft, MAX_BUDGET).await? {
+            Created::Saved { connection, .. } => *connection,
+            Created::TestFailed(report) => {
+                print_reports(&[(None, report)], false, out.output)?;
+                return Err(CliError::failed("the test failed: nothing was saved"));
+            }
+        }
+    } else {
+        hub.create_connection(&op, draft).await?
+    };
+    match out.output {
+        Output::Json => super::print_json(&ConnectionJson::from(&connection)),
+        Output::Table => {
+            eprintln!(
+                "connection {} is saved (id {})",
+                connection.spec.name, connection.id
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A PEM file's text; the error names the flag, not the content.
+fn read_pem(field: &str, path: &Path) -> CliResult<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::usage(format!("{field}: could not read {}: {e}", path.display())))
+}
+
+/// The connection named by `reference`: an id, else a name.
+pub(crate) async fn resolve(hub: &Hub, op: &Principal, reference: &str) -> CliResult<Connection> {
+    match reference.parse::<ConnectionId>() {
+        Ok(id) => Ok(hub.connection(op, id).await?),
+        Err(_) => hub.connection_by_name(op, reference).await.map_err(|e| {
+            if e.kind() == datahub_core::ErrorKind::NotFound {
+                CliError::usage(format!("no connection {reference:?}"))
+            } else {
+                CliError::from(e)
+            }
+        }),
+    }
+}
+
+async fn every_connection(hub: &Hub, op: &Principal) -> CliResult<Vec<Connection>> {
+    let mut all = Vec::new();
+    let mut page = 1;
+    loop {
+        let query = ListQuery {
+            page,
+            per_page: MAX_PER_PAGE,
+            ..ListQuery::default()
+        };
+        let got = hub.list_connections(op, &query).await?;
+        let done = got.items.len() < MAX_PER_PAGE as usize;
+        all.extend(got.items);
+        if done || all.len() as u64 >= got.total {
+            return Ok(all);
+        }
+        page += 1;
+    }
+}
+
+async fn test(
+    hub: &Hub,
+    op: &Principal,
+    targets: Vec<Connection>,
+    many: bool,
+    budget: Duration,
+    output: Output,
+) -> CliResult {
+    let bar =
+        ProgressBar::with_draw_target(Some(targets.len() as u64), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("testing {bar:30} {pos}/{len} {msg}") {
+        bar.set_style(style);
+    }
+    if !many {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let mut results: Vec<(Connection, Result<Report, datahub_core::Error>)> =
+        futures_util::stream::iter(targets)
+            .map(|c| {
+                let bar = bar.clone();
+                async move {
+                    let result = hub.test_connection(op, c.id, budget).await;
+                    bar.inc(1);
+                    bar.set_message(c.spec.name.as_str().to_owned());
+                    (c, result)
+                }
+            })
+            .buffer_unordered(TEST_CONCURRENCY)
+            .collect()
+            .await;
+    bar.finish_and_clear();
+    results.sort_by(|a, b| a.0.spec.name.as_str().cmp(b.0.spec.name.as_str()));
+    let mut reports = Vec::with_capacity(results.len());
+    let mut errors = 0;
+    for (c, result) in results {
+        match result {
+            Ok(report) => reports.push((Some(c), report)),
+            Err(e) => {
+                errors += 1;
+                eprintln!("error: {}: {e}", c.spec.name);
+            }
+        }
+    }
+    let all_ok = errors == 0 && reports.iter().all(|(_, r)| r.ok);
+    print_reports(&reports, many, output)?;
+    if all_ok {
+        Ok(())
+    } else {
+        Err(CliError::silent())
+    }
+}
+
+/// Prints test reports: one report as the prober's JSON, several as a list of
+/// `{"id", "name", "report"}`; a table for people.
+fn print_reports(
+    reports: &[(Option<Connection>, Report)],
+    many: bool,
+    output: Output,
+) -> CliResult {
+    match output {
+        Output::Json => {
+            if let (false, [(_, report)]) = (many, reports) {
+                return super::print_json(&ReportJson::from(report));
+            }
+            let list: Vec<NamedReportJson> = reports
+                .iter()
+                .map(|(c, r)| NamedReportJson {
+                    id: c.as_ref().map(|c| c.id.to_string()).unwrap_or_default(),
+                    name: c
+                        .as_ref()
+                        .map(|c| c.spec.name.as_str().to_owned())
+                        .unwrap_or_default(),
+                    report: ReportJson::from(r),
+                })
+                .collect();
+            super::print_json(&list)
+        }
+        Output::Table => {
+            let mut t = super::table(["connection", "ok", "total", "error", "step", "hint"]);
+            for (c, r) in reports {
+                let failure = r.failure.as_ref();
+                t.add_row([
+                    c.as_ref()
+                        .map_or_else(|| "draft".to_owned(), |c| c.spec.name.as_str().to_owned()),
+                    if r.ok { "yes" } else { "no" }.to_owned(),
+                    format!("{:.1} ms", r.total_ms),
+                    failure.map_or_else(|| "-".to_owned(), |f| f.kind.as_str().to_owned()),
+                    failure.map_or_else(|| "-".to_owned(), |f| f.step.as_str().to_owned()),
+                    failure.map_or_else(|| "-".to_owned(), |f| f.hint.to_string()),
+                ]);
+            }
+            super::print_table(&t)?;
+            if let (false, [(_, report)]) = (many, reports) {
+                let mut steps = super::table(["step", "ms", "ok"]);
+                for s in &report.steps {
+                    steps.add_row([
+                        s.name.as_str().to_owned(),
+                        format!("{:.1}", s.ms),
+                        if s.ok { "yes" } else { "no" }.to_owned(),
+                    ]);
+                }
+                super::print_table(&steps)?;
+                if let Some(server) = &report.server {
+                    println!(
+                        "server: PostgreSQL {}, database {}, user {}{}",
+                        server.version,
+                        server.database,
+                        server.user,
+                        if server.in_recovery { ", standby" } else { "" }
+                    );
+                }
+                if let Some(tls) = &report.tls {
+                    println!(
+                        "tls: {} {}",
+                        tls.protocol.as_deref().unwrap_or("-"),
+                        tls.cipher.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,590 @@
+//! The operator CLI, run as the built binary against temporary data folders: migrate, users,
+//! tokens, policy, audit (verify, then a tampered row), keys (generate, rotate, retire) and
+//! connections against a kit PostgreSQL cluster on loopback. A canary password, given only on
+//! stdin, appears in no argument and no output except `conn reveal`'s.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use datahub_testkit::{PgCluster, ServerCert, User};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_datahub-server");
+const CANARY: &str = "cli-canary-Pw-7f3e9c1a";
+const USER_PW: &str = "cli-user-password-1234";
+const OS_USER: &str = "cli-tester";
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Self {
+        assert_eq!(
+            self.code, 0,
+            "stdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A data folder and everything printed by the commands run on it (for the canary check).
+struct Cli {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+    printed: std::cell::RefCell<String>,
+}
+
+impl Cli {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        Self {
+            _dir: dir,
+            data,
+            printed: Default::default(),
+        }
+    }
+
+    /// Runs `datahub-server --data-dir <data> <args>` with `stdin`, outside any `DATAHUB_*`
+    /// environment of the test runner.
+    fn run(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        let out = self.run_unchecked(args, stdin);
+        self.printed.borrow_mut().push_str(&out.stdout);
+        self.printed.borrow_mut().push_str(&out.stderr);
+        out
+    }
+
+    fn run_unchecked(&self, args: &[&str], stdin: Option<&str>) -> Out {
+        assert!(
+            args.iter().all(|a| !a.contains(CANARY)),
+            "the canary must never be an argument"
+        );
+        let mut cmd = Command::new(BIN);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("DATAHUB_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("USER", OS_USER)
+            .env("NO_COLOR", "1")
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(args)
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(input.as_bytes()).unwrap();
+        }
+        let output = child.wait_with_output().unwrap();
+        Out {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8(output.stdout).unwrap(),
+            stderr: String::from_utf8(output.stderr).unwrap(),
+        }
+    }
+
+    /// Runs a command whose output may hold the canary (`conn reveal`), kept apart.
+    fn reveal(&self, args: &[&str]) -> Out {
+        self.run_unchecked(args, None)
+    }
+
+    #[track_caller]
+    fn assert_no_canary(&self) {
+        let printed = self.printed.borrow();
+        assert!(!printed.is_empty());
+        assert!(!printed.contains(CANARY), "the canary was printed");
+    }
+
+    fn db(&self) -> PathBuf {
+        self.data.join("datahub.sqlite3")
+    }
+
+    fn key_file(&self) -> PathBuf {
+        self.data.join("master.key")
+    }
+}
+
+fn stdin_line(password: &str) -> String {
+    format!("{password}\n")
+}
+
+#[test]
+fn users_tokens_policy_and_a_tampered_audit_log() {
+    let cli = Cli::new();
+    cli.run(&["migrate"], None).ok();
+    assert!(cli.db().exists());
+
+    // Users: the password only on stdin.
+    let added = cli
+        .run(
+            &[
+                "users",
+                "add",
+                "alice",
+                "--role",
+                "editor",
+                "--password-stdin",
+                "-o",
+                "json",
+            ],
+            Some(&stdin_line(CANARY)),
+        )
+        .ok()
+        .json();
+    assert_eq!(added["username"], "alice");
+    assert_eq!(added["role"], "editor");
+    assert_eq!(added["disabled"], false);
+    let table = cli.run(&["users", "list"], None).ok().stdout;
+    assert!(
+        table.contains("alice") && table.contains("editor"),
+        "{table}"
+    );
+    let list = cli.run(&["users", "list", "-o", "json"], None).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], added["id"]);
+
+    // Bad input: exit 2, and nothing is created.
+    let bad_role = cli.run(
+        &["users", "add", "bob", "--role", "root", "--password-stdin"],
+        Some(&stdin_line(USER_PW)),
+    );
+    assert_eq!(bad_role.code, 2, "{}", bad_role.stderr);
+    assert!(bad_role.stderr.contains("role"), "{}", bad_role.stderr);
+    let no_terminal = cli.run(&["users", "add", "bob"], None);
+    assert_eq!(no_terminal.code, 2);
+    assert!(no_terminal.stderr.contains("--password-stdin"));
+    let unknown_flag = cli.run(&["users", "add", "bob", "--password", "x"], None);
+    assert_eq!(unknown_flag.code, 2, "passwords are never arguments");
+    let list = cli.run(&["users", "list", "-o", "json"], None).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    cli.run(
+        &["users", "passwd", "alice", "--password-stdin"],
+        Some(&stdin_line(USER_PW)),
+    )
+    .ok();
+
+    // Tokens: shown once, for a named user, revocable.
+    let token = cli
+        .run(
+            &[
+                "tokens",
+                "create",
+                "--user",
+                "alice",
+                "--name",
+                "ci",
+                "--read-only",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    assert!(
+        token["token"].as_str().unwrap().starts_with("dh_"),
+        "{token}"
+    );
+    assert_eq!(token["user_id"], added["id"]);
+    assert_eq!(token["read_only"], true);
+    let token_id = token["id"].as_str().unwrap().to_owned();
+    cli.run(&["tokens", "revoke", &token_id], None).ok();
+    let nobody = cli.run(
+        &["tokens", "create", "--user", "nobody", "--name", "x"],
+        None,
+    );
+    assert_eq!(nobody.code, 2);
+    assert_eq!(cli.run(&["tokens", "revoke", "not-a-uuid"], None).code, 2);
+
+    cli.run(&["users", "disable", "alice"], None).ok();
+    let list = cli.run(&["users", "list", "-o", "json"], None).ok().json();
+    assert_eq!(list[0]["disabled"], true);
+
+    // Policy.
+    let policy = cli.run(&["policy", "show", "-o", "json"], None).ok().json();
+    assert_eq!(policy["min_tls_mode"], "require");
+    assert_eq!(policy["allow_cidrs"], Value::Array(vec![]));
+    let set = cli
+        .run(
+            &[
+                "policy",
+                "set",
+                "--deny",
+                "10.1.2.3/8",
+                "--min-tls-mode",
+                "verify-ca",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    assert_eq!(set["deny_cidrs"][0], "10.0.0.0/8");
+    assert_eq!(set["min_tls_mode"], "verify-ca");
+    let shown = cli.run(&["policy", "show"], None).ok().stdout;
+    assert!(
+        shown.contains("10.0.0.0/8") && shown.contains("verify-ca"),
+        "{shown}"
+    );
+    let bad = cli.run(&["policy", "set", "--allow", "not-a-network"], None);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("allow_cidrs[0]"), "{}", bad.stderr);
+    assert_eq!(cli.run(&["policy", "set"], None).code, 2);
+    cli.run(&["policy", "set", "--clear-deny"], None).ok();
+
+    // Every change is audited as the operator.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "50", "-o", "json"], None)
+        .ok()
+        .json();
+    let rows = tail.as_array().unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        [
+            "user.create",
+            "user.update",
+            "token.manage",
+            "token.manage",
+            "user.update",
+            "policy.write",
+            "policy.write",
+        ]
+    );
+    for r in rows {
+        assert_eq!(r["actor"], format!("operator:{OS_USER}"));
+        assert_eq!(r["actor_id"], Value::Null);
+        assert_eq!(r["outcome"], "ok");
+        assert!(r["request_id"].as_str().unwrap().starts_with("cli-"));
+    }
+    let last2 = cli.run(&["audit", "tail", "-n", "2"], None).ok().stdout;
+    assert!(last2.contains("policy.write") && !last2.contains("user.create"));
+
+    let verified = cli
+        .run(&["audit", "verify", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["checked"], 7);
+
+    // Someone with the file edits entry 2 (the triggers only stop honest SQL).
+    {
+        let db = rusqlite::Connection::open(cli.db()).unwrap();
+        db.execute_batch(
+            "DROP TRIGGER audit_log_no_update;
+             UPDATE audit_log SET actor_name = 'mallory' WHERE seq = 2;",
+        )
+        .unwrap();
+    }
+    let broken = cli.run(&["audit", "verify", "-o", "json"], None);
+    assert_eq!(broken.code, 1, "{}", broken.stderr);
+    let broken = broken.json();
+    assert_eq!(broken["ok"], false);
+    assert_eq!(broken["first_break"]["seq"], 2);
+    assert_eq!(broken["first_break"]["kind"], "content");
+    assert_eq!(broken["checked"], 1);
+    let said = cli.run(&["audit", "verify"], None);
+    assert_eq!(said.code, 1);
+    assert!(said.stdout.contains("BROKEN at entry 2"), "{}", said.stdout);
+
+    cli.assert_no_canary();
+}
+
+#[test]
+fn keys_generate_rotate_and_retire() {
+    let cli = Cli::new();
+    cli.run(
+        &[
+            "conn",
+            "add",
+            "keyed",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--database",
+            "app",
+            "--username",
+            "app",
+            "--tls-mode",
+            "require",
+            "--password-stdin",
+        ],
+        Some(&stdin_line(CANARY)),
+    )
+    .ok();
+    assert_key_file_private(&cli.key_file());
+    let status = cli.run(&["keys", "status", "-o", "json"], None).ok().json();
+    assert_eq!(status[0]["id"], "default");
+    assert_eq!(status[0]["rows"], 1);
+
+    // Printing a key touches nothing.
+    let printed = cli
+        .run(&["keys", "generate", "-o", "json"], None)
+        .ok()
+        .json();
+    let entry = printed["entry"].as_str().unwrap();
+    assert!(entry.starts_with(&format!("{}:", printed["id"].as_str().unwrap())));
+    assert!(
+        datahub_core::crypto::Keyring::parse(entry).is_ok(),
+        "a valid keyring entry"
+    );
+    let before = std::fs::read_to_string(cli.key_file()).unwrap();
+    assert!(!before.contains(entry));
+
+    cli.run(&["keys", "generate", "--id", "k2", "--write"], None)
+        .ok();
+    assert_key_file_private(&cli.key_file());
+    let again = cli.run(&["keys", "generate", "--id", "k2", "--write"], None);
+    assert_eq!(again.code, 2, "a taken id is refused");
+    let status = cli.run(&["keys", "status", "-o", "json"], None).ok().json();
+    assert_eq!(status[0]["id"], "k2");
+    assert_eq!(status[0]["active"], true);
+    assert_eq!(status[0]["rows"], 0);
+    assert_eq!(status[1]["id"], "default");
+    assert_eq!(status[1]["rows"], 1);
+
+    let in_use = cli.run(&["keys", "retire", "default", "--write"], None);
+    assert_eq!(in_use.code, 1, "{}", in_use.stderr);
+    assert!(in_use.stderr.contains("still wraps 1"), "{}", in_use.stderr);
+    assert!(
+        std::fs::read_to_string(cli.key_file())
+            .unwrap()
+            .contains("default:")
+    );
+
+    let rotated = cli.run(&["keys", "rotate", "-o", "json"], None).ok().json();
+    assert_eq!(rotated["active"], "k2");
+    assert_eq!(rotated["rewrapped"], 1);
+    let rotated = cli.run(&["keys", "rotate", "-o", "json"], None).ok().json();
+    assert_eq!(rotated["rewrapped"], 0);
+
+    let active = cli.run(&["keys", "retire", "k2"], None);
+    assert_eq!(active.code, 1);
+    assert!(active.stderr.contains("active"), "{}", active.stderr);
+    cli.run(&["keys", "retire", "default", "--write"], None)
+        .ok();
+    assert_key_file_private(&cli.key_file());
+    let text = std::fs::read_to_string(cli.key_file()).unwrap();
+    assert!(!text.contains("default:") && text.contains("k2:"), "{text}");
+    let status = cli.run(&["keys", "status", "-o", "json"], None).ok().json();
+    assert_eq!(status.as_array().unwrap().len(), 1);
+    assert_eq!(status[0]["rows"], 1);
+
+    // The stored password still opens under the new key.
+    let revealed = cli
+        .reveal(&["conn", "reveal", "keyed", "-o", "json"])
+        .ok()
+        .json();
+    assert_eq!(revealed["password"], CANARY);
+
+    let tail = cli.run(&["audit", "tail", "-o", "json"], None).ok().json();
+    let actions: Vec<&str> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "connection.create",
+            "keys.retire",
+            "keys.rotate",
+            "keys.rotate",
+            "keys.retire",
+            "keys.retire",
+            "connection.reveal",
+        ]
+    );
+    cli.assert_no_canary();
+}
+
+#[cfg(unix)]
+fn assert_key_file_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+}
+
+#[cfg(not(unix))]
+fn assert_key_file_private(path: &Path) {
+    assert!(path.exists());
+}
+
+#[test]
+fn connections_against_a_kit_cluster() {
+    let cluster = PgCluster::builder()
+        .tls(ServerCert::Valid)
+        .user(User::new("app").password(CANARY))
+        .database("appdb", "app")
+        .start()
+        .unwrap();
+    let cli = Cli::new();
+    let ca = cli.data.with_file_name("ca.pem");
+    std::fs::write(&ca, cluster.ca_pem().unwrap()).unwrap();
+    let port = cluster.port().to_string();
+    let add = |name: &str, password: &str| {
+        cli.run(
+            &[
+                "conn",
+                "add",
+                name,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--database",
+                "appdb",
+                "--username",
+                "app",
+                "--tls-mode",
+                "verify-full",
+                "--ca-cert",
+                ca.to_str().unwrap(),
+                "--tag",
+                "kit",
+                "--password-stdin",
+                "-o",
+                "json",
+            ],
+            Some(&stdin_line(password)),
+        )
+    };
+    let saved = add("app-db", CANARY).ok().json();
+    assert_eq!(saved["name"], "app-db");
+    assert_eq!(saved["password_set"], true);
+    assert_eq!(saved["tls"]["mode"], "verify-full");
+    assert_eq!(saved["version"], 1);
+    assert_eq!(saved["health"]["status"], "unknown");
+    assert!(saved.get("password").is_none());
+    assert_eq!(add("app-db", CANARY).code, 1, "the name is taken");
+    add("wrong-pw", USER_PW).ok();
+    let bad_port = cli.run(
+        &[
+            "conn",
+            "add",
+            "x",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "70000",
+            "--database",
+            "d",
+            "--username",
+            "u",
+            "--password-stdin",
+        ],
+        Some(&stdin_line(USER_PW)),
+    );
+    assert_eq!(bad_port.code, 2);
+    assert!(bad_port.stderr.contains("port"), "{}", bad_port.stderr);
+
+    let table = cli.run(&["conn", "list"], None).ok().stdout;
+    assert!(
+        table.contains("app-db") && table.contains("wrong-pw"),
+        "{table}"
+    );
+    let list = cli
+        .run(&["conn", "list", "--search", "app", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(list["total"], 1);
+    assert_eq!(list["page"], 1);
+    assert_eq!(list["items"][0]["id"], saved["id"]);
+
+    let report = cli
+        .run(&["conn", "test", "app-db", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["error_kind"], Value::Null);
+    assert_eq!(report["server"]["user"], "app");
+    assert_eq!(report["server"]["database"], "appdb");
+    assert!(
+        report["tls"]["protocol"]
+            .as_str()
+            .unwrap()
+            .starts_with("TLS")
+    );
+    assert!(report["steps"].as_array().unwrap().len() >= 4);
+    for key in ["step", "hint", "sqlstate", "total_ms"] {
+        assert!(report.get(key).is_some(), "{key}");
+    }
+    let by_id = cli
+        .run(&["conn", "test", saved["id"].as_str().unwrap()], None)
+        .ok();
+    assert!(by_id.stdout.contains("app-db"), "{}", by_id.stdout);
+
+    let failed = cli.run(&["conn", "test", "wrong-pw", "-o", "json"], None);
+    assert_eq!(failed.code, 1);
+    let failed = failed.json();
+    assert_eq!(failed["ok"], false);
+    assert_eq!(failed["error_kind"], "auth_failed");
+
+    let all = cli.run(&["conn", "test", "--all", "-o", "json"], None);
+    assert_eq!(all.code, 1, "one of them fails");
+    let all = all.json();
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0]["name"], "app-db");
+    assert_eq!(all[0]["report"]["ok"], true);
+    assert_eq!(all[1]["report"]["error_kind"], "auth_failed");
+    assert_eq!(cli.run(&["conn", "test", "missing"], None).code, 2);
+    assert_eq!(cli.run(&["conn", "test"], None).code, 2);
+
+    let revealed = cli.reveal(&["conn", "reveal", "app-db", "-o", "json"]).ok();
+    let json = revealed.json();
+    assert_eq!(json["password"], CANARY);
+    assert_eq!(json["username"], "app");
+    assert!(json["dsn"].as_str().unwrap().starts_with("postgres"));
+    assert!(revealed.stderr.contains("audit"));
+
+    let unconfirmed = cli.run(&["conn", "rm", "app-db"], None);
+    assert_eq!(unconfirmed.code, 2, "no terminal and no --yes");
+    cli.run(&["conn", "rm", "app-db", "--yes"], None).ok();
+    let list = cli.run(&["conn", "list", "-o", "json"], None).ok().json();
+    assert_eq!(list["total"], 1);
+    assert_eq!(cli.run(&["conn", "reveal", "app-db"], None).code, 2);
+
+    let tail = cli
+        .run(&["audit", "tail", "-n", "200", "-o", "json"], None)
+        .ok()
+        .json();
+    let actions: Vec<&str> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "connection.create",
+        "connection.test",
+        "connection.reveal",
+        "connection.delete",
+    ] {
+        assert!(actions.contains(&expected), "{expected} in {actions:?}");
+    }
+    cli.run(&["audit", "verify"], None).ok();
+    cli.assert_no_canary();
+}
