@@ -3,6 +3,7 @@
 //! and in the OpenAPI document, and every route that is not public must refuse an anonymous
 //! caller with 401 before it does anything.
 
+pub mod events;
 pub mod meta;
 
 use axum::http::Method;
@@ -49,6 +50,12 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/readyz", Permission::Public),
     route(Method::GET, "/metrics", Permission::Public),
     route(Method::GET, "/api/v1/openapi.json", Permission::Public),
+    // Viewing the list of connections, live; each event is filtered by `connection.view`.
+    route(
+        Method::GET,
+        "/api/v1/events",
+        Permission::Action(Action::ConnectionList),
+    ),
 ];
 
 /// The API's description, completed by each route module's `#[utoipa::path]` annotations.
@@ -63,7 +70,21 @@ pub const ROUTES: &[Route] = &[
 )]
 struct ApiDoc;
 
-/// Every documented route; `split_for_parts` gives the router and the OpenAPI document.
+/// Every documented route answered within the request timeout; `split_for_parts` gives the
+/// router and the OpenAPI document.
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(meta::router())
+}
+
+/// The long-lived routes (event streams), served without the request timeout; their OpenAPI
+/// paths are merged into [`api`]'s document by [`crate::app`].
+pub fn streams() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(events::router())
+}
+
+/// The whole OpenAPI document: [`api`] and [`streams`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api().into_openapi();
+    doc.merge(streams().into_openapi());
+    doc
 }
