@@ -368,15 +368,20 @@ async fn the_binary_serves_over_a_socket_and_sigterm_ends_open_streams() {
         assert!(paths.contains_key(path), "{path} missing");
     }
 
-    // Metrics, with the figures the refresh task reads from the core.
-    let metrics = server.request("GET", "/metrics", &[]).await;
-    assert_eq!(metrics.status, 200);
-    let text = String::from_utf8(metrics.body).unwrap();
+    // Metrics, with the figures the refresh task reads from the core (at start, then every
+    // 15 s: polled, as it runs beside the first requests).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let metrics = server.request("GET", "/metrics", &[]).await;
+        assert_eq!(metrics.status, 200);
+        let text = String::from_utf8(metrics.body).unwrap();
+        if text.contains("datahub_connections{status=\"unknown\"} 0") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "no connection gauges: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(text.contains("datahub_http_requests_total{"), "{text}");
-    assert!(
-        text.contains("datahub_connections{status=\"unknown\"} 0"),
-        "{text}"
-    );
     assert!(!text.contains(&admin_token));
 
     // An event stream stays open until SIGTERM, then ends cleanly, and the process exits 0.
