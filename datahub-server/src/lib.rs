@@ -18,6 +18,7 @@ pub mod limit;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod telemetry;
 
 use std::time::{Duration, Instant};
 
@@ -49,7 +50,9 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let options = state.options().clone();
-    let (api, openapi) = routes::api().split_for_parts();
+    let (api, mut openapi) = routes::api().split_for_parts();
+    let (streams, streams_doc) = routes::streams().split_for_parts();
+    openapi.merge(streams_doc);
     // Event streams are long-lived: the request timeout applies to everything else.
     let timed = api.layer(TimeoutLayer::with_status_code(
         StatusCode::REQUEST_TIMEOUT,
@@ -57,6 +60,7 @@ pub fn app(state: AppState) -> Router {
     ));
     Router::new()
         .merge(timed)
+        .merge(streams)
         .fallback(fallback)
         .layer(axum::Extension(std::sync::Arc::new(openapi)))
         .layer(
@@ -176,14 +180,24 @@ async fn record_metrics(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    // Labels come from closed sets only: a made-up method is "other".
+    let method = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let started = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     let elapsed: Duration = started.elapsed();
     metrics::counter!(
         "datahub_http_requests_total",
-        "method" => method.clone(),
+        "method" => method,
         "route" => route.clone(),
         "status" => status
     )

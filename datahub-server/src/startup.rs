@@ -135,8 +135,8 @@ pub async fn bootstrap(hub: &Hub) -> anyhow::Result<()> {
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let hub = open_hub(&settings, true).await?;
     bootstrap(&hub).await?;
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
+    let metrics = crate::telemetry::builder()
+        .and_then(|b| b.install_recorder())
         .context("installing the metrics recorder")?;
     let shutdown = CancellationToken::new();
     let options = HttpOptions {
@@ -152,6 +152,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     if let Some(monitor) = monitor {
         state = state.with_monitor(monitor);
     }
+    let refresher =
+        crate::telemetry::spawn_refresh(state.clone(), crate::telemetry::REFRESH_INTERVAL);
     let app = crate::app(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
 
     let signal = shutdown.clone();
@@ -196,6 +198,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .context("serving")?;
         }
     }
+    shutdown.cancel();
+    let _ = refresher.await;
     state.shutdown_monitor().await;
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use datahub_core::ConnectionId;
 use datahub_core::hub::Hub;
-use datahub_core::monitor::{MonitorEvent, MonitorHandle};
+use datahub_core::monitor::{MonitorEvent, MonitorHandle, MonitorStats};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -156,6 +156,11 @@ impl AppState {
                     .send(MonitorEvent::ConnectionChanged { id });
             }
         }
+    }
+
+    /// The monitor's counters since start, when a monitor runs.
+    pub fn monitor_stats(&self) -> Option<MonitorStats> {
+        self.inner.monitor.as_ref().map(|m| m.stats())
     }
 
     /// Stops the monitor, if one runs, waiting for its tasks.

@@ -9,10 +9,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{Hub, secrets};
-use crate::ConnectionId;
-use crate::model::FailureKind;
+use crate::model::{FailureKind, HealthStatus};
 use crate::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorHandle};
 use crate::probe::{MAX_BUDGET, Report};
+use crate::store::{ListQuery, Visibility};
+use crate::{ConnectionId, Result};
 
 /// The [`Checker`] the Hub gives the monitor: a saved connection's test.
 #[derive(Debug, Clone)]
@@ -94,6 +95,30 @@ impl Hub {
             budget: MAX_BUDGET,
         };
         Monitor::start(self.store.clone(), Arc::new(checker), config)
+    }
+
+    /// How many saved connections have each status, in the order of [`HealthStatus::ALL`], as
+    /// the monitor last stored it (a connection whose monitoring was turned off keeps its last
+    /// stored status). Counts only, over every connection, for an adapter's metrics: like the
+    /// monitor it acts as the system, without a principal, and names no connection.
+    ///
+    /// # Errors
+    /// `Store` when the store fails.
+    pub async fn status_counts(&self) -> Result<Vec<(HealthStatus, u64)>> {
+        let mut counts = Vec::with_capacity(HealthStatus::ALL.len());
+        for status in HealthStatus::ALL {
+            let query = ListQuery {
+                status: Some(*status),
+                per_page: 1,
+                ..ListQuery::default()
+            };
+            let page = self
+                .store
+                .list_connections(&query, &Visibility::All)
+                .await?;
+            counts.push((*status, page.total));
+        }
+        Ok(counts)
     }
 }
 

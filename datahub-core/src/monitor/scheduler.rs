@@ -98,6 +98,8 @@ pub struct MonitorStats {
     pub connections: u64,
     /// Checks finished (recorded or not).
     pub checks: u64,
+    /// Checks finished that failed, timeouts included (so `checks - failures` succeeded).
+    pub failures: u64,
     /// Checks cut off by [`MonitorConfig::check_timeout`].
     pub timeouts: u64,
     /// Checks skipped because the previous check of the same connection was still running (or
@@ -264,6 +266,7 @@ impl Shared {
 struct Counters {
     connections: AtomicU64,
     checks: AtomicU64,
+    failures: AtomicU64,
     timeouts: AtomicU64,
     skipped: AtomicU64,
     store_errors: AtomicU64,
@@ -285,6 +288,7 @@ impl Counters {
         MonitorStats {
             connections: get(&self.connections),
             checks: get(&self.checks),
+            failures: get(&self.failures),
             timeouts: get(&self.timeouts),
             skipped: get(&self.skipped),
             store_errors: get(&self.store_errors),
@@ -816,6 +820,9 @@ async fn record(
         Counters::bump(&shared.counters.store_errors, 1);
     }
     Counters::bump(&shared.counters.checks, 1);
+    if !result.ok {
+        Counters::bump(&shared.counters.failures, 1);
+    }
     if from != to {
         tracing::info!(
             connection = %id,

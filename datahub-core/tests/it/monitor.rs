@@ -307,6 +307,15 @@ async fn statuses_follow_the_hysteresis_and_each_change_is_published_once() {
     assert_eq!(health.latency_ms, Some(5));
     assert_eq!(health.checked_at, Some(rows.last().unwrap().at));
     assert_eq!(monitor.running_tasks(), 0);
+
+    // Failed checks are counted, and the stored statuses are counted for metrics.
+    let failed = f.history(flapping).await.iter().filter(|c| !c.ok).count()
+        + rows.iter().filter(|c| !c.ok).count();
+    assert_eq!(monitor.stats().failures as usize, failed);
+    assert_eq!(
+        f.hub.status_counts().await.unwrap(),
+        [(U, 0), (H, 2), (Dg, 0), (Dn, 0)]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -354,6 +363,10 @@ async fn a_stalled_target_never_delays_the_others_and_shutdown_stops_everything(
     assert_eq!(rows[2].status, Dn);
     let stats = monitor.stats();
     assert_eq!(stats.timeouts as usize, rows.len());
+    assert_eq!(
+        stats.failures, stats.timeouts,
+        "only the stalled target failed"
+    );
     assert_eq!(stats.connections, 5);
 
     // Shutdown with a check stalled in flight: returns at once, nothing left running.

@@ -34,6 +34,7 @@ use crate::auth::{Authed, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
 use crate::state::AppState;
+use crate::telemetry;
 
 /// The longest `search` accepted, in characters.
 const MAX_SEARCH_CHARS: usize = 200;
@@ -252,11 +253,11 @@ async fn create(
             .await?;
         match created {
             datahub_core::hub::Created::Saved { connection, report } => {
-                count_test("draft", &report);
+                count_test(telemetry::DRAFT, &report);
                 *connection
             }
             datahub_core::hub::Created::TestFailed(report) => {
-                let report = count_test("draft", &report);
+                let report = count_test(telemetry::DRAFT, &report);
                 let body = TestFailedBody {
                     error: TestFailedDetail {
                         code: "test_failed",
@@ -405,7 +406,7 @@ async fn test_draft(
         .hub()
         .test_draft(&principal, draft, reuse, MAX_BUDGET)
         .await?;
-    Ok(Json(count_test("draft", &report)))
+    Ok(Json(count_test(telemetry::DRAFT, &report)))
 }
 
 /// Tests a saved connection now (grant `use`). A failed test is a 200 with `ok: false`.
@@ -432,7 +433,7 @@ async fn test_saved(
         .hub()
         .test_connection(&principal, id, MAX_BUDGET)
         .await?;
-    Ok(Json(count_test("saved", &report)))
+    Ok(Json(count_test(telemetry::SAVED, &report)))
 }
 
 /// The window and size of a check history.
@@ -627,14 +628,8 @@ fn if_match(headers: &HeaderMap) -> ApiResult<u64> {
 
 /// Counts a finished test in `datahub_tests_total{kind, outcome}` and converts its report.
 fn count_test(kind: &'static str, report: &Report) -> TestReport {
-    let report = TestReport::from(report);
-    metrics::counter!(
-        "datahub_tests_total",
-        "kind" => kind,
-        "outcome" => report.outcome()
-    )
-    .increment(1);
-    report
+    telemetry::record_test(kind, report.failure.as_ref().map(|f| f.kind));
+    TestReport::from(report)
 }
 
 #[cfg(test)]
@@ -695,9 +690,12 @@ mod tests {
             ..failed.clone()
         };
         metrics::with_local_recorder(&recorder, || {
-            assert_eq!(count_test("saved", &failed).error_kind, Some("auth_failed"));
-            count_test("draft", &passed);
-            count_test("draft", &passed);
+            assert_eq!(
+                count_test(telemetry::SAVED, &failed).error_kind,
+                Some("auth_failed")
+            );
+            count_test(telemetry::DRAFT, &passed);
+            count_test(telemetry::DRAFT, &passed);
         });
         let text = handle.render();
         assert!(

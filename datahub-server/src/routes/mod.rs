@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod connections;
+pub mod events;
 pub mod meta;
 pub mod policy;
 pub mod session;
@@ -202,6 +203,12 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/policy",
         Permission::Action(Action::PolicyWrite),
     ),
+    // Viewing the list of connections, live; each event is filtered by `connection.view`.
+    route(
+        Method::GET,
+        "/api/v1/events",
+        Permission::Action(Action::ConnectionList),
+    ),
 ];
 
 /// The API's description, completed by each route module's `#[utoipa::path]` annotations.
@@ -216,7 +223,8 @@ pub const ROUTES: &[Route] = &[
 )]
 struct ApiDoc;
 
-/// Every documented route; `split_for_parts` gives the router and the OpenAPI document.
+/// Every documented route answered within the request timeout; `split_for_parts` gives the
+/// router and the OpenAPI document.
 pub fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(meta::router())
@@ -227,4 +235,17 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(tokens::router())
         .merge(audit::router())
         .merge(policy::router())
+}
+
+/// The long-lived routes (event streams), served without the request timeout; their OpenAPI
+/// paths are merged into [`api`]'s document by [`crate::app`].
+pub fn streams() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(events::router())
+}
+
+/// The whole OpenAPI document: [`api`] and [`streams`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = api().into_openapi();
+    doc.merge(streams().into_openapi());
+    doc
 }

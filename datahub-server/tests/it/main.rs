@@ -1,13 +1,18 @@
-//! The server's one integration-test binary: the app driven through `tower::ServiceExt::oneshot`.
+//! The server's one integration-test binary: the app driven through `tower::ServiceExt::oneshot`,
+//! and the built binary over real sockets (`cli`, `e2e`).
 
 // Helpers outside `#[test]` functions unwrap too; a failed unwrap is a failed test here.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod fixture;
 
 mod accounts;
 mod audit_policy;
 mod cli;
 mod connections;
+mod e2e;
+mod events;
+mod metrics;
 mod routes;
 mod session;

@@ -1,0 +1,364 @@
+//! `GET /api/v1/events`: Server-Sent Events of status and connection changes, filtered to the
+//! connections the caller may view (SECURITY.md S19: a connection the caller may not view never
+//! appears in its events).
+//!
+//! Each event is one `data:` line holding a JSON [`StreamEvent`]: `status_changed`,
+//! `connection_changed`, `connection_deleted` (each with the connection `id`), or `resync`
+//! when the stream fell behind and lost events, so the client reloads what it shows instead of
+//! silently missing changes. Idle streams get a keep-alive comment every
+//! [`HttpOptions::keep_alive`](crate::HttpOptions::keep_alive); every stream ends cleanly when
+//! the server shuts down.
+//!
+//! Filtering: each event's connection is checked with the caller's view permission when the
+//! event arrives (so a grant given or revoked applies to the next event). A deleted connection
+//! can no longer be checked, so each stream remembers the ids its caller could view (those
+//! visible when it opened, and those of events it passed since) and passes a deletion only for
+//! one of them. A connection the caller could view but no longer can gets one
+//! `connection_changed` (the client's reload then finds it gone) and is forgotten. The check
+//! is made when the stream reads the event: a stream that reads a change only after the
+//! connection was deleted cannot tell that from a revoked grant, so it too gets that last
+//! `connection_changed` instead of the deletion (the client's reload has the same outcome).
+//! The principal is loaded afresh at every keep-alive period, so a disabled account's streams
+//! end and a changed role or team applies.
+//!
+//! This route is outside the request timeout (see [`crate::app`]): a stream lasts as long as the
+//! client keeps it open.
+//!
+//! It must never: send an event about a connection the caller may not view, nor anything but
+//! ids, statuses and times (never a name, a host or a secret).
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use datahub_core::hub::Hub;
+use datahub_core::model::HealthStatus;
+use datahub_core::monitor::MonitorEvent;
+use datahub_core::rbac::{Action, Principal};
+use datahub_core::store::{ListQuery, MAX_PER_PAGE};
+use datahub_core::{ConnectionId, ErrorKind};
+use futures_util::Stream;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// `GET /api/v1/events`.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events))
+}
+
+/// One event of the stream: the JSON of one `data:` line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A connection's health status changed.
+    StatusChanged {
+        /// The connection.
+        id: Uuid,
+        /// The status before the check.
+        from: StreamStatus,
+        /// The status after the check.
+        to: StreamStatus,
+        /// When the check finished, RFC 3339 (UTC).
+        #[schema(format = DateTime)]
+        at: String,
+    },
+    /// A connection was created or edited (or the caller's access to it changed): reload it.
+    ConnectionChanged {
+        /// The connection.
+        id: Uuid,
+    },
+    /// A connection the caller could view was deleted.
+    ConnectionDeleted {
+        /// The connection.
+        id: Uuid,
+    },
+    /// The stream fell behind and lost events: reload everything shown.
+    Resync,
+}
+
+/// A connection's health status, as in the connection's `health.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    /// Never checked, or monitoring is off.
+    Unknown,
+    /// The last checks succeeded in time.
+    Healthy,
+    /// Slow, failing fewer times in a row than the `down` threshold, or a certificate expires
+    /// soon.
+    Degraded,
+    /// Failing repeatedly.
+    Down,
+}
+
+impl From<HealthStatus> for StreamStatus {
+    fn from(status: HealthStatus) -> Self {
+        match status {
+            HealthStatus::Unknown => Self::Unknown,
+            HealthStatus::Healthy => Self::Healthy,
+            HealthStatus::Degraded => Self::Degraded,
+            HealthStatus::Down => Self::Down,
+        }
+    }
+}
+
+impl StreamEvent {
+    /// The stream's form of a monitor event.
+    pub fn from_monitor(event: &MonitorEvent) -> Self {
+        let id = *event.id().as_uuid();
+        match event {
+            MonitorEvent::StatusChanged { from, to, at, .. } => Self::StatusChanged {
+                id,
+                from: (*from).into(),
+                to: (*to).into(),
+                at: rfc3339(*at),
+            },
+            MonitorEvent::ConnectionDeleted { .. } => Self::ConnectionDeleted { id },
+            // `MonitorEvent` is non-exhaustive: anything new about a connection means "reload
+            // it" until the stream learns a better word for it.
+            _ => Self::ConnectionChanged { id },
+        }
+    }
+}
+
+/// `at` in RFC 3339, UTC.
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.to_offset(time::UtcOffset::UTC)
+        .format(&Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Server-Sent Events of status and connection changes the caller may view.
+#[utoipa::path(
+    get,
+    path = "/api/v1/events",
+    tag = "events",
+    responses(
+        (status = 200, content_type = "text/event-stream", body = StreamEvent,
+         description = "a stream of `data:` lines, each a JSON event, with keep-alive comments; \
+                        it ends when the server shuts down"),
+        (status = 401, description = "not signed in", body = crate::error::ErrorBody),
+        (status = 403, description = "may not list connections", body = crate::error::ErrorBody),
+        (status = 503, description = "the store is unavailable", body = crate::error::ErrorBody)
+    )
+)]
+async fn events(
+    State(state): State<AppState>,
+    Authed(principal): Authed,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    if !principal.may(Action::ConnectionList) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "you may not list connections",
+        ));
+    }
+    // Subscribe before reading what is visible: nothing published meanwhile is missed.
+    let events = state.subscribe();
+    let visible = visible_ids(state.hub(), &principal).await?;
+    let keep_alive = state.options().keep_alive;
+    let mut refresh =
+        tokio::time::interval_at(tokio::time::Instant::now() + keep_alive, keep_alive);
+    refresh.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let feed = Feed {
+        hub: state.hub().clone(),
+        principal,
+        events,
+        shutdown: state.shutdown().clone(),
+        refresh,
+        visible,
+    };
+    let stream = futures_util::stream::unfold(feed, |mut feed| async move {
+        let event = feed.next().await?;
+        Some((Ok(to_sse(&event)), feed))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(keep_alive)))
+}
+
+fn to_sse(event: &StreamEvent) -> Event {
+    // Serializing ids, fixed words and a formatted time cannot fail; an empty object would
+    // still be valid JSON.
+    Event::default().data(serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned()))
+}
+
+/// The ids of every connection `principal` may view now.
+async fn visible_ids(hub: &Hub, principal: &Principal) -> ApiResult<HashSet<ConnectionId>> {
+    let mut ids = HashSet::new();
+    let mut page = 1u32;
+    loop {
+        let query = ListQuery {
+            page,
+            per_page: MAX_PER_PAGE,
+            ..ListQuery::default()
+        };
+        let found = hub.list_connections(principal, &query).await?;
+        let count = found.items.len();
+        ids.extend(found.items.into_iter().map(|c| c.id));
+        if count < MAX_PER_PAGE as usize || u64::from(page) * u64::from(MAX_PER_PAGE) >= found.total
+        {
+            return Ok(ids);
+        }
+        page = page.saturating_add(1);
+    }
+}
+
+/// One subscriber's stream: its receiver, its caller, and the ids it may view.
+struct Feed {
+    hub: Hub,
+    principal: Principal,
+    events: broadcast::Receiver<MonitorEvent>,
+    shutdown: CancellationToken,
+    /// When to load the principal afresh.
+    refresh: Interval,
+    /// Connections the caller could view when last checked: a deletion is passed only for them.
+    visible: HashSet<ConnectionId>,
+}
+
+impl Feed {
+    /// The next event for this caller; `None` ends the stream (shutdown, the caller may no
+    /// longer sign in, or the event source closed).
+    async fn next(&mut self) -> Option<StreamEvent> {
+        loop {
+            let received = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return None,
+                _ = self.refresh.tick() => {
+                    if !self.reload_principal().await {
+                        return None;
+                    }
+                    continue;
+                }
+                received = self.events.recv() => received,
+            };
+            match received {
+                Ok(event) => {
+                    if let Some(event) = self.filter(&event).await {
+                        return Some(event);
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "event stream fell behind; told to resync");
+                    // The client reloads what it shows: what it may view is read again too.
+                    if let Ok(ids) = visible_ids(&self.hub, &self.principal).await {
+                        self.visible = ids;
+                    }
+                    return Some(StreamEvent::Resync);
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    /// Loads the principal afresh; false when it may no longer sign in.
+    async fn reload_principal(&mut self) -> bool {
+        match self
+            .hub
+            .principal_for(self.principal.user(), self.principal.request())
+            .await
+        {
+            Ok(principal) => {
+                self.principal = principal;
+                true
+            }
+            Err(e) if e.kind() == ErrorKind::Unauthenticated => false,
+            // The store is failing: keep streaming with the principal as it was.
+            Err(_) => true,
+        }
+    }
+
+    /// The event as this caller may see it, if at all.
+    async fn filter(&mut self, event: &MonitorEvent) -> Option<StreamEvent> {
+        let id = event.id();
+        if let MonitorEvent::ConnectionDeleted { .. } = event {
+            return self
+                .visible
+                .remove(&id)
+                .then(|| StreamEvent::from_monitor(event));
+        }
+        match self.may_view(id).await {
+            Ok(true) => {
+                self.visible.insert(id);
+                Some(StreamEvent::from_monitor(event))
+            }
+            // It was visible and no longer is: one last "reload it", which finds it gone.
+            Ok(false) if self.visible.remove(&id) => {
+                Some(StreamEvent::ConnectionChanged { id: *id.as_uuid() })
+            }
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(
+                    connection = %id,
+                    kind = e.kind().as_str(),
+                    "event stream could not check access; event not sent"
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether the caller may view connection `id` now (a permission check, not a read of the
+    /// connection: nothing is audited for the events a caller is not shown).
+    async fn may_view(&self, id: ConnectionId) -> datahub_core::Result<bool> {
+        self.hub.may_view(&self.principal, id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_typed_json_with_ids_only() {
+        let id = ConnectionId::new();
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let status = StreamEvent::from_monitor(&MonitorEvent::StatusChanged {
+            id,
+            from: HealthStatus::Unknown,
+            to: HealthStatus::Down,
+            at,
+        });
+        assert_eq!(
+            serde_json::to_value(&status).unwrap(),
+            serde_json::json!({
+                "type": "status_changed",
+                "id": id.to_string(),
+                "from": "unknown",
+                "to": "down",
+                "at": "2023-11-14T22:13:20Z",
+            })
+        );
+        let changed = StreamEvent::from_monitor(&MonitorEvent::ConnectionChanged { id });
+        assert_eq!(
+            serde_json::to_value(&changed).unwrap(),
+            serde_json::json!({"type": "connection_changed", "id": id.to_string()})
+        );
+        let deleted = StreamEvent::from_monitor(&MonitorEvent::ConnectionDeleted { id });
+        assert_eq!(
+            serde_json::to_value(&deleted).unwrap(),
+            serde_json::json!({"type": "connection_deleted", "id": id.to_string()})
+        );
+        assert_eq!(
+            serde_json::to_value(StreamEvent::Resync).unwrap(),
+            serde_json::json!({"type": "resync"})
+        );
+        for status in HealthStatus::ALL {
+            assert_eq!(
+                serde_json::to_value(StreamStatus::from(*status)).unwrap(),
+                status.as_str()
+            );
+        }
+    }
+}

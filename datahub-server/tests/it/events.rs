@@ -1,0 +1,344 @@
+//! `GET /api/v1/events` through `app()`: the JSON of each event, filtering to what the caller
+//! may view (S19: absent from events), deletions only for those who could view the connection,
+//! status changes from a running monitor, resync after lagging, keep-alives beyond the request
+//! timeout, and the stream ending at shutdown or when the account is disabled.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use datahub_core::ConnectionId;
+use datahub_core::hub::UserUpdate;
+use datahub_core::monitor::{MonitorConfig, MonitorEvent};
+use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
+use datahub_server::HttpOptions;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+use tower::ServiceExt;
+
+use crate::fixture::{Fixture, get, send};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// One open event stream, read frame by frame.
+struct Stream {
+    body: Body,
+    buf: String,
+}
+
+#[derive(Debug, PartialEq)]
+enum Frame {
+    Data(Value),
+    Comment,
+}
+
+impl Stream {
+    /// Opens the stream as the holder of `token`.
+    async fn open(f: &Fixture, token: &str) -> Self {
+        let response = f
+            .app()
+            .oneshot(get("/api/v1/events", Some(token)))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/event-stream"
+        );
+        assert!(response.headers().contains_key("x-request-id"));
+        Self {
+            body: response.into_body(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next frame; `None` when the stream ended. Panics after `wait`.
+    async fn frame(&mut self, wait: Duration) -> Option<Frame> {
+        tokio::time::timeout(wait, async {
+            loop {
+                if let Some(end) = self.buf.find("\n\n") {
+                    let block: String = self.buf.drain(..end + 2).collect();
+                    let data: Vec<&str> = block
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect();
+                    if data.is_empty() {
+                        assert!(block.starts_with(':'), "{block:?}");
+                        return Some(Frame::Comment);
+                    }
+                    assert_eq!(data.len(), 1, "one data line per event: {block:?}");
+                    return Some(Frame::Data(serde_json::from_str(data[0]).unwrap()));
+                }
+                match self.body.frame().await {
+                    Some(frame) => {
+                        if let Ok(bytes) = frame.unwrap().into_data() {
+                            self.buf.push_str(std::str::from_utf8(&bytes).unwrap());
+                        }
+                    }
+                    None => return None,
+                }
+            }
+        })
+        .await
+        .expect("no frame in time")
+    }
+
+    /// The next event, skipping keep-alives.
+    async fn event(&mut self) -> Value {
+        loop {
+            match self.frame(WAIT).await {
+                Some(Frame::Data(v)) => return v,
+                Some(Frame::Comment) => continue,
+                None => panic!("the stream ended"),
+            }
+        }
+    }
+
+    /// Whether the stream ends within `wait` (keep-alives skipped).
+    async fn ends(&mut self, wait: Duration) -> bool {
+        loop {
+            match self.frame(wait).await {
+                None => return true,
+                Some(Frame::Comment) => continue,
+                Some(Frame::Data(v)) => panic!("unexpected event {v}"),
+            }
+        }
+    }
+}
+
+fn changed(id: ConnectionId) -> Value {
+    json!({"type": "connection_changed", "id": id.to_string()})
+}
+
+fn deleted(id: ConnectionId) -> Value {
+    json!({"type": "connection_deleted", "id": id.to_string()})
+}
+
+async fn delete(f: &Fixture, by: &Principal, id: ConnectionId) {
+    let version = f.hub.connection(&f.admin, id).await.unwrap().version;
+    f.hub.delete_connection(by, id, version).await.unwrap();
+    f.state.deleted(id);
+}
+
+async fn grant_view(f: &Fixture, id: ConnectionId, to: &Principal) {
+    let grant = Grant {
+        grantee: Grantee::User(to.user()),
+        level: GrantLevel::View,
+    };
+    f.hub.set_grants(&f.admin, id, &[grant]).await.unwrap();
+}
+
+#[tokio::test]
+async fn anonymous_and_bad_tokens_get_401_in_the_error_shape() {
+    let f = Fixture::new().await;
+    for token in [None, Some("dh_not-a-token")] {
+        let (status, _, body) = send(f.app(), get("/api/v1/events", token)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "unauthenticated");
+        assert!(body["error"]["request_id"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn events_reach_only_those_who_may_view_and_deletions_only_those_who_could() {
+    let f = Fixture::new().await;
+    let (editor, _) = f.user("editor", Role::Editor).await;
+    let (viewer, viewer_token) = f.user("viewer", Role::Viewer).await;
+    let (outsider, outsider_token) = f.user("outsider", Role::Editor).await;
+    let shown = f.connection(&editor, "shown").await;
+    let hidden = f.connection(&editor, "hidden").await;
+    let seeded = f.connection(&editor, "seeded").await;
+    let revoked = f.connection(&editor, "revoked").await;
+    let own = f.connection(&outsider, "outsiders-own").await;
+    grant_view(&f, shown, &viewer).await;
+    grant_view(&f, seeded, &viewer).await;
+    grant_view(&f, revoked, &viewer).await;
+
+    let mut admin = Stream::open(&f, &f.admin_token).await;
+    let mut as_viewer = Stream::open(&f, &viewer_token).await;
+    let mut as_outsider = Stream::open(&f, &outsider_token).await;
+
+    // Each stream filters when it reads an event, against the state of that moment: read
+    // after each step, as a live client does. An event a stream must not get is proven absent
+    // by the next one it gets.
+    // A connection the viewer may not see: neither its change nor its deletion.
+    f.state.changed(hidden);
+    assert_eq!(admin.event().await, changed(hidden));
+    delete(&f, &editor, hidden).await;
+    assert_eq!(admin.event().await, deleted(hidden));
+    // One it may see.
+    f.state.changed(shown);
+    assert_eq!(admin.event().await, changed(shown));
+    assert_eq!(as_viewer.event().await, changed(shown));
+    // Visible when the stream opened, deleted without any event before: still told.
+    delete(&f, &editor, seeded).await;
+    assert_eq!(admin.event().await, deleted(seeded));
+    assert_eq!(as_viewer.event().await, deleted(seeded));
+    // Access revoked: one last "changed" (a reload finds it gone), then nothing more, not
+    // even its deletion.
+    f.hub.set_grants(&f.admin, revoked, &[]).await.unwrap();
+    f.state.changed(revoked);
+    f.state.changed(revoked);
+    assert_eq!(admin.event().await, changed(revoked));
+    assert_eq!(admin.event().await, changed(revoked));
+    delete(&f, &editor, revoked).await;
+    assert_eq!(admin.event().await, deleted(revoked));
+    delete(&f, &editor, shown).await;
+    assert_eq!(admin.event().await, deleted(shown));
+    assert_eq!(as_viewer.event().await, changed(revoked));
+    assert_eq!(as_viewer.event().await, deleted(shown));
+    // Everything before was filtered out: the outsider's first event is its own connection's.
+    f.state.changed(own);
+    assert_eq!(admin.event().await, changed(own));
+    assert_eq!(as_outsider.event().await, changed(own));
+    // And nothing else is pending for the viewer.
+    f.state.shutdown().cancel();
+    assert!(as_viewer.ends(WAIT).await);
+}
+
+#[tokio::test]
+async fn status_changes_come_from_the_monitor_with_from_to_and_at() {
+    let f = Fixture::with(HttpOptions::default(), |state, hub| {
+        state.with_monitor(hub.start_monitor(MonitorConfig::default()))
+    })
+    .await;
+    let mut stream = Stream::open(&f, &f.admin_token).await;
+    let id = f.connection(&f.admin, "refused").await;
+    f.state.changed(id);
+    assert_eq!(stream.event().await, changed(id));
+    // Saved while the monitor runs: checked within 5 s; nothing listens on port 1, so the
+    // first failure makes it degraded.
+    let event = tokio::time::timeout(Duration::from_secs(10), stream.event())
+        .await
+        .unwrap();
+    assert_eq!(event["type"], "status_changed");
+    assert_eq!(event["id"], id.to_string());
+    assert_eq!(event["from"], "unknown");
+    assert_eq!(event["to"], "degraded");
+    let at = event["at"].as_str().unwrap();
+    time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(at.ends_with('Z'), "{at}");
+    assert_eq!(event.as_object().unwrap().len(), 5, "{event}");
+
+    delete(&f, &f.admin, id).await;
+    assert_eq!(stream.event().await, deleted(id));
+    f.state.shutdown().cancel();
+    assert!(stream.ends(WAIT).await);
+    f.state.shutdown_monitor().await;
+}
+
+#[tokio::test]
+async fn a_stream_that_falls_behind_is_told_to_resync() {
+    let f = Fixture::with(HttpOptions::default(), |state, hub| {
+        let config = MonitorConfig {
+            event_capacity: 2,
+            ..MonitorConfig::default()
+        };
+        state.with_monitor(hub.start_monitor(config))
+    })
+    .await;
+    let mut stream = Stream::open(&f, &f.admin_token).await;
+    let mut probe = f.state.subscribe();
+    let id = f.connection(&f.admin, "busy").await;
+    for _ in 0..6 {
+        f.state.changed(id);
+    }
+    // Wait until all six were published (the probe lags as the stream does).
+    let mut seen = 0u64;
+    while seen < 6 {
+        match tokio::time::timeout(WAIT, probe.recv()).await.unwrap() {
+            Ok(MonitorEvent::ConnectionChanged { .. }) => seen += 1,
+            Ok(_) => {}
+            Err(RecvError::Lagged(n)) => seen += n,
+            Err(RecvError::Closed) => panic!("closed"),
+        }
+    }
+    assert_eq!(stream.event().await, json!({"type": "resync"}));
+    // Then the stream goes on.
+    f.state.changed(id);
+    loop {
+        let event = stream.event().await;
+        if event == changed(id) {
+            break;
+        }
+        assert!(
+            event["type"] == "connection_changed" || event["type"] == "status_changed",
+            "{event}"
+        );
+    }
+    f.state.shutdown().cancel();
+    assert!(stream.ends(WAIT).await);
+    f.state.shutdown_monitor().await;
+}
+
+#[tokio::test]
+async fn keep_alives_flow_past_the_request_timeout_and_shutdown_ends_the_stream() {
+    let options = HttpOptions {
+        keep_alive: Duration::from_millis(50),
+        request_timeout: Duration::from_millis(100),
+        ..HttpOptions::default()
+    };
+    let f = Fixture::with(options, |state, _| state).await;
+    let mut stream = Stream::open(&f, &f.admin_token).await;
+    assert_eq!(stream.frame(WAIT).await, Some(Frame::Comment));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = f.connection(&f.admin, "late").await;
+    f.state.changed(id);
+    assert_eq!(stream.event().await, changed(id));
+
+    let started = std::time::Instant::now();
+    f.state.shutdown().cancel();
+    assert!(stream.ends(WAIT).await);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // A stream opened after shutdown ends at once.
+    let mut late = Stream::open(&f, &f.admin_token).await;
+    assert!(late.ends(WAIT).await);
+}
+
+#[tokio::test]
+async fn a_disabled_accounts_stream_ends() {
+    let options = HttpOptions {
+        keep_alive: Duration::from_millis(50),
+        ..HttpOptions::default()
+    };
+    let f = Fixture::with(options, |state, _| state).await;
+    let (viewer, token) = f.user("viewer", Role::Viewer).await;
+    let mut stream = Stream::open(&f, &token).await;
+    f.hub
+        .update_user(
+            &f.admin,
+            viewer.user(),
+            UserUpdate {
+                disabled: Some(true),
+                ..UserUpdate::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(stream.ends(WAIT).await);
+}
+
+#[tokio::test]
+async fn the_route_is_documented_and_declared() {
+    let f = Fixture::new().await;
+    let (status, _, body) = send(f.app(), get("/api/v1/openapi.json", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: Value = serde_json::from_slice(&body).unwrap();
+    let op = &spec["paths"]["/api/v1/events"]["get"];
+    assert!(
+        op["responses"]["200"]["content"]["text/event-stream"].is_object(),
+        "{op}"
+    );
+    assert!(spec["components"]["schemas"]["StreamEvent"].is_object());
+    assert!(datahub_server::routes::ROUTES.iter().any(|r| {
+        r.path == "/api/v1/events"
+            && r.method == axum::http::Method::GET
+            && r.permission
+                == datahub_server::routes::Permission::Action(
+                    datahub_core::rbac::Action::ConnectionList,
+                )
+    }));
+}
