@@ -559,6 +559,9 @@ async fn set_grants(
 ) -> ApiResult<Json<GrantsBody>> {
     let new = body.into_grants()?;
     let grants = state.hub().set_grants(&principal, id, &new).await?;
+    // Who may see it changed: open event streams re-check it (the monitor does not recheck a
+    // connection whose settings are unchanged).
+    state.changed(id);
     Ok(Json(GrantsBody::of(&grants)))
 }
 
@@ -582,6 +585,7 @@ async fn clear_grants(
     ConnId(id): ConnId,
 ) -> ApiResult<StatusCode> {
     state.hub().set_grants(&principal, id, &[]).await?;
+    state.changed(id);
     Ok(StatusCode::NO_CONTENT)
 }
 
