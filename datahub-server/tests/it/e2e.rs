@@ -3,7 +3,8 @@
 //! over rustls). Readiness, security headers, request ids, the error shape of 404 and 413, the
 //! OpenAPI document, metrics, an event stream open across SIGTERM (the process exits 0 and the
 //! stream ends cleanly), the master key file's life (created 0600 with a warning, reused, refused
-//! when group or others may read it: S4), and HTTPS with a generated certificate.
+//! when group or others may read it: S4), HTTPS with a generated certificate, and the README's
+//! walk-through: sign in by cookie, save a connection to a kit cluster, test it, see it healthy.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -125,6 +126,26 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Sends a JSON body.
+    async fn send_json(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> Response {
+        let body = body.to_string();
+        let length = body.len().to_string();
+        let mut all = headers.to_vec();
+        all.push(("Content-Type", "application/json"));
+        all.push(("Content-Length", &length));
+        let text = format!("{}{body}", head(method, path, &all));
+        let stream = TcpStream::connect(self.addr).await.unwrap();
+        exchange(stream, &text)
+            .await
+            .expect("the server did not answer")
     }
 
     async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -542,4 +563,119 @@ async fn https_serves_with_the_given_certificate() {
     server.terminate();
     let status = server.exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{status}:\n{}", server.stderr());
+}
+
+/// The README's walk-through against the real binary on the default embedded store: sign in
+/// with the bootstrap admin's password (a session cookie), save a connection to a kit cluster
+/// (verify-full with the kit's CA, SCRAM, channel binding required) from "this origin", test
+/// it, and watch the monitor report it healthy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_walk_through_signs_in_saves_tests_and_sees_it_healthy() {
+    const DB_PW: &str = "e2e-walk-through-db-pw-Rt4";
+    let cluster = tokio::task::spawn_blocking(|| {
+        datahub_testkit::PgCluster::builder()
+            .tls(datahub_testkit::ServerCert::Valid)
+            .user(datahub_testkit::User::new("app").password(DB_PW))
+            .database("app", "app")
+            .start()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), &[]);
+    server.ready(None).await;
+
+    let login = server
+        .send_json(
+            "POST",
+            "/api/v1/auth/login",
+            &[],
+            &serde_json::json!({"username": "admin", "password": ADMIN_PW}),
+        )
+        .await;
+    assert_eq!(
+        login.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&login.body)
+    );
+    let cookie = login
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let signed_in = [("Cookie", cookie.as_str()), ("Origin", "http://localhost")];
+
+    let connection = serde_json::json!({
+        "name": "warehouse",
+        "host": "127.0.0.1",
+        "port": cluster.port(),
+        "database": "app",
+        "username": "app",
+        "password": DB_PW,
+        "tls": {
+            "mode": "verify-full",
+            "ca_cert_pem": cluster.ca_pem().unwrap(),
+            "channel_binding": "require"
+        },
+        "monitoring": {"enabled": true, "interval_s": 10},
+    });
+    let created = server
+        .send_json(
+            "POST",
+            "/api/v1/connections?test_first=true",
+            &signed_in,
+            &connection,
+        )
+        .await;
+    assert_eq!(
+        created.status,
+        201,
+        "{}",
+        String::from_utf8_lossy(&created.body)
+    );
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    assert!(!String::from_utf8_lossy(&created.body).contains(DB_PW));
+
+    let tested = server
+        .request(
+            "POST",
+            &format!("/api/v1/connections/{id}/test"),
+            &[signed_in[0], signed_in[1], ("Content-Length", "0")],
+        )
+        .await;
+    assert_eq!(
+        tested.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&tested.body)
+    );
+    let report = tested.json();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["tls"]["protocol"], "TLSv1.3", "{report}");
+
+    // The monitor checks a connection just saved within 5 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = server
+            .request("GET", &format!("/api/v1/connections/{id}"), &[signed_in[0]])
+            .await;
+        assert_eq!(got.status, 200);
+        let status = got.json()["health"]["status"].clone();
+        if status == "healthy" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not healthy after 30 s: {status}\n{}",
+            server.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(!server.stderr().contains(DB_PW));
+    server.terminate();
+    assert!(server.exit(Duration::from_secs(10)).await.success());
 }
