@@ -279,6 +279,8 @@ fn describe(what: &str) -> String {
         "unknown field".to_owned()
     } else if what.contains("missing field") {
         "missing field".to_owned()
+    } else if what.contains("duplicate field") {
+        "given more than once".to_owned()
     } else if what.contains("unknown variant") {
         match &expected {
             Some(e) => format!("not an allowed value: expected {e}"),
@@ -308,13 +310,15 @@ fn describe(what: &str) -> String {
     text
 }
 
-/// The field serde names in "unknown field `x`" or "missing field `x`".
+/// The field serde names in "unknown field `x`", "missing field `x`" or "duplicate field `x`".
 fn unknown_field(text: &str) -> Option<String> {
     let start = text.find('`')? + 1;
     let len = text[start..].find('`')?;
     let name = &text[start..start + len];
-    let field = (text.contains("unknown field") || text.contains("missing field"))
-        .then(|| name.to_owned())?;
+    let field = (text.contains("unknown field")
+        || text.contains("missing field")
+        || text.contains("duplicate field"))
+    .then(|| name.to_owned())?;
     Some(clean(&field))
 }
 

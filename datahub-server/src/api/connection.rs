@@ -104,16 +104,16 @@ pub struct CreateConnection {
     #[schema(value_type = String, format = Password)]
     pub password: Option<Secret<Password>>,
     /// TLS settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub tls: TlsInput,
     /// Connect options.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub options: OptionsInput,
     /// Up to 20 tags.
     #[serde(default)]
     pub tags: Vec<String>,
     /// Monitoring settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub monitoring: MonitoringInput,
 }
 
@@ -149,16 +149,16 @@ pub struct DraftTest {
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<Secret<Password>>,
     /// TLS settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub tls: TlsInput,
     /// Connect options.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub options: OptionsInput,
     /// Tags.
     #[serde(default)]
     pub tags: Vec<String>,
     /// Monitoring settings.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub monitoring: MonitoringInput,
 }
 
@@ -329,16 +329,16 @@ pub struct PatchConnection {
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<Secret<Password>>,
     /// TLS changes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub tls: TlsPatchInput,
     /// Connect option changes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub options: OptionsPatchInput,
     /// New tags, replacing the current ones.
     #[serde(default)]
     pub tags: Option<Vec<String>>,
     /// Monitoring changes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::object")]
     pub monitoring: MonitoringInput,
 }
 
@@ -589,6 +589,7 @@ pub struct ConnectionPage {
 #[serde(deny_unknown_fields)]
 pub struct GrantsBody {
     /// Each grant names exactly one of `user_id` and `team_id`.
+    #[serde(deserialize_with = "crate::extract::objects")]
     pub grants: Vec<GrantItem>,
 }
 

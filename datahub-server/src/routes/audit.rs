@@ -92,6 +92,12 @@ fn filter(field: &'static str, value: Option<String>) -> ApiResult<Option<String
             field,
             format!("must be at most {MAX_FILTER_LEN} bytes long"),
         )),
+        // Stored names are escaped, so no row holds a control character: a filter with one is
+        // a mistake, not a search.
+        Some(v) if v.chars().any(char::is_control) => Err(ApiError::invalid(
+            field,
+            "must not contain control characters",
+        )),
         other => Ok(other),
     }
 }

@@ -147,6 +147,11 @@ async fn replace_team(
     ApiJson(body): ApiJson<TeamInput>,
 ) -> ApiResult<Json<Team>> {
     let members = body.members()?;
+    // The whole body is checked before the id, so bad input is a 400 naming its field whether
+    // or not the team exists.
+    if let Err(e) = datahub_core::auth::AccountName::parse(&body.name) {
+        return Err(ApiError::from(e).with_field("name"));
+    }
     let id = TeamId::from_uuid(id);
     // `save_team` would create a team under an id it does not know: a PUT must name an
     // existing team. Callers who may not manage teams are refused (and audited) by the core

@@ -9,10 +9,13 @@ mod fixture;
 
 mod accounts;
 mod audit_policy;
+mod canary;
 mod cli;
 mod connections;
 mod e2e;
 mod events;
+mod fuzz;
+mod matrix;
 mod metrics;
 mod routes;
 mod session;
