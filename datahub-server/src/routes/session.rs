@@ -7,7 +7,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datahub_core::ErrorKind;
@@ -20,6 +19,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{Authed, Client, SESSION_COOKIE, cookie};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::extract::ApiJson;
 use crate::state::AppState;
 
 /// The longest user name or password read from a sign-in, in bytes: anything longer is wrong
@@ -107,9 +107,8 @@ async fn login(
     State(state): State<AppState>,
     Client(info): Client,
     headers: HeaderMap,
-    body: Result<Json<LoginRequest>, JsonRejection>,
+    ApiJson(request): ApiJson<LoginRequest>,
 ) -> ApiResult<Response> {
-    let Json(request) = body?;
     if request.username.len() > MAX_FIELD_BYTES {
         return Err(ApiError::invalid("username", "is too long"));
     }
