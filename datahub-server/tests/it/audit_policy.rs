@@ -271,7 +271,7 @@ async fn bad_policy_input_is_a_400_naming_the_field_and_changes_nothing() {
             "allow_cidrs[0]",
         ),
         (
-            json!({"allow_cidrs": [], "deny_cidrs": ["::1", "10.0.0.0/33"], "min_tls_mode": "require"}),
+            json!({"allow_cidrs": [], "deny_cidrs": ["::1", "127.0.0.0/33"], "min_tls_mode": "require"}),
             "deny_cidrs[1]",
         ),
         (
@@ -291,7 +291,7 @@ async fn bad_policy_input_is_a_400_naming_the_field_and_changes_nothing() {
             "deny_cidrs",
         ),
         (
-            json!({"allow_cidrs": "10.0.0.0/8", "deny_cidrs": [], "min_tls_mode": "require"}),
+            json!({"allow_cidrs": "127.0.0.0/8", "deny_cidrs": [], "min_tls_mode": "require"}),
             "allow_cidrs",
         ),
         (

@@ -229,7 +229,7 @@ fn users_tokens_policy_and_a_tampered_audit_log() {
                 "policy",
                 "set",
                 "--deny",
-                "10.1.2.3/8",
+                "127.1.2.3/8",
                 "--min-tls-mode",
                 "verify-ca",
                 "-o",
@@ -239,11 +239,11 @@ fn users_tokens_policy_and_a_tampered_audit_log() {
         )
         .ok()
         .json();
-    assert_eq!(set["deny_cidrs"][0], "10.0.0.0/8");
+    assert_eq!(set["deny_cidrs"][0], "127.0.0.0/8");
     assert_eq!(set["min_tls_mode"], "verify-ca");
     let shown = cli.run(&["policy", "show"], None).ok().stdout;
     assert!(
-        shown.contains("10.0.0.0/8") && shown.contains("verify-ca"),
+        shown.contains("127.0.0.0/8") && shown.contains("verify-ca"),
         "{shown}"
     );
     let bad = cli.run(&["policy", "set", "--allow", "not-a-network"], None);

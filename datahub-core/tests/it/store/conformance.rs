@@ -1439,7 +1439,7 @@ fn session(user: UserId, hash: u8, at: OffsetDateTime) -> SessionRow {
         created_at: at,
         expires_at: at + Duration::hours(12),
         last_seen_at: at,
-        client_addr: Some("192.0.2.7".into()),
+        client_addr: Some("127.0.0.7".into()),
         user_agent: None,
     }
 }
