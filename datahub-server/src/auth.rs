@@ -9,13 +9,15 @@
 //!   comes from this origin: `Sec-Fetch-Site: same-origin`, or an `Origin` equal to the
 //!   request's own scheme and host.
 //! - Every failure is the same 401; the principal is loaded afresh on every request, so a
-//!   disabled user, a revoked token or a changed grant applies on the next request.
+//!   disabled user, a revoked token or a changed grant applies on the next request. A request
+//!   that outlives its start (the event stream) keeps its [`Credential`] and re-checks it.
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, header};
 use datahub_core::audit::RequestInfo;
 use datahub_core::rbac::Principal;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -47,27 +49,78 @@ impl FromRequestParts<AppState> for Authed {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let info = request_info(parts);
-        if let Some(token) = bearer(&parts.headers)? {
-            let principal = state
-                .hub()
-                .authenticate_token(token, &info)
-                .await
-                .map_err(refused)?;
-            return Ok(Self(principal));
+        match credential(&parts.headers)? {
+            Some(Credential::Token(token)) => {
+                let principal = state
+                    .hub()
+                    .authenticate_token(token.expose_secret(), &info)
+                    .await
+                    .map_err(refused)?;
+                Ok(Self(principal))
+            }
+            Some(Credential::Session(session)) => {
+                if !is_safe(&parts.method) && !same_origin(parts) {
+                    return Err(ApiError::cross_origin());
+                }
+                let principal = state
+                    .hub()
+                    .authenticate_session(session.expose_secret(), &info)
+                    .await
+                    .map_err(refused)?;
+                Ok(Self(principal))
+            }
+            None => Err(ApiError::unauthenticated()),
         }
-        let Some(session) = cookie(&parts.headers, SESSION_COOKIE) else {
-            return Err(ApiError::unauthenticated());
-        };
-        if !is_safe(&parts.method) && !same_origin(parts) {
-            return Err(ApiError::cross_origin());
-        }
-        let principal = state
-            .hub()
-            .authenticate_session(session, &info)
-            .await
-            .map_err(refused)?;
-        Ok(Self(principal))
     }
+}
+
+/// What a request signs in with: a bearer token (preferred when both are sent) or the session
+/// cookie. `Debug` shows only which kind.
+pub enum Credential {
+    /// `Authorization: Bearer <token>`.
+    Token(SecretString),
+    /// The `datahub_session` cookie.
+    Session(SecretString),
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Token(_) => "Credential::Token([REDACTED])",
+            Self::Session(_) => "Credential::Session([REDACTED])",
+        })
+    }
+}
+
+impl Credential {
+    /// The principal this credential stands for now, checked again as on a new request, except
+    /// that checking a session is not a use of it (an open event stream alone never keeps a
+    /// session from going idle).
+    ///
+    /// # Errors
+    /// `Unauthenticated` when the token was revoked or expired, the session ended, or the user
+    /// was disabled; `Store` when the store fails.
+    pub async fn recheck(
+        &self,
+        hub: &datahub_core::hub::Hub,
+        info: &RequestInfo,
+    ) -> datahub_core::Result<Principal> {
+        match self {
+            Self::Token(token) => hub.authenticate_token(token.expose_secret(), info).await,
+            Self::Session(session) => hub.recheck_session(session.expose_secret(), info).await,
+        }
+    }
+}
+
+/// The credential a request carries, if any.
+///
+/// # Errors
+/// The uniform 401 for an `Authorization` header that is not `Bearer <token>`.
+pub fn credential(headers: &HeaderMap) -> Result<Option<Credential>, ApiError> {
+    if let Some(token) = bearer(headers)? {
+        return Ok(Some(Credential::Token(SecretString::from(token))));
+    }
+    Ok(cookie(headers, SESSION_COOKIE).map(|s| Credential::Session(SecretString::from(s))))
 }
 
 /// A store failure stays a 503; every other failure is the one uniform 401.

@@ -133,6 +133,26 @@ impl Hub {
         token: &str,
         request: &RequestInfo,
     ) -> Result<Principal> {
+        self.session_principal(token, request, true).await
+    }
+
+    /// As [`Hub::authenticate_session`], but the check is not a use of the session: its idle
+    /// timer is left as it is. For adapters that re-check a credential on their own while no
+    /// request comes (a long-lived event stream ending when its session ends), so that an open
+    /// stream alone never keeps a session from going idle.
+    ///
+    /// # Errors
+    /// As [`Hub::authenticate_session`].
+    pub async fn recheck_session(&self, token: &str, request: &RequestInfo) -> Result<Principal> {
+        self.session_principal(token, request, false).await
+    }
+
+    async fn session_principal(
+        &self,
+        token: &str,
+        request: &RequestInfo,
+        record_use: bool,
+    ) -> Result<Principal> {
         let hash = auth::parse_session_token(token)?;
         let session = self
             .store
@@ -154,7 +174,7 @@ impl Hub {
             .map_err(|_| session_refused())?
             .with_auth_method(AuthMethod::Session)
             .with_request(request.clone());
-        if touch {
+        if touch && record_use {
             self.store.touch_session(session.id, at).await?;
         }
         Ok(principal)

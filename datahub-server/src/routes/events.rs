@@ -18,8 +18,10 @@
 //! is made when the stream reads the event: a stream that reads a change only after the
 //! connection was deleted cannot tell that from a revoked grant, so it too gets that last
 //! `connection_changed` instead of the deletion (the client's reload has the same outcome).
-//! The principal is loaded afresh at every keep-alive period, so a disabled account's streams
-//! end and a changed role or team applies.
+//! The caller's credential (token or session) is checked again at every keep-alive period, as on
+//! a new request: a revoked or expired token, an ended or idle session, or a disabled account
+//! ends the stream, and a changed role or team applies. Checking a session this way is not a
+//! use of it, so an open stream alone never keeps a session from going idle.
 //!
 //! This route is outside the request timeout (see [`crate::app`]): a stream lasts as long as the
 //! client keeps it open.
@@ -31,7 +33,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use datahub_core::hub::Hub;
 use datahub_core::model::HealthStatus;
@@ -50,7 +52,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::Authed;
+use crate::auth::{Authed, Credential, credential};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -158,7 +160,12 @@ fn rfc3339(at: OffsetDateTime) -> String {
 async fn events(
     State(state): State<AppState>,
     Authed(principal): Authed,
+    headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    // `Authed` accepted this request's credential, so it is there.
+    let Some(credential) = credential(&headers)? else {
+        return Err(ApiError::unauthenticated());
+    };
     if !principal.may(Action::ConnectionList) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -176,6 +183,7 @@ async fn events(
     let feed = Feed {
         hub: state.hub().clone(),
         principal,
+        credential,
         events,
         shutdown: state.shutdown().clone(),
         refresh,
@@ -219,6 +227,8 @@ async fn visible_ids(hub: &Hub, principal: &Principal) -> ApiResult<HashSet<Conn
 struct Feed {
     hub: Hub,
     principal: Principal,
+    /// What the caller signed in with: checked again at every refresh.
+    credential: Credential,
     events: broadcast::Receiver<MonitorEvent>,
     shutdown: CancellationToken,
     /// When to load the principal afresh.
@@ -262,11 +272,12 @@ impl Feed {
         }
     }
 
-    /// Loads the principal afresh; false when it may no longer sign in.
+    /// Checks the caller's credential again and loads the principal afresh; false when it no
+    /// longer signs in.
     async fn reload_principal(&mut self) -> bool {
         match self
-            .hub
-            .principal_for(self.principal.user(), self.principal.request())
+            .credential
+            .recheck(&self.hub, self.principal.request())
             .await
         {
             Ok(principal) => {

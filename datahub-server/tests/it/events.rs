@@ -6,18 +6,22 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{StatusCode, header};
+use axum::http::{Request, StatusCode, header};
 use datahub_core::ConnectionId;
+use datahub_core::audit::RequestInfo;
+use datahub_core::auth::SessionConfig;
 use datahub_core::hub::UserUpdate;
 use datahub_core::monitor::{MonitorConfig, MonitorEvent};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
-use datahub_server::HttpOptions;
+use datahub_core::secret::Password;
+use datahub_server::auth::SESSION_COOKIE;
+use datahub_server::{AppState, HttpOptions};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tower::ServiceExt;
 
-use crate::fixture::{Fixture, get, send};
+use crate::fixture::{Fixture, USER_PW, get, send};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -36,11 +40,20 @@ enum Frame {
 impl Stream {
     /// Opens the stream as the holder of `token`.
     async fn open(f: &Fixture, token: &str) -> Self {
-        let response = f
-            .app()
-            .oneshot(get("/api/v1/events", Some(token)))
-            .await
+        Self::open_with(f, get("/api/v1/events", Some(token))).await
+    }
+
+    /// Opens the stream signed in by the session cookie `session`.
+    async fn open_by_cookie(f: &Fixture, session: &str) -> Self {
+        let request = Request::get("/api/v1/events")
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={session}"))
+            .body(Body::empty())
             .unwrap();
+        Self::open_with(f, request).await
+    }
+
+    async fn open_with(f: &Fixture, request: Request<Body>) -> Self {
+        let response = f.app().oneshot(request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(
             response.headers()[header::CONTENT_TYPE],
@@ -319,6 +332,94 @@ async fn a_disabled_accounts_stream_ends() {
         .await
         .unwrap();
     assert!(stream.ends(WAIT).await);
+}
+
+/// Options re-checking the caller's credential every 50 ms.
+fn quick_refresh() -> HttpOptions {
+    HttpOptions {
+        keep_alive: Duration::from_millis(50),
+        ..HttpOptions::default()
+    }
+}
+
+/// A session of `name` (password login), as its cookie value.
+async fn session_of(f: &Fixture, name: &str) -> String {
+    let request = RequestInfo::default();
+    let principal = f
+        .hub
+        .login(name, Password::from(USER_PW), &request)
+        .await
+        .unwrap();
+    let session = f.hub.start_session(&principal, &request).await.unwrap();
+    session.token.expose_secret().to_owned()
+}
+
+#[tokio::test]
+async fn a_revoked_tokens_stream_ends_and_another_token_of_the_user_goes_on() {
+    let f = Fixture::with(quick_refresh(), |state, _| state).await;
+    let (viewer, kept) = f.user("viewer", Role::Viewer).await;
+    let revoked = f
+        .hub
+        .create_token(&viewer, "to revoke", None, false)
+        .await
+        .unwrap();
+    let mut doomed = Stream::open(&f, revoked.token.expose_secret()).await;
+    let mut other = Stream::open(&f, &kept).await;
+    f.hub.revoke_token(&viewer, revoked.info.id).await.unwrap();
+    assert!(doomed.ends(WAIT).await);
+    // The user's other token is untouched: its stream still gets what the viewer may view.
+    let id = f.connection(&f.admin, "still-streaming").await;
+    grant_view(&f, id, &viewer).await;
+    f.state.changed(id);
+    assert_eq!(other.event().await, changed(id));
+}
+
+#[tokio::test]
+async fn a_sessions_stream_ends_at_logout() {
+    let f = Fixture::with(quick_refresh(), |state, _| state).await;
+    f.user("editor", Role::Editor).await;
+    let session = session_of(&f, "editor").await;
+    let mut stream = Stream::open_by_cookie(&f, &session).await;
+    assert!(
+        f.hub
+            .end_session(&session, &RequestInfo::default())
+            .await
+            .unwrap()
+    );
+    assert!(stream.ends(WAIT).await);
+}
+
+#[tokio::test]
+async fn an_open_stream_does_not_keep_its_session_from_going_idle() {
+    let sessions = SessionConfig {
+        idle_timeout: Duration::from_millis(1_500),
+        touch_interval: Duration::ZERO,
+        ..SessionConfig::default()
+    };
+    let f = Fixture::with(quick_refresh(), |_, hub| {
+        AppState::new(
+            hub.clone().with_session_config(sessions).unwrap(),
+            quick_refresh(),
+        )
+    })
+    .await;
+    f.user("viewer", Role::Viewer).await;
+    let session = session_of(&f, "viewer").await;
+    let mut stream = Stream::open_by_cookie(&f, &session).await;
+    // Re-checked 20 times a second, the session would stay alive if a check were a use of it;
+    // it is not, so the stream ends once the session has been idle for 1.5 s.
+    let started = std::time::Instant::now();
+    assert!(stream.ends(WAIT).await);
+    assert!(started.elapsed() >= Duration::from_millis(1_000));
+    let (status, _, _) = send(
+        f.app(),
+        Request::get("/api/v1/auth/me")
+            .header(header::COOKIE, format!("{SESSION_COOKIE}={session}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
