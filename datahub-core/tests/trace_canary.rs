@@ -17,13 +17,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::{Created, Hub, RateLimit};
 use datahub_core::model::{ChannelBinding, ConnectionDraft, FailureKind, TlsMode};
@@ -34,13 +31,9 @@ use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
 use datahub_core::store::{PostgresOptions, PostgresStore, Store, TargetPolicy};
 use datahub_core::{ConnectionId, Error};
+use datahub_testkit::canary::{Capture, forms, leak};
 use datahub_testkit::{AuthMethod, Fault, FaultProxy, PgCluster, ServerCert, Transport, User};
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// The one password every draft carries; unique to this test, with characters that encode.
@@ -59,127 +52,7 @@ const BUDGET: Duration = Duration::from_secs(4);
 const SHORT: Duration = Duration::from_secs(1);
 
 // ---------------------------------------------------------------------------------------------
-// The capture: every span (with its fields and later records) and every event, at every level
-// and target, one line each.
-
-#[derive(Debug, Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl Capture {
-    /// Installs the capture as the global subscriber, with the `log` bridge (`LogTracer`).
-    fn install() -> Self {
-        let capture = Capture::default();
-        tracing_subscriber::registry()
-            .with(capture.clone())
-            .try_init()
-            .expect("the only subscriber of this binary");
-        capture
-    }
-
-    fn push(&self, line: String) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// Every field as ` name=value`: `Display` values verbatim, `&str` both verbatim and escaped.
-#[derive(Default)]
-struct Fields(String);
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, " {}={value} ({value:?})", field.name());
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let _ = write!(self.0, " {}={value} ({value:?})", field.name());
-        let mut source = value.source();
-        while let Some(s) = source {
-            let _ = write!(self.0, " <- {s} ({s:?})");
-            source = s.source();
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let _ = write!(self.0, " {}={value:?}", field.name());
-    }
-}
-
-impl<S> Layer<S> for Capture
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        let m = attrs.metadata();
-        self.push(format!(
-            "span {} {} {}:{}",
-            m.level(),
-            m.target(),
-            m.name(),
-            fields.0
-        ));
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        let name = ctx.span(id).map_or("?", |s| s.name());
-        self.push(format!("record {name}:{}", fields.0));
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let scope: Vec<&str> = ctx
-            .event_scope(event)
-            .map(|scope| scope.from_root().map(|s| s.name()).collect())
-            .unwrap_or_default();
-        let m = event.metadata();
-        self.push(format!(
-            "event {} {} [{}]:{}",
-            m.level(),
-            m.target(),
-            scope.join(">"),
-            fields.0
-        ));
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// What must never show.
-
-/// Every form of the canary that must never be shown (as `tests/it/canary.rs` checks).
-fn forms(secret: &str) -> Vec<String> {
-    let bytes = secret.as_bytes();
-    vec![
-        secret.to_owned(),
-        STANDARD.encode(bytes),
-        STANDARD_NO_PAD.encode(bytes),
-        URL_SAFE.encode(bytes),
-        URL_SAFE_NO_PAD.encode(bytes),
-        bytes.iter().map(|b| format!("{b:02x}")).collect(),
-        bytes.iter().map(|b| format!("{b:02X}")).collect(),
-        format!("{bytes:?}"),
-        utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
-        secret.escape_debug().to_string(),
-        secret.escape_unicode().to_string(),
-        // A prefix long enough to be unique, so a truncated or split copy shows too.
-        secret[..16].to_owned(),
-    ]
-}
-
-/// The first form of the canary found in `text`, if any.
-fn leak<'a>(forbidden: &'a [String], text: &str) -> Option<&'a str> {
-    forbidden
-        .iter()
-        .find(|f| text.contains(f.as_str()))
-        .map(String::as_str)
-}
+// What must never show: `canary::forms` of the password, in anything shown.
 
 /// Everything an error shows: `Display`, `Debug`, alternate `Debug`, and its source chain.
 fn shown_error(err: &(dyn std::error::Error + 'static)) -> Vec<String> {
@@ -499,7 +372,11 @@ impl Shown {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_canary_never_reaches_a_log_line_span_report_error_or_audit_row() {
-    let capture = Capture::install();
+    let capture = Capture::default();
+    tracing_subscriber::registry()
+        .with(capture.clone())
+        .try_init()
+        .expect("the only subscriber of this binary");
     let mut shown = Shown::default();
 
     let clusters = tokio::task::spawn_blocking(start_clusters).await.unwrap();

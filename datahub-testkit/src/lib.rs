@@ -10,6 +10,8 @@
 //! - [`FaultProxy`] (module `proxy`) misbehaves on purpose ([`Fault`]): never answers, accepts
 //!   and stalls, stalls, drips or resets part-way through a forwarded connection, and counts the
 //!   sockets it holds so tests can prove the code under test closes its connections.
+//! - [`canary`] captures every `tracing` line and lists the encoded forms of a secret, for the
+//!   tests proving a secret never shows (SECURITY.md S8).
 //! - [`Error`] (module `error`) is the kit's one error type, classified by [`ErrorKind`].
 //!
 //! The first cluster in a process runs `initdb` once into a template folder (kept in `/dev/shm`,
@@ -47,6 +49,7 @@
 //! ```
 
 mod binaries;
+pub mod canary;
 mod certs;
 mod cluster;
 mod error;

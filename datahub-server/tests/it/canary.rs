@@ -21,26 +21,20 @@
 //! bring are tokio-postgres's, which the core's own trace canary (its own binary, with the
 //! bridge) already checks with a canary password.
 
-use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, StatusCode};
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use datahub_core::hub::RateLimit;
 use datahub_core::net::{Dialer, StaticResolver};
 use datahub_core::rbac::Role;
 use datahub_core::store::AuditQuery;
 use datahub_server::{AppState, HttpOptions, app};
+use datahub_testkit::canary::{Capture, forms, leak};
 use datahub_testkit::{Fault, FaultProxy, PgCluster, ServerCert, User};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use serde_json::{Value, json};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::SubscriberExt;
 
 use crate::common::Fixture;
 
@@ -49,87 +43,6 @@ const CANARY: &str = "cnry-S8-http-7Kq+/w=z&y%v";
 /// The real password of the kit cluster's `other` user, so the canary is wrong there.
 const OTHER_PW: &str = "other-pw-1739";
 const URL: &str = "/api/v1/connections";
-
-// ---------------------------------------------------------------------------------------------
-// The capture: every span (with later records) and every event, at every level and target.
-
-#[derive(Debug, Clone, Default)]
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl Capture {
-    fn push(&self, line: String) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// Every field as ` name=value`: `&str` values verbatim and escaped, errors with their sources.
-#[derive(Default)]
-struct Fields(String);
-
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let _ = write!(self.0, " {}={value} ({value:?})", field.name());
-    }
-
-    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        let _ = write!(self.0, " {}={value} ({value:?})", field.name());
-        let mut source = value.source();
-        while let Some(s) = source {
-            let _ = write!(self.0, " <- {s} ({s:?})");
-            source = s.source();
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        let _ = write!(self.0, " {}={value:?}", field.name());
-    }
-}
-
-impl<S> Layer<S> for Capture
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn on_new_span(&self, attrs: &Attributes<'_>, _id: &Id, _ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        attrs.record(&mut fields);
-        let m = attrs.metadata();
-        self.push(format!(
-            "span {} {} {}:{}",
-            m.level(),
-            m.target(),
-            m.name(),
-            fields.0
-        ));
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        values.record(&mut fields);
-        let name = ctx.span(id).map_or("?", |s| s.name());
-        self.push(format!("record {name}:{}", fields.0));
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let scope: Vec<&str> = ctx
-            .event_scope(event)
-            .map(|scope| scope.from_root().map(|s| s.name()).collect())
-            .unwrap_or_default();
-        let m = event.metadata();
-        self.push(format!(
-            "event {} {} [{}]:{}",
-            m.level(),
-            m.target(),
-            scope.join(">"),
-            fields.0
-        ));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // What must never show.
@@ -149,26 +62,7 @@ fn percent(text: &str) -> String {
 
 /// Every form of the password canary that must never show.
 fn password_forms() -> Vec<String> {
-    let bytes = CANARY.as_bytes();
-    vec![
-        CANARY.to_owned(),
-        percent(CANARY),
-        percent(CANARY).to_lowercase(),
-        // What a form or query encoder makes of it ('/' and '=' kept by some).
-        CANARY
-            .replace('+', "%2B")
-            .replace('&', "%26")
-            .replace('%', "%25"),
-        STANDARD.encode(bytes),
-        STANDARD_NO_PAD.encode(bytes),
-        URL_SAFE.encode(bytes),
-        URL_SAFE_NO_PAD.encode(bytes),
-        bytes.iter().map(|b| format!("{b:02x}")).collect(),
-        format!("{bytes:?}"),
-        CANARY.escape_unicode().to_string(),
-        // A prefix long enough to be unique: a truncated copy shows too.
-        CANARY[..16].to_owned(),
-    ]
+    forms(CANARY)
 }
 
 /// Every form of the client key that must never show: the PEM (raw and JSON-escaped) and each
@@ -185,13 +79,6 @@ fn key_forms(key: &str) -> Vec<String> {
     );
     assert!(forms.len() >= 3, "the key has no body: {key}");
     forms
-}
-
-fn leak<'a>(forbidden: &'a [String], text: &str) -> Option<&'a str> {
-    forbidden
-        .iter()
-        .find(|f| text.contains(f.as_str()))
-        .map(String::as_str)
 }
 
 fn headers_text(headers: &HeaderMap) -> String {
