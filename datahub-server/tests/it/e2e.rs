@@ -25,8 +25,8 @@ use tokio::net::TcpStream;
 
 use crate::fixture::{ADMIN_PW, login, token};
 
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_datahub-server");
-pub(crate) const STARTUP: Duration = Duration::from_secs(30);
+const BIN: &str = env!("CARGO_BIN_EXE_datahub-server");
+const STARTUP: Duration = Duration::from_secs(30);
 const KEY_WARNING: &str = "A new master key was written to";
 
 /// A running server process; killed if a test fails before it stops.

@@ -478,7 +478,7 @@ async fn two_replicas_on_one_store_share_sessions_events_and_the_monitoring() {
     };
     let b_now = checks_done(&b).await;
     eprintln!(
-        "B checked all {} after A stopped within {:?}",
+        "B checked all {} after A stopped within {}",
         remaining.len(),
         OffsetDateTime::now_utc() - stopped_at
     );
