@@ -16,7 +16,8 @@
 //!   or `saved`, `outcome` `ok` or the failure kind ([`record_test`]).
 //!
 //! The monitor and store figures are refreshed by [`refresh`], which [`spawn_refresh`] runs
-//! periodically (the server does, see [`crate::startup::serve`]).
+//! periodically (the server does, see [`crate::startup::serve`]); the monitor's counters are
+//! also read at every scrape of `/metrics` ([`record_monitor`]), the store's figures are not.
 
 use std::time::Duration;
 
@@ -58,18 +59,27 @@ pub fn record_test(kind: &'static str, failure: Option<FailureKind>) {
     metrics::counter!("datahub_tests_total", "kind" => kind, "outcome" => outcome).increment(1);
 }
 
-/// Reads the monitor's counters and the connections' statuses into the metrics, and runs the
-/// recorder's upkeep. A store failure leaves the connection gauges as they were.
-pub async fn refresh(state: &AppState) {
+/// Reads the monitor's counters into the metrics. It only reads memory, so `/metrics` runs it
+/// at every scrape: the checks shown are those finished until then, as a scrape of each replica
+/// sharing a store must add up to the stored history.
+pub fn record_monitor(state: &AppState) {
     if let Some(stats) = state.monitor_stats() {
         let failed = stats.failures.saturating_sub(stats.timeouts);
         let ok = stats.checks.saturating_sub(stats.failures);
         for (outcome, count) in [("ok", ok), ("failed", failed), ("timeout", stats.timeouts)] {
+            // `absolute` keeps the larger value: racing scrapes never move a counter back.
             metrics::counter!("datahub_checks_total", "outcome" => outcome).absolute(count);
         }
         metrics::counter!("datahub_checks_skipped_total").absolute(stats.skipped);
         metrics::gauge!("datahub_monitor_connections").set(stats.connections as f64);
     }
+}
+
+/// Reads the monitor's counters ([`record_monitor`]) and the connections' statuses into the
+/// metrics, and runs the recorder's upkeep. A store failure leaves the connection gauges as
+/// they were.
+pub async fn refresh(state: &AppState) {
+    record_monitor(state);
     match state.hub().status_counts().await {
         Ok(counts) => {
             for (status, count) in counts {

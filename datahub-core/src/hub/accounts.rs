@@ -115,7 +115,8 @@ pub struct NewApiToken {
 impl Hub {
     /// Creates the first admin when the store has no user at all: with `password` if given
     /// (it must meet the password policy), else with a random one returned once. Returns `None`
-    /// when users already exist.
+    /// when users already exist, also when another process sharing the store created the admin
+    /// meanwhile (replicas starting together: exactly one of them creates it, none fails).
     ///
     /// # Errors
     /// `InvalidInput` on `password` when a given password breaks the policy.
@@ -152,7 +153,14 @@ impl Hub {
             Some(&target("user", row.id)),
             Outcome::Ok,
         );
-        self.store.insert_user(&row, &event).await?;
+        if let Err(e) = self.store.insert_user(&row, &event).await {
+            // Replicas starting together on an empty store all find no user above; the name's
+            // uniqueness lets one create the admin, and the others find it made.
+            if e.kind() == ErrorKind::Conflict && self.store.user_count().await? > 0 {
+                return Ok(None);
+            }
+            return Err(e);
+        }
         Ok(Some(BootstrapAdmin {
             username: row.username,
             generated_password: generated.then_some(password),

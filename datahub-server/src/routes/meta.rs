@@ -70,6 +70,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError>
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
 )]
 async fn metrics(State(state): State<AppState>) -> Response {
+    crate::telemetry::record_monitor(&state);
     let body = state.metrics().map(|m| m.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

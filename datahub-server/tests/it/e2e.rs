@@ -30,15 +30,15 @@ const STARTUP: Duration = Duration::from_secs(30);
 const KEY_WARNING: &str = "A new master key was written to";
 
 /// A running server process; killed if a test fails before it stops.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     stderr: Arc<Mutex<String>>,
 }
 
 impl Server {
     /// Starts the binary on a free loopback port over `data_dir`, with `extra` arguments.
-    fn start(data_dir: &Path, extra: &[&str]) -> Self {
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let addr = free_port();
         let mut child = Command::new(BIN)
             .arg("--listen")
@@ -75,12 +75,12 @@ impl Server {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
     }
 
     /// Waits until `/readyz` answers 200 (over `tls` when given).
-    async fn ready(&mut self, tls: Option<&tokio_rustls::TlsConnector>) {
+    pub(crate) async fn ready(&mut self, tls: Option<&tokio_rustls::TlsConnector>) {
         let deadline = Instant::now() + STARTUP;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -103,7 +103,7 @@ impl Server {
     }
 
     /// Sends SIGTERM.
-    fn terminate(&self) {
+    pub(crate) fn terminate(&self) {
         let status = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())
@@ -113,7 +113,7 @@ impl Server {
     }
 
     /// The exit status, waiting at most `wait`.
-    async fn exit(&mut self, wait: Duration) -> ExitStatus {
+    pub(crate) async fn exit(&mut self, wait: Duration) -> ExitStatus {
         let deadline = Instant::now() + wait;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -129,7 +129,7 @@ impl Server {
     }
 
     /// Sends a JSON body.
-    async fn send_json(
+    pub(crate) async fn send_json(
         &self,
         method: &str,
         path: &str,
@@ -148,7 +148,12 @@ impl Server {
             .expect("the server did not answer")
     }
 
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Response {
+    pub(crate) async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Response {
         try_request(self.addr, method, path, headers)
             .await
             .expect("the server did not answer")
@@ -172,21 +177,21 @@ fn free_port() -> SocketAddr {
 
 /// One HTTP answer.
 #[derive(Debug)]
-struct Response {
-    status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|_| {
             panic!(
                 "not JSON ({}): {}",
@@ -197,7 +202,7 @@ impl Response {
     }
 }
 
-fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
+pub(crate) fn head(method: &str, path: &str, headers: &[(&str, &str)]) -> String {
     let mut text = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
     for (name, value) in headers {
         text.push_str(&format!("{name}: {value}\r\n"));
@@ -288,7 +293,7 @@ fn parse(raw: &[u8]) -> Response {
 }
 
 /// The body of a chunked encoding, and whether it ended with the last (empty) chunk.
-fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
+pub(crate) fn dechunk(mut rest: &[u8]) -> (Vec<u8>, bool) {
     let mut body = Vec::new();
     loop {
         let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {

@@ -17,5 +17,6 @@ mod events;
 mod fuzz;
 mod matrix;
 mod metrics;
+mod replicas;
 mod routes;
 mod session;

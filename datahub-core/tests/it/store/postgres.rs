@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datahub_core::audit::{ChainBreak, ChainVerifier};
+use datahub_core::hub::Hub;
 use datahub_core::model::{ConnectionDraft, FailureKind, HealthStatus, MonitoringDraft};
 use datahub_core::monitor::{
     CheckResult, Checker, HysteresisConfig, Monitor, MonitorConfig, MonitorEvent,
@@ -83,6 +84,43 @@ async fn four_replicas_opening_at_once_migrate_once() {
     let owner = user(&a, "owner").await;
     let c = conn(&a, "orders", owner).await;
     assert_eq!(b.connection(c.id).await.unwrap().unwrap(), c);
+}
+
+/// Replicas starting together on an empty store each bootstrap the first admin at the same
+/// time (every one finds no user): one creates it and the others see it made; none fails, and
+/// the store holds one admin and one `user.bootstrap` entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_bootstrapping_at_once_make_one_admin() {
+    let cluster = cluster().await;
+    let mut hubs = Vec::new();
+    for _ in 0..4 {
+        let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+        hubs.push(Hub::open(store, keyring("k1", 7)).await.unwrap());
+    }
+    let runs: Vec<_> = hubs
+        .into_iter()
+        .map(|hub| {
+            tokio::spawn(async move {
+                hub.bootstrap_admin(Some(Password::from("bootstrap-race-pw-7Hq")))
+                    .await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for run in runs {
+        if run.await.unwrap().unwrap().is_some() {
+            made += 1;
+        }
+    }
+    assert_eq!(made, 1);
+    assert_eq!(psql(&cluster, "SELECT username FROM users"), "admin");
+    assert_eq!(
+        psql(
+            &cluster,
+            "SELECT count(*) FROM audit_log WHERE action = 'user.bootstrap'"
+        ),
+        "1"
+    );
 }
 
 #[tokio::test]
