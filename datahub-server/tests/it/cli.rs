@@ -588,3 +588,117 @@ fn connections_against_a_kit_cluster() {
     cli.run(&["audit", "verify"], None).ok();
     cli.assert_no_canary();
 }
+
+/// Adds a user with `USER_PW` from stdin and returns its JSON.
+fn add_user(cli: &Cli, name: &str, role: &str) -> Value {
+    cli.run(
+        &[
+            "users",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "-o",
+            "json",
+        ],
+        Some(&stdin_line(USER_PW)),
+    )
+    .ok()
+    .json()
+}
+
+#[test]
+fn tokens_list_shows_every_field_but_the_token() {
+    let cli = Cli::new();
+    let alice = add_user(&cli, "alice", "editor");
+    let bob = add_user(&cli, "bob", "viewer");
+    let create = |user: &str, name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "tokens", "create", "--user", user, "--name", name, "-o", "json",
+        ];
+        args.extend_from_slice(extra);
+        cli.run(&args, None).ok().json()
+    };
+    let a1 = create("alice", "ci", &["--read-only", "--expires-in-days", "7"]);
+    let b1 = create("bob", "laptop", &[]);
+    let a2 = create("alice", "old", &[]);
+    cli.run(&["tokens", "revoke", a2["id"].as_str().unwrap()], None)
+        .ok();
+    let secrets = [&a1, &b1, &a2].map(|t| t["token"].as_str().unwrap().to_owned());
+
+    let all = cli.run(&["tokens", "list", "-o", "json"], None).ok();
+    let json = all.json();
+    let items = json.as_array().unwrap();
+    let ids: Vec<&Value> = items.iter().map(|t| &t["id"]).collect();
+    assert_eq!(ids, [&a1["id"], &b1["id"], &a2["id"]], "oldest first");
+    let first = &items[0];
+    assert_eq!(first["name"], "ci");
+    assert_eq!(first["user_id"], alice["id"]);
+    assert_eq!(first["username"], "alice");
+    assert_eq!(first["read_only"], true);
+    assert_eq!(first["created_at"], a1["created_at"]);
+    assert_eq!(first["expires_at"], a1["expires_at"]);
+    assert_eq!(first["revoked_at"], Value::Null);
+    assert_eq!(items[1]["username"], "bob");
+    assert_eq!(items[1]["user_id"], bob["id"]);
+    assert_eq!(items[1]["expires_at"], Value::Null);
+    assert!(items[2]["revoked_at"].is_string(), "{json}");
+    // Exactly these fields (serde_json's map lists them sorted): no token, no hash.
+    let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "expires_at",
+            "id",
+            "name",
+            "read_only",
+            "revoked_at",
+            "user_id",
+            "username"
+        ]
+    );
+
+    let only_bob = cli
+        .run(&["tokens", "list", "--user", "bob", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(only_bob.as_array().unwrap().len(), 1);
+    assert_eq!(only_bob[0]["id"], b1["id"]);
+    let table = cli.run(&["tokens", "list", "--user", "alice"], None).ok();
+    for expected in ["ci", "old", "alice", "yes", a1["id"].as_str().unwrap()] {
+        assert!(
+            table.stdout.contains(expected),
+            "{expected}: {}",
+            table.stdout
+        );
+    }
+    assert!(!table.stdout.contains("laptop"), "{}", table.stdout);
+    let nobody = cli.run(&["tokens", "list", "--user", "nobody"], None);
+    assert_eq!(nobody.code, 2);
+    assert!(nobody.stderr.contains("username"), "{}", nobody.stderr);
+
+    // Neither the token nor its hash is ever printed by a listing.
+    let hashes: Vec<String> = {
+        let db = rusqlite::Connection::open(cli.db()).unwrap();
+        let mut stmt = db.prepare("SELECT hash FROM tokens").unwrap();
+        stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|h| h.unwrap().iter().map(|b| format!("{b:02x}")).collect())
+            .collect()
+    };
+    assert_eq!(hashes.len(), 3);
+    for out in [&all.stdout, &table.stdout] {
+        for secret in secrets.iter().chain(&hashes) {
+            assert!(!out.contains(secret.as_str()), "printed {secret}");
+        }
+        assert!(!out.contains("dh_"), "{out}");
+    }
+    // Listing is a read: the audit log holds only the creations and the revocation.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "50", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(tail.as_array().unwrap().len(), 6);
+}
