@@ -702,3 +702,115 @@ fn tokens_list_shows_every_field_but_the_token() {
         .json();
     assert_eq!(tail.as_array().unwrap().len(), 6);
 }
+
+#[test]
+fn users_enable_and_set_role_keep_an_enabled_admin() {
+    let cli = Cli::new();
+    let root = add_user(&cli, "root1", "admin");
+    add_user(&cli, "ed", "editor");
+    let user = |name: &str| -> Value {
+        let list = cli.run(&["users", "list", "-o", "json"], None).ok().json();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == name)
+            .unwrap()
+            .clone()
+    };
+
+    // Roles: the core's four names; the answer is the user as stored.
+    let set = cli
+        .run(&["users", "set-role", "ed", "auditor", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(set["username"], "ed");
+    assert_eq!(set["role"], "auditor");
+    assert_eq!(user("ed")["role"], "auditor");
+    let table = cli.run(&["users", "set-role", "ed", "viewer"], None).ok();
+    assert!(table.stdout.contains("viewer"), "{}", table.stdout);
+    assert!(
+        table.stderr.contains("ed is now viewer"),
+        "{}",
+        table.stderr
+    );
+    let bad = cli.run(&["users", "set-role", "ed", "root"], None);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("role"), "{}", bad.stderr);
+    let nobody = cli.run(&["users", "set-role", "nobody", "admin"], None);
+    assert_eq!(nobody.code, 2);
+    assert_eq!(cli.run(&["users", "enable", "nobody"], None).code, 2);
+    assert_eq!(user("ed")["role"], "viewer");
+
+    // Disable and enable again.
+    cli.run(&["users", "disable", "ed"], None).ok();
+    assert_eq!(user("ed")["disabled"], true);
+    let enabled = cli.run(&["users", "enable", "ed"], None).ok();
+    assert!(
+        enabled.stderr.contains("ed is enabled"),
+        "{}",
+        enabled.stderr
+    );
+    assert_eq!(user("ed")["disabled"], false);
+
+    // The last enabled admin can be neither demoted nor disabled (exit 1, nothing changes).
+    for args in [
+        &["users", "set-role", "root1", "editor"][..],
+        &["users", "disable", "root1"][..],
+    ] {
+        let refused = cli.run(args, None);
+        assert_eq!(refused.code, 1, "{args:?}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains("last enabled admin"),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(user("root1")["role"], "admin");
+    assert_eq!(user("root1")["disabled"], false);
+    // With a second admin, one may go; then the other is the last, until the first is back.
+    cli.run(&["users", "set-role", "ed", "admin"], None).ok();
+    cli.run(&["users", "disable", "root1"], None).ok();
+    assert_eq!(
+        cli.run(&["users", "set-role", "ed", "editor"], None).code,
+        1,
+        "a disabled admin does not count"
+    );
+    cli.run(&["users", "enable", "root1"], None).ok();
+    cli.run(&["users", "set-role", "ed", "editor"], None).ok();
+    assert_eq!(user("ed")["role"], "editor");
+    assert_eq!(user("root1")["id"], root["id"]);
+    assert_eq!(user("root1")["disabled"], false);
+
+    // Each change is one audited update naming the field; refusals change nothing.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "50", "-o", "json"], None)
+        .ok()
+        .json();
+    let updates: Vec<(String, Value)> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "user.update")
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["changed_fields"].clone(),
+            )
+        })
+        .collect();
+    let role = || ("ok".to_owned(), serde_json::json!(["role"]));
+    let disabled = || ("ok".to_owned(), serde_json::json!(["disabled"]));
+    assert_eq!(
+        updates,
+        [
+            role(),
+            role(),
+            disabled(),
+            disabled(),
+            role(),
+            disabled(),
+            disabled(),
+            role()
+        ]
+    );
+}
