@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use datahub_testkit::{PgCluster, ServerCert, User};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_datahub-server");
 const CANARY: &str = "cli-canary-Pw-7f3e9c1a";
@@ -813,4 +813,167 @@ fn users_enable_and_set_role_keep_an_enabled_admin() {
             role()
         ]
     );
+}
+
+/// One GET through the app as the bearer of `token`: the status and the JSON body.
+async fn api_get(app: &axum::Router, uri: &str, token: &str) -> (axum::http::StatusCode, Value) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::get(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The core's Hub over the CLI's store and key file, in this process, with a runtime to drive
+/// it: for what the CLI cannot do (teams) and to serve the HTTP API over the same store.
+fn hub_of(cli: &Cli) -> (tokio::runtime::Runtime, datahub_core::hub::Hub) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hub = runtime.block_on(async {
+        let store = datahub_core::store::SqliteStore::open(&cli.data).unwrap();
+        let keyring = datahub_core::crypto::Keyring::load_key_file(cli.key_file()).unwrap();
+        datahub_core::hub::Hub::open(std::sync::Arc::new(store), keyring)
+            .await
+            .unwrap()
+    });
+    (runtime, hub)
+}
+
+/// The HTTP API over `hub`.
+fn app_of(hub: datahub_core::hub::Hub) -> axum::Router {
+    datahub_server::app(datahub_server::AppState::new(
+        hub,
+        datahub_server::HttpOptions::default(),
+    ))
+}
+
+/// A new bearer token of `user`, made by the CLI.
+fn token_of(cli: &Cli, user: &str) -> String {
+    let t = cli
+        .run(
+            &[
+                "tokens", "create", "--user", user, "--name", "t", "-o", "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    t["token"].as_str().unwrap().to_owned()
+}
+
+/// `conn add NAME` to a closed loopback port, the canary password on stdin, plus `extra`.
+fn add_conn(cli: &Cli, name: &str, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "conn",
+        "add",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "1",
+        "--database",
+        "app",
+        "--username",
+        "app",
+        "--tls-mode",
+        "require",
+        "--password-stdin",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    cli.run(&args, Some(&stdin_line(CANARY)))
+}
+
+#[test]
+fn conn_add_owner_and_connections_no_user_owns() {
+    let cli = Cli::new();
+    add_user(&cli, "root", "admin");
+    let alice = add_user(&cli, "alice", "editor");
+    add_user(&cli, "carl", "viewer");
+    cli.run(&["users", "disable", "carl"], None).ok();
+
+    // Owners: no user by default, or an enabled user named with --owner.
+    let ops = add_conn(&cli, "ops-db", &[]).ok().json();
+    assert_eq!(ops["owner"], Value::Null, "no nil UUID posing as a user");
+    assert_eq!(ops["client_key_set"], false, "the API's connection shape");
+    let alices = add_conn(&cli, "alice-db", &["--owner", "alice"])
+        .ok()
+        .json();
+    assert_eq!(alices["owner"], alice["id"]);
+    for (owner, said) in [("nobody", "no user"), ("carl", "disabled")] {
+        let refused = add_conn(&cli, "refused", &["--owner", owner]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("owner") && refused.stderr.contains(said),
+            "{}",
+            refused.stderr
+        );
+    }
+    let list = cli.run(&["conn", "list", "-o", "json"], None).ok().json();
+    assert_eq!(list["total"], 2, "nothing refused was saved");
+    let owners: Vec<(&Value, &Value)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (&c["name"], &c["owner"]))
+        .collect();
+    assert!(owners.contains(&(&json!("ops-db"), &Value::Null)));
+    assert!(owners.contains(&(&json!("alice-db"), &alice["id"])));
+
+    // Over HTTP: owner null, GET and list work for admins; the owner manages its own.
+    let (root_t, alice_t) = (token_of(&cli, "root"), token_of(&cli, "alice"));
+    let (runtime, hub) = hub_of(&cli);
+    let app = app_of(hub);
+    let uri = |c: &Value| format!("/api/v1/connections/{}", c["id"].as_str().unwrap());
+    runtime.block_on(async {
+        let (status, one) = api_get(&app, &uri(&ops), &root_t).await;
+        assert_eq!(status, 200, "{one}");
+        assert_eq!(one["owner"], Value::Null);
+        assert_eq!(one["name"], "ops-db");
+        let (status, all) = api_get(&app, "/api/v1/connections", &root_t).await;
+        assert_eq!(status, 200, "{all}");
+        assert_eq!(all["total"], 2);
+        let api_owners: Vec<(&Value, &Value)> = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (&c["name"], &c["owner"]))
+            .collect();
+        assert!(api_owners.contains(&(&json!("ops-db"), &Value::Null)));
+        assert!(api_owners.contains(&(&json!("alice-db"), &alice["id"])));
+        // Alice sees only hers, and may manage it (read its grants).
+        let (_, hers) = api_get(&app, "/api/v1/connections", &alice_t).await;
+        assert_eq!(hers["total"], 1);
+        assert_eq!(hers["items"][0]["owner"], alice["id"]);
+        let (status, _) = api_get(&app, &format!("{}/grants", uri(&alices)), &alice_t).await;
+        assert_eq!(status, 200);
+        let (status, _) = api_get(&app, &uri(&ops), &alice_t).await;
+        assert_eq!(status, 404);
+    });
+
+    // The creation for alice names the owner among the changed fields.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "100", "-o", "json"], None)
+        .ok()
+        .json();
+    let creates: Vec<&Value> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "connection.create")
+        .map(|r| &r["changed_fields"])
+        .collect();
+    assert_eq!(creates, [&json!([]), &json!(["owner"])]);
+    cli.assert_no_canary();
 }
