@@ -1,23 +1,27 @@
-//! `conn list|add|test|rm|reveal`: saved connections.
+//! `conn list|add|test|rm|reveal|grants|grant|revoke-grant`: saved connections and who may
+//! reach them. Grants use the core's vocabulary: a user or a team holds `view`, `use` or
+//! `manage` on one connection, each level including the one before; the owner (and every
+//! admin) holds `manage` without a grant.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Subcommand;
-use datahub_core::ConnectionId;
 use datahub_core::hub::{Created, Hub};
 use datahub_core::model::{Connection, ConnectionDraft, MonitoringDraft, OptionsDraft, TlsDraft};
 use datahub_core::probe::{MAX_BUDGET, Report};
-use datahub_core::rbac::Principal;
+use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal};
 use datahub_core::secret::PrivateKeyPem;
 use datahub_core::store::{ListQuery, MAX_PER_PAGE};
+use datahub_core::{ConnectionId, TeamId, UserId};
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{CliError, CliResult, Output, OutputArgs, PasswordArgs};
-use crate::api::connection::{ConnectionOut, ConnectionPage};
+use crate::api::connection::{ConnectionOut, ConnectionPage, GrantsBody, owner_of};
 use crate::config::Settings;
 
 /// How many connections `conn test --all` tests at once.
@@ -70,6 +74,35 @@ pub enum ConnCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// List the grants on a connection (who may view, use or manage it besides its owner).
+    Grants {
+        /// Name or id.
+        connection: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Grant a user or a team a level on a connection (replacing the level it held).
+    Grant {
+        /// Name or id.
+        connection: String,
+        #[command(flatten)]
+        grantee: GranteeArgs,
+        /// view (metadata and health), use (also test, reveal, open a pool) or manage (also
+        /// edit, delete, grant).
+        #[arg(long)]
+        level: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Remove a user's or a team's grant on a connection.
+    RevokeGrant {
+        /// Name or id.
+        connection: String,
+        #[command(flatten)]
+        grantee: GranteeArgs,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Print a connection's credentials and DSN (the one command that shows a secret; audited).
     Reveal {
         /// Name or id.
@@ -77,6 +110,18 @@ pub enum ConnCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
+}
+
+/// Who a grant is for: exactly one of a user and a team, by name.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct GranteeArgs {
+    /// The user's login name.
+    #[arg(long)]
+    user: Option<String>,
+    /// The team's name.
+    #[arg(long)]
+    team: Option<String>,
 }
 
 /// The settings of `conn add` (the data model's fields; secrets never as arguments).
@@ -334,6 +379,53 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             hub.delete_connection(&op, c.id, c.version).await?;
             eprintln!("connection {name} is deleted");
             Ok(())
+        }
+        ConnCommand::Grants { connection, out } => {
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let grants = hub.grants(&op, c.id).await?;
+            print_grants(&hub, &op, &c, &grants, out.output).await
+        }
+        ConnCommand::Grant {
+            connection,
+            grantee,
+            level,
+            out,
+        } => {
+            let level: GrantLevel = level.parse()?;
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let grantee = find_grantee(&hub, &op, &grantee).await?;
+            let mut grants = hub.grants(&op, c.id).await?;
+            grants.retain(|g| g.grantee != grantee);
+            grants.push(Grant { grantee, level });
+            let grants = hub.set_grants(&op, c.id, &grants).await?;
+            print_grants(&hub, &op, &c, &grants, out.output).await
+        }
+        ConnCommand::RevokeGrant {
+            connection,
+            grantee: who,
+            out,
+        } => {
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let grantee = find_grantee(&hub, &op, &who).await?;
+            let mut grants = hub.grants(&op, c.id).await?;
+            let before = grants.len();
+            grants.retain(|g| g.grantee != grantee);
+            if grants.len() == before {
+                let (field, name) = match (&who.user, &who.team) {
+                    (Some(u), _) => ("user", u.as_str()),
+                    (None, Some(t)) => ("team", t.as_str()),
+                    (None, None) => ("user", ""),
+                };
+                return Err(CliError::usage(format!(
+                    "{field}: {name:?} holds no grant on {}",
+                    c.spec.name
+                )));
+            }
+            let grants = hub.set_grants(&op, c.id, &grants).await?;
+            print_grants(&hub, &op, &c, &grants, out.output).await
         }
         ConnCommand::Reveal { connection, out } => {
             let (hub, op) = super::open(settings, false).await?;
@@ -646,4 +738,71 @@ fn print_reports(
             Ok(())
         }
     }
+}
+
+/// The user or team named by `--user` or `--team`.
+async fn find_grantee(hub: &Hub, op: &Principal, who: &GranteeArgs) -> CliResult<Grantee> {
+    match (&who.user, &who.team) {
+        (Some(name), _) => Ok(Grantee::User(
+            super::users::find(hub, op, name)
+                .await
+                .map_err(|_| CliError::usage(format!("user: no user {name:?}")))?
+                .id,
+        )),
+        (None, Some(name)) => hub
+            .teams(op)
+            .await?
+            .into_iter()
+            .find(|t| t.name == *name)
+            .map(|t| Grantee::Team(t.id))
+            .ok_or_else(|| CliError::usage(format!("team: no team {name:?}"))),
+        (None, None) => Err(CliError::usage("give --user or --team")),
+    }
+}
+
+/// Prints a connection's grants: the HTTP API's `{"grants": [...]}`, or for people a table
+/// with names, after a line naming the owner.
+async fn print_grants(
+    hub: &Hub,
+    op: &Principal,
+    c: &Connection,
+    grants: &[Grant],
+    output: Output,
+) -> CliResult {
+    if output == Output::Json {
+        return super::print_json(&GrantsBody::of(grants));
+    }
+    let users: HashMap<UserId, String> = hub
+        .users(op)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect();
+    let teams: HashMap<TeamId, String> = hub
+        .teams(op)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    let owner = match owner_of(c) {
+        Some(_) => users
+            .get(&c.owner)
+            .map_or_else(|| c.owner.to_string(), Clone::clone),
+        None => "no user (admins manage it)".to_owned(),
+    };
+    println!("{}: owner {owner}", c.spec.name);
+    let mut t = super::table(["grantee", "name", "level", "id"]);
+    for g in grants {
+        let (kind, name, id) = match g.grantee {
+            Grantee::User(u) => ("user", users.get(&u).cloned(), u.to_string()),
+            Grantee::Team(t) => ("team", teams.get(&t).cloned(), t.to_string()),
+        };
+        t.add_row([
+            kind.to_owned(),
+            name.unwrap_or_else(|| "-".to_owned()),
+            g.level.as_str().to_owned(),
+            id,
+        ]);
+    }
+    super::print_table(&t)
 }

@@ -896,6 +896,155 @@ fn add_conn(cli: &Cli, name: &str, extra: &[&str]) -> Out {
 }
 
 #[test]
+fn conn_grants_in_the_cores_vocabulary() {
+    let cli = Cli::new();
+    add_user(&cli, "root", "admin");
+    let bob = add_user(&cli, "bob", "viewer");
+    add_user(&cli, "alice", "editor");
+    let ops = add_conn(&cli, "ops-db", &[]).ok().json();
+
+    // A team, made through the core on the same store (the CLI has no team commands).
+    let (runtime, hub) = hub_of(&cli);
+    let bob_id: datahub_core::UserId = bob["id"].as_str().unwrap().parse().unwrap();
+    let team = runtime
+        .block_on(hub.save_team(
+            &datahub_core::rbac::Principal::operator("test"),
+            None,
+            "ops",
+            &[bob_id],
+        ))
+        .unwrap();
+    let team_id = team.id.to_string();
+
+    // Grants in the core's vocabulary (view, use, manage), to a user or a team.
+    let grants = |name: &str| {
+        cli.run(&["conn", "grants", name, "-o", "json"], None)
+            .ok()
+            .json()
+    };
+    assert_eq!(grants("ops-db"), json!({"grants": []}));
+    let set = cli
+        .run(
+            &[
+                "conn", "grant", "ops-db", "--user", "bob", "--level", "use", "-o", "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        set,
+        json!({"grants": [{"user_id": bob["id"], "level": "use"}]})
+    );
+    cli.run(
+        &[
+            "conn", "grant", "ops-db", "--team", "ops", "--level", "view",
+        ],
+        None,
+    )
+    .ok();
+    // Granting again replaces the level.
+    cli.run(
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--level", "manage",
+        ],
+        None,
+    )
+    .ok();
+    let now = grants("ops-db");
+    let items = now["grants"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{now}");
+    assert!(items.contains(&json!({"user_id": bob["id"], "level": "manage"})));
+    assert!(items.contains(&json!({"team_id": team_id, "level": "view"})));
+    let table = cli.run(&["conn", "grants", "ops-db"], None).ok().stdout;
+    for expected in ["user", "bob", "manage", "team", "ops", "view", &team_id] {
+        assert!(table.contains(expected), "{expected}: {table}");
+    }
+
+    // Bad input: exit 2, nothing changes.
+    for args in [
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--level", "edit",
+        ][..],
+        &[
+            "conn", "grant", "ops-db", "--user", "nobody", "--level", "view",
+        ][..],
+        &[
+            "conn", "grant", "ops-db", "--team", "nope", "--level", "view",
+        ][..],
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--team", "ops", "--level", "view",
+        ][..],
+        &["conn", "grant", "ops-db", "--level", "view"][..],
+        &[
+            "conn", "grant", "missing", "--user", "bob", "--level", "view",
+        ][..],
+        &["conn", "revoke-grant", "ops-db", "--user", "alice"][..],
+    ] {
+        let bad = cli.run(args, None);
+        assert_eq!(bad.code, 2, "{args:?}: {}", bad.stderr);
+    }
+    let level = cli.run(
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--level", "edit",
+        ],
+        None,
+    );
+    assert!(level.stderr.contains("level"), "{}", level.stderr);
+    let none = cli.run(&["conn", "revoke-grant", "ops-db", "--user", "alice"], None);
+    assert!(none.stderr.contains("holds no grant"), "{}", none.stderr);
+    assert_eq!(grants("ops-db"), now);
+
+    let revoked = cli
+        .run(
+            &[
+                "conn",
+                "revoke-grant",
+                "ops-db",
+                "--user",
+                "bob",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        revoked,
+        json!({"grants": [{"team_id": team_id, "level": "view"}]})
+    );
+
+    // The HTTP API reads the same grants, and bob now sees the connection through his team.
+    let (root_t, bob_t) = (token_of(&cli, "root"), token_of(&cli, "bob"));
+    let app = app_of(hub);
+    let ops_uri = format!("/api/v1/connections/{}", ops["id"].as_str().unwrap());
+    runtime.block_on(async {
+        let (status, api_grants) = api_get(&app, &format!("{ops_uri}/grants"), &root_t).await;
+        assert_eq!(status, 200);
+        assert_eq!(api_grants, revoked);
+        let (status, seen) = api_get(&app, &ops_uri, &bob_t).await;
+        assert_eq!(status, 200, "{seen}");
+        let (_, bobs) = api_get(&app, "/api/v1/connections", &bob_t).await;
+        assert_eq!(bobs["total"], 1);
+    });
+
+    // Four grant changes, each audited; refusals wrote nothing.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "100", "-o", "json"], None)
+        .ok()
+        .json();
+    let writes = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "grants.write")
+        .count();
+    assert_eq!(writes, 4);
+    cli.assert_no_canary();
+}
+
+#[test]
 fn conn_add_owner_and_connections_no_user_owns() {
     let cli = Cli::new();
     add_user(&cli, "root", "admin");
@@ -930,6 +1079,10 @@ fn conn_add_owner_and_connections_no_user_owns() {
         .collect();
     assert!(owners.contains(&(&json!("ops-db"), &Value::Null)));
     assert!(owners.contains(&(&json!("alice-db"), &alice["id"])));
+    let shown = cli.run(&["conn", "grants", "ops-db"], None).ok().stdout;
+    assert!(shown.contains("owner no user"), "{shown}");
+    let shown = cli.run(&["conn", "grants", "alice-db"], None).ok().stdout;
+    assert!(shown.contains("owner alice"), "{shown}");
 
     // Over HTTP: owner null, GET and list work for admins; the owner manages its own.
     let (root_t, alice_t) = (token_of(&cli, "root"), token_of(&cli, "alice"));
