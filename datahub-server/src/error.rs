@@ -270,44 +270,160 @@ impl From<QueryRejection> for ApiError {
 }
 
 /// serde's description of a bad value, without the value: a password typed into the wrong field
-/// must not come back in an error (S8). What follows "expected" is our own vocabulary.
+/// must not come back in an error (S8). What follows "expected" is put in JSON's words by
+/// [`json_words`], so no Rust type name reaches a client.
 fn describe(what: &str) -> String {
+    // serde puts its "expected …" last, after any echo of the input (which may itself hold the
+    // word "expected"), and serde_json appends the position.
     let expected = what
-        .split_once("expected ")
-        .map(|(_, e)| clean(e.split(" at line ").next().unwrap_or(e)));
-    let text = if what.contains("unknown field") {
-        "unknown field".to_owned()
-    } else if what.contains("missing field") {
-        "missing field".to_owned()
-    } else if what.contains("duplicate field") {
-        "given more than once".to_owned()
-    } else if what.contains("unknown variant") {
-        match &expected {
-            Some(e) => format!("not an allowed value: expected {e}"),
-            None => "not an allowed value".to_owned(),
-        }
-    } else if what.contains("invalid type") {
-        match &expected {
-            Some(e) => format!("wrong type: expected {e}"),
-            None => "wrong type".to_owned(),
-        }
-    } else {
-        match &expected {
-            Some(e) => format!("invalid value: expected {e}"),
-            None => "invalid value".to_owned(),
-        }
-    };
-    if what.contains("unknown field") {
+        .rsplit_once("expected ")
+        .map(|(_, e)| json_words(&clean(e.split(" at line ").next().unwrap_or(e))));
+    let (text, with_expected) = if what.contains("unknown field") {
         // The allowed names are ours; the unknown one is given as the field.
-        return match what.split_once("expected ") {
-            Some((_, e)) => format!(
-                "{text}: expected {}",
-                clean(e.split(" at line ").next().unwrap_or(e))
-            ),
-            None => text,
+        ("unknown field", true)
+    } else if what.contains("missing field") {
+        ("missing field", false)
+    } else if what.contains("duplicate field") {
+        ("given more than once", false)
+    } else if what.contains("unknown variant") {
+        ("not an allowed value", true)
+    } else if what.contains("invalid type") {
+        ("wrong type", true)
+    } else {
+        ("invalid value", true)
+    };
+    match expected {
+        Some(e) if with_expected => format!("{text}: expected {e}"),
+        _ => text.to_owned(),
+    }
+}
+
+/// Words of Rust (type names, serde's data-model terms) that must not reach a client.
+const RUST_WORDS: &[&str] = &[
+    "u8",
+    "u16",
+    "u32",
+    "u64",
+    "u128",
+    "usize",
+    "i8",
+    "i16",
+    "i32",
+    "i64",
+    "i128",
+    "isize",
+    "f32",
+    "f64",
+    "bool",
+    "char",
+    "str",
+    "String",
+    "Vec",
+    "Option",
+    "struct",
+    "enum",
+    "tuple",
+    "sequence",
+    "borrowed",
+    "option",
+    "unit",
+    "map",
+    "variant",
+    "identifier",
+    "nonzero",
+    "newtype",
+];
+
+/// serde's words for what it expected (a primitive's name, `struct X`, `a sequence`, a list of
+/// names in backquotes, …) in the vocabulary of JSON and of the API's documentation: "an integer
+/// from 0 to 65535", "a JSON object", "an array", "a string", "one of: a, b". Text already free
+/// of Rust words (the API's own expectations, such as "a JSON object") is kept; anything else
+/// becomes a neutral phrase rather than a Rust type name.
+fn json_words(expected: &str) -> String {
+    let e = expected.trim();
+    if let Some(names) = backquoted_list(e) {
+        return names;
+    }
+    let range = |lo: i128, hi: i128| format!("an integer from {lo} to {hi}");
+    let primitive = |name: &str| -> Option<String> {
+        Some(match name {
+            "u8" => range(0, u8::MAX.into()),
+            "u16" => range(0, u16::MAX.into()),
+            "u32" => range(0, u32::MAX.into()),
+            "i8" => range(i8::MIN.into(), i8::MAX.into()),
+            "i16" => range(i16::MIN.into(), i16::MAX.into()),
+            "i32" => range(i32::MIN.into(), i32::MAX.into()),
+            "u64" | "u128" | "usize" => "a non-negative integer".to_owned(),
+            "i64" | "i128" | "isize" => "an integer".to_owned(),
+            "f32" | "f64" => "a number".to_owned(),
+            _ => return None,
+        })
+    };
+    if let Some(words) = primitive(e) {
+        return words;
+    }
+    if let Some(name) = e.strip_prefix("a nonzero ") {
+        return match name {
+            "u8" => range(1, u8::MAX.into()),
+            "u16" => range(1, u16::MAX.into()),
+            "u32" => range(1, u32::MAX.into()),
+            n if n.starts_with('u') => "a positive integer".to_owned(),
+            _ => "a non-zero integer".to_owned(),
         };
     }
-    text
+    let words = match e {
+        "a string" | "a borrowed string" | "string" | "a character" | "char" | "path string"
+        | "a borrowed path" | "os string" => "a string",
+        "a boolean" | "bool" => "true or false",
+        "a sequence" | "an empty array" | "byte array" | "a borrowed byte array" => "an array",
+        "a map" => "a JSON object",
+        "option" => "a value or null",
+        "unit" => "null",
+        "field identifier" => "a field name",
+        "variant identifier" => "one of the documented values",
+        _ if e.starts_with("struct ") || e.starts_with("map ") => "a JSON object",
+        _ if e.starts_with("tuple struct ")
+            || e.starts_with("a tuple of size ")
+            || e.starts_with("an array of length ") =>
+        {
+            "an array"
+        }
+        _ if e.starts_with("unit struct ") => "null",
+        _ if e.starts_with("enum ") || e.contains("enum ") => "one of the documented values",
+        _ if e.contains("UUID") => "a UUID string",
+        _ if e.contains("OffsetDateTime") || e.contains("RFC3339") => "an RFC 3339 timestamp",
+        _ if has_rust_words(e) || e.contains('`') => "a value of the documented type",
+        _ => e,
+    };
+    words.to_owned()
+}
+
+/// serde's list of allowed names (`OneOf`: "`a`", "`a` or `b`", "one of `a`, `b`, `c`", "there
+/// are no …") as "one of: a, b, c". `None` when `text` is not such a list.
+fn backquoted_list(text: &str) -> Option<String> {
+    if let Some(what) = text.strip_prefix("there are no ") {
+        return Some(format!("nothing: no {what} are accepted here"));
+    }
+    let list = text.strip_prefix("one of ").unwrap_or(text);
+    if !list.starts_with('`') || !list.ends_with('`') {
+        return None;
+    }
+    let mut names = Vec::new();
+    for (i, part) in list.split('`').enumerate() {
+        // Odd parts are the names; even ones the separators between them.
+        if i % 2 == 1 {
+            names.push(part);
+        } else if !matches!(part, "" | ", " | " or ") {
+            return None;
+        }
+    }
+    Some(format!("one of: {}", names.join(", ")))
+}
+
+/// Whether `text` holds a word of [`RUST_WORDS`].
+fn has_rust_words(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_alphanumeric())
+        .any(|word| RUST_WORDS.contains(&word))
 }
 
 /// The field serde names in "unknown field `x`", "missing field `x`" or "duplicate field `x`".
@@ -350,3 +466,210 @@ impl IntoResponse for ApiError {
 
 /// The result of every handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[track_caller]
+    fn check(serde_says: &str, expected: &str) {
+        let said = describe(serde_says);
+        assert_eq!(said, expected, "{serde_says:?}");
+        assert!(!has_rust_words(&said), "{said:?}");
+    }
+
+    #[test]
+    fn serde_words_become_json_words() {
+        for (serde_says, expected) in [
+            (
+                "invalid type: string \"x\", expected u16 at line 1 column 9",
+                "wrong type: expected an integer from 0 to 65535",
+            ),
+            (
+                "invalid value: integer `70000`, expected u16",
+                "invalid value: expected an integer from 0 to 65535",
+            ),
+            (
+                "invalid type: string \"x\", expected u8",
+                "wrong type: expected an integer from 0 to 255",
+            ),
+            (
+                "invalid type: string \"x\", expected u32",
+                "wrong type: expected an integer from 0 to 4294967295",
+            ),
+            (
+                "invalid type: map, expected i32",
+                "wrong type: expected an integer from -2147483648 to 2147483647",
+            ),
+            (
+                "invalid type: string \"x\", expected i64",
+                "wrong type: expected an integer",
+            ),
+            (
+                "invalid type: boolean `true`, expected usize",
+                "wrong type: expected a non-negative integer",
+            ),
+            (
+                "invalid type: string \"x\", expected u64",
+                "wrong type: expected a non-negative integer",
+            ),
+            (
+                "invalid type: string \"x\", expected f64",
+                "wrong type: expected a number",
+            ),
+            (
+                "invalid value: integer `0`, expected a nonzero u16",
+                "invalid value: expected an integer from 1 to 65535",
+            ),
+            (
+                "invalid type: integer `1`, expected a string",
+                "wrong type: expected a string",
+            ),
+            (
+                "invalid type: integer `1`, expected a borrowed string",
+                "wrong type: expected a string",
+            ),
+            (
+                "invalid type: integer `1`, expected a boolean",
+                "wrong type: expected true or false",
+            ),
+            (
+                "invalid type: string \"x\", expected a sequence",
+                "wrong type: expected an array",
+            ),
+            (
+                "invalid type: sequence, expected struct TlsInput",
+                "wrong type: expected a JSON object",
+            ),
+            (
+                "invalid type: sequence, expected a map",
+                "wrong type: expected a JSON object",
+            ),
+            (
+                "invalid type: sequence, expected a JSON object",
+                "wrong type: expected a JSON object",
+            ),
+            (
+                "invalid type: map, expected tuple struct Pair",
+                "wrong type: expected an array",
+            ),
+            (
+                "invalid length 3, expected a tuple of size 2",
+                "invalid value: expected an array",
+            ),
+            (
+                "invalid type: map, expected enum Level",
+                "wrong type: expected one of the documented values",
+            ),
+            (
+                "invalid type: map, expected variant identifier",
+                "wrong type: expected one of the documented values",
+            ),
+            (
+                "invalid type: map, expected field identifier",
+                "wrong type: expected a field name",
+            ),
+            (
+                "invalid type: string \"x\", expected unit",
+                "wrong type: expected null",
+            ),
+            (
+                "invalid type: string \"x\", expected option",
+                "wrong type: expected a value or null",
+            ),
+            (
+                "invalid type: string \"x\", expected a formatted UUID string",
+                "wrong type: expected a UUID string",
+            ),
+            (
+                "invalid type: integer `1`, expected an RFC3339-formatted `OffsetDateTime`",
+                "wrong type: expected an RFC 3339 timestamp",
+            ),
+            (
+                "invalid type: integer `1`, expected a `Date`",
+                "wrong type: expected a value of the documented type",
+            ),
+            (
+                "invalid type: integer `1`, expected something Vec<u8>-like",
+                "wrong type: expected a value of the documented type",
+            ),
+            (
+                "unknown variant `x`, expected one of `disable`, `allow`, `prefer`",
+                "not an allowed value: expected one of: disable, allow, prefer",
+            ),
+            (
+                "unknown variant `x`, expected `view` or `use`",
+                "not an allowed value: expected one of: view, use",
+            ),
+            (
+                "unknown variant `x`, expected `postgres`",
+                "not an allowed value: expected one of: postgres",
+            ),
+            (
+                "unknown field `x`, expected one of `name`, `host`",
+                "unknown field: expected one of: name, host",
+            ),
+            ("unknown field `x`, there are no fields", "unknown field"),
+            (
+                "unknown variant `x`, there are no variants",
+                "not an allowed value",
+            ),
+            ("missing field `host`", "missing field"),
+            ("duplicate field `host`", "given more than once"),
+            ("trailing characters", "invalid value"),
+        ] {
+            check(serde_says, expected);
+        }
+    }
+
+    #[test]
+    fn an_echoed_value_never_comes_back() {
+        // The input is echoed before serde's own "expected"; only serde's part is kept.
+        let said = describe("unknown variant `s3cret, expected u16`, expected `view` or `use`");
+        assert_eq!(said, "not an allowed value: expected one of: view, use");
+        let said = describe("invalid type: string \"hunter2 expected\", expected i64");
+        assert_eq!(said, "wrong type: expected an integer");
+    }
+
+    /// Real serde errors of the API's request types, with every field given a wrong type.
+    #[test]
+    fn request_types_are_described_without_rust_words() {
+        use crate::api::connection::{CreateConnection, GrantsBody, PatchConnection};
+        let cases = [
+            r#"{"name":"a","host":"h","database":"d","username":"u","port":"5432"}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","port":1.5}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","port":true}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","port":99999999999999999999}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","tags":"x"}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","tags":[1]}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","tls":[]}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","tls":{"mode":1}}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","monitoring":{"enabled":"y"}}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","password":5}"#,
+            r#"{"name":1,"host":"h","database":"d","username":"u"}"#,
+            r#"{"name":"a","host":"h","database":"d","username":"u","nope":1}"#,
+        ];
+        for body in cases {
+            let e = serde_json::from_str::<CreateConnection>(body).unwrap_err();
+            let said = describe(&e.to_string());
+            assert!(!has_rust_words(&said), "{body}: {e} -> {said:?}");
+        }
+        for body in [r#"{"port":"x"}"#, r#"{"version":"x"}"#, r#"{"tags":{}}"#] {
+            if let Err(e) = serde_json::from_str::<PatchConnection>(body) {
+                let said = describe(&e.to_string());
+                assert!(!has_rust_words(&said), "{body}: {e} -> {said:?}");
+            }
+        }
+        for body in [
+            r#"{"grants":{}}"#,
+            r#"{"grants":[{"level":1}]}"#,
+            r#"{"grants":[[]]}"#,
+        ] {
+            let e = serde_json::from_str::<GrantsBody>(body).unwrap_err();
+            let said = describe(&e.to_string());
+            assert!(!has_rust_words(&said), "{body}: {e} -> {said:?}");
+        }
+        let e = serde_json::from_str::<CreateConnection>(cases[0]).unwrap_err();
+        assert_eq!(describe(&e.to_string()), "wrong type: expected an integer");
+    }
+}

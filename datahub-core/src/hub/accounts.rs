@@ -636,6 +636,46 @@ impl Hub {
             .collect())
     }
 
+    /// API tokens, revoked and expired ones included, oldest first: the principal's own with
+    /// `user` = its own id (the rule of [`Hub::tokens`]); another user's, or with `user` =
+    /// `None` every user's, for admins and the local operator (the table's "anyone's tokens"
+    /// right). Never the token text or its hash. A listing is a read and is not audited.
+    ///
+    /// # Errors
+    /// `PermissionDenied` for another user's tokens unless the principal is an admin (through
+    /// a token that may write: the right to manage anyone's tokens is a write right);
+    /// `NotFound` on `user` when no such user exists.
+    pub async fn list_tokens(
+        &self,
+        principal: &Principal,
+        user: Option<UserId>,
+    ) -> Result<Vec<TokenInfo>> {
+        if let Some(u) = user
+            && principal.actor() == Some(u)
+        {
+            return self.tokens(principal).await;
+        }
+        principal.check::<act::TokenManageAny>()?;
+        let users = match user {
+            Some(u) => vec![self.store.user(u).await?.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "user not found").with_field("user")
+            })?],
+            None => self.store.users().await?,
+        };
+        let mut tokens = Vec::new();
+        for u in &users {
+            tokens.extend(
+                self.store
+                    .tokens_of(u.id)
+                    .await?
+                    .iter()
+                    .map(TokenInfo::from),
+            );
+        }
+        tokens.sort_by_key(|t| (t.created_at, t.id));
+        Ok(tokens)
+    }
+
     /// Revokes a token: one's own, or anyone's for admins. Effective on the next request.
     ///
     /// # Errors
@@ -730,6 +770,66 @@ mod tests {
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const PW: &str = "a-weakly-hashed-password";
+
+    #[tokio::test]
+    async fn token_listing_follows_the_token_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let hub = Hub::open(store.clone(), Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap();
+        let op = Principal::operator("tester");
+        let mut principals = Vec::new();
+        for (name, role) in [("ann", Role::Admin), ("ed", Role::Editor)] {
+            let user = hub
+                .create_user(&op, name, Password::from(PW), role)
+                .await
+                .unwrap();
+            let row = store.user(user.id).await.unwrap().unwrap();
+            principals.push((user.id, Principal::from_user(&row, Vec::new()).unwrap()));
+        }
+        let [(ann, ann_p), (ed, ed_p)] = <[_; 2]>::try_from(principals).unwrap();
+        let a1 = hub.create_token(&ann_p, "a1", None, false).await.unwrap();
+        let e1 = hub.create_token(&ed_p, "e1", Some(5), true).await.unwrap();
+        let e2 = hub
+            .create_token_for(&op, ed, "e2", None, false)
+            .await
+            .unwrap();
+        hub.revoke_token(&op, e2.info.id).await.unwrap();
+        let ids = |list: &[TokenInfo]| list.iter().map(|t| t.id).collect::<Vec<_>>();
+
+        // Everyone lists their own; only admins and the operator anyone's, or everyone's.
+        let own = hub.list_tokens(&ed_p, Some(ed)).await.unwrap();
+        assert_eq!(ids(&own), [e1.info.id, e2.info.id]);
+        assert_eq!(own, hub.tokens(&ed_p).await.unwrap());
+        assert!(own[1].revoked_at.is_some() && own[0].read_only);
+        for other in [Some(ann), None] {
+            let refused = hub.list_tokens(&ed_p, other).await.unwrap_err();
+            assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+        }
+        for p in [&op, &ann_p] {
+            let all = hub.list_tokens(p, None).await.unwrap();
+            assert_eq!(ids(&all), [a1.info.id, e1.info.id, e2.info.id]);
+            let eds = hub.list_tokens(p, Some(ed)).await.unwrap();
+            assert_eq!(ids(&eds), [e1.info.id, e2.info.id]);
+            assert!(eds.iter().all(|t| t.user == ed));
+            let nobody = hub.list_tokens(p, Some(UserId::new())).await.unwrap_err();
+            assert_eq!(nobody.kind(), ErrorKind::NotFound);
+        }
+        // A read-only admin token lists its own tokens, not anyone else's (a write right).
+        let ann_row = store.user(ann).await.unwrap().unwrap();
+        let ro_row = crate::store::TokenRow {
+            read_only: true,
+            ..store.tokens_of(ann).await.unwrap().remove(0)
+        };
+        let ro = Principal::from_token(&ann_row, &ro_row, Vec::new(), now()).unwrap();
+        assert_eq!(
+            ids(&hub.list_tokens(&ro, Some(ann)).await.unwrap()),
+            [a1.info.id]
+        );
+        let refused = hub.list_tokens(&ro, None).await.unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+    }
 
     #[tokio::test]
     async fn a_login_replaces_a_weaker_hash() {

@@ -10,7 +10,7 @@ use crate::model::{Connection, ConnectionDraft, ConnectionPatch, ConnectionSpec}
 use crate::rbac::{Action, AllowedOn, ConnectionAction, Grant, Grantee, Principal, act};
 use crate::secret::{Password, PrivateKeyPem};
 use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, Page};
-use crate::{ConnectionId, Error, ErrorKind, Result};
+use crate::{ConnectionId, Error, ErrorKind, Result, UserId};
 
 /// A connection's decrypted credentials, from [`Hub::reveal`]: the one result that carries a
 /// secret. `Debug` redacts the password, the client key and the DSN.
@@ -64,6 +64,28 @@ impl Hub {
         principal: &Principal,
         draft: ConnectionDraft,
     ) -> Result<Connection> {
+        self.create_connection_owned_by(principal, None, draft)
+            .await
+    }
+
+    /// Saves a new connection owned by the user `owner` (who then holds `manage` on it), or by
+    /// the principal when `owner` is `None` or the principal's own id. Giving another account
+    /// a connection it manages is an admin's act on that account: it needs the rights to
+    /// create connections and to change other accounts (admins and the local operator). The
+    /// audit row names `owner` among the changed fields when the owner is someone else.
+    ///
+    /// A connection the local operator creates without an owner is owned by no user (the nil
+    /// id): admins manage it, and others reach it only through grants.
+    ///
+    /// # Errors
+    /// As [`Hub::create_connection`]; `PermissionDenied` (audited) for another owner unless an
+    /// admin; `InvalidInput` on `owner` when it names no user or a disabled one.
+    pub async fn create_connection_owned_by(
+        &self,
+        principal: &Principal,
+        owner: Option<UserId>,
+        draft: ConnectionDraft,
+    ) -> Result<Connection> {
         let allowed = match principal.check::<act::ConnectionCreate>() {
             Ok(a) => a,
             Err(e) => {
@@ -72,6 +94,22 @@ impl Hub {
                     .await;
             }
         };
+        let owner = owner.filter(|o| *o != principal.user());
+        if let Some(owner) = owner {
+            if let Err(e) = principal.check::<act::UserUpdate>() {
+                let user_target = target("user", owner);
+                return self
+                    .refuse(principal, Action::UserUpdate, Some(&user_target), e)
+                    .await;
+            }
+            match self.store.user(owner).await? {
+                None => return Err(Error::invalid("owner", "names no user")),
+                Some(u) if u.disabled => {
+                    return Err(Error::invalid("owner", "is a disabled account"));
+                }
+                Some(_) => {}
+            }
+        }
         let (spec, secrets) = draft.validate()?;
         self.check_tls_floor(&spec).await?;
         let at = now();
@@ -80,18 +118,21 @@ impl Hub {
         let row = ConnectionRow {
             id,
             spec,
-            owner: allowed.principal().user(),
+            owner: owner.unwrap_or_else(|| allowed.principal().user()),
             version: Connection::FIRST_VERSION,
             created_at: at,
             updated_at: at,
             secrets: sealed,
         };
-        let event = self.event(
+        let mut event = self.event(
             principal,
             allowed.action(),
             Some(&target("connection", id)),
             Outcome::Ok,
         );
+        if owner.is_some() {
+            event = event.with_changed_fields(&["owner"]);
+        }
         self.store.insert_connection(&row, &event).await?;
         Ok(to_connection(ConnectionSummary {
             id,
@@ -401,4 +442,129 @@ fn dsn(spec: &ConnectionSpec, password: &Password) -> Dsn {
         url.push_str(&enc(app.as_str()));
     }
     Dsn(Password::new(url))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::crypto::Keyring;
+    use crate::rbac::Role;
+    use crate::store::{SqliteStore, Store};
+
+    const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const PW: &str = "owner-test-password-1";
+
+    fn draft(name: &str) -> ConnectionDraft {
+        ConnectionDraft {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port: Some(1),
+            database: "app".into(),
+            username: "app".into(),
+            password: Some(Password::from(PW)),
+            ..ConnectionDraft::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_connection_can_be_created_for_an_enabled_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let hub = Hub::open(store.clone(), Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap();
+        let op = Principal::operator("tester");
+        let mut users = Vec::new();
+        for (name, role) in [
+            ("ann", Role::Admin),
+            ("ed", Role::Editor),
+            ("vi", Role::Viewer),
+        ] {
+            let u = hub
+                .create_user(&op, name, Password::from(PW), role)
+                .await
+                .unwrap();
+            let row = store.user(u.id).await.unwrap().unwrap();
+            users.push((u.id, Principal::from_user(&row, Vec::new()).unwrap()));
+        }
+        let [(ann, ann_p), (ed, ed_p), (vi, vi_p)] = <[_; 3]>::try_from(users).unwrap();
+
+        // The operator and admins may give a connection to someone; the owner then manages it.
+        let for_ed = hub
+            .create_connection_owned_by(&op, Some(ed), draft("for-ed"))
+            .await
+            .unwrap();
+        assert_eq!(for_ed.owner, ed);
+        assert_eq!(hub.connection(&ed_p, for_ed.id).await.unwrap().owner, ed);
+        assert!(hub.grants(&ed_p, for_ed.id).await.unwrap().is_empty());
+        let for_vi = hub
+            .create_connection_owned_by(&ann_p, Some(vi), draft("for-vi"))
+            .await
+            .unwrap();
+        assert_eq!(for_vi.owner, vi);
+        let seen = hub
+            .list_connections(&vi_p, &ListQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(seen.total, 1, "a viewer sees what it owns");
+        // Naming oneself, or nobody, is an ordinary creation.
+        let own = hub
+            .create_connection_owned_by(&ed_p, Some(ed), draft("own"))
+            .await
+            .unwrap();
+        assert_eq!(own.owner, ed);
+        let nobodys = hub
+            .create_connection_owned_by(&op, None, draft("nobodys"))
+            .await
+            .unwrap();
+        assert!(nobodys.owner.as_uuid().is_nil());
+
+        // An editor may not give one away; an unknown or disabled owner is refused on `owner`.
+        let refused = hub
+            .create_connection_owned_by(&ed_p, Some(ann), draft("x1"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+        let unknown = hub
+            .create_connection_owned_by(&op, Some(UserId::new()), draft("x2"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (unknown.kind(), unknown.field()),
+            (ErrorKind::InvalidInput, Some("owner"))
+        );
+        let off = crate::hub::UserUpdate {
+            disabled: Some(true),
+            ..Default::default()
+        };
+        hub.update_user(&op, vi, off).await.unwrap();
+        let disabled = hub
+            .create_connection_owned_by(&op, Some(vi), draft("x3"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (disabled.kind(), disabled.field()),
+            (ErrorKind::InvalidInput, Some("owner"))
+        );
+        let all = hub
+            .list_connections(&op, &ListQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(all.total, 4, "nothing refused was saved");
+
+        // The audit rows: "owner" named when given away; the refusal recorded as denied.
+        let rows = store.audit_after(0, 1_000).await.unwrap();
+        let creates: Vec<&[String]> = rows
+            .iter()
+            .filter(|r| r.event.action == "connection.create")
+            .map(|r| r.event.changed_fields.as_slice())
+            .collect();
+        let owner = ["owner".to_owned()];
+        assert_eq!(creates, [&owner[..], &owner[..], &[], &[]]);
+        assert!(rows.iter().any(|r| r.event.action == "user.update"
+            && r.event.outcome == Outcome::Denied
+            && r.event.actor == Some(ed)));
+    }
 }

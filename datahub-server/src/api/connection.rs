@@ -447,9 +447,11 @@ pub struct ConnectionOut {
     pub tags: Vec<String>,
     /// Monitoring settings.
     pub monitoring: MonitoringOut,
-    /// The creator (a user id).
+    /// The user who owns it and so holds `manage` on it (its creator, unless an admin created
+    /// it for them); `null` when no user owns it: a connection the local operator created with
+    /// the CLI, which admins manage and others reach through grants.
     #[schema(format = Uuid)]
-    pub owner: String,
+    pub owner: Option<String>,
     /// Bumped on every change; send it back in `If-Match` to edit or delete.
     pub version: u64,
     /// When it was created.
@@ -562,13 +564,19 @@ impl From<&Connection> for ConnectionOut {
                 interval_s: spec.monitoring.interval_s(),
                 slow_ms: spec.monitoring.slow_ms(),
             },
-            owner: c.owner.to_string(),
+            owner: owner_of(c),
             version: c.version,
             created_at: c.created_at,
             updated_at: c.updated_at,
             health: HealthOut::from(&c.health),
         }
     }
+}
+
+/// The owner as answered: `None` for the nil id, which marks a connection no user owns (the
+/// core gives the local operator the nil id, and an id of no user must not pass for one).
+pub fn owner_of(c: &Connection) -> Option<String> {
+    (!c.owner.as_uuid().is_nil()).then(|| c.owner.to_string())
 }
 
 /// One page of connections.

@@ -1,22 +1,27 @@
-//! `conn list|add|test|rm|reveal`: saved connections.
+//! `conn list|add|test|rm|reveal|grants|grant|revoke-grant`: saved connections and who may
+//! reach them. Grants use the core's vocabulary: a user or a team holds `view`, `use` or
+//! `manage` on one connection, each level including the one before; the owner (and every
+//! admin) holds `manage` without a grant.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Subcommand;
-use datahub_core::ConnectionId;
 use datahub_core::hub::{Created, Hub};
 use datahub_core::model::{Connection, ConnectionDraft, MonitoringDraft, OptionsDraft, TlsDraft};
 use datahub_core::probe::{MAX_BUDGET, Report};
-use datahub_core::rbac::Principal;
+use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal};
 use datahub_core::secret::PrivateKeyPem;
 use datahub_core::store::{ListQuery, MAX_PER_PAGE};
+use datahub_core::{ConnectionId, TeamId, UserId};
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{CliError, CliResult, Output, OutputArgs, PasswordArgs};
+use crate::api::connection::{ConnectionOut, ConnectionPage, GrantsBody, owner_of};
 use crate::config::Settings;
 
 /// How many connections `conn test --all` tests at once.
@@ -69,6 +74,35 @@ pub enum ConnCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// List the grants on a connection (who may view, use or manage it besides its owner).
+    Grants {
+        /// Name or id.
+        connection: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Grant a user or a team a level on a connection (replacing the level it held).
+    Grant {
+        /// Name or id.
+        connection: String,
+        #[command(flatten)]
+        grantee: GranteeArgs,
+        /// view (metadata and health), use (also test, reveal, open a pool) or manage (also
+        /// edit, delete, grant).
+        #[arg(long)]
+        level: String,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
+    /// Remove a user's or a team's grant on a connection.
+    RevokeGrant {
+        /// Name or id.
+        connection: String,
+        #[command(flatten)]
+        grantee: GranteeArgs,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Print a connection's credentials and DSN (the one command that shows a secret; audited).
     Reveal {
         /// Name or id.
@@ -76,6 +110,18 @@ pub enum ConnCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
+}
+
+/// Who a grant is for: exactly one of a user and a team, by name.
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct GranteeArgs {
+    /// The user's login name.
+    #[arg(long)]
+    user: Option<String>,
+    /// The team's name.
+    #[arg(long)]
+    team: Option<String>,
 }
 
 /// The settings of `conn add` (the data model's fields; secrets never as arguments).
@@ -131,6 +177,10 @@ pub struct AddArgs {
     /// A check slower than this many milliseconds counts as degraded. Default: 1000.
     #[arg(long)]
     slow_ms: Option<i64>,
+    /// The user who owns the connection (and so manages it); must exist and be enabled.
+    /// Default: no user: admins manage it, and others reach it through grants.
+    #[arg(long, value_name = "USERNAME")]
+    owner: Option<String>,
     /// Test before saving; nothing is saved (exit 1) when the test fails.
     #[arg(long)]
     test_first: bool,
@@ -138,120 +188,6 @@ pub struct AddArgs {
     password: PasswordArgs,
     #[command(flatten)]
     out: OutputArgs,
-}
-
-/// A connection as printed: the HTTP API's connection shape (no secret).
-#[derive(Debug, Serialize)]
-pub(crate) struct ConnectionJson {
-    id: String,
-    name: String,
-    description: Option<String>,
-    engine: &'static str,
-    host: String,
-    port: u16,
-    database: String,
-    username: String,
-    password_set: bool,
-    tls: TlsJson,
-    options: OptionsJson,
-    tags: Vec<String>,
-    monitoring: MonitoringJson,
-    owner: String,
-    version: u64,
-    #[serde(with = "super::ts")]
-    created_at: OffsetDateTime,
-    #[serde(with = "super::ts")]
-    updated_at: OffsetDateTime,
-    health: HealthJson,
-}
-
-#[derive(Debug, Serialize)]
-struct TlsJson {
-    mode: &'static str,
-    ca_cert_pem: Option<String>,
-    client_cert_pem: Option<String>,
-    channel_binding: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-struct OptionsJson {
-    connect_timeout_ms: u32,
-    application_name: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct MonitoringJson {
-    enabled: bool,
-    interval_s: u32,
-    slow_ms: u32,
-}
-
-#[derive(Debug, Serialize)]
-struct HealthJson {
-    status: &'static str,
-    #[serde(with = "super::ts::option")]
-    checked_at: Option<OffsetDateTime>,
-    latency_ms: Option<u32>,
-    error_kind: Option<&'static str>,
-    uptime_24h: Option<f64>,
-}
-
-impl From<&Connection> for ConnectionJson {
-    fn from(c: &Connection) -> Self {
-        let s = &c.spec;
-        Self {
-            id: c.id.to_string(),
-            name: s.name.as_str().to_owned(),
-            description: s.description.as_ref().map(|d| d.as_str().to_owned()),
-            engine: s.engine.as_str(),
-            host: s.host.as_str().to_owned(),
-            port: s.port.get(),
-            database: s.database.as_str().to_owned(),
-            username: s.username.as_str().to_owned(),
-            password_set: c.password_set,
-            tls: TlsJson {
-                mode: s.tls.mode().as_str(),
-                ca_cert_pem: s.tls.ca_cert_pem().map(|p| p.as_str().to_owned()),
-                client_cert_pem: s.tls.client_cert_pem().map(|p| p.as_str().to_owned()),
-                channel_binding: s.tls.channel_binding().as_str(),
-            },
-            options: OptionsJson {
-                connect_timeout_ms: s.options.connect_timeout_ms(),
-                application_name: s.options.application_name().map(|a| a.as_str().to_owned()),
-            },
-            tags: s
-                .tags
-                .as_slice()
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            monitoring: MonitoringJson {
-                enabled: s.monitoring.enabled(),
-                interval_s: s.monitoring.interval_s(),
-                slow_ms: s.monitoring.slow_ms(),
-            },
-            owner: c.owner.to_string(),
-            version: c.version,
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-            health: HealthJson {
-                status: c.health.status.as_str(),
-                checked_at: c.health.checked_at,
-                latency_ms: c.health.latency_ms,
-                error_kind: c.health.error_kind.map(|k| k.as_str()),
-                uptime_24h: c.health.uptime_24h,
-            },
-        }
-    }
-}
-
-/// A page of connections: the HTTP API's list shape.
-#[derive(Debug, Serialize)]
-struct PageJson {
-    items: Vec<ConnectionJson>,
-    total: u64,
-    page: u32,
-    per_page: u32,
 }
 
 /// The prober's report: the HTTP API's (and the `probe` example's) test report shape.
@@ -373,8 +309,8 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             };
             let page = hub.list_connections(&op, &query).await?;
             match out.output {
-                Output::Json => super::print_json(&PageJson {
-                    items: page.items.iter().map(ConnectionJson::from).collect(),
+                Output::Json => super::print_json(&ConnectionPage {
+                    items: page.items.iter().map(ConnectionOut::from).collect(),
                     total: page.total,
                     page: page.page,
                     per_page: page.per_page,
@@ -444,6 +380,53 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             eprintln!("connection {name} is deleted");
             Ok(())
         }
+        ConnCommand::Grants { connection, out } => {
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let grants = hub.grants(&op, c.id).await?;
+            print_grants(&hub, &op, &c, &grants, out.output).await
+        }
+        ConnCommand::Grant {
+            connection,
+            grantee,
+            level,
+            out,
+        } => {
+            let level: GrantLevel = level.parse()?;
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let grantee = find_grantee(&hub, &op, &grantee).await?;
+            let mut grants = hub.grants(&op, c.id).await?;
+            grants.retain(|g| g.grantee != grantee);
+            grants.push(Grant { grantee, level });
+            let grants = hub.set_grants(&op, c.id, &grants).await?;
+            print_grants(&hub, &op, &c, &grants, out.output).await
+        }
+        ConnCommand::RevokeGrant {
+            connection,
+            grantee: who,
+            out,
+        } => {
+            let (hub, op) = super::open(settings, false).await?;
+            let c = resolve(&hub, &op, &connection).await?;
+            let grantee = find_grantee(&hub, &op, &who).await?;
+            let mut grants = hub.grants(&op, c.id).await?;
+            let before = grants.len();
+            grants.retain(|g| g.grantee != grantee);
+            if grants.len() == before {
+                let (field, name) = match (&who.user, &who.team) {
+                    (Some(u), _) => ("user", u.as_str()),
+                    (None, Some(t)) => ("team", t.as_str()),
+                    (None, None) => ("user", ""),
+                };
+                return Err(CliError::usage(format!(
+                    "{field}: {name:?} holds no grant on {}",
+                    c.spec.name
+                )));
+            }
+            let grants = hub.set_grants(&op, c.id, &grants).await?;
+            print_grants(&hub, &op, &c, &grants, out.output).await
+        }
         ConnCommand::Reveal { connection, out } => {
             let (hub, op) = super::open(settings, false).await?;
             let c = resolve(&hub, &op, &connection).await?;
@@ -497,6 +480,7 @@ async fn add(args: AddArgs, settings: &Settings) -> CliResult {
         no_monitoring,
         interval_s,
         slow_ms,
+        owner,
         test_first,
         password,
         out,
@@ -517,6 +501,21 @@ async fn add(args: AddArgs, settings: &Settings) -> CliResult {
         .map(|p| read_pem("client_key", p).map(PrivateKeyPem::from))
         .transpose()?;
     let (hub, op) = super::open(settings, true).await?;
+    let owner = match owner {
+        Some(name) => {
+            let user = super::users::find(&hub, &op, &name)
+                .await
+                .map_err(|_| CliError::usage(format!("owner: no user {name:?}")))?;
+            if user.disabled {
+                return Err(CliError::usage(format!(
+                    "owner: {} is a disabled account",
+                    user.username
+                )));
+            }
+            Some(user.id)
+        }
+        None => None,
+    };
     let password = super::read_password(password, "Database password", false)?;
     let draft = ConnectionDraft {
         name,
@@ -545,19 +544,23 @@ async fn add(args: AddArgs, settings: &Settings) -> CliResult {
             slow_ms,
         },
     };
-    let connection = if test_first {
-        match hub.create_connection_tested(&op, draft, MAX_BUDGET).await? {
+    let connection = match (test_first, owner) {
+        (true, None) => match hub.create_connection_tested(&op, draft, MAX_BUDGET).await? {
             Created::Saved { connection, .. } => *connection,
-            Created::TestFailed(report) => {
-                print_reports(&[(None, report)], false, out.output)?;
-                return Err(CliError::failed("the test failed: nothing was saved"));
+            Created::TestFailed(report) => return test_failed(report, out.output),
+        },
+        (true, Some(owner)) => {
+            let report = hub.test_draft(&op, draft.clone(), None, MAX_BUDGET).await?;
+            if !report.ok {
+                return test_failed(report, out.output);
             }
+            hub.create_connection_owned_by(&op, Some(owner), draft)
+                .await?
         }
-    } else {
-        hub.create_connection(&op, draft).await?
+        (false, owner) => hub.create_connection_owned_by(&op, owner, draft).await?,
     };
     match out.output {
-        Output::Json => super::print_json(&ConnectionJson::from(&connection)),
+        Output::Json => super::print_json(&ConnectionOut::from(&connection)),
         Output::Table => {
             eprintln!(
                 "connection {} is saved (id {})",
@@ -566,6 +569,12 @@ async fn add(args: AddArgs, settings: &Settings) -> CliResult {
             Ok(())
         }
     }
+}
+
+/// `conn add --test-first` whose test failed: the report, and exit 1 with nothing saved.
+fn test_failed(report: Report, output: Output) -> CliResult {
+    print_reports(&[(None, report)], false, output)?;
+    Err(CliError::failed("the test failed: nothing was saved"))
 }
 
 /// A PEM file's text; the error names the flag, not the content.
@@ -729,4 +738,71 @@ fn print_reports(
             Ok(())
         }
     }
+}
+
+/// The user or team named by `--user` or `--team`.
+async fn find_grantee(hub: &Hub, op: &Principal, who: &GranteeArgs) -> CliResult<Grantee> {
+    match (&who.user, &who.team) {
+        (Some(name), _) => Ok(Grantee::User(
+            super::users::find(hub, op, name)
+                .await
+                .map_err(|_| CliError::usage(format!("user: no user {name:?}")))?
+                .id,
+        )),
+        (None, Some(name)) => hub
+            .teams(op)
+            .await?
+            .into_iter()
+            .find(|t| t.name == *name)
+            .map(|t| Grantee::Team(t.id))
+            .ok_or_else(|| CliError::usage(format!("team: no team {name:?}"))),
+        (None, None) => Err(CliError::usage("give --user or --team")),
+    }
+}
+
+/// Prints a connection's grants: the HTTP API's `{"grants": [...]}`, or for people a table
+/// with names, after a line naming the owner.
+async fn print_grants(
+    hub: &Hub,
+    op: &Principal,
+    c: &Connection,
+    grants: &[Grant],
+    output: Output,
+) -> CliResult {
+    if output == Output::Json {
+        return super::print_json(&GrantsBody::of(grants));
+    }
+    let users: HashMap<UserId, String> = hub
+        .users(op)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.username))
+        .collect();
+    let teams: HashMap<TeamId, String> = hub
+        .teams(op)
+        .await?
+        .into_iter()
+        .map(|t| (t.id, t.name))
+        .collect();
+    let owner = match owner_of(c) {
+        Some(_) => users
+            .get(&c.owner)
+            .map_or_else(|| c.owner.to_string(), Clone::clone),
+        None => "no user (admins manage it)".to_owned(),
+    };
+    println!("{}: owner {owner}", c.spec.name);
+    let mut t = super::table(["grantee", "name", "level", "id"]);
+    for g in grants {
+        let (kind, name, id) = match g.grantee {
+            Grantee::User(u) => ("user", users.get(&u).cloned(), u.to_string()),
+            Grantee::Team(t) => ("team", teams.get(&t).cloned(), t.to_string()),
+        };
+        t.add_row([
+            kind.to_owned(),
+            name.unwrap_or_else(|| "-".to_owned()),
+            g.level.as_str().to_owned(),
+            id,
+        ]);
+    }
+    super::print_table(&t)
 }

@@ -1,7 +1,11 @@
-//! `tokens create|revoke`: API tokens of any user.
+//! `tokens create|list|revoke`: API tokens of any user. A listing never shows a token's text or
+//! its hash (the store keeps only the hash, and only the core's lookup reads it).
+
+use std::collections::HashMap;
 
 use clap::Subcommand;
-use datahub_core::TokenId;
+use datahub_core::hub::TokenInfo;
+use datahub_core::{TokenId, UserId};
 use serde::Serialize;
 use time::OffsetDateTime;
 
@@ -28,6 +32,14 @@ pub enum TokensCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
+    /// List API tokens (revoked and expired ones too), oldest first; never the token itself.
+    List {
+        /// Only the tokens acting as this user.
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        out: OutputArgs,
+    },
     /// Revoke an API token by id (effective on its next request).
     Revoke {
         /// The token's id.
@@ -47,6 +59,23 @@ struct NewTokenJson<'a> {
     created_at: OffsetDateTime,
     #[serde(with = "super::ts::option")]
     expires_at: Option<OffsetDateTime>,
+}
+
+/// A token as listed: the HTTP API's token shape, plus the user it acts as.
+#[derive(Debug, Serialize)]
+struct TokenJson<'a> {
+    id: String,
+    name: &'a str,
+    user_id: String,
+    /// `null` when the user is no longer in the store.
+    username: Option<&'a str>,
+    read_only: bool,
+    #[serde(with = "super::ts")]
+    created_at: OffsetDateTime,
+    #[serde(with = "super::ts::option")]
+    expires_at: Option<OffsetDateTime>,
+    #[serde(with = "super::ts::option")]
+    revoked_at: Option<OffsetDateTime>,
 }
 
 pub(crate) async fn run(command: TokensCommand, settings: &Settings) -> CliResult {
@@ -90,11 +119,65 @@ pub(crate) async fn run(command: TokensCommand, settings: &Settings) -> CliResul
                 }
             }
         }
+        TokensCommand::List { user, out } => {
+            let users = hub.users(&op).await?;
+            let only = match user {
+                Some(name) => Some(super::users::find(&hub, &op, &name).await?.id),
+                None => None,
+            };
+            let tokens = hub.list_tokens(&op, only).await?;
+            let names: HashMap<UserId, &str> =
+                users.iter().map(|u| (u.id, u.username.as_str())).collect();
+            print_tokens(&tokens, &names, out.output)
+        }
         TokensCommand::Revoke { id } => {
             let id: TokenId = id.parse()?;
             hub.revoke_token(&op, id).await?;
             eprintln!("token {id} is revoked");
             Ok(())
+        }
+    }
+}
+
+/// Prints tokens: a JSON array, or a table for people.
+fn print_tokens(tokens: &[TokenInfo], names: &HashMap<UserId, &str>, output: Output) -> CliResult {
+    let items: Vec<TokenJson<'_>> = tokens
+        .iter()
+        .map(|t| TokenJson {
+            id: t.id.to_string(),
+            name: &t.name,
+            user_id: t.user.to_string(),
+            username: names.get(&t.user).copied(),
+            read_only: t.read_only,
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        })
+        .collect();
+    match output {
+        Output::Json => super::print_json(&items),
+        Output::Table => {
+            let mut t = super::table([
+                "id",
+                "name",
+                "user",
+                "read only",
+                "created",
+                "expires",
+                "revoked",
+            ]);
+            for i in &items {
+                t.add_row([
+                    i.id.clone(),
+                    i.name.to_owned(),
+                    i.username.unwrap_or("-").to_owned(),
+                    if i.read_only { "yes" } else { "no" }.to_owned(),
+                    super::rfc3339(i.created_at),
+                    super::cell_time(i.expires_at),
+                    super::cell_time(i.revoked_at),
+                ]);
+            }
+            super::print_table(&t)
         }
     }
 }

@@ -1,4 +1,6 @@
-//! `users add|list|passwd|disable`: user accounts.
+//! `users add|list|passwd|disable|enable|set-role`: user accounts. The core refuses to demote or
+//! disable the last enabled admin (as it does for the HTTP API), so the CLI cannot lock an
+//! install out of its own administration.
 
 use clap::Subcommand;
 use datahub_core::hub::{Hub, User, UserUpdate};
@@ -40,6 +42,20 @@ pub enum UsersCommand {
     Disable {
         /// The login name.
         username: String,
+    },
+    /// Enable a disabled user account again (it may sign in; ended sessions stay ended).
+    Enable {
+        /// The login name.
+        username: String,
+    },
+    /// Change a user's global role.
+    SetRole {
+        /// The login name.
+        username: String,
+        /// The new role: admin, editor, viewer or auditor.
+        role: String,
+        #[command(flatten)]
+        out: OutputArgs,
     },
 }
 
@@ -96,16 +112,44 @@ pub(crate) async fn run(command: UsersCommand, settings: &Settings) -> CliResult
             Ok(())
         }
         UsersCommand::Disable { username } => {
-            let user = find(&hub, &op, &username).await?;
-            let update = UserUpdate {
-                disabled: Some(true),
-                ..UserUpdate::default()
-            };
-            hub.update_user(&op, user.id, update).await?;
-            eprintln!("{} is disabled", user.username);
+            set_disabled(&hub, &op, &username, true).await?;
+            eprintln!("{username} is disabled");
             Ok(())
         }
+        UsersCommand::Enable { username } => {
+            set_disabled(&hub, &op, &username, false).await?;
+            eprintln!("{username} is enabled");
+            Ok(())
+        }
+        UsersCommand::SetRole {
+            username,
+            role,
+            out,
+        } => {
+            let role: Role = role.parse()?;
+            let user = find(&hub, &op, &username).await?;
+            let update = UserUpdate {
+                role: Some(role),
+                ..UserUpdate::default()
+            };
+            let user = hub.update_user(&op, user.id, update).await?;
+            if out.output == Output::Table {
+                eprintln!("{} is now {}", user.username, user.role.as_str());
+            }
+            print_users(&[user], false, out.output)
+        }
     }
+}
+
+/// Disables or enables the account `username`.
+async fn set_disabled(hub: &Hub, op: &Principal, username: &str, disabled: bool) -> CliResult {
+    let user = find(hub, op, username).await?;
+    let update = UserUpdate {
+        disabled: Some(disabled),
+        ..UserUpdate::default()
+    };
+    hub.update_user(op, user.id, update).await?;
+    Ok(())
 }
 
 /// The user with this login name.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use datahub_testkit::{PgCluster, ServerCert, User};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_datahub-server");
 const CANARY: &str = "cli-canary-Pw-7f3e9c1a";
@@ -586,5 +586,547 @@ fn connections_against_a_kit_cluster() {
         assert!(actions.contains(&expected), "{expected} in {actions:?}");
     }
     cli.run(&["audit", "verify"], None).ok();
+    cli.assert_no_canary();
+}
+
+/// Adds a user with `USER_PW` from stdin and returns its JSON.
+fn add_user(cli: &Cli, name: &str, role: &str) -> Value {
+    cli.run(
+        &[
+            "users",
+            "add",
+            name,
+            "--role",
+            role,
+            "--password-stdin",
+            "-o",
+            "json",
+        ],
+        Some(&stdin_line(USER_PW)),
+    )
+    .ok()
+    .json()
+}
+
+#[test]
+fn tokens_list_shows_every_field_but_the_token() {
+    let cli = Cli::new();
+    let alice = add_user(&cli, "alice", "editor");
+    let bob = add_user(&cli, "bob", "viewer");
+    let create = |user: &str, name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "tokens", "create", "--user", user, "--name", name, "-o", "json",
+        ];
+        args.extend_from_slice(extra);
+        cli.run(&args, None).ok().json()
+    };
+    let a1 = create("alice", "ci", &["--read-only", "--expires-in-days", "7"]);
+    let b1 = create("bob", "laptop", &[]);
+    let a2 = create("alice", "old", &[]);
+    cli.run(&["tokens", "revoke", a2["id"].as_str().unwrap()], None)
+        .ok();
+    let secrets = [&a1, &b1, &a2].map(|t| t["token"].as_str().unwrap().to_owned());
+
+    let all = cli.run(&["tokens", "list", "-o", "json"], None).ok();
+    let json = all.json();
+    let items = json.as_array().unwrap();
+    let ids: Vec<&Value> = items.iter().map(|t| &t["id"]).collect();
+    assert_eq!(ids, [&a1["id"], &b1["id"], &a2["id"]], "oldest first");
+    let first = &items[0];
+    assert_eq!(first["name"], "ci");
+    assert_eq!(first["user_id"], alice["id"]);
+    assert_eq!(first["username"], "alice");
+    assert_eq!(first["read_only"], true);
+    assert_eq!(first["created_at"], a1["created_at"]);
+    assert_eq!(first["expires_at"], a1["expires_at"]);
+    assert_eq!(first["revoked_at"], Value::Null);
+    assert_eq!(items[1]["username"], "bob");
+    assert_eq!(items[1]["user_id"], bob["id"]);
+    assert_eq!(items[1]["expires_at"], Value::Null);
+    assert!(items[2]["revoked_at"].is_string(), "{json}");
+    // Exactly these fields (serde_json's map lists them sorted): no token, no hash.
+    let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "created_at",
+            "expires_at",
+            "id",
+            "name",
+            "read_only",
+            "revoked_at",
+            "user_id",
+            "username"
+        ]
+    );
+
+    let only_bob = cli
+        .run(&["tokens", "list", "--user", "bob", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(only_bob.as_array().unwrap().len(), 1);
+    assert_eq!(only_bob[0]["id"], b1["id"]);
+    let table = cli.run(&["tokens", "list", "--user", "alice"], None).ok();
+    for expected in ["ci", "old", "alice", "yes", a1["id"].as_str().unwrap()] {
+        assert!(
+            table.stdout.contains(expected),
+            "{expected}: {}",
+            table.stdout
+        );
+    }
+    assert!(!table.stdout.contains("laptop"), "{}", table.stdout);
+    let nobody = cli.run(&["tokens", "list", "--user", "nobody"], None);
+    assert_eq!(nobody.code, 2);
+    assert!(nobody.stderr.contains("username"), "{}", nobody.stderr);
+
+    // Neither the token nor its hash is ever printed by a listing.
+    let hashes: Vec<String> = {
+        let db = rusqlite::Connection::open(cli.db()).unwrap();
+        let mut stmt = db.prepare("SELECT hash FROM tokens").unwrap();
+        stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .unwrap()
+            .map(|h| h.unwrap().iter().map(|b| format!("{b:02x}")).collect())
+            .collect()
+    };
+    assert_eq!(hashes.len(), 3);
+    for out in [&all.stdout, &table.stdout] {
+        for secret in secrets.iter().chain(&hashes) {
+            assert!(!out.contains(secret.as_str()), "printed {secret}");
+        }
+        assert!(!out.contains("dh_"), "{out}");
+    }
+    // Listing is a read: the audit log holds only the creations and the revocation.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "50", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(tail.as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn users_enable_and_set_role_keep_an_enabled_admin() {
+    let cli = Cli::new();
+    let root = add_user(&cli, "root1", "admin");
+    add_user(&cli, "ed", "editor");
+    let user = |name: &str| -> Value {
+        let list = cli.run(&["users", "list", "-o", "json"], None).ok().json();
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == name)
+            .unwrap()
+            .clone()
+    };
+
+    // Roles: the core's four names; the answer is the user as stored.
+    let set = cli
+        .run(&["users", "set-role", "ed", "auditor", "-o", "json"], None)
+        .ok()
+        .json();
+    assert_eq!(set["username"], "ed");
+    assert_eq!(set["role"], "auditor");
+    assert_eq!(user("ed")["role"], "auditor");
+    let table = cli.run(&["users", "set-role", "ed", "viewer"], None).ok();
+    assert!(table.stdout.contains("viewer"), "{}", table.stdout);
+    assert!(
+        table.stderr.contains("ed is now viewer"),
+        "{}",
+        table.stderr
+    );
+    let bad = cli.run(&["users", "set-role", "ed", "root"], None);
+    assert_eq!(bad.code, 2);
+    assert!(bad.stderr.contains("role"), "{}", bad.stderr);
+    let nobody = cli.run(&["users", "set-role", "nobody", "admin"], None);
+    assert_eq!(nobody.code, 2);
+    assert_eq!(cli.run(&["users", "enable", "nobody"], None).code, 2);
+    assert_eq!(user("ed")["role"], "viewer");
+
+    // Disable and enable again.
+    cli.run(&["users", "disable", "ed"], None).ok();
+    assert_eq!(user("ed")["disabled"], true);
+    let enabled = cli.run(&["users", "enable", "ed"], None).ok();
+    assert!(
+        enabled.stderr.contains("ed is enabled"),
+        "{}",
+        enabled.stderr
+    );
+    assert_eq!(user("ed")["disabled"], false);
+
+    // The last enabled admin can be neither demoted nor disabled (exit 1, nothing changes).
+    for args in [
+        &["users", "set-role", "root1", "editor"][..],
+        &["users", "disable", "root1"][..],
+    ] {
+        let refused = cli.run(args, None);
+        assert_eq!(refused.code, 1, "{args:?}: {}", refused.stderr);
+        assert!(
+            refused.stderr.contains("last enabled admin"),
+            "{}",
+            refused.stderr
+        );
+    }
+    assert_eq!(user("root1")["role"], "admin");
+    assert_eq!(user("root1")["disabled"], false);
+    // With a second admin, one may go; then the other is the last, until the first is back.
+    cli.run(&["users", "set-role", "ed", "admin"], None).ok();
+    cli.run(&["users", "disable", "root1"], None).ok();
+    assert_eq!(
+        cli.run(&["users", "set-role", "ed", "editor"], None).code,
+        1,
+        "a disabled admin does not count"
+    );
+    cli.run(&["users", "enable", "root1"], None).ok();
+    cli.run(&["users", "set-role", "ed", "editor"], None).ok();
+    assert_eq!(user("ed")["role"], "editor");
+    assert_eq!(user("root1")["id"], root["id"]);
+    assert_eq!(user("root1")["disabled"], false);
+
+    // Each change is one audited update naming the field; refusals change nothing.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "50", "-o", "json"], None)
+        .ok()
+        .json();
+    let updates: Vec<(String, Value)> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "user.update")
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap().to_owned(),
+                r["changed_fields"].clone(),
+            )
+        })
+        .collect();
+    let role = || ("ok".to_owned(), serde_json::json!(["role"]));
+    let disabled = || ("ok".to_owned(), serde_json::json!(["disabled"]));
+    assert_eq!(
+        updates,
+        [
+            role(),
+            role(),
+            disabled(),
+            disabled(),
+            role(),
+            disabled(),
+            disabled(),
+            role()
+        ]
+    );
+}
+
+/// One GET through the app as the bearer of `token`: the status and the JSON body.
+async fn api_get(app: &axum::Router, uri: &str, token: &str) -> (axum::http::StatusCode, Value) {
+    use http_body_util::BodyExt as _;
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::get(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The core's Hub over the CLI's store and key file, in this process, with a runtime to drive
+/// it: for what the CLI cannot do (teams) and to serve the HTTP API over the same store.
+fn hub_of(cli: &Cli) -> (tokio::runtime::Runtime, datahub_core::hub::Hub) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hub = runtime.block_on(async {
+        let store = datahub_core::store::SqliteStore::open(&cli.data).unwrap();
+        let keyring = datahub_core::crypto::Keyring::load_key_file(cli.key_file()).unwrap();
+        datahub_core::hub::Hub::open(std::sync::Arc::new(store), keyring)
+            .await
+            .unwrap()
+    });
+    (runtime, hub)
+}
+
+/// The HTTP API over `hub`.
+fn app_of(hub: datahub_core::hub::Hub) -> axum::Router {
+    datahub_server::app(datahub_server::AppState::new(
+        hub,
+        datahub_server::HttpOptions::default(),
+    ))
+}
+
+/// A new bearer token of `user`, made by the CLI.
+fn token_of(cli: &Cli, user: &str) -> String {
+    let t = cli
+        .run(
+            &[
+                "tokens", "create", "--user", user, "--name", "t", "-o", "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    t["token"].as_str().unwrap().to_owned()
+}
+
+/// `conn add NAME` to a closed loopback port, the canary password on stdin, plus `extra`.
+fn add_conn(cli: &Cli, name: &str, extra: &[&str]) -> Out {
+    let mut args = vec![
+        "conn",
+        "add",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "1",
+        "--database",
+        "app",
+        "--username",
+        "app",
+        "--tls-mode",
+        "require",
+        "--password-stdin",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    cli.run(&args, Some(&stdin_line(CANARY)))
+}
+
+#[test]
+fn conn_grants_in_the_cores_vocabulary() {
+    let cli = Cli::new();
+    add_user(&cli, "root", "admin");
+    let bob = add_user(&cli, "bob", "viewer");
+    add_user(&cli, "alice", "editor");
+    let ops = add_conn(&cli, "ops-db", &[]).ok().json();
+
+    // A team, made through the core on the same store (the CLI has no team commands).
+    let (runtime, hub) = hub_of(&cli);
+    let bob_id: datahub_core::UserId = bob["id"].as_str().unwrap().parse().unwrap();
+    let team = runtime
+        .block_on(hub.save_team(
+            &datahub_core::rbac::Principal::operator("test"),
+            None,
+            "ops",
+            &[bob_id],
+        ))
+        .unwrap();
+    let team_id = team.id.to_string();
+
+    // Grants in the core's vocabulary (view, use, manage), to a user or a team.
+    let grants = |name: &str| {
+        cli.run(&["conn", "grants", name, "-o", "json"], None)
+            .ok()
+            .json()
+    };
+    assert_eq!(grants("ops-db"), json!({"grants": []}));
+    let set = cli
+        .run(
+            &[
+                "conn", "grant", "ops-db", "--user", "bob", "--level", "use", "-o", "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        set,
+        json!({"grants": [{"user_id": bob["id"], "level": "use"}]})
+    );
+    cli.run(
+        &[
+            "conn", "grant", "ops-db", "--team", "ops", "--level", "view",
+        ],
+        None,
+    )
+    .ok();
+    // Granting again replaces the level.
+    cli.run(
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--level", "manage",
+        ],
+        None,
+    )
+    .ok();
+    let now = grants("ops-db");
+    let items = now["grants"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{now}");
+    assert!(items.contains(&json!({"user_id": bob["id"], "level": "manage"})));
+    assert!(items.contains(&json!({"team_id": team_id, "level": "view"})));
+    let table = cli.run(&["conn", "grants", "ops-db"], None).ok().stdout;
+    for expected in ["user", "bob", "manage", "team", "ops", "view", &team_id] {
+        assert!(table.contains(expected), "{expected}: {table}");
+    }
+
+    // Bad input: exit 2, nothing changes.
+    for args in [
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--level", "edit",
+        ][..],
+        &[
+            "conn", "grant", "ops-db", "--user", "nobody", "--level", "view",
+        ][..],
+        &[
+            "conn", "grant", "ops-db", "--team", "nope", "--level", "view",
+        ][..],
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--team", "ops", "--level", "view",
+        ][..],
+        &["conn", "grant", "ops-db", "--level", "view"][..],
+        &[
+            "conn", "grant", "missing", "--user", "bob", "--level", "view",
+        ][..],
+        &["conn", "revoke-grant", "ops-db", "--user", "alice"][..],
+    ] {
+        let bad = cli.run(args, None);
+        assert_eq!(bad.code, 2, "{args:?}: {}", bad.stderr);
+    }
+    let level = cli.run(
+        &[
+            "conn", "grant", "ops-db", "--user", "bob", "--level", "edit",
+        ],
+        None,
+    );
+    assert!(level.stderr.contains("level"), "{}", level.stderr);
+    let none = cli.run(&["conn", "revoke-grant", "ops-db", "--user", "alice"], None);
+    assert!(none.stderr.contains("holds no grant"), "{}", none.stderr);
+    assert_eq!(grants("ops-db"), now);
+
+    let revoked = cli
+        .run(
+            &[
+                "conn",
+                "revoke-grant",
+                "ops-db",
+                "--user",
+                "bob",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .ok()
+        .json();
+    assert_eq!(
+        revoked,
+        json!({"grants": [{"team_id": team_id, "level": "view"}]})
+    );
+
+    // The HTTP API reads the same grants, and bob now sees the connection through his team.
+    let (root_t, bob_t) = (token_of(&cli, "root"), token_of(&cli, "bob"));
+    let app = app_of(hub);
+    let ops_uri = format!("/api/v1/connections/{}", ops["id"].as_str().unwrap());
+    runtime.block_on(async {
+        let (status, api_grants) = api_get(&app, &format!("{ops_uri}/grants"), &root_t).await;
+        assert_eq!(status, 200);
+        assert_eq!(api_grants, revoked);
+        let (status, seen) = api_get(&app, &ops_uri, &bob_t).await;
+        assert_eq!(status, 200, "{seen}");
+        let (_, bobs) = api_get(&app, "/api/v1/connections", &bob_t).await;
+        assert_eq!(bobs["total"], 1);
+    });
+
+    // Four grant changes, each audited; refusals wrote nothing.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "100", "-o", "json"], None)
+        .ok()
+        .json();
+    let writes = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "grants.write")
+        .count();
+    assert_eq!(writes, 4);
+    cli.assert_no_canary();
+}
+
+#[test]
+fn conn_add_owner_and_connections_no_user_owns() {
+    let cli = Cli::new();
+    add_user(&cli, "root", "admin");
+    let alice = add_user(&cli, "alice", "editor");
+    add_user(&cli, "carl", "viewer");
+    cli.run(&["users", "disable", "carl"], None).ok();
+
+    // Owners: no user by default, or an enabled user named with --owner.
+    let ops = add_conn(&cli, "ops-db", &[]).ok().json();
+    assert_eq!(ops["owner"], Value::Null, "no nil UUID posing as a user");
+    assert_eq!(ops["client_key_set"], false, "the API's connection shape");
+    let alices = add_conn(&cli, "alice-db", &["--owner", "alice"])
+        .ok()
+        .json();
+    assert_eq!(alices["owner"], alice["id"]);
+    for (owner, said) in [("nobody", "no user"), ("carl", "disabled")] {
+        let refused = add_conn(&cli, "refused", &["--owner", owner]);
+        assert_eq!(refused.code, 2, "{}", refused.stderr);
+        assert!(
+            refused.stderr.contains("owner") && refused.stderr.contains(said),
+            "{}",
+            refused.stderr
+        );
+    }
+    let list = cli.run(&["conn", "list", "-o", "json"], None).ok().json();
+    assert_eq!(list["total"], 2, "nothing refused was saved");
+    let owners: Vec<(&Value, &Value)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (&c["name"], &c["owner"]))
+        .collect();
+    assert!(owners.contains(&(&json!("ops-db"), &Value::Null)));
+    assert!(owners.contains(&(&json!("alice-db"), &alice["id"])));
+    let shown = cli.run(&["conn", "grants", "ops-db"], None).ok().stdout;
+    assert!(shown.contains("owner no user"), "{shown}");
+    let shown = cli.run(&["conn", "grants", "alice-db"], None).ok().stdout;
+    assert!(shown.contains("owner alice"), "{shown}");
+
+    // Over HTTP: owner null, GET and list work for admins; the owner manages its own.
+    let (root_t, alice_t) = (token_of(&cli, "root"), token_of(&cli, "alice"));
+    let (runtime, hub) = hub_of(&cli);
+    let app = app_of(hub);
+    let uri = |c: &Value| format!("/api/v1/connections/{}", c["id"].as_str().unwrap());
+    runtime.block_on(async {
+        let (status, one) = api_get(&app, &uri(&ops), &root_t).await;
+        assert_eq!(status, 200, "{one}");
+        assert_eq!(one["owner"], Value::Null);
+        assert_eq!(one["name"], "ops-db");
+        let (status, all) = api_get(&app, "/api/v1/connections", &root_t).await;
+        assert_eq!(status, 200, "{all}");
+        assert_eq!(all["total"], 2);
+        let api_owners: Vec<(&Value, &Value)> = all["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (&c["name"], &c["owner"]))
+            .collect();
+        assert!(api_owners.contains(&(&json!("ops-db"), &Value::Null)));
+        assert!(api_owners.contains(&(&json!("alice-db"), &alice["id"])));
+        // Alice sees only hers, and may manage it (read its grants).
+        let (_, hers) = api_get(&app, "/api/v1/connections", &alice_t).await;
+        assert_eq!(hers["total"], 1);
+        assert_eq!(hers["items"][0]["owner"], alice["id"]);
+        let (status, _) = api_get(&app, &format!("{}/grants", uri(&alices)), &alice_t).await;
+        assert_eq!(status, 200);
+        let (status, _) = api_get(&app, &uri(&ops), &alice_t).await;
+        assert_eq!(status, 404);
+    });
+
+    // The creation for alice names the owner among the changed fields.
+    let tail = cli
+        .run(&["audit", "tail", "-n", "100", "-o", "json"], None)
+        .ok()
+        .json();
+    let creates: Vec<&Value> = tail
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "connection.create")
+        .map(|r| &r["changed_fields"])
+        .collect();
+    assert_eq!(creates, [&json!([]), &json!(["owner"])]);
     cli.assert_no_canary();
 }

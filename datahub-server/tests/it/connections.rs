@@ -840,3 +840,53 @@ async fn health_history_parameters() {
         assert_field(&r, StatusCode::BAD_REQUEST, field);
     }
 }
+
+/// Words of Rust that must never reach an API client in an error message.
+const RUST_WORDS: &[&str] = &[
+    "u8", "u16", "u32", "u64", "i32", "i64", "usize", "struct", "enum", "sequence", "borrowed",
+];
+
+#[tokio::test]
+async fn a_wrong_typed_port_is_described_in_json_words() {
+    let f = Fixture::new().await;
+    for (port, said) in [
+        (json!("5432"), "wrong type: expected an integer"),
+        (json!(54.32), "wrong type: expected an integer"),
+        (json!(true), "wrong type: expected an integer"),
+        (json!([5432]), "wrong type: expected an integer"),
+        (json!({"n": 5432}), "wrong type: expected an integer"),
+        (
+            json!(99_999_999_999_999_999_999.0),
+            "wrong type: expected an integer",
+        ),
+    ] {
+        let mut sent = body("typed", 5432);
+        sent["port"] = port.clone();
+        let r = f.admin(Method::POST, URL, Some(&sent)).await;
+        assert_field(&r, StatusCode::BAD_REQUEST, "port");
+        let message = r.json["error"]["message"].as_str().unwrap();
+        assert_eq!(message, said, "{port}");
+        let words: Vec<&str> = message
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .collect();
+        for rust in RUST_WORDS {
+            assert!(!words.contains(rust), "{port}: {message:?} names {rust}");
+        }
+    }
+    // Nested objects and lists are named in JSON's words too.
+    let mut sent = body("typed", 5432);
+    sent["tags"] = json!("prod");
+    let r = f.admin(Method::POST, URL, Some(&sent)).await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "tags");
+    assert_eq!(r.json["error"]["message"], "wrong type: expected an array");
+    let mut sent = body("typed", 5432);
+    sent["tls"] = json!("require");
+    let r = f.admin(Method::POST, URL, Some(&sent)).await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "tls");
+    assert_eq!(
+        r.json["error"]["message"],
+        "wrong type: expected a JSON object"
+    );
+    let list = f.admin(Method::GET, URL, None).await;
+    assert_eq!(list.json["total"], 0, "nothing was saved");
+}

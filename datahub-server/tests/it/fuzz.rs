@@ -24,6 +24,11 @@ use crate::common::{Answer, Fixture};
 const URL: &str = "/api/v1/connections";
 const KEEP_PW: &str = "fuzz-keep-pw-5521";
 const LONG: usize = 10 * 1024;
+/// Words of Rust that an error message must not carry.
+const RUST_WORDS: &[&str] = &[
+    "u8", "u16", "u32", "u64", "u128", "i8", "i16", "i32", "i64", "i128", "usize", "isize", "f64",
+    "struct", "enum", "sequence", "borrowed", "tuple",
+];
 
 fn closed_port() -> u16 {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -423,6 +428,12 @@ fn check_refusal(op: &str, what: &str, r: &Answer, field: Option<&str>, sign_in:
         "{op} {what}: not the error shape: {}",
         r.text
     );
+    // Messages speak JSON, not Rust: no type name of ours reaches a client.
+    let message = error["message"].as_str().unwrap_or_default();
+    let rust = message
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .find(|w| RUST_WORDS.contains(w));
+    assert_eq!(rust, None, "{op} {what}: {message:?}");
     let uniform = sign_in
         && matches!(
             r.status,
