@@ -519,7 +519,7 @@ mod tests {
             .create_connection_owned_by(&op, None, draft("nobodys"))
             .await
             .unwrap();
-        assert!(nobodys.owner.as_uuid().is_nil());
+        assert_eq!(nobodys.owner_user(), None);
 
         // An editor may not give one away; an unknown or disabled owner is refused on `owner`.
         let refused = hub

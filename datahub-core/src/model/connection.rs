@@ -13,7 +13,9 @@ pub struct Connection {
     pub id: ConnectionId,
     /// The validated settings.
     pub spec: ConnectionSpec,
-    /// The user who created it.
+    /// The user who owns it: its creator, or the user an admin or the local operator named.
+    /// The nil id when no user owns it (made by the local operator without `--owner`): admins
+    /// manage it, others reach it only through grants. See [`Connection::owner_user`].
     pub owner: UserId,
     /// Bumped on every change, starting at 1; an edit names the version it read (optimistic
     /// concurrency).
@@ -43,6 +45,11 @@ impl Connection {
             updated_at: at,
             health: Health::default(),
         }
+    }
+
+    /// The user who owns it, or `None` when no user does (the nil id in [`Connection::owner`]).
+    pub fn owner_user(&self) -> Option<UserId> {
+        (!self.owner.as_uuid().is_nil()).then_some(self.owner)
     }
 
     /// The version of a newly created connection.

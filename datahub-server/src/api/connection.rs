@@ -576,7 +576,7 @@ impl From<&Connection> for ConnectionOut {
 /// The owner as answered: `None` for the nil id, which marks a connection no user owns (the
 /// core gives the local operator the nil id, and an id of no user must not pass for one).
 pub fn owner_of(c: &Connection) -> Option<String> {
-    (!c.owner.as_uuid().is_nil()).then(|| c.owner.to_string())
+    c.owner_user().map(|owner| owner.to_string())
 }
 
 /// One page of connections.
