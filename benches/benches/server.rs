@@ -22,9 +22,10 @@
 //!   token whose user holds `view` grants on every tenth connection (20). For each token, 50
 //!   clients `GET /api/v1/connections` (default page size, 50) back to back: a 2 s warm-up,
 //!   then a 10 s window; requests started in the window are counted. Printed: requests/s, p50,
-//!   p99, max, and the non-200 count (must be 0). On the SQLite store (the default product
-//!   configuration, in a temporary folder) and on the PostgreSQL store (a kit cluster, the
-//!   store's default pool of 16). Criterion then times one list request on one keep-alive
+//!   p99, max, and the non-200 count (must be 0), with the CPU time the process and the
+//!   clients' thread used in the window (so a load generator starving the server shows). On
+//!   the SQLite store (the default product configuration, in a temporary folder) and on the
+//!   PostgreSQL store (a kit cluster, the store's default pool of 16). Criterion then times one list request on one keep-alive
 //!   connection, per store and token.
 //! - Test endpoint overhead: a kit cluster with TLS (kit CA) and a SCRAM user; a saved
 //!   connection to it (verify-full, the kit CA, `localhost`). 200 rounds interleave, in rotating
@@ -35,7 +36,11 @@
 //!   each, the p50 ratios to the direct call (goal for the saved test ≤ 1.25 at p50), and the
 //!   median of each call's time outside the probe (wall time minus the report's `total_ms`):
 //!   for the endpoint that is HTTP, authentication, the permission check, the secrets' opening,
-//!   the policy read, the audit row and the JSON answer. Criterion then times each of the three.
+//!   the policy read, the audit row and the JSON answer. Two more calls join the rotation to
+//!   split that difference: `Hub::test_connection` called in-process (the Hub's share: the
+//!   permission check, the secrets, the policy read, the audit row) and `GET /api/v1/auth/me`
+//!   (an authenticated HTTP round trip that tests nothing). Criterion then times the endpoint,
+//!   the direct call, the Hub and the draft endpoint.
 //!
 //! The machine's load average is printed at the start and the end: on a shared machine the
 //! figures move with it.
@@ -425,6 +430,8 @@ struct Load {
     non_200: usize,
     /// Requests over the whole run, warm-up included.
     all: usize,
+    /// CPU time of the process and of the clients' thread in the window (Linux).
+    cpu: Option<(Duration, Duration)>,
 }
 
 impl Load {
@@ -447,6 +454,17 @@ impl Load {
                 " (MUST be 0)"
             }
         );
+        if let Some((all, clients)) = self.cpu {
+            println!(
+                "    CPU in the window: {:.1} s for the process ({:.2} cores of {}), of which the \
+                 clients' thread {:.1} s ({:.0} %)",
+                all.as_secs_f64(),
+                all.as_secs_f64() / WINDOW.as_secs_f64(),
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                clients.as_secs_f64(),
+                100.0 * clients.as_secs_f64() / all.as_secs_f64().max(1e-9)
+            );
+        }
     }
 }
 
@@ -480,10 +498,18 @@ async fn list_load(addr: SocketAddr, auth: HeaderValue) -> Load {
             (times, non_200, all)
         }));
     }
+    tokio::time::sleep_until(from.into()).await;
+    let before = cpu_times();
+    tokio::time::sleep_until(end.into()).await;
+    let after = cpu_times();
     let mut load = Load {
         times: Vec::new(),
         non_200: 0,
         all: 0,
+        cpu: match (before, after) {
+            (Some(b), Some(a)) => Some((a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))),
+            _ => None,
+        },
     };
     for task in tasks {
         let (times, non_200, all) = task.await.unwrap();
@@ -534,14 +560,20 @@ fn target_draft(name: &str, port: u16, ca: &str) -> ConnectionDraft {
 /// Which call a hand-timed sample is.
 const SAVED: usize = 0;
 const DIRECT: usize = 1;
-const DRAFT: usize = 2;
-const LABELS: [&str; 3] = [
+const HUB: usize = 2;
+const DRAFT: usize = 3;
+const ME: usize = 4;
+const CALLS: usize = 5;
+const LABELS: [&str; CALLS] = [
     "POST /connections/{id}/test",
     "probe::test (direct)",
+    "Hub::test_connection",
     "POST /connections/test (draft)",
+    "GET /auth/me",
 ];
 
-/// The test endpoint, the draft test and the direct prober, interleaved, then in Criterion.
+/// The test endpoint, the draft test and the direct prober, interleaved with the Hub's own
+/// test (no HTTP) and an authenticated round trip that tests nothing, then in Criterion.
 fn test_overhead(
     c: &mut Criterion,
     server_rt: &Runtime,
@@ -552,7 +584,7 @@ fn test_overhead(
     let ca = cluster.ca_pem().unwrap().to_owned();
     let port = cluster.port();
     let hub = &server.hub;
-    let (id, admin_token, direct) = server_rt.block_on(async {
+    let (id, admin, admin_token, direct) = server_rt.block_on(async {
         let admin = login(hub, "admin", ADMIN_PW).await;
         let id: ConnectionId = hub
             .create_connection(&admin, target_draft("probe-target", port, &ca))
@@ -575,7 +607,8 @@ fn test_overhead(
                 ..ProbeRules::default()
             },
         };
-        (id, token(hub, &admin).await, direct)
+        let token = token(hub, &admin).await;
+        (id, admin, token, direct)
     });
     let auth = bearer(&admin_token);
     let saved_path = format!("/api/v1/connections/{id}/test");
@@ -593,7 +626,7 @@ fn test_overhead(
     );
     let mut client = client_rt.block_on(Client::connect(server.addr));
 
-    // One timed call: wall ms, and the report's own total_ms.
+    // One timed test over HTTP: wall ms, and the report's own total_ms.
     let http = |client: &mut Client, path: &str, body: Option<&Bytes>| -> (f64, f64) {
         let started = Instant::now();
         let (status, bytes) = client_rt.block_on(client.call(Method::POST, path, &auth, body));
@@ -609,13 +642,32 @@ fn test_overhead(
         assert!(report["tls"].is_object(), "not on TLS: {report}");
         (took, report["total_ms"].as_f64().unwrap())
     };
-    let direct_call = || -> (f64, f64) {
-        let started = Instant::now();
-        let report = server_rt.block_on(direct.test());
+    // The same from a report in hand.
+    let checked = |started: Instant, report: Report| -> (f64, f64) {
         let took = ms(started.elapsed());
         assert!(report.ok, "{report:?}");
         assert!(report.tls.is_some());
         (took, report.total_ms)
+    };
+    let direct_call = || {
+        let started = Instant::now();
+        checked(started, server_rt.block_on(direct.test()))
+    };
+    let hub_call = || {
+        let started = Instant::now();
+        let report = server_rt.block_on(hub.test_connection(&admin, id, MAX_BUDGET));
+        checked(started, report.unwrap())
+    };
+    let me = |client: &mut Client| -> (f64, f64) {
+        let started = Instant::now();
+        let (status, bytes) = client_rt.block_on(client.get("/api/v1/auth/me", &auth));
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        (ms(started.elapsed()), 0.0)
     };
 
     // Every path works, encrypted and authenticated, before anything is timed; warms the
@@ -623,18 +675,22 @@ fn test_overhead(
     for _ in 0..3 {
         http(&mut client, &saved_path, None);
         direct_call();
+        hub_call();
         http(&mut client, DRAFT_TEST_PATH, Some(&draft_body));
+        me(&mut client);
     }
 
-    let mut walls: [Vec<f64>; 3] = Default::default();
-    let mut outside: [Vec<f64>; 3] = Default::default();
+    let mut walls: [Vec<f64>; CALLS] = Default::default();
+    let mut outside: [Vec<f64>; CALLS] = Default::default();
     for i in 0..ROUNDS {
-        for k in 0..3 {
-            let which = (i + k) % 3;
+        for k in 0..CALLS {
+            let which = (i + k) % CALLS;
             let (wall, probe_ms) = match which {
                 SAVED => http(&mut client, &saved_path, None),
                 DIRECT => direct_call(),
-                _ => http(&mut client, DRAFT_TEST_PATH, Some(&draft_body)),
+                HUB => hub_call(),
+                DRAFT => http(&mut client, DRAFT_TEST_PATH, Some(&draft_body)),
+                _ => me(&mut client),
             };
             walls[which].push(wall);
             outside[which].push(wall - probe_ms);
@@ -644,29 +700,38 @@ fn test_overhead(
         "connection test, verify-full + SCRAM on a kit cluster, {ROUNDS} interleaved rounds \
          (wall time of each call):"
     );
-    for which in [SAVED, DIRECT, DRAFT] {
-        print_series(LABELS[which], &mut walls[which]);
+    for (label, times) in LABELS.iter().zip(&mut walls) {
+        print_series(label, times);
+    }
+    for v in &mut outside {
+        v.sort_unstable_by(f64::total_cmp);
     }
     let p50 = |v: &[f64]| quantile(v, 0.50);
     let ratio = p50(&walls[SAVED]) / p50(&walls[DIRECT]);
     println!(
-        "  p50 ratio endpoint / direct = {ratio:.3} (goal <= {TEST_GOAL}: {})",
-        if ratio <= TEST_GOAL { "met" } else { "NOT met" }
+        "  p50 ratio endpoint / direct = {ratio:.3} (goal <= {TEST_GOAL}: {}); draft endpoint / \
+         direct = {:.3}; Hub::test_connection / direct = {:.3}",
+        if ratio <= TEST_GOAL { "met" } else { "NOT met" },
+        p50(&walls[DRAFT]) / p50(&walls[DIRECT]),
+        p50(&walls[HUB]) / p50(&walls[DIRECT]),
     );
-    println!(
-        "  p50 ratio draft endpoint / direct = {:.3}",
-        p50(&walls[DRAFT]) / p50(&walls[DIRECT])
-    );
-    for v in &mut outside {
-        v.sort_unstable_by(f64::total_cmp);
-    }
     println!(
         "  outside the probe (wall minus the report's total_ms), p50 ms: endpoint {:.3}, draft \
-         {:.3}, direct {:.3}; difference of p50s endpoint - direct {:.3} ms",
+         {:.3}, Hub {:.3}, direct {:.3}",
         p50(&outside[SAVED]),
         p50(&outside[DRAFT]),
+        p50(&outside[HUB]),
         p50(&outside[DIRECT]),
+    );
+    println!(
+        "  where the endpoint's extra goes, differences of p50s: endpoint - direct {:.3} ms = \
+         Hub - direct {:.3} ms (permission check, secrets, policy read, audit row) + endpoint - \
+         Hub {:.3} ms (HTTP, token check, JSON); an authenticated round trip alone (GET \
+         /auth/me) {:.3} ms",
         p50(&walls[SAVED]) - p50(&walls[DIRECT]),
+        p50(&walls[HUB]) - p50(&walls[DIRECT]),
+        p50(&walls[SAVED]) - p50(&walls[HUB]),
+        p50(&walls[ME]),
     );
 
     let mut g = c.benchmark_group("test");
@@ -678,6 +743,7 @@ fn test_overhead(
         b.iter(|| black_box(http(&mut client, &saved_path, None)))
     });
     g.bench_function("direct", |b| b.iter(|| black_box(direct_call())));
+    g.bench_function("hub", |b| b.iter(|| black_box(hub_call())));
     g.bench_function("http_draft", |b| {
         b.iter(|| black_box(http(&mut client, DRAFT_TEST_PATH, Some(&draft_body))))
     });
@@ -686,6 +752,19 @@ fn test_overhead(
 
 /// The draft test's path.
 const DRAFT_TEST_PATH: &str = "/api/v1/connections/test";
+
+/// CPU time (user + system) so far of this process and of the calling thread, from `/proc`
+/// (Linux; ticks of 10 ms), or `None`. The clients' runtime runs on the calling thread.
+fn cpu_times() -> Option<(Duration, Duration)> {
+    let read = |path: &str| -> Option<Duration> {
+        let stat = std::fs::read_to_string(path).ok()?;
+        let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        Some(Duration::from_millis(ticks * 10))
+    };
+    Some((read("/proc/self/stat")?, read("/proc/thread-self/stat")?))
+}
 
 /// The 1, 5 and 15 minute load averages (Linux), or `n/a`.
 fn load_average() -> String {
