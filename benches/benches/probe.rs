@@ -32,9 +32,11 @@
 //! (all healthy) is in the main lane and exactly 32 are. The bench prints the warm-up time, and
 //! the offered rate next to the measured one: a measured rate clearly below the offered one (and
 //! skipped checks) shows the monitor was saturated. It also prints this process's CPU time per
-//! check for the `probe::test` loop and for the monitor (Linux, from `/proc/self/stat`): on a
-//! loaded machine rates drift between the loops and the monitor's window, CPU per check much
-//! less, so the difference is the steadier figure of the monitor's own cost.
+//! check for each loop and for the monitor (Linux, from `/proc/self/stat`): on a loaded machine
+//! rates drift between the loops and the monitor's window, CPU per check much less, so the
+//! differences are the steadier figures: `probe::test` loop minus the bare loop running the
+//! probe's query is the prober's own client cost, monitor minus `probe::test` loop the
+//! monitor's own.
 //!
 //! Run: `cargo bench -p datahub-benches --bench probe` (about 3 minutes).
 
@@ -648,12 +650,30 @@ fn throughput(
             "NO: interval-bound, the figure is a lower bound"
         }
     );
-    // This process's CPU per check (the server's is the same for both: the same probe).
+    // This process's CPU per check or run (the server's differs only by the probe's query,
+    // which the bare loop with the probe's query also runs).
     let shown = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"));
-    let probe_cpu = match (probe_before.cpu_ms, probe_after.cpu_ms) {
+    let mean = |a: Rate, b: Rate| match (a.cpu_ms, b.cpu_ms) {
         (Some(a), Some(b)) => Some((a + b) / 2.0),
         _ => None,
     };
+    let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:+.3} ms ({:+.1} %)", a - b, 100.0 * (a - b) / b),
+        _ => "n/a".to_owned(),
+    };
+    let bare_cpu = mean(bare_before, bare_after);
+    let bare_sql_cpu = mean(bare_sql_before, bare_sql_after);
+    let probe_cpu = mean(probe_before, probe_after);
+    println!(
+        "client CPU per run (this process, means before/after): bare loop {} (before {}, after \
+         {}), bare loop with the probe's query {} (before {}, after {})",
+        shown(bare_cpu),
+        shown(bare_before.cpu_ms),
+        shown(bare_after.cpu_ms),
+        shown(bare_sql_cpu),
+        shown(bare_sql_before.cpu_ms),
+        shown(bare_sql_after.cpu_ms),
+    );
     println!(
         "client CPU per check (this process): probe::test loop {} (before {}, after {}), monitor \
          {}; the monitor's own cost: {}",
@@ -661,10 +681,13 @@ fn throughput(
         shown(probe_before.cpu_ms),
         shown(probe_after.cpu_ms),
         shown(monitor_cpu),
-        match (monitor_cpu, probe_cpu) {
-            (Some(m), Some(p)) => format!("{:+.3} ms ({:+.1} %)", m - p, 100.0 * (m - p) / p),
-            _ => "n/a".to_owned(),
-        }
+        diff(monitor_cpu, probe_cpu)
+    );
+    println!(
+        "client CPU gaps: probe::test loop - bare loop with the probe's query {} (the prober's \
+         own cost); monitor - bare loop {}",
+        diff(probe_cpu, bare_sql_cpu),
+        diff(monitor_cpu, bare_cpu)
     );
 }
 
