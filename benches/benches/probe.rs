@@ -134,6 +134,11 @@ fn bench(c: &mut Criterion) {
     let tls = rt.block_on(bare.ssl_in_use());
     assert!(tls, "the bare client is not on TLS");
 
+    if let Ok(what) = std::env::var("PROBE_BENCH_PROFILE") {
+        profile(&rt, &product, &bare, &cluster, &ca, &what);
+        return;
+    }
+
     interleaved(&rt, &product, &bare);
 
     for (name, group) in [("probe", 0), ("bare", 1)] {
@@ -535,45 +540,16 @@ fn throughput(
 
     let wanted = (probe_before.per_s * f64::from(INTERVAL_S) * OVERLOAD).ceil() as usize;
     let n = wanted.clamp(MIN_MONITORED, MAX_MONITORED);
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let seeding = Instant::now();
+    let (hub, store, dir) = monitor_hub(rt, cluster, ca, n);
+    println!(
+        "monitor: saved {n} connections through the Hub in {:.1} s (offered {:.0} checks/s \
+         = {OVERLOAD} x the probe::test loop{})",
+        seeding.elapsed().as_secs_f64(),
+        n as f64 / f64::from(INTERVAL_S),
+        if n < wanted { ", capped" } else { "" }
+    );
     let monitor = rt.block_on(async {
-        let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
-            .await
-            .unwrap()
-            .with_connector(Arc::new(plain_dialer()));
-        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
-            .await
-            .unwrap()
-            .unwrap();
-        let admin = hub
-            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
-            .await
-            .unwrap();
-        let seeding = Instant::now();
-        let mut tasks = Vec::new();
-        for task in 0..SEED_TASKS {
-            let (hub, admin, ca) = (hub.clone(), admin.clone(), ca.to_owned());
-            let port = cluster.port();
-            tasks.push(tokio::spawn(async move {
-                for i in (task..n).step_by(SEED_TASKS) {
-                    hub.create_connection(&admin, draft(&format!("mon-{i}"), port, &ca))
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        println!(
-            "monitor: saved {n} connections through the Hub in {:.1} s (offered {:.0} checks/s \
-             = {OVERLOAD} x the probe::test loop{})",
-            seeding.elapsed().as_secs_f64(),
-            n as f64 / f64::from(INTERVAL_S),
-            if n < wanted { ", capped" } else { "" }
-        );
-
         let handle = hub.start_monitor(MonitorConfig {
             max_concurrency: CONCURRENCY,
             ..MonitorConfig::default()
@@ -691,6 +667,49 @@ fn throughput(
     );
 }
 
+/// A Hub over a fresh SQLite store with `n` verify-full connections to the kit cluster saved
+/// (checked every [`INTERVAL_S`]); the folder lives as long as the returned guard.
+fn monitor_hub(
+    rt: &Runtime,
+    cluster: &PgCluster,
+    ca: &str,
+    n: usize,
+) -> (Hub, Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let hub = rt.block_on(async {
+        let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
+            .await
+            .unwrap()
+            .with_connector(Arc::new(plain_dialer()));
+        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
+            .await
+            .unwrap()
+            .unwrap();
+        let admin = hub
+            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..SEED_TASKS {
+            let (hub, admin, ca) = (hub.clone(), admin.clone(), ca.to_owned());
+            let port = cluster.port();
+            tasks.push(tokio::spawn(async move {
+                for i in (task..n).step_by(SEED_TASKS) {
+                    hub.create_connection(&admin, draft(&format!("mon-{i}"), port, &ca))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        hub
+    });
+    (hub, store, dir)
+}
+
 /// How many connections have a recorded check, and how many of those last failed.
 async fn last_results(store: &dyn Store) -> (u64, u64) {
     let (mut checked, mut failing) = (0, 0);
@@ -717,6 +736,132 @@ async fn last_results(store: &dyn Store) -> (u64, u64) {
             return (checked, failing);
         }
         page += 1;
+    }
+}
+
+/// The profiling mode (`PROBE_BENCH_PROFILE=<what>:<n>`): runs `n` of one kind of work one
+/// after another instead of the benches, with the profiler named by `PROBE_BENCH_PROFILER`
+/// (`callgrind`: the bench runs under `valgrind --tool=callgrind --instr-atstart=no` and
+/// instrumentation is turned on only around the work; `perf`: `perf record -g` is attached to
+/// this process around the work, to `perf.data`) or none, and prints this process's CPU per
+/// item. `<what>`: `probe` (`probe::test`), `bare` (the bare client with `SELECT 1`), `bare_sql`
+/// (the bare client with the probe's query), or `monitor` (`n` saved connections checked by the
+/// monitor, measured over `n` checks once every connection had its first check).
+fn profile(
+    rt: &Runtime,
+    product: &Product,
+    bare: &Bare,
+    cluster: &PgCluster,
+    ca: &str,
+    what: &str,
+) {
+    let (kind, n) = what.split_once(':').unwrap_or((what, "200"));
+    let n: usize = n.parse().unwrap();
+    let profiler = std::env::var("PROBE_BENCH_PROFILER").unwrap_or_default();
+    let (items, took, cpu) = if kind == "monitor" {
+        let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n);
+        rt.block_on(async {
+            let handle = hub.start_monitor(MonitorConfig {
+                max_concurrency: CONCURRENCY,
+                ..MonitorConfig::default()
+            });
+            while handle.stats().first_checks < n as u64 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let before = handle.stats().checks;
+            let on = Profiler::start(&profiler);
+            let cpu = cpu_time();
+            let started = Instant::now();
+            while handle.stats().checks < before + n as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cpu = cpu_per(cpu, cpu_time(), handle.stats().checks - before);
+            let took = started.elapsed();
+            drop(on);
+            let checks = handle.stats().checks - before;
+            handle.shutdown().await;
+            (checks, took, cpu)
+        })
+    } else {
+        let on = Profiler::start(&profiler);
+        let cpu = cpu_time();
+        let started = Instant::now();
+        for _ in 0..n {
+            match kind {
+                "probe" => assert!(rt.block_on(product.test()).ok),
+                "bare" => drop(rt.block_on(bare.run())),
+                "bare_sql" => drop(rt.block_on(bare.run_sql(PROBE_SQL))),
+                other => panic!("unknown PROBE_BENCH_PROFILE kind {other:?}"),
+            }
+        }
+        let took = started.elapsed();
+        let cpu = cpu_per(cpu, cpu_time(), n as u64);
+        drop(on);
+        (n as u64, took, cpu)
+    };
+    println!(
+        "profile {kind}: {items} in {:.1} s, CPU per item {}",
+        took.as_secs_f64(),
+        cpu.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"))
+    );
+}
+
+/// A profiler attached while it lives (see [`profile`]).
+struct Profiler(Option<(&'static str, std::process::Child)>);
+
+impl Profiler {
+    fn start(which: &str) -> Self {
+        let pid = std::process::id().to_string();
+        let run = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .spawn()
+                .unwrap()
+        };
+        match which {
+            "callgrind" => {
+                assert!(
+                    run("callgrind_control", &["-i", "on", &pid])
+                        .wait()
+                        .unwrap()
+                        .success()
+                );
+                Self(Some(("callgrind", run("true", &[]))))
+            }
+            "perf" => {
+                let child = run("perf", &["record", "-g", "-o", "perf.data", "-p", &pid]);
+                // Until perf has attached.
+                std::thread::sleep(Duration::from_secs(2));
+                Self(Some(("perf", child)))
+            }
+            "" => Self(None),
+            other => panic!("unknown PROBE_BENCH_PROFILER {other:?}"),
+        }
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        let pid = std::process::id().to_string();
+        match self.0.take() {
+            Some(("callgrind", mut child)) => {
+                child.wait().unwrap();
+                let off = std::process::Command::new("callgrind_control")
+                    .args(["-i", "off", &pid])
+                    .status()
+                    .unwrap();
+                assert!(off.success());
+            }
+            Some((_, mut child)) => {
+                let perf = child.id().to_string();
+                std::process::Command::new("kill")
+                    .args(["-INT", &perf])
+                    .status()
+                    .unwrap();
+                child.wait().unwrap();
+            }
+            None => {}
+        }
     }
 }
 
