@@ -39,6 +39,12 @@
 //! monitor's own.
 //!
 //! Run: `cargo bench -p datahub-benches --bench probe` (about 3 minutes).
+//!
+//! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
+//! that work, N times, after the set-up; with `PROBE_BENCH_PROFILER=callgrind` under
+//! `valgrind --tool=callgrind --instr-atstart=no <bench binary> --bench` only the work is
+//! instrumented (instruction counts, steady on a loaded machine; note valgrind hides SHA-NI, so
+//! SCRAM's SHA-256 is counted in software), with `perf` a `perf record -g` is attached.
 
 // A bench whose set-up fails is a bug in the bench: unwrapping is the clearest report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
