@@ -32,11 +32,19 @@
 //! (all healthy) is in the main lane and exactly 32 are. The bench prints the warm-up time, and
 //! the offered rate next to the measured one: a measured rate clearly below the offered one (and
 //! skipped checks) shows the monitor was saturated. It also prints this process's CPU time per
-//! check for the `probe::test` loop and for the monitor (Linux, from `/proc/self/stat`): on a
-//! loaded machine rates drift between the loops and the monitor's window, CPU per check much
-//! less, so the difference is the steadier figure of the monitor's own cost.
+//! check for each loop and for the monitor (Linux, from `/proc/self/stat`): on a loaded machine
+//! rates drift between the loops and the monitor's window, CPU per check much less, so the
+//! differences are the steadier figures: `probe::test` loop minus the bare loop running the
+//! probe's query is the prober's own client cost, monitor minus `probe::test` loop the
+//! monitor's own.
 //!
 //! Run: `cargo bench -p datahub-benches --bench probe` (about 3 minutes).
+//!
+//! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
+//! that work, N times, after the set-up; with `PROBE_BENCH_PROFILER=callgrind` under
+//! `valgrind --tool=callgrind --instr-atstart=no <bench binary> --bench` only the work is
+//! instrumented (instruction counts, steady on a loaded machine; note valgrind hides SHA-NI, so
+//! SCRAM's SHA-256 is counted in software), with `perf` a `perf record -g` is attached.
 
 // A bench whose set-up fails is a bug in the bench: unwrapping is the clearest report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -131,6 +139,11 @@ fn bench(c: &mut Criterion) {
     assert!(report.tls.is_some());
     let tls = rt.block_on(bare.ssl_in_use());
     assert!(tls, "the bare client is not on TLS");
+
+    if let Ok(what) = std::env::var("PROBE_BENCH_PROFILE") {
+        profile(&rt, &product, &bare, &cluster, &ca, &what);
+        return;
+    }
 
     interleaved(&rt, &product, &bare);
 
@@ -533,45 +546,16 @@ fn throughput(
 
     let wanted = (probe_before.per_s * f64::from(INTERVAL_S) * OVERLOAD).ceil() as usize;
     let n = wanted.clamp(MIN_MONITORED, MAX_MONITORED);
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let seeding = Instant::now();
+    let (hub, store, dir) = monitor_hub(rt, cluster, ca, n);
+    println!(
+        "monitor: saved {n} connections through the Hub in {:.1} s (offered {:.0} checks/s \
+         = {OVERLOAD} x the probe::test loop{})",
+        seeding.elapsed().as_secs_f64(),
+        n as f64 / f64::from(INTERVAL_S),
+        if n < wanted { ", capped" } else { "" }
+    );
     let monitor = rt.block_on(async {
-        let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
-            .await
-            .unwrap()
-            .with_connector(Arc::new(plain_dialer()));
-        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
-            .await
-            .unwrap()
-            .unwrap();
-        let admin = hub
-            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
-            .await
-            .unwrap();
-        let seeding = Instant::now();
-        let mut tasks = Vec::new();
-        for task in 0..SEED_TASKS {
-            let (hub, admin, ca) = (hub.clone(), admin.clone(), ca.to_owned());
-            let port = cluster.port();
-            tasks.push(tokio::spawn(async move {
-                for i in (task..n).step_by(SEED_TASKS) {
-                    hub.create_connection(&admin, draft(&format!("mon-{i}"), port, &ca))
-                        .await
-                        .unwrap();
-                }
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        println!(
-            "monitor: saved {n} connections through the Hub in {:.1} s (offered {:.0} checks/s \
-             = {OVERLOAD} x the probe::test loop{})",
-            seeding.elapsed().as_secs_f64(),
-            n as f64 / f64::from(INTERVAL_S),
-            if n < wanted { ", capped" } else { "" }
-        );
-
         let handle = hub.start_monitor(MonitorConfig {
             max_concurrency: CONCURRENCY,
             ..MonitorConfig::default()
@@ -648,12 +632,30 @@ fn throughput(
             "NO: interval-bound, the figure is a lower bound"
         }
     );
-    // This process's CPU per check (the server's is the same for both: the same probe).
+    // This process's CPU per check or run (the server's differs only by the probe's query,
+    // which the bare loop with the probe's query also runs).
     let shown = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"));
-    let probe_cpu = match (probe_before.cpu_ms, probe_after.cpu_ms) {
+    let mean = |a: Rate, b: Rate| match (a.cpu_ms, b.cpu_ms) {
         (Some(a), Some(b)) => Some((a + b) / 2.0),
         _ => None,
     };
+    let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => format!("{:+.3} ms ({:+.1} %)", a - b, 100.0 * (a - b) / b),
+        _ => "n/a".to_owned(),
+    };
+    let bare_cpu = mean(bare_before, bare_after);
+    let bare_sql_cpu = mean(bare_sql_before, bare_sql_after);
+    let probe_cpu = mean(probe_before, probe_after);
+    println!(
+        "client CPU per run (this process, means before/after): bare loop {} (before {}, after \
+         {}), bare loop with the probe's query {} (before {}, after {})",
+        shown(bare_cpu),
+        shown(bare_before.cpu_ms),
+        shown(bare_after.cpu_ms),
+        shown(bare_sql_cpu),
+        shown(bare_sql_before.cpu_ms),
+        shown(bare_sql_after.cpu_ms),
+    );
     println!(
         "client CPU per check (this process): probe::test loop {} (before {}, after {}), monitor \
          {}; the monitor's own cost: {}",
@@ -661,11 +663,57 @@ fn throughput(
         shown(probe_before.cpu_ms),
         shown(probe_after.cpu_ms),
         shown(monitor_cpu),
-        match (monitor_cpu, probe_cpu) {
-            (Some(m), Some(p)) => format!("{:+.3} ms ({:+.1} %)", m - p, 100.0 * (m - p) / p),
-            _ => "n/a".to_owned(),
-        }
+        diff(monitor_cpu, probe_cpu)
     );
+    println!(
+        "client CPU gaps: probe::test loop - bare loop with the probe's query {} (the prober's \
+         own cost); monitor - bare loop {}",
+        diff(probe_cpu, bare_sql_cpu),
+        diff(monitor_cpu, bare_cpu)
+    );
+}
+
+/// A Hub over a fresh SQLite store with `n` verify-full connections to the kit cluster saved
+/// (checked every [`INTERVAL_S`]); the folder lives as long as the returned guard.
+fn monitor_hub(
+    rt: &Runtime,
+    cluster: &PgCluster,
+    ca: &str,
+    n: usize,
+) -> (Hub, Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let hub = rt.block_on(async {
+        let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
+            .await
+            .unwrap()
+            .with_connector(Arc::new(plain_dialer()));
+        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
+            .await
+            .unwrap()
+            .unwrap();
+        let admin = hub
+            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for task in 0..SEED_TASKS {
+            let (hub, admin, ca) = (hub.clone(), admin.clone(), ca.to_owned());
+            let port = cluster.port();
+            tasks.push(tokio::spawn(async move {
+                for i in (task..n).step_by(SEED_TASKS) {
+                    hub.create_connection(&admin, draft(&format!("mon-{i}"), port, &ca))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        hub
+    });
+    (hub, store, dir)
 }
 
 /// How many connections have a recorded check, and how many of those last failed.
@@ -694,6 +742,132 @@ async fn last_results(store: &dyn Store) -> (u64, u64) {
             return (checked, failing);
         }
         page += 1;
+    }
+}
+
+/// The profiling mode (`PROBE_BENCH_PROFILE=<what>:<n>`): runs `n` of one kind of work one
+/// after another instead of the benches, with the profiler named by `PROBE_BENCH_PROFILER`
+/// (`callgrind`: the bench runs under `valgrind --tool=callgrind --instr-atstart=no` and
+/// instrumentation is turned on only around the work; `perf`: `perf record -g` is attached to
+/// this process around the work, to `perf.data`) or none, and prints this process's CPU per
+/// item. `<what>`: `probe` (`probe::test`), `bare` (the bare client with `SELECT 1`), `bare_sql`
+/// (the bare client with the probe's query), or `monitor` (`n` saved connections checked by the
+/// monitor, measured over `n` checks once every connection had its first check).
+fn profile(
+    rt: &Runtime,
+    product: &Product,
+    bare: &Bare,
+    cluster: &PgCluster,
+    ca: &str,
+    what: &str,
+) {
+    let (kind, n) = what.split_once(':').unwrap_or((what, "200"));
+    let n: usize = n.parse().unwrap();
+    let profiler = std::env::var("PROBE_BENCH_PROFILER").unwrap_or_default();
+    let (items, took, cpu) = if kind == "monitor" {
+        let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n);
+        rt.block_on(async {
+            let handle = hub.start_monitor(MonitorConfig {
+                max_concurrency: CONCURRENCY,
+                ..MonitorConfig::default()
+            });
+            while handle.stats().first_checks < n as u64 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let before = handle.stats().checks;
+            let on = Profiler::start(&profiler);
+            let cpu = cpu_time();
+            let started = Instant::now();
+            while handle.stats().checks < before + n as u64 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cpu = cpu_per(cpu, cpu_time(), handle.stats().checks - before);
+            let took = started.elapsed();
+            drop(on);
+            let checks = handle.stats().checks - before;
+            handle.shutdown().await;
+            (checks, took, cpu)
+        })
+    } else {
+        let on = Profiler::start(&profiler);
+        let cpu = cpu_time();
+        let started = Instant::now();
+        for _ in 0..n {
+            match kind {
+                "probe" => assert!(rt.block_on(product.test()).ok),
+                "bare" => drop(rt.block_on(bare.run())),
+                "bare_sql" => drop(rt.block_on(bare.run_sql(PROBE_SQL))),
+                other => panic!("unknown PROBE_BENCH_PROFILE kind {other:?}"),
+            }
+        }
+        let took = started.elapsed();
+        let cpu = cpu_per(cpu, cpu_time(), n as u64);
+        drop(on);
+        (n as u64, took, cpu)
+    };
+    println!(
+        "profile {kind}: {items} in {:.1} s, CPU per item {}",
+        took.as_secs_f64(),
+        cpu.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"))
+    );
+}
+
+/// A profiler attached while it lives (see [`profile`]).
+struct Profiler(Option<(&'static str, std::process::Child)>);
+
+impl Profiler {
+    fn start(which: &str) -> Self {
+        let pid = std::process::id().to_string();
+        let run = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .spawn()
+                .unwrap()
+        };
+        match which {
+            "callgrind" => {
+                assert!(
+                    run("callgrind_control", &["-i", "on", &pid])
+                        .wait()
+                        .unwrap()
+                        .success()
+                );
+                Self(Some(("callgrind", run("true", &[]))))
+            }
+            "perf" => {
+                let child = run("perf", &["record", "-g", "-o", "perf.data", "-p", &pid]);
+                // Until perf has attached.
+                std::thread::sleep(Duration::from_secs(2));
+                Self(Some(("perf", child)))
+            }
+            "" => Self(None),
+            other => panic!("unknown PROBE_BENCH_PROFILER {other:?}"),
+        }
+    }
+}
+
+impl Drop for Profiler {
+    fn drop(&mut self) {
+        let pid = std::process::id().to_string();
+        match self.0.take() {
+            Some(("callgrind", mut child)) => {
+                child.wait().unwrap();
+                let off = std::process::Command::new("callgrind_control")
+                    .args(["-i", "off", &pid])
+                    .status()
+                    .unwrap();
+                assert!(off.success());
+            }
+            Some((_, mut child)) => {
+                let perf = child.id().to_string();
+                std::process::Command::new("kill")
+                    .args(["-INT", &perf])
+                    .status()
+                    .unwrap();
+                child.wait().unwrap();
+            }
+            None => {}
+        }
     }
 }
 

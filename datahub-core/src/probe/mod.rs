@@ -372,7 +372,12 @@ impl Probe<'_> {
         }
         let mut plan = match mode {
             TlsMode::Disable => None,
-            _ => match tls::plan(mode, &self.spec.tls, self.secrets.client_key_pem.as_ref()) {
+            _ => match tls::plan(
+                mode,
+                &self.spec.tls,
+                self.secrets.client_key_pem.as_ref(),
+                tls::Sessions::HintsOnly,
+            ) {
                 Ok(plan) => Some(plan),
                 Err(e) => {
                     self.push(StepName::Config, Instant::now() - started, false);

@@ -113,9 +113,14 @@ pub fn pool(
     let tls = match mode {
         TlsMode::Disable => None,
         _ => Some(
-            tls::plan(mode, &spec.tls, secrets.client_key_pem.as_ref())
-                .map_err(|e| config_error(e.0))?
-                .config,
+            tls::plan(
+                mode,
+                &spec.tls,
+                secrets.client_key_pem.as_ref(),
+                tls::Sessions::Resume,
+            )
+            .map_err(|e| config_error(e.0))?
+            .config,
         ),
     };
     let guard =

@@ -7,16 +7,26 @@
 //! connection's CA only (the bundled public roots when it has none); `verify-ca` is the same with
 //! only the name-mismatch errors turned into success; weaker modes encrypt without verifying the
 //! certificate, but still check the handshake signature against it.
+//!
+//! A test's configuration never resumes a TLS session (every test runs the full handshake, so
+//! the certificate is verified and recorded each time), but it shares with every other test in
+//! the process the key-exchange group each server name last chose ([`KxHints`]): without it,
+//! each test's fresh configuration offers an X25519 key share first, and a server that accepts
+//! only P-256 (PostgreSQL's default `ssl_ecdh_curve`) answers with a HelloRetryRequest, costing
+//! a round trip, an X25519 key pair and a second ClientHello on every test. The hints hold no
+//! secret: a server name and a group name. A wrong hint costs only that retry.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientSessionStore, Resumption, Tls12Resumption, WebPkiServerVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, NamedGroup, RootCertStore,
+    SignatureScheme,
 };
 use time::OffsetDateTime;
 
@@ -54,11 +64,88 @@ impl std::fmt::Debug for Plan {
     }
 }
 
+/// What a configuration keeps between the connections made with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sessions {
+    /// rustls's default: TLS sessions resumed when the server allows (a pool's connections).
+    Resume,
+    /// No session is ever resumed; only the process-wide key-exchange hints are shared
+    /// (tests, see the module docs).
+    HintsOnly,
+}
+
+/// The most server names [`KxHints`] remembers; when full, it starts again empty.
+const KX_HINTS_MAX: usize = 4096;
+
+/// The key-exchange group each server name last chose, shared by every test's configuration.
+/// Stores no session or ticket: nothing is ever resumed through it.
+#[derive(Debug, Default)]
+pub(crate) struct KxHints(Mutex<HashMap<ServerName<'static>, NamedGroup>>);
+
+impl KxHints {
+    /// The one store of the process.
+    fn shared() -> Arc<Self> {
+        static HINTS: OnceLock<Arc<KxHints>> = OnceLock::new();
+        Arc::clone(HINTS.get_or_init(Arc::default))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ServerName<'static>, NamedGroup>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ClientSessionStore for KxHints {
+    fn set_kx_hint(&self, server_name: ServerName<'static>, group: NamedGroup) {
+        let mut hints = self.lock();
+        if hints.len() >= KX_HINTS_MAX && !hints.contains_key(&server_name) {
+            hints.clear();
+        }
+        hints.insert(server_name, group);
+    }
+
+    fn kx_hint(&self, server_name: &ServerName<'_>) -> Option<NamedGroup> {
+        self.lock().get(&server_name.to_owned()).copied()
+    }
+
+    fn set_tls12_session(
+        &self,
+        _server_name: ServerName<'static>,
+        _value: rustls::client::Tls12ClientSessionValue,
+    ) {
+    }
+
+    fn tls12_session(
+        &self,
+        _server_name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        None
+    }
+
+    fn remove_tls12_session(&self, _server_name: &ServerName<'static>) {}
+
+    fn insert_tls13_ticket(
+        &self,
+        _server_name: ServerName<'static>,
+        _value: rustls::client::Tls13ClientSessionValue,
+    ) {
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        _server_name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        None
+    }
+}
+
 /// Builds the configuration for `mode` (which must use TLS at some point).
 pub(crate) fn plan(
     mode: TlsMode,
     tls: &TlsSettings,
     client_key: Option<&PrivateKeyPem>,
+    sessions: Sessions,
 ) -> Result<Plan, ConfigError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let peer: PeerSlot = Arc::new(Mutex::new(None));
@@ -99,6 +186,11 @@ pub(crate) fn plan(
         }
         _ => builder.with_no_client_auth(),
     };
+    let mut config = config;
+    if sessions == Sessions::HintsOnly {
+        config.resumption =
+            Resumption::store(KxHints::shared()).tls12_resumption(Tls12Resumption::Disabled);
+    }
     Ok(Plan {
         config: Arc::new(config),
         peer,
@@ -432,11 +524,52 @@ mod tests {
         assert!(!has(b"datahub-testkit"));
     }
 
+    /// The hints keep the last group per server name, stay bounded, and never hand out a
+    /// session to resume.
+    #[test]
+    fn kx_hints_keep_groups_only_and_stay_bounded() {
+        let hints = KxHints::default();
+        let name = |s: &str| ServerName::try_from(s.to_owned()).unwrap();
+        assert_eq!(hints.kx_hint(&name("db.example")), None);
+        hints.set_kx_hint(name("db.example"), NamedGroup::X25519);
+        hints.set_kx_hint(name("db.example"), NamedGroup::secp256r1);
+        assert_eq!(
+            hints.kx_hint(&name("db.example")),
+            Some(NamedGroup::secp256r1)
+        );
+        assert!(hints.tls12_session(&name("db.example")).is_none());
+        assert!(hints.take_tls13_ticket(&name("db.example")).is_none());
+        for i in 0..KX_HINTS_MAX + 10 {
+            hints.set_kx_hint(name(&format!("h{i}.example")), NamedGroup::secp384r1);
+        }
+        assert!(hints.lock().len() <= KX_HINTS_MAX);
+    }
+
+    /// A test's configuration shares the process's hints and resumes nothing; a pool's keeps
+    /// rustls's own session cache.
+    #[test]
+    fn a_test_resumes_nothing_but_shares_the_hints() {
+        let tls = TlsSettings::default();
+        let test = plan(TlsMode::VerifyFull, &tls, None, Sessions::HintsOnly)
+            .unwrap_or_else(|e| panic!("{}", e.0));
+        let name = ServerName::try_from("hint-share.example").unwrap();
+        KxHints::shared().set_kx_hint(name.clone(), NamedGroup::secp256r1);
+        let seen = format!("{:?}", test.config.resumption);
+        assert!(seen.contains("KxHints"), "{seen}");
+        assert!(seen.contains("Disabled"), "{seen}");
+        let pool = plan(TlsMode::VerifyFull, &tls, None, Sessions::Resume)
+            .unwrap_or_else(|e| panic!("{}", e.0));
+        let seen = format!("{:?}", pool.config.resumption);
+        assert!(!seen.contains("KxHints"), "{seen}");
+    }
+
     #[test]
     fn plans_build_without_a_process_provider() {
         let tls = TlsSettings::default();
         for mode in [TlsMode::Require, TlsMode::VerifyCa, TlsMode::VerifyFull] {
-            assert!(plan(mode, &tls, None).is_ok(), "{mode}");
+            for sessions in [Sessions::Resume, Sessions::HintsOnly] {
+                assert!(plan(mode, &tls, None, sessions).is_ok(), "{mode}");
+            }
         }
         assert!(provider_is_local());
     }
