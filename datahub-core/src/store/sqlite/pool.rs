@@ -68,7 +68,7 @@ impl std::fmt::Debug for WriteQueue {
 #[derive(Debug)]
 pub(super) struct Pool {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Arc<Mutex<Vec<Connection>>>,
     slots: Arc<Semaphore>,
     write_gate: Arc<Semaphore>,
     queue: Mutex<WriteQueue>,
@@ -79,7 +79,7 @@ impl Pool {
     pub(super) fn new(path: PathBuf, first: Connection) -> Self {
         Self {
             path,
-            idle: Mutex::new(vec![first]),
+            idle: Arc::new(Mutex::new(vec![first])),
             slots: Arc::new(Semaphore::new(POOL_SIZE)),
             write_gate: Arc::new(Semaphore::new(1)),
             queue: Mutex::new(WriteQueue::default()),
@@ -199,8 +199,10 @@ impl Pool {
     {
         let idle = self.take_idle();
         let path = self.path.clone();
+        let pool = Arc::clone(&self.idle);
         // The permits move into the blocking task, so they are released only when the work is
-        // done, even if the caller stops waiting.
+        // done, even if the caller stops waiting; the connection goes back to the pool there
+        // too, so a caller that stops waiting does not cost the pool a connection.
         let job = tokio::task::spawn_blocking(move || {
             let _permits = (slot, gate);
             let mut conn = match idle {
@@ -208,16 +210,15 @@ impl Pool {
                 None => open_connection(&path)?,
             };
             let out = f(&mut conn);
-            Ok::<_, Error>((conn, out))
+            // A connection left inside a transaction (a failed rollback) is not reused.
+            if conn.is_autocommit() {
+                put_idle(&pool, conn);
+            }
+            out
         });
-        let (conn, out) = job.await.map_err(|e| {
+        job.await.map_err(|e| {
             Error::new(ErrorKind::Internal, "a sqlite store task failed").with_source(e)
-        })??;
-        // A connection left inside a transaction (a failed rollback) is not reused.
-        if conn.is_autocommit() {
-            self.put_idle(conn);
-        }
-        out
+        })?
     }
 
     fn take_idle(&self) -> Option<Connection> {
@@ -226,12 +227,13 @@ impl Pool {
             Err(poisoned) => poisoned.into_inner().pop(),
         }
     }
+}
 
-    fn put_idle(&self, conn: Connection) {
-        match self.idle.lock() {
-            Ok(mut idle) => idle.push(conn),
-            Err(poisoned) => poisoned.into_inner().push(conn),
-        }
+/// Returns `conn` to the idle list.
+fn put_idle(idle: &Mutex<Vec<Connection>>, conn: Connection) {
+    match idle.lock() {
+        Ok(mut idle) => idle.push(conn),
+        Err(poisoned) => poisoned.into_inner().push(conn),
     }
 }
 
@@ -390,4 +392,46 @@ pub(super) fn open_connection(path: &std::path::Path) -> Result<Connection> {
     conn.execute_batch("PRAGMA cache_size = -32768;")
         .map_err(db_error)?;
     Ok(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn idle_count(pool: &Pool) -> usize {
+        pool.idle.lock().map(|idle| idle.len()).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_stops_waiting_does_not_cost_the_pool_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.db");
+        let pool = Pool::new(path.clone(), open_connection(&path).unwrap());
+        assert_eq!(idle_count(&pool), 1);
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
+        let read = pool.read(move |conn| {
+            started_tx.send(()).unwrap();
+            finish_rx.recv().unwrap();
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(|e| Error::new(ErrorKind::Store, "select").with_source(e))
+        });
+        // The caller gives up while the work runs on the blocking pool.
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), read).await;
+        assert!(gave_up.is_err());
+        started_rx.recv().unwrap();
+        assert_eq!(idle_count(&pool), 0, "the connection is in use");
+        finish_tx.send(()).unwrap();
+        // Once the work is done the connection is back, without anyone awaiting it.
+        for _ in 0..200 {
+            if idle_count(&pool) == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(idle_count(&pool), 1);
+        assert_eq!(pool.read(|_| Ok(7)).await.unwrap(), 7);
+    }
 }
