@@ -434,7 +434,10 @@ fn missing_or_stale(tx: &Transaction<'_>, id: ConnectionId) -> Error {
 }
 
 fn row_exists(tx: &Transaction<'_>, sql: &str, id: &str) -> Result<bool> {
-    tx.query_row(sql, [id], |r| r.get(0)).map_err(db_error)
+    tx.prepare_cached(sql)
+        .map_err(db_error)?
+        .query_row([id], |r| r.get(0))
+        .map_err(db_error)
 }
 
 fn connection_row_query(
@@ -1385,34 +1388,36 @@ impl Store for SqliteStore {
                 )? {
                     return Ok(());
                 }
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, \
                      status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        id,
-                        micros(check.at),
-                        check.ok,
-                        i64::from(check.latency_ms),
-                        check.error_kind.map(|k| k.as_str()),
-                        check.status.as_str()
-                    ],
                 )
+                .map_err(db_error)?
+                .execute(params![
+                    id,
+                    micros(check.at),
+                    check.ok,
+                    i64::from(check.latency_ms),
+                    check.error_kind.map(|k| k.as_str()),
+                    check.status.as_str()
+                ])
                 .map_err(db_error)?;
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO connection_health (connection_id, status, checked_at, \
                      latency_ms, error_kind, uptime_24h) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (connection_id) DO UPDATE SET status = excluded.status, \
                      checked_at = excluded.checked_at, latency_ms = excluded.latency_ms, \
                      error_kind = excluded.error_kind, uptime_24h = excluded.uptime_24h",
-                    params![
-                        id,
-                        health.status.as_str(),
-                        health.checked_at.map(micros),
-                        health.latency_ms.map(i64::from),
-                        health.error_kind.map(|k| k.as_str()),
-                        health.uptime_24h
-                    ],
                 )
+                .map_err(db_error)?
+                .execute(params![
+                    id,
+                    health.status.as_str(),
+                    health.checked_at.map(micros),
+                    health.latency_ms.map(i64::from),
+                    health.error_kind.map(|k| k.as_str()),
+                    health.uptime_24h
+                ])
                 .map_err(db_error)?;
                 Ok(())
             })
@@ -1441,11 +1446,11 @@ impl Store for SqliteStore {
                     return Ok(None);
                 }
                 let last: Option<(Option<String>, i64)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT holder, leased_at FROM check_leases WHERE connection_id = ?1",
-                        [&id],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
+                    .map_err(db_error)?
+                    .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()
                     .map_err(db_error)?;
                 let previous = match last {
@@ -1457,12 +1462,13 @@ impl Store for SqliteStore {
                         previous
                     }
                 };
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO check_leases (connection_id, holder, leased_at) \
                      VALUES (?1, ?2, ?3) ON CONFLICT (connection_id) DO UPDATE SET \
                      holder = excluded.holder, leased_at = excluded.leased_at",
-                    params![id, holder, now_us],
                 )
+                .map_err(db_error)?
+                .execute(params![id, holder, now_us])
                 .map_err(db_error)?;
                 let previous_holder = match previous {
                     None => None,
