@@ -1,7 +1,8 @@
 //! The SQLite store: the embedded default, one file in the data folder, zero set-up.
 //!
-//! It owns the database file (`datahub.sqlite3` in WAL mode, `synchronous=FULL`, foreign keys
-//! on), its migrations (embedded from `migrations/sqlite/`, applied in one `BEGIN IMMEDIATE`
+//! It owns the database file (`datahub.sqlite3` in WAL mode, `synchronous=FULL` — except the
+//! monitor's own bookkeeping: check leases, check results and their pruning commit with
+//! `synchronous=NORMAL`, see `pool::Durability` — foreign keys on), its migrations (embedded from `migrations/sqlite/`, applied in one `BEGIN IMMEDIATE`
 //! transaction), and the SQL behind every [`Store`] method. Blocking SQLite calls run on tokio's
 //! blocking pool through a small connection pool whose every wait has a deadline.
 //!
@@ -1379,7 +1380,7 @@ impl Store for SqliteStore {
         let check = check.clone();
         let health = health.clone();
         self.pool
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 let id = check.connection.to_string();
                 if !row_exists(
                     tx,
@@ -1435,7 +1436,7 @@ impl Store for SqliteStore {
         let now_us = micros(now);
         let cutoff = now_us.saturating_sub(hold_us);
         self.pool
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 let id = id.to_string();
                 let holder = holder.to_string();
                 if !row_exists(
@@ -1502,7 +1503,7 @@ impl Store for SqliteStore {
 
     async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
         self.pool
-            .write(move |tx| {
+            .write_relaxed(move |tx| {
                 let n = tx
                     .execute("DELETE FROM health_checks WHERE at < ?1", [micros(before)])
                     .map_err(db_error)?;

@@ -16,6 +16,10 @@
 //! writes twice per check: its lease and its result); under concurrent writers a batch shares
 //! one sync. A write alone in the queue is a batch of one: its cost is one savepoint more.
 //!
+//! The monitor's bookkeeping (check leases and results) is [`Durability::Relaxed`]: committed
+//! with `synchronous=NORMAL`, so it costs no sync of its own (the next full commit or checkpoint
+//! syncs it); a batch holding any full write is synced as a whole.
+//!
 //! A caller that stops waiting (its future dropped, or the gate not free within the deadline)
 //! before a committer took its write removes it from the queue: it never runs. Once taken, it
 //! runs and commits (or not) with its batch, as a write already started always did. Other
@@ -50,11 +54,25 @@ type Deliver = Box<dyn FnOnce(Option<&Error>) + Send>;
 /// caller the outcome once the batch's fate is known.
 type Job = Box<dyn FnOnce(Option<&Transaction<'_>>) -> Deliver + Send>;
 
+/// How soon a write must be on disk when its caller learns it committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// Synced before the caller is told (`synchronous=FULL`): survives a power loss. Every
+    /// write that keeps something a person did, and every audit row.
+    Full,
+    /// Committed and visible, but the log is synced later (`synchronous=NORMAL` in WAL mode:
+    /// the next full commit or checkpoint syncs it): survives a crash of the process, not
+    /// necessarily a power loss or an operating-system crash, which may undo the last such
+    /// writes (never a part of one, never a full write after them). For what the monitor keeps
+    /// about itself: check leases and check results, which the next check writes again.
+    Relaxed,
+}
+
 /// Writes waiting for a committer, in arrival order, each with its ticket.
 #[derive(Default)]
 struct WriteQueue {
     next: u64,
-    jobs: VecDeque<(u64, Job)>,
+    jobs: VecDeque<(u64, Durability, Job)>,
 }
 
 impl std::fmt::Debug for WriteQueue {
@@ -104,6 +122,24 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     {
+        self.write_with(Durability::Full, f).await
+    }
+
+    /// As [`Self::write`], with [`Durability::Relaxed`]: for what the monitor keeps about its
+    /// own work. A batch holding any full write is synced as a whole.
+    pub(super) async fn write_relaxed<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.write_with(Durability::Relaxed, f).await
+    }
+
+    async fn write_with<T, F>(&self, durability: Durability, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
         let (sender, mut receiver) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(move |tx| {
             let out = match tx {
@@ -124,7 +160,7 @@ impl Pool {
             let mut queue = lock(&self.queue);
             let ticket = queue.next;
             queue.next = queue.next.wrapping_add(1);
-            queue.jobs.push_back((ticket, job));
+            queue.jobs.push_back((ticket, durability, job));
             ticket
         };
         // Dropped with this future: a write not yet taken by a committer never runs.
@@ -161,16 +197,22 @@ impl Pool {
         // The connection first: once the queue is drained, nothing may await before the batch
         // is on the blocking pool, or a caller dropped meanwhile would drop others' writes.
         let slot = acquire(&self.slots).await?;
+        let mut durability = Durability::Relaxed;
         let jobs: Vec<Job> = lock(&self.queue)
             .jobs
             .drain(..)
-            .map(|(_, job)| job)
+            .map(|(_, d, job)| {
+                if d == Durability::Full {
+                    durability = Durability::Full;
+                }
+                job
+            })
             .collect();
         if jobs.is_empty() {
             return Ok(());
         }
         self.run_on(slot, Some(gate), move |conn| {
-            run_batch(conn, jobs);
+            run_batch(conn, jobs, durability);
             Ok(())
         })
         .await
@@ -240,8 +282,30 @@ fn put_idle(idle: &Mutex<Vec<Connection>>, conn: Connection) {
 /// Runs `jobs` in order in one `BEGIN IMMEDIATE` transaction (each in its own savepoint),
 /// commits, and tells each its outcome. Should SQLite roll the whole transaction back on its
 /// own (a full disk, an I/O error), the writes already run in it are told so, and the rest go on
-/// in a new transaction.
-fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
+/// in a new transaction. Each batch first sets the connection's `synchronous` to its own
+/// durability (`FULL`, or `NORMAL` for a relaxed batch), so no connection carries a relaxed
+/// setting into a full batch.
+fn run_batch(conn: &mut Connection, jobs: Vec<Job>, durability: Durability) {
+    let mode = match durability {
+        Durability::Full => "FULL",
+        Durability::Relaxed => "NORMAL",
+    };
+    if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
+        if durability == Durability::Full {
+            // Not sure to be synced: refuse rather than report a write durable that is not.
+            let e = db_error(e);
+            for job in jobs {
+                job(None)(Some(&e));
+            }
+            return;
+        }
+        // A relaxed batch may be synced all the same.
+        tracing::debug!(error = %e, "sqlite store could not relax a batch's sync");
+    }
+    run_transactions(conn, jobs);
+}
+
+fn run_transactions(conn: &mut Connection, jobs: Vec<Job>) {
     let mut jobs: VecDeque<Job> = jobs.into();
     while !jobs.is_empty() {
         let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
@@ -325,7 +389,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// Removes the write with `ticket` from the queue; whether it was still there.
 fn unqueue(queue: &Mutex<WriteQueue>, ticket: u64) -> bool {
     let mut queue = lock(queue);
-    match queue.jobs.iter().position(|(t, _)| *t == ticket) {
+    match queue.jobs.iter().position(|(t, _, _)| *t == ticket) {
         Some(at) => queue.jobs.remove(at).is_some(),
         None => false,
     }
@@ -433,5 +497,62 @@ mod tests {
         }
         assert_eq!(idle_count(&pool), 1);
         assert_eq!(pool.read(|_| Ok(7)).await.unwrap(), 7);
+    }
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use super::*;
+
+    fn synchronous(tx: &Transaction<'_>) -> Result<i64> {
+        tx.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(db_error)
+    }
+
+    #[tokio::test]
+    async fn a_relaxed_write_commits_unsynced_and_never_relaxes_a_full_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.db");
+        let pool = Pool::new(path.clone(), open_connection(&path).unwrap());
+        pool.write(|tx| {
+            tx.execute_batch("CREATE TABLE t (v INTEGER)")
+                .map_err(db_error)
+        })
+        .await
+        .unwrap();
+        // 2 = FULL, 1 = NORMAL (SQLite's numbering).
+        let relaxed = pool
+            .write_relaxed(|tx| {
+                tx.execute("INSERT INTO t VALUES (1)", [])
+                    .map_err(db_error)?;
+                synchronous(tx)
+            })
+            .await
+            .unwrap();
+        assert_eq!(relaxed, 1);
+        // The same (only) connection, next batch: synced again.
+        let full = pool
+            .write(|tx| {
+                tx.execute("INSERT INTO t VALUES (2)", [])
+                    .map_err(db_error)?;
+                synchronous(tx)
+            })
+            .await
+            .unwrap();
+        assert_eq!(full, 2);
+        let rows: i64 = pool
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                    .map_err(db_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 2);
+        // A full write queued with relaxed ones (whether or not they share its batch) is
+        // synced.
+        let (relaxed, full) =
+            tokio::join!(pool.write_relaxed(synchronous), pool.write(synchronous));
+        relaxed.unwrap();
+        assert_eq!(full.unwrap(), 2);
     }
 }
