@@ -18,10 +18,10 @@ use datahub_core::{ConnectionId, TeamId, UserId};
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::{CliError, CliResult, Output, OutputArgs, PasswordArgs};
 use crate::api::connection::{ConnectionOut, ConnectionPage, GrantsBody, owner_of};
+use crate::api::report::TestReport;
 use crate::config::Settings;
 
 /// How many connections `conn test --all` tests at once.
@@ -190,89 +190,12 @@ pub struct AddArgs {
     out: OutputArgs,
 }
 
-/// The prober's report: the HTTP API's (and the `probe` example's) test report shape.
-#[derive(Debug, Serialize)]
-pub(crate) struct ReportJson {
-    ok: bool,
-    error_kind: Option<&'static str>,
-    step: Option<&'static str>,
-    total_ms: f64,
-    steps: Vec<StepJson>,
-    server: Option<ServerJson>,
-    tls: Option<TlsFactsJson>,
-    hint: Option<String>,
-    sqlstate: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct StepJson {
-    name: &'static str,
-    ms: f64,
-    ok: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct ServerJson {
-    version: String,
-    database: String,
-    user: String,
-    in_recovery: bool,
-    connections_used: Option<u32>,
-    max_connections: Option<u32>,
-}
-
-#[derive(Debug, Serialize)]
-struct TlsFactsJson {
-    protocol: Option<String>,
-    cipher: Option<String>,
-    peer_subject: Option<String>,
-    #[serde(with = "super::ts::option")]
-    peer_not_after: Option<OffsetDateTime>,
-}
-
-impl From<&Report> for ReportJson {
-    fn from(r: &Report) -> Self {
-        let failure = r.failure.as_ref();
-        Self {
-            ok: r.ok,
-            error_kind: failure.map(|f| f.kind.as_str()),
-            step: failure.map(|f| f.step.as_str()),
-            total_ms: r.total_ms,
-            steps: r
-                .steps
-                .iter()
-                .map(|s| StepJson {
-                    name: s.name.as_str(),
-                    ms: s.ms,
-                    ok: s.ok,
-                })
-                .collect(),
-            server: r.server.as_ref().map(|s| ServerJson {
-                version: s.version.clone(),
-                database: s.database.clone(),
-                user: s.user.clone(),
-                in_recovery: s.in_recovery,
-                connections_used: s.connections_used,
-                max_connections: s.max_connections,
-            }),
-            tls: r.tls.as_ref().map(|t| TlsFactsJson {
-                protocol: t.protocol.clone(),
-                cipher: t.cipher.clone(),
-                peer_subject: t.peer_subject.clone(),
-                peer_not_after: t.peer_not_after,
-            }),
-            hint: failure.map(|f| f.hint.to_string()),
-            sqlstate: failure.and_then(|f| f.sqlstate.clone()),
-        }
-    }
-}
-
 /// One connection's test among several.
 #[derive(Debug, Serialize)]
 struct NamedReportJson {
     id: String,
     name: String,
-    report: ReportJson,
+    report: TestReport,
 }
 
 /// A reveal: the one output carrying a secret.
@@ -678,7 +601,7 @@ fn print_reports(
     match output {
         Output::Json => {
             if let (false, [(_, report)]) = (many, reports) {
-                return super::print_json(&ReportJson::from(report));
+                return super::print_json(&TestReport::from(report));
             }
             let list: Vec<NamedReportJson> = reports
                 .iter()
@@ -688,7 +611,7 @@ fn print_reports(
                         .as_ref()
                         .map(|c| c.spec.name.as_str().to_owned())
                         .unwrap_or_default(),
-                    report: ReportJson::from(r),
+                    report: TestReport::from(r),
                 })
                 .collect();
             super::print_json(&list)
