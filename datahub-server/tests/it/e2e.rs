@@ -160,6 +160,33 @@ impl Server {
     }
 }
 
+impl Server {
+    /// Signs in as `admin` (password [`ADMIN_PW`]); the session cookie as `name=value`.
+    pub(crate) async fn sign_in_as_admin(&self) -> String {
+        let login = self
+            .send_json(
+                "POST",
+                "/api/v1/auth/login",
+                &[],
+                &serde_json::json!({"username": "admin", "password": ADMIN_PW}),
+            )
+            .await;
+        assert_eq!(
+            login.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&login.body)
+        );
+        login
+            .header("set-cookie")
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
@@ -591,27 +618,7 @@ async fn the_readme_walk_through_signs_in_saves_tests_and_sees_it_healthy() {
     let mut server = Server::start(dir.path(), &[]);
     server.ready(None).await;
 
-    let login = server
-        .send_json(
-            "POST",
-            "/api/v1/auth/login",
-            &[],
-            &serde_json::json!({"username": "admin", "password": ADMIN_PW}),
-        )
-        .await;
-    assert_eq!(
-        login.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&login.body)
-    );
-    let cookie = login
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = server.sign_in_as_admin().await;
     let signed_in = [("Cookie", cookie.as_str()), ("Origin", "http://localhost")];
 
     let connection = serde_json::json!({

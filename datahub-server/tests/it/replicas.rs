@@ -21,7 +21,6 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::e2e::{Server, dechunk, head};
-use crate::fixture::ADMIN_PW;
 
 const STORE_USER: &str = "datahub";
 const STORE_PW: &str = "replicas-store-pw-Hq3!";
@@ -236,27 +235,7 @@ async fn two_replicas_on_one_store_share_sessions_events_and_the_monitoring() {
     assert_eq!(created_admin, 1, "A:\n{}\nB:\n{}", a.stderr(), b.stderr());
 
     // 2. Signed in on A, the session works on B: sessions live in the store.
-    let login = a
-        .send_json(
-            "POST",
-            "/api/v1/auth/login",
-            &[],
-            &json!({"username": "admin", "password": ADMIN_PW}),
-        )
-        .await;
-    assert_eq!(
-        login.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&login.body)
-    );
-    let cookie = login
-        .header("set-cookie")
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let cookie = a.sign_in_as_admin().await;
     let reading = [("Cookie", cookie.as_str())];
     let writing = [("Cookie", cookie.as_str()), ("Origin", "http://localhost")];
     let me = b.request("GET", "/api/v1/auth/me", &reading).await;
