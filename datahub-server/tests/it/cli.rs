@@ -313,26 +313,7 @@ fn users_tokens_policy_and_a_tampered_audit_log() {
 #[test]
 fn keys_generate_rotate_and_retire() {
     let cli = Cli::new();
-    cli.run(
-        &[
-            "conn",
-            "add",
-            "keyed",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "1",
-            "--database",
-            "app",
-            "--username",
-            "app",
-            "--tls-mode",
-            "require",
-            "--password-stdin",
-        ],
-        Some(&stdin_line(CANARY)),
-    )
-    .ok();
+    add_conn(&cli, "keyed", &[]).ok();
     assert_key_file_private(&cli.key_file());
     let status = cli.run(&["keys", "status", "-o", "json"], None).ok().json();
     assert_eq!(status[0]["id"], "default");
