@@ -12,6 +12,7 @@ use std::io;
 use rustls::CertificateError;
 
 use crate::model::FailureKind;
+use crate::probe::auth::Refusal;
 use crate::probe::inspect::Trace;
 use crate::probe::{DialFailure, Failure, StepName};
 
@@ -105,6 +106,9 @@ pub(crate) fn connect(
     step: StepName,
     tls_required: bool,
 ) -> Failure {
+    if let Some(refusal) = trace.refusal {
+        return refused(refusal);
+    }
     if trace.guard_tripped {
         return failure(
             FailureKind::AuthMethodRefused,
@@ -178,6 +182,43 @@ pub(crate) fn connect(
         step,
         "the connection failed for a reason this client does not classify",
     )
+}
+
+/// The authenticator stopped (`auth.rs`): nothing derived from the password went out after the
+/// request it refused.
+fn refused(refusal: Refusal) -> Failure {
+    let (kind, hint) = match refusal {
+        Refusal::PlainPassword => (
+            FailureKind::AuthMethodRefused,
+            "the server asked for the password in cleartext or md5 over an unencrypted \
+             connection; no password was sent. Use TLS (or SCRAM), or let an admin permit it \
+             for disable/allow",
+        ),
+        Refusal::ChannelBindingRequired => (
+            FailureKind::AuthMethodRefused,
+            "channel binding is required, but the server offered an authentication method \
+             without it (cleartext, md5, SCRAM without channel binding, or none); no password \
+             was sent",
+        ),
+        Refusal::Unsupported => (
+            FailureKind::AuthMethodRefused,
+            "the server asked for an authentication method this client does not support",
+        ),
+        Refusal::TooManyIterations => (
+            FailureKind::AuthMethodRefused,
+            "the server asked for more than 100,000 SCRAM iterations, more than this client \
+             computes for a check; lower scram_iterations for this role's password",
+        ),
+        Refusal::ServerProof => (
+            FailureKind::AuthFailed,
+            "the server's SCRAM proof did not verify: it does not know this password",
+        ),
+        Refusal::Malformed => (
+            FailureKind::ProtocolError,
+            "the server's authentication messages do not follow the PostgreSQL protocol",
+        ),
+    };
+    failure(kind, StepName::Auth, hint)
 }
 
 /// The peer sent bytes that are not PostgreSQL; none of them is repeated.

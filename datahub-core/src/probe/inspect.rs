@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_postgres::tls::{ChannelBinding, TlsConnect, TlsStream};
 
+use super::auth::{AuthSettings, Authenticate, Refusal};
 use super::tls;
 
 /// The request code of an `SSLRequest` (1234 << 16 | 5679).
@@ -66,6 +67,8 @@ pub(crate) struct Trace {
     pub(crate) guard_tripped: bool,
     /// Whether the peer sent bytes that are not PostgreSQL framing.
     pub(crate) not_postgres: bool,
+    /// Why the authenticator stopped answering the server (`auth.rs`), if it did.
+    pub(crate) refusal: Option<Refusal>,
 }
 
 /// The trace shared by the inspectors of one attempt.
@@ -450,8 +453,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Inspect<S> {
     }
 }
 
-/// The raw stream every attempt starts on.
-pub(crate) type RawStream = Inspect<TcpStream>;
+/// The raw stream every attempt starts on: the authenticator over the inspector over the socket.
+pub(crate) type RawStream = Authenticate<Inspect<TcpStream>>;
+
+/// The raw stream of an attempt: `guard` refuses cleartext and md5 passwords on it (both in the
+/// authenticator and, as a second line, in the inspector).
+pub(crate) fn raw_stream(
+    socket: TcpStream,
+    trace: SharedTrace,
+    auth: Arc<AuthSettings>,
+    guard: bool,
+    until_ready: bool,
+) -> RawStream {
+    let inspect = Inspect::raw(socket, trace.clone(), guard);
+    let inspect = if until_ready {
+        inspect.until_ready()
+    } else {
+        inspect
+    };
+    Authenticate::raw(inspect, auth, !guard, trace)
+}
 
 /// The TLS stream under the upper inspector: tokio-rustls's client stream over the raw one.
 pub(crate) struct Tls(tokio_rustls::client::TlsStream<RawStream>);
@@ -490,16 +511,11 @@ impl AsyncWrite for Tls {
     }
 }
 
-impl TlsStream for Inspect<Tls> {
-    /// SCRAM's `tls-server-end-point` binding from the server's leaf certificate: without it
-    /// channel binding silently turns off.
+impl TlsStream for Authenticate<Inspect<Tls>> {
+    /// None: tokio-postgres never authenticates (the authenticator below it does, with the
+    /// binding it was given when TLS came up).
     fn channel_binding(&self) -> ChannelBinding {
-        let (_, connection) = self.inner.0.get_ref();
-        connection
-            .peer_certificates()
-            .and_then(|chain| chain.first())
-            .and_then(|leaf| tls::end_point_hash(leaf.as_ref()))
-            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
+        ChannelBinding::none()
     }
 }
 
@@ -510,6 +526,7 @@ impl TlsStream for Inspect<Tls> {
 pub(crate) struct ProbeTls {
     inner: Option<(Arc<ClientConfig>, ServerName<'static>)>,
     trace: SharedTrace,
+    auth: Arc<AuthSettings>,
     until_ready: bool,
 }
 
@@ -528,6 +545,7 @@ impl ProbeTls {
         config: Option<&Arc<ClientConfig>>,
         server_name: &str,
         trace: SharedTrace,
+        auth: Arc<AuthSettings>,
     ) -> io::Result<Self> {
         let inner = match config {
             Some(config) => {
@@ -541,6 +559,7 @@ impl ProbeTls {
         Ok(Self {
             inner,
             trace,
+            auth,
             until_ready: false,
         })
     }
@@ -553,7 +572,7 @@ impl ProbeTls {
 }
 
 impl TlsConnect<RawStream> for ProbeTls {
-    type Stream = Inspect<Tls>;
+    type Stream = Authenticate<Inspect<Tls>>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Stream>> + Send>>;
 
@@ -561,6 +580,7 @@ impl TlsConnect<RawStream> for ProbeTls {
         let Self {
             inner,
             trace,
+            auth,
             until_ready,
         } = self;
         Box::pin(async move {
@@ -569,7 +589,8 @@ impl TlsConnect<RawStream> for ProbeTls {
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, stream)
                 .await?;
-            {
+            // SCRAM's `tls-server-end-point` binding from the server's leaf certificate.
+            let binding = {
                 let (_, connection) = tls.get_ref();
                 let mut trace = lock(&trace);
                 trace.tls_done = Some(Instant::now());
@@ -577,13 +598,18 @@ impl TlsConnect<RawStream> for ProbeTls {
                 trace.tls_cipher = connection
                     .negotiated_cipher_suite()
                     .and_then(|suite| tls::cipher_name(suite.suite()));
-            }
-            let inspect = Inspect::new(Tls(tls), trace, Layer::Tls);
-            Ok(if until_ready {
+                connection
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|leaf| tls::end_point_hash(leaf.as_ref()))
+            };
+            let inspect = Inspect::new(Tls(tls), trace.clone(), Layer::Tls);
+            let inspect = if until_ready {
                 inspect.until_ready()
             } else {
                 inspect
-            })
+            };
+            Ok(Authenticate::encrypted(inspect, auth, binding, trace))
         })
     }
 }

@@ -13,6 +13,7 @@
 //! `disable`/`allow` and the policy permits it, put a secret into a report, or echo bytes from a
 //! peer that is not PostgreSQL.
 
+mod auth;
 mod classify;
 mod dial;
 mod inspect;
@@ -36,8 +37,9 @@ use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::config::{ChannelBinding as PgChannelBinding, SslMode};
 use tracing::Instrument;
 
-use crate::model::{ChannelBinding, ConnectionSecrets, ConnectionSpec, FailureKind, Host, TlsMode};
-use crate::probe::inspect::{Inspect, ProbeTls, SharedTrace, Trace, lock};
+use crate::model::{ConnectionSecrets, ConnectionSpec, FailureKind, Host, TlsMode};
+use crate::probe::auth::AuthSettings;
+use crate::probe::inspect::{ProbeTls, SharedTrace, Trace, lock};
 
 /// The default and longest budget of one test: 5 s.
 pub const MAX_BUDGET: Duration = Duration::from_secs(5);
@@ -473,8 +475,13 @@ impl Probe<'_> {
             (Wire::Plain, _) | (_, None) => (None, None),
             (_, Some(plan)) => (Some(plan.peer.clone()), Some(&plan.config)),
         };
-        let raw = Inspect::raw(dialed.stream, trace.clone(), guard);
-        let tls = match ProbeTls::new(config, self.spec.host.as_str(), trace.clone()) {
+        let auth = Arc::new(AuthSettings {
+            user: self.spec.username.as_str().to_owned(),
+            password: self.secrets.password.clone(),
+            channel_binding: self.spec.tls.channel_binding(),
+        });
+        let raw = inspect::raw_stream(dialed.stream, trace.clone(), auth.clone(), guard, false);
+        let tls = match ProbeTls::new(config, self.spec.host.as_str(), trace.clone(), auth) {
             Ok(tls) => tls,
             Err(_) => {
                 return Err(classify::failure(
@@ -567,24 +574,19 @@ impl Probe<'_> {
         Ok(Success { server, tls })
     }
 
-    /// The tokio-postgres settings of one attempt. The password is copied in here and dropped
-    /// with the config right after connecting.
+    /// The tokio-postgres settings of one attempt: no password and no channel binding, as the
+    /// authenticator under tokio-postgres answers the server (`auth.rs`).
     fn pg_config(&self, wire: Wire) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .user(self.spec.username.as_str())
-            .password(self.secrets.password.expose_secret())
             .dbname(self.spec.database.as_str())
             .ssl_mode(match wire {
                 Wire::Plain => SslMode::Disable,
                 Wire::Prefer => SslMode::Prefer,
                 Wire::Tls => SslMode::Require,
             })
-            .channel_binding(match self.spec.tls.channel_binding() {
-                ChannelBinding::Disable => PgChannelBinding::Disable,
-                ChannelBinding::Prefer => PgChannelBinding::Prefer,
-                ChannelBinding::Require => PgChannelBinding::Require,
-            });
+            .channel_binding(PgChannelBinding::Disable);
         if let Some(name) = self.spec.options.application_name() {
             config.application_name(name.as_str());
         }

@@ -40,15 +40,15 @@ use tokio_postgres::config::{ChannelBinding as PgChannelBinding, SslMode};
 use tokio_postgres::{Client, Connection, NoTls};
 
 use crate::model::{
-    ApplicationName, ChannelBinding, ConnectionSecrets, ConnectionSpec, DatabaseName, FailureKind,
-    Host, TlsMode, Username,
+    ApplicationName, ConnectionSecrets, ConnectionSpec, DatabaseName, FailureKind, Host, TlsMode,
+    Username,
 };
 use crate::net::{self, Policy};
-use crate::probe::inspect::{Inspect, ProbeTls, RawStream, SharedTrace, Trace, lock};
+use crate::probe::auth::AuthSettings;
+use crate::probe::inspect::{self, ProbeTls, RawStream, SharedTrace, Trace, lock};
 use crate::probe::{
     Dial, Failure, PolicyDial, ProbeRules, StepName, Wire, classify, retry_with_tls, tls,
 };
-use crate::secret::Password;
 use crate::{Error, ErrorKind, Result};
 
 /// The limits of a pool. `Default`: 8 connections; wait, create and recycle timeouts of 5 s.
@@ -135,16 +135,19 @@ pub fn pool(
         user: spec.username.clone(),
         database: spec.database.clone(),
         application_name: spec.options.application_name().cloned(),
-        password: secrets.password,
+        auth: Arc::new(AuthSettings {
+            user: spec.username.as_str().to_owned(),
+            password: secrets.password,
+            channel_binding: spec.tls.channel_binding(),
+        }),
         mode,
-        channel_binding: spec.tls.channel_binding(),
         guard,
         tls,
         connect_timeout,
     };
     // What the manager shows in `Debug` and hands to the connector, which ignores it: no
     // password, and nothing here is used to connect.
-    let shown = connector.pg_config(Wire::Plain, None);
+    let shown = connector.pg_config(Wire::Plain);
     let manager = Manager::from_connect(
         shown,
         connector,
@@ -267,9 +270,9 @@ struct PoolConnect {
     user: Username,
     database: DatabaseName,
     application_name: Option<ApplicationName>,
-    password: Password,
+    /// The user, password and channel binding, for the authenticator under tokio-postgres.
+    auth: Arc<AuthSettings>,
     mode: TlsMode,
-    channel_binding: ChannelBinding,
     guard: bool,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
@@ -283,9 +286,8 @@ impl fmt::Debug for PoolConnect {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("database", &self.database)
-            .field("password", &self.password)
+            .field("auth", &self.auth)
             .field("mode", &self.mode)
-            .field("channel_binding", &self.channel_binding)
             .field("guard", &self.guard)
             .field("connect_timeout", &self.connect_timeout)
             .finish_non_exhaustive()
@@ -425,8 +427,14 @@ impl PoolConnect {
             Wire::Plain => None,
             Wire::Prefer | Wire::Tls => self.tls.as_ref(),
         };
-        let raw = Inspect::raw(dialed.stream, trace.clone(), self.guard).until_ready();
-        let tls = ProbeTls::new(config, self.host.as_str(), trace.clone())
+        let raw = inspect::raw_stream(
+            dialed.stream,
+            trace.clone(),
+            self.auth.clone(),
+            self.guard,
+            true,
+        );
+        let tls = ProbeTls::new(config, self.host.as_str(), trace.clone(), self.auth.clone())
             .map_err(|_| {
                 AttemptError::from(classify::failure(
                     FailureKind::InvalidConfig,
@@ -435,7 +443,7 @@ impl PoolConnect {
                 ))
             })?
             .until_ready();
-        let config = self.pg_config(wire, Some(&self.password));
+        let config = self.pg_config(wire);
         let connected = config.connect_raw(raw, tls).await;
         drop(config);
         connected.map_err(|e| {
@@ -449,8 +457,9 @@ impl PoolConnect {
         })
     }
 
-    /// The tokio-postgres settings of one attempt; with the password only while connecting.
-    fn pg_config(&self, wire: Wire, password: Option<&Password>) -> tokio_postgres::Config {
+    /// The tokio-postgres settings of one attempt: no password and no channel binding, as the
+    /// authenticator under tokio-postgres answers the server (`auth.rs`).
+    fn pg_config(&self, wire: Wire) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host(self.host.as_str())
@@ -462,14 +471,7 @@ impl PoolConnect {
                 Wire::Prefer => SslMode::Prefer,
                 Wire::Tls => SslMode::Require,
             })
-            .channel_binding(match self.channel_binding {
-                ChannelBinding::Disable => PgChannelBinding::Disable,
-                ChannelBinding::Prefer => PgChannelBinding::Prefer,
-                ChannelBinding::Require => PgChannelBinding::Require,
-            });
-        if let Some(password) = password {
-            config.password(password.expose_secret());
-        }
+            .channel_binding(PgChannelBinding::Disable);
         if let Some(name) = &self.application_name {
             config.application_name(name.as_str());
         }

@@ -238,3 +238,85 @@ async fn a_peer_that_is_not_postgres_is_a_protocol_error_and_never_echoed() {
         );
     }
 }
+
+/// A fake server that starts SCRAM honestly (offers SCRAM-SHA-256, takes the client-first
+/// message) and then misbehaves as `twist` says; it records whether a proof (`SASLResponse`)
+/// arrives after its server-first message.
+async fn fake_scram(twist: &'static str) -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let proof = Arc::new(AtomicBool::new(false));
+    let seen = proof.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                assert_eq!(read_untyped(&mut socket).await, Some(196_608));
+                let body = b"SCRAM-SHA-256\0\0";
+                let len = 8 + body.len() as u32;
+                let sasl = [&b"R"[..], &len.to_be_bytes(), &10u32.to_be_bytes(), body].concat();
+                socket.write_all(&sasl).await.unwrap();
+                // SASLInitialResponse: 'p', length, mechanism, data length, client-first.
+                assert_eq!(socket.read_u8().await.unwrap(), b'p');
+                let len = socket.read_u32().await.unwrap() as usize;
+                let mut body = vec![0; len - 4];
+                socket.read_exact(&mut body).await.unwrap();
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let nonce = text.split("r=").nth(1).unwrap().to_owned();
+                let reply: Vec<u8> = match twist {
+                    "iterations" => {
+                        let first = format!("r={nonce}srv,s=c2FsdA==,i=2000000000");
+                        let len = 8 + first.len() as u32;
+                        [
+                            &b"R"[..],
+                            &len.to_be_bytes(),
+                            &11u32.to_be_bytes(),
+                            first.as_bytes(),
+                        ]
+                        .concat()
+                    }
+                    // AuthenticationOk without ever proving it knows the password.
+                    _ => [&b"R"[..], &8u32.to_be_bytes(), &0u32.to_be_bytes()].concat(),
+                };
+                socket.write_all(&reply).await.unwrap();
+                let mut byte = [0u8; 1];
+                if let Ok(Ok(1)) =
+                    tokio::time::timeout(Duration::from_millis(500), socket.read(&mut byte)).await
+                {
+                    seen.store(true, Ordering::SeqCst);
+                }
+            });
+        }
+    });
+    (addr, proof)
+}
+
+/// A server asking for two billion PBKDF2 iterations would hold a thread for minutes (and no
+/// deadline can cut a computation): the prober refuses at once and sends no proof.
+#[tokio::test]
+async fn scram_with_absurd_iterations_is_refused_at_once() {
+    let (addr, proof) = fake_scram("iterations").await;
+    let started = std::time::Instant::now();
+    let report = run(&target(addr, TlsMode::Disable), &any_mode(), MAX_BUDGET).await;
+    assert_eq!(
+        failed(&report),
+        (FailureKind::AuthMethodRefused, StepName::Auth),
+        "{report:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(500), "{report:?}");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!proof.load(Ordering::SeqCst), "a proof was sent");
+}
+
+/// A server that ends SCRAM with `AuthenticationOk` before proving it knows the password (an
+/// impostor) is not trusted.
+#[tokio::test]
+async fn scram_ended_without_the_server_proof_is_refused() {
+    let (addr, _) = fake_scram("skip-final").await;
+    let report = run(&target(addr, TlsMode::Disable), &any_mode(), SHORT).await;
+    assert_eq!(
+        failed(&report),
+        (FailureKind::AuthFailed, StepName::Auth),
+        "{report:?}"
+    );
+}

@@ -1,0 +1,746 @@
+//! The prober answers the server's authentication requests itself, below tokio-postgres.
+//!
+//! [`Authenticate`] is a stream layer just under tokio-postgres (around the raw socket for a
+//! plaintext connection, above TLS for an encrypted one). From the startup message to the
+//! server's `AuthenticationOk` it reads whole backend messages: an authentication request
+//! (SCRAM-SHA-256 with or without channel binding, cleartext, md5) is answered here and never
+//! reaches tokio-postgres, which then sees the `AuthenticationOk` as if the server trusted it and
+//! goes on as usual; every other message (an `ErrorResponse`, a notice) is passed up unchanged,
+//! so server errors still come back as tokio-postgres's own errors with their SQLSTATE. After
+//! `AuthenticationOk` (or an error) the layer steps aside. tokio-postgres is given no password
+//! at all.
+//!
+//! Why not let tokio-postgres authenticate: its SCRAM runs PBKDF2 with the HMAC key set up anew
+//! at every one of the server's iterations (four SHA-256 compressions per iteration instead of
+//! two), which made SCRAM 41 % of a test's CPU on the client; and it runs all of them inline,
+//! however many the server asks for, so a hostile server sending `i=2000000000` would hold a
+//! runtime thread for minutes, out of reach of any deadline. Here PBKDF2 is ring's (the key set
+//! up once) and a server asking for more than [`MAX_SCRAM_ITERATIONS`] is refused.
+//!
+//! The rules are libpq's (SECURITY.md S13): with `channel_binding=require` only
+//! SCRAM-SHA-256-PLUS over TLS is accepted (a cleartext, md5 or plain SCRAM request, or an
+//! `AuthenticationOk` without it, ends the attempt and nothing is sent); `prefer` uses PLUS when
+//! the server offers it over TLS; a cleartext or md5 password is sent over an unencrypted stream
+//! only when the layer is told it may (`disable`/`allow` with the admin's permission). The
+//! inspector's guard below still refuses such a password message on its own, as a second line.
+
+use std::io;
+use std::num::NonZeroU32;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::{digest, hmac, pbkdf2};
+use subtle::ConstantTimeEq as _;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use zeroize::Zeroizing;
+
+use super::inspect::{SharedTrace, lock};
+use crate::model::ChannelBinding;
+use crate::secret::Password;
+
+/// The most PBKDF2 iterations a server may ask for (PostgreSQL's default is 4,096): about 10 ms
+/// of one CPU; a server asking for more is refused rather than given a thread to spin.
+pub(crate) const MAX_SCRAM_ITERATIONS: u32 = 100_000;
+
+/// The largest backend message read whole before authentication is over. Requests and errors
+/// are far smaller; a peer sending more is not answered.
+const MAX_AUTH_MESSAGE: usize = 64 * 1024;
+
+/// The request code of an `SSLRequest`.
+const SSL_REQUEST_CODE: u32 = 80_877_103;
+
+const SCRAM: &str = "SCRAM-SHA-256";
+const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+
+/// What authenticating needs, shared by both layers of an attempt.
+#[derive(Debug)]
+pub(crate) struct AuthSettings {
+    /// The user name (md5 mixes it into the hash).
+    pub(crate) user: String,
+    pub(crate) password: Password,
+    pub(crate) channel_binding: ChannelBinding,
+}
+
+/// Why the client stopped authenticating. Nothing derived from the password was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// A cleartext or md5 password was asked for over an unencrypted stream that may not carry
+    /// one.
+    PlainPassword,
+    /// Channel binding is required, and the server asked for (or ended with) something else.
+    ChannelBindingRequired,
+    /// No authentication method this client implements was offered.
+    Unsupported,
+    /// More PBKDF2 iterations than [`MAX_SCRAM_ITERATIONS`].
+    TooManyIterations,
+    /// The server's final SCRAM message did not prove it knows the password.
+    ServerProof,
+    /// The server's authentication messages do not follow the protocol.
+    Malformed,
+}
+
+impl Refusal {
+    fn error(self) -> io::Error {
+        let text = match self {
+            Self::PlainPassword => {
+                "refused to send a password in cleartext over an unencrypted connection"
+            }
+            Self::ChannelBindingRequired => "channel binding is required but was not offered",
+            Self::Unsupported => "no supported authentication method was offered",
+            Self::TooManyIterations => "the server asked for too many SCRAM iterations",
+            Self::ServerProof => "the server's SCRAM signature did not verify",
+            Self::Malformed => "the server's authentication messages are malformed",
+        };
+        io::Error::new(io::ErrorKind::PermissionDenied, text)
+    }
+}
+
+/// One stream's side of authentication: the settings, what the stream is, and SCRAM's state.
+#[derive(Debug)]
+struct Authenticator {
+    settings: Arc<AuthSettings>,
+    /// The `tls-server-end-point` hash of the server certificate, on an encrypted stream.
+    binding: Option<Vec<u8>>,
+    encrypted: bool,
+    /// Whether a cleartext or md5 password may be sent on this stream.
+    plain_allowed: bool,
+    scram: Option<Scram>,
+    /// Whether the server's final SCRAM signature verified.
+    verified: bool,
+}
+
+/// A SCRAM exchange in progress.
+struct Scram {
+    plus: bool,
+    /// The `c=` attribute: base64 of the GS2 header and the channel-binding data.
+    channel: String,
+    client_nonce: String,
+    client_first_bare: String,
+    /// The server signature to expect, once the proof was sent.
+    server_signature: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for Scram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scram")
+            .field("plus", &self.plus)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// The answer to authentication request `code` with `body` (after the code): a message to
+    /// send, or none.
+    fn request(&mut self, code: u32, body: &[u8]) -> Result<Option<Zeroizing<Vec<u8>>>, Refusal> {
+        let require = self.settings.channel_binding == ChannelBinding::Require;
+        match code {
+            3 | 5 => {
+                if require {
+                    return Err(Refusal::ChannelBindingRequired);
+                }
+                if !self.plain_allowed {
+                    return Err(Refusal::PlainPassword);
+                }
+                let password = self.settings.password.expose_secret().as_bytes();
+                if code == 3 {
+                    return Ok(Some(password_message(password)));
+                }
+                let salt: [u8; 4] = body
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or(Refusal::Malformed)?;
+                let hashed = Zeroizing::new(postgres_protocol::authentication::md5_hash(
+                    self.settings.user.as_bytes(),
+                    password,
+                    salt,
+                ));
+                Ok(Some(password_message(hashed.as_bytes())))
+            }
+            10 => self.sasl_start(body).map(Some),
+            11 => self.sasl_continue(body).map(Some),
+            12 => self.sasl_final(body).map(|()| None),
+            _ => Err(Refusal::Unsupported),
+        }
+    }
+
+    /// Checks an `AuthenticationOk`: with channel binding required, only after SCRAM-PLUS; after
+    /// a SCRAM start, only once the server proved it knows the password.
+    fn finished(&self) -> Result<(), Refusal> {
+        if self.settings.channel_binding == ChannelBinding::Require && !self.bound() {
+            return Err(Refusal::ChannelBindingRequired);
+        }
+        if self.scram.is_some() && !self.verified {
+            return Err(Refusal::ServerProof);
+        }
+        Ok(())
+    }
+
+    /// Whether SCRAM-SHA-256-PLUS finished with a verified server signature.
+    fn bound(&self) -> bool {
+        self.verified && self.scram.as_ref().is_some_and(|s| s.plus)
+    }
+
+    /// `AuthenticationSASL`: picks the mechanism and sends the client-first message.
+    fn sasl_start(&mut self, body: &[u8]) -> Result<Zeroizing<Vec<u8>>, Refusal> {
+        if self.scram.is_some() {
+            return Err(Refusal::Malformed);
+        }
+        let mut offered = body.split(|b| *b == 0).take_while(|m| !m.is_empty());
+        let (mut plus_offered, mut plain_offered) = (false, false);
+        for mechanism in offered.by_ref() {
+            plus_offered |= mechanism == SCRAM_PLUS.as_bytes();
+            plain_offered |= mechanism == SCRAM.as_bytes();
+        }
+        let binding = self.binding.as_ref().filter(|_| self.encrypted);
+        let (mechanism, gs2, data): (&str, &str, &[u8]) = match self.settings.channel_binding {
+            ChannelBinding::Require => match binding {
+                Some(data) if plus_offered => (SCRAM_PLUS, "p=tls-server-end-point,,", data),
+                _ => return Err(Refusal::ChannelBindingRequired),
+            },
+            ChannelBinding::Prefer => match binding {
+                Some(data) if plus_offered => (SCRAM_PLUS, "p=tls-server-end-point,,", data),
+                Some(_) if plain_offered => (SCRAM, "y,,", &[]),
+                None if plain_offered => (SCRAM, "n,,", &[]),
+                _ => return Err(Refusal::Unsupported),
+            },
+            ChannelBinding::Disable if plain_offered => (SCRAM, "n,,", &[]),
+            ChannelBinding::Disable => return Err(Refusal::Unsupported),
+        };
+        let mut nonce = [0u8; 18];
+        getrandom::fill(&mut nonce).map_err(|_| Refusal::Unsupported)?;
+        let client_nonce = B64.encode(nonce);
+        let client_first_bare = format!("n=,r={client_nonce}");
+        let first = format!("{gs2}{client_first_bare}");
+        let channel = B64.encode([gs2.as_bytes(), data].concat());
+        self.scram = Some(Scram {
+            plus: mechanism == SCRAM_PLUS,
+            channel,
+            client_nonce,
+            client_first_bare,
+            server_signature: None,
+        });
+        let mut m = Vec::with_capacity(first.len() + mechanism.len() + 10);
+        m.push(b'p');
+        m.extend_from_slice(&[0; 4]);
+        m.extend_from_slice(mechanism.as_bytes());
+        m.push(0);
+        m.extend_from_slice(&len_i32(first.len())?.to_be_bytes());
+        m.extend_from_slice(first.as_bytes());
+        set_len(&mut m)?;
+        Ok(Zeroizing::new(m))
+    }
+
+    /// `AuthenticationSASLContinue`: the server-first message; sends the proof.
+    fn sasl_continue(&mut self, body: &[u8]) -> Result<Zeroizing<Vec<u8>>, Refusal> {
+        let scram = self.scram.as_mut().ok_or(Refusal::Malformed)?;
+        if scram.server_signature.is_some() {
+            return Err(Refusal::Malformed);
+        }
+        let server_first = std::str::from_utf8(body).map_err(|_| Refusal::Malformed)?;
+        let mut parts = server_first.split(',');
+        let nonce = attribute(parts.next(), 'r')?;
+        let salt = attribute(parts.next(), 's')?;
+        let iterations = attribute(parts.next(), 'i')?;
+        if !nonce.starts_with(&scram.client_nonce) || nonce.len() <= scram.client_nonce.len() {
+            return Err(Refusal::Malformed);
+        }
+        let salt = B64.decode(salt).map_err(|_| Refusal::Malformed)?;
+        let iterations: u32 = iterations.parse().map_err(|_| Refusal::Malformed)?;
+        let iterations = NonZeroU32::new(iterations).ok_or(Refusal::Malformed)?;
+        if iterations.get() > MAX_SCRAM_ITERATIONS {
+            return Err(Refusal::TooManyIterations);
+        }
+        let password = normalize(self.settings.password.expose_secret());
+        let mut salted = Zeroizing::new([0u8; 32]);
+        pbkdf2::derive(
+            pbkdf2::PBKDF2_HMAC_SHA256,
+            iterations,
+            &salt,
+            &password,
+            salted.as_mut(),
+        );
+        let salted_key = hmac::Key::new(hmac::HMAC_SHA256, salted.as_ref());
+        let client_key = Zeroizing::new(hmac::sign(&salted_key, b"Client Key").as_ref().to_vec());
+        let server_key = Zeroizing::new(hmac::sign(&salted_key, b"Server Key").as_ref().to_vec());
+        let stored_key = digest::digest(&digest::SHA256, &client_key);
+        let without_proof = format!("c={},r={nonce}", scram.channel);
+        let auth_message = format!("{},{server_first},{without_proof}", scram.client_first_bare);
+        let stored = hmac::Key::new(hmac::HMAC_SHA256, stored_key.as_ref());
+        let client_signature = hmac::sign(&stored, auth_message.as_bytes());
+        let proof: Zeroizing<Vec<u8>> = Zeroizing::new(
+            client_key
+                .iter()
+                .zip(client_signature.as_ref())
+                .map(|(k, s)| k ^ s)
+                .collect(),
+        );
+        let server = hmac::Key::new(hmac::HMAC_SHA256, &server_key);
+        scram.server_signature = Some(Zeroizing::new(
+            hmac::sign(&server, auth_message.as_bytes())
+                .as_ref()
+                .to_vec(),
+        ));
+        let last = Zeroizing::new(format!(
+            "{without_proof},p={}",
+            B64.encode(proof.as_slice())
+        ));
+        let mut m = Vec::with_capacity(last.len() + 5);
+        m.push(b'p');
+        m.extend_from_slice(&[0; 4]);
+        m.extend_from_slice(last.as_bytes());
+        set_len(&mut m)?;
+        Ok(Zeroizing::new(m))
+    }
+
+    /// `AuthenticationSASLFinal`: checks the server's signature.
+    fn sasl_final(&mut self, body: &[u8]) -> Result<(), Refusal> {
+        let scram = self.scram.as_mut().ok_or(Refusal::Malformed)?;
+        let expected = scram.server_signature.take().ok_or(Refusal::Malformed)?;
+        let text = std::str::from_utf8(body).map_err(|_| Refusal::Malformed)?;
+        let verifier = attribute(text.split(',').next(), 'v').map_err(|_| Refusal::ServerProof)?;
+        let got = B64.decode(verifier).map_err(|_| Refusal::ServerProof)?;
+        if !bool::from(got.as_slice().ct_eq(expected.as_slice())) {
+            return Err(Refusal::ServerProof);
+        }
+        self.verified = true;
+        Ok(())
+    }
+}
+
+/// The value of `name=value`, when `part` is that attribute.
+fn attribute(part: Option<&str>, name: char) -> Result<&str, Refusal> {
+    part.and_then(|p| p.strip_prefix(name))
+        .and_then(|p| p.strip_prefix('='))
+        .ok_or(Refusal::Malformed)
+}
+
+/// The password as SCRAM hashes it: SASLprep'd, or as it is when that fails (as PostgreSQL).
+fn normalize(password: &str) -> Zeroizing<Vec<u8>> {
+    Zeroizing::new(match stringprep::saslprep(password) {
+        Ok(prepared) => prepared.into_owned().into_bytes(),
+        Err(_) => password.as_bytes().to_vec(),
+    })
+}
+
+fn password_message(password: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut m = Zeroizing::new(Vec::with_capacity(password.len() + 6));
+    m.push(b'p');
+    m.extend_from_slice(&[0; 4]);
+    m.extend_from_slice(password);
+    m.push(0);
+    // A password is far below 2 GiB (the model bounds it).
+    let len = u32::try_from(m.len() - 1).unwrap_or(u32::MAX);
+    m[1..5].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+fn len_i32(n: usize) -> Result<i32, Refusal> {
+    i32::try_from(n).map_err(|_| Refusal::Malformed)
+}
+
+/// Writes a typed message's length (everything after the type byte).
+fn set_len(m: &mut [u8]) -> Result<(), Refusal> {
+    let len = u32::try_from(m.len() - 1).map_err(|_| Refusal::Malformed)?;
+    m[1..5].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+fn be_u32(bytes: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[..4]);
+    u32::from_be_bytes(b)
+}
+
+/// Where a stream is in the connection's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Nothing written yet (or the server declined TLS): the next message tells.
+    Start,
+    /// An `SSLRequest` went out; its one-byte answer comes next.
+    SslAnswer,
+    /// The startup message went out: answering authentication requests.
+    Auth,
+    /// Passing bytes through: TLS runs above, or authentication is over.
+    Aside,
+}
+
+/// The stream layer that authenticates; see the module docs.
+#[derive(Debug)]
+pub(crate) struct Authenticate<S> {
+    inner: S,
+    phase: Phase,
+    auth: Authenticator,
+    trace: SharedTrace,
+    /// The first bytes written in [`Phase::Start`] (an `SSLRequest` is 8).
+    head: [u8; 8],
+    head_have: usize,
+    /// Backend bytes read in [`Phase::Auth`] and not yet a whole message.
+    incoming: Vec<u8>,
+    /// Bytes for the caller, from `upward_at` on.
+    upward: Vec<u8>,
+    upward_at: usize,
+    /// An answer being written to the server, from `outgoing_at` on.
+    outgoing: Zeroizing<Vec<u8>>,
+    outgoing_at: usize,
+}
+
+impl<S> Authenticate<S> {
+    /// Around the raw socket: `plain_allowed` lets a cleartext or md5 password out on it.
+    pub(crate) fn raw(
+        inner: S,
+        settings: Arc<AuthSettings>,
+        plain_allowed: bool,
+        trace: SharedTrace,
+    ) -> Self {
+        Self::new(inner, settings, None, false, plain_allowed, trace)
+    }
+
+    /// Above TLS, with the server certificate's `tls-server-end-point` hash, if any.
+    pub(crate) fn encrypted(
+        inner: S,
+        settings: Arc<AuthSettings>,
+        binding: Option<Vec<u8>>,
+        trace: SharedTrace,
+    ) -> Self {
+        Self::new(inner, settings, binding, true, true, trace)
+    }
+
+    fn new(
+        inner: S,
+        settings: Arc<AuthSettings>,
+        binding: Option<Vec<u8>>,
+        encrypted: bool,
+        plain_allowed: bool,
+        trace: SharedTrace,
+    ) -> Self {
+        Self {
+            inner,
+            phase: Phase::Start,
+            auth: Authenticator {
+                settings,
+                binding,
+                encrypted,
+                plain_allowed,
+                scram: None,
+                verified: false,
+            },
+            trace,
+            head: [0; 8],
+            head_have: 0,
+            incoming: Vec::new(),
+            upward: Vec::new(),
+            upward_at: 0,
+            outgoing: Zeroizing::new(Vec::new()),
+            outgoing_at: 0,
+        }
+    }
+
+    fn refuse(&mut self, refusal: Refusal) -> io::Error {
+        lock(&self.trace).refusal = Some(refusal);
+        self.phase = Phase::Aside;
+        self.incoming.clear();
+        refusal.error()
+    }
+
+    /// Handles the whole messages at the front of `incoming`; `Ok(true)` when one was handled.
+    fn next_message(&mut self) -> io::Result<bool> {
+        if self.incoming.len() < 5 {
+            return Ok(false);
+        }
+        let kind = self.incoming[0];
+        let len = be_u32(&self.incoming[1..5]) as usize;
+        if !(4..=MAX_AUTH_MESSAGE).contains(&len) {
+            return Err(self.refuse(Refusal::Malformed));
+        }
+        let end = len + 1;
+        if self.incoming.len() < end {
+            return Ok(false);
+        }
+        if kind != b'R' || len < 8 {
+            // An error ends the start (everything after it is the caller's); a notice or a
+            // protocol negotiation is passed up and authentication goes on.
+            if kind == b'E' {
+                self.hand_over();
+            } else {
+                self.upward.extend(self.incoming.drain(..end));
+            }
+            return Ok(true);
+        }
+        let code = be_u32(&self.incoming[5..9]);
+        match code {
+            0 => {
+                if let Err(refusal) = self.auth.finished() {
+                    return Err(self.refuse(refusal));
+                }
+                self.hand_over();
+            }
+            3 | 5 | 10 | 11 | 12 => {
+                let answer = self.auth.request(code, &self.incoming[9..end]);
+                self.incoming.drain(..end);
+                match answer {
+                    Ok(Some(message)) => {
+                        self.outgoing = message;
+                        self.outgoing_at = 0;
+                    }
+                    Ok(None) => {}
+                    Err(refusal) => return Err(self.refuse(refusal)),
+                }
+            }
+            // Kerberos, GSS, SSPI, …: tokio-postgres says it does not support them.
+            _ => self.hand_over(),
+        }
+        Ok(true)
+    }
+
+    /// Gives everything read so far to the caller and steps aside.
+    fn hand_over(&mut self) {
+        self.upward.append(&mut self.incoming);
+        self.phase = Phase::Aside;
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Authenticate<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if this.upward_at < this.upward.len() {
+                let n = buf.remaining().min(this.upward.len() - this.upward_at);
+                buf.put_slice(&this.upward[this.upward_at..this.upward_at + n]);
+                this.upward_at += n;
+                if this.upward_at == this.upward.len() {
+                    this.upward.clear();
+                    this.upward_at = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            match this.phase {
+                Phase::Start | Phase::Aside => return Pin::new(&mut this.inner).poll_read(cx, buf),
+                Phase::SslAnswer => {
+                    let before = buf.filled().len();
+                    ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+                    this.phase = match buf.filled().get(before) {
+                        Some(b'N') => Phase::Start,
+                        _ => Phase::Aside,
+                    };
+                    this.head_have = 0;
+                    return Poll::Ready(Ok(()));
+                }
+                Phase::Auth => {}
+            }
+            // Our answer first, then the server's next message.
+            while this.outgoing_at < this.outgoing.len() {
+                let n = ready!(
+                    Pin::new(&mut this.inner).poll_write(cx, &this.outgoing[this.outgoing_at..])
+                )?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                this.outgoing_at += n;
+            }
+            if !this.outgoing.is_empty() {
+                ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+                this.outgoing = Zeroizing::new(Vec::new());
+                this.outgoing_at = 0;
+            }
+            if this.next_message()? {
+                continue;
+            }
+            let mut chunk = [0u8; 4096];
+            let mut read = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            if read.filled().is_empty() {
+                // The server closed: whatever came is the caller's to judge.
+                this.hand_over();
+                if this.upward.is_empty() {
+                    return Poll::Ready(Ok(()));
+                }
+                continue;
+            }
+            this.incoming.extend_from_slice(read.filled());
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Authenticate<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let written = ready!(Pin::new(&mut this.inner).poll_write(cx, data))?;
+        if this.phase == Phase::Start {
+            let take = written.min(8 - this.head_have);
+            this.head[this.head_have..this.head_have + take].copy_from_slice(&data[..take]);
+            this.head_have += take;
+            if this.head_have == 8 {
+                this.phase = if be_u32(&this.head[4..8]) == SSL_REQUEST_CODE {
+                    Phase::SslAnswer
+                } else {
+                    Phase::Auth
+                };
+            }
+        }
+        Poll::Ready(Ok(written))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(channel_binding: ChannelBinding) -> Arc<AuthSettings> {
+        Arc::new(AuthSettings {
+            user: "user".into(),
+            password: Password::from("pencil"),
+            channel_binding,
+        })
+    }
+
+    fn authenticator(channel_binding: ChannelBinding, binding: Option<Vec<u8>>) -> Authenticator {
+        Authenticator {
+            settings: settings(channel_binding),
+            encrypted: binding.is_some(),
+            binding,
+            plain_allowed: false,
+            scram: None,
+            verified: false,
+        }
+    }
+
+    /// RFC 7677's SCRAM-SHA-256 example (user "user", password "pencil"), with its client nonce.
+    #[test]
+    fn scram_matches_rfc_7677() {
+        let mut a = authenticator(ChannelBinding::Disable, None);
+        let first = a.sasl_start(b"SCRAM-SHA-256\0\0").unwrap();
+        assert!(first.windows(5).any(|w| w == b"n,,n="));
+        // The RFC's client nonce and its "n=user" (PostgreSQL leaves the name empty).
+        let scram = a.scram.as_mut().unwrap();
+        scram.client_nonce = "rOprNGfwEbeRWgbNEkqO".into();
+        scram.client_first_bare = "n=user,r=rOprNGfwEbeRWgbNEkqO".into();
+        let server_first = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+            s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        let last = a.sasl_continue(server_first.as_bytes()).unwrap();
+        let expected = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+            p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        assert_eq!(&last[5..], expected.as_bytes());
+        a.sasl_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
+        a.finished().unwrap();
+    }
+
+    #[test]
+    fn a_wrong_server_signature_is_refused() {
+        let mut a = authenticator(ChannelBinding::Prefer, None);
+        a.sasl_start(b"SCRAM-SHA-256\0\0").unwrap();
+        let nonce = a.scram.as_ref().unwrap().client_nonce.clone();
+        let server_first = format!("r={nonce}xyz,s=c2FsdA==,i=4096");
+        a.sasl_continue(server_first.as_bytes()).unwrap();
+        assert_eq!(
+            a.sasl_final(b"v=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            Err(Refusal::ServerProof)
+        );
+    }
+
+    #[test]
+    fn hostile_server_first_messages_are_refused() {
+        let cases: &[(&str, Refusal)] = &[
+            ("r=other,s=c2FsdA==,i=4096", Refusal::Malformed),
+            ("m=ext,r={n}x,s=c2FsdA==,i=4096", Refusal::Malformed),
+            ("r={n}x,s=***,i=4096", Refusal::Malformed),
+            ("r={n}x,s=c2FsdA==,i=0", Refusal::Malformed),
+            ("r={n}x,s=c2FsdA==,i=2000000000", Refusal::TooManyIterations),
+            ("r={n},s=c2FsdA==,i=4096", Refusal::Malformed),
+        ];
+        for (text, refusal) in cases {
+            let mut a = authenticator(ChannelBinding::Prefer, None);
+            a.sasl_start(b"SCRAM-SHA-256\0\0").unwrap();
+            let nonce = a.scram.as_ref().unwrap().client_nonce.clone();
+            let text = text.replace("{n}", &nonce);
+            assert_eq!(
+                a.sasl_continue(text.as_bytes()).map(|_| ()),
+                Err(*refusal),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn channel_binding_rules() {
+        let cb = Some(vec![7u8; 32]);
+        // require: only PLUS over TLS.
+        let mut a = authenticator(ChannelBinding::Require, cb.clone());
+        assert_eq!(
+            a.sasl_start(b"SCRAM-SHA-256\0\0").map(|_| ()),
+            Err(Refusal::ChannelBindingRequired)
+        );
+        let mut a = authenticator(ChannelBinding::Require, None);
+        assert_eq!(
+            a.sasl_start(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0")
+                .map(|_| ()),
+            Err(Refusal::ChannelBindingRequired)
+        );
+        for code in [3, 5] {
+            let mut a = authenticator(ChannelBinding::Require, cb.clone());
+            a.plain_allowed = true;
+            assert_eq!(
+                a.request(code, b"salt").map(|_| ()),
+                Err(Refusal::ChannelBindingRequired)
+            );
+        }
+        // …and an AuthenticationOk without it.
+        let a = authenticator(ChannelBinding::Require, cb.clone());
+        assert_eq!(a.finished(), Err(Refusal::ChannelBindingRequired));
+        let mut a = authenticator(ChannelBinding::Require, cb.clone());
+        let first = a
+            .sasl_start(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0")
+            .unwrap();
+        assert!(first.windows(24).any(|w| w == b"p=tls-server-end-point,,"));
+        // prefer: PLUS when offered over TLS, "y" when not offered, "n" without TLS.
+        let mut a = authenticator(ChannelBinding::Prefer, cb.clone());
+        let first = a.sasl_start(b"SCRAM-SHA-256\0\0").unwrap();
+        assert!(first.windows(5).any(|w| w == b"y,,n="));
+        let mut a = authenticator(ChannelBinding::Prefer, None);
+        let first = a
+            .sasl_start(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0")
+            .unwrap();
+        assert!(first.windows(5).any(|w| w == b"n,,n="));
+        // Nothing known offered.
+        let mut a = authenticator(ChannelBinding::Disable, None);
+        assert_eq!(
+            a.sasl_start(b"SCRAM-SHA-1\0\0").map(|_| ()),
+            Err(Refusal::Unsupported)
+        );
+    }
+
+    #[test]
+    fn plain_passwords_only_where_allowed() {
+        let mut a = authenticator(ChannelBinding::Prefer, None);
+        assert_eq!(a.request(3, b"").map(|_| ()), Err(Refusal::PlainPassword));
+        assert_eq!(
+            a.request(5, b"salt").map(|_| ()),
+            Err(Refusal::PlainPassword)
+        );
+        a.plain_allowed = true;
+        let clear = a.request(3, b"").unwrap().unwrap();
+        assert_eq!(&clear[..], b"p\0\0\0\x0bpencil\0");
+        let md5 = a.request(5, b"salt").unwrap().unwrap();
+        let expected = postgres_protocol::authentication::md5_hash(b"user", b"pencil", *b"salt");
+        assert_eq!(&md5[5..md5.len() - 1], expected.as_bytes());
+    }
+}
