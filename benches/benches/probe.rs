@@ -528,6 +528,15 @@ struct MonitorRun {
     store_errors: u64,
 }
 
+/// One round of the throughput comparison.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    bare: Rate,
+    sql: Rate,
+    probe: Rate,
+    monitor: MonitorRun,
+}
+
 /// The monitor's checks a second against the client loops at the same concurrency, in
 /// interleaved rounds (see the module docs).
 fn throughput(
@@ -619,20 +628,28 @@ fn throughput(
             shown(probe_r.cpu_ms),
             shown(monitor.rate.cpu_ms),
         );
-        rounds.push((bare_r, sql_r, probe_r, monitor));
+        rounds.push(Round {
+            bare: bare_r,
+            sql: sql_r,
+            probe: probe_r,
+            monitor,
+        });
     }
     let (checked, failing) = rt.block_on(last_results(store.as_ref()));
     drop(dir);
 
-    let mean = |f: &dyn Fn(&(Rate, Rate, Rate, MonitorRun)) -> Option<f64>| -> Option<f64> {
+    let mean = |f: &dyn Fn(&Round) -> Option<f64>| -> Option<f64> {
         let values: Option<Vec<f64>> = rounds.iter().map(f).collect();
         values.map(|v| v.iter().sum::<f64>() / v.len().max(1) as f64)
     };
-    let bare_rate = mean(&|r| Some(r.0.per_s)).unwrap_or_default();
-    let sql_rate = mean(&|r| Some(r.1.per_s)).unwrap_or_default();
-    let probe_rate = mean(&|r| Some(r.2.per_s)).unwrap_or_default();
-    let monitor_rate = mean(&|r| Some(r.3.rate.per_s)).unwrap_or_default();
-    let mut per_round: Vec<f64> = rounds.iter().map(|r| r.3.rate.per_s / r.0.per_s).collect();
+    let bare_rate = mean(&|r| Some(r.bare.per_s)).unwrap_or_default();
+    let sql_rate = mean(&|r| Some(r.sql.per_s)).unwrap_or_default();
+    let probe_rate = mean(&|r| Some(r.probe.per_s)).unwrap_or_default();
+    let monitor_rate = mean(&|r| Some(r.monitor.rate.per_s)).unwrap_or_default();
+    let mut per_round: Vec<f64> = rounds
+        .iter()
+        .map(|r| r.monitor.rate.per_s / r.bare.per_s)
+        .collect();
     let share = monitor_rate / bare_rate;
     println!(
         "means of {THROUGHPUT_ROUNDS} rounds: bare {bare_rate:.0}/s, bare with the probe's query \
@@ -656,10 +673,10 @@ fn throughput(
             "NO: interval-bound, the figure is a lower bound"
         }
     );
-    let bare_cpu = mean(&|r| r.0.cpu_ms);
-    let sql_cpu = mean(&|r| r.1.cpu_ms);
-    let probe_cpu = mean(&|r| r.2.cpu_ms);
-    let monitor_cpu = mean(&|r| r.3.rate.cpu_ms);
+    let bare_cpu = mean(&|r| r.bare.cpu_ms);
+    let sql_cpu = mean(&|r| r.sql.cpu_ms);
+    let probe_cpu = mean(&|r| r.probe.cpu_ms);
+    let monitor_cpu = mean(&|r| r.monitor.rate.cpu_ms);
     let diff = |a: Option<f64>, b: Option<f64>| match (a, b) {
         (Some(a), Some(b)) => format!("{:+.3} ms ({:+.1} %)", a - b, 100.0 * (a - b) / b),
         _ => "n/a".to_owned(),

@@ -12,7 +12,7 @@ use super::{Hub, secrets};
 use crate::model::{FailureKind, HealthStatus};
 use crate::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorHandle};
 use crate::probe::{MAX_BUDGET, Report};
-use crate::store::{ListQuery, Visibility};
+use crate::store::{ConnectionRow, ListQuery, Visibility};
 use crate::{ConnectionId, Result};
 
 /// The [`Checker`] the Hub gives the monitor: a saved connection's test.
@@ -38,6 +38,11 @@ impl Checker for ProbeChecker {
                 return CheckResult::failure(FailureKind::Internal, 0);
             }
         };
+        self.check_row(row).await
+    }
+
+    async fn check_row(&self, row: ConnectionRow) -> CheckResult {
+        let id = row.id;
         let opened = match secrets::open(&self.hub.keyring, id, &row.secrets) {
             Ok(opened) => opened,
             Err(e) => {

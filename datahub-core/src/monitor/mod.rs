@@ -110,6 +110,7 @@ use time::OffsetDateTime;
 
 use crate::ConnectionId;
 use crate::model::{FailureKind, HealthStatus};
+use crate::store::ConnectionRow;
 
 /// Runs one check of a saved connection. Implemented by the glue over the prober, and by tests.
 #[async_trait]
@@ -117,6 +118,13 @@ pub trait Checker: Send + Sync + std::fmt::Debug + 'static {
     /// Checks one saved connection now, within its budget. Never panics; should not hang past
     /// its budget (the monitor cuts it off after [`MonitorConfig::check_timeout`] anyway).
     async fn check(&self, id: ConnectionId) -> CheckResult;
+
+    /// As [`Checker::check`], given the connection's row as the monitor's claim just read it
+    /// ([`CheckLease::row`](crate::store::CheckLease::row)), so it need not be read again. By
+    /// default the row is not used.
+    async fn check_row(&self, row: ConnectionRow) -> CheckResult {
+        self.check(row.id).await
+    }
 }
 
 /// What the monitor needs from one check.

@@ -607,7 +607,9 @@ async fn run_connection(
                 Err(_) => return,
             },
         };
-        // Claim this interval's check; another process sharing the store may have it.
+        // Claim this interval's check; another process sharing the store may have it. A won
+        // claim carries the row, so the check reads nothing more.
+        let mut claimed = None;
         match shared
             .store
             .lease_check(id, shared.id, wall_now(), lease_hold(settings.interval))
@@ -624,10 +626,11 @@ async fn run_connection(
                 continue;
             }
             Ok(Some(lease)) => {
-                if lease
+                let resume = lease
                     .previous_holder
-                    .is_some_and(|holder| holder != shared.id)
-                {
+                    .is_some_and(|holder| holder != shared.id);
+                claimed = Some(lease.row);
+                if resume {
                     // Another process checked it since this one last did (or since this one
                     // loaded its state): resume from the store, so the hysteresis and uptime
                     // count every process's checks.
@@ -669,7 +672,12 @@ async fn run_connection(
         let outcome = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            outcome = tokio::time::timeout(shared.config.check_timeout, shared.checker.check(id)) => outcome,
+            outcome = tokio::time::timeout(shared.config.check_timeout, async {
+                match claimed {
+                    Some(row) => shared.checker.check_row(row).await,
+                    None => shared.checker.check(id).await,
+                }
+            }) => outcome,
         };
         drop(permit);
         let result = outcome.unwrap_or_else(|_| {

@@ -1378,21 +1378,29 @@ impl Store for PostgresStore {
         }
         // One statement: lock the row if it is claimable and nobody else is claiming it right
         // now (SKIP LOCKED: a concurrent claimant loses at once rather than waiting), then
-        // record the claim, returning who held it before.
+        // record the claim, returning who held it before and the connection as stored.
+        let sql = format!(
+            "WITH claimable AS (SELECT connection_id, holder FROM check_leases \
+             WHERE connection_id = $1 AND (holder = $2 OR leased_at <= $3) \
+             FOR UPDATE SKIP LOCKED) \
+             UPDATE check_leases AS l SET holder = $2, leased_at = $4 \
+             FROM claimable JOIN connections c ON c.id = claimable.connection_id \
+             WHERE l.connection_id = claimable.connection_id \
+             RETURNING claimable.holder AS previous_holder, {SPEC_COLUMNS}, {SECRET_COLUMNS}"
+        );
         let row = client
-            .query_opt(
-                "WITH claimable AS (SELECT connection_id, holder FROM check_leases \
-                 WHERE connection_id = $1 AND (holder = $2 OR leased_at <= $3) \
-                 FOR UPDATE SKIP LOCKED) \
-                 UPDATE check_leases AS l SET holder = $2, leased_at = $4 FROM claimable \
-                 WHERE l.connection_id = claimable.connection_id RETURNING claimable.holder",
-                &[&id, &holder, &cutoff, &now],
-            )
+            .query_opt(&sql, &[&id, &holder, &cutoff, &now])
             .await
             .map_err(|e| db(DOING, e))?;
-        Ok(row.map(|row| CheckLease {
-            previous_holder: row.get::<_, Option<Uuid>>(0),
-        }))
+        row.map(|row| {
+            Ok(CheckLease {
+                previous_holder: row
+                    .try_get::<_, Option<Uuid>>("previous_holder")
+                    .map_err(|e| db(DOING, e))?,
+                row: codec::connection_row(&row)?,
+            })
+        })
+        .transpose()
     }
 
     async fn notify_event(&self, payload: &str) -> Result<()> {

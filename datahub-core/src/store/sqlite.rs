@@ -1439,13 +1439,9 @@ impl Store for SqliteStore {
             .write_relaxed(move |tx| {
                 let id = id.to_string();
                 let holder = holder.to_string();
-                if !row_exists(
-                    tx,
-                    "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
-                    &id,
-                )? {
+                let Some(row) = connection_row_query(tx, "c.id = ?1", &id)? else {
                     return Ok(None);
-                }
+                };
                 let last: Option<(Option<String>, i64)> = tx
                     .prepare_cached(
                         "SELECT holder, leased_at FROM check_leases WHERE connection_id = ?1",
@@ -1477,7 +1473,10 @@ impl Store for SqliteStore {
                         Error::new(ErrorKind::Store, "corrupt row in check_leases")
                     })?),
                 };
-                Ok(Some(super::CheckLease { previous_holder }))
+                Ok(Some(super::CheckLease {
+                    previous_holder,
+                    row,
+                }))
             })
             .await
     }

@@ -1895,7 +1895,11 @@ pub async fn check_leases_one_winner_per_interval(store: Handle) {
         "{x:?} {y:?}"
     );
     let (winner, loser) = if x.is_some() { (a, b) } else { (b, a) };
-    assert_eq!(x.or(y).unwrap().previous_holder, None, "first claim ever");
+    let won = x.or(y).unwrap();
+    assert_eq!(won.previous_holder, None, "first claim ever");
+    // The claim carries the connection as stored (sealed secrets included): a check reads
+    // nothing more.
+    assert_eq!(Some(won.row), store.connection(r.id).await.unwrap());
     // Within the hold the other holder loses; the winner may claim again (its own recheck).
     let t1 = t0 + Duration::seconds(5);
     assert_eq!(
