@@ -14,10 +14,11 @@
 //! - `budget/no_answer`: a target whose listener never answers a SYN, at the default budget
 //!   (5 s); goal ≤ 5.05 s. Too slow for Criterion: a few runs timed by hand, the max printed.
 //! - Monitor throughput: checks per second completed by the monitor (`Hub::start_monitor`, the
-//!   Hub's real checker: claim the check, load the row, open the secrets, take the policy (cached
-//!   by the Hub for at most 1 s), `probe::test`, record the check in SQLite) at concurrency 32,
-//!   against loops of 32 tasks doing the client work back to back: the bare client (the goal's
-//!   reference: ≥ 90 %), the bare client running the probe's query, and `probe::test` alone.
+//!   Hub's real checker: claim the check (the claim returns the row), open the secrets, take
+//!   the policy (cached by the Hub for at most 1 s), `probe::test`, record the check in
+//!   SQLite) at concurrency 32, against loops of 32 tasks doing the client work back to back:
+//!   the bare client (the goal's reference: ≥ 90 %), the bare client running the probe's query,
+//!   and `probe::test` alone.
 //!   Loops and monitor take turns in rounds (three): each round runs the three loops for 5 s
 //!   each and then the monitor (started anew, settled, measured for 10 s, shut down), so the
 //!   machine's drift (this is a shared VM: consecutive 5 s windows differ by up to 25 %) falls
