@@ -72,7 +72,7 @@ use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::model::{ConnectionDraft, ConnectionSecrets, ConnectionSpec, TlsMode};
-use datahub_core::monitor::MonitorConfig;
+use datahub_core::monitor::{MonitorConfig, MonitorHandle};
 use datahub_core::net::{Dialer, Policy, StaticResolver};
 use datahub_core::probe::{self, MAX_BUDGET, PolicyDial, ProbeRules, Report, StepName};
 use datahub_core::secret::Password;
@@ -582,20 +582,8 @@ fn throughput(
     // Every connection's first check (in the first-check lane), so that each later run resumes
     // every connection in the main lane from the stored history.
     let warm_up = rt.block_on(async {
-        let handle = hub.start_monitor(MonitorConfig {
-            max_concurrency: CONCURRENCY,
-            ..MonitorConfig::default()
-        });
         let warming = Instant::now();
-        while handle.stats().first_checks < n as u64 {
-            assert!(
-                warming.elapsed() < WARM_UP_LIMIT,
-                "first checks not done after {WARM_UP_LIMIT:?}: {:?}",
-                handle.stats()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        handle.shutdown().await;
+        start_and_check_all(&hub, n).await.shutdown().await;
         warming.elapsed()
     });
     println!(
@@ -695,6 +683,25 @@ fn throughput(
         diff(monitor_cpu, probe_cpu),
         diff(monitor_cpu, bare_cpu),
     );
+}
+
+/// Starts the monitor ([`CONCURRENCY`] wide) and waits until each of the `n` saved connections
+/// has had its first check.
+async fn start_and_check_all(hub: &Hub, n: usize) -> MonitorHandle {
+    let handle = hub.start_monitor(MonitorConfig {
+        max_concurrency: CONCURRENCY,
+        ..MonitorConfig::default()
+    });
+    let warming = Instant::now();
+    while handle.stats().first_checks < n as u64 {
+        assert!(
+            warming.elapsed() < WARM_UP_LIMIT,
+            "first checks not done after {WARM_UP_LIMIT:?}: {:?}",
+            handle.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle
 }
 
 /// A CPU figure in ms, or `n/a`.
@@ -838,19 +845,10 @@ fn profile(
     let n: usize = n.parse().unwrap();
     let profiler = std::env::var("PROBE_BENCH_PROFILER").unwrap_or_default();
     let (items, took, cpu) = if kind == "monitor_rounds" {
-        // As the throughput rounds run it: every first check, then `n` runs of the monitor
+        // As the throughput rounds run it: every first check, then one run of the monitor
         // started anew, settled and measured for the window.
         let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n);
-        rt.block_on(async {
-            let handle = hub.start_monitor(MonitorConfig {
-                max_concurrency: CONCURRENCY,
-                ..MonitorConfig::default()
-            });
-            while handle.stats().first_checks < n as u64 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            handle.shutdown().await;
-        });
+        rt.block_on(async { start_and_check_all(&hub, n).await.shutdown().await });
         let run = monitor_run(rt, &hub, n, &profiler);
         println!("profile monitor_rounds: {run:?}");
         (
@@ -861,13 +859,7 @@ fn profile(
     } else if kind == "monitor" {
         let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n);
         rt.block_on(async {
-            let handle = hub.start_monitor(MonitorConfig {
-                max_concurrency: CONCURRENCY,
-                ..MonitorConfig::default()
-            });
-            while handle.stats().first_checks < n as u64 {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let handle = start_and_check_all(&hub, n).await;
             let before = handle.stats().checks;
             let on = Profiler::start(&profiler);
             let cpu = cpu_time();

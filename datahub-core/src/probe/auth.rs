@@ -40,7 +40,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use zeroize::Zeroizing;
 
-use super::inspect::{SharedTrace, lock};
+use super::inspect::{SharedTrace, be_u32, lock};
 use crate::model::ChannelBinding;
 use crate::secret::Password;
 
@@ -346,12 +346,6 @@ fn set_len(m: &mut [u8]) -> Result<(), Refusal> {
     let len = u32::try_from(m.len() - 1).map_err(|_| Refusal::Malformed)?;
     m[1..5].copy_from_slice(&len.to_be_bytes());
     Ok(())
-}
-
-fn be_u32(bytes: &[u8]) -> u32 {
-    let mut b = [0u8; 4];
-    b.copy_from_slice(&bytes[..4]);
-    u32::from_be_bytes(b)
 }
 
 /// Where a stream is in the connection's start.

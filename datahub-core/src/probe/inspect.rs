@@ -246,7 +246,8 @@ impl BackendParser {
     }
 }
 
-fn be_u32(bytes: &[u8]) -> u32 {
+/// The big-endian `u32` at the start of `bytes` (at least 4 long).
+pub(crate) fn be_u32(bytes: &[u8]) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&bytes[..4]);
     u32::from_be_bytes(b)
