@@ -361,8 +361,8 @@ enum Phase {
     Aside,
 }
 
-/// The stream layer that authenticates; see the module docs.
-#[derive(Debug)]
+/// The stream layer that authenticates; see the module docs. Its `Debug` shows the phase only:
+/// an answer being written may be a password message.
 pub(crate) struct Authenticate<S> {
     inner: S,
     phase: Phase,
@@ -379,6 +379,14 @@ pub(crate) struct Authenticate<S> {
     /// An answer being written to the server, from `outgoing_at` on.
     outgoing: Zeroizing<Vec<u8>>,
     outgoing_at: usize,
+}
+
+impl<S> std::fmt::Debug for Authenticate<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticate")
+            .field("phase", &self.phase)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<S> Authenticate<S> {
@@ -720,6 +728,17 @@ mod tests {
             a.sasl_start(b"SCRAM-SHA-1\0\0").map(|_| ()),
             Err(Refusal::Unsupported)
         );
+    }
+
+    /// A cleartext answer being written never shows in `Debug` (S8).
+    #[test]
+    fn debug_shows_no_answer() {
+        let trace = SharedTrace::default();
+        let mut stream = Authenticate::raw((), settings(ChannelBinding::Disable), true, trace);
+        stream.outgoing = password_message(b"canary-auth-debug-91");
+        stream.incoming = b"canary-auth-debug-91".to_vec();
+        let shown = format!("{stream:?} {:?}", stream.auth);
+        assert!(!shown.contains("canary"), "{shown}");
     }
 
     #[test]
