@@ -40,7 +40,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use zeroize::Zeroizing;
 
-use super::inspect::{SharedTrace, be_u32, lock};
+use super::inspect::{SSL_REQUEST_CODE, SharedTrace, be_u32, lock};
 use crate::model::ChannelBinding;
 use crate::secret::Password;
 
@@ -51,9 +51,6 @@ pub(crate) const MAX_SCRAM_ITERATIONS: u32 = 100_000;
 /// The largest backend message read whole before authentication is over. Requests and errors
 /// are far smaller; a peer sending more is not answered.
 const MAX_AUTH_MESSAGE: usize = 64 * 1024;
-
-/// The request code of an `SSLRequest`.
-const SSL_REQUEST_CODE: u32 = 80_877_103;
 
 const SCRAM: &str = "SCRAM-SHA-256";
 const SCRAM_PLUS: &str = "SCRAM-SHA-256-PLUS";
@@ -191,9 +188,8 @@ impl Authenticator {
         if self.scram.is_some() {
             return Err(Refusal::Malformed);
         }
-        let mut offered = body.split(|b| *b == 0).take_while(|m| !m.is_empty());
         let (mut plus_offered, mut plain_offered) = (false, false);
-        for mechanism in offered.by_ref() {
+        for mechanism in body.split(|b| *b == 0).take_while(|m| !m.is_empty()) {
             plus_offered |= mechanism == SCRAM_PLUS.as_bytes();
             plain_offered |= mechanism == SCRAM.as_bytes();
         }

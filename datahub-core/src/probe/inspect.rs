@@ -25,7 +25,7 @@ use super::auth::{AuthSettings, Authenticate, Refusal};
 use super::tls;
 
 /// The request code of an `SSLRequest` (1234 << 16 | 5679).
-const SSL_REQUEST_CODE: u32 = 80_877_103;
+pub(crate) const SSL_REQUEST_CODE: u32 = 80_877_103;
 
 /// The largest backend message the probe accepts. The server never sends more in answer to a
 /// startup or to the probe query; a length above it means the peer is not PostgreSQL (an HTTP
