@@ -63,8 +63,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
@@ -95,14 +95,8 @@ const DB_NAME: &str = "postgres";
 /// it 127.0.0.1 without DNS.
 const HOST: &str = "localhost";
 const SELECT_1: &str = "SELECT 1";
-/// The prober's query as `probe::test` sends it with its full 2 s statement timeout (copied from
-/// `datahub-core/src/probe/mod.rs`, where it is private).
-const PROBE_SQL: &str = "SET statement_timeout = 2000; \
-    SELECT current_setting('server_version'), current_database(), current_user, \
-    pg_is_in_recovery(), \
-    (SELECT count(*) FROM pg_stat_get_activity(NULL) a \
-     WHERE a.backend_type = 'client backend'), \
-    current_setting('max_connections')";
+/// The prober's query as `probe::test` sends it with its full 2 s statement timeout.
+static PROBE_SQL: LazyLock<String> = LazyLock::new(|| probe::probe_sql(probe::QUERY_TIMEOUT));
 /// Room for the monitor's and the loops' 32 connections plus the bench's own.
 const MAX_CONNECTIONS: u32 = 300;
 
@@ -348,7 +342,7 @@ fn interleaved(rt: &Runtime, product: &Product, bare: &Bare) {
                 // Closing, building the report, and the bench's own call.
                 probe_rest.push(took - sum);
             } else {
-                let sql = if which == 1 { SELECT_1 } else { PROBE_SQL };
+                let sql = if which == 1 { SELECT_1 } else { &PROBE_SQL };
                 let t = rt.block_on(bare.run_sql(sql));
                 totals[which].push(ms(started.elapsed()));
                 let p = &mut parts[which - 1];
@@ -555,7 +549,7 @@ fn throughput(
     };
     let bare_probe_sql_loop = || {
         rt.block_on(saturate(bare.clone(), |b: Arc<Bare>| async move {
-            b.run_sql(PROBE_SQL).await;
+            b.run_sql(&PROBE_SQL).await;
             true
         }))
     };
@@ -906,7 +900,7 @@ fn profile(
             match kind {
                 "probe" => assert!(rt.block_on(product.test()).ok),
                 "bare" => drop(rt.block_on(bare.run())),
-                "bare_sql" => drop(rt.block_on(bare.run_sql(PROBE_SQL))),
+                "bare_sql" => drop(rt.block_on(bare.run_sql(&PROBE_SQL))),
                 other => panic!("unknown PROBE_BENCH_PROFILE kind {other:?}"),
             }
         }

@@ -169,3 +169,46 @@ async fn client_certificates_and_channel_binding() {
     let report = run(&target, &any_mode(), MAX_BUDGET).await;
     assert!(report.ok, "{report:?}");
 }
+
+/// The connections in use count every session on the server, not only the tested role's own:
+/// a role without `pg_read_all_stats` sees others' `backend_type` as NULL in
+/// `pg_stat_activity`, so the count must not depend on it.
+#[tokio::test]
+async fn connections_in_use_count_other_roles_sessions() {
+    let password = pw("app");
+    let cluster = PgCluster::builder()
+        .user(User::new("app").password(&password))
+        .start()
+        .unwrap();
+    // Three superuser sessions held open while the unprivileged `app` tests the server.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let (client, connection) = cluster
+            .superuser_config()
+            .connect(tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let task = tokio::spawn(connection);
+        held.push((client, task));
+    }
+    let target = Target::new(cluster.port(), "app", &password, TlsMode::Disable);
+    let report = run(&target, &any_mode(), MAX_BUDGET).await;
+    assert!(report.ok, "{report:?}");
+    let used = report.server.as_ref().unwrap().connections_used.unwrap();
+    // What the superuser counts now, with the probe's own session gone.
+    let rows = held[0]
+        .0
+        .query(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let others: i64 = rows[0].get(0);
+    assert!(others >= 3, "{others}");
+    assert_eq!(i64::from(used), others + 1, "the probe's count: {used}");
+    for (client, task) in held {
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+}
