@@ -17,7 +17,8 @@
 //! runtime thread for minutes, out of reach of any deadline. Here PBKDF2 is RustCrypto's `pbkdf2`
 //! (the HMAC key set up once: 0.49 ms for 4,096 iterations against 0.92 ms, and ring's 0.90 ms,
 //! on this project's machine) and a server asking for more than [`MAX_SCRAM_ITERATIONS`] is
-//! refused.
+//! refused. Keys a server verified are kept for its next login ([`super::scram_cache`]), so a
+//! monitored target costs PBKDF2 once an hour rather than at every check.
 //!
 //! The rules are libpq's (SECURITY.md S13): with `channel_binding=require` only
 //! SCRAM-SHA-256-PLUS over TLS is accepted (a cleartext, md5 or plain SCRAM request, or an
@@ -41,6 +42,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use zeroize::Zeroizing;
 
 use super::inspect::{SSL_REQUEST_CODE, SharedTrace, be_u32, lock};
+use super::scram_cache::{ScramCache, ScramKeys, Tag};
 use crate::model::ChannelBinding;
 use crate::secret::Password;
 
@@ -62,6 +64,9 @@ pub(crate) struct AuthSettings {
     pub(crate) user: String,
     pub(crate) password: Password,
     pub(crate) channel_binding: ChannelBinding,
+    /// Where SCRAM keys a server verified are kept for the next login ([`ScramCache::shared`]
+    /// outside tests).
+    pub(crate) keys: &'static ScramCache,
 }
 
 /// Why the client stopped authenticating. Nothing derived from the password was sent.
@@ -121,6 +126,8 @@ struct Scram {
     client_first_bare: String,
     /// The server signature to expect, once the proof was sent.
     server_signature: Option<Zeroizing<Vec<u8>>>,
+    /// Keys derived for this exchange, filed in the cache once the server's signature verifies.
+    derived: Option<(Tag, ScramKeys)>,
 }
 
 impl std::fmt::Debug for Scram {
@@ -220,6 +227,7 @@ impl Authenticator {
             client_nonce,
             client_first_bare,
             server_signature: None,
+            derived: None,
         });
         let mut m = Vec::with_capacity(first.len() + mechanism.len() + 10);
         m.push(b'p');
@@ -253,10 +261,17 @@ impl Authenticator {
             return Err(Refusal::TooManyIterations);
         }
         let password = normalize(self.settings.password.expose_secret());
-        let mut salted = Zeroizing::new([0u8; 32]);
-        pbkdf2::pbkdf2_hmac::<Sha256>(&password, &salt, iterations.get(), salted.as_mut());
-        let client_key = Zeroizing::new(hmac_sha256(salted.as_ref(), b"Client Key")?);
-        let server_key = Zeroizing::new(hmac_sha256(salted.as_ref(), b"Server Key")?);
+        let cache = self.settings.keys;
+        let tag = cache.tag(&password, &salt, iterations.get());
+        let keys = match tag.as_ref().and_then(|tag| cache.get(tag)) {
+            Some(keys) => keys,
+            None => {
+                let keys = derive_keys(&password, &salt, iterations)?;
+                scram.derived = tag.map(|tag| (tag, keys.clone()));
+                keys
+            }
+        };
+        let (client_key, server_key) = (&keys.client, &keys.server);
         let stored_key = Sha256::digest(client_key.as_slice());
         let without_proof = format!("c={},r={nonce}", scram.channel);
         let auth_message = format!("{},{server_first},{without_proof}", scram.client_first_bare);
@@ -295,8 +310,31 @@ impl Authenticator {
             return Err(Refusal::ServerProof);
         }
         self.verified = true;
+        // The server knows keys derived from this password: right for its next login too.
+        if let Some((tag, keys)) = scram.derived.take() {
+            self.settings.keys.put(tag, keys);
+        }
         Ok(())
     }
+}
+
+/// SCRAM's `ClientKey` and `ServerKey` for `password` (normalized) under `salt`: PBKDF2, the
+/// expensive part of SCRAM.
+fn derive_keys(password: &[u8], salt: &[u8], iterations: NonZeroU32) -> Result<ScramKeys, Refusal> {
+    let mut salted = Zeroizing::new([0u8; 32]);
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations.get(), salted.as_mut());
+    let mut keys = ScramKeys {
+        client: Zeroizing::new([0; 32]),
+        server: Zeroizing::new([0; 32]),
+    };
+    for (out, name) in [
+        (keys.client.as_mut(), &b"Client Key"[..]),
+        (keys.server.as_mut(), &b"Server Key"[..]),
+    ] {
+        let mac = Zeroizing::new(hmac_sha256(salted.as_ref(), name)?);
+        out.copy_from_slice(&mac);
+    }
+    Ok(keys)
 }
 
 /// HMAC-SHA-256 of `data` under `key` (HMAC takes a key of any length: it never fails).
@@ -601,12 +639,14 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Authenticate<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn settings(channel_binding: ChannelBinding) -> Arc<AuthSettings> {
         Arc::new(AuthSettings {
             user: "user".into(),
             password: Password::from("pencil"),
             channel_binding,
+            keys: Box::leak(Box::new(ScramCache::new(16, Duration::from_secs(60)))),
         })
     }
 
@@ -640,6 +680,65 @@ mod tests {
         a.sasl_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
             .unwrap();
         a.finished().unwrap();
+    }
+
+    /// The RFC 7677 exchange with the client nonce set; returns the client-final message.
+    fn rfc_7677_exchange(a: &mut Authenticator) -> Zeroizing<Vec<u8>> {
+        a.sasl_start(b"SCRAM-SHA-256\0\0").unwrap();
+        let scram = a.scram.as_mut().unwrap();
+        scram.client_nonce = "rOprNGfwEbeRWgbNEkqO".into();
+        scram.client_first_bare = "n=user,r=rOprNGfwEbeRWgbNEkqO".into();
+        let server_first = "r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+            s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096";
+        a.sasl_continue(server_first.as_bytes()).unwrap()
+    }
+
+    const RFC_7677_FINAL: &str = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+        p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+
+    /// Keys are kept only once a server's signature verified them, and a login with kept keys
+    /// sends exactly the proof PBKDF2 would have given.
+    #[test]
+    fn verified_scram_keys_are_kept_and_give_the_same_proof() {
+        let settings = settings(ChannelBinding::Disable);
+        let fresh = || Authenticator {
+            settings: settings.clone(),
+            encrypted: false,
+            binding: None,
+            plain_allowed: false,
+            scram: None,
+            verified: false,
+        };
+        // A server whose signature does not verify: nothing kept.
+        let mut a = fresh();
+        rfc_7677_exchange(&mut a);
+        assert_eq!(
+            a.sasl_final(b"v=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="),
+            Err(Refusal::ServerProof)
+        );
+        assert_eq!(settings.keys.len(), 0);
+        // The right server: kept after its final message.
+        let mut a = fresh();
+        assert_eq!(&rfc_7677_exchange(&mut a)[5..], RFC_7677_FINAL.as_bytes());
+        assert_eq!(
+            settings.keys.len(),
+            0,
+            "nothing kept before the server proved itself"
+        );
+        a.sasl_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
+        assert_eq!(settings.keys.len(), 1);
+        // The next login uses the kept keys (nothing derived) and proves the same.
+        let mut a = fresh();
+        assert_eq!(&rfc_7677_exchange(&mut a)[5..], RFC_7677_FINAL.as_bytes());
+        assert!(
+            a.scram.as_ref().unwrap().derived.is_none(),
+            "kept keys used"
+        );
+        a.sasl_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .unwrap();
+        a.finished().unwrap();
+        assert_eq!(settings.keys.len(), 1);
     }
 
     #[test]

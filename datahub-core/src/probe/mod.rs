@@ -18,6 +18,7 @@ mod classify;
 mod dial;
 mod inspect;
 mod pool;
+mod scram_cache;
 mod tls;
 
 pub use dial::PolicyDial;
@@ -40,6 +41,7 @@ use tracing::Instrument;
 use crate::model::{ConnectionSecrets, ConnectionSpec, FailureKind, Host, TlsMode};
 use crate::probe::auth::AuthSettings;
 use crate::probe::inspect::{ProbeTls, SharedTrace, Trace, lock};
+use crate::probe::scram_cache::ScramCache;
 
 /// The default and longest budget of one test: 5 s.
 pub const MAX_BUDGET: Duration = Duration::from_secs(5);
@@ -481,6 +483,7 @@ impl Probe<'_> {
             user: self.spec.username.as_str().to_owned(),
             password: self.secrets.password.clone(),
             channel_binding: self.spec.tls.channel_binding(),
+            keys: ScramCache::shared(),
         });
         let raw = inspect::raw_stream(dialed.stream, trace.clone(), auth.clone(), guard, false);
         let tls = match ProbeTls::new(config, self.spec.host.as_str(), trace.clone(), auth) {

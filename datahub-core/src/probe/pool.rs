@@ -46,6 +46,7 @@ use crate::model::{
 use crate::net::{self, Policy};
 use crate::probe::auth::AuthSettings;
 use crate::probe::inspect::{self, ProbeTls, RawStream, SharedTrace, Trace, lock};
+use crate::probe::scram_cache::ScramCache;
 use crate::probe::{
     Dial, Failure, PolicyDial, ProbeRules, StepName, Wire, classify, retry_with_tls, tls,
 };
@@ -139,6 +140,7 @@ pub fn pool(
             user: spec.username.as_str().to_owned(),
             password: secrets.password,
             channel_binding: spec.tls.channel_binding(),
+            keys: ScramCache::shared(),
         }),
         mode,
         guard,
