@@ -1,7 +1,12 @@
 //! A small pool of SQLite connections, used off the async runtime.
 //!
-//! Each call takes a connection (opening one lazily, up to [`POOL_SIZE`]), runs its closure on
-//! tokio's blocking pool, and puts the connection back. Every wait has a deadline.
+//! Each read takes a connection (opening one lazily, up to [`POOL_SIZE`]), runs its closure on
+//! tokio's blocking pool, and puts the connection back. Every wait has a deadline. Writes all run
+//! on one more connection of their own, the writer: in WAL mode a connection drops its whole
+//! page cache when another connection committed since its last transaction, so writes hopping
+//! between connections re-read every page they touch (measured: the monitor's two writes per
+//! check spent more in SQLite's page cache and malloc than in their SQL); the writer's cache
+//! stays valid from one batch to the next, because only it commits.
 //!
 //! Writes are group-committed. A write joins the write queue, then waits for either its result
 //! or the one write gate. Whoever takes the gate (the committer) drains the whole queue and runs
@@ -86,10 +91,22 @@ impl std::fmt::Debug for WriteQueue {
 #[derive(Debug)]
 pub(super) struct Pool {
     path: PathBuf,
+    /// Connections for reads, at most [`POOL_SIZE`].
     idle: Arc<Mutex<Vec<Connection>>>,
     slots: Arc<Semaphore>,
+    /// Held by the batch being committed: one at a time, on the writer.
     write_gate: Arc<Semaphore>,
+    /// The connection every write batch runs on (opened by the first batch); `None` while a
+    /// batch has it, or after a failed one left it unusable.
+    writer: Arc<Mutex<Option<Writer>>>,
     queue: Mutex<WriteQueue>,
+}
+
+/// The writer connection and the `synchronous` setting it has now (`None`: not known).
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    synchronous: Option<Durability>,
 }
 
 impl Pool {
@@ -100,6 +117,7 @@ impl Pool {
             idle: Arc::new(Mutex::new(vec![first])),
             slots: Arc::new(Semaphore::new(POOL_SIZE)),
             write_gate: Arc::new(Semaphore::new(1)),
+            writer: Arc::new(Mutex::new(None)),
             queue: Mutex::new(WriteQueue::default()),
         }
     }
@@ -110,7 +128,7 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        self.run(None, f).await
+        self.run(f).await
     }
 
     /// Runs `f` inside a `BEGIN IMMEDIATE` transaction, in a savepoint of its own, possibly
@@ -192,11 +210,10 @@ impl Pool {
         }
     }
 
-    /// Runs every queued write in one transaction, holding the write gate.
+    /// Runs every queued write in one transaction on the writer, holding the write gate.
     async fn commit_queued(&self, gate: OwnedSemaphorePermit) -> Result<()> {
-        // The connection first: once the queue is drained, nothing may await before the batch
-        // is on the blocking pool, or a caller dropped meanwhile would drop others' writes.
-        let slot = acquire(&self.slots).await?;
+        // Once the queue is drained, nothing may await before the batch is on the blocking
+        // pool, or a caller dropped meanwhile would drop others' writes.
         let mut durability = Durability::Relaxed;
         let jobs: Vec<Job> = lock(&self.queue)
             .jobs
@@ -211,42 +228,55 @@ impl Pool {
         if jobs.is_empty() {
             return Ok(());
         }
-        self.run_on(slot, Some(gate), move |conn| {
-            run_batch(conn, jobs, durability);
-            Ok(())
+        let path = self.path.clone();
+        let writer = Arc::clone(&self.writer);
+        // The gate moves into the blocking task: the next batch starts only once this one is
+        // done, even if every caller stops waiting.
+        let job = tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            let taken = lock(&writer).take();
+            let mut current = match taken {
+                Some(current) => current,
+                None => match open_connection(&path) {
+                    Ok(conn) => Writer {
+                        conn,
+                        synchronous: None,
+                    },
+                    Err(e) => {
+                        for job in jobs {
+                            job(None)(Some(&e));
+                        }
+                        return;
+                    }
+                },
+            };
+            run_batch(&mut current, jobs, durability);
+            // A writer left inside a transaction (a failed rollback) is not reused.
+            if current.conn.is_autocommit() {
+                *lock(&writer) = Some(current);
+            }
+        });
+        job.await.map_err(|e| {
+            Error::new(ErrorKind::Internal, "a sqlite store task failed").with_source(e)
         })
-        .await
     }
 
-    async fn run<T, F>(&self, gate: Option<OwnedSemaphorePermit>, f: F) -> Result<T>
+    /// Runs `f` on the blocking pool with a read connection. `f` is on the blocking pool before
+    /// this awaits a second time.
+    async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let slot = acquire(&self.slots).await?;
-        self.run_on(slot, gate, f).await
-    }
-
-    /// Runs `f` on the blocking pool with a connection, holding `slot` (and `gate`) until done.
-    /// `f` is on the blocking pool before this first awaits.
-    async fn run_on<T, F>(
-        &self,
-        slot: OwnedSemaphorePermit,
-        gate: Option<OwnedSemaphorePermit>,
-        f: F,
-    ) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    {
         let idle = self.take_idle();
         let path = self.path.clone();
         let pool = Arc::clone(&self.idle);
-        // The permits move into the blocking task, so they are released only when the work is
+        // The permit moves into the blocking task, so it is released only when the work is
         // done, even if the caller stops waiting; the connection goes back to the pool there
         // too, so a caller that stops waiting does not cost the pool a connection.
         let job = tokio::task::spawn_blocking(move || {
-            let _permits = (slot, gate);
+            let _slot = slot;
             let mut conn = match idle {
                 Some(conn) => conn,
                 None => open_connection(&path)?,
@@ -282,25 +312,35 @@ fn put_idle(idle: &Mutex<Vec<Connection>>, conn: Connection) {
 /// Runs `jobs` in order in one `BEGIN IMMEDIATE` transaction (each in its own savepoint),
 /// commits, and tells each its outcome. Should SQLite roll the whole transaction back on its
 /// own (a full disk, an I/O error), the writes already run in it are told so, and the rest go on
-/// in a new transaction. Each batch first sets the connection's `synchronous` to its own
-/// durability (`FULL`, or `NORMAL` for a relaxed batch), so no connection carries a relaxed
-/// setting into a full batch.
-fn run_batch(conn: &mut Connection, jobs: Vec<Job>, durability: Durability) {
+/// in a new transaction. Each batch first sets the writer's `synchronous` to its own durability
+/// (`FULL`, or `NORMAL` for a relaxed batch) unless it has it already, so no relaxed setting is
+/// carried into a full batch.
+fn run_batch(writer: &mut Writer, jobs: Vec<Job>, durability: Durability) {
     let mode = match durability {
         Durability::Full => "FULL",
         Durability::Relaxed => "NORMAL",
     };
-    if let Err(e) = conn.pragma_update(None, "synchronous", mode) {
-        if durability == Durability::Full {
-            // Not sure to be synced: refuse rather than report a write durable that is not.
-            let e = db_error(e);
-            for job in jobs {
-                job(None)(Some(&e));
+    let conn = &mut writer.conn;
+    let set = if writer.synchronous == Some(durability) {
+        Ok(())
+    } else {
+        conn.pragma_update(None, "synchronous", mode)
+    };
+    match set {
+        Ok(()) => writer.synchronous = Some(durability),
+        Err(e) => {
+            writer.synchronous = None;
+            if durability == Durability::Full {
+                // Not sure to be synced: refuse rather than report a write durable that is not.
+                let e = db_error(e);
+                for job in jobs {
+                    job(None)(Some(&e));
+                }
+                return;
             }
-            return;
+            // A relaxed batch may be synced all the same.
+            tracing::debug!(error = %e, "sqlite store could not relax a batch's sync");
         }
-        // A relaxed batch may be synced all the same.
-        tracing::debug!(error = %e, "sqlite store could not relax a batch's sync");
     }
     run_transactions(conn, jobs);
 }
@@ -497,6 +537,56 @@ mod tests {
         }
         assert_eq!(idle_count(&pool), 1);
         assert_eq!(pool.read(|_| Ok(7)).await.unwrap(), 7);
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+
+    /// Every write runs on the one writer: SQLite's `data_version` (which changes for a
+    /// connection when another connection committed) stays the same across writes, reads in
+    /// between or not, and concurrent writes too.
+    #[tokio::test]
+    async fn every_write_runs_on_one_connection_whose_cache_stays_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pool.db");
+        let pool = Arc::new(Pool::new(path.clone(), open_connection(&path).unwrap()));
+        let version = |tx: &Transaction<'_>| -> Result<i64> {
+            tx.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(db_error)
+        };
+        pool.write(|tx| {
+            tx.execute_batch("CREATE TABLE t (v INTEGER)")
+                .map_err(db_error)
+        })
+        .await
+        .unwrap();
+        let first = pool.write_relaxed(version).await.unwrap();
+        for i in 0..20 {
+            let pool2 = Arc::clone(&pool);
+            let (a, b, read) = tokio::join!(
+                pool.write_relaxed(move |tx| {
+                    tx.execute("INSERT INTO t VALUES (?1)", [i]).map_err(db_error)?;
+                    version(tx)
+                }),
+                pool2.write(version),
+                pool.read(|c| {
+                    c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                        .map_err(db_error)
+                }),
+            );
+            assert_eq!((a.unwrap(), b.unwrap()), (first, first), "write {i}");
+            assert!(read.unwrap() >= i);
+        }
+        let rows: i64 = pool
+            .read(|c| {
+                c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                    .map_err(db_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, 20);
     }
 }
 
