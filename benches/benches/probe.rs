@@ -9,7 +9,10 @@
 //!   part of the product's test and is measured as it is; the bench prints each step's median so
 //!   the share of the difference spent in the query is visible, and it times a third series, the
 //!   bare client running the probe's own query, which separates the prober's cost from the
-//!   query's. The ratio comes from a hand-timed series interleaving the three (rotating which goes
+//!   query's. Every test after the first reuses the SCRAM keys the server verified
+//!   (`probe/scram_cache.rs`), as every monitor check after a target's first does: the series
+//!   measure that path; a credential's first test also runs PBKDF2 (about 0.5 ms of CPU more,
+//!   the cost every call had before the cache). The ratio comes from a hand-timed series interleaving the three (rotating which goes
 //!   first); Criterion then measures the product and the bare client each.
 //! - `budget/no_answer`: a target whose listener never answers a SYN, at the default budget
 //!   (5 s); goal ≤ 5.05 s. Too slow for Criterion: a few runs timed by hand, the max printed.
@@ -47,7 +50,7 @@
 //! loop minus the bare loop running the probe's query is the prober's own client cost, monitor
 //! minus `probe::test` loop the monitor's own.
 //!
-//! Run: `cargo bench -p datahub-benches --bench probe` (about 5 minutes).
+//! Run: `cargo bench -p datahub-benches --bench probe` (about 9 minutes).
 //!
 //! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
 //! that work, N times, after the set-up (`probe_loop:S` and `bare_loop:S`: the 32-wide loops
