@@ -551,7 +551,7 @@ mod writer_tests {
     async fn every_write_runs_on_one_connection_whose_cache_stays_valid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pool.db");
-        let pool = Arc::new(Pool::new(path.clone(), open_connection(&path).unwrap()));
+        let pool = Pool::new(path.clone(), open_connection(&path).unwrap());
         let version = |tx: &Transaction<'_>| -> Result<i64> {
             tx.query_row("PRAGMA data_version", [], |r| r.get(0))
                 .map_err(db_error)
@@ -564,13 +564,13 @@ mod writer_tests {
         .unwrap();
         let first = pool.write_relaxed(version).await.unwrap();
         for i in 0..20 {
-            let pool2 = Arc::clone(&pool);
             let (a, b, read) = tokio::join!(
                 pool.write_relaxed(move |tx| {
-                    tx.execute("INSERT INTO t VALUES (?1)", [i]).map_err(db_error)?;
+                    tx.execute("INSERT INTO t VALUES (?1)", [i])
+                        .map_err(db_error)?;
                     version(tx)
                 }),
-                pool2.write(version),
+                pool.write(version),
                 pool.read(|c| {
                     c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
                         .map_err(db_error)
