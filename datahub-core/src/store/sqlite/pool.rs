@@ -541,27 +541,42 @@ mod tests {
 }
 
 #[cfg(test)]
-mod writer_tests {
+mod write_tests {
     use super::*;
 
-    /// Every write runs on the one writer: SQLite's `data_version` (which changes for a
-    /// connection when another connection committed) stays the same across writes, reads in
-    /// between or not, and concurrent writes too.
-    #[tokio::test]
-    async fn every_write_runs_on_one_connection_whose_cache_stays_valid() {
+    /// A pool over a new file holding one empty table `t`; the folder lives as long as the guard.
+    async fn pool_with_table() -> (tempfile::TempDir, Pool) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pool.db");
         let pool = Pool::new(path.clone(), open_connection(&path).unwrap());
-        let version = |tx: &Transaction<'_>| -> Result<i64> {
-            tx.query_row("PRAGMA data_version", [], |r| r.get(0))
-                .map_err(db_error)
-        };
         pool.write(|tx| {
             tx.execute_batch("CREATE TABLE t (v INTEGER)")
                 .map_err(db_error)
         })
         .await
         .unwrap();
+        (dir, pool)
+    }
+
+    async fn count_rows(pool: &Pool) -> i64 {
+        pool.read(|c| {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .map_err(db_error)
+        })
+        .await
+        .unwrap()
+    }
+
+    /// Every write runs on the one writer: SQLite's `data_version` (which changes for a
+    /// connection when another connection committed) stays the same across writes, reads in
+    /// between or not, and concurrent writes too.
+    #[tokio::test]
+    async fn every_write_runs_on_one_connection_whose_cache_stays_valid() {
+        let (_dir, pool) = pool_with_table().await;
+        let version = |tx: &Transaction<'_>| -> Result<i64> {
+            tx.query_row("PRAGMA data_version", [], |r| r.get(0))
+                .map_err(db_error)
+        };
         let first = pool.write_relaxed(version).await.unwrap();
         for i in 0..20 {
             let (a, b, read) = tokio::join!(
@@ -571,28 +586,14 @@ mod writer_tests {
                     version(tx)
                 }),
                 pool.write(version),
-                pool.read(|c| {
-                    c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
-                        .map_err(db_error)
-                }),
+                count_rows(&pool),
             );
             assert_eq!((a.unwrap(), b.unwrap()), (first, first), "write {i}");
-            assert!(read.unwrap() >= i);
+            assert!(read >= i);
         }
-        let rows: i64 = pool
-            .read(|c| {
-                c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                    .map_err(db_error)
-            })
-            .await
-            .unwrap();
+        let rows = count_rows(&pool).await;
         assert_eq!(rows, 20);
     }
-}
-
-#[cfg(test)]
-mod durability_tests {
-    use super::*;
 
     fn synchronous(tx: &Transaction<'_>) -> Result<i64> {
         tx.query_row("PRAGMA synchronous", [], |r| r.get(0))
@@ -601,15 +602,7 @@ mod durability_tests {
 
     #[tokio::test]
     async fn a_relaxed_write_commits_unsynced_and_never_relaxes_a_full_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pool.db");
-        let pool = Pool::new(path.clone(), open_connection(&path).unwrap());
-        pool.write(|tx| {
-            tx.execute_batch("CREATE TABLE t (v INTEGER)")
-                .map_err(db_error)
-        })
-        .await
-        .unwrap();
+        let (_dir, pool) = pool_with_table().await;
         // 2 = FULL, 1 = NORMAL (SQLite's numbering).
         let relaxed = pool
             .write_relaxed(|tx| {
@@ -630,13 +623,7 @@ mod durability_tests {
             .await
             .unwrap();
         assert_eq!(full, 2);
-        let rows: i64 = pool
-            .read(|c| {
-                c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
-                    .map_err(db_error)
-            })
-            .await
-            .unwrap();
+        let rows = count_rows(&pool).await;
         assert_eq!(rows, 2);
         // A full write queued with relaxed ones (whether or not they share its batch) is
         // synced.
