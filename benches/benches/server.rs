@@ -272,13 +272,15 @@ async fn seed(hub: &Hub) -> Seeded {
             tags: vec!["bench".into(), format!("group-{}", i % 7)],
             ..ConnectionDraft::default()
         };
-        let id = hub.create_connection(&admin, draft).await.unwrap().id;
+        let created = hub.create_connection(&admin, draft).await.unwrap();
         if i % GRANT_EVERY == 0 {
             let grant = Grant {
                 grantee: Grantee::User(viewer.id),
                 level: GrantLevel::View,
             };
-            hub.set_grants(&admin, id, &[grant]).await.unwrap();
+            hub.set_grants(&admin, created.id, created.version, &[grant])
+                .await
+                .unwrap();
             granted += 1;
         }
     }

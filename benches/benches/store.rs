@@ -262,7 +262,10 @@ async fn seed(backend: &str, store: Arc<dyn Store>, n: u64) -> Seeded {
                         Some(&format!("connection:{}", row.id)),
                         Outcome::Ok,
                     );
-                    store.set_grants(row.id, &[grant], &event).await.unwrap();
+                    store
+                        .set_grants(row.id, row.version, &[grant], &event)
+                        .await
+                        .unwrap();
                 }
                 if i == n / 2 {
                     sample = Some(row.id);

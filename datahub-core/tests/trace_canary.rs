@@ -534,9 +534,11 @@ async fn the_canary_never_reaches_a_log_line_span_report_error_or_audit_row() {
         .await
         .unwrap_err();
     shown.error(&err);
+    let version = hub.grants(&admin, success).await.unwrap().version;
     hub.set_grants(
         &admin,
         success,
+        version,
         &[Grant {
             grantee: Grantee::User(viewer_id),
             level: GrantLevel::View,

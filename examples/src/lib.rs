@@ -128,6 +128,7 @@ pub async fn run(data_dir: &Path, out: &mut impl Write) -> anyhow::Result<Summar
     hub.set_grants(
         &admin,
         orders.id,
+        orders.version,
         &[Grant {
             grantee: Grantee::User(viewer_user.id),
             level: GrantLevel::View,

@@ -12,6 +12,16 @@ use crate::secret::{Password, PrivateKeyPem};
 use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, Page};
 use crate::{ConnectionId, Error, ErrorKind, Result, UserId};
 
+/// The grants on a connection, with the connection's version: the version a replacement of the
+/// grants must name (they are part of what it covers, S26).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionGrants {
+    /// The connection's version now.
+    pub version: u64,
+    /// The grants, users' before teams'.
+    pub grants: Vec<Grant>,
+}
+
 /// A connection's decrypted credentials, from [`Hub::reveal`]: the one result that carries a
 /// secret. `Debug` redacts the password, the client key and the DSN.
 #[derive(Debug, Clone)]
@@ -308,11 +318,15 @@ impl Hub {
         })
     }
 
-    /// The grants on a connection (`manage`).
+    /// The grants on a connection (`manage`), with the connection's version.
     ///
     /// # Errors
     /// `NotFound`; `PermissionDenied` without `manage`.
-    pub async fn grants(&self, principal: &Principal, id: ConnectionId) -> Result<Vec<Grant>> {
+    pub async fn grants(
+        &self,
+        principal: &Principal,
+        id: ConnectionId,
+    ) -> Result<ConnectionGrants> {
         let row = self
             .store
             .connection_summary(id)
@@ -320,20 +334,27 @@ impl Hub {
             .ok_or_else(not_found)?;
         let grants = self.store.grants(id).await?;
         principal.check_on::<act::GrantsRead>(id, row.owner, &grants)?;
-        Ok(grants)
+        Ok(ConnectionGrants {
+            version: row.version,
+            grants,
+        })
     }
 
-    /// Replaces the grants on a connection (`manage`). A grantee named twice is an error.
+    /// Replaces the grants on a connection (`manage`) if its version is still
+    /// `expected_version`; the connection's version goes up by one. A grantee named twice is an
+    /// error.
     ///
     /// # Errors
     /// `NotFound` (also for an unknown user or team); `PermissionDenied` (audited) without
-    /// `manage`; `InvalidInput` on `grants` for a duplicate grantee.
+    /// `manage`; `InvalidInput` on `grants` for a duplicate grantee; `Conflict` on `version`
+    /// when `expected_version` is stale.
     pub async fn set_grants(
         &self,
         principal: &Principal,
         id: ConnectionId,
+        expected_version: u64,
         new_grants: &[Grant],
-    ) -> Result<Vec<Grant>> {
+    ) -> Result<ConnectionGrants> {
         let conn_target = target("connection", id);
         let row = self
             .store
@@ -349,6 +370,9 @@ impl Hub {
                     .await;
             }
         };
+        if row.version != expected_version {
+            return Err(stale());
+        }
         let mut grantees: Vec<Grantee> = new_grants.iter().map(|g| g.grantee).collect();
         grantees.sort_unstable();
         if grantees.windows(2).any(|w| w[0] == w[1]) {
@@ -357,10 +381,14 @@ impl Hub {
         let event = self
             .event(principal, allowed.action(), Some(&conn_target), Outcome::Ok)
             .with_changed_fields(&["grants"]);
-        self.store
-            .set_grants(allowed.connection(), new_grants, &event)
+        let version = self
+            .store
+            .set_grants(allowed.connection(), expected_version, new_grants, &event)
             .await?;
-        self.store.grants(id).await
+        Ok(ConnectionGrants {
+            version,
+            grants: self.store.grants(id).await?,
+        })
     }
 
     /// Loads a connection and checks the action `A` on it, auditing a refusal: the one way the
@@ -498,7 +526,13 @@ mod tests {
             .unwrap();
         assert_eq!(for_ed.owner, ed);
         assert_eq!(hub.connection(&ed_p, for_ed.id).await.unwrap().owner, ed);
-        assert!(hub.grants(&ed_p, for_ed.id).await.unwrap().is_empty());
+        assert!(
+            hub.grants(&ed_p, for_ed.id)
+                .await
+                .unwrap()
+                .grants
+                .is_empty()
+        );
         let for_vi = hub
             .create_connection_owned_by(&ann_p, Some(vi), draft("for-vi"))
             .await

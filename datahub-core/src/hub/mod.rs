@@ -28,7 +28,7 @@ mod views;
 
 pub use accounts::{BOOTSTRAP_ADMIN, BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
 pub use admin::AuditVerification;
-pub use connections::{Dsn, Revealed};
+pub use connections::{ConnectionGrants, Dsn, Revealed};
 pub use limit::RateLimit;
 pub use probe::Created;
 pub use sessions::{MAX_USER_AGENT_CHARS, NewSession};

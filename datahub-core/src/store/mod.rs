@@ -370,14 +370,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // --- grants ---
 
-    /// Replaces the set of grants on a connection; appends `audit`.
-    /// Errors: `NotFound` for an unknown connection, user or team.
+    /// Replaces the set of grants on a connection if its version is still `expected_version`,
+    /// and bumps the version (grants are part of what the connection's version covers, so a
+    /// concurrent change is never silently overwritten: S26); appends `audit`. Returns the new
+    /// version. Errors: `NotFound` for an unknown connection, user or team; `Conflict` on
+    /// `version` when stale.
     async fn set_grants(
         &self,
         id: ConnectionId,
+        expected_version: u64,
         grants: &[Grant],
         audit: &AuditEvent,
-    ) -> Result<()>;
+    ) -> Result<u64>;
 
     /// The grants on a connection.
     async fn grants(&self, id: ConnectionId) -> Result<Vec<Grant>>;

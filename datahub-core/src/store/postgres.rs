@@ -899,20 +899,35 @@ impl Store for PostgresStore {
     async fn set_grants(
         &self,
         id: ConnectionId,
+        expected_version: u64,
         grants: &[Grant],
         audit: &AuditEvent,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         const DOING: &str = "setting grants";
+        let expected = to_i64(expected_version, "version")?;
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
-        // Locks the connection, so concurrent replacements of its grants apply one after another.
-        tx.query_opt(
-            "SELECT 1 FROM connections WHERE id = $1 FOR UPDATE",
-            &[id.as_uuid()],
-        )
-        .await
-        .map_err(|e| db(DOING, e))?
-        .ok_or_else(|| not_found("connection"))?;
+        // Bumping the version locks the connection's row, so concurrent replacements of its
+        // grants apply one after another, and the second finds its version stale.
+        let bumped = tx
+            .query_opt(
+                "UPDATE connections SET version = version + 1 \
+                 WHERE id = $1 AND version = $2 RETURNING version",
+                &[id.as_uuid(), &expected],
+            )
+            .await
+            .map_err(|e| write_error(DOING, e))?;
+        let Some(bumped) = bumped else {
+            let exists = tx
+                .query_opt("SELECT 1 FROM connections WHERE id = $1", &[id.as_uuid()])
+                .await
+                .map_err(|e| db(DOING, e))?;
+            return Err(match exists {
+                Some(_) => stale_version(),
+                None => not_found("connection"),
+            });
+        };
+        let version: i64 = codec::get(&bumped, "connections", "version")?;
         tx.execute(
             "DELETE FROM grants WHERE connection_id = $1",
             &[id.as_uuid()],
@@ -933,7 +948,9 @@ impl Store for PostgresStore {
             .map_err(|e| write_error(DOING, e))?;
         }
         append_in(&tx, audit).await?;
-        tx.commit().await.map_err(|e| db(DOING, e))
+        tx.commit().await.map_err(|e| db(DOING, e))?;
+        u64::try_from(version)
+            .map_err(|_| Error::new(ErrorKind::Store, "corrupt row in connections"))
     }
 
     async fn grants(&self, id: ConnectionId) -> Result<Vec<Grant>> {

@@ -906,9 +906,10 @@ impl Store for SqliteStore {
     async fn set_grants(
         &self,
         id: ConnectionId,
+        expected_version: u64,
         grants: &[Grant],
         audit: &AuditEvent,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         let grants = grants.to_vec();
         let audit = audit.clone();
         for (i, g) in grants.iter().enumerate() {
@@ -916,15 +917,22 @@ impl Store for SqliteStore {
                 return Err(Error::invalid("grants", "names the same grantee twice"));
             }
         }
+        let expected = i64_of(expected_version, "version")?;
+        let new_version = expected_version
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid("version", "is too large"))?;
+        let new_version_i = i64_of(new_version, "version")?;
         self.pool
             .write(move |tx| {
                 let cid = id.to_string();
-                if !row_exists(
-                    tx,
-                    "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
-                    &cid,
-                )? {
-                    return Err(not_found("id", "no such connection"));
+                let bumped = tx
+                    .execute(
+                        "UPDATE connections SET version = ?1 WHERE id = ?2 AND version = ?3",
+                        params![new_version_i, cid, expected],
+                    )
+                    .map_err(db_error)?;
+                if bumped == 0 {
+                    return Err(missing_or_stale(tx, id));
                 }
                 tx.execute("DELETE FROM grants WHERE connection_id = ?1", [&cid])
                     .map_err(db_error)?;
@@ -961,7 +969,7 @@ impl Store for SqliteStore {
                     .map_err(db_error)?;
                 }
                 append_audit_in(tx, &audit)?;
-                Ok(())
+                Ok(new_version)
             })
             .await
     }

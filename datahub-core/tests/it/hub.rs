@@ -113,8 +113,14 @@ const CONNECTION_ACTIONS: [&str; 8] = [
     "grants.write",
 ];
 
-/// Does one connection action as `p` on `id` (version 1, freshly created).
-async fn connection_action(hub: &Hub, p: &Principal, action: &str, id: ConnectionId) -> char {
+/// Does one connection action as `p` on `id`, at its current `version`.
+async fn connection_action(
+    hub: &Hub,
+    p: &Principal,
+    action: &str,
+    id: ConnectionId,
+    version: u64,
+) -> char {
     match action {
         "connection.view" => letter(&hub.connection(p, id).await),
         "connection.update" => {
@@ -122,9 +128,9 @@ async fn connection_action(hub: &Hub, p: &Principal, action: &str, id: Connectio
                 description: Some(Some("edited".into())),
                 ..ConnectionPatch::default()
             };
-            letter(&hub.update_connection(p, id, 1, patch).await)
+            letter(&hub.update_connection(p, id, version, patch).await)
         }
-        "connection.delete" => letter(&hub.delete_connection(p, id, 1).await),
+        "connection.delete" => letter(&hub.delete_connection(p, id, version).await),
         "connection.reveal" => letter(&hub.reveal(p, id).await),
         "connection.test" => letter(&hub.test_connection(p, id, SHORT).await),
         "connection.pool" => {
@@ -141,14 +147,18 @@ async fn connection_action(hub: &Hub, p: &Principal, action: &str, id: Connectio
         }
         "grants.read" => letter(&hub.grants(p, id).await),
         "grants.write" => {
-            let same = match hub.grants(p, id).await {
-                Ok(g) => g,
-                Err(_) => vec![Grant {
-                    grantee: Grantee::User(p.user()),
-                    level: GrantLevel::View,
-                }],
+            // Without the right to read them, any version: the refusal comes first.
+            let (version, same) = match hub.grants(p, id).await {
+                Ok(g) => (g.version, g.grants),
+                Err(_) => (
+                    0,
+                    vec![Grant {
+                        grantee: Grantee::User(p.user()),
+                        level: GrantLevel::View,
+                    }],
+                ),
             };
-            letter(&hub.set_grants(p, id, &same).await)
+            letter(&hub.set_grants(p, id, version, &same).await)
         }
         other => panic!("no Hub call for {other}"),
     }
@@ -298,14 +308,19 @@ async fn permission_matrix_through_the_hub() {
                         .create_connection(admin, draft(&name, "pw"))
                         .await
                         .unwrap();
+                    let mut version = c.version;
                     if let Some(level) = level {
                         let g = Grant {
                             grantee: Grantee::User(actor.id),
                             level,
                         };
-                        hub.set_grants(admin, c.id, &[g]).await.unwrap();
+                        version = hub
+                            .set_grants(admin, c.id, c.version, &[g])
+                            .await
+                            .unwrap()
+                            .version;
                     }
-                    let got = connection_action(hub, p, action, c.id).await;
+                    let got = connection_action(hub, p, action, c.id, version).await;
                     let want = expected(action, role, column, ro);
                     assert_eq!(got, want, "{role} {tag} level {column} {action}");
                 }
@@ -313,7 +328,8 @@ async fn permission_matrix_through_the_hub() {
             // The owner column.
             if !ro {
                 for (action, id) in &owned {
-                    let got = connection_action(hub, p, action, *id).await;
+                    // Created by the actor, never granted on: version 1.
+                    let got = connection_action(hub, p, action, *id, 1).await;
                     assert_eq!(
                         got,
                         expected(action, role, 4, false),
@@ -361,6 +377,7 @@ async fn invisible_connections_are_absent_from_lists_and_totals() {
             hub.set_grants(
                 &f.admin,
                 c.id,
+                c.version,
                 &[Grant {
                     grantee,
                     level: GrantLevel::View,
@@ -434,6 +451,7 @@ async fn every_change_and_denial_is_audited_and_the_chain_verifies() {
     hub.set_grants(
         &f.admin,
         c.id,
+        c.version,
         &[Grant {
             grantee: Grantee::User(viewer.id),
             level: GrantLevel::View,
@@ -473,11 +491,16 @@ async fn every_change_and_denial_is_audited_and_the_chain_verifies() {
         password: Some(Password::from("new-pw")),
         ..ConnectionPatch::default()
     };
-    hub.update_connection(&f.admin, c.id, 1, patch)
+    // The grants set above moved the version on.
+    let version = hub.connection(&f.admin, c.id).await.unwrap().version;
+    let updated = hub
+        .update_connection(&f.admin, c.id, version, patch)
         .await
         .unwrap();
     hub.reveal(&f.admin, c.id).await.unwrap();
-    hub.delete_connection(&f.admin, c.id, 2).await.unwrap();
+    hub.delete_connection(&f.admin, c.id, updated.version)
+        .await
+        .unwrap();
 
     let records = audit(&f.store).await;
     let actions: Vec<(&str, Outcome)> = records

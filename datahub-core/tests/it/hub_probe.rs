@@ -2,6 +2,7 @@
 //! permission (S16), reuse of stored secrets by a draft (S11), create with test first, the
 //! target policy and TLS floor, the per-user rate limit, audit rows, and the canary.
 
+use crate::GrantsNow;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -112,7 +113,7 @@ async fn saved_connections_are_tested_with_use_and_audited() {
         level,
     };
     f.hub
-        .set_grants(&f.admin, c.id, &[grant(GrantLevel::View)])
+        .set_grants_now(&f.admin, c.id, &[grant(GrantLevel::View)])
         .await
         .unwrap();
     let err = f
@@ -122,7 +123,7 @@ async fn saved_connections_are_tested_with_use_and_audited() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied);
     f.hub
-        .set_grants(&f.admin, c.id, &[grant(GrantLevel::Use)])
+        .set_grants_now(&f.admin, c.id, &[grant(GrantLevel::Use)])
         .await
         .unwrap();
     assert!(

@@ -3,6 +3,7 @@
 //! caller may not view is absent from events; revocation applies on the next call; a deletion
 //! reaches those who were shown the connection).
 
+use crate::GrantsNow;
 use std::sync::Arc;
 
 use datahub_core::audit::RequestInfo;
@@ -76,7 +77,7 @@ impl Fixture {
             Vec::new()
         };
         self.hub
-            .set_grants(&self.editor, id, &grants)
+            .set_grants_now(&self.editor, id, &grants)
             .await
             .unwrap();
     }
@@ -199,7 +200,7 @@ async fn may_view_follows_grants_on_every_call() {
         .await
         .unwrap();
     f.hub
-        .set_grants(
+        .set_grants_now(
             &f.editor,
             other,
             &[Grant {
@@ -258,7 +259,11 @@ async fn event_filter_shows_only_viewable_connections_and_their_deletion() {
     );
 
     // A deletion reaches the viewer who was shown the connection, after its grants are gone.
-    f.hub.delete_connection(&f.editor, seen, 1).await.unwrap();
+    let version = f.hub.connection(&f.editor, seen).await.unwrap().version;
+    f.hub
+        .delete_connection(&f.editor, seen, version)
+        .await
+        .unwrap();
     assert!(!f.hub.may_view(&viewer, seen).await.unwrap());
     assert!(
         f.hub
@@ -311,7 +316,11 @@ async fn event_filter_shows_only_viewable_connections_and_their_deletion() {
             .await
             .unwrap()
     );
-    f.hub.delete_connection(&f.editor, late, 1).await.unwrap();
+    let version = f.hub.connection(&f.editor, late).await.unwrap().version;
+    f.hub
+        .delete_connection(&f.editor, late, version)
+        .await
+        .unwrap();
     assert!(
         !f.hub
             .event_visible(&viewer, &mut filter, &deleted(late))

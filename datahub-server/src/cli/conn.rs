@@ -306,7 +306,7 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
         ConnCommand::Grants { connection, out } => {
             let (hub, op) = super::open(settings, false).await?;
             let c = resolve(&hub, &op, &connection).await?;
-            let grants = hub.grants(&op, c.id).await?;
+            let grants = hub.grants(&op, c.id).await?.grants;
             print_grants(&hub, &op, &c, &grants, out.output).await
         }
         ConnCommand::Grant {
@@ -319,10 +319,16 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             let (hub, op) = super::open(settings, false).await?;
             let c = resolve(&hub, &op, &connection).await?;
             let grantee = find_grantee(&hub, &op, &grantee).await?;
-            let mut grants = hub.grants(&op, c.id).await?;
+            // Read, change, replace: the replacement names the version read, so a grant change
+            // made meanwhile by someone else is refused (stale), never overwritten.
+            let current = hub.grants(&op, c.id).await?;
+            let mut grants = current.grants;
             grants.retain(|g| g.grantee != grantee);
             grants.push(Grant { grantee, level });
-            let grants = hub.set_grants(&op, c.id, &grants).await?;
+            let grants = hub
+                .set_grants(&op, c.id, current.version, &grants)
+                .await?
+                .grants;
             print_grants(&hub, &op, &c, &grants, out.output).await
         }
         ConnCommand::RevokeGrant {
@@ -333,7 +339,8 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             let (hub, op) = super::open(settings, false).await?;
             let c = resolve(&hub, &op, &connection).await?;
             let grantee = find_grantee(&hub, &op, &who).await?;
-            let mut grants = hub.grants(&op, c.id).await?;
+            let current = hub.grants(&op, c.id).await?;
+            let mut grants = current.grants;
             let before = grants.len();
             grants.retain(|g| g.grantee != grantee);
             if grants.len() == before {
@@ -347,7 +354,10 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
                     c.spec.name
                 )));
             }
-            let grants = hub.set_grants(&op, c.id, &grants).await?;
+            let grants = hub
+                .set_grants(&op, c.id, current.version, &grants)
+                .await?
+                .grants;
             print_grants(&hub, &op, &c, &grants, out.output).await
         }
         ConnCommand::Reveal { connection, out } => {

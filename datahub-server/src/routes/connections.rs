@@ -16,6 +16,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datahub_core::ConnectionId;
+use datahub_core::hub::ConnectionGrants;
 use datahub_core::model::{Connection, Engine, HealthStatus, Tag};
 use datahub_core::probe::{MAX_BUDGET, Report};
 use datahub_core::store::{ListQuery, SortKey};
@@ -513,14 +514,15 @@ async fn reveal(
         .into_response())
 }
 
-/// Who holds which grant on a connection (grant `manage`).
+/// Who holds which grant on a connection (grant `manage`); the `ETag` is the connection's
+/// version, which a replacement names in `If-Match`.
 #[utoipa::path(
     get,
     path = "/api/v1/connections/{id}/grants",
     tag = "connections",
     params(("id" = String, Path, format = Uuid, description = "the connection")),
     responses(
-        (status = 200, body = GrantsBody),
+        (status = 200, body = GrantsBody, headers(("ETag" = String))),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -531,71 +533,108 @@ async fn grants(
     State(state): State<AppState>,
     Authed(principal): Authed,
     ConnId(id): ConnId,
-) -> ApiResult<Json<GrantsBody>> {
+) -> ApiResult<Response> {
     let grants = state.hub().grants(&principal, id).await?;
-    Ok(Json(GrantsBody::of(&grants)))
+    grants_answer(StatusCode::OK, &grants)
 }
 
-/// Replaces the grants on a connection (grant `manage`); answers the new set.
+/// Replaces the grants on a connection (grant `manage`); `If-Match` names the version read
+/// (the `ETag` of the connection or of its grants). Answers the new set; the connection's
+/// version goes up by one.
 #[utoipa::path(
     put,
     path = "/api/v1/connections/{id}/grants",
     tag = "connections",
-    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "the connection"),
+        ("If-Match" = String, Header, description = "the ETag read, e.g. `\"3\"`"),
+    ),
     request_body = GrantsBody,
     responses(
-        (status = 200, body = GrantsBody),
-        (status = 400, body = ErrorBody, description = "a bad grant, named as `grants[i].field`"),
+        (status = 200, body = GrantsBody, headers(("ETag" = String))),
+        (status = 400, body = ErrorBody, description = "a bad grant, named as `grants[i].field`, or If-Match is malformed"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such connection, user or team"),
+        (status = 412, body = ErrorBody, description = "the version is stale"),
+        (status = 428, body = ErrorBody, description = "If-Match is missing"),
     )
 )]
 async fn set_grants(
     State(state): State<AppState>,
     Authed(principal): Authed,
     ConnId(id): ConnId,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<GrantsBody>,
-) -> ApiResult<Json<GrantsBody>> {
+) -> ApiResult<Response> {
+    let version = if_match(&headers)?;
     let new = body.into_grants()?;
-    let grants = state.hub().set_grants(&principal, id, &new).await?;
-    // Who may see it changed: open event streams re-check it (the monitor does not recheck a
-    // connection whose settings are unchanged).
+    let grants = state
+        .hub()
+        .set_grants(&principal, id, version, &new)
+        .await?;
+    // Who may see it changed: open event streams re-check it.
     state.changed(id);
-    Ok(Json(GrantsBody::of(&grants)))
+    grants_answer(StatusCode::OK, &grants)
 }
 
-/// Removes every grant on a connection (grant `manage`); the owner keeps `manage`.
+/// Removes every grant on a connection (grant `manage`); the owner keeps `manage`. `If-Match`
+/// names the version read; the connection's version goes up by one.
 #[utoipa::path(
     delete,
     path = "/api/v1/connections/{id}/grants",
     tag = "connections",
-    params(("id" = String, Path, format = Uuid, description = "the connection")),
+    params(
+        ("id" = String, Path, format = Uuid, description = "the connection"),
+        ("If-Match" = String, Header, description = "the ETag read, e.g. `\"3\"`"),
+    ),
     responses(
-        (status = 204, description = "no grants left"),
-        (status = 400, body = ErrorBody),
+        (status = 204, description = "no grants left", headers(("ETag" = String))),
+        (status = 400, body = ErrorBody, description = "If-Match is malformed"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
+        (status = 412, body = ErrorBody, description = "the version is stale"),
+        (status = 428, body = ErrorBody, description = "If-Match is missing"),
     )
 )]
 async fn clear_grants(
     State(state): State<AppState>,
     Authed(principal): Authed,
     ConnId(id): ConnId,
-) -> ApiResult<StatusCode> {
-    state.hub().set_grants(&principal, id, &[]).await?;
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let version = if_match(&headers)?;
+    let grants = state.hub().set_grants(&principal, id, version, &[]).await?;
     state.changed(id);
-    Ok(StatusCode::NO_CONTENT)
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(header::ETAG, etag(grants.version)?)],
+    )
+        .into_response())
+}
+
+/// Grants as JSON with the connection's version as the `ETag`.
+fn grants_answer(status: StatusCode, grants: &ConnectionGrants) -> ApiResult<Response> {
+    Ok((
+        status,
+        [(header::ETAG, etag(grants.version)?)],
+        Json(GrantsBody::of(&grants.grants)),
+    )
+        .into_response())
+}
+
+/// A version as an `ETag` value: `"<version>"`.
+fn etag(version: u64) -> ApiResult<HeaderValue> {
+    HeaderValue::from_str(&format!("\"{version}\""))
+        .map_err(|_| ApiError::internal("a version is not a header value"))
 }
 
 /// A connection as JSON with its version as the `ETag`.
 fn answer(status: StatusCode, connection: &Connection) -> ApiResult<Response> {
-    let etag = HeaderValue::from_str(&format!("\"{}\"", connection.version))
-        .map_err(|_| ApiError::internal("a version is not a header value"))?;
     Ok((
         status,
-        [(header::ETAG, etag)],
+        [(header::ETAG, etag(connection.version)?)],
         Json(ConnectionOut::from(connection)),
     )
         .into_response())

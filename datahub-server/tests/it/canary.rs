@@ -360,9 +360,21 @@ async fn drive(capture: Capture, metrics: metrics_exporter_prometheus::Prometheu
     }
 
     // ---- Grants, reads, health, list, search. ----
+    // The keyed connection is at version 2 (one edit); the grants change names it.
     let grants = json!({"grants": [{"user_id": viewer_id, "level": "use"}]});
+    let r = f
+        .send(
+            Method::PUT,
+            &format!("{}/grants", one(keyed)),
+            Some(&f.admin_token),
+            &[("if-match", "\"2\"")],
+            Some(&grants),
+        )
+        .await;
+    requests += 1;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let granted = r.headers["etag"].to_str().unwrap().to_owned();
     for (method, uri, body) in [
-        (Method::PUT, format!("{}/grants", one(keyed)), Some(grants)),
         (Method::GET, format!("{}/grants", one(keyed)), None),
         (Method::GET, one(keyed), None),
         (Method::GET, one(plain), None),
@@ -419,9 +431,15 @@ async fn drive(capture: Capture, metrics: metrics_exporter_prometheus::Prometheu
         "the reveal bodies carry the secrets (the detector works on them)"
     );
     let r = f
-        .admin(Method::DELETE, &format!("{}/grants", one(keyed)), None)
+        .send(
+            Method::DELETE,
+            &format!("{}/grants", one(keyed)),
+            Some(&f.admin_token),
+            &[("if-match", &granted)],
+            None,
+        )
         .await;
-    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     // The revoked viewer's reveal: 404, nothing shown.
     let r = f
         .send(

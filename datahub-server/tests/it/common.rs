@@ -152,6 +152,30 @@ impl Fixture {
             .await
     }
 
+    /// The `ETag` of the grants on the connection at `connection` (its URI), read as the admin:
+    /// the connection's version, `"<version>"`, which a change of the grants names in `If-Match`.
+    pub async fn grants_etag(&self, connection: &str) -> String {
+        let r = self
+            .admin(Method::GET, &format!("{connection}/grants"), None)
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        r.headers[header::ETAG].to_str().unwrap().to_owned()
+    }
+
+    /// Replaces the grants on the connection at `connection` (its URI) with `body` (`{"grants":
+    /// [...]}`) as the admin, naming in `If-Match` the version read just before.
+    pub async fn put_grants(&self, connection: &str, body: &Value) -> Answer {
+        let etag = self.grants_etag(connection).await;
+        self.send(
+            Method::PUT,
+            &format!("{connection}/grants"),
+            Some(&self.admin_token),
+            &[("if-match", &etag)],
+            Some(body),
+        )
+        .await
+    }
+
     /// Asserts that no recorded answer (every one but reveals) contains `secret`.
     pub fn assert_never_answered(&self, secret: &str) {
         for record in self.transcript.lock().unwrap().iter() {

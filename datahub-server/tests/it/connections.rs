@@ -11,6 +11,7 @@ use base64::Engine as _;
 use datahub_core::hub::RateLimit;
 use datahub_core::net::{Dialer, StaticResolver};
 use datahub_core::rbac::Role;
+use datahub_core::store::AuditQuery;
 use datahub_testkit::{PgCluster, ServerCert, User};
 use serde_json::{Value, json};
 
@@ -447,9 +448,7 @@ async fn grants_decide_what_a_viewer_sees() {
 
     // Grants round trip: PUT replaces, GET answers the same shape.
     let grants = json!({"grants": [{"user_id": viewer_id, "level": "view"}]});
-    let r = f
-        .admin(Method::PUT, &format!("{one}/grants"), Some(&grants))
-        .await;
+    let r = f.put_grants(&one, &grants).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json, grants);
     let r = f.admin(Method::GET, &format!("{one}/grants"), None).await;
@@ -480,8 +479,8 @@ async fn grants_decide_what_a_viewer_sees() {
 
     // `use`: reveal.
     let grants = json!({"grants": [{"user_id": viewer_id, "level": "use"}]});
-    f.admin(Method::PUT, &format!("{one}/grants"), Some(&grants))
-        .await;
+    let r = f.put_grants(&one, &grants).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let r = as_viewer(Method::POST, format!("{one}/reveal"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["password"], CANARY);
@@ -525,27 +524,27 @@ async fn grants_decide_what_a_viewer_sees() {
             "grants",
         ),
     ] {
-        let r = f
-            .admin(
-                Method::PUT,
-                &format!("{one}/grants"),
-                Some(&json!({"grants": grants})),
-            )
-            .await;
+        let r = f.put_grants(&one, &json!({"grants": grants})).await;
         assert_field(&r, status, field);
     }
     let r = f
-        .admin(
-            Method::PUT,
-            &format!("{one}/grants"),
-            Some(&json!({"grants": [{"user_id": missing, "level": "use"}]})),
+        .put_grants(
+            &one,
+            &json!({"grants": [{"user_id": missing, "level": "use"}]}),
         )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
 
     // DELETE clears the set: the viewer loses the connection at once.
+    let etag = f.grants_etag(&one).await;
     let r = f
-        .admin(Method::DELETE, &format!("{one}/grants"), None)
+        .send(
+            Method::DELETE,
+            &format!("{one}/grants"),
+            Some(&f.admin_token),
+            &[("if-match", &etag)],
+            None,
+        )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
     assert_eq!(
@@ -562,6 +561,125 @@ async fn grants_decide_what_a_viewer_sees() {
         as_viewer(Method::GET, URL.to_owned(), None).await.json["total"],
         0
     );
+    assert_no_canary(&f);
+}
+
+#[tokio::test]
+async fn grants_need_if_match_and_refuse_a_stale_version() {
+    let f = Fixture::new().await;
+    let (viewer_id, _) = f.user("gina", Role::Viewer).await;
+    let created = f
+        .admin(Method::POST, URL, Some(&body("orders", 5432)))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let read = etag(&created);
+    assert_eq!(read, "\"1\"");
+    let one = format!("{URL}/{}", created.json["id"].as_str().unwrap());
+    let uri = format!("{one}/grants");
+    let token = Some(f.admin_token.as_str());
+
+    // GET answers the connection's version as the grants' ETag: the connection's own ETag.
+    let r = f.admin(Method::GET, &uri, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json, json!({"grants": []}));
+    assert_eq!(etag(&r), read);
+    assert_eq!(etag(&f.admin(Method::GET, &one, None).await), read);
+
+    // PUT needs If-Match: missing 428, malformed 400; neither changes anything.
+    let first = json!({"grants": [{"user_id": viewer_id, "level": "view"}]});
+    let r = f.send(Method::PUT, &uri, token, &[], Some(&first)).await;
+    assert_field(&r, StatusCode::PRECONDITION_REQUIRED, "If-Match");
+    for bad in ["*", "W/\"1\"", "\"1\", \"2\"", "\"x\"", "\"\""] {
+        let r = f
+            .send(Method::PUT, &uri, token, &[("if-match", bad)], Some(&first))
+            .await;
+        assert_field(&r, StatusCode::BAD_REQUEST, "If-Match");
+    }
+    let r = f.admin(Method::GET, &uri, None).await;
+    assert_eq!(r.json, json!({"grants": []}));
+    assert_eq!(etag(&r), read);
+
+    // The version read: 200 with the new set and an ETag one higher, the connection's new one.
+    let r = f
+        .send(
+            Method::PUT,
+            &uri,
+            token,
+            &[("if-match", &read)],
+            Some(&first),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json, first);
+    let current = etag(&r);
+    assert_eq!(current, "\"2\"");
+    let got = f.admin(Method::GET, &one, None).await;
+    assert_eq!(etag(&got), current);
+    assert_eq!(got.json["version"], 2);
+
+    // The version read before is stale now: 412, and the grants are still the first PUT's.
+    let second = json!({"grants": [{"user_id": viewer_id, "level": "use"}]});
+    let r = f
+        .send(
+            Method::PUT,
+            &uri,
+            token,
+            &[("if-match", &read)],
+            Some(&second),
+        )
+        .await;
+    assert_field(&r, StatusCode::PRECONDITION_FAILED, "If-Match");
+    let r = f.admin(Method::GET, &uri, None).await;
+    assert_eq!(r.json, first);
+    assert_eq!(etag(&r), current);
+
+    // An edit of the connection read before its grants changed is stale too.
+    let r = f
+        .send(
+            Method::PATCH,
+            &one,
+            token,
+            &[("if-match", &read)],
+            Some(&json!({"description": "edited on a stale read"})),
+        )
+        .await;
+    assert_field(&r, StatusCode::PRECONDITION_FAILED, "If-Match");
+    let got = f.admin(Method::GET, &one, None).await;
+    assert_eq!(got.json["description"], "orders database");
+    assert_eq!(etag(&got), current);
+
+    // DELETE needs If-Match too: missing 428, stale 412, the current one 204 and the next ETag.
+    let r = f.send(Method::DELETE, &uri, token, &[], None).await;
+    assert_field(&r, StatusCode::PRECONDITION_REQUIRED, "If-Match");
+    let r = f
+        .send(Method::DELETE, &uri, token, &[("if-match", &read)], None)
+        .await;
+    assert_field(&r, StatusCode::PRECONDITION_FAILED, "If-Match");
+    assert_eq!(f.admin(Method::GET, &uri, None).await.json, first);
+    let r = f
+        .send(Method::DELETE, &uri, token, &[("if-match", &current)], None)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+    assert_eq!(etag(&r), "\"3\"");
+    let r = f.admin(Method::GET, &uri, None).await;
+    assert_eq!(r.json, json!({"grants": []}));
+    assert_eq!(etag(&r), "\"3\"");
+
+    // Only the two changes were written (and audited); every refusal wrote nothing.
+    let writes = f
+        .hub
+        .store()
+        .audit_page(&AuditQuery {
+            actor: None,
+            action: Some("grants.write".to_owned()),
+            target: None,
+            page: 1,
+            per_page: 50,
+        })
+        .await
+        .unwrap()
+        .total;
+    assert_eq!(writes, 2);
     assert_no_canary(&f);
 }
 

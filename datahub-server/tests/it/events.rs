@@ -140,7 +140,11 @@ async fn grant_view(f: &Fixture, id: ConnectionId, to: &Principal) {
         grantee: Grantee::User(to.user()),
         level: GrantLevel::View,
     };
-    f.hub.set_grants(&f.admin, id, &[grant]).await.unwrap();
+    let version = f.hub.grants(&f.admin, id).await.unwrap().version;
+    f.hub
+        .set_grants(&f.admin, id, version, &[grant])
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -192,7 +196,11 @@ async fn events_reach_only_those_who_may_view_and_deletions_only_those_who_could
     assert_eq!(as_viewer.event().await, deleted(seeded));
     // Access revoked: one last "changed" (a reload finds it gone), then nothing more, not
     // even its deletion.
-    f.hub.set_grants(&f.admin, revoked, &[]).await.unwrap();
+    let version = f.hub.grants(&f.admin, revoked).await.unwrap().version;
+    f.hub
+        .set_grants(&f.admin, revoked, version, &[])
+        .await
+        .unwrap();
     f.state.changed(revoked);
     f.state.changed(revoked);
     assert_eq!(admin.event().await, changed(revoked));

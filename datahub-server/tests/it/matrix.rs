@@ -137,11 +137,13 @@ fn connection_request(route: &Route, conn: &Conn, version: u64) -> Option<Reques
             Some(json!({"description": "edited by the matrix"})),
         ),
         (Method::DELETE, "/api/v1/connections/{id}") => (uri, if_match, None),
+        // Grants changes name the connection's version too (S26).
         (Method::PUT, "/api/v1/connections/{id}/grants") => {
-            (uri, Vec::new(), Some(conn.grants_json()))
+            (uri, if_match, Some(conn.grants_json()))
         }
+        (Method::DELETE, "/api/v1/connections/{id}/grants") => (uri, if_match, None),
         // Every other route on one connection whose only parameter is the id and that takes no
-        // body: GET …, POST …/test, POST …/reveal, DELETE …/grants.
+        // body: GET …, POST …/test, POST …/reveal, GET …/grants.
         (_, path) if path.matches('{').count() == 1 && !needs_body(route) => {
             (uri, Vec::new(), None)
         }
@@ -357,7 +359,9 @@ async fn permission_matrix_over_http() {
                                     grantee: Grantee::User(actor.id),
                                     level,
                                 });
-                                hub.set_grants(admin, c.id, &grants).await.unwrap();
+                                hub.set_grants(admin, c.id, c.version, &grants)
+                                    .await
+                                    .unwrap();
                             }
                             let conn = Conn {
                                 id: c.id,
@@ -526,11 +530,9 @@ async fn revocations_take_effect_on_the_next_request() {
     // A direct grant: `use`, then `view`, then none — each effective on the next request.
     let put = |grants: Value| {
         let f = &f;
-        let uri = format!("{one}/grants");
+        let one = &one;
         async move {
-            let r = f
-                .admin(Method::PUT, &uri, Some(&json!({ "grants": grants })))
-                .await;
+            let r = f.put_grants(one, &json!({ "grants": grants })).await;
             assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         }
     };

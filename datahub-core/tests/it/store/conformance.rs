@@ -489,8 +489,7 @@ pub async fn delete_checks_the_version_and_cascades(store: Handle) {
         grantee: Grantee::User(viewer),
         level: GrantLevel::View,
     };
-    store
-        .set_grants(r.id, &[grant], &ev("grant.set"))
+    crate::store_set_grants(store.as_ref(), r.id, &[grant], &ev("grant.set"))
         .await
         .unwrap();
     let at = now();
@@ -502,8 +501,16 @@ pub async fn delete_checks_the_version_and_cascades(store: Handle) {
         .await
         .unwrap();
 
+    // The grants moved the version on: the one the row was inserted with is stale now.
+    let version = store
+        .connection_summary(r.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert_eq!(version, r.version + 1);
     let err = store
-        .delete_connection(r.id, 2, &ev("connection.delete"))
+        .delete_connection(r.id, r.version, &ev("connection.delete"))
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
@@ -515,7 +522,7 @@ pub async fn delete_checks_the_version_and_cascades(store: Handle) {
     assert_eq!(err.kind(), ErrorKind::NotFound);
 
     store
-        .delete_connection(r.id, 1, &ev("connection.delete"))
+        .delete_connection(r.id, version, &ev("connection.delete"))
         .await
         .unwrap();
     assert!(store.connection(r.id).await.unwrap().is_none());
@@ -815,28 +822,28 @@ pub async fn search_combines_with_filters_sorts_paging_and_visibility(store: Han
             .await
             .unwrap();
     }
-    store
-        .set_grants(
-            id("a-match"),
-            &[Grant {
-                grantee: Grantee::Team(team.id),
-                level: GrantLevel::View,
-            }],
-            &ev("grant.set"),
-        )
-        .await
-        .unwrap();
-    store
-        .set_grants(
-            id("d-match"),
-            &[Grant {
-                grantee: Grantee::User(bob),
-                level: GrantLevel::View,
-            }],
-            &ev("grant.set"),
-        )
-        .await
-        .unwrap();
+    crate::store_set_grants(
+        store.as_ref(),
+        id("a-match"),
+        &[Grant {
+            grantee: Grantee::Team(team.id),
+            level: GrantLevel::View,
+        }],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
+    crate::store_set_grants(
+        store.as_ref(),
+        id("d-match"),
+        &[Grant {
+            grantee: Grantee::User(bob),
+            level: GrantLevel::View,
+        }],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
     let all = Visibility::All;
     // Three characters or more (indexed) and two (scanned) must agree.
     for term in ["-MATCH", "ch"] {
@@ -1100,28 +1107,28 @@ pub async fn visibility_hides_rows_and_counts(store: Handle) {
     let direct = conn(&store, "direct", bob).await;
     let via_team = conn(&store, "via-team", bob).await;
     let _hidden = conn(&store, "hidden", bob).await;
-    store
-        .set_grants(
-            direct.id,
-            &[Grant {
-                grantee: Grantee::User(alice),
-                level: GrantLevel::View,
-            }],
-            &ev("grant.set"),
-        )
-        .await
-        .unwrap();
-    store
-        .set_grants(
-            via_team.id,
-            &[Grant {
-                grantee: Grantee::Team(team.id),
-                level: GrantLevel::Use,
-            }],
-            &ev("grant.set"),
-        )
-        .await
-        .unwrap();
+    crate::store_set_grants(
+        store.as_ref(),
+        direct.id,
+        &[Grant {
+            grantee: Grantee::User(alice),
+            level: GrantLevel::View,
+        }],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
+    crate::store_set_grants(
+        store.as_ref(),
+        via_team.id,
+        &[Grant {
+            grantee: Grantee::Team(team.id),
+            level: GrantLevel::Use,
+        }],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
     let _ = own;
 
     let alice_alone = Visibility::Member {
@@ -1165,8 +1172,7 @@ pub async fn visibility_hides_rows_and_counts(store: Handle) {
     assert_eq!(p.items[0].spec.name.as_str(), "own");
     assert_eq!(names(&store, &q(), &Visibility::All).await.1, 4);
     // Revoking takes effect on the next call.
-    store
-        .set_grants(direct.id, &[], &ev("grant.set"))
+    crate::store_set_grants(store.as_ref(), direct.id, &[], &ev("grant.set"))
         .await
         .unwrap();
     assert_eq!(names(&store, &q(), &alice_alone).await.1, 1);
@@ -1202,8 +1208,7 @@ pub async fn grants_set_replace_read(store: Handle) {
             level: GrantLevel::Use,
         },
     ];
-    store
-        .set_grants(r.id, &set, &ev("grant.set"))
+    crate::store_set_grants(store.as_ref(), r.id, &set, &ev("grant.set"))
         .await
         .unwrap();
     assert_eq!(sorted(store.grants(r.id).await.unwrap()), sorted(set));
@@ -1211,11 +1216,44 @@ pub async fn grants_set_replace_read(store: Handle) {
         grantee: Grantee::User(u),
         level: GrantLevel::Manage,
     }];
-    store
-        .set_grants(r.id, &replaced, &ev("grant.set"))
+    crate::store_set_grants(store.as_ref(), r.id, &replaced, &ev("grant.set"))
         .await
         .unwrap();
     assert_eq!(store.grants(r.id).await.unwrap(), replaced);
+
+    // S26: every replacement names the version read and bumps it; a stale one changes nothing.
+    let v = store
+        .connection_summary(r.id)
+        .await
+        .unwrap()
+        .unwrap()
+        .version;
+    assert_eq!(v, r.version + 2, "each replacement bumped the version");
+    let before = audit_count(&store).await;
+    let err = store
+        .set_grants(r.id, v - 1, &[], &ev("grant.set"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(err.field(), Some("version"));
+    assert_eq!(store.grants(r.id).await.unwrap(), replaced);
+    assert_eq!(audit_count(&store).await, before);
+    assert_eq!(
+        store
+            .set_grants(r.id, v, &replaced, &ev("grant.set"))
+            .await
+            .unwrap(),
+        v + 1
+    );
+    assert_eq!(
+        store
+            .connection_summary(r.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        v + 1
+    );
 
     let before = audit_count(&store).await;
     for (id, grantee) in [
@@ -1227,8 +1265,7 @@ pub async fn grants_set_replace_read(store: Handle) {
             grantee,
             level: GrantLevel::View,
         }];
-        let err = store
-            .set_grants(id, &g, &ev("grant.set"))
+        let err = crate::store_set_grants(store.as_ref(), id, &g, &ev("grant.set"))
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::NotFound, "{grantee:?}");
@@ -1359,7 +1396,9 @@ pub async fn teams(store: Handle) {
             level: GrantLevel::View,
         },
     ];
-    store.set_grants(r.id, &g, &ev("grant.set")).await.unwrap();
+    crate::store_set_grants(store.as_ref(), r.id, &g, &ev("grant.set"))
+        .await
+        .unwrap();
     store.delete_team(t1.id, &ev("team.delete")).await.unwrap();
     assert_eq!(store.grants(r.id).await.unwrap(), [g[1]]);
     assert!(store.teams_of(a).await.unwrap().is_empty());
@@ -1666,7 +1705,7 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
     }];
     step!(
         "a.grant.set",
-        store.set_grants(r.id, &g, &ev("a.grant.set"))
+        crate::store_set_grants(store.as_ref(), r.id, &g, &ev("a.grant.set"))
     );
     step!(
         "a.team.delete",
@@ -1698,7 +1737,7 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
     assert_eq!(rec.seq as usize, expected);
     step!(
         "a.conn.delete",
-        store.delete_connection(r.id, 2, &ev("a.conn.delete"))
+        store.delete_connection(r.id, 3, &ev("a.conn.delete"))
     );
     // Health checks and key re-wraps are not audited by the store.
     let before = audit_count(&store).await;

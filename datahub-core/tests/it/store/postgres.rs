@@ -573,8 +573,7 @@ async fn the_search_migration_backfills_existing_rows() {
         grantee: Grantee::User(viewer),
         level: GrantLevel::View,
     };
-    store
-        .set_grants(rows[1].id, &[grant], &ev("grant.set"))
+    crate::store_set_grants(store.as_ref(), rows[1].id, &[grant], &ev("grant.set"))
         .await
         .unwrap();
     drop(store);
