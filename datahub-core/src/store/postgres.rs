@@ -442,6 +442,23 @@ fn not_found(what: &'static str) -> Error {
     Error::new(ErrorKind::NotFound, format!("no such {what}"))
 }
 
+/// Why a versioned write of connection `id` changed no row: it is gone (`NotFound`), or its
+/// version moved on (`Conflict`).
+async fn missing_or_stale(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: &Uuid,
+    doing: &'static str,
+) -> Error {
+    match tx
+        .query_opt("SELECT 1 FROM connections WHERE id = $1", &[id])
+        .await
+    {
+        Ok(Some(_)) => stale_version(),
+        Ok(None) => not_found("connection"),
+        Err(e) => db(doing, e),
+    }
+}
+
 fn stale_version() -> Error {
     Error::new(
         ErrorKind::Conflict,
@@ -728,14 +745,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| write_error(DOING, e))?;
         let Some(updated) = updated else {
-            let exists = tx
-                .query_opt("SELECT 1 FROM connections WHERE id = $1", &[&id])
-                .await
-                .map_err(|e| db(DOING, e))?;
-            return Err(match exists {
-                Some(_) => stale_version(),
-                None => not_found("connection"),
-            });
+            return Err(missing_or_stale(&tx, &id, DOING).await);
         };
         let version: i64 = codec::get(&updated, "connections", "version")?;
         append_in(&tx, audit).await?;
@@ -762,14 +772,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| db(DOING, e))?;
         if deleted == 0 {
-            let exists = tx
-                .query_opt("SELECT 1 FROM connections WHERE id = $1", &[id.as_uuid()])
-                .await
-                .map_err(|e| db(DOING, e))?;
-            return Err(match exists {
-                Some(_) => stale_version(),
-                None => not_found("connection"),
-            });
+            return Err(missing_or_stale(&tx, id.as_uuid(), DOING).await);
         }
         append_in(&tx, audit).await?;
         tx.commit().await.map_err(|e| db(DOING, e))
@@ -918,14 +921,7 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| write_error(DOING, e))?;
         let Some(bumped) = bumped else {
-            let exists = tx
-                .query_opt("SELECT 1 FROM connections WHERE id = $1", &[id.as_uuid()])
-                .await
-                .map_err(|e| db(DOING, e))?;
-            return Err(match exists {
-                Some(_) => stale_version(),
-                None => not_found("connection"),
-            });
+            return Err(missing_or_stale(&tx, id.as_uuid(), DOING).await);
         };
         let version: i64 = codec::get(&bumped, "connections", "version")?;
         tx.execute(
