@@ -577,6 +577,11 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
     let one = format!("{URL}/{}", created.json["id"].as_str().unwrap());
     let uri = format!("{one}/grants");
     let token = Some(f.admin_token.as_str());
+    // PUT of `body` naming `tag` in If-Match.
+    let put_at = async |tag: &str, body: &Value| {
+        f.send(Method::PUT, &uri, token, &[("if-match", tag)], Some(body))
+            .await
+    };
 
     // GET answers the connection's version as the grants' ETag: the connection's own ETag.
     let r = f.admin(Method::GET, &uri, None).await;
@@ -590,9 +595,7 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
     let r = f.send(Method::PUT, &uri, token, &[], Some(&first)).await;
     assert_field(&r, StatusCode::PRECONDITION_REQUIRED, "If-Match");
     for bad in ["*", "W/\"1\"", "\"1\", \"2\"", "\"x\"", "\"\""] {
-        let r = f
-            .send(Method::PUT, &uri, token, &[("if-match", bad)], Some(&first))
-            .await;
+        let r = put_at(bad, &first).await;
         assert_field(&r, StatusCode::BAD_REQUEST, "If-Match");
     }
     let r = f.admin(Method::GET, &uri, None).await;
@@ -600,15 +603,7 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
     assert_eq!(etag(&r), read);
 
     // The version read: 200 with the new set and an ETag one higher, the connection's new one.
-    let r = f
-        .send(
-            Method::PUT,
-            &uri,
-            token,
-            &[("if-match", &read)],
-            Some(&first),
-        )
-        .await;
+    let r = put_at(&read, &first).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json, first);
     let current = etag(&r);
@@ -619,15 +614,7 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
 
     // The version read before is stale now: 412, and the grants are still the first PUT's.
     let second = json!({"grants": [{"user_id": viewer_id, "level": "use"}]});
-    let r = f
-        .send(
-            Method::PUT,
-            &uri,
-            token,
-            &[("if-match", &read)],
-            Some(&second),
-        )
-        .await;
+    let r = put_at(&read, &second).await;
     assert_field(&r, StatusCode::PRECONDITION_FAILED, "If-Match");
     let r = f.admin(Method::GET, &uri, None).await;
     assert_eq!(r.json, first);
