@@ -1,0 +1,49 @@
+// A connection test's report as a step waterfall: each step (resolve, policy, TCP, TLS, startup,
+// auth, query) a bar placed at its start with its time, then the ok/error summary with the
+// error kind, the failed step and the hint. Used by the detail page and the form.
+
+import { h } from '../dom.js';
+import { ms } from '../format.js';
+
+const LABELS = {
+  config: 'Settings', resolve: 'DNS', policy: 'Policy', tcp: 'TCP', tls: 'TLS',
+  startup: 'Startup', auth: 'Auth', query: 'Query',
+};
+
+/** Human words for an error kind: auth_failed → "auth failed". */
+export function kindText(kind) {
+  return String(kind || 'error').replace(/_/g, ' ');
+}
+
+/** The element showing a report: summary first, then one row per step. */
+export function waterfall(report) {
+  const steps = Array.isArray(report && report.steps) ? report.steps : [];
+  const total = Math.max(Number(report && report.total_ms) || 0,
+    steps.reduce((sum, s) => sum + (Number(s.ms) || 0), 0), 0.001);
+  const summary = report && report.ok
+    ? h('p', { class: 'report-summary report-summary--ok' },
+      h('span', { class: 'report-mark', 'aria-hidden': 'true' }, '✓'),
+      h('strong', null, 'Test passed'), ` in ${ms(report.total_ms)}.`)
+    : h('div', { class: 'report-summary report-summary--error' },
+      h('p', null,
+        h('span', { class: 'report-mark', 'aria-hidden': 'true' }, '✕'),
+        h('strong', null, `Test failed: ${kindText(report && report.error_kind)}`),
+        report && report.step ? ` at step ${LABELS[report.step] || report.step}` : '',
+        report && report.sqlstate ? ` (SQLSTATE ${report.sqlstate})` : '', '.'),
+      report && report.hint ? h('p', { class: 'report-hint' }, h('strong', null, 'Hint: '), report.hint) : null);
+  let start = 0;
+  const rows = steps.map((s) => {
+    const value = Number(s.ms) || 0;
+    const bar = h('span', { class: `wf-bar ${s.ok ? 'wf-bar--ok' : 'wf-bar--error'}` });
+    bar.style.marginLeft = `${(start / total) * 100}%`;
+    bar.style.width = `${Math.max((value / total) * 100, 0.5)}%`;
+    start += value;
+    return h('li', { class: `wf-step${s.ok ? '' : ' wf-step--error'}` },
+      h('span', { class: 'wf-name' }, LABELS[s.name] || s.name),
+      h('span', { class: 'wf-track', 'aria-hidden': 'true' }, bar),
+      h('span', { class: 'wf-ms' }, ms(value), s.ok ? '' : h('span', { class: 'wf-failed' }, ' failed')));
+  });
+  return h('div', { class: 'report' },
+    summary,
+    rows.length ? h('ol', { class: 'waterfall', 'aria-label': 'Test steps with their times' }, rows) : null);
+}

@@ -1,0 +1,59 @@
+// Element builders: every text goes through textContent, never through an HTML parser.
+
+const BOOLEAN = new Set(['disabled', 'required', 'hidden', 'checked', 'selected', 'multiple', 'readonly']);
+
+function apply(el, props) {
+  if (!props) return;
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null) continue;
+    if (key === 'class') el.setAttribute('class', value);
+    else if (key === 'text') el.textContent = String(value);
+    else if (key === 'on') for (const [type, fn] of Object.entries(value)) el.addEventListener(type, fn);
+    else if (key === 'dataset') for (const [k, v] of Object.entries(value)) el.dataset[k] = v;
+    else if (BOOLEAN.has(key)) { if (value) el.setAttribute(key, ''); else el.removeAttribute(key); if (key in el) el[key] = !!value; }
+    else if (key === 'value') el.value = value;
+    else if (key === 'style') throw new Error('style attributes break the CSP: use a class');
+    else if (/^on/i.test(key)) throw new Error('inline handlers break the CSP: use on: {}');
+    else if (value !== false) el.setAttribute(key, value === true ? '' : String(value));
+  }
+}
+
+function append(el, children) {
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else if (child instanceof Node) el.appendChild(child);
+    else el.appendChild(document.createTextNode(String(child)));
+  }
+}
+
+/** An HTML element: h('a', {href: '/x', class: 'link'}, 'text'). */
+export function h(tag, props, ...children) {
+  const el = document.createElement(tag);
+  apply(el, props);
+  append(el, children);
+  return el;
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+
+/** An SVG element with the same rules as h(). */
+export function svg(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG_NS, tag);
+  apply(el, attrs);
+  append(el, children);
+  return el;
+}
+
+/** Removes every child of el. */
+export function clear(el) {
+  while (el.firstChild) el.removeChild(el.firstChild);
+  return el;
+}
+
+/** Clears el, then appends the children. */
+export function replace(el, ...children) {
+  clear(el);
+  append(el, children);
+  return el;
+}

@@ -1,0 +1,87 @@
+// One shared EventSource to /api/v1/events for every view. After a drop it reconnects with
+// jittered exponential backoff (1 s → 30 s) and then delivers {type: 'resync'}, so views
+// refetch what they missed.
+
+import { get, ApiError } from './api.js';
+
+const listeners = new Set();
+let source = null;
+let timer = null;
+let delay = 1000;
+let dropped = false;
+let wanted = false;
+
+function deliver(event) {
+  for (const fn of [...listeners]) {
+    try { fn(event); } catch (e) { reportError(e); }
+  }
+}
+
+function reportError(e) {
+  // A listener's bug must not stop the others; surface it without logging any data.
+  setTimeout(() => { throw e; });
+}
+
+function connect() {
+  timer = null;
+  if (!wanted) return;
+  const es = new EventSource('/api/v1/events', { withCredentials: true });
+  source = es;
+  es.onopen = () => {
+    delay = 1000;
+    if (dropped) {
+      dropped = false;
+      deliver({ type: 'resync' });
+    }
+  };
+  es.onmessage = (message) => {
+    let event;
+    try { event = JSON.parse(message.data); } catch { return; }
+    if (event && typeof event.type === 'string') deliver(event);
+  };
+  es.onerror = () => {
+    if (source !== es) return;
+    es.close();
+    source = null;
+    dropped = true;
+    schedule();
+  };
+}
+
+async function schedule() {
+  if (!wanted || timer) return;
+  // A stream refused because the session ended looks like any drop: ask the API, whose 401
+  // handler sends the user to sign-in.
+  try {
+    await get('/auth/me');
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) { close(); return; }
+  }
+  if (!wanted || timer) return;
+  const wait = delay / 2 + Math.random() * (delay / 2);
+  delay = Math.min(delay * 2, 30000);
+  timer = setTimeout(connect, wait);
+}
+
+/** Opens the stream (after sign-in); a no-op when it is open. */
+export function open() {
+  wanted = true;
+  if (!source && !timer) connect();
+}
+
+/** Calls fn with every event (parsed JSON); answers the unsubscribe function. */
+export function subscribe(fn) {
+  listeners.add(fn);
+  open();
+  return () => listeners.delete(fn);
+}
+
+/** Closes the stream (sign-out) and forgets every listener. */
+export function close() {
+  wanted = false;
+  dropped = false;
+  delay = 1000;
+  if (timer) { clearTimeout(timer); timer = null; }
+  if (source) { source.close(); source = null; }
+  listeners.clear();
+}

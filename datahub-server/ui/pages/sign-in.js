@@ -1,0 +1,90 @@
+// Sign in: a wrong password says so, a throttled sign-in says when to retry; afterwards the
+// user lands on `next` (a same-origin path) or the connections list.
+
+import { h, replace } from '../dom.js';
+import { post, ApiError, describe } from '../api.js';
+import { field, errorSummary } from '../components/field.js';
+import { safeNext } from '../app.js';
+
+export async function mount(root, ctx) {
+  const next = safeNext(ctx.query.get('next') || '/connections');
+  if (ctx.me) {
+    ctx.navigate(next, { replace: true });
+    return undefined;
+  }
+  ctx.title('Sign in');
+  const username = field({ label: 'Username', name: 'username', autocomplete: 'username', required: true, attrs: { autocapitalize: 'none', spellcheck: 'false' } });
+  const password = field({ label: 'Password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const problems = h('div');
+  const button = h('button', { type: 'submit', class: 'button button--primary' }, 'Sign in');
+  let timer = null;
+
+  const show = (errors) => {
+    username.setError(null);
+    password.setError(null);
+    if (!errors.length) { replace(problems); return; }
+    for (const e of errors) if (e.set) e.set(e.message);
+    const summary = errorSummary(errors);
+    replace(problems, summary);
+    summary.focus();
+  };
+
+  const lockFor = (seconds) => {
+    let left = seconds;
+    button.disabled = true;
+    const tick = () => {
+      if (left <= 0) {
+        button.disabled = false;
+        button.textContent = 'Sign in';
+        clearInterval(timer);
+        timer = null;
+        return;
+      }
+      button.textContent = `Sign in (wait ${left} s)`;
+      left -= 1;
+    };
+    tick();
+    timer = setInterval(tick, 1000);
+  };
+
+  const submit = async (event) => {
+    event.preventDefault();
+    const errors = [];
+    if (!username.input.value.trim()) errors.push({ input: username.input, set: username.setError, message: 'Enter your user name' });
+    if (!password.input.value) errors.push({ input: password.input, set: password.setError, message: 'Enter your password' });
+    if (errors.length) { show(errors); return; }
+    button.disabled = true;
+    const body = { username: username.input.value.trim(), password: password.input.value };
+    password.input.value = '';
+    try {
+      const { data } = await post('/auth/login', body);
+      body.password = '';
+      ctx.signedIn(data.user);
+      ctx.navigate(next, { replace: true });
+      return;
+    } catch (e) {
+      body.password = '';
+      if (e instanceof ApiError && e.status === 401) {
+        show([{ input: password.input, set: password.setError, message: 'The user name or password is wrong (or the account is disabled). Try again.' }]);
+      } else if (e instanceof ApiError && e.status === 429) {
+        const wait = e.retryAfter ?? 60;
+        show([{ input: username.input, message: `Too many sign-in attempts. Try again in ${wait} s${wait >= 60 ? ` (at ${new Date(Date.now() + wait * 1000).toLocaleTimeString()})` : ''}.` }]);
+        lockFor(wait);
+        return;
+      } else {
+        show([{ input: username.input, message: describe(e) }]);
+      }
+      button.disabled = false;
+      password.input.focus();
+    }
+  };
+
+  const form = h('form', { class: 'sign-in', novalidate: 'novalidate', on: { submit } },
+    username.el, password.el, h('div', { class: 'actions' }, button));
+  replace(root, h('div', { class: 'narrow' },
+    h('h1', null, 'Sign in to DataHub'),
+    problems,
+    form));
+  username.input.focus();
+  return () => { if (timer) clearInterval(timer); password.input.value = ''; };
+}
