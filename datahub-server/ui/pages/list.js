@@ -1,0 +1,341 @@
+// The connections list: search as you type, filters, sort, pages, all in the URL; rows updated
+// live from the event stream (batched per animation frame; events for rows not shown cost
+// nothing visible).
+
+import { h, replace } from '../dom.js';
+import { get, describe, ApiError } from '../api.js';
+import { subscribe } from '../events.js';
+import { age, ms, count } from '../format.js';
+import { statusBadge, setStatus } from '../components/status.js';
+import { kindText } from '../components/waterfall.js';
+
+const STATUSES = ['healthy', 'degraded', 'down', 'unknown'];
+// The API's sort keys (GET /connections?sort=).
+const SORTS = [
+  { value: 'name', label: 'Name' },
+  { value: 'status', label: 'Status (worst first)' },
+  { value: 'updated', label: 'Recently changed' },
+];
+const PAGE_SIZES = [25, 50, 100, 200];
+const DEFAULT_PER_PAGE = 50;
+const FILTERS = ['search', 'status', 'tag', 'engine'];
+
+function readState(query) {
+  const n = (v, d) => { const x = Number.parseInt(v, 10); return Number.isFinite(x) && x >= 1 ? x : d; };
+  return {
+    search: query.get('search') || '',
+    status: STATUSES.includes(query.get('status')) ? query.get('status') : '',
+    tag: query.get('tag') || '',
+    engine: query.get('engine') === 'postgres' ? 'postgres' : '',
+    sort: SORTS.some((s) => s.value === query.get('sort')) ? query.get('sort') : 'name',
+    page: n(query.get('page'), 1),
+    per_page: PAGE_SIZES.includes(n(query.get('per_page'), 0)) ? n(query.get('per_page'), 0) : DEFAULT_PER_PAGE,
+  };
+}
+
+function latencyText(health) {
+  if (health.error_kind) return kindText(health.error_kind);
+  return ms(health.latency_ms);
+}
+
+export async function mount(root, ctx) {
+  ctx.title('Connections');
+  const state = readState(ctx.query);
+  const rows = new Map(); // id → {tr, badge, ageCell, latencyCell, item}
+  const pending = new Map(); // id → latest live update, applied on the next frame
+  let frame = 0;
+  let controller = null;
+  let searchTimer = 0;
+  let refetchTimer = 0;
+
+  // Controls.
+  const control = (label, input, cls = '') => {
+    input.id = `list-${input.name}`;
+    return h('div', { class: `filter ${cls}` }, h('label', { class: 'field-label', for: input.id }, label), input);
+  };
+  const search = h('input', { class: 'input', type: 'search', name: 'search', value: state.search, autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'list-search-hint' });
+  const status = h('select', { class: 'input', name: 'status' },
+    h('option', { value: '' }, 'Any status'), STATUSES.map((s) => h('option', { value: s }, s)));
+  status.value = state.status;
+  const tag = h('input', { class: 'input', type: 'text', name: 'tag', value: state.tag, autocomplete: 'off', spellcheck: 'false' });
+  const engine = h('select', { class: 'input', name: 'engine' },
+    h('option', { value: '' }, 'Any engine'), h('option', { value: 'postgres' }, 'PostgreSQL'));
+  engine.value = state.engine;
+  const sort = h('select', { class: 'input', name: 'sort' }, SORTS.map((s) => h('option', { value: s.value }, s.label)));
+  sort.value = state.sort;
+  const perPage = h('select', { class: 'input', name: 'per_page' }, PAGE_SIZES.map((n) => h('option', { value: String(n) }, String(n))));
+  perPage.value = String(state.per_page);
+  const clearButton = h('button', { type: 'button', class: 'button button--secondary', on: { click: clearFilters } }, 'Clear filters');
+
+  const summary = h('p', { class: 'list-summary muted', id: 'list-summary' });
+  const problem = h('div');
+  const tbody = h('tbody');
+  const table = h('table', { class: 'table list-table', 'aria-describedby': 'list-summary' },
+    h('caption', { class: 'visually-hidden' }, 'Connections'),
+    h('thead', null, h('tr', null,
+      h('th', { scope: 'col' }, 'Name'),
+      h('th', { scope: 'col' }, 'Status'),
+      h('th', { scope: 'col', class: 'hide-narrow' }, 'Tags'),
+      h('th', { scope: 'col' }, 'Last check'),
+      h('th', { scope: 'col', class: 'num' }, 'Latency'))),
+    tbody);
+  const tableWrap = h('div', { class: 'table-wrap' }, table);
+  const empty = h('div', { class: 'empty', hidden: true });
+  const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
+
+  const head = h('div', { class: 'page-head' },
+    h('h1', null, 'Connections'),
+    ctx.can('connection.create') ? h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection') : null);
+  const filters = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter connections', on: { submit: (e) => { e.preventDefault(); changed(true); } } },
+    h('div', { class: 'filter filter--search' },
+      h('label', { class: 'field-label', for: 'list-search' }, 'Search'),
+      h('p', { class: 'field-hint', id: 'list-search-hint' }, 'Name, description, host or tag'),
+      search),
+    control('Status', status),
+    control('Tag', tag),
+    control('Engine', engine),
+    control('Sort by', sort),
+    control('Per page', perPage),
+    h('div', { class: 'filter filter--clear' }, clearButton));
+  search.id = 'list-search';
+  replace(root, head, filters, problem, summary, tableWrap, empty, pager);
+
+  function hasFilters() {
+    return FILTERS.some((k) => state[k]);
+  }
+
+  function readControls() {
+    state.search = search.value.trim();
+    state.status = status.value;
+    state.tag = tag.value.trim();
+    state.engine = engine.value;
+    state.sort = sort.value;
+    state.per_page = Number(perPage.value);
+  }
+
+  function pushUrl(push) {
+    ctx.setQuery({
+      search: state.search, status: state.status, tag: state.tag, engine: state.engine,
+      sort: state.sort === 'name' ? '' : state.sort,
+      page: state.page > 1 ? state.page : '',
+      per_page: state.per_page === DEFAULT_PER_PAGE ? '' : state.per_page,
+    }, { replace: !push });
+  }
+
+  function changed(now) {
+    readControls();
+    state.page = 1;
+    clearTimeout(searchTimer);
+    const run = () => { pushUrl(false); load({ announce: true }); };
+    if (now) run(); else searchTimer = setTimeout(run, 250);
+  }
+
+  function clearFilters() {
+    search.value = '';
+    status.value = '';
+    tag.value = '';
+    engine.value = '';
+    changed(true);
+    search.focus();
+  }
+
+  search.addEventListener('input', () => changed(false));
+  tag.addEventListener('input', () => changed(false));
+  for (const select of [status, engine, sort, perPage]) select.addEventListener('change', () => changed(true));
+
+  function buildRow(item) {
+    const badge = statusBadge(item.health.status);
+    const ageCell = h('td', { class: 'nowrap' }, age(item.health.checked_at));
+    const latencyCell = h('td', { class: 'num' }, latencyText(item.health));
+    const tr = h('tr', { dataset: { id: item.id } },
+      h('th', { scope: 'row', class: 'name-cell' },
+        h('a', { href: `/connections/${item.id}` }, item.name),
+        h('span', { class: 'sub' }, `${item.host}:${item.port} / ${item.database}`)),
+      h('td', null, badge),
+      h('td', { class: 'hide-narrow' }, item.tags.length ? h('ul', { class: 'tags' }, item.tags.map((t) => h('li', { class: 'tag' }, t))) : null),
+      ageCell,
+      latencyCell);
+    rows.set(item.id, { tr, badge, ageCell, latencyCell, item: { ...item, health: { ...item.health } } });
+    return tr;
+  }
+
+  function renderPage(data) {
+    const focusedId = document.activeElement && document.activeElement.closest && tbody.contains(document.activeElement)
+      ? document.activeElement.closest('tr').dataset.id : null;
+    rows.clear();
+    pending.clear();
+    const fragment = document.createDocumentFragment();
+    for (const item of data.items) fragment.append(buildRow(item));
+    tbody.replaceChildren(fragment);
+    if (focusedId && rows.has(focusedId)) rows.get(focusedId).tr.querySelector('a').focus();
+
+    const total = data.total;
+    const pages = Math.max(1, Math.ceil(total / data.per_page));
+    const first = total === 0 ? 0 : (data.page - 1) * data.per_page + 1;
+    const last = Math.min(total, first + data.items.length - 1);
+    summary.textContent = total === 0 ? '' : data.items.length
+      ? `${count(first)}–${count(last)} of ${count(total)} connection${total === 1 ? '' : 's'}`
+      : `No connections on page ${data.page} (of ${count(total)} in all)`;
+    const noRows = data.items.length === 0;
+    tableWrap.hidden = noRows;
+    summary.hidden = total === 0;
+    clearButton.hidden = !hasFilters();
+    empty.hidden = !(noRows);
+    if (noRows && total === 0 && !hasFilters()) {
+      replace(empty,
+        h('h2', null, 'No connections yet'),
+        h('p', null, ctx.can('connection.create')
+          ? 'Add the first database connection: DataHub tests it, keeps its password encrypted and checks its health.'
+          : 'No connection has been shared with you yet. Ask an admin or a connection’s owner for access.'),
+        ctx.can('connection.create') ? h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection') : null);
+    } else if (noRows && total === 0) {
+      replace(empty,
+        h('h2', null, 'No connections match'),
+        h('p', null, 'Nothing matches the search and filters. Change them, or clear them to see every connection.'),
+        h('button', { type: 'button', class: 'button button--secondary', on: { click: clearFilters } }, 'Clear filters'));
+    } else if (noRows) {
+      replace(empty,
+        h('p', null, 'This page is past the end of the list.'),
+        h('a', { href: pageHref(pages), on: { click: (e) => goPage(e, pages) } }, 'Go to the last page'));
+    }
+    renderPager(data.page, pages);
+  }
+
+  function pageHref(page) {
+    const q = new URLSearchParams(location.search);
+    if (page > 1) q.set('page', String(page)); else q.delete('page');
+    const s = q.toString();
+    return location.pathname + (s ? `?${s}` : '');
+  }
+
+  function goPage(event, page) {
+    event.preventDefault();
+    state.page = page;
+    pushUrl(true);
+    load({ announce: true, focusTable: true });
+  }
+
+  function renderPager(page, pages) {
+    if (pages <= 1) { replace(pager); pager.hidden = true; return; }
+    pager.hidden = false;
+    const link = (label, target, rel) => (target >= 1 && target <= pages && target !== page
+      ? h('a', { class: 'button button--secondary button--small', href: pageHref(target), rel, on: { click: (e) => goPage(e, target) } }, label)
+      : h('span', { class: 'button button--secondary button--small', 'aria-disabled': 'true' }, label));
+    replace(pager,
+      link('First', 1),
+      link('Previous', page - 1, 'prev'),
+      h('span', { class: 'pager-at' }, `Page ${count(page)} of ${count(pages)}`),
+      link('Next', page + 1, 'next'),
+      link('Last', pages));
+  }
+
+  async function load({ announce = false, focusTable = false } = {}) {
+    if (controller) controller.abort();
+    controller = new AbortController();
+    const { signal } = controller;
+    tableWrap.setAttribute('aria-busy', 'true');
+    try {
+      const { data } = await get('/connections', {
+        search: state.search, tag: state.tag, status: state.status, engine: state.engine,
+        sort: state.sort, page: state.page, per_page: state.per_page,
+      }, { signal });
+      if (signal.aborted) return;
+      replace(problem);
+      renderPage(data);
+      if (announce) ctx.announce(data.total === 0 ? 'No connections match.' : summary.textContent);
+      if (focusTable) {
+        summary.setAttribute('tabindex', '-1');
+        summary.focus();
+      }
+    } catch (e) {
+      if (signal.aborted || (e && e.name === 'AbortError')) return;
+      if (e instanceof ApiError && e.status === 401) return;
+      replace(problem, h('div', { class: 'notice notice--error', role: 'alert' },
+        h('p', null, e instanceof ApiError && e.field ? `${e.field}: ${e.message}` : describe(e))));
+    } finally {
+      if (!signal.aborted) tableWrap.removeAttribute('aria-busy');
+    }
+  }
+
+  function refetchSoon(wait = 300) {
+    clearTimeout(refetchTimer);
+    refetchTimer = setTimeout(() => load(), wait);
+  }
+
+  // Live updates.
+  function flush() {
+    frame = 0;
+    const changes = [];
+    for (const [id, update] of pending) {
+      const row = rows.get(id);
+      if (!row) continue;
+      const health = row.item.health;
+      if (update.at && health.checked_at && Date.parse(update.at) < Date.parse(health.checked_at)) continue;
+      if (update.at) health.checked_at = update.at;
+      if (update.status) {
+        const before = health.status;
+        health.status = update.status;
+        if (setStatus(row.badge, update.status)) changes.push(`${row.item.name} is now ${update.status}`);
+        if (before !== update.status && (state.status || state.sort === 'status')) refetchSoon(1000);
+      }
+      if ('latency_ms' in update) {
+        health.error_kind = update.error_kind || null;
+        if (update.latency_ms !== null && update.latency_ms !== undefined && !update.error_kind) health.latency_ms = update.latency_ms;
+        row.latencyCell.textContent = latencyText(health);
+      }
+      row.ageCell.textContent = age(health.checked_at);
+    }
+    pending.clear();
+    if (changes.length) ctx.announce(changes.length > 3 ? `${changes.length} connections changed status.` : `${changes.join('. ')}.`);
+  }
+
+  function onEvent(event) {
+    switch (event.type) {
+      case 'status_changed':
+      case 'checked': {
+        if (!rows.has(event.id)) return;
+        const update = pending.get(event.id) || {};
+        update.status = event.type === 'status_changed' ? event.to : event.status;
+        update.at = event.at || update.at;
+        if (event.type === 'checked') {
+          update.latency_ms = event.latency_ms;
+          update.error_kind = event.error_kind;
+        }
+        pending.set(event.id, update);
+        if (!frame) frame = requestAnimationFrame(flush);
+        return;
+      }
+      case 'connection_changed':
+        // Unknown ids may be new connections that belong on this page.
+        refetchSoon(rows.has(event.id) ? 300 : 1000);
+        return;
+      case 'connection_deleted':
+        if (rows.has(event.id)) refetchSoon(300);
+        return;
+      case 'resync':
+        refetchSoon(300);
+        return;
+      default:
+    }
+  }
+
+  const unsubscribe = subscribe(onEvent);
+  const ticker = setInterval(() => {
+    const now = Date.now();
+    for (const row of rows.values()) {
+      const text = age(row.item.health.checked_at, now);
+      if (row.ageCell.textContent !== text) row.ageCell.textContent = text;
+    }
+  }, 5000);
+
+  await load();
+
+  return () => {
+    unsubscribe();
+    clearInterval(ticker);
+    clearTimeout(searchTimer);
+    clearTimeout(refetchTimer);
+    if (frame) cancelAnimationFrame(frame);
+    if (controller) controller.abort();
+  };
+}
