@@ -1,0 +1,172 @@
+// Audit log (/audit, admins and auditors): filters by actor, action and target (a connection),
+// kept in the URL query with the page; the entries newest first with the total; "Verify chain"
+// with its result in a status region.
+
+import { h, replace } from '../dom.js';
+import { get, ApiError, describe } from '../api.js';
+import { field, selectField } from '../components/field.js';
+import { dateTime, count } from '../format.js';
+import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap } from '../components/page-kit.js';
+
+const PER_PAGE = 50;
+const ACTIONS = ['auth.login', 'auth.logout', 'connection.create', 'connection.update', 'connection.delete',
+  'connection.test', 'connection.test_draft', 'connection.reveal', 'grants.write', 'user.create', 'user.update',
+  'user.change_password', 'team.manage', 'token.create', 'token.revoke', 'token.manage', 'policy.write',
+  'audit.verify', 'keys.rotate', 'keys.retire'];
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+async function people(ctx) {
+  try {
+    if (ctx.can('users')) return (await get('/users')).data;
+    return (await get('/directory', { q: '' })).data.users || [];
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) throw e;
+    return null;
+  }
+}
+
+export async function mount(root, ctx) {
+  ctx.title('Audit log');
+  if (!ctx.can('audit')) {
+    refuse(root, ctx, 'Audit log', 'Only admins and auditors read the audit log.');
+    return;
+  }
+  const users = await people(ctx);
+  if (!ctx.current) return;
+  const q = ctx.query;
+  const filters = { actor: q.get('actor') || '', action: q.get('action') || '', target: q.get('target') || '' };
+  let page = Math.max(1, Number.parseInt(q.get('page') || '1', 10) || 1);
+
+  const F = {
+    actor: users
+      ? selectField({
+        label: 'Actor', name: 'actor', value: filters.actor,
+        options: [{ value: '', label: 'Anyone' }, ...[...users].sort((a, b) => a.username.localeCompare(b.username)).map((u) => ({ value: u.id, label: u.username }))],
+      })
+      : field({ label: 'Actor', name: 'actor', value: filters.actor, hint: 'A user id.', autocomplete: 'off' }),
+    action: field({ label: 'Action', name: 'action', value: filters.action, hint: 'Exact, e.g. connection.update.', autocomplete: 'off', attrs: { list: 'audit-actions', spellcheck: 'false' } }),
+    target: field({ label: 'Connection', name: 'target', value: filters.target, hint: 'A connection id, or any target such as user:<id>.', autocomplete: 'off', attrs: { spellcheck: 'false' } }),
+  };
+  if (users && filters.actor && !users.some((u) => u.id === filters.actor)) {
+    F.actor.input.append(h('option', { value: filters.actor }, `user ${filters.actor}`));
+    F.actor.input.value = filters.actor;
+  }
+  const summary = h('div');
+  const results = h('div', { 'aria-live': 'polite', 'aria-busy': 'false' });
+  const verifyResult = h('div', { role: 'status', class: 'verify' });
+  const verifyButton = h('button', { type: 'button', class: 'button button--secondary', on: { click: verify } }, 'Verify chain');
+  const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log' },
+    summary,
+    h('div', { class: 'filters' }, F.actor.el, F.action.el, F.target.el),
+    h('datalist', { id: 'audit-actions' }, ACTIONS.map((a) => h('option', { value: a }))),
+    h('div', { class: 'actions' },
+      h('button', { type: 'submit', class: 'button button--primary' }, 'Apply filters'),
+      h('button', { type: 'button', class: 'button button--link', on: { click: clearFilters } }, 'Clear filters')));
+  form.addEventListener('submit', (e) => { e.preventDefault(); apply(); });
+
+  function targetOf(text) {
+    const t = text.trim();
+    return UUID.test(t) ? `connection:${t}` : t;
+  }
+
+  function apply() {
+    const next = { actor: F.actor.input.value.trim(), action: F.action.input.value.trim(), target: targetOf(F.target.input.value) };
+    if (next.actor && !UUID.test(next.actor)) {
+      showErrors(summary, F, [{ key: 'actor', message: 'The actor must be a user id (a UUID)' }]);
+      return;
+    }
+    showErrors(summary, F, []);
+    Object.assign(filters, next);
+    F.target.input.value = next.target;
+    page = 1;
+    load();
+  }
+
+  function clearFilters() {
+    for (const k of Object.keys(filters)) { filters[k] = ''; F[k].input.value = ''; }
+    showErrors(summary, F, []);
+    page = 1;
+    load();
+  }
+
+  function targetCell(target) {
+    if (!target) return h('span', { class: 'muted' }, '—');
+    const m = /^connection:([0-9a-f-]{36})$/i.exec(target);
+    return m ? h('a', { href: `/connections/${m[1]}`, class: 'mono' }, target) : h('span', { class: 'mono' }, target);
+  }
+
+  let seq = 0;
+  async function load() {
+    ctx.setQuery({ ...filters, page: page > 1 ? page : null });
+    const mine = ++seq;
+    results.setAttribute('aria-busy', 'true');
+    try {
+      const { data } = await get('/audit', { ...filters, page, per_page: PER_PAGE });
+      if (mine !== seq || !ctx.current) return;
+      render(data);
+    } catch (e) {
+      if (mine !== seq) return;
+      if (e instanceof ApiError && e.status === 400 && F[e.field]) {
+        showErrors(summary, F, [{ key: e.field, message: fieldMessage(F[e.field].input.name === 'target' ? 'The connection' : `The ${e.field}`, e.message) }]);
+        replace(results);
+      } else {
+        replace(results, notice('error', e instanceof ApiError && e.status === 403 ? loadError(e, 'the audit log') : describe(e)));
+      }
+    } finally {
+      if (mine === seq) results.setAttribute('aria-busy', 'false');
+    }
+  }
+
+  function render(data) {
+    const pages = Math.max(1, Math.ceil(data.total / data.per_page));
+    const filtered = Object.values(filters).some(Boolean);
+    if (!data.items.length) {
+      replace(results, h('p', { class: 'empty' }, filtered ? 'No entries match these filters.' : 'The audit log is empty.'));
+      return;
+    }
+    const rows = data.items.map((e) => h('tr', null,
+      h('td', { class: 'nowrap' }, dateTime(e.at)),
+      h('td', null, e.actor_name || h('span', { class: 'muted' }, 'system')),
+      h('td', { class: 'mono' }, e.action),
+      h('td', null, targetCell(e.target)),
+      h('td', null, h('span', { class: `pill ${e.outcome === 'ok' ? 'pill--ok' : 'pill--bad'}` }, e.outcome)),
+      h('td', null, e.changed_fields.length ? e.changed_fields.join(', ') : h('span', { class: 'muted' }, '—')),
+      h('td', { class: 'mono' }, e.client_addr || '—'),
+      h('td', { class: 'mono' }, e.request_id || '—')));
+    const go = (p) => { page = p; load(); };
+    const pager = h('nav', { class: 'pager', 'aria-label': 'Audit log pages' },
+      h('button', { type: 'button', class: 'button button--secondary button--small', disabled: data.page <= 1, on: { click: () => go(data.page - 1) } }, 'Previous page'),
+      h('span', null, `Page ${count(data.page)} of ${count(pages)} · ${count(data.total)} ${data.total === 1 ? 'entry' : 'entries'}`),
+      h('button', { type: 'button', class: 'button button--secondary button--small', disabled: data.page >= pages, on: { click: () => go(data.page + 1) } }, 'Next page'));
+    const table = tableWrap(`Audit log, page ${data.page}`, ['Time', 'Actor', 'Action', 'Target', 'Outcome', 'Changed fields', 'Client address', 'Request id'], rows);
+    table.firstChild.classList.add('audit-table');
+    replace(results, table, pager);
+  }
+
+  async function verify() {
+    verifyButton.disabled = true;
+    replace(verifyResult, h('p', { class: 'muted' }, 'Verifying the chain…'));
+    try {
+      const { data } = await get('/audit/verify');
+      if (data.ok) {
+        replace(verifyResult, notice('ok', `The chain verifies: all ${count(data.checked)} entries are intact.`));
+      } else {
+        const b = data.first_break || {};
+        replace(verifyResult, notice('error',
+          `The chain breaks at entry #${b.seq} (${b.kind}${b.expected ? `, expected #${b.expected}` : ''}): ${b.message}`,
+          `${count(data.checked)} entries verified before it.`));
+      }
+    } catch (e) {
+      replace(verifyResult, notice('error', `Could not verify: ${describe(e)}`));
+    } finally {
+      verifyButton.disabled = false;
+    }
+  }
+
+  replace(root,
+    h('div', { class: 'page-head' }, h('h1', null, 'Audit log')),
+    h('p', { class: 'lead' }, 'Every change and refused attempt, newest first. Entries name the changed fields, never their values.'),
+    h('div', { class: 'actions' }, verifyButton), verifyResult,
+    form, results);
+  await load();
+}

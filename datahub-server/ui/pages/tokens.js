@@ -1,0 +1,153 @@
+// API tokens (/tokens): a user's own tokens. A new token's text is shown once, with a Copy
+// button, and leaves the DOM when the user dismisses it or leaves the page; the list never has
+// it. Revoking asks first.
+
+import { h, replace, clear } from '../dom.js';
+import { get, post, del, ApiError, describe } from '../api.js';
+import { field } from '../components/field.js';
+import { dateTime } from '../format.js';
+import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, tableWrap, confirm, hidden } from '../components/page-kit.js';
+
+export async function mount(root, ctx) {
+  ctx.title('API tokens');
+  if (!ctx.can('tokens')) {
+    refuse(root, ctx, 'API tokens', 'Your account may not use API tokens.');
+    return undefined;
+  }
+  let tokens;
+  try {
+    tokens = (await get('/tokens')).data;
+  } catch (e) {
+    if (e instanceof ApiError && e.status === 401) throw e;
+    refuse(root, ctx, 'API tokens', loadError(e, 'your tokens'));
+    return undefined;
+  }
+  if (!ctx.current) return undefined;
+  const message = h('div', { 'aria-live': 'polite' });
+  const shown = h('div');
+  const listBox = h('div');
+  const heading = h('h2', { id: 'tokens-list' });
+  const say = (kind, text) => { replace(message, notice(kind, text)); ctx.announce(text); };
+  const state = (t) => {
+    if (t.revoked_at) return h('span', { class: 'pill pill--bad' }, 'revoked');
+    if (t.expires_at && Date.parse(t.expires_at) <= Date.now()) return h('span', { class: 'pill pill--bad' }, 'expired');
+    return h('span', { class: 'pill pill--ok' }, 'active');
+  };
+
+  function renderList() {
+    const active = tokens.filter((t) => !t.revoked_at).length;
+    heading.textContent = `Your tokens (${active} active)`;
+    if (!tokens.length) {
+      replace(listBox, h('p', { class: 'empty' }, 'No tokens yet.'));
+      return;
+    }
+    const rows = [...tokens].sort((a, b) => b.created_at.localeCompare(a.created_at)).map((t) => h('tr', null,
+      h('td', null, t.name),
+      h('td', { class: 'nowrap' }, dateTime(t.created_at)),
+      h('td', { class: 'nowrap' }, t.expires_at ? dateTime(t.expires_at) : 'never'),
+      h('td', null, t.read_only ? 'read-only' : 'read and write'),
+      h('td', null, state(t)),
+      h('td', null, t.revoked_at ? h('span', { class: 'muted' }, dateTime(t.revoked_at)) : h('button', {
+        type: 'button', class: 'button button--danger button--small', on: { click: () => revoke(t) },
+      }, 'Revoke', hidden(` token ${t.name}`)))));
+    replace(listBox, tableWrap('Your API tokens', ['Name', 'Created', 'Expires', 'Access', 'State', 'Revoke'], rows));
+  }
+
+  function revoke(t) {
+    confirm({
+      title: `Revoke token ${t.name}?`,
+      text: 'Programs using it are refused from their next request. This cannot be undone.',
+      label: 'Revoke token',
+      onConfirm: async () => {
+        await del(`/tokens/${t.id}`);
+        tokens = tokens.map((x) => (x.id === t.id ? { ...x, revoked_at: new Date().toISOString() } : x));
+        renderList();
+        say('ok', `Revoked token ${t.name}.`);
+      },
+    });
+  }
+
+  function dismiss() {
+    clear(shown);
+    createButton.focus();
+  }
+
+  function showToken(created) {
+    const text = h('code', { class: 'token-text', id: 'new-token' }, created.token);
+    const status = h('span', { role: 'status', class: 'muted' });
+    const copy = h('button', {
+      type: 'button', class: 'button button--primary',
+      on: { click: async () => {
+        try {
+          await navigator.clipboard.writeText(text.textContent);
+          status.textContent = ' Copied.';
+        } catch {
+          const range = document.createRange();
+          range.selectNodeContents(text);
+          const sel = window.getSelection();
+          sel.removeAllRanges();
+          sel.addRange(range);
+          status.textContent = ' The browser refused to copy: the token is selected, press Ctrl+C (⌘C).';
+        }
+      } },
+    }, 'Copy');
+    const box = h('section', { class: 'token-box', 'aria-labelledby': 'token-title' },
+      h('h2', { id: 'token-title', tabindex: '-1' }, `Your new token “${created.name}”`),
+      h('p', null, h('strong', null, 'Copy it now: it won’t be shown again.'), ' Send it as ', h('code', null, 'Authorization: Bearer <token>'), '.'),
+      text,
+      h('div', { class: 'actions' }, copy,
+        h('button', { type: 'button', class: 'button button--secondary', on: { click: dismiss } }, 'Done, hide the token'), status));
+    replace(shown, box);
+    box.querySelector('h2').focus();
+  }
+
+  const summary = h('div');
+  const F = {
+    name: field({ label: 'Token name', name: 'name', autocomplete: 'off', hint: 'What uses it, e.g. “ci-deploy”. 1 to 64 characters.' }),
+    expires_in_days: field({ label: 'Expires in (days)', name: 'expires_in_days', attrs: { inputmode: 'numeric' }, value: '90', hint: '1 to 3,650. Leave blank for a token that never expires.' }),
+  };
+  const readOnly = checkbox({ label: 'Read-only', name: 'read_only', hint: 'It may read but not create, change or delete anything.' });
+  const createButton = h('button', { type: 'submit', class: 'button button--primary' }, 'Create token');
+  const form = h('form', { class: 'admin-form', novalidate: true }, summary, F.name.el, F.expires_in_days.el, readOnly.el, createButton);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const name = F.name.input.value.trim();
+    const days = F.expires_in_days.input.value.trim();
+    const errs = [];
+    if (!name) errs.push({ key: 'name', message: 'Enter a token name' });
+    if (days && (!/^\d+$/.test(days) || Number(days) < 1 || Number(days) > 3650)) {
+      errs.push({ key: 'expires_in_days', message: 'Expires in must be a whole number of days from 1 to 3,650' });
+    }
+    showErrors(summary, F, errs);
+    if (errs.length) return;
+    createButton.disabled = true;
+    try {
+      const r = await post('/tokens', { name, expires_in_days: days ? Number(days) : null, read_only: readOnly.input.checked });
+      const { token, ...info } = r.data;
+      tokens.push({ ...info, revoked_at: null });
+      renderList();
+      F.name.input.value = '';
+      showToken({ ...info, token });
+      ctx.announce(`Created token ${info.name}. Copy it now: it won’t be shown again.`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 400 && F[err.field]) {
+        showErrors(summary, F, [{ key: err.field, message: fieldMessage(err.field === 'name' ? 'The name' : 'The expiry', err.message) }]);
+      } else {
+        showErrors(summary, F, [{ key: null, message: describe(err) }]);
+      }
+    } finally {
+      createButton.disabled = false;
+    }
+  });
+
+  replace(root,
+    h('h1', null, 'API tokens'),
+    h('p', { class: 'lead' }, 'A token acts as you in scripts and other programs, with your role and grants.'),
+    message,
+    shown,
+    h('section', { class: 'admin-section', 'aria-labelledby': 'tokens-new' }, h('h2', { id: 'tokens-new' }, 'New token'), form),
+    h('section', { class: 'admin-section', 'aria-labelledby': 'tokens-list' }, heading, listBox));
+  renderList();
+  // Leaving the page takes the token out of the DOM.
+  return () => clear(shown);
+}
