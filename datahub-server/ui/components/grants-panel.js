@@ -1,0 +1,213 @@
+// Who may view, use or manage a connection: the grants of its users and teams, changed one at a
+// time; every change replaces the whole set with PUT and the ETag read (a 412 means someone else
+// changed them: the panel says so and reloads). Names come from GET /directory (or, while that
+// route is absent, from the team and user lists the caller may read).
+
+import { h, replace } from '../dom.js';
+import { get, put, ApiError, describe } from '../api.js';
+
+const LEVELS = [
+  { value: 'view', label: 'view — see it and its health' },
+  { value: 'use', label: 'use — also test it and reveal its password' },
+  { value: 'manage', label: 'manage — also edit, delete and share it' },
+];
+
+const keyOf = (g) => (g.user_id ? `u:${g.user_id}` : `t:${g.team_id}`);
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** The panel for connection `id`; `onVersion(v)` hears the connection's new version after a change. */
+export function grantsPanel({ id, canListUsers, onVersion, announce }) {
+  const names = new Map(); // key → display name
+  let grants = [];
+  let etag = null;
+  let directory = null; // null: unknown yet; false: route absent
+  let busy = false;
+  let searchTimer = 0;
+  let searchController = null;
+
+  const message = h('div', { class: 'grants-message' });
+  const list = h('div');
+  const status = h('p', { class: 'visually-hidden', role: 'status' });
+  const picker = h('div', { class: 'grant-add' });
+  const el = h('section', { class: 'card grants', 'aria-labelledby': 'grants-title' },
+    h('h2', { id: 'grants-title' }, 'Access'),
+    h('p', { class: 'muted' }, 'Admins and the owner can always manage it. Grants give other users and teams access.'),
+    message, list, picker, status);
+
+  const nameOf = (g) => g.name || names.get(keyOf(g)) || (g.user_id ? `user ${g.user_id}` : `team ${g.team_id}`);
+
+  function say(text, kind = 'error') {
+    replace(message, text ? h('div', { class: `notice notice--${kind}`, role: kind === 'error' ? 'alert' : null }, h('p', null, text)) : null);
+  }
+
+  function renderList() {
+    if (!grants.length) {
+      replace(list, h('p', null, 'No grants: only admins and the owner can see this connection.'));
+      return;
+    }
+    const rows = grants.map((g, i) => {
+      const who = nameOf(g);
+      const kind = g.user_id ? 'User' : 'Team';
+      const level = h('select', { class: 'input input--inline', 'aria-label': `Access level for ${who}`, disabled: busy },
+        LEVELS.map((l) => h('option', { value: l.value }, l.value)));
+      level.value = g.level;
+      level.addEventListener('change', () => {
+        const next = grants.map((x, j) => (j === i ? { ...x, level: level.value } : x));
+        save(next, `${who} now has ${level.value} access.`, () => level.focus());
+      });
+      return h('tr', null,
+        h('td', null, who, h('span', { class: 'sub' }, kind)),
+        h('td', null, level),
+        h('td', { class: 'num' }, h('button', {
+          type: 'button', class: 'button button--secondary button--small', disabled: busy,
+          on: { click: () => save(grants.filter((_, j) => j !== i), `Removed ${who}’s access.`, () => addButton && addButton.focus()) },
+        }, 'Remove', h('span', { class: 'visually-hidden' }, ` ${who}`))));
+    });
+    replace(list, h('div', { class: 'table-wrap' }, h('table', { class: 'table' },
+      h('caption', { class: 'visually-hidden' }, 'Grants'),
+      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'User or team'), h('th', { scope: 'col' }, 'Level'), h('th', { scope: 'col', class: 'num' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
+      h('tbody', null, rows))));
+  }
+
+  let addButton = null;
+
+  function renderPicker() {
+    const level = h('select', { class: 'input', id: 'grant-level', name: 'level' }, LEVELS.map((l) => h('option', { value: l.value }, l.label)));
+    addButton = h('button', { type: 'submit', class: 'button button--secondary' }, 'Add access');
+    let who;
+    let fields;
+    if (directory === false && !canListUsers) {
+      // No directory to search: enter an id.
+      const kind = h('select', { class: 'input', id: 'grant-kind' }, h('option', { value: 'user' }, 'User'), h('option', { value: 'team' }, 'Team'));
+      const idInput = h('input', { class: 'input', id: 'grant-id', type: 'text', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'grant-id-hint' });
+      who = () => {
+        const v = idInput.value.trim();
+        if (!UUID.test(v)) return null;
+        return kind.value === 'user' ? { user_id: v } : { team_id: v };
+      };
+      fields = [
+        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-kind' }, 'Kind'), kind),
+        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-id' }, 'User or team id'),
+          h('p', { class: 'field-hint', id: 'grant-id-hint' }, 'The id (a UUID) of the user or team'), idInput),
+      ];
+    } else {
+      const query = h('input', { class: 'input', id: 'grant-search', type: 'search', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'grant-search-hint' });
+      const choice = h('select', { class: 'input', id: 'grant-choice' });
+      const fill = (users, teams) => {
+        replace(choice,
+          users.length ? h('optgroup', { label: 'Users' }, users.map((u) => h('option', { value: `u:${u.id}` }, u.username))) : null,
+          teams.length ? h('optgroup', { label: 'Teams' }, teams.map((t) => h('option', { value: `t:${t.id}` }, t.name))) : null,
+          !users.length && !teams.length ? h('option', { value: '' }, 'No match') : null);
+      };
+      const lookup = async () => {
+        if (searchController) searchController.abort();
+        searchController = new AbortController();
+        try {
+          const { users, teams } = await find(query.value.trim(), searchController.signal);
+          fill(users, teams);
+        } catch (e) {
+          if (e && e.name === 'AbortError') return;
+          fill([], []);
+        }
+      };
+      query.addEventListener('input', () => { clearTimeout(searchTimer); searchTimer = setTimeout(lookup, 250); });
+      lookup();
+      who = () => {
+        const v = choice.value;
+        if (!v) return null;
+        return v.startsWith('u:') ? { user_id: v.slice(2) } : { team_id: v.slice(2) };
+      };
+      fields = [
+        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-search' }, 'Find a user or team'),
+          h('p', { class: 'field-hint', id: 'grant-search-hint' }, 'Type part of a name, then choose below'), query),
+        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-choice' }, 'User or team'), choice),
+      ];
+    }
+    const form = h('form', {
+      class: 'grant-form',
+      on: {
+        submit: (e) => {
+          e.preventDefault();
+          const grantee = who();
+          if (!grantee) { say('Choose a user or team first (or enter a valid id).'); return; }
+          const key = keyOf(grantee);
+          const next = grants.filter((g) => keyOf(g) !== key).concat([{ ...grantee, level: level.value }]);
+          save(next, `Gave ${names.get(key) || 'them'} ${level.value} access.`, () => addButton.focus());
+        },
+      },
+    },
+    h('h3', null, 'Add access'),
+    h('div', { class: 'grant-fields' }, fields,
+      h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-level' }, 'Level'), level)),
+    addButton);
+    replace(picker, form);
+  }
+
+  async function find(q, signal) {
+    if (directory !== false) {
+      try {
+        const { data } = await get('/directory', { q }, { signal });
+        directory = true;
+        const users = data.users || [];
+        const teams = data.teams || [];
+        users.forEach((u) => names.set(`u:${u.id}`, u.username));
+        teams.forEach((t) => names.set(`t:${t.id}`, t.name));
+        return { users, teams };
+      } catch (e) {
+        if (!(e instanceof ApiError) || e.status !== 404) throw e;
+        directory = false;
+      }
+    }
+    const needle = q.toLowerCase();
+    const [teams, users] = await Promise.all([
+      get('/teams', null, { signal }).then((r) => r.data, () => []),
+      canListUsers ? get('/users', null, { signal }).then((r) => r.data, () => []) : [],
+    ]);
+    teams.forEach((t) => names.set(`t:${t.id}`, t.name));
+    users.forEach((u) => names.set(`u:${u.id}`, u.username));
+    return {
+      users: users.filter((u) => !u.disabled && u.username.toLowerCase().includes(needle)).slice(0, 50),
+      teams: teams.filter((t) => t.name.toLowerCase().includes(needle)).slice(0, 50),
+    };
+  }
+
+  async function load() {
+    const { data, etag: tag } = await get(`/connections/${id}/grants`);
+    grants = data.grants || [];
+    etag = tag;
+    if (grants.some((g) => !g.name)) {
+      try { await find(''); } catch { /* ids are shown instead of names */ }
+    }
+    renderList();
+    if (!picker.firstChild) renderPicker();
+  }
+
+  async function save(next, done, refocus) {
+    if (busy) return;
+    busy = true;
+    say(null);
+    try {
+      const body = { grants: next.map((g) => (g.user_id ? { user_id: g.user_id, level: g.level } : { team_id: g.team_id, level: g.level })) };
+      const { data, etag: tag } = await put(`/connections/${id}/grants`, body, etag);
+      grants = data.grants || [];
+      etag = tag;
+      if (onVersion && tag !== null) onVersion(tag);
+      busy = false;
+      renderList();
+      status.textContent = done;
+      if (announce) announce(done);
+    } catch (e) {
+      busy = false;
+      if (e instanceof ApiError && e.status === 412) {
+        say('Someone else changed these grants (or the connection) meanwhile. They have been reloaded: check them and make your change again.');
+        try { await load(); } catch (err) { say(describe(err)); }
+      } else {
+        say(describe(e));
+        renderList();
+      }
+    }
+    if (refocus) refocus();
+  }
+
+  return { el, load };
+}

@@ -1,0 +1,97 @@
+// The last 24 hours of checks as an inline SVG bar chart (one bar per 30 minutes: height the
+// mean latency of its successful checks, colour its outcome), with the uptime, a text summary
+// for screen readers and an hourly table for everyone.
+
+import { h, svg } from '../dom.js';
+import { ms, pct, count } from '../format.js';
+
+const HOURS = 24;
+const BUCKETS = 48;
+const WIDTH = 720;
+const HEIGHT = 112;
+const PLOT = 110;
+
+function bucketize(checks, from, to, n) {
+  const span = (to - from) / n;
+  const buckets = Array.from({ length: n }, (_, i) => ({ start: from + i * span, ok: 0, failed: 0, latency: 0 }));
+  for (const c of checks) {
+    const t = Date.parse(c.at);
+    if (!(t >= from && t <= to)) continue;
+    const b = buckets[Math.min(n - 1, Math.floor((t - from) / span))];
+    if (c.ok) { b.ok += 1; b.latency += c.latency_ms; } else b.failed += 1;
+  }
+  for (const b of buckets) b.mean = b.ok ? b.latency / b.ok : null;
+  return buckets;
+}
+
+function outcome(b) {
+  if (!b.ok && !b.failed) return 'none';
+  if (!b.failed) return 'ok';
+  return b.ok ? 'mixed' : 'failed';
+}
+
+const OUTCOME_TEXT = { none: 'no checks', ok: 'all checks passed', mixed: 'some checks failed', failed: 'all checks failed' };
+
+const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+
+/** The chart for {health, checks} of GET /connections/{id}/health; `limited`: the answer was cut at its limit. */
+export function healthChart({ health, checks }, { now = Date.now(), limited = false } = {}) {
+  const to = now;
+  const from = now - HOURS * 3600 * 1000;
+  const buckets = bucketize(checks, from, to, BUCKETS);
+  const ok = checks.filter((c) => c.ok);
+  const failed = checks.length - ok.length;
+  const uptime = health && health.uptime_24h !== null && health.uptime_24h !== undefined
+    ? health.uptime_24h : (checks.length ? ok.length / checks.length : null);
+  const meanLatency = ok.length ? ok.reduce((s, c) => s + c.latency_ms, 0) / ok.length : null;
+  const max = Math.max(1, ...buckets.map((b) => b.mean || 0));
+
+  const barWidth = WIDTH / BUCKETS;
+  const bars = buckets.map((b) => {
+    const kind = outcome(b);
+    let height;
+    if (kind === 'none') height = 3;
+    else if (kind === 'failed') height = PLOT;
+    else height = Math.max(6, (b.mean / max) * PLOT);
+    const i = buckets.indexOf(b);
+    return svg('rect', {
+      class: `bar bar--${kind}`,
+      x: (i * barWidth + 1).toFixed(1),
+      y: (PLOT - height).toFixed(1),
+      width: (barWidth - 2).toFixed(1),
+      height: height.toFixed(1),
+    }, svg('title', null, `${timeFormat.format(b.start)}: ${OUTCOME_TEXT[kind]}${b.ok + b.failed ? ` (${b.ok + b.failed} checks${b.mean !== null ? `, mean ${ms(b.mean)}` : ''})` : ''}`));
+  });
+
+  const label = checks.length
+    ? `Health over the last 24 hours: uptime ${pct(uptime)}, ${count(checks.length)} checks, ${count(failed)} failed${meanLatency !== null ? `, mean latency ${ms(meanLatency)}` : ''}.`
+    : 'Health over the last 24 hours: no checks recorded.';
+
+  const chart = svg('svg', {
+    class: 'health-chart', viewBox: `0 0 ${WIDTH} ${HEIGHT}`, role: 'img', 'aria-label': label,
+    preserveAspectRatio: 'none',
+  },
+  svg('line', { class: 'axis', x1: 0, y1: PLOT + 0.5, x2: WIDTH, y2: PLOT + 0.5 }),
+  bars);
+  const axis = h('div', { class: 'chart-axis', 'aria-hidden': 'true' },
+    h('span', null, '24 h ago'), h('span', null, '12 h ago'), h('span', null, 'now'));
+
+  // An hourly table: the chart's data as text.
+  const hourly = bucketize(checks, from, to, HOURS).reverse();
+  const table = h('table', { class: 'table table--compact' },
+    h('caption', { class: 'visually-hidden' }, 'Checks per hour, newest first'),
+    h('thead', null, h('tr', null,
+      h('th', { scope: 'col' }, 'Hour from'), h('th', { scope: 'col', class: 'num' }, 'Checks'),
+      h('th', { scope: 'col', class: 'num' }, 'Failed'), h('th', { scope: 'col', class: 'num' }, 'Mean latency'))),
+    h('tbody', null, hourly.map((b) => h('tr', null,
+      h('td', null, timeFormat.format(b.start)), h('td', { class: 'num' }, count(b.ok + b.failed)),
+      h('td', { class: 'num' }, count(b.failed)), h('td', { class: 'num' }, ms(b.mean))))));
+
+  return h('div', { class: 'health' },
+    h('p', { class: 'uptime' }, h('span', { class: 'uptime-value' }, pct(uptime)), ' uptime in the last 24 hours',
+      meanLatency !== null ? h('span', { class: 'muted' }, ` · mean latency ${ms(meanLatency)}`) : null),
+    h('div', { class: 'chart-frame' }, chart, axis,
+      h('p', { class: 'chart-scale muted' }, `Bar height: mean latency of passing checks (tallest ${ms(max)}). Red: all checks failed; amber: some failed; grey: no checks.`)),
+    limited ? h('p', { class: 'muted' }, `Only the latest ${count(checks.length)} checks are drawn.`) : null,
+    h('details', { class: 'chart-data' }, h('summary', null, 'Checks per hour as a table'), h('div', { class: 'table-wrap' }, table)));
+}

@@ -1,0 +1,371 @@
+// One connection: its settings (secrets only as "set"), monitoring, TLS and server facts, the
+// 24 h health chart, recent checks, Test now with the step waterfall, Reveal, Edit, Delete and
+// the grants panel; status and checks update live.
+
+import { h, replace } from '../dom.js';
+import { get, post, del, ApiError, describe } from '../api.js';
+import { subscribe } from '../events.js';
+import { age, ms, dateTime, pct, days } from '../format.js';
+import { statusBadge, setStatus } from '../components/status.js';
+import { waterfall, kindText } from '../components/waterfall.js';
+import { healthChart } from '../components/health-chart.js';
+import { grantsPanel } from '../components/grants-panel.js';
+import { revealer } from '../components/reveal.js';
+import { openDialog } from '../components/dialog.js';
+import { field } from '../components/field.js';
+
+const HISTORY_LIMIT = 1000; // the API's maximum
+const RECENT = 20;
+const EXPIRY_WARN_DAYS = 30;
+
+const TLS_INSECURE = new Set(['disable', 'allow', 'prefer']);
+
+function facts(pairs) {
+  return h('dl', { class: 'facts' }, pairs.filter(Boolean).map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
+}
+
+const set = (yes) => (yes ? 'set' : 'not set');
+
+function notFound(root, ctx) {
+  ctx.title('Connection not found');
+  replace(root,
+    h('h1', null, 'Connection not found'),
+    h('p', null, 'There is no connection with this id, or it has not been shared with you.'),
+    h('p', null, h('a', { href: '/connections' }, 'Back to connections')));
+}
+
+export async function mount(root, ctx) {
+  const { id } = ctx.params;
+  const me = ctx.me;
+  let connection;
+  try {
+    connection = (await get(`/connections/${id}`)).data;
+  } catch (e) {
+    if (e instanceof ApiError && (e.status === 404 || (e.status === 400 && e.field === 'id'))) { notFound(root, ctx); return undefined; }
+    throw e;
+  }
+  let history = null;
+  let historyLimited = false;
+  let lastReport = null;
+  let deleted = false;
+  let refetchTimer = 0;
+  let historyTimer = 0;
+  let frame = 0;
+  const live = {};
+
+  // Who may do what: admin and owner manage; a grants read that succeeds proves manage.
+  const access = connection.access || connection.my_access || null;
+  let manage = me.role === 'admin' || (connection.owner && connection.owner === me.id) || access === 'manage';
+  if (!manage && !me.read_only) {
+    try {
+      await get(`/connections/${id}/grants`);
+      manage = true;
+    } catch { /* view or use only */ }
+  }
+  const use = manage || access === 'use';
+  const writable = !me.read_only;
+
+  // Persistent parts (kept across re-renders so focus and results stay put).
+  const title = h('h1', { class: 'detail-title' });
+  const badge = statusBadge(connection.health.status);
+  const description = h('p', { class: 'detail-description' });
+  const notices = h('div');
+  const testRegion = h('div', { class: 'test-result', role: 'status', 'aria-live': 'polite' });
+  const reveal = use ? revealer(id) : null;
+  const testButton = h('button', { type: 'button', class: 'button button--primary', on: { click: testNow } }, 'Test now');
+  const actions = h('div', { class: 'actions detail-actions' },
+    use ? testButton : null,
+    reveal ? reveal.button : null,
+    manage && writable ? h('a', { class: 'button button--secondary', href: `/connections/${id}/edit` }, 'Edit') : null,
+    manage && writable ? h('button', { type: 'button', class: 'button button--danger', on: { click: confirmDelete } }, 'Delete') : null);
+  const overview = h('section', { class: 'card', 'aria-labelledby': 'overview-title' });
+  const settings = h('section', { class: 'card', 'aria-labelledby': 'settings-title' });
+  const tlsCard = h('section', { class: 'card', 'aria-labelledby': 'tls-title' });
+  const serverCard = h('section', { class: 'card', 'aria-labelledby': 'server-title' });
+  const healthSection = h('section', { class: 'card card--wide', 'aria-labelledby': 'health-title' },
+    h('h2', { id: 'health-title' }, 'Last 24 hours'), h('p', { class: 'muted' }, 'Loading the check history…'));
+  const checksSection = h('section', { class: 'card card--wide', 'aria-labelledby': 'checks-title' });
+  const panel = manage && writable ? grantsPanel({
+    id, canListUsers: ctx.can('users'), announce: ctx.announce,
+    onVersion: (v) => { connection.version = v; },
+  }) : null;
+
+  replace(root,
+    h('p', { class: 'breadcrumb' }, h('a', { href: '/connections' }, '← Connections')),
+    h('div', { class: 'page-head detail-head' }, h('div', null, title, description), badge),
+    notices,
+    actions,
+    testRegion,
+    reveal ? reveal.region : null,
+    h('div', { class: 'cards' }, overview, settings, tlsCard, serverCard, healthSection, checksSection, panel ? panel.el : null));
+
+  function renderConnection() {
+    const c = connection;
+    ctx.title(c.name);
+    title.textContent = c.name;
+    description.textContent = c.description || '';
+    description.hidden = !c.description;
+    setStatus(badge, c.health.status);
+    renderOverview();
+    replace(settings,
+      h('h2', { id: 'settings-title' }, 'Settings'),
+      facts([
+        ['Engine', c.engine === 'postgres' ? 'PostgreSQL' : c.engine],
+        ['Host', h('code', null, c.host)],
+        ['Port', String(c.port)],
+        ['Database', h('code', null, c.database)],
+        ['Username', h('code', null, c.username)],
+        ['Password', set(c.password_set)],
+        ['TLS mode', [c.tls.mode, TLS_INSECURE.has(c.tls.mode) ? h('span', { class: 'warn-text' }, ' (not verified: insecure)') : null]],
+        ['Channel binding', c.tls.channel_binding],
+        ['CA certificate', c.tls.ca_cert_pem ? 'custom (PEM set)' : 'public roots'],
+        ['Client certificate', set(!!c.tls.client_cert_pem)],
+        ['Client key', set(c.client_key_set)],
+        ['Connect timeout', ms(c.options.connect_timeout_ms)],
+        c.options.application_name ? ['Application name', c.options.application_name] : null,
+        ['Tags', c.tags.length ? h('ul', { class: 'tags' }, c.tags.map((t) => h('li', { class: 'tag' }, t))) : 'none'],
+        ['Monitoring', c.monitoring.enabled ? `every ${c.monitoring.interval_s} s` : 'off'],
+        ['Slow above', ms(c.monitoring.slow_ms)],
+        ['Owner', c.owner ? (c.owner === me.id ? 'you' : h('code', null, c.owner)) : 'none (managed by admins)'],
+        ['Created', dateTime(c.created_at)],
+        ['Changed', `${dateTime(c.updated_at)} (version ${c.version})`],
+      ]));
+    renderFacts();
+  }
+
+  function renderOverview() {
+    const hl = connection.health;
+    replace(overview,
+      h('h2', { id: 'overview-title' }, 'Health'),
+      facts([
+        ['Status', statusBadge(hl.status)],
+        ['Last check', h('span', { class: 'js-age' }, hl.checked_at ? `${age(hl.checked_at)}` : 'never'),
+          hl.checked_at ? h('span', { class: 'sub' }, dateTime(hl.checked_at)) : null],
+        ['Latency', ms(hl.latency_ms)],
+        hl.error_kind ? ['Last error', kindText(hl.error_kind)] : null,
+        ['Uptime (24 h)', pct(hl.uptime_24h)],
+      ].map((p) => (p && p.length > 2 ? [p[0], [p[1], p[2]]] : p))));
+  }
+
+  // TLS and server facts: from the last successful check, or from a test run here.
+  function renderFacts() {
+    const f = connection.facts;
+    const fromTest = lastReport && lastReport.ok ? lastReport : null;
+    const tls = (fromTest && fromTest.tls) || (f && f.tls) || null;
+    const server = (fromTest && fromTest.server) || (f && f.server) || null;
+    const source = fromTest ? 'From the test just run.' : f ? `From the check of ${dateTime(f.at)}.` : null;
+    const none = f === null || f === undefined ? 'No successful check yet.' : null;
+    replace(notices);
+    replace(tlsCard, h('h2', { id: 'tls-title' }, 'TLS'),
+      tls ? [facts([
+        ['Protocol', tls.protocol || '—'],
+        ['Cipher', tls.cipher ? h('code', null, tls.cipher) : '—'],
+        ['Certificate subject', tls.peer_subject ? h('code', null, tls.peer_subject) : '—'],
+        ['Certificate expires', tls.peer_not_after ? `${dateTime(tls.peer_not_after)} (${days(tls.peer_not_after)})` : '—'],
+      ]), h('p', { class: 'muted' }, source)]
+        : h('p', null, none || (connection.tls.mode === 'disable' ? 'TLS is off for this connection.' : 'The last successful check used no TLS.')));
+    if (tls && tls.peer_not_after) {
+      const left = (Date.parse(tls.peer_not_after) - Date.now()) / 86400000;
+      if (left < 0) {
+        notices.append(h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, `The server’s certificate expired ${days(tls.peer_not_after)} (${dateTime(tls.peer_not_after)}).`)));
+      } else if (left <= EXPIRY_WARN_DAYS) {
+        notices.append(h('div', { class: 'notice notice--warning' }, h('p', null, h('strong', null, 'Certificate expires soon: '), `the server’s certificate expires ${days(tls.peer_not_after)} (${dateTime(tls.peer_not_after)}).`)));
+      }
+    }
+    replace(serverCard, h('h2', { id: 'server-title' }, 'Server'),
+      server ? [facts([
+        ['Version', server.version],
+        ['Role', server.in_recovery ? 'standby (in recovery)' : 'primary'],
+        ['Connections', server.connections_used !== null && server.connections_used !== undefined && server.max_connections
+          ? `${server.connections_used} in use of ${server.max_connections}` : 'not readable'],
+      ]), h('p', { class: 'muted' }, source)]
+        : h('p', null, none || 'No server facts recorded.'));
+    if (deleted) notices.prepend(h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, 'This connection was deleted.'), h('p', null, h('a', { href: '/connections' }, 'Back to connections'))));
+  }
+
+  function renderHistory() {
+    if (!history) return;
+    replace(healthSection, h('h2', { id: 'health-title' }, 'Last 24 hours'),
+      healthChart(history, { limited: historyLimited }));
+    const checks = history.checks.slice(0, RECENT);
+    replace(checksSection, h('h2', { id: 'checks-title' }, 'Recent checks'),
+      checks.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'table' },
+        h('caption', { class: 'visually-hidden' }, 'Recent checks, newest first'),
+        h('thead', null, h('tr', null, ['Time', 'Status', 'Latency', 'Error', 'Step', 'Hint'].map((t, i) => h('th', { scope: 'col', class: i === 2 ? 'num' : i === 5 ? 'hint-col' : null }, t)))),
+        h('tbody', null, checks.map((c) => h('tr', null,
+          h('td', { class: 'nowrap' }, dateTime(c.at)),
+          h('td', null, statusBadge(c.status)),
+          h('td', { class: 'num' }, ms(c.latency_ms)),
+          h('td', null, c.error_kind ? kindText(c.error_kind) : c.ok ? 'none' : '—'),
+          h('td', null, c.step || '—'),
+          h('td', { class: 'hint-col' }, c.hint || '—'))))))
+        : h('p', null, 'No checks yet.'));
+  }
+
+  async function loadHistory() {
+    try {
+      const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
+      const { data } = await get(`/connections/${id}/health`, { since, limit: HISTORY_LIMIT });
+      if (!ctx.current) return;
+      history = data;
+      historyLimited = data.checks.length >= HISTORY_LIMIT;
+      renderHistory();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return;
+      replace(healthSection, h('h2', { id: 'health-title' }, 'Last 24 hours'),
+        h('div', { class: 'notice notice--error' }, h('p', null, describe(e))));
+    }
+  }
+
+  async function reload() {
+    try {
+      connection = (await get(`/connections/${id}`)).data;
+      if (!ctx.current) return;
+      renderConnection();
+      if (panel) panel.load().catch(() => {});
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 404) { gone(); return; }
+      if (e instanceof ApiError && e.status === 401) return;
+      replace(notices, h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, describe(e))));
+    }
+  }
+
+  function gone() {
+    deleted = true;
+    for (const b of actions.querySelectorAll('button, a')) {
+      if (b.tagName === 'A') b.remove(); else b.disabled = true;
+    }
+    if (reveal) reveal.hide();
+    renderFacts();
+    ctx.announce('This connection was deleted.');
+  }
+
+  async function testNow() {
+    testButton.disabled = true;
+    replace(testRegion, h('p', { class: 'testing' }, 'Testing the connection…'));
+    try {
+      const { data } = await post(`/connections/${id}/test`);
+      if (!ctx.current) return;
+      lastReport = data;
+      replace(testRegion, h('h2', { class: 'test-title' }, 'Test result'), waterfall(data));
+      renderFacts();
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return;
+      replace(testRegion, h('div', { class: 'notice notice--error' }, h('p', null, describe(e))));
+      if (e instanceof ApiError && e.status === 429 && e.retryAfter) {
+        setTimeout(() => { testButton.disabled = false; }, e.retryAfter * 1000);
+        return;
+      }
+    }
+    testButton.disabled = false;
+  }
+
+  function confirmDelete() {
+    const confirmField = field({ label: 'Type the name to confirm', name: 'confirm', autocomplete: 'off', attrs: { spellcheck: 'false' } });
+    const problem = h('div');
+    const dialog = openDialog({
+      title: `Delete ${connection.name}?`,
+      content: [
+        h('p', null, 'This deletes the connection, its stored password and its check history. It cannot be undone.'),
+        h('p', null, 'Type ', h('strong', { class: 'mono' }, connection.name), ' to confirm.'),
+        problem,
+        confirmField.el,
+      ],
+      actions: [
+        { label: 'Cancel', kind: 'secondary', onClick: (d) => d.close() },
+        { label: 'Delete connection', kind: 'danger', disabled: true, onClick: remove },
+      ],
+    });
+    const button = dialog.buttons[1];
+    const sync = () => { button.disabled = confirmField.input.value !== connection.name; };
+    confirmField.input.addEventListener('input', sync);
+    confirmField.input.addEventListener('keydown', (e) => { if (e.key === 'Enter' && !button.disabled) { e.preventDefault(); remove(dialog); } });
+
+    async function remove(d) {
+      if (confirmField.input.value !== connection.name) return;
+      button.disabled = true;
+      try {
+        await del(`/connections/${id}`, connection.version);
+        const name = connection.name;
+        d.close();
+        ctx.announce(`Deleted ${name}.`);
+        ctx.navigate('/connections');
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 412) {
+          replace(problem, h('div', { class: 'notice notice--error', role: 'alert' },
+            h('p', null, 'This connection changed since you opened the page. It has been reloaded: check it, then confirm again.')));
+          await reload();
+          sync();
+        } else if (e instanceof ApiError && e.status === 404) {
+          d.close();
+          gone();
+        } else {
+          replace(problem, h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, describe(e))));
+          sync();
+        }
+      }
+    }
+  }
+
+  // Live updates.
+  function flush() {
+    frame = 0;
+    const hl = connection.health;
+    if (live.at && (!hl.checked_at || Date.parse(live.at) >= Date.parse(hl.checked_at))) {
+      hl.checked_at = live.at;
+      if (live.status) {
+        if (hl.status !== live.status) ctx.announce(`${connection.name} is now ${live.status}.`);
+        hl.status = live.status;
+      }
+      if ('latency_ms' in live) {
+        hl.error_kind = live.error_kind || null;
+        if (!live.error_kind && live.latency_ms !== null && live.latency_ms !== undefined) hl.latency_ms = live.latency_ms;
+      }
+      setStatus(badge, hl.status);
+      renderOverview();
+    }
+    for (const k of Object.keys(live)) delete live[k];
+  }
+
+  function onEvent(event) {
+    if (event.type === 'resync') { clearTimeout(refetchTimer); refetchTimer = setTimeout(() => { reload(); loadHistory(); }, 300); return; }
+    if (event.id !== id || deleted) return;
+    switch (event.type) {
+      case 'status_changed':
+      case 'checked':
+        live.status = event.type === 'checked' ? event.status : event.to;
+        live.at = event.at;
+        if (event.type === 'checked') { live.latency_ms = event.latency_ms; live.error_kind = event.error_kind; }
+        if (!frame) frame = requestAnimationFrame(flush);
+        clearTimeout(historyTimer);
+        historyTimer = setTimeout(loadHistory, 2000);
+        break;
+      case 'connection_changed':
+        clearTimeout(refetchTimer);
+        refetchTimer = setTimeout(reload, 300);
+        break;
+      case 'connection_deleted':
+        gone();
+        break;
+      default:
+    }
+  }
+
+  renderConnection();
+  const unsubscribe = subscribe(onEvent);
+  const ticker = setInterval(() => {
+    const el = overview.querySelector('.js-age');
+    if (el && connection.health.checked_at) el.textContent = age(connection.health.checked_at);
+  }, 5000);
+  if (panel) panel.load().catch((e) => replace(panel.el, h('h2', { id: 'grants-title' }, 'Access'), h('p', null, describe(e))));
+  loadHistory();
+
+  return () => {
+    unsubscribe();
+    clearInterval(ticker);
+    clearTimeout(refetchTimer);
+    clearTimeout(historyTimer);
+    if (frame) cancelAnimationFrame(frame);
+    if (reveal) reveal.hide();
+  };
+}
