@@ -258,6 +258,16 @@ export async function mount(root, ctx) {
   const testButton = h('button', { type: 'button', class: 'button button--secondary', on: { click: () => runTest() } }, 'Test connection');
   const saveButton = h('button', { type: 'submit', class: 'button button--primary' }, 'Save');
   const cancelHref = editing ? `/connections/${id}` : '/connections';
+  // Certificates are rarely needed: folded away unless set (an error there unfolds them).
+  const certs = h('details', { class: 'more', open: !!(initial.ca || initial.cert || (conn && conn.client_key_set)) },
+    h('summary', null, 'Certificates and client key'),
+    F.ca.el, filePicker('ca', 'CA certificate file'),
+    F.cert.el, filePicker('cert', 'Client certificate file'),
+    F.key.el, filePicker('key', 'Client key file'));
+  for (const k of ['ca', 'cert', 'key']) {
+    const set = F[k].setError;
+    F[k].setError = (m) => { if (m) certs.open = true; set(m); };
+  }
   const form = h('form', { class: 'conn-form', novalidate: true, 'aria-labelledby': 'form-title' },
     summaryBox, conflictBox,
     F.url.el,
@@ -265,10 +275,7 @@ export async function mount(root, ctx) {
       F.name.el, F.description.el, F.host.el, F.port.el, F.database.el),
     h('fieldset', { class: 'fieldset' }, h('legend', null, 'Credentials'), F.username.el, F.password.el),
     h('fieldset', { class: 'fieldset' }, h('legend', null, 'TLS'),
-      F.tls_mode.el, F.channel_binding.el,
-      F.ca.el, filePicker('ca', 'CA certificate file'),
-      F.cert.el, filePicker('cert', 'Client certificate file'),
-      F.key.el, filePicker('key', 'Client key file')),
+      F.tls_mode.el, F.channel_binding.el, certs),
     h('fieldset', { class: 'fieldset' }, h('legend', null, 'Tags and options'), F.tags.el, F.app_name.el, F.timeout.el),
     h('fieldset', { class: 'fieldset' }, h('legend', null, 'Monitoring'), monitor.el, F.interval.el, F.slow.el),
     canTest ? h('div', { class: 'form-test' }, testButton) : null,
@@ -323,6 +330,13 @@ export async function mount(root, ctx) {
     if (key && key.trim()) body.tls.client_key_pem = key;
     if (v.app_name.trim()) body.options.application_name = v.app_name;
     if (v.timeout.trim()) body.options.connect_timeout_ms = intOr(v.timeout);
+    return body;
+  }
+
+  // A test needs only what reaching the server takes: a bad name or tag must not block it.
+  function testBody(v) {
+    const { name, description, tags, monitoring, ...body } = draftBody(v);
+    if (editing) body.id = id;
     return body;
   }
 
@@ -408,9 +422,7 @@ export async function mount(root, ctx) {
     const errs = localErrors(v, true);
     showErrors(summaryBox, F, errs);
     if (errs.length) return;
-    const body = draftBody(v);
-    if (!body.name) delete body.name;
-    if (editing) body.id = id;
+    const body = testBody(v);
     setBusy(true);
     replace(result, h('p', { class: 'testing' }, 'Testing the connection…'));
     try {
@@ -454,9 +466,7 @@ export async function mount(root, ctx) {
           return;
         }
         if (wantTest) {
-          const t = draftBody(v);
-          t.id = id;
-          const { data } = await post('/connections/test', t);
+          const { data } = await post('/connections/test', testBody(v));
           if (!data.ok) {
             scrubSecrets(true);
             showReport(data, 'The test failed, so nothing was saved.');
