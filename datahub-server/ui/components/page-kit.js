@@ -42,7 +42,7 @@ export function checkbox({ label, name, checked, hint }) {
 
 /** A table in its own horizontally scrolling box (the page itself never scrolls sideways). */
 export function tableWrap(caption, head, rows) {
-  return h('div', { class: 'table-wrap' },
+  return h('div', { class: 'table-wrap kit-wrap' },
     h('table', { class: 'table' },
       caption ? h('caption', { class: 'visually-hidden' }, caption) : null,
       h('thead', null, h('tr', null, head.map((t) => h('th', { scope: 'col' }, t)))),

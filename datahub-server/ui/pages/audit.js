@@ -57,7 +57,7 @@ export async function mount(root, ctx) {
   const verifyButton = h('button', { type: 'button', class: 'button button--secondary', on: { click: verify } }, 'Verify chain');
   const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log' },
     summary,
-    h('div', { class: 'filters' }, F.actor.el, F.action.el, F.target.el),
+    h('div', { class: 'audit-filters' }, F.actor.el, F.action.el, F.target.el),
     h('datalist', { id: 'audit-actions' }, ACTIONS.map((a) => h('option', { value: a }))),
     h('div', { class: 'actions' },
       h('button', { type: 'submit', class: 'button button--primary' }, 'Apply filters'),
@@ -127,14 +127,14 @@ export async function mount(root, ctx) {
     const rows = data.items.map((e) => h('tr', null,
       h('td', { class: 'nowrap' }, dateTime(e.at)),
       h('td', null, e.actor_name || h('span', { class: 'muted' }, 'system')),
-      h('td', { class: 'mono' }, e.action),
+      h('td', { class: 'mono nowrap' }, e.action),
       h('td', null, targetCell(e.target)),
       h('td', null, h('span', { class: `pill ${e.outcome === 'ok' ? 'pill--ok' : 'pill--bad'}` }, e.outcome)),
       h('td', null, e.changed_fields.length ? e.changed_fields.join(', ') : h('span', { class: 'muted' }, '—')),
       h('td', { class: 'mono' }, e.client_addr || '—'),
       h('td', { class: 'mono' }, e.request_id || '—')));
     const go = (p) => { page = p; load(); };
-    const pager = h('nav', { class: 'pager', 'aria-label': 'Audit log pages' },
+    const pager = h('nav', { class: 'audit-pager', 'aria-label': 'Audit log pages' },
       h('button', { type: 'button', class: 'button button--secondary button--small', disabled: data.page <= 1, on: { click: () => go(data.page - 1) } }, 'Previous page'),
       h('span', null, `Page ${count(data.page)} of ${count(pages)} · ${count(data.total)} ${data.total === 1 ? 'entry' : 'entries'}`),
       h('button', { type: 'button', class: 'button button--secondary button--small', disabled: data.page >= pages, on: { click: () => go(data.page + 1) } }, 'Next page'));

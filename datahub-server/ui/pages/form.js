@@ -19,9 +19,9 @@ const MODE_LABELS = {
   disable: 'disable (not encrypted/unverified)',
   allow: 'allow (not encrypted/unverified)',
   prefer: 'prefer (not encrypted/unverified)',
-  require: 'require (encrypted, certificate not verified)',
-  'verify-ca': 'verify-ca (encrypted, certificate checked)',
-  'verify-full': 'verify-full (encrypted, certificate and host name checked)',
+  require: 'require (encrypted, unverified)',
+  'verify-ca': 'verify-ca (verifies the CA)',
+  'verify-full': 'verify-full (verifies CA and host)',
 };
 const DEFAULTS = {
   name: '', description: '', host: '', port: '5432', database: '', username: '',
@@ -250,7 +250,7 @@ export async function mount(root, ctx) {
   // ---- layout ----
   const summaryBox = h('div');
   const conflictBox = h('div');
-  const result = h('div', { class: 'test-result', role: 'status', 'aria-live': 'polite', 'aria-atomic': 'false' });
+  const result = h('div', { class: 'form-result', role: 'status', 'aria-live': 'polite', 'aria-atomic': 'false' });
   const testFirst = checkbox({
     label: 'Only save if the test passes', name: 'test_first', checked: canTest,
     hint: 'Runs the connection test first and saves nothing when it fails.',
@@ -424,7 +424,7 @@ export async function mount(root, ctx) {
     if (errs.length) return;
     const body = testBody(v);
     setBusy(true);
-    replace(result, h('p', { class: 'testing' }, 'Testing the connection…'));
+    replace(result, h('p', { class: 'form-testing' }, 'Testing the connection…'));
     try {
       const { data } = await post('/connections/test', body);
       scrubSecrets(true);
@@ -457,7 +457,7 @@ export async function mount(root, ctx) {
     if (errs.length) return;
     const wantTest = canTest && testFirst.input.checked;
     setBusy(true);
-    replace(result, wantTest ? h('p', { class: 'testing' }, 'Testing, then saving…') : null);
+    replace(result, wantTest ? h('p', { class: 'form-testing' }, 'Testing, then saving…') : null);
     try {
       if (editing) {
         const body = patchBody(v);

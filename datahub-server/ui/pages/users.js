@@ -84,7 +84,10 @@ export async function mount(root, ctx) {
     };
     const ctl = openDialog({
       title: `Reset the password of ${user.username}`,
-      content: h('form', { novalidate: true, on: { submit: (e) => { e.preventDefault(); submit(ctl); } } }, pw.el),
+      content: h('form', { novalidate: true, on: { submit: (e) => { e.preventDefault(); submit(ctl); } } },
+        // Lets password managers file the new password under the right account.
+        h('input', { type: 'text', autocomplete: 'username', value: user.username, hidden: true, readonly: true, tabindex: '-1', 'aria-hidden': 'true' }),
+        pw.el),
       actions: [
         { label: 'Reset password', kind: 'primary', onClick: submit },
         { label: 'Cancel', onClick: (c) => c.close() },
