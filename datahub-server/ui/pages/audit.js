@@ -6,7 +6,7 @@ import { h, replace } from '../dom.js';
 import { get, ApiError, describe } from '../api.js';
 import { field, selectField } from '../components/field.js';
 import { dateTime, count } from '../format.js';
-import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap } from '../components/page-kit.js';
+import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap, hidden } from '../components/page-kit.js';
 
 const PER_PAGE = 50;
 const ACTIONS = ['auth.login', 'auth.logout', 'connection.create', 'connection.update', 'connection.delete',
@@ -43,7 +43,7 @@ export async function mount(root, ctx) {
         label: 'Actor', name: 'actor', value: filters.actor,
         options: [{ value: '', label: 'Anyone' }, ...[...users].sort((a, b) => a.username.localeCompare(b.username)).map((u) => ({ value: u.id, label: u.username }))],
       })
-      : field({ label: 'Actor', name: 'actor', value: filters.actor, hint: 'A user id.', autocomplete: 'off' }),
+      : field({ label: 'Actor', name: 'actor', value: filters.actor, hint: 'A user id; or pick a name in the table below.', autocomplete: 'off' }),
     action: field({ label: 'Action', name: 'action', value: filters.action, hint: 'Exact, e.g. connection.update.', autocomplete: 'off', attrs: { list: 'audit-actions', spellcheck: 'false' } }),
     target: field({ label: 'Connection', name: 'target', value: filters.target, hint: 'A connection id, or any target such as user:<id>.', autocomplete: 'off', attrs: { spellcheck: 'false' } }),
   };
@@ -95,6 +95,16 @@ export async function mount(root, ctx) {
     return m ? h('a', { href: `/connections/${m[1]}`, class: 'mono' }, target) : h('span', { class: 'mono' }, target);
   }
 
+  // An actor's name filters by that actor: the way to pick one when no user list is readable.
+  function actorCell(e) {
+    if (!e.actor) return h('span', { class: 'muted' }, e.actor_name || 'system');
+    if (filters.actor === e.actor) return e.actor_name;
+    return h('button', {
+      type: 'button', class: 'button button--link',
+      on: { click: () => { F.actor.input.value = e.actor; if (F.actor.input.value !== e.actor) F.actor.input.append(h('option', { value: e.actor, selected: true }, e.actor_name)); apply(); } },
+    }, e.actor_name || e.actor, hidden(': show only their entries'));
+  }
+
   let seq = 0;
   async function load() {
     ctx.setQuery({ ...filters, page: page > 1 ? page : null });
@@ -126,7 +136,7 @@ export async function mount(root, ctx) {
     }
     const rows = data.items.map((e) => h('tr', null,
       h('td', { class: 'nowrap' }, dateTime(e.at)),
-      h('td', null, e.actor_name || h('span', { class: 'muted' }, 'system')),
+      h('td', null, actorCell(e)),
       h('td', { class: 'mono nowrap' }, e.action),
       h('td', null, targetCell(e.target)),
       h('td', null, h('span', { class: `pill ${e.outcome === 'ok' ? 'pill--ok' : 'pill--bad'}` }, e.outcome)),

@@ -40,7 +40,14 @@ export async function mount(root, ctx) {
   const listBox = h('div');
   const heading = h('h2', { id: 'teams-list' });
   const say = (kind, text) => { replace(message, notice(kind, text)); ctx.announce(text); };
-  const memberName = (id) => nameOf.get(id) || `unknown user ${id.slice(0, 8)}`;
+  const memberName = (id) => (id === ctx.me.id ? `${ctx.me.username} (you)` : nameOf.get(id) || `user ${id.slice(0, 8)}…`);
+  // Without a list of names (the directory is not readable), a count says as much.
+  const members = (t) => {
+    if (!t.members.length) return h('span', { class: 'muted' }, 'no members');
+    if (users.length) return t.members.map(memberName).sort().join(', ');
+    const n = `${t.members.length} member${t.members.length === 1 ? '' : 's'}`;
+    return t.members.includes(ctx.me.id) ? `${n}, you among them` : n;
+  };
   const sortTeams = () => teams.sort((a, b) => a.name.localeCompare(b.name));
 
   /** A fieldset of member checkboxes: {el, selected()}. */
@@ -105,7 +112,7 @@ export async function mount(root, ctx) {
     }
     const rows = sortTeams().map((t) => h('tr', null,
       h('td', null, t.name),
-      h('td', null, t.members.length ? t.members.map(memberName).sort().join(', ') : h('span', { class: 'muted' }, 'no members')),
+      h('td', null, members(t)),
       admin ? h('td', null, h('div', { class: 'inline-actions' },
         h('button', { type: 'button', class: 'button button--secondary button--small', on: { click: () => editDialog(t) } }, 'Edit', hidden(` team ${t.name}`)),
         h('button', { type: 'button', class: 'button button--danger button--small', on: { click: () => removeTeam(t) } }, 'Delete', hidden(` team ${t.name}`)))) : null));
