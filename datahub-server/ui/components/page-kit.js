@@ -11,6 +11,11 @@ let counter = 0;
 /** A text only screen readers read (e.g. the user a row's button acts on). */
 export const hidden = (text) => h('span', { class: 'visually-hidden' }, text);
 
+/** A button that does what its label says: kind secondary (default), primary or danger. */
+export const btn = (label, onClick, kind = 'secondary', ...more) => h('button', {
+  type: 'button', class: `button button--${kind}${more.length ? ' button--small' : ''}`, on: { click: onClick },
+}, label, more);
+
 /** A message box: kind is info, ok, warning or error. */
 export function notice(kind, ...children) {
   return h('div', { class: `notice notice--${kind}`, role: kind === 'error' ? 'alert' : null },
