@@ -19,8 +19,8 @@ export function ms(n) {
   if (n === null || n === undefined || !Number.isFinite(Number(n))) return '—';
   const v = Number(n);
   if (v >= 1000) return `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s`;
-  if (v >= 10) return `${Math.round(v)} ms`;
-  return `${v.toFixed(1)} ms`;
+  if (v >= 10 || Number.isInteger(v)) return `${Math.round(v)} ms`;
+  return `${v.toFixed(v < 1 ? 2 : 1)} ms`;
 }
 
 const dateTimeFormat = new Intl.DateTimeFormat(undefined, {

@@ -29,7 +29,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
   const list = h('div');
   const status = h('p', { class: 'visually-hidden', role: 'status' });
   const picker = h('div', { class: 'grant-add' });
-  const el = h('section', { class: 'card grants', 'aria-labelledby': 'grants-title' },
+  const el = h('section', { class: 'card card--wide grants', 'aria-labelledby': 'grants-title' },
     h('h2', { id: 'grants-title' }, 'Access'),
     h('p', { class: 'muted' }, 'Admins and the owner can always manage it. Grants give other users and teams access.'),
     message, list, picker, status);

@@ -24,6 +24,13 @@ function facts(pairs) {
   return h('dl', { class: 'facts' }, pairs.filter(Boolean).map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
 }
 
+// Long lists of facts flow into two columns on wide screens.
+facts.two = (pairs) => {
+  const dl = facts(pairs);
+  dl.classList.add('facts--two');
+  return dl;
+};
+
 const set = (yes) => (yes ? 'set' : 'not set');
 
 function notFound(root, ctx) {
@@ -79,7 +86,7 @@ export async function mount(root, ctx) {
     manage && writable ? h('a', { class: 'button button--secondary', href: `/connections/${id}/edit` }, 'Edit') : null,
     manage && writable ? h('button', { type: 'button', class: 'button button--danger', on: { click: confirmDelete } }, 'Delete') : null);
   const overview = h('section', { class: 'card', 'aria-labelledby': 'overview-title' });
-  const settings = h('section', { class: 'card', 'aria-labelledby': 'settings-title' });
+  const settings = h('section', { class: 'card card--wide', 'aria-labelledby': 'settings-title' });
   const tlsCard = h('section', { class: 'card', 'aria-labelledby': 'tls-title' });
   const serverCard = h('section', { class: 'card', 'aria-labelledby': 'server-title' });
   const healthSection = h('section', { class: 'card card--wide', 'aria-labelledby': 'health-title' },
@@ -97,7 +104,7 @@ export async function mount(root, ctx) {
     actions,
     testRegion,
     reveal ? reveal.region : null,
-    h('div', { class: 'cards' }, overview, settings, tlsCard, serverCard, healthSection, checksSection, panel ? panel.el : null));
+    h('div', { class: 'cards' }, overview, tlsCard, serverCard, settings, healthSection, checksSection, panel ? panel.el : null));
 
   function renderConnection() {
     const c = connection;
@@ -109,7 +116,7 @@ export async function mount(root, ctx) {
     renderOverview();
     replace(settings,
       h('h2', { id: 'settings-title' }, 'Settings'),
-      facts([
+      facts.two([
         ['Engine', c.engine === 'postgres' ? 'PostgreSQL' : c.engine],
         ['Host', h('code', null, c.host)],
         ['Port', String(c.port)],
@@ -154,7 +161,8 @@ export async function mount(root, ctx) {
     const tls = (fromTest && fromTest.tls) || (f && f.tls) || null;
     const server = (fromTest && fromTest.server) || (f && f.server) || null;
     const source = fromTest ? 'From the test just run.' : f ? `From the check of ${dateTime(f.at)}.` : null;
-    const none = f === null || f === undefined ? 'No successful check yet.' : null;
+    const none = f === null ? 'No successful check yet.'
+      : f === undefined ? 'Not recorded yet: Test now reads them.' : null;
     replace(notices);
     replace(tlsCard, h('h2', { id: 'tls-title' }, 'TLS'),
       tls ? [facts([
@@ -163,7 +171,8 @@ export async function mount(root, ctx) {
         ['Certificate subject', tls.peer_subject ? h('code', null, tls.peer_subject) : '—'],
         ['Certificate expires', tls.peer_not_after ? `${dateTime(tls.peer_not_after)} (${days(tls.peer_not_after)})` : '—'],
       ]), h('p', { class: 'muted' }, source)]
-        : h('p', null, none || (connection.tls.mode === 'disable' ? 'TLS is off for this connection.' : 'The last successful check used no TLS.')));
+        : h('p', null, connection.tls.mode === 'disable' ? 'TLS is off for this connection (mode disable).'
+          : none || 'The last successful check used no TLS.'));
     if (tls && tls.peer_not_after) {
       const left = (Date.parse(tls.peer_not_after) - Date.now()) / 86400000;
       if (left < 0) {
@@ -189,16 +198,16 @@ export async function mount(root, ctx) {
       healthChart(history, { limited: historyLimited }));
     const checks = history.checks.slice(0, RECENT);
     replace(checksSection, h('h2', { id: 'checks-title' }, 'Recent checks'),
-      checks.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'table' },
+      checks.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'table table--stack' },
         h('caption', { class: 'visually-hidden' }, 'Recent checks, newest first'),
         h('thead', null, h('tr', null, ['Time', 'Status', 'Latency', 'Error', 'Step', 'Hint'].map((t, i) => h('th', { scope: 'col', class: i === 2 ? 'num' : i === 5 ? 'hint-col' : null }, t)))),
         h('tbody', null, checks.map((c) => h('tr', null,
-          h('td', { class: 'nowrap' }, dateTime(c.at)),
+          h('td', { class: 'nowrap stack-full' }, dateTime(c.at)),
           h('td', null, statusBadge(c.status)),
-          h('td', { class: 'num' }, ms(c.latency_ms)),
-          h('td', null, c.error_kind ? kindText(c.error_kind) : c.ok ? 'none' : '—'),
-          h('td', null, c.step || '—'),
-          h('td', { class: 'hint-col' }, c.hint || '—'))))))
+          h('td', { class: 'num', dataset: { label: 'Latency' } }, ms(c.latency_ms)),
+          c.ok ? h('td', { class: 'hide-narrow' }, 'none') : h('td', { dataset: { label: 'Error' } }, c.error_kind ? kindText(c.error_kind) : '—'),
+          h('td', { class: c.step ? null : 'hide-narrow', dataset: { label: 'Step' } }, c.step || '—'),
+          h('td', { class: `hint-col${c.hint ? ' stack-full' : ' hide-narrow'}`, dataset: { label: 'Hint' } }, c.hint || '—'))))))
         : h('p', null, 'No checks yet.'));
   }
 

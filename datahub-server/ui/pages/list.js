@@ -70,7 +70,7 @@ export async function mount(root, ctx) {
   const summary = h('p', { class: 'list-summary muted', id: 'list-summary' });
   const problem = h('div');
   const tbody = h('tbody');
-  const table = h('table', { class: 'table list-table', 'aria-describedby': 'list-summary' },
+  const table = h('table', { class: 'table table--stack list-table', 'aria-describedby': 'list-summary' },
     h('caption', { class: 'visually-hidden' }, 'Connections'),
     h('thead', null, h('tr', null,
       h('th', { scope: 'col' }, 'Name'),
@@ -145,10 +145,10 @@ export async function mount(root, ctx) {
 
   function buildRow(item) {
     const badge = statusBadge(item.health.status);
-    const ageCell = h('td', { class: 'nowrap' }, age(item.health.checked_at));
-    const latencyCell = h('td', { class: 'num' }, latencyText(item.health));
+    const ageCell = h('td', { class: 'nowrap', dataset: { label: 'Checked' } }, age(item.health.checked_at));
+    const latencyCell = h('td', { class: 'num', dataset: { label: 'Latency' } }, latencyText(item.health));
     const tr = h('tr', { dataset: { id: item.id } },
-      h('th', { scope: 'row', class: 'name-cell' },
+      h('th', { scope: 'row', class: 'name-cell stack-full' },
         h('a', { href: `/connections/${item.id}` }, item.name),
         h('span', { class: 'sub' }, `${item.host}:${item.port} / ${item.database}`)),
       h('td', null, badge),
