@@ -1,5 +1,5 @@
-//! DataHub Connections server: the REST API (and, later, the bundled web UI) over
-//! `datahub-core`, and the operator CLI.
+//! DataHub Connections server: the REST API and the bundled web UI over `datahub-core`, and the
+//! operator CLI.
 //!
 //! [`app`] builds the whole HTTP application from an [`AppState`]; `main` only reads the
 //! settings, sets up logging, opens the core and serves with graceful shutdown. Tests drive
@@ -19,6 +19,7 @@ pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod ui;
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -54,10 +56,12 @@ pub fn app(state: AppState) -> Router {
     let (streams, streams_doc) = routes::streams().split_for_parts();
     openapi.merge(streams_doc);
     // Event streams are long-lived: the request timeout applies to everything else.
-    let timed = api.layer(TimeoutLayer::with_status_code(
-        StatusCode::REQUEST_TIMEOUT,
-        options.request_timeout,
-    ));
+    let timed = api
+        .merge(ui::router())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            options.request_timeout,
+        ));
     Router::new()
         .merge(timed)
         .merge(streams)
@@ -65,6 +69,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::Extension(std::sync::Arc::new(openapi)))
         .layer(
             ServiceBuilder::new()
+                // gzip or brotli when the client accepts it; tower-http's default predicate
+                // leaves event streams (an event must leave at once), images and tiny bodies be.
+                .layer(CompressionLayer::new())
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
@@ -121,9 +128,14 @@ fn security_header(name: HeaderName, value: HeaderValue) -> SetResponseHeaderLay
     SetResponseHeaderLayer::if_not_present(name, value)
 }
 
-/// Unknown paths: the API's error shape, not an empty 404.
-async fn fallback() -> ApiError {
-    ApiError::not_found()
+/// A browser's navigation to any other path gets the web UI's page (which routes the path
+/// itself, so deep links work); every other unknown path gets the API's error shape, not an
+/// empty 404.
+async fn fallback(request: Request) -> Response {
+    if ui::is_page(&request) {
+        return ui::page(request.headers());
+    }
+    ApiError::not_found().into_response()
 }
 
 /// Puts the request id into the body of every error answer made by [`ApiError`], and turns

@@ -8,6 +8,7 @@ mod common;
 mod fixture;
 
 mod accounts;
+mod assets;
 mod audit_policy;
 mod canary;
 mod cli;
