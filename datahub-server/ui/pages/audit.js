@@ -6,7 +6,7 @@ import { h, replace } from '../dom.js';
 import { get, ApiError, describe } from '../api.js';
 import { field, selectField } from '../components/field.js';
 import { dateTime, count } from '../format.js';
-import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap, hidden } from '../components/page-kit.js';
+import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap, hidden, btn } from '../components/page-kit.js';
 
 const PER_PAGE = 50;
 const ACTIONS = ['auth.login', 'auth.logout', 'connection.create', 'connection.update', 'connection.delete',
@@ -54,14 +54,14 @@ export async function mount(root, ctx) {
   const summary = h('div');
   const results = h('div', { 'aria-live': 'polite', 'aria-busy': 'false' });
   const verifyResult = h('div', { role: 'status', class: 'verify' });
-  const verifyButton = h('button', { type: 'button', class: 'button button--secondary', on: { click: verify } }, 'Verify chain');
+  const verifyButton = btn('Verify chain', verify);
   const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log' },
     summary,
     h('div', { class: 'audit-filters' }, F.actor.el, F.action.el, F.target.el),
     h('datalist', { id: 'audit-actions' }, ACTIONS.map((a) => h('option', { value: a }))),
     h('div', { class: 'actions' },
       h('button', { type: 'submit', class: 'button button--primary' }, 'Apply filters'),
-      h('button', { type: 'button', class: 'button button--link', on: { click: clearFilters } }, 'Clear filters')));
+      btn('Clear filters', clearFilters, 'link')));
   form.addEventListener('submit', (e) => { e.preventDefault(); apply(); });
 
   function targetOf(text) {
@@ -145,9 +145,11 @@ export async function mount(root, ctx) {
       h('td', { class: 'mono' }, e.request_id || '—')));
     const go = (p) => { page = p; load(); };
     const pager = h('nav', { class: 'audit-pager', 'aria-label': 'Audit log pages' },
-      h('button', { type: 'button', class: 'button button--secondary button--small', disabled: data.page <= 1, on: { click: () => go(data.page - 1) } }, 'Previous page'),
+      btn('Previous page', () => go(data.page - 1), 'secondary', ''),
       h('span', null, `Page ${count(data.page)} of ${count(pages)} · ${count(data.total)} ${data.total === 1 ? 'entry' : 'entries'}`),
-      h('button', { type: 'button', class: 'button button--secondary button--small', disabled: data.page >= pages, on: { click: () => go(data.page + 1) } }, 'Next page'));
+      btn('Next page', () => go(data.page + 1), 'secondary', ''));
+    pager.firstChild.disabled = data.page <= 1;
+    pager.lastChild.disabled = data.page >= pages;
     const table = tableWrap(`Audit log, page ${data.page}`, ['Time', 'Actor', 'Action', 'Target', 'Outcome', 'Changed fields', 'Client address', 'Request id'], rows);
     table.firstChild.classList.add('audit-table');
     replace(results, table, pager);

@@ -5,7 +5,7 @@ import { h, replace } from '../dom.js';
 import { get, post, put, del, ApiError, describe } from '../api.js';
 import { field } from '../components/field.js';
 import { openDialog } from '../components/dialog.js';
-import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, tableWrap, confirm, hidden } from '../components/page-kit.js';
+import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, tableWrap, confirm, hidden, btn } from '../components/page-kit.js';
 
 /** Users as {id, username}: the admin list, else the directory, else none (ids are shown). */
 async function loadUsers(admin) {
@@ -114,8 +114,8 @@ export async function mount(root, ctx) {
       h('td', null, t.name),
       h('td', null, members(t)),
       admin ? h('td', null, h('div', { class: 'inline-actions' },
-        h('button', { type: 'button', class: 'button button--secondary button--small', on: { click: () => editDialog(t) } }, 'Edit', hidden(` team ${t.name}`)),
-        h('button', { type: 'button', class: 'button button--danger button--small', on: { click: () => removeTeam(t) } }, 'Delete', hidden(` team ${t.name}`)))) : null));
+        btn('Edit', () => editDialog(t), 'secondary', hidden(` team ${t.name}`)),
+        btn('Delete', () => removeTeam(t), 'danger', hidden(` team ${t.name}`)))) : null));
     replace(listBox, tableWrap('Teams', ['Team', 'Members', admin ? 'Actions' : null].filter(Boolean), rows));
   }
 

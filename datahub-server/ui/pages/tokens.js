@@ -6,7 +6,7 @@ import { h, replace, clear } from '../dom.js';
 import { get, post, del, ApiError, describe } from '../api.js';
 import { field } from '../components/field.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, tableWrap, confirm, hidden } from '../components/page-kit.js';
+import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, tableWrap, confirm, hidden, btn } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   ctx.title('API tokens');
@@ -47,9 +47,7 @@ export async function mount(root, ctx) {
       h('td', { class: 'nowrap' }, t.expires_at ? dateTime(t.expires_at) : 'never'),
       h('td', null, t.read_only ? 'read-only' : 'read and write'),
       h('td', null, state(t)),
-      h('td', null, t.revoked_at ? h('span', { class: 'muted' }, dateTime(t.revoked_at)) : h('button', {
-        type: 'button', class: 'button button--danger button--small', on: { click: () => revoke(t) },
-      }, 'Revoke', hidden(` token ${t.name}`)))));
+      h('td', null, t.revoked_at ? h('span', { class: 'muted' }, dateTime(t.revoked_at)) : btn('Revoke', () => revoke(t), 'danger', hidden(` token ${t.name}`)))));
     replace(listBox, tableWrap('Your API tokens', ['Name', 'Created', 'Expires', 'Access', 'State', 'Revoke'], rows));
   }
 
@@ -75,28 +73,21 @@ export async function mount(root, ctx) {
   function showToken(created) {
     const text = h('code', { class: 'token-text', id: 'new-token' }, created.token);
     const status = h('span', { role: 'status', class: 'muted' });
-    const copy = h('button', {
-      type: 'button', class: 'button button--primary',
-      on: { click: async () => {
-        try {
-          await navigator.clipboard.writeText(text.textContent);
-          status.textContent = ' Copied.';
-        } catch {
-          const range = document.createRange();
-          range.selectNodeContents(text);
-          const sel = window.getSelection();
-          sel.removeAllRanges();
-          sel.addRange(range);
-          status.textContent = ' The browser refused to copy: the token is selected, press Ctrl+C (⌘C).';
-        }
-      } },
-    }, 'Copy');
+    const copy = btn('Copy', async () => {
+      try {
+        await navigator.clipboard.writeText(text.textContent);
+        status.textContent = ' Copied.';
+      } catch {
+        getSelection().selectAllChildren(text);
+        status.textContent = ' The browser refused to copy: the token is selected, press Ctrl+C (⌘C).';
+      }
+    }, 'primary');
     const box = h('section', { class: 'token-box', 'aria-labelledby': 'token-title' },
       h('h2', { id: 'token-title', tabindex: '-1' }, `Your new token “${created.name}”`),
       h('p', null, h('strong', null, 'Copy it now: it won’t be shown again.'), ' Send it as ', h('code', null, 'Authorization: Bearer <token>'), '.'),
       text,
       h('div', { class: 'actions' }, copy,
-        h('button', { type: 'button', class: 'button button--secondary', on: { click: dismiss } }, 'Done, hide the token'), status));
+        btn('Done, hide the token', dismiss), status));
     replace(shown, box);
     box.querySelector('h2').focus();
   }

@@ -7,7 +7,7 @@ import { get, post, patch, ApiError, describe } from '../api.js';
 import { field, selectField } from '../components/field.js';
 import { openDialog } from '../components/dialog.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap, hidden } from '../components/page-kit.js';
+import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap, hidden, btn } from '../components/page-kit.js';
 
 const ROLES = ['admin', 'editor', 'viewer', 'auditor'];
 const ROLE_HINT = 'admin: everything; editor: creates connections; viewer: uses granted connections; auditor: reads the audit log.';
@@ -106,12 +106,9 @@ export async function mount(root, ctx) {
         h('td', null, h('span', { class: `pill ${u.disabled ? 'pill--bad' : 'pill--ok'}` }, u.disabled ? 'disabled' : 'enabled')),
         h('td', { class: 'nowrap' }, dateTime(u.created_at)),
         writable ? h('td', null, h('div', { class: 'inline-actions' },
-          h('button', { type: 'button', class: 'button button--secondary button--small', on: { click: () => roleDialog(u) } }, 'Change role', hidden(` of ${u.username}`)),
-          h('button', {
-            type: 'button', class: 'button button--secondary button--small',
-            on: { click: () => change(u, { disabled: !u.disabled }, `${u.username} is ${u.disabled ? 'enabled' : 'disabled'}.`) },
-          }, u.disabled ? 'Enable' : 'Disable', hidden(` ${u.username}`)),
-          h('button', { type: 'button', class: 'button button--secondary button--small', on: { click: () => resetDialog(u) } }, 'Reset password', hidden(` of ${u.username}`)))) : null);
+          btn('Change role', () => roleDialog(u), 'secondary', hidden(` of ${u.username}`)),
+          btn(u.disabled ? 'Enable' : 'Disable', () => change(u, { disabled: !u.disabled }, `${u.username} is ${u.disabled ? 'enabled' : 'disabled'}.`), 'secondary', hidden(` ${u.username}`)),
+          btn('Reset password', () => resetDialog(u), 'secondary', hidden(` of ${u.username}`)))) : null);
     });
     replace(listBox, tableWrap('User accounts', ['User name', 'Role', 'State', 'Created', writable ? 'Actions' : null].filter(Boolean), rows));
   }
