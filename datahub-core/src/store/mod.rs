@@ -300,6 +300,10 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only this target (exact).
     pub target: Option<String>,
+    /// Only entries written at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only entries written before this time.
+    pub until: Option<OffsetDateTime>,
     /// 1-based page, newest first.
     pub page: u32,
     /// Rows per page, 1 to [`MAX_PER_PAGE`].

@@ -1242,6 +1242,14 @@ impl Store for PostgresStore {
             let target = p.bind(target.clone());
             conditions.push(format!("target = {target}"));
         }
+        if let Some(since) = query.since {
+            let since = p.bind(since);
+            conditions.push(format!("at >= {since}"));
+        }
+        if let Some(until) = query.until {
+            let until = p.bind(until);
+            conditions.push(format!("at < {until}"));
+        }
         let filter = if conditions.is_empty() {
             String::from("TRUE")
         } else {

@@ -1350,6 +1350,14 @@ impl Store for SqliteStore {
             params.push(Value::Text(target.clone()));
             clauses.push(format!("target = ?{}", params.len()));
         }
+        if let Some(since) = query.since {
+            params.push(Value::Integer(codec::micros(since)));
+            clauses.push(format!("at >= ?{}", params.len()));
+        }
+        if let Some(until) = query.until {
+            params.push(Value::Integer(codec::micros(until)));
+            clauses.push(format!("at < ?{}", params.len()));
+        }
         let where_clause = if clauses.is_empty() {
             String::from("1")
         } else {

@@ -222,6 +222,8 @@ async fn global_action(f: &Fixture, p: &Principal, action: &str, n: &str) -> cha
                     actor: None,
                     action: None,
                     target: None,
+                    since: None,
+                    until: None,
                     page: 1,
                     per_page: 10,
                 },

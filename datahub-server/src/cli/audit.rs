@@ -179,6 +179,8 @@ async fn last(hub: &Hub, op: &Principal, n: u32) -> CliResult<Vec<AuditRecord>> 
             actor: None,
             action: None,
             target: None,
+            since: None,
+            until: None,
             page,
             per_page,
         };

@@ -9,6 +9,7 @@ use datahub_core::hub::AuditVerification;
 use datahub_core::store::{AuditQuery, MAX_PER_PAGE};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -44,6 +45,12 @@ pub struct AuditParams {
     pub action: Option<String>,
     /// Only this target (exact), e.g. `connection:<id>`.
     pub target: Option<String>,
+    /// Only entries written at or after this time (RFC 3339, e.g. `2026-12-07T08:00:00Z`).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub since: Option<String>,
+    /// Only entries written before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
+    pub until: Option<String>,
     /// The page, from 1. Default: 1.
     #[param(minimum = 1)]
     pub page: Option<u32>,
@@ -72,14 +79,37 @@ impl AuditParams {
                 format!("must be between 1 and {MAX_PER_PAGE}"),
             ));
         }
+        let since = instant("since", self.since)?;
+        let until = instant("until", self.until)?;
+        if let (Some(since), Some(until)) = (since, until)
+            && until < since
+        {
+            return Err(ApiError::invalid("until", "must not be before since"));
+        }
         Ok(AuditQuery {
             actor,
             action: filter("action", self.action)?,
             target: filter("target", self.target)?,
+            since,
+            until,
             page,
             per_page,
         })
     }
+}
+
+/// An RFC 3339 time from the query (empty is none).
+fn instant(field: &'static str, value: Option<String>) -> ApiResult<Option<OffsetDateTime>> {
+    non_empty(value)
+        .map(|text| {
+            OffsetDateTime::parse(&text, &Rfc3339).map_err(|_| {
+                ApiError::invalid(
+                    field,
+                    "must be an RFC 3339 time such as 2026-12-07T08:00:00Z",
+                )
+            })
+        })
+        .transpose()
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

@@ -126,6 +126,25 @@ async fn the_audit_log_filters_by_actor_action_and_target_and_pages() {
         .await;
     all.assert_status(StatusCode::OK);
     assert!(all.body["total"].as_u64().unwrap() >= 4);
+    // A time window: `since` inclusive, `until` exclusive, in RFC 3339 (an offset is honoured).
+    let items = all.body["items"].as_array().unwrap();
+    let newest = items[0]["at"].as_str().unwrap();
+    async fn count(t: &TestApp, token: Option<&str>, query: &str) -> u64 {
+        let path = format!("/api/v1/audit?{query}");
+        let reply = t.send(Method::GET, &path, token, None).await;
+        reply.assert_status(StatusCode::OK);
+        reply.body["total"].as_u64().unwrap()
+    }
+    let total = all.body["total"].as_u64().unwrap();
+    let encoded = newest.replace('+', "%2B");
+    assert!(count(&t, admin, &format!("since={encoded}")).await >= 1);
+    assert!(count(&t, admin, &format!("until={encoded}")).await < total);
+    assert_eq!(
+        count(&t, admin, "since=2000-01-01T00:00:00%2B02:00").await,
+        total
+    );
+    assert_eq!(count(&t, admin, "until=2000-01-01T00:00:00Z").await, 0);
+    assert_eq!(count(&t, admin, "since=&until=").await, total);
 }
 
 #[tokio::test]
@@ -176,6 +195,12 @@ async fn bad_audit_query_parameters_are_a_400_naming_the_parameter() {
         ),
         ("/api/v1/audit?sort=seq".into(), "sort"),
         (long, "action"),
+        ("/api/v1/audit?since=yesterday".into(), "since"),
+        ("/api/v1/audit?until=2026-12-07".into(), "until"),
+        (
+            "/api/v1/audit?since=2026-12-07T10:00:00Z&until=2026-12-07T09:00:00Z".into(),
+            "until",
+        ),
     ];
     for (path, field) in cases {
         let reply = t.send(Method::GET, &path, Some(&t.admin_token), None).await;

@@ -500,6 +500,8 @@ async fn drive(capture: Capture, metrics: metrics_exporter_prometheus::Prometheu
                     actor: None,
                     action: None,
                     target: None,
+                    since: None,
+                    until: None,
                     page,
                     per_page: 200,
                 },

@@ -300,6 +300,8 @@ impl TestApp {
             actor: None,
             action: None,
             target: None,
+            since: None,
+            until: None,
             page: 1,
             per_page: 1,
         };

@@ -660,6 +660,8 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
             actor: None,
             action: Some("grants.write".to_owned()),
             target: None,
+            since: None,
+            until: None,
             page: 1,
             per_page: 50,
         })

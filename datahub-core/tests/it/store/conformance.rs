@@ -1787,6 +1787,8 @@ pub async fn audit_page_filters_and_pages_newest_first(store: Handle) {
         actor,
         action: action.map(Into::into),
         target: target.map(Into::into),
+        since: None,
+        until: None,
         page,
         per_page,
     };
@@ -1829,6 +1831,53 @@ pub async fn audit_page_filters_and_pages_newest_first(store: Handle) {
         .await
         .unwrap();
     assert_eq!(p.total, 0, "action is matched exactly");
+    // A time window: since is inclusive, until exclusive, both with the others.
+    let all = store
+        .audit_page(&query(None, None, None, 1, 50))
+        .await
+        .unwrap();
+    let mut times: Vec<(u64, time::OffsetDateTime)> =
+        all.items.iter().map(|r| (r.seq, r.event.at)).collect();
+    times.sort();
+    let (since, until) = (times[3].1, times[7].1);
+    let expected = |pick: &dyn Fn(time::OffsetDateTime) -> bool| {
+        let mut seqs: Vec<u64> = times
+            .iter()
+            .filter(|(_, at)| pick(*at))
+            .map(|(seq, _)| *seq)
+            .collect();
+        seqs.reverse();
+        seqs
+    };
+    let window = |since, until| AuditQuery {
+        since,
+        until,
+        ..query(None, None, None, 1, 50)
+    };
+    let p = store.audit_page(&window(Some(since), None)).await.unwrap();
+    assert_eq!(seqs(&p), expected(&|at| at >= since));
+    assert!(seqs(&p).contains(&4));
+    let p = store.audit_page(&window(None, Some(until))).await.unwrap();
+    assert_eq!(seqs(&p), expected(&|at| at < until));
+    assert!(!seqs(&p).contains(&8));
+    let p = store
+        .audit_page(&window(Some(since), Some(until)))
+        .await
+        .unwrap();
+    assert_eq!(seqs(&p), expected(&|at| at >= since && at < until));
+    assert_eq!(p.total, seqs(&p).len() as u64);
+    let p = store
+        .audit_page(&AuditQuery {
+            actor: Some(alice),
+            ..window(Some(since), None)
+        })
+        .await
+        .unwrap();
+    assert!(
+        p.items
+            .iter()
+            .all(|r| r.event.at >= since && r.seq % 2 == 1)
+    );
     for (page, per_page, field) in [(0, 5, "page"), (1, 0, "per_page"), (1, 201, "per_page")] {
         let err = store
             .audit_page(&query(None, None, None, page, per_page))
