@@ -122,11 +122,12 @@ export async function mount(root, ctx) {
     }, { replace: !push });
   }
 
+  // A choice (select, clear) is a history entry; typing replaces the current one.
   function changed(now) {
     readControls();
     state.page = 1;
     clearTimeout(searchTimer);
-    const run = () => { pushUrl(false); load({ announce: true }); };
+    const run = () => { pushUrl(now); load({ announce: true }); };
     if (now) run(); else searchTimer = setTimeout(run, 250);
   }
 
@@ -159,7 +160,8 @@ export async function mount(root, ctx) {
     return tr;
   }
 
-  function renderPage(data) {
+  function renderPage(data, { quiet = false } = {}) {
+    const before = quiet ? null : new Map([...rows].map(([id, r]) => [id, r.item]));
     const focusedId = document.activeElement && document.activeElement.closest && tbody.contains(document.activeElement)
       ? document.activeElement.closest('tr').dataset.id : null;
     rows.clear();
@@ -168,6 +170,11 @@ export async function mount(root, ctx) {
     for (const item of data.items) fragment.append(buildRow(item));
     tbody.replaceChildren(fragment);
     if (focusedId && rows.has(focusedId)) rows.get(focusedId).tr.querySelector('a').focus();
+    if (before) {
+      const changes = data.items.filter((i) => before.has(i.id) && before.get(i.id).health.status !== i.health.status)
+        .map((i) => `${i.name} is now ${i.health.status}`);
+      if (changes.length) ctx.announce(changes.length > 3 ? `${changes.length} connections changed status.` : `${changes.join('. ')}.`);
+    }
 
     const total = data.total;
     const pages = Math.max(1, Math.ceil(total / data.per_page));
@@ -241,7 +248,7 @@ export async function mount(root, ctx) {
       }, { signal });
       if (signal.aborted) return;
       replace(problem);
-      renderPage(data);
+      renderPage(data, { quiet: announce });
       if (announce) ctx.announce(data.total === 0 ? 'No connections match.' : summary.textContent);
       if (focusTable) {
         summary.setAttribute('tabindex', '-1');
