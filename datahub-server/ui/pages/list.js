@@ -11,11 +11,7 @@ import { kindText } from '../components/waterfall.js';
 
 const STATUSES = ['healthy', 'degraded', 'down', 'unknown'];
 // The API's sort keys (GET /connections?sort=).
-const SORTS = [
-  { value: 'name', label: 'Name' },
-  { value: 'status', label: 'Status (worst first)' },
-  { value: 'updated', label: 'Recently changed' },
-];
+const SORTS = [['name', 'Name'], ['status', 'Status (worst first)'], ['updated', 'Recently changed']];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_PER_PAGE = 50;
 const FILTERS = ['search', 'status', 'tag', 'engine'];
@@ -27,7 +23,7 @@ function readState(query) {
     status: STATUSES.includes(query.get('status')) ? query.get('status') : '',
     tag: query.get('tag') || '',
     engine: query.get('engine') === 'postgres' ? 'postgres' : '',
-    sort: SORTS.some((s) => s.value === query.get('sort')) ? query.get('sort') : 'name',
+    sort: SORTS.some(([v]) => v === query.get('sort')) ? query.get('sort') : 'name',
     page: n(query.get('page'), 1),
     per_page: PAGE_SIZES.includes(n(query.get('per_page'), 0)) ? n(query.get('per_page'), 0) : DEFAULT_PER_PAGE,
   };
@@ -48,69 +44,56 @@ export async function mount(root, ctx) {
   let searchTimer = 0;
   let refetchTimer = 0;
 
-  // Controls.
-  const control = (label, input, cls = '') => {
-    input.id = `list-${input.name}`;
-    return h('div', { class: `filter ${cls}` }, h('label', { class: 'field-label', for: input.id }, label), input);
+  // Controls, each named as its query parameter.
+  const input = (name, type) => h('input', { class: 'input', type, name, id: `list-${name}`, value: state[name], autocomplete: 'off', spellcheck: 'false' });
+  const select = (name, options) => {
+    const el = h('select', { class: 'input', name, id: `list-${name}` }, options.map(([value, label]) => h('option', { value }, label)));
+    el.value = String(state[name]);
+    return el;
   };
-  const search = h('input', { class: 'input', type: 'search', name: 'search', value: state.search, autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'list-search-hint' });
-  const status = h('select', { class: 'input', name: 'status' },
-    h('option', { value: '' }, 'Any status'), STATUSES.map((s) => h('option', { value: s }, s)));
-  status.value = state.status;
-  const tag = h('input', { class: 'input', type: 'text', name: 'tag', value: state.tag, autocomplete: 'off', spellcheck: 'false' });
-  const engine = h('select', { class: 'input', name: 'engine' },
-    h('option', { value: '' }, 'Any engine'), h('option', { value: 'postgres' }, 'PostgreSQL'));
-  engine.value = state.engine;
-  const sort = h('select', { class: 'input', name: 'sort' }, SORTS.map((s) => h('option', { value: s.value }, s.label)));
-  sort.value = state.sort;
-  const perPage = h('select', { class: 'input', name: 'per_page' }, PAGE_SIZES.map((n) => h('option', { value: String(n) }, String(n))));
-  perPage.value = String(state.per_page);
+  const c = {
+    search: input('search', 'search'),
+    status: select('status', [['', 'Any status'], ...STATUSES.map((x) => [x, x])]),
+    tag: input('tag', 'text'),
+    engine: select('engine', [['', 'Any engine'], ['postgres', 'PostgreSQL']]),
+    sort: select('sort', SORTS),
+    per_page: select('per_page', PAGE_SIZES.map((n) => [String(n), String(n)])),
+  };
+  c.search.setAttribute('aria-describedby', 'list-search-hint');
+  const labels = { status: 'Status', tag: 'Tag', engine: 'Engine', sort: 'Sort by', per_page: 'Per page' };
   const clearButton = h('button', { type: 'button', class: 'button button--secondary', on: { click: clearFilters } }, 'Clear filters');
 
   const summary = h('p', { class: 'list-summary muted', id: 'list-summary' });
   const problem = h('div');
   const tbody = h('tbody');
-  const table = h('table', { class: 'table table--stack list-table', 'aria-describedby': 'list-summary' },
+  const th = (text, cls) => h('th', { scope: 'col', class: cls }, text);
+  const table = h('table', { class: 'table table--stack', 'aria-describedby': 'list-summary' },
     h('caption', { class: 'visually-hidden' }, 'Connections'),
-    h('thead', null, h('tr', null,
-      h('th', { scope: 'col' }, 'Name'),
-      h('th', { scope: 'col' }, 'Status'),
-      h('th', { scope: 'col', class: 'hide-narrow' }, 'Tags'),
-      h('th', { scope: 'col' }, 'Last check'),
-      h('th', { scope: 'col', class: 'num' }, 'Latency'))),
+    h('thead', null, h('tr', null, th('Name'), th('Status'), th('Tags', 'hide-narrow'), th('Last check'), th('Latency', 'num'))),
     tbody);
   const tableWrap = h('div', { class: 'table-wrap' }, table);
   const empty = h('div', { class: 'empty', hidden: true });
   const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
 
-  const head = h('div', { class: 'page-head' },
-    h('h1', null, 'Connections'),
-    ctx.can('connection.create') ? h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection') : null);
-  const filters = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter connections', on: { submit: (e) => { e.preventDefault(); changed(true); } } },
-    h('div', { class: 'filter filter--search' },
-      h('label', { class: 'field-label', for: 'list-search' }, 'Search'),
-      h('p', { class: 'field-hint', id: 'list-search-hint' }, 'Name, description, host or tag'),
-      search),
-    control('Status', status),
-    control('Tag', tag),
-    control('Engine', engine),
-    control('Sort by', sort),
-    control('Per page', perPage),
-    h('div', { class: 'filter filter--clear' }, clearButton));
-  search.id = 'list-search';
-  replace(root, head, filters, problem, summary, tableWrap, empty, pager);
+  replace(root,
+    h('div', { class: 'page-head' }, h('h1', null, 'Connections'),
+      ctx.can('connection.create') ? h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection') : null),
+    h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter connections', on: { submit: (e) => { e.preventDefault(); changed(true); } } },
+      h('div', { class: 'filter filter--search' },
+        h('label', { class: 'field-label', for: 'list-search' }, 'Search'),
+        h('p', { class: 'field-hint', id: 'list-search-hint' }, 'Name, description, host or tag'),
+        c.search),
+      Object.entries(labels).map(([k, label]) => h('div', { class: 'filter' }, h('label', { class: 'field-label', for: `list-${k}` }, label), c[k])),
+      h('div', { class: 'filter filter--clear' }, clearButton)),
+    problem, summary, tableWrap, empty, pager);
 
   function hasFilters() {
     return FILTERS.some((k) => state[k]);
   }
 
   function readControls() {
-    state.search = search.value.trim();
-    state.status = status.value;
-    state.tag = tag.value.trim();
-    state.engine = engine.value;
-    state.sort = sort.value;
-    state.per_page = Number(perPage.value);
+    for (const k of Object.keys(c)) state[k] = c[k].value.trim();
+    state.per_page = Number(state.per_page);
   }
 
   function pushUrl(push) {
@@ -132,17 +115,14 @@ export async function mount(root, ctx) {
   }
 
   function clearFilters() {
-    search.value = '';
-    status.value = '';
-    tag.value = '';
-    engine.value = '';
+    for (const k of FILTERS) c[k].value = '';
     changed(true);
-    search.focus();
+    c.search.focus();
   }
 
-  search.addEventListener('input', () => changed(false));
-  tag.addEventListener('input', () => changed(false));
-  for (const select of [status, engine, sort, perPage]) select.addEventListener('change', () => changed(true));
+  c.search.addEventListener('input', () => changed(false));
+  c.tag.addEventListener('input', () => changed(false));
+  for (const k of ['status', 'engine', 'sort', 'per_page']) c[k].addEventListener('change', () => changed(true));
 
   function buildRow(item) {
     const badge = statusBadge(item.health.status);
@@ -180,9 +160,7 @@ export async function mount(root, ctx) {
     const pages = Math.max(1, Math.ceil(total / data.per_page));
     const first = total === 0 ? 0 : (data.page - 1) * data.per_page + 1;
     const last = Math.min(total, first + data.items.length - 1);
-    summary.textContent = total === 0 ? '' : data.items.length
-      ? `${count(first)}–${count(last)} of ${count(total)} connection${total === 1 ? '' : 's'}`
-      : `No connections on page ${data.page} (of ${count(total)} in all)`;
+    summary.textContent = total === 0 ? '' : `${count(first)}–${count(last)} of ${count(total)} connection${total === 1 ? '' : 's'}`;
     const noRows = data.items.length === 0;
     tableWrap.hidden = noRows;
     summary.hidden = total === 0;
@@ -201,9 +179,11 @@ export async function mount(root, ctx) {
         h('p', null, 'Nothing matches the search and filters. Change them, or clear them to see every connection.'),
         h('button', { type: 'button', class: 'button button--secondary', on: { click: clearFilters } }, 'Clear filters'));
     } else if (noRows) {
-      replace(empty,
-        h('p', null, 'This page is past the end of the list.'),
-        h('a', { href: pageHref(pages), on: { click: (e) => goPage(e, pages) } }, 'Go to the last page'));
+      // Past the end (rows went away): show the last page.
+      state.page = pages;
+      pushUrl(false);
+      load();
+      return;
     }
     renderPager(data.page, pages);
   }
@@ -228,12 +208,7 @@ export async function mount(root, ctx) {
     const link = (label, target, rel) => (target >= 1 && target <= pages && target !== page
       ? h('a', { class: 'button button--secondary button--small', href: pageHref(target), rel, on: { click: (e) => goPage(e, target) } }, label)
       : h('span', { class: 'button button--secondary button--small', 'aria-disabled': 'true' }, label));
-    replace(pager,
-      link('First', 1),
-      link('Previous', page - 1, 'prev'),
-      h('span', { class: 'pager-at' }, `Page ${count(page)} of ${count(pages)}`),
-      link('Next', page + 1, 'next'),
-      link('Last', pages));
+    replace(pager, link('Previous', page - 1, 'prev'), h('span', { class: 'pager-at' }, `Page ${count(page)} of ${count(pages)}`), link('Next', page + 1, 'next'));
   }
 
   async function load({ announce = false, focusTable = false } = {}) {
