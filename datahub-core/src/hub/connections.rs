@@ -7,7 +7,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use super::{Hub, now, secrets, target};
 use crate::audit::Outcome;
 use crate::model::{Connection, ConnectionDraft, ConnectionPatch, ConnectionSpec};
-use crate::rbac::{Action, AllowedOn, ConnectionAction, Grant, Grantee, Principal, act};
+use crate::rbac::{
+    Action, AllowedOn, ConnectionAction, Grant, GrantLevel, Grantee, Principal, act,
+};
 use crate::secret::{Password, PrivateKeyPem};
 use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, Page};
 use crate::{ConnectionId, Error, ErrorKind, Result, UserId};
@@ -160,14 +162,30 @@ impl Hub {
     /// # Errors
     /// `NotFound` when it does not exist or the principal may not view it.
     pub async fn connection(&self, principal: &Principal, id: ConnectionId) -> Result<Connection> {
+        Ok(self.connection_with_access(principal, id).await?.0)
+    }
+
+    /// One connection with its health, and the principal's own grant level on it (`manage`
+    /// for an admin or the owner), so a client can offer only what the caller may do. A
+    /// read-only principal still may only read, whatever the level.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or the principal may not view it.
+    pub async fn connection_with_access(
+        &self,
+        principal: &Principal,
+        id: ConnectionId,
+    ) -> Result<(Connection, GrantLevel)> {
         let summary = self
             .store
             .connection_summary(id)
             .await?
             .ok_or_else(not_found)?;
         let grants = self.store.grants(id).await?;
-        principal.check_on::<act::ConnectionView>(id, summary.owner, &grants)?;
-        Ok(to_connection(summary))
+        let level = principal
+            .check_on::<act::ConnectionView>(id, summary.owner, &grants)?
+            .level();
+        Ok((to_connection(summary), level))
     }
 
     /// The connection with this name, if the principal may view it.

@@ -107,6 +107,17 @@ pub enum SortKey {
     Updated,
     /// By health status, worst first (down, degraded, unknown, healthy), then by name.
     Status,
+    /// By the last check's time, most recent first; never checked last; then by name.
+    Checked,
+    /// By the last successful check's latency, slowest first; none yet last; then by name.
+    Latency,
+}
+
+impl SortKey {
+    /// Whether this order reads the health summary.
+    pub fn reads_health(self) -> bool {
+        matches!(self, Self::Status | Self::Checked | Self::Latency)
+    }
 }
 
 /// A validated list request.

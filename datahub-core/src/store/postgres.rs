@@ -836,6 +836,8 @@ impl Store for PostgresStore {
                 "CASE COALESCE(h.status, 'unknown') WHEN 'down' THEN 0 WHEN 'degraded' THEN 1 \
                  WHEN 'unknown' THEN 2 ELSE 3 END, {name} COLLATE \"C\""
             ),
+            SortKey::Checked => format!("h.checked_at DESC NULLS LAST, {name} COLLATE \"C\""),
+            SortKey::Latency => format!("h.latency_ms DESC NULLS LAST, {name} COLLATE \"C\""),
         };
         let count_params = p.0.len();
         let limit = p.bind(i64::from(query.per_page));
@@ -845,7 +847,7 @@ impl Store for PostgresStore {
             if query.tag.is_some() || query.engine.is_some() {
                 from.push_str(" JOIN connections c ON c.id = s.connection_id");
             }
-            if query.status.is_some() || query.sort == SortKey::Status {
+            if query.status.is_some() || query.sort.reads_health() {
                 from.push_str(
                     " LEFT JOIN connection_health h ON h.connection_id = s.connection_id",
                 );

@@ -639,6 +639,8 @@ fn list_order(sort: SortKey, name: &str, updated: &str) -> String {
             "CASE coalesce(h.status, 'unknown') WHEN 'down' THEN 0 WHEN 'degraded' THEN 1 \
              WHEN 'unknown' THEN 2 ELSE 3 END, {name}"
         ),
+        SortKey::Checked => format!("h.checked_at DESC NULLS LAST, {name}"),
+        SortKey::Latency => format!("h.latency_ms DESC NULLS LAST, {name}"),
     }
 }
 
@@ -661,7 +663,7 @@ impl SqliteStore {
         if query.engine.is_some() {
             from.push_str(" JOIN connections c ON c.id = s.connection_id");
         }
-        if query.status.is_some() || query.sort == SortKey::Status {
+        if query.status.is_some() || query.sort.reads_health() {
             from.push_str(" LEFT JOIN connection_health h ON h.connection_id = s.connection_id");
         }
         let inner_order = list_order(query.sort, "s.name", "s.updated_at");

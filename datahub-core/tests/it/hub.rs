@@ -322,6 +322,17 @@ async fn permission_matrix_through_the_hub() {
                             .unwrap()
                             .version;
                     }
+                    // The level a client is told is the one the decisions below use.
+                    let told = hub.connection_with_access(p, c.id).await.map(|(_, l)| l);
+                    let level_now = if role == Role::Admin {
+                        Some(GrantLevel::Manage)
+                    } else {
+                        level
+                    };
+                    match level_now {
+                        Some(l) => assert_eq!(told.unwrap(), l, "{role} {tag} {column}"),
+                        None => assert_eq!(told.unwrap_err().kind(), ErrorKind::NotFound),
+                    }
                     let got = connection_action(hub, p, action, c.id, version).await;
                     let want = expected(action, role, column, ro);
                     assert_eq!(got, want, "{role} {tag} level {column} {action}");

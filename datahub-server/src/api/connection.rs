@@ -462,6 +462,11 @@ pub struct ConnectionOut {
     pub updated_at: OffsetDateTime,
     /// The derived health.
     pub health: HealthOut,
+    /// The caller's own grant level on it, `view`, `use` or `manage` (admins and the owner
+    /// manage), so a client offers only what the caller may do; answered by
+    /// `GET /connections/{id}` only. A read-only token still may only read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<&'static str>,
 }
 
 /// TLS settings as answered.
@@ -569,6 +574,7 @@ impl From<&Connection> for ConnectionOut {
             created_at: c.created_at,
             updated_at: c.updated_at,
             health: HealthOut::from(&c.health),
+            access: None,
         }
     }
 }

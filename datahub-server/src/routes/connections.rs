@@ -88,7 +88,8 @@ pub struct ListParams {
     page: Option<String>,
     /// 1–200. Default: 50.
     per_page: Option<String>,
-    /// `name` (default), `updated` (newest first) or `status` (worst first).
+    /// `name` (default), `updated` (newest first), `status` (worst first), `checked` (last
+    /// check, most recent first) or `latency` (last successful check, slowest first).
     sort: Option<String>,
 }
 
@@ -136,10 +137,12 @@ impl ListParams {
                 "name" => SortKey::Name,
                 "updated" => SortKey::Updated,
                 "status" => SortKey::Status,
+                "checked" => SortKey::Checked,
+                "latency" => SortKey::Latency,
                 _ => {
                     return Err(ApiError::invalid(
                         "sort",
-                        "must be one of: name, updated, status",
+                        "must be one of: name, updated, status, checked, latency",
                     ));
                 }
             };
@@ -302,8 +305,15 @@ async fn show(
     Authed(principal): Authed,
     ConnId(id): ConnId,
 ) -> ApiResult<Response> {
-    let connection = state.hub().connection(&principal, id).await?;
-    answer(StatusCode::OK, &connection)
+    let (connection, level) = state.hub().connection_with_access(&principal, id).await?;
+    let mut out = ConnectionOut::from(&connection);
+    out.access = Some(level.as_str());
+    Ok((
+        StatusCode::OK,
+        [(header::ETAG, etag(connection.version)?)],
+        Json(out),
+    )
+        .into_response())
 }
 
 /// Edits a connection (grant `manage`); `If-Match` names the version read.

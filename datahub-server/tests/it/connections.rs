@@ -221,6 +221,12 @@ async fn crud_round_trip_with_etag_and_if_match() {
         )
         .await;
     assert_eq!(filtered.json["total"], 1, "{}", filtered.text);
+    for sort in ["name", "updated", "status", "checked", "latency"] {
+        let sorted = f
+            .admin(Method::GET, &format!("{URL}?sort={sort}"), None)
+            .await;
+        assert_eq!(sorted.json["total"], 1, "{sort}: {}", sorted.text);
+    }
 
     // DELETE needs If-Match too.
     let r = f.send(Method::DELETE, &one, token, &[], None).await;
@@ -454,12 +460,19 @@ async fn grants_decide_what_a_viewer_sees() {
     let r = f.admin(Method::GET, &format!("{one}/grants"), None).await;
     assert_eq!(r.json, grants);
 
-    // `view`: seen and listed, but no secret, no test, no edit, no grants.
+    // `view`: seen and listed, but no secret, no test, no edit, no grants. The connection
+    // tells each caller its own level (lists do not).
     let r = as_viewer(Method::GET, one.clone(), None).await;
     assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["access"], "view");
+    assert_eq!(
+        f.admin(Method::GET, &one, None).await.json["access"],
+        "manage"
+    );
     let list = as_viewer(Method::GET, URL.to_owned(), None).await;
     assert_eq!(list.json["total"], 1);
     assert_eq!(list.json["items"][0]["id"], id.as_str());
+    assert!(list.json["items"][0].get("access").is_none());
     let r = as_viewer(Method::GET, format!("{one}/health"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["checks"], json!([]));
@@ -484,6 +497,10 @@ async fn grants_decide_what_a_viewer_sees() {
     let r = as_viewer(Method::POST, format!("{one}/reveal"), None).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["password"], CANARY);
+    assert_eq!(
+        as_viewer(Method::GET, one.clone(), None).await.json["access"],
+        "use"
+    );
 
     // Bad grants name the entry and field.
     let missing = "0190f0a0-0000-7000-8000-000000000000";

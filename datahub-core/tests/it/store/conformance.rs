@@ -1021,14 +1021,20 @@ pub async fn sorts(store: Handle) {
         ids.push((name, r.id));
     }
     let id = |n: &str| ids.iter().find(|(name, _)| *name == n).unwrap().1;
-    for (name, status) in [
-        ("a", HealthStatus::Healthy),
-        ("b", HealthStatus::Degraded),
-        ("c", HealthStatus::Down),
-        ("e", HealthStatus::Down),
+    // Last checks and latencies in yet other orders; `d` was never checked.
+    for (name, status, after, latency) in [
+        ("a", HealthStatus::Healthy, 1, Some(30)),
+        ("b", HealthStatus::Degraded, 3, Some(5)),
+        ("c", HealthStatus::Down, 2, None),
+        ("e", HealthStatus::Down, 0, Some(30)),
     ] {
+        let at = base + Duration::seconds(after);
+        let summary = Health {
+            latency_ms: latency,
+            ..health(status, at)
+        };
         store
-            .record_check(&check(id(name), base, status), &health(status, base))
+            .record_check(&check(id(name), at, status), &summary)
             .await
             .unwrap();
     }
@@ -1048,6 +1054,29 @@ pub async fn sorts(store: Handle) {
     assert_eq!(
         names(&store, &query, &all).await.0,
         ["c", "e", "b", "d", "a"]
+    );
+    query.sort = SortKey::Checked;
+    // Most recent check first, never checked last.
+    assert_eq!(
+        names(&store, &query, &all).await.0,
+        ["b", "c", "a", "e", "d"]
+    );
+    query.sort = SortKey::Latency;
+    // Slowest first (ties by name), no latency last.
+    assert_eq!(
+        names(&store, &query, &all).await.0,
+        ["a", "e", "b", "c", "d"]
+    );
+    // The same orders through a search (the narrow search rows join the health).
+    query.search = Some("h.example".into());
+    assert_eq!(
+        names(&store, &query, &all).await.0,
+        ["a", "e", "b", "c", "d"]
+    );
+    query.sort = SortKey::Checked;
+    assert_eq!(
+        names(&store, &query, &all).await.0,
+        ["b", "c", "a", "e", "d"]
     );
 }
 
