@@ -27,8 +27,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::connection::{
-    ConnectionOut, ConnectionPage, CreateConnection, DraftTest, GrantsBody, HealthHistoryOut,
-    PatchConnection, RevealBody, RevealResponse,
+    ConnectionOut, ConnectionPage, CreateConnection, DraftTest, GrantsBody, GrantsOut,
+    HealthHistoryOut, PatchConnection, RevealBody, RevealResponse,
 };
 use crate::api::report::TestReport;
 use crate::auth::{Authed, Client};
@@ -522,7 +522,7 @@ async fn reveal(
     tag = "connections",
     params(("id" = String, Path, format = Uuid, description = "the connection")),
     responses(
-        (status = 200, body = GrantsBody, headers(("ETag" = String))),
+        (status = 200, body = GrantsOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -551,7 +551,7 @@ async fn grants(
     ),
     request_body = GrantsBody,
     responses(
-        (status = 200, body = GrantsBody, headers(("ETag" = String))),
+        (status = 200, body = GrantsOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody, description = "a bad grant, named as `grants[i].field`, or If-Match is malformed"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -619,7 +619,7 @@ fn grants_answer(status: StatusCode, grants: &ConnectionGrants) -> ApiResult<Res
     Ok((
         status,
         [(header::ETAG, etag(grants.version)?)],
-        Json(GrantsBody::of(&grants.grants)),
+        Json(GrantsOut::of(&grants.grants)),
     )
         .into_response())
 }

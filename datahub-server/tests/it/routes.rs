@@ -115,6 +115,33 @@ async fn the_route_table_is_exactly_what_the_openapi_document_describes() {
         }
     }
 
+    // What the web UI reads is described: a check's step and hint, a connection's facts, a
+    // grant's output-only name, the directory and the `checked` event.
+    let schemas = &spec.body["components"]["schemas"];
+    for (schema, property) in [
+        ("CheckOut", "step"),
+        ("CheckOut", "hint"),
+        ("ConnectionOut", "facts"),
+        ("FactsOut", "server"),
+        ("FactsOut", "tls"),
+        ("GrantOut", "name"),
+        ("DirectoryOut", "users"),
+        ("DirectoryOut", "teams"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][property].is_object(),
+            "{schema}.{property} is not documented"
+        );
+    }
+    assert!(
+        schemas["GrantItem"]["properties"]["name"].is_null(),
+        "PUT takes no name"
+    );
+    assert!(
+        spec.text.contains("\"checked\""),
+        "the `checked` event is not documented"
+    );
+
     let declared: BTreeSet<(String, String)> = ROUTES
         .iter()
         .map(|r| (r.method.to_string(), r.path.to_owned()))
