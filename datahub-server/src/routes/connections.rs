@@ -230,7 +230,8 @@ pub struct TestFailedDetail {
         (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the name is taken"),
         (status = 422, body = TestFailedBody, description = "`test_first` and the test failed: nothing saved"),
-        (status = 429, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
+         headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
     )
 )]
 async fn create(
@@ -394,7 +395,8 @@ async fn remove(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`id` names a connection the caller may not view"),
-        (status = 429, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
+         headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
     )
 )]
 async fn test_draft(
@@ -422,7 +424,8 @@ async fn test_draft(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
+         headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
     )
 )]
 async fn test_saved(

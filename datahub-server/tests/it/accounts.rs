@@ -1029,3 +1029,33 @@ async fn the_directory_finds_enabled_users_and_teams_by_name() {
     let r = t.send(Method::GET, "/api/v1/directory", None, None).await;
     r.assert_error(StatusCode::UNAUTHORIZED, None);
 }
+
+/// A wrong current password counts against the sign-in limit; once it is spent the answer is a
+/// 429 with `Retry-After`.
+#[tokio::test]
+async fn password_change_guesses_are_limited_with_retry_after() {
+    let t = TestApp::new().await;
+    let user = t.account("guesser", Role::Viewer).await;
+    let guess =
+        json!({"current_password": "not-my-password-1", "new_password": "a-new-password-123"});
+    let mut limited = None;
+    for _ in 0..12 {
+        let r = t
+            .send(
+                Method::POST,
+                "/api/v1/users/me/password",
+                Some(&user.token),
+                Some(guess.clone()),
+            )
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+        r.assert_error(StatusCode::BAD_REQUEST, Some("current_password"));
+    }
+    let r = limited.expect("the guesses were never limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=6).contains(&retry), "Retry-After: {retry}");
+    assert_eq!(r.body["error"]["code"], "rate_limited");
+}

@@ -746,11 +746,29 @@ async fn failed_tests_are_reports_and_tests_are_rate_limited() {
     assert_eq!(r.json["report"]["error_kind"], "connection_refused");
     assert_eq!(f.admin(Method::GET, URL, None).await.json["total"], 1);
 
-    // The fourth test within the burst of three: 429.
+    // The fourth test within the burst of three: 429, with `Retry-After` from the bucket's
+    // refill (one test per 1,000 s here, so close to 1,000 s), the same in the message.
     let r = f
         .admin(Method::POST, &format!("{URL}/{id}/test"), None)
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((990..=1_000).contains(&retry), "Retry-After: {retry}");
+    let message = r.json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("try again in {retry} s")),
+        "{message}"
+    );
+    // A draft test draws on the same bucket.
+    let r = f
+        .admin(Method::POST, &format!("{URL}/test"), Some(&draft))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
     assert_no_canary(&f);
 }
 
