@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::error::Error as StdError;
 use std::fmt;
+use std::time::Duration;
 
 /// `Result` with this crate's [`Error`] as the default error type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -78,6 +79,8 @@ struct Inner {
     kind: ErrorKind,
     field: Option<Cow<'static, str>>,
     message: Cow<'static, str>,
+    /// For `RateLimited`: when a new attempt may succeed.
+    retry_after: Option<Duration>,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
@@ -88,8 +91,19 @@ impl Error {
             kind,
             field: None,
             message: message.into(),
+            retry_after: None,
             source: None,
         }))
+    }
+
+    /// A `RateLimited` error: try again after `retry_after` (the limiter's own refill time).
+    pub(crate) fn rate_limited(
+        message: impl Into<Cow<'static, str>>,
+        retry_after: Duration,
+    ) -> Self {
+        let mut e = Self::new(ErrorKind::RateLimited, message);
+        e.0.retry_after = Some(retry_after);
+        e
     }
 
     /// An `InvalidInput` error naming the `field` (dotted path, e.g. `tls.mode`, `tags[3]`).
@@ -141,6 +155,12 @@ impl Error {
     pub fn message(&self) -> &str {
         &self.0.message
     }
+
+    /// For a `RateLimited` error: how long until a new attempt may succeed, as the limiter
+    /// computed it (adapters answer it as HTTP `Retry-After`); `None` for other errors.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.0.retry_after
+    }
 }
 
 impl fmt::Debug for Error {
@@ -151,6 +171,9 @@ impl fmt::Debug for Error {
             d.field("field", field);
         }
         d.field("message", &self.0.message);
+        if let Some(retry_after) = &self.0.retry_after {
+            d.field("retry_after", retry_after);
+        }
         if let Some(source) = &self.0.source {
             d.field("source", source);
         }
@@ -202,6 +225,14 @@ mod tests {
         let e = Error::new(ErrorKind::Io, "could not read the key file").with_source(io);
         assert!(e.source().is_some());
         assert_eq!(e.kind(), ErrorKind::Io);
+    }
+
+    #[test]
+    fn rate_limited_carries_its_wait() {
+        let e = Error::rate_limited("slow down", Duration::from_millis(1500));
+        assert_eq!(e.kind(), ErrorKind::RateLimited);
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
+        assert_eq!(Error::new(ErrorKind::RateLimited, "x").retry_after(), None);
     }
 
     #[test]

@@ -5,11 +5,14 @@
 //! (store, keyring, bugs) are logged with the request id and answered with a generic message, so
 //! nothing from inside the process reaches a client. Rejections of axum's extractors (malformed
 //! JSON, wrong types, unknown fields, bad path or query values) get the same shape, naming the
-//! field where serde says which one.
+//! field where serde says which one. Every 429 carries `Retry-After` (whole seconds, at least
+//! 1) from the limiter that refused it.
+
+use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datahub_core::{Error as CoreError, ErrorKind};
 use serde::Serialize;
@@ -21,6 +24,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     field: Option<String>,
+    /// Whole seconds to wait, answered as `Retry-After` (every 429 has one).
+    retry_after: Option<u64>,
 }
 
 /// The JSON body of an error answer.
@@ -53,6 +58,7 @@ impl ApiError {
             code,
             message: message.into(),
             field: None,
+            retry_after: None,
         }
     }
 
@@ -111,13 +117,17 @@ impl ApiError {
         .with_field("If-Match")
     }
 
-    /// 429 with a uniform message.
-    pub fn rate_limited() -> Self {
-        Self::new(
+    /// 429 with a uniform message and `Retry-After`: `wait` is the limiter's time until the
+    /// next attempt may pass, answered in whole seconds rounded up (at least 1).
+    pub fn rate_limited(wait: Duration) -> Self {
+        let secs = retry_after_secs(wait);
+        let mut out = Self::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            "too many attempts: wait a moment and try again",
-        )
+            format!("too many attempts: try again in {secs} s"),
+        );
+        out.retry_after = Some(secs);
+        out
     }
 
     /// 500 for a bug of the server itself; `what` is logged, never returned.
@@ -139,6 +149,23 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         self.code
     }
+
+    /// The seconds answered in `Retry-After`, for a 429.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+}
+
+/// A wait as `Retry-After` seconds: whole seconds, rounded up, at least 1 (a client told 0
+/// would retry at once and be refused again).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    let secs = wait.as_secs();
+    let secs = if wait.subsec_nanos() > 0 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    };
+    secs.max(1)
 }
 
 impl From<CoreError> for ApiError {
@@ -174,6 +201,10 @@ impl From<CoreError> for ApiError {
         let mut out = Self::new(status, code, e.message());
         if let Some(field) = e.field() {
             out.field = Some(field.to_owned());
+        }
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // The core's limiter says how long; an error without a wait still gets one.
+            out.retry_after = Some(retry_after_secs(e.retry_after().unwrap_or(Duration::ZERO)));
         }
         out
     }
@@ -459,6 +490,11 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response.extensions_mut().insert(detail);
         response
     }

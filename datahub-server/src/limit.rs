@@ -59,13 +59,29 @@ impl LoginLimiter {
 
     /// Whether a sign-in for `account` from `client` may be tried now.
     pub fn allowed(&self, account: &str, client: Option<&str>) -> bool {
+        self.check(account, client).is_ok()
+    }
+
+    /// `Ok` when a sign-in for `account` from `client` may be tried now; else how long until
+    /// every bucket it draws on has a token again (the longest of their refill times).
+    ///
+    /// # Errors
+    /// The wait, when a bucket is empty.
+    pub fn check(&self, account: &str, client: Option<&str>) -> Result<(), Duration> {
         let now = Instant::now();
+        let per_second = self.per_second();
         let mut buckets = self.lock();
-        keys(account, client).iter().all(|key| {
-            buckets
-                .get_mut(key)
-                .is_none_or(|bucket| self.refill(bucket, now) >= 1.0)
-        })
+        let mut wait = Duration::ZERO;
+        for key in keys(account, client) {
+            if let Some(bucket) = buckets.get_mut(&key) {
+                let tokens = self.refill(bucket, now);
+                if tokens < 1.0 {
+                    let secs = ((1.0 - tokens) / per_second).min(86_400.0);
+                    wait = wait.max(Duration::from_secs_f64(secs));
+                }
+            }
+        }
+        if wait.is_zero() { Ok(()) } else { Err(wait) }
     }
 
     /// Counts a failed sign-in against `account` and `client`.
@@ -86,8 +102,13 @@ impl LoginLimiter {
         }
     }
 
+    /// Tokens regained per second.
+    fn per_second(&self) -> f64 {
+        1.0 / self.limit.refill.as_secs_f64().max(0.001)
+    }
+
     fn refill(&self, bucket: &mut Bucket, now: Instant) -> f64 {
-        let per_second = 1.0 / self.limit.refill.as_secs_f64().max(0.001);
+        let per_second = self.per_second();
         let gained = now.saturating_duration_since(bucket.at).as_secs_f64() * per_second;
         bucket.tokens = (bucket.tokens + gained).min(f64::from(self.limit.burst));
         bucket.at = now;
@@ -128,5 +149,29 @@ mod tests {
         assert!(l.allowed("other", Some("127.0.0.9")));
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(l.allowed("admin", Some("127.0.0.1")));
+    }
+
+    /// The wait is the real refill time of the emptiest bucket, not a constant.
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_is_the_refill_time() {
+        let l = LoginLimiter::new(LoginLimit {
+            burst: 2,
+            refill: Duration::from_secs(6),
+        });
+        assert_eq!(l.check("admin", Some("127.0.0.1")), Ok(()));
+        l.failed("admin", Some("127.0.0.1"));
+        l.failed("admin", Some("127.0.0.1"));
+        assert_eq!(
+            l.check("admin", Some("127.0.0.1")),
+            Err(Duration::from_secs(6))
+        );
+        tokio::time::advance(Duration::from_millis(2_500)).await;
+        let wait = l.check("admin", Some("127.0.0.9")).unwrap_err();
+        assert!(
+            wait > Duration::from_millis(3_400) && wait <= Duration::from_millis(3_500),
+            "{wait:?}"
+        );
+        tokio::time::advance(Duration::from_millis(3_500)).await;
+        assert_eq!(l.check("admin", Some("127.0.0.1")), Ok(()));
     }
 }

@@ -1,5 +1,5 @@
 //! Accounts through the Hub: authentication (password login, API tokens, reloading a session's
-//! principal), the first admin, users, teams and API tokens.
+//! principal), the first admin, users, teams, the name directory and API tokens.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,11 +11,17 @@ use crate::audit::{AuditEvent, Outcome, RequestInfo};
 use crate::auth::{self, AccountName};
 use crate::rbac::{Action, AuthMethod, Principal, Role, act};
 use crate::secret::{ApiToken, Password};
-use crate::store::{TeamRow, TokenRow, UserRow};
+use crate::store::{Directory, TeamRow, TokenRow, UserRow};
 use crate::{Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
 /// The name of the first admin, created on first start.
 pub const BOOTSTRAP_ADMIN: &str = "admin";
+
+/// The most users, and the most teams, one [`Hub::directory`] answer lists: 20.
+pub const DIRECTORY_LIMIT: u32 = 20;
+
+/// The longest directory query [`Hub::directory`] takes, in characters: 64 (the longest name).
+pub const MAX_DIRECTORY_QUERY_CHARS: usize = 64;
 
 /// The longest token or team name, in characters.
 const MAX_LABEL_LEN: usize = 64;
@@ -464,6 +470,27 @@ impl Hub {
     pub async fn teams(&self, principal: &Principal) -> Result<Vec<TeamRow>> {
         principal.check::<act::TeamList>()?;
         self.store.teams().await
+    }
+
+    /// Enabled users and teams whose name contains `q` (case-insensitive; `None` or empty: all),
+    /// at most [`DIRECTORY_LIMIT`] of each, sorted by name: ids and names only, for picking a
+    /// grantee. Any signed-in principal may ask (`directory.read`); not audited (a read).
+    ///
+    /// # Errors
+    /// `PermissionDenied` when the role may not read the directory; `InvalidInput` on `q` when
+    /// it is longer than [`MAX_DIRECTORY_QUERY_CHARS`] characters or holds a control character.
+    pub async fn directory(&self, principal: &Principal, q: Option<&str>) -> Result<Directory> {
+        principal.check::<act::DirectoryRead>()?;
+        let q = q.unwrap_or("");
+        if q.chars().count() > MAX_DIRECTORY_QUERY_CHARS {
+            return Err(Error::invalid("q", "must be at most 64 characters"));
+        }
+        if q.chars().any(char::is_control) {
+            return Err(Error::invalid("q", "must not contain control characters"));
+        }
+        self.store
+            .directory(&q.to_lowercase(), DIRECTORY_LIMIT)
+            .await
     }
 
     /// Creates a team (`id` = `None`) or replaces an existing team's name and members (admins).

@@ -11,7 +11,7 @@ use crate::rbac::{
     Action, AllowedOn, ConnectionAction, Grant, GrantLevel, Grantee, Principal, act,
 };
 use crate::secret::{Password, PrivateKeyPem};
-use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, Page};
+use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, NamedGrant, Page};
 use crate::{ConnectionId, Error, ErrorKind, Result, UserId};
 
 /// The grants on a connection, with the connection's version: the version a replacement of the
@@ -20,8 +20,15 @@ use crate::{ConnectionId, Error, ErrorKind, Result, UserId};
 pub struct ConnectionGrants {
     /// The connection's version now.
     pub version: u64,
-    /// The grants, users' before teams'.
-    pub grants: Vec<Grant>,
+    /// The grants, users' before teams', each with its grantee's name.
+    pub grants: Vec<NamedGrant>,
+}
+
+impl ConnectionGrants {
+    /// The grants without the names (what [`Hub::set_grants`] takes).
+    pub fn plain(&self) -> Vec<Grant> {
+        self.grants.iter().map(|g| g.grant).collect()
+    }
 }
 
 /// A connection's decrypted credentials, from [`Hub::reveal`]: the one result that carries a
@@ -350,11 +357,13 @@ impl Hub {
             .connection_summary(id)
             .await?
             .ok_or_else(not_found)?;
-        let grants = self.store.grants(id).await?;
+        // One read gives both what the check needs and the names.
+        let named = self.store.named_grants(id).await?;
+        let grants: Vec<Grant> = named.iter().map(|g| g.grant).collect();
         principal.check_on::<act::GrantsRead>(id, row.owner, &grants)?;
         Ok(ConnectionGrants {
             version: row.version,
-            grants,
+            grants: named,
         })
     }
 
@@ -405,7 +414,7 @@ impl Hub {
             .await?;
         Ok(ConnectionGrants {
             version,
-            grants: self.store.grants(id).await?,
+            grants: self.store.named_grants(id).await?,
         })
     }
 

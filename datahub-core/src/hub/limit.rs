@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{Error, ErrorKind, Result, UserId};
+use crate::{Error, Result, UserId};
 
 /// How many tests a user may run: a burst, refilled at a steady rate.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -80,19 +80,31 @@ impl RateLimiter {
         } else {
             Duration::from_secs(86_400)
         };
-        Err(Error::new(
-            ErrorKind::RateLimited,
+        Err(Error::rate_limited(
             format!(
                 "too many connection tests: try again in {} s",
-                wait.as_secs().max(1)
+                whole_seconds(wait)
             ),
+            wait,
         ))
     }
+}
+
+/// A wait in whole seconds, rounded up, at least 1: what a client is told to wait.
+pub(crate) fn whole_seconds(wait: Duration) -> u64 {
+    let secs = wait.as_secs();
+    let rounded = if wait.subsec_nanos() > 0 {
+        secs.saturating_add(1)
+    } else {
+        secs
+    };
+    rounded.max(1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[tokio::test(start_paused = true)]
     async fn a_burst_then_a_steady_rate_per_user() {
@@ -106,6 +118,9 @@ mod tests {
         }
         let err = limiter.take(a).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::RateLimited);
+        // Empty at 2 per second: the next token is 0.5 s away, told as 1 s in the message.
+        assert_eq!(err.retry_after(), Some(Duration::from_millis(500)));
+        assert!(err.message().ends_with("try again in 1 s"), "{err}");
         // Another user has a bucket of its own.
         limiter.take(b).unwrap();
         tokio::time::advance(Duration::from_millis(500)).await;
@@ -116,5 +131,19 @@ mod tests {
             limiter.take(a).unwrap();
         }
         assert!(limiter.take(a).is_err());
+    }
+
+    #[test]
+    fn waits_round_up_to_whole_seconds() {
+        for (wait, secs) in [
+            (Duration::ZERO, 1),
+            (Duration::from_millis(1), 1),
+            (Duration::from_secs(1), 1),
+            (Duration::from_millis(1001), 2),
+            (Duration::from_millis(5999), 6),
+            (Duration::from_secs(86_400), 86_400),
+        ] {
+            assert_eq!(whole_seconds(wait), secs, "{wait:?}");
+        }
     }
 }

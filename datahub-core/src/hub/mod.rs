@@ -26,7 +26,10 @@ mod secrets;
 mod sessions;
 mod views;
 
-pub use accounts::{BOOTSTRAP_ADMIN, BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
+pub use accounts::{
+    BOOTSTRAP_ADMIN, BootstrapAdmin, DIRECTORY_LIMIT, MAX_DIRECTORY_QUERY_CHARS, NewApiToken,
+    TokenInfo, User, UserUpdate,
+};
 pub use admin::AuditVerification;
 pub use connections::{ConnectionGrants, Dsn, Revealed};
 pub use limit::RateLimit;

@@ -70,22 +70,31 @@ impl Checker for ProbeChecker {
     }
 }
 
-/// What the monitor needs of a report.
+/// What the monitor needs of a report: the outcome with the failed step, and the facts of the
+/// server and the TLS session (the TLS facts also on a failure after the handshake).
 fn to_result(report: &Report) -> CheckResult {
     let latency_ms = report.total_ms.round().clamp(0.0, f64::from(u32::MAX)) as u32;
-    let Some(failure) = &report.failure else {
-        let mut result = CheckResult::success(latency_ms);
-        if let Some(not_after) = report.tls.as_ref().and_then(|t| t.peer_not_after) {
+    let mut result = match &report.failure {
+        None => CheckResult::success(latency_ms),
+        Some(failure) => CheckResult::failure(failure.kind, latency_ms).in_step(failure.step),
+    };
+    if let Some(tls) = &report.tls {
+        result = result.with_tls(
+            tls.protocol.as_deref(),
+            tls.cipher.as_deref(),
+            tls.peer_subject.as_deref(),
+        );
+        if let Some(not_after) = tls.peer_not_after {
             result = result.with_cert(not_after);
         }
-        if let Some(server) = &report.server
-            && let (Some(used), Some(max)) = (server.connections_used, server.max_connections)
-        {
+    }
+    if let Some(server) = &report.server {
+        result = result.with_server(&server.version, server.in_recovery);
+        if let (Some(used), Some(max)) = (server.connections_used, server.max_connections) {
             result = result.with_connections(used, max);
         }
-        return result;
-    };
-    CheckResult::failure(failure.kind, latency_ms)
+    }
+    result
 }
 
 impl Hub {
@@ -142,6 +151,83 @@ mod tests {
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const ADMIN_PW: &str = "policy-cache-admin-pw-1";
+
+    /// A report becomes the monitor's result with its failed step and the facts: the server's
+    /// only when the probe query answered, the TLS facts whenever the handshake was seen.
+    #[test]
+    fn reports_become_results_with_step_and_facts() {
+        use std::borrow::Cow;
+
+        use crate::probe::{Failure, ServerFacts, StepName, TlsFacts};
+
+        let expires = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let tls = TlsFacts {
+            protocol: Some("TLSv1.3".into()),
+            cipher: Some("TLS_AES_256_GCM_SHA384".into()),
+            peer_subject: Some("CN=db".into()),
+            peer_not_after: Some(expires),
+        };
+        let passed = Report {
+            ok: true,
+            total_ms: 12.4,
+            steps: Vec::new(),
+            server: Some(ServerFacts {
+                version: "16.4".into(),
+                database: "app".into(),
+                user: "app".into(),
+                in_recovery: true,
+                connections_used: Some(4),
+                max_connections: Some(100),
+            }),
+            tls: Some(tls.clone()),
+            failure: None,
+        };
+        let result = to_result(&passed);
+        assert!(result.ok);
+        assert_eq!(result.latency_ms, 12);
+        assert_eq!(result.step, None);
+        let at = time::OffsetDateTime::UNIX_EPOCH;
+        let facts = result.facts(at).unwrap();
+        let server = facts.server.unwrap();
+        assert_eq!(server.version, "16.4");
+        assert!(server.in_recovery);
+        assert_eq!(server.connections_used, Some(4));
+        let got = facts.tls.unwrap();
+        assert_eq!(got.peer_subject.as_deref(), Some("CN=db"));
+        assert_eq!(got.peer_not_after, Some(expires));
+
+        let failed = Report {
+            ok: false,
+            server: None,
+            tls: Some(tls),
+            failure: Some(Failure {
+                kind: FailureKind::AuthFailed,
+                step: StepName::Auth,
+                hint: Cow::Borrowed("wrong password"),
+                sqlstate: Some("28P01".into()),
+            }),
+            ..passed.clone()
+        };
+        let result = to_result(&failed);
+        assert!(!result.ok);
+        assert_eq!(result.error_kind, Some(FailureKind::AuthFailed));
+        assert_eq!(result.step, Some(StepName::Auth));
+        assert_eq!(result.tls_protocol.as_deref(), Some("TLSv1.3"));
+        assert_eq!(result.facts(at), None, "it did not reach the probe query");
+
+        // A server's texts are bounded before they are kept.
+        let mut long = passed;
+        if let Some(server) = long.server.as_mut() {
+            server.version = "9".repeat(10_000);
+        }
+        long.tls = None;
+        let facts = to_result(&long).facts(at).unwrap();
+        assert_eq!(
+            facts.server.unwrap().version.len(),
+            crate::model::MAX_FACT_CHARS
+        );
+        assert_eq!(facts.tls, None);
+    }
 
     /// A policy change applies to the monitor's next check: at once when made through the hub,
     /// within the cache's 1 s when made straight in the store (as another process would).

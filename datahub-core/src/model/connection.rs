@@ -1,4 +1,5 @@
-//! A saved connection ([`Connection`]) and its derived health ([`Health`]).
+//! A saved connection ([`Connection`]), its derived health ([`Health`]) and what the last check
+//! that reached its server saw of it ([`CheckFacts`]).
 
 use time::OffsetDateTime;
 
@@ -78,4 +79,54 @@ pub struct Health {
     /// The share of successful checks in the last 24 hours, from 0.0 to 1.0; `None` without
     /// checks in that window.
     pub uptime_24h: Option<f64>,
+    /// What the latest check that reached the server (its probe query answered) saw; `None`
+    /// until one did. A check that fails before that leaves the previous facts in place.
+    pub facts: Option<CheckFacts>,
+}
+
+/// The most characters of a server-supplied text (version, certificate subject, TLS names) kept
+/// in [`CheckFacts`]: the server chooses them, so their size is bounded before they are stored.
+pub const MAX_FACT_CHARS: usize = 256;
+
+/// What one check that reached the server saw of it: when, the server's facts and the TLS
+/// facts. Holds no secret; every text is cut to [`MAX_FACT_CHARS`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckFacts {
+    /// When the check finished (UTC).
+    pub at: OffsetDateTime,
+    /// What the probe query read; `None` when not known.
+    pub server: Option<ServerInfo>,
+    /// What the TLS handshake showed; `None` when the connection was not encrypted.
+    pub tls: Option<TlsInfo>,
+}
+
+/// The server as a check's probe query saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// `server_version`, e.g. `16.4`.
+    pub version: String,
+    /// `pg_is_in_recovery()`: true on a standby.
+    pub in_recovery: bool,
+    /// Client connections open on the server, when read.
+    pub connections_used: Option<u32>,
+    /// `max_connections`, when read.
+    pub max_connections: Option<u32>,
+}
+
+/// The TLS session as a check's handshake saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The protocol version, e.g. `TLSv1.3`.
+    pub protocol: Option<String>,
+    /// The cipher suite's IANA name, e.g. `TLS_AES_256_GCM_SHA384`.
+    pub cipher: Option<String>,
+    /// The server certificate's subject.
+    pub peer_subject: Option<String>,
+    /// When the server certificate expires (UTC).
+    pub peer_not_after: Option<OffsetDateTime>,
+}
+
+/// `text` cut to at most [`MAX_FACT_CHARS`] characters.
+pub fn bounded_fact(text: &str) -> String {
+    text.chars().take(MAX_FACT_CHARS).collect()
 }

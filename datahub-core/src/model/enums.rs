@@ -181,6 +181,122 @@ spelled_enum! {
     }
 }
 
+spelled_enum! {
+    /// The steps of a connection test, in order; each has a stable lowercase spelling. A failed
+    /// test or check names the step it failed in.
+    StepName, field = "step",
+    expected = "config, resolve, policy, tcp, tls, startup, auth, query" {
+        /// Checking the settings against the policy and reading the certificates; no socket.
+        Config => "config",
+        /// Resolving the host name.
+        Resolve => "resolve",
+        /// Checking the addresses against the target policy.
+        Policy => "policy",
+        /// Opening the TCP connection.
+        Tcp => "tcp",
+        /// Asking for TLS and the TLS handshake.
+        Tls => "tls",
+        /// From the startup message to the server's first authentication request.
+        Startup => "startup",
+        /// From the first authentication request to the server being ready for queries.
+        Auth => "auth",
+        /// The probe query.
+        Query => "query",
+    }
+}
+
+impl FailureKind {
+    /// A fixed sentence telling a person what to check after a failure of this kind in `step`
+    /// (`None`: the step is not known, e.g. a check recorded before steps were). It holds no
+    /// detail of one failure (no host, SQLSTATE, text from the peer or secret), so it can be
+    /// derived again from a recorded kind and step whenever the failure is shown. The prober's
+    /// own hints may be more precise (they know the SQLSTATE or the TLS alert); these are the
+    /// words of the same cases in general.
+    pub const fn hint(self, step: Option<StepName>) -> &'static str {
+        match self {
+            Self::InvalidConfig => {
+                "the settings cannot work as saved (for example a TLS mode below the policy's \
+                 minimum, or an unreadable certificate): edit the connection"
+            }
+            Self::DnsFailed => {
+                "the host name did not resolve; check its spelling and the DNS of the server \
+                 running the check"
+            }
+            Self::BlockedByPolicy => {
+                "every address of this host is denied by the target policy; an admin can change \
+                 the allowed networks"
+            }
+            Self::ConnectionRefused => {
+                "the server refused the TCP connection: nothing listens on that port, or a \
+                 firewall rejects it"
+            }
+            Self::Timeout => match step {
+                Some(StepName::Resolve) => {
+                    "resolving the host name did not finish within the time budget"
+                }
+                Some(StepName::Policy | StepName::Tcp) => {
+                    "the TCP connection was not accepted within the time budget: the host may be \
+                     down, or a firewall drops packets"
+                }
+                Some(StepName::Tls) => {
+                    "the TLS handshake did not finish within the time budget: the server stalled \
+                     or is not PostgreSQL"
+                }
+                Some(StepName::Startup) => {
+                    "the server accepted the connection but did not answer the startup message \
+                     within the time budget"
+                }
+                Some(StepName::Auth) => "authentication did not finish within the time budget",
+                Some(StepName::Query) => {
+                    "the probe query did not finish within the time budget: the server is \
+                     overloaded or stalled"
+                }
+                Some(StepName::Config) => "the time budget ran out before anything started",
+                None => "the check did not finish within the time budget",
+            },
+            Self::TlsNotSupportedByServer => {
+                "the server does not offer TLS, but the TLS mode requires it; enable ssl on the \
+                 server or choose a weaker mode if the policy allows"
+            }
+            Self::TlsHandshakeFailed => {
+                "the TLS handshake failed: the server and this client share no TLS version or \
+                 cipher suite, the server refused the client certificate, or the peer is not a \
+                 TLS-enabled PostgreSQL server"
+            }
+            Self::TlsCertificateInvalid => {
+                "the server certificate is not trusted: unknown issuer (check tls.ca_cert_pem), \
+                 a host name mismatch, or expired"
+            }
+            Self::AuthFailed => {
+                "the server refused the credentials: wrong password, an unknown user, no \
+                 pg_hba.conf entry for this host, user and database, or no CONNECT privilege"
+            }
+            Self::AuthMethodRefused => {
+                "the server asked for an authentication method the settings forbid (for example \
+                 a cleartext password over an unencrypted connection, or no channel binding \
+                 when it is required); no password was sent"
+            }
+            Self::DatabaseNotFound => "the database does not exist",
+            Self::TooManyConnections => {
+                "the server has no connection slot left (max_connections reached)"
+            }
+            Self::ServerUnavailable => {
+                "the server is starting up, shutting down or in recovery, or closed the \
+                 connection before it was ready"
+            }
+            Self::ProtocolError => match step {
+                Some(StepName::Auth) => {
+                    "the server's authentication messages do not follow the PostgreSQL protocol"
+                }
+                _ => "the peer does not speak the PostgreSQL protocol: check the host and port",
+            },
+            Self::Internal => {
+                "the check failed on this side, not at the target; the server's log says more"
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +318,35 @@ mod tests {
             assert_eq!(k.as_str().parse::<FailureKind>().unwrap(), *k);
         }
         assert_eq!("postgres".parse::<Engine>().unwrap(), Engine::Postgres);
+        assert_eq!(StepName::ALL.len(), 8);
+        for s in StepName::ALL {
+            assert_eq!(s.as_str().parse::<StepName>().unwrap(), *s);
+        }
+        assert_eq!("x".parse::<StepName>().unwrap_err().field(), Some("step"));
+    }
+
+    #[test]
+    fn every_kind_and_step_has_a_fixed_hint() {
+        let steps = StepName::ALL.iter().copied().map(Some).chain([None]);
+        for kind in FailureKind::ALL {
+            for step in steps.clone() {
+                let hint = kind.hint(step);
+                assert!(!hint.is_empty(), "{kind} {step:?}");
+                assert!(!hint.ends_with('.'), "{kind} {step:?}: {hint}");
+                assert_eq!(hint, hint.trim(), "{kind} {step:?}");
+                assert!(!hint.contains("  "), "{kind} {step:?}: {hint}");
+            }
+        }
+        // The step refines a timeout's hint.
+        let check = |kind: FailureKind, step: Option<StepName>, word: &str| {
+            assert!(kind.hint(step).contains(word), "{kind} {step:?}");
+        };
+        check(FailureKind::Timeout, Some(StepName::Tcp), "TCP");
+        check(FailureKind::Timeout, Some(StepName::Tls), "TLS handshake");
+        check(FailureKind::Timeout, Some(StepName::Query), "probe query");
+        check(FailureKind::Timeout, None, "time budget");
+        check(FailureKind::AuthFailed, Some(StepName::Auth), "password");
+        check(FailureKind::DnsFailed, Some(StepName::Resolve), "resolve");
     }
 
     #[test]

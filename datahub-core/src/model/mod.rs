@@ -24,11 +24,13 @@ mod patch;
 mod text;
 mod tls;
 
-pub use connection::{Connection, Health};
+pub use connection::{
+    CheckFacts, Connection, Health, MAX_FACT_CHARS, ServerInfo, TlsInfo, bounded_fact,
+};
 pub use draft::{
     ConnectionDraft, ConnectionSecrets, ConnectionSpec, MonitoringDraft, OptionsDraft, TlsDraft,
 };
-pub use enums::{ChannelBinding, Engine, FailureKind, HealthStatus, TlsMode};
+pub use enums::{ChannelBinding, Engine, FailureKind, HealthStatus, StepName, TlsMode};
 pub use fields::{
     ApplicationName, ConnectionName, DatabaseName, Description, PASSWORD_MAX_BYTES, Port, Tag,
     Tags, Username, check_password,

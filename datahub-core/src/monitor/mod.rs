@@ -56,7 +56,9 @@
 //! subscriber that falls more than [`MonitorConfig::event_capacity`] events behind loses the
 //! oldest ones and is told so by `RecvError::Lagged` (it should then reload what it shows).
 //! A status change is published once, after the check is recorded (or failed to be: the
-//! monitor's status is the live truth, the store catches up on the next check).
+//! monitor's status is the live truth, the store catches up on the next check); then every
+//! check, changed or not, is published as [`MonitorEvent::Checked`] (status, latency, failure
+//! kind), so a live view can show each check as it happens.
 //!
 //! Several processes sharing one store (PostgreSQL replicas) split the work and share the events:
 //! - **Leases.** Each monitor has an id ([`MonitorHandle::id`]). When a check is due and its
@@ -79,11 +81,11 @@
 //!   the hysteresis counts every process's checks, and a change is derived (and published)
 //!   only by the process that checked. (One history query more per check when processes take
 //!   turns.)
-//! - **Events.** Status changes and the handle's connection changes are published here and told
+//! - **Events.** Status changes, checks and the handle's connection changes are published here and told
 //!   to the other processes through [`Store::notify_event`](crate::store::Store::notify_event) (PostgreSQL `NOTIFY`, a compact
-//!   `origin|kind|id[|from|to|at]` payload), after recording. Each monitor relays what the
+//!   `origin|kind|id[|…]` payload; one `NOTIFY` per check on PostgreSQL), after recording. Each monitor relays what the
 //!   store's [`Store::subscribe_events`](crate::store::Store::subscribe_events) receiver yields (a `LISTEN` on a dedicated, reconnecting
-//!   connection): status changes from other origins are published as they are (its own are
+//!   connection): status changes and checks from other origins are published as they are (its own are
 //!   skipped: already published), connection changes are applied as if told locally (so a
 //!   replica starts or stops checking at once) and published. Delivery is best effort: an
 //!   event sent while a listener reconnects is lost, as a lagging subscriber's are; the reload
@@ -109,7 +111,9 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::ConnectionId;
-use crate::model::{FailureKind, HealthStatus};
+use crate::model::{
+    CheckFacts, FailureKind, HealthStatus, ServerInfo, StepName, TlsInfo, bounded_fact,
+};
 use crate::store::ConnectionRow;
 
 /// Runs one check of a saved connection. Implemented by the glue over the prober, and by tests.
@@ -136,12 +140,25 @@ pub struct CheckResult {
     pub latency_ms: u32,
     /// Why it failed; `None` on success.
     pub error_kind: Option<FailureKind>,
+    /// The step it failed in; `None` on success (and for a check cut off by the monitor).
+    pub step: Option<StepName>,
     /// When the server certificate expires, when TLS was used.
     pub cert_not_after: Option<OffsetDateTime>,
     /// Connections in use on the server, when the check could read it.
     pub connections_used: Option<u32>,
     /// The server's `max_connections`, when the check could read it.
     pub max_connections: Option<u32>,
+    /// The server's `server_version`, when the probe query answered (the check reached the
+    /// server; its facts are then kept with the connection's health).
+    pub server_version: Option<String>,
+    /// `pg_is_in_recovery()`, when the probe query answered.
+    pub in_recovery: Option<bool>,
+    /// The TLS protocol version, when TLS was used.
+    pub tls_protocol: Option<String>,
+    /// The TLS cipher suite, when TLS was used.
+    pub tls_cipher: Option<String>,
+    /// The server certificate's subject, when TLS was used.
+    pub tls_peer_subject: Option<String>,
 }
 
 impl CheckResult {
@@ -151,19 +168,31 @@ impl CheckResult {
             ok: true,
             latency_ms,
             error_kind: None,
+            step: None,
             cert_not_after: None,
             connections_used: None,
             max_connections: None,
+            server_version: None,
+            in_recovery: None,
+            tls_protocol: None,
+            tls_cipher: None,
+            tls_peer_subject: None,
         }
     }
 
-    /// A failure of `kind` after `latency_ms`.
+    /// A failure of `kind` after `latency_ms`, in no known step.
     pub fn failure(kind: FailureKind, latency_ms: u32) -> Self {
         Self {
             ok: false,
             error_kind: Some(kind),
             ..Self::success(latency_ms)
         }
+    }
+
+    /// The same result failed in `step`.
+    pub fn in_step(mut self, step: StepName) -> Self {
+        self.step = Some(step);
+        self
     }
 
     /// The same result with the server certificate's expiry.
@@ -177,6 +206,55 @@ impl CheckResult {
         self.connections_used = Some(used);
         self.max_connections = Some(max);
         self
+    }
+
+    /// The same result with the server's version and recovery state (the probe query
+    /// answered).
+    pub fn with_server(mut self, version: &str, in_recovery: bool) -> Self {
+        self.server_version = Some(version.to_owned());
+        self.in_recovery = Some(in_recovery);
+        self
+    }
+
+    /// The same result with the TLS session's protocol, cipher suite and certificate subject.
+    pub fn with_tls(
+        mut self,
+        protocol: Option<&str>,
+        cipher: Option<&str>,
+        peer_subject: Option<&str>,
+    ) -> Self {
+        self.tls_protocol = protocol.map(str::to_owned);
+        self.tls_cipher = cipher.map(str::to_owned);
+        self.tls_peer_subject = peer_subject.map(str::to_owned);
+        self
+    }
+
+    /// The facts to keep with the connection's health for this check finished `at`: `Some`
+    /// only when it reached the server (its probe query answered), else the stored facts stay.
+    /// Server-supplied texts are cut to [`MAX_FACT_CHARS`](crate::model::MAX_FACT_CHARS).
+    pub fn facts(&self, at: OffsetDateTime) -> Option<CheckFacts> {
+        let version = self.server_version.as_deref()?;
+        let server = ServerInfo {
+            version: bounded_fact(version),
+            in_recovery: self.in_recovery.unwrap_or(false),
+            connections_used: self.connections_used,
+            max_connections: self.max_connections,
+        };
+        let tls = TlsInfo {
+            protocol: self.tls_protocol.as_deref().map(bounded_fact),
+            cipher: self.tls_cipher.as_deref().map(bounded_fact),
+            peer_subject: self.tls_peer_subject.as_deref().map(bounded_fact),
+            peer_not_after: self.cert_not_after,
+        };
+        let encrypted = tls.protocol.is_some()
+            || tls.cipher.is_some()
+            || tls.peer_subject.is_some()
+            || tls.peer_not_after.is_some();
+        Some(CheckFacts {
+            at,
+            server: Some(server),
+            tls: encrypted.then_some(tls),
+        })
     }
 }
 
@@ -192,6 +270,20 @@ pub enum MonitorEvent {
         from: HealthStatus,
         /// The status after the check.
         to: HealthStatus,
+        /// When the check finished (UTC).
+        at: OffsetDateTime,
+    },
+    /// A check of a connection was recorded (every check, after [`MonitorEvent::StatusChanged`]
+    /// when the status changed too).
+    Checked {
+        /// The connection.
+        id: ConnectionId,
+        /// The status after the check.
+        status: HealthStatus,
+        /// This check's total time in milliseconds.
+        latency_ms: u32,
+        /// Why it failed; `None` on success.
+        error_kind: Option<FailureKind>,
         /// When the check finished (UTC).
         at: OffsetDateTime,
     },
@@ -214,6 +306,7 @@ impl MonitorEvent {
     pub fn id(&self) -> ConnectionId {
         match self {
             Self::StatusChanged { id, .. }
+            | Self::Checked { id, .. }
             | Self::ConnectionChanged { id }
             | Self::ConnectionDeleted { id } => *id,
         }

@@ -18,7 +18,7 @@ use super::uptime::{self, UptimeWindow};
 use super::{CheckResult, Checker, MonitorEvent};
 use crate::ConnectionId;
 use crate::audit::truncate_to_micros;
-use crate::model::{FailureKind, Health, HealthStatus};
+use crate::model::{FailureKind, Health, HealthStatus, StepName};
 use crate::store::{
     CheckRow, ConnectionSummary, ListQuery, MAX_PER_PAGE, SortKey, Store, Visibility,
 };
@@ -710,10 +710,23 @@ fn lease_hold(interval: Duration) -> Duration {
     interval.mul_f64(1.0 - 2.0 * f64::from(JITTER_PERCENT) / 100.0)
 }
 
-/// A compact event for other processes: `origin|kind|id[|from|to|at]`, `at` in unix
-/// microseconds.
+/// A compact event for other processes: `origin|kind|id[|…]`, `at` in unix microseconds. Kinds:
+/// `s` status changed (`|from|to|at`), `k` checked (`|status|latency_ms|error_kind|at`, the
+/// kind `-` on success), `c` changed, `d` deleted.
 fn encode_event(origin: Uuid, event: &MonitorEvent) -> String {
     match event {
+        MonitorEvent::Checked {
+            id,
+            status,
+            latency_ms,
+            error_kind,
+            at,
+        } => format!(
+            "{origin}|k|{id}|{}|{latency_ms}|{}|{}",
+            status.as_str(),
+            error_kind.map_or("-", FailureKind::as_str),
+            at.unix_timestamp_nanos() / 1_000
+        ),
         MonitorEvent::StatusChanged { id, from, to, at } => format!(
             "{origin}|s|{id}|{}|{}|{}",
             from.as_str(),
@@ -735,9 +748,24 @@ fn decode_event(payload: &str) -> Option<(Uuid, MonitorEvent)> {
         "s" => {
             let from: HealthStatus = parts.next()?.parse().ok()?;
             let to: HealthStatus = parts.next()?.parse().ok()?;
-            let micros: i128 = parts.next()?.parse().ok()?;
-            let at = OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1_000)?).ok()?;
+            let at = from_micros(parts.next()?)?;
             MonitorEvent::StatusChanged { id, from, to, at }
+        }
+        "k" => {
+            let status: HealthStatus = parts.next()?.parse().ok()?;
+            let latency_ms: u32 = parts.next()?.parse().ok()?;
+            let error_kind = match parts.next()? {
+                "-" => None,
+                kind => Some(kind.parse::<FailureKind>().ok()?),
+            };
+            let at = from_micros(parts.next()?)?;
+            MonitorEvent::Checked {
+                id,
+                status,
+                latency_ms,
+                error_kind,
+                at,
+            }
         }
         "c" => MonitorEvent::ConnectionChanged { id },
         "d" => MonitorEvent::ConnectionDeleted { id },
@@ -747,6 +775,12 @@ fn decode_event(payload: &str) -> Option<(Uuid, MonitorEvent)> {
         return None;
     }
     Some((origin, event))
+}
+
+/// A time told as unix microseconds.
+fn from_micros(text: &str) -> Option<OffsetDateTime> {
+    let micros: i128 = text.parse().ok()?;
+    OffsetDateTime::from_unix_timestamp_nanos(micros.checked_mul(1_000)?).ok()
 }
 
 /// Publishes here the events other processes sharing the store tell (this process's own are
@@ -800,26 +834,31 @@ async fn record(
         state.last_ok_latency = Some(result.latency_ms);
     }
     let error_kind = if result.ok { None } else { result.error_kind };
+    let step = if result.ok { None } else { result.step };
     let check = CheckRow {
         connection: id,
         at,
         ok: result.ok,
         latency_ms: result.latency_ms,
         error_kind,
+        step,
         status: to,
     };
+    // `None` keeps the stored facts: only a check that reached the server replaces them.
     let health = Health {
         status: to,
         checked_at: Some(at),
         latency_ms: state.last_ok_latency,
         error_kind,
         uptime_24h: state.uptime.uptime(at),
+        facts: result.facts(at),
     };
     tracing::debug!(
         connection = %id,
         ok = result.ok,
         latency_ms = result.latency_ms,
         error_kind = error_kind.map(FailureKind::as_str),
+        step = step.map(StepName::as_str),
         status = to.as_str(),
         "check done"
     );
@@ -842,6 +881,15 @@ async fn record(
             .publish_shared(MonitorEvent::StatusChanged { id, from, to, at })
             .await;
     }
+    shared
+        .publish_shared(MonitorEvent::Checked {
+            id,
+            status: to,
+            latency_ms: result.latency_ms,
+            error_kind,
+            at,
+        })
+        .await;
 }
 
 /// Deletes old history once at start and then on the prune interval.
@@ -949,6 +997,20 @@ mod tests {
                 to: HealthStatus::Down,
                 at,
             },
+            MonitorEvent::Checked {
+                id,
+                status: HealthStatus::Degraded,
+                latency_ms: 1_234,
+                error_kind: Some(FailureKind::TlsCertificateInvalid),
+                at,
+            },
+            MonitorEvent::Checked {
+                id,
+                status: HealthStatus::Healthy,
+                latency_ms: u32::MAX,
+                error_kind: None,
+                at,
+            },
             MonitorEvent::ConnectionChanged { id },
             MonitorEvent::ConnectionDeleted { id },
         ] {
@@ -961,6 +1023,10 @@ mod tests {
             "x|c|y",
             &format!("{origin}|z|{id}"),
             &format!("{origin}|c|{id}|1"),
+            &format!("{origin}|k|{id}|healthy|12|-"),
+            &format!("{origin}|k|{id}|healthy|-1|-|0"),
+            &format!("{origin}|k|{id}|healthy|12|bogus|0"),
+            &format!("{origin}|k|{id}|healthy|12|-|0|extra"),
         ] {
             assert_eq!(decode_event(bad), None, "{bad}");
         }

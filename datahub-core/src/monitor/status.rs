@@ -322,6 +322,7 @@ mod tests {
             ok,
             latency_ms: 1,
             error_kind: None,
+            step: None,
             status: Dn,
         };
         // Newest first: one success after failures.

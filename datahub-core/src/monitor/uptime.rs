@@ -116,6 +116,7 @@ mod tests {
             ok,
             latency_ms: 1,
             error_kind: None,
+            step: None,
             status: HealthStatus::Healthy,
         }
     }

@@ -73,30 +73,14 @@ pub(crate) fn dial(failure_: &DialFailure) -> Failure {
     }
 }
 
-/// The deadline passed during `step`.
+/// The deadline passed during `step` (the hint is the model's, which checks recorded by the
+/// monitor show too).
 pub(crate) fn timeout(step: StepName) -> Failure {
-    let hint = match step {
-        StepName::Resolve => "resolving the host name did not finish within the time budget",
-        StepName::Policy | StepName::Tcp => {
-            "the TCP connection was not accepted within the time budget: the host may be down, \
-             or a firewall drops packets"
-        }
-        StepName::Tls => {
-            "the TLS handshake did not finish within the time budget: the server stalled or is \
-             not PostgreSQL"
-        }
-        StepName::Startup => {
-            "the server accepted the connection but did not answer the startup message within \
-             the time budget"
-        }
-        StepName::Auth => "authentication did not finish within the time budget",
-        StepName::Query => {
-            "the probe query did not finish within the time budget: the server is overloaded or \
-             stalled"
-        }
-        StepName::Config => "the time budget ran out before anything started",
-    };
-    failure(FailureKind::Timeout, step, hint)
+    failure(
+        FailureKind::Timeout,
+        step,
+        FailureKind::Timeout.hint(Some(step)),
+    )
 }
 
 /// How an attempt that got a socket failed, given the step it was in.

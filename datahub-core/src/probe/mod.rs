@@ -38,6 +38,8 @@ use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::config::{ChannelBinding as PgChannelBinding, SslMode};
 use tracing::Instrument;
 
+pub use crate::model::StepName;
+
 use crate::model::{ConnectionSecrets, ConnectionSpec, FailureKind, Host, TlsMode};
 use crate::probe::auth::AuthSettings;
 use crate::probe::inspect::{ProbeTls, SharedTrace, Trace, lock};
@@ -112,49 +114,6 @@ impl Default for ProbeRules {
             min_tls_mode: TlsMode::DEFAULT_POLICY_MINIMUM,
             allow_cleartext_password: false,
         }
-    }
-}
-
-/// The steps of a test, in order; each has a stable lowercase spelling.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum StepName {
-    /// Checking the settings against the policy and reading the certificates; no socket.
-    Config,
-    /// Resolving the host name.
-    Resolve,
-    /// Checking the addresses against the target policy.
-    Policy,
-    /// Opening the TCP connection.
-    Tcp,
-    /// Asking for TLS and the TLS handshake.
-    Tls,
-    /// From the startup message to the server's first authentication request.
-    Startup,
-    /// From the first authentication request to the server being ready for queries.
-    Auth,
-    /// The probe query.
-    Query,
-}
-
-impl StepName {
-    /// The stable lowercase spelling.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Config => "config",
-            Self::Resolve => "resolve",
-            Self::Policy => "policy",
-            Self::Tcp => "tcp",
-            Self::Tls => "tls",
-            Self::Startup => "startup",
-            Self::Auth => "auth",
-            Self::Query => "query",
-        }
-    }
-}
-
-impl fmt::Display for StepName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

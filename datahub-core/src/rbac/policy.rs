@@ -123,6 +123,8 @@ actions! {
         TeamList => "team.list",
         /// Create, rename, delete teams and change their members.
         TeamManage => "team.manage",
+        /// Find enabled users and teams by name (ids and names only), to pick a grantee.
+        DirectoryRead => "directory.read",
         /// Create an API token acting as oneself.
         TokenCreateOwn => "token.create",
         /// List one's own API tokens.
@@ -225,6 +227,7 @@ pub const RULES: [Rule; Action::ALL.len()] = [
     global(Action::PasswordChangeOwn, Write, EVERYONE),
     global(Action::TeamList, Read, EVERYONE),
     global(Action::TeamManage, Write, ADMIN),
+    global(Action::DirectoryRead, Read, EVERYONE),
     global(Action::TokenCreateOwn, Write, EVERYONE),
     global(Action::TokenListOwn, Read, EVERYONE),
     global(Action::TokenRevokeOwn, Write, EVERYONE),

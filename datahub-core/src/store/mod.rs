@@ -40,7 +40,8 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::crypto::{KekId, SealedValue, WrappedDek};
 use crate::model::{
-    ConnectionName, ConnectionSpec, Engine, FailureKind, Health, HealthStatus, Tag, TlsMode,
+    ConnectionName, ConnectionSpec, Engine, FailureKind, Health, HealthStatus, StepName, Tag,
+    TlsMode,
 };
 use crate::rbac::{Grant, Role};
 use crate::{ConnectionId, Result, SessionId, TeamId, TokenId, UserId};
@@ -268,8 +269,46 @@ pub struct CheckRow {
     pub latency_ms: u32,
     /// Why it failed.
     pub error_kind: Option<FailureKind>,
+    /// The step it failed in; `None` on success, and for checks recorded before steps were.
+    pub step: Option<StepName>,
     /// The status derived after this check.
     pub status: HealthStatus,
+}
+
+/// A grant with its grantee's name: a user's login name or a team's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedGrant {
+    /// The grant.
+    pub grant: Grant,
+    /// The grantee's name.
+    pub name: String,
+}
+
+/// A user as the directory shows it: id and login name, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryUser {
+    /// Id.
+    pub id: UserId,
+    /// Login name.
+    pub username: String,
+}
+
+/// A team as the directory shows it: id and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryTeam {
+    /// Id.
+    pub id: TeamId,
+    /// Name.
+    pub name: String,
+}
+
+/// Names to pick a grantee from ([`Store::directory`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Directory {
+    /// Enabled users, by login name.
+    pub users: Vec<DirectoryUser>,
+    /// Teams, by name.
+    pub teams: Vec<DirectoryTeam>,
 }
 
 /// The admin's target policy: where connections may point, and the lowest TLS mode allowed.
@@ -401,6 +440,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The grants on a connection.
     async fn grants(&self, id: ConnectionId) -> Result<Vec<Grant>>;
 
+    /// The grants on a connection with each grantee's name (the user's login name, the team's
+    /// name), in the order of [`Self::grants`]: users' before teams'. One query.
+    async fn named_grants(&self, id: ConnectionId) -> Result<Vec<NamedGrant>>;
+
     // --- users, teams, tokens ---
 
     /// Inserts a user; appends `audit`. Errors: `Conflict` on `username` when taken.
@@ -434,6 +477,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// The teams a user belongs to.
     async fn teams_of(&self, user: UserId) -> Result<Vec<TeamId>>;
+
+    /// Enabled users whose login name, and teams whose name, contain `needle` (compared in
+    /// lowercase; the empty needle matches every name), at most `limit` of each, sorted by name
+    /// (bytewise). Disabled users are never listed.
+    async fn directory(&self, needle: &str, limit: u32) -> Result<Directory>;
 
     /// Inserts a token; appends `audit`.
     async fn insert_token(&self, token: &TokenRow, audit: &AuditEvent) -> Result<()>;
@@ -497,7 +545,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // --- health ---
 
-    /// Records a check and sets the connection's current health to `health`.
+    /// Records a check and sets the connection's current health to `health`, in one
+    /// transaction (the history row and one upsert of the summary row). `health.facts`: `Some`
+    /// replaces the stored facts, `None` keeps them (a check that did not reach the server does
+    /// not erase what the last one that did saw).
     /// A check of a connection deleted meanwhile is dropped without error.
     async fn record_check(&self, check: &CheckRow, health: &Health) -> Result<()>;
 

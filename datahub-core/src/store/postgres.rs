@@ -43,8 +43,8 @@ use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use self::codec::{
-    AUDIT_COLUMNS, CHECK_COLUMNS, HEALTH_COLUMNS, SECRET_COLUMNS, SPEC_COLUMNS, TOKEN_COLUMNS,
-    USER_COLUMNS, to_i64,
+    AUDIT_COLUMNS, CHECK_COLUMNS, FactColumns, HEALTH_COLUMNS, SECRET_COLUMNS, SPEC_COLUMNS,
+    TOKEN_COLUMNS, USER_COLUMNS, to_i64,
 };
 use self::error::{constraint, db, is_foreign_key_violation, is_unique_violation};
 use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
@@ -52,9 +52,10 @@ use crate::crypto::{KekId, WrappedDek};
 use crate::model::{ConnectionName, Health};
 use crate::rbac::{Grant, Grantee};
 use crate::store::{
-    Applied, AuditQuery, CheckLease, CheckRow, ConnectionRow, ConnectionSummary, EVENTS_CHANNEL,
-    KekUsage, ListQuery, MAX_PER_PAGE, Migration, Page, SortKey, Store, TargetPolicy, TeamRow,
-    TokenRow, UserRow, Visibility, migration_plan,
+    Applied, AuditQuery, CheckLease, CheckRow, ConnectionRow, ConnectionSummary, Directory,
+    DirectoryTeam, DirectoryUser, EVENTS_CHANNEL, KekUsage, ListQuery, MAX_PER_PAGE, Migration,
+    NamedGrant, Page, SortKey, Store, TargetPolicy, TeamRow, TokenRow, UserRow, Visibility,
+    migration_plan,
 };
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
@@ -79,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "sessions",
         sql: include_str!("../../../migrations/postgres/0004_sessions.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "check_facts",
+        sql: include_str!("../../../migrations/postgres/0005_check_facts.sql"),
     },
 ];
 
@@ -964,6 +970,21 @@ impl Store for PostgresStore {
         rows.iter().map(codec::grant_row).collect()
     }
 
+    async fn named_grants(&self, id: ConnectionId) -> Result<Vec<NamedGrant>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT g.user_id, g.team_id, g.level, COALESCE(u.username, t.name) AS name \
+                 FROM grants g LEFT JOIN users u ON u.id = g.user_id \
+                 LEFT JOIN teams t ON t.id = g.team_id WHERE g.connection_id = $1 \
+                 ORDER BY g.user_id NULLS LAST, g.team_id",
+                &[id.as_uuid()],
+            )
+            .await
+            .map_err(|e| db("reading grants", e))?;
+        rows.iter().map(codec::named_grant_row).collect()
+    }
+
     async fn insert_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()> {
         const DOING: &str = "inserting a user";
         let mut client = self.client().await?;
@@ -1119,6 +1140,51 @@ impl Store for PostgresStore {
                 })
             })
             .collect()
+    }
+
+    async fn directory(&self, needle: &str, limit: u32) -> Result<Directory> {
+        const DOING: &str = "reading the directory";
+        let needle = needle.to_lowercase();
+        let limit = i64::from(limit);
+        let client = self.client().await?;
+        // `strpos`, not `LIKE`: the needle is plain text, with no wildcard to escape.
+        let users = client
+            .query(
+                "SELECT id, username FROM users \
+                 WHERE NOT disabled AND strpos(lower(username), $1) > 0 \
+                 ORDER BY username COLLATE \"C\" LIMIT $2",
+                &[&needle, &limit],
+            )
+            .await
+            .map_err(|e| db(DOING, e))?;
+        let teams = client
+            .query(
+                "SELECT id, name FROM teams WHERE strpos(lower(name), $1) > 0 \
+                 ORDER BY name COLLATE \"C\" LIMIT $2",
+                &[&needle, &limit],
+            )
+            .await
+            .map_err(|e| db(DOING, e))?;
+        Ok(Directory {
+            users: users
+                .iter()
+                .map(|row| {
+                    Ok(DirectoryUser {
+                        id: UserId::from_uuid(codec::get(row, "users", "id")?),
+                        username: codec::get(row, "users", "username")?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            teams: teams
+                .iter()
+                .map(|row| {
+                    Ok(DirectoryTeam {
+                        id: TeamId::from_uuid(codec::get(row, "teams", "id")?),
+                        name: codec::get(row, "teams", "name")?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        })
     }
 
     async fn teams_of(&self, user: UserId) -> Result<Vec<TeamId>> {
@@ -1301,8 +1367,8 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
         let inserted = tx
             .execute(
-                "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, status) \
-                 SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS \
+                "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, step, \
+                 status) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS \
                  (SELECT 1 FROM connections WHERE id = $1)",
                 &[
                     &id,
@@ -1310,6 +1376,7 @@ impl Store for PostgresStore {
                     &check.ok,
                     &i64::from(check.latency_ms),
                     &check.error_kind.map(|k| k.as_str()),
+                    &check.step.map(|s| s.as_str()),
                     &check.status.as_str(),
                 ],
             )
@@ -1321,13 +1388,38 @@ impl Store for PostgresStore {
             Err(e) => return Err(db(DOING, e)),
             Ok(_) => {}
         }
+        // The facts ride in the same upsert; without new ones (`facts_at` NULL) the stored
+        // ones stay, column by column keyed on `facts_at`, so old and new never mix.
+        let facts = FactColumns::of(health);
         let upserted = tx
             .execute(
                 "INSERT INTO connection_health (connection_id, status, checked_at, latency_ms, \
-                 error_kind, uptime_24h) VALUES ($1, $2, $3, $4, $5, $6) \
+                 error_kind, uptime_24h, facts_at, server_version, server_in_recovery, \
+                 server_connections_used, server_max_connections, tls_protocol, tls_cipher, \
+                 tls_peer_subject, tls_peer_not_after) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
                  ON CONFLICT (connection_id) DO UPDATE SET status = EXCLUDED.status, \
                  checked_at = EXCLUDED.checked_at, latency_ms = EXCLUDED.latency_ms, \
-                 error_kind = EXCLUDED.error_kind, uptime_24h = EXCLUDED.uptime_24h",
+                 error_kind = EXCLUDED.error_kind, uptime_24h = EXCLUDED.uptime_24h, \
+                 facts_at = COALESCE(EXCLUDED.facts_at, connection_health.facts_at), \
+                 server_version = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.server_version ELSE EXCLUDED.server_version END, \
+                 server_in_recovery = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.server_in_recovery ELSE EXCLUDED.server_in_recovery END, \
+                 server_connections_used = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.server_connections_used \
+                   ELSE EXCLUDED.server_connections_used END, \
+                 server_max_connections = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.server_max_connections \
+                   ELSE EXCLUDED.server_max_connections END, \
+                 tls_protocol = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.tls_protocol ELSE EXCLUDED.tls_protocol END, \
+                 tls_cipher = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.tls_cipher ELSE EXCLUDED.tls_cipher END, \
+                 tls_peer_subject = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.tls_peer_subject ELSE EXCLUDED.tls_peer_subject END, \
+                 tls_peer_not_after = CASE WHEN EXCLUDED.facts_at IS NULL \
+                   THEN connection_health.tls_peer_not_after ELSE EXCLUDED.tls_peer_not_after END",
                 &[
                     &id,
                     &health.status.as_str(),
@@ -1335,6 +1427,15 @@ impl Store for PostgresStore {
                     &health.latency_ms.map(i64::from),
                     &health.error_kind.map(|k| k.as_str()),
                     &health.uptime_24h,
+                    &facts.at,
+                    &facts.server_version,
+                    &facts.in_recovery,
+                    &facts.connections_used,
+                    &facts.max_connections,
+                    &facts.tls_protocol,
+                    &facts.tls_cipher,
+                    &facts.tls_peer_subject,
+                    &facts.tls_peer_not_after,
                 ],
             )
             .await;

@@ -24,16 +24,16 @@ use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 use time::OffsetDateTime;
 
 use self::codec::{
-    AUDIT_COLUMNS, HEALTH_COLUMNS, SEARCH_SEPARATOR, SECRET_COLUMNS, SPEC_COLUMNS, audit_from_row,
-    check_from_row, common_from_row, encode_list, fts_phrase, get, get_list, get_parsed, get_u64,
-    health_from_row, like_pattern, micros, search_body, search_fold, secrets_from_row,
-    team_id_from_row, token_from_row, user_from_row,
+    AUDIT_COLUMNS, FactColumns, HEALTH_COLUMNS, SEARCH_SEPARATOR, SECRET_COLUMNS, SPEC_COLUMNS,
+    audit_from_row, check_from_row, common_from_row, encode_list, fts_phrase, get, get_list,
+    get_parsed, get_u64, health_from_row, like_pattern, micros, search_body, search_fold,
+    secrets_from_row, team_id_from_row, token_from_row, user_from_row,
 };
 use self::pool::Pool;
 use super::{
-    AuditQuery, CheckRow, ConnectionRow, ConnectionSummary, KekUsage, ListQuery, MAX_PER_PAGE,
-    Migration, Page, SortKey, Store, TargetPolicy, TeamRow, TokenRow, UserRow, Visibility,
-    migration_plan,
+    AuditQuery, CheckRow, ConnectionRow, ConnectionSummary, Directory, DirectoryTeam,
+    DirectoryUser, KekUsage, ListQuery, MAX_PER_PAGE, Migration, NamedGrant, Page, SortKey, Store,
+    TargetPolicy, TeamRow, TokenRow, UserRow, Visibility, migration_plan,
 };
 use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
 use crate::crypto::{KekId, WrappedDek};
@@ -65,6 +65,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "sessions",
         sql: include_str!("../../../migrations/sqlite/0004_sessions.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "check_facts",
+        sql: include_str!("../../../migrations/sqlite/0005_check_facts.sql"),
     },
 ];
 
@@ -495,6 +500,22 @@ fn team_members(conn: &rusqlite::Connection, team: &str) -> Result<Vec<UserId>> 
 }
 
 /// Collects every row of a query through `f`.
+/// A grant from its `user_id`, `team_id` and `level` columns.
+fn grant_from_row(row: &rusqlite::Row<'_>) -> Result<Grant> {
+    let t = "grants";
+    let level: GrantLevel = get_parsed(row, t, "level")?;
+    let user = codec::get_opt_uuid(row, t, "user_id")?;
+    let team = codec::get_opt_uuid(row, t, "team_id")?;
+    let grantee = match (user, team) {
+        (Some(u), None) => Grantee::User(UserId::from_uuid(u)),
+        (None, Some(t)) => Grantee::Team(TeamId::from_uuid(t)),
+        _ => {
+            return Err(Error::new(ErrorKind::Store, "corrupt row in grants"));
+        }
+    };
+    Ok(Grant { grantee, level })
+}
+
 fn collect<T>(
     conn: &rusqlite::Connection,
     sql: &str,
@@ -984,19 +1005,27 @@ impl Store for SqliteStore {
                     "SELECT user_id, team_id, level FROM grants WHERE connection_id = ?1 \
                      ORDER BY user_id IS NULL, user_id, team_id",
                     [id.to_string()],
+                    grant_from_row,
+                )
+            })
+            .await
+    }
+
+    async fn named_grants(&self, id: ConnectionId) -> Result<Vec<NamedGrant>> {
+        self.pool
+            .read(move |conn| {
+                collect(
+                    conn,
+                    "SELECT g.user_id, g.team_id, g.level, coalesce(u.username, t.name) AS name \
+                     FROM grants g LEFT JOIN users u ON u.id = g.user_id \
+                     LEFT JOIN teams t ON t.id = g.team_id WHERE g.connection_id = ?1 \
+                     ORDER BY g.user_id IS NULL, g.user_id, g.team_id",
+                    [id.to_string()],
                     |row| {
-                        let t = "grants";
-                        let level: GrantLevel = get_parsed(row, t, "level")?;
-                        let user = codec::get_opt_uuid(row, t, "user_id")?;
-                        let team = codec::get_opt_uuid(row, t, "team_id")?;
-                        let grantee = match (user, team) {
-                            (Some(u), None) => Grantee::User(UserId::from_uuid(u)),
-                            (None, Some(t)) => Grantee::Team(TeamId::from_uuid(t)),
-                            _ => {
-                                return Err(Error::new(ErrorKind::Store, "corrupt row in grants"));
-                            }
-                        };
-                        Ok(Grant { grantee, level })
+                        Ok(NamedGrant {
+                            grant: grant_from_row(row)?,
+                            name: get(row, "grants", "name")?,
+                        })
                     },
                 )
             })
@@ -1200,6 +1229,41 @@ impl Store for SqliteStore {
                         })
                     })
                     .collect()
+            })
+            .await
+    }
+
+    async fn directory(&self, needle: &str, limit: u32) -> Result<Directory> {
+        let needle = needle.to_lowercase();
+        self.pool
+            .read(move |conn| {
+                // `instr`, not `LIKE`: the needle is plain text, with no wildcard to escape.
+                let users = collect(
+                    conn,
+                    "SELECT id, username FROM users \
+                     WHERE disabled = 0 AND instr(lower(username), ?1) > 0 \
+                     ORDER BY username LIMIT ?2",
+                    params![needle, i64::from(limit)],
+                    |row| {
+                        Ok(DirectoryUser {
+                            id: UserId::from_uuid(codec::get_uuid(row, "users", "id")?),
+                            username: get(row, "users", "username")?,
+                        })
+                    },
+                )?;
+                let teams = collect(
+                    conn,
+                    "SELECT id, name FROM teams WHERE instr(lower(name), ?1) > 0 \
+                     ORDER BY name LIMIT ?2",
+                    params![needle, i64::from(limit)],
+                    |row| {
+                        Ok(DirectoryTeam {
+                            id: team_id_from_row(row, "id")?,
+                            name: get(row, "teams", "name")?,
+                        })
+                    },
+                )?;
+                Ok(Directory { users, teams })
             })
             .await
     }
@@ -1409,7 +1473,7 @@ impl Store for SqliteStore {
                 }
                 tx.prepare_cached(
                     "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, \
-                     status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                     step, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
                 .map_err(db_error)?
                 .execute(params![
@@ -1418,15 +1482,40 @@ impl Store for SqliteStore {
                     check.ok,
                     i64::from(check.latency_ms),
                     check.error_kind.map(|k| k.as_str()),
+                    check.step.map(|s| s.as_str()),
                     check.status.as_str()
                 ])
                 .map_err(db_error)?;
+                // The facts ride in the same upsert; without new ones (`facts_at` NULL) the
+                // stored ones stay, column by column keyed on `facts_at`, so old and new never
+                // mix.
+                let facts = FactColumns::of(&health);
                 tx.prepare_cached(
                     "INSERT INTO connection_health (connection_id, status, checked_at, \
-                     latency_ms, error_kind, uptime_24h) VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                     latency_ms, error_kind, uptime_24h, facts_at, server_version, \
+                     server_in_recovery, server_connections_used, server_max_connections, \
+                     tls_protocol, tls_cipher, tls_peer_subject, tls_peer_not_after) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) \
                      ON CONFLICT (connection_id) DO UPDATE SET status = excluded.status, \
                      checked_at = excluded.checked_at, latency_ms = excluded.latency_ms, \
-                     error_kind = excluded.error_kind, uptime_24h = excluded.uptime_24h",
+                     error_kind = excluded.error_kind, uptime_24h = excluded.uptime_24h, \
+                     facts_at = coalesce(excluded.facts_at, facts_at), \
+                     server_version = iif(excluded.facts_at IS NULL, server_version, \
+                       excluded.server_version), \
+                     server_in_recovery = iif(excluded.facts_at IS NULL, server_in_recovery, \
+                       excluded.server_in_recovery), \
+                     server_connections_used = iif(excluded.facts_at IS NULL, \
+                       server_connections_used, excluded.server_connections_used), \
+                     server_max_connections = iif(excluded.facts_at IS NULL, \
+                       server_max_connections, excluded.server_max_connections), \
+                     tls_protocol = iif(excluded.facts_at IS NULL, tls_protocol, \
+                       excluded.tls_protocol), \
+                     tls_cipher = iif(excluded.facts_at IS NULL, tls_cipher, \
+                       excluded.tls_cipher), \
+                     tls_peer_subject = iif(excluded.facts_at IS NULL, tls_peer_subject, \
+                       excluded.tls_peer_subject), \
+                     tls_peer_not_after = iif(excluded.facts_at IS NULL, tls_peer_not_after, \
+                       excluded.tls_peer_not_after)",
                 )
                 .map_err(db_error)?
                 .execute(params![
@@ -1435,7 +1524,16 @@ impl Store for SqliteStore {
                     health.checked_at.map(micros),
                     health.latency_ms.map(i64::from),
                     health.error_kind.map(|k| k.as_str()),
-                    health.uptime_24h
+                    health.uptime_24h,
+                    facts.at,
+                    facts.server_version,
+                    facts.in_recovery,
+                    facts.connections_used,
+                    facts.max_connections,
+                    facts.tls_protocol,
+                    facts.tls_cipher,
+                    facts.tls_peer_subject,
+                    facts.tls_peer_not_after
                 ])
                 .map_err(db_error)?;
                 Ok(())

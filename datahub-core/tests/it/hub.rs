@@ -149,7 +149,7 @@ async fn connection_action(
         "grants.write" => {
             // Without the right to read them, any version: the refusal comes first.
             let (version, same) = match hub.grants(p, id).await {
-                Ok(g) => (g.version, g.grants),
+                Ok(g) => (g.version, g.plain()),
                 Err(_) => (
                     0,
                     vec![Grant {
@@ -192,6 +192,7 @@ async fn global_action(f: &Fixture, p: &Principal, action: &str, n: &str) -> cha
         ),
         "team.list" => letter(&hub.teams(p).await),
         "team.manage" => letter(&hub.save_team(p, None, &format!("t-{n}"), &[]).await),
+        "directory.read" => letter(&hub.directory(p, Some("t")).await),
         "token.create" => letter(&hub.create_token(p, "t", None, false).await),
         "token.list" => letter(&hub.tokens(p).await),
         "token.revoke" => {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::{Hub, MAX_HISTORY_LIMIT};
-use datahub_core::model::{FailureKind, Health, HealthStatus};
+use datahub_core::model::{FailureKind, Health, HealthStatus, StepName};
 use datahub_core::monitor::MonitorEvent;
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
@@ -104,6 +104,7 @@ async fn health_history_needs_view_and_bounds_its_limit() {
             ok,
             latency_ms: 10 + i as u32,
             error_kind: (!ok).then_some(FailureKind::Timeout),
+            step: (!ok).then_some(StepName::Tcp),
             status: HealthStatus::Healthy,
         };
         let health = Health {
@@ -112,6 +113,7 @@ async fn health_history_needs_view_and_bounds_its_limit() {
             latency_ms: Some(check.latency_ms),
             error_kind: check.error_kind,
             uptime_24h: Some(0.8),
+            facts: None,
         };
         f.store.record_check(&check, &health).await.unwrap();
     }

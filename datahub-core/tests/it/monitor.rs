@@ -15,7 +15,7 @@ use datahub_core::ConnectionId;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::model::{
-    ConnectionPatch, FailureKind, Health, HealthStatus, MonitoringDraft, MonitoringPatch,
+    ConnectionPatch, FailureKind, Health, HealthStatus, MonitoringDraft, MonitoringPatch, StepName,
 };
 use datahub_core::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorEvent};
 use datahub_core::rbac::Principal;
@@ -318,6 +318,97 @@ async fn statuses_follow_the_hysteresis_and_each_change_is_published_once() {
     );
 }
 
+/// Every recorded check is published as `Checked` (after its status change, if any), its failed
+/// step is recorded, and the facts of the last check that reached the server stay with the
+/// health through later failures.
+#[tokio::test(start_paused = true)]
+async fn every_check_is_published_with_its_step_and_the_facts_are_kept() {
+    let f = fixture().await;
+    let id = f.connection("facts", 10).await;
+    let expires = OffsetDateTime::UNIX_EPOCH + time::Duration::days(30_000);
+    let reached = CheckResult::success(7)
+        .with_server("16.4", false)
+        .with_connections(3, 100)
+        .with_tls(
+            Some("TLSv1.3"),
+            Some("TLS_AES_128_GCM_SHA256"),
+            Some("CN=db"),
+        )
+        .with_cert(expires);
+    let tls_failed = CheckResult::failure(FailureKind::TlsCertificateInvalid, 9)
+        .in_step(StepName::Tls)
+        .with_tls(Some("TLSv1.3"), None, Some("CN=other"));
+    let checker = Scripted::new(Duration::ZERO);
+    checker.script(
+        id,
+        [
+            Step::Answer(reached),
+            Step::Answer(tls_failed),
+            Step::Answer(
+                CheckResult::failure(FailureKind::ConnectionRefused, 2).in_step(StepName::Tcp),
+            ),
+        ],
+    );
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), MonitorConfig::default());
+    let mut events = monitor.subscribe();
+    // Three checks: the first within 10 s, then every 10 s ± 10 %.
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    monitor.shutdown().await;
+
+    // Three or four checks (the fourth, if any, the scripted checker's plain success).
+    let rows = f.history(id).await;
+    assert!((3..=4).contains(&rows.len()), "{rows:?}");
+    let steps: Vec<Option<StepName>> = rows[..3].iter().map(|c| c.step).collect();
+    assert_eq!(steps, [None, Some(StepName::Tls), Some(StepName::Tcp)]);
+
+    let events = drain(&mut events);
+    let checked: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e, MonitorEvent::Checked { .. }))
+        .cloned()
+        .collect();
+    let expected: Vec<MonitorEvent> = rows
+        .iter()
+        .map(|c| MonitorEvent::Checked {
+            id,
+            status: c.status,
+            latency_ms: c.latency_ms,
+            error_kind: c.error_kind,
+            at: c.at,
+        })
+        .collect();
+    assert_eq!(checked, expected);
+    assert!(checked.iter().all(|e| e.id() == id));
+    // A status change comes before the check that caused it.
+    let first_change = events
+        .iter()
+        .position(|e| matches!(e, MonitorEvent::StatusChanged { .. }))
+        .unwrap();
+    let first_check = events
+        .iter()
+        .position(|e| matches!(e, MonitorEvent::Checked { .. }))
+        .unwrap();
+    assert!(first_change < first_check, "{events:?}");
+
+    // The facts are the first check's: the checks after it did not reach the server.
+    let facts = f.health(id).await.facts.unwrap();
+    assert_eq!(facts.at, rows[0].at);
+    let server = facts.server.unwrap();
+    assert_eq!(
+        (server.version.as_str(), server.in_recovery),
+        ("16.4", false)
+    );
+    assert_eq!(
+        (server.connections_used, server.max_connections),
+        (Some(3), Some(100))
+    );
+    let tls = facts.tls.unwrap();
+    assert_eq!(tls.protocol.as_deref(), Some("TLSv1.3"));
+    assert_eq!(tls.cipher.as_deref(), Some("TLS_AES_128_GCM_SHA256"));
+    assert_eq!(tls.peer_subject.as_deref(), Some("CN=db"));
+    assert_eq!(tls.peer_not_after, Some(expires));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_stalled_target_never_delays_the_others_and_shutdown_stops_everything() {
     let f = fixture().await;
@@ -557,6 +648,7 @@ async fn old_history_is_pruned_and_uptime_counts_the_last_day() {
         ok,
         latency_ms: 3,
         error_kind: (!ok).then_some(FailureKind::Timeout),
+        step: (!ok).then_some(StepName::Tcp),
         status: if ok { H } else { Dg },
     };
     let health = Health {
@@ -641,7 +733,12 @@ async fn changes_are_picked_up_and_published() {
     let events = drain(&mut events);
     let others: Vec<_> = events
         .iter()
-        .filter(|e| !matches!(e, MonitorEvent::StatusChanged { .. }))
+        .filter(|e| {
+            !matches!(
+                e,
+                MonitorEvent::StatusChanged { .. } | MonitorEvent::Checked { .. }
+            )
+        })
         .cloned()
         .collect();
     assert_eq!(

@@ -13,12 +13,12 @@ use std::str::FromStr;
 
 use datahub_core::hub::Revealed;
 use datahub_core::model::{
-    ChannelBinding, Connection, ConnectionDraft, ConnectionPatch, Engine, Health, MonitoringDraft,
-    MonitoringPatch, OptionsDraft, OptionsPatch, TlsDraft, TlsMode, TlsPatch,
+    ChannelBinding, CheckFacts, Connection, ConnectionDraft, ConnectionPatch, Engine, Health,
+    MonitoringDraft, MonitoringPatch, OptionsDraft, OptionsPatch, TlsDraft, TlsMode, TlsPatch,
 };
 use datahub_core::rbac::{Grant, GrantLevel, Grantee};
 use datahub_core::secret::{Password, PrivateKeyPem};
-use datahub_core::store::CheckRow;
+use datahub_core::store::{CheckRow, NamedGrant};
 use datahub_core::{ConnectionId, TeamId, UserId};
 use serde::de::{Deserializer, Visitor};
 use serde::ser::{SerializeStruct, Serializer};
@@ -467,6 +467,68 @@ pub struct ConnectionOut {
     /// `GET /connections/{id}` only. A read-only token still may only read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<&'static str>,
+    /// What the latest check that reached the server (its probe query answered) saw; `null`
+    /// until a check did. Monitor checks record them; a "Test now" does not.
+    pub facts: Option<FactsOut>,
+}
+
+/// What the latest check that reached the server saw of it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct FactsOut {
+    /// When that check finished.
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// The server's facts from the probe query.
+    pub server: Option<ServerFactsOut>,
+    /// The TLS session's facts; `null` when the connection was not encrypted.
+    pub tls: Option<TlsFactsOut>,
+}
+
+/// The server as a check's probe query saw it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ServerFactsOut {
+    /// `server_version`, e.g. `16.4`.
+    pub version: String,
+    /// Whether the server is a standby (`pg_is_in_recovery()`).
+    pub in_recovery: bool,
+    /// Client connections open on the server.
+    pub connections_used: Option<u32>,
+    /// The server's `max_connections`.
+    pub max_connections: Option<u32>,
+}
+
+/// The TLS session as a check's handshake saw it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TlsFactsOut {
+    /// The protocol version, e.g. `TLSv1.3`.
+    pub protocol: Option<String>,
+    /// The cipher suite's IANA name, e.g. `TLS_AES_256_GCM_SHA384`.
+    pub cipher: Option<String>,
+    /// The server certificate's subject.
+    pub peer_subject: Option<String>,
+    /// When the server certificate expires.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub peer_not_after: Option<OffsetDateTime>,
+}
+
+impl From<&CheckFacts> for FactsOut {
+    fn from(f: &CheckFacts) -> Self {
+        Self {
+            at: f.at,
+            server: f.server.as_ref().map(|s| ServerFactsOut {
+                version: s.version.clone(),
+                in_recovery: s.in_recovery,
+                connections_used: s.connections_used,
+                max_connections: s.max_connections,
+            }),
+            tls: f.tls.as_ref().map(|t| TlsFactsOut {
+                protocol: t.protocol.clone(),
+                cipher: t.cipher.clone(),
+                peer_subject: t.peer_subject.clone(),
+                peer_not_after: t.peer_not_after,
+            }),
+        }
+    }
 }
 
 /// TLS settings as answered.
@@ -575,6 +637,7 @@ impl From<&Connection> for ConnectionOut {
             updated_at: c.updated_at,
             health: HealthOut::from(&c.health),
             access: None,
+            facts: c.health.facts.as_ref().map(FactsOut::from),
         }
     }
 }
@@ -598,8 +661,8 @@ pub struct ConnectionPage {
     pub per_page: u32,
 }
 
-/// The grants on a connection: `PUT` replaces the set, `GET` answers the same shape.
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+/// The grants on a connection as `PUT` takes them: the new set, replacing the old.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantsBody {
     /// Each grant names exactly one of `user_id` and `team_id`.
@@ -607,16 +670,16 @@ pub struct GrantsBody {
     pub grants: Vec<GrantItem>,
 }
 
-/// One grant.
-#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+/// One grant as `PUT` takes it: exactly one of `user_id` and `team_id`, and the level.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GrantItem {
     /// The user it is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(format = Uuid)]
     pub user_id: Option<String>,
     /// The team it is for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     #[schema(format = Uuid)]
     pub team_id: Option<String>,
     /// `view`, `use` or `manage`.
@@ -664,21 +727,49 @@ impl GrantsBody {
             })
             .collect()
     }
+}
 
+/// The grants on a connection as answered (`GET`, and `PUT`'s answer): the shape `PUT` takes,
+/// each grant with its grantee's name too.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GrantsOut {
+    /// Users' grants first, then teams'.
+    pub grants: Vec<GrantOut>,
+}
+
+/// One grant as answered.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct GrantOut {
+    /// The user it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
+    pub user_id: Option<String>,
+    /// The team it is for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
+    pub team_id: Option<String>,
+    /// `view`, `use` or `manage`.
+    pub level: &'static str,
+    /// The user's login name or the team's name (output only: `PUT` does not take it).
+    pub name: String,
+}
+
+impl GrantsOut {
     /// The core's grants as JSON.
-    pub fn of(grants: &[Grant]) -> Self {
+    pub fn of(grants: &[NamedGrant]) -> Self {
         Self {
             grants: grants
                 .iter()
                 .map(|g| {
-                    let (user_id, team_id) = match g.grantee {
+                    let (user_id, team_id) = match g.grant.grantee {
                         Grantee::User(u) => (Some(u.to_string()), None),
                         Grantee::Team(t) => (None, Some(t.to_string())),
                     };
-                    GrantItem {
+                    GrantOut {
                         user_id,
                         team_id,
-                        level: g.level.as_str().to_owned(),
+                        level: g.grant.level.as_str(),
+                        name: g.name.clone(),
                     }
                 })
                 .collect(),
@@ -707,6 +798,11 @@ pub struct CheckOut {
     pub latency_ms: u32,
     /// Why it failed.
     pub error_kind: Option<&'static str>,
+    /// The step it failed in (`resolve`, `policy`, `tcp`, `tls`, `startup`, `auth`, `query`,
+    /// `config`); `null` on success, and for checks recorded before steps were.
+    pub step: Option<&'static str>,
+    /// What to check, a fixed sentence for the failure's kind and step; `null` on success.
+    pub hint: Option<&'static str>,
     /// The status derived after it.
     pub status: &'static str,
 }
@@ -718,6 +814,8 @@ impl From<&CheckRow> for CheckOut {
             ok: c.ok,
             latency_ms: c.latency_ms,
             error_kind: c.error_kind.map(|k| k.as_str()),
+            step: c.step.map(|s| s.as_str()),
+            hint: c.error_kind.map(|k| k.hint(c.step)),
             status: c.status.as_str(),
         }
     }

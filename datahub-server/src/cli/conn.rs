@@ -3,24 +3,23 @@
 //! `manage` on one connection, each level including the one before; the owner (and every
 //! admin) holds `manage` without a grant.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Subcommand;
+use datahub_core::ConnectionId;
 use datahub_core::hub::{Created, Hub};
 use datahub_core::model::{Connection, ConnectionDraft, MonitoringDraft, OptionsDraft, TlsDraft};
 use datahub_core::probe::{MAX_BUDGET, Report};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal};
 use datahub_core::secret::PrivateKeyPem;
-use datahub_core::store::{ListQuery, MAX_PER_PAGE};
-use datahub_core::{ConnectionId, TeamId, UserId};
+use datahub_core::store::{ListQuery, MAX_PER_PAGE, NamedGrant};
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::{CliError, CliResult, Output, OutputArgs, PasswordArgs};
-use crate::api::connection::{ConnectionOut, ConnectionPage, GrantsBody, owner_of};
+use crate::api::connection::{ConnectionOut, ConnectionPage, GrantsOut, owner_of};
 use crate::api::report::TestReport;
 use crate::config::Settings;
 
@@ -322,7 +321,7 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             // Read, change, replace: the replacement names the version read, so a grant change
             // made meanwhile by someone else is refused (stale), never overwritten.
             let current = hub.grants(&op, c.id).await?;
-            let mut grants = current.grants;
+            let mut grants = current.plain();
             grants.retain(|g| g.grantee != grantee);
             grants.push(Grant { grantee, level });
             let grants = hub
@@ -340,7 +339,7 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             let c = resolve(&hub, &op, &connection).await?;
             let grantee = find_grantee(&hub, &op, &who).await?;
             let current = hub.grants(&op, c.id).await?;
-            let mut grants = current.grants;
+            let mut grants = current.plain();
             let before = grants.len();
             grants.retain(|g| g.grantee != grantee);
             if grants.len() == before {
@@ -693,47 +692,38 @@ async fn find_grantee(hub: &Hub, op: &Principal, who: &GranteeArgs) -> CliResult
     }
 }
 
-/// Prints a connection's grants: the HTTP API's `{"grants": [...]}`, or for people a table
-/// with names, after a line naming the owner.
+/// Prints a connection's grants: the HTTP API's `{"grants": [...]}` (with names), or for people
+/// a table with names, after a line naming the owner.
 async fn print_grants(
     hub: &Hub,
     op: &Principal,
     c: &Connection,
-    grants: &[Grant],
+    grants: &[NamedGrant],
     output: Output,
 ) -> CliResult {
     if output == Output::Json {
-        return super::print_json(&GrantsBody::of(grants));
+        return super::print_json(&GrantsOut::of(grants));
     }
-    let users: HashMap<UserId, String> = hub
-        .users(op)
-        .await?
-        .into_iter()
-        .map(|u| (u.id, u.username))
-        .collect();
-    let teams: HashMap<TeamId, String> = hub
-        .teams(op)
-        .await?
-        .into_iter()
-        .map(|t| (t.id, t.name))
-        .collect();
     let owner = match owner_of(c) {
-        Some(_) => users
-            .get(&c.owner)
-            .map_or_else(|| c.owner.to_string(), Clone::clone),
+        Some(_) => hub
+            .users(op)
+            .await?
+            .into_iter()
+            .find(|u| u.id == c.owner)
+            .map_or_else(|| c.owner.to_string(), |u| u.username),
         None => "no user (admins manage it)".to_owned(),
     };
     println!("{}: owner {owner}", c.spec.name);
     let mut t = super::table(["grantee", "name", "level", "id"]);
     for g in grants {
-        let (kind, name, id) = match g.grantee {
-            Grantee::User(u) => ("user", users.get(&u).cloned(), u.to_string()),
-            Grantee::Team(t) => ("team", teams.get(&t).cloned(), t.to_string()),
+        let (kind, id) = match g.grant.grantee {
+            Grantee::User(u) => ("user", u.to_string()),
+            Grantee::Team(t) => ("team", t.to_string()),
         };
         t.add_row([
             kind.to_owned(),
-            name.unwrap_or_else(|| "-".to_owned()),
-            g.level.as_str().to_owned(),
+            g.name.clone(),
+            g.grant.level.as_str().to_owned(),
             id,
         ]);
     }

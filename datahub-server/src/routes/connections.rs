@@ -27,8 +27,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::api::connection::{
-    ConnectionOut, ConnectionPage, CreateConnection, DraftTest, GrantsBody, HealthHistoryOut,
-    PatchConnection, RevealBody, RevealResponse,
+    ConnectionOut, ConnectionPage, CreateConnection, DraftTest, GrantsBody, GrantsOut,
+    HealthHistoryOut, PatchConnection, RevealBody, RevealResponse,
 };
 use crate::api::report::TestReport;
 use crate::auth::{Authed, Client};
@@ -233,7 +233,8 @@ pub struct TestFailedDetail {
         (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the name is taken"),
         (status = 422, body = TestFailedBody, description = "`test_first` and the test failed: nothing saved"),
-        (status = 429, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
+         headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
     )
 )]
 async fn create(
@@ -404,7 +405,8 @@ async fn remove(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`id` names a connection the caller may not view"),
-        (status = 429, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
+         headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
     )
 )]
 async fn test_draft(
@@ -432,7 +434,8 @@ async fn test_draft(
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
-        (status = 429, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
+         headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
     )
 )]
 async fn test_saved(
@@ -532,7 +535,7 @@ async fn reveal(
     tag = "connections",
     params(("id" = String, Path, format = Uuid, description = "the connection")),
     responses(
-        (status = 200, body = GrantsBody, headers(("ETag" = String))),
+        (status = 200, body = GrantsOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -561,7 +564,7 @@ async fn grants(
     ),
     request_body = GrantsBody,
     responses(
-        (status = 200, body = GrantsBody, headers(("ETag" = String))),
+        (status = 200, body = GrantsOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody, description = "a bad grant, named as `grants[i].field`, or If-Match is malformed"),
         (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody),
@@ -629,7 +632,7 @@ fn grants_answer(status: StatusCode, grants: &ConnectionGrants) -> ApiResult<Res
     Ok((
         status,
         [(header::ETAG, etag(grants.version)?)],
-        Json(GrantsBody::of(&grants.grants)),
+        Json(GrantsOut::of(&grants.grants)),
     )
         .into_response())
 }

@@ -2,7 +2,8 @@
 //! connections the caller may view (SECURITY.md S19: a connection the caller may not view never
 //! appears in its events).
 //!
-//! Each event is one `data:` line holding a JSON [`StreamEvent`]: `status_changed`,
+//! Each event is one `data:` line holding a JSON [`StreamEvent`]: `status_changed`, `checked`
+//! (every check the monitor records, with its status, latency and failure kind),
 //! `connection_changed`, `connection_deleted` (each with the connection `id`), or `resync`
 //! when the stream fell behind and lost events, so the client reloads what it shows instead of
 //! silently missing changes. Idle streams get a keep-alive comment every
@@ -27,7 +28,7 @@
 //! client keeps it open.
 //!
 //! It must never: send an event about a connection the caller may not view, nor anything but
-//! ids, statuses and times (never a name, a host or a secret).
+//! ids, statuses, latencies, failure kinds and times (never a name, a host or a secret).
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -36,7 +37,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use datahub_core::hub::Hub;
-use datahub_core::model::HealthStatus;
+use datahub_core::model::{FailureKind, HealthStatus};
 use datahub_core::monitor::MonitorEvent;
 use datahub_core::rbac::{Action, Principal};
 use datahub_core::store::{ListQuery, MAX_PER_PAGE};
@@ -73,6 +74,21 @@ pub enum StreamEvent {
         from: StreamStatus,
         /// The status after the check.
         to: StreamStatus,
+        /// When the check finished, RFC 3339 (UTC).
+        #[schema(format = DateTime)]
+        at: String,
+    },
+    /// The monitor recorded a check of a connection (every check, after `status_changed` when
+    /// the status changed too).
+    Checked {
+        /// The connection.
+        id: Uuid,
+        /// The status after the check.
+        status: StreamStatus,
+        /// This check's total time in milliseconds.
+        latency_ms: u32,
+        /// Why it failed (as in the connection's `health.error_kind`); `null` on success.
+        error_kind: Option<&'static str>,
         /// When the check finished, RFC 3339 (UTC).
         #[schema(format = DateTime)]
         at: String,
@@ -128,6 +144,19 @@ impl StreamEvent {
                 to: (*to).into(),
                 at: rfc3339(*at),
             },
+            MonitorEvent::Checked {
+                status,
+                latency_ms,
+                error_kind,
+                at,
+                ..
+            } => Self::Checked {
+                id,
+                status: (*status).into(),
+                latency_ms: *latency_ms,
+                error_kind: error_kind.map(FailureKind::as_str),
+                at: rfc3339(*at),
+            },
             MonitorEvent::ConnectionDeleted { .. } => Self::ConnectionDeleted { id },
             // `MonitorEvent` is non-exhaustive: anything new about a connection means "reload
             // it" until the stream learns a better word for it.
@@ -143,7 +172,7 @@ fn rfc3339(at: OffsetDateTime) -> String {
         .unwrap_or_default()
 }
 
-/// Server-Sent Events of status and connection changes the caller may view.
+/// Server-Sent Events of checks, status and connection changes the caller may view.
 #[utoipa::path(
     get,
     path = "/api/v1/events",
@@ -348,6 +377,42 @@ mod tests {
                 "id": id.to_string(),
                 "from": "unknown",
                 "to": "down",
+                "at": "2023-11-14T22:13:20Z",
+            })
+        );
+        let failed = StreamEvent::from_monitor(&MonitorEvent::Checked {
+            id,
+            status: HealthStatus::Degraded,
+            latency_ms: 5_001,
+            error_kind: Some(FailureKind::Timeout),
+            at,
+        });
+        assert_eq!(
+            serde_json::to_value(&failed).unwrap(),
+            serde_json::json!({
+                "type": "checked",
+                "id": id.to_string(),
+                "status": "degraded",
+                "latency_ms": 5_001,
+                "error_kind": "timeout",
+                "at": "2023-11-14T22:13:20Z",
+            })
+        );
+        let passed = StreamEvent::from_monitor(&MonitorEvent::Checked {
+            id,
+            status: HealthStatus::Healthy,
+            latency_ms: 3,
+            error_kind: None,
+            at,
+        });
+        assert_eq!(
+            serde_json::to_value(&passed).unwrap(),
+            serde_json::json!({
+                "type": "checked",
+                "id": id.to_string(),
+                "status": "healthy",
+                "latency_ms": 3,
+                "error_kind": null,
                 "at": "2023-11-14T22:13:20Z",
             })
         );

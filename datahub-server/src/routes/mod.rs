@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod connections;
+pub mod directory;
 pub mod events;
 pub mod meta;
 pub mod policy;
@@ -166,6 +167,12 @@ pub const ROUTES: &[Route] = &[
         "/api/v1/teams/{id}",
         Permission::Action(Action::TeamManage),
     ),
+    // Names of enabled users and teams, to pick a grantee.
+    route(
+        Method::GET,
+        "/api/v1/directory",
+        Permission::Action(Action::DirectoryRead),
+    ),
     route(
         Method::GET,
         "/api/v1/tokens",
@@ -232,6 +239,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(connections::router())
         .merge(users::router())
         .merge(teams::router())
+        .merge(directory::router())
         .merge(tokens::router())
         .merge(audit::router())
         .merge(policy::router())

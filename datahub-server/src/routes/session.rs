@@ -100,7 +100,8 @@ pub struct LoginResponse {
         (status = 200, body = LoginResponse, description = "signed in; the session cookie is set"),
         (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody, description = "the same answer for every cause"),
-        (status = 429, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many failed sign-ins for this account or address: wait `Retry-After` seconds",
+         headers(("Retry-After" = u64, description = "whole seconds until a sign-in is allowed again"))),
     )
 )]
 async fn login(
@@ -116,8 +117,8 @@ async fn login(
         return Err(ApiError::invalid("password", "is too long"));
     }
     let client = info.client_addr.clone();
-    if !state.logins().allowed(&request.username, client.as_deref()) {
-        return Err(ApiError::rate_limited());
+    if let Err(wait) = state.logins().check(&request.username, client.as_deref()) {
+        return Err(ApiError::rate_limited(wait));
     }
     let password = Password::from(request.password);
     let principal = match state.hub().login(&request.username, password, &info).await {

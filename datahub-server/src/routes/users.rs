@@ -297,7 +297,8 @@ async fn update_user(
         (status = 400, description = "the current password is wrong, or the new one breaks the policy", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "a read-only token", body = ErrorBody),
-        (status = 429, description = "too many wrong guesses", body = ErrorBody)
+        (status = 429, description = "too many wrong guesses: wait `Retry-After` seconds", body = ErrorBody,
+         headers(("Retry-After" = u64, description = "whole seconds until a new guess is allowed")))
     )
 )]
 async fn change_own_password(
@@ -308,8 +309,8 @@ async fn change_own_password(
 ) -> ApiResult<StatusCode> {
     let account = principal.username().to_owned();
     let addr = client.client_addr.as_deref();
-    if !state.logins().allowed(&account, addr) {
-        return Err(ApiError::rate_limited());
+    if let Err(wait) = state.logins().check(&account, addr) {
+        return Err(ApiError::rate_limited(wait));
     }
     let result = state
         .hub()

@@ -1,6 +1,6 @@
-//! Users, teams and API tokens over HTTP: what each role may do, the one-time token, read-only
-//! and revoked tokens, disabled accounts, write-only passwords, and bad input of every shape
-//! (S18–S20, S27).
+//! Users, teams, the name directory and API tokens over HTTP: what each role may do, the
+//! one-time token, read-only and revoked tokens, disabled accounts, write-only passwords, and bad
+//! input of every shape (S18–S20, S27).
 
 use axum::http::{Method, StatusCode};
 use datahub_core::rbac::Role;
@@ -902,4 +902,160 @@ async fn bad_input_to_every_account_endpoint_is_a_4xx_naming_the_field() {
         .send(Method::GET, "/api/v1/tokens", Some(&t.admin_token), None)
         .await;
     assert_eq!(tokens.body.as_array().unwrap().len(), 1);
+}
+
+/// The directory: every signed-in role (a read-only token too) finds enabled users and teams by
+/// a case-insensitive part of the name, ids and names only, sorted, at most 20 of each; `q` is
+/// checked and named when refused.
+#[tokio::test]
+async fn the_directory_finds_enabled_users_and_teams_by_name() {
+    let t = TestApp::new().await;
+    let viewer = t.account("vic-ops", Role::Viewer).await;
+    let auditor = t.account("audrey", Role::Auditor).await;
+    let gone = t.account("ops-gone", Role::Editor).await;
+    let admin = t.admin_token.clone();
+    let r = t
+        .send(
+            Method::PATCH,
+            &format!("/api/v1/users/{}", gone.id),
+            Some(&admin),
+            Some(json!({"disabled": true})),
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+    for name in ["ops", "devops", "web"] {
+        t.send(
+            Method::POST,
+            "/api/v1/teams",
+            Some(&admin),
+            Some(json!({"name": name})),
+        )
+        .await
+        .assert_status(StatusCode::CREATED);
+    }
+    let read_only = t.token_for("audrey", USER_PASSWORD, true).await;
+
+    for token in [&viewer.token, &auditor.token, &read_only, &admin] {
+        let r = t
+            .send(Method::GET, "/api/v1/directory?q=OPS", Some(token), None)
+            .await;
+        r.assert_status(StatusCode::OK);
+        let teams: Vec<&str> = r.body["teams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(teams, ["devops", "ops"], "{}", r.text);
+        assert_eq!(
+            r.body["users"],
+            json!([{"id": viewer.id, "username": "vic-ops"}]),
+            "the disabled user is not listed: {}",
+            r.text
+        );
+        let team = r.body["teams"][0].as_object().unwrap();
+        assert_eq!(team.len(), 2, "ids and names only: {}", r.text);
+        assert!(team["id"].is_string());
+    }
+    // Without `q`: every enabled user and every team, by name.
+    let r = t
+        .send(Method::GET, "/api/v1/directory", Some(&viewer.token), None)
+        .await;
+    r.assert_status(StatusCode::OK);
+    let users: Vec<&str> = r.body["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["admin", "audrey", "vic-ops"]);
+    assert_eq!(r.body["teams"].as_array().unwrap().len(), 3);
+
+    // At most 20 of each.
+    for i in 0..22 {
+        t.send(
+            Method::POST,
+            "/api/v1/teams",
+            Some(&admin),
+            Some(json!({"name": format!("squad-{i:02}")})),
+        )
+        .await
+        .assert_status(StatusCode::CREATED);
+    }
+    let r = t
+        .send(
+            Method::GET,
+            "/api/v1/directory?q=squad",
+            Some(&viewer.token),
+            None,
+        )
+        .await;
+    let teams = r.body["teams"].as_array().unwrap();
+    assert_eq!(teams.len(), 20, "{}", r.text);
+    assert_eq!(teams[0]["name"], "squad-00");
+    assert_eq!(teams[19]["name"], "squad-19");
+
+    // Bad input names the field; nobody signed in gets 401.
+    let long = "a".repeat(65);
+    for q in [long.as_str(), "a%0Ab", "%07"] {
+        let r = t
+            .send(
+                Method::GET,
+                &format!("/api/v1/directory?q={q}"),
+                Some(&viewer.token),
+                None,
+            )
+            .await;
+        r.assert_error(StatusCode::BAD_REQUEST, Some("q"));
+    }
+    let r = t
+        .send(
+            Method::GET,
+            &format!("/api/v1/directory?q={}", "a".repeat(64)),
+            Some(&viewer.token),
+            None,
+        )
+        .await;
+    r.assert_status(StatusCode::OK);
+    let r = t
+        .send(
+            Method::GET,
+            "/api/v1/directory?x=1",
+            Some(&viewer.token),
+            None,
+        )
+        .await;
+    r.assert_error(StatusCode::BAD_REQUEST, Some("x"));
+    let r = t.send(Method::GET, "/api/v1/directory", None, None).await;
+    r.assert_error(StatusCode::UNAUTHORIZED, None);
+}
+
+/// A wrong current password counts against the sign-in limit; once it is spent the answer is a
+/// 429 with `Retry-After`.
+#[tokio::test]
+async fn password_change_guesses_are_limited_with_retry_after() {
+    let t = TestApp::new().await;
+    let user = t.account("guesser", Role::Viewer).await;
+    let guess =
+        json!({"current_password": "not-my-password-1", "new_password": "a-new-password-123"});
+    let mut limited = None;
+    for _ in 0..12 {
+        let r = t
+            .send(
+                Method::POST,
+                "/api/v1/users/me/password",
+                Some(&user.token),
+                Some(guess.clone()),
+            )
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+        r.assert_error(StatusCode::BAD_REQUEST, Some("current_password"));
+    }
+    let r = limited.expect("the guesses were never limited");
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=6).contains(&retry), "Retry-After: {retry}");
+    assert_eq!(r.body["error"]["code"], "rate_limited");
 }

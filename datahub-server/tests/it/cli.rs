@@ -915,7 +915,7 @@ fn conn_grants_in_the_cores_vocabulary() {
         .json();
     assert_eq!(
         set,
-        json!({"grants": [{"user_id": bob["id"], "level": "use"}]})
+        json!({"grants": [{"user_id": bob["id"], "level": "use", "name": "bob"}]})
     );
     cli.run(
         &[
@@ -935,8 +935,8 @@ fn conn_grants_in_the_cores_vocabulary() {
     let now = grants("ops-db");
     let items = now["grants"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{now}");
-    assert!(items.contains(&json!({"user_id": bob["id"], "level": "manage"})));
-    assert!(items.contains(&json!({"team_id": team_id, "level": "view"})));
+    assert!(items.contains(&json!({"user_id": bob["id"], "level": "manage", "name": "bob"})));
+    assert!(items.contains(&json!({"team_id": team_id, "level": "view", "name": "ops"})));
     let table = cli.run(&["conn", "grants", "ops-db"], None).ok().stdout;
     for expected in ["user", "bob", "manage", "team", "ops", "view", &team_id] {
         assert!(table.contains(expected), "{expected}: {table}");
@@ -993,7 +993,7 @@ fn conn_grants_in_the_cores_vocabulary() {
         .json();
     assert_eq!(
         revoked,
-        json!({"grants": [{"team_id": team_id, "level": "view"}]})
+        json!({"grants": [{"team_id": team_id, "level": "view", "name": "ops"}]})
     );
 
     // The HTTP API reads the same grants, and bob now sees the connection through his team.

@@ -452,13 +452,18 @@ async fn grants_decide_what_a_viewer_sees() {
     let r = as_viewer(Method::POST, URL.to_owned(), Some(body("mine", 5432))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text);
 
-    // Grants round trip: PUT replaces, GET answers the same shape.
+    // Grants round trip: PUT replaces, GET answers the same shape with each grantee's name
+    // (output only: a PUT naming it is refused, the field named).
     let grants = json!({"grants": [{"user_id": viewer_id, "level": "view"}]});
+    let named = json!({"grants": [{"user_id": viewer_id, "level": "view", "name": "vera"}]});
     let r = f.put_grants(&one, &grants).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.json, grants);
+    assert_eq!(r.json, named);
     let r = f.admin(Method::GET, &format!("{one}/grants"), None).await;
-    assert_eq!(r.json, grants);
+    assert_eq!(r.json, named);
+    let r = f.put_grants(&one, &named).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+    assert_eq!(r.json["error"]["field"], "grants[0].name", "{}", r.text);
 
     // `view`: seen and listed, but no secret, no test, no edit, no grants. The connection
     // tells each caller its own level (lists do not).
@@ -609,6 +614,8 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
 
     // PUT needs If-Match: missing 428, malformed 400; neither changes anything.
     let first = json!({"grants": [{"user_id": viewer_id, "level": "view"}]});
+    // As answered: with the grantee's name.
+    let first_named = json!({"grants": [{"user_id": viewer_id, "level": "view", "name": "gina"}]});
     let r = f.send(Method::PUT, &uri, token, &[], Some(&first)).await;
     assert_field(&r, StatusCode::PRECONDITION_REQUIRED, "If-Match");
     for bad in ["*", "W/\"1\"", "\"1\", \"2\"", "\"x\"", "\"\""] {
@@ -622,7 +629,7 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
     // The version read: 200 with the new set and an ETag one higher, the connection's new one.
     let r = put_at(&read, &first).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
-    assert_eq!(r.json, first);
+    assert_eq!(r.json, first_named);
     let current = etag(&r);
     assert_eq!(current, "\"2\"");
     let got = f.admin(Method::GET, &one, None).await;
@@ -634,7 +641,7 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
     let r = put_at(&read, &second).await;
     assert_field(&r, StatusCode::PRECONDITION_FAILED, "If-Match");
     let r = f.admin(Method::GET, &uri, None).await;
-    assert_eq!(r.json, first);
+    assert_eq!(r.json, first_named);
     assert_eq!(etag(&r), current);
 
     // An edit of the connection read before its grants changed is stale too.
@@ -659,7 +666,7 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
         .send(Method::DELETE, &uri, token, &[("if-match", &read)], None)
         .await;
     assert_field(&r, StatusCode::PRECONDITION_FAILED, "If-Match");
-    assert_eq!(f.admin(Method::GET, &uri, None).await.json, first);
+    assert_eq!(f.admin(Method::GET, &uri, None).await.json, first_named);
     let r = f
         .send(Method::DELETE, &uri, token, &[("if-match", &current)], None)
         .await;
@@ -758,11 +765,29 @@ async fn failed_tests_are_reports_and_tests_are_rate_limited() {
     assert_eq!(r.json["report"]["error_kind"], "connection_refused");
     assert_eq!(f.admin(Method::GET, URL, None).await.json["total"], 1);
 
-    // The fourth test within the burst of three: 429.
+    // The fourth test within the burst of three: 429, with `Retry-After` from the bucket's
+    // refill (one test per 1,000 s here, so close to 1,000 s), the same in the message.
     let r = f
         .admin(Method::POST, &format!("{URL}/{id}/test"), None)
         .await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    let retry: u64 = r.headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((990..=1_000).contains(&retry), "Retry-After: {retry}");
+    let message = r.json["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("try again in {retry} s")),
+        "{message}"
+    );
+    // A draft test draws on the same bucket.
+    let r = f
+        .admin(Method::POST, &format!("{URL}/test"), Some(&draft))
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text);
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
     assert_no_canary(&f);
 }
 
@@ -1013,4 +1038,118 @@ async fn a_wrong_typed_port_is_described_in_json_words() {
     );
     let list = f.admin(Method::GET, URL, None).await;
     assert_eq!(list.json["total"], 0, "nothing was saved");
+}
+
+/// Recent checks carry the failed step and a fixed hint; a connection (one and in a list)
+/// carries the facts of the last check that reached the server, `null` until one did.
+#[tokio::test]
+async fn checks_carry_step_and_hint_and_connections_the_last_facts() {
+    use datahub_core::ConnectionId;
+    use datahub_core::model::{
+        CheckFacts, FailureKind, Health, HealthStatus, ServerInfo, StepName, TlsInfo,
+    };
+    use datahub_core::store::CheckRow;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    let f = Fixture::new().await;
+    let created = f.admin(Method::POST, URL, Some(&body("facts", 5432))).await;
+    let id_text = created.json["id"].as_str().unwrap().to_owned();
+    let id: ConnectionId = id_text.parse().unwrap();
+    let one = format!("{URL}/{id_text}");
+    assert_eq!(created.json["facts"], Value::Null);
+    assert_eq!(
+        f.admin(Method::GET, &one, None).await.json["facts"],
+        Value::Null
+    );
+
+    let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - time::Duration::minutes(5);
+    let expires = OffsetDateTime::parse("2030-01-02T03:04:05Z", &Rfc3339).unwrap();
+    let store = f.hub.store();
+    let record = |at: OffsetDateTime, kind: Option<FailureKind>, step: Option<StepName>| {
+        let facts = kind.is_none().then(|| CheckFacts {
+            at,
+            server: Some(ServerInfo {
+                version: "16.4".into(),
+                in_recovery: false,
+                connections_used: Some(5),
+                max_connections: Some(100),
+            }),
+            tls: Some(TlsInfo {
+                protocol: Some("TLSv1.3".into()),
+                cipher: Some("TLS_AES_256_GCM_SHA384".into()),
+                peer_subject: Some("CN=db.example.com".into()),
+                peer_not_after: Some(expires),
+            }),
+        });
+        let status = if kind.is_some() {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Healthy
+        };
+        let check = CheckRow {
+            connection: id,
+            at,
+            ok: kind.is_none(),
+            latency_ms: 12,
+            error_kind: kind,
+            step,
+            status,
+        };
+        let health = Health {
+            status,
+            checked_at: Some(at),
+            latency_ms: Some(12),
+            error_kind: kind,
+            uptime_24h: Some(0.5),
+            facts,
+        };
+        async move { store.record_check(&check, &health).await.unwrap() }
+    };
+    record(t0, None, None).await;
+    let t1 = t0 + time::Duration::minutes(1);
+    record(t1, Some(FailureKind::Timeout), Some(StepName::Tls)).await;
+    let t2 = t1 + time::Duration::minutes(1);
+    // A check recorded before steps were: the hint of its kind alone.
+    record(t2, Some(FailureKind::ConnectionRefused), None).await;
+
+    let r = f.admin(Method::GET, &format!("{one}/health"), None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let checks = r.json["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3, "{}", r.text);
+    let rfc = |at: OffsetDateTime| at.format(&Rfc3339).unwrap();
+    assert_eq!(
+        checks[0],
+        json!({
+            "at": rfc(t2), "ok": false, "latency_ms": 12, "error_kind": "connection_refused",
+            "step": null, "hint": FailureKind::ConnectionRefused.hint(None), "status": "degraded",
+        })
+    );
+    assert_eq!(checks[1]["step"], "tls");
+    assert_eq!(
+        checks[1]["hint"],
+        FailureKind::Timeout.hint(Some(StepName::Tls))
+    );
+    assert!(
+        checks[1]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("TLS handshake")
+    );
+    assert_eq!(checks[2]["step"], Value::Null);
+    assert_eq!(checks[2]["hint"], Value::Null);
+    assert_eq!(checks[2]["ok"], true);
+
+    // The facts of the first check, kept through the two failures after it.
+    let facts = json!({
+        "at": rfc(t0),
+        "server": {"version": "16.4", "in_recovery": false, "connections_used": 5,
+                   "max_connections": 100},
+        "tls": {"protocol": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384",
+                "peer_subject": "CN=db.example.com", "peer_not_after": "2030-01-02T03:04:05Z"},
+    });
+    let shown = f.admin(Method::GET, &one, None).await;
+    assert_eq!(shown.json["facts"], facts, "{}", shown.text);
+    let listed = f.admin(Method::GET, URL, None).await;
+    assert_eq!(listed.json["items"][0]["facts"], facts, "{}", listed.text);
 }

@@ -243,6 +243,14 @@ async fn status_changes_come_from_the_monitor_with_from_to_and_at() {
     time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339).unwrap();
     assert!(at.ends_with('Z'), "{at}");
     assert_eq!(event.as_object().unwrap().len(), 5, "{event}");
+    // Then the check itself, at the same time.
+    let checked = stream.event().await;
+    let latency = checked["latency_ms"].as_u64().unwrap();
+    assert_eq!(
+        checked,
+        json!({"type": "checked", "id": id.to_string(), "status": "degraded",
+               "latency_ms": latency, "error_kind": "connection_refused", "at": at})
+    );
 
     delete(&f, &f.admin, id).await;
     assert_eq!(stream.event().await, deleted(id));
@@ -286,12 +294,58 @@ async fn a_stream_that_falls_behind_is_told_to_resync() {
             break;
         }
         assert!(
-            event["type"] == "connection_changed" || event["type"] == "status_changed",
+            event["type"] == "connection_changed"
+                || event["type"] == "status_changed"
+                || event["type"] == "checked",
             "{event}"
         );
     }
     f.state.shutdown().cancel();
     assert!(stream.ends(WAIT).await);
+    f.state.shutdown_monitor().await;
+}
+
+/// Every check the monitor records reaches the viewers of its connection as `checked`, and
+/// nobody else.
+#[tokio::test]
+async fn checks_reach_a_viewer_with_a_grant_and_no_one_without() {
+    let f = Fixture::with(HttpOptions::default(), |state, hub| {
+        state.with_monitor(hub.start_monitor(MonitorConfig::default()))
+    })
+    .await;
+    let (granted, granted_token) = f.user("granted", Role::Viewer).await;
+    let (other, other_token) = f.user("other", Role::Viewer).await;
+    let id = f.connection(&f.admin, "watched").await;
+    grant_view(&f, id, &granted).await;
+    // A connection the other viewer may see, never checked (monitoring off): its change is
+    // the marker proving that nothing about `id` came before it.
+    let mut quiet = crate::fixture::draft("quiet");
+    quiet.monitoring.enabled = Some(false);
+    let marker = f.hub.create_connection(&f.admin, quiet).await.unwrap().id;
+    grant_view(&f, marker, &other).await;
+
+    let mut as_granted = Stream::open(&f, &granted_token).await;
+    let mut as_other = Stream::open(&f, &other_token).await;
+    // Told while the monitor runs: checked within 5 s (refused at once on port 1).
+    f.state.changed(id);
+    assert_eq!(as_granted.event().await, changed(id));
+    let status = tokio::time::timeout(Duration::from_secs(10), as_granted.event())
+        .await
+        .unwrap();
+    assert_eq!(status["type"], "status_changed", "{status}");
+    let checked = as_granted.event().await;
+    assert_eq!(checked["type"], "checked", "{checked}");
+    assert_eq!(checked["id"], id.to_string());
+    assert_eq!(checked["status"], "degraded");
+    assert_eq!(checked["error_kind"], "connection_refused");
+    assert!(checked["latency_ms"].is_u64(), "{checked}");
+    assert_eq!(checked["at"], status["at"]);
+
+    // The other viewer's first event is the marker's: the check of `id` was filtered out.
+    f.state.changed(marker);
+    assert_eq!(as_other.event().await, changed(marker));
+    f.state.shutdown().cancel();
+    assert!(as_other.ends(WAIT).await);
     f.state.shutdown_monitor().await;
 }
 

@@ -101,6 +101,13 @@ async fn the_route_table_is_exactly_what_the_openapi_document_describes() {
             // Every operation documents its error answers with the error shape.
             let responses = operation["responses"].as_object().expect("responses");
             assert!(!responses.is_empty(), "{method} {path}: no responses");
+            // Every 429 tells the client when to come back.
+            if let Some(limited) = responses.get("429") {
+                assert!(
+                    limited["headers"]["Retry-After"].is_object(),
+                    "{method} {path}: a 429 without Retry-After"
+                );
+            }
             let declared = ROUTES
                 .iter()
                 .find(|r| r.method.as_str() == method && r.path == path);
@@ -114,6 +121,46 @@ async fn the_route_table_is_exactly_what_the_openapi_document_describes() {
             }
         }
     }
+
+    // The operations that answer 429 say so.
+    for (method, path) in [
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/users/me/password"),
+        ("post", "/api/v1/connections"),
+        ("post", "/api/v1/connections/test"),
+        ("post", "/api/v1/connections/{id}/test"),
+    ] {
+        assert!(
+            paths[path][method]["responses"]["429"].is_object(),
+            "{method} {path}: no 429"
+        );
+    }
+    // What the web UI reads is described: a check's step and hint, a connection's facts, a
+    // grant's output-only name, the directory and the `checked` event.
+    let schemas = &spec.body["components"]["schemas"];
+    for (schema, property) in [
+        ("CheckOut", "step"),
+        ("CheckOut", "hint"),
+        ("ConnectionOut", "facts"),
+        ("FactsOut", "server"),
+        ("FactsOut", "tls"),
+        ("GrantOut", "name"),
+        ("DirectoryOut", "users"),
+        ("DirectoryOut", "teams"),
+    ] {
+        assert!(
+            schemas[schema]["properties"][property].is_object(),
+            "{schema}.{property} is not documented"
+        );
+    }
+    assert!(
+        schemas["GrantItem"]["properties"]["name"].is_null(),
+        "PUT takes no name"
+    );
+    assert!(
+        spec.text.contains("\"checked\""),
+        "the `checked` event is not documented"
+    );
 
     let declared: BTreeSet<(String, String)> = ROUTES
         .iter()

@@ -170,9 +170,22 @@ async fn failures_are_uniform_and_rate_limited() {
         let (status, _, _) = send(&f.app, login("admin", "not-the-password-1")).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
     }
-    let (status, _, body) = send(&f.app, login("admin", ADMIN_PW)).await;
+    let (status, headers, body) = send(&f.app, login("admin", ADMIN_PW)).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "rate_limited");
+    // When to come back: the account's bucket refills one failure every 6 s, and the last one
+    // was just now, so a little under 6 s, answered in whole seconds (rounded up).
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((5..=6).contains(&retry), "Retry-After: {retry}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(&format!("try again in {retry} s")),
+        "{message}"
+    );
 }
 
 #[tokio::test]

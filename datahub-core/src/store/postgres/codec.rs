@@ -12,12 +12,14 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{KekId, SealedValue, WrappedDek};
 use crate::model::{
-    ApplicationName, CertificatePem, ConnectOptions, ConnectionName, ConnectionSpec, DatabaseName,
-    Description, Health, HealthStatus, Host, Monitoring, Port, Tags, TlsSettings, Username,
+    ApplicationName, CertificatePem, CheckFacts, ConnectOptions, ConnectionName, ConnectionSpec,
+    DatabaseName, Description, Health, HealthStatus, Host, Monitoring, Port, ServerInfo, Tags,
+    TlsInfo, TlsSettings, Username,
 };
 use crate::rbac::{Grant, GrantLevel, Grantee};
 use crate::store::{
-    CheckRow, ConnectionRow, ConnectionSummary, SealedSecrets, TargetPolicy, TokenRow, UserRow,
+    CheckRow, ConnectionRow, ConnectionSummary, NamedGrant, SealedSecrets, TargetPolicy, TokenRow,
+    UserRow,
 };
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
@@ -163,7 +165,13 @@ pub(super) const SECRET_COLUMNS: &str =
 
 /// The health columns [`health_from_row`] reads, from the table alias `h` (a left join).
 pub(super) const HEALTH_COLUMNS: &str = "h.status AS h_status, h.checked_at AS h_checked_at, \
-    h.latency_ms AS h_latency_ms, h.error_kind AS h_error_kind, h.uptime_24h AS h_uptime_24h";
+    h.latency_ms AS h_latency_ms, h.error_kind AS h_error_kind, h.uptime_24h AS h_uptime_24h, \
+    h.facts_at AS h_facts_at, h.server_version AS h_server_version, \
+    h.server_in_recovery AS h_server_in_recovery, \
+    h.server_connections_used AS h_server_connections_used, \
+    h.server_max_connections AS h_server_max_connections, h.tls_protocol AS h_tls_protocol, \
+    h.tls_cipher AS h_tls_cipher, h.tls_peer_subject AS h_tls_peer_subject, \
+    h.tls_peer_not_after AS h_tls_peer_not_after";
 
 /// Rebuilds a spec from its columns, validating every field again.
 fn spec_from_row(row: &Row) -> Result<ConnectionSpec> {
@@ -294,7 +302,76 @@ fn health_from_row(row: &Row) -> Result<Health> {
         latency_ms: get_opt_u32(row, t, "h_latency_ms")?,
         error_kind: get_opt_parsed(row, t, "h_error_kind")?,
         uptime_24h,
+        facts: facts_from_row(row)?,
     })
+}
+
+/// The fact columns of `connection_health` as written: all `None` when `health` brings no
+/// facts (the upsert then keeps the stored ones).
+#[derive(Debug, Default)]
+pub(super) struct FactColumns {
+    pub(super) at: Option<OffsetDateTime>,
+    pub(super) server_version: Option<String>,
+    pub(super) in_recovery: Option<bool>,
+    pub(super) connections_used: Option<i64>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) tls_protocol: Option<String>,
+    pub(super) tls_cipher: Option<String>,
+    pub(super) tls_peer_subject: Option<String>,
+    pub(super) tls_peer_not_after: Option<OffsetDateTime>,
+}
+
+impl FactColumns {
+    pub(super) fn of(health: &Health) -> Self {
+        let Some(facts) = &health.facts else {
+            return Self::default();
+        };
+        let server = facts.server.as_ref();
+        let tls = facts.tls.as_ref();
+        Self {
+            at: Some(facts.at),
+            server_version: server.map(|s| s.version.clone()),
+            in_recovery: server.map(|s| s.in_recovery),
+            connections_used: server.and_then(|s| s.connections_used).map(i64::from),
+            max_connections: server.and_then(|s| s.max_connections).map(i64::from),
+            tls_protocol: tls.and_then(|t| t.protocol.clone()),
+            tls_cipher: tls.and_then(|t| t.cipher.clone()),
+            tls_peer_subject: tls.and_then(|t| t.peer_subject.clone()),
+            tls_peer_not_after: tls.and_then(|t| t.peer_not_after),
+        }
+    }
+}
+
+/// The facts of the last check that reached the server, from [`HEALTH_COLUMNS`].
+fn facts_from_row(row: &Row) -> Result<Option<CheckFacts>> {
+    let t = "connection_health";
+    let Some(at) = get::<Option<OffsetDateTime>>(row, t, "h_facts_at")? else {
+        return Ok(None);
+    };
+    let server = match get::<Option<String>>(row, t, "h_server_version")? {
+        Some(version) => Some(ServerInfo {
+            version,
+            in_recovery: get::<Option<bool>>(row, t, "h_server_in_recovery")?.unwrap_or(false),
+            connections_used: get_opt_u32(row, t, "h_server_connections_used")?,
+            max_connections: get_opt_u32(row, t, "h_server_max_connections")?,
+        }),
+        None => None,
+    };
+    let tls = TlsInfo {
+        protocol: get(row, t, "h_tls_protocol")?,
+        cipher: get(row, t, "h_tls_cipher")?,
+        peer_subject: get(row, t, "h_tls_peer_subject")?,
+        peer_not_after: get(row, t, "h_tls_peer_not_after")?,
+    };
+    let encrypted = tls.protocol.is_some()
+        || tls.cipher.is_some()
+        || tls.peer_subject.is_some()
+        || tls.peer_not_after.is_some();
+    Ok(Some(CheckFacts {
+        at,
+        server,
+        tls: encrypted.then_some(tls),
+    }))
 }
 
 /// A summary row (with [`SPEC_COLUMNS`] and [`HEALTH_COLUMNS`]).
@@ -357,6 +434,14 @@ pub(super) fn grant_row(row: &Row) -> Result<Grant> {
     })
 }
 
+/// A grant with its grantee's name (column `name`).
+pub(super) fn named_grant_row(row: &Row) -> Result<NamedGrant> {
+    Ok(NamedGrant {
+        grant: grant_row(row)?,
+        name: get(row, "grants", "name")?,
+    })
+}
+
 /// The columns [`token_row`] reads.
 pub(super) const TOKEN_COLUMNS: &str =
     "id, user_id, name, hash, read_only, created_at, expires_at, revoked_at";
@@ -376,7 +461,8 @@ pub(super) fn token_row(row: &Row) -> Result<TokenRow> {
 }
 
 /// The columns [`check_row`] reads.
-pub(super) const CHECK_COLUMNS: &str = "connection_id, at, ok, latency_ms, error_kind, status";
+pub(super) const CHECK_COLUMNS: &str =
+    "connection_id, at, ok, latency_ms, error_kind, step, status";
 
 pub(super) fn check_row(row: &Row) -> Result<CheckRow> {
     let t = "health_checks";
@@ -386,6 +472,7 @@ pub(super) fn check_row(row: &Row) -> Result<CheckRow> {
         ok: get(row, t, "ok")?,
         latency_ms: get_u32(row, t, "latency_ms")?,
         error_kind: get_opt_parsed(row, t, "error_kind")?,
+        step: get_opt_parsed(row, t, "step")?,
         status: get_parsed(row, t, "status")?,
     })
 }

@@ -11,9 +11,9 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{SealedValue, WrappedDek};
 use crate::model::{
-    ApplicationName, CertificatePem, ConnectOptions, ConnectionName, ConnectionSpec, DatabaseName,
-    Description, FailureKind, Health, HealthStatus, Host, Monitoring, Port, Tags, TlsSettings,
-    Username,
+    ApplicationName, CertificatePem, CheckFacts, ConnectOptions, ConnectionName, ConnectionSpec,
+    DatabaseName, Description, FailureKind, Health, HealthStatus, Host, Monitoring, Port,
+    ServerInfo, Tags, TlsInfo, TlsSettings, Username,
 };
 use crate::rbac::Role;
 use crate::store::{CheckRow, SealedSecrets, TokenRow, UserRow};
@@ -242,7 +242,13 @@ pub(super) const SECRET_COLUMNS: &str = "c.wrapped_dek, c.sealed_password, c.sea
 
 /// The health columns [`health_from_row`] reads (from a `LEFT JOIN connection_health h`).
 pub(super) const HEALTH_COLUMNS: &str = "h.status AS h_status, h.checked_at AS h_checked_at, \
-    h.latency_ms AS h_latency_ms, h.error_kind AS h_error_kind, h.uptime_24h AS h_uptime_24h";
+    h.latency_ms AS h_latency_ms, h.error_kind AS h_error_kind, h.uptime_24h AS h_uptime_24h, \
+    h.facts_at AS h_facts_at, h.server_version AS h_server_version, \
+    h.server_in_recovery AS h_server_in_recovery, \
+    h.server_connections_used AS h_server_connections_used, \
+    h.server_max_connections AS h_server_max_connections, h.tls_protocol AS h_tls_protocol, \
+    h.tls_cipher AS h_tls_cipher, h.tls_peer_subject AS h_tls_peer_subject, \
+    h.tls_peer_not_after AS h_tls_peer_not_after";
 
 /// The common part of a connection row: id, spec, owner, version and times.
 pub(super) struct Common {
@@ -353,7 +359,76 @@ pub(super) fn health_from_row(row: &Row<'_>) -> Result<Health> {
         latency_ms: get_opt_u32(row, t, "h_latency_ms")?,
         error_kind: get_opt_parsed::<FailureKind>(row, t, "h_error_kind")?,
         uptime_24h: get(row, t, "h_uptime_24h")?,
+        facts: facts_from_row(row)?,
     })
+}
+
+/// The fact columns of `connection_health` as written: all `None` when `health` brings no
+/// facts (the upsert then keeps the stored ones).
+#[derive(Debug, Default)]
+pub(super) struct FactColumns {
+    pub(super) at: Option<i64>,
+    pub(super) server_version: Option<String>,
+    pub(super) in_recovery: Option<bool>,
+    pub(super) connections_used: Option<i64>,
+    pub(super) max_connections: Option<i64>,
+    pub(super) tls_protocol: Option<String>,
+    pub(super) tls_cipher: Option<String>,
+    pub(super) tls_peer_subject: Option<String>,
+    pub(super) tls_peer_not_after: Option<i64>,
+}
+
+impl FactColumns {
+    pub(super) fn of(health: &Health) -> Self {
+        let Some(facts) = &health.facts else {
+            return Self::default();
+        };
+        let server = facts.server.as_ref();
+        let tls = facts.tls.as_ref();
+        Self {
+            at: Some(micros(facts.at)),
+            server_version: server.map(|s| s.version.clone()),
+            in_recovery: server.map(|s| s.in_recovery),
+            connections_used: server.and_then(|s| s.connections_used).map(i64::from),
+            max_connections: server.and_then(|s| s.max_connections).map(i64::from),
+            tls_protocol: tls.and_then(|t| t.protocol.clone()),
+            tls_cipher: tls.and_then(|t| t.cipher.clone()),
+            tls_peer_subject: tls.and_then(|t| t.peer_subject.clone()),
+            tls_peer_not_after: tls.and_then(|t| t.peer_not_after).map(micros),
+        }
+    }
+}
+
+/// The facts of the last check that reached the server, from [`HEALTH_COLUMNS`].
+fn facts_from_row(row: &Row<'_>) -> Result<Option<CheckFacts>> {
+    let t = "connection_health";
+    let Some(at) = get_opt_time(row, t, "h_facts_at")? else {
+        return Ok(None);
+    };
+    let server = match get::<Option<String>>(row, t, "h_server_version")? {
+        Some(version) => Some(ServerInfo {
+            version,
+            in_recovery: get::<Option<bool>>(row, t, "h_server_in_recovery")?.unwrap_or(false),
+            connections_used: get_opt_u32(row, t, "h_server_connections_used")?,
+            max_connections: get_opt_u32(row, t, "h_server_max_connections")?,
+        }),
+        None => None,
+    };
+    let tls = TlsInfo {
+        protocol: get(row, t, "h_tls_protocol")?,
+        cipher: get(row, t, "h_tls_cipher")?,
+        peer_subject: get(row, t, "h_tls_peer_subject")?,
+        peer_not_after: get_opt_time(row, t, "h_tls_peer_not_after")?,
+    };
+    let encrypted = tls.protocol.is_some()
+        || tls.cipher.is_some()
+        || tls.peer_subject.is_some()
+        || tls.peer_not_after.is_some();
+    Ok(Some(CheckFacts {
+        at,
+        server,
+        tls: encrypted.then_some(tls),
+    }))
 }
 
 pub(super) fn user_from_row(row: &Row<'_>) -> Result<UserRow> {
@@ -391,6 +466,7 @@ pub(super) fn check_from_row(row: &Row<'_>) -> Result<CheckRow> {
         ok: get_bool(row, t, "ok")?,
         latency_ms: get_u32(row, t, "latency_ms")?,
         error_kind: get_opt_parsed(row, t, "error_kind")?,
+        step: get_opt_parsed(row, t, "step")?,
         status: get_parsed(row, t, "status")?,
     })
 }

@@ -21,8 +21,9 @@ use base64::engine::general_purpose::STANDARD;
 use datahub_core::audit::{AuditEvent, AuditRecord, ChainVerifier, Outcome, truncate_to_micros};
 use datahub_core::crypto::{KekId, Keyring, WrappedDek};
 use datahub_core::model::{
-    ChannelBinding, ConnectionDraft, ConnectionName, ConnectionSpec, Engine, FailureKind, Health,
-    HealthStatus, MonitoringDraft, OptionsDraft, Tag, TlsDraft, TlsMode,
+    ChannelBinding, CheckFacts, ConnectionDraft, ConnectionName, ConnectionSpec, Engine,
+    FailureKind, Health, HealthStatus, MonitoringDraft, OptionsDraft, ServerInfo, StepName, Tag,
+    TlsDraft, TlsInfo, TlsMode,
 };
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Role};
 use datahub_core::secret::{Password, PrivateKeyPem};
@@ -228,6 +229,7 @@ fn health(status: HealthStatus, at: OffsetDateTime) -> Health {
         latency_ms: Some(12),
         error_kind: (status == HealthStatus::Down).then_some(FailureKind::Timeout),
         uptime_24h: Some(0.75),
+        facts: None,
     }
 }
 
@@ -238,6 +240,7 @@ fn check(id: ConnectionId, at: OffsetDateTime, status: HealthStatus) -> CheckRow
         ok: status == HealthStatus::Healthy,
         latency_ms: 12,
         error_kind: (status == HealthStatus::Down).then_some(FailureKind::Timeout),
+        step: (status == HealthStatus::Down).then_some(StepName::Tcp),
         status,
     }
 }
@@ -266,6 +269,7 @@ macro_rules! conformance_suite {
             pagination_and_bounds,
             visibility_hides_rows_and_counts,
             grants_set_replace_read,
+            named_grants_and_the_directory,
             users,
             teams,
             tokens,
@@ -274,6 +278,7 @@ macro_rules! conformance_suite {
             every_write_appends_one_audit_record,
             audit_page_filters_and_pages_newest_first,
             health_checks_and_summary,
+            check_facts_are_kept_until_a_check_brings_new_ones,
             check_leases_one_winner_per_interval,
             policy_default_then_set,
             key_usage_and_rotation_batches,
@@ -1304,6 +1309,108 @@ pub async fn grants_set_replace_read(store: Handle) {
     assert_eq!(audit_count(&store).await, before);
 }
 
+pub async fn named_grants_and_the_directory(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let zed = user(&store, "zed.ops").await;
+    let amy = user(&store, "amy-ops").await;
+    let mut gone = user_row("opsgone", Role::Viewer);
+    gone.disabled = true;
+    store.insert_user(&gone, &ev("user.create")).await.unwrap();
+    let ops = TeamRow {
+        id: TeamId::new(),
+        name: "ops".into(),
+        members: vec![],
+    };
+    let dev = TeamRow {
+        id: TeamId::new(),
+        name: "dev_ops%".into(),
+        members: vec![],
+    };
+    store.upsert_team(&ops, &ev("team.create")).await.unwrap();
+    store.upsert_team(&dev, &ev("team.create")).await.unwrap();
+    let r = conn(&store, "orders", owner).await;
+    assert!(store.named_grants(r.id).await.unwrap().is_empty());
+    let set = vec![
+        Grant {
+            grantee: Grantee::Team(ops.id),
+            level: GrantLevel::Use,
+        },
+        Grant {
+            grantee: Grantee::User(zed),
+            level: GrantLevel::View,
+        },
+        Grant {
+            grantee: Grantee::User(amy),
+            level: GrantLevel::Manage,
+        },
+    ];
+    crate::store_set_grants(store.as_ref(), r.id, &set, &ev("grant.set"))
+        .await
+        .unwrap();
+    // The same grants in the same order as `grants`, each with its grantee's name.
+    let named = store.named_grants(r.id).await.unwrap();
+    let plain: Vec<Grant> = named.iter().map(|g| g.grant).collect();
+    assert_eq!(plain, store.grants(r.id).await.unwrap());
+    let names: Vec<(Grantee, &str)> = named
+        .iter()
+        .map(|g| (g.grant.grantee, g.name.as_str()))
+        .collect();
+    let expected_user = |id: UserId| match id {
+        x if x == zed => "zed.ops",
+        x if x == amy => "amy-ops",
+        _ => panic!("unexpected grantee"),
+    };
+    for (grantee, name) in &names {
+        match grantee {
+            Grantee::User(u) => assert_eq!(*name, expected_user(*u)),
+            Grantee::Team(t) => {
+                assert_eq!(*t, ops.id);
+                assert_eq!(*name, "ops");
+            }
+        }
+    }
+    assert!(
+        matches!(names.last(), Some((Grantee::Team(_), _))),
+        "users' grants first"
+    );
+
+    // The directory: enabled users and teams whose name contains the needle, by name.
+    let dir = store.directory("ops", 20).await.unwrap();
+    let users: Vec<&str> = dir.users.iter().map(|u| u.username.as_str()).collect();
+    let teams: Vec<&str> = dir.teams.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        users,
+        ["amy-ops", "zed.ops"],
+        "the disabled user is not listed"
+    );
+    assert_eq!(teams, ["dev_ops%", "ops"]);
+    assert_eq!(dir.users[0].id, amy);
+    assert_eq!(dir.teams[1].id, ops.id);
+    // Every name for the empty needle; the limit applies to each list.
+    let all = store.directory("", 20).await.unwrap();
+    let users: Vec<&str> = all.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(users, ["amy-ops", "owner", "zed.ops"]);
+    assert_eq!(all.teams.len(), 2);
+    let one = store.directory("", 1).await.unwrap();
+    assert_eq!((one.users.len(), one.teams.len()), (1, 1));
+    assert_eq!(one.users[0].username, "amy-ops");
+    // Plain text: no wildcard, and the needle is compared in lowercase.
+    for (needle, users, teams) in [
+        ("%", 0, 1),
+        ("_", 0, 1),
+        (".", 1, 0),
+        ("OPS", 2, 2),
+        ("zzz", 0, 0),
+    ] {
+        let got = store.directory(needle, 20).await.unwrap();
+        assert_eq!(
+            (got.users.len(), got.teams.len()),
+            (users, teams),
+            "{needle}"
+        );
+    }
+}
+
 pub async fn users(store: Handle) {
     assert_eq!(store.user_count().await.unwrap(), 0);
     let bob = user_row("bob", Role::Viewer);
@@ -1992,6 +2099,126 @@ pub async fn health_checks_and_summary(store: Handle) {
         .await
         .unwrap();
     assert!(store.checks(ghost, base, 10).await.unwrap().is_empty());
+}
+
+pub async fn check_facts_are_kept_until_a_check_brings_new_ones(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let r = conn(&store, "orders", owner).await;
+    let plain = conn(&store, "plain", owner).await;
+    let t0 = now() - Duration::minutes(10);
+    let facts = |at: OffsetDateTime, version: &str, tls: bool| CheckFacts {
+        at,
+        server: Some(ServerInfo {
+            version: version.into(),
+            in_recovery: true,
+            connections_used: Some(7),
+            max_connections: Some(100),
+        }),
+        tls: tls.then(|| TlsInfo {
+            protocol: Some("TLSv1.3".into()),
+            cipher: Some("TLS_AES_256_GCM_SHA384".into()),
+            peer_subject: Some("CN=db.example.com".into()),
+            peer_not_after: Some(t0 + Duration::days(90)),
+        }),
+    };
+    let with = |status: HealthStatus, at: OffsetDateTime, f: Option<CheckFacts>| Health {
+        facts: f,
+        ..health(status, at)
+    };
+    // Never checked, and checked without reaching the server: no facts.
+    assert_eq!(
+        store
+            .connection_summary(r.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .health
+            .facts,
+        None
+    );
+    store
+        .record_check(
+            &check(r.id, t0, HealthStatus::Down),
+            &with(HealthStatus::Down, t0, None),
+        )
+        .await
+        .unwrap();
+    let s = store.connection_summary(r.id).await.unwrap().unwrap();
+    assert_eq!(s.health.facts, None);
+    assert_eq!(s.health.status, HealthStatus::Down);
+
+    // A check that reached the server stores its facts with the health.
+    let t1 = t0 + Duration::minutes(1);
+    let first = facts(t1, "16.4", true);
+    store
+        .record_check(
+            &check(r.id, t1, HealthStatus::Healthy),
+            &with(HealthStatus::Healthy, t1, Some(first.clone())),
+        )
+        .await
+        .unwrap();
+    let s = store.connection_summary(r.id).await.unwrap().unwrap();
+    assert_eq!(
+        s.health,
+        with(HealthStatus::Healthy, t1, Some(first.clone()))
+    );
+
+    // A failed check updates the health and keeps the facts.
+    let t2 = t1 + Duration::minutes(1);
+    store
+        .record_check(
+            &check(r.id, t2, HealthStatus::Down),
+            &with(HealthStatus::Down, t2, None),
+        )
+        .await
+        .unwrap();
+    let s = store.connection_summary(r.id).await.unwrap().unwrap();
+    assert_eq!(s.health, with(HealthStatus::Down, t2, Some(first)));
+
+    // New facts replace the old ones whole: without TLS this time, nothing of the old TLS
+    // facts stays.
+    let t3 = t2 + Duration::minutes(1);
+    let second = facts(t3, "17.0", false);
+    store
+        .record_check(
+            &check(r.id, t3, HealthStatus::Healthy),
+            &with(HealthStatus::Healthy, t3, Some(second.clone())),
+        )
+        .await
+        .unwrap();
+    let s = store.connection_summary(r.id).await.unwrap().unwrap();
+    assert_eq!(s.health.facts, Some(second.clone()));
+
+    // A list shows the same facts; another connection's are its own.
+    store
+        .record_check(
+            &check(plain.id, t3, HealthStatus::Healthy),
+            &with(HealthStatus::Healthy, t3, None),
+        )
+        .await
+        .unwrap();
+    let page = store
+        .list_connections(&q(), &Visibility::All)
+        .await
+        .unwrap();
+    let facts_of = |id: ConnectionId| {
+        page.items
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| c.health.facts.clone())
+            .unwrap()
+    };
+    assert_eq!(facts_of(r.id), Some(second));
+    assert_eq!(facts_of(plain.id), None);
+
+    // The step of each check round-trips; a success has none.
+    let history = store.checks(r.id, t0, 10).await.unwrap();
+    let steps: Vec<Option<StepName>> = history.iter().map(|c| c.step).collect();
+    assert_eq!(
+        steps,
+        [None, Some(StepName::Tcp), None, Some(StepName::Tcp)],
+        "newest first"
+    );
 }
 
 pub async fn check_leases_one_winner_per_interval(store: Handle) {
