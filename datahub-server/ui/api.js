@@ -92,6 +92,9 @@ export async function api(method, path, { query, body, ifMatch, signal } = {}) {
   throw error;
 }
 
+/** Whether e is an ApiError with one of these statuses. */
+export const isStatus = (e, ...statuses) => e instanceof ApiError && statuses.includes(e.status);
+
 export const get = (path, query, opts = {}) => api('GET', path, { ...opts, query });
 export const post = (path, body, opts = {}) => api('POST', path, { ...opts, body });
 export const patch = (path, body, ifMatch) => api('PATCH', path, { body, ifMatch });

@@ -2,41 +2,44 @@
 // polite announcer, and the context every page gets.
 
 import { h, replace } from './dom.js';
-import { get, post, onUnauthenticated, describe, ApiError } from './api.js';
+import { get, post, onUnauthenticated, describe, isStatus } from './api.js';
 import * as events from './events.js';
+import { btn, refuse } from './components/page-kit.js';
 
 const ID = '([0-9a-fA-F-]{36})';
 
-// Path → page module. `open` pages need no sign-in; others send a signed-out visitor to sign-in.
+// Path → page module; the nav item is the path's first segment. `open` pages need no sign-in.
+const route = (path, load, open) => ({ load, open, nav: /^\/[a-z-]+/.exec(path)[0], re: new RegExp(`^${path}/?$`) });
 const ROUTES = [
-  { path: '/sign-in', load: () => import('./pages/sign-in.js'), open: true },
-  { path: '/connections', load: () => import('./pages/list.js'), nav: '/connections' },
-  { path: '/connections/new', load: () => import('./pages/form.js'), nav: '/connections' },
-  { path: `/connections/${ID}`, load: () => import('./pages/detail.js'), nav: '/connections', params: ['id'] },
-  { path: `/connections/${ID}/edit`, load: () => import('./pages/form.js'), nav: '/connections', params: ['id'] },
-  { path: '/users', load: () => import('./pages/users.js'), nav: '/users' },
-  { path: '/teams', load: () => import('./pages/teams.js'), nav: '/teams' },
-  { path: '/tokens', load: () => import('./pages/tokens.js'), nav: '/tokens' },
-  { path: '/audit', load: () => import('./pages/audit.js'), nav: '/audit' },
-  { path: '/policy', load: () => import('./pages/policy.js'), nav: '/policy' },
-].map((r) => ({ ...r, re: new RegExp(`^${r.path}/?$`) }));
+  route('/sign-in', () => import('./pages/sign-in.js'), true),
+  route('/connections', () => import('./pages/list.js')),
+  route('/connections/new', () => import('./pages/form.js')),
+  route(`/connections/${ID}`, () => import('./pages/detail.js')),
+  route(`/connections/${ID}/edit`, () => import('./pages/form.js')),
+  route('/users', () => import('./pages/users.js')),
+  route('/teams', () => import('./pages/teams.js')),
+  route('/tokens', () => import('./pages/tokens.js')),
+  route('/audit', () => import('./pages/audit.js')),
+  route('/policy', () => import('./pages/policy.js')),
+];
 
 const NOT_FOUND = { load: () => import('./pages/not-found.js') };
 
-// Role-level permissions, as datahub-core/src/rbac/policy.rs's RULES (writes also need a
-// credential that is not read-only).
+// Role-level permissions, as datahub-core/src/rbac/policy.rs's RULES; a `!` marks a write,
+// which a read-only credential may not do.
+const ALL = 'admin editor viewer auditor';
 const PERMISSIONS = {
-  'connection.create': { roles: ['admin', 'editor'], write: true },
-  'connection.test_draft': { roles: ['admin', 'editor'] },
-  users: { roles: ['admin'] },
-  'users.manage': { roles: ['admin'], write: true },
-  'teams.list': { roles: ['admin', 'editor', 'viewer', 'auditor'] },
-  'teams.manage': { roles: ['admin'], write: true },
-  tokens: { roles: ['admin', 'editor', 'viewer', 'auditor'] },
-  'tokens.manage': { roles: ['admin'], write: true },
-  audit: { roles: ['admin', 'auditor'] },
-  'policy.read': { roles: ['admin', 'editor', 'viewer', 'auditor'] },
-  'policy.write': { roles: ['admin'], write: true },
+  'connection.create': 'admin editor !',
+  'connection.test_draft': 'admin editor',
+  users: 'admin',
+  'users.manage': 'admin !',
+  'teams.list': ALL,
+  'teams.manage': 'admin !',
+  tokens: ALL,
+  'tokens.manage': 'admin !',
+  audit: 'admin auditor',
+  'policy.read': ALL,
+  'policy.write': 'admin !',
 };
 
 const NAV = [
@@ -59,20 +62,14 @@ let generation = 0;
 let firstRender = true;
 
 function can(name) {
-  const rule = PERMISSIONS[name];
-  if (!me || !rule) return false;
-  if (rule.write && me.read_only) return false;
-  return rule.roles.includes(me.role);
+  const rule = (PERMISSIONS[name] || '').split(' ');
+  return !!me && rule.includes(me.role) && !(me.read_only && rule.includes('!'));
 }
 
 function match(pathname) {
   for (const route of ROUTES) {
     const m = route.re.exec(pathname);
-    if (m) {
-      const params = {};
-      (route.params || []).forEach((name, i) => { params[name] = decodeURIComponent(m[i + 1]); });
-      return { route, params };
-    }
+    if (m) return { route, params: m[1] ? { id: m[1] } : {} };
   }
   return { route: NOT_FOUND, params: {} };
 }
@@ -93,9 +90,10 @@ export function safeNext(next) {
   }
 }
 
+const go = (href, replaceState) => history[replaceState ? 'replaceState' : 'pushState'](null, '', href);
+
 function navigate(href, { replace: replaceState = false } = {}) {
-  if (replaceState) history.replaceState(null, '', href);
-  else if (href !== here()) history.pushState(null, '', href);
+  if (replaceState || href !== here()) go(href, replaceState);
   render();
 }
 
@@ -107,9 +105,7 @@ function setQuery(values, { replace: replaceState = true } = {}) {
   }
   const qs = params.toString();
   const href = location.pathname + (qs ? `?${qs}` : '');
-  if (href === here()) return;
-  if (replaceState) history.replaceState(null, '', href);
-  else history.pushState(null, '', href);
+  if (href !== here()) go(href, replaceState);
 }
 
 function announce(text) {
@@ -125,9 +121,7 @@ function title(text) {
 function toSignIn() {
   if (location.pathname === '/sign-in') return;
   const next = here();
-  me = null;
-  events.close();
-  renderHeader();
+  forget();
   navigate(`/sign-in?next=${encodeURIComponent(next)}`, { replace: true });
 }
 
@@ -135,15 +129,19 @@ async function signOut() {
   try {
     await post('/auth/logout');
   } catch (e) {
-    if (!(e instanceof ApiError) || e.status !== 401) {
+    if (!isStatus(e, 401)) {
       announce(describe(e));
       return;
     }
   }
+  forget();
+  navigate('/sign-in');
+}
+
+function forget() {
   me = null;
   events.close();
   renderHeader();
-  navigate('/sign-in');
 }
 
 function signedIn(user) {
@@ -153,30 +151,15 @@ function signedIn(user) {
 }
 
 function renderHeader(active) {
-  if (!me) {
-    nav.hidden = true;
-    account.hidden = true;
-    replace(nav);
-    replace(account);
-    return;
-  }
-  replace(nav, h('ul', { class: 'nav-list' }, NAV.filter((item) => !item.can || can(item.can)).map((item) => h('li', null,
+  nav.hidden = account.hidden = !me;
+  replace(nav, me && h('ul', { class: 'nav-list' }, NAV.filter((item) => !item.can || can(item.can)).map((item) => h('li', null,
     h('a', { href: item.href, class: 'nav-link', 'aria-current': item.href === active ? 'page' : null }, item.label)))));
-  replace(account,
-    h('span', { class: 'account-name' }, me.username, h('span', { class: 'account-role' }, ` (${me.role})`)),
-    h('button', { type: 'button', class: 'button button--secondary button--small', on: { click: signOut } }, 'Sign out'));
-  nav.hidden = false;
-  account.hidden = false;
+  replace(account, me && [
+    h('span', { class: 'account-name' }, me.username, ` (${me.role})`),
+    btn('Sign out', signOut, 'secondary small')]);
 }
 
-function errorView(root, heading, message, retry) {
-  title(heading);
-  replace(root,
-    h('h1', null, heading),
-    h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, message)),
-    retry ? h('p', null, h('button', { type: 'button', class: 'button', on: { click: retry } }, 'Try again')) : null,
-    h('p', null, h('a', { href: '/connections' }, 'Back to connections')));
-}
+const errorView = (root, heading, text, retry) => refuse(root, { title }, heading, text, 'error', retry);
 
 async function render() {
   const gen = ++generation;
@@ -190,7 +173,7 @@ async function render() {
     return;
   }
   renderHeader(route.nav);
-  const root = h('div', { class: 'page' });
+  const root = h('div');
   replace(main, root);
   if (!firstRender) main.focus({ preventScroll: false });
   firstRender = false;
@@ -227,14 +210,10 @@ async function render() {
     if (typeof result === 'function') cleanup = result;
   } catch (e) {
     if (gen !== generation) return;
-    if (e instanceof ApiError && e.status === 401) return;
-    if (e instanceof ApiError && e.status === 403) {
-      errorView(root, 'Not allowed', describe(e));
-    } else if (e instanceof ApiError && e.status === 404) {
-      errorView(root, 'Not found', 'It does not exist, or you may not see it.');
-    } else {
-      errorView(root, 'Something went wrong', describe(e), () => render());
-    }
+    if (isStatus(e, 401)) return;
+    if (isStatus(e, 403)) errorView(root, 'Not allowed', describe(e));
+    else if (isStatus(e, 404)) errorView(root, 'Not found', 'It does not exist, or you may not see it.');
+    else errorView(root, 'Something went wrong', describe(e), () => render());
   }
 }
 
@@ -260,7 +239,7 @@ async function boot() {
   } catch (e) {
     me = null;
     const atSignIn = location.pathname === '/sign-in';
-    if (e instanceof ApiError && e.status === 401) {
+    if (isStatus(e, 401)) {
       if (!atSignIn) return; // toSignIn has rendered the sign-in page.
     } else if (!atSignIn) {
       errorView(main, 'The server could not be reached', describe(e), () => location.reload());

@@ -4,7 +4,9 @@
 // route is absent, from the team and user lists the caller may read).
 
 import { h, replace } from '../dom.js';
-import { get, put, ApiError, describe } from '../api.js';
+import { get, put, describe, isStatus } from '../api.js';
+import { field, selectField } from './field.js';
+import { notice, table, hidden, btn } from './page-kit.js';
 
 const LEVELS = [
   { value: 'view', label: 'view — see it and its health' },
@@ -25,10 +27,10 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
   let searchTimer = 0;
   let searchController = null;
 
-  const message = h('div', { class: 'grants-message' });
+  const message = h('div');
   const list = h('div');
   const status = h('p', { class: 'visually-hidden', role: 'status' });
-  const picker = h('div', { class: 'grant-add' });
+  const picker = h('div');
   const el = h('section', { class: 'card card--wide grants', 'aria-labelledby': 'grants-title' },
     h('h2', { id: 'grants-title' }, 'Access'),
     h('p', { class: 'muted' }, 'Admins and the owner can always manage it. Grants give other users and teams access.'),
@@ -37,7 +39,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
   const nameOf = (g) => g.name || names.get(keyOf(g)) || (g.user_id ? `user ${g.user_id}` : `team ${g.team_id}`);
 
   function say(text, kind = 'error') {
-    replace(message, text ? h('div', { class: `notice notice--${kind}`, role: kind === 'error' ? 'alert' : null }, h('p', null, text)) : null);
+    replace(message, text && notice(kind, text));
   }
 
   function renderList() {
@@ -55,44 +57,38 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
         const next = grants.map((x, j) => (j === i ? { ...x, level: level.value } : x));
         save(next, `${who} now has ${level.value} access.`, () => level.focus());
       });
+      const remove = btn(['Remove', hidden(` ${who}`)], () => save(grants.filter((_, j) => j !== i), `Removed ${who}’s access.`, () => addButton && addButton.focus()), 'secondary small');
+      remove.disabled = busy;
       return h('tr', null,
         h('td', null, who, h('span', { class: 'sub' }, kind)),
         h('td', null, level),
-        h('td', { class: 'num' }, h('button', {
-          type: 'button', class: 'button button--secondary button--small', disabled: busy,
-          on: { click: () => save(grants.filter((_, j) => j !== i), `Removed ${who}’s access.`, () => addButton && addButton.focus()) },
-        }, 'Remove', h('span', { class: 'visually-hidden' }, ` ${who}`))));
+        h('td', { class: 'num' }, remove));
     });
-    replace(list, h('div', { class: 'table-wrap' }, h('table', { class: 'table' },
-      h('caption', { class: 'visually-hidden' }, 'Grants'),
-      h('thead', null, h('tr', null, h('th', { scope: 'col' }, 'User or team'), h('th', { scope: 'col' }, 'Level'), h('th', { scope: 'col', class: 'num' }, h('span', { class: 'visually-hidden' }, 'Actions')))),
-      h('tbody', null, rows))));
+    replace(list, table('Grants', ['User or team', 'Level', [hidden('Actions'), 'num']], rows));
   }
 
   let addButton = null;
 
   function renderPicker() {
-    const level = h('select', { class: 'input', id: 'grant-level', name: 'level' }, LEVELS.map((l) => h('option', { value: l.value }, l.label)));
+    const level = selectField({ label: 'Level', name: 'level', options: LEVELS, attrs: { id: 'grant-level' } });
     addButton = h('button', { type: 'submit', class: 'button button--secondary' }, 'Add access');
     let who;
     let fields;
     if (directory === false && !canListUsers) {
       // No directory to search: enter an id.
-      const kind = h('select', { class: 'input', id: 'grant-kind' }, h('option', { value: 'user' }, 'User'), h('option', { value: 'team' }, 'Team'));
-      const idInput = h('input', { class: 'input', id: 'grant-id', type: 'text', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'grant-id-hint' });
+      const kind = selectField({ label: 'Kind', name: 'kind', options: [{ value: 'user', label: 'User' }, { value: 'team', label: 'Team' }] });
+      const idField = field({ label: 'User or team id', name: 'grantee', hint: 'The id (a UUID) of the user or team', autocomplete: 'off', attrs: { spellcheck: 'false' } });
       who = () => {
-        const v = idInput.value.trim();
+        const v = idField.input.value.trim();
         if (!UUID.test(v)) return null;
-        return kind.value === 'user' ? { user_id: v } : { team_id: v };
+        return kind.input.value === 'user' ? { user_id: v } : { team_id: v };
       };
-      fields = [
-        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-kind' }, 'Kind'), kind),
-        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-id' }, 'User or team id'),
-          h('p', { class: 'field-hint', id: 'grant-id-hint' }, 'The id (a UUID) of the user or team'), idInput),
-      ];
+      fields = [kind.el, idField.el];
     } else {
-      const query = h('input', { class: 'input', id: 'grant-search', type: 'search', autocomplete: 'off', spellcheck: 'false', 'aria-describedby': 'grant-search-hint' });
-      const choice = h('select', { class: 'input', id: 'grant-choice' });
+      const search = field({ label: 'Find a user or team', name: 'q', type: 'search', hint: 'Type part of a name, then choose below', autocomplete: 'off', attrs: { spellcheck: 'false' } });
+      const pick = selectField({ label: 'User or team', name: 'grantee' });
+      const query = search.input;
+      const choice = pick.input;
       const fill = (users, teams) => {
         replace(choice,
           users.length ? h('optgroup', { label: 'Users' }, users.map((u) => h('option', { value: `u:${u.id}` }, u.username))) : null,
@@ -117,11 +113,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
         if (!v) return null;
         return v.startsWith('u:') ? { user_id: v.slice(2) } : { team_id: v.slice(2) };
       };
-      fields = [
-        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-search' }, 'Find a user or team'),
-          h('p', { class: 'field-hint', id: 'grant-search-hint' }, 'Type part of a name, then choose below'), query),
-        h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-choice' }, 'User or team'), choice),
-      ];
+      fields = [search.el, pick.el];
     }
     const form = h('form', {
       class: 'grant-form',
@@ -131,14 +123,13 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
           const grantee = who();
           if (!grantee) { say('Choose a user or team first (or enter a valid id).'); return; }
           const key = keyOf(grantee);
-          const next = grants.filter((g) => keyOf(g) !== key).concat([{ ...grantee, level: level.value }]);
-          save(next, `Gave ${names.get(key) || 'them'} ${level.value} access.`, () => addButton.focus());
+          const next = grants.filter((g) => keyOf(g) !== key).concat([{ ...grantee, level: level.input.value }]);
+          save(next, `Gave ${names.get(key) || 'them'} ${level.input.value} access.`, () => addButton.focus());
         },
       },
     },
     h('h3', null, 'Add access'),
-    h('div', { class: 'grant-fields' }, fields,
-      h('div', { class: 'field' }, h('label', { class: 'field-label', for: 'grant-level' }, 'Level'), level)),
+    h('div', { class: 'grid' }, fields, level.el),
     addButton);
     replace(picker, form);
   }
@@ -154,7 +145,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
         teams.forEach((t) => names.set(`t:${t.id}`, t.name));
         return { users, teams };
       } catch (e) {
-        if (!(e instanceof ApiError) || e.status !== 404) throw e;
+        if (!isStatus(e, 404)) throw e;
         directory = false;
       }
     }
@@ -198,7 +189,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
       if (announce) announce(done);
     } catch (e) {
       busy = false;
-      if (e instanceof ApiError && e.status === 412) {
+      if (isStatus(e, 412)) {
         say('Someone else changed these grants (or the connection) meanwhile. They have been reloaded: check them and make your change again.');
         try { await load(); } catch (err) { say(describe(err)); }
       } else {

@@ -4,6 +4,7 @@
 
 import { h, svg } from '../dom.js';
 import { ms, pct, count } from '../format.js';
+import { table } from './page-kit.js';
 
 const HOURS = 24;
 const BUCKETS = 48;
@@ -78,20 +79,17 @@ export function healthChart({ health, checks }, { now = Date.now(), limited = fa
 
   // An hourly table: the chart's data as text.
   const hourly = bucketize(checks, from, to, HOURS).reverse();
-  const table = h('table', { class: 'table table--compact' },
-    h('caption', { class: 'visually-hidden' }, 'Checks per hour, newest first'),
-    h('thead', null, h('tr', null,
-      h('th', { scope: 'col' }, 'Hour from'), h('th', { scope: 'col', class: 'num' }, 'Checks'),
-      h('th', { scope: 'col', class: 'num' }, 'Failed'), h('th', { scope: 'col', class: 'num' }, 'Mean latency'))),
-    h('tbody', null, hourly.map((b) => h('tr', null,
+  const hours = table('Checks per hour, newest first',
+    ['Hour from', ['Checks', 'num'], ['Failed', 'num'], ['Mean latency', 'num']],
+    hourly.map((b) => h('tr', null,
       h('td', null, timeFormat.format(b.start)), h('td', { class: 'num' }, count(b.ok + b.failed)),
-      h('td', { class: 'num' }, count(b.failed)), h('td', { class: 'num' }, ms(b.mean))))));
+      h('td', { class: 'num' }, count(b.failed)), h('td', { class: 'num' }, ms(b.mean)))), 'table--compact');
 
-  return h('div', { class: 'health' },
-    h('p', { class: 'uptime' }, h('span', { class: 'uptime-value' }, pct(uptime)), ' uptime in the last 24 hours',
+  return h('div', null,
+    h('p', null, h('span', { class: 'uptime-value' }, pct(uptime)), ' uptime in the last 24 hours',
       meanLatency !== null ? h('span', { class: 'muted' }, ` · mean latency ${ms(meanLatency)}`) : null),
     h('div', { class: 'chart-frame' }, chart, axis,
       h('p', { class: 'chart-scale muted' }, `Bar height: mean latency of passing checks (tallest ${ms(max)}). Red: all checks failed; amber: some failed; grey: no checks.`)),
     limited ? h('p', { class: 'muted' }, `Only the latest ${count(checks.length)} checks are drawn.`) : null,
-    h('details', { class: 'chart-data' }, h('summary', null, 'Checks per hour as a table'), h('div', { class: 'table-wrap' }, table)));
+    h('details', { class: 'chart-data' }, h('summary', null, 'Checks per hour as a table'), hours));
 }

@@ -1,98 +1,74 @@
-// Small pieces the form and admin pages share: notices, a refusal page, a checkbox, a confirm
-// dialog, field errors from the API with the GOV.UK error summary, a scrolling table wrapper.
+// Pieces every page shares: buttons, notices, tables in their own scrolling box, a page that
+// says why it shows nothing, loading with 403/404 in words, and reading a picked file.
 
 import { h, replace } from '../dom.js';
-import { ApiError, describe } from '../api.js';
-import { errorSummary } from './field.js';
-import { openDialog } from './dialog.js';
-
-let counter = 0;
+import { get, describe, isStatus } from '../api.js';
 
 /** A text only screen readers read (e.g. the user a row's button acts on). */
 export const hidden = (text) => h('span', { class: 'visually-hidden' }, text);
 
-/** A button that does what its label says: kind secondary (default), primary or danger. */
-export const btn = (label, onClick, kind = 'secondary', ...more) => h('button', {
-  type: 'button', class: `button button--${kind}${more.length ? ' button--small' : ''}`, on: { click: onClick },
-}, label, more);
+/** A button that does what its label says; kinds: 'secondary' (default), 'primary', 'danger', 'link', plus 'small'. */
+export const btn = (label, onClick, kind = 'secondary') => h('button', {
+  type: 'button', class: `button ${kind.split(' ').map((k) => `button--${k}`).join(' ')}`, on: { click: onClick },
+}, label);
 
-/** A message box: kind is info, ok, warning or error. */
+/** A message box: kind info, ok, warning or error (an alert); strings become paragraphs. */
 export function notice(kind, ...children) {
   return h('div', { class: `notice notice--${kind}`, role: kind === 'error' ? 'alert' : null },
     children.map((c) => (typeof c === 'string' ? h('p', null, c) : c)));
 }
 
-/** A page the caller may not use: a heading and why, never a broken page. */
-export function refuse(root, ctx, heading, message) {
+/** A page that can only say why it shows nothing: a heading, the reason, a way back. */
+export function refuse(root, ctx, heading, text, kind = 'info', retry = null) {
   ctx.title(heading);
-  replace(root, h('h1', null, heading), notice('info', message),
+  replace(root, h('h1', null, heading), notice(kind, text),
+    retry ? h('p', null, btn('Try again', retry, 'primary')) : null,
     h('p', null, h('a', { href: '/connections' }, 'Back to connections')));
 }
 
-/** The message for an error of a load, with 403 and 404 in words. */
-export function loadError(err, what) {
-  if (err instanceof ApiError && err.status === 403) return `Your account may not see ${what}.`;
-  if (err instanceof ApiError && err.status === 404) return `${what[0].toUpperCase()}${what.slice(1)} could not be found, or you may not see it.`;
-  return describe(err);
+/**
+ * Answers what fetch() resolves to; if it fails, shows why on the page (403 and 404 in words,
+ * naming `what`) and answers undefined. A 401 goes on to the router (sign-in).
+ */
+export async function loadOr(root, ctx, heading, what, fetch) {
+  try {
+    const data = await fetch();
+    return ctx.current ? data : undefined;
+  } catch (e) {
+    if (isStatus(e, 401)) throw e;
+    refuse(root, ctx, heading, isStatus(e, 403) ? `Your account may not see ${what}.`
+      : isStatus(e, 404) ? `${what[0].toUpperCase()}${what.slice(1)} could not be found, or you may not see it.` : describe(e));
+    return undefined;
+  }
 }
 
-/** A checkbox with its label after it: {el, input}. */
-export function checkbox({ label, name, checked, hint }) {
-  const id = `ck-${name}-${++counter}`;
-  const input = h('input', { type: 'checkbox', class: 'checkbox', id, name, checked });
-  const hintEl = hint ? h('p', { class: 'field-hint', id: `${id}-hint` }, hint) : null;
-  if (hintEl) input.setAttribute('aria-describedby', hintEl.id);
-  return { input, el: h('div', { class: 'check' }, input, h('label', { for: id }, label), hintEl) };
-}
-
-/** A table in its own horizontally scrolling box (the page itself never scrolls sideways). */
-export function tableWrap(caption, head, rows) {
-  return h('div', { class: 'table-wrap kit-wrap' },
-    h('table', { class: 'table' },
-      caption ? h('caption', { class: 'visually-hidden' }, caption) : null,
-      h('thead', null, h('tr', null, head.map((t) => h('th', { scope: 'col' }, t)))),
-      h('tbody', null, rows)));
-}
-
-/** Asks to confirm; onConfirm(ctl) may throw an ApiError, shown in the dialog. */
-export function confirm({ title, text, label, kind = 'danger', onConfirm }) {
-  const msg = h('div', { role: 'alert' });
-  const ctl = openDialog({
-    title,
-    content: h('div', null, h('p', null, text), msg),
-    actions: [
-      { label, kind, onClick: async (c) => {
-        try { await onConfirm(c); c.close(); } catch (e) { replace(msg, notice('error', describe(e))); }
-      } },
-      { label: 'Cancel', kind: 'secondary', onClick: (c) => c.close() },
-    ],
-  });
-  return ctl;
+/** Users as [{id, username}] for naming and picking: the admin list, else the directory, else null. */
+export async function people(ctx) {
+  try {
+    return ctx.can('users') ? (await get('/users')).data : (await get('/directory', { q: '' })).data.users || [];
+  } catch (e) {
+    if (isStatus(e, 401)) throw e;
+    return null;
+  }
 }
 
 /**
- * Shows errors next to their fields and in a summary at the top. errors: [{key, message}];
- * fields: key → {input, setError, label}. Errors of unknown keys go to the summary only.
- * The summary replaces box's content and takes focus.
+ * A table in its own box (the page itself never scrolls sideways); head: texts or [text, class].
+ * A table--wide scrolls in its box at narrow widths, so the box takes focus for the keyboard.
  */
-export function showErrors(box, fields, errors) {
-  for (const f of Object.values(fields)) f.setError && f.setError(null);
-  const items = errors.map((e) => {
-    const f = fields[e.key];
-    if (f && f.setError) f.setError(e.message);
-    return { field: e.key, message: e.message, input: f && f.input };
-  });
-  if (!items.length) { replace(box); return; }
-  const summary = errorSummary(items);
-  replace(box, summary);
-  summary.focus();
+export function table(caption, head, rows, cls = '') {
+  const wide = cls.includes('table--wide');
+  return h('div', { class: 'table-wrap', tabindex: wide ? '0' : null, role: wide ? 'region' : null, 'aria-label': wide ? caption : null },
+    h('table', { class: `table ${cls}` },
+    h('caption', { class: 'visually-hidden' }, caption),
+    h('thead', null, h('tr', null, head.map((t) => (Array.isArray(t)
+      ? h('th', { scope: 'col', class: t[1] }, t[0]) : h('th', { scope: 'col' }, t))))),
+    h('tbody', null, rows)));
 }
 
-/** The sentence for an API field error: the label, then the API's message ("must be …"). */
-export function fieldMessage(label, message) {
-  const m = String(message || 'is not valid');
-  return /^[A-Z]/.test(m) ? m : `${label} ${m}`;
-}
+/** A table of label and value pairs (falsy pairs skipped). */
+export const facts = (pairs, cls = '') => h('dl', { class: `facts ${cls}` },
+  pairs.filter(Boolean).map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
 
 /** Reads a picked file as text (certificates and keys); refuses files over 64 KiB. */
 export function readFileText(file) {

@@ -4,6 +4,7 @@
 
 import { h, replace, clear } from '../dom.js';
 import { post, describe } from '../api.js';
+import { notice, facts, btn } from './page-kit.js';
 
 const SHOW_FOR_S = 30;
 
@@ -13,7 +14,7 @@ export function revealer(id) {
   let timer = 0;
   let left = 0;
 
-  const button = h('button', { type: 'button', class: 'button button--secondary', on: { click: reveal } }, 'Reveal');
+  const button = btn('Reveal', reveal);
 
   function hide() {
     clearInterval(timer);
@@ -43,31 +44,26 @@ export function revealer(id) {
     } catch (e) {
       button.disabled = false;
       region.hidden = false;
-      replace(region, h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, describe(e))));
+      replace(region, notice('error', describe(e)));
       return;
     }
     const note = h('p', { class: 'copy-note', role: 'status' });
     const countdown = h('span', null, String(SHOW_FOR_S));
-    const row = (label, value, copyLabel) => [
-      h('dt', null, label),
-      h('dd', null, h('code', { class: 'secret' }, value),
-        copyLabel ? h('button', { type: 'button', class: 'button button--secondary button--small', on: { click: () => copy(value, note) } }, copyLabel) : null),
-    ];
+    const row = (label, value, copyLabel) => [label, [h('code', { class: 'secret' }, value), copyLabel && btn(copyLabel, () => copy(value, note), 'secondary small')]];
     region.hidden = false;
     replace(region,
-      h('h2', { id: 'reveal-title', class: 'reveal-title' }, 'Credentials'),
+      h('h2', { id: 'reveal-title', tabindex: '-1' }, 'Credentials'),
       h('p', { class: 'muted' }, 'Shown once. They are hidden again in ', countdown, ' s.'),
-      h('dl', { class: 'facts reveal-list' },
-        row('Username', data.username, null),
+      facts([
+        row('Username', data.username),
         row('Password', data.password, 'Copy password'),
         row('DSN', data.dsn, 'Copy DSN'),
-        data.client_key_pem ? row('Client key', data.client_key_pem, 'Copy client key') : null),
+        data.client_key_pem && row('Client key', data.client_key_pem, 'Copy client key')]),
       note,
-      h('button', { type: 'button', class: 'button button--secondary', on: { click: hide } }, 'Hide now'));
+      btn('Hide now', hide));
     data = null;
     region.setAttribute('aria-labelledby', 'reveal-title');
     region.setAttribute('role', 'region');
-    region.querySelector('h2').setAttribute('tabindex', '-1');
     region.querySelector('h2').focus();
     left = SHOW_FOR_S;
     timer = setInterval(() => {

@@ -34,16 +34,16 @@ export function waterfall(report) {
   let start = 0;
   const rows = steps.map((s) => {
     const value = Number(s.ms) || 0;
-    const bar = h('span', { class: `wf-bar ${s.ok ? 'wf-bar--ok' : 'wf-bar--error'}` });
+    const bar = h('span', { class: `wf-bar${s.ok ? '' : ' wf-bar--error'}` });
     bar.style.marginLeft = `${(start / total) * 100}%`;
     bar.style.width = `${Math.max((value / total) * 100, 0.5)}%`;
     start += value;
-    return h('li', { class: `wf-step${s.ok ? '' : ' wf-step--error'}` },
+    return h('li', { class: 'wf-step' },
       h('span', { class: 'wf-name' }, LABELS[s.name] || s.name),
       h('span', { class: 'wf-track', 'aria-hidden': 'true' }, bar),
       h('span', { class: 'wf-ms' }, ms(value), s.ok ? '' : h('span', { class: 'wf-failed' }, ' failed')));
   });
-  return h('div', { class: 'report' },
+  return h('div', null,
     summary,
     rows.length ? h('ol', { class: 'waterfall', 'aria-label': 'Test steps with their times' }, rows) : null);
 }

@@ -3,10 +3,10 @@
 // with its result in a status region.
 
 import { h, replace } from '../dom.js';
-import { get, ApiError, describe } from '../api.js';
-import { field, selectField } from '../components/field.js';
+import { get, describe, isStatus } from '../api.js';
+import { field, selectField, showErrors, showApiError } from '../components/field.js';
 import { dateTime, count } from '../format.js';
-import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap, hidden, btn } from '../components/page-kit.js';
+import { notice, refuse, people, table, hidden, btn } from '../components/page-kit.js';
 
 const PER_PAGE = 50;
 const ACTIONS = ['auth.login', 'auth.logout', 'connection.create', 'connection.update', 'connection.delete',
@@ -15,24 +15,11 @@ const ACTIONS = ['auth.login', 'auth.logout', 'connection.create', 'connection.u
   'audit.verify', 'keys.rotate', 'keys.retire'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
-async function people(ctx) {
-  try {
-    if (ctx.can('users')) return (await get('/users')).data;
-    return (await get('/directory', { q: '' })).data.users || [];
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) throw e;
-    return null;
-  }
-}
-
 export async function mount(root, ctx) {
   ctx.title('Audit log');
-  if (!ctx.can('audit')) {
-    refuse(root, ctx, 'Audit log', 'Only admins and auditors read the audit log.');
-    return;
-  }
+  if (!ctx.can('audit')) return refuse(root, ctx, 'Audit log', 'Only admins and auditors read the audit log.');
   const users = await people(ctx);
-  if (!ctx.current) return;
+  if (!ctx.current) return undefined;
   const q = ctx.query;
   const filters = { actor: q.get('actor') || '', action: q.get('action') || '', target: q.get('target') || '' };
   let page = Math.max(1, Number.parseInt(q.get('page') || '1', 10) || 1);
@@ -53,16 +40,15 @@ export async function mount(root, ctx) {
   }
   const summary = h('div');
   const results = h('div', { 'aria-live': 'polite', 'aria-busy': 'false' });
-  const verifyResult = h('div', { role: 'status', class: 'verify' });
+  const verifyResult = h('div', { role: 'status' });
   const verifyButton = btn('Verify chain', verify);
-  const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log' },
+  const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log', on: { submit: (e) => { e.preventDefault(); apply(); } } },
     summary,
-    h('div', { class: 'audit-filters' }, F.actor.el, F.action.el, F.target.el),
+    h('div', { class: 'grid' }, F.actor.el, F.action.el, F.target.el),
     h('datalist', { id: 'audit-actions' }, ACTIONS.map((a) => h('option', { value: a }))),
     h('div', { class: 'actions' },
       h('button', { type: 'submit', class: 'button button--primary' }, 'Apply filters'),
       btn('Clear filters', clearFilters, 'link')));
-  form.addEventListener('submit', (e) => { e.preventDefault(); apply(); });
 
   function targetOf(text) {
     const t = text.trim();
@@ -116,11 +102,11 @@ export async function mount(root, ctx) {
       render(data);
     } catch (e) {
       if (mine !== seq) return;
-      if (e instanceof ApiError && e.status === 400 && F[e.field]) {
-        showErrors(summary, F, [{ key: e.field, message: fieldMessage(F[e.field].input.name === 'target' ? 'The connection' : `The ${e.field}`, e.message) }]);
+      if (isStatus(e, 400) && F[e.field]) {
+        showApiError(summary, F, e);
         replace(results);
       } else {
-        replace(results, notice('error', e instanceof ApiError && e.status === 403 ? loadError(e, 'the audit log') : describe(e)));
+        replace(results, notice('error', isStatus(e, 403) ? 'Your account may not see the audit log.' : describe(e)));
       }
     } finally {
       if (mine === seq) results.setAttribute('aria-busy', 'false');
@@ -139,20 +125,18 @@ export async function mount(root, ctx) {
       h('td', null, actorCell(e)),
       h('td', { class: 'mono nowrap' }, e.action),
       h('td', null, targetCell(e.target)),
-      h('td', null, h('span', { class: `pill ${e.outcome === 'ok' ? 'pill--ok' : 'pill--bad'}` }, e.outcome)),
+      h('td', null, h('span', { class: `pill pill--${e.outcome === 'ok' ? 'ok' : 'bad'}` }, e.outcome)),
       h('td', null, e.changed_fields.length ? e.changed_fields.join(', ') : h('span', { class: 'muted' }, '—')),
       h('td', { class: 'mono' }, e.client_addr || '—'),
       h('td', { class: 'mono' }, e.request_id || '—')));
     const go = (p) => { page = p; load(); };
-    const pager = h('nav', { class: 'audit-pager', 'aria-label': 'Audit log pages' },
-      btn('Previous page', () => go(data.page - 1), 'secondary', ''),
+    const pager = h('nav', { class: 'pager', 'aria-label': 'Audit log pages' },
+      btn('Previous page', () => go(data.page - 1), 'secondary small'),
       h('span', null, `Page ${count(data.page)} of ${count(pages)} · ${count(data.total)} ${data.total === 1 ? 'entry' : 'entries'}`),
-      btn('Next page', () => go(data.page + 1), 'secondary', ''));
+      btn('Next page', () => go(data.page + 1), 'secondary small'));
     pager.firstChild.disabled = data.page <= 1;
     pager.lastChild.disabled = data.page >= pages;
-    const table = tableWrap(`Audit log, page ${data.page}`, ['Time', 'Actor', 'Action', 'Target', 'Outcome', 'Changed fields', 'Client address', 'Request id'], rows);
-    table.firstChild.classList.add('audit-table');
-    replace(results, table, pager);
+    replace(results, table(`Audit log, page ${data.page}`, ['Time', 'Actor', 'Action', 'Target', 'Outcome', 'Changed fields', 'Client address', 'Request id'], rows, 'table--wide audit-table'), pager);
   }
 
   async function verify() {
@@ -181,4 +165,5 @@ export async function mount(root, ctx) {
     h('div', { class: 'actions' }, verifyButton), verifyResult,
     form, results);
   await load();
+  return undefined;
 }

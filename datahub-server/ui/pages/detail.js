@@ -3,7 +3,7 @@
 // the grants panel; status and checks update live.
 
 import { h, replace } from '../dom.js';
-import { get, post, del, ApiError, describe } from '../api.js';
+import { get, post, del, describe, isStatus } from '../api.js';
 import { subscribe } from '../events.js';
 import { age, ms, dateTime, pct, days } from '../format.js';
 import { statusBadge, setStatus } from '../components/status.js';
@@ -13,33 +13,12 @@ import { grantsPanel } from '../components/grants-panel.js';
 import { revealer } from '../components/reveal.js';
 import { openDialog } from '../components/dialog.js';
 import { field } from '../components/field.js';
+import { notice, refuse, table, facts, btn } from '../components/page-kit.js';
 
 const HISTORY_LIMIT = 1000; // the API's maximum
-const RECENT = 20;
-const EXPIRY_WARN_DAYS = 30;
-
-const TLS_INSECURE = new Set(['disable', 'allow', 'prefer']);
-
-function facts(pairs) {
-  return h('dl', { class: 'facts' }, pairs.filter(Boolean).map(([k, v]) => [h('dt', null, k), h('dd', null, v)]));
-}
-
-// Long lists of facts flow into two columns on wide screens.
-facts.two = (pairs) => {
-  const dl = facts(pairs);
-  dl.classList.add('facts--two');
-  return dl;
-};
-
+const TLS_INSECURE = ['disable', 'allow', 'prefer'];
 const set = (yes) => (yes ? 'set' : 'not set');
-
-function notFound(root, ctx) {
-  ctx.title('Connection not found');
-  replace(root,
-    h('h1', null, 'Connection not found'),
-    h('p', null, 'There is no connection with this id, or it has not been shared with you.'),
-    h('p', null, h('a', { href: '/connections' }, 'Back to connections')));
-}
+const tagList = (tags) => (tags.length ? h('ul', { class: 'tags' }, tags.map((t) => h('li', { class: 'tag' }, t))) : 'none');
 
 export async function mount(root, ctx) {
   const { id } = ctx.params;
@@ -48,8 +27,8 @@ export async function mount(root, ctx) {
   try {
     connection = (await get(`/connections/${id}`)).data;
   } catch (e) {
-    if (e instanceof ApiError && (e.status === 404 || (e.status === 400 && e.field === 'id'))) { notFound(root, ctx); return undefined; }
-    throw e;
+    if (!isStatus(e, 404) && !(isStatus(e, 400) && e.field === 'id')) throw e;
+    return refuse(root, ctx, 'Connection not found', 'There is no connection with this id, or it has not been shared with you.');
   }
   let history = null;
   let historyLimited = false;
@@ -60,10 +39,11 @@ export async function mount(root, ctx) {
   let frame = 0;
   const live = {};
 
-  // Who may do what: admin and owner manage; a grants read that succeeds proves manage.
-  const access = connection.access || connection.my_access || null;
+  // Who may do what: the API's `access`; without it, admin and owner manage and a grants read
+  // that succeeds proves manage.
+  const access = connection.access || null;
   let manage = me.role === 'admin' || (connection.owner && connection.owner === me.id) || access === 'manage';
-  if (!manage && !me.read_only) {
+  if (!manage && !access && !me.read_only) {
     try {
       await get(`/connections/${id}/grants`);
       manage = true;
@@ -73,25 +53,30 @@ export async function mount(root, ctx) {
   const writable = !me.read_only;
 
   // Persistent parts (kept across re-renders so focus and results stay put).
-  const title = h('h1', { class: 'detail-title' });
+  const title = h('h1');
   const badge = statusBadge(connection.health.status);
   const description = h('p', { class: 'detail-description' });
   const notices = h('div');
-  const testRegion = h('div', { class: 'test-result', role: 'status', 'aria-live': 'polite' });
+  const testRegion = h('div', { class: 'result', role: 'status', 'aria-live': 'polite' });
   const reveal = use ? revealer(id) : null;
-  const testButton = h('button', { type: 'button', class: 'button button--primary', on: { click: testNow } }, 'Test now');
-  const actions = h('div', { class: 'actions detail-actions' },
+  const testButton = btn('Test now', testNow, 'primary');
+  const actions = h('div', { class: 'actions' },
     use ? testButton : null,
     reveal ? reveal.button : null,
-    manage && writable ? h('a', { class: 'button button--secondary', href: `/connections/${id}/edit` }, 'Edit') : null,
-    manage && writable ? h('button', { type: 'button', class: 'button button--danger', on: { click: confirmDelete } }, 'Delete') : null);
-  const overview = h('section', { class: 'card', 'aria-labelledby': 'overview-title' });
-  const settings = h('section', { class: 'card card--wide', 'aria-labelledby': 'settings-title' });
-  const tlsCard = h('section', { class: 'card', 'aria-labelledby': 'tls-title' });
-  const serverCard = h('section', { class: 'card', 'aria-labelledby': 'server-title' });
-  const healthSection = h('section', { class: 'card card--wide', 'aria-labelledby': 'health-title' },
-    h('h2', { id: 'health-title' }, 'Last 24 hours'), h('p', { class: 'muted' }, 'Loading the check history…'));
-  const checksSection = h('section', { class: 'card card--wide', 'aria-labelledby': 'checks-title' });
+    manage && writable ? [h('a', { class: 'button button--secondary', href: `/connections/${id}/edit` }, 'Edit'), btn('Delete', confirmDelete, 'danger')] : null);
+  // A card is a section named by its heading; fill(...children) replaces what follows the heading.
+  const card = (key, heading, wide) => {
+    const el = h('section', { class: `card${wide ? ' card--wide' : ''}`, 'aria-labelledby': `${key}-title` });
+    const hd = h('h2', { id: `${key}-title` }, heading);
+    return Object.assign(el, { fill: (...children) => replace(el, hd, children) });
+  };
+  const overview = card('overview', 'Health');
+  const settings = card('settings', 'Settings', true);
+  const tlsCard = card('tls', 'TLS');
+  const serverCard = card('server', 'Server');
+  const healthSection = card('health', 'Last 24 hours', true);
+  const checksSection = card('checks', 'Recent checks', true);
+  healthSection.fill(h('p', { class: 'muted' }, 'Loading the check history…'));
   const panel = manage && writable ? grantsPanel({
     id, canListUsers: ctx.can('users'), announce: ctx.announce,
     onVersion: (v) => { connection.version = v; },
@@ -114,44 +99,39 @@ export async function mount(root, ctx) {
     description.hidden = !c.description;
     setStatus(badge, c.health.status);
     renderOverview();
-    replace(settings,
-      h('h2', { id: 'settings-title' }, 'Settings'),
-      facts.two([
+    settings.fill(facts([
         ['Engine', c.engine === 'postgres' ? 'PostgreSQL' : c.engine],
         ['Host', h('code', null, c.host)],
         ['Port', String(c.port)],
         ['Database', h('code', null, c.database)],
         ['Username', h('code', null, c.username)],
         ['Password', set(c.password_set)],
-        ['TLS mode', [c.tls.mode, TLS_INSECURE.has(c.tls.mode) ? h('span', { class: 'warn-text' }, ' (not verified: insecure)') : null]],
+        ['TLS mode', [c.tls.mode, TLS_INSECURE.includes(c.tls.mode) ? h('span', { class: 'warn-text' }, ' (not verified: insecure)') : null]],
         ['Channel binding', c.tls.channel_binding],
         ['CA certificate', c.tls.ca_cert_pem ? 'custom (PEM set)' : 'public roots'],
         ['Client certificate', set(!!c.tls.client_cert_pem)],
         ['Client key', set(c.client_key_set)],
         ['Connect timeout', ms(c.options.connect_timeout_ms)],
         c.options.application_name ? ['Application name', c.options.application_name] : null,
-        ['Tags', c.tags.length ? h('ul', { class: 'tags' }, c.tags.map((t) => h('li', { class: 'tag' }, t))) : 'none'],
+        ['Tags', tagList(c.tags)],
         ['Monitoring', c.monitoring.enabled ? `every ${c.monitoring.interval_s} s` : 'off'],
         ['Slow above', ms(c.monitoring.slow_ms)],
         ['Owner', c.owner ? (c.owner === me.id ? 'you' : h('code', null, c.owner)) : 'none (managed by admins)'],
         ['Created', dateTime(c.created_at)],
         ['Changed', `${dateTime(c.updated_at)} (version ${c.version})`],
-      ]));
+      ], 'facts--two'));
     renderFacts();
   }
 
   function renderOverview() {
     const hl = connection.health;
-    replace(overview,
-      h('h2', { id: 'overview-title' }, 'Health'),
-      facts([
-        ['Status', statusBadge(hl.status)],
-        ['Last check', h('span', { class: 'js-age' }, hl.checked_at ? `${age(hl.checked_at)}` : 'never'),
-          hl.checked_at ? h('span', { class: 'sub' }, dateTime(hl.checked_at)) : null],
-        ['Latency', ms(hl.latency_ms)],
-        hl.error_kind ? ['Last error', kindText(hl.error_kind)] : null,
-        ['Uptime (24 h)', pct(hl.uptime_24h)],
-      ].map((p) => (p && p.length > 2 ? [p[0], [p[1], p[2]]] : p))));
+    overview.fill(facts([
+      ['Status', statusBadge(hl.status)],
+      ['Last check', [h('span', { class: 'js-age' }, age(hl.checked_at)), hl.checked_at && h('span', { class: 'sub' }, dateTime(hl.checked_at))]],
+      ['Latency', ms(hl.latency_ms)],
+      hl.error_kind && ['Last error', kindText(hl.error_kind)],
+      ['Uptime (24 h)', pct(hl.uptime_24h)],
+    ]));
   }
 
   // TLS and server facts: from the last successful check, or from a test run here.
@@ -163,52 +143,45 @@ export async function mount(root, ctx) {
     const source = fromTest ? 'From the test just run.' : f ? `From the check of ${dateTime(f.at)}.` : null;
     const none = f === null ? 'No successful check yet.'
       : f === undefined ? 'Not recorded yet: Test now reads them.' : null;
-    replace(notices);
-    replace(tlsCard, h('h2', { id: 'tls-title' }, 'TLS'),
-      tls ? [facts([
-        ['Protocol', tls.protocol || '—'],
-        ['Cipher', tls.cipher ? h('code', null, tls.cipher) : '—'],
-        ['Certificate subject', tls.peer_subject ? h('code', null, tls.peer_subject) : '—'],
-        ['Certificate expires', tls.peer_not_after ? `${dateTime(tls.peer_not_after)} (${days(tls.peer_not_after)})` : '—'],
-      ]), h('p', { class: 'muted' }, source)]
-        : h('p', null, connection.tls.mode === 'disable' ? 'TLS is off for this connection (mode disable).'
-          : none || 'The last successful check used no TLS.'));
-    if (tls && tls.peer_not_after) {
-      const left = (Date.parse(tls.peer_not_after) - Date.now()) / 86400000;
-      if (left < 0) {
-        notices.append(h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, `The server’s certificate expired ${days(tls.peer_not_after)} (${dateTime(tls.peer_not_after)}).`)));
-      } else if (left <= EXPIRY_WARN_DAYS) {
-        notices.append(h('div', { class: 'notice notice--warning' }, h('p', null, h('strong', null, 'Certificate expires soon: '), `the server’s certificate expires ${days(tls.peer_not_after)} (${dateTime(tls.peer_not_after)}).`)));
-      }
-    }
-    replace(serverCard, h('h2', { id: 'server-title' }, 'Server'),
-      server ? [facts([
-        ['Version', server.version],
-        ['Role', server.in_recovery ? 'standby (in recovery)' : 'primary'],
-        ['Connections', server.connections_used !== null && server.connections_used !== undefined && server.max_connections
-          ? `${server.connections_used} in use of ${server.max_connections}` : 'not readable'],
-      ]), h('p', { class: 'muted' }, source)]
-        : h('p', null, none || 'No server facts recorded.'));
-    if (deleted) notices.prepend(h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, 'This connection was deleted.'), h('p', null, h('a', { href: '/connections' }, 'Back to connections'))));
+    const code = (x) => (x ? h('code', null, x) : '—');
+    const expiry = tls && tls.peer_not_after;
+    const when = expiry && `${days(expiry)} (${dateTime(expiry)})`;
+    const left = (Date.parse(expiry) - Date.now()) / 86400000;
+    replace(notices,
+      deleted && notice('error', 'This connection was deleted.', h('p', null, h('a', { href: '/connections' }, 'Back to connections'))),
+      left < 0 && notice('error', `The server’s certificate expired ${when}.`),
+      left >= 0 && left <= 30 && notice('warning', h('p', null, h('strong', null, 'Certificate expires soon: '), `the server’s certificate expires ${when}.`)));
+    tlsCard.fill(tls ? [facts([
+      ['Protocol', tls.protocol || '—'],
+      ['Cipher', code(tls.cipher)],
+      ['Certificate subject', code(tls.peer_subject)],
+      ['Certificate expires', expiry ? `${dateTime(expiry)} (${days(expiry)})` : '—'],
+    ]), h('p', { class: 'muted' }, source)]
+      : h('p', null, connection.tls.mode === 'disable' ? 'TLS is off for this connection (mode disable).'
+        : none || 'The last successful check used no TLS.'));
+    serverCard.fill(server ? [facts([
+      ['Version', server.version],
+      ['Role', server.in_recovery ? 'standby (in recovery)' : 'primary'],
+      ['Connections', server.connections_used != null && server.max_connections
+        ? `${server.connections_used} in use of ${server.max_connections}` : 'not readable'],
+    ]), h('p', { class: 'muted' }, source)]
+      : h('p', null, none || 'No server facts recorded.'));
   }
 
   function renderHistory() {
     if (!history) return;
-    replace(healthSection, h('h2', { id: 'health-title' }, 'Last 24 hours'),
-      healthChart(history, { limited: historyLimited }));
-    const checks = history.checks.slice(0, RECENT);
-    replace(checksSection, h('h2', { id: 'checks-title' }, 'Recent checks'),
-      checks.length ? h('div', { class: 'table-wrap' }, h('table', { class: 'table table--stack' },
-        h('caption', { class: 'visually-hidden' }, 'Recent checks, newest first'),
-        h('thead', null, h('tr', null, ['Time', 'Status', 'Latency', 'Error', 'Step', 'Hint'].map((t, i) => h('th', { scope: 'col', class: i === 2 ? 'num' : i === 5 ? 'hint-col' : null }, t)))),
-        h('tbody', null, checks.map((c) => h('tr', null,
-          h('td', { class: 'nowrap stack-full' }, dateTime(c.at)),
-          h('td', null, statusBadge(c.status)),
-          h('td', { class: 'num', dataset: { label: 'Latency' } }, ms(c.latency_ms)),
-          c.ok ? h('td', { class: 'hide-narrow' }, 'none') : h('td', { dataset: { label: 'Error' } }, c.error_kind ? kindText(c.error_kind) : '—'),
-          h('td', { class: c.step ? null : 'hide-narrow', dataset: { label: 'Step' } }, c.step || '—'),
-          h('td', { class: `hint-col${c.hint ? ' stack-full' : ' hide-narrow'}`, dataset: { label: 'Hint' } }, c.hint || '—'))))))
-        : h('p', null, 'No checks yet.'));
+    healthSection.fill(healthChart(history, { limited: historyLimited }));
+    const checks = history.checks.slice(0, 20);
+    checksSection.fill(checks.length ? table('Recent checks, newest first',
+      ['Time', 'Status', ['Latency', 'num'], 'Error', 'Step', ['Hint', 'hint-col']],
+      checks.map((c) => h('tr', null,
+        h('td', { class: 'nowrap stack-full' }, dateTime(c.at)),
+        h('td', null, statusBadge(c.status)),
+        h('td', { class: 'num', dataset: { label: 'Latency' } }, ms(c.latency_ms)),
+        c.ok ? h('td', { class: 'hide-narrow' }, 'none') : h('td', { dataset: { label: 'Error' } }, c.error_kind ? kindText(c.error_kind) : '—'),
+        h('td', { class: c.step ? null : 'hide-narrow', dataset: { label: 'Step' } }, c.step || '—'),
+        h('td', { class: `hint-col${c.hint ? ' stack-full' : ' hide-narrow'}`, dataset: { label: 'Hint' } }, c.hint || '—'))), 'table--stack')
+      : h('p', null, 'No checks yet.'));
   }
 
   async function loadHistory() {
@@ -220,9 +193,7 @@ export async function mount(root, ctx) {
       historyLimited = data.checks.length >= HISTORY_LIMIT;
       renderHistory();
     } catch (e) {
-      if (e instanceof ApiError && e.status === 401) return;
-      replace(healthSection, h('h2', { id: 'health-title' }, 'Last 24 hours'),
-        h('div', { class: 'notice notice--error' }, h('p', null, describe(e))));
+      if (!isStatus(e, 401)) healthSection.fill(notice('error', describe(e)));
     }
   }
 
@@ -233,9 +204,8 @@ export async function mount(root, ctx) {
       renderConnection();
       if (panel) panel.load().catch(() => {});
     } catch (e) {
-      if (e instanceof ApiError && e.status === 404) { gone(); return; }
-      if (e instanceof ApiError && e.status === 401) return;
-      replace(notices, h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, describe(e))));
+      if (isStatus(e, 404)) gone();
+      else if (!isStatus(e, 401)) replace(notices, notice('error', describe(e)));
     }
   }
 
@@ -256,12 +226,12 @@ export async function mount(root, ctx) {
       const { data } = await post(`/connections/${id}/test`);
       if (!ctx.current) return;
       lastReport = data;
-      replace(testRegion, h('h2', { class: 'test-title' }, 'Test result'), waterfall(data));
+      replace(testRegion, h('h2', null, 'Test result'), waterfall(data));
       renderFacts();
     } catch (e) {
-      if (e instanceof ApiError && e.status === 401) return;
-      replace(testRegion, h('div', { class: 'notice notice--error' }, h('p', null, describe(e))));
-      if (e instanceof ApiError && e.status === 429 && e.retryAfter) {
+      if (isStatus(e, 401)) return;
+      replace(testRegion, notice('error', describe(e)));
+      if (isStatus(e, 429) && e.retryAfter) {
         setTimeout(() => { testButton.disabled = false; }, e.retryAfter * 1000);
         return;
       }
@@ -281,7 +251,7 @@ export async function mount(root, ctx) {
         confirmField.el,
       ],
       actions: [
-        { label: 'Cancel', kind: 'secondary', onClick: (d) => d.close() },
+        { label: 'Cancel', onClick: (d) => d.close() },
         { label: 'Delete connection', kind: 'danger', disabled: true, onClick: remove },
       ],
     });
@@ -300,18 +270,15 @@ export async function mount(root, ctx) {
         ctx.announce(`Deleted ${name}.`);
         ctx.navigate('/connections');
       } catch (e) {
-        if (e instanceof ApiError && e.status === 412) {
-          replace(problem, h('div', { class: 'notice notice--error', role: 'alert' },
-            h('p', null, 'This connection changed since you opened the page. It has been reloaded: check it, then confirm again.')));
-          await reload();
-          sync();
-        } else if (e instanceof ApiError && e.status === 404) {
+        if (isStatus(e, 404)) {
           d.close();
           gone();
-        } else {
-          replace(problem, h('div', { class: 'notice notice--error', role: 'alert' }, h('p', null, describe(e))));
-          sync();
+          return;
         }
+        const changed = isStatus(e, 412);
+        replace(problem, notice('error', changed ? 'This connection changed since you opened the page. It has been reloaded: check it, then confirm again.' : describe(e)));
+        if (changed) await reload();
+        sync();
       }
     }
   }
@@ -328,7 +295,7 @@ export async function mount(root, ctx) {
       }
       if ('latency_ms' in live) {
         hl.error_kind = live.error_kind || null;
-        if (!live.error_kind && live.latency_ms !== null && live.latency_ms !== undefined) hl.latency_ms = live.latency_ms;
+        if (!live.error_kind && live.latency_ms != null) hl.latency_ms = live.latency_ms;
       }
       setStatus(badge, hl.status);
       renderOverview();

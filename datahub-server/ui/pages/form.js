@@ -1,38 +1,45 @@
-// New and edit connection form (/connections/new, /connections/{id}/edit). A pasted URL fills
-// the fields, its password moving to Password; Test connection shows the step waterfall or the
-// classified error, focusing the field it points at; Save creates (test_first) or PATCHes the
-// changed fields with If-Match, and a 412 offers a reload keeping what was typed.
-// Secrets: after a test or save the password and key inputs are emptied; a tested secret is
-// held in this closure only, until Save sends it or the page goes.
+// New and edit connection form. A pasted URL fills the fields (its password moves to Password);
+// Test connection shows the waterfall or focuses the field a failure points at; Save creates
+// (test_first) or PATCHes the changed fields with If-Match; a 412 offers a reload keeping what was
+// typed. After a test or save the secret inputs are emptied: a tested secret is held in this
+// closure only, until Save sends it or the page goes.
 
 import { h, replace } from '../dom.js';
-import { get, post, patch, ApiError, describe } from '../api.js';
-import { field, selectField, textareaField } from '../components/field.js';
+import { get, post, patch, describe, isStatus } from '../api.js';
+import { field, selectField, textareaField, checkbox, showErrors, showApiError } from '../components/field.js';
 import { waterfall } from '../components/waterfall.js';
 import { parsePgUrl, looksLikeUrl } from '../components/url-parse.js';
-import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, readFileText, btn } from '../components/page-kit.js';
+import { notice, refuse, loadOr, readFileText, btn } from '../components/page-kit.js';
 
 const MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 const WEAK = ' (not encrypted/unverified)';
 const MODE_NOTES = [WEAK, WEAK, WEAK, ' (encrypted, unverified)', ' (verifies the CA)', ' (verifies CA and host)'];
-const L = {
-  url: 'Connection URL', name: 'Name', description: 'Description', host: 'Host', port: 'Port',
-  database: 'Database', username: 'Username', password: 'Password', tls_mode: 'TLS mode',
-  channel_binding: 'Channel binding', ca: 'CA certificate', cert: 'Client certificate', key: 'Client key',
-  tags: 'Tags', app_name: 'Application name', timeout: 'Connect timeout (ms)', monitor: 'Monitor this connection',
-  interval: 'Check interval (seconds)', slow: 'Slow above (ms)',
+// Form key → [label, path in the API's connection, default of a new one (none: a secret)].
+const FIELDS = {
+  url: ['Connection URL'],
+  name: ['Name', 'name', ''],
+  description: ['Description', 'description', ''],
+  host: ['Host', 'host', ''],
+  port: ['Port', 'port', '5432'],
+  database: ['Database', 'database', ''],
+  username: ['Username', 'username', ''],
+  password: ['Password', 'password'],
+  tls_mode: ['TLS mode', 'tls.mode', 'verify-full'],
+  channel_binding: ['Channel binding', 'tls.channel_binding', 'prefer'],
+  ca: ['CA certificate', 'tls.ca_cert_pem', ''],
+  cert: ['Client certificate', 'tls.client_cert_pem', ''],
+  key: ['Client key', 'tls.client_key_pem'],
+  tags: ['Tags', 'tags', ''],
+  app_name: ['Application name', 'options.application_name', ''],
+  timeout: ['Connect timeout (ms)', 'options.connect_timeout_ms', ''],
+  monitor: ['Monitor this connection', 'monitoring.enabled', true],
+  interval: ['Check interval (seconds)', 'monitoring.interval_s', '60'],
+  slow: ['Slow above (ms)', 'monitoring.slow_ms', '1000'],
 };
-const DEFAULTS = {
-  name: '', description: '', host: '', port: '5432', database: '', username: '', tls_mode: 'verify-full',
-  channel_binding: 'prefer', ca: '', cert: '', tags: '', app_name: '', timeout: '', monitor: true,
-  interval: '60', slow: '1000',
-};
-// API field paths that are not the form's own keys.
-const API_KEYS = {
-  'tls.mode': 'tls_mode', 'tls.channel_binding': 'channel_binding', 'tls.ca_cert_pem': 'ca',
-  'tls.client_cert_pem': 'cert', 'tls.client_key_pem': 'key', 'options.application_name': 'app_name',
-  'options.connect_timeout_ms': 'timeout', 'monitoring.interval_s': 'interval', 'monitoring.slow_ms': 'slow',
-};
+const KEYS = Object.keys(FIELDS).filter((k) => FIELDS[k][2] !== undefined);
+const SECRETS = ['password', 'key'];
+const BY_PATH = Object.fromEntries(Object.keys(FIELDS).map((k) => [FIELDS[k][1], k]));
+const INTS = ['port', 'timeout', 'interval', 'slow'];
 const KIND_FIELD = {
   dns_failed: 'host', blocked_by_policy: 'host', connection_refused: 'port', auth_failed: 'password',
   auth_method_refused: 'password', database_not_found: 'database',
@@ -43,16 +50,22 @@ const STEP_FIELD = { resolve: 'host', policy: 'host', tcp: 'port', tls: 'tls_mod
 const pointedField = (r) => KIND_FIELD[r.error_kind]
   || (String(r.error_kind).startsWith('tls_') ? 'tls_mode' : STEP_FIELD[r.step]) || null;
 
-const snapshotOf = (c) => ({
-  name: c.name, description: c.description || '', host: c.host, port: String(c.port),
-  database: c.database, username: c.username, tls_mode: c.tls.mode, channel_binding: c.tls.channel_binding,
-  ca: c.tls.ca_cert_pem || '', cert: c.tls.client_cert_pem || '', tags: c.tags.join(', '),
-  app_name: c.options.application_name || '', timeout: String(c.options.connect_timeout_ms),
-  monitor: c.monitoring.enabled, interval: String(c.monitoring.interval_s), slow: String(c.monitoring.slow_ms),
-});
 const tagList = (t) => t.split(',').map((x) => x.trim()).filter(Boolean);
-const int = (t) => (t.trim() ? Number(t.trim()) : undefined);
-const isAuth = (e) => e instanceof ApiError && e.status === 401;
+const blank = (x) => typeof x === 'string' && !x.trim();
+/** A form value as the API takes it. */
+const apiValue = (k, x) => (INTS.includes(k) ? Number(x.trim()) : k === 'tags' ? tagList(x) : k === 'name' || k === 'host' ? x.trim() : x);
+/** Sets a dotted path ("tls.mode") in an object. */
+function setPath(o, path, x) {
+  const keys = path.split('.');
+  const last = keys.pop();
+  for (const k of keys) o = o[k] ??= {};
+  o[last] = x;
+}
+/** The form's values of a connection. */
+const snapshotOf = (c) => Object.fromEntries(KEYS.map((k) => {
+  const x = FIELDS[k][1].split('.').reduce((o, p) => o[p], c);
+  return [k, k === 'monitor' ? x : k === 'tags' ? x.join(', ') : String(x ?? '')];
+}));
 
 export async function mount(root, ctx) {
   const id = ctx.params.id || null;
@@ -64,57 +77,52 @@ export async function mount(root, ctx) {
   let conn = null;
   let version = null;
   if (id) {
-    try {
-      const r = await get(`/connections/${id}`);
-      conn = r.data;
-      version = r.etag ?? conn.version;
-    } catch (e) {
-      if (isAuth(e)) throw e;
-      return refuse(root, ctx, what, loadError(e, 'this connection'));
-    }
+    const r = await loadOr(root, ctx, what, 'this connection', () => get(`/connections/${id}`));
+    if (!r) return undefined;
+    conn = r.data;
+    version = r.etag ?? conn.version;
     const manager = ctx.me.role === 'admin' || conn.owner === ctx.me.id
       || await get(`/connections/${id}/grants`).then(() => true, () => false);
     if (!manager) return refuse(root, ctx, what, 'You may view this connection but not edit it: editing needs the manage grant.');
   }
   let floor = null;
-  let policyKnown = false;
   try {
     floor = (await get('/policy')).data.min_tls_mode;
-    policyKnown = true;
   } catch (e) {
-    if (isAuth(e)) throw e;
+    if (isStatus(e, 401)) throw e;
   }
   if (!ctx.current) return undefined;
 
   const canTest = ctx.can('connection.test_draft');
-  let initial = conn ? snapshotOf(conn) : { ...DEFAULTS };
+  let initial = conn ? snapshotOf(conn) : Object.fromEntries(KEYS.map((k) => [k, FIELDS[k][2]]));
   const held = { password: null, key: null };
   let busy = false;
   const floorAt = MODES.indexOf(floor);
 
   // ---- fields ----
-  const text = (k, hint, o = {}) => field({ label: L[k], name: k, hint, autocomplete: 'off', ...o, attrs: { spellcheck: 'false', ...o.attrs } });
+  const label = (k) => FIELDS[k][0];
+  const text = (k, hint, o = {}) => field({ label: label(k), name: k, hint, autocomplete: 'off', ...o, attrs: { spellcheck: 'false', ...o.attrs } });
   const num = (k, hint) => text(k, hint, { attrs: { inputmode: 'numeric' } });
-  const pem = (k, hint) => textareaField({ label: L[k], name: k, hint, rows: 3, attrs: { spellcheck: 'false', autocomplete: 'off' } });
+  const pem = (k, hint) => textareaField({ label: label(k), name: k, hint, rows: 3, attrs: { spellcheck: 'false', autocomplete: 'off' } });
   const F = {
     url: text('url', 'Optional. Paste a postgresql:// URL to fill the fields below; a password in it moves to the Password field.', { attrs: { inputmode: 'url' } }),
     name: text('name', 'Lowercase letters, digits, “_”, “.” and “-”; up to 64 characters.', { required: true }),
-    description: textareaField({ label: L.description, name: 'description', rows: 2, hint: 'Optional, up to 1,000 characters.' }),
+    description: textareaField({ label: label('description'), name: 'description', rows: 2, hint: 'Optional, up to 1,000 characters.' }),
     host: text('host', 'A host name or IP address, without the port.', { required: true }),
     port: num('port', 'Usually 5432.'),
     database: text('database', null, { required: true }),
     username: text('username', null, { required: true }),
     password: field({
-      label: L.password, name: 'password', type: 'password', required: !id, autocomplete: 'new-password',
+      label: label('password'), name: 'password', type: 'password', required: !id, autocomplete: 'new-password',
       hint: id ? 'Leave blank to keep the stored password. Changing the host, port, database or lowering TLS needs it again.' : 'Stored encrypted; never shown again.',
     }),
     tls_mode: selectField({
-      label: L.tls_mode, name: 'tls_mode', options: MODES.map((m, i) => ({ value: m, label: m + MODE_NOTES[i] })),
-      hint: !policyKnown ? 'The server enforces a minimum TLS mode set by its policy; a weaker one is refused on save.'
+      label: label('tls_mode'), name: 'tls_mode', options: MODES.map((m, i) => ({ value: m, label: m + MODE_NOTES[i] })),
+      hint: floor === null ? 'The server enforces a minimum TLS mode set by its policy; a weaker one is refused on save.'
         : floorAt > 0 ? `The server’s policy requires at least ${floor}: weaker modes are disabled.` : 'The server’s policy allows every mode.',
     }),
     channel_binding: selectField({
-      label: L.channel_binding, name: 'channel_binding', options: ['disable', 'prefer', 'require'].map((v) => ({ value: v, label: v })),
+      label: label('channel_binding'), name: 'channel_binding', options: ['disable', 'prefer', 'require'].map((v) => ({ value: v, label: v })),
       hint: 'SCRAM channel binding over TLS; prefer uses it when the server offers it.',
     }),
     ca: pem('ca', 'Optional PEM. Without one, the public roots are trusted.'),
@@ -123,11 +131,10 @@ export async function mount(root, ctx) {
     tags: text('tags', 'Optional, comma-separated, e.g. prod, billing (up to 20).'),
     app_name: text('app_name', 'Optional; shown in pg_stat_activity.'),
     timeout: num('timeout', '1 to 5,000. Default: 5,000.'),
-    monitor: checkbox({ label: L.monitor, name: 'monitor' }),
+    monitor: checkbox({ label: label('monitor'), name: 'monitor' }),
     interval: num('interval', '10 to 86,400.'),
     slow: num('slow', 'A check slower than this counts as degraded: 1 to 60,000.'),
   };
-  F.monitor.setError = () => {};
   const filePicker = (k) => {
     const input = h('input', { type: 'file', id: `file-${k}`, class: 'file', accept: '.pem,.crt,.cer,.key,text/plain' });
     input.addEventListener('change', async () => {
@@ -136,21 +143,20 @@ export async function mount(root, ctx) {
       try {
         F[k].input.value = await readFileText(file);
         F[k].setError(null);
-        ctx.announce(`${L[k]} loaded from the file.`);
+        ctx.announce(`${label(k)} loaded from the file.`);
       } catch (e) {
         F[k].setError(e.message);
       }
       input.value = '';
     });
-    return h('div', { class: 'field field--file' }, h('label', { class: 'field-label', for: input.id }, `${L[k]} file`), input);
+    return h('div', { class: 'field field--file' }, h('label', { class: 'field-label', for: input.id }, `${label(k)} file`), input);
   };
   const setModeOptions = (current) => {
     for (const o of F.tls_mode.input.options) o.disabled = floorAt > 0 && MODES.indexOf(o.value) < floorAt && o.value !== current;
   };
-  const fill = (v) => {
-    for (const [k, x] of Object.entries(v)) F[k].input[k === 'monitor' ? 'checked' : 'value'] = x;
-  };
-  const read = () => Object.fromEntries(Object.keys(DEFAULTS).map((k) => [k, F[k].input[k === 'monitor' ? 'checked' : 'value']]));
+  const prop = (k) => (k === 'monitor' ? 'checked' : 'value');
+  const fill = (v) => { for (const [k, x] of Object.entries(v)) F[k].input[prop(k)] = x; };
+  const read = () => Object.fromEntries(KEYS.map((k) => [k, F[k].input[prop(k)]]));
   const secret = (k) => F[k].input.value || held[k];
 
   // ---- the URL field: a half-typed URL stays quiet; a paste or leaving the field says why ----
@@ -195,7 +201,7 @@ export async function mount(root, ctx) {
   // ---- layout ----
   const summaryBox = h('div');
   const conflictBox = h('div');
-  const result = h('div', { class: 'form-result', role: 'status', 'aria-live': 'polite' });
+  const result = h('div', { class: 'result', role: 'status', 'aria-live': 'polite' });
   const testFirst = checkbox({ label: 'Only save if the test passes', name: 'test_first', checked: canTest, hint: 'Runs the connection test first and saves nothing when it fails.' });
   const testButton = btn('Test connection', () => runTest());
   const saveButton = h('button', { type: 'submit', class: 'button button--primary' }, 'Save');
@@ -208,19 +214,18 @@ export async function mount(root, ctx) {
       F[k].setError = (m) => { if (m) certs.open = true; set(m); };
       return [F[k].el, filePicker(k)];
     }));
-  const group = (legend, ...els) => h('fieldset', { class: 'fieldset' }, h('legend', null, legend), els);
-  const form = h('form', { class: 'conn-form', novalidate: true, 'aria-labelledby': 'form-title' },
+  const group = (legend, ...keys) => h('fieldset', { class: 'fieldset' }, h('legend', null, legend), keys.map((k) => (F[k] ? F[k].el : k)));
+  const form = h('form', { class: 'conn-form', novalidate: true, 'aria-labelledby': 'form-title', on: { submit: (e) => { e.preventDefault(); save(); } } },
     summaryBox, conflictBox, F.url.el,
-    group('Connection', F.name.el, F.description.el, F.host.el, F.port.el, F.database.el),
-    group('Credentials', F.username.el, F.password.el),
-    group('TLS', F.tls_mode.el, F.channel_binding.el, certs),
-    group('Tags and options', F.tags.el, F.app_name.el, F.timeout.el),
-    group('Monitoring', F.monitor.el, F.interval.el, F.slow.el),
-    canTest ? h('div', { class: 'form-test' }, testButton) : null,
+    group('Connection', 'name', 'description', 'host', 'port', 'database'),
+    group('Credentials', 'username', 'password'),
+    group('TLS', 'tls_mode', 'channel_binding', certs),
+    group('Tags and options', 'tags', 'app_name', 'timeout'),
+    group('Monitoring', 'monitor', 'interval', 'slow'),
+    canTest ? h('div', { class: 'actions' }, testButton) : null,
     result,
     canTest ? testFirst.el : null,
     h('div', { class: 'form-actions' }, saveButton, h('a', { href: back, class: 'button button--link' }, 'Cancel')));
-  form.addEventListener('submit', (e) => { e.preventDefault(); save(); });
   replace(root,
     h('p', { class: 'breadcrumb' }, h('a', { href: back }, conn ? `Back to ${conn.name}` : 'Back to connections')),
     h('h1', { id: 'form-title' }, conn ? `Edit ${conn.name}` : what),
@@ -233,32 +238,25 @@ export async function mount(root, ctx) {
   function localErrors(v, forTest) {
     const errs = [];
     for (const k of forTest ? ['host', 'database', 'username'] : ['name', 'host', 'database', 'username']) {
-      if (!v[k].trim()) errs.push({ key: k, message: `Enter the ${L[k].toLowerCase()}` });
+      if (!v[k].trim()) errs.push({ key: k, message: `Enter the ${label(k).toLowerCase()}` });
     }
     if (!id && !forTest && !secret('password')) errs.push({ key: 'password', message: 'Enter the password' });
     for (const [k, min, max] of [['port', 1, 65535], ['timeout', 1, 5000], ['interval', 10, 86400], ['slow', 1, 60000]]) {
       const t = v[k].trim();
       if ((t || k !== 'timeout') && !(/^\d+$/.test(t) && +t >= min && +t <= max)) {
-        errs.push({ key: k, message: `${L[k]} must be a whole number from ${min.toLocaleString('en')} to ${max.toLocaleString('en')}` });
+        errs.push({ key: k, message: `${label(k)} must be a whole number from ${min.toLocaleString('en')} to ${max.toLocaleString('en')}` });
       }
     }
     return errs;
   }
 
+  // Every field with a value; blank optional ones are left to the API's defaults.
   function draftBody(v) {
-    const tls = { mode: v.tls_mode, channel_binding: v.channel_binding };
-    const options = {};
-    const body = {
-      name: v.name.trim(), host: v.host.trim(), port: int(v.port), database: v.database, username: v.username, tls, options,
-      tags: tagList(v.tags), monitoring: { enabled: v.monitor, interval_s: int(v.interval), slow_ms: int(v.slow) },
-    };
-    if (v.description.trim()) body.description = v.description;
-    if (secret('password')) body.password = secret('password');
-    if (v.ca.trim()) tls.ca_cert_pem = v.ca;
-    if (v.cert.trim()) tls.client_cert_pem = v.cert;
-    if (secret('key')) tls.client_key_pem = secret('key');
-    if (v.app_name.trim()) options.application_name = v.app_name;
-    if (v.timeout.trim()) options.connect_timeout_ms = int(v.timeout);
+    const body = {};
+    for (const k of Object.keys(FIELDS)) {
+      const x = SECRETS.includes(k) ? secret(k) : v[k];
+      if (x && !blank(x) || x === false || k === 'tags') setPath(body, FIELDS[k][1], apiValue(k, x));
+    }
     return body;
   }
 
@@ -269,37 +267,23 @@ export async function mount(root, ctx) {
     return body;
   }
 
-  // Only the changed fields; `null` removes an optional one.
+  // Only the changed fields; `null` removes an optional one (a blank timeout is the default).
   function patchBody(v) {
-    const changed = (k) => v[k] !== initial[k];
-    const orNull = (k) => (v[k].trim() ? v[k] : null);
     const b = {};
-    const tls = {};
-    const options = {};
-    const monitoring = {};
-    for (const k of ['name', 'host', 'database', 'username']) if (changed(k)) b[k] = k === 'database' || k === 'username' ? v[k] : v[k].trim();
-    if (changed('description')) b.description = orNull('description');
-    if (changed('port')) b.port = int(v.port);
-    if (secret('password')) b.password = secret('password');
-    if (changed('tls_mode')) tls.mode = v.tls_mode;
-    if (changed('channel_binding')) tls.channel_binding = v.channel_binding;
-    if (changed('ca')) tls.ca_cert_pem = orNull('ca');
-    if (changed('cert')) tls.client_cert_pem = orNull('cert');
-    if (changed('cert') && !v.cert.trim()) tls.client_key_pem = null;
-    if (secret('key')) tls.client_key_pem = secret('key');
-    if (tagList(v.tags).join() !== tagList(initial.tags).join()) b.tags = tagList(v.tags);
-    if (changed('app_name')) options.application_name = orNull('app_name');
-    if (changed('timeout')) options.connect_timeout_ms = int(v.timeout) ?? 5000;
-    if (changed('monitor')) monitoring.enabled = v.monitor;
-    if (changed('interval')) monitoring.interval_s = int(v.interval);
-    if (changed('slow')) monitoring.slow_ms = int(v.slow);
-    for (const [k, o] of Object.entries({ tls, options, monitoring })) if (Object.keys(o).length) b[k] = o;
+    if (v.cert !== initial.cert && blank(v.cert)) setPath(b, 'tls.client_key_pem', null);
+    for (const k of Object.keys(FIELDS)) {
+      if (SECRETS.includes(k)) {
+        if (secret(k)) setPath(b, FIELDS[k][1], secret(k));
+      } else if (k === 'tags' ? tagList(v.tags).join() !== tagList(initial.tags).join() : v[k] !== initial[k]) {
+        setPath(b, FIELDS[k][1], k !== 'tags' && blank(v[k]) ? (k === 'timeout' ? 5000 : null) : apiValue(k, v[k]));
+      }
+    }
     return b;
   }
 
   // Empties the secret inputs; what was typed is held for Save unless `drop`.
   function scrub(drop) {
-    for (const k of ['password', 'key']) {
+    for (const k of SECRETS) {
       held[k] = drop ? null : secret(k) || null;
       F[k].input.value = '';
     }
@@ -327,14 +311,11 @@ export async function mount(root, ctx) {
 
   // API field errors (400 with `field`, 409 on the name) go next to their field and on top.
   function showFailure(e, what) {
-    if (isAuth(e)) return;
-    if (e instanceof ApiError && (e.status === 400 || e.status === 409)) {
-      let path = e.field || (e.status === 409 ? 'name' : '');
-      const m = /^tags\[(\d+)\]$/.exec(path);
-      if (m) path = 'tags';
-      const k = API_KEYS[path] || (L[path] && path !== 'url' ? path : null);
+    if (isStatus(e, 401)) return;
+    if (isStatus(e, 400, 409)) {
+      const m = /^tags\[(\d+)\]$/.exec(e.field);
       replace(result);
-      showErrors(summaryBox, F, [{ key: k, message: k ? (m ? `Tag ${+m[1] + 1}: ` : '') + fieldMessage(L[k], e.message) : e.message }]);
+      showApiError(summaryBox, F, e, m ? 'tags' : BY_PATH[e.field || (e.status === 409 ? 'name' : '')], m ? `Tag ${+m[1] + 1}: ` : '');
       return;
     }
     replace(result, notice('error', `${what}: ${describe(e)}`));
@@ -346,7 +327,7 @@ export async function mount(root, ctx) {
     showErrors(summaryBox, F, errs);
     if (busy || errs.length) return;
     setBusy(true);
-    replace(result, h('p', { class: 'form-testing' }, 'Testing the connection…'));
+    replace(result, h('p', { class: 'testing' }, 'Testing the connection…'));
     try {
       const { data } = await post('/connections/test', testBody(v));
       scrub();
@@ -368,7 +349,7 @@ export async function mount(root, ctx) {
     const wantTest = canTest && testFirst.input.checked;
     const failed = 'The test failed, so nothing was saved.';
     setBusy(true);
-    replace(result, wantTest ? h('p', { class: 'form-testing' }, 'Testing, then saving…') : null);
+    replace(result, wantTest ? h('p', { class: 'testing' }, 'Testing, then saving…') : null);
     try {
       let r;
       if (id) {
@@ -390,8 +371,8 @@ export async function mount(root, ctx) {
       ctx.navigate(`/connections/${r.data.id}`);
     } catch (e) {
       scrub();
-      if (e instanceof ApiError && e.status === 422 && e.body && e.body.report) showReport(e.body.report, failed);
-      else if (e instanceof ApiError && e.status === 412) showConflict();
+      if (isStatus(e, 422) && e.body && e.body.report) showReport(e.body.report, failed);
+      else if (isStatus(e, 412)) showConflict();
       else showFailure(e, 'Not saved');
     } finally {
       setBusy(false);
@@ -417,7 +398,7 @@ export async function mount(root, ctx) {
       const r = await get(`/connections/${id}`);
       const fresh = snapshotOf(r.data);
       const typed = read();
-      fill(Object.fromEntries(Object.keys(fresh).map((k) => [k, typed[k] !== initial[k] ? typed[k] : fresh[k]])));
+      fill(Object.fromEntries(KEYS.map((k) => [k, typed[k] !== initial[k] ? typed[k] : fresh[k]])));
       initial = fresh;
       version = r.etag ?? r.data.version;
       setModeOptions(initial.tls_mode);

@@ -3,11 +3,12 @@
 // nothing visible).
 
 import { h, replace } from '../dom.js';
-import { get, describe, ApiError } from '../api.js';
+import { get, describe, isStatus } from '../api.js';
 import { subscribe } from '../events.js';
 import { age, ms, count } from '../format.js';
 import { statusBadge, setStatus } from '../components/status.js';
 import { kindText } from '../components/waterfall.js';
+import { notice, table, btn } from '../components/page-kit.js';
 
 const STATUSES = ['healthy', 'degraded', 'down', 'unknown'];
 // The API's sort keys (GET /connections?sort=).
@@ -61,31 +62,29 @@ export async function mount(root, ctx) {
   };
   c.search.setAttribute('aria-describedby', 'list-search-hint');
   const labels = { status: 'Status', tag: 'Tag', engine: 'Engine', sort: 'Sort by', per_page: 'Per page' };
-  const clearButton = h('button', { type: 'button', class: 'button button--secondary', on: { click: clearFilters } }, 'Clear filters');
+  const clearButton = btn('Clear filters', clearFilters);
+  const newLink = () => ctx.can('connection.create') && h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection');
 
   const summary = h('p', { class: 'list-summary muted', id: 'list-summary' });
   const problem = h('div');
-  const tbody = h('tbody');
-  const th = (text, cls) => h('th', { scope: 'col', class: cls }, text);
-  const table = h('table', { class: 'table table--stack', 'aria-describedby': 'list-summary' },
-    h('caption', { class: 'visually-hidden' }, 'Connections'),
-    h('thead', null, h('tr', null, th('Name'), th('Status'), th('Tags', 'hide-narrow'), th('Last check'), th('Latency', 'num'))),
-    tbody);
-  const tableWrap = h('div', { class: 'table-wrap' }, table);
+  const tableWrap = table('Connections', ['Name', 'Status', ['Tags', 'hide-narrow'], 'Last check', ['Latency', 'num']], null, 'table--stack');
+  tableWrap.firstChild.setAttribute('aria-describedby', 'list-summary');
+  const tbody = tableWrap.querySelector('tbody');
   const empty = h('div', { class: 'empty', hidden: true });
   const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
 
   replace(root,
-    h('div', { class: 'page-head' }, h('h1', null, 'Connections'),
-      ctx.can('connection.create') ? h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection') : null),
+    h('div', { class: 'page-head' }, h('h1', null, 'Connections'), newLink()),
     h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter connections', on: { submit: (e) => { e.preventDefault(); changed(true); } } },
       h('div', { class: 'filter filter--search' },
         h('label', { class: 'field-label', for: 'list-search' }, 'Search'),
         h('p', { class: 'field-hint', id: 'list-search-hint' }, 'Name, description, host or tag'),
         c.search),
       Object.entries(labels).map(([k, label]) => h('div', { class: 'filter' }, h('label', { class: 'field-label', for: `list-${k}` }, label), c[k])),
-      h('div', { class: 'filter filter--clear' }, clearButton)),
+      h('div', { class: 'filter' }, clearButton)),
     problem, summary, tableWrap, empty, pager);
+
+  const tell = (changes) => changes.length && ctx.announce(changes.length > 3 ? `${changes.length} connections changed status.` : `${changes.join('. ')}.`);
 
   function hasFilters() {
     return FILTERS.some((k) => state[k]);
@@ -153,7 +152,7 @@ export async function mount(root, ctx) {
     if (before) {
       const changes = data.items.filter((i) => before.has(i.id) && before.get(i.id).health.status !== i.health.status)
         .map((i) => `${i.name} is now ${i.health.status}`);
-      if (changes.length) ctx.announce(changes.length > 3 ? `${changes.length} connections changed status.` : `${changes.join('. ')}.`);
+      tell(changes);
     }
 
     const total = data.total;
@@ -165,19 +164,19 @@ export async function mount(root, ctx) {
     tableWrap.hidden = noRows;
     summary.hidden = total === 0;
     clearButton.hidden = !hasFilters();
-    empty.hidden = !(noRows);
+    empty.hidden = !noRows;
     if (noRows && total === 0 && !hasFilters()) {
       replace(empty,
         h('h2', null, 'No connections yet'),
         h('p', null, ctx.can('connection.create')
           ? 'Add the first database connection: DataHub tests it, keeps its password encrypted and checks its health.'
           : 'No connection has been shared with you yet. Ask an admin or a connection’s owner for access.'),
-        ctx.can('connection.create') ? h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection') : null);
+        newLink());
     } else if (noRows && total === 0) {
       replace(empty,
         h('h2', null, 'No connections match'),
         h('p', null, 'Nothing matches the search and filters. Change them, or clear them to see every connection.'),
-        h('button', { type: 'button', class: 'button button--secondary', on: { click: clearFilters } }, 'Clear filters'));
+        btn('Clear filters', clearFilters));
     } else if (noRows) {
       // Past the end (rows went away): show the last page.
       state.page = pages;
@@ -231,9 +230,7 @@ export async function mount(root, ctx) {
       }
     } catch (e) {
       if (signal.aborted || (e && e.name === 'AbortError')) return;
-      if (e instanceof ApiError && e.status === 401) return;
-      replace(problem, h('div', { class: 'notice notice--error', role: 'alert' },
-        h('p', null, e instanceof ApiError && e.field ? `${e.field}: ${e.message}` : describe(e))));
+      if (!isStatus(e, 401)) replace(problem, notice('error', e.field ? `${e.field}: ${e.message}` : describe(e)));
     } finally {
       if (!signal.aborted) tableWrap.removeAttribute('aria-busy');
     }
@@ -262,13 +259,13 @@ export async function mount(root, ctx) {
       }
       if ('latency_ms' in update) {
         health.error_kind = update.error_kind || null;
-        if (update.latency_ms !== null && update.latency_ms !== undefined && !update.error_kind) health.latency_ms = update.latency_ms;
+        if (update.latency_ms != null && !update.error_kind) health.latency_ms = update.latency_ms;
         row.latencyCell.textContent = latencyText(health);
       }
       row.ageCell.textContent = age(health.checked_at);
     }
     pending.clear();
-    if (changes.length) ctx.announce(changes.length > 3 ? `${changes.length} connections changed status.` : `${changes.join('. ')}.`);
+    tell(changes);
   }
 
   function onEvent(event) {

@@ -3,9 +3,9 @@
 // API (`deny_cidrs[2]`) appear next to their list, naming the line.
 
 import { h, replace } from '../dom.js';
-import { get, put, ApiError, describe } from '../api.js';
-import { selectField, textareaField } from '../components/field.js';
-import { notice, refuse, loadError, showErrors, fieldMessage } from '../components/page-kit.js';
+import { get, put } from '../api.js';
+import { selectField, textareaField, showErrors, showApiError } from '../components/field.js';
+import { notice, refuse, loadOr } from '../components/page-kit.js';
 
 const MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 const LABELS = { allow_cidrs: 'Allowed networks', deny_cidrs: 'Denied networks', min_tls_mode: 'Minimum TLS mode' };
@@ -14,19 +14,9 @@ const lines = (text) => text.split('\n').map((l) => l.trim()).filter(Boolean);
 
 export async function mount(root, ctx) {
   ctx.title('Policy');
-  if (!ctx.can('policy.read')) {
-    refuse(root, ctx, 'Policy', 'Your account may not read the target policy.');
-    return;
-  }
-  let policy;
-  try {
-    policy = (await get('/policy')).data;
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) throw e;
-    refuse(root, ctx, 'Policy', loadError(e, 'the policy'));
-    return;
-  }
-  if (!ctx.current) return;
+  if (!ctx.can('policy.read')) return refuse(root, ctx, 'Policy', 'Your account may not read the target policy.');
+  let policy = await loadOr(root, ctx, 'Policy', 'the policy', async () => (await get('/policy')).data);
+  if (!policy) return undefined;
   const intro = h('p', { class: 'lead' },
     'Which addresses connections may reach, and the weakest TLS mode they may use. Tests, checks and pools apply it; the always-denied ranges (such as cloud metadata addresses) apply whatever it says.');
 
@@ -38,12 +28,13 @@ export async function mount(root, ctx) {
         h('dt', null, LABELS.allow_cidrs), h('dd', null, policy.allow_cidrs.length ? list(policy.allow_cidrs) : 'any address not denied'),
         h('dt', null, LABELS.deny_cidrs), h('dd', null, list(policy.deny_cidrs)),
         h('dt', null, LABELS.min_tls_mode), h('dd', null, policy.min_tls_mode)));
-    return;
+    return undefined;
   }
+  const cidrs = (name, hint) => textareaField({ label: LABELS[name], name, rows: 6, value: policy[name].join('\n'), hint, attrs: { spellcheck: 'false' } });
 
   const F = {
-    allow_cidrs: textareaField({ label: LABELS.allow_cidrs, name: 'allow_cidrs', rows: 6, value: policy.allow_cidrs.join('\n'), hint: 'One network per line, e.g. 10.0.0.0/8 or ::1/128, or a bare address. Empty: any address not denied.', attrs: { class: 'input cidrs', spellcheck: 'false' } }),
-    deny_cidrs: textareaField({ label: LABELS.deny_cidrs, name: 'deny_cidrs', rows: 6, value: policy.deny_cidrs.join('\n'), hint: 'One per line; checked after the allowed networks.', attrs: { class: 'input cidrs', spellcheck: 'false' } }),
+    allow_cidrs: cidrs('allow_cidrs', 'One network per line, e.g. 10.0.0.0/8 or ::1/128, or a bare address. Empty: any address not denied.'),
+    deny_cidrs: cidrs('deny_cidrs', 'One per line; checked after the allowed networks.'),
     min_tls_mode: selectField({
       label: LABELS.min_tls_mode, name: 'min_tls_mode', value: policy.min_tls_mode,
       hint: 'Connections with a weaker mode are refused. disable, allow and prefer may send passwords and data unencrypted.',
@@ -67,17 +58,12 @@ export async function mount(root, ctx) {
       showErrors(summary, F, []);
       replace(message, notice('ok', 'Saved the policy. Every test, check and pool applies it from now on.'));
     } catch (err) {
-      if (err instanceof ApiError && err.status === 400 && err.field) {
-        const m = /^(allow_cidrs|deny_cidrs)(?:\[(\d+)\])?$/.exec(err.field);
-        const key = m ? m[1] : (F[err.field] ? err.field : null);
-        const where = m && m[2] !== undefined ? `Line ${Number(m[2]) + 1} (“${body[m[1]][Number(m[2])]}”): ` : '';
-        showErrors(summary, F, [{ key, message: where + (key ? fieldMessage(LABELS[key], err.message) : err.message) }]);
-      } else {
-        showErrors(summary, F, [{ key: null, message: describe(err) }]);
-      }
+      const m = /^(\w+)\[(\d+)\]$/.exec(err.field);
+      showApiError(summary, F, err, m ? m[1] : err.field, m && body[m[1]] ? `Line ${+m[2] + 1} (“${body[m[1]][+m[2]]}”): ` : '');
     } finally {
       save.disabled = false;
     }
   });
   replace(root, h('h1', null, 'Policy'), intro, message, form);
+  return undefined;
 }

@@ -2,8 +2,8 @@
 // user lands on `next` (a same-origin path) or the connections list.
 
 import { h, replace } from '../dom.js';
-import { post, ApiError, describe } from '../api.js';
-import { field, errorSummary } from '../components/field.js';
+import { post, describe, isStatus } from '../api.js';
+import { field, showErrors } from '../components/field.js';
 import { safeNext } from '../app.js';
 
 export async function mount(root, ctx) {
@@ -19,15 +19,7 @@ export async function mount(root, ctx) {
   const button = h('button', { type: 'submit', class: 'button button--primary' }, 'Sign in');
   let timer = null;
 
-  const show = (errors) => {
-    username.setError(null);
-    password.setError(null);
-    if (!errors.length) { replace(problems); return; }
-    for (const e of errors) if (e.set) e.set(e.message);
-    const summary = errorSummary(errors);
-    replace(problems, summary);
-    summary.focus();
-  };
+  const show = (errors) => showErrors(problems, { username, password }, errors);
 
   const lockFor = (seconds) => {
     let left = seconds;
@@ -50,8 +42,8 @@ export async function mount(root, ctx) {
   const submit = async (event) => {
     event.preventDefault();
     const errors = [];
-    if (!username.input.value.trim()) errors.push({ input: username.input, set: username.setError, message: 'Enter your user name' });
-    if (!password.input.value) errors.push({ input: password.input, set: password.setError, message: 'Enter your password' });
+    if (!username.input.value.trim()) errors.push({ key: 'username', message: 'Enter your user name' });
+    if (!password.input.value) errors.push({ key: 'password', message: 'Enter your password' });
     if (errors.length) { show(errors); return; }
     button.disabled = true;
     const body = { username: username.input.value.trim(), password: password.input.value };
@@ -64,9 +56,9 @@ export async function mount(root, ctx) {
       return;
     } catch (e) {
       body.password = '';
-      if (e instanceof ApiError && e.status === 401) {
-        show([{ input: password.input, set: password.setError, message: 'The user name or password is wrong (or the account is disabled). Try again.' }]);
-      } else if (e instanceof ApiError && e.status === 429) {
+      if (isStatus(e, 401)) {
+        show([{ key: 'password', message: 'The user name or password is wrong (or the account is disabled). Try again.' }]);
+      } else if (isStatus(e, 429)) {
         const wait = e.retryAfter ?? 60;
         show([{ input: username.input, message: `Too many sign-in attempts. Try again in ${wait} s${wait >= 60 ? ` (at ${new Date(Date.now() + wait * 1000).toLocaleTimeString()})` : ''}.` }]);
         lockFor(wait);
@@ -79,7 +71,7 @@ export async function mount(root, ctx) {
     }
   };
 
-  const form = h('form', { class: 'sign-in', novalidate: 'novalidate', on: { submit } },
+  const form = h('form', { novalidate: 'novalidate', on: { submit } },
     username.el, password.el, h('div', { class: 'actions' }, button));
   replace(root, h('div', { class: 'narrow' },
     h('h1', null, 'Sign in to DataHub'),

@@ -2,44 +2,24 @@
 // admins create them, change their name and members, and delete them.
 
 import { h, replace } from '../dom.js';
-import { get, post, put, del, ApiError, describe } from '../api.js';
-import { field } from '../components/field.js';
-import { openDialog } from '../components/dialog.js';
-import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, tableWrap, confirm, hidden, btn } from '../components/page-kit.js';
-
-/** Users as {id, username}: the admin list, else the directory, else none (ids are shown). */
-async function loadUsers(admin) {
-  try {
-    if (admin) return (await get('/users')).data.map((u) => ({ id: u.id, username: u.username }));
-    return (await get('/directory', { q: '' })).data.users || [];
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) throw e;
-    return [];
-  }
-}
+import { get, post, put, del } from '../api.js';
+import { field, checkbox, showErrors, showApiError } from '../components/field.js';
+import { openDialog, confirm } from '../components/dialog.js';
+import { notice, refuse, loadOr, people, table, hidden, btn } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   ctx.title('Teams');
-  if (!ctx.can('teams.list')) {
-    refuse(root, ctx, 'Teams', 'Your account may not see teams.');
-    return;
-  }
+  if (!ctx.can('teams.list')) return refuse(root, ctx, 'Teams', 'Your account may not see teams.');
   const admin = ctx.can('teams.manage');
-  let teams;
-  let users;
-  try {
-    [teams, users] = await Promise.all([get('/teams').then((r) => r.data), loadUsers(ctx.can('users'))]);
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) throw e;
-    refuse(root, ctx, 'Teams', loadError(e, 'the teams'));
-    return;
-  }
-  if (!ctx.current) return;
+  const loaded = await loadOr(root, ctx, 'Teams', 'the teams', () => Promise.all([get('/teams'), people(ctx)]));
+  if (!loaded) return undefined;
+  let teams = loaded[0].data;
+  const users = (loaded[1] || []).sort((a, b) => a.username.localeCompare(b.username));
   const nameOf = new Map(users.map((u) => [u.id, u.username]));
   const message = h('div', { 'aria-live': 'polite' });
   const listBox = h('div');
   const heading = h('h2', { id: 'teams-list' });
-  const say = (kind, text) => { replace(message, notice(kind, text)); ctx.announce(text); };
+  const say = (text) => { replace(message, notice('ok', text)); ctx.announce(text); };
   const memberName = (id) => (id === ctx.me.id ? `${ctx.me.username} (you)` : nameOf.get(id) || `user ${id.slice(0, 8)}…`);
   // Without a list of names (the directory is not readable), a count says as much.
   const members = (t) => {
@@ -48,42 +28,38 @@ export async function mount(root, ctx) {
     const n = `${t.members.length} member${t.members.length === 1 ? '' : 's'}`;
     return t.members.includes(ctx.me.id) ? `${n}, you among them` : n;
   };
-  const sortTeams = () => teams.sort((a, b) => a.name.localeCompare(b.name));
 
-  /** A fieldset of member checkboxes: {el, selected()}. */
-  function memberPicker(selected) {
-    const boxes = [...users].sort((a, b) => a.username.localeCompare(b.username))
-      .map((u) => ({ id: u.id, box: checkbox({ label: u.username, name: `member-${u.id}`, checked: selected.includes(u.id) }) }));
-    const el = h('fieldset', { class: 'members' }, h('legend', null, 'Members'),
-      boxes.length ? boxes.map((b) => b.box.el) : h('p', { class: 'muted' }, 'No users to pick from.'));
-    const keep = selected.filter((id) => !nameOf.has(id));
-    return { el, selected: () => [...keep, ...boxes.filter((b) => b.box.input.checked).map((b) => b.id)] };
-  }
-
-  function apiFieldError(nameField, summary, e) {
-    if (e instanceof ApiError && (e.status === 400 || e.status === 409) && (!e.field || e.field === 'name')) {
-      showErrors(summary, { name: nameField }, [{ key: 'name', message: fieldMessage('The team name', e.message) }]);
-    } else {
-      showErrors(summary, { name: nameField }, [{ key: null, message: describe(e) }]);
-    }
+  /** The fields of a team (create form and edit dialog): {el, name, body(), reset(), failed(e)}. */
+  function teamFields(team, hint) {
+    const summary = h('div');
+    const name = field({ label: 'Team name', name: 'name', value: team.name, autocomplete: 'off', hint, attrs: { spellcheck: 'false' } });
+    const boxes = users.map((u) => ({ id: u.id, box: checkbox({ label: u.username, name: `member-${u.id}`, checked: team.members.includes(u.id) }) }));
+    const keep = team.members.filter((id) => !nameOf.has(id));
+    const el = h('div', null, summary, name.el, h('fieldset', { class: 'members' }, h('legend', null, 'Members'),
+      boxes.length ? boxes.map((b) => b.box.el) : h('p', { class: 'muted' }, 'No users to pick from.')));
+    return {
+      el,
+      body: () => ({ name: name.input.value.trim(), members: [...keep, ...boxes.filter((b) => b.box.input.checked).map((b) => b.id)] }),
+      check: () => { const ok = !!name.input.value.trim(); showErrors(summary, { name }, ok ? [] : [{ key: 'name', message: 'Enter a team name' }]); return ok; },
+      reset: () => { name.input.value = ''; for (const b of boxes) b.box.input.checked = false; },
+      failed: (e) => showApiError(summary, { name }, e, e.field || 'name'),
+    };
   }
 
   function editDialog(team) {
-    const summary = h('div');
-    const name = field({ label: 'Team name', name: 'team-name', value: team.name, autocomplete: 'off' });
-    const picker = memberPicker(team.members);
+    const f = teamFields(team);
     openDialog({
       title: `Edit team ${team.name}`,
-      content: h('div', null, summary, name.el, picker.el),
+      content: f.el,
       actions: [
         { label: 'Save team', kind: 'primary', onClick: async (c) => {
           try {
-            const r = await put(`/teams/${team.id}`, { name: name.input.value.trim(), members: picker.selected() });
+            const r = await put(`/teams/${team.id}`, f.body());
             teams = teams.map((t) => (t.id === team.id ? r.data : t));
             renderList();
             c.close();
-            say('ok', `Saved team ${r.data.name}.`);
-          } catch (e) { apiFieldError(name, summary, e); }
+            say(`Saved team ${r.data.name}.`);
+          } catch (e) { f.failed(e); }
         } },
         { label: 'Cancel', onClick: (c) => c.close() },
       ],
@@ -99,7 +75,7 @@ export async function mount(root, ctx) {
         await del(`/teams/${team.id}`);
         teams = teams.filter((t) => t.id !== team.id);
         renderList();
-        say('ok', `Deleted team ${team.name}.`);
+        say(`Deleted team ${team.name}.`);
       },
     });
   }
@@ -110,47 +86,37 @@ export async function mount(root, ctx) {
       replace(listBox, h('p', { class: 'empty' }, admin ? 'No teams yet: create one below.' : 'No teams yet.'));
       return;
     }
-    const rows = sortTeams().map((t) => h('tr', null,
+    const rows = teams.sort((a, b) => a.name.localeCompare(b.name)).map((t) => h('tr', null,
       h('td', null, t.name),
       h('td', null, members(t)),
-      admin ? h('td', null, h('div', { class: 'inline-actions' },
-        btn('Edit', () => editDialog(t), 'secondary', hidden(` team ${t.name}`)),
-        btn('Delete', () => removeTeam(t), 'danger', hidden(` team ${t.name}`)))) : null));
-    replace(listBox, tableWrap('Teams', ['Team', 'Members', admin ? 'Actions' : null].filter(Boolean), rows));
+      admin && h('td', null, h('div', { class: 'inline-actions' },
+        btn(['Edit', hidden(` team ${t.name}`)], () => editDialog(t), 'secondary small'),
+        btn(['Delete', hidden(` team ${t.name}`)], () => removeTeam(t), 'danger small')))));
+    replace(listBox, table('Teams', ['Team', 'Members', admin && 'Actions'].filter(Boolean), rows, 'table--wide'));
   }
 
   let createSection = null;
   if (admin) {
-    const summary = h('div');
-    const name = field({ label: 'Team name', name: 'name', autocomplete: 'off', hint: '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”.', attrs: { spellcheck: 'false' } });
-    let picker = memberPicker([]);
-    const pickerBox = h('div', null, picker.el);
+    const f = teamFields({ name: '', members: [] }, '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”.');
     const button = h('button', { type: 'submit', class: 'button button--primary' }, 'Create team');
-    const form = h('form', { class: 'admin-form', novalidate: true }, summary, name.el, pickerBox, button);
+    const form = h('form', { class: 'admin-form', novalidate: true }, f.el, button);
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
-      if (!name.input.value.trim()) {
-        showErrors(summary, { name }, [{ key: 'name', message: 'Enter a team name' }]);
-        return;
-      }
+      if (!f.check()) return;
       button.disabled = true;
       try {
-        const r = await post('/teams', { name: name.input.value.trim(), members: picker.selected() });
+        const r = await post('/teams', f.body());
         teams.push(r.data);
         renderList();
-        name.input.value = '';
-        picker = memberPicker([]);
-        replace(pickerBox, picker.el);
-        showErrors(summary, { name }, []);
-        say('ok', `Created team ${r.data.name}.`);
+        f.reset();
+        say(`Created team ${r.data.name}.`);
       } catch (err) {
-        apiFieldError(name, summary, err);
+        f.failed(err);
       } finally {
         button.disabled = false;
       }
     });
-    createSection = h('section', { class: 'admin-section', 'aria-labelledby': 'teams-new' },
-      h('h2', { id: 'teams-new' }, 'New team'), form);
+    createSection = h('section', { class: 'admin-section', 'aria-labelledby': 'teams-new' }, h('h2', { id: 'teams-new' }, 'New team'), form);
   }
 
   replace(root,
@@ -160,4 +126,5 @@ export async function mount(root, ctx) {
     h('section', { class: 'admin-section', 'aria-labelledby': 'teams-list' }, heading, listBox),
     createSection);
   renderList();
+  return undefined;
 }

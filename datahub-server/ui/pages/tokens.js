@@ -3,36 +3,22 @@
 // it. Revoking asks first.
 
 import { h, replace, clear } from '../dom.js';
-import { get, post, del, ApiError, describe } from '../api.js';
-import { field } from '../components/field.js';
+import { get, post, del } from '../api.js';
+import { field, checkbox, showErrors, showApiError } from '../components/field.js';
+import { confirm } from '../components/dialog.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadError, checkbox, showErrors, fieldMessage, tableWrap, confirm, hidden, btn } from '../components/page-kit.js';
+import { notice, refuse, loadOr, table, hidden, btn } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   ctx.title('API tokens');
-  if (!ctx.can('tokens')) {
-    refuse(root, ctx, 'API tokens', 'Your account may not use API tokens.');
-    return undefined;
-  }
-  let tokens;
-  try {
-    tokens = (await get('/tokens')).data;
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) throw e;
-    refuse(root, ctx, 'API tokens', loadError(e, 'your tokens'));
-    return undefined;
-  }
-  if (!ctx.current) return undefined;
+  if (!ctx.can('tokens')) return refuse(root, ctx, 'API tokens', 'Your account may not use API tokens.');
+  let tokens = await loadOr(root, ctx, 'API tokens', 'your tokens', async () => (await get('/tokens')).data);
+  if (!tokens) return undefined;
   const message = h('div', { 'aria-live': 'polite' });
   const shown = h('div');
   const listBox = h('div');
   const heading = h('h2', { id: 'tokens-list' });
-  const say = (kind, text) => { replace(message, notice(kind, text)); ctx.announce(text); };
-  const state = (t) => {
-    if (t.revoked_at) return h('span', { class: 'pill pill--bad' }, 'revoked');
-    if (t.expires_at && Date.parse(t.expires_at) <= Date.now()) return h('span', { class: 'pill pill--bad' }, 'expired');
-    return h('span', { class: 'pill pill--ok' }, 'active');
-  };
+  const state = (t) => (t.revoked_at ? 'revoked' : t.expires_at && Date.parse(t.expires_at) <= Date.now() ? 'expired' : 'active');
 
   function renderList() {
     const active = tokens.filter((t) => !t.revoked_at).length;
@@ -46,9 +32,9 @@ export async function mount(root, ctx) {
       h('td', { class: 'nowrap' }, dateTime(t.created_at)),
       h('td', { class: 'nowrap' }, t.expires_at ? dateTime(t.expires_at) : 'never'),
       h('td', null, t.read_only ? 'read-only' : 'read and write'),
-      h('td', null, state(t)),
-      h('td', null, t.revoked_at ? h('span', { class: 'muted' }, dateTime(t.revoked_at)) : btn('Revoke', () => revoke(t), 'danger', hidden(` token ${t.name}`)))));
-    replace(listBox, tableWrap('Your API tokens', ['Name', 'Created', 'Expires', 'Access', 'State', 'Revoke'], rows));
+      h('td', null, h('span', { class: `pill pill--${state(t) === 'active' ? 'ok' : 'bad'}` }, state(t))),
+      h('td', null, t.revoked_at ? h('span', { class: 'muted' }, dateTime(t.revoked_at)) : btn(['Revoke', hidden(` token ${t.name}`)], () => revoke(t), 'danger small'))));
+    replace(listBox, table('Your API tokens', ['Name', 'Created', 'Expires', 'Access', 'State', 'Revoke'], rows, 'table--wide'));
   }
 
   function revoke(t) {
@@ -60,7 +46,8 @@ export async function mount(root, ctx) {
         await del(`/tokens/${t.id}`);
         tokens = tokens.map((x) => (x.id === t.id ? { ...x, revoked_at: new Date().toISOString() } : x));
         renderList();
-        say('ok', `Revoked token ${t.name}.`);
+        replace(message, notice('ok', `Revoked token ${t.name}.`));
+        ctx.announce(`Revoked token ${t.name}.`);
       },
     });
   }
@@ -121,11 +108,7 @@ export async function mount(root, ctx) {
       showToken({ ...info, token });
       ctx.announce(`Created token ${info.name}. Copy it now: it won’t be shown again.`);
     } catch (err) {
-      if (err instanceof ApiError && err.status === 400 && F[err.field]) {
-        showErrors(summary, F, [{ key: err.field, message: fieldMessage(err.field === 'name' ? 'The name' : 'The expiry', err.message) }]);
-      } else {
-        showErrors(summary, F, [{ key: null, message: describe(err) }]);
-      }
+      showApiError(summary, F, err);
     } finally {
       createButton.disabled = false;
     }

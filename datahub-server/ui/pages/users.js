@@ -1,38 +1,29 @@
-// Users (/users, admins): the accounts with role and state; create one; change a role;
-// disable or enable; reset a password in a dialog. Passwords are write-only: each input is
-// emptied once sent.
+// Users (/users, admins): the accounts with role and state; create one; change a role; disable
+// or enable; reset a password in a dialog. Passwords are write-only: each input is emptied once
+// sent.
 
 import { h, replace } from '../dom.js';
-import { get, post, patch, ApiError, describe } from '../api.js';
-import { field, selectField } from '../components/field.js';
+import { get, post, patch, describe, isStatus } from '../api.js';
+import { field, selectField, showErrors, showApiError, fieldMessage } from '../components/field.js';
 import { openDialog } from '../components/dialog.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadError, showErrors, fieldMessage, tableWrap, hidden, btn } from '../components/page-kit.js';
+import { notice, refuse, loadOr, table, hidden, btn } from '../components/page-kit.js';
 
-const ROLES = ['admin', 'editor', 'viewer', 'auditor'];
 const ROLE_HINT = 'admin: everything; editor: creates connections; viewer: uses granted connections; auditor: reads the audit log.';
+const roleField = (value) => selectField({
+  label: 'Role', name: 'role', value, hint: ROLE_HINT, options: ['admin', 'editor', 'viewer', 'auditor'].map((r) => ({ value: r, label: r })),
+});
 
 export async function mount(root, ctx) {
   ctx.title('Users');
-  if (!ctx.can('users')) {
-    refuse(root, ctx, 'Users', 'Only admins manage user accounts.');
-    return;
-  }
-  let users;
-  try {
-    users = (await get('/users')).data;
-  } catch (e) {
-    if (e instanceof ApiError && e.status === 401) throw e;
-    refuse(root, ctx, 'Users', loadError(e, 'the user accounts'));
-    return;
-  }
-  if (!ctx.current) return;
+  if (!ctx.can('users')) return refuse(root, ctx, 'Users', 'Only admins manage user accounts.');
+  let users = await loadOr(root, ctx, 'Users', 'the user accounts', async () => (await get('/users')).data);
+  if (!users) return undefined;
   const writable = ctx.can('users.manage');
   const message = h('div', { 'aria-live': 'polite' });
   const listBox = h('div');
   const heading = h('h2', { id: 'users-list' });
-
-  function say(kind, text) { replace(message, notice(kind, text)); }
+  const say = (kind, text) => { replace(message, notice(kind, text)); if (kind === 'ok') ctx.announce(text); };
 
   async function change(user, body, done) {
     try {
@@ -40,17 +31,15 @@ export async function mount(root, ctx) {
       users = users.map((u) => (u.id === user.id ? r.data : u));
       renderList();
       say('ok', done);
-      ctx.announce(done);
       return true;
     } catch (e) {
-      if (e instanceof ApiError && e.status === 409) say('error', `${describe(e)}.`);
-      else say('error', describe(e));
+      say('error', describe(e));
       return false;
     }
   }
 
   function roleDialog(user) {
-    const role = selectField({ label: 'Role', name: 'role', value: user.role, hint: ROLE_HINT, options: ROLES.map((r) => ({ value: r, label: r })) });
+    const role = roleField(user.role);
     openDialog({
       title: `Change the role of ${user.username}`,
       content: role.el,
@@ -75,10 +64,9 @@ export async function mount(root, ctx) {
         pw.input.value = '';
         c.close();
         say('ok', `The password of ${user.username} was reset.`);
-        ctx.announce(`The password of ${user.username} was reset.`);
       } catch (e) {
         pw.input.value = '';
-        pw.setError(e instanceof ApiError && e.status === 400 ? fieldMessage('The password', e.message) : describe(e));
+        pw.setError(isStatus(e, 400) ? fieldMessage('The password', e.message) : describe(e));
         pw.input.focus();
       }
     };
@@ -98,32 +86,27 @@ export async function mount(root, ctx) {
 
   function renderList() {
     heading.textContent = `Accounts (${users.length})`;
-    const rows = users.map((u) => {
-      const self = u.id === ctx.me.id;
-      return h('tr', null,
-        h('td', null, u.username, self ? h('span', { class: 'muted' }, ' (you)') : null),
-        h('td', null, u.role),
-        h('td', null, h('span', { class: `pill ${u.disabled ? 'pill--bad' : 'pill--ok'}` }, u.disabled ? 'disabled' : 'enabled')),
-        h('td', { class: 'nowrap' }, dateTime(u.created_at)),
-        writable ? h('td', null, h('div', { class: 'inline-actions' },
-          btn('Change role', () => roleDialog(u), 'secondary', hidden(` of ${u.username}`)),
-          btn(u.disabled ? 'Enable' : 'Disable', () => change(u, { disabled: !u.disabled }, `${u.username} is ${u.disabled ? 'enabled' : 'disabled'}.`), 'secondary', hidden(` ${u.username}`)),
-          btn('Reset password', () => resetDialog(u), 'secondary', hidden(` of ${u.username}`)))) : null);
-    });
-    replace(listBox, tableWrap('User accounts', ['User name', 'Role', 'State', 'Created', writable ? 'Actions' : null].filter(Boolean), rows));
+    const rows = users.map((u) => h('tr', null,
+      h('td', null, u.username, u.id === ctx.me.id ? h('span', { class: 'muted' }, ' (you)') : null),
+      h('td', null, u.role),
+      h('td', null, h('span', { class: `pill pill--${u.disabled ? 'bad' : 'ok'}` }, u.disabled ? 'disabled' : 'enabled')),
+      h('td', { class: 'nowrap' }, dateTime(u.created_at)),
+      writable ? h('td', null, h('div', { class: 'inline-actions' },
+        btn(['Change role', hidden(` of ${u.username}`)], () => roleDialog(u), 'secondary small'),
+        btn([u.disabled ? 'Enable' : 'Disable', hidden(` ${u.username}`)], () => change(u, { disabled: !u.disabled }, `${u.username} is ${u.disabled ? 'enabled' : 'disabled'}.`), 'secondary small'),
+        btn(['Reset password', hidden(` of ${u.username}`)], () => resetDialog(u), 'secondary small'))) : null));
+    replace(listBox, table('User accounts', ['User name', 'Role', 'State', 'Created', writable && 'Actions'].filter(Boolean), rows, 'table--wide'));
   }
 
-  // Create form.
   const summary = h('div');
   const F = {
     username: field({ label: 'User name', name: 'username', autocomplete: 'off', hint: '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”, starting with a letter or digit.', attrs: { spellcheck: 'false' } }),
     password: field({ label: 'Password', name: 'password', type: 'password', autocomplete: 'new-password', hint: '12 to 1,024 characters.' }),
-    role: selectField({ label: 'Role', name: 'role', value: 'viewer', hint: ROLE_HINT, options: ROLES.map((r) => ({ value: r, label: r })) }),
+    role: roleField('viewer'),
   };
-  const labels = { username: 'User name', password: 'Password', role: 'Role' };
   const createButton = h('button', { type: 'submit', class: 'button button--primary' }, 'Create user');
-  const form = h('form', { class: 'admin-form', novalidate: true }, summary, F.username.el, F.password.el, F.role.el, createButton);
-  form.addEventListener('submit', async (e) => {
+  const form = h('form', { class: 'admin-form', novalidate: true, on: { submit: create } }, summary, F.username.el, F.password.el, F.role.el, createButton);
+  async function create(e) {
     e.preventDefault();
     const body = { username: F.username.input.value.trim(), password: F.password.input.value, role: F.role.input.value };
     const errs = [];
@@ -134,31 +117,23 @@ export async function mount(root, ctx) {
     createButton.disabled = true;
     try {
       const r = await post('/users', body);
-      F.password.input.value = '';
       F.username.input.value = '';
       users = [...users, r.data].sort((a, b) => a.username.localeCompare(b.username));
       renderList();
       say('ok', `Created ${r.data.username} (${r.data.role}).`);
-      ctx.announce(`Created ${r.data.username}.`);
     } catch (err) {
-      F.password.input.value = '';
-      if (err instanceof ApiError && (err.status === 400 || err.status === 409)) {
-        const key = labels[err.field] ? err.field : (err.status === 409 ? 'username' : null);
-        showErrors(summary, F, [{ key, message: key ? fieldMessage(labels[key], err.message) : err.message }]);
-      } else {
-        showErrors(summary, F, [{ key: null, message: describe(err) }]);
-      }
+      showApiError(summary, F, err, err.field || (isStatus(err, 409) ? 'username' : null));
     } finally {
+      F.password.input.value = '';
       createButton.disabled = false;
     }
-  });
+  }
 
   replace(root,
     h('h1', null, 'Users'),
     message,
-    h('section', { class: 'admin-section', 'aria-labelledby': 'users-list' },
-      heading, listBox),
-    writable ? h('section', { class: 'admin-section', 'aria-labelledby': 'users-new' },
-      h('h2', { id: 'users-new' }, 'New user'), form) : null);
+    h('section', { class: 'admin-section', 'aria-labelledby': 'users-list' }, heading, listBox),
+    writable ? h('section', { class: 'admin-section', 'aria-labelledby': 'users-new' }, h('h2', { id: 'users-new' }, 'New user'), form) : null);
   renderList();
+  return undefined;
 }
