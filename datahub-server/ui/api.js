@@ -6,13 +6,7 @@ const BASE = '/api/v1';
 export class ApiError extends Error {
   constructor(status, { code = 'error', message, field = null, requestId = null, retryAfter = null, body = null } = {}) {
     super(message || `the server answered ${status}`);
-    this.name = 'ApiError';
-    this.status = status;
-    this.code = code;
-    this.field = field;
-    this.requestId = requestId;
-    this.retryAfter = retryAfter;
-    this.body = body;
+    Object.assign(this, { name: 'ApiError', status, code, field, requestId, retryAfter, body });
   }
 }
 
@@ -24,14 +18,7 @@ export function onUnauthenticated(fn) {
 }
 
 function url(path, query) {
-  const params = new URLSearchParams();
-  if (query) {
-    for (const [k, v] of Object.entries(query)) {
-      if (v === null || v === undefined || v === '') continue;
-      params.set(k, String(v));
-    }
-  }
-  const qs = params.toString();
+  const qs = new URLSearchParams(Object.entries(query || {}).filter(([, v]) => v != null && v !== '')).toString();
   return BASE + path + (qs ? `?${qs}` : '');
 }
 
@@ -57,7 +44,7 @@ export async function api(method, path, { query, body, ifMatch, signal } = {}) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
-  if (ifMatch !== undefined && ifMatch !== null) {
+  if (ifMatch != null) {
     const text = String(ifMatch);
     headers['If-Match'] = text.startsWith('"') ? text : `"${text}"`;
   }

@@ -1,5 +1,4 @@
-// The shell: the router (History API), the header with the main navigation and sign-out, the
-// polite announcer, and the context every page gets.
+// The shell: router (History API), header and navigation, announcer, and each page's context.
 
 import { h, replace } from './dom.js';
 import { get, post, onUnauthenticated, describe, isStatus } from './api.js';
@@ -42,13 +41,14 @@ const PERMISSIONS = {
   'policy.write': 'admin !',
 };
 
+// [path, label, permission]
 const NAV = [
-  { href: '/connections', label: 'Connections' },
-  { href: '/users', label: 'Users', can: 'users' },
-  { href: '/teams', label: 'Teams', can: 'teams.list' },
-  { href: '/tokens', label: 'Tokens', can: 'tokens' },
-  { href: '/audit', label: 'Audit log', can: 'audit' },
-  { href: '/policy', label: 'Policy', can: 'policy.read' },
+  ['/connections', 'Connections'],
+  ['/users', 'Users', 'users'],
+  ['/teams', 'Teams', 'teams.list'],
+  ['/tokens', 'Tokens', 'tokens'],
+  ['/audit', 'Audit log', 'audit'],
+  ['/policy', 'Policy', 'policy.read'],
 ];
 
 const main = document.getElementById('main');
@@ -100,7 +100,7 @@ function navigate(href, { replace: replaceState = false } = {}) {
 function setQuery(values, { replace: replaceState = true } = {}) {
   const params = new URLSearchParams(location.search);
   for (const [k, v] of Object.entries(values)) {
-    if (v === null || v === undefined || v === '' || v === false) params.delete(k);
+    if (v == null || v === '' || v === false) params.delete(k);
     else params.set(k, String(v));
   }
   const qs = params.toString();
@@ -152,10 +152,10 @@ function signedIn(user) {
 
 function renderHeader(active) {
   nav.hidden = account.hidden = !me;
-  replace(nav, me && h('ul', { class: 'nav-list' }, NAV.filter((item) => !item.can || can(item.can)).map((item) => h('li', null,
-    h('a', { href: item.href, class: 'nav-link', 'aria-current': item.href === active ? 'page' : null }, item.label)))));
+  replace(nav, me && h('ul.nav-list', null, NAV.filter((n) => !n[2] || can(n[2])).map(([href, label]) => h('li', null,
+    h('a.nav-link', { href, 'aria-current': href === active ? 'page' : null }, label)))));
   replace(account, me && [
-    h('span', { class: 'account-name' }, me.username, ` (${me.role})`),
+    h('span.account-name', null, me.username, ` (${me.role})`),
     btn('Sign out', signOut, 'secondary small')]);
 }
 

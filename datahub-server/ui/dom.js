@@ -5,7 +5,7 @@ const BOOLEAN = new Set(['disabled', 'required', 'hidden', 'checked', 'selected'
 function apply(el, props) {
   if (!props) return;
   for (const [key, value] of Object.entries(props)) {
-    if (value === undefined || value === null) continue;
+    if (value == null) continue;
     if (key === 'class') el.setAttribute('class', value);
     else if (key === 'text') el.textContent = String(value);
     else if (key === 'on') for (const [type, fn] of Object.entries(value)) el.addEventListener(type, fn);
@@ -20,16 +20,18 @@ function apply(el, props) {
 
 function append(el, children) {
   for (const child of children) {
-    if (child === null || child === undefined || child === false) continue;
+    if (child == null || child === false) continue;
     if (Array.isArray(child)) append(el, child);
     else if (child instanceof Node) el.appendChild(child);
     else el.appendChild(document.createTextNode(String(child)));
   }
 }
 
-/** An HTML element: h('a', {href: '/x', class: 'link'}, 'text'). */
+/** An HTML element: h('a.link', {href: '/x'}, 'text'); classes may follow the tag after dots. */
 export function h(tag, props, ...children) {
-  const el = document.createElement(tag);
+  const [name, ...classes] = tag.split('.');
+  const el = document.createElement(name);
+  if (classes.length) el.className = classes.join(' ');
   apply(el, props);
   append(el, children);
   return el;
@@ -45,15 +47,14 @@ export function svg(tag, attrs, ...children) {
   return el;
 }
 
-/** Removes every child of el. */
 export function clear(el) {
-  while (el.firstChild) el.removeChild(el.firstChild);
+  el.replaceChildren();
   return el;
 }
 
-/** Clears el, then appends the children. */
+/** Clears el, then appends the children (as h() takes them). */
 export function replace(el, ...children) {
-  clear(el);
+  el.replaceChildren();
   append(el, children);
   return el;
 }

@@ -1,8 +1,6 @@
-// One shared EventSource to /api/v1/events for every view. After a drop it reconnects with
-// jittered exponential backoff (1 s → 30 s) and then delivers {type: 'resync'}, so views
-// refetch what they missed.
+// One shared EventSource to /api/v1/events; after a drop, jittered backoff (1 s → 30 s), then {type: 'resync'}.
 
-import { get, ApiError } from './api.js';
+import { get, isStatus } from './api.js';
 
 const listeners = new Set();
 let source = null;
@@ -13,13 +11,9 @@ let wanted = false;
 
 function deliver(event) {
   for (const fn of [...listeners]) {
-    try { fn(event); } catch (e) { reportError(e); }
+    // A listener's bug must not stop the others: rethrown later, it is reported without any data.
+    try { fn(event); } catch (e) { setTimeout(() => { throw e; }); }
   }
-}
-
-function reportError(e) {
-  // A listener's bug must not stop the others; surface it without logging any data.
-  setTimeout(() => { throw e; });
 }
 
 function connect() {
@@ -55,7 +49,7 @@ async function schedule() {
   try {
     await get('/auth/me');
   } catch (e) {
-    if (e instanceof ApiError && e.status === 401) { close(); return; }
+    if (isStatus(e, 401)) { close(); return; }
   }
   if (!wanted || timer) return;
   const wait = delay / 2 + Math.random() * (delay / 2);
@@ -63,7 +57,7 @@ async function schedule() {
   timer = setTimeout(connect, wait);
 }
 
-/** Opens the stream (after sign-in); a no-op when it is open. */
+/** Opens the stream (after sign-in) unless it is open. */
 export function open() {
   wanted = true;
   if (!source && !timer) connect();

@@ -4,7 +4,7 @@ const numberFormat = new Intl.NumberFormat('en');
 
 /** "12 s ago", "5 min ago", "3 h ago", "2 d ago", or "never". */
 export function age(date, now = Date.now()) {
-  if (date === null || date === undefined || date === '') return 'never';
+  if (date == null || date === '') return 'never';
   const at = date instanceof Date ? date.getTime() : Date.parse(date);
   if (Number.isNaN(at)) return 'never';
   const s = Math.max(0, Math.round((now - at) / 1000));
@@ -16,7 +16,7 @@ export function age(date, now = Date.now()) {
 
 /** "4.9 ms", "12 ms", "1.2 s"; "—" when unknown. */
 export function ms(n) {
-  if (n === null || n === undefined || !Number.isFinite(Number(n))) return '—';
+  if (n == null || !Number.isFinite(Number(n))) return '—';
   const v = Number(n);
   if (v >= 1000) return `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s`;
   if (v >= 10 || Number.isInteger(v)) return `${Math.round(v)} ms`;
@@ -36,7 +36,7 @@ export function dateTime(iso) {
 
 /** 0.9973 → "99.7 %"; "—" when unknown. */
 export function pct(x) {
-  if (x === null || x === undefined || !Number.isFinite(Number(x))) return '—';
+  if (x == null || !Number.isFinite(Number(x))) return '—';
   const v = Number(x) * 100;
   return `${v === 100 || v === 0 ? v.toFixed(0) : v.toFixed(v > 99 ? 2 : 1)} %`;
 }

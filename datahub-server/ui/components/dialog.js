@@ -1,5 +1,4 @@
-// Modal dialogs: <dialog> opened with showModal() (the browser makes the rest inert), labelled by
-// its title; Tab wraps inside, Escape closes, focus returns to the opener.
+// Modal dialogs (showModal): labelled by the title, Tab wraps, Escape closes, focus returns.
 
 import { h, replace } from '../dom.js';
 import { describe } from '../api.js';
@@ -14,9 +13,9 @@ export function openDialog({ title, content, actions = [], onClose } = {}) {
   const buttons = actions.map((a) => h('button', {
     type: 'button', class: `button button--${a.kind || 'secondary'}`, disabled: a.disabled, on: { click: () => a.onClick(ctl) },
   }, a.label));
-  const root = h('dialog', { class: 'dialog', 'aria-labelledby': titleId, 'aria-modal': 'true' },
+  const root = h('dialog.dialog', { 'aria-labelledby': titleId, 'aria-modal': 'true' },
     h('h2', { id: titleId }, title), h('div', null, content),
-    buttons.length ? h('div', { class: 'dialog-actions' }, buttons) : null);
+    buttons.length ? h('div.dialog-actions', null, buttons) : null);
   let closed = false;
   const ctl = {
     root,

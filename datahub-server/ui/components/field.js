@@ -1,5 +1,4 @@
-// Form fields in the GOV.UK manner: a visible label, a hint under it, the field's own error
-// next to it (all linked by aria-describedby), and the error summary at the top of a form.
+// Form fields in the GOV.UK manner: label, hint, own error (aria-describedby), error summary.
 
 import { h, replace } from '../dom.js';
 import { describe, isStatus } from '../api.js';
@@ -10,11 +9,11 @@ const uid = (name) => `f-${String(name || 'field').replace(/[^\w-]/g, '-')}-${++
 function wrap({ label, name, hint, input }) {
   const id = input.id || uid(name);
   input.id = id;
-  const hintEl = hint ? h('p', { class: 'field-hint', id: `${id}-hint` }, hint) : null;
-  const errorEl = h('p', { class: 'field-error', id: `${id}-error`, hidden: true });
-  const el = h('div', { class: 'field' }, h('label', { class: 'field-label', for: id }, label), hintEl, errorEl, input);
+  const hintEl = hint ? h('p.field-hint', { id: `${id}-hint` }, hint) : null;
+  const errorEl = h('p.field-error', { id: `${id}-error`, hidden: true });
+  const el = h('div.field', null, h('label.field-label', { for: id }, label), hintEl, errorEl, input);
   const setError = (message) => {
-    replace(errorEl, message ? [h('span', { class: 'visually-hidden' }, 'Error: '), message] : null);
+    replace(errorEl, message ? [h('span.visually-hidden', null, 'Error: '), message] : null);
     errorEl.hidden = !message;
     el.classList.toggle('field--error', !!message);
     if (message) input.setAttribute('aria-invalid', 'true');
@@ -27,39 +26,37 @@ function wrap({ label, name, hint, input }) {
   return { el, input, setError, label };
 }
 
-/** A text-like <input> with its label: {el, input, setError(msg|null), label}. */
-export function field({ label, name, type = 'text', value, hint, required, autocomplete, attrs } = {}) {
-  const input = h('input', { class: 'input', type, name, value: value ?? '', required, autocomplete, ...attrs });
+/** A text-like <input> (no autocomplete or spellcheck unless asked) with its label: {el, input, setError(msg|null), label}; the others alike. */
+export function field({ label, name, type = 'text', value, hint, required, autocomplete = 'off', attrs } = {}) {
+  const input = h('input.input', { type, name, value: value ?? '', required, autocomplete, spellcheck: 'false', ...attrs });
   return wrap({ label, name, hint, input });
 }
 
-/** A <select> with its label; options: [{value, label}]. */
 export function selectField({ label, name, options = [], value, hint, required, attrs } = {}) {
-  const input = h('select', { class: 'input', name, required, ...attrs },
+  const input = h('select.input', { name, required, ...attrs },
     options.map((o) => h('option', { value: o.value }, o.label)));
   if (value != null) input.value = String(value);
   return wrap({ label, name, hint, input });
 }
 
-/** A <textarea> with its label. */
 export function textareaField({ label, name, value, hint, required, rows = 4, attrs } = {}) {
-  const input = h('textarea', { class: 'input', name, rows, required, ...attrs });
+  const input = h('textarea.input', { name, rows, required, ...attrs });
   input.value = value ?? '';
   return wrap({ label, name, hint, input });
 }
 
-/** A checkbox with its label after it: {el, input, label}. */
+/** A checkbox, its label after it. */
 export function checkbox({ label, name, checked, hint }) {
   const id = uid(name);
-  const hintEl = hint ? h('p', { class: 'field-hint', id: `${id}-hint` }, hint) : null;
-  const input = h('input', { type: 'checkbox', class: 'checkbox', id, name, checked, 'aria-describedby': hintEl && hintEl.id });
-  return { input, label, el: h('div', { class: 'check' }, input, h('label', { for: id }, label), hintEl), setError() {} };
+  const hintEl = hint ? h('p.field-hint', { id: `${id}-hint` }, hint) : null;
+  const input = h('input.checkbox', { type: 'checkbox', id, name, checked, 'aria-describedby': hintEl && hintEl.id });
+  return { input, label, el: h('div.check', null, input, h('label', { for: id }, label), hintEl), setError() {} };
 }
 
 /** The error summary: a role=alert box listing each error as a link that focuses its field. */
 export function errorSummary(errors = [], title = 'There is a problem') {
   const titleId = uid('error-summary');
-  return h('div', { class: 'error-summary', role: 'alert', 'aria-labelledby': titleId, tabindex: '-1' },
+  return h('div.error-summary', { role: 'alert', 'aria-labelledby': titleId, tabindex: '-1' },
     h('h2', { id: titleId }, title),
     h('ul', null, errors.map((e) => h('li', null, e.input
       ? h('a', { href: `#${e.input.id}`, on: { click: (ev) => { ev.preventDefault(); e.input.focus(); } } }, e.message)

@@ -1,12 +1,10 @@
-// Who may view, use or manage a connection: the grants of its users and teams, changed one at a
-// time; every change replaces the whole set with PUT and the ETag read (a 412 means someone else
-// changed them: the panel says so and reloads). Names come from GET /directory (or, while that
-// route is absent, from the team and user lists the caller may read).
+// A connection's grants (users and teams; view, use, manage): each change PUTs the whole set with the
+// ETag; names from GET /directory, or from the team and user lists while that route is absent.
 
 import { h, replace } from '../dom.js';
 import { get, put, describe, isStatus } from '../api.js';
 import { field, selectField } from './field.js';
-import { notice, table, hidden, btn } from './page-kit.js';
+import { notice, table, hidden, btn, submit } from './page-kit.js';
 
 const LEVELS = [
   { value: 'view', label: 'view — see it and its health' },
@@ -15,6 +13,7 @@ const LEVELS = [
 ];
 
 const keyOf = (g) => (g.user_id ? `u:${g.user_id}` : `t:${g.team_id}`);
+const granteeOf = (key) => (key.startsWith('u:') ? { user_id: key.slice(2) } : { team_id: key.slice(2) });
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /** The panel for connection `id`; `onVersion(v)` hears the connection's new version after a change. */
@@ -29,11 +28,11 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
 
   const message = h('div');
   const list = h('div');
-  const status = h('p', { class: 'visually-hidden', role: 'status' });
+  const status = h('p.visually-hidden', { role: 'status' });
   const picker = h('div');
-  const el = h('section', { class: 'card card--wide grants', 'aria-labelledby': 'grants-title' },
+  const el = h('section.card.card--wide.grants', { 'aria-labelledby': 'grants-title' },
     h('h2', { id: 'grants-title' }, 'Access'),
-    h('p', { class: 'muted' }, 'Admins and the owner can always manage it. Grants give other users and teams access.'),
+    h('p.muted', null, 'Admins and the owner can always manage it. Grants give other users and teams access.'),
     message, list, picker, status);
 
   const nameOf = (g) => g.name || names.get(keyOf(g)) || (g.user_id ? `user ${g.user_id}` : `team ${g.team_id}`);
@@ -50,7 +49,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
     const rows = grants.map((g, i) => {
       const who = nameOf(g);
       const kind = g.user_id ? 'User' : 'Team';
-      const level = h('select', { class: 'input input--inline', 'aria-label': `Access level for ${who}`, disabled: busy },
+      const level = h('select.input.input--inline', { 'aria-label': `Access level for ${who}`, disabled: busy },
         LEVELS.map((l) => h('option', { value: l.value }, l.value)));
       level.value = g.level;
       level.addEventListener('change', () => {
@@ -60,9 +59,9 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
       const remove = btn(['Remove', hidden(` ${who}`)], () => save(grants.filter((_, j) => j !== i), `Removed ${who}’s access.`, () => addButton && addButton.focus()), 'secondary small');
       remove.disabled = busy;
       return h('tr', null,
-        h('td', null, who, h('span', { class: 'sub' }, kind)),
+        h('td', null, who, h('span.sub', null, kind)),
         h('td', null, level),
-        h('td', { class: 'num' }, remove));
+        h('td.num', null, remove));
     });
     replace(list, table('Grants', ['User or team', 'Level', [hidden('Actions'), 'num']], rows));
   }
@@ -71,23 +70,18 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
 
   function renderPicker() {
     const level = selectField({ label: 'Level', name: 'level', options: LEVELS, attrs: { id: 'grant-level' } });
-    addButton = h('button', { type: 'submit', class: 'button button--secondary' }, 'Add access');
+    addButton = submit('Add access', 'secondary');
     let who;
     let fields;
     if (directory === false && !canListUsers) {
       // No directory to search: enter an id.
       const kind = selectField({ label: 'Kind', name: 'kind', options: [{ value: 'user', label: 'User' }, { value: 'team', label: 'Team' }] });
-      const idField = field({ label: 'User or team id', name: 'grantee', hint: 'The id (a UUID) of the user or team', autocomplete: 'off', attrs: { spellcheck: 'false' } });
-      who = () => {
-        const v = idField.input.value.trim();
-        if (!UUID.test(v)) return null;
-        return kind.input.value === 'user' ? { user_id: v } : { team_id: v };
-      };
+      const idField = field({ label: 'User or team id', name: 'grantee', hint: 'The id (a UUID) of the user or team' });
+      who = () => UUID.test(idField.input.value.trim()) && granteeOf(`${kind.input.value[0]}:${idField.input.value.trim()}`);
       fields = [kind.el, idField.el];
     } else {
-      const search = field({ label: 'Find a user or team', name: 'q', type: 'search', hint: 'Type part of a name, then choose below', autocomplete: 'off', attrs: { spellcheck: 'false' } });
+      const search = field({ label: 'Find a user or team', name: 'q', type: 'search', hint: 'Type part of a name, then choose below' });
       const pick = selectField({ label: 'User or team', name: 'grantee' });
-      const query = search.input;
       const choice = pick.input;
       const fill = (users, teams) => {
         replace(choice,
@@ -99,20 +93,16 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
         if (searchController) searchController.abort();
         searchController = new AbortController();
         try {
-          const { users, teams } = await find(query.value.trim(), searchController.signal);
+          const { users, teams } = await find(search.input.value.trim(), searchController.signal);
           fill(users, teams);
         } catch (e) {
           if (e && e.name === 'AbortError') return;
           fill([], []);
         }
       };
-      query.addEventListener('input', () => { clearTimeout(searchTimer); searchTimer = setTimeout(lookup, 250); });
+      search.input.addEventListener('input', () => { clearTimeout(searchTimer); searchTimer = setTimeout(lookup, 250); });
       lookup();
-      who = () => {
-        const v = choice.value;
-        if (!v) return null;
-        return v.startsWith('u:') ? { user_id: v.slice(2) } : { team_id: v.slice(2) };
-      };
+      who = () => choice.value && granteeOf(choice.value);
       fields = [search.el, pick.el];
     }
     const form = h('form', {
@@ -129,7 +119,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
       },
     },
     h('h3', null, 'Add access'),
-    h('div', { class: 'grid' }, fields, level.el),
+    h('div.grid', null, fields, level.el),
     addButton);
     replace(picker, form);
   }
@@ -178,7 +168,7 @@ export function grantsPanel({ id, canListUsers, onVersion, announce }) {
     busy = true;
     say(null);
     try {
-      const body = { grants: next.map((g) => (g.user_id ? { user_id: g.user_id, level: g.level } : { team_id: g.team_id, level: g.level })) };
+      const body = { grants: next.map((g) => ({ ...granteeOf(keyOf(g)), level: g.level })) };
       const { data, etag: tag } = await put(`/connections/${id}/grants`, body, etag);
       grants = data.grants || [];
       etag = tag;

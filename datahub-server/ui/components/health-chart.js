@@ -1,6 +1,4 @@
-// The last 24 hours of checks as an inline SVG bar chart (one bar per 30 minutes: height the
-// mean latency of its successful checks, colour its outcome), with the uptime, a text summary
-// for screen readers and an hourly table for everyone.
+// The last 24 h of checks: an SVG bar per 30 min (height: mean latency; colour: outcome), uptime, an hourly table.
 
 import { h, svg } from '../dom.js';
 import { ms, pct, count } from '../format.js';
@@ -42,19 +40,15 @@ export function healthChart({ health, checks }, { now = Date.now(), limited = fa
   const buckets = bucketize(checks, from, to, BUCKETS);
   const ok = checks.filter((c) => c.ok);
   const failed = checks.length - ok.length;
-  const uptime = health && health.uptime_24h !== null && health.uptime_24h !== undefined
+  const uptime = health && health.uptime_24h != null
     ? health.uptime_24h : (checks.length ? ok.length / checks.length : null);
   const meanLatency = ok.length ? ok.reduce((s, c) => s + c.latency_ms, 0) / ok.length : null;
   const max = Math.max(1, ...buckets.map((b) => b.mean || 0));
 
   const barWidth = WIDTH / BUCKETS;
-  const bars = buckets.map((b) => {
+  const bars = buckets.map((b, i) => {
     const kind = outcome(b);
-    let height;
-    if (kind === 'none') height = 3;
-    else if (kind === 'failed') height = PLOT;
-    else height = Math.max(6, (b.mean / max) * PLOT);
-    const i = buckets.indexOf(b);
+    const height = kind === 'none' ? 3 : kind === 'failed' ? PLOT : Math.max(6, (b.mean / max) * PLOT);
     return svg('rect', {
       class: `bar bar--${kind}`,
       x: (i * barWidth + 1).toFixed(1),
@@ -74,7 +68,7 @@ export function healthChart({ health, checks }, { now = Date.now(), limited = fa
   },
   svg('line', { class: 'axis', x1: 0, y1: PLOT + 0.5, x2: WIDTH, y2: PLOT + 0.5 }),
   bars);
-  const axis = h('div', { class: 'chart-axis', 'aria-hidden': 'true' },
+  const axis = h('div.chart-axis', { 'aria-hidden': 'true' },
     h('span', null, '24 h ago'), h('span', null, '12 h ago'), h('span', null, 'now'));
 
   // An hourly table: the chart's data as text.
@@ -82,14 +76,14 @@ export function healthChart({ health, checks }, { now = Date.now(), limited = fa
   const hours = table('Checks per hour, newest first',
     ['Hour from', ['Checks', 'num'], ['Failed', 'num'], ['Mean latency', 'num']],
     hourly.map((b) => h('tr', null,
-      h('td', null, timeFormat.format(b.start)), h('td', { class: 'num' }, count(b.ok + b.failed)),
-      h('td', { class: 'num' }, count(b.failed)), h('td', { class: 'num' }, ms(b.mean)))), 'table--compact');
+      h('td', null, timeFormat.format(b.start)), h('td.num', null, count(b.ok + b.failed)),
+      h('td.num', null, count(b.failed)), h('td.num', null, ms(b.mean)))), 'table--compact');
 
   return h('div', null,
-    h('p', null, h('span', { class: 'uptime-value' }, pct(uptime)), ' uptime in the last 24 hours',
-      meanLatency !== null ? h('span', { class: 'muted' }, ` · mean latency ${ms(meanLatency)}`) : null),
-    h('div', { class: 'chart-frame' }, chart, axis,
-      h('p', { class: 'chart-scale muted' }, `Bar height: mean latency of passing checks (tallest ${ms(max)}). Red: all checks failed; amber: some failed; grey: no checks.`)),
-    limited ? h('p', { class: 'muted' }, `Only the latest ${count(checks.length)} checks are drawn.`) : null,
-    h('details', { class: 'chart-data' }, h('summary', null, 'Checks per hour as a table'), hours));
+    h('p', null, h('span.uptime-value', null, pct(uptime)), ' uptime in the last 24 hours',
+      meanLatency !== null ? h('span.muted', null, ` · mean latency ${ms(meanLatency)}`) : null),
+    h('div.chart-frame', null, chart, axis,
+      h('p.chart-scale.muted', null, `Bar height: mean latency of passing checks (tallest ${ms(max)}). Red: all checks failed; amber: some failed; grey: no checks.`)),
+    limited ? h('p.muted', null, `Only the latest ${count(checks.length)} checks are drawn.`) : null,
+    h('details.chart-data', null, h('summary', null, 'Checks per hour as a table'), hours));
 }

@@ -1,16 +1,22 @@
-// Pieces every page shares: buttons, notices, tables in their own scrolling box, a page that
-// says why it shows nothing, loading with 403/404 in words, and reading a picked file.
+// Pieces every page shares: buttons, notices, sections, tables, refusals and loading, the user list.
 
 import { h, replace } from '../dom.js';
 import { get, describe, isStatus } from '../api.js';
 
-/** A text only screen readers read (e.g. the user a row's button acts on). */
-export const hidden = (text) => h('span', { class: 'visually-hidden' }, text);
+/** Text only screen readers read (e.g. whom a row's button acts on). */
+export const hidden = (text) => h('span.visually-hidden', null, text);
 
-/** A button that does what its label says; kinds: 'secondary' (default), 'primary', 'danger', 'link', plus 'small'. */
+/** A button; kind: 'secondary', 'primary', 'danger' or 'link', and maybe ' small'. */
 export const btn = (label, onClick, kind = 'secondary') => h('button', {
   type: 'button', class: `button ${kind.split(' ').map((k) => `button--${k}`).join(' ')}`, on: { click: onClick },
 }, label);
+
+/** A form's submit button. */
+export const submit = (label, kind = 'primary') => h('button', { type: 'submit', class: `button button--${kind}` }, label);
+
+/** A page section named by its heading (an <h2> with this id, or the given heading element). */
+export const section = (id, heading, ...children) => h('section.admin-section', { 'aria-labelledby': id },
+  typeof heading === 'string' ? h('h2', { id }, heading) : heading, children);
 
 /** A message box: kind info, ok, warning or error (an alert); strings become paragraphs. */
 export function notice(kind, ...children) {
@@ -58,9 +64,9 @@ export async function people(ctx) {
  */
 export function table(caption, head, rows, cls = '') {
   const wide = cls.includes('table--wide');
-  return h('div', { class: 'table-wrap', tabindex: wide ? '0' : null, role: wide ? 'region' : null, 'aria-label': wide ? caption : null },
+  return h('div.table-wrap', { tabindex: wide ? '0' : null, role: wide ? 'region' : null, 'aria-label': wide ? caption : null },
     h('table', { class: `table ${cls}` },
-    h('caption', { class: 'visually-hidden' }, caption),
+    h('caption.visually-hidden', null, caption),
     h('thead', null, h('tr', null, head.map((t) => (Array.isArray(t)
       ? h('th', { scope: 'col', class: t[1] }, t[0]) : h('th', { scope: 'col' }, t))))),
     h('tbody', null, rows)));

@@ -1,6 +1,4 @@
-// Revealed credentials, shown once: user name, password and DSN with Copy buttons, removed from
-// the DOM after 30 seconds, on "Hide", and when the page goes away. Nothing is kept in a
-// variable longer than the nodes that show it.
+// Revealed credentials, shown once with Copy buttons; only the DOM holds them, and only for 30 s.
 
 import { h, replace, clear } from '../dom.js';
 import { post, describe } from '../api.js';
@@ -10,7 +8,7 @@ const SHOW_FOR_S = 30;
 
 /** The Reveal control for connection `id`: {button, region, hide()}. */
 export function revealer(id) {
-  const region = h('div', { class: 'reveal', hidden: true });
+  const region = h('div.reveal', { hidden: true });
   let timer = 0;
   let left = 0;
 
@@ -47,13 +45,13 @@ export function revealer(id) {
       replace(region, notice('error', describe(e)));
       return;
     }
-    const note = h('p', { class: 'copy-note', role: 'status' });
+    const note = h('p.copy-note', { role: 'status' });
     const countdown = h('span', null, String(SHOW_FOR_S));
-    const row = (label, value, copyLabel) => [label, [h('code', { class: 'secret' }, value), copyLabel && btn(copyLabel, () => copy(value, note), 'secondary small')]];
+    const row = (label, value, copyLabel) => [label, [h('code.secret', null, value), copyLabel && btn(copyLabel, () => copy(value, note), 'secondary small')]];
     region.hidden = false;
     replace(region,
       h('h2', { id: 'reveal-title', tabindex: '-1' }, 'Credentials'),
-      h('p', { class: 'muted' }, 'Shown once. They are hidden again in ', countdown, ' s.'),
+      h('p.muted', null, 'Shown once. They are hidden again in ', countdown, ' s.'),
       facts([
         row('Username', data.username),
         row('Password', data.password, 'Copy password'),

@@ -1,7 +1,5 @@
-// Reads a pasted postgres:// or postgresql:// URL in the browser with the core's rules
-// (datahub-core/src/dsn.rs): strict percent-decoding, [IPv6] hosts, the same keys, no dbname →
-// the user name. It never repeats an unknown key (it may be part of a password), and answers
-// the URL without its password so the URL field can drop it.
+// A pasted postgres(ql):// URL read with the core's rules (datahub-core/src/dsn.rs); never echoes
+// an unknown key (it may be part of a password) and answers the URL without its password.
 
 const KEYS = ['host', 'port', 'dbname', 'user', 'password', 'sslmode', 'sslrootcert', 'sslcert', 'sslkey',
   'channel_binding', 'connect_timeout', 'application_name'];

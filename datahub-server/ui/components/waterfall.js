@@ -1,6 +1,4 @@
-// A connection test's report as a step waterfall: each step (resolve, policy, TCP, TLS, startup,
-// auth, query) a bar placed at its start with its time, then the ok/error summary with the
-// error kind, the failed step and the hint. Used by the detail page and the form.
+// A test report as a step waterfall (each step's bar and time), then the outcome, error kind and hint.
 
 import { h } from '../dom.js';
 import { ms } from '../format.js';
@@ -21,16 +19,16 @@ export function waterfall(report) {
   const total = Math.max(Number(report && report.total_ms) || 0,
     steps.reduce((sum, s) => sum + (Number(s.ms) || 0), 0), 0.001);
   const summary = report && report.ok
-    ? h('p', { class: 'report-summary report-summary--ok' },
-      h('span', { class: 'report-mark', 'aria-hidden': 'true' }, '✓'),
+    ? h('p.report-summary.report-summary--ok', null,
+      h('span.report-mark', { 'aria-hidden': 'true' }, '✓'),
       h('strong', null, 'Test passed'), ` in ${ms(report.total_ms)}.`)
-    : h('div', { class: 'report-summary report-summary--error' },
+    : h('div.report-summary.report-summary--error', null,
       h('p', null,
-        h('span', { class: 'report-mark', 'aria-hidden': 'true' }, '✕'),
+        h('span.report-mark', { 'aria-hidden': 'true' }, '✕'),
         h('strong', null, `Test failed: ${kindText(report && report.error_kind)}`),
         report && report.step ? ` at step ${LABELS[report.step] || report.step}` : '',
         report && report.sqlstate ? ` (SQLSTATE ${report.sqlstate})` : '', '.'),
-      report && report.hint ? h('p', { class: 'report-hint' }, h('strong', null, 'Hint: '), report.hint) : null);
+      report && report.hint ? h('p.report-hint', null, h('strong', null, 'Hint: '), report.hint) : null);
   let start = 0;
   const rows = steps.map((s) => {
     const value = Number(s.ms) || 0;
@@ -38,12 +36,12 @@ export function waterfall(report) {
     bar.style.marginLeft = `${(start / total) * 100}%`;
     bar.style.width = `${Math.max((value / total) * 100, 0.5)}%`;
     start += value;
-    return h('li', { class: 'wf-step' },
-      h('span', { class: 'wf-name' }, LABELS[s.name] || s.name),
-      h('span', { class: 'wf-track', 'aria-hidden': 'true' }, bar),
-      h('span', { class: 'wf-ms' }, ms(value), s.ok ? '' : h('span', { class: 'wf-failed' }, ' failed')));
+    return h('li.wf-step', null,
+      h('span.wf-name', null, LABELS[s.name] || s.name),
+      h('span.wf-track', { 'aria-hidden': 'true' }, bar),
+      h('span.wf-ms', null, ms(value), s.ok ? '' : h('span.wf-failed', null, ' failed')));
   });
   return h('div', null,
     summary,
-    rows.length ? h('ol', { class: 'waterfall', 'aria-label': 'Test steps with their times' }, rows) : null);
+    rows.length ? h('ol.waterfall', { 'aria-label': 'Test steps with their times' }, rows) : null);
 }

@@ -1,12 +1,10 @@
-// Audit log (/audit, admins and auditors): filters by actor, action and target (a connection),
-// kept in the URL query with the page; the entries newest first with the total; "Verify chain"
-// with its result in a status region.
+// Audit log (/audit): filters and page in the URL, entries newest first, "Verify chain".
 
 import { h, replace } from '../dom.js';
 import { get, describe, isStatus } from '../api.js';
 import { field, selectField, showErrors, showApiError } from '../components/field.js';
 import { dateTime, count } from '../format.js';
-import { notice, refuse, people, table, hidden, btn } from '../components/page-kit.js';
+import { notice, refuse, people, table, hidden, btn, submit } from '../components/page-kit.js';
 
 const PER_PAGE = 50;
 const ACTIONS = ['auth.login', 'auth.logout', 'connection.create', 'connection.update', 'connection.delete',
@@ -30,9 +28,9 @@ export async function mount(root, ctx) {
         label: 'Actor', name: 'actor', value: filters.actor,
         options: [{ value: '', label: 'Anyone' }, ...[...users].sort((a, b) => a.username.localeCompare(b.username)).map((u) => ({ value: u.id, label: u.username }))],
       })
-      : field({ label: 'Actor', name: 'actor', value: filters.actor, hint: 'A user id; or pick a name in the table below.', autocomplete: 'off' }),
-    action: field({ label: 'Action', name: 'action', value: filters.action, hint: 'Exact, e.g. connection.update.', autocomplete: 'off', attrs: { list: 'audit-actions', spellcheck: 'false' } }),
-    target: field({ label: 'Connection', name: 'target', value: filters.target, hint: 'A connection id, or any target such as user:<id>.', autocomplete: 'off', attrs: { spellcheck: 'false' } }),
+      : field({ label: 'Actor', name: 'actor', value: filters.actor, hint: 'A user id; or pick a name in the table below.' }),
+    action: field({ label: 'Action', name: 'action', value: filters.action, hint: 'Exact, e.g. connection.update.', attrs: { list: 'audit-actions' } }),
+    target: field({ label: 'Connection', name: 'target', value: filters.target, hint: 'A connection id, or any target such as user:<id>.' }),
   };
   if (users && filters.actor && !users.some((u) => u.id === filters.actor)) {
     F.actor.input.append(h('option', { value: filters.actor }, `user ${filters.actor}`));
@@ -44,10 +42,10 @@ export async function mount(root, ctx) {
   const verifyButton = btn('Verify chain', verify);
   const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log', on: { submit: (e) => { e.preventDefault(); apply(); } } },
     summary,
-    h('div', { class: 'grid' }, F.actor.el, F.action.el, F.target.el),
+    h('div.grid', null, F.actor.el, F.action.el, F.target.el),
     h('datalist', { id: 'audit-actions' }, ACTIONS.map((a) => h('option', { value: a }))),
-    h('div', { class: 'actions' },
-      h('button', { type: 'submit', class: 'button button--primary' }, 'Apply filters'),
+    h('div.actions', null,
+      submit('Apply filters'),
       btn('Clear filters', clearFilters, 'link')));
 
   function targetOf(text) {
@@ -76,14 +74,14 @@ export async function mount(root, ctx) {
   }
 
   function targetCell(target) {
-    if (!target) return h('span', { class: 'muted' }, '—');
+    if (!target) return h('span.muted', null, '—');
     const m = /^connection:([0-9a-f-]{36})$/i.exec(target);
-    return m ? h('a', { href: `/connections/${m[1]}`, class: 'mono' }, target) : h('span', { class: 'mono' }, target);
+    return m ? h('a', { href: `/connections/${m[1]}`, class: 'mono' }, target) : h('span.mono', null, target);
   }
 
   // An actor's name filters by that actor: the way to pick one when no user list is readable.
   function actorCell(e) {
-    if (!e.actor) return h('span', { class: 'muted' }, e.actor_name || 'system');
+    if (!e.actor) return h('span.muted', null, e.actor_name || 'system');
     if (filters.actor === e.actor) return e.actor_name;
     return h('button', {
       type: 'button', class: 'button button--link',
@@ -117,20 +115,20 @@ export async function mount(root, ctx) {
     const pages = Math.max(1, Math.ceil(data.total / data.per_page));
     const filtered = Object.values(filters).some(Boolean);
     if (!data.items.length) {
-      replace(results, h('p', { class: 'empty' }, filtered ? 'No entries match these filters.' : 'The audit log is empty.'));
+      replace(results, h('p.empty', null, filtered ? 'No entries match these filters.' : 'The audit log is empty.'));
       return;
     }
     const rows = data.items.map((e) => h('tr', null,
-      h('td', { class: 'nowrap' }, dateTime(e.at)),
+      h('td.nowrap', null, dateTime(e.at)),
       h('td', null, actorCell(e)),
-      h('td', { class: 'mono nowrap' }, e.action),
+      h('td.mono.nowrap', null, e.action),
       h('td', null, targetCell(e.target)),
       h('td', null, h('span', { class: `pill pill--${e.outcome === 'ok' ? 'ok' : 'bad'}` }, e.outcome)),
-      h('td', null, e.changed_fields.length ? e.changed_fields.join(', ') : h('span', { class: 'muted' }, '—')),
-      h('td', { class: 'mono' }, e.client_addr || '—'),
-      h('td', { class: 'mono' }, e.request_id || '—')));
+      h('td', null, e.changed_fields.length ? e.changed_fields.join(', ') : h('span.muted', null, '—')),
+      h('td.mono', null, e.client_addr || '—'),
+      h('td.mono', null, e.request_id || '—')));
     const go = (p) => { page = p; load(); };
-    const pager = h('nav', { class: 'pager', 'aria-label': 'Audit log pages' },
+    const pager = h('nav.pager', { 'aria-label': 'Audit log pages' },
       btn('Previous page', () => go(data.page - 1), 'secondary small'),
       h('span', null, `Page ${count(data.page)} of ${count(pages)} · ${count(data.total)} ${data.total === 1 ? 'entry' : 'entries'}`),
       btn('Next page', () => go(data.page + 1), 'secondary small'));
@@ -141,7 +139,7 @@ export async function mount(root, ctx) {
 
   async function verify() {
     verifyButton.disabled = true;
-    replace(verifyResult, h('p', { class: 'muted' }, 'Verifying the chain…'));
+    replace(verifyResult, h('p.muted', null, 'Verifying the chain…'));
     try {
       const { data } = await get('/audit/verify');
       if (data.ok) {
@@ -160,9 +158,9 @@ export async function mount(root, ctx) {
   }
 
   replace(root,
-    h('div', { class: 'page-head' }, h('h1', null, 'Audit log')),
-    h('p', { class: 'lead' }, 'Every change and refused attempt, newest first. Entries name the changed fields, never their values.'),
-    h('div', { class: 'actions' }, verifyButton), verifyResult,
+    h('div.page-head', null, h('h1', null, 'Audit log')),
+    h('p.lead', null, 'Every change and refused attempt, newest first. Entries name the changed fields, never their values.'),
+    h('div.actions', null, verifyButton), verifyResult,
     form, results);
   await load();
   return undefined;

@@ -1,12 +1,10 @@
-// One connection: its settings (secrets only as "set"), monitoring, TLS and server facts, the
-// 24 h health chart, recent checks, Test now with the step waterfall, Reveal, Edit, Delete and
-// the grants panel; status and checks update live.
+// One connection: settings, facts, health chart, checks, Test now, Reveal, Edit, Delete, grants; live.
 
 import { h, replace } from '../dom.js';
 import { get, post, del, describe, isStatus } from '../api.js';
 import { subscribe } from '../events.js';
 import { age, ms, dateTime, pct, days } from '../format.js';
-import { statusBadge, setStatus } from '../components/status.js';
+import { statusBadge, setStatus, liveUpdate, applyLive } from '../components/status.js';
 import { waterfall, kindText } from '../components/waterfall.js';
 import { healthChart } from '../components/health-chart.js';
 import { grantsPanel } from '../components/grants-panel.js';
@@ -18,7 +16,8 @@ import { notice, refuse, table, facts, btn } from '../components/page-kit.js';
 const HISTORY_LIMIT = 1000; // the API's maximum
 const TLS_INSECURE = ['disable', 'allow', 'prefer'];
 const set = (yes) => (yes ? 'set' : 'not set');
-const tagList = (tags) => (tags.length ? h('ul', { class: 'tags' }, tags.map((t) => h('li', { class: 'tag' }, t))) : 'none');
+const code = (x) => (x ? h('code', null, x) : '—');
+const tagList = (tags) => (tags.length ? h('ul.tags', null, tags.map((t) => h('li.tag', null, t))) : 'none');
 
 export async function mount(root, ctx) {
   const { id } = ctx.params;
@@ -37,7 +36,7 @@ export async function mount(root, ctx) {
   let refetchTimer = 0;
   let historyTimer = 0;
   let frame = 0;
-  const live = {};
+  let live = {};
 
   // Who may do what: the API's `access`; without it, admin and owner manage and a grants read
   // that succeeds proves manage.
@@ -55,15 +54,15 @@ export async function mount(root, ctx) {
   // Persistent parts (kept across re-renders so focus and results stay put).
   const title = h('h1');
   const badge = statusBadge(connection.health.status);
-  const description = h('p', { class: 'detail-description' });
+  const description = h('p.detail-description');
   const notices = h('div');
-  const testRegion = h('div', { class: 'result', role: 'status', 'aria-live': 'polite' });
+  const testRegion = h('div.result', { role: 'status', 'aria-live': 'polite' });
   const reveal = use ? revealer(id) : null;
   const testButton = btn('Test now', testNow, 'primary');
-  const actions = h('div', { class: 'actions' },
+  const actions = h('div.actions', null,
     use ? testButton : null,
     reveal ? reveal.button : null,
-    manage && writable ? [h('a', { class: 'button button--secondary', href: `/connections/${id}/edit` }, 'Edit'), btn('Delete', confirmDelete, 'danger')] : null);
+    manage && writable ? [h('a.button.button--secondary', { href: `/connections/${id}/edit` }, 'Edit'), btn('Delete', confirmDelete, 'danger')] : null);
   // A card is a section named by its heading; fill(...children) replaces what follows the heading.
   const card = (key, heading, wide) => {
     const el = h('section', { class: `card${wide ? ' card--wide' : ''}`, 'aria-labelledby': `${key}-title` });
@@ -76,20 +75,20 @@ export async function mount(root, ctx) {
   const serverCard = card('server', 'Server');
   const healthSection = card('health', 'Last 24 hours', true);
   const checksSection = card('checks', 'Recent checks', true);
-  healthSection.fill(h('p', { class: 'muted' }, 'Loading the check history…'));
+  healthSection.fill(h('p.muted', null, 'Loading the check history…'));
   const panel = manage && writable ? grantsPanel({
     id, canListUsers: ctx.can('users'), announce: ctx.announce,
     onVersion: (v) => { connection.version = v; },
   }) : null;
 
   replace(root,
-    h('p', { class: 'breadcrumb' }, h('a', { href: '/connections' }, '← Connections')),
-    h('div', { class: 'page-head detail-head' }, h('div', null, title, description), badge),
+    h('p.breadcrumb', null, h('a', { href: '/connections' }, '← Connections')),
+    h('div.page-head.detail-head', null, h('div', null, title, description), badge),
     notices,
     actions,
     testRegion,
     reveal ? reveal.region : null,
-    h('div', { class: 'cards' }, overview, tlsCard, serverCard, settings, healthSection, checksSection, panel ? panel.el : null));
+    h('div.cards', null, overview, tlsCard, serverCard, settings, healthSection, checksSection, panel ? panel.el : null));
 
   function renderConnection() {
     const c = connection;
@@ -100,26 +99,26 @@ export async function mount(root, ctx) {
     setStatus(badge, c.health.status);
     renderOverview();
     settings.fill(facts([
-        ['Engine', c.engine === 'postgres' ? 'PostgreSQL' : c.engine],
-        ['Host', h('code', null, c.host)],
-        ['Port', String(c.port)],
-        ['Database', h('code', null, c.database)],
-        ['Username', h('code', null, c.username)],
-        ['Password', set(c.password_set)],
-        ['TLS mode', [c.tls.mode, TLS_INSECURE.includes(c.tls.mode) ? h('span', { class: 'warn-text' }, ' (not verified: insecure)') : null]],
-        ['Channel binding', c.tls.channel_binding],
-        ['CA certificate', c.tls.ca_cert_pem ? 'custom (PEM set)' : 'public roots'],
-        ['Client certificate', set(!!c.tls.client_cert_pem)],
-        ['Client key', set(c.client_key_set)],
-        ['Connect timeout', ms(c.options.connect_timeout_ms)],
-        c.options.application_name ? ['Application name', c.options.application_name] : null,
-        ['Tags', tagList(c.tags)],
-        ['Monitoring', c.monitoring.enabled ? `every ${c.monitoring.interval_s} s` : 'off'],
-        ['Slow above', ms(c.monitoring.slow_ms)],
-        ['Owner', c.owner ? (c.owner === me.id ? 'you' : h('code', null, c.owner)) : 'none (managed by admins)'],
-        ['Created', dateTime(c.created_at)],
-        ['Changed', `${dateTime(c.updated_at)} (version ${c.version})`],
-      ], 'facts--two'));
+      ['Engine', c.engine === 'postgres' ? 'PostgreSQL' : c.engine],
+      ['Host', code(c.host)],
+      ['Port', String(c.port)],
+      ['Database', code(c.database)],
+      ['Username', code(c.username)],
+      ['Password', set(c.password_set)],
+      ['TLS mode', [c.tls.mode, TLS_INSECURE.includes(c.tls.mode) ? h('span.warn-text', null, ' (not verified: insecure)') : null]],
+      ['Channel binding', c.tls.channel_binding],
+      ['CA certificate', c.tls.ca_cert_pem ? 'custom (PEM set)' : 'public roots'],
+      ['Client certificate', set(!!c.tls.client_cert_pem)],
+      ['Client key', set(c.client_key_set)],
+      ['Connect timeout', ms(c.options.connect_timeout_ms)],
+      c.options.application_name ? ['Application name', c.options.application_name] : null,
+      ['Tags', tagList(c.tags)],
+      ['Monitoring', c.monitoring.enabled ? `every ${c.monitoring.interval_s} s` : 'off'],
+      ['Slow above', ms(c.monitoring.slow_ms)],
+      ['Owner', c.owner ? (c.owner === me.id ? 'you' : code(c.owner)) : 'none (managed by admins)'],
+      ['Created', dateTime(c.created_at)],
+      ['Changed', `${dateTime(c.updated_at)} (version ${c.version})`],
+    ], 'facts--two'));
     renderFacts();
   }
 
@@ -127,7 +126,7 @@ export async function mount(root, ctx) {
     const hl = connection.health;
     overview.fill(facts([
       ['Status', statusBadge(hl.status)],
-      ['Last check', [h('span', { class: 'js-age' }, age(hl.checked_at)), hl.checked_at && h('span', { class: 'sub' }, dateTime(hl.checked_at))]],
+      ['Last check', [h('span.js-age', null, age(hl.checked_at)), hl.checked_at && h('span.sub', null, dateTime(hl.checked_at))]],
       ['Latency', ms(hl.latency_ms)],
       hl.error_kind && ['Last error', kindText(hl.error_kind)],
       ['Uptime (24 h)', pct(hl.uptime_24h)],
@@ -143,7 +142,6 @@ export async function mount(root, ctx) {
     const source = fromTest ? 'From the test just run.' : f ? `From the check of ${dateTime(f.at)}.` : null;
     const none = f === null ? 'No successful check yet.'
       : f === undefined ? 'Not recorded yet: Test now reads them.' : null;
-    const code = (x) => (x ? h('code', null, x) : '—');
     const expiry = tls && tls.peer_not_after;
     const when = expiry && `${days(expiry)} (${dateTime(expiry)})`;
     const left = (Date.parse(expiry) - Date.now()) / 86400000;
@@ -156,7 +154,7 @@ export async function mount(root, ctx) {
       ['Cipher', code(tls.cipher)],
       ['Certificate subject', code(tls.peer_subject)],
       ['Certificate expires', expiry ? `${dateTime(expiry)} (${days(expiry)})` : '—'],
-    ]), h('p', { class: 'muted' }, source)]
+    ]), h('p.muted', null, source)]
       : h('p', null, connection.tls.mode === 'disable' ? 'TLS is off for this connection (mode disable).'
         : none || 'The last successful check used no TLS.'));
     serverCard.fill(server ? [facts([
@@ -164,7 +162,7 @@ export async function mount(root, ctx) {
       ['Role', server.in_recovery ? 'standby (in recovery)' : 'primary'],
       ['Connections', server.connections_used != null && server.max_connections
         ? `${server.connections_used} in use of ${server.max_connections}` : 'not readable'],
-    ]), h('p', { class: 'muted' }, source)]
+    ]), h('p.muted', null, source)]
       : h('p', null, none || 'No server facts recorded.'));
   }
 
@@ -175,10 +173,10 @@ export async function mount(root, ctx) {
     checksSection.fill(checks.length ? table('Recent checks, newest first',
       ['Time', 'Status', ['Latency', 'num'], 'Error', 'Step', ['Hint', 'hint-col']],
       checks.map((c) => h('tr', null,
-        h('td', { class: 'nowrap stack-full' }, dateTime(c.at)),
+        h('td.nowrap.stack-full', null, dateTime(c.at)),
         h('td', null, statusBadge(c.status)),
-        h('td', { class: 'num', dataset: { label: 'Latency' } }, ms(c.latency_ms)),
-        c.ok ? h('td', { class: 'hide-narrow' }, 'none') : h('td', { dataset: { label: 'Error' } }, c.error_kind ? kindText(c.error_kind) : '—'),
+        h('td.num', { dataset: { label: 'Latency' } }, ms(c.latency_ms)),
+        c.ok ? h('td.hide-narrow', null, 'none') : h('td', { dataset: { label: 'Error' } }, c.error_kind ? kindText(c.error_kind) : '—'),
         h('td', { class: c.step ? null : 'hide-narrow', dataset: { label: 'Step' } }, c.step || '—'),
         h('td', { class: `hint-col${c.hint ? ' stack-full' : ' hide-narrow'}`, dataset: { label: 'Hint' } }, c.hint || '—'))), 'table--stack')
       : h('p', null, 'No checks yet.'));
@@ -221,7 +219,7 @@ export async function mount(root, ctx) {
 
   async function testNow() {
     testButton.disabled = true;
-    replace(testRegion, h('p', { class: 'testing' }, 'Testing the connection…'));
+    replace(testRegion, h('p.testing', null, 'Testing the connection…'));
     try {
       const { data } = await post(`/connections/${id}/test`);
       if (!ctx.current) return;
@@ -240,13 +238,13 @@ export async function mount(root, ctx) {
   }
 
   function confirmDelete() {
-    const confirmField = field({ label: 'Type the name to confirm', name: 'confirm', autocomplete: 'off', attrs: { spellcheck: 'false' } });
+    const confirmField = field({ label: 'Type the name to confirm', name: 'confirm' });
     const problem = h('div');
     const dialog = openDialog({
       title: `Delete ${connection.name}?`,
       content: [
         h('p', null, 'This deletes the connection, its stored password and its check history. It cannot be undone.'),
-        h('p', null, 'Type ', h('strong', { class: 'mono' }, connection.name), ' to confirm.'),
+        h('p', null, 'Type ', h('strong.mono', null, connection.name), ' to confirm.'),
         problem,
         confirmField.el,
       ],
@@ -287,20 +285,13 @@ export async function mount(root, ctx) {
   function flush() {
     frame = 0;
     const hl = connection.health;
-    if (live.at && (!hl.checked_at || Date.parse(live.at) >= Date.parse(hl.checked_at))) {
-      hl.checked_at = live.at;
-      if (live.status) {
-        if (hl.status !== live.status) ctx.announce(`${connection.name} is now ${live.status}.`);
-        hl.status = live.status;
-      }
-      if ('latency_ms' in live) {
-        hl.error_kind = live.error_kind || null;
-        if (!live.error_kind && live.latency_ms != null) hl.latency_ms = live.latency_ms;
-      }
+    const before = hl.status;
+    if (applyLive(hl, live)) {
+      if (hl.status !== before) ctx.announce(`${connection.name} is now ${hl.status}.`);
       setStatus(badge, hl.status);
       renderOverview();
     }
-    for (const k of Object.keys(live)) delete live[k];
+    live = {};
   }
 
   function onEvent(event) {
@@ -309,9 +300,7 @@ export async function mount(root, ctx) {
     switch (event.type) {
       case 'status_changed':
       case 'checked':
-        live.status = event.type === 'checked' ? event.status : event.to;
-        live.at = event.at;
-        if (event.type === 'checked') { live.latency_ms = event.latency_ms; live.error_kind = event.error_kind; }
+        liveUpdate(event, live);
         if (!frame) frame = requestAnimationFrame(flush);
         clearTimeout(historyTimer);
         historyTimer = setTimeout(loadHistory, 2000);

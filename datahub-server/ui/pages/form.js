@@ -1,15 +1,11 @@
-// New and edit connection form. A pasted URL fills the fields (its password moves to Password);
-// Test connection shows the waterfall or focuses the field a failure points at; Save creates
-// (test_first) or PATCHes the changed fields with If-Match; a 412 offers a reload keeping what was
-// typed. After a test or save the secret inputs are emptied: a tested secret is held in this
-// closure only, until Save sends it or the page goes.
+// New and edit connection form: URL paste, draft test with the waterfall, save (test_first or If-Match).
 
 import { h, replace } from '../dom.js';
 import { get, post, patch, describe, isStatus } from '../api.js';
 import { field, selectField, textareaField, checkbox, showErrors, showApiError } from '../components/field.js';
 import { waterfall } from '../components/waterfall.js';
 import { parsePgUrl, looksLikeUrl } from '../components/url-parse.js';
-import { notice, refuse, loadOr, readFileText, btn } from '../components/page-kit.js';
+import { notice, refuse, loadOr, readFileText, btn, submit } from '../components/page-kit.js';
 
 const MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 const WEAK = ' (not encrypted/unverified)';
@@ -95,13 +91,13 @@ export async function mount(root, ctx) {
 
   const canTest = ctx.can('connection.test_draft');
   let initial = conn ? snapshotOf(conn) : Object.fromEntries(KEYS.map((k) => [k, FIELDS[k][2]]));
+  // A tested secret is held here only (its input is emptied) until Save sends it or the page goes.
   const held = { password: null, key: null };
   let busy = false;
   const floorAt = MODES.indexOf(floor);
 
-  // ---- fields ----
   const label = (k) => FIELDS[k][0];
-  const text = (k, hint, o = {}) => field({ label: label(k), name: k, hint, autocomplete: 'off', ...o, attrs: { spellcheck: 'false', ...o.attrs } });
+  const text = (k, hint, o = {}) => field({ label: label(k), name: k, hint, ...o });
   const num = (k, hint) => text(k, hint, { attrs: { inputmode: 'numeric' } });
   const pem = (k, hint) => textareaField({ label: label(k), name: k, hint, rows: 3, attrs: { spellcheck: 'false', autocomplete: 'off' } });
   const F = {
@@ -149,7 +145,7 @@ export async function mount(root, ctx) {
       }
       input.value = '';
     });
-    return h('div', { class: 'field field--file' }, h('label', { class: 'field-label', for: input.id }, `${label(k)} file`), input);
+    return h('div.field.field--file', null, h('label.field-label', { for: input.id }, `${label(k)} file`), input);
   };
   const setModeOptions = (current) => {
     for (const o of F.tls_mode.input.options) o.disabled = floorAt > 0 && MODES.indexOf(o.value) < floorAt && o.value !== current;
@@ -159,8 +155,8 @@ export async function mount(root, ctx) {
   const read = () => Object.fromEntries(KEYS.map((k) => [k, F[k].input[prop(k)]]));
   const secret = (k) => F[k].input.value || held[k];
 
-  // ---- the URL field: a half-typed URL stays quiet; a paste or leaving the field says why ----
-  const urlNote = h('p', { class: 'field-note', hidden: true });
+  // The URL field: a half-typed URL stays quiet; a paste or leaving the field says why.
+  const urlNote = h('p.field-note', { hidden: true });
   F.url.el.append(urlNote);
   function applyUrl(show) {
     const value = F.url.input.value;
@@ -193,48 +189,46 @@ export async function mount(root, ctx) {
   F.url.input.addEventListener('input', () => applyUrl(false));
   F.url.input.addEventListener('change', () => applyUrl(true));
   // Typing a new secret replaces the one held from a test.
-  const heldNote = h('p', { class: 'field-note', hidden: true }, 'The password you tested is kept for Save (not shown). Type here to replace it.');
+  const heldNote = h('p.field-note', { hidden: true }, 'The password you tested is kept for Save (not shown). Type here to replace it.');
   F.password.el.append(heldNote);
   F.password.input.addEventListener('input', () => { held.password = null; heldNote.hidden = true; });
   F.key.input.addEventListener('input', () => { held.key = null; });
 
-  // ---- layout ----
   const summaryBox = h('div');
   const conflictBox = h('div');
-  const result = h('div', { class: 'result', role: 'status', 'aria-live': 'polite' });
+  const result = h('div.result', { role: 'status', 'aria-live': 'polite' });
   const testFirst = checkbox({ label: 'Only save if the test passes', name: 'test_first', checked: canTest, hint: 'Runs the connection test first and saves nothing when it fails.' });
   const testButton = btn('Test connection', () => runTest());
-  const saveButton = h('button', { type: 'submit', class: 'button button--primary' }, 'Save');
+  const saveButton = submit('Save');
   const back = id ? `/connections/${id}` : '/connections';
   // Certificates are rarely needed: folded away unless set (an error there unfolds them).
-  const certs = h('details', { class: 'more', open: !!(initial.ca || initial.cert || (conn && conn.client_key_set)) },
+  const certs = h('details.more', { open: !!(initial.ca || initial.cert || (conn && conn.client_key_set)) },
     h('summary', null, 'Certificates and client key'),
     ['ca', 'cert', 'key'].map((k) => {
       const set = F[k].setError;
       F[k].setError = (m) => { if (m) certs.open = true; set(m); };
       return [F[k].el, filePicker(k)];
     }));
-  const group = (legend, ...keys) => h('fieldset', { class: 'fieldset' }, h('legend', null, legend), keys.map((k) => (F[k] ? F[k].el : k)));
-  const form = h('form', { class: 'conn-form', novalidate: true, 'aria-labelledby': 'form-title', on: { submit: (e) => { e.preventDefault(); save(); } } },
+  const group = (legend, ...keys) => h('fieldset.fieldset', null, h('legend', null, legend), keys.map((k) => (F[k] ? F[k].el : k)));
+  const form = h('form.conn-form', { novalidate: true, 'aria-labelledby': 'form-title', on: { submit: (e) => { e.preventDefault(); save(); } } },
     summaryBox, conflictBox, F.url.el,
     group('Connection', 'name', 'description', 'host', 'port', 'database'),
     group('Credentials', 'username', 'password'),
     group('TLS', 'tls_mode', 'channel_binding', certs),
     group('Tags and options', 'tags', 'app_name', 'timeout'),
     group('Monitoring', 'monitor', 'interval', 'slow'),
-    canTest ? h('div', { class: 'actions' }, testButton) : null,
+    canTest ? h('div.actions', null, testButton) : null,
     result,
     canTest ? testFirst.el : null,
-    h('div', { class: 'form-actions' }, saveButton, h('a', { href: back, class: 'button button--link' }, 'Cancel')));
+    h('div.form-actions', null, saveButton, h('a.button.button--link', { href: back }, 'Cancel')));
   replace(root,
-    h('p', { class: 'breadcrumb' }, h('a', { href: back }, conn ? `Back to ${conn.name}` : 'Back to connections')),
+    h('p.breadcrumb', null, h('a', { href: back }, conn ? `Back to ${conn.name}` : 'Back to connections')),
     h('h1', { id: 'form-title' }, conn ? `Edit ${conn.name}` : what),
-    conn ? null : h('p', { class: 'lead' }, 'Paste a connection URL to fill the fields, or fill them one by one. Test connection shows how long each step takes.'),
+    conn ? null : h('p.lead', null, 'Paste a connection URL to fill the fields, or fill them one by one. Test connection shows how long each step takes.'),
     form);
   fill(initial);
   setModeOptions(initial.tls_mode);
 
-  // ---- checks and bodies ----
   function localErrors(v, forTest) {
     const errs = [];
     for (const k of forTest ? ['host', 'database', 'username'] : ['name', 'host', 'database', 'username']) {
@@ -327,7 +321,7 @@ export async function mount(root, ctx) {
     showErrors(summaryBox, F, errs);
     if (busy || errs.length) return;
     setBusy(true);
-    replace(result, h('p', { class: 'testing' }, 'Testing the connection…'));
+    replace(result, h('p.testing', null, 'Testing the connection…'));
     try {
       const { data } = await post('/connections/test', testBody(v));
       scrub();
@@ -349,7 +343,7 @@ export async function mount(root, ctx) {
     const wantTest = canTest && testFirst.input.checked;
     const failed = 'The test failed, so nothing was saved.';
     setBusy(true);
-    replace(result, wantTest ? h('p', { class: 'testing' }, 'Testing, then saving…') : null);
+    replace(result, wantTest ? h('p.testing', null, 'Testing, then saving…') : null);
     try {
       let r;
       if (id) {

@@ -1,17 +1,14 @@
-// The connections list: search as you type, filters, sort, pages, all in the URL; rows updated
-// live from the event stream (batched per animation frame; events for rows not shown cost
-// nothing visible).
+// The connections list: search, filters, sort and page in the URL; rows live (batched per frame).
 
 import { h, replace } from '../dom.js';
 import { get, describe, isStatus } from '../api.js';
 import { subscribe } from '../events.js';
 import { age, ms, count } from '../format.js';
-import { statusBadge, setStatus } from '../components/status.js';
+import { statusBadge, setStatus, liveUpdate, applyLive } from '../components/status.js';
 import { kindText } from '../components/waterfall.js';
 import { notice, table, btn } from '../components/page-kit.js';
 
 const STATUSES = ['healthy', 'degraded', 'down', 'unknown'];
-// The API's sort keys (GET /connections?sort=).
 const SORTS = [['name', 'Name'], ['status', 'Status (worst first)'], ['updated', 'Recently changed']];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_PER_PAGE = 50;
@@ -46,9 +43,9 @@ export async function mount(root, ctx) {
   let refetchTimer = 0;
 
   // Controls, each named as its query parameter.
-  const input = (name, type) => h('input', { class: 'input', type, name, id: `list-${name}`, value: state[name], autocomplete: 'off', spellcheck: 'false' });
+  const input = (name, type) => h('input.input', { type, name, id: `list-${name}`, value: state[name], autocomplete: 'off', spellcheck: 'false' });
   const select = (name, options) => {
-    const el = h('select', { class: 'input', name, id: `list-${name}` }, options.map(([value, label]) => h('option', { value }, label)));
+    const el = h('select.input', { name, id: `list-${name}` }, options.map(([value, label]) => h('option', { value }, label)));
     el.value = String(state[name]);
     return el;
   };
@@ -63,25 +60,25 @@ export async function mount(root, ctx) {
   c.search.setAttribute('aria-describedby', 'list-search-hint');
   const labels = { status: 'Status', tag: 'Tag', engine: 'Engine', sort: 'Sort by', per_page: 'Per page' };
   const clearButton = btn('Clear filters', clearFilters);
-  const newLink = () => ctx.can('connection.create') && h('a', { class: 'button button--primary', href: '/connections/new' }, 'New connection');
+  const newLink = () => ctx.can('connection.create') && h('a.button.button--primary', { href: '/connections/new' }, 'New connection');
 
-  const summary = h('p', { class: 'list-summary muted', id: 'list-summary' });
+  const summary = h('p.list-summary.muted', { id: 'list-summary' });
   const problem = h('div');
   const tableWrap = table('Connections', ['Name', 'Status', ['Tags', 'hide-narrow'], 'Last check', ['Latency', 'num']], null, 'table--stack');
   tableWrap.firstChild.setAttribute('aria-describedby', 'list-summary');
   const tbody = tableWrap.querySelector('tbody');
-  const empty = h('div', { class: 'empty', hidden: true });
-  const pager = h('nav', { class: 'pager', 'aria-label': 'Pages' });
+  const empty = h('div.empty', { hidden: true });
+  const pager = h('nav.pager', { 'aria-label': 'Pages' });
 
   replace(root,
-    h('div', { class: 'page-head' }, h('h1', null, 'Connections'), newLink()),
-    h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter connections', on: { submit: (e) => { e.preventDefault(); changed(true); } } },
-      h('div', { class: 'filter filter--search' },
-        h('label', { class: 'field-label', for: 'list-search' }, 'Search'),
-        h('p', { class: 'field-hint', id: 'list-search-hint' }, 'Name, description, host or tag'),
+    h('div.page-head', null, h('h1', null, 'Connections'), newLink()),
+    h('form.filters', { role: 'search', 'aria-label': 'Filter connections', on: { submit: (e) => { e.preventDefault(); changed(true); } } },
+      h('div.filter.filter--search', null,
+        h('label.field-label', { for: 'list-search' }, 'Search'),
+        h('p.field-hint', { id: 'list-search-hint' }, 'Name, description, host or tag'),
         c.search),
-      Object.entries(labels).map(([k, label]) => h('div', { class: 'filter' }, h('label', { class: 'field-label', for: `list-${k}` }, label), c[k])),
-      h('div', { class: 'filter' }, clearButton)),
+      Object.entries(labels).map(([k, label]) => h('div.filter', null, h('label.field-label', { for: `list-${k}` }, label), c[k])),
+      h('div.filter', null, clearButton)),
     problem, summary, tableWrap, empty, pager);
 
   const tell = (changes) => changes.length && ctx.announce(changes.length > 3 ? `${changes.length} connections changed status.` : `${changes.join('. ')}.`);
@@ -125,14 +122,14 @@ export async function mount(root, ctx) {
 
   function buildRow(item) {
     const badge = statusBadge(item.health.status);
-    const ageCell = h('td', { class: 'nowrap', dataset: { label: 'Checked' } }, age(item.health.checked_at));
-    const latencyCell = h('td', { class: 'num', dataset: { label: 'Latency' } }, latencyText(item.health));
+    const ageCell = h('td.nowrap', { dataset: { label: 'Checked' } }, age(item.health.checked_at));
+    const latencyCell = h('td.num', { dataset: { label: 'Latency' } }, latencyText(item.health));
     const tr = h('tr', { dataset: { id: item.id } },
-      h('th', { scope: 'row', class: 'name-cell stack-full' },
+      h('th.name-cell.stack-full', { scope: 'row' },
         h('a', { href: `/connections/${item.id}` }, item.name),
-        h('span', { class: 'sub' }, `${item.host}:${item.port} / ${item.database}`)),
+        h('span.sub', null, `${item.host}:${item.port} / ${item.database}`)),
       h('td', null, badge),
-      h('td', { class: 'hide-narrow' }, item.tags.length ? h('ul', { class: 'tags' }, item.tags.map((t) => h('li', { class: 'tag' }, t))) : null),
+      h('td.hide-narrow', null, item.tags.length ? h('ul.tags', null, item.tags.map((t) => h('li.tag', null, t))) : null),
       ageCell,
       latencyCell);
     rows.set(item.id, { tr, badge, ageCell, latencyCell, item: { ...item, health: { ...item.health } } });
@@ -205,9 +202,9 @@ export async function mount(root, ctx) {
     if (pages <= 1) { replace(pager); pager.hidden = true; return; }
     pager.hidden = false;
     const link = (label, target, rel) => (target >= 1 && target <= pages && target !== page
-      ? h('a', { class: 'button button--secondary button--small', href: pageHref(target), rel, on: { click: (e) => goPage(e, target) } }, label)
-      : h('span', { class: 'button button--secondary button--small', 'aria-disabled': 'true' }, label));
-    replace(pager, link('Previous', page - 1, 'prev'), h('span', { class: 'pager-at' }, `Page ${count(page)} of ${count(pages)}`), link('Next', page + 1, 'next'));
+      ? h('a.button.button--secondary.button--small', { href: pageHref(target), rel, on: { click: (e) => goPage(e, target) } }, label)
+      : h('span.button.button--secondary.button--small', { 'aria-disabled': 'true' }, label));
+    replace(pager, link('Previous', page - 1, 'prev'), h('span.pager-at', null, `Page ${count(page)} of ${count(pages)}`), link('Next', page + 1, 'next'));
   }
 
   async function load({ announce = false, focusTable = false } = {}) {
@@ -249,19 +246,11 @@ export async function mount(root, ctx) {
       const row = rows.get(id);
       if (!row) continue;
       const health = row.item.health;
-      if (update.at && health.checked_at && Date.parse(update.at) < Date.parse(health.checked_at)) continue;
-      if (update.at) health.checked_at = update.at;
-      if (update.status) {
-        const before = health.status;
-        health.status = update.status;
-        if (setStatus(row.badge, update.status)) changes.push(`${row.item.name} is now ${update.status}`);
-        if (before !== update.status && (state.status || state.sort === 'status')) refetchSoon(1000);
-      }
-      if ('latency_ms' in update) {
-        health.error_kind = update.error_kind || null;
-        if (update.latency_ms != null && !update.error_kind) health.latency_ms = update.latency_ms;
-        row.latencyCell.textContent = latencyText(health);
-      }
+      const before = health.status;
+      if (!applyLive(health, update)) continue;
+      if (setStatus(row.badge, health.status)) changes.push(`${row.item.name} is now ${health.status}`);
+      if (before !== health.status && (state.status || state.sort === 'status')) refetchSoon(1000);
+      row.latencyCell.textContent = latencyText(health);
       row.ageCell.textContent = age(health.checked_at);
     }
     pending.clear();
@@ -273,14 +262,7 @@ export async function mount(root, ctx) {
       case 'status_changed':
       case 'checked': {
         if (!rows.has(event.id)) return;
-        const update = pending.get(event.id) || {};
-        update.status = event.type === 'status_changed' ? event.to : event.status;
-        update.at = event.at || update.at;
-        if (event.type === 'checked') {
-          update.latency_ms = event.latency_ms;
-          update.error_kind = event.error_kind;
-        }
-        pending.set(event.id, update);
+        pending.set(event.id, liveUpdate(event, pending.get(event.id)));
         if (!frame) frame = requestAnimationFrame(flush);
         return;
       }

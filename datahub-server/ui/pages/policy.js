@@ -1,11 +1,9 @@
-// Target policy (/policy): allowed and denied networks and the lowest TLS mode. Everyone may
-// read it; admins replace it with PUT (every field; CIDRs one per line). Field errors from the
-// API (`deny_cidrs[2]`) appear next to their list, naming the line.
+// Target policy (/policy): networks and TLS floor; everyone reads it, admins PUT it.
 
 import { h, replace } from '../dom.js';
 import { get, put } from '../api.js';
 import { selectField, textareaField, showErrors, showApiError } from '../components/field.js';
-import { notice, refuse, loadOr } from '../components/page-kit.js';
+import { notice, refuse, loadOr, submit } from '../components/page-kit.js';
 
 const MODES = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
 const LABELS = { allow_cidrs: 'Allowed networks', deny_cidrs: 'Denied networks', min_tls_mode: 'Minimum TLS mode' };
@@ -17,14 +15,14 @@ export async function mount(root, ctx) {
   if (!ctx.can('policy.read')) return refuse(root, ctx, 'Policy', 'Your account may not read the target policy.');
   let policy = await loadOr(root, ctx, 'Policy', 'the policy', async () => (await get('/policy')).data);
   if (!policy) return undefined;
-  const intro = h('p', { class: 'lead' },
+  const intro = h('p.lead', null,
     'Which addresses connections may reach, and the weakest TLS mode they may use. Tests, checks and pools apply it; the always-denied ranges (such as cloud metadata addresses) apply whatever it says.');
 
   if (!ctx.can('policy.write')) {
-    const list = (items) => (items.length ? h('ul', null, items.map((c) => h('li', { class: 'mono' }, c))) : h('span', { class: 'muted' }, 'none'));
+    const list = (items) => (items.length ? h('ul', null, items.map((c) => h('li.mono', null, c))) : h('span.muted', null, 'none'));
     replace(root, h('h1', null, 'Policy'), intro,
       notice('info', 'Only admins change the policy.'),
-      h('dl', { class: 'policy-view' },
+      h('dl.policy-view', null,
         h('dt', null, LABELS.allow_cidrs), h('dd', null, policy.allow_cidrs.length ? list(policy.allow_cidrs) : 'any address not denied'),
         h('dt', null, LABELS.deny_cidrs), h('dd', null, list(policy.deny_cidrs)),
         h('dt', null, LABELS.min_tls_mode), h('dd', null, policy.min_tls_mode)));
@@ -43,8 +41,8 @@ export async function mount(root, ctx) {
   };
   const summary = h('div');
   const message = h('div', { role: 'status' });
-  const save = h('button', { type: 'submit', class: 'button button--primary' }, 'Save policy');
-  const form = h('form', { class: 'admin-form', novalidate: true }, summary, F.allow_cidrs.el, F.deny_cidrs.el, F.min_tls_mode.el, save);
+  const save = submit('Save policy');
+  const form = h('form.admin-form', { novalidate: true }, summary, F.allow_cidrs.el, F.deny_cidrs.el, F.min_tls_mode.el, save);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const body = { allow_cidrs: lines(F.allow_cidrs.input.value), deny_cidrs: lines(F.deny_cidrs.input.value), min_tls_mode: F.min_tls_mode.input.value };

@@ -1,10 +1,10 @@
-// Sign in: a wrong password says so, a throttled sign-in says when to retry; afterwards the
-// user lands on `next` (a same-origin path) or the connections list.
+// Sign in: says why it failed and when to retry, then goes to `next` (same-origin) or the list.
 
 import { h, replace } from '../dom.js';
 import { post, describe, isStatus } from '../api.js';
 import { field, showErrors } from '../components/field.js';
 import { safeNext } from '../app.js';
+import { submit } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   const next = safeNext(ctx.query.get('next') || '/connections');
@@ -13,10 +13,10 @@ export async function mount(root, ctx) {
     return undefined;
   }
   ctx.title('Sign in');
-  const username = field({ label: 'Username', name: 'username', autocomplete: 'username', required: true, attrs: { autocapitalize: 'none', spellcheck: 'false' } });
+  const username = field({ label: 'Username', name: 'username', autocomplete: 'username', required: true, attrs: { autocapitalize: 'none' } });
   const password = field({ label: 'Password', name: 'password', type: 'password', autocomplete: 'current-password', required: true });
   const problems = h('div');
-  const button = h('button', { type: 'submit', class: 'button button--primary' }, 'Sign in');
+  const button = submit('Sign in');
   let timer = null;
 
   const show = (errors) => showErrors(problems, { username, password }, errors);
@@ -39,7 +39,7 @@ export async function mount(root, ctx) {
     timer = setInterval(tick, 1000);
   };
 
-  const submit = async (event) => {
+  const signIn = async (event) => {
     event.preventDefault();
     const errors = [];
     if (!username.input.value.trim()) errors.push({ key: 'username', message: 'Enter your user name' });
@@ -71,9 +71,9 @@ export async function mount(root, ctx) {
     }
   };
 
-  const form = h('form', { novalidate: 'novalidate', on: { submit } },
-    username.el, password.el, h('div', { class: 'actions' }, button));
-  replace(root, h('div', { class: 'narrow' },
+  const form = h('form', { novalidate: 'novalidate', on: { submit: signIn } },
+    username.el, password.el, h('div.actions', null, button));
+  replace(root, h('div.narrow', null,
     h('h1', null, 'Sign in to DataHub'),
     problems,
     form));

@@ -1,11 +1,10 @@
-// Teams (/teams): every signed-in user sees the teams and their members (to pick grantees);
-// admins create them, change their name and members, and delete them.
+// Teams (/teams): everyone sees them and their members; admins create, edit and delete them.
 
 import { h, replace } from '../dom.js';
 import { get, post, put, del } from '../api.js';
 import { field, checkbox, showErrors, showApiError } from '../components/field.js';
 import { openDialog, confirm } from '../components/dialog.js';
-import { notice, refuse, loadOr, people, table, hidden, btn } from '../components/page-kit.js';
+import { notice, refuse, loadOr, people, table, hidden, btn, section, submit } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   ctx.title('Teams');
@@ -23,7 +22,7 @@ export async function mount(root, ctx) {
   const memberName = (id) => (id === ctx.me.id ? `${ctx.me.username} (you)` : nameOf.get(id) || `user ${id.slice(0, 8)}…`);
   // Without a list of names (the directory is not readable), a count says as much.
   const members = (t) => {
-    if (!t.members.length) return h('span', { class: 'muted' }, 'no members');
+    if (!t.members.length) return h('span.muted', null, 'no members');
     if (users.length) return t.members.map(memberName).sort().join(', ');
     const n = `${t.members.length} member${t.members.length === 1 ? '' : 's'}`;
     return t.members.includes(ctx.me.id) ? `${n}, you among them` : n;
@@ -32,11 +31,11 @@ export async function mount(root, ctx) {
   /** The fields of a team (create form and edit dialog): {el, name, body(), reset(), failed(e)}. */
   function teamFields(team, hint) {
     const summary = h('div');
-    const name = field({ label: 'Team name', name: 'name', value: team.name, autocomplete: 'off', hint, attrs: { spellcheck: 'false' } });
+    const name = field({ label: 'Team name', name: 'name', value: team.name, hint });
     const boxes = users.map((u) => ({ id: u.id, box: checkbox({ label: u.username, name: `member-${u.id}`, checked: team.members.includes(u.id) }) }));
     const keep = team.members.filter((id) => !nameOf.has(id));
-    const el = h('div', null, summary, name.el, h('fieldset', { class: 'members' }, h('legend', null, 'Members'),
-      boxes.length ? boxes.map((b) => b.box.el) : h('p', { class: 'muted' }, 'No users to pick from.')));
+    const el = h('div', null, summary, name.el, h('fieldset.members', null, h('legend', null, 'Members'),
+      boxes.length ? boxes.map((b) => b.box.el) : h('p.muted', null, 'No users to pick from.')));
     return {
       el,
       body: () => ({ name: name.input.value.trim(), members: [...keep, ...boxes.filter((b) => b.box.input.checked).map((b) => b.id)] }),
@@ -83,13 +82,13 @@ export async function mount(root, ctx) {
   function renderList() {
     heading.textContent = `Teams (${teams.length})`;
     if (!teams.length) {
-      replace(listBox, h('p', { class: 'empty' }, admin ? 'No teams yet: create one below.' : 'No teams yet.'));
+      replace(listBox, h('p.empty', null, admin ? 'No teams yet: create one below.' : 'No teams yet.'));
       return;
     }
     const rows = teams.sort((a, b) => a.name.localeCompare(b.name)).map((t) => h('tr', null,
       h('td', null, t.name),
       h('td', null, members(t)),
-      admin && h('td', null, h('div', { class: 'inline-actions' },
+      admin && h('td', null, h('div.inline-actions', null,
         btn(['Edit', hidden(` team ${t.name}`)], () => editDialog(t), 'secondary small'),
         btn(['Delete', hidden(` team ${t.name}`)], () => removeTeam(t), 'danger small')))));
     replace(listBox, table('Teams', ['Team', 'Members', admin && 'Actions'].filter(Boolean), rows, 'table--wide'));
@@ -98,8 +97,8 @@ export async function mount(root, ctx) {
   let createSection = null;
   if (admin) {
     const f = teamFields({ name: '', members: [] }, '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”.');
-    const button = h('button', { type: 'submit', class: 'button button--primary' }, 'Create team');
-    const form = h('form', { class: 'admin-form', novalidate: true }, f.el, button);
+    const button = submit('Create team');
+    const form = h('form.admin-form', { novalidate: true }, f.el, button);
     form.addEventListener('submit', async (e) => {
       e.preventDefault();
       if (!f.check()) return;
@@ -116,14 +115,14 @@ export async function mount(root, ctx) {
         button.disabled = false;
       }
     });
-    createSection = h('section', { class: 'admin-section', 'aria-labelledby': 'teams-new' }, h('h2', { id: 'teams-new' }, 'New team'), form);
+    createSection = section('teams-new', 'New team', form);
   }
 
   replace(root,
     h('h1', null, 'Teams'),
-    admin ? null : h('p', { class: 'lead' }, 'Teams group users for connection grants. Only admins change them.'),
+    admin ? null : h('p.lead', null, 'Teams group users for connection grants. Only admins change them.'),
     message,
-    h('section', { class: 'admin-section', 'aria-labelledby': 'teams-list' }, heading, listBox),
+    section('teams-list', heading, listBox),
     createSection);
   renderList();
   return undefined;

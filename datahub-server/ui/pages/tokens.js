@@ -1,13 +1,11 @@
-// API tokens (/tokens): a user's own tokens. A new token's text is shown once, with a Copy
-// button, and leaves the DOM when the user dismisses it or leaves the page; the list never has
-// it. Revoking asks first.
+// API tokens (/tokens): a new token is shown once and leaves the DOM when dismissed; revoke asks first.
 
 import { h, replace, clear } from '../dom.js';
 import { get, post, del } from '../api.js';
 import { field, checkbox, showErrors, showApiError } from '../components/field.js';
 import { confirm } from '../components/dialog.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadOr, table, hidden, btn } from '../components/page-kit.js';
+import { notice, refuse, loadOr, table, hidden, btn, section, submit } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   ctx.title('API tokens');
@@ -24,16 +22,16 @@ export async function mount(root, ctx) {
     const active = tokens.filter((t) => !t.revoked_at).length;
     heading.textContent = `Your tokens (${active} active)`;
     if (!tokens.length) {
-      replace(listBox, h('p', { class: 'empty' }, 'No tokens yet.'));
+      replace(listBox, h('p.empty', null, 'No tokens yet.'));
       return;
     }
     const rows = [...tokens].sort((a, b) => b.created_at.localeCompare(a.created_at)).map((t) => h('tr', null,
       h('td', null, t.name),
-      h('td', { class: 'nowrap' }, dateTime(t.created_at)),
-      h('td', { class: 'nowrap' }, t.expires_at ? dateTime(t.expires_at) : 'never'),
+      h('td.nowrap', null, dateTime(t.created_at)),
+      h('td.nowrap', null, t.expires_at ? dateTime(t.expires_at) : 'never'),
       h('td', null, t.read_only ? 'read-only' : 'read and write'),
       h('td', null, h('span', { class: `pill pill--${state(t) === 'active' ? 'ok' : 'bad'}` }, state(t))),
-      h('td', null, t.revoked_at ? h('span', { class: 'muted' }, dateTime(t.revoked_at)) : btn(['Revoke', hidden(` token ${t.name}`)], () => revoke(t), 'danger small'))));
+      h('td', null, t.revoked_at ? h('span.muted', null, dateTime(t.revoked_at)) : btn(['Revoke', hidden(` token ${t.name}`)], () => revoke(t), 'danger small'))));
     replace(listBox, table('Your API tokens', ['Name', 'Created', 'Expires', 'Access', 'State', 'Revoke'], rows, 'table--wide'));
   }
 
@@ -58,8 +56,8 @@ export async function mount(root, ctx) {
   }
 
   function showToken(created) {
-    const text = h('code', { class: 'token-text', id: 'new-token' }, created.token);
-    const status = h('span', { role: 'status', class: 'muted' });
+    const text = h('code.token-text', { id: 'new-token' }, created.token);
+    const status = h('span.muted', { role: 'status' });
     const copy = btn('Copy', async () => {
       try {
         await navigator.clipboard.writeText(text.textContent);
@@ -69,11 +67,11 @@ export async function mount(root, ctx) {
         status.textContent = ' The browser refused to copy: the token is selected, press Ctrl+C (⌘C).';
       }
     }, 'primary');
-    const box = h('section', { class: 'token-box', 'aria-labelledby': 'token-title' },
+    const box = h('section.token-box', { 'aria-labelledby': 'token-title' },
       h('h2', { id: 'token-title', tabindex: '-1' }, `Your new token “${created.name}”`),
       h('p', null, h('strong', null, 'Copy it now: it won’t be shown again.'), ' Send it as ', h('code', null, 'Authorization: Bearer <token>'), '.'),
       text,
-      h('div', { class: 'actions' }, copy,
+      h('div.actions', null, copy,
         btn('Done, hide the token', dismiss), status));
     replace(shown, box);
     box.querySelector('h2').focus();
@@ -81,12 +79,12 @@ export async function mount(root, ctx) {
 
   const summary = h('div');
   const F = {
-    name: field({ label: 'Token name', name: 'name', autocomplete: 'off', hint: 'What uses it, e.g. “ci-deploy”. 1 to 64 characters.' }),
+    name: field({ label: 'Token name', name: 'name', hint: 'What uses it, e.g. “ci-deploy”. 1 to 64 characters.' }),
     expires_in_days: field({ label: 'Expires in (days)', name: 'expires_in_days', attrs: { inputmode: 'numeric' }, value: '90', hint: '1 to 3,650. Leave blank for a token that never expires.' }),
   };
   const readOnly = checkbox({ label: 'Read-only', name: 'read_only', hint: 'It may read but not create, change or delete anything.' });
-  const createButton = h('button', { type: 'submit', class: 'button button--primary' }, 'Create token');
-  const form = h('form', { class: 'admin-form', novalidate: true }, summary, F.name.el, F.expires_in_days.el, readOnly.el, createButton);
+  const createButton = submit('Create token');
+  const form = h('form.admin-form', { novalidate: true }, summary, F.name.el, F.expires_in_days.el, readOnly.el, createButton);
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const name = F.name.input.value.trim();
@@ -116,11 +114,11 @@ export async function mount(root, ctx) {
 
   replace(root,
     h('h1', null, 'API tokens'),
-    h('p', { class: 'lead' }, 'A token acts as you in scripts and other programs, with your role and grants.'),
+    h('p.lead', null, 'A token acts as you in scripts and other programs, with your role and grants.'),
     message,
     shown,
-    h('section', { class: 'admin-section', 'aria-labelledby': 'tokens-new' }, h('h2', { id: 'tokens-new' }, 'New token'), form),
-    h('section', { class: 'admin-section', 'aria-labelledby': 'tokens-list' }, heading, listBox));
+    section('tokens-new', 'New token', form),
+    section('tokens-list', heading, listBox));
   renderList();
   // Leaving the page takes the token out of the DOM.
   return () => clear(shown);

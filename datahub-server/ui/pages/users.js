@@ -1,13 +1,11 @@
-// Users (/users, admins): the accounts with role and state; create one; change a role; disable
-// or enable; reset a password in a dialog. Passwords are write-only: each input is emptied once
-// sent.
+// Users (/users, admins): create, change role, disable/enable, reset password; passwords never kept.
 
 import { h, replace } from '../dom.js';
 import { get, post, patch, describe, isStatus } from '../api.js';
 import { field, selectField, showErrors, showApiError, fieldMessage } from '../components/field.js';
 import { openDialog } from '../components/dialog.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadOr, table, hidden, btn } from '../components/page-kit.js';
+import { notice, refuse, loadOr, table, hidden, btn, section, submit } from '../components/page-kit.js';
 
 const ROLE_HINT = 'admin: everything; editor: creates connections; viewer: uses granted connections; auditor: reads the audit log.';
 const roleField = (value) => selectField({
@@ -56,7 +54,7 @@ export async function mount(root, ctx) {
 
   function resetDialog(user) {
     const pw = field({ label: 'New password', name: 'new_password', type: 'password', autocomplete: 'new-password', hint: '12 to 1,024 characters. Tell the user through a safe channel.' });
-    const submit = async (c) => {
+    const send = async (c) => {
       const value = pw.input.value;
       if (value.length < 12) { pw.setError('The new password must be at least 12 characters'); pw.input.focus(); return; }
       try {
@@ -72,12 +70,12 @@ export async function mount(root, ctx) {
     };
     const ctl = openDialog({
       title: `Reset the password of ${user.username}`,
-      content: h('form', { novalidate: true, on: { submit: (e) => { e.preventDefault(); submit(ctl); } } },
+      content: h('form', { novalidate: true, on: { submit: (e) => { e.preventDefault(); send(ctl); } } },
         // Lets password managers file the new password under the right account.
         h('input', { type: 'text', autocomplete: 'username', value: user.username, hidden: true, readonly: true, tabindex: '-1', 'aria-hidden': 'true' }),
         pw.el),
       actions: [
-        { label: 'Reset password', kind: 'primary', onClick: submit },
+        { label: 'Reset password', kind: 'primary', onClick: send },
         { label: 'Cancel', onClick: (c) => c.close() },
       ],
       onClose: () => { pw.input.value = ''; },
@@ -87,11 +85,11 @@ export async function mount(root, ctx) {
   function renderList() {
     heading.textContent = `Accounts (${users.length})`;
     const rows = users.map((u) => h('tr', null,
-      h('td', null, u.username, u.id === ctx.me.id ? h('span', { class: 'muted' }, ' (you)') : null),
+      h('td', null, u.username, u.id === ctx.me.id ? h('span.muted', null, ' (you)') : null),
       h('td', null, u.role),
       h('td', null, h('span', { class: `pill pill--${u.disabled ? 'bad' : 'ok'}` }, u.disabled ? 'disabled' : 'enabled')),
-      h('td', { class: 'nowrap' }, dateTime(u.created_at)),
-      writable ? h('td', null, h('div', { class: 'inline-actions' },
+      h('td.nowrap', null, dateTime(u.created_at)),
+      writable ? h('td', null, h('div.inline-actions', null,
         btn(['Change role', hidden(` of ${u.username}`)], () => roleDialog(u), 'secondary small'),
         btn([u.disabled ? 'Enable' : 'Disable', hidden(` ${u.username}`)], () => change(u, { disabled: !u.disabled }, `${u.username} is ${u.disabled ? 'enabled' : 'disabled'}.`), 'secondary small'),
         btn(['Reset password', hidden(` of ${u.username}`)], () => resetDialog(u), 'secondary small'))) : null));
@@ -100,12 +98,12 @@ export async function mount(root, ctx) {
 
   const summary = h('div');
   const F = {
-    username: field({ label: 'User name', name: 'username', autocomplete: 'off', hint: '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”, starting with a letter or digit.', attrs: { spellcheck: 'false' } }),
+    username: field({ label: 'User name', name: 'username', hint: '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”, starting with a letter or digit.' }),
     password: field({ label: 'Password', name: 'password', type: 'password', autocomplete: 'new-password', hint: '12 to 1,024 characters.' }),
     role: roleField('viewer'),
   };
-  const createButton = h('button', { type: 'submit', class: 'button button--primary' }, 'Create user');
-  const form = h('form', { class: 'admin-form', novalidate: true, on: { submit: create } }, summary, F.username.el, F.password.el, F.role.el, createButton);
+  const createButton = submit('Create user');
+  const form = h('form.admin-form', { novalidate: true, on: { submit: create } }, summary, F.username.el, F.password.el, F.role.el, createButton);
   async function create(e) {
     e.preventDefault();
     const body = { username: F.username.input.value.trim(), password: F.password.input.value, role: F.role.input.value };
@@ -132,8 +130,8 @@ export async function mount(root, ctx) {
   replace(root,
     h('h1', null, 'Users'),
     message,
-    h('section', { class: 'admin-section', 'aria-labelledby': 'users-list' }, heading, listBox),
-    writable ? h('section', { class: 'admin-section', 'aria-labelledby': 'users-new' }, h('h2', { id: 'users-new' }, 'New user'), form) : null);
+    section('users-list', heading, listBox),
+    writable ? section('users-new', 'New user', form) : null);
   renderList();
   return undefined;
 }
