@@ -259,10 +259,8 @@ impl Browser {
     }
 
     /// Goes to `path` inside the running app, as its own links do (History API and the
-    /// router's `popstate`), without a page load. The page walk uses it: a full load per page
-    /// leaves the previous page's event stream holding one of Chromium's six HTTP/1.1
-    /// connections to the host for a while, and a quick series of loads stalls (see the report
-    /// in `pages`).
+    /// router's `popstate`), without a page load. The page walk uses it: a quick series of full
+    /// loads stalls on the previous pages' event streams (see `reload`).
     pub async fn visit(&self, path: &str) {
         self.js(
             "history.pushState(null, '', arguments[0]); \

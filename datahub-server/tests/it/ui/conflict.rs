@@ -1,6 +1,7 @@
 //! Scenario 5: two sessions edit the same connection; the second Save gets the conflict message,
-//! keeps what its user typed and overwrites nothing. Then the delete dialog: its button stays
-//! disabled until the connection's name is typed exactly.
+//! keeps what its user typed and overwrites nothing. Then the delete dialog: Escape closes it
+//! and returns the focus, leaving the page closes it, and its button stays disabled until the
+//! connection's name is typed exactly.
 
 use fantoccini::key::Key;
 
@@ -74,7 +75,35 @@ async fn a_second_save_of_a_stale_edit_gets_the_conflict_and_delete_needs_the_ty
     assert!(now["description"].is_null(), "overwritten: {now}");
     assert_eq!(now["version"].as_u64().unwrap(), after_first);
 
-    // Delete (first session, on the detail page): disabled until the exact name is typed.
+    // The delete dialog (first session, on the detail page): Escape closes it and gives the
+    // focus back to Delete; leaving the page (Back) closes it too.
+    first.settle().await;
+    first.click_button("Delete").await;
+    first.field("Type the name to confirm").await;
+    first.keys(&[Key::Escape.into()]).await;
+    first
+        .wait_for("the dialog to close", WAIT, async || {
+            (open_dialogs(&first).await == 0).then_some(())
+        })
+        .await;
+    assert_eq!(
+        first.focused().await.0,
+        "Delete",
+        "focus not back on the opener"
+    );
+    first.click_button("Delete").await;
+    first.field("Type the name to confirm").await;
+    first.client.back().await.unwrap();
+    first.wait_path(&edit).await;
+    assert_eq!(
+        open_dialogs(&first).await,
+        0,
+        "the delete dialog stayed open on the page navigated to"
+    );
+    first.client.forward().await.unwrap();
+    first.wait_path(&format!("/connections/{id}")).await;
+
+    // Delete: disabled until the exact name is typed.
     first.settle().await;
     first.click_button("Delete").await;
     let confirm = first.field("Type the name to confirm").await;
@@ -104,4 +133,16 @@ async fn a_second_save_of_a_stale_edit_gets_the_conflict_and_delete_needs_the_ty
         let errors = b.console_errors().await;
         assert!(errors.is_empty(), "console errors: {errors:#?}");
     }
+}
+
+/// How many dialogs are open (a modal `<dialog>` or an element with `role=dialog` shown).
+async fn open_dialogs(b: &super::Browser) -> u64 {
+    b.js(
+        "return Array.from(document.querySelectorAll('dialog[open], [role=dialog]')) \
+           .filter(d => d.getClientRects().length > 0).length;",
+        vec![],
+    )
+    .await
+    .as_u64()
+    .unwrap()
 }

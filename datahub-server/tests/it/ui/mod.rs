@@ -25,6 +25,7 @@ mod create;
 mod keyboard;
 mod live;
 mod pages;
+mod reload;
 mod secrets;
 mod sign_in;
 mod viewer;
