@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use fantoccini::actions::{InputSource, KeyAction, KeyActions};
 use fantoccini::elements::{Element, ElementRef};
 use fantoccini::key::Key;
@@ -625,12 +626,31 @@ impl Browser {
         (scroll > inner).then_some((scroll, inner, culprits))
     }
 
-    /// Writes a screenshot to `<target>/ui-screenshots/<name>.png`; returns its path.
+    /// Writes a screenshot of the whole page (beyond the viewport, at the viewport's width) to
+    /// `<target>/ui-screenshots/<name>.png`; returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let dir = target_dir().join("ui-screenshots");
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(format!("{name}.png"));
-        let png = self.client.screenshot().await.unwrap();
+        let size = self
+            .js(
+                "return [window.innerWidth, Math.max(document.documentElement.scrollHeight, window.innerHeight)];",
+                vec![],
+            )
+            .await;
+        let shot = self
+            .cdp(
+                "Page.captureScreenshot",
+                json!({
+                    "format": "png",
+                    "captureBeyondViewport": true,
+                    "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": 1},
+                }),
+            )
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap())
+            .unwrap();
         assert!(png.starts_with(b"\x89PNG"), "not a PNG");
         std::fs::write(&path, png).unwrap();
         path
