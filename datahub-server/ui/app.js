@@ -4,6 +4,7 @@ import { h, replace } from './dom.js';
 import { get, post, onUnauthenticated, describe, isStatus } from './api.js';
 import * as events from './events.js';
 import { btn, refuse } from './components/page-kit.js';
+import { closeDialogs } from './components/dialog.js';
 
 const ID = '([0-9a-fA-F-]{36})';
 
@@ -163,6 +164,7 @@ const errorView = (root, heading, text, retry) => refuse(root, { title }, headin
 
 async function render() {
   const gen = ++generation;
+  closeDialogs();
   if (cleanup) {
     try { cleanup(); } catch (e) { setTimeout(() => { throw e; }); }
     cleanup = null;
@@ -181,10 +183,10 @@ async function render() {
   let page;
   try {
     page = await route.load();
-  } catch {
+  } catch (e) {
     if (gen !== generation) return;
     errorView(root, 'This page could not be loaded',
-      'The page’s code could not be loaded. The server may have been updated: reload the page.',
+      `The page’s code could not be loaded (${e && e.message}). The server may have been updated: reload the page.`,
       () => location.reload());
     return;
   }

@@ -18,7 +18,7 @@ function deliver(event) {
 
 function connect() {
   timer = null;
-  if (!wanted) return;
+  if (!wanted || source) return;
   const es = new EventSource('/api/v1/events', { withCredentials: true });
   source = es;
   es.onopen = () => {
@@ -51,11 +51,27 @@ async function schedule() {
   } catch (e) {
     if (isStatus(e, 401)) { close(); return; }
   }
-  if (!wanted || timer) return;
+  if (!wanted || timer || source) return;
   const wait = delay / 2 + Math.random() * (delay / 2);
   delay = Math.min(delay * 2, 30000);
   timer = setTimeout(connect, wait);
 }
+
+function stop() {
+  clearTimeout(timer);
+  timer = null;
+  if (source) source.close();
+  source = null;
+}
+
+// A page being left closes its stream: an open one holds one of the browser's six HTTP/1.1
+// connections to the host and stalls the next page's calls. Back on the page, it reopens and
+// resyncs.
+addEventListener('pagehide', () => {
+  if (wanted) dropped = true;
+  stop();
+});
+addEventListener('pageshow', () => { if (wanted) connect(); });
 
 /** Opens the stream (after sign-in) unless it is open. */
 export function open() {
@@ -75,7 +91,6 @@ export function close() {
   wanted = false;
   dropped = false;
   delay = 1000;
-  if (timer) { clearTimeout(timer); timer = null; }
-  if (source) { source.close(); source = null; }
+  stop();
   listeners.clear();
 }

@@ -5,6 +5,10 @@ import { describe } from '../api.js';
 import { notice } from './page-kit.js';
 
 let counter = 0;
+const open = new Set();
+
+/** Closes every open dialog (the router calls it when the page changes). */
+export const closeDialogs = () => open.forEach((d) => d.close());
 
 /** Opens a dialog; answers {close(), root, buttons}. actions: [{label, kind, onClick(ctl), disabled}]. */
 export function openDialog({ title, content, actions = [], onClose } = {}) {
@@ -23,6 +27,7 @@ export function openDialog({ title, content, actions = [], onClose } = {}) {
     close() {
       if (closed) return;
       closed = true;
+      open.delete(ctl);
       if (root.open) root.close();
       root.remove();
       if (opener && opener.isConnected && opener.focus) opener.focus();
@@ -41,6 +46,7 @@ export function openDialog({ title, content, actions = [], onClose } = {}) {
     else if (!e.shiftKey && document.activeElement === last) { e.preventDefault(); first.focus(); }
   });
   document.body.append(root);
+  open.add(ctl);
   root.showModal();
   const autofocus = root.querySelector('input, select, textarea') || buttons[0];
   if (autofocus) autofocus.focus();

@@ -27,15 +27,18 @@ function readState(query) {
   };
 }
 
-function latencyText(health) {
-  if (health.error_kind) return kindText(health.error_kind);
-  return ms(health.latency_ms);
+// A failed last check has no latency: its error kind shows, labelled, under the status.
+function paintHealth({ item: { health }, latencyCell, error }) {
+  const kind = health.error_kind;
+  latencyCell.textContent = kind ? '—' : ms(health.latency_ms);
+  error.textContent = kind ? `Error: ${kindText(kind)}` : '';
+  error.hidden = !kind;
 }
 
 export async function mount(root, ctx) {
   ctx.title('Connections');
   const state = readState(ctx.query);
-  const rows = new Map(); // id → {tr, badge, ageCell, latencyCell, item}
+  const rows = new Map(); // id → {tr, badge, ageCell, latencyCell, error, item}
   const pending = new Map(); // id → latest live update, applied on the next frame
   let frame = 0;
   let controller = null;
@@ -123,16 +126,19 @@ export async function mount(root, ctx) {
   function buildRow(item) {
     const badge = statusBadge(item.health.status);
     const ageCell = h('td.nowrap', { dataset: { label: 'Checked' } }, age(item.health.checked_at));
-    const latencyCell = h('td.num', { dataset: { label: 'Latency' } }, latencyText(item.health));
+    const latencyCell = h('td.num', { dataset: { label: 'Latency' } });
+    const error = h('span.sub');
     const tr = h('tr', { dataset: { id: item.id } },
       h('th.name-cell.stack-full', { scope: 'row' },
         h('a', { href: `/connections/${item.id}` }, item.name),
         h('span.sub', null, `${item.host}:${item.port} / ${item.database}`)),
-      h('td', null, badge),
+      h('td', null, badge, error),
       h('td.hide-narrow', null, item.tags.length ? h('ul.tags', null, item.tags.map((t) => h('li.tag', null, t))) : null),
       ageCell,
       latencyCell);
-    rows.set(item.id, { tr, badge, ageCell, latencyCell, item: { ...item, health: { ...item.health } } });
+    const row = { tr, badge, ageCell, latencyCell, error, item: { ...item, health: { ...item.health } } };
+    rows.set(item.id, row);
+    paintHealth(row);
     return tr;
   }
 
@@ -250,7 +256,7 @@ export async function mount(root, ctx) {
       if (!applyLive(health, update)) continue;
       if (setStatus(row.badge, health.status)) changes.push(`${row.item.name} is now ${health.status}`);
       if (before !== health.status && (state.status || state.sort === 'status')) refetchSoon(1000);
-      row.latencyCell.textContent = latencyText(health);
+      paintHealth(row);
       row.ageCell.textContent = age(health.checked_at);
     }
     pending.clear();
