@@ -8,6 +8,9 @@ const LABELS = {
   startup: 'Startup', auth: 'Auth', query: 'Query',
 };
 
+/** A step's name: tcp → "TCP". */
+export const stepName = (step) => LABELS[step] || step;
+
 /** Human words for an error kind: auth_failed → "auth failed". */
 export function kindText(kind) {
   return String(kind || 'error').replace(/_/g, ' ');
@@ -26,7 +29,7 @@ export function waterfall(report) {
       h('p', null,
         h('span.report-mark', { 'aria-hidden': 'true' }, '✕'),
         h('strong', null, `Test failed: ${kindText(report && report.error_kind)}`),
-        report && report.step ? ` at step ${LABELS[report.step] || report.step}` : '',
+        report && report.step ? ` at step ${stepName(report.step)}` : '',
         report && report.sqlstate ? ` (SQLSTATE ${report.sqlstate})` : '', '.'),
       report && report.hint ? h('p.report-hint', null, h('strong', null, 'Hint: '), report.hint) : null);
   let start = 0;
@@ -37,7 +40,7 @@ export function waterfall(report) {
     bar.style.width = `${Math.max((value / total) * 100, 0.5)}%`;
     start += value;
     return h('li.wf-step', null,
-      h('span.wf-name', null, LABELS[s.name] || s.name),
+      h('span.wf-name', null, stepName(s.name)),
       h('span.wf-track', { 'aria-hidden': 'true' }, bar),
       h('span.wf-ms', null, ms(value), s.ok ? '' : h('span.wf-failed', null, ' failed')));
   });

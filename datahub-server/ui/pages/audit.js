@@ -12,6 +12,12 @@ const ACTIONS = ['auth.login', 'auth.logout', 'connection.create', 'connection.u
   'user.change_password', 'team.manage', 'token.create', 'token.revoke', 'token.manage', 'policy.write',
   'audit.verify', 'keys.rotate', 'keys.retire'];
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+// A datetime-local value (local time) as UTC RFC 3339, and back; '' when blank or invalid.
+const toUtc = (local) => { const t = Date.parse(local); return local && !Number.isNaN(t) ? new Date(t).toISOString().replace('.000Z', 'Z') : ''; };
+const toLocal = (iso) => {
+  const t = Date.parse(iso);
+  return Number.isNaN(t) ? '' : new Date(t - new Date(t).getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+};
 
 export async function mount(root, ctx) {
   ctx.title('Audit log');
@@ -19,7 +25,7 @@ export async function mount(root, ctx) {
   const users = await people(ctx);
   if (!ctx.current) return undefined;
   const q = ctx.query;
-  const filters = { actor: q.get('actor') || '', action: q.get('action') || '', target: q.get('target') || '' };
+  const filters = Object.fromEntries(['actor', 'action', 'target', 'since', 'until'].map((k) => [k, q.get(k) || '']));
   let page = Math.max(1, Number.parseInt(q.get('page') || '1', 10) || 1);
 
   const F = {
@@ -31,6 +37,8 @@ export async function mount(root, ctx) {
       : field({ label: 'Actor', name: 'actor', value: filters.actor, hint: 'A user id; or pick a name in the table below.' }),
     action: field({ label: 'Action', name: 'action', value: filters.action, hint: 'Exact, e.g. connection.update.', attrs: { list: 'audit-actions' } }),
     target: field({ label: 'Connection', name: 'target', value: filters.target, hint: 'A connection id, or any target such as user:<id>.' }),
+    since: field({ label: 'From', name: 'since', type: 'datetime-local', value: toLocal(filters.since), hint: 'Local time; entries at or after it.' }),
+    until: field({ label: 'To', name: 'until', type: 'datetime-local', value: toLocal(filters.until), hint: 'Local time; entries before it.' }),
   };
   if (users && filters.actor && !users.some((u) => u.id === filters.actor)) {
     F.actor.input.append(h('option', { value: filters.actor }, `user ${filters.actor}`));
@@ -42,7 +50,7 @@ export async function mount(root, ctx) {
   const verifyButton = btn('Verify chain', verify);
   const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log', on: { submit: (e) => { e.preventDefault(); apply(); } } },
     summary,
-    h('div.grid', null, F.actor.el, F.action.el, F.target.el),
+    h('div.grid', null, F.actor.el, F.action.el, F.target.el, F.since.el, F.until.el),
     h('datalist', { id: 'audit-actions' }, ACTIONS.map((a) => h('option', { value: a }))),
     h('div.actions', null,
       submit('Apply filters'),
@@ -54,12 +62,16 @@ export async function mount(root, ctx) {
   }
 
   function apply() {
-    const next = { actor: F.actor.input.value.trim(), action: F.action.input.value.trim(), target: targetOf(F.target.input.value) };
-    if (next.actor && !UUID.test(next.actor)) {
-      showErrors(summary, F, [{ key: 'actor', message: 'The actor must be a user id (a UUID)' }]);
-      return;
-    }
-    showErrors(summary, F, []);
+    const next = {
+      actor: F.actor.input.value.trim(), action: F.action.input.value.trim(), target: targetOf(F.target.input.value),
+      since: toUtc(F.since.input.value), until: toUtc(F.until.input.value),
+    };
+    const errs = [];
+    if (next.actor && !UUID.test(next.actor)) errs.push({ key: 'actor', message: 'The actor must be a user id (a UUID)' });
+    for (const k of ['since', 'until']) if (F[k].input.validity.badInput) errs.push({ key: k, message: `Enter a full date and time in ${F[k].label}` });
+    if (next.since && next.until && next.until <= next.since) errs.push({ key: 'until', message: 'To must be later than From' });
+    showErrors(summary, F, errs);
+    if (errs.length) return;
     Object.assign(filters, next);
     F.target.input.value = next.target;
     page = 1;

@@ -5,7 +5,7 @@ import { get, post, del, describe, isStatus } from '../api.js';
 import { subscribe } from '../events.js';
 import { age, ms, dateTime, pct, days } from '../format.js';
 import { statusBadge, setStatus, liveUpdate, applyLive } from '../components/status.js';
-import { waterfall, kindText } from '../components/waterfall.js';
+import { waterfall, kindText, stepName } from '../components/waterfall.js';
 import { healthChart } from '../components/health-chart.js';
 import { grantsPanel } from '../components/grants-panel.js';
 import { revealer } from '../components/reveal.js';
@@ -38,17 +38,9 @@ export async function mount(root, ctx) {
   let frame = 0;
   let live = {};
 
-  // Who may do what: the API's `access`; without it, admin and owner manage and a grants read
-  // that succeeds proves manage.
-  const access = connection.access || null;
-  let manage = me.role === 'admin' || (connection.owner && connection.owner === me.id) || access === 'manage';
-  if (!manage && !access && !me.read_only) {
-    try {
-      await get(`/connections/${id}/grants`);
-      manage = true;
-    } catch { /* view or use only */ }
-  }
-  const use = manage || access === 'use';
+  // Who may do what: the caller's own level, as the API tells it.
+  const manage = connection.access === 'manage';
+  const use = manage || connection.access === 'use';
   const writable = !me.read_only;
 
   // Persistent parts (kept across re-renders so focus and results stay put).
@@ -77,7 +69,7 @@ export async function mount(root, ctx) {
   const checksSection = card('checks', 'Recent checks', true);
   healthSection.fill(h('p.muted', null, 'Loading the check history…'));
   const panel = manage && writable ? grantsPanel({
-    id, canListUsers: ctx.can('users'), announce: ctx.announce,
+    id, announce: ctx.announce,
     onVersion: (v) => { connection.version = v; },
   }) : null;
 
@@ -127,7 +119,7 @@ export async function mount(root, ctx) {
     overview.fill(facts([
       ['Status', statusBadge(hl.status)],
       ['Last check', [h('span.js-age', null, age(hl.checked_at)), hl.checked_at && h('span.sub', null, dateTime(hl.checked_at))]],
-      ['Latency', ms(hl.latency_ms)],
+      ['Latency', hl.error_kind ? '—' : ms(hl.latency_ms)],
       hl.error_kind && ['Last error', kindText(hl.error_kind)],
       ['Uptime (24 h)', pct(hl.uptime_24h)],
     ]));
@@ -140,8 +132,7 @@ export async function mount(root, ctx) {
     const tls = (fromTest && fromTest.tls) || (f && f.tls) || null;
     const server = (fromTest && fromTest.server) || (f && f.server) || null;
     const source = fromTest ? 'From the test just run.' : f ? `From the check of ${dateTime(f.at)}.` : null;
-    const none = f === null ? 'No successful check yet.'
-      : f === undefined ? 'Not recorded yet: Test now reads them.' : null;
+    const none = f ? null : 'No successful check yet.';
     const expiry = tls && tls.peer_not_after;
     const when = expiry && `${days(expiry)} (${dateTime(expiry)})`;
     const left = (Date.parse(expiry) - Date.now()) / 86400000;
@@ -177,7 +168,7 @@ export async function mount(root, ctx) {
         h('td', null, statusBadge(c.status)),
         h('td.num', { dataset: { label: 'Latency' } }, ms(c.latency_ms)),
         c.ok ? h('td.hide-narrow', null, 'none') : h('td', { dataset: { label: 'Error' } }, c.error_kind ? kindText(c.error_kind) : '—'),
-        h('td', { class: c.step ? null : 'hide-narrow', dataset: { label: 'Step' } }, c.step || '—'),
+        h('td', { class: c.step ? null : 'hide-narrow', dataset: { label: 'Step' } }, c.step ? stepName(c.step) : '—'),
         h('td', { class: `hint-col${c.hint ? ' stack-full' : ' hide-narrow'}`, dataset: { label: 'Hint' } }, c.hint || '—'))), 'table--stack')
       : h('p', null, 'No checks yet.'));
   }

@@ -77,9 +77,7 @@ export async function mount(root, ctx) {
     if (!r) return undefined;
     conn = r.data;
     version = r.etag ?? conn.version;
-    const manager = ctx.me.role === 'admin' || conn.owner === ctx.me.id
-      || await get(`/connections/${id}/grants`).then(() => true, () => false);
-    if (!manager) return refuse(root, ctx, what, 'You may view this connection but not edit it: editing needs the manage grant.');
+    if (conn.access !== 'manage') return refuse(root, ctx, what, 'You may view this connection but not edit it: editing needs the manage grant.');
   }
   let floor = null;
   try {

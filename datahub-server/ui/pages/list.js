@@ -9,7 +9,7 @@ import { kindText } from '../components/waterfall.js';
 import { notice, table, btn } from '../components/page-kit.js';
 
 const STATUSES = ['healthy', 'degraded', 'down', 'unknown'];
-const SORTS = [['name', 'Name'], ['status', 'Status (worst first)'], ['updated', 'Recently changed']];
+const SORTS = [['name', 'Name'], ['status', 'Status (worst first)'], ['checked', 'Last check'], ['latency', 'Latency (slowest first)'], ['updated', 'Recently changed']];
 const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_PER_PAGE = 50;
 const FILTERS = ['search', 'status', 'tag', 'engine'];
