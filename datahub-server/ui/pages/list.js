@@ -224,8 +224,11 @@ export async function mount(root, ctx) {
         sort: state.sort, page: state.page, per_page: state.per_page,
       }, { signal });
       if (signal.aborted) return;
+      performance.mark('dh:list:data');
       replace(problem);
       renderPage(data, { quiet: announce });
+      performance.mark('dh:list:rendered');
+      performance.measure('dh:list:render', 'dh:list:data', 'dh:list:rendered');
       if (announce) ctx.announce(data.total === 0 ? 'No connections match.' : summary.textContent);
       if (focusTable) {
         summary.setAttribute('tabindex', '-1');
