@@ -29,6 +29,7 @@
 
 mod codec;
 mod error;
+mod keys;
 mod sessions;
 
 use std::fmt;
@@ -79,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "sessions",
         sql: include_str!("../../../migrations/postgres/0004_sessions.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "key_checks",
+        sql: include_str!("../../../migrations/postgres/0006_key_checks.sql"),
     },
 ];
 
@@ -1539,6 +1545,24 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| db("replacing a data key", e))?;
         Ok(replaced == 1)
+    }
+
+    // --- key checks (SQL in `postgres/keys.rs`) ---
+
+    async fn dek_sample(&self, kek: &KekId) -> Result<Option<(ConnectionId, WrappedDek)>> {
+        self.dek_sample_row(kek).await
+    }
+
+    async fn key_checks(&self) -> Result<Vec<crate::crypto::KeyCheck>> {
+        self.key_check_rows().await
+    }
+
+    async fn insert_key_check(&self, check: &crate::crypto::KeyCheck) -> Result<bool> {
+        self.insert_key_check_row(check).await
+    }
+
+    async fn delete_key_check(&self, kek: &KekId, audit: &AuditEvent) -> Result<()> {
+        self.delete_key_check_row(kek, audit).await
     }
 
     // --- sessions (SQL in `postgres/sessions.rs`) ---
