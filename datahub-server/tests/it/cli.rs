@@ -1421,3 +1421,86 @@ fn a_lost_or_foreign_key_is_refused_by_every_command_on_postgres() {
     assert_eq!(revealed.code, 0, "{}", revealed.stderr);
     assert_eq!(revealed.json()["password"], CANARY);
 }
+
+/// S32 through the binary: `--store postgres://…?sslmode=verify-full&sslrootcert=…` migrates,
+/// stores and reveals over TLS; a CA that did not sign the server's certificate makes every
+/// command and `serve` refuse to start, saying the PostgreSQL store's certificate is the problem.
+#[test]
+fn the_postgres_store_over_tls_and_a_wrong_ca() {
+    let cluster = PgCluster::builder()
+        .tls(ServerCert::Valid)
+        .user(
+            User::new("store")
+                .password("store-pw-S32-tls")
+                .transport(datahub_testkit::Transport::SslOnly),
+        )
+        .database("store", "store")
+        .start()
+        .unwrap();
+    let cli = Cli::new();
+    std::fs::create_dir_all(&cli.data).unwrap();
+    let ca = cli.data.join("store-ca.pem");
+    let other = cli.data.join("other-ca.pem");
+    std::fs::write(&ca, cluster.ca_pem().unwrap()).unwrap();
+    std::fs::write(&other, cluster.other_ca_pem().unwrap()).unwrap();
+    let base = cluster.url("store", "store");
+    let good = format!("{base}?sslmode=verify-full&sslrootcert={}", ca.display());
+    let env = [("DATAHUB_STORE", good.as_str())];
+    let migrated = cli.run_env(&["migrate"], None, &env);
+    assert_eq!(migrated.code, 0, "{}", migrated.stderr);
+    assert!(
+        !migrated.stderr.contains("may be unencrypted"),
+        "no warning under verify-full: {}",
+        migrated.stderr
+    );
+    let added = cli.run_env(
+        &[
+            "conn",
+            "add",
+            "over-tls",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--database",
+            "app",
+            "--username",
+            "app",
+            "--tls-mode",
+            "require",
+            "--password-stdin",
+        ],
+        Some(&stdin_line(CANARY)),
+        &env,
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+    let revealed = cli.run_env(&["conn", "reveal", "over-tls", "-o", "json"], None, &env);
+    assert_eq!(revealed.code, 0, "{}", revealed.stderr);
+    assert_eq!(revealed.json()["password"], CANARY);
+
+    let wrong = format!("{base}?sslmode=verify-full&sslrootcert={}", other.display());
+    let env = [("DATAHUB_STORE", wrong.as_str())];
+    for args in [&["migrate"][..], &["conn", "list"], &["users", "list"]] {
+        let out = cli.run_env(args, None, &env);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains("PostgreSQL store"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("tls_certificate_invalid"),
+            "{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("store-pw-S32-tls"), "{}", out.stderr);
+    }
+    let said = serve_refused(&cli, &env);
+    assert!(said.contains("tls_certificate_invalid"), "{said}");
+
+    // No sslmode and no CA: prefer, with a warning at start.
+    let env = [("DATAHUB_STORE", base.as_str())];
+    let listed = cli.run_env(&["conn", "list"], None, &env);
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed.stderr.contains("may be unencrypted"),
+        "{}",
+        listed.stderr
+    );
+}
