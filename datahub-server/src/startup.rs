@@ -52,9 +52,9 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 .context("opening the SQLite store")??;
             Arc::new(store)
         }
-        StoreChoice::Postgres(url) => {
-            Arc::new(PostgresStore::connect_url(url, PostgresOptions::default()).await?)
-        }
+        StoreChoice::Postgres(url) => Arc::new(
+            PostgresStore::connect_url(url.expose_secret(), PostgresOptions::default()).await?,
+        ),
     })
 }
 

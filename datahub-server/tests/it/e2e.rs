@@ -581,6 +581,11 @@ async fn https_serves_with_the_given_certificate() {
     assert_eq!(health.status, 200);
     assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
     assert_eq!(health.header("x-frame-options"), Some("DENY"));
+    // S34: answers over HTTPS carry Strict-Transport-Security.
+    assert_eq!(
+        health.header("strict-transport-security"),
+        Some(datahub_server::HSTS)
+    );
     // Plain HTTP on the HTTPS port gets no HTTP answer.
     let mut plain = TcpStream::connect(server.addr).await.unwrap();
     plain
