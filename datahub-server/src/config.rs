@@ -72,30 +72,22 @@ pub struct CommonArgs {
     pub log_level: Option<String>,
 }
 
-/// Settings of `serve`.
+/// Settings of `serve`. Global like [`CommonArgs`], so each is accepted before or after the
+/// subcommand (`datahub-server --listen ADDR serve` and `datahub-server serve --listen ADDR`);
+/// other commands ignore them.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Default: 127.0.0.1:8080.
-    #[arg(long, env = "DATAHUB_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "DATAHUB_LISTEN", global = true, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-    #[arg(
-        long,
-        env = "DATAHUB_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    #[arg(long, env = "DATAHUB_TLS_CERT", global = true, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
-    #[arg(
-        long,
-        env = "DATAHUB_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "DATAHUB_TLS_KEY", global = true, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Do not run the health monitor in this process.
-    #[arg(long, env = "DATAHUB_NO_MONITOR")]
+    #[arg(long, env = "DATAHUB_NO_MONITOR", global = true)]
     pub no_monitor: bool,
 }
 
