@@ -1,5 +1,5 @@
-//! Key management over a store: the start-up check that the keyring holds every key the store
-//! names (S5), online rotation of data keys to the active KEK in resumable batches (S6), the key
+//! Key management over a store: the start-up check that the keyring holds and opens every key
+//! the store uses (S5, S28) and the key checks it records, online rotation of data keys to the active KEK in resumable batches (S6), the key
 //! status report, and the guard against retiring a key still in use.
 //!
 //! Rotation re-wraps data keys only; sealed values are untouched, because a connection's data
@@ -8,7 +8,9 @@
 //! the old or the new key — both in the keyring, so every row still opens — and running it again
 //! finishes the job. It must never hold the old key out of the keyring while a row names it.
 
-use crate::crypto::{KekId, Keyring, Rewrap};
+use std::collections::BTreeSet;
+
+use crate::crypto::{KekId, KeyCheck, Keyring, Rewrap};
 use crate::store::Store;
 use crate::{ConnectionId, Error, ErrorKind, Result};
 
@@ -40,14 +42,84 @@ pub struct KeyStatus {
     pub rows: u64,
 }
 
-/// Checks that the keyring holds every KEK the store's rows name: the store refuses to be used
-/// otherwise (S5).
+/// Checks that the keyring opens everything the store uses (S5, S28): every KEK id that wraps a
+/// row or has a recorded key check must be in the keyring, its key must open the id's check, and
+/// one row's data key per id (the lowest id) must unwrap with it. Writes nothing.
 ///
 /// # Errors
-/// `Keyring`, listing the missing ids; `Store` when the store fails.
+/// `Keyring` naming every missing id, or the id whose key is another than the store's, and
+/// where the keyring came from ([`Keyring::source`]); `Store` when the store fails.
 pub async fn check_store_keys(store: &dyn Store, keyring: &Keyring) -> Result<()> {
     let usage = store.kek_usage().await?;
-    keyring.require_ids(usage.iter().map(|u| &u.kek))
+    let checks = store.key_checks().await?;
+    let missing: BTreeSet<&KekId> = usage
+        .iter()
+        .map(|u| &u.kek)
+        .chain(checks.iter().map(KeyCheck::kek_id))
+        .filter(|id| !keyring.contains(id))
+        .collect();
+    if !missing.is_empty() {
+        return Err(keyring.missing(&missing.into_iter().collect::<Vec<_>>()));
+    }
+    for check in &checks {
+        keyring.verify_check(check)?;
+    }
+    for u in &usage {
+        if let Some((id, wrapped)) = store.dek_sample(&u.kek).await? {
+            keyring
+                .unwrap_dek(id, &wrapped)
+                .map_err(|_| keyring.wrong(&u.kek))?;
+        }
+    }
+    Ok(())
+}
+
+/// Records the key check of the active key and of every key wrapping rows, where none is
+/// recorded yet; call it only after [`check_store_keys`] passed, so what is recorded is the key
+/// the store's rows already use (S28).
+///
+/// # Errors
+/// `Store` when the store fails; `Internal` when the random generator fails.
+pub async fn record_key_checks(store: &dyn Store, keyring: &Keyring) -> Result<()> {
+    let recorded: BTreeSet<KekId> = store
+        .key_checks()
+        .await?
+        .into_iter()
+        .map(|c| c.kek_id().clone())
+        .collect();
+    let usage = store.kek_usage().await?;
+    let wanted: BTreeSet<&KekId> = std::iter::once(keyring.active_id())
+        .chain(usage.iter().map(|u| &u.kek))
+        .filter(|id| keyring.contains(id) && !recorded.contains(*id))
+        .collect();
+    for id in wanted {
+        if store.insert_key_check(&keyring.key_check(id)?).await? {
+            tracing::info!(key = %id, "recorded the check of a master key");
+        }
+    }
+    Ok(())
+}
+
+/// The KEK ids the store uses: those wrapping a row and those with a recorded key check,
+/// sorted, each once. Empty for a store where a new key may be made (S28).
+///
+/// # Errors
+/// `Store` when the store fails.
+pub async fn store_key_ids(store: &dyn Store) -> Result<Vec<KekId>> {
+    let mut ids: BTreeSet<KekId> = store
+        .kek_usage()
+        .await?
+        .into_iter()
+        .map(|u| u.kek)
+        .collect();
+    ids.extend(
+        store
+            .key_checks()
+            .await?
+            .into_iter()
+            .map(|c| c.kek_id().clone()),
+    );
+    Ok(ids.into_iter().collect())
 }
 
 /// Each key of the keyring and each key the store names, with how many rows it wraps; the active

@@ -6,8 +6,8 @@
 //!   check (a browser never adds it by itself).
 //! - The session cookie (`datahub_session`, HttpOnly, SameSite=Strict, Secure under HTTPS) is
 //!   accepted on safe methods always, and on state-changing ones only when the request says it
-//!   comes from this origin: `Sec-Fetch-Site: same-origin`, or an `Origin` equal to the
-//!   request's own scheme and host.
+//!   comes from this origin: `Sec-Fetch-Site: same-origin`, or an `Origin` with the scheme this
+//!   server serves and the request's own host and port.
 //! - Every failure is the same 401; the principal is loaded afresh on every request, so a
 //!   disabled user, a revoked token or a changed grant applies on the next request. A request
 //!   that outlives its start (the event stream) keeps its [`Credential`] and re-checks it.
@@ -59,7 +59,7 @@ impl FromRequestParts<AppState> for Authed {
                 Ok(Self(principal))
             }
             Some(Credential::Session(session)) => {
-                if !is_safe(&parts.method) && !same_origin(parts) {
+                if !is_safe(&parts.method) && !same_origin(parts, state.options().secure_cookies) {
                     return Err(ApiError::cross_origin());
                 }
                 let principal = state
@@ -158,8 +158,12 @@ fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Whether a cookie-authenticated request says it comes from this server's own pages.
-fn same_origin(parts: &Parts) -> bool {
+/// Whether a cookie-authenticated request says it comes from this server's own pages:
+/// `Sec-Fetch-Site: same-origin`, or else an `Origin` whose scheme is the one this server
+/// serves (`https` when it serves TLS) and whose host and port equal the `Host` header's (a
+/// missing port is the scheme's default), S34. Behind a proxy that terminates TLS, browsers
+/// send `Sec-Fetch-Site`, which decides first.
+fn same_origin(parts: &Parts, https: bool) -> bool {
     let headers = &parts.headers;
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         return site == "same-origin";
@@ -170,11 +174,35 @@ fn same_origin(parts: &Parts) -> bool {
     ) else {
         return false;
     };
-    // The scheme is not known behind every proxy; the host must match exactly.
-    origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .is_some_and(|origin_host| origin_host == host)
+    let (scheme, default_port) = if https { ("https", 443) } else { ("http", 80) };
+    let Some(origin_authority) = origin
+        .get(..scheme.len())
+        .filter(|s| s.eq_ignore_ascii_case(scheme))
+        .and_then(|_| origin.get(scheme.len()..))
+        .and_then(|rest| rest.strip_prefix("://"))
+    else {
+        return false;
+    };
+    match (
+        host_and_port(origin_authority, default_port),
+        host_and_port(host, default_port),
+    ) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The lowercased host and the port of `host[:port]` (IPv6 in brackets), the port defaulting
+/// to `default_port`; `None` for anything else (user info, a path, a bad port).
+fn host_and_port(text: &str, default_port: u16) -> Option<(String, u16)> {
+    let authority: axum::http::uri::Authority = text.parse().ok()?;
+    if authority.as_str().contains('@') || authority.as_str() != text {
+        return None;
+    }
+    Some((
+        authority.host().to_ascii_lowercase(),
+        authority.port_u16().unwrap_or(default_port),
+    ))
 }
 
 /// The request's client address and id, as the audit log records them.
@@ -191,5 +219,54 @@ pub fn request_info(parts: &Parts) -> RequestInfo {
     RequestInfo {
         client_addr,
         request_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+
+    fn parts(origin: &str, host: &str) -> Parts {
+        Request::post("/api/v1/connections")
+            .header(header::ORIGIN, origin)
+            .header(header::HOST, host)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    /// S34: the origin check compares scheme, host and port.
+    #[test]
+    fn the_origin_must_match_scheme_host_and_port() {
+        for (origin, host, https, same) in [
+            ("http://localhost:8080", "localhost:8080", false, true),
+            ("http://LocalHost:8080", "localhost:8080", false, true),
+            ("http://localhost", "localhost:80", false, true),
+            ("https://example.com", "example.com:443", true, true),
+            ("https://[::1]:8443", "[::1]:8443", true, true),
+            // Scheme: an http page may not write to the https server, nor the reverse.
+            ("http://example.com", "example.com", true, false),
+            ("https://example.com", "example.com", false, false),
+            // Port.
+            ("http://localhost:8081", "localhost:8080", false, false),
+            ("http://localhost", "localhost:8080", false, false),
+            // Host.
+            ("http://evil.example", "localhost", false, false),
+            ("http://localhost.evil.example", "localhost", false, false),
+            // Not an origin.
+            ("null", "localhost", false, false),
+            ("http://user@localhost", "localhost", false, false),
+            ("http://localhost/path", "localhost", false, false),
+            ("httpx://localhost", "localhost", false, false),
+        ] {
+            assert_eq!(
+                same_origin(&parts(origin, host), https),
+                same,
+                "{origin} to {host} (https: {https})"
+            );
+        }
     }
 }

@@ -8,10 +8,13 @@
 //! and a store URL with a password is best given by `DATAHUB_STORE` or the file (a flag shows in
 //! the process list).
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
+use datahub_core::dsn::redact_url;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The default listen address.
@@ -48,9 +51,10 @@ pub struct CommonArgs {
         env = "DATAHUB_STORE",
         global = true,
         value_name = "URL",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = StoreUrl::parse_arg
     )]
-    pub store: Option<String>,
+    pub store: Option<StoreUrl>,
     /// The master key file. Default: master.key in the data folder (created on first start
     /// when `DATAHUB_MASTER_KEY` is not set).
     #[arg(
@@ -68,30 +72,22 @@ pub struct CommonArgs {
     pub log_level: Option<String>,
 }
 
-/// Settings of `serve`.
+/// Settings of `serve`. Global like [`CommonArgs`], so each is accepted before or after the
+/// subcommand (`datahub-server --listen ADDR serve` and `datahub-server serve --listen ADDR`);
+/// other commands ignore them.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Default: 127.0.0.1:8080.
-    #[arg(long, env = "DATAHUB_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "DATAHUB_LISTEN", global = true, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-    #[arg(
-        long,
-        env = "DATAHUB_TLS_CERT",
-        value_name = "FILE",
-        requires = "tls_key"
-    )]
+    #[arg(long, env = "DATAHUB_TLS_CERT", global = true, value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
-    #[arg(
-        long,
-        env = "DATAHUB_TLS_KEY",
-        value_name = "FILE",
-        requires = "tls_cert"
-    )]
+    #[arg(long, env = "DATAHUB_TLS_KEY", global = true, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
     /// Do not run the health monitor in this process.
-    #[arg(long, env = "DATAHUB_NO_MONITOR")]
+    #[arg(long, env = "DATAHUB_NO_MONITOR", global = true)]
     pub no_monitor: bool,
 }
 
@@ -101,7 +97,7 @@ pub struct ServeArgs {
 struct FileSettings {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
-    store: Option<String>,
+    store: Option<StoreUrl>,
     master_key_file: Option<PathBuf>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -109,13 +105,62 @@ struct FileSettings {
     log_level: Option<String>,
 }
 
+/// The `store` setting as given: `sqlite` or a PostgreSQL URL, which may hold the store's
+/// password. It lives in a secret type (zeroized on drop); `Debug` and `Display` show it
+/// redacted by the core's [`redact_url`] (S9, S34), and reading it takes `expose_secret`.
+#[derive(Clone)]
+pub struct StoreUrl(SecretString);
+
+impl StoreUrl {
+    /// Wraps a setting's text.
+    pub fn new(text: String) -> Self {
+        Self(SecretString::from(text))
+    }
+
+    /// The text, password included: only to connect.
+    pub fn expose_secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// clap's parser: any text (checked by [`Settings::resolve`]).
+    fn parse_arg(text: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(Self::new(text.to_owned()))
+    }
+}
+
+impl PartialEq for StoreUrl {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose_secret() == other.expose_secret()
+    }
+}
+
+impl Eq for StoreUrl {}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreUrl({:?})", redact_url(self.expose_secret()))
+    }
+}
+
+impl fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact_url(self.expose_secret()))
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Self::new)
+    }
+}
+
 /// Which store to open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreChoice {
     /// The embedded SQLite store in this folder.
     Sqlite(PathBuf),
-    /// A PostgreSQL store at this URL (may hold a password: never print it unredacted).
-    Postgres(String),
+    /// A PostgreSQL store at this URL (`Debug` and `Display` redact its password).
+    Postgres(StoreUrl),
 }
 
 /// Settings after merging flags, environment, file and defaults.
@@ -158,8 +203,11 @@ impl Settings {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let store = match common.store.clone().or(file.store) {
             None => StoreChoice::Sqlite(data_dir.clone()),
-            Some(s) if s == "sqlite" => StoreChoice::Sqlite(data_dir.clone()),
-            Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
+            Some(s) if s.expose_secret() == "sqlite" => StoreChoice::Sqlite(data_dir.clone()),
+            Some(s)
+                if s.expose_secret().starts_with("postgres://")
+                    || s.expose_secret().starts_with("postgresql://") =>
+            {
                 StoreChoice::Postgres(s)
             }
             Some(_) => {
@@ -255,17 +303,57 @@ mod tests {
         assert!(e.contains("lissten"), "{e}");
     }
 
+    /// S34: settings holding a store URL with a password never show it in `Debug` or
+    /// `Display`, from a flag or from the settings file.
+    #[test]
+    fn the_store_url_is_redacted_in_debug_and_display() {
+        let canary = "canary-store-pw-3e1f";
+        let url = format!("postgres://datahub:{canary}@127.0.0.1:5432/datahub?sslmode=require");
+        let common = CommonArgs {
+            store: Some(StoreUrl::new(url.clone())),
+            ..CommonArgs::default()
+        };
+        let s = Settings::resolve(&common, &ServeArgs::default()).unwrap();
+        let StoreChoice::Postgres(store) = &s.store else {
+            panic!("a PostgreSQL store");
+        };
+        assert_eq!(store.expose_secret(), url);
+        for shown in [
+            format!("{s:?}"),
+            format!("{s:#?}"),
+            format!("{common:?}"),
+            format!("{store}"),
+            format!("{:?}", s.store),
+        ] {
+            assert!(!shown.contains(canary), "{shown}");
+        }
+        assert!(
+            format!("{store}").contains("datahub:***@127.0.0.1:5432"),
+            "{store}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("datahub.toml");
+        std::fs::write(&path, format!("store = \"{url}\"\n")).unwrap();
+        let from_file = CommonArgs {
+            config: Some(path),
+            ..CommonArgs::default()
+        };
+        let s = Settings::resolve(&from_file, &ServeArgs::default()).unwrap();
+        assert!(!format!("{s:?}").contains(canary));
+    }
+
     #[test]
     fn a_bad_store_is_refused_without_echo() {
         let common = CommonArgs {
-            store: Some("mysql://u:canary-pw@127.0.0.1/db".to_owned()),
+            store: Some(StoreUrl::new("mysql://u:canary-pw@127.0.0.1/db".to_owned())),
             ..CommonArgs::default()
         };
         let e = Settings::resolve(&common, &ServeArgs::default()).unwrap_err();
         assert!(e.starts_with("store:"), "{e}");
         assert!(!e.contains("canary-pw"));
         let pg = CommonArgs {
-            store: Some("postgres://app@127.0.0.1/datahub".to_owned()),
+            store: Some(StoreUrl::new("postgres://app@127.0.0.1/datahub".to_owned())),
             ..CommonArgs::default()
         };
         let s = Settings::resolve(&pg, &ServeArgs::default()).unwrap();

@@ -119,9 +119,33 @@ pub fn app(state: AppState) -> Router {
                     header::CACHE_CONTROL,
                     HeaderValue::from_static("no-store"),
                 ))
+                // Only over HTTPS: a browser that saw it refuses plain HTTP to this host for a
+                // year, so a network attacker cannot strip TLS from the next visit (S34).
+                .layer(SetResponseHeaderLayer::if_not_present(
+                    header::STRICT_TRANSPORT_SECURITY,
+                    Hsts(
+                        options
+                            .secure_cookies
+                            .then(|| HeaderValue::from_static(HSTS)),
+                    ),
+                ))
                 .layer(RequestBodyLimitLayer::new(options.body_limit)),
         )
         .with_state(state)
+}
+
+/// `Strict-Transport-Security` of answers served over HTTPS: one year, this host only (the
+/// operator's other subdomains may not all serve HTTPS).
+pub const HSTS: &str = "max-age=31536000";
+
+/// The `Strict-Transport-Security` value of every answer: set only when serving HTTPS.
+#[derive(Debug, Clone)]
+struct Hsts(Option<HeaderValue>);
+
+impl<T> tower_http::set_header::MakeHeaderValue<T> for Hsts {
+    fn make_header_value(&mut self, _message: &T) -> Option<HeaderValue> {
+        self.0.clone()
+    }
 }
 
 fn security_header(name: HeaderName, value: HeaderValue) -> SetResponseHeaderLayer<HeaderValue> {

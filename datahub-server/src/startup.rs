@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
-use datahub_core::crypto::Keyring;
+use datahub_core::crypto::{KekId, Keyring, MASTER_KEY_ENV};
 use datahub_core::hub::Hub;
+use datahub_core::keys;
 use datahub_core::monitor::MonitorConfig;
 use datahub_core::secret::Password;
 use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
@@ -51,23 +52,34 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
                 .context("opening the SQLite store")??;
             Arc::new(store)
         }
-        StoreChoice::Postgres(url) => {
-            Arc::new(PostgresStore::connect_url(url, PostgresOptions::default()).await?)
-        }
+        StoreChoice::Postgres(url) => Arc::new(
+            PostgresStore::connect_url(url.expose_secret(), PostgresOptions::default()).await?,
+        ),
     })
 }
 
-/// The keyring: `DATAHUB_MASTER_KEY` when set, else the key file, created (mode 0600, with a
-/// warning to back it up) when it does not exist and `create` is true.
+/// The keyring: `DATAHUB_MASTER_KEY` when set, else the key file. A missing key file is created
+/// (mode 0600, with a warning to back it up) only when `create` is true and the store is empty
+/// (no connection, no recorded key check); for a store holding data it is refused, naming the
+/// key ids and the file, and nothing is written (SECURITY.md S28). Whether the keyring opens
+/// the store is [`Hub::open`]'s check.
 ///
 /// # Errors
-/// A missing, malformed or unsafe key (SECURITY.md S4, S5).
-pub fn open_keyring(settings: &Settings, create: bool) -> anyhow::Result<Keyring> {
-    if std::env::var_os("DATAHUB_MASTER_KEY").is_some() {
+/// A missing, malformed or unsafe key (SECURITY.md S4, S5, S28); the store failing.
+pub async fn open_keyring(
+    settings: &Settings,
+    store: &dyn Store,
+    create: bool,
+) -> anyhow::Result<Keyring> {
+    if std::env::var_os(MASTER_KEY_ENV).is_some() {
         return Ok(Keyring::from_env()?);
     }
     let path = &settings.master_key_file;
-    if path.exists() || !create {
+    if path.exists() {
+        return Ok(Keyring::load_key_file(path)?);
+    }
+    refuse_a_new_key(settings, store).await?;
+    if !create {
         return Ok(Keyring::load_key_file(path)?);
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -77,6 +89,7 @@ pub fn open_keyring(settings: &Settings, create: bool) -> anyhow::Result<Keyring
     let keyring = Keyring::create_key_file(path)?;
     tracing::warn!(
         path = %path.display(),
+        key = %keyring.active_id(),
         "created a new master key file: back it up now, losing it loses every stored credential"
     );
     eprintln!(
@@ -87,13 +100,50 @@ pub fn open_keyring(settings: &Settings, create: bool) -> anyhow::Result<Keyring
     Ok(keyring)
 }
 
+/// Refuses to go on without the key file when the store already uses keys: a new key would
+/// open none of its data (S28). Names the key ids and the file looked at.
+///
+/// # Errors
+/// When the store uses any key id; when the store fails.
+pub async fn refuse_a_new_key(settings: &Settings, store: &dyn Store) -> anyhow::Result<()> {
+    let used = keys::store_key_ids(store).await?;
+    if used.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = used.iter().map(KekId::as_str).collect();
+    Err(anyhow!(
+        "the key file {} does not exist, and {MASTER_KEY_ENV} is not set, but this store's data \
+         is sealed under the key {} {}: restore that key file from your backup (or set \
+         {MASTER_KEY_ENV}); a new key is made only for an empty store",
+        settings.master_key_file.display(),
+        if ids.len() == 1 { "id" } else { "ids" },
+        ids.join(", ")
+    ))
+}
+
+/// Checks, without writing anything, that the configured keyring opens everything `store`
+/// uses; with no key source at all, only an empty store passes (the `migrate` command's
+/// check, which must not make a key).
+///
+/// # Errors
+/// As [`open_keyring`] and [`keys::check_store_keys`].
+pub async fn check_keys(settings: &Settings, store: &dyn Store) -> anyhow::Result<()> {
+    if std::env::var_os(MASTER_KEY_ENV).is_none() && !settings.master_key_file.exists() {
+        return refuse_a_new_key(settings, store).await;
+    }
+    let keyring = open_keyring(settings, store, false).await?;
+    keys::check_store_keys(store, &keyring).await?;
+    Ok(())
+}
+
 /// Opens store and keyring and the Hub over them.
 ///
 /// # Errors
-/// As [`open_store`] and [`open_keyring`]; also when stored rows name a key the keyring lacks.
+/// As [`open_store`] and [`open_keyring`]; also when the keyring does not open every key the
+/// store uses ([`Hub::open`]).
 pub async fn open_hub(settings: &Settings, create_key: bool) -> anyhow::Result<Hub> {
     let store = open_store(settings).await?;
-    let keyring = open_keyring(settings, create_key)?;
+    let keyring = open_keyring(settings, store.as_ref(), create_key).await?;
     Ok(Hub::open(store, keyring).await?)
 }
 

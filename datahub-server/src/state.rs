@@ -16,7 +16,8 @@ use crate::limit::LoginLimiter;
 /// How the HTTP layer behaves. `Default`: the documented default of every field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpOptions {
-    /// Whether the server is reached over HTTPS: session cookies get `Secure`. Default: false.
+    /// Whether the server is reached over HTTPS: session cookies get `Secure`, and every answer
+    /// carries `Strict-Transport-Security`. Default: false.
     pub secure_cookies: bool,
     /// The longest a request may take before it is answered 408 (event streams excepted).
     /// Default: 30 s (a connection test has a 5 s budget).

@@ -25,6 +25,12 @@ pub(crate) const SEALED_LABEL: &[u8; 32] = b"datahub-connections/sealed-value";
 /// Domain label that starts the associated data of a wrapped DEK.
 pub(crate) const WRAPPED_LABEL: &[u8; 31] = b"datahub-connections/wrapped-dek";
 
+/// Domain label that starts the associated data of a key check.
+pub(crate) const CHECK_LABEL: &[u8; 29] = b"datahub-connections/key-check";
+
+/// Key check: stored length (version, nonce, tag).
+pub(crate) const CHECK_LEN: usize = 1 + NONCE_LEN + TAG_LEN;
+
 /// Sealed value: offset of the nonce.
 pub(crate) const SEALED_NONCE_AT: usize = 1;
 /// Sealed value: offset of the ciphertext.
@@ -64,6 +70,18 @@ pub(crate) fn wrapped_ad(version: u8, id: ConnectionId, kek_id: &KekId) -> Vec<u
     ad.extend_from_slice(WRAPPED_LABEL);
     ad.push(version);
     ad.extend_from_slice(id.as_bytes());
+    // A valid id is at most 32 bytes, so the length always fits.
+    ad.push(u8::try_from(kek.len()).unwrap_or(u8::MAX));
+    ad.extend_from_slice(kek);
+    ad
+}
+
+/// The associated data of the key check of the KEK `kek_id`.
+pub(crate) fn check_ad(version: u8, kek_id: &KekId) -> Vec<u8> {
+    let kek = kek_id.as_str().as_bytes();
+    let mut ad = Vec::with_capacity(CHECK_LABEL.len() + 2 + kek.len());
+    ad.extend_from_slice(CHECK_LABEL);
+    ad.push(version);
     // A valid id is at most 32 bytes, so the length always fits.
     ad.push(u8::try_from(kek.len()).unwrap_or(u8::MAX));
     ad.extend_from_slice(kek);

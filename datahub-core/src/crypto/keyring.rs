@@ -15,6 +15,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use secrecy::{ExposeSecret, ExposeSecretMut, SecretBox};
 use zeroize::Zeroizing;
 
+use super::check::{KeyCheck, check_with, verify_with};
 use super::envelope::{DataKey, WrappedDek, fill_random, random_nonce, unwrap_with, wrap_with};
 use super::format::{KEK_ID_MAX_LEN, KEY_LEN, Key};
 use crate::{ConnectionId, Error, ErrorKind, Result};
@@ -70,6 +71,25 @@ impl KekId {
     /// The id `default`, given to a key written without an id.
     pub fn default_id() -> Self {
         Self(Self::DEFAULT.to_owned())
+    }
+
+    /// A fresh id for a new key: `k-`, the UTC date, `-` and 8 random hex digits (e.g.
+    /// `k-20261127-3f9a1c2b`), so keys made by different installations or on different days
+    /// never share an id (S28).
+    ///
+    /// # Errors
+    /// `Internal` when the operating system's random generator fails.
+    pub fn generate() -> Result<Self> {
+        let mut random = [0u8; 4];
+        fill_random(&mut random)?;
+        let today = time::OffsetDateTime::now_utc().date();
+        Ok(Self(format!(
+            "k-{:04}{:02}{:02}-{:08x}",
+            today.year(),
+            u8::from(today.month()),
+            today.day(),
+            u32::from_be_bytes(random)
+        )))
     }
 
     /// The id as text.
@@ -129,6 +149,8 @@ pub enum Rewrap {
 pub struct Keyring {
     active: Kek,
     older: Vec<Kek>,
+    /// Where the keys came from, for messages (never key text).
+    source: String,
 }
 
 impl Keyring {
@@ -160,7 +182,7 @@ impl Keyring {
         let bytes = Zeroizing::new(value.into_encoded_bytes());
         let text = std::str::from_utf8(&bytes)
             .map_err(|_| keyring_error("DATAHUB_MASTER_KEY is not valid UTF-8"))?;
-        Self::parse(text)
+        Ok(Self::parse(text)?.with_source(MASTER_KEY_ENV.to_owned()))
     }
 
     /// Reads the keyring from a key file: the syntax of [`Keyring::parse`], one entry per line
@@ -168,60 +190,23 @@ impl Keyring {
     ///
     /// # Errors
     ///
-    /// `Keyring` when the path is not a regular file, when group or others have any permission
-    /// on it (it must be mode 0600 or 0400), when it is larger than 64 KiB or not UTF-8, and
-    /// every error of [`Keyring::parse`]; `Io` when it cannot be opened or read.
+    /// Those of [`read_key_file`], and every error of [`Keyring::parse`].
     pub fn load_key_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let shown = path.display();
-        let file = File::open(path).map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("could not open the key file {shown}"),
-            )
-            .with_source(e)
-        })?;
-        // The checks use the opened file, so the file can't be swapped between check and read.
-        let meta = file.metadata().map_err(|e| {
-            Error::new(
-                ErrorKind::Io,
-                format!("could not inspect the key file {shown}"),
-            )
-            .with_source(e)
-        })?;
-        if !meta.is_file() {
-            return Err(keyring_error(format!(
-                "the key file {shown} is not a regular file"
-            )));
-        }
-        check_private_mode(&meta, path)?;
-        let mut bytes = Zeroizing::new(Vec::new());
-        file.take(KEY_FILE_MAX_LEN + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("could not read the key file {shown}"),
-                )
-                .with_source(e)
-            })?;
-        if bytes.len() as u64 > KEY_FILE_MAX_LEN {
-            return Err(keyring_error(format!(
-                "the key file {shown} is larger than 64 KiB"
-            )));
-        }
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| keyring_error(format!("the key file {shown} is not valid UTF-8")))?;
+        let text = read_key_file(path)?;
         Self::parse_entries(
             text.lines()
                 .filter(|line| !line.trim_start().starts_with('#'))
                 .flat_map(|line| line.split(',')),
         )
         .map_err(|e| keyring_error(format!("the key file {shown}: {}", e.message())))
+        .map(|keyring| keyring.with_source(format!("the key file {shown}")))
     }
 
-    /// Creates a key file holding one fresh random key with the id `default`, readable and
-    /// writable by the owner only (mode 0600), flushed to disk; returns the keyring it holds.
+    /// Creates a key file holding one fresh random key with a fresh id ([`KekId::generate`]),
+    /// readable and writable by the owner only (mode 0600), flushed to disk; returns the keyring
+    /// it holds.
     ///
     /// Losing the file loses every credential stored under it: the caller should say so loudly.
     ///
@@ -234,7 +219,7 @@ impl Keyring {
         let shown = path.display();
         let mut key = SecretBox::new(Box::new([0u8; KEY_LEN]));
         fill_random(key.expose_secret_mut())?;
-        let id = KekId::default_id();
+        let id = KekId::generate()?;
         const HEADER: &str = "# DataHub Connections master key. Keep this file private (mode 0600) and backed up:\n\
              # losing it loses every stored credential. Format: ID:BASE64 entries, active first.\n";
         // Room for everything up front: a reallocation would leave an unzeroized copy behind.
@@ -270,6 +255,7 @@ impl Keyring {
         Ok(Self {
             active: Kek { id, key },
             older: Vec::new(),
+            source: format!("the key file {shown}"),
         })
     }
 
@@ -316,7 +302,21 @@ impl Keyring {
         Ok(Self {
             active,
             older: keys.collect(),
+            source: "the keyring text".to_owned(),
         })
+    }
+
+    /// The same keyring, described as coming from `source` in messages (e.g. `the key file
+    /// /etc/datahub/master.key`).
+    pub fn with_source(mut self, source: String) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Where the keys came from, as messages name it: `DATAHUB_MASTER_KEY`, `the key file
+    /// PATH`, or `the keyring text`.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     fn keys(&self) -> impl Iterator<Item = &Kek> + '_ {
@@ -366,6 +366,50 @@ impl Keyring {
             "the keyring lacks key ids that stored data names: {}",
             list.join(", ")
         )))
+    }
+
+    /// Makes the key check of the key `id` (a fresh random nonce), for the store to record.
+    ///
+    /// # Errors
+    /// `Keyring` when the keyring lacks `id`; `Internal` when the random generator fails.
+    pub fn key_check(&self, id: &KekId) -> Result<KeyCheck> {
+        let kek = self.find(id).ok_or_else(|| {
+            keyring_error(format!("{} holds no key with the id {id}", self.source))
+        })?;
+        check_with(kek.key.expose_secret(), id, &random_nonce()?)
+    }
+
+    /// Checks that the keyring's key of the check's id is the key that made it (S28).
+    ///
+    /// # Errors
+    /// `Keyring` naming the id and [`source`](Self::source) when the keyring lacks the id, or
+    /// holds another key under it.
+    pub fn verify_check(&self, check: &KeyCheck) -> Result<()> {
+        let id = check.kek_id();
+        let kek = self.find(id).ok_or_else(|| self.missing(&[id]))?;
+        verify_with(kek.key.expose_secret(), check).map_err(|_| self.wrong(id))
+    }
+
+    /// The error for key ids the store uses that the keyring lacks.
+    pub(crate) fn missing(&self, ids: &[&KekId]) -> Error {
+        let list: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        let noun = if list.len() == 1 { "id" } else { "ids" };
+        keyring_error(format!(
+            "this store's data is sealed under the key {noun} {}, which {} does not hold: \
+             restore the key file (or DATAHUB_MASTER_KEY) that holds it; a new key is made only \
+             for an empty store",
+            list.join(", "),
+            self.source
+        ))
+    }
+
+    /// The error for a key id whose key in the keyring is not the one the store used.
+    pub(crate) fn wrong(&self, id: &KekId) -> Error {
+        keyring_error(format!(
+            "the key with the id {id} in {} is not the key that sealed this store's data \
+             (another installation's, or a replacement of a lost one): restore the right key",
+            self.source
+        ))
     }
 
     /// Makes a fresh random data key for the connection `id`, and wraps it under the active key.
@@ -435,6 +479,86 @@ impl fmt::Debug for Keyring {
             .field("active", &self.active_id().as_str())
             .field("ids", &ids)
             .finish()
+    }
+}
+
+/// Reads a key file's text (comments included, for tools that rewrite it) after the checks every
+/// load makes, into a zeroized buffer reserved up front from the file's size, so no copy of key
+/// text is left behind by a growing buffer.
+///
+/// # Errors
+///
+/// `Keyring` when the path is not a regular file, when group or others have any permission on
+/// it (it must be mode 0600 or 0400), when it is larger than 64 KiB or not UTF-8; `Io` when it
+/// cannot be opened or read.
+pub fn read_key_file(path: impl AsRef<Path>) -> Result<Zeroizing<String>> {
+    let path = path.as_ref();
+    let shown = path.display();
+    let file = File::open(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("could not open the key file {shown}"),
+        )
+        .with_source(e)
+    })?;
+    // The checks use the opened file, so the file can't be swapped between check and read.
+    let meta = file.metadata().map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("could not inspect the key file {shown}"),
+        )
+        .with_source(e)
+    })?;
+    if !meta.is_file() {
+        return Err(keyring_error(format!(
+            "the key file {shown} is not a regular file"
+        )));
+    }
+    check_private_mode(&meta, path)?;
+    let mut bytes = read_private(file, meta.len()).map_err(|e| {
+        Error::new(
+            ErrorKind::Io,
+            format!("could not read the key file {shown}"),
+        )
+        .with_source(e)
+    })?;
+    if bytes.len() as u64 > KEY_FILE_MAX_LEN {
+        return Err(keyring_error(format!(
+            "the key file {shown} is larger than 64 KiB"
+        )));
+    }
+    // Moved, not copied: the text keeps the buffer reserved above.
+    match String::from_utf8(std::mem::take(&mut *bytes)) {
+        Ok(text) => Ok(Zeroizing::new(text)),
+        Err(e) => {
+            drop(Zeroizing::new(e.into_bytes()));
+            Err(keyring_error(format!(
+                "the key file {shown} is not valid UTF-8"
+            )))
+        }
+    }
+}
+
+/// Reads a whole key file into a zeroized buffer reserved up front from its size (`len`, plus
+/// one byte to see the end), so a growing buffer never leaves an unzeroized copy behind; reads
+/// at most `KEY_FILE_MAX_LEN + 1` bytes.
+fn read_private(file: File, len: u64) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let room = len.min(KEY_FILE_MAX_LEN) + 1;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(usize::try_from(room).unwrap_or(0)));
+    let mut limited = file.take(room);
+    let mut chunk = Zeroizing::new([0u8; 512]);
+    loop {
+        let n = limited.read(chunk.as_mut_slice())?;
+        if n == 0 {
+            return Ok(bytes);
+        }
+        // Never past the reserved room: a file that grew since it was measured is cut, and
+        // then refused as too long or unparseable.
+        let fits = (bytes.capacity() - bytes.len()).min(n);
+        bytes.extend_from_slice(&chunk[..fits]);
+        if fits < n {
+            return Ok(bytes);
+        }
     }
 }
 

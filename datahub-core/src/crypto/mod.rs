@@ -10,6 +10,7 @@
 //! - [`DataKey`]: a connection's own random 256-bit data key (DEK), which seals the connection's
 //!   secret fields into [`SealedValue`]s.
 //! - [`WrappedDek`]: the stored form of a DEK, encrypted under a KEK.
+//! - [`KeyCheck`]: the stored proof that a KEK id names one particular key.
 //! - [`Rewrap`]: the outcome of [`Keyring::rewrap`], the rotation primitive the stores drive.
 //!
 //! Every encryption is AES-256-GCM (`aes-gcm` ≥ 0.10.3) with a fresh random 96-bit nonce from the
@@ -84,6 +85,26 @@
 //! KEK id                               L ASCII bytes
 //! ```
 //!
+//! ## Key check, version 1 ([`KeyCheck`])
+//!
+//! | offset | length | content |
+//! | --- | --- | --- |
+//! | 0 | 1 | format version, `0x01` |
+//! | 1 | 12 | nonce, random |
+//! | 13 | 16 | AES-256-GCM tag over an empty plaintext |
+//!
+//! Exactly 29 bytes, stored beside the KEK id it checks. Key: the KEK. Associated data:
+//!
+//! ```text
+//! "datahub-connections/key-check"      29 ASCII bytes, the domain label
+//! 0x01                                 format version
+//! L                                    1 byte
+//! KEK id                               L ASCII bytes
+//! ```
+//!
+//! It proves that a KEK id names one particular key: a store records the check of every KEK it
+//! uses, and refuses a keyring whose key under that id does not open it (SECURITY.md S28).
+//!
 //! # What it must never do
 //!
 //! - Return stored bytes as plaintext: the only way to plaintext is [`DataKey::open`], which
@@ -95,6 +116,7 @@
 //! - Panic on any input: the parsers are fuzzed with millions of arbitrary inputs.
 //! - Reuse a nonce or a DEK: both come fresh from the operating system's generator each time.
 
+mod check;
 mod envelope;
 mod format;
 mod keyring;
@@ -102,5 +124,6 @@ mod keyring;
 #[cfg(test)]
 mod tests;
 
+pub use check::KeyCheck;
 pub use envelope::{DataKey, SealedValue, WrappedDek};
-pub use keyring::{KekId, Keyring, MASTER_KEY_ENV, Rewrap};
+pub use keyring::{KekId, Keyring, MASTER_KEY_ENV, Rewrap, read_key_file};

@@ -169,8 +169,9 @@ impl Hub {
         result
     }
 
-    /// Checks that a key may be retired — not active, and wrapping no row — and audits the
-    /// retirement (admins). Remove the key from the keyring source afterwards.
+    /// Checks that a key may be retired — not active, and wrapping no row — then deletes its key
+    /// check and audits the retirement (admins). Remove the key from the keyring source
+    /// afterwards.
     ///
     /// # Errors
     /// `PermissionDenied` (audited); `Conflict` when it is active or still wraps rows (audited
@@ -192,7 +193,13 @@ impl Hub {
             Outcome::Error
         };
         let event = self.event(principal, allowed.action(), Some(&key_target), outcome);
-        self.audit(&event).await?;
+        if result.is_ok() {
+            // The key's check goes with it (in the audit row's transaction): a retired key
+            // must not be asked of the keyring at the next start (S28).
+            self.store.delete_key_check(id, &event).await?;
+        } else {
+            self.audit(&event).await?;
+        }
         result
     }
 }

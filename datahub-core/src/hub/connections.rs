@@ -3,6 +3,7 @@
 use std::fmt;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use zeroize::Zeroizing;
 
 use super::{Hub, now, secrets, target};
 use crate::audit::Outcome;
@@ -480,23 +481,65 @@ fn to_connection(s: ConnectionSummary) -> Connection {
 
 /// The libpq URL of a connection, password included.
 fn dsn(spec: &ConnectionSpec, password: &Password) -> Dsn {
-    let enc = |s: &str| utf8_percent_encode(s, URL_COMPONENT).to_string();
-    let mut url = format!(
-        "postgresql://{}:{}@{}:{}/{}?sslmode={}&channel_binding={}&connect_timeout={}",
-        enc(spec.username.as_str()),
-        enc(password.expose_secret()),
-        spec.host.to_url_host(),
-        spec.port.get(),
-        enc(spec.database.as_str()),
-        spec.tls.mode().as_str(),
-        spec.tls.channel_binding().as_str(),
-        spec.options.connect_timeout_ms().div_ceil(1000).max(1),
-    );
-    if let Some(app) = spec.options.application_name() {
-        url.push_str("&application_name=");
-        url.push_str(&enc(app.as_str()));
+    Dsn(Password::new(dsn_text(spec, password)))
+}
+
+/// The text of [`dsn`], built in one buffer reserved at its exact final length: the
+/// percent-encoded password is written straight into it, so no growing or temporary string
+/// leaves an unzeroized copy behind, and the secret type takes it without reallocating (S34).
+fn dsn_text(spec: &ConnectionSpec, password: &Password) -> String {
+    let host = spec.host.to_url_host();
+    let port = spec.port.get().to_string();
+    let timeout = spec
+        .options
+        .connect_timeout_ms()
+        .div_ceil(1000)
+        .max(1)
+        .to_string();
+    let app = spec.options.application_name();
+    // The pieces in order; `Enc` ones are percent-encoded.
+    enum Piece<'a> {
+        Raw(&'a str),
+        Enc(&'a str),
     }
-    Dsn(Password::new(url))
+    let mut pieces = vec![
+        Piece::Raw("postgresql://"),
+        Piece::Enc(spec.username.as_str()),
+        Piece::Raw(":"),
+        Piece::Enc(password.expose_secret()),
+        Piece::Raw("@"),
+        Piece::Raw(&host),
+        Piece::Raw(":"),
+        Piece::Raw(&port),
+        Piece::Raw("/"),
+        Piece::Enc(spec.database.as_str()),
+        Piece::Raw("?sslmode="),
+        Piece::Raw(spec.tls.mode().as_str()),
+        Piece::Raw("&channel_binding="),
+        Piece::Raw(spec.tls.channel_binding().as_str()),
+        Piece::Raw("&connect_timeout="),
+        Piece::Raw(&timeout),
+    ];
+    if let Some(app) = app {
+        pieces.push(Piece::Raw("&application_name="));
+        pieces.push(Piece::Enc(app.as_str()));
+    }
+    let len: usize = pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Raw(s) => s.len(),
+            Piece::Enc(s) => utf8_percent_encode(s, URL_COMPONENT).map(str::len).sum(),
+        })
+        .sum();
+    let mut url = Zeroizing::new(String::with_capacity(len));
+    for piece in &pieces {
+        match piece {
+            Piece::Raw(s) => url.push_str(s),
+            Piece::Enc(s) => utf8_percent_encode(s, URL_COMPONENT).for_each(|p| url.push_str(p)),
+        }
+    }
+    debug_assert_eq!(url.len(), url.capacity());
+    std::mem::take(&mut *url)
 }
 
 #[cfg(test)]
@@ -521,6 +564,25 @@ mod tests {
             password: Some(Password::from(PW)),
             ..ConnectionDraft::default()
         }
+    }
+
+    /// S34: the revealed DSN is built in a buffer reserved at its exact length (no
+    /// reallocation leaves a copy of the encoded password), and says what it said before.
+    #[test]
+    fn the_dsn_is_built_in_one_exact_buffer() {
+        let mut d = draft("dsn-exact");
+        d.username = "app user".into();
+        d.options.application_name = Some("my app/1".into());
+        let (spec, _) = d.validate().unwrap();
+        let password = Password::from("p@ss:wörd/%&canary");
+        let text = dsn_text(&spec, &password);
+        assert_eq!(text.len(), text.capacity());
+        assert_eq!(
+            text,
+            "postgresql://app%20user:p%40ss%3Aw%C3%B6rd%2F%25%26canary@127.0.0.1:1/app\
+             ?sslmode=verify-full&channel_binding=prefer&connect_timeout=5\
+             &application_name=my%20app%2F1"
+        );
     }
 
     #[tokio::test]

@@ -70,10 +70,18 @@ pub struct Hub {
 impl Hub {
     /// A hub over `store`, sealing with `keyring`.
     ///
+    /// First checks that the keyring opens everything the store uses
+    /// ([`keys::check_store_keys`]), writing nothing if not; then records the key check of the
+    /// active key (and of keys wrapping rows) where none is recorded, and checks again, so two
+    /// processes that made different keys for one empty store at once cannot both go on.
+    ///
     /// # Errors
-    /// `Keyring`, listing the key ids the store's rows name but the keyring lacks (SECURITY.md
-    /// S5: the program must not run on data it cannot open); `Store` when the store fails.
+    /// `Keyring`, naming the key ids the store uses that the keyring lacks or holds another key
+    /// under, and the keyring's source (SECURITY.md S5, S28: the program must not run on data it
+    /// cannot open); `Store` when the store fails.
     pub async fn open(store: Arc<dyn Store>, keyring: Keyring) -> Result<Self> {
+        keys::check_store_keys(store.as_ref(), &keyring).await?;
+        keys::record_key_checks(store.as_ref(), &keyring).await?;
         keys::check_store_keys(store.as_ref(), &keyring).await?;
         Ok(Self {
             store,

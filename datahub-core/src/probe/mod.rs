@@ -22,6 +22,7 @@ mod scram_cache;
 mod tls;
 
 pub use dial::PolicyDial;
+pub(crate) use pool::{PoolConnect, TcpTuning, connector};
 pub use pool::{PoolConnectError, PoolOptions, pool, pool_failure_kind};
 
 use std::borrow::Cow;

@@ -104,6 +104,49 @@ pub fn pool(
     options: &PoolOptions,
 ) -> Result<Pool> {
     check_options(options)?;
+    let connector = connector(
+        connect,
+        policy,
+        spec,
+        secrets,
+        rules,
+        options.create_timeout,
+    )?;
+    // What the manager shows in `Debug` and hands to the connector, which ignores it: no
+    // password, and nothing here is used to connect.
+    let shown = connector.pg_config(Wire::Plain);
+    let manager = Manager::from_connect(
+        shown,
+        connector,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(options.max_size)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.create_timeout))
+        .recycle_timeout(Some(options.recycle_timeout))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, "the pool could not be built").with_source(e))
+}
+
+/// The connector behind [`pool`], also used by the PostgreSQL store for its own connections
+/// (S32: the same dialer, TLS configurations, authenticator and cleartext guard as a test).
+/// `create_timeout` bounds each connect, as does the connection's `connect_timeout_ms` when
+/// shorter.
+///
+/// # Errors
+/// As [`pool`], but for the pool's options.
+pub(crate) fn connector(
+    connect: Arc<dyn net::Connect>,
+    policy: Arc<Policy>,
+    spec: &ConnectionSpec,
+    secrets: ConnectionSecrets,
+    rules: &ProbeRules,
+    create_timeout: Duration,
+) -> Result<PoolConnect> {
     let mode = spec.tls.mode();
     if mode < rules.min_tls_mode {
         return Err(Error::invalid(
@@ -126,10 +169,10 @@ pub fn pool(
     };
     let guard =
         !(matches!(mode, TlsMode::Disable | TlsMode::Allow) && rules.allow_cleartext_password);
-    let connect_timeout = options.create_timeout.min(Duration::from_millis(
+    let connect_timeout = create_timeout.min(Duration::from_millis(
         spec.options.connect_timeout_ms().into(),
     ));
-    let connector = PoolConnect {
+    Ok(PoolConnect {
         dial: PolicyDial::new(connect, policy),
         host: spec.host.clone(),
         port: spec.port.get(),
@@ -146,25 +189,9 @@ pub fn pool(
         guard,
         tls,
         connect_timeout,
-    };
-    // What the manager shows in `Debug` and hands to the connector, which ignores it: no
-    // password, and nothing here is used to connect.
-    let shown = connector.pg_config(Wire::Plain);
-    let manager = Manager::from_connect(
-        shown,
-        connector,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(options.max_size)
-        .wait_timeout(Some(options.wait_timeout))
-        .create_timeout(Some(options.create_timeout))
-        .recycle_timeout(Some(options.recycle_timeout))
-        .runtime(Runtime::Tokio1)
-        .build()
-        .map_err(|e| Error::new(ErrorKind::Internal, "the pool could not be built").with_source(e))
+        server_options: None,
+        tcp: TcpTuning::default(),
+    })
 }
 
 /// The one failure kind of an error from `Pool::get` on a pool made by [`pool`].
@@ -261,11 +288,21 @@ fn check_options(options: &PoolOptions) -> Result<()> {
 }
 
 /// The connection task's type: the raw inspector under tokio-postgres, TLS or not.
-type PoolConnection =
+pub(crate) type PoolConnection =
     Connection<RawStream, <ProbeTls as tokio_postgres::tls::TlsConnect<RawStream>>::Stream>;
 
+/// Socket settings of a long-lived connection (the store's): how soon unacknowledged data or a
+/// silent peer ends it. Default: none set.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TcpTuning {
+    /// `TCP_USER_TIMEOUT` (Linux): unacknowledged data older than this closes the connection.
+    pub(crate) user_timeout: Option<Duration>,
+    /// TCP keepalive probes after this much idle time.
+    pub(crate) keepalive_idle: Option<Duration>,
+}
+
 /// The pool's connector: the prober's way of connecting, kept for the pool's lifetime.
-struct PoolConnect {
+pub(crate) struct PoolConnect {
     dial: PolicyDial,
     host: Host,
     port: u16,
@@ -278,6 +315,10 @@ struct PoolConnect {
     guard: bool,
     tls: Option<Arc<rustls::ClientConfig>>,
     connect_timeout: Duration,
+    /// The startup's `options` (e.g. `-c statement_timeout=30000`); none for saved connections,
+    /// whose users may not set free-form options (S15).
+    server_options: Option<String>,
+    tcp: TcpTuning,
 }
 
 impl fmt::Debug for PoolConnect {
@@ -292,6 +333,8 @@ impl fmt::Debug for PoolConnect {
             .field("mode", &self.mode)
             .field("guard", &self.guard)
             .field("connect_timeout", &self.connect_timeout)
+            .field("server_options", &self.server_options)
+            .field("tcp", &self.tcp)
             .finish_non_exhaustive()
     }
 }
@@ -329,44 +372,75 @@ impl deadpool_postgres::Connect for PoolConnect {
         >,
     > {
         Box::pin(async move {
-            let deadline = Instant::now() + self.connect_timeout;
-            let mut current: Current = None;
-            let outcome = timeout_at(deadline, self.establish(deadline, &mut current)).await;
-            let failure = match outcome {
-                Ok(Ok((client, connection))) => {
-                    // The pool owns the client long-term, so its connection task must outlive
-                    // this call; it ends when the client is dropped or the server hangs up.
-                    let task = tokio::spawn(async move {
-                        let _ = connection.await;
-                    });
-                    tracing::trace!(
-                        host = self.host.as_str(),
-                        port = self.port,
-                        "pool connection opened"
-                    );
-                    return Ok((client, task));
-                }
-                Ok(Err(AttemptError {
-                    server: Some(server),
-                    ..
-                })) => return Err(server),
-                Ok(Err(e)) => e.failure,
-                Err(_) => {
-                    let step = current
-                        .as_ref()
-                        .map_or(StepName::Tcp, |(trace, wire)| step_of(&lock(trace), *wire));
-                    classify::timeout(step)
-                }
-            };
-            tracing::debug!(
-                host = self.host.as_str(),
-                port = self.port,
-                kind = failure.kind.as_str(),
-                step = failure.step.as_str(),
-                "pool connection failed"
-            );
-            Err(carry(PoolConnectError { failure }).await)
+            let (client, connection) = self.open().await?;
+            // The pool owns the client long-term, so its connection task must outlive this
+            // call; it ends when the client is dropped or the server hangs up.
+            let task = tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok((client, task))
         })
+    }
+}
+
+impl PoolConnect {
+    /// The same connector with startup `options` for the server (the store's statement
+    /// timeout; never from user input).
+    pub(crate) fn with_server_options(mut self, options: String) -> Self {
+        self.server_options = Some(options);
+        self
+    }
+
+    /// The same connector setting these socket options on every connection.
+    pub(crate) fn with_tcp(mut self, tcp: TcpTuning) -> Self {
+        self.tcp = tcp;
+        self
+    }
+
+    /// The settings shown for this connector (no password): what the pool's manager holds.
+    pub(crate) fn shown_config(&self) -> tokio_postgres::Config {
+        self.pg_config(Wire::Plain)
+    }
+
+    /// Opens one connection as the pool does, cut at the connect timeout, and hands back the
+    /// connection itself (the caller polls it, e.g. for notifications).
+    ///
+    /// # Errors
+    /// The server's own error, or one carrying a [`PoolConnectError`] with the classified
+    /// failure.
+    pub(crate) async fn open(&self) -> Result<(Client, PoolConnection), tokio_postgres::Error> {
+        let deadline = Instant::now() + self.connect_timeout;
+        let mut current: Current = None;
+        let outcome = timeout_at(deadline, self.establish(deadline, &mut current)).await;
+        let failure = match outcome {
+            Ok(Ok(connected)) => {
+                tracing::trace!(
+                    host = self.host.as_str(),
+                    port = self.port,
+                    "pool connection opened"
+                );
+                return Ok(connected);
+            }
+            Ok(Err(AttemptError {
+                server: Some(server),
+                ..
+            })) => return Err(server),
+            Ok(Err(e)) => e.failure,
+            Err(_) => {
+                let step = current
+                    .as_ref()
+                    .map_or(StepName::Tcp, |(trace, wire)| step_of(&lock(trace), *wire));
+                classify::timeout(step)
+            }
+        };
+        tracing::debug!(
+            host = self.host.as_str(),
+            port = self.port,
+            kind = failure.kind.as_str(),
+            step = failure.step.as_str(),
+            "pool connection failed"
+        );
+        Err(carry(PoolConnectError { failure }).await)
     }
 }
 
@@ -425,6 +499,7 @@ impl PoolConnect {
             .await
             .map_err(|e| AttemptError::from(classify::dial(&e)))?;
         lock(&trace).tcp_done = Some(Instant::now());
+        self.tune(&dialed.stream);
         let config = match wire {
             Wire::Plain => None,
             Wire::Prefer | Wire::Tls => self.tls.as_ref(),
@@ -477,7 +552,22 @@ impl PoolConnect {
         if let Some(name) = &self.application_name {
             config.application_name(name.as_str());
         }
+        if let Some(options) = &self.server_options {
+            config.options(options);
+        }
         config
+    }
+
+    /// Applies the socket options (best effort: a platform without one keeps its default).
+    fn tune(&self, stream: &tokio::net::TcpStream) {
+        let socket = socket2::SockRef::from(stream);
+        #[cfg(any(target_os = "android", target_os = "fuchsia", target_os = "linux"))]
+        if let Some(timeout) = self.tcp.user_timeout {
+            let _ = socket.set_tcp_user_timeout(Some(timeout));
+        }
+        if let Some(idle) = self.tcp.keepalive_idle {
+            let _ = socket.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(idle));
+        }
     }
 }
 

@@ -9,7 +9,10 @@ use crate::{Error, ErrorKind, Result};
 /// One migration: a numbered SQL script embedded in the binary.
 #[derive(Debug, Clone, Copy)]
 pub struct Migration {
-    /// Its number; migrations apply in increasing order, starting at 1, without gaps.
+    /// Its number; migrations apply in increasing order, starting at 1. A number may be skipped
+    /// (branches developed side by side each take their own), so a store can apply a lower
+    /// number after a higher one; migrations are therefore written to be independent of any
+    /// migration numbered between them.
     pub version: u32,
     /// A short name, e.g. `init`.
     pub name: &'static str,
@@ -39,17 +42,18 @@ pub struct Applied {
 /// # Errors
 /// `Store` when the store's schema is newer than this program knows (it refuses to open rather
 /// than run old code on a new schema), when an applied migration's checksum differs from the
-/// embedded one, or when the embedded list itself is not numbered 1, 2, 3, ….
+/// embedded one (a version this program does not embed counts as one), or when the embedded list
+/// itself is not numbered in increasing order from 1.
 pub fn plan<'a>(available: &'a [Migration], applied: &[Applied]) -> Result<Vec<&'a Migration>> {
-    for (i, m) in available.iter().enumerate() {
-        if usize::try_from(m.version).ok() != Some(i + 1) {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                "embedded migrations are not numbered 1, 2, 3, …",
-            ));
-        }
+    let increasing = available.first().is_some_and(|m| m.version == 1)
+        && available.windows(2).all(|w| w[0].version < w[1].version);
+    if !increasing {
+        return Err(Error::new(
+            ErrorKind::Internal,
+            "embedded migrations are not numbered in increasing order from 1",
+        ));
     }
-    let known = u32::try_from(available.len()).unwrap_or(u32::MAX);
+    let known = available.last().map_or(0, |m| m.version);
     if let Some(newest) = applied.iter().map(|a| a.version).max()
         && newest > known
     {
@@ -145,5 +149,37 @@ mod tests {
     fn a_misnumbered_list_is_a_bug() {
         let bad = [M[1]];
         assert_eq!(plan(&bad, &[]).unwrap_err().kind(), ErrorKind::Internal);
+        let bad = [M[1], M[0]];
+        assert_eq!(plan(&bad, &[]).unwrap_err().kind(), ErrorKind::Internal);
+    }
+
+    #[test]
+    fn a_skipped_number_is_allowed_and_applied_later() {
+        let late = Migration {
+            version: 4,
+            name: "late",
+            sql: "CREATE TABLE d (x INT);",
+        };
+        let gap = [M[0], M[1], late];
+        let names = |p: Vec<&Migration>| p.iter().map(|m| m.name).collect::<Vec<_>>();
+        assert_eq!(
+            names(plan(&gap, &[applied(&M[0])]).unwrap()),
+            ["more", "late"]
+        );
+        // A store migrated by a build that had 3 but not 4 is refused by this one only if 3 is
+        // unknown here: it is not embedded, so it counts as an edited migration.
+        let third = Applied {
+            version: 3,
+            checksum: [1; 32],
+        };
+        let err = plan(&gap, &[applied(&M[0]), third]).unwrap_err();
+        assert!(err.to_string().contains("migration 3"), "{err}");
+        // The newest known version is the last embedded one, not the count.
+        let future = Applied {
+            version: 5,
+            checksum: [0; 32],
+        };
+        let err = plan(&gap, &[future]).unwrap_err();
+        assert!(err.to_string().contains("up to version 4"), "{err}");
     }
 }

@@ -38,7 +38,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::audit::{AuditEvent, AuditRecord};
-use crate::crypto::{KekId, SealedValue, WrappedDek};
+use crate::crypto::{KekId, KeyCheck, SealedValue, WrappedDek};
 use crate::model::{
     ConnectionName, ConnectionSpec, Engine, FailureKind, Health, HealthStatus, StepName, Tag,
     TlsMode,
@@ -628,4 +628,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         old: &WrappedDek,
         new: &WrappedDek,
     ) -> Result<bool>;
+
+    /// One connection whose data key `kek` wraps (the lowest id), for the start-up check that
+    /// the keyring's key of that id opens the store's rows; `None` when it wraps none.
+    async fn dek_sample(&self, kek: &KekId) -> Result<Option<(ConnectionId, WrappedDek)>>;
+
+    /// The recorded key checks, one per KEK id, in id order (S28).
+    async fn key_checks(&self) -> Result<Vec<KeyCheck>>;
+
+    /// Records `check` unless a check for its KEK id exists (the first one stays). Returns
+    /// whether it was recorded. Not audited: it is bookkeeping of the start-up check.
+    async fn insert_key_check(&self, check: &KeyCheck) -> Result<bool>;
+
+    /// Deletes the key check of `kek` (the key is being retired: no row uses it any more) and
+    /// appends `audit`, in one transaction. Deleting a check that does not exist is no error.
+    async fn delete_key_check(&self, kek: &KekId, audit: &AuditEvent) -> Result<()>;
 }

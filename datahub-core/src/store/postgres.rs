@@ -23,22 +23,28 @@
 //! statement (a server-side `statement_timeout`, lock waits included, plus a TCP user timeout);
 //! see [`PostgresOptions`].
 //!
-//! The connection to the store itself is plaintext for now (`NoTls`): run it over loopback, a
-//! private network or a TLS-terminating proxy until store TLS lands. Errors never carry the
-//! store's password, nor PostgreSQL's `DETAIL` text (which can quote a whole row).
+//! The store connects like a connection test (S32): through the prober's connector, so the one
+//! dialer, the same rustls configurations (every libpq `sslmode`, `sslrootcert`, client
+//! certificates, channel binding), the same authenticator and the same cleartext guard: its
+//! password never crosses an unencrypted socket as cleartext or md5. Without `sslmode` a URL
+//! means `verify-full` when it names a root CA, else `prefer`, with a warning at start (see
+//! `target.rs`). Errors never carry the store's password, nor PostgreSQL's `DETAIL` text (which
+//! can quote a whole row).
 
 mod codec;
 mod error;
+mod keys;
 mod sessions;
+mod target;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
@@ -49,7 +55,9 @@ use self::codec::{
 use self::error::{constraint, db, is_foreign_key_violation, is_unique_violation};
 use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
 use crate::crypto::{KekId, WrappedDek};
-use crate::model::{ConnectionName, Health};
+use crate::model::{ConnectionName, Health, TlsMode};
+use crate::net::{Dialer, Policy};
+use crate::probe::{PoolConnect, ProbeRules, TcpTuning, connector};
 use crate::rbac::{Grant, Grantee};
 use crate::store::{
     Applied, AuditQuery, CheckLease, CheckRow, ConnectionRow, ConnectionSummary, Directory,
@@ -85,6 +93,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "check_facts",
         sql: include_str!("../../../migrations/postgres/0005_check_facts.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "key_checks",
+        sql: include_str!("../../../migrations/postgres/0006_key_checks.sql"),
     },
 ];
 
@@ -129,10 +142,9 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     max_connections: usize,
-    /// The settings the pool connects with, for the event listener's own connection. Holds the
-    /// password: never printed.
-    listen_config: tokio_postgres::Config,
-    connect_timeout: Duration,
+    /// The connector of the event listener's own connection (the pool's is inside the pool).
+    /// Holds the password in its secret type: never printed.
+    listen: Arc<PoolConnect>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -149,38 +161,93 @@ impl PostgresStore {
     /// Connects to the store described by `config` and migrates it to this program's schema.
     ///
     /// Several processes may call this at once on the same database: migrations run once, under
-    /// an advisory lock. The connection is plaintext (`NoTls`) for now.
+    /// an advisory lock. The config's `sslmode` is honoured (`disable`, `prefer`, `require`);
+    /// for certificate verification give a URL to [`connect_url`](Self::connect_url).
     ///
     /// # Errors
-    /// `InvalidInput` on `max_connections` when it is 0; `Store` when the server cannot be
-    /// reached or refuses the login (the message says what to check, never the password), when
-    /// a migration fails, or when the store's schema is newer than this program or was migrated
-    /// by a different build (see [`migration_plan`]).
-    pub async fn connect(
-        mut config: tokio_postgres::Config,
-        options: PostgresOptions,
-    ) -> Result<Self> {
+    /// `InvalidInput` on `max_connections` when it is 0, or on `store.<setting>` when the
+    /// config is unusable (a unix socket, no user); `Store` when the server cannot be reached,
+    /// its TLS certificate or the login is refused (the message says what to check, never the
+    /// password), when a migration fails, or when the store's schema is newer than this program
+    /// or was migrated by a different build (see [`migration_plan`]).
+    pub async fn connect(config: tokio_postgres::Config, options: PostgresOptions) -> Result<Self> {
+        Self::connect_target(target::StoreTarget::from_config(&config)?, options).await
+    }
+
+    /// Parses a libpq URL or key=value string (the keys a connection URL accepts: `sslmode`,
+    /// `sslrootcert`, `sslcert`, `sslkey`, `channel_binding`, `application_name`, …), reads the
+    /// certificate files it names, and [connects](Self::connect). Without `sslmode`: `verify-full`
+    /// when `sslrootcert` is given, else `prefer`, with a warning.
+    ///
+    /// # Errors
+    /// `InvalidInput` on `store_url` or `store.<key>` when it does not parse or a file cannot be
+    /// read (the message does not repeat the URL); otherwise as [`connect`](Self::connect).
+    pub async fn connect_url(url: &str, options: PostgresOptions) -> Result<Self> {
+        Self::connect_target(target::StoreTarget::from_url(url)?, options).await
+    }
+
+    async fn connect_target(target: target::StoreTarget, options: PostgresOptions) -> Result<Self> {
         if options.max_connections == 0 {
             return Err(Error::invalid("max_connections", "must be at least 1"));
         }
-        config.connect_timeout(options.connect_timeout);
-        config.tcp_user_timeout(options.statement_timeout);
+        let mode = target.spec.tls.mode();
+        if mode < TlsMode::Require {
+            tracing::warn!(
+                store = "postgres",
+                sslmode = mode.as_str(),
+                "the connection to the PostgreSQL store may be unencrypted: give the store URL \
+                 sslmode=verify-full and sslrootcert=<CA file> (the password is never sent in \
+                 cleartext either way)"
+            );
+        }
         let statement_timeout = format!(
             "-c statement_timeout={}",
             options.statement_timeout.as_millis().max(1)
         );
-        let server_options = match config.get_options() {
+        let server_options = match &target.server_options {
             Some(o) if !o.trim().is_empty() => format!("{o} {statement_timeout}"),
             _ => statement_timeout,
         };
-        config.options(server_options);
-        if config.get_application_name().is_none() {
-            config.application_name("datahub");
+        let mut spec = target.spec;
+        if spec.options.application_name().is_none() {
+            spec.options = crate::model::ConnectOptions::new(
+                Some(i64::from(spec.options.connect_timeout_ms())),
+                crate::model::ApplicationName::parse_optional("datahub")?,
+            )?;
         }
-        let listen_config = config.clone();
-        let manager = Manager::from_config(
-            config,
-            NoTls,
+        let make = || -> Result<PoolConnect> {
+            let dial = Dialer::system().with_connect_timeout(options.connect_timeout);
+            // The operator chose the store's mode; only the cleartext guard applies.
+            let rules = ProbeRules {
+                min_tls_mode: TlsMode::Disable,
+                allow_cleartext_password: false,
+            };
+            Ok(connector(
+                Arc::new(dial),
+                Arc::new(Policy::default()),
+                &spec,
+                target.secrets.clone(),
+                &rules,
+                options.connect_timeout,
+            )
+            .map_err(|e| match e.field() {
+                Some(f) if e.kind() == ErrorKind::InvalidInput => {
+                    let f = format!("store.{f}");
+                    e.with_field(f)
+                }
+                _ => e,
+            })?
+            .with_server_options(server_options.clone())
+            .with_tcp(TcpTuning {
+                user_timeout: Some(options.statement_timeout),
+                keepalive_idle: Some(Duration::from_secs(30)),
+            }))
+        };
+        let pooled = make()?;
+        let shown = pooled.shown_config();
+        let manager = Manager::from_connect(
+            shown,
+            pooled,
             ManagerConfig {
                 // A query before reuse: a connection the server dropped (restart, failover) is
                 // replaced instead of failing the caller's first statement.
@@ -204,26 +271,10 @@ impl PostgresStore {
         let store = Self {
             pool,
             max_connections: options.max_connections,
-            listen_config,
-            connect_timeout: options.connect_timeout,
+            listen: Arc::new(make()?),
         };
         store.migrate().await?;
         Ok(store)
-    }
-
-    /// Parses a libpq URL or key=value string and [connects](Self::connect).
-    ///
-    /// # Errors
-    /// `InvalidInput` on `store_url` when it does not parse (the message does not repeat it);
-    /// otherwise as [`connect`](Self::connect).
-    pub async fn connect_url(url: &str, options: PostgresOptions) -> Result<Self> {
-        let config = url.parse::<tokio_postgres::Config>().map_err(|_| {
-            Error::invalid(
-                "store_url",
-                "is not a valid PostgreSQL connection URL or key=value string",
-            )
-        })?;
-        Self::connect(config, options).await
     }
 
     /// Closes the pool: connections are closed as they come back, and later calls fail.
@@ -367,22 +418,17 @@ const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// The event listener: its own connection (not pooled: `LISTEN` belongs to one session), which
 /// forwards every notification on [`EVENTS_CHANNEL`] to `sender`, reconnecting after a failure,
-/// until the receiver is dropped. The connection has the pool's connect timeout, TCP user
-/// timeout and keepalives, so a vanished server is noticed and replaced.
-async fn listen(
-    mut config: tokio_postgres::Config,
-    connect_timeout: Duration,
-    sender: mpsc::Sender<String>,
-) {
-    config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
+/// until the receiver is dropped. The connection is made like the pool's (TLS, connect timeout,
+/// TCP user timeout and keepalives), so a vanished server is noticed and replaced.
+async fn listen(connector: Arc<PoolConnect>, sender: mpsc::Sender<String>) {
     let statement = format!("LISTEN {EVENTS_CHANNEL}");
     loop {
+        // The connector cuts the connect at the pool's connect timeout.
         let connected = tokio::select! {
             () = sender.closed() => return,
-            connected = tokio::time::timeout(connect_timeout, config.connect(NoTls)) => connected,
+            connected = connector.open() => connected,
         };
-        if let Ok(Ok((client, mut connection))) = connected {
+        if let Ok((client, mut connection)) = connected {
             let listening = client.batch_execute(&statement);
             tokio::pin!(listening);
             let mut listened = false;
@@ -1538,11 +1584,7 @@ impl Store for PostgresStore {
 
     fn subscribe_events(&self) -> Option<mpsc::Receiver<String>> {
         let (sender, receiver) = mpsc::channel(1024);
-        tokio::spawn(listen(
-            self.listen_config.clone(),
-            self.connect_timeout,
-            sender,
-        ));
+        tokio::spawn(listen(self.listen.clone(), sender));
         Some(receiver)
     }
 
@@ -1644,6 +1686,24 @@ impl Store for PostgresStore {
         Ok(replaced == 1)
     }
 
+    // --- key checks (SQL in `postgres/keys.rs`) ---
+
+    async fn dek_sample(&self, kek: &KekId) -> Result<Option<(ConnectionId, WrappedDek)>> {
+        self.dek_sample_row(kek).await
+    }
+
+    async fn key_checks(&self) -> Result<Vec<crate::crypto::KeyCheck>> {
+        self.key_check_rows().await
+    }
+
+    async fn insert_key_check(&self, check: &crate::crypto::KeyCheck) -> Result<bool> {
+        self.insert_key_check_row(check).await
+    }
+
+    async fn delete_key_check(&self, kek: &KekId, audit: &AuditEvent) -> Result<()> {
+        self.delete_key_check_row(kek, audit).await
+    }
+
     // --- sessions (SQL in `postgres/sessions.rs`) ---
 
     async fn insert_session(&self, session: &crate::store::SessionRow) -> Result<()> {
@@ -1705,21 +1765,24 @@ mod tests {
         assert!(migration_plan(MIGRATIONS, &[]).is_ok());
     }
 
-    #[test]
-    fn debug_never_shows_connection_settings() {
+    #[tokio::test]
+    async fn debug_never_shows_connection_settings() {
         let mut config = tokio_postgres::Config::new();
-        config.password("canary-pw-1").host("127.0.0.1");
-        let manager = Manager::new(config.clone(), NoTls);
-        let pool = Pool::builder(manager)
-            .runtime(Runtime::Tokio1)
-            .build()
-            .unwrap();
-        let store = PostgresStore {
-            pool,
-            max_connections: 16,
-            listen_config: config,
-            connect_timeout: Duration::from_secs(5),
+        config
+            .password("canary-pw-1")
+            .host("127.0.0.1")
+            .port(1)
+            .user("u");
+        let target = target::StoreTarget::from_config(&config).unwrap();
+        assert!(!format!("{target:?}").contains("canary-pw-1"));
+        // Nothing listens on port 1: the store fails to open, and says nothing of the password.
+        let options = PostgresOptions {
+            connect_timeout: Duration::from_millis(500),
+            wait_timeout: Duration::from_millis(500),
+            ..PostgresOptions::default()
         };
-        assert!(!format!("{store:?}").contains("canary-pw-1"));
+        let err = PostgresStore::connect(config, options).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store);
+        assert!(!format!("{err:?} {err}").contains("canary-pw-1"), "{err}");
     }
 }

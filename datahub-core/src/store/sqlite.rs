@@ -13,6 +13,7 @@
 //! secret, log a secret column, or decide access.
 
 mod codec;
+mod keys;
 mod pool;
 mod sessions;
 
@@ -70,6 +71,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "check_facts",
         sql: include_str!("../../../migrations/sqlite/0005_check_facts.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "key_checks",
+        sql: include_str!("../../../migrations/sqlite/0006_key_checks.sql"),
     },
 ];
 
@@ -1736,6 +1742,24 @@ impl Store for SqliteStore {
                 Ok(n == 1)
             })
             .await
+    }
+
+    // --- key checks (SQL in `sqlite/keys.rs`) ---
+
+    async fn dek_sample(&self, kek: &KekId) -> Result<Option<(ConnectionId, WrappedDek)>> {
+        self.dek_sample_row(kek).await
+    }
+
+    async fn key_checks(&self) -> Result<Vec<crate::crypto::KeyCheck>> {
+        self.key_check_rows().await
+    }
+
+    async fn insert_key_check(&self, check: &crate::crypto::KeyCheck) -> Result<bool> {
+        self.insert_key_check_row(check).await
+    }
+
+    async fn delete_key_check(&self, kek: &KekId, audit: &AuditEvent) -> Result<()> {
+        self.delete_key_check_row(kek, audit).await
     }
 
     // --- sessions (SQL in `sqlite/sessions.rs`) ---

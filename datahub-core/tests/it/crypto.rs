@@ -447,7 +447,18 @@ fn create_key_file_is_private_and_never_overwrites() {
     let created = Keyring::create_key_file(&path).unwrap();
     let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert_eq!(created.active_id().as_str(), KekId::DEFAULT);
+    // S28: a generated id, `k-<date>-<8 hex digits>`, never `default`.
+    let generated = created.active_id().as_str();
+    assert!(
+        generated.starts_with("k-") && generated.len() == 19,
+        "{generated}"
+    );
+    assert_ne!(generated, KekId::DEFAULT);
+    assert!(
+        created.source().contains("master.key"),
+        "{}",
+        created.source()
+    );
     let loaded = Keyring::load_key_file(&path).unwrap();
     assert_eq!(loaded.active_id(), created.active_id());
 
@@ -467,14 +478,91 @@ fn create_key_file_is_private_and_never_overwrites() {
     assert!(err.to_string().contains("already exists"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), before);
 
-    // Two created files hold different keys.
+    // Two created files hold different keys under different ids (S28).
     let other = Keyring::create_key_file(dir.path().join("other.key")).unwrap();
+    assert_ne!(other.active_id(), created.active_id());
     assert_eq!(
         other.unwrap_dek(id, &wrapped).unwrap_err().kind(),
-        ErrorKind::Decrypt
+        ErrorKind::Keyring
     );
     let err = Keyring::create_key_file(dir.path().join("no/such/dir/key")).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Io);
+}
+
+/// S28: a key check opens only with the key that made it, under its id; another key under the
+/// same id, another id, a flipped byte or a wrong length fail; messages name the id and the
+/// keyring's source, never key text.
+#[test]
+fn key_checks_open_only_with_their_key() {
+    use datahub_core::crypto::KeyCheck;
+    let (_, k1) = random_key();
+    let (_, k2) = random_key();
+    let right = Keyring::parse(&format!("a:{k1}"))
+        .unwrap()
+        .with_source("the key file /right/master.key".to_owned());
+    let a = KekId::new("a").unwrap();
+    let check = right.key_check(&a).unwrap();
+    assert_eq!(check.kek_id(), &a);
+    let bytes = check.to_bytes();
+    assert_eq!(bytes.len(), 29);
+    assert_ne!(
+        right.key_check(&a).unwrap(),
+        check,
+        "a fresh nonce each time"
+    );
+    right.verify_check(&check).unwrap();
+    right
+        .verify_check(&KeyCheck::parse(a.clone(), &bytes).unwrap())
+        .unwrap();
+    assert!(!format!("{check:?}").contains(&k1));
+
+    let wrong = Keyring::parse(&format!("a:{k2}"))
+        .unwrap()
+        .with_source("DATAHUB_MASTER_KEY".to_owned());
+    let err = wrong.verify_check(&check).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Keyring);
+    assert!(
+        err.to_string()
+            .contains("the key with the id a in DATAHUB_MASTER_KEY"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(&k2));
+
+    let missing = Keyring::parse(&format!("b:{k1}")).unwrap();
+    let err = missing.verify_check(&check).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Keyring);
+    assert!(err.to_string().contains("key id a"), "{err}");
+    // The same key bytes under another id do not open it: the id is bound.
+    let renamed = KeyCheck::parse(KekId::new("b").unwrap(), &bytes).unwrap();
+    assert!(missing.verify_check(&renamed).is_err());
+
+    for i in 0..bytes.len() {
+        let mut flipped = bytes.clone();
+        flipped[i] ^= 0x01;
+        match KeyCheck::parse(a.clone(), &flipped) {
+            Ok(c) => assert!(right.verify_check(&c).is_err(), "byte {i}"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Decrypt, "byte {i}"),
+        }
+    }
+    for len in [0, 1, 28, 30] {
+        let mut b = bytes.clone();
+        b.resize(len, 0);
+        assert!(KeyCheck::parse(a.clone(), &b).is_err(), "{len}");
+    }
+}
+
+/// S34: a key file's text is read whole and the same as written, comments included.
+#[test]
+fn a_key_file_is_read_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("master.key");
+    Keyring::create_key_file(&path).unwrap();
+    let text = datahub_core::crypto::read_key_file(&path).unwrap();
+    assert_eq!(text.as_str(), std::fs::read_to_string(&path).unwrap());
+    assert!(
+        text.capacity() <= text.len() + 1,
+        "reserved from the file's size"
+    );
 }
 
 /// Keyring text: a table of good and bad inputs. Every error is a keyring error whose text

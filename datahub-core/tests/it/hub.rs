@@ -768,6 +768,125 @@ async fn rotation_through_the_hub_and_the_start_up_key_check() {
     );
 }
 
+/// S28: the store records the check of every key it uses; a keyring with another key under the
+/// same id (a bare `DATAHUB_MASTER_KEY`, id `default`, with the wrong value; another
+/// installation's key), or lacking a key the store's checks name, is refused naming the id and
+/// the keyring's source, and nothing is written; the right key opens everything again.
+#[tokio::test]
+async fn a_lost_or_foreign_key_is_refused_naming_id_and_source_and_writes_nothing() {
+    const RIGHT: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const WRONG: &str = "HxseHRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgE=";
+    let f = fixture(RIGHT).await;
+    let checks = f.store.key_checks().await.unwrap();
+    assert_eq!(checks.len(), 1, "opening recorded the active key's check");
+    assert_eq!(checks[0].kek_id().as_str(), "default");
+
+    // Even with no connection saved, a wrong key under the same id is refused.
+    let audit_before = audit(&f.store).await.len();
+    let wrong = Keyring::parse(WRONG)
+        .unwrap()
+        .with_source("DATAHUB_MASTER_KEY".to_owned());
+    let err = Hub::open(f.store.clone(), wrong).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Keyring);
+    let text = err.to_string();
+    assert!(text.contains("default"), "{text}");
+    assert!(text.contains("DATAHUB_MASTER_KEY"), "{text}");
+    assert!(text.contains("not the key"), "{text}");
+
+    let c = f
+        .hub
+        .create_connection(&f.admin, draft("db", "pw-kept"))
+        .await
+        .unwrap();
+    // Another installation's key under its own id: the store's id is missing.
+    let foreign = Keyring::parse(&format!("k-20260101-0badf00d:{WRONG}"))
+        .unwrap()
+        .with_source("the key file /elsewhere/master.key".to_owned());
+    let err = Hub::open(f.store.clone(), foreign).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Keyring);
+    let text = err.to_string();
+    assert!(text.contains("default"), "{text}");
+    assert!(text.contains("/elsewhere/master.key"), "{text}");
+    // A wrong key under the store's id, now also caught by the connection's data key.
+    let err = Hub::open(f.store.clone(), Keyring::parse(WRONG).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Keyring);
+
+    // Nothing was written by the refusals: no check for the foreign id, no audit row.
+    let ids: Vec<String> = f
+        .store
+        .key_checks()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.kek_id().as_str().to_owned())
+        .collect();
+    assert_eq!(ids, ["default"]);
+    assert_eq!(
+        audit(&f.store).await.len(),
+        audit_before + 1,
+        "the create only"
+    );
+
+    // The right key back: opens, and reveals.
+    let hub = Hub::open(f.store.clone(), Keyring::parse(RIGHT).unwrap())
+        .await
+        .unwrap();
+    let admin = login(&hub, "admin", ADMIN_PW).await;
+    assert_eq!(
+        hub.reveal(&admin, c.id)
+            .await
+            .unwrap()
+            .password
+            .expose_secret(),
+        "pw-kept"
+    );
+}
+
+/// S28: a store written before key checks existed (rows, no check) is checked by unwrapping one
+/// row's data key per key id; the right key then gets its check recorded.
+#[tokio::test]
+async fn rows_without_a_check_are_checked_by_their_data_keys() {
+    let f = fixture(K1).await;
+    f.hub
+        .create_connection(&f.admin, draft("db", "pw"))
+        .await
+        .unwrap();
+    let admin = audit_event_for_test();
+    f.store
+        .delete_key_check(&KekId::new("k1").unwrap(), &admin)
+        .await
+        .unwrap();
+    assert!(f.store.key_checks().await.unwrap().is_empty());
+    let other_k1 = K1.replace("AAEC", "AAED");
+    let err = Hub::open(f.store.clone(), Keyring::parse(&other_k1).unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Keyring);
+    assert!(err.to_string().contains("k1"), "{err}");
+    assert!(
+        f.store.key_checks().await.unwrap().is_empty(),
+        "nothing written"
+    );
+    Hub::open(f.store.clone(), Keyring::parse(K1).unwrap())
+        .await
+        .unwrap();
+    let ids: Vec<String> = f
+        .store
+        .key_checks()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.kek_id().as_str().to_owned())
+        .collect();
+    assert_eq!(ids, ["k1"]);
+}
+
+fn audit_event_for_test() -> datahub_core::audit::AuditEvent {
+    datahub_core::audit::AuditEvent::now(None, "system", "keys.retire", Some("test"), Outcome::Ok)
+}
+
 #[tokio::test]
 async fn users_tokens_and_the_last_admin() {
     let f = fixture(K1).await;

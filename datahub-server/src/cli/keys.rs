@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Subcommand;
-use datahub_core::crypto::{KekId, Keyring, MASTER_KEY_ENV};
+use datahub_core::crypto::{KekId, Keyring, MASTER_KEY_ENV, read_key_file};
 use datahub_core::keys::{DEFAULT_ROTATION_BATCH, KeyStatus};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use secrecy::zeroize::Zeroizing;
@@ -28,7 +28,8 @@ pub enum KeysCommand {
     /// Make a new random key and print its key file entry (`ID:BASE64`), or with --write put
     /// it first (active) in the key file, which stays mode 0600.
     Generate {
-        /// The new key's id (1-32 of A-Z a-z 0-9 _ -). Default: k<UTC date and time>.
+        /// The new key's id (1-32 of A-Z a-z 0-9 _ -). Default: k-<UTC date>-<8 random hex
+        /// digits>, unique.
         #[arg(long)]
         id: Option<String>,
         /// Write the key into the key file as the active key instead of printing it.
@@ -90,7 +91,16 @@ struct RotationJson {
 
 pub(crate) async fn run(command: KeysCommand, settings: &Settings) -> CliResult {
     match command {
-        KeysCommand::Generate { id, write, out } => generate(settings, id, write, out.output),
+        KeysCommand::Generate { id, write, out } => {
+            if write {
+                // Only a keyring that opens the store may be changed, and a new key file is
+                // made only for an empty store: one for a store with data would open none of
+                // it (S28).
+                let store = crate::startup::open_store(settings).await?;
+                crate::startup::check_keys(settings, store.as_ref()).await?;
+            }
+            generate(settings, id, write, out.output)
+        }
         KeysCommand::Status { out } => {
             let (hub, op) = super::open(settings, false).await?;
             let keys = hub.key_status(&op).await?;
@@ -242,7 +252,7 @@ fn generate(settings: &Settings, id: Option<String>, write: bool, output: Output
                 "id: the key file already holds a key {id}"
             )));
         }
-        let old = Zeroizing::new(read_key_file(path)?);
+        let old = read_key_file(path)?;
         insert_first(&old, &entry)
     } else {
         Zeroizing::new(format!(
@@ -269,24 +279,9 @@ fn generate(settings: &Settings, id: Option<String>, write: bool, output: Output
     Ok(())
 }
 
-/// `k` and the UTC date and time, e.g. `k20261127T054849`.
+/// A fresh unique id ([`KekId::generate`]: `k-<UTC date>-<8 random hex digits>`).
 fn default_id() -> CliResult<KekId> {
-    let now = time::OffsetDateTime::now_utc();
-    let id = format!(
-        "k{:04}{:02}{:02}T{:02}{:02}{:02}",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
-    Ok(KekId::new(&id)?)
-}
-
-fn read_key_file(path: &Path) -> CliResult<String> {
-    std::fs::read_to_string(path)
-        .map_err(|e| CliError::failed(format!("could not read {}: {e}", path.display())))
+    Ok(KekId::generate()?)
 }
 
 /// The key file text with `entry` as a new line before the first entry (after the leading
@@ -358,7 +353,7 @@ fn remove_from_key_file(settings: &Settings, id: &KekId) -> CliResult {
     let path = &settings.master_key_file;
     // Loading checks the file's mode as every start does.
     Keyring::load_key_file(path)?;
-    let old = Zeroizing::new(read_key_file(path)?);
+    let old = read_key_file(path)?;
     let text = without_entry(&old, id);
     Keyring::parse(&entries_only(&text))?;
     replace_key_file(path, &text)

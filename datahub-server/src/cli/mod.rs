@@ -130,7 +130,10 @@ pub async fn run(command: Command, settings: Settings) -> ExitCode {
 }
 
 async fn migrate(settings: &Settings) -> CliResult {
-    startup::open_store(settings).await?;
+    let store = startup::open_store(settings).await?;
+    // Like every command, refuse a store whose keys the keyring cannot open (S28); this one
+    // never makes a key.
+    startup::check_keys(settings, store.as_ref()).await?;
     eprintln!("the store is migrated");
     Ok(())
 }

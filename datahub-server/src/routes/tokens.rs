@@ -7,8 +7,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use datahub_core::TokenId;
-use datahub_core::hub::TokenInfo;
-use serde::{Deserialize, Serialize};
+use datahub_core::hub::{NewApiToken, TokenInfo};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -78,25 +79,54 @@ pub struct NewToken {
 }
 
 /// A created token: the only answer that carries the token text. Keep it now: it cannot be
-/// shown again.
-#[derive(Debug, Serialize, ToSchema)]
+/// shown again. Documentation only; the handler answers with [`CreatedTokenBody`], which reads
+/// the token out of its secret type at the last moment.
+#[derive(Debug, ToSchema)]
 pub struct CreatedToken {
     /// Id (to revoke it).
     pub id: Uuid,
     /// The token, for `Authorization: Bearer <token>`. Shown this once.
+    #[schema(format = Password)]
     pub token: String,
     /// Its label.
     pub name: String,
     /// Whether it may only read.
     pub read_only: bool,
     /// Created (RFC 3339, UTC).
-    #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: OffsetDateTime,
     /// When it stops working, if ever (RFC 3339, UTC).
-    #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A new token as the core made it, serialized as [`CreatedToken`]: the token stays in its
+/// secret type (zeroized on drop, redacted `Debug`) until the moment the answer is written
+/// (S34), like [`RevealBody`](crate::api::connection::RevealBody).
+#[derive(Debug)]
+pub struct CreatedTokenBody(pub NewApiToken);
+
+impl Serialize for CreatedTokenBody {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let (info, token) = (&self.0.info, &self.0.token);
+        let mut s = serializer.serialize_struct("CreatedToken", 6)?;
+        s.serialize_field("id", info.id.as_uuid())?;
+        s.serialize_field("token", token.expose_secret())?;
+        s.serialize_field("name", &info.name)?;
+        s.serialize_field("read_only", &info.read_only)?;
+        s.serialize_field("created_at", &Rfc3339Field(info.created_at))?;
+        s.serialize_field("expires_at", &info.expires_at.map(Rfc3339Field))?;
+        s.end()
+    }
+}
+
+/// A timestamp serialized as RFC 3339, as the derived types do with `time::serde::rfc3339`.
+struct Rfc3339Field(OffsetDateTime);
+
+impl Serialize for Rfc3339Field {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        time::serde::rfc3339::serialize(&self.0, serializer)
+    }
 }
 
 /// The caller's own tokens, revoked ones included.
@@ -139,15 +169,7 @@ async fn create_token(
         .hub()
         .create_token(&principal, &body.name, body.expires_in_days, body.read_only)
         .await?;
-    let created = CreatedToken {
-        id: *new.info.id.as_uuid(),
-        token: new.token.expose_secret().to_owned(),
-        name: new.info.name,
-        read_only: new.info.read_only,
-        created_at: new.info.created_at,
-        expires_at: new.info.expires_at,
-    };
-    Ok((StatusCode::CREATED, Json(created)).into_response())
+    Ok((StatusCode::CREATED, Json(CreatedTokenBody(new))).into_response())
 }
 
 /// Revokes a token: one's own, or anyone's for admins. It is refused from the next request on.

@@ -40,18 +40,25 @@ impl Server {
     /// Starts the binary on a free loopback port over `data_dir`, with `extra` arguments.
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let addr = free_port();
+        let listen = addr.to_string();
+        let data = data_dir.to_str().unwrap();
+        let mut args = vec!["--listen", &listen, "--data-dir", data];
+        args.extend_from_slice(extra);
+        Self::start_with_args(addr, &args, &[])
+    }
+
+    /// Starts the binary with exactly `args` (which must make it listen on `addr`) and the
+    /// extra environment `env`.
+    pub(crate) fn start_with_args(addr: SocketAddr, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra)
+            .args(args)
             .env_remove("DATAHUB_MASTER_KEY")
             .env_remove("DATAHUB_CONFIG")
             .env_remove("DATAHUB_STORE")
             .env_remove("DATAHUB_MASTER_KEY_FILE")
             .env("DATAHUB_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
             .env("DATAHUB_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -197,7 +204,7 @@ impl Drop for Server {
 }
 
 /// A loopback port nobody listens on (now).
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
@@ -581,6 +588,11 @@ async fn https_serves_with_the_given_certificate() {
     assert_eq!(health.status, 200);
     assert_eq!(health.json(), serde_json::json!({"status": "ok"}));
     assert_eq!(health.header("x-frame-options"), Some("DENY"));
+    // S34: answers over HTTPS carry Strict-Transport-Security.
+    assert_eq!(
+        health.header("strict-transport-security"),
+        Some(datahub_server::HSTS)
+    );
     // Plain HTTP on the HTTPS port gets no HTTP answer.
     let mut plain = TcpStream::connect(server.addr).await.unwrap();
     plain
@@ -690,4 +702,68 @@ async fn the_readme_walk_through_signs_in_saves_tests_and_sees_it_healthy() {
     assert!(!server.stderr().contains(DB_PW));
     server.terminate();
     assert!(server.exit(Duration::from_secs(10)).await.success());
+}
+
+/// Operators' flags (issue 13, item 10): every shared and serve flag is accepted before and after
+/// the `serve` subcommand, and the server then listens where it was told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_flags_work_before_and_after_the_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    for order in ["after", "before", "split"] {
+        let addr = free_port();
+        let listen = addr.to_string();
+        let args: Vec<&str> = match order {
+            "after" => vec![
+                "serve",
+                "--listen",
+                &listen,
+                "--data-dir",
+                data,
+                "--no-monitor",
+            ],
+            "before" => vec![
+                "--listen",
+                &listen,
+                "--data-dir",
+                data,
+                "--no-monitor",
+                "serve",
+            ],
+            _ => vec![
+                "--data-dir",
+                data,
+                "serve",
+                "--listen",
+                &listen,
+                "--no-monitor",
+            ],
+        };
+        let mut server = Server::start_with_args(addr, &args, &[]);
+        server.ready(None).await;
+        let health = server.request("GET", "/healthz", &[]).await;
+        assert_eq!(health.status, 200, "{order}");
+        // S34: plain HTTP never announces Strict-Transport-Security.
+        assert_eq!(health.header("strict-transport-security"), None);
+        server.terminate();
+        let status = server.exit(Duration::from_secs(10)).await;
+        assert!(status.success(), "{order}: {status}\n{}", server.stderr());
+    }
+
+    // Half a TLS pair is refused wherever its halves are written, naming both settings.
+    let out = Command::new(BIN)
+        .args([
+            "--data-dir",
+            data,
+            "serve",
+            "--tls-cert",
+            "/nonexistent.pem",
+        ])
+        .env_remove("DATAHUB_TLS_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("tls_cert and tls_key"), "{said}");
 }

@@ -16,6 +16,7 @@ mod connections;
 mod e2e;
 mod events;
 mod fuzz;
+mod hygiene;
 mod matrix;
 mod metrics;
 mod replicas;

@@ -102,7 +102,22 @@ pub(super) fn pool(e: PoolError, max_connections: usize) -> Error {
             "timed out checking a pooled connection to the PostgreSQL store: check that the \
              server is up and responsive",
         ),
-        PoolError::Backend(e) => db("connecting", e),
+        PoolError::Backend(e) => match crate::probe::PoolConnectError::find(&e) {
+            // Refused before the server said anything of its own: name the failure as a
+            // connection test would (kind, step, hint), e.g. a certificate no trusted CA signed.
+            Some(refused) => {
+                let f = refused.failure();
+                Error::new(
+                    ErrorKind::Store,
+                    format!(
+                        "could not connect to the PostgreSQL store ({} during {}): {}; check the \
+                         store URL",
+                        f.kind, f.step, f.hint
+                    ),
+                )
+            }
+            None => db("connecting", e),
+        },
         PoolError::Closed => Error::new(ErrorKind::Store, "the PostgreSQL store was closed"),
         PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => Error::new(
             ErrorKind::Internal,

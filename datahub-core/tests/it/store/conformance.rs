@@ -282,6 +282,7 @@ macro_rules! conformance_suite {
             check_leases_one_winner_per_interval,
             policy_default_then_set,
             key_usage_and_rotation_batches,
+            key_checks_and_samples,
             concurrent_updates_one_wins,
             concurrent_audited_writes_keep_the_chain,
             concurrent_writes_fail_alone,
@@ -2306,6 +2307,74 @@ pub async fn policy_default_then_set(store: Handle) {
     store.set_policy(&empty, &ev("policy.set")).await.unwrap();
     assert_eq!(store.policy().await.unwrap(), empty);
     assert_eq!(last_action(&store).await, "policy.set");
+}
+
+/// S28: the store keeps one key check per KEK id (the first recorded stays), lists them in id
+/// order, deletes one with its audit row, and hands one row's data key per KEK for the start-up
+/// check.
+pub async fn key_checks_and_samples(store: Handle) {
+    assert!(store.key_checks().await.unwrap().is_empty());
+    let (k1, k2) = (keyring("k1", 1), keyring("k2", 2));
+    let id1 = KekId::new("k1").unwrap();
+    let id2 = KekId::new("k2").unwrap();
+    let first = k2.key_check(&id2).unwrap();
+    assert!(store.insert_key_check(&first).await.unwrap());
+    assert!(
+        !store
+            .insert_key_check(&k2.key_check(&id2).unwrap())
+            .await
+            .unwrap(),
+        "the first check of an id stays"
+    );
+    assert!(
+        store
+            .insert_key_check(&k1.key_check(&id1).unwrap())
+            .await
+            .unwrap()
+    );
+    let checks = store.key_checks().await.unwrap();
+    let ids: Vec<&str> = checks.iter().map(|c| c.kek_id().as_str()).collect();
+    assert_eq!(ids, ["k1", "k2"]);
+    assert_eq!(checks[1], first);
+    k1.verify_check(&checks[0]).unwrap();
+    k2.verify_check(&checks[1]).unwrap();
+    // Another key under the same id does not open the stored check.
+    let err = keyring("k2", 9).verify_check(&checks[1]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Keyring);
+
+    let before = audit_count(&store).await;
+    store
+        .delete_key_check(&id1, &ev("keys.retire"))
+        .await
+        .unwrap();
+    assert_eq!(audit_count(&store).await, before + 1);
+    let ids: Vec<String> = store
+        .key_checks()
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.kek_id().as_str().to_owned())
+        .collect();
+    assert_eq!(ids, ["k2"]);
+
+    // The sample is the lowest id under the key, and none for a key wrapping nothing.
+    let owner = user(&store, "owner").await;
+    let mut rows = Vec::new();
+    for i in 0..3 {
+        let mut r = row(spec(&format!("s{i}"), "h.example.com", None, &[]), owner);
+        r.secrets = sealed(&k1, r.id, "pw", false);
+        store
+            .insert_connection(&r, &ev("connection.create"))
+            .await
+            .unwrap();
+        rows.push(r);
+    }
+    rows.sort_by_key(|r| r.id);
+    let (id, dek) = store.dek_sample(&id1).await.unwrap().unwrap();
+    assert_eq!(id, rows[0].id);
+    assert_eq!(dek, rows[0].secrets.dek);
+    k1.unwrap_dek(id, &dek).unwrap();
+    assert!(store.dek_sample(&id2).await.unwrap().is_none());
 }
 
 pub async fn key_usage_and_rotation_batches(store: Handle) {

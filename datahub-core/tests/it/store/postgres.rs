@@ -76,7 +76,11 @@ async fn four_replicas_opening_at_once_migrate_once() {
             &cluster,
             "SELECT count(*), min(version), max(version) FROM schema_migrations"
         ),
-        format!("{0}|1|{0}", MIGRATIONS.len())
+        format!(
+            "{}|1|{}",
+            MIGRATIONS.len(),
+            MIGRATIONS.last().unwrap().version
+        )
     );
     // Every replica works on the one schema.
     let a: Arc<dyn Store> = Arc::new(stores.remove(0));
@@ -495,8 +499,169 @@ async fn a_store_url_opens_and_a_bad_one_is_not_echoed() {
     .await
     .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
-    assert_eq!(err.field(), Some("store_url"));
+    assert_eq!(err.field(), Some("store.port"));
     assert!(!format!("{err} {err:?}").contains("url-pw-Qx7"));
+}
+
+// ------------------------------------------------------------------------------------------
+// S32: the store's own connection: TLS through the prober's rustls setup, no cleartext password
+// ------------------------------------------------------------------------------------------
+
+const TLS_USER: &str = "tlsstore";
+const TLS_PASSWORD: &str = "tls-store-pw-Vb4!";
+
+/// A TLS cluster: `tlsstore` (SCRAM, TLS only), `certstore` (client certificate), `plainpw`
+/// (cleartext `password` auth, plaintext only), each owning a database of its name.
+async fn tls_cluster() -> PgCluster {
+    use datahub_testkit::{AuthMethod, ServerCert, Transport};
+    tokio::task::spawn_blocking(|| {
+        PgCluster::builder()
+            .tls(ServerCert::Valid)
+            .max_connections(60)
+            .user(
+                User::new(TLS_USER)
+                    .password(TLS_PASSWORD)
+                    .transport(Transport::SslOnly),
+            )
+            .user(User::new("certstore").auth(AuthMethod::Cert))
+            .user(
+                User::new("plainpw")
+                    .password(TLS_PASSWORD)
+                    .auth(AuthMethod::Password)
+                    .transport(Transport::NoSsl),
+            )
+            .database(TLS_USER, TLS_USER)
+            .database("certstore", "certstore")
+            .database("plainpw", "plainpw")
+            .start()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// How many of `user`'s sessions run over TLS, and how many in all.
+fn ssl_sessions(cluster: &PgCluster, user: &str) -> (u32, u32) {
+    let out = cluster
+        .psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FROM pg_stat_activity a \
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.usename = '{user}'"
+            ),
+        )
+        .unwrap();
+    let (tls, all) = out.trim().split_once('|').unwrap();
+    (tls.parse().unwrap(), all.parse().unwrap())
+}
+
+/// S32: `sslmode=verify-full` with `sslrootcert` (and, without `sslmode`, a root CA alone means
+/// verify-full): the store opens over TLS, its event listener too, and channel binding can be
+/// required.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_connects_over_verified_tls() {
+    let cluster = tls_cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, cluster.ca_pem().unwrap()).unwrap();
+    let base = cluster.url(TLS_USER, TLS_USER);
+    for query in [
+        format!("sslmode=verify-full&sslrootcert={}", ca.display()),
+        format!("sslrootcert={}", ca.display()),
+        format!(
+            "sslmode=verify-full&sslrootcert={}&channel_binding=require",
+            ca.display()
+        ),
+    ] {
+        let store =
+            PostgresStore::connect_url(&format!("{base}?{query}"), PostgresOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert_eq!(store.user_count().await.unwrap(), 0);
+        let _events = store.subscribe_events().unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (tls, all) = ssl_sessions(&cluster, TLS_USER);
+        assert!(all >= 2, "the pool and the listener: {all}");
+        assert_eq!(tls, all, "{query}: every session over TLS");
+        store.close();
+    }
+}
+
+/// S32: a client certificate (`sslcert`, `sslkey`) signs the store in.
+#[tokio::test]
+async fn the_store_signs_in_with_a_client_certificate() {
+    let cluster = tls_cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("client.pem"),
+        dir.path().join("client.key"),
+    );
+    std::fs::write(&ca, cluster.ca_pem().unwrap()).unwrap();
+    let (cert_pem, key_pem) = cluster.client_cert("certstore").unwrap();
+    std::fs::write(&cert, cert_pem).unwrap();
+    std::fs::write(&key, key_pem).unwrap();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}&sslcert={}&sslkey={}",
+        cluster.url("certstore", "certstore"),
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let store = PostgresStore::connect_url(&url, PostgresOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(store.user_count().await.unwrap(), 0);
+}
+
+/// S32: a server certificate from another CA refuses to open, with a message that names the
+/// store and the certificate problem, never the password.
+#[tokio::test]
+async fn a_wrong_ca_refuses_the_store_with_a_clear_message() {
+    let cluster = tls_cluster().await;
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other-ca.pem");
+    std::fs::write(&other, cluster.other_ca_pem().unwrap()).unwrap();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        cluster.url(TLS_USER, TLS_USER),
+        other.display()
+    );
+    let err = PostgresStore::connect_url(&url, PostgresOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Store);
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("PostgreSQL store"), "{text}");
+    assert!(text.contains("tls_certificate_invalid"), "{text}");
+    assert!(!text.contains(TLS_PASSWORD), "{text}");
+    let (_, all) = ssl_sessions(&cluster, TLS_USER);
+    assert_eq!(all, 0, "nothing signed in");
+}
+
+/// S32, S13: with `prefer` falling back to plaintext (or `disable`), a server asking for the
+/// password in cleartext gets nothing: the store refuses to open.
+#[tokio::test]
+async fn the_store_password_never_goes_cleartext_over_plaintext() {
+    let cluster = tls_cluster().await;
+    for mode in ["prefer", "disable"] {
+        let url = format!("{}?sslmode={mode}", cluster.url("plainpw", "plainpw"));
+        let err = PostgresStore::connect_url(&url, PostgresOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store, "{mode}");
+        let text = format!("{err} {err:?}");
+        assert!(text.contains("auth_method_refused"), "{mode}: {text}");
+        assert!(!text.contains(TLS_PASSWORD), "{text}");
+    }
+    // No sslmode: prefer, over TLS when the server has it (the SCRAM user over hostssl).
+    let store =
+        PostgresStore::connect_url(&cluster.url(TLS_USER, TLS_USER), PostgresOptions::default())
+            .await
+            .unwrap();
+    assert_eq!(store.user_count().await.unwrap(), 0);
+    let (tls, all) = ssl_sessions(&cluster, TLS_USER);
+    assert_eq!(tls, all);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
