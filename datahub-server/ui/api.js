@@ -17,26 +17,13 @@ export function onUnauthenticated(fn) {
   unauthenticated = fn;
 }
 
-function url(path, query) {
-  const qs = new URLSearchParams(Object.entries(query || {}).filter(([, v]) => v != null && v !== '')).toString();
-  return BASE + path + (qs ? `?${qs}` : '');
-}
 
 function parseEtag(value) {
-  if (!value) return null;
-  const m = /^(?:W\/)?"?(\d+)"?$/.exec(value.trim());
+  const m = /^(?:W\/)?"?(\d+)"?$/.exec((value || '').trim());
   return m ? Number(m[1]) : null;
 }
 
-function retryAfterOf(value) {
-  if (!value) return null;
-  const n = Number(value);
-  if (Number.isFinite(n)) return Math.max(0, Math.ceil(n));
-  const at = Date.parse(value);
-  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
-}
 
-/** Calls the API. Answers {status, data, etag}; throws ApiError on a non-2xx answer. */
 export async function api(method, path, { query, body, ifMatch, signal } = {}) {
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin', signal, cache: 'no-store' };
@@ -50,27 +37,23 @@ export async function api(method, path, { query, body, ifMatch, signal } = {}) {
   }
   let response;
   try {
-    response = await fetch(url(path, query), init);
+    const qs = new URLSearchParams(Object.entries(query || {}).filter(([, v]) => v != null && v !== ''));
+    response = await fetch(`${BASE}${path}?${qs}`.replace(/\?$/, ''), init);
   } catch (e) {
     if (e && e.name === 'AbortError') throw e;
     throw new ApiError(0, { code: 'network', message: 'the server could not be reached: check your network and try again' });
   }
   const etag = parseEtag(response.headers.get('ETag'));
   let data = null;
-  if (response.status !== 204) {
-    const text = await response.text();
-    if (text) {
-      try { data = JSON.parse(text); } catch { data = null; }
-    }
-  }
+  try { data = JSON.parse(await response.text()); } catch { /* 204, or not JSON */ }
   if (response.ok) return { status: response.status, data, etag };
-  const detail = (data && data.error) || {};
+  const { code, message, field, request_id: requestId } = (data && data.error) || {};
   const error = new ApiError(response.status, {
-    code: detail.code,
-    message: detail.message,
-    field: detail.field || null,
-    requestId: detail.request_id || response.headers.get('x-request-id'),
-    retryAfter: retryAfterOf(response.headers.get('Retry-After')),
+    code,
+    message,
+    field,
+    requestId: requestId || response.headers.get('x-request-id'),
+    retryAfter: Math.ceil(response.headers.get('Retry-After')) || null, // seconds
     body: data,
   });
   if (response.status === 401 && !(method === 'POST' && path === '/auth/login') && unauthenticated) {
@@ -79,7 +62,6 @@ export async function api(method, path, { query, body, ifMatch, signal } = {}) {
   throw error;
 }
 
-/** Whether e is an ApiError with one of these statuses. */
 export const isStatus = (e, ...statuses) => e instanceof ApiError && statuses.includes(e.status);
 
 export const get = (path, query, opts = {}) => api('GET', path, { ...opts, query });

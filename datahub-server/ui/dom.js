@@ -12,8 +12,7 @@ function apply(el, props) {
     else if (key === 'dataset') for (const [k, v] of Object.entries(value)) el.dataset[k] = v;
     else if (BOOLEAN.has(key)) { if (value) el.setAttribute(key, ''); else el.removeAttribute(key); if (key in el) el[key] = !!value; }
     else if (key === 'value') el.value = value;
-    else if (key === 'style') throw new Error('style attributes break the CSP: use a class');
-    else if (/^on/i.test(key)) throw new Error('inline handlers break the CSP: use on: {}');
+    else if (key === 'style' || /^on/i.test(key)) throw new Error(`${key}: breaks the CSP (use a class, or on: {})`);
     else if (value !== false) el.setAttribute(key, value === true ? '' : String(value));
   }
 }
@@ -39,7 +38,6 @@ export function h(tag, props, ...children) {
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
-/** An SVG element with the same rules as h(). */
 export function svg(tag, attrs, ...children) {
   const el = document.createElementNS(SVG_NS, tag);
   apply(el, attrs);
@@ -52,7 +50,6 @@ export function clear(el) {
   return el;
 }
 
-/** Clears el, then appends the children (as h() takes them). */
 export function replace(el, ...children) {
   el.replaceChildren();
   append(el, children);

@@ -1,4 +1,4 @@
-// One shared EventSource to /api/v1/events; after a drop, jittered backoff (1 s → 30 s), then {type: 'resync'}.
+// One shared EventSource to /api/v1/events; after a drop, jittered backoff (1 s → 30 s), then a resync.
 
 import { get, isStatus } from './api.js';
 
@@ -11,7 +11,7 @@ let wanted = false;
 
 function deliver(event) {
   for (const fn of [...listeners]) {
-    // A listener's bug must not stop the others: rethrown later, it is reported without any data.
+    // A listener's bug must not stop the others; it is rethrown later, without data.
     try { fn(event); } catch (e) { setTimeout(() => { throw e; }); }
   }
 }
@@ -44,8 +44,7 @@ function connect() {
 
 async function schedule() {
   if (!wanted || timer) return;
-  // A stream refused because the session ended looks like any drop: ask the API, whose 401
-  // handler sends the user to sign-in.
+  // A refusal for an ended session looks like any drop: the API's 401 handler tells.
   try {
     await get('/auth/me');
   } catch (e) {
@@ -64,16 +63,14 @@ function stop() {
   source = null;
 }
 
-// A page being left closes its stream: an open one holds one of the browser's six HTTP/1.1
-// connections to the host and stalls the next page's calls. Back on the page, it reopens and
-// resyncs.
+// A page left closes its stream (an open one holds one of the six HTTP/1.1 connections per
+// host and stalls the next page); back on the page, it reopens and resyncs.
 addEventListener('pagehide', () => {
   if (wanted) dropped = true;
   stop();
 });
 addEventListener('pageshow', () => { if (wanted) connect(); });
 
-/** Opens the stream (after sign-in) unless it is open. */
 export function open() {
   wanted = true;
   if (!source && !timer) connect();

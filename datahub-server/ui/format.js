@@ -1,11 +1,9 @@
 // Formatting of times, durations and numbers for display.
 
-const numberFormat = new Intl.NumberFormat('en');
 
 /** "12 s ago", "5 min ago", "3 h ago", "2 d ago", or "never". */
 export function age(date, now = Date.now()) {
-  if (date == null || date === '') return 'never';
-  const at = date instanceof Date ? date.getTime() : Date.parse(date);
+  const at = Date.parse(date);
   if (Number.isNaN(at)) return 'never';
   const s = Math.max(0, Math.round((now - at) / 1000));
   if (s < 60) return `${s} s ago`;
@@ -16,8 +14,8 @@ export function age(date, now = Date.now()) {
 
 /** "4.9 ms", "12 ms", "1.2 s"; "—" when unknown. */
 export function ms(n) {
-  if (n == null || !Number.isFinite(Number(n))) return '—';
   const v = Number(n);
+  if (n == null || !Number.isFinite(v)) return '—';
   if (v >= 1000) return `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)} s`;
   if (v >= 10 || Number.isInteger(v)) return `${Math.round(v)} ms`;
   return `${v.toFixed(v < 1 ? 2 : 1)} ms`;
@@ -36,21 +34,17 @@ export function dateTime(iso) {
 
 /** 0.9973 → "99.7 %"; "—" when unknown. */
 export function pct(x) {
-  if (x == null || !Number.isFinite(Number(x))) return '—';
   const v = Number(x) * 100;
+  if (x == null || !Number.isFinite(v)) return '—';
   return `${v === 100 || v === 0 ? v.toFixed(0) : v.toFixed(v > 99 ? 2 : 1)} %`;
 }
 
-/** 1000 → "1,000". */
-export function count(n) {
-  return numberFormat.format(n);
-}
+export const count = new Intl.NumberFormat('en').format;
 
 /** "in 3 days", "2 days ago": a whole-day distance for certificate expiry. */
 export function days(iso, now = Date.now()) {
   const d = Math.round((Date.parse(iso) - now) / 86400000);
   if (d === 0) return 'today';
-  const n = Math.abs(d);
-  const unit = n === 1 ? 'day' : 'days';
-  return d > 0 ? `in ${n} ${unit}` : `${n} ${unit} ago`;
+  const n = `${Math.abs(d)} day${Math.abs(d) === 1 ? '' : 's'}`;
+  return d > 0 ? `in ${n}` : `${n} ago`;
 }

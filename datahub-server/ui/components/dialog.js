@@ -30,7 +30,7 @@ export function openDialog({ title, content, actions = [], onClose } = {}) {
       open.delete(ctl);
       if (root.open) root.close();
       root.remove();
-      if (opener && opener.isConnected && opener.focus) opener.focus();
+      if (opener && opener.isConnected) opener.focus();
       if (onClose) onClose();
     },
   };
@@ -38,7 +38,7 @@ export function openDialog({ title, content, actions = [], onClose } = {}) {
   root.addEventListener('close', () => ctl.close());
   root.addEventListener('keydown', (e) => {
     if (e.key !== 'Tab') return;
-    const items = [...root.querySelectorAll('a[href], button:not([disabled]), input:not([disabled]), select:not([disabled]), textarea:not([disabled]), [tabindex]:not([tabindex="-1"])')]
+    const items = [...root.querySelectorAll(':is(a[href], button, input, select, textarea, [tabindex]):not([disabled], [tabindex="-1"])')]
       .filter((el) => el.offsetParent !== null);
     const first = items[0];
     const last = items[items.length - 1];

@@ -26,15 +26,18 @@ function wrap({ label, name, hint, input }) {
   return { el, input, setError, label };
 }
 
-/** A text-like <input> (no autocomplete or spellcheck unless asked) with its label: {el, input, setError(msg|null), label}; the others alike. */
+/** A labelled <input>, no autocomplete or spellcheck unless asked: {el, input, setError, label}. */
 export function field({ label, name, type = 'text', value, hint, required, autocomplete = 'off', attrs } = {}) {
   const input = h('input.input', { type, name, value: value ?? '', required, autocomplete, spellcheck: 'false', ...attrs });
   return wrap({ label, name, hint, input });
 }
 
+/** options: values or [value, text] pairs. */
 export function selectField({ label, name, options = [], value, hint, required, attrs } = {}) {
-  const input = h('select.input', { name, required, ...attrs },
-    options.map((o) => h('option', { value: o.value }, o.label)));
+  const input = h('select.input', { name, required, ...attrs }, options.map((o) => {
+    const [v, text] = Array.isArray(o) ? o : [o, o];
+    return h('option', { value: v }, text);
+  }));
   if (value != null) input.value = String(value);
   return wrap({ label, name, hint, input });
 }
@@ -45,7 +48,6 @@ export function textareaField({ label, name, value, hint, required, rows = 4, at
   return wrap({ label, name, hint, input });
 }
 
-/** A checkbox, its label after it. */
 export function checkbox({ label, name, checked, hint }) {
   const id = uid(name);
   const hintEl = hint ? h('p.field-hint', { id: `${id}-hint` }, hint) : null;
@@ -63,10 +65,7 @@ export function errorSummary(errors = [], title = 'There is a problem') {
       : e.message))));
 }
 
-/**
- * Shows errors [{key, message}] next to their fields (key → {input, setError}) and in a summary
- * that replaces box's content and takes focus; others (or {input, message}) go to the summary only.
- */
+/** Shows errors [{key, message}] next to their fields and in a focused summary in box. */
 export function showErrors(box, fields, errors) {
   for (const f of Object.values(fields)) f.setError(null);
   const items = errors.map((e) => {
@@ -90,4 +89,26 @@ export function fieldMessage(label, message) {
 export function showApiError(box, fields, e, key = e.field, prefix = '') {
   const f = isStatus(e, 400, 409) && fields[key];
   showErrors(box, fields, [{ key: f ? key : null, message: f ? prefix + fieldMessage(f.label, e.message) : describe(e) }]);
+}
+
+/** An admin form: check() errors show, else send() runs; its error goes to failed() or its field. */
+export function formOf({ fields, label, check = () => [], send, conflict, extra, failed }) {
+  const summary = h('div');
+  const button = h('button.button.button--primary', { type: 'submit' }, label);
+  const form = h('form.admin-form', { novalidate: true, on: { submit: async (e) => {
+    e.preventDefault();
+    const errs = check().filter(Boolean);
+    showErrors(summary, fields, errs);
+    if (errs.length) return;
+    button.disabled = true;
+    try {
+      await send();
+    } catch (err) {
+      if (failed) failed(err, summary);
+      else showApiError(summary, fields, err, err.field || (isStatus(err, 409) ? conflict : null));
+    } finally {
+      button.disabled = false;
+    }
+  } } }, summary, Object.values(fields).map((f) => f.el), extra, button);
+  return { form, button };
 }

@@ -1,5 +1,5 @@
-// A connection's grants (users and teams; view, use, manage): each change PUTs the whole set with
-// the ETag; grantees are picked from GET /directory.
+// A connection's grants (users and teams; view, use, manage): each change PUTs the whole set
+// with the ETag; grantees come from GET /directory.
 
 import { h, replace } from '../dom.js';
 import { get, put, describe, isStatus } from '../api.js';
@@ -7,9 +7,9 @@ import { field, selectField } from './field.js';
 import { notice, table, hidden, btn, submit } from './page-kit.js';
 
 const LEVELS = [
-  { value: 'view', label: 'view — see it and its health' },
-  { value: 'use', label: 'use — also test it and reveal its password' },
-  { value: 'manage', label: 'manage — also edit, delete and share it' },
+  ['view', 'view — see it and its health'],
+  ['use', 'use — also test it and reveal its password'],
+  ['manage', 'manage — also edit, delete and share it'],
 ];
 
 const keyOf = (g) => (g.user_id ? `u:${g.user_id}` : `t:${g.team_id}`);
@@ -26,7 +26,6 @@ export function grantsPanel({ id, onVersion, announce }) {
 
   const message = h('div');
   const list = h('div');
-  const status = h('p.visually-hidden', { role: 'status' });
   const level = selectField({ label: 'Level', name: 'level', options: LEVELS, attrs: { id: 'grant-level' } });
   const search = field({ label: 'Find a user or team', name: 'q', type: 'search', hint: 'Type part of a name, then choose below' });
   const pick = selectField({ label: 'User or team', name: 'grantee' });
@@ -36,7 +35,7 @@ export function grantsPanel({ id, onVersion, announce }) {
   const el = h('section.card.card--wide.grants', { 'aria-labelledby': 'grants-title' },
     h('h2', { id: 'grants-title' }, 'Access'),
     h('p.muted', null, 'Admins and the owner can always manage it. Grants give other users and teams access.'),
-    message, list, form, status);
+    message, list, form);
 
   const nameOf = (g) => g.name || names.get(keyOf(g)) || (g.user_id ? `user ${g.user_id}` : `team ${g.team_id}`);
   const say = (text) => replace(message, text && notice('error', text));
@@ -57,14 +56,14 @@ export function grantsPanel({ id, onVersion, announce }) {
     replace(list, table('Grants', ['User or team', 'Level', [hidden('Actions'), 'num']], grants.map((g, i) => {
       const who = nameOf(g);
       const select = h('select.input.input--inline', { 'aria-label': `Access level for ${who}`, disabled: busy },
-        LEVELS.map((l) => h('option', { value: l.value }, l.value)));
+        LEVELS.map(([l]) => h('option', null, l)));
       select.value = g.level;
       select.addEventListener('change', () => save(grants.map((x, j) => (j === i ? { ...x, level: select.value } : x)),
         `${who} now has ${select.value} access.`));
       const remove = btn(['Remove', hidden(` ${who}`)], () => save(grants.filter((_, j) => j !== i), `Removed ${who}’s access.`, addButton), 'secondary small');
       remove.disabled = busy;
-      return h('tr', null, h('td', null, who, h('span.sub', null, g.user_id ? 'User' : 'Team')), h('td', null, select), h('td.num', null, remove));
-    })));
+      return h('tr', null, h('td.stack-full', null, who, h('span.sub', null, g.user_id ? 'User' : 'Team')), h('td', null, select), h('td.num', null, remove));
+    }), 'table--stack'));
   }
 
   async function lookup() {
@@ -114,12 +113,11 @@ export function grantsPanel({ id, onVersion, announce }) {
       if (onVersion && tag !== null) onVersion(tag);
       busy = false;
       renderList();
-      status.textContent = done;
-      if (announce) announce(done);
+      announce(done);
     } catch (e) {
       busy = false;
       if (isStatus(e, 412)) {
-        say('Someone else changed these grants (or the connection) meanwhile. They have been reloaded: check them and make your change again.');
+        say('Someone else changed these grants meanwhile. They have been reloaded: check them and try again.');
         try { await load(); } catch (err) { say(describe(err)); }
       } else {
         say(describe(e));

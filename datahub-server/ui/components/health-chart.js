@@ -23,11 +23,7 @@ function bucketize(checks, from, to, n) {
   return buckets;
 }
 
-function outcome(b) {
-  if (!b.ok && !b.failed) return 'none';
-  if (!b.failed) return 'ok';
-  return b.ok ? 'mixed' : 'failed';
-}
+const outcome = (b) => (b.failed ? (b.ok ? 'mixed' : 'failed') : b.ok ? 'ok' : 'none');
 
 const OUTCOME_TEXT = { none: 'no checks', ok: 'all checks passed', mixed: 'some checks failed', failed: 'all checks failed' };
 
@@ -35,13 +31,10 @@ const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute:
 
 /** The chart for {health, checks} of GET /connections/{id}/health; `limited`: the answer was cut at its limit. */
 export function healthChart({ health, checks }, { now = Date.now(), limited = false } = {}) {
-  const to = now;
   const from = now - HOURS * 3600 * 1000;
-  const buckets = bucketize(checks, from, to, BUCKETS);
+  const buckets = bucketize(checks, from, now, BUCKETS);
   const ok = checks.filter((c) => c.ok);
-  const failed = checks.length - ok.length;
-  const uptime = health && health.uptime_24h != null
-    ? health.uptime_24h : (checks.length ? ok.length / checks.length : null);
+  const uptime = health.uptime_24h ?? (checks.length ? ok.length / checks.length : null);
   const meanLatency = ok.length ? ok.reduce((s, c) => s + c.latency_ms, 0) / ok.length : null;
   const max = Math.max(1, ...buckets.map((b) => b.mean || 0));
 
@@ -59,7 +52,7 @@ export function healthChart({ health, checks }, { now = Date.now(), limited = fa
   });
 
   const label = checks.length
-    ? `Health over the last 24 hours: uptime ${pct(uptime)}, ${count(checks.length)} checks, ${count(failed)} failed${meanLatency !== null ? `, mean latency ${ms(meanLatency)}` : ''}.`
+    ? `Health over the last 24 hours: uptime ${pct(uptime)}, ${count(checks.length)} checks, ${count(checks.length - ok.length)} failed${meanLatency !== null ? `, mean latency ${ms(meanLatency)}` : ''}.`
     : 'Health over the last 24 hours: no checks recorded.';
 
   const chart = svg('svg', {
@@ -72,7 +65,7 @@ export function healthChart({ health, checks }, { now = Date.now(), limited = fa
     h('span', null, '24 h ago'), h('span', null, '12 h ago'), h('span', null, 'now'));
 
   // An hourly table: the chart's data as text.
-  const hourly = bucketize(checks, from, to, HOURS).reverse();
+  const hourly = bucketize(checks, from, now, HOURS).reverse();
   const hours = table('Checks per hour, newest first',
     ['Hour from', ['Checks', 'num'], ['Failed', 'num'], ['Mean latency', 'num']],
     hourly.map((b) => h('tr', null,

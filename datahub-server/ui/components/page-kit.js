@@ -11,10 +11,20 @@ export const btn = (label, onClick, kind = 'secondary') => h('button', {
   type: 'button', class: `button ${kind.split(' ').map((k) => `button--${k}`).join(' ')}`, on: { click: onClick },
 }, label);
 
-/** A form's submit button. */
+/** A button copying el's text; note says how it went (when refused, the text is selected). */
+export const copyButton = (label, el, note, kind = 'secondary small') => btn(label, async () => {
+  try {
+    await navigator.clipboard.writeText(el.textContent);
+    note.textContent = 'Copied.';
+  } catch {
+    getSelection().selectAllChildren(el);
+    note.textContent = 'Copying is blocked here: the text is selected, press Ctrl+C (⌘C).';
+  }
+}, kind);
+
 export const submit = (label, kind = 'primary') => h('button', { type: 'submit', class: `button button--${kind}` }, label);
 
-/** A page section named by its heading (an <h2> with this id, or the given heading element). */
+/** A section named by its heading (an <h2> with this id, or the element given). */
 export const section = (id, heading, ...children) => h('section.admin-section', { 'aria-labelledby': id },
   typeof heading === 'string' ? h('h2', { id }, heading) : heading, children);
 
@@ -25,17 +35,14 @@ export function notice(kind, ...children) {
 }
 
 /** A page that can only say why it shows nothing: a heading, the reason, a way back. */
-export function refuse(root, ctx, heading, text, kind = 'info', retry = null) {
+export function refuse(root, ctx, heading, text, kind = 'info', retry) {
   ctx.title(heading);
   replace(root, h('h1', null, heading), notice(kind, text),
     retry ? h('p', null, btn('Try again', retry, 'primary')) : null,
     h('p', null, h('a', { href: '/connections' }, 'Back to connections')));
 }
 
-/**
- * Answers what fetch() resolves to; if it fails, shows why on the page (403 and 404 in words,
- * naming `what`) and answers undefined. A 401 goes on to the router (sign-in).
- */
+/** What fetch() resolves to; on a failure but 401, says why on the page and answers undefined. */
 export async function loadOr(root, ctx, heading, what, fetch) {
   try {
     const data = await fetch();
@@ -44,11 +51,11 @@ export async function loadOr(root, ctx, heading, what, fetch) {
     if (isStatus(e, 401)) throw e;
     refuse(root, ctx, heading, isStatus(e, 403) ? `Your account may not see ${what}.`
       : isStatus(e, 404) ? `${what[0].toUpperCase()}${what.slice(1)} could not be found, or you may not see it.` : describe(e));
-    return undefined;
+    return;
   }
 }
 
-/** Users as [{id, username}] for naming and picking: the admin list, else the directory, else null. */
+/** Users [{id, username}]: the admin list, else the directory, else null. */
 export async function people(ctx) {
   try {
     return ctx.can('users') ? (await get('/users')).data : (await get('/directory', { q: '' })).data.users || [];
@@ -58,10 +65,7 @@ export async function people(ctx) {
   }
 }
 
-/**
- * A table in its own box (the page itself never scrolls sideways); head: texts or [text, class].
- * A table--wide scrolls in its box at narrow widths, so the box takes focus for the keyboard.
- */
+/** A table in its own box; head: texts or [text, class]. A table--wide box scrolls and takes focus. */
 export function table(caption, head, rows, cls = '') {
   const wide = cls.includes('table--wide');
   return h('div.table-wrap', { tabindex: wide ? '0' : null, role: wide ? 'region' : null, 'aria-label': wide ? caption : null },

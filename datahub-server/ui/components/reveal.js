@@ -2,36 +2,24 @@
 
 import { h, replace, clear } from '../dom.js';
 import { post, describe } from '../api.js';
-import { notice, facts, btn } from './page-kit.js';
+import { notice, facts, btn, copyButton } from './page-kit.js';
 
 const SHOW_FOR_S = 30;
 
 /** The Reveal control for connection `id`: {button, region, hide()}. */
 export function revealer(id) {
-  const region = h('div.reveal', { hidden: true });
+  const region = h('div.reveal', { hidden: true, role: 'region', 'aria-labelledby': 'reveal-title' });
   let timer = 0;
-  let left = 0;
 
   const button = btn('Reveal', reveal);
 
   function hide() {
     clearInterval(timer);
-    timer = 0;
     const hadFocus = region.contains(document.activeElement);
     clear(region);
     region.hidden = true;
     button.disabled = false;
     if (hadFocus) button.focus();
-  }
-
-  async function copy(text, note) {
-    try {
-      await navigator.clipboard.writeText(text);
-      note.textContent = 'Copied.';
-    } catch {
-      note.textContent = 'Copying is blocked here: select the text and copy it yourself.';
-    }
-    setTimeout(() => { if (note.isConnected) note.textContent = ''; }, 3000);
   }
 
   async function reveal() {
@@ -46,8 +34,12 @@ export function revealer(id) {
       return;
     }
     const note = h('p.copy-note', { role: 'status' });
-    const countdown = h('span', null, String(SHOW_FOR_S));
-    const row = (label, value, copyLabel) => [label, [h('code.secret', null, value), copyLabel && btn(copyLabel, () => copy(value, note), 'secondary small')]];
+    let left = SHOW_FOR_S;
+    const countdown = h('span', null, left);
+    const row = (label, value, copyLabel) => {
+      const el = h('code.secret', null, value);
+      return [label, [el, copyLabel && copyButton(copyLabel, el, note)]];
+    };
     region.hidden = false;
     replace(region,
       h('h2', { id: 'reveal-title', tabindex: '-1' }, 'Credentials'),
@@ -60,13 +52,9 @@ export function revealer(id) {
       note,
       btn('Hide now', hide));
     data = null;
-    region.setAttribute('aria-labelledby', 'reveal-title');
-    region.setAttribute('role', 'region');
     region.querySelector('h2').focus();
-    left = SHOW_FOR_S;
     timer = setInterval(() => {
-      left -= 1;
-      countdown.textContent = String(left);
+      countdown.textContent = --left;
       if (left <= 0) hide();
     }, 1000);
   }

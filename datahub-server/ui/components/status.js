@@ -4,21 +4,19 @@ import { h } from '../dom.js';
 
 const KNOWN = new Set(['healthy', 'degraded', 'down', 'unknown']);
 
-/** A badge: the dot, then the word. */
 export function statusBadge(status) {
-  const word = KNOWN.has(status) ? status : 'unknown';
-  return h('span', { class: `status status--${word}`, dataset: { status: word } },
-    h('span.dot', { 'aria-hidden': 'true' }),
-    h('span.status-word', null, word));
+  const badge = h('span', null, h('span.dot', { 'aria-hidden': 'true' }), h('span.status-word'));
+  setStatus(badge, status);
+  return badge;
 }
 
-/** Changes a badge made by statusBadge in place. */
+/** Sets a badge's status; false when it had it already. */
 export function setStatus(badge, status) {
   const word = KNOWN.has(status) ? status : 'unknown';
   if (badge.dataset.status === word) return false;
   badge.className = `status status--${word}`;
   badge.dataset.status = word;
-  badge.querySelector('.status-word').textContent = word;
+  badge.lastChild.textContent = word;
   return true;
 }
 

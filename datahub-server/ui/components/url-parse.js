@@ -13,12 +13,8 @@ const fail = (message) => { throw Object.assign(new Error(message), { url: true 
 
 function decode(s, what) {
   if (/%(?![0-9a-fA-F]{2})/.test(s)) fail(`The ${what} has a '%' not followed by two hex digits.`);
-  const bytes = [];
-  for (let i = 0; i < s.length; i += 1) {
-    if (s[i] === '%') { bytes.push(parseInt(s.slice(i + 1, i + 3), 16)); i += 2; } else bytes.push(...new TextEncoder().encode(s[i]));
-  }
   try {
-    return new TextDecoder('utf-8', { fatal: true }).decode(new Uint8Array(bytes));
+    return decodeURIComponent(s);
   } catch {
     return fail(`The ${what} is not valid UTF-8 once decoded.`);
   }
@@ -32,10 +28,8 @@ export function looksLikeUrl(text) {
 }
 
 /**
- * {ok: true, values, stripped, hadPassword, certKeys} or {ok: false, message}. `values` holds
- * strings for username, password, host, port, database, sslmode, channel_binding,
- * application_name, connect_timeout_ms (absent keys absent); `stripped` is the URL without
- * its password; certKeys the file keys (sslrootcert, …) a browser cannot read.
+ * {ok: true, values (strings by form field), stripped (no password), hadPassword, certKeys (file
+ * keys a browser cannot read)} or {ok: false, message}.
  */
 export function parsePgUrl(input) {
   try {

@@ -16,22 +16,19 @@ export function kindText(kind) {
   return String(kind || 'error').replace(/_/g, ' ');
 }
 
-/** The element showing a report: summary first, then one row per step. */
 export function waterfall(report) {
-  const steps = Array.isArray(report && report.steps) ? report.steps : [];
-  const total = Math.max(Number(report && report.total_ms) || 0,
-    steps.reduce((sum, s) => sum + (Number(s.ms) || 0), 0), 0.001);
-  const summary = report && report.ok
+  const { steps = [], total_ms: totalMs, step, sqlstate, hint } = report;
+  const total = Math.max(Number(totalMs) || 0, steps.reduce((sum, s) => sum + (Number(s.ms) || 0), 0), 0.001);
+  const summary = report.ok
     ? h('p.report-summary.report-summary--ok', null,
       h('span.report-mark', { 'aria-hidden': 'true' }, '✓'),
-      h('strong', null, 'Test passed'), ` in ${ms(report.total_ms)}.`)
+      h('strong', null, 'Test passed'), ` in ${ms(totalMs)}.`)
     : h('div.report-summary.report-summary--error', null,
       h('p', null,
         h('span.report-mark', { 'aria-hidden': 'true' }, '✕'),
-        h('strong', null, `Test failed: ${kindText(report && report.error_kind)}`),
-        report && report.step ? ` at step ${stepName(report.step)}` : '',
-        report && report.sqlstate ? ` (SQLSTATE ${report.sqlstate})` : '', '.'),
-      report && report.hint ? h('p.report-hint', null, h('strong', null, 'Hint: '), report.hint) : null);
+        h('strong', null, `Test failed: ${kindText(report.error_kind)}`),
+        step ? ` at step ${stepName(step)}` : '', sqlstate ? ` (SQLSTATE ${sqlstate})` : '', '.'),
+      hint ? h('p.report-hint', null, h('strong', null, 'Hint: '), hint) : null);
   let start = 0;
   const rows = steps.map((s) => {
     const value = Number(s.ms) || 0;

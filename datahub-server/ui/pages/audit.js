@@ -23,16 +23,16 @@ export async function mount(root, ctx) {
   ctx.title('Audit log');
   if (!ctx.can('audit')) return refuse(root, ctx, 'Audit log', 'Only admins and auditors read the audit log.');
   const users = await people(ctx);
-  if (!ctx.current) return undefined;
+  if (!ctx.current) return;
   const q = ctx.query;
   const filters = Object.fromEntries(['actor', 'action', 'target', 'since', 'until'].map((k) => [k, q.get(k) || '']));
-  let page = Math.max(1, Number.parseInt(q.get('page') || '1', 10) || 1);
+  let page = Math.max(1, Number.parseInt(q.get('page'), 10) || 1);
 
   const F = {
     actor: users
       ? selectField({
         label: 'Actor', name: 'actor', value: filters.actor,
-        options: [{ value: '', label: 'Anyone' }, ...[...users].sort((a, b) => a.username.localeCompare(b.username)).map((u) => ({ value: u.id, label: u.username }))],
+        options: [['', 'Anyone'], ...[...users].sort((a, b) => a.username.localeCompare(b.username)).map((u) => [u.id, u.username])],
       })
       : field({ label: 'Actor', name: 'actor', value: filters.actor, hint: 'A user id; or pick a name in the table below.' }),
     action: field({ label: 'Action', name: 'action', value: filters.action, hint: 'Exact, e.g. connection.update.', attrs: { list: 'audit-actions' } }),
@@ -50,16 +50,15 @@ export async function mount(root, ctx) {
   const verifyButton = btn('Verify chain', verify);
   const form = h('form', { novalidate: true, 'aria-label': 'Filter the audit log', on: { submit: (e) => { e.preventDefault(); apply(); } } },
     summary,
-    h('div.grid', null, F.actor.el, F.action.el, F.target.el, F.since.el, F.until.el),
+    h('div.grid', null, Object.values(F).map((f) => f.el)),
     h('datalist', { id: 'audit-actions' }, ACTIONS.map((a) => h('option', { value: a }))),
     h('div.actions', null,
       submit('Apply filters'),
       btn('Clear filters', clearFilters, 'link')));
 
-  function targetOf(text) {
-    const t = text.trim();
-    return UUID.test(t) ? `connection:${t}` : t;
-  }
+  const targetOf = (text) => (UUID.test(text.trim()) ? 'connection:' : '') + text.trim();
+
+  const reset = () => { page = 1; load(); };
 
   function apply() {
     const next = {
@@ -74,15 +73,13 @@ export async function mount(root, ctx) {
     if (errs.length) return;
     Object.assign(filters, next);
     F.target.input.value = next.target;
-    page = 1;
-    load();
+    reset();
   }
 
   function clearFilters() {
     for (const k of Object.keys(filters)) { filters[k] = ''; F[k].input.value = ''; }
     showErrors(summary, F, []);
-    page = 1;
-    load();
+    reset();
   }
 
   function targetCell(target) {
@@ -171,9 +168,8 @@ export async function mount(root, ctx) {
 
   replace(root,
     h('div.page-head', null, h('h1', null, 'Audit log')),
-    h('p.lead', null, 'Every change and refused attempt, newest first. Entries name the changed fields, never their values.'),
+    h('p.lead', null, 'Every change and refused attempt, newest first, naming changed fields but never their values.'),
     h('div.actions', null, verifyButton), verifyResult,
     form, results);
   await load();
-  return undefined;
 }

@@ -29,12 +29,10 @@ export async function mount(root, ctx) {
     if (!isStatus(e, 404) && !(isStatus(e, 400) && e.field === 'id')) throw e;
     return refuse(root, ctx, 'Connection not found', 'There is no connection with this id, or it has not been shared with you.');
   }
-  let history = null;
-  let historyLimited = false;
   let lastReport = null;
   let deleted = false;
-  let refetchTimer = 0;
-  let historyTimer = 0;
+  const timers = {};
+  const later = (key, fn, wait) => { clearTimeout(timers[key]); timers[key] = setTimeout(fn, wait); };
   let frame = 0;
   let live = {};
 
@@ -55,7 +53,7 @@ export async function mount(root, ctx) {
     use ? testButton : null,
     reveal ? reveal.button : null,
     manage && writable ? [h('a.button.button--secondary', { href: `/connections/${id}/edit` }, 'Edit'), btn('Delete', confirmDelete, 'danger')] : null);
-  // A card is a section named by its heading; fill(...children) replaces what follows the heading.
+  // card.fill(...children) replaces what follows its heading.
   const card = (key, heading, wide) => {
     const el = h('section', { class: `card${wide ? ' card--wide' : ''}`, 'aria-labelledby': `${key}-title` });
     const hd = h('h2', { id: `${key}-title` }, heading);
@@ -93,7 +91,7 @@ export async function mount(root, ctx) {
     settings.fill(facts([
       ['Engine', c.engine === 'postgres' ? 'PostgreSQL' : c.engine],
       ['Host', code(c.host)],
-      ['Port', String(c.port)],
+      ['Port', c.port],
       ['Database', code(c.database)],
       ['Username', code(c.username)],
       ['Password', set(c.password_set)],
@@ -128,11 +126,10 @@ export async function mount(root, ctx) {
   // TLS and server facts: from the last successful check, or from a test run here.
   function renderFacts() {
     const f = connection.facts;
-    const fromTest = lastReport && lastReport.ok ? lastReport : null;
-    const tls = (fromTest && fromTest.tls) || (f && f.tls) || null;
-    const server = (fromTest && fromTest.server) || (f && f.server) || null;
-    const source = fromTest ? 'From the test just run.' : f ? `From the check of ${dateTime(f.at)}.` : null;
-    const none = f ? null : 'No successful check yet.';
+    const fromTest = lastReport && lastReport.ok;
+    const { tls, server } = (fromTest ? lastReport : f) || {};
+    const source = fromTest ? 'From the test just run.' : f && `From the check of ${dateTime(f.at)}.`;
+    const none = !f && 'No successful check yet.';
     const expiry = tls && tls.peer_not_after;
     const when = expiry && `${days(expiry)} (${dateTime(expiry)})`;
     const left = (Date.parse(expiry) - Date.now()) / 86400000;
@@ -144,7 +141,7 @@ export async function mount(root, ctx) {
       ['Protocol', tls.protocol || '—'],
       ['Cipher', code(tls.cipher)],
       ['Certificate subject', code(tls.peer_subject)],
-      ['Certificate expires', expiry ? `${dateTime(expiry)} (${days(expiry)})` : '—'],
+      ['Certificate expires', when || '—'],
     ]), h('p.muted', null, source)]
       : h('p', null, connection.tls.mode === 'disable' ? 'TLS is off for this connection (mode disable).'
         : none || 'The last successful check used no TLS.'));
@@ -157,9 +154,8 @@ export async function mount(root, ctx) {
       : h('p', null, none || 'No server facts recorded.'));
   }
 
-  function renderHistory() {
-    if (!history) return;
-    healthSection.fill(healthChart(history, { limited: historyLimited }));
+  function renderHistory(history) {
+    healthSection.fill(healthChart(history, { limited: history.checks.length >= HISTORY_LIMIT }));
     const checks = history.checks.slice(0, 20);
     checksSection.fill(checks.length ? table('Recent checks, newest first',
       ['Time', 'Status', ['Latency', 'num'], 'Error', 'Step', ['Hint', 'hint-col']],
@@ -177,10 +173,7 @@ export async function mount(root, ctx) {
     try {
       const since = new Date(Date.now() - 24 * 3600 * 1000).toISOString();
       const { data } = await get(`/connections/${id}/health`, { since, limit: HISTORY_LIMIT });
-      if (!ctx.current) return;
-      history = data;
-      historyLimited = data.checks.length >= HISTORY_LIMIT;
-      renderHistory();
+      if (ctx.current) renderHistory(data);
     } catch (e) {
       if (!isStatus(e, 401)) healthSection.fill(notice('error', describe(e)));
     }
@@ -200,7 +193,7 @@ export async function mount(root, ctx) {
 
   function gone() {
     deleted = true;
-    for (const b of actions.querySelectorAll('button, a')) {
+    for (const b of actions.querySelectorAll('a, button')) {
       if (b.tagName === 'A') b.remove(); else b.disabled = true;
     }
     if (reveal) reveal.hide();
@@ -254,25 +247,19 @@ export async function mount(root, ctx) {
       button.disabled = true;
       try {
         await del(`/connections/${id}`, connection.version);
-        const name = connection.name;
         d.close();
-        ctx.announce(`Deleted ${name}.`);
+        ctx.announce(`Deleted ${connection.name}.`);
         ctx.navigate('/connections');
       } catch (e) {
-        if (isStatus(e, 404)) {
-          d.close();
-          gone();
-          return;
-        }
+        if (isStatus(e, 404)) { d.close(); gone(); return; }
         const changed = isStatus(e, 412);
-        replace(problem, notice('error', changed ? 'This connection changed since you opened the page. It has been reloaded: check it, then confirm again.' : describe(e)));
+        replace(problem, notice('error', changed ? 'This connection changed meanwhile. It has been reloaded: check it, then confirm again.' : describe(e)));
         if (changed) await reload();
         sync();
       }
     }
   }
 
-  // Live updates.
   function flush() {
     frame = 0;
     const hl = connection.health;
@@ -286,24 +273,15 @@ export async function mount(root, ctx) {
   }
 
   function onEvent(event) {
-    if (event.type === 'resync') { clearTimeout(refetchTimer); refetchTimer = setTimeout(() => { reload(); loadHistory(); }, 300); return; }
+    const { type } = event;
+    if (type === 'resync') later('refetch', () => { reload(); loadHistory(); }, 300);
     if (event.id !== id || deleted) return;
-    switch (event.type) {
-      case 'status_changed':
-      case 'checked':
-        liveUpdate(event, live);
-        if (!frame) frame = requestAnimationFrame(flush);
-        clearTimeout(historyTimer);
-        historyTimer = setTimeout(loadHistory, 2000);
-        break;
-      case 'connection_changed':
-        clearTimeout(refetchTimer);
-        refetchTimer = setTimeout(reload, 300);
-        break;
-      case 'connection_deleted':
-        gone();
-        break;
-      default:
+    if (type === 'connection_changed') later('refetch', reload, 300);
+    else if (type === 'connection_deleted') gone();
+    else if (type === 'status_changed' || type === 'checked') {
+      liveUpdate(event, live);
+      if (!frame) frame = requestAnimationFrame(flush);
+      later('history', loadHistory, 2000);
     }
   }
 
@@ -319,8 +297,7 @@ export async function mount(root, ctx) {
   return () => {
     unsubscribe();
     clearInterval(ticker);
-    clearTimeout(refetchTimer);
-    clearTimeout(historyTimer);
+    Object.values(timers).forEach(clearTimeout);
     if (frame) cancelAnimationFrame(frame);
     if (reveal) reveal.hide();
   };

@@ -4,6 +4,7 @@ import { h, replace } from '../dom.js';
 import { get, post, patch, describe, isStatus } from '../api.js';
 import { field, selectField, textareaField, checkbox, showErrors, showApiError } from '../components/field.js';
 import { waterfall } from '../components/waterfall.js';
+import { count } from '../format.js';
 import { parsePgUrl, looksLikeUrl } from '../components/url-parse.js';
 import { notice, refuse, loadOr, readFileText, btn, submit } from '../components/page-kit.js';
 
@@ -42,7 +43,6 @@ const KIND_FIELD = {
 };
 const STEP_FIELD = { resolve: 'host', policy: 'host', tcp: 'port', tls: 'tls_mode', auth: 'password' };
 
-/** The field a failed test points at. */
 const pointedField = (r) => KIND_FIELD[r.error_kind]
   || (String(r.error_kind).startsWith('tls_') ? 'tls_mode' : STEP_FIELD[r.step]) || null;
 
@@ -57,7 +57,6 @@ function setPath(o, path, x) {
   for (const k of keys) o = o[k] ??= {};
   o[last] = x;
 }
-/** The form's values of a connection. */
 const snapshotOf = (c) => Object.fromEntries(KEYS.map((k) => {
   const x = FIELDS[k][1].split('.').reduce((o, p) => o[p], c);
   return [k, k === 'monitor' ? x : k === 'tags' ? x.join(', ') : String(x ?? '')];
@@ -68,13 +67,13 @@ export async function mount(root, ctx) {
   const what = id ? 'Edit connection' : 'New connection';
   ctx.title(what);
   if (!id && !ctx.can('connection.create')) {
-    return refuse(root, ctx, what, `Your role (${ctx.me.role}) may not create connections. Ask an admin for the editor role, or for a grant on an existing connection.`);
+    return refuse(root, ctx, what, `Your role (${ctx.me.role}) may not create connections. Ask an admin for the editor role.`);
   }
   let conn = null;
   let version = null;
   if (id) {
     const r = await loadOr(root, ctx, what, 'this connection', () => get(`/connections/${id}`));
-    if (!r) return undefined;
+    if (!r) return;
     conn = r.data;
     version = r.etag ?? conn.version;
     if (conn.access !== 'manage') return refuse(root, ctx, what, 'You may view this connection but not edit it: editing needs the manage grant.');
@@ -85,7 +84,7 @@ export async function mount(root, ctx) {
   } catch (e) {
     if (isStatus(e, 401)) throw e;
   }
-  if (!ctx.current) return undefined;
+  if (!ctx.current) return;
 
   const canTest = ctx.can('connection.test_draft');
   let initial = conn ? snapshotOf(conn) : Object.fromEntries(KEYS.map((k) => [k, FIELDS[k][2]]));
@@ -111,12 +110,12 @@ export async function mount(root, ctx) {
       hint: id ? 'Leave blank to keep the stored password. Changing the host, port, database or lowering TLS needs it again.' : 'Stored encrypted; never shown again.',
     }),
     tls_mode: selectField({
-      label: label('tls_mode'), name: 'tls_mode', options: MODES.map((m, i) => ({ value: m, label: m + MODE_NOTES[i] })),
-      hint: floor === null ? 'The server enforces a minimum TLS mode set by its policy; a weaker one is refused on save.'
+      label: label('tls_mode'), name: 'tls_mode', options: MODES.map((m, i) => [m, m + MODE_NOTES[i]]),
+      hint: floor === null ? 'The server’s policy sets a minimum mode; a weaker one is refused on save.'
         : floorAt > 0 ? `The server’s policy requires at least ${floor}: weaker modes are disabled.` : 'The server’s policy allows every mode.',
     }),
     channel_binding: selectField({
-      label: label('channel_binding'), name: 'channel_binding', options: ['disable', 'prefer', 'require'].map((v) => ({ value: v, label: v })),
+      label: label('channel_binding'), name: 'channel_binding', options: ['disable', 'prefer', 'require'],
       hint: 'SCRAM channel binding over TLS; prefer uses it when the server offers it.',
     }),
     ca: pem('ca', 'Optional PEM. Without one, the public roots are trusted.'),
@@ -222,21 +221,21 @@ export async function mount(root, ctx) {
   replace(root,
     h('p.breadcrumb', null, h('a', { href: back }, conn ? `Back to ${conn.name}` : 'Back to connections')),
     h('h1', { id: 'form-title' }, conn ? `Edit ${conn.name}` : what),
-    conn ? null : h('p.lead', null, 'Paste a connection URL to fill the fields, or fill them one by one. Test connection shows how long each step takes.'),
+    conn ? null : h('p.lead', null, 'Paste a connection URL to fill the fields, or fill them one by one. Test connection times each step.'),
     form);
   fill(initial);
   setModeOptions(initial.tls_mode);
 
   function localErrors(v, forTest) {
     const errs = [];
-    for (const k of forTest ? ['host', 'database', 'username'] : ['name', 'host', 'database', 'username']) {
+    for (const k of ['name', 'host', 'database', 'username'].slice(forTest ? 1 : 0)) {
       if (!v[k].trim()) errs.push({ key: k, message: `Enter the ${label(k).toLowerCase()}` });
     }
     if (!id && !forTest && !secret('password')) errs.push({ key: 'password', message: 'Enter the password' });
     for (const [k, min, max] of [['port', 1, 65535], ['timeout', 1, 5000], ['interval', 10, 86400], ['slow', 1, 60000]]) {
       const t = v[k].trim();
       if ((t || k !== 'timeout') && !(/^\d+$/.test(t) && +t >= min && +t <= max)) {
-        errs.push({ key: k, message: `${label(k)} must be a whole number from ${min.toLocaleString('en')} to ${max.toLocaleString('en')}` });
+        errs.push({ key: k, message: `${label(k)} must be a whole number from ${count(min)} to ${count(max)}` });
       }
     }
     return errs;
@@ -374,12 +373,10 @@ export async function mount(root, ctx) {
   function showConflict() {
     replace(result);
     const reload = btn('Reload', () => reloadKeeping(reload));
-    const box = notice('warning',
+    replace(conflictBox, h('div.notice.notice--warning', { role: 'alert' },
       h('p', null, h('strong', null, 'This connection was changed by someone else meanwhile.'),
         ' Nothing was saved. Reload to get their version: the values you typed are kept.'),
-      h('p', null, reload));
-    box.setAttribute('role', 'alert');
-    replace(conflictBox, box);
+      h('p', null, reload)));
     reload.focus();
   }
 
@@ -394,8 +391,9 @@ export async function mount(root, ctx) {
       initial = fresh;
       version = r.etag ?? r.data.version;
       setModeOptions(initial.tls_mode);
-      replace(conflictBox, notice('info', 'Reloaded the current version; your changes are kept. Review them and save again.'));
-      ctx.announce('Reloaded the current version; your changes are kept.');
+      const done = 'Reloaded the current version; your changes are kept. Review them and save again.';
+      replace(conflictBox, notice('info', done));
+      ctx.announce(done);
       saveButton.focus();
     } catch (e) {
       button.disabled = false;

@@ -7,6 +7,7 @@ import { age, ms, count } from '../format.js';
 import { statusBadge, setStatus, liveUpdate, applyLive } from '../components/status.js';
 import { kindText } from '../components/waterfall.js';
 import { notice, table, btn } from '../components/page-kit.js';
+import { field, selectField } from '../components/field.js';
 
 const STATUSES = ['healthy', 'degraded', 'down', 'unknown'];
 const SORTS = [['name', 'Name'], ['status', 'Status (worst first)'], ['checked', 'Last check'], ['latency', 'Latency (slowest first)'], ['updated', 'Recently changed']];
@@ -14,16 +15,17 @@ const PAGE_SIZES = [25, 50, 100, 200];
 const DEFAULT_PER_PAGE = 50;
 const FILTERS = ['search', 'status', 'tag', 'engine'];
 
-function readState(query) {
-  const n = (v, d) => { const x = Number.parseInt(v, 10); return Number.isFinite(x) && x >= 1 ? x : d; };
+function readState(q) {
+  const n = (k, d) => Number.parseInt(q.get(k), 10) || d;
+  const one = (k, values, d = '') => (values.includes(q.get(k)) ? q.get(k) : d);
   return {
-    search: query.get('search') || '',
-    status: STATUSES.includes(query.get('status')) ? query.get('status') : '',
-    tag: query.get('tag') || '',
-    engine: query.get('engine') === 'postgres' ? 'postgres' : '',
-    sort: SORTS.some(([v]) => v === query.get('sort')) ? query.get('sort') : 'name',
-    page: n(query.get('page'), 1),
-    per_page: PAGE_SIZES.includes(n(query.get('per_page'), 0)) ? n(query.get('per_page'), 0) : DEFAULT_PER_PAGE,
+    search: q.get('search') || '',
+    status: one('status', STATUSES),
+    tag: q.get('tag') || '',
+    engine: one('engine', ['postgres']),
+    sort: one('sort', SORTS.map(([v]) => v), 'name'),
+    page: Math.max(1, n('page', 1)),
+    per_page: PAGE_SIZES.includes(n('per_page', 0)) ? n('per_page', 0) : DEFAULT_PER_PAGE,
   };
 }
 
@@ -45,27 +47,20 @@ export async function mount(root, ctx) {
   let searchTimer = 0;
   let refetchTimer = 0;
 
-  // Controls, each named as its query parameter.
-  const input = (name, type) => h('input.input', { type, name, id: `list-${name}`, value: state[name], autocomplete: 'off', spellcheck: 'false' });
-  const select = (name, options) => {
-    const el = h('select.input', { name, id: `list-${name}` }, options.map(([value, label]) => h('option', { value }, label)));
-    el.value = String(state[name]);
-    return el;
+  const F = {
+    search: field({ label: 'Search', name: 'search', type: 'search', value: state.search, hint: 'Name, description, host or tag' }),
+    status: selectField({ label: 'Status', name: 'status', options: [['', 'Any status'], ...STATUSES] }),
+    tag: field({ label: 'Tag', name: 'tag', value: state.tag }),
+    engine: selectField({ label: 'Engine', name: 'engine', options: [['', 'Any engine'], ['postgres', 'PostgreSQL']] }),
+    sort: selectField({ label: 'Sort by', name: 'sort', options: SORTS }),
+    per_page: selectField({ label: 'Per page', name: 'per_page', options: PAGE_SIZES }),
   };
-  const c = {
-    search: input('search', 'search'),
-    status: select('status', [['', 'Any status'], ...STATUSES.map((x) => [x, x])]),
-    tag: input('tag', 'text'),
-    engine: select('engine', [['', 'Any engine'], ['postgres', 'PostgreSQL']]),
-    sort: select('sort', SORTS),
-    per_page: select('per_page', PAGE_SIZES.map((n) => [String(n), String(n)])),
-  };
-  c.search.setAttribute('aria-describedby', 'list-search-hint');
-  const labels = { status: 'Status', tag: 'Tag', engine: 'Engine', sort: 'Sort by', per_page: 'Per page' };
+  const c = Object.fromEntries(Object.entries(F).map(([k, f]) => [k, f.input]));
+  for (const k of Object.keys(c)) c[k].value = String(state[k]);
   const clearButton = btn('Clear filters', clearFilters);
   const newLink = () => ctx.can('connection.create') && h('a.button.button--primary', { href: '/connections/new' }, 'New connection');
 
-  const summary = h('p.list-summary.muted', { id: 'list-summary' });
+  const summary = h('p.list-summary.muted', { id: 'list-summary', tabindex: '-1' });
   const problem = h('div');
   const tableWrap = table('Connections', ['Name', 'Status', ['Tags', 'hide-narrow'], 'Last check', ['Latency', 'num']], null, 'table--stack');
   tableWrap.firstChild.setAttribute('aria-describedby', 'list-summary');
@@ -76,28 +71,17 @@ export async function mount(root, ctx) {
   replace(root,
     h('div.page-head', null, h('h1', null, 'Connections'), newLink()),
     h('form.filters', { role: 'search', 'aria-label': 'Filter connections', on: { submit: (e) => { e.preventDefault(); changed(true); } } },
-      h('div.filter.filter--search', null,
-        h('label.field-label', { for: 'list-search' }, 'Search'),
-        h('p.field-hint', { id: 'list-search-hint' }, 'Name, description, host or tag'),
-        c.search),
-      Object.entries(labels).map(([k, label]) => h('div.filter', null, h('label.field-label', { for: `list-${k}` }, label), c[k])),
-      h('div.filter', null, clearButton)),
+      Object.values(F).map((f) => f.el),
+      h('div.field', null, clearButton)),
     problem, summary, tableWrap, empty, pager);
 
   const tell = (changes) => changes.length && ctx.announce(changes.length > 3 ? `${changes.length} connections changed status.` : `${changes.join('. ')}.`);
 
-  function hasFilters() {
-    return FILTERS.some((k) => state[k]);
-  }
-
-  function readControls() {
-    for (const k of Object.keys(c)) state[k] = c[k].value.trim();
-    state.per_page = Number(state.per_page);
-  }
+  const hasFilters = () => FILTERS.some((k) => state[k]);
 
   function pushUrl(push) {
     ctx.setQuery({
-      search: state.search, status: state.status, tag: state.tag, engine: state.engine,
+      ...state,
       sort: state.sort === 'name' ? '' : state.sort,
       page: state.page > 1 ? state.page : '',
       per_page: state.per_page === DEFAULT_PER_PAGE ? '' : state.per_page,
@@ -106,7 +90,8 @@ export async function mount(root, ctx) {
 
   // A choice (select, clear) is a history entry; typing replaces the current one.
   function changed(now) {
-    readControls();
+    for (const k of Object.keys(c)) state[k] = c[k].value.trim();
+    state.per_page = Number(state.per_page);
     state.page = 1;
     clearTimeout(searchTimer);
     const run = () => { pushUrl(now); load({ announce: true }); };
@@ -144,18 +129,14 @@ export async function mount(root, ctx) {
 
   function renderPage(data, { quiet = false } = {}) {
     const before = quiet ? null : new Map([...rows].map(([id, r]) => [id, r.item]));
-    const focusedId = document.activeElement && document.activeElement.closest && tbody.contains(document.activeElement)
-      ? document.activeElement.closest('tr').dataset.id : null;
+    const focusedId = tbody.contains(document.activeElement) && document.activeElement.closest('tr').dataset.id;
     rows.clear();
     pending.clear();
-    const fragment = document.createDocumentFragment();
-    for (const item of data.items) fragment.append(buildRow(item));
-    tbody.replaceChildren(fragment);
-    if (focusedId && rows.has(focusedId)) rows.get(focusedId).tr.querySelector('a').focus();
+    tbody.replaceChildren(...data.items.map(buildRow));
+    if (rows.has(focusedId)) rows.get(focusedId).tr.querySelector('a').focus();
     if (before) {
-      const changes = data.items.filter((i) => before.has(i.id) && before.get(i.id).health.status !== i.health.status)
-        .map((i) => `${i.name} is now ${i.health.status}`);
-      tell(changes);
+      tell(data.items.filter((i) => before.has(i.id) && before.get(i.id).health.status !== i.health.status)
+        .map((i) => `${i.name} is now ${i.health.status}`));
     }
 
     const total = data.total;
@@ -172,13 +153,13 @@ export async function mount(root, ctx) {
       replace(empty,
         h('h2', null, 'No connections yet'),
         h('p', null, ctx.can('connection.create')
-          ? 'Add the first database connection: DataHub tests it, keeps its password encrypted and checks its health.'
+          ? 'Add the first database connection: DataHub tests it, encrypts its password and checks its health.'
           : 'No connection has been shared with you yet. Ask an admin or a connection’s owner for access.'),
         newLink());
     } else if (noRows && total === 0) {
       replace(empty,
         h('h2', null, 'No connections match'),
-        h('p', null, 'Nothing matches the search and filters. Change them, or clear them to see every connection.'),
+        h('p', null, 'Nothing matches the search and filters. Clear them to see every connection.'),
         btn('Clear filters', clearFilters));
     } else if (noRows) {
       // Past the end (rows went away): show the last page.
@@ -192,9 +173,9 @@ export async function mount(root, ctx) {
 
   function pageHref(page) {
     const q = new URLSearchParams(location.search);
-    if (page > 1) q.set('page', String(page)); else q.delete('page');
-    const s = q.toString();
-    return location.pathname + (s ? `?${s}` : '');
+    q.set('page', page);
+    if (page < 2) q.delete('page');
+    return `${location.pathname}?${q}`.replace(/\?$/, '');
   }
 
   function goPage(event, page) {
@@ -219,10 +200,7 @@ export async function mount(root, ctx) {
     const { signal } = controller;
     tableWrap.setAttribute('aria-busy', 'true');
     try {
-      const { data } = await get('/connections', {
-        search: state.search, tag: state.tag, status: state.status, engine: state.engine,
-        sort: state.sort, page: state.page, per_page: state.per_page,
-      }, { signal });
+      const { data } = await get('/connections', state, { signal });
       if (signal.aborted) return;
       performance.mark('dh:list:data');
       replace(problem);
@@ -230,10 +208,7 @@ export async function mount(root, ctx) {
       performance.mark('dh:list:rendered');
       performance.measure('dh:list:render', 'dh:list:data', 'dh:list:rendered');
       if (announce) ctx.announce(data.total === 0 ? 'No connections match.' : summary.textContent);
-      if (focusTable) {
-        summary.setAttribute('tabindex', '-1');
-        summary.focus();
-      }
+      if (focusTable) summary.focus();
     } catch (e) {
       if (signal.aborted || (e && e.name === 'AbortError')) return;
       if (!isStatus(e, 401)) replace(problem, notice('error', e.field ? `${e.field}: ${e.message}` : describe(e)));
@@ -242,12 +217,8 @@ export async function mount(root, ctx) {
     }
   }
 
-  function refetchSoon(wait = 300) {
-    clearTimeout(refetchTimer);
-    refetchTimer = setTimeout(() => load(), wait);
-  }
+  const refetchSoon = (wait) => { clearTimeout(refetchTimer); refetchTimer = setTimeout(load, wait); };
 
-  // Live updates.
   function flush() {
     frame = 0;
     const changes = [];
@@ -255,10 +226,11 @@ export async function mount(root, ctx) {
       const row = rows.get(id);
       if (!row) continue;
       const health = row.item.health;
-      const before = health.status;
       if (!applyLive(health, update)) continue;
-      if (setStatus(row.badge, health.status)) changes.push(`${row.item.name} is now ${health.status}`);
-      if (before !== health.status && (state.status || state.sort === 'status')) refetchSoon(1000);
+      if (setStatus(row.badge, health.status)) {
+        changes.push(`${row.item.name} is now ${health.status}`);
+        if (state.status || state.sort === 'status') refetchSoon(1000);
+      }
       paintHealth(row);
       row.ageCell.textContent = age(health.checked_at);
     }
@@ -267,25 +239,14 @@ export async function mount(root, ctx) {
   }
 
   function onEvent(event) {
-    switch (event.type) {
-      case 'status_changed':
-      case 'checked': {
-        if (!rows.has(event.id)) return;
-        pending.set(event.id, liveUpdate(event, pending.get(event.id)));
-        if (!frame) frame = requestAnimationFrame(flush);
-        return;
-      }
-      case 'connection_changed':
-        // Unknown ids may be new connections that belong on this page.
-        refetchSoon(rows.has(event.id) ? 300 : 1000);
-        return;
-      case 'connection_deleted':
-        if (rows.has(event.id)) refetchSoon(300);
-        return;
-      case 'resync':
-        refetchSoon(300);
-        return;
-      default:
+    const known = rows.has(event.id);
+    if (known && ['status_changed', 'checked'].includes(event.type)) {
+      pending.set(event.id, liveUpdate(event, pending.get(event.id)));
+      if (!frame) frame = requestAnimationFrame(flush);
+    } else if (event.type === 'connection_changed') {
+      refetchSoon(known ? 300 : 1000); // an unknown id may be a new row of this page
+    } else if (event.type === 'resync' || (event.type === 'connection_deleted' && known)) {
+      refetchSoon(300);
     }
   }
 

@@ -10,7 +10,7 @@ export async function mount(root, ctx) {
   const next = safeNext(ctx.query.get('next') || '/connections');
   if (ctx.me) {
     ctx.navigate(next, { replace: true });
-    return undefined;
+    return;
   }
   ctx.title('Sign in');
   const username = field({ label: 'Username', name: 'username', autocomplete: 'username', required: true, attrs: { autocapitalize: 'none' } });
@@ -21,19 +21,11 @@ export async function mount(root, ctx) {
 
   const show = (errors) => showErrors(problems, { username, password }, errors);
 
-  const lockFor = (seconds) => {
-    let left = seconds;
-    button.disabled = true;
+  const lockFor = (left) => {
     const tick = () => {
-      if (left <= 0) {
-        button.disabled = false;
-        button.textContent = 'Sign in';
-        clearInterval(timer);
-        timer = null;
-        return;
-      }
-      button.textContent = `Sign in (wait ${left} s)`;
-      left -= 1;
+      button.disabled = left > 0;
+      button.textContent = left > 0 ? `Sign in (wait ${left} s)` : 'Sign in';
+      if (left-- <= 0) clearInterval(timer);
     };
     tick();
     timer = setInterval(tick, 1000);
@@ -50,12 +42,10 @@ export async function mount(root, ctx) {
     password.input.value = '';
     try {
       const { data } = await post('/auth/login', body);
-      body.password = '';
       ctx.signedIn(data.user);
       ctx.navigate(next, { replace: true });
       return;
     } catch (e) {
-      body.password = '';
       if (isStatus(e, 401)) {
         show([{ key: 'password', message: 'The user name or password is wrong (or the account is disabled). Try again.' }]);
       } else if (isStatus(e, 429)) {
@@ -68,15 +58,17 @@ export async function mount(root, ctx) {
       }
       button.disabled = false;
       password.input.focus();
+    } finally {
+      body.password = '';
     }
   };
 
-  const form = h('form', { novalidate: 'novalidate', on: { submit: signIn } },
+  const form = h('form', { novalidate: true, on: { submit: signIn } },
     username.el, password.el, h('div.actions', null, button));
   replace(root, h('div.narrow', null,
     h('h1', null, 'Sign in to DataHub'),
     problems,
     form));
   username.input.focus();
-  return () => { if (timer) clearInterval(timer); password.input.value = ''; };
+  return () => { clearInterval(timer); password.input.value = ''; };
 }

@@ -2,16 +2,16 @@
 
 import { h, replace } from '../dom.js';
 import { get, post, put, del } from '../api.js';
-import { field, checkbox, showErrors, showApiError } from '../components/field.js';
+import { field, checkbox, showApiError, formOf } from '../components/field.js';
 import { openDialog, confirm } from '../components/dialog.js';
-import { notice, refuse, loadOr, people, table, hidden, btn, section, submit } from '../components/page-kit.js';
+import { notice, refuse, loadOr, people, table, hidden, btn, section } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   ctx.title('Teams');
   if (!ctx.can('teams.list')) return refuse(root, ctx, 'Teams', 'Your account may not see teams.');
   const admin = ctx.can('teams.manage');
   const loaded = await loadOr(root, ctx, 'Teams', 'the teams', () => Promise.all([get('/teams'), people(ctx)]));
-  if (!loaded) return undefined;
+  if (!loaded) return;
   let teams = loaded[0].data;
   const users = (loaded[1] || []).sort((a, b) => a.username.localeCompare(b.username));
   const nameOf = new Map(users.map((u) => [u.id, u.username]));
@@ -28,28 +28,25 @@ export async function mount(root, ctx) {
     return t.members.includes(ctx.me.id) ? `${n}, you among them` : n;
   };
 
-  /** The fields of a team (create form and edit dialog): {el, name, body(), reset(), failed(e)}. */
   function teamFields(team, hint) {
-    const summary = h('div');
     const name = field({ label: 'Team name', name: 'name', value: team.name, hint });
     const boxes = users.map((u) => ({ id: u.id, box: checkbox({ label: u.username, name: `member-${u.id}`, checked: team.members.includes(u.id) }) }));
     const keep = team.members.filter((id) => !nameOf.has(id));
-    const el = h('div', null, summary, name.el, h('fieldset.members', null, h('legend', null, 'Members'),
-      boxes.length ? boxes.map((b) => b.box.el) : h('p.muted', null, 'No users to pick from.')));
     return {
-      el,
+      fields: { name },
+      members: h('fieldset.members', null, h('legend', null, 'Members'),
+        boxes.length ? boxes.map((b) => b.box.el) : h('p.muted', null, 'No users to pick from.')),
       body: () => ({ name: name.input.value.trim(), members: [...keep, ...boxes.filter((b) => b.box.input.checked).map((b) => b.id)] }),
-      check: () => { const ok = !!name.input.value.trim(); showErrors(summary, { name }, ok ? [] : [{ key: 'name', message: 'Enter a team name' }]); return ok; },
       reset: () => { name.input.value = ''; for (const b of boxes) b.box.input.checked = false; },
-      failed: (e) => showApiError(summary, { name }, e, e.field || 'name'),
     };
   }
 
   function editDialog(team) {
     const f = teamFields(team);
+    const summary = h('div');
     openDialog({
       title: `Edit team ${team.name}`,
-      content: f.el,
+      content: [summary, f.fields.name.el, f.members],
       actions: [
         { label: 'Save team', kind: 'primary', onClick: async (c) => {
           try {
@@ -58,7 +55,7 @@ export async function mount(root, ctx) {
             renderList();
             c.close();
             say(`Saved team ${r.data.name}.`);
-          } catch (e) { f.failed(e); }
+          } catch (e) { showApiError(summary, f.fields, e, e.field || 'name'); }
         } },
         { label: 'Cancel', onClick: (c) => c.close() },
       ],
@@ -94,36 +91,27 @@ export async function mount(root, ctx) {
     replace(listBox, table('Teams', ['Team', 'Members', admin && 'Actions'].filter(Boolean), rows, 'table--wide'));
   }
 
-  let createSection = null;
-  if (admin) {
-    const f = teamFields({ name: '', members: [] }, '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”.');
-    const button = submit('Create team');
-    const form = h('form.admin-form', { novalidate: true }, f.el, button);
-    form.addEventListener('submit', async (e) => {
-      e.preventDefault();
-      if (!f.check()) return;
-      button.disabled = true;
-      try {
-        const r = await post('/teams', f.body());
-        teams.push(r.data);
-        renderList();
-        f.reset();
-        say(`Created team ${r.data.name}.`);
-      } catch (err) {
-        f.failed(err);
-      } finally {
-        button.disabled = false;
-      }
-    });
-    createSection = section('teams-new', 'New team', form);
-  }
+  const f = teamFields({ name: '', members: [] }, '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”.');
+  const { form } = formOf({
+    fields: f.fields,
+    label: 'Create team',
+    extra: f.members,
+    conflict: 'name',
+    check: () => [!f.fields.name.input.value.trim() && { key: 'name', message: 'Enter a team name' }],
+    send: async () => {
+      const r = await post('/teams', f.body());
+      teams.push(r.data);
+      renderList();
+      f.reset();
+      say(`Created team ${r.data.name}.`);
+    },
+  });
 
   replace(root,
     h('h1', null, 'Teams'),
     admin ? null : h('p.lead', null, 'Teams group users for connection grants. Only admins change them.'),
     message,
     section('teams-list', heading, listBox),
-    createSection);
+    admin && section('teams-new', 'New team', form));
   renderList();
-  return undefined;
 }

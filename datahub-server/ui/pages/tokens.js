@@ -2,16 +2,16 @@
 
 import { h, replace, clear } from '../dom.js';
 import { get, post, del } from '../api.js';
-import { field, checkbox, showErrors, showApiError } from '../components/field.js';
+import { field, checkbox, formOf } from '../components/field.js';
 import { confirm } from '../components/dialog.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadOr, table, hidden, btn, section, submit } from '../components/page-kit.js';
+import { notice, refuse, loadOr, table, hidden, btn, section, copyButton } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
   ctx.title('API tokens');
   if (!ctx.can('tokens')) return refuse(root, ctx, 'API tokens', 'Your account may not use API tokens.');
-  let tokens = await loadOr(root, ctx, 'API tokens', 'your tokens', async () => (await get('/tokens')).data);
-  if (!tokens) return undefined;
+  let tokens = await loadOr(root, ctx, 'API tokens', 'your tokens', () => get('/tokens').then((r) => r.data));
+  if (!tokens) return;
   const message = h('div', { 'aria-live': 'polite' });
   const shown = h('div');
   const listBox = h('div');
@@ -19,8 +19,7 @@ export async function mount(root, ctx) {
   const state = (t) => (t.revoked_at ? 'revoked' : t.expires_at && Date.parse(t.expires_at) <= Date.now() ? 'expired' : 'active');
 
   function renderList() {
-    const active = tokens.filter((t) => !t.revoked_at).length;
-    heading.textContent = `Your tokens (${active} active)`;
+    heading.textContent = `Your tokens (${tokens.filter((t) => !t.revoked_at).length} active)`;
     if (!tokens.length) {
       replace(listBox, h('p.empty', null, 'No tokens yet.'));
       return;
@@ -58,15 +57,7 @@ export async function mount(root, ctx) {
   function showToken(created) {
     const text = h('code.token-text', { id: 'new-token' }, created.token);
     const status = h('span.muted', { role: 'status' });
-    const copy = btn('Copy', async () => {
-      try {
-        await navigator.clipboard.writeText(text.textContent);
-        status.textContent = ' Copied.';
-      } catch {
-        getSelection().selectAllChildren(text);
-        status.textContent = ' The browser refused to copy: the token is selected, press Ctrl+C (⌘C).';
-      }
-    }, 'primary');
+    const copy = copyButton('Copy', text, status, 'primary');
     const box = h('section.token-box', { 'aria-labelledby': 'token-title' },
       h('h2', { id: 'token-title', tabindex: '-1' }, `Your new token “${created.name}”`),
       h('p', null, h('strong', null, 'Copy it now: it won’t be shown again.'), ' Send it as ', h('code', null, 'Authorization: Bearer <token>'), '.'),
@@ -77,39 +68,30 @@ export async function mount(root, ctx) {
     box.querySelector('h2').focus();
   }
 
-  const summary = h('div');
   const F = {
     name: field({ label: 'Token name', name: 'name', hint: 'What uses it, e.g. “ci-deploy”. 1 to 64 characters.' }),
     expires_in_days: field({ label: 'Expires in (days)', name: 'expires_in_days', attrs: { inputmode: 'numeric' }, value: '90', hint: '1 to 3,650. Leave blank for a token that never expires.' }),
   };
   const readOnly = checkbox({ label: 'Read-only', name: 'read_only', hint: 'It may read but not create, change or delete anything.' });
-  const createButton = submit('Create token');
-  const form = h('form.admin-form', { novalidate: true }, summary, F.name.el, F.expires_in_days.el, readOnly.el, createButton);
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const name = F.name.input.value.trim();
-    const days = F.expires_in_days.input.value.trim();
-    const errs = [];
-    if (!name) errs.push({ key: 'name', message: 'Enter a token name' });
-    if (days && (!/^\d+$/.test(days) || Number(days) < 1 || Number(days) > 3650)) {
-      errs.push({ key: 'expires_in_days', message: 'Expires in must be a whole number of days from 1 to 3,650' });
-    }
-    showErrors(summary, F, errs);
-    if (errs.length) return;
-    createButton.disabled = true;
-    try {
-      const r = await post('/tokens', { name, expires_in_days: days ? Number(days) : null, read_only: readOnly.input.checked });
+  const days = () => F.expires_in_days.input.value.trim();
+  const { form, button: createButton } = formOf({
+    fields: F,
+    label: 'Create token',
+    extra: readOnly.el,
+    check: () => [
+      !F.name.input.value.trim() && { key: 'name', message: 'Enter a token name' },
+      days() && !(/^\d+$/.test(days()) && +days() >= 1 && +days() <= 3650)
+        && { key: 'expires_in_days', message: 'Expires in must be a whole number of days from 1 to 3,650' },
+    ],
+    send: async () => {
+      const r = await post('/tokens', { name: F.name.input.value.trim(), expires_in_days: days() ? +days() : null, read_only: readOnly.input.checked });
       const { token, ...info } = r.data;
       tokens.push({ ...info, revoked_at: null });
       renderList();
       F.name.input.value = '';
       showToken({ ...info, token });
       ctx.announce(`Created token ${info.name}. Copy it now: it won’t be shown again.`);
-    } catch (err) {
-      showApiError(summary, F, err);
-    } finally {
-      createButton.disabled = false;
-    }
+    },
   });
 
   replace(root,

@@ -2,21 +2,21 @@
 
 import { h, replace } from '../dom.js';
 import { get, post, patch, describe, isStatus } from '../api.js';
-import { field, selectField, showErrors, showApiError, fieldMessage } from '../components/field.js';
+import { field, selectField, formOf, fieldMessage } from '../components/field.js';
 import { openDialog } from '../components/dialog.js';
 import { dateTime } from '../format.js';
-import { notice, refuse, loadOr, table, hidden, btn, section, submit } from '../components/page-kit.js';
+import { notice, refuse, loadOr, table, hidden, btn, section } from '../components/page-kit.js';
 
 const ROLE_HINT = 'admin: everything; editor: creates connections; viewer: uses granted connections; auditor: reads the audit log.';
 const roleField = (value) => selectField({
-  label: 'Role', name: 'role', value, hint: ROLE_HINT, options: ['admin', 'editor', 'viewer', 'auditor'].map((r) => ({ value: r, label: r })),
+  label: 'Role', name: 'role', value, hint: ROLE_HINT, options: ['admin', 'editor', 'viewer', 'auditor'],
 });
 
 export async function mount(root, ctx) {
   ctx.title('Users');
   if (!ctx.can('users')) return refuse(root, ctx, 'Users', 'Only admins manage user accounts.');
-  let users = await loadOr(root, ctx, 'Users', 'the user accounts', async () => (await get('/users')).data);
-  if (!users) return undefined;
+  let users = await loadOr(root, ctx, 'Users', 'the user accounts', () => get('/users').then((r) => r.data));
+  if (!users) return;
   const writable = ctx.can('users.manage');
   const message = h('div', { 'aria-live': 'polite' });
   const listBox = h('div');
@@ -55,15 +55,14 @@ export async function mount(root, ctx) {
   function resetDialog(user) {
     const pw = field({ label: 'New password', name: 'new_password', type: 'password', autocomplete: 'new-password', hint: '12 to 1,024 characters. Tell the user through a safe channel.' });
     const send = async (c) => {
-      const value = pw.input.value;
-      if (value.length < 12) { pw.setError('The new password must be at least 12 characters'); pw.input.focus(); return; }
+      const password = pw.input.value;
+      if (password.length < 12) { pw.setError('The new password must be at least 12 characters'); pw.input.focus(); return; }
+      pw.input.value = '';
       try {
-        await patch(`/users/${user.id}`, { password: value });
-        pw.input.value = '';
+        await patch(`/users/${user.id}`, { password });
         c.close();
         say('ok', `The password of ${user.username} was reset.`);
       } catch (e) {
-        pw.input.value = '';
         pw.setError(isStatus(e, 400) ? fieldMessage('The password', e.message) : describe(e));
         pw.input.focus();
       }
@@ -71,7 +70,7 @@ export async function mount(root, ctx) {
     const ctl = openDialog({
       title: `Reset the password of ${user.username}`,
       content: h('form', { novalidate: true, on: { submit: (e) => { e.preventDefault(); send(ctl); } } },
-        // Lets password managers file the new password under the right account.
+        // Tells password managers whose password this is.
         h('input', { type: 'text', autocomplete: 'username', value: user.username, hidden: true, readonly: true, tabindex: '-1', 'aria-hidden': 'true' }),
         pw.el),
       actions: [
@@ -96,36 +95,29 @@ export async function mount(root, ctx) {
     replace(listBox, table('User accounts', ['User name', 'Role', 'State', 'Created', writable && 'Actions'].filter(Boolean), rows, 'table--wide'));
   }
 
-  const summary = h('div');
   const F = {
     username: field({ label: 'User name', name: 'username', hint: '1–64 of a–z, 0–9, “_”, “.”, “@”, “-”, starting with a letter or digit.' }),
     password: field({ label: 'Password', name: 'password', type: 'password', autocomplete: 'new-password', hint: '12 to 1,024 characters.' }),
     role: roleField('viewer'),
   };
-  const createButton = submit('Create user');
-  const form = h('form.admin-form', { novalidate: true, on: { submit: create } }, summary, F.username.el, F.password.el, F.role.el, createButton);
-  async function create(e) {
-    e.preventDefault();
-    const body = { username: F.username.input.value.trim(), password: F.password.input.value, role: F.role.input.value };
-    const errs = [];
-    if (!body.username) errs.push({ key: 'username', message: 'Enter a user name' });
-    if (body.password.length < 12) errs.push({ key: 'password', message: 'The password must be at least 12 characters' });
-    showErrors(summary, F, errs);
-    if (errs.length) return;
-    createButton.disabled = true;
-    try {
+  const { form } = formOf({
+    fields: F,
+    label: 'Create user',
+    conflict: 'username',
+    check: () => [
+      !F.username.input.value.trim() && { key: 'username', message: 'Enter a user name' },
+      F.password.input.value.length < 12 && { key: 'password', message: 'The password must be at least 12 characters' },
+    ],
+    send: async () => {
+      const body = { username: F.username.input.value.trim(), password: F.password.input.value, role: F.role.input.value };
+      F.password.input.value = '';
       const r = await post('/users', body);
       F.username.input.value = '';
       users = [...users, r.data].sort((a, b) => a.username.localeCompare(b.username));
       renderList();
       say('ok', `Created ${r.data.username} (${r.data.role}).`);
-    } catch (err) {
-      showApiError(summary, F, err, err.field || (isStatus(err, 409) ? 'username' : null));
-    } finally {
-      F.password.input.value = '';
-      createButton.disabled = false;
-    }
-  }
+    },
+  });
 
   replace(root,
     h('h1', null, 'Users'),
@@ -133,5 +125,4 @@ export async function mount(root, ctx) {
     section('users-list', heading, listBox),
     writable ? section('users-new', 'New user', form) : null);
   renderList();
-  return undefined;
 }
