@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use super::{Hub, blocking, now, target};
+use super::{Hub, now, target};
 use crate::audit::{AuditEvent, Outcome, RequestInfo};
 use crate::auth::{self, AccountName};
 use crate::rbac::{Action, AuthMethod, Principal, Role, act};
@@ -135,7 +135,7 @@ impl Hub {
             None => (random_password()?, true),
         };
         let hash_input = password.clone();
-        let hash = blocking(move || auth::hash_password(&hash_input)).await?;
+        let hash = self.password_work(move || auth::hash_password(&hash_input)).await?;
         let at = now();
         let row = UserRow {
             id: UserId::new(),
@@ -186,7 +186,7 @@ impl Hub {
         let checked_user = user.clone();
         let checked_password = password.clone();
         let verdict =
-            blocking(move || Ok(auth::verify_login(checked_user.as_ref(), &checked_password)))
+            self.password_work(move || Ok(auth::verify_login(checked_user.as_ref(), &checked_password)))
                 .await?;
         let login = match verdict {
             Ok(login) => login,
@@ -205,7 +205,7 @@ impl Hub {
         };
         let mut user = user.ok_or_else(|| Error::new(ErrorKind::Internal, "login without user"))?;
         if login.needs_rehash {
-            let hash = blocking(move || auth::hash_password(&password)).await?;
+            let hash = self.password_work(move || auth::hash_password(&password)).await?;
             user.password_hash = hash;
             user.updated_at = now();
             let event = AuditEvent::now(
@@ -302,7 +302,7 @@ impl Hub {
         };
         let name = AccountName::parse(username)?;
         auth::check_password_policy(&password)?;
-        let hash = blocking(move || auth::hash_password(&password)).await?;
+        let hash = self.password_work(move || auth::hash_password(&password)).await?;
         let at = now();
         let row = UserRow {
             id: UserId::new(),
@@ -373,7 +373,7 @@ impl Hub {
         }
         if let Some(password) = update.password {
             auth::check_password_policy(&password)?;
-            row.password_hash = blocking(move || auth::hash_password(&password)).await?;
+            row.password_hash = self.password_work(move || auth::hash_password(&password)).await?;
             changed.push("password");
         }
         if changed.is_empty() {
@@ -432,7 +432,7 @@ impl Hub {
             Error::new(ErrorKind::Unauthenticated, "the account no longer exists")
         })?;
         let stored = row.clone();
-        let verdict = blocking(move || Ok(auth::verify_login(Some(&stored), &current))).await?;
+        let verdict = self.password_work(move || Ok(auth::verify_login(Some(&stored), &current))).await?;
         if let Err(e) = verdict {
             let event = self.event(
                 principal,
@@ -443,7 +443,7 @@ impl Hub {
             self.audit(&event).await?;
             return Err(e);
         }
-        row.password_hash = blocking(move || auth::hash_password(&new)).await?;
+        row.password_hash = self.password_work(move || auth::hash_password(&new)).await?;
         row.updated_at = now();
         let event = self
             .event(

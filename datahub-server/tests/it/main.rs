@@ -21,3 +21,4 @@ mod metrics;
 mod replicas;
 mod routes;
 mod session;
+mod throttle;
