@@ -283,4 +283,54 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+
+    /// S31: the first check of a connection a user saved is owed to that user's test budget:
+    /// admitted while the budget lasts, deferred (once) when it is spent; later checks and
+    /// checks of connections nobody just saved are free.
+    #[tokio::test]
+    async fn a_first_check_after_a_save_draws_on_the_savers_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let hub = Hub::open(store, Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap()
+            .with_test_rate_limit(crate::hub::RateLimit {
+                burst: 2,
+                per_second: 0.001,
+            });
+        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
+            .await
+            .unwrap();
+        let admin = hub
+            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let draft = ConnectionDraft {
+                name: format!("owed-{i}"),
+                host: "127.0.0.1".into(),
+                database: "app".into(),
+                username: "app".into(),
+                password: Some(Password::from("pw-owed-check")),
+                ..ConnectionDraft::default()
+            };
+            ids.push(hub.create_connection(&admin, draft).await.unwrap().id);
+        }
+        let checker = ProbeChecker {
+            hub: hub.clone(),
+            budget: MAX_BUDGET,
+        };
+        assert!(checker.admit(ids[0]).await);
+        assert!(checker.admit(ids[1]).await);
+        assert!(!checker.admit(ids[2]).await, "the budget is spent");
+        // The deferred check was settled: the next one waits for nothing but its interval.
+        assert!(checker.admit(ids[2]).await);
+        // The saver's tests draw on the same, spent budget.
+        let refused = hub
+            .test_connection(&admin, ids[0], MAX_BUDGET)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), crate::ErrorKind::RateLimited);
+    }
 }
