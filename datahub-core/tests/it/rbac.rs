@@ -42,6 +42,7 @@ pub(crate) const EXPECTED: &[(&str, [&str; 4])] = &[
     ("keys.status", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
     ("keys.rotate", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
     ("keys.retire", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
+    ("metrics.read", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
     //                          admin    editor   viewer   auditor
     ("connection.view", ["AAAAA", "HAAAA", "HAAAA", "HAAAA"]),
     ("connection.update", ["AAAAA", "HDDAA", "HDDAA", "HDDAA"]),
@@ -65,6 +66,7 @@ pub(crate) const READ_ONLY_ALLOWS: &[&str] = &[
     "audit.read",
     "audit.verify",
     "keys.status",
+    "metrics.read",
     "connection.view",
     "connection.test",
     "connection.reveal",

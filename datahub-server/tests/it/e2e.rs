@@ -423,9 +423,14 @@ async fn the_binary_serves_over_a_socket_and_sigterm_ends_open_streams() {
 
     // Metrics, with the figures the refresh task reads from the core (at start, then every
     // 15 s: polled, as it runs beside the first requests).
+    // S34: `/metrics` is for an admin's token, never anonymous.
+    assert_eq!(server.request("GET", "/metrics", &[]).await.status, 401);
+    let metrics_bearer = format!("Bearer {admin_token}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let metrics = server.request("GET", "/metrics", &[]).await;
+        let metrics = server
+            .request("GET", "/metrics", &[("Authorization", metrics_bearer.as_str())])
+            .await;
         assert_eq!(metrics.status, 200);
         let text = String::from_utf8(metrics.body).unwrap();
         if text.contains("datahub_connections{status=\"unknown\"} 0") {

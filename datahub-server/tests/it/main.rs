@@ -16,6 +16,7 @@ mod connections;
 mod e2e;
 mod events;
 mod fuzz;
+mod hygiene;
 mod lending;
 mod matrix;
 mod metrics;
