@@ -133,8 +133,9 @@ pub struct NewUser {
 pub struct UserChange {
     /// New role.
     pub role: Option<UserRole>,
-    /// Disable (`true`) or enable (`false`) the account; its sessions and tokens stop working
-    /// on the next request.
+    /// Disable (`true`) or enable (`false`) the account. Disabling ends its sessions and
+    /// revokes its API tokens for good: enabling it again brings none back. A new `password`
+    /// ends its sessions and leaves its tokens working.
     pub disabled: Option<bool>,
     /// A new password (a reset). Write-only.
     #[schema(value_type = Option<String>, format = Password, write_only)]
@@ -269,7 +270,8 @@ async fn update_user(
 }
 
 /// Changes the caller's own password, given the current one. Wrong guesses count against the
-/// same limit as failed sign-ins.
+/// same limit as failed sign-ins. Every session of the caller ends (sign in again); API tokens
+/// keep working, as credentials of their own: revoke them at `/api/v1/tokens/{id}`.
 #[utoipa::path(
     post,
     path = "/api/v1/users/me/password",

@@ -25,3 +25,4 @@ mod routes;
 mod scan;
 mod session;
 mod throttle;
+mod token_limits;
