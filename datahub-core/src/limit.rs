@@ -250,7 +250,11 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
 /// The tokens of `bucket` at `now`, refilled and capped at the burst.
 fn refilled(limit: &RateLimit, bucket: &Bucket, now: Instant) -> f64 {
     let gained = now.saturating_duration_since(bucket.at).as_secs_f64() * limit.per_second;
-    let gained = if gained.is_finite() { gained.max(0.0) } else { 0.0 };
+    let gained = if gained.is_finite() {
+        gained.max(0.0)
+    } else {
+        0.0
+    };
     (bucket.tokens + gained).min(f64::from(limit.burst))
 }
 

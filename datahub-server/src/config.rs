@@ -275,7 +275,9 @@ fn positive_number(name: &str, value: Option<f64>, default: f64) -> Result<f64, 
     match value {
         None => Ok(default),
         Some(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
-        Some(_) => Err(format!("{name}: must be a number above 0 and at most 86400")),
+        Some(_) => Err(format!(
+            "{name}: must be a number above 0 and at most 86400"
+        )),
     }
 }
 
@@ -335,7 +337,13 @@ mod tests {
             login_burst: Some(2),
             ..ServeArgs::default()
         };
-        assert_eq!(Settings::resolve(&common, &serve).unwrap().login_limit.burst, 2);
+        assert_eq!(
+            Settings::resolve(&common, &serve)
+                .unwrap()
+                .login_limit
+                .burst,
+            2
+        );
         for bad in [
             ServeArgs {
                 test_rate_burst: Some(0),

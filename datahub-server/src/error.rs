@@ -215,10 +215,7 @@ impl From<serde_path_to_error::Error<serde_json::Error>> for ApiError {
             .and_then(|rest| rest.split_once('`'))
             .map(|(name, _)| name)
             .filter(|name| {
-                !name.is_empty()
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
             });
         if let Some(name) = named {
             field = Some(match field {

@@ -114,8 +114,14 @@ mod tests {
         for _ in 0..3 {
             l.attempt("Admin", Some("127.0.0.1")).unwrap();
         }
-        assert!(l.attempt("admin", Some("127.0.0.9")).is_err(), "per account");
-        assert!(l.attempt("other", Some("127.0.0.1")).is_err(), "per address");
+        assert!(
+            l.attempt("admin", Some("127.0.0.9")).is_err(),
+            "per account"
+        );
+        assert!(
+            l.attempt("other", Some("127.0.0.1")).is_err(),
+            "per address"
+        );
         l.attempt("other", Some("127.0.0.9")).unwrap();
         // A success gives its attempt back.
         l.succeeded("other", Some("127.0.0.9"));

@@ -135,7 +135,9 @@ impl Hub {
             None => (random_password()?, true),
         };
         let hash_input = password.clone();
-        let hash = self.password_work(move || auth::hash_password(&hash_input)).await?;
+        let hash = self
+            .password_work(move || auth::hash_password(&hash_input))
+            .await?;
         let at = now();
         let row = UserRow {
             id: UserId::new(),
@@ -185,9 +187,9 @@ impl Hub {
         };
         let checked_user = user.clone();
         let checked_password = password.clone();
-        let verdict =
-            self.password_work(move || Ok(auth::verify_login(checked_user.as_ref(), &checked_password)))
-                .await?;
+        let verdict = self
+            .password_work(move || Ok(auth::verify_login(checked_user.as_ref(), &checked_password)))
+            .await?;
         let login = match verdict {
             Ok(login) => login,
             Err(e) => {
@@ -205,7 +207,9 @@ impl Hub {
         };
         let mut user = user.ok_or_else(|| Error::new(ErrorKind::Internal, "login without user"))?;
         if login.needs_rehash {
-            let hash = self.password_work(move || auth::hash_password(&password)).await?;
+            let hash = self
+                .password_work(move || auth::hash_password(&password))
+                .await?;
             user.password_hash = hash;
             user.updated_at = now();
             let event = AuditEvent::now(
@@ -302,7 +306,9 @@ impl Hub {
         };
         let name = AccountName::parse(username)?;
         auth::check_password_policy(&password)?;
-        let hash = self.password_work(move || auth::hash_password(&password)).await?;
+        let hash = self
+            .password_work(move || auth::hash_password(&password))
+            .await?;
         let at = now();
         let row = UserRow {
             id: UserId::new(),
@@ -375,7 +381,9 @@ impl Hub {
         }
         if let Some(password) = update.password {
             auth::check_password_policy(&password)?;
-            row.password_hash = self.password_work(move || auth::hash_password(&password)).await?;
+            row.password_hash = self
+                .password_work(move || auth::hash_password(&password))
+                .await?;
             changed.push("password");
         }
         if changed.is_empty() {
@@ -435,7 +443,9 @@ impl Hub {
             Error::new(ErrorKind::Unauthenticated, "the account no longer exists")
         })?;
         let stored = row.clone();
-        let verdict = self.password_work(move || Ok(auth::verify_login(Some(&stored), &current))).await?;
+        let verdict = self
+            .password_work(move || Ok(auth::verify_login(Some(&stored), &current)))
+            .await?;
         if let Err(e) = verdict {
             let event = self.event(
                 principal,
@@ -446,7 +456,9 @@ impl Hub {
             self.audit(&event).await?;
             return Err(e);
         }
-        row.password_hash = self.password_work(move || auth::hash_password(&new)).await?;
+        row.password_hash = self
+            .password_work(move || auth::hash_password(&new))
+            .await?;
         row.updated_at = now();
         let event = self
             .event(
@@ -860,7 +872,10 @@ mod tests {
             .unwrap();
         let forever = hub.create_token(&session, "f", None, false).await.unwrap();
         assert_eq!(forever.info.expires_at, None);
-        let short = hub.create_token(&session, "s", Some(2), false).await.unwrap();
+        let short = hub
+            .create_token(&session, "s", Some(2), false)
+            .await
+            .unwrap();
         let cap = short.info.expires_at.unwrap();
         let through = hub
             .authenticate_token(short.token.expose_secret(), &RequestInfo::default())
@@ -871,7 +886,10 @@ mod tests {
             let minted = hub.create_token(&through, "m", days, false).await.unwrap();
             assert!(minted.info.expires_at.is_some_and(|e| e <= cap));
         }
-        let one = hub.create_token(&through, "o", Some(1), false).await.unwrap();
+        let one = hub
+            .create_token(&through, "o", Some(1), false)
+            .await
+            .unwrap();
         assert!(one.info.expires_at.is_some_and(|e| e < cap));
         let ro = hub.create_token(&session, "r", None, true).await.unwrap();
         let ro = hub
@@ -879,7 +897,10 @@ mod tests {
             .await
             .unwrap();
         for read_only in [false, true] {
-            let refused = hub.create_token(&ro, "x", None, read_only).await.unwrap_err();
+            let refused = hub
+                .create_token(&ro, "x", None, read_only)
+                .await
+                .unwrap_err();
             assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
         }
     }

@@ -25,10 +25,10 @@ mod secrets;
 mod sessions;
 mod views;
 
+pub use crate::limit::RateLimit;
 pub use accounts::{BOOTSTRAP_ADMIN, BootstrapAdmin, NewApiToken, TokenInfo, User, UserUpdate};
 pub use admin::AuditVerification;
 pub use connections::{ConnectionGrants, Dsn, Revealed};
-pub use crate::limit::RateLimit;
 pub use probe::Created;
 pub use sessions::{MAX_USER_AGENT_CHARS, NewSession};
 pub use views::{EventFilter, HealthHistory, MAX_HISTORY_LIMIT};
@@ -140,9 +140,10 @@ impl Hub {
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self.password_lane.acquire().await.map_err(|_| {
-            crate::Error::new(ErrorKind::Internal, "the password lane is closed")
-        })?;
+        let _permit =
+            self.password_lane.acquire().await.map_err(|_| {
+                crate::Error::new(ErrorKind::Internal, "the password lane is closed")
+            })?;
         tokio::task::spawn_blocking(work).await.map_err(|_| {
             crate::Error::new(ErrorKind::Internal, "a background task failed to complete")
         })?

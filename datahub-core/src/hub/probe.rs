@@ -101,7 +101,10 @@ impl Hub {
                     draft.tls.client_key_pem = stored.client_key_pem;
                     borrowed = borrowed.or(Some("tls.client_key_pem"));
                 }
-                (Some(target("connection", id)), borrowed.map(|field| (row.spec, field)))
+                (
+                    Some(target("connection", id)),
+                    borrowed.map(|field| (row.spec, field)),
+                )
             }
             None => (None, None),
         };

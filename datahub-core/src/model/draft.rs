@@ -126,7 +126,8 @@ impl ConnectionSpec {
             || to.database != self.database
             || to.tls.mode() < self.tls.mode()
             || to.tls.channel_binding() < self.tls.channel_binding()
-            || (to.tls.ca_cert_pem() != self.tls.ca_cert_pem() && to.tls.mode().verifies_certificate())
+            || (to.tls.ca_cert_pem() != self.tls.ca_cert_pem()
+                && to.tls.mode().verifies_certificate())
     }
 
     /// Whether this saved spec's stored secrets (password, client key) may be lent to a test of

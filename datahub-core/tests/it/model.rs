@@ -1019,28 +1019,34 @@ fn s30_stored_secrets_are_lent_only_to_the_saved_target() {
         d.tls.channel_binding = Some(ChannelBinding::Require);
         d.validate().unwrap().0
     };
-    let lend = |change: fn(&mut ConnectionDraft)| {
+    let lend = |change: Setter<()>| {
         let mut d = draft();
         d.tls.mode = Some(TlsMode::VerifyFull);
         d.tls.channel_binding = Some(ChannelBinding::Require);
-        change(&mut d);
+        change(&mut d, ());
         let to = d.validate().unwrap().0;
         (saved.may_lend_secrets_to(&to), saved.retargeted_by(&to))
     };
     // Same target, also renamed, re-described, re-tagged, or with stronger settings.
-    assert_eq!(lend(|_| {}), (true, false));
-    assert_eq!(lend(|d| d.name = "other-name".into()), (true, false));
-    assert_eq!(lend(|d| d.host = "DB.example.com".into()), (true, false));
-    assert_eq!(lend(|d| d.tags = vec!["x".into()]), (true, false));
+    assert_eq!(lend(|_, ()| {}), (true, false));
+    assert_eq!(lend(|d, ()| d.name = "other-name".into()), (true, false));
+    assert_eq!(
+        lend(|d, ()| d.host = "DB.example.com".into()),
+        (true, false)
+    );
+    assert_eq!(lend(|d, ()| d.tags = vec!["x".into()]), (true, false));
     // Another target, account or weaker TLS: refused; all but the account are S12's rule too.
-    let cases: [(fn(&mut ConnectionDraft), bool); 7] = [
-        (|d| d.host = "10.0.0.9".into(), true),
-        (|d| d.port = Some(5433), true),
-        (|d| d.database = "other".into(), true),
-        (|d| d.username = "mallory".into(), false),
-        (|d| d.tls.mode = Some(TlsMode::Require), true),
-        (|d| d.tls.channel_binding = Some(ChannelBinding::Prefer), true),
-        (|d| d.tls.ca_cert_pem = Some(CERT.into()), true),
+    let cases: [(Setter<()>, bool); 7] = [
+        (|d, ()| d.host = "10.0.0.9".into(), true),
+        (|d, ()| d.port = Some(5433), true),
+        (|d, ()| d.database = "other".into(), true),
+        (|d, ()| d.username = "mallory".into(), false),
+        (|d, ()| d.tls.mode = Some(TlsMode::Require), true),
+        (
+            |d, ()| d.tls.channel_binding = Some(ChannelBinding::Prefer),
+            true,
+        ),
+        (|d, ()| d.tls.ca_cert_pem = Some(CERT.into()), true),
     ];
     for (i, (change, retargeted)) in cases.into_iter().enumerate() {
         assert_eq!(lend(change), (false, retargeted), "case {i}");

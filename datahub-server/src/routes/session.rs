@@ -134,11 +134,15 @@ async fn login(
         }
         Err(e) => {
             // Not a wrong password (the store failed): the attempt does not count.
-            state.logins().succeeded(&request.username, client.as_deref());
+            state
+                .logins()
+                .succeeded(&request.username, client.as_deref());
             return Err(e.into());
         }
     };
-    state.logins().succeeded(&request.username, client.as_deref());
+    state
+        .logins()
+        .succeeded(&request.username, client.as_deref());
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());

@@ -429,7 +429,11 @@ async fn the_binary_serves_over_a_socket_and_sigterm_ends_open_streams() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
         let metrics = server
-            .request("GET", "/metrics", &[("Authorization", metrics_bearer.as_str())])
+            .request(
+                "GET",
+                "/metrics",
+                &[("Authorization", metrics_bearer.as_str())],
+            )
             .await;
         assert_eq!(metrics.status, 200);
         let text = String::from_utf8(metrics.body).unwrap();

@@ -86,7 +86,10 @@ async fn s34_a_field_path_never_comes_from_a_value() {
         body
     };
     let cases = [
-        (with(&["tls", "mode"], json!("missing field `evil`")), "tls.mode"),
+        (
+            with(&["tls", "mode"], json!("missing field `evil`")),
+            "tls.mode",
+        ),
         (with(&["engine"], json!("missing field `evil`")), "engine"),
         (
             with(&["tls", "channel_binding"], json!("duplicate field `evil`")),

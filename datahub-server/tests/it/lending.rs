@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 use crate::common::Fixture;
 
+/// One change to a draft.
+type Change = Box<dyn Fn(&mut Value)>;
+
 const CANARY: &str = "canary-lending-Vw81q";
 const URL: &str = "/api/v1/connections";
 
@@ -78,12 +81,15 @@ async fn s30_a_stored_password_is_lent_only_to_the_saved_target() {
     assert_eq!(r.json["ok"], true, "{}", r.text);
 
     let (other_ca, _) = other_cert();
-    let changes: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let changes: Vec<(&str, Change)> = vec![
         ("host", Box::new(|d| d["host"] = json!("127.0.0.2"))),
         ("port", Box::new(|d| d["port"] = json!(1))),
         ("database", Box::new(|d| d["database"] = json!("postgres"))),
         ("username", Box::new(|d| d["username"] = json!("postgres"))),
-        ("tls.mode", Box::new(|d| d["tls"]["mode"] = json!("require"))),
+        (
+            "tls.mode",
+            Box::new(|d| d["tls"]["mode"] = json!("require")),
+        ),
         (
             "tls.channel_binding",
             Box::new(|d| d["tls"]["channel_binding"] = json!("prefer")),
@@ -95,7 +101,11 @@ async fn s30_a_stored_password_is_lent_only_to_the_saved_target() {
     ];
     for (what, change) in &changes {
         let r = f
-            .admin(Method::POST, &format!("{URL}/test"), Some(&draft(change.as_ref())))
+            .admin(
+                Method::POST,
+                &format!("{URL}/test"),
+                Some(&draft(change.as_ref())),
+            )
             .await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{what}: {}", r.text);
         assert_eq!(r.json["error"]["field"], "password", "{what}: {}", r.text);
@@ -132,11 +142,15 @@ async fn s30_a_stored_client_key_is_lent_only_to_the_saved_target() {
     d["id"] = json!(id);
     d["tls"].as_object_mut().unwrap().remove("client_key_pem");
     // Same target: the key is lent (the test runs; nothing listens on port 1).
-    let r = f.admin(Method::POST, &format!("{URL}/test"), Some(&d)).await;
+    let r = f
+        .admin(Method::POST, &format!("{URL}/test"), Some(&d))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     // Another host, the password given, the key blank: refused naming the key.
     d["host"] = json!("127.0.0.2");
-    let r = f.admin(Method::POST, &format!("{URL}/test"), Some(&d)).await;
+    let r = f
+        .admin(Method::POST, &format!("{URL}/test"), Some(&d))
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
     assert_eq!(r.json["error"]["field"], "tls.client_key_pem", "{}", r.text);
 }

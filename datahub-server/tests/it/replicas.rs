@@ -127,7 +127,9 @@ fn became_healthy(event: &Value, id: &str) -> bool {
 
 /// The checks a replica's monitor finished since it started, all outcomes, from its `/metrics`.
 async fn checks_done(server: &Server, cookie: &str) -> u64 {
-    let metrics = server.request("GET", "/metrics", &[("Cookie", cookie)]).await;
+    let metrics = server
+        .request("GET", "/metrics", &[("Cookie", cookie)])
+        .await;
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8(metrics.body).unwrap();
     let counts: Vec<u64> = text

@@ -22,7 +22,13 @@ const LIMIT: RateLimit = RateLimit {
     per_second: 0.5,
 };
 
-async fn call(app: &axum::Router, method: &str, uri: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let request = Request::builder()
         .method(method)
         .uri(uri)
@@ -33,7 +39,10 @@ async fn call(app: &axum::Router, method: &str, uri: &str, token: &str, body: Op
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
 }
 
 /// S31: an editor saves 40 connections to 40 closed loopback ports in a few seconds; within the
@@ -66,7 +75,8 @@ async fn s31_saving_connections_learns_at_most_the_test_budget() {
             "tls": {"mode": "require"},
             "monitoring": {"enabled": true, "interval_s": 600},
         });
-        let (status, created) = call(&app, "POST", "/api/v1/connections", &editor, Some(body)).await;
+        let (status, created) =
+            call(&app, "POST", "/api/v1/connections", &editor, Some(body)).await;
         assert_eq!(status, StatusCode::CREATED, "{created}");
         ids.push(created["id"].as_str().unwrap().to_owned());
     }

@@ -82,7 +82,11 @@ async fn s29_a_concurrent_flood_reaches_the_password_check_at_most_the_burst() {
     }
     assert!(unauthorized <= BURST, "{unauthorized} reached argon2");
     assert_eq!(unauthorized + limited, 64);
-    let status = f.app.clone().oneshot(login_request("admin", ADMIN_PW)).await;
+    let status = f
+        .app
+        .clone()
+        .oneshot(login_request("admin", ADMIN_PW))
+        .await;
     assert_eq!(status.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
@@ -91,7 +95,11 @@ async fn s29_a_concurrent_flood_reaches_the_password_check_at_most_the_burst() {
 async fn s29_successful_sign_ins_do_not_count() {
     let f = Fixture::new().await;
     for _ in 0..BURST + 3 {
-        let response = f.app.clone().oneshot(login_request("admin", ADMIN_PW)).await;
+        let response = f
+            .app
+            .clone()
+            .oneshot(login_request("admin", ADMIN_PW))
+            .await;
         assert_eq!(response.unwrap().status(), StatusCode::OK);
     }
 }
@@ -171,7 +179,11 @@ async fn s29_a_name_spray_stays_bounded_and_the_api_answers() {
     }
     assert!(unauthorized <= BURST, "{unauthorized} reached argon2");
     // The names that reached the check, and the address.
-    assert!(state.logins().len() <= BURST + 1, "{}", state.logins().len());
+    assert!(
+        state.logins().len() <= BURST + 1,
+        "{}",
+        state.logins().len()
+    );
 }
 
 /// S29: wrong current passwords take their attempt before the check as well.

@@ -47,7 +47,12 @@ async fn s33_a_token_never_mints_one_that_outlives_it() {
         assert!(expiry(&minted).unwrap() <= cap, "{minted}");
     }
     // A shorter lifetime than the minter's stays as asked.
-    let (_, one_day) = mint(&t, short_token, json!({"name": "one", "expires_in_days": 1})).await;
+    let (_, one_day) = mint(
+        &t,
+        short_token,
+        json!({"name": "one", "expires_in_days": 1}),
+    )
+    .await;
     assert!(expiry(&one_day).unwrap() < cap);
 
     // A read-only token mints nothing, writable or not.
@@ -127,7 +132,11 @@ async fn s33_disabling_a_user_revokes_its_tokens_for_good() {
             )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
-        assert_eq!(me(&ed.token).await, StatusCode::UNAUTHORIZED, "disabled={disabled}");
+        assert_eq!(
+            me(&ed.token).await,
+            StatusCode::UNAUTHORIZED,
+            "disabled={disabled}"
+        );
     }
     // The token is listed as revoked; a new one works.
     let fresh = t.token_for("ed", "another-password-99", false).await;
