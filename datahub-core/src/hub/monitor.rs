@@ -167,6 +167,16 @@ impl Hub {
         Monitor::start(self.store.clone(), Arc::new(checker), config)
     }
 
+    /// Whether the principal may read the server's metrics (counts of connections by status,
+    /// of requests and of checks): admins only (S34). A plain read, not audited.
+    ///
+    /// # Errors
+    /// `PermissionDenied` for other roles.
+    pub fn authorize_metrics(&self, principal: &crate::rbac::Principal) -> Result<()> {
+        principal.check::<crate::rbac::act::MetricsRead>()?;
+        Ok(())
+    }
+
     /// How many saved connections have each status, in the order of [`HealthStatus::ALL`], as
     /// the monitor last stored it (a connection whose monitoring was turned off keeps its last
     /// stored status). Counts only, over every connection, for an adapter's metrics: like the

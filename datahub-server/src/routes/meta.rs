@@ -11,8 +11,6 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use datahub_core::rbac::act;
-
 use crate::auth::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -79,7 +77,7 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError>
     )
 )]
 async fn metrics(State(state): State<AppState>, Authed(principal): Authed) -> ApiResult<Response> {
-    principal.check::<act::MetricsRead>()?;
+    state.hub().authorize_metrics(&principal)?;
     crate::telemetry::record_monitor(&state);
     let body = state.metrics().map(|m| m.render()).unwrap_or_default();
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
