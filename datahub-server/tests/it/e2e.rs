@@ -39,6 +39,11 @@ pub(crate) struct Server {
 impl Server {
     /// Starts the binary on a free loopback port over `data_dir`, with `extra` arguments.
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As [`Self::start`], with `env` variables set.
+    pub(crate) fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = free_port();
         let mut child = Command::new(BIN)
             .arg("--listen")
@@ -52,6 +57,7 @@ impl Server {
             .env_remove("DATAHUB_MASTER_KEY_FILE")
             .env("DATAHUB_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PW)
             .env("DATAHUB_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -223,3 +223,32 @@ async fn s29_concurrent_wrong_current_passwords_are_bounded() {
     }
     assert!(checked <= BURST, "{checked} reached argon2");
 }
+
+/// The sign-in limit is a setting: the binary started with `--login-burst 2` refuses the third
+/// wrong password at once (the default would allow ten), and `DATAHUB_LOGIN_BURST` works alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_burst_setting_takes_effect() {
+    for (args, env) in [(&["--login-burst", "2"][..], None), (&[][..], Some("2"))] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = vec!["--no-monitor"];
+        all.extend_from_slice(args);
+        let mut server = match env {
+            None => crate::e2e::Server::start(dir.path(), &all),
+            Some(burst) => crate::e2e::Server::start_with_env(
+                dir.path(),
+                &all,
+                &[("DATAHUB_LOGIN_BURST", burst)],
+            ),
+        };
+        server.ready(None).await;
+        let wrong = json!({"username": "admin", "password": "not-the-password-9"});
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            let answer = server
+                .send_json("POST", "/api/v1/auth/login", &[], &wrong)
+                .await;
+            statuses.push(answer.status);
+        }
+        assert_eq!(statuses, [401, 401, 429], "{args:?} {env:?}");
+    }
+}
