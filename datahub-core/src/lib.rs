@@ -14,6 +14,7 @@ mod error;
 pub mod hub;
 mod id;
 pub mod keys;
+pub mod limit;
 pub mod model;
 pub mod monitor;
 pub mod net;

@@ -11,11 +11,15 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use datahub_core::dsn::redact_url;
+use datahub_core::hub::RateLimit;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+
+use crate::limit::LoginLimit;
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -39,7 +43,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, Args)]
 pub struct CommonArgs {
     /// A TOML settings file (keys as the long flags, with `_`: `listen`, `data_dir`, `store`,
-    /// `master_key_file`, `tls_cert`, `tls_key`, `log_format`, `log_level`).
+    /// `master_key_file`, `tls_cert`, `tls_key`, `log_format`, `log_level`, `test_rate_burst`,
+    /// `test_rate_per_second`, `login_burst`, `login_refill_seconds`).
     #[arg(long, env = "DATAHUB_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Folder of the embedded store and the key file. Default: ./datahub-data.
@@ -89,6 +94,20 @@ pub struct ServeArgs {
     /// Do not run the health monitor in this process.
     #[arg(long, env = "DATAHUB_NO_MONITOR", global = true)]
     pub no_monitor: bool,
+    /// Connection tests a user may run at once (draft and saved tests, and the first monitor
+    /// check of a connection they saved or changed). Default: 20.
+    #[arg(long, env = "DATAHUB_TEST_RATE_BURST", value_name = "N")]
+    pub test_rate_burst: Option<u32>,
+    /// Connection tests a user regains per second. Default: 1.
+    #[arg(long, env = "DATAHUB_TEST_RATE_PER_SECOND", value_name = "RATE")]
+    pub test_rate_per_second: Option<f64>,
+    /// Failed sign-ins (and wrong current passwords) allowed at once per account name and per
+    /// client address. Default: 10.
+    #[arg(long, env = "DATAHUB_LOGIN_BURST", value_name = "N")]
+    pub login_burst: Option<u32>,
+    /// Seconds until one failed sign-in is forgotten. Default: 6 (10 a minute).
+    #[arg(long, env = "DATAHUB_LOGIN_REFILL_SECONDS", value_name = "SECONDS")]
+    pub login_refill_seconds: Option<f64>,
 }
 
 /// The TOML file's keys.
@@ -103,6 +122,10 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
+    test_rate_burst: Option<u32>,
+    test_rate_per_second: Option<f64>,
+    login_burst: Option<u32>,
+    login_refill_seconds: Option<f64>,
 }
 
 /// The `store` setting as given: `sqlite` or a PostgreSQL URL, which may hold the store's
@@ -182,6 +205,10 @@ pub struct Settings {
     pub log_level: String,
     /// Whether to run the monitor.
     pub monitor: bool,
+    /// The per-user limit on connection tests. Default: [`RateLimit::default`] (20, 1 a second).
+    pub test_rate: RateLimit,
+    /// The limit on failed sign-ins. Default: [`LoginLimit::default`] (10, one back every 6 s).
+    pub login_limit: LoginLimit,
 }
 
 impl Settings {
@@ -190,7 +217,8 @@ impl Settings {
     ///
     /// # Errors
     /// A message naming the setting when the file cannot be read or parsed, the store is
-    /// neither `sqlite` nor a PostgreSQL URL, or only one of the TLS files is given.
+    /// neither `sqlite` nor a PostgreSQL URL, only one of the TLS files is given, or a limit is
+    /// not a positive number.
     pub fn resolve(common: &CommonArgs, serve: &ServeArgs) -> Result<Self, String> {
         let file = match &common.config {
             Some(path) => read_file(path)?,
@@ -236,6 +264,32 @@ impl Settings {
                 .parse()
                 .map_err(|_| "listen: the default address does not parse".to_owned())?,
         };
+        let defaults = RateLimit::default();
+        let test_rate = RateLimit {
+            burst: positive_count(
+                "test_rate_burst",
+                serve.test_rate_burst.or(file.test_rate_burst),
+                defaults.burst,
+            )?,
+            per_second: positive_number(
+                "test_rate_per_second",
+                serve.test_rate_per_second.or(file.test_rate_per_second),
+                defaults.per_second,
+            )?,
+        };
+        let login_defaults = LoginLimit::default();
+        let login_limit = LoginLimit {
+            burst: positive_count(
+                "login_burst",
+                serve.login_burst.or(file.login_burst),
+                login_defaults.burst,
+            )?,
+            refill: Duration::from_secs_f64(positive_number(
+                "login_refill_seconds",
+                serve.login_refill_seconds.or(file.login_refill_seconds),
+                login_defaults.refill.as_secs_f64(),
+            )?),
+        };
         Ok(Self {
             listen,
             data_dir,
@@ -249,7 +303,29 @@ impl Settings {
                 .or(file.log_level)
                 .unwrap_or_else(|| "info".to_owned()),
             monitor: !serve.no_monitor,
+            test_rate,
+            login_limit,
         })
+    }
+}
+
+/// A count of at least 1.
+fn positive_count(name: &str, value: Option<u32>, default: u32) -> Result<u32, String> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(format!("{name}: must be at least 1")),
+        Some(n) => Ok(n),
+    }
+}
+
+/// A finite number above 0 and at most a day's worth of seconds.
+fn positive_number(name: &str, value: Option<f64>, default: f64) -> Result<f64, String> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.is_finite() && v > 0.0 && v <= 86_400.0 => Ok(v),
+        Some(_) => Err(format!(
+            "{name}: must be a number above 0 and at most 86400"
+        )),
     }
 }
 
@@ -277,6 +353,62 @@ mod tests {
         );
         assert!(s.tls.is_none());
         assert!(s.monitor);
+        assert_eq!(s.test_rate, RateLimit::default());
+        assert_eq!(s.login_limit, LoginLimit::default());
+    }
+
+    #[test]
+    fn limits_come_from_flags_or_the_file_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("datahub.toml");
+        std::fs::write(
+            &path,
+            "test_rate_burst = 3\ntest_rate_per_second = 0.5\nlogin_burst = 4\n\
+             login_refill_seconds = 30\n",
+        )
+        .unwrap();
+        let common = CommonArgs {
+            config: Some(path),
+            ..CommonArgs::default()
+        };
+        let s = Settings::resolve(&common, &ServeArgs::default()).unwrap();
+        assert_eq!(
+            s.test_rate,
+            RateLimit {
+                burst: 3,
+                per_second: 0.5
+            }
+        );
+        assert_eq!(s.login_limit.burst, 4);
+        assert_eq!(s.login_limit.refill, Duration::from_secs(30));
+        let serve = ServeArgs {
+            login_burst: Some(2),
+            ..ServeArgs::default()
+        };
+        assert_eq!(
+            Settings::resolve(&common, &serve)
+                .unwrap()
+                .login_limit
+                .burst,
+            2
+        );
+        for bad in [
+            ServeArgs {
+                test_rate_burst: Some(0),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                test_rate_per_second: Some(f64::NAN),
+                ..ServeArgs::default()
+            },
+            ServeArgs {
+                login_refill_seconds: Some(-1.0),
+                ..ServeArgs::default()
+            },
+        ] {
+            let e = Settings::resolve(&CommonArgs::default(), &bad).unwrap_err();
+            assert!(e.contains("test_rate") || e.contains("login"), "{e}");
+        }
     }
 
     #[test]

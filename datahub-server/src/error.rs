@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datahub_core::{Error as CoreError, ErrorKind};
@@ -210,62 +210,75 @@ impl From<CoreError> for ApiError {
     }
 }
 
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(e) => {
-                // serde_path_to_error's text: "<path>: <what>"; keep both, the path as the field.
-                let text = e.body_text();
-                let detail = text
-                    .strip_prefix("Failed to deserialize the JSON body into the target type: ")
-                    .unwrap_or(&text);
-                let (field, what) = match detail.split_once(": ") {
-                    Some((path, what)) if !path.contains(' ') => (Some(path.to_owned()), what),
-                    _ => (None, detail),
-                };
-                let mut out = Self::new(StatusCode::BAD_REQUEST, "invalid_input", describe(what));
-                out.field = match unknown_field(what) {
-                    // serde's path of an unknown field ends with that field; the path of a
-                    // missing field names the object that lacks it: append the name.
-                    Some(name) if what.contains("missing field") => Some(match field {
-                        Some(path) if path != "." => format!("{path}.{name}"),
-                        _ => name,
-                    }),
-                    Some(name) => field.filter(|path| path != ".").or(Some(name)),
-                    None => field,
-                };
-                // A wrong type for the whole body (an array for an object) has no path.
-                if out.field.is_none() {
-                    out.field = Some("body".to_owned());
-                }
-                out
+/// A JSON body that does not fit its request type. The field comes from serde's structured
+/// position (`serde_path_to_error`), never from its message text, which can quote the input: a
+/// value such as ``missing field `x` `` in a typed field must not come back as a field name.
+/// Only two of serde's own errors name a field that is not on the path: a missing and a
+/// duplicate field, whose messages *begin* with serde's fixed words and a field name of our
+/// types (no input precedes it); the name is taken from there and must look like one.
+impl From<serde_path_to_error::Error<serde_json::Error>> for ApiError {
+    fn from(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
+        use serde_json::error::Category;
+        match e.inner().classify() {
+            Category::Syntax | Category::Eof => {
+                return Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    "the body is not valid JSON",
+                )
+                .with_field("body");
             }
-            JsonRejection::JsonSyntaxError(_) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "the body is not valid JSON",
-            )
-            .with_field("body"),
-            JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as application/json",
-            )
-            .with_field("Content-Type"),
-            JsonRejection::BytesRejection(_) => Self::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the body is too large or could not be read",
-            )
-            .with_field("body"),
-            _ => Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_input",
-                "the body could not be read",
-            )
-            .with_field("body"),
+            Category::Io => {
+                return Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_input",
+                    "the body could not be read",
+                )
+                .with_field("body");
+            }
+            Category::Data => {}
+        }
+        let what = e.inner().to_string();
+        let mut field = json_path(e.path());
+        let named = ["missing field `", "duplicate field `"]
+            .iter()
+            .find_map(|prefix| what.strip_prefix(prefix))
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name)
+            .filter(|name| {
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            });
+        if let Some(name) = named {
+            field = Some(match field {
+                Some(path) => format!("{path}.{name}"),
+                None => name.to_owned(),
+            });
+        }
+        let mut out = Self::new(StatusCode::BAD_REQUEST, "invalid_input", describe(&what));
+        // A wrong type for the whole body (an array for an object) has no path.
+        out.field = Some(field.unwrap_or_else(|| "body".to_owned()));
+        out
+    }
+}
+
+/// The dotted path (`tls.mode`, `tags[3]`) of a structured serde position; `None` for the
+/// body itself.
+fn json_path(path: &serde_path_to_error::Path) -> Option<String> {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(&clean(key));
+            }
+            Segment::Unknown => {}
         }
     }
+    (!out.is_empty()).then_some(out)
 }
 
 impl From<PathRejection> for ApiError {

@@ -9,15 +9,17 @@
 use std::fmt;
 use std::marker::PhantomData;
 
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
 
 use crate::error::ApiError;
 
-/// `axum::Json`, rejected with an [`ApiError`] (400 naming the field, 415, 413), accepting
-/// only a JSON object.
+/// A JSON body, rejected with an [`ApiError`] (400 naming the field, 415, 413), accepting
+/// only a JSON object. Field paths come from `serde_path_to_error`'s structured position.
 #[derive(Debug)]
 pub struct ApiJson<T>(pub T);
 
@@ -29,10 +31,54 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(Object(value)) =
-            axum::Json::<Object<T>>::from_request(request, state).await?;
+        if !is_json(request.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            )
+            .with_field("Content-Type"));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the body is too large or could not be read",
+            )
+            .with_field("body")
+        })?;
+        // The field of an error comes from serde's structured position (see `ApiError`'s
+        // `From<serde_path_to_error::Error<_>>`), never from its message.
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let Object(value) = serde_path_to_error::deserialize(&mut deserializer)?;
+        deserializer.end().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                "the body is not valid JSON",
+            )
+            .with_field("body")
+        })?;
         Ok(Self(value))
     }
+}
+
+/// Whether the request says its body is JSON (`application/json` or `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// A `T` read only from a JSON object.

@@ -72,6 +72,8 @@ pub fn app(state: AppState) -> Router {
                 // gzip or brotli when the client accepts it; tower-http's default predicate
                 // leaves event streams (an event must leave at once), images and tiny bodies be.
                 .layer(CompressionLayer::new())
+                // A client's id only when it is short and plain (S34), else our own.
+                .layer(middleware::from_fn(bound_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
@@ -160,6 +162,34 @@ async fn fallback(request: Request) -> Response {
         return ui::page(request.headers());
     }
     ApiError::not_found().into_response()
+}
+
+/// The longest request id kept from a client.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+
+/// Whether a client's request id may be kept: 1 to [`MAX_REQUEST_ID_LEN`] characters of
+/// `[A-Za-z0-9._-]` (SECURITY.md S34), so it can be logged and audited as it is.
+pub fn is_valid_request_id(id: &[u8]) -> bool {
+    (1..=MAX_REQUEST_ID_LEN).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Drops a client's `X-Request-Id` that is not valid ([`is_valid_request_id`]) or given more
+/// than once, so the next layer makes the server's own.
+async fn bound_request_id(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let mut ids = headers.get_all(REQUEST_ID).iter();
+    let keep = match (ids.next(), ids.next()) {
+        (None, _) => true,
+        (Some(id), None) => is_valid_request_id(id.as_bytes()),
+        (Some(_), Some(_)) => false,
+    };
+    if !keep {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(request).await
 }
 
 /// Puts the request id into the body of every error answer made by [`ApiError`], and turns

@@ -1,18 +1,21 @@
-//! Login rate limiting (SECURITY.md S20): failed sign-ins are counted per account name and per
-//! client address in token buckets, so neither one account nor one address can be guessed at
-//! speed. A refused attempt gets the same 429 whether or not the account exists.
+//! Sign-in rate limiting (SECURITY.md S20, S29): attempts are counted per account name and per
+//! client address with the core's one keyed limiter ([`KeyedLimiter`]).
+//!
+//! An attempt takes its tokens *before* any password work: a refused one gets 429 without
+//! touching argon2, a failed one keeps its tokens spent, and a successful one gets them back
+//! ([`LoginLimiter::succeeded`]), so signing in often never locks anyone out. However many
+//! attempts arrive at once, at most the burst per account and per address reach the password
+//! check. A refused attempt gets the same 429 whether or not the account exists, and no bucket
+//! is made for a name seen only in refused attempts; the map is bounded (see the limiter).
+//! The per-address part lives here because only the server knows the socket; a caller without
+//! a known address (a test driving the app directly) is limited by account only.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
-/// The most buckets kept; beyond it, full (idle) buckets are forgotten first.
-const MAX_BUCKETS: usize = 10_000;
+use datahub_core::limit::{KeyedLimiter, RateLimit};
 
 /// How many failed sign-ins are allowed: a burst, refilled at a steady rate.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginLimit {
     /// Failures allowed at once per account name and per client address. Default: 10.
     pub burst: u32,
@@ -29,17 +32,21 @@ impl Default for LoginLimit {
     }
 }
 
-#[derive(Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+impl LoginLimit {
+    fn rate(self) -> RateLimit {
+        let refill = self.refill.as_secs_f64();
+        RateLimit {
+            burst: self.burst,
+            per_second: if refill > 0.0 { 1.0 / refill } else { f64::MAX },
+        }
+    }
 }
 
-/// The buckets of recent sign-in failures.
+/// The buckets of recent sign-in attempts, by account name and client address.
 #[derive(Debug)]
 pub struct LoginLimiter {
     limit: LoginLimit,
-    buckets: Mutex<HashMap<String, Bucket>>,
+    buckets: KeyedLimiter<String>,
 }
 
 impl Default for LoginLimiter {
@@ -53,72 +60,36 @@ impl LoginLimiter {
     pub fn new(limit: LoginLimit) -> Self {
         Self {
             limit,
-            buckets: Mutex::new(HashMap::new()),
+            buckets: KeyedLimiter::new(limit.rate()),
         }
     }
 
-    /// Whether a sign-in for `account` from `client` may be tried now.
-    pub fn allowed(&self, account: &str, client: Option<&str>) -> bool {
-        self.check(account, client).is_ok()
+    /// The limit it applies.
+    pub fn limit(&self) -> LoginLimit {
+        self.limit
     }
 
-    /// `Ok` when a sign-in for `account` from `client` may be tried now; else how long until
-    /// every bucket it draws on has a token again (the longest of their refill times).
+    /// Takes one attempt for `account` from `client`, before the password is checked.
     ///
     /// # Errors
-    /// The wait, when a bucket is empty.
-    pub fn check(&self, account: &str, client: Option<&str>) -> Result<(), Duration> {
-        let now = Instant::now();
-        let per_second = self.per_second();
-        let mut buckets = self.lock();
-        let mut wait = Duration::ZERO;
-        for key in keys(account, client) {
-            if let Some(bucket) = buckets.get_mut(&key) {
-                let tokens = self.refill(bucket, now);
-                if tokens < 1.0 {
-                    let secs = ((1.0 - tokens) / per_second).min(86_400.0);
-                    wait = wait.max(Duration::from_secs_f64(secs));
-                }
-            }
-        }
-        if wait.is_zero() { Ok(()) } else { Err(wait) }
+    /// How long until both have an attempt again, when either is spent; nothing is taken then.
+    pub fn attempt(&self, account: &str, client: Option<&str>) -> Result<(), Duration> {
+        self.buckets.take_all(&keys(account, client))
     }
 
-    /// Counts a failed sign-in against `account` and `client`.
-    pub fn failed(&self, account: &str, client: Option<&str>) {
-        let now = Instant::now();
-        let burst = f64::from(self.limit.burst);
-        let mut buckets = self.lock();
-        if buckets.len() >= MAX_BUCKETS {
-            buckets.retain(|_, b| b.tokens < burst);
-        }
-        for key in keys(account, client) {
-            let bucket = buckets.entry(key).or_insert(Bucket {
-                tokens: burst,
-                at: now,
-            });
-            let tokens = self.refill(bucket, now);
-            bucket.tokens = (tokens - 1.0).max(0.0);
-        }
+    /// Gives back the attempt of a sign-in that succeeded.
+    pub fn succeeded(&self, account: &str, client: Option<&str>) {
+        self.buckets.refund(&keys(account, client));
     }
 
-    /// Tokens regained per second.
-    fn per_second(&self) -> f64 {
-        1.0 / self.limit.refill.as_secs_f64().max(0.001)
+    /// How many buckets are kept now (account names and addresses).
+    pub fn len(&self) -> usize {
+        self.buckets.len()
     }
 
-    fn refill(&self, bucket: &mut Bucket, now: Instant) -> f64 {
-        let per_second = self.per_second();
-        let gained = now.saturating_duration_since(bucket.at).as_secs_f64() * per_second;
-        bucket.tokens = (bucket.tokens + gained).min(f64::from(self.limit.burst));
-        bucket.at = now;
-        bucket.tokens
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
-        self.buckets
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Whether no bucket is kept.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
     }
 }
 
@@ -135,20 +106,27 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn failures_run_out_then_refill() {
+    async fn attempts_run_out_then_refill() {
         let l = LoginLimiter::new(LoginLimit {
             burst: 3,
             refill: Duration::from_secs(10),
         });
         for _ in 0..3 {
-            assert!(l.allowed("Admin", Some("127.0.0.1")));
-            l.failed("admin", Some("127.0.0.1"));
+            l.attempt("Admin", Some("127.0.0.1")).unwrap();
         }
-        assert!(!l.allowed("admin", Some("127.0.0.9")), "per account");
-        assert!(!l.allowed("other", Some("127.0.0.1")), "per address");
-        assert!(l.allowed("other", Some("127.0.0.9")));
+        assert!(
+            l.attempt("admin", Some("127.0.0.9")).is_err(),
+            "per account"
+        );
+        assert!(
+            l.attempt("other", Some("127.0.0.1")).is_err(),
+            "per address"
+        );
+        l.attempt("other", Some("127.0.0.9")).unwrap();
+        // A success gives its attempt back.
+        l.succeeded("other", Some("127.0.0.9"));
         tokio::time::advance(Duration::from_secs(10)).await;
-        assert!(l.allowed("admin", Some("127.0.0.1")));
+        l.attempt("admin", Some("127.0.0.1")).unwrap();
     }
 
     /// The wait is the real refill time of the emptiest bucket, not a constant.
@@ -158,20 +136,20 @@ mod tests {
             burst: 2,
             refill: Duration::from_secs(6),
         });
-        assert_eq!(l.check("admin", Some("127.0.0.1")), Ok(()));
-        l.failed("admin", Some("127.0.0.1"));
-        l.failed("admin", Some("127.0.0.1"));
+        l.attempt("admin", Some("127.0.0.1")).unwrap();
+        l.attempt("admin", Some("127.0.0.1")).unwrap();
         assert_eq!(
-            l.check("admin", Some("127.0.0.1")),
+            l.attempt("admin", Some("127.0.0.1")),
             Err(Duration::from_secs(6))
         );
         tokio::time::advance(Duration::from_millis(2_500)).await;
-        let wait = l.check("admin", Some("127.0.0.9")).unwrap_err();
+        // Another address, the same account: the account's bucket decides the wait.
+        let wait = l.attempt("admin", Some("127.0.0.9")).unwrap_err();
         assert!(
             wait > Duration::from_millis(3_400) && wait <= Duration::from_millis(3_500),
             "{wait:?}"
         );
         tokio::time::advance(Duration::from_millis(3_500)).await;
-        assert_eq!(l.check("admin", Some("127.0.0.1")), Ok(()));
+        l.attempt("admin", Some("127.0.0.1")).unwrap();
     }
 }

@@ -10,7 +10,14 @@ use datahub_server::startup;
 
 /// DataHub Connections: store, test and monitor database connections.
 #[derive(Debug, Parser)]
-#[command(name = "datahub-server", version, about)]
+#[command(
+    name = "datahub-server",
+    version,
+    about,
+    after_help = "GET /metrics answers only an admin (401 to anonymous callers, 403 to others): \
+                  give Prometheus an admin's read-only API token (`datahub-server tokens create --user \
+                  admin --name prometheus --read-only`) as its bearer token."
+)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,

@@ -183,7 +183,9 @@ pub async fn bootstrap(hub: &Hub) -> anyhow::Result<()> {
 /// # Errors
 /// When the core cannot be opened, the address cannot be bound, or the TLS files are unusable.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let hub = open_hub(&settings, true).await?;
+    let hub = open_hub(&settings, true)
+        .await?
+        .with_test_rate_limit(settings.test_rate);
     bootstrap(&hub).await?;
     let metrics = crate::telemetry::builder()
         .and_then(|b| b.install_recorder())
@@ -194,6 +196,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ..HttpOptions::default()
     };
     let mut state = AppState::new(hub.clone(), options)
+        .with_login_limit(settings.login_limit)
         .with_metrics(metrics)
         .with_shutdown(shutdown.clone());
     let monitor = settings

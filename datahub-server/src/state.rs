@@ -11,7 +11,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::limit::LoginLimiter;
+use crate::limit::{LoginLimit, LoginLimiter};
 
 /// How the HTTP layer behaves. `Default`: the documented default of every field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,12 @@ impl AppState {
         self.rebuild(|inner| inner.metrics = Some(metrics))
     }
 
+    /// Uses `limit` for sign-ins and password changes. Default: [`LoginLimit::default`].
+    #[must_use]
+    pub fn with_login_limit(self, limit: LoginLimit) -> Self {
+        self.rebuild(|inner| inner.logins = LoginLimiter::new(limit))
+    }
+
     /// Uses `token` to end event streams at shutdown.
     #[must_use]
     pub fn with_shutdown(self, token: CancellationToken) -> Self {
@@ -103,7 +109,7 @@ impl AppState {
                 local_events: shared.local_events.clone(),
                 metrics: shared.metrics.clone(),
                 options: shared.options.clone(),
-                logins: LoginLimiter::default(),
+                logins: LoginLimiter::new(shared.logins.limit()),
                 shutdown: shared.shutdown.clone(),
             },
         };

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
-use super::{Hub, blocking, now, target};
+use super::{Hub, now, target};
 use crate::audit::{AuditEvent, Outcome, RequestInfo};
 use crate::auth::{self, AccountName};
 use crate::rbac::{Action, AuthMethod, Principal, Role, act};
@@ -141,7 +141,9 @@ impl Hub {
             None => (random_password()?, true),
         };
         let hash_input = password.clone();
-        let hash = blocking(move || auth::hash_password(&hash_input)).await?;
+        let hash = self
+            .password_work(move || auth::hash_password(&hash_input))
+            .await?;
         let at = now();
         let row = UserRow {
             id: UserId::new(),
@@ -191,9 +193,9 @@ impl Hub {
         };
         let checked_user = user.clone();
         let checked_password = password.clone();
-        let verdict =
-            blocking(move || Ok(auth::verify_login(checked_user.as_ref(), &checked_password)))
-                .await?;
+        let verdict = self
+            .password_work(move || Ok(auth::verify_login(checked_user.as_ref(), &checked_password)))
+            .await?;
         let login = match verdict {
             Ok(login) => login,
             Err(e) => {
@@ -211,7 +213,9 @@ impl Hub {
         };
         let mut user = user.ok_or_else(|| Error::new(ErrorKind::Internal, "login without user"))?;
         if login.needs_rehash {
-            let hash = blocking(move || auth::hash_password(&password)).await?;
+            let hash = self
+                .password_work(move || auth::hash_password(&password))
+                .await?;
             user.password_hash = hash;
             user.updated_at = now();
             let event = AuditEvent::now(
@@ -308,7 +312,9 @@ impl Hub {
         };
         let name = AccountName::parse(username)?;
         auth::check_password_policy(&password)?;
-        let hash = blocking(move || auth::hash_password(&password)).await?;
+        let hash = self
+            .password_work(move || auth::hash_password(&password))
+            .await?;
         let at = now();
         let row = UserRow {
             id: UserId::new(),
@@ -336,7 +342,9 @@ impl Hub {
     ///
     /// Disabling the account or setting its password ends every session of the user, in the
     /// same store transaction as the change and its audit row (re-enabling it later revives
-    /// none). A role change alone ends none: sessions load the user afresh on every request.
+    /// none). Disabling it also revokes every API token of the user in that transaction, for
+    /// good (S33); a new password leaves the tokens working (revoke them one by one). A role
+    /// change alone ends nothing: sessions and tokens load the user afresh on every request.
     ///
     /// # Errors
     /// `PermissionDenied` (audited); `NotFound` for an unknown user; `InvalidInput` on `password`;
@@ -379,7 +387,9 @@ impl Hub {
         }
         if let Some(password) = update.password {
             auth::check_password_policy(&password)?;
-            row.password_hash = blocking(move || auth::hash_password(&password)).await?;
+            row.password_hash = self
+                .password_work(move || auth::hash_password(&password))
+                .await?;
             changed.push("password");
         }
         if changed.is_empty() {
@@ -415,6 +425,7 @@ impl Hub {
     /// Changes the principal's own password, given the current one. Ends every session of the
     /// user, the caller's own included, in the same store transaction: an adapter serving a
     /// session logs in again with the new password and starts a new session for the caller.
+    /// API tokens keep working: they are credentials of their own, revoked one by one.
     ///
     /// # Errors
     /// `Unauthenticated` when `current` is wrong; `InvalidInput` on `password` for the new one;
@@ -438,7 +449,9 @@ impl Hub {
             Error::new(ErrorKind::Unauthenticated, "the account no longer exists")
         })?;
         let stored = row.clone();
-        let verdict = blocking(move || Ok(auth::verify_login(Some(&stored), &current))).await?;
+        let verdict = self
+            .password_work(move || Ok(auth::verify_login(Some(&stored), &current)))
+            .await?;
         if let Err(e) = verdict {
             let event = self.event(
                 principal,
@@ -449,7 +462,9 @@ impl Hub {
             self.audit(&event).await?;
             return Err(e);
         }
-        row.password_hash = blocking(move || auth::hash_password(&new)).await?;
+        row.password_hash = self
+            .password_work(move || auth::hash_password(&new))
+            .await?;
         row.updated_at = now();
         let event = self
             .event(
@@ -551,6 +566,9 @@ impl Hub {
 
     /// Creates an API token acting as the principal; the token text is returned once.
     ///
+    /// A token created through another API token expires no later than that one (S33), and a
+    /// read-only token creates none; from a signed-in session, the lifetime is as asked.
+    ///
     /// # Errors
     /// `PermissionDenied` (audited) through a read-only token; `InvalidInput` on `name` or
     /// `expires_in_days` (1 to 3,650); `NotFound` for the local operator, who is no user.
@@ -611,7 +629,7 @@ impl Hub {
             return Err(Error::new(ErrorKind::NotFound, "user not found"));
         }
         let at = now();
-        let expires_at = match expires_in_days {
+        let asked = match expires_in_days {
             None => None,
             Some(d) if (1..=MAX_TOKEN_DAYS).contains(&d) => Some(at + Duration::days(i64::from(d))),
             Some(_) => {
@@ -620,6 +638,13 @@ impl Hub {
                     "must be between 1 and 3650",
                 ));
             }
+        };
+        // S33: a token minted with a token never outlives it. (Its rights are capped too: a
+        // read-only token may mint nothing, as creating a token is a write.)
+        let expires_at = match (asked, principal.token_expires_at()) {
+            (Some(asked), Some(cap)) => Some(asked.min(cap)),
+            (None, cap) => cap,
+            (asked, None) => asked,
         };
         let new = auth::new_token()?;
         let row = TokenRow {
@@ -856,6 +881,55 @@ mod tests {
         );
         let refused = hub.list_tokens(&ro, None).await.unwrap_err();
         assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+    }
+
+    /// S33: a token made through a token expires no later than it; a read-only one makes none;
+    /// a session (a password login) makes them as asked.
+    #[tokio::test]
+    async fn a_token_minted_with_a_token_is_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let hub = Hub::open(store.clone(), Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap();
+        hub.bootstrap_admin(Some(Password::from(PW))).await.unwrap();
+        let session = hub
+            .login(BOOTSTRAP_ADMIN, Password::from(PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        let forever = hub.create_token(&session, "f", None, false).await.unwrap();
+        assert_eq!(forever.info.expires_at, None);
+        let short = hub
+            .create_token(&session, "s", Some(2), false)
+            .await
+            .unwrap();
+        let cap = short.info.expires_at.unwrap();
+        let through = hub
+            .authenticate_token(short.token.expose_secret(), &RequestInfo::default())
+            .await
+            .unwrap();
+        assert_eq!(through.token_expires_at(), Some(cap));
+        for days in [None, Some(3_650)] {
+            let minted = hub.create_token(&through, "m", days, false).await.unwrap();
+            assert!(minted.info.expires_at.is_some_and(|e| e <= cap));
+        }
+        let one = hub
+            .create_token(&through, "o", Some(1), false)
+            .await
+            .unwrap();
+        assert!(one.info.expires_at.is_some_and(|e| e < cap));
+        let ro = hub.create_token(&session, "r", None, true).await.unwrap();
+        let ro = hub
+            .authenticate_token(ro.token.expose_secret(), &RequestInfo::default())
+            .await
+            .unwrap();
+        for read_only in [false, true] {
+            let refused = hub
+                .create_token(&ro, "x", None, read_only)
+                .await
+                .unwrap_err();
+            assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+        }
     }
 
     #[tokio::test]

@@ -154,6 +154,8 @@ impl Hub {
             event = event.with_changed_fields(&["owner"]);
         }
         self.store.insert_connection(&row, &event).await?;
+        // The monitor's first check tells the creator whether the target answers (S31).
+        self.owed_checks.owe(id, principal.user());
         Ok(to_connection(ConnectionSummary {
             id,
             spec: row.spec,
@@ -285,6 +287,9 @@ impl Hub {
         self.store
             .update_connection(&updated, expected_version, &event)
             .await?;
+        // The monitor checks an edited connection again soon: that check tells the editor
+        // whether the (perhaps new) target answers (S31).
+        self.owed_checks.owe(id, principal.user());
         self.connection(principal, id).await
     }
 

@@ -18,7 +18,6 @@
 mod accounts;
 mod admin;
 mod connections;
-mod limit;
 mod monitor;
 mod policy;
 mod probe;
@@ -26,19 +25,22 @@ mod secrets;
 mod sessions;
 mod views;
 
+pub use crate::limit::RateLimit;
 pub use accounts::{
     BOOTSTRAP_ADMIN, BootstrapAdmin, DIRECTORY_LIMIT, MAX_DIRECTORY_QUERY_CHARS, NewApiToken,
     TokenInfo, User, UserUpdate,
 };
 pub use admin::AuditVerification;
 pub use connections::{ConnectionGrants, Dsn, Revealed};
-pub use limit::RateLimit;
 pub use probe::Created;
 pub use sessions::{MAX_USER_AGENT_CHARS, NewSession};
 pub use views::{EventFilter, HealthHistory, MAX_HISTORY_LIMIT};
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
 
 use time::OffsetDateTime;
 
@@ -46,10 +48,11 @@ use crate::audit::{AuditEvent, Outcome, truncate_to_micros};
 use crate::auth::SessionConfig;
 use crate::crypto::Keyring;
 use crate::keys;
+use crate::limit::KeyedLimiter;
 use crate::net::{Connect, Dialer};
 use crate::rbac::{Action, Principal};
 use crate::store::Store;
-use crate::{ErrorKind, Result};
+use crate::{ErrorKind, Result, UserId};
 
 /// The facade over a store and a keyring. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -57,7 +60,15 @@ pub struct Hub {
     store: Arc<dyn Store>,
     keyring: Arc<Keyring>,
     connect: Arc<dyn Connect>,
-    test_limit: Arc<limit::RateLimiter>,
+    /// Connection tests per user (S16, S31): draft and saved tests, and the monitor's first
+    /// check after a user saved or retargeted a connection (`owed_checks`).
+    test_limit: Arc<KeyedLimiter<UserId>>,
+    /// Connections whose next monitor check is owed to the budget of the user who saved them.
+    owed_checks: Arc<monitor::OwedChecks>,
+    /// The lane of password hashing (argon2): at most this many hashes run at once, so a flood
+    /// of sign-ins costs bounded memory and CPU and never takes the blocking threads the
+    /// stores need.
+    password_lane: Arc<Semaphore>,
     /// Session lifetimes (`sessions.rs`).
     sessions: SessionConfig,
     /// When this hub last pruned sessions that are over (unix seconds; 0: never).
@@ -87,7 +98,9 @@ impl Hub {
             store,
             keyring: Arc::new(keyring),
             connect: Arc::new(Dialer::system()),
-            test_limit: Arc::new(limit::RateLimiter::new(RateLimit::default())),
+            test_limit: Arc::new(KeyedLimiter::new(RateLimit::default())),
+            owed_checks: Arc::new(monitor::OwedChecks::default()),
+            password_lane: Arc::new(Semaphore::new(default_password_lane())),
             sessions: SessionConfig::default(),
             last_session_prune: Arc::new(AtomicI64::new(0)),
             check_policy: Arc::new(policy::PolicyCache::default()),
@@ -104,8 +117,47 @@ impl Hub {
     /// The same hub with another per-user limit on connection tests.
     /// Default: [`RateLimit::default`].
     pub fn with_test_rate_limit(mut self, limit: RateLimit) -> Self {
-        self.test_limit = Arc::new(limit::RateLimiter::new(limit));
+        self.test_limit = Arc::new(KeyedLimiter::new(limit));
         self
+    }
+
+    /// The same hub running at most `permits` password hashes (argon2) at once (at least 1).
+    /// Default: twice the number of cores.
+    pub fn with_password_lane(mut self, permits: usize) -> Self {
+        self.password_lane = Arc::new(Semaphore::new(permits.max(1)));
+        self
+    }
+
+    /// Takes one connection test from `user`'s budget.
+    ///
+    /// # Errors
+    /// `RateLimited`, saying how long to wait, when the budget is spent.
+    fn take_test(&self, user: UserId) -> Result<()> {
+        self.test_limit.take(&user).map_err(|wait| {
+            crate::Error::rate_limited(
+                format!(
+                    "too many connection tests: try again in {} s",
+                    retry_seconds(wait)
+                ),
+                wait,
+            )
+        })
+    }
+
+    /// Runs password work (argon2) in its own bounded lane on the blocking pool: it waits
+    /// (asynchronously, holding no thread) for one of the lane's permits first.
+    async fn password_work<T, F>(&self, work: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit =
+            self.password_lane.acquire().await.map_err(|_| {
+                crate::Error::new(ErrorKind::Internal, "the password lane is closed")
+            })?;
+        tokio::task::spawn_blocking(work).await.map_err(|_| {
+            crate::Error::new(ErrorKind::Internal, "a background task failed to complete")
+        })?
     }
 
     /// The store underneath, for adapters' health checks (`/readyz`) and tests. Adapters must
@@ -178,18 +230,59 @@ fn now() -> OffsetDateTime {
     truncate_to_micros(OffsetDateTime::now_utc())
 }
 
-/// Runs CPU-heavy work (argon2) off the async runtime's worker threads.
-async fn blocking<T, F>(work: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(work).await.map_err(|_| {
-        crate::Error::new(ErrorKind::Internal, "a background task failed to complete")
-    })?
+/// Whole seconds to wait, at least 1 (as `Retry-After` counts).
+pub(crate) fn retry_seconds(wait: Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The default size of the password lane: twice the cores (argon2 with p = 1 uses one core and
+/// 19 MiB per hash), at least 2.
+fn default_password_lane() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get() * 2)
 }
 
 /// The audit target naming one row.
 fn target(kind: &str, id: impl std::fmt::Display) -> String {
     format!("{kind}:{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::crypto::Keyring;
+    use crate::store::SqliteStore;
+
+    /// S29: however many password hashes are asked for at once, at most the lane's permits run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn password_work_is_bounded_by_its_lane() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("d")).unwrap());
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let hub = Hub::open(store, Keyring::parse(key).unwrap())
+            .await
+            .unwrap()
+            .with_password_lane(3);
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..24 {
+            let (hub, running, peak) = (hub.clone(), running.clone(), peak.clone());
+            tasks.push(tokio::spawn(async move {
+                hub.password_work(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
 }

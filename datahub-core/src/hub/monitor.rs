@@ -3,17 +3,67 @@
 //! the system (no principal: the monitor acts for every saved connection and
 //! its results are only ever shown through the Hub's permission checks).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use super::{Hub, secrets};
 use crate::model::{FailureKind, HealthStatus};
 use crate::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorHandle};
 use crate::probe::{MAX_BUDGET, Report};
 use crate::store::{ConnectionRow, ListQuery, Visibility};
-use crate::{ConnectionId, Result};
+use crate::{ConnectionId, Result, UserId};
+
+/// How long a check stays owed to a user's budget: the monitor checks a saved connection within
+/// seconds, so an older entry belongs to a connection whose check never came (monitoring off,
+/// no monitor in this process) and is dropped.
+const OWED_FOR: Duration = Duration::from_secs(600);
+
+/// The most checks owed at once; beyond it the oldest are dropped.
+const MAX_OWED: usize = 100_000;
+
+/// The monitor checks owed to a user's test budget (SECURITY.md S31): the first check of a
+/// connection a user created, and the check soon after a user changed one, would tell that user
+/// whether a host and port answer, exactly as a test would. The monitor asks
+/// ([`Checker::admit`]) before such a check; when the user's budget is spent the check is not
+/// made, and the connection waits for its normal interval, unchecked.
+#[derive(Debug, Default)]
+pub(super) struct OwedChecks {
+    owed: Mutex<HashMap<ConnectionId, (UserId, Instant)>>,
+}
+
+impl OwedChecks {
+    /// Owes the next check of `id` to `user`'s budget.
+    pub(super) fn owe(&self, id: ConnectionId, user: UserId) {
+        let now = Instant::now();
+        let mut owed = self.lock();
+        if owed.len() >= MAX_OWED {
+            owed.retain(|_, (_, at)| now.saturating_duration_since(*at) < OWED_FOR);
+            if owed.len() >= MAX_OWED {
+                let oldest = owed.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k);
+                if let Some(oldest) = oldest {
+                    owed.remove(&oldest);
+                }
+            }
+        }
+        owed.insert(id, (user, now));
+    }
+
+    /// Whom the next check of `id` is owed to, if anyone; forgets it.
+    pub(super) fn settle(&self, id: ConnectionId) -> Option<UserId> {
+        let (user, at) = self.lock().remove(&id)?;
+        (Instant::now().saturating_duration_since(at) < OWED_FOR).then_some(user)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ConnectionId, (UserId, Instant)>> {
+        self.owed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// The [`Checker`] the Hub gives the monitor: a saved connection's test.
 #[derive(Debug, Clone)]
@@ -24,6 +74,21 @@ struct ProbeChecker {
 
 #[async_trait]
 impl Checker for ProbeChecker {
+    async fn admit(&self, id: ConnectionId) -> bool {
+        let Some(user) = self.hub.owed_checks.settle(id) else {
+            return true;
+        };
+        let admitted = self.hub.test_limit.take(&user).is_ok();
+        if !admitted {
+            tracing::debug!(
+                connection = %id,
+                user = %user,
+                "first check after a save deferred: the user's test budget is spent"
+            );
+        }
+        admitted
+    }
+
     async fn check(&self, id: ConnectionId) -> CheckResult {
         let row = match self.hub.store.connection(id).await {
             Ok(Some(row)) => row,
@@ -109,6 +174,16 @@ impl Hub {
             budget: MAX_BUDGET,
         };
         Monitor::start(self.store.clone(), Arc::new(checker), config)
+    }
+
+    /// Whether the principal may read the server's metrics (counts of connections by status,
+    /// of requests and of checks): admins only (S34). A plain read, not audited.
+    ///
+    /// # Errors
+    /// `PermissionDenied` for other roles.
+    pub fn authorize_metrics(&self, principal: &crate::rbac::Principal) -> Result<()> {
+        principal.check::<crate::rbac::act::MetricsRead>()?;
+        Ok(())
     }
 
     /// How many saved connections have each status, in the order of [`HealthStatus::ALL`], as
@@ -303,5 +378,55 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// S31: the first check of a connection a user saved is owed to that user's test budget:
+    /// admitted while the budget lasts, deferred (once) when it is spent; later checks and
+    /// checks of connections nobody just saved are free.
+    #[tokio::test]
+    async fn a_first_check_after_a_save_draws_on_the_savers_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        let hub = Hub::open(store, Keyring::parse(KEY).unwrap())
+            .await
+            .unwrap()
+            .with_test_rate_limit(crate::hub::RateLimit {
+                burst: 2,
+                per_second: 0.001,
+            });
+        hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
+            .await
+            .unwrap();
+        let admin = hub
+            .login("admin", Password::from(ADMIN_PW), &RequestInfo::default())
+            .await
+            .unwrap();
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let draft = ConnectionDraft {
+                name: format!("owed-{i}"),
+                host: "127.0.0.1".into(),
+                database: "app".into(),
+                username: "app".into(),
+                password: Some(Password::from("pw-owed-check")),
+                ..ConnectionDraft::default()
+            };
+            ids.push(hub.create_connection(&admin, draft).await.unwrap().id);
+        }
+        let checker = ProbeChecker {
+            hub: hub.clone(),
+            budget: MAX_BUDGET,
+        };
+        assert!(checker.admit(ids[0]).await);
+        assert!(checker.admit(ids[1]).await);
+        assert!(!checker.admit(ids[2]).await, "the budget is spent");
+        // The deferred check was settled: the next one waits for nothing but its interval.
+        assert!(checker.admit(ids[2]).await);
+        // The saver's tests draw on the same, spent budget.
+        let refused = hub
+            .test_connection(&admin, ids[0], MAX_BUDGET)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), crate::ErrorKind::RateLimited);
     }
 }

@@ -43,7 +43,7 @@ impl Hub {
     ) -> Result<Report> {
         let conn_target = target("connection", id);
         let (row, allowed) = self.authorize::<act::ConnectionTest>(principal, id).await?;
-        self.test_limit.take(principal.user())?;
+        self.take_test(principal.user())?;
         let opened = secrets::open(&self.keyring, allowed.connection(), &row.secrets)?;
         let report = self.run_probe(&row.spec, &opened, budget).await?;
         self.audit_test(principal, allowed.action(), &conn_target, &report)
@@ -54,11 +54,15 @@ impl Hub {
     /// Tests settings that are not saved (roles editor and admin), within `budget`.
     ///
     /// With `reuse`, a saved connection the principal may `use` lends its stored password and
-    /// client key to the fields the draft leaves blank (S11: the form never has to hold them).
+    /// client key to the fields the draft leaves blank (S11: the form never has to hold them),
+    /// but only to the target they were saved for (S30,
+    /// [`ConnectionSpec::may_lend_secrets_to`]): same host, port, database, user name and
+    /// engine, TLS not weaker, the CA unchanged under a verifying mode.
     ///
     /// # Errors
     /// `PermissionDenied` (audited); `NotFound` for a `reuse` connection the principal may not
-    /// view; `InvalidInput` naming the field; `RateLimited`.
+    /// view; `InvalidInput` naming the field, also `password` (or `tls.client_key_pem`) when a
+    /// blank secret would be lent to another target; `RateLimited`.
     pub async fn test_draft(
         &self,
         principal: &Principal,
@@ -74,12 +78,14 @@ impl Hub {
                     .await;
             }
         };
-        let audit_target = match reuse {
+        let (audit_target, lender) = match reuse {
             Some(id) => {
                 let (row, lent) = self.authorize::<act::ConnectionTest>(principal, id).await?;
                 let stored = secrets::open(&self.keyring, lent.connection(), &row.secrets)?;
+                let mut borrowed = None;
                 if draft.password.as_ref().is_none_or(|p| p.is_empty()) {
                     draft.password = Some(stored.password);
+                    borrowed = Some("password");
                 }
                 if draft
                     .tls
@@ -93,13 +99,27 @@ impl Hub {
                         .is_some_and(|c| !c.trim().is_empty())
                 {
                     draft.tls.client_key_pem = stored.client_key_pem;
+                    borrowed = borrowed.or(Some("tls.client_key_pem"));
                 }
-                Some(target("connection", id))
+                (
+                    Some(target("connection", id)),
+                    borrowed.map(|field| (row.spec, field)),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         let (spec, secrets) = draft.validate()?;
-        self.test_limit.take(principal.user())?;
+        // S30: a stored secret goes only to the target it was saved for.
+        if let Some((saved, field)) = lender
+            && !saved.may_lend_secrets_to(&spec)
+        {
+            return Err(Error::invalid(
+                field,
+                "must be given to test another host, port, database, user or engine, or weaker \
+                 TLS, than the saved connection's",
+            ));
+        }
+        self.take_test(principal.user())?;
         let report = self.run_probe(&spec, &secrets, budget).await?;
         self.audit_test(
             principal,
@@ -135,6 +155,8 @@ impl Hub {
             return Ok(Created::TestFailed(report));
         }
         let connection = self.create_connection(principal, draft).await?;
+        // The test above was paid for and told what the first check would.
+        self.owed_checks.settle(connection.id);
         Ok(Created::Saved {
             connection: Box::new(connection),
             report,

@@ -113,6 +113,32 @@ pub struct ConnectionSpec {
     pub monitoring: Monitoring,
 }
 
+impl ConnectionSpec {
+    /// Whether turning this saved spec into `to` points its stored credentials somewhere they
+    /// may not be safe, so the password must be given again (SECURITY.md S12): the host, port
+    /// or database change, the TLS mode or channel binding is lowered, or the CA certificate
+    /// changes while `to`'s mode verifies certificates (a new trust anchor lets another server
+    /// pass as this one). The one rule behind editing ([`crate::model::PatchOutcome`]) and
+    /// lending secrets to a test ([`Self::may_lend_secrets_to`]).
+    pub fn retargeted_by(&self, to: &Self) -> bool {
+        to.host != self.host
+            || to.port != self.port
+            || to.database != self.database
+            || to.tls.mode() < self.tls.mode()
+            || to.tls.channel_binding() < self.tls.channel_binding()
+            || (to.tls.ca_cert_pem() != self.tls.ca_cert_pem()
+                && to.tls.mode().verifies_certificate())
+    }
+
+    /// Whether this saved spec's stored secrets (password, client key) may be lent to a test of
+    /// `to` (SECURITY.md S30): the target is not changed in the sense of
+    /// [`Self::retargeted_by`], and the engine and user name are the saved ones (a test is not
+    /// the place to try a stored password on another account).
+    pub fn may_lend_secrets_to(&self, to: &Self) -> bool {
+        !self.retargeted_by(to) && to.engine == self.engine && to.username == self.username
+    }
+}
+
 /// The secrets of a connection, validated. `Debug` redacts them; there is no `Display`.
 #[derive(Debug, Clone)]
 pub struct ConnectionSecrets {

@@ -320,13 +320,6 @@ impl ConnectionPatch {
         check_client_pair(cert.is_some(), key_set_after)?;
         let tls = TlsSettings::new(mode, ca, cert, channel_binding)?;
 
-        let needs_password = host != current.host
-            || port != current.port
-            || database != current.database
-            || mode < cur_tls.mode()
-            || channel_binding < cur_tls.channel_binding()
-            || (ca_changed && mode.verifies_certificate());
-
         let spec = ConnectionSpec {
             name,
             description,
@@ -340,6 +333,7 @@ impl ConnectionPatch {
             tags,
             monitoring,
         };
+        let needs_password = current.retargeted_by(&spec);
         let secrets = SecretsUpdate {
             password: self.password,
             client_key_pem: self.tls.client_key_pem,

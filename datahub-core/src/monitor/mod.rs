@@ -123,6 +123,12 @@ pub trait Checker: Send + Sync + std::fmt::Debug + 'static {
     /// its budget (the monitor cuts it off after [`MonitorConfig::check_timeout`] anyway).
     async fn check(&self, id: ConnectionId) -> CheckResult;
 
+    /// Whether the check of `id` due now may be made. A refused check is not made nor
+    /// recorded: the connection waits for its next interval. By default every check is made.
+    async fn admit(&self, _id: ConnectionId) -> bool {
+        true
+    }
+
     /// As [`Checker::check`], given the connection's row as the monitor's claim just read it
     /// ([`CheckLease::row`](crate::store::CheckLease::row)), so it need not be read again. By
     /// default the row is not used.

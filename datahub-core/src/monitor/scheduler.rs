@@ -121,6 +121,9 @@ pub struct MonitorStats {
     pub leases_lost: u64,
     /// Events received from other processes sharing the store and published here.
     pub remote_events: u64,
+    /// Due checks not made because the checker did not admit them ([`Checker::admit`]: the
+    /// first check after a save, when the saving user's test budget was spent).
+    pub deferred: u64,
 }
 
 /// Starts the monitor.
@@ -276,6 +279,7 @@ struct Counters {
     max_main_lane_wait_us: AtomicU64,
     leases_lost: AtomicU64,
     remote_events: AtomicU64,
+    deferred: AtomicU64,
 }
 
 impl Counters {
@@ -298,6 +302,7 @@ impl Counters {
             max_main_lane_wait: Duration::from_micros(get(&self.max_main_lane_wait_us)),
             leases_lost: get(&self.leases_lost),
             remote_events: get(&self.remote_events),
+            deferred: get(&self.deferred),
         }
     }
 }
@@ -655,6 +660,12 @@ async fn run_connection(
                 );
                 Counters::bump(&shared.counters.store_errors, 1);
             }
+        }
+        if !shared.checker.admit(id).await {
+            drop(permit);
+            Counters::bump(&shared.counters.deferred, 1);
+            advance(&shared, &mut due, &mut rng, settings.interval);
+            continue;
         }
         let started = Instant::now();
         if main {

@@ -147,6 +147,8 @@ actions! {
         KeysRotate => "keys.rotate",
         /// Retire a key-encryption key no row refers to any more.
         KeysRetire => "keys.retire",
+        /// Read the server's metrics (counts of connections by status, requests, checks).
+        MetricsRead => "metrics.read",
     }
     connection {
         /// Show one connection: metadata, health and history, never a secret.
@@ -239,6 +241,7 @@ pub const RULES: [Rule; Action::ALL.len()] = [
     global(Action::KeysStatus, Read, ADMIN),
     global(Action::KeysRotate, Write, ADMIN),
     global(Action::KeysRetire, Write, ADMIN),
+    global(Action::MetricsRead, Read, ADMIN),
     on_connection(Action::ConnectionView, Read, View),
     on_connection(Action::ConnectionUpdate, Write, Manage),
     on_connection(Action::ConnectionDelete, Write, Manage),

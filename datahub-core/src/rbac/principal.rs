@@ -30,6 +30,8 @@ pub struct Principal {
     teams: Vec<TeamId>,
     read_only: bool,
     method: AuthMethod,
+    /// When the token this principal came from expires, if it came from a token that does.
+    token_expires_at: Option<OffsetDateTime>,
     request: RequestInfo,
 }
 
@@ -113,7 +115,10 @@ impl Principal {
         now: OffsetDateTime,
     ) -> Result<Self> {
         crate::auth::token_usable(token, user, now)?;
-        Ok(Self::build(user, teams, token.read_only).with_auth_method(AuthMethod::Token))
+        let mut principal =
+            Self::build(user, teams, token.read_only).with_auth_method(AuthMethod::Token);
+        principal.token_expires_at = token.expires_at;
+        Ok(principal)
     }
 
     /// The local operator: someone who runs a trusted adapter (the `datahub-server` CLI) with
@@ -133,6 +138,7 @@ impl Principal {
             teams: Vec::new(),
             read_only: false,
             method: AuthMethod::Operator,
+            token_expires_at: None,
             request: RequestInfo::default(),
         }
     }
@@ -153,6 +159,7 @@ impl Principal {
             teams,
             read_only,
             method: AuthMethod::Session,
+            token_expires_at: None,
             request: RequestInfo::default(),
         }
     }
@@ -162,6 +169,12 @@ impl Principal {
     pub(crate) fn with_auth_method(mut self, method: AuthMethod) -> Self {
         self.method = method;
         self
+    }
+
+    /// When the API token this principal came from expires (`None`: not from a token, or from
+    /// one that never expires). A token minted with a token never outlives it (S33).
+    pub fn token_expires_at(&self) -> Option<OffsetDateTime> {
+        self.token_expires_at
     }
 
     /// How this principal was authenticated: [`Principal::from_user`] makes a

@@ -522,7 +522,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64>;
 
     /// As [`Self::update_user`], and in the same transaction deletes every session of the user
-    /// (for a disabled account or a new password); returns how many sessions ended.
+    /// (for a disabled account or a new password) and, when the row says the account is
+    /// disabled, revokes every token of the user not yet revoked (at `updated_at`), so enabling
+    /// it again revives none (S33); returns how many sessions ended.
     /// Errors: `NotFound`.
     async fn update_user_ending_sessions(&self, user: &UserRow, audit: &AuditEvent) -> Result<u64>;
 

@@ -235,6 +235,7 @@ async fn global_action(f: &Fixture, p: &Principal, action: &str, n: &str) -> cha
         "keys.status" => letter(&hub.key_status(p).await),
         "keys.rotate" => letter(&hub.rotate_keys(p, 100).await),
         "keys.retire" => letter(&hub.retire_key(p, &"k0".parse::<KekId>().unwrap()).await),
+        "metrics.read" => letter(&hub.authorize_metrics(p)),
         other => panic!("no Hub call for {other}"),
     }
 }

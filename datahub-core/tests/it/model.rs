@@ -1007,3 +1007,48 @@ fn connection_lifecycle() {
     assert_eq!((c.created_at, c.updated_at), (t0, t1));
     assert_eq!(c.spec.name.as_str(), "renamed");
 }
+
+/// S30 (with S12): a saved spec lends its stored secrets to a test only of the same host, port,
+/// database, user name and engine, with TLS not weaker and the CA unchanged under a verifying
+/// mode; PATCH's "needs the password again" is the same rule without user name and engine.
+#[test]
+fn s30_stored_secrets_are_lent_only_to_the_saved_target() {
+    let saved = {
+        let mut d = draft();
+        d.tls.mode = Some(TlsMode::VerifyFull);
+        d.tls.channel_binding = Some(ChannelBinding::Require);
+        d.validate().unwrap().0
+    };
+    let lend = |change: Setter<()>| {
+        let mut d = draft();
+        d.tls.mode = Some(TlsMode::VerifyFull);
+        d.tls.channel_binding = Some(ChannelBinding::Require);
+        change(&mut d, ());
+        let to = d.validate().unwrap().0;
+        (saved.may_lend_secrets_to(&to), saved.retargeted_by(&to))
+    };
+    // Same target, also renamed, re-described, re-tagged, or with stronger settings.
+    assert_eq!(lend(|_, ()| {}), (true, false));
+    assert_eq!(lend(|d, ()| d.name = "other-name".into()), (true, false));
+    assert_eq!(
+        lend(|d, ()| d.host = "DB.example.com".into()),
+        (true, false)
+    );
+    assert_eq!(lend(|d, ()| d.tags = vec!["x".into()]), (true, false));
+    // Another target, account or weaker TLS: refused; all but the account are S12's rule too.
+    let cases: [(Setter<()>, bool); 7] = [
+        (|d, ()| d.host = "10.0.0.9".into(), true),
+        (|d, ()| d.port = Some(5433), true),
+        (|d, ()| d.database = "other".into(), true),
+        (|d, ()| d.username = "mallory".into(), false),
+        (|d, ()| d.tls.mode = Some(TlsMode::Require), true),
+        (
+            |d, ()| d.tls.channel_binding = Some(ChannelBinding::Prefer),
+            true,
+        ),
+        (|d, ()| d.tls.ca_cert_pem = Some(CERT.into()), true),
+    ];
+    for (i, (change, retargeted)) in cases.into_iter().enumerate() {
+        assert_eq!(lend(change), (false, retargeted), "case {i}");
+    }
+}

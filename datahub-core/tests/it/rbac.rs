@@ -43,6 +43,7 @@ pub(crate) const EXPECTED: &[(&str, [&str; 4])] = &[
     ("keys.status", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
     ("keys.rotate", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
     ("keys.retire", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
+    ("metrics.read", ["AAAAA", "DDDDD", "DDDDD", "DDDDD"]),
     //                          admin    editor   viewer   auditor
     ("connection.view", ["AAAAA", "HAAAA", "HAAAA", "HAAAA"]),
     ("connection.update", ["AAAAA", "HDDAA", "HDDAA", "HDDAA"]),
@@ -67,6 +68,7 @@ pub(crate) const READ_ONLY_ALLOWS: &[&str] = &[
     "audit.read",
     "audit.verify",
     "keys.status",
+    "metrics.read",
     "connection.view",
     "connection.test",
     "connection.reveal",

@@ -30,11 +30,14 @@ use crate::error::ApiError;
 /// The most grants one `PUT` may set.
 pub const MAX_GRANTS: usize = 1_000;
 
-/// A secret read from JSON straight into a core secret type. `Debug` redacts it.
+/// A secret read from JSON straight into a core secret type: the one way the API reads a secret
+/// (connection passwords and keys, sign-in and account passwords). It has no `Serialize`, and
+/// `Debug` redacts it.
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {
-    fn into_inner(self) -> T {
+    /// The secret inside.
+    pub fn into_inner(self) -> T {
         self.0
     }
 }

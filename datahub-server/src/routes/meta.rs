@@ -1,4 +1,4 @@
-//! Liveness, readiness, metrics and the API description.
+//! Liveness, readiness and the API description (public), and metrics (admins).
 
 use std::sync::Arc;
 
@@ -11,7 +11,8 @@ use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::error::ApiError;
+use crate::auth::Authed;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
 /// The generated API description, shared with the handler that serves it.
@@ -62,17 +63,24 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError>
 }
 
 /// Prometheus metrics: requests by route and status with latency, tests and checks by outcome,
-/// connections by status.
+/// connections by status. Admins only (SECURITY.md S34: how many connections exist and their
+/// states are not for anonymous callers): Prometheus sends an admin's API token, preferably a
+/// read-only one (`authorization: Bearer dh_…`, `bearer_token_file` in its scrape config).
 #[utoipa::path(
     get,
     path = "/metrics",
     tag = "meta",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"))
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, description = "not signed in", body = crate::error::ErrorBody),
+        (status = 403, description = "not an admin", body = crate::error::ErrorBody)
+    )
 )]
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<AppState>, Authed(principal): Authed) -> ApiResult<Response> {
+    state.hub().authorize_metrics(&principal)?;
     crate::telemetry::record_monitor(&state);
     let body = state.metrics().map(|m| m.render()).unwrap_or_default();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 
 /// This API's OpenAPI 3.1 description, generated from the code.

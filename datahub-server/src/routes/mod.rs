@@ -24,8 +24,7 @@ use crate::state::AppState;
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
-    /// Anyone, signed in or not: sign-in itself, liveness and readiness, the API description,
-    /// metrics (counts only, never a name or a secret).
+    /// Anyone, signed in or not: sign-in itself, liveness and readiness, the API description.
     Public,
     /// Any signed-in caller, acting on their own session, account or tokens.
     SignedIn,
@@ -56,7 +55,11 @@ const fn route(method: Method, path: &'static str, permission: Permission) -> Ro
 pub const ROUTES: &[Route] = &[
     route(Method::GET, "/healthz", Permission::Public),
     route(Method::GET, "/readyz", Permission::Public),
-    route(Method::GET, "/metrics", Permission::Public),
+    route(
+        Method::GET,
+        "/metrics",
+        Permission::Action(Action::MetricsRead),
+    ),
     route(Method::GET, "/api/v1/openapi.json", Permission::Public),
     route(Method::POST, "/api/v1/auth/login", Permission::Public),
     route(Method::POST, "/api/v1/auth/logout", Permission::SignedIn),

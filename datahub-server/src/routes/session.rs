@@ -17,6 +17,7 @@ use time::OffsetDateTime;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::connection::Secret;
 use crate::auth::{Authed, Client, SESSION_COOKIE, cookie};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
@@ -41,8 +42,8 @@ pub struct LoginRequest {
     /// The account name.
     username: String,
     /// The password (write-only).
-    #[schema(format = Password)]
-    password: String,
+    #[schema(value_type = String, format = Password, write_only)]
+    password: Secret<Password>,
 }
 
 impl std::fmt::Debug for LoginRequest {
@@ -113,26 +114,36 @@ async fn login(
     if request.username.len() > MAX_FIELD_BYTES {
         return Err(ApiError::invalid("username", "is too long"));
     }
-    if request.password.len() > MAX_FIELD_BYTES {
+    let password = request.password.into_inner();
+    if password.expose_secret().len() > MAX_FIELD_BYTES {
         return Err(ApiError::invalid("password", "is too long"));
     }
     let client = info.client_addr.clone();
-    if let Err(wait) = state.logins().check(&request.username, client.as_deref()) {
+    // S29: the attempt is taken before any password work, so however many arrive at once, at
+    // most the burst per account and per address reach argon2; a failure keeps it spent.
+    if let Err(wait) = state.logins().attempt(&request.username, client.as_deref()) {
         return Err(ApiError::rate_limited(wait));
     }
-    let password = Password::from(request.password);
     let principal = match state.hub().login(&request.username, password, &info).await {
         Ok(principal) => principal,
         Err(e) if e.kind() == ErrorKind::Unauthenticated => {
-            state.logins().failed(&request.username, client.as_deref());
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
                 "the user name or password is wrong, or the account is disabled",
             ));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => {
+            // Not a wrong password (the store failed): the attempt does not count.
+            state
+                .logins()
+                .succeeded(&request.username, client.as_deref());
+            return Err(e.into());
+        }
     };
+    state
+        .logins()
+        .succeeded(&request.username, client.as_deref());
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());

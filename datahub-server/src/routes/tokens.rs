@@ -148,6 +148,11 @@ async fn list_tokens(
 }
 
 /// Creates a token acting as the caller; the answer carries the token text this once.
+///
+/// From a signed-in session the lifetime is as asked (no expiry by default). Through another
+/// API token, the new token expires no later than that one, and a read-only token creates none
+/// (403). A token keeps working when its user changes their password (sessions end); it stops
+/// when revoked, when it expires, or when its user is disabled, which revokes it for good.
 #[utoipa::path(
     post,
     path = "/api/v1/tokens",

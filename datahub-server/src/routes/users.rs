@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::api::connection::Secret;
 use crate::auth::{Authed, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
@@ -84,24 +85,6 @@ impl From<UserRole> for Role {
     }
 }
 
-/// A password in a request, read straight into the core's secret type. It has no `Serialize`
-/// and a redacting `Debug` (the core's).
-#[derive(Debug)]
-pub struct WritePassword(Password);
-
-impl<'de> Deserialize<'de> for WritePassword {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(|text| Self(Password::new(text)))
-    }
-}
-
-impl WritePassword {
-    /// The secret inside.
-    pub fn into_inner(self) -> Password {
-        self.0
-    }
-}
-
 /// A user account as shown: never a password or its hash.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserAccount {
@@ -139,7 +122,7 @@ pub struct NewUser {
     pub username: String,
     /// The password: 12 to 1,024 bytes. Write-only.
     #[schema(value_type = String, format = Password, write_only)]
-    pub password: WritePassword,
+    pub password: Secret<Password>,
     /// Global role.
     pub role: UserRole,
 }
@@ -150,12 +133,13 @@ pub struct NewUser {
 pub struct UserChange {
     /// New role.
     pub role: Option<UserRole>,
-    /// Disable (`true`) or enable (`false`) the account; its sessions and tokens stop working
-    /// on the next request.
+    /// Disable (`true`) or enable (`false`) the account. Disabling ends its sessions and
+    /// revokes its API tokens for good: enabling it again brings none back. A new `password`
+    /// ends its sessions and leaves its tokens working.
     pub disabled: Option<bool>,
     /// A new password (a reset). Write-only.
     #[schema(value_type = Option<String>, format = Password, write_only)]
-    pub password: Option<WritePassword>,
+    pub password: Option<Secret<Password>>,
 }
 
 /// A signed-in user's change of their own password.
@@ -164,10 +148,10 @@ pub struct UserChange {
 pub struct OwnPasswordChange {
     /// The password now. Write-only.
     #[schema(value_type = String, format = Password, write_only)]
-    pub current_password: WritePassword,
+    pub current_password: Secret<Password>,
     /// The new password: 12 to 1,024 bytes. Write-only.
     #[schema(value_type = String, format = Password, write_only)]
-    pub new_password: WritePassword,
+    pub new_password: Secret<Password>,
 }
 
 /// Every user account (admins).
@@ -276,7 +260,7 @@ async fn update_user(
     let update = UserUpdate {
         role: body.role.map(Role::from),
         disabled: body.disabled,
-        password: body.password.map(WritePassword::into_inner),
+        password: body.password.map(Secret::into_inner),
     };
     let user = state
         .hub()
@@ -286,7 +270,8 @@ async fn update_user(
 }
 
 /// Changes the caller's own password, given the current one. Wrong guesses count against the
-/// same limit as failed sign-ins.
+/// same limit as failed sign-ins. Every session of the caller ends (sign in again); API tokens
+/// keep working, as credentials of their own: revoke them at `/api/v1/tokens/{id}`.
 #[utoipa::path(
     post,
     path = "/api/v1/users/me/password",
@@ -309,7 +294,8 @@ async fn change_own_password(
 ) -> ApiResult<StatusCode> {
     let account = principal.username().to_owned();
     let addr = client.client_addr.as_deref();
-    if let Err(wait) = state.logins().check(&account, addr) {
+    // S29: the attempt is taken before the current password is checked.
+    if let Err(wait) = state.logins().attempt(&account, addr) {
         return Err(ApiError::rate_limited(wait));
     }
     let result = state
@@ -320,15 +306,15 @@ async fn change_own_password(
             body.new_password.into_inner(),
         )
         .await;
+    if !matches!(&result, Err(e) if e.kind() == ErrorKind::Unauthenticated) {
+        state.logins().succeeded(&account, addr);
+    }
     match result {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) if e.kind() == ErrorKind::Unauthenticated => {
-            state.logins().failed(&account, addr);
-            Err(ApiError::invalid(
-                "current_password",
-                "the current password is wrong",
-            ))
-        }
+        Err(e) if e.kind() == ErrorKind::Unauthenticated => Err(ApiError::invalid(
+            "current_password",
+            "the current password is wrong",
+        )),
         Err(e) if e.kind() == ErrorKind::InvalidInput && e.field() == Some("password") => {
             Err(ApiError::from(e).with_field("new_password"))
         }

@@ -544,8 +544,9 @@ async fn a_read_only_token_reads_but_every_state_change_is_refused() {
         .assert_status(StatusCode::OK);
 }
 
+/// S33: disabling an account revokes its tokens for good: enabling it again brings none back.
 #[tokio::test]
-async fn a_disabled_accounts_tokens_are_refused_until_it_is_enabled_again() {
+async fn a_disabled_accounts_tokens_stay_revoked_when_it_is_enabled_again() {
     let t = TestApp::new().await;
     let r = roles(&t).await;
     let path = format!("/api/v1/users/{}", r.editor.id);
@@ -576,7 +577,7 @@ async fn a_disabled_accounts_tokens_are_refused_until_it_is_enabled_again() {
     .assert_status(StatusCode::OK);
     t.send(Method::GET, "/api/v1/tokens", Some(&r.editor.token), None)
         .await
-        .assert_status(StatusCode::OK);
+        .assert_error(StatusCode::UNAUTHORIZED, None);
 }
 
 #[tokio::test]

@@ -480,7 +480,9 @@ async fn drive(capture: Capture, metrics: metrics_exporter_prometheus::Prometheu
         )
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
-    let metrics_text = f.send(Method::GET, "/metrics", None, &[], None).await;
+    let metrics_text = f
+        .send(Method::GET, "/metrics", Some(&f.admin_token), &[], None)
+        .await;
     assert_eq!(metrics_text.status, StatusCode::OK);
     let spec = f
         .send(Method::GET, "/api/v1/openapi.json", None, &[], None)

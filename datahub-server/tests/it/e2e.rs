@@ -39,12 +39,17 @@ pub(crate) struct Server {
 impl Server {
     /// Starts the binary on a free loopback port over `data_dir`, with `extra` arguments.
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// As [`Self::start`], with `env` variables set.
+    pub(crate) fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let addr = free_port();
         let listen = addr.to_string();
         let data = data_dir.to_str().unwrap();
         let mut args = vec!["--listen", &listen, "--data-dir", data];
         args.extend_from_slice(extra);
-        Self::start_with_args(addr, &args, &[])
+        Self::start_with_args(addr, &args, env)
     }
 
     /// Starts the binary with exactly `args` (which must make it listen on `addr`) and the
@@ -430,9 +435,18 @@ async fn the_binary_serves_over_a_socket_and_sigterm_ends_open_streams() {
 
     // Metrics, with the figures the refresh task reads from the core (at start, then every
     // 15 s: polled, as it runs beside the first requests).
+    // S34: `/metrics` is for an admin's token, never anonymous.
+    assert_eq!(server.request("GET", "/metrics", &[]).await.status, 401);
+    let metrics_bearer = format!("Bearer {admin_token}");
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let metrics = server.request("GET", "/metrics", &[]).await;
+        let metrics = server
+            .request(
+                "GET",
+                "/metrics",
+                &[("Authorization", metrics_bearer.as_str())],
+            )
+            .await;
         assert_eq!(metrics.status, 200);
         let text = String::from_utf8(metrics.body).unwrap();
         if text.contains("datahub_connections{status=\"unknown\"} 0") {

@@ -107,7 +107,12 @@ async fn metrics_count_requests_checks_statuses_and_tests_with_closed_labels() {
     send(f.app(), odd).await;
 
     telemetry::refresh(&f.state).await;
-    let (status, headers, body) = send(f.app(), get("/metrics", None)).await;
+    // S34: not for anonymous callers, nor for anyone but admins.
+    let (status, _, _) = send(f.app(), get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(f.app(), get("/metrics", Some(&editor_token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, body) = send(f.app(), get("/metrics", Some(&f.admin_token))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         headers[header::CONTENT_TYPE]

@@ -126,8 +126,10 @@ fn became_healthy(event: &Value, id: &str) -> bool {
 }
 
 /// The checks a replica's monitor finished since it started, all outcomes, from its `/metrics`.
-async fn checks_done(server: &Server) -> u64 {
-    let metrics = server.request("GET", "/metrics", &[]).await;
+async fn checks_done(server: &Server, cookie: &str) -> u64 {
+    let metrics = server
+        .request("GET", "/metrics", &[("Cookie", cookie)])
+        .await;
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8(metrics.body).unwrap();
     let counts: Vec<u64> = text
@@ -319,9 +321,9 @@ async fn two_replicas_on_one_store_share_sessions_events_and_the_monitoring() {
     tokio::time::sleep_until(tokio::time::Instant::from_std(first_saved + SHARED_FOR)).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     let (by_a, by_b, shared) = loop {
-        let before = tokio::join!(checks_done(&a), checks_done(&b));
+        let before = tokio::join!(checks_done(&a, &cookie), checks_done(&b, &cookie));
         let shared = histories(&b, &cookie, &ids).await;
-        let after = tokio::join!(checks_done(&a), checks_done(&b));
+        let after = tokio::join!(checks_done(&a, &cookie), checks_done(&b, &cookie));
         let recorded: usize = shared.iter().map(Vec::len).sum();
         if before == after && recorded as u64 == after.0 + after.1 {
             break (after.0, after.1, shared);
@@ -438,7 +440,7 @@ async fn two_replicas_on_one_store_share_sessions_events_and_the_monitoring() {
     let status = a.exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{status}:\n{}", a.stderr());
     let stopped_at = OffsetDateTime::now_utc();
-    let b_at_stop = checks_done(&b).await;
+    let b_at_stop = checks_done(&b, &cookie).await;
     let deadline = Instant::now() + INTERVAL.mul_f64(2.0) + Duration::from_secs(5);
     let after = loop {
         let after = histories(&b, &cookie, remaining).await;
@@ -455,7 +457,7 @@ async fn two_replicas_on_one_store_share_sessions_events_and_the_monitoring() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let b_now = checks_done(&b).await;
+    let b_now = checks_done(&b, &cookie).await;
     eprintln!(
         "B checked all {} after A stopped within {}",
         remaining.len(),

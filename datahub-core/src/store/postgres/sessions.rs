@@ -177,6 +177,15 @@ impl PostgresStore {
             )
             .await
             .map_err(|e| db(DOING, e))?;
+        if user.disabled {
+            // S33: for good; enabling the account again revives no token.
+            tx.execute(
+                "UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE user_id = $1",
+                &[user.id.as_uuid(), &user.updated_at],
+            )
+            .await
+            .map_err(|e| db(DOING, e))?;
+        }
         append_in(&tx, audit).await?;
         tx.commit().await.map_err(|e| db(DOING, e))?;
         Ok(ended)

@@ -196,6 +196,15 @@ impl SqliteStore {
                 let ended = tx
                     .execute("DELETE FROM sessions WHERE user_id = ?1", [&id])
                     .map_err(db_error)?;
+                if user.disabled {
+                    // S33: for good; enabling the account again revives no token.
+                    tx.execute(
+                        "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?1) \
+                         WHERE user_id = ?2",
+                        params![micros(user.updated_at), id],
+                    )
+                    .map_err(db_error)?;
+                }
                 append_audit_in(tx, &audit)?;
                 Ok(count(ended))
             })

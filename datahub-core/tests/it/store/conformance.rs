@@ -1704,9 +1704,40 @@ pub async fn sessions_end_with_their_user_and_are_pruned(store: Handle) {
     for (i, u) in [(1, alice.id), (2, alice.id), (3, bob)] {
         store.insert_session(&session(u, i, at)).await.unwrap();
     }
+    // Tokens: alice's live one, alice's revoked one, bob's.
+    let token = |user, n: u8, revoked_at| TokenRow {
+        id: TokenId::new(),
+        user,
+        name: format!("t{n}"),
+        hash: [n; 32],
+        read_only: false,
+        created_at: at,
+        expires_at: None,
+        revoked_at,
+    };
+    let earlier = Some(at - Duration::seconds(5));
+    for t in [
+        token(alice.id, 41, None),
+        token(alice.id, 42, earlier),
+        token(bob, 43, None),
+    ] {
+        store.insert_token(&t, &ev("token.create")).await.unwrap();
+    }
+    let revoked = |n: u8| {
+        let store = &store;
+        async move {
+            store
+                .token_by_hash(&[n; 32])
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+        }
+    };
     let audits = audit_count(&store).await;
 
-    // Disabling alice ends her sessions, in the one transaction with the change and its row.
+    // Disabling alice ends her sessions, in the one transaction with the change and its row,
+    // and revokes her tokens for good (S33), keeping an earlier revocation's time.
     alice.disabled = true;
     alice.updated_at = at + Duration::seconds(1);
     let ended = store
@@ -1714,6 +1745,19 @@ pub async fn sessions_end_with_their_user_and_are_pruned(store: Handle) {
         .await
         .unwrap();
     assert_eq!(ended, 2);
+    assert_eq!(revoked(41).await, Some(alice.updated_at));
+    assert_eq!(revoked(42).await, earlier);
+    assert_eq!(revoked(43).await, None);
+    // Enabling her again (with a new password) brings none back.
+    alice.disabled = false;
+    store
+        .update_user_ending_sessions(&alice, &ev("user.update"))
+        .await
+        .unwrap();
+    assert_eq!(revoked(41).await, Some(alice.updated_at));
+    alice.disabled = true;
+    store.update_user(&alice, &ev("user.update")).await.unwrap();
+    let audits = audits + 2;
     assert!(store.user(alice.id).await.unwrap().unwrap().disabled);
     assert!(store.sessions_of(alice.id).await.unwrap().is_empty());
     assert_eq!(store.sessions_of(bob).await.unwrap().len(), 1);
