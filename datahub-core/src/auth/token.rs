@@ -136,6 +136,7 @@ mod tests {
             created_at: OffsetDateTime::UNIX_EPOCH,
             expires_at: None,
             revoked_at: None,
+            last_used_at: None,
         }
     }
 
@@ -240,6 +241,7 @@ mod tests {
             (
                 TokenRow {
                     revoked_at: Some(now - Duration::seconds(1)),
+                    last_used_at: None,
                     ..base.clone()
                 },
                 owner.clone(),
@@ -247,6 +249,7 @@ mod tests {
             (
                 TokenRow {
                     revoked_at: Some(now + Duration::days(1)),
+                    last_used_at: None,
                     ..base.clone()
                 },
                 owner.clone(),

@@ -233,7 +233,14 @@ pub struct TokenRow {
     pub expires_at: Option<OffsetDateTime>,
     /// Set when revoked; a revoked token never works again.
     pub revoked_at: Option<OffsetDateTime>,
+    /// Its last recorded use (UTC), `None` before the first; written at most once per
+    /// [`TOKEN_TOUCH_INTERVAL`] (see [`Store::touch_token`]).
+    pub last_used_at: Option<OffsetDateTime>,
 }
+
+/// How often a token's use is recorded at most: once a minute, as for sessions, so a busy
+/// client costs one write a minute rather than one per request.
+pub const TOKEN_TOUCH_INTERVAL: time::Duration = time::Duration::minutes(1);
 
 /// A browser session as stored: the SHA-256 of its token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -495,6 +502,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Marks a token revoked at `at`; appends `audit`. Errors: `NotFound`.
     async fn revoke_token(&self, id: TokenId, at: OffsetDateTime, audit: &AuditEvent)
     -> Result<()>;
+
+    /// Records a use of a token at `at` when its last recorded use is none or at least
+    /// [`TOKEN_TOUCH_INTERVAL`] before `at`, and the token is not revoked: one UPDATE whose
+    /// condition makes a use within the minute a no-op, so replicas racing write once. Returns
+    /// whether a row changed. Not audited.
+    async fn touch_token(&self, id: TokenId, at: OffsetDateTime) -> Result<bool>;
 
     // --- sessions ---
 

@@ -62,8 +62,8 @@ use crate::rbac::{Grant, Grantee};
 use crate::store::{
     Applied, AuditQuery, CheckLease, CheckRow, ConnectionRow, ConnectionSummary, Directory,
     DirectoryTeam, DirectoryUser, EVENTS_CHANNEL, KekUsage, ListQuery, MAX_PER_PAGE, Migration,
-    NamedGrant, Page, SortKey, Store, TargetPolicy, TeamRow, TokenRow, UserRow, Visibility,
-    migration_plan,
+    NamedGrant, Page, SortKey, Store, TOKEN_TOUCH_INTERVAL, TargetPolicy, TeamRow, TokenRow,
+    UserRow, Visibility, migration_plan,
 };
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
@@ -98,6 +98,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "key_checks",
         sql: include_str!("../../../migrations/postgres/0006_key_checks.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "token_last_used",
+        sql: include_str!("../../../migrations/postgres/0007_token_last_used.sql"),
     },
 ];
 
@@ -1253,7 +1258,7 @@ impl Store for PostgresStore {
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
         tx.execute(
             "INSERT INTO tokens (id, user_id, name, hash, read_only, created_at, expires_at, \
-             revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
                 token.id.as_uuid(),
                 token.user.as_uuid(),
@@ -1263,6 +1268,7 @@ impl Store for PostgresStore {
                 &token.created_at,
                 &token.expires_at,
                 &token.revoked_at,
+                &token.last_used_at,
             ],
         )
         .await
@@ -1315,6 +1321,20 @@ impl Store for PostgresStore {
         }
         append_in(&tx, audit).await?;
         tx.commit().await.map_err(|e| db(DOING, e))
+    }
+
+    async fn touch_token(&self, id: TokenId, at: OffsetDateTime) -> Result<bool> {
+        let due = at.saturating_sub(TOKEN_TOUCH_INTERVAL);
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "UPDATE tokens SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL \
+                 AND (last_used_at IS NULL OR last_used_at <= $3)",
+                &[id.as_uuid(), &at, &due],
+            )
+            .await
+            .map_err(|e| db("recording a token's use", e))?;
+        Ok(n > 0)
     }
 
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord> {

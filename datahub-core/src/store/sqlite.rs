@@ -34,7 +34,7 @@ use self::pool::Pool;
 use super::{
     AuditQuery, CheckRow, ConnectionRow, ConnectionSummary, Directory, DirectoryTeam,
     DirectoryUser, KekUsage, ListQuery, MAX_PER_PAGE, Migration, NamedGrant, Page, SortKey, Store,
-    TargetPolicy, TeamRow, TokenRow, UserRow, Visibility, migration_plan,
+    TOKEN_TOUCH_INTERVAL, TargetPolicy, TeamRow, TokenRow, UserRow, Visibility, migration_plan,
 };
 use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
 use crate::crypto::{KekId, WrappedDek};
@@ -76,6 +76,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "key_checks",
         sql: include_str!("../../../migrations/sqlite/0006_key_checks.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "token_last_used",
+        sql: include_str!("../../../migrations/sqlite/0007_token_last_used.sql"),
     },
 ];
 
@@ -1312,7 +1317,8 @@ impl Store for SqliteStore {
                 }
                 tx.execute(
                     "INSERT INTO tokens (id, user_id, name, hash, read_only, created_at, \
-                     expires_at, revoked_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     expires_at, revoked_at, last_used_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                     params![
                         token.id.to_string(),
                         user,
@@ -1321,7 +1327,8 @@ impl Store for SqliteStore {
                         token.read_only,
                         micros(token.created_at),
                         token.expires_at.map(micros),
-                        token.revoked_at.map(micros)
+                        token.revoked_at.map(micros),
+                        token.last_used_at.map(micros)
                     ],
                 )
                 .map_err(db_error)?;
@@ -1380,6 +1387,22 @@ impl Store for SqliteStore {
                 }
                 append_audit_in(tx, &audit)?;
                 Ok(())
+            })
+            .await
+    }
+
+    async fn touch_token(&self, id: TokenId, at: OffsetDateTime) -> Result<bool> {
+        let due = micros(at.saturating_sub(TOKEN_TOUCH_INTERVAL));
+        self.pool
+            .write(move |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE tokens SET last_used_at = ?1 WHERE id = ?2 \
+                         AND revoked_at IS NULL AND (last_used_at IS NULL OR last_used_at <= ?3)",
+                        params![micros(at), id.to_string(), due],
+                    )
+                    .map_err(db_error)?;
+                Ok(n > 0)
             })
             .await
     }

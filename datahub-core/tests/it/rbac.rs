@@ -100,6 +100,7 @@ fn token_row(user: UserId, read_only: bool) -> TokenRow {
         created_at: OffsetDateTime::UNIX_EPOCH,
         expires_at: None,
         revoked_at: None,
+        last_used_at: None,
     }
 }
 
@@ -372,6 +373,7 @@ fn disabled_users_and_unusable_tokens_never_become_principals() {
     let row = user_row(Role::Editor, false);
     let revoked = TokenRow {
         revoked_at: Some(now),
+        last_used_at: None,
         ..token_row(row.id, false)
     };
     let expired = TokenRow {

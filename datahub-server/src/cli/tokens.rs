@@ -76,6 +76,9 @@ struct TokenJson<'a> {
     expires_at: Option<OffsetDateTime>,
     #[serde(with = "super::ts::option")]
     revoked_at: Option<OffsetDateTime>,
+    /// `null` before its first use; recorded at most once a minute.
+    #[serde(with = "super::ts::option")]
+    last_used_at: Option<OffsetDateTime>,
 }
 
 pub(crate) async fn run(command: TokensCommand, settings: &Settings) -> CliResult {
@@ -152,6 +155,7 @@ fn print_tokens(tokens: &[TokenInfo], names: &HashMap<UserId, &str>, output: Out
             created_at: t.created_at,
             expires_at: t.expires_at,
             revoked_at: t.revoked_at,
+            last_used_at: t.last_used_at,
         })
         .collect();
     match output {
@@ -165,6 +169,7 @@ fn print_tokens(tokens: &[TokenInfo], names: &HashMap<UserId, &str>, output: Out
                 "created",
                 "expires",
                 "revoked",
+                "last used",
             ]);
             for i in &items {
                 t.add_row([
@@ -175,6 +180,7 @@ fn print_tokens(tokens: &[TokenInfo], names: &HashMap<UserId, &str>, output: Out
                     super::rfc3339(i.created_at),
                     super::cell_time(i.expires_at),
                     super::cell_time(i.revoked_at),
+                    super::cell_time(i.last_used_at),
                 ]);
             }
             super::print_table(&t)

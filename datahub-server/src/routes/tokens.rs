@@ -49,6 +49,11 @@ pub struct ApiTokenInfo {
     #[serde(with = "time::serde::rfc3339::option")]
     #[schema(value_type = Option<String>, format = DateTime)]
     pub revoked_at: Option<OffsetDateTime>,
+    /// When it was last used (RFC 3339, UTC), `null` before its first use. Recorded at most
+    /// once a minute, so it may lag the latest use by up to a minute.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_used_at: Option<OffsetDateTime>,
 }
 
 impl From<TokenInfo> for ApiTokenInfo {
@@ -60,6 +65,7 @@ impl From<TokenInfo> for ApiTokenInfo {
             created_at: info.created_at,
             expires_at: info.expires_at,
             revoked_at: info.revoked_at,
+            last_used_at: info.last_used_at,
         }
     }
 }

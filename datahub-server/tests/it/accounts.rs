@@ -1060,3 +1060,68 @@ async fn password_change_guesses_are_limited_with_retry_after() {
     assert!((1..=6).contains(&retry), "Retry-After: {retry}");
     assert_eq!(r.body["error"]["code"], "rate_limited");
 }
+
+#[tokio::test]
+async fn a_tokens_use_shows_in_the_list_recorded_once_a_minute() {
+    let t = TestApp::new().await;
+    let r = roles(&t).await;
+    let created = t
+        .send(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&r.editor.token),
+            Some(json!({"name": "ci"})),
+        )
+        .await;
+    created.assert_status(StatusCode::CREATED);
+    let token = created.body["token"].as_str().unwrap().to_owned();
+    let id = created.body["id"].clone();
+    let last_used = |listed: &Value| -> Value {
+        let mine = listed.as_array().unwrap().iter().find(|t| t["id"] == id);
+        mine.unwrap()["last_used_at"].clone()
+    };
+    let before = t
+        .send(Method::GET, "/api/v1/tokens", Some(&r.editor.token), None)
+        .await;
+    assert_eq!(last_used(&before.body), Value::Null, "never used yet");
+
+    // Its first use is recorded (RFC 3339, not before its creation) and listed.
+    t.send(Method::GET, "/api/v1/connections", Some(&token), None)
+        .await
+        .assert_status(StatusCode::OK);
+    let after = t
+        .send(Method::GET, "/api/v1/tokens", Some(&r.editor.token), None)
+        .await;
+    let first = last_used(&after.body);
+    let at = time::OffsetDateTime::parse(
+        first.as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    let made = time::OffsetDateTime::parse(
+        created.body["created_at"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    assert!(
+        made <= at && at <= time::OffsetDateTime::now_utc(),
+        "{first}"
+    );
+    // Uses within the minute leave it as it was.
+    for _ in 0..3 {
+        t.send(Method::GET, "/api/v1/tokens", Some(&token), None)
+            .await
+            .assert_status(StatusCode::OK);
+    }
+    let again = t
+        .send(Method::GET, "/api/v1/tokens", Some(&token), None)
+        .await;
+    assert_eq!(last_used(&again.body), first);
+
+    // The OpenAPI document describes the field.
+    let spec = t
+        .send(Method::GET, "/api/v1/openapi.json", None, None)
+        .await;
+    let field = &spec.body["components"]["schemas"]["ApiTokenInfo"]["properties"]["last_used_at"];
+    assert!(field.is_object(), "{}", spec.text);
+}

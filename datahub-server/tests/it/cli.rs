@@ -617,6 +617,15 @@ fn tokens_list_shows_every_field_but_the_token() {
     cli.run(&["tokens", "revoke", a2["id"].as_str().unwrap()], None)
         .ok();
     let secrets = [&a1, &b1, &a2].map(|t| t["token"].as_str().unwrap().to_owned());
+    // A use recorded by a server sharing the store (2024-05-06T07:08:09.123456Z, in unix µs).
+    {
+        let db = rusqlite::Connection::open(cli.db()).unwrap();
+        db.execute(
+            "UPDATE tokens SET last_used_at = 1714979289123456 WHERE id = ?1",
+            [b1["id"].as_str().unwrap()],
+        )
+        .unwrap();
+    }
 
     let all = cli.run(&["tokens", "list", "-o", "json"], None).ok();
     let json = all.json();
@@ -634,6 +643,8 @@ fn tokens_list_shows_every_field_but_the_token() {
     assert_eq!(items[1]["username"], "bob");
     assert_eq!(items[1]["user_id"], bob["id"]);
     assert_eq!(items[1]["expires_at"], Value::Null);
+    assert_eq!(first["last_used_at"], Value::Null, "never used");
+    assert_eq!(items[1]["last_used_at"], "2024-05-06T07:08:09.123456Z");
     assert!(items[2]["revoked_at"].is_string(), "{json}");
     // Exactly these fields (serde_json's map lists them sorted): no token, no hash.
     let keys: Vec<&String> = first.as_object().unwrap().keys().collect();
@@ -643,6 +654,7 @@ fn tokens_list_shows_every_field_but_the_token() {
             "created_at",
             "expires_at",
             "id",
+            "last_used_at",
             "name",
             "read_only",
             "revoked_at",
@@ -666,6 +678,14 @@ fn tokens_list_shows_every_field_but_the_token() {
         );
     }
     assert!(!table.stdout.contains("laptop"), "{}", table.stdout);
+    let bobs = cli.run(&["tokens", "list", "--user", "bob"], None).ok();
+    for expected in ["last used", "2024-05-06T07:08:09"] {
+        assert!(
+            bobs.stdout.contains(expected),
+            "{expected}: {}",
+            bobs.stdout
+        );
+    }
     let nobody = cli.run(&["tokens", "list", "--user", "nobody"], None);
     assert_eq!(nobody.code, 2);
     assert!(nobody.stderr.contains("username"), "{}", nobody.stderr);

@@ -1,8 +1,9 @@
-//! Shared fixtures. `Fixture` (connections tests): the app over a Hub on a temporary SQLite
-//! store, a bootstrap admin with a bearer token, users of other roles, and a `send` that records
-//! every answer so a test can check that no secret ever left the server. `TestApp` (accounts,
-//! audit, policy and route tests): the same app with accounts of each role on demand and
-//! helpers to read answers.
+//! Shared fixtures. `Fixture` (connections tests): the app over a Hub on a temporary store
+//! (SQLite, or PostgreSQL on a kit cluster: [`Backend`]), a bootstrap admin with a bearer token,
+//! users of other roles, and a `send` that records every answer so a test can check that no
+//! secret ever left the server. `TestApp` (accounts, audit, policy and route tests): the same
+//! app with accounts of each role on demand and helpers to read answers. [`on_both_stores!`]
+//! runs one test body once per store.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -15,11 +16,94 @@ use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::rbac::{Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::{SqliteStore, Store};
+use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use datahub_server::{AppState, HttpOptions, app};
+use datahub_testkit::{PgCluster, User};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
+
+/// The store a fixture runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temporary folder.
+    Sqlite,
+    /// A PostgreSQL database on a fresh kit cluster of its own (stopped when the fixture drops).
+    Postgres,
+}
+
+/// What keeps a fixture's store alive: its temporary folder, and its cluster on PostgreSQL.
+pub struct StoreGuard {
+    _dir: tempfile::TempDir,
+    _cluster: Option<PgCluster>,
+}
+
+impl Backend {
+    /// A fresh, empty store of this kind and what keeps it alive.
+    pub async fn store(self) -> (Arc<dyn Store>, StoreGuard) {
+        let dir = tempfile::tempdir().unwrap();
+        match self {
+            Self::Sqlite => {
+                let store = SqliteStore::open(&dir.path().join("data")).unwrap();
+                let guard = StoreGuard {
+                    _dir: dir,
+                    _cluster: None,
+                };
+                (Arc::new(store), guard)
+            }
+            Self::Postgres => {
+                let cluster = pg_cluster().await;
+                let config = cluster.config(PG_STORE, PG_STORE);
+                let store = PostgresStore::connect(config, PostgresOptions::default())
+                    .await
+                    .unwrap();
+                let guard = StoreGuard {
+                    _dir: dir,
+                    _cluster: Some(cluster),
+                };
+                (Arc::new(store), guard)
+            }
+        }
+    }
+}
+
+/// The user owning the database of the same name on a [`pg_cluster`].
+pub const PG_STORE: &str = "datahub";
+
+/// A fresh kit cluster with a SCRAM user [`PG_STORE`] owning the database [`PG_STORE`]; the
+/// served binary takes it as `--store` [`PgCluster::url`]`(PG_STORE, PG_STORE)`.
+pub async fn pg_cluster() -> PgCluster {
+    tokio::task::spawn_blocking(|| {
+        PgCluster::builder()
+            // The store's pool (16) and its event listener, with room to spare.
+            .max_connections(40)
+            .user(User::new(PG_STORE).password("fixture-store-pw-Zt58"))
+            .database(PG_STORE, PG_STORE)
+            .start()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs an `async fn NAME(backend: Backend)` as two tests, `NAME::on_sqlite` and
+/// `NAME::on_postgres`, each under the test attribute given (e.g. a multi-threaded runtime).
+macro_rules! on_both_stores {
+    ($(#[$attr:meta])* $name:ident) => {
+        mod $name {
+            $(#[$attr])*
+            async fn on_sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+
+            $(#[$attr])*
+            async fn on_postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    };
+}
+pub(crate) use on_both_stores;
 
 /// A fixed test keyring.
 pub const KEYRING: &str = "k1:AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
@@ -44,15 +128,19 @@ pub struct Fixture {
     pub admin_token: String,
     /// Every answer's headers and body, in order, except those to paths in `unrecorded`.
     pub transcript: Mutex<Vec<String>>,
-    _dir: tempfile::TempDir,
+    _store: StoreGuard,
 }
 
 impl Fixture {
-    /// The app over a fresh store, the hub changed by `customize` (e.g. another dialer).
+    /// The app over a fresh SQLite store, the hub changed by `customize` (e.g. another dialer).
     pub async fn with(customize: impl FnOnce(Hub) -> Hub) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        let hub = Hub::open(Arc::new(store), Keyring::parse(KEYRING).unwrap())
+        Self::on(Backend::Sqlite, customize).await
+    }
+
+    /// The app over a fresh store of `backend`, the hub changed by `customize`.
+    pub async fn on(backend: Backend, customize: impl FnOnce(Hub) -> Hub) -> Self {
+        let (store, guard) = backend.store().await;
+        let hub = Hub::open(store, Keyring::parse(KEYRING).unwrap())
             .await
             .unwrap();
         let hub = customize(hub);
@@ -68,11 +156,11 @@ impl Fixture {
             admin,
             admin_token,
             transcript: Mutex::new(Vec::new()),
-            _dir: dir,
+            _store: guard,
         }
     }
 
-    /// The app over a fresh store.
+    /// The app over a fresh SQLite store.
     pub async fn new() -> Self {
         Self::with(|hub| hub).await
     }
@@ -209,7 +297,7 @@ pub struct TestApp {
     pub hub: Hub,
     /// A read-write bearer token of the bootstrap admin.
     pub admin_token: String,
-    _dir: tempfile::TempDir,
+    _store: StoreGuard,
 }
 
 /// An answer, read whole.
@@ -233,9 +321,14 @@ pub struct Account {
 }
 
 impl TestApp {
+    /// The app over a fresh SQLite store.
     pub async fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        Self::on(Backend::Sqlite).await
+    }
+
+    /// The app over a fresh store of `backend`.
+    pub async fn on(backend: Backend) -> Self {
+        let (store, guard) = backend.store().await;
         let hub = Hub::open(store, Keyring::parse(KEY).unwrap())
             .await
             .unwrap();
@@ -248,7 +341,7 @@ impl TestApp {
             app,
             hub,
             admin_token: String::new(),
-            _dir: dir,
+            _store: guard,
         };
         this.admin_token = this.token_for("admin", ADMIN_PASSWORD, false).await;
         this

@@ -1,5 +1,6 @@
-//! Fixture of the event, metrics and end-to-end tests: a hub on a temp SQLite store, an admin
-//! with a token, users, connections, and `get`/`send` helpers.
+//! Fixture of the event, metrics and end-to-end tests: a hub on a temporary store (SQLite, or
+//! PostgreSQL on a kit cluster), an admin with a token, users, connections, and `get`/`send`
+//! helpers.
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -11,12 +12,11 @@ use datahub_core::hub::Hub;
 use datahub_core::model::ConnectionDraft;
 use datahub_core::rbac::{Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::SqliteStore;
 use datahub_server::{AppState, HttpOptions, app};
 use http_body_util::BodyExt;
-use std::sync::Arc;
-use tempfile::TempDir;
 use tower::ServiceExt;
+
+use crate::common::{Backend, StoreGuard};
 
 /// A fixed test keyring.
 pub const K1: &str = "k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -30,7 +30,7 @@ pub struct Fixture {
     pub state: AppState,
     pub admin: Principal,
     pub admin_token: String,
-    pub _dir: TempDir,
+    pub _store: StoreGuard,
 }
 
 impl Fixture {
@@ -39,13 +39,21 @@ impl Fixture {
         Self::with(HttpOptions::default(), |state, _| state).await
     }
 
-    /// `options`, and the state as `build` completes it (a monitor, metrics, ...).
+    /// `options`, and the state as `build` completes it (a monitor, metrics, ...), on SQLite.
     pub async fn with(
         options: HttpOptions,
         build: impl FnOnce(AppState, &Hub) -> AppState,
     ) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+        Self::on(Backend::Sqlite, options, build).await
+    }
+
+    /// As [`Fixture::with`], on a fresh store of `backend`.
+    pub async fn on(
+        backend: Backend,
+        options: HttpOptions,
+        build: impl FnOnce(AppState, &Hub) -> AppState,
+    ) -> Self {
+        let (store, guard) = backend.store().await;
         let hub = Hub::open(store, Keyring::parse(K1).unwrap()).await.unwrap();
         hub.bootstrap_admin(Some(Password::from(ADMIN_PW)))
             .await
@@ -59,7 +67,7 @@ impl Fixture {
             state,
             admin,
             admin_token,
-            _dir: dir,
+            _store: guard,
         }
     }
 

@@ -9,13 +9,18 @@ use datahub_server::HttpOptions;
 use datahub_server::routes::tokens::CreatedTokenBody;
 use serde_json::Value;
 
+use crate::common::{Backend, on_both_stores};
 use crate::fixture::{Fixture, get, send};
+
+on_both_stores!(
+    #[tokio::test]
+    the_created_token_is_a_secret_until_it_is_written
+);
 
 /// S34: `POST /api/v1/tokens` answers the token once, in the documented shape; the type that
 /// carries it to the wire redacts it in `Debug`.
-#[tokio::test]
-async fn the_created_token_is_a_secret_until_it_is_written() {
-    let f = Fixture::new().await;
+async fn the_created_token_is_a_secret_until_it_is_written(backend: Backend) {
+    let f = Fixture::on(backend, HttpOptions::default(), |state, _| state).await;
     let request = Request::post("/api/v1/tokens")
         .header(header::AUTHORIZATION, format!("Bearer {}", f.admin_token))
         .header(header::CONTENT_TYPE, "application/json")
@@ -63,14 +68,19 @@ async fn the_created_token_is_a_secret_until_it_is_written() {
     assert_eq!(json["read_only"], true);
 }
 
+on_both_stores!(
+    #[tokio::test]
+    hsts_only_when_serving_https
+);
+
 /// S34: `Strict-Transport-Security` on every answer when serving HTTPS, never over plain HTTP.
-#[tokio::test]
-async fn hsts_only_when_serving_https() {
-    let plain = Fixture::new().await;
+async fn hsts_only_when_serving_https(backend: Backend) {
+    let plain = Fixture::on(backend, HttpOptions::default(), |state, _| state).await;
     let (_, headers, _) = send(plain.app(), get("/healthz", None)).await;
     assert!(headers.get(header::STRICT_TRANSPORT_SECURITY).is_none());
 
-    let https = Fixture::with(
+    let https = Fixture::on(
+        backend,
         HttpOptions {
             secure_cookies: true,
             ..HttpOptions::default()

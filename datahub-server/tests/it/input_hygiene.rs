@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::common::{ADMIN_PASSWORD, TestApp};
+use crate::common::{ADMIN_PASSWORD, Backend, TestApp, on_both_stores};
 
 fn login_with_id(id: &str) -> Request<Body> {
     Request::post("/api/v1/auth/login")
@@ -18,11 +18,15 @@ fn login_with_id(id: &str) -> Request<Body> {
         .unwrap()
 }
 
+on_both_stores!(
+    #[tokio::test]
+    s34_a_client_request_id_is_kept_only_when_short_and_plain
+);
+
 /// S34: an 8,000-character request id, one with a space and one of 65 characters are replaced
 /// by the server's own (answered and audited); a short plain one is kept.
-#[tokio::test]
-async fn s34_a_client_request_id_is_kept_only_when_short_and_plain() {
-    let t = TestApp::new().await;
+async fn s34_a_client_request_id_is_kept_only_when_short_and_plain(backend: Backend) {
+    let t = TestApp::on(backend).await;
     let long = "a".repeat(8_000);
     let cases = [
         (long.clone(), false),
@@ -59,10 +63,14 @@ async fn s34_a_client_request_id_is_kept_only_when_short_and_plain() {
     assert!(ids.iter().all(|id| id.len() <= 64));
 }
 
+on_both_stores!(
+    #[tokio::test]
+    s34_a_field_path_never_comes_from_a_value
+);
+
 /// S34: a value quoting serde's own words in a typed field never becomes the error's field.
-#[tokio::test]
-async fn s34_a_field_path_never_comes_from_a_value() {
-    let t = TestApp::new().await;
+async fn s34_a_field_path_never_comes_from_a_value(backend: Backend) {
+    let t = TestApp::on(backend).await;
     let base = json!({
         "name": "quoted",
         "host": "127.0.0.1",

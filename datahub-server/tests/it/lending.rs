@@ -9,7 +9,7 @@ use datahub_core::net::{Dialer, StaticResolver};
 use datahub_testkit::{PgCluster, ServerCert, User};
 use serde_json::{Value, json};
 
-use crate::common::Fixture;
+use crate::common::{Backend, Fixture, on_both_stores};
 
 /// One change to a draft.
 type Change = Box<dyn Fn(&mut Value)>;
@@ -24,11 +24,15 @@ fn other_cert() -> (String, String) {
     (cert.cert.pem(), cert.key_pair.serialize_pem())
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    s30_a_stored_password_is_lent_only_to_the_saved_target
+);
+
 /// S30: same target reuses the stored password (the test logs in); each changed field, a
 /// weaker TLS mode or channel binding, or another CA is refused naming `password`, and nothing
 /// is dialled; a blank client key follows the same rule, naming `tls.client_key_pem`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s30_a_stored_password_is_lent_only_to_the_saved_target() {
+async fn s30_a_stored_password_is_lent_only_to_the_saved_target(backend: Backend) {
     let cluster = tokio::task::spawn_blocking(|| {
         PgCluster::builder()
             .tls(ServerCert::Valid)
@@ -40,8 +44,10 @@ async fn s30_a_stored_password_is_lent_only_to_the_saved_target() {
     .await
     .unwrap();
     let resolver = StaticResolver::new().with("localhost", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
-    let f =
-        Fixture::with(|hub| hub.with_connector(Arc::new(Dialer::new(Arc::new(resolver))))).await;
+    let f = Fixture::on(backend, |hub| {
+        hub.with_connector(Arc::new(Dialer::new(Arc::new(resolver))))
+    })
+    .await;
     let ca = cluster.ca_pem().unwrap();
     let saved = json!({
         "name": "kit",
@@ -120,10 +126,14 @@ async fn s30_a_stored_password_is_lent_only_to_the_saved_target() {
     f.assert_never_answered(CANARY);
 }
 
+on_both_stores!(
+    #[tokio::test]
+    s30_a_stored_client_key_is_lent_only_to_the_saved_target
+);
+
 /// S30: a stored client key is lent under the same rule, naming `tls.client_key_pem`.
-#[tokio::test]
-async fn s30_a_stored_client_key_is_lent_only_to_the_saved_target() {
-    let f = Fixture::new().await;
+async fn s30_a_stored_client_key_is_lent_only_to_the_saved_target(backend: Backend) {
+    let f = Fixture::on(backend, |hub| hub).await;
     let (cert, key) = other_cert();
     let saved = json!({
         "name": "with-key",

@@ -14,6 +14,7 @@ use datahub_core::rbac::Role;
 use datahub_server::HttpOptions;
 use datahub_server::telemetry;
 
+use crate::common::{Backend, on_both_stores};
 use crate::fixture::{Fixture, get, send};
 
 /// One sample: the metric's name, its labels, its value.
@@ -56,6 +57,33 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64>
                     .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
         })
         .map(|(_, _, v)| *v)
+}
+
+on_both_stores!(
+    #[tokio::test]
+    metrics_are_for_admins_only
+);
+
+/// S34: `/metrics` answers 401 to anonymous callers and 403 to anyone but admins.
+async fn metrics_are_for_admins_only(backend: Backend) {
+    let recorder = telemetry::builder().unwrap().build_recorder();
+    let f = Fixture::on(backend, HttpOptions::default(), |state, _| {
+        state.with_metrics(recorder.handle())
+    })
+    .await;
+    let (_, editor_token) = f.user("metrics-editor", Role::Editor).await;
+    let (status, _, _) = send(f.app(), get("/metrics", None)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = send(f.app(), get("/metrics", Some(&editor_token))).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, headers, _) = send(f.app(), get("/metrics", Some(&f.admin_token))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
 }
 
 #[tokio::test]

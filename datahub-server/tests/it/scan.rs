@@ -15,7 +15,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::common::Fixture;
+use crate::common::{Backend, Fixture, on_both_stores};
 
 const LIMIT: RateLimit = RateLimit {
     burst: 5,
@@ -45,12 +45,16 @@ async fn call(
     )
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    s31_saving_connections_learns_at_most_the_test_budget
+);
+
 /// S31: an editor saves 40 connections to 40 closed loopback ports in a few seconds; within the
 /// window, at most the burst plus what refills learn `connection_refused`, the rest stay
 /// unknown until their normal interval.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s31_saving_connections_learns_at_most_the_test_budget() {
-    let f = Fixture::with(|hub| hub.with_test_rate_limit(LIMIT)).await;
+async fn s31_saving_connections_learns_at_most_the_test_budget(backend: Backend) {
+    let f = Fixture::on(backend, |hub| hub.with_test_rate_limit(LIMIT)).await;
     let (_, editor) = f.user("scanner", Role::Editor).await;
     let state = AppState::new(f.hub.clone(), HttpOptions::default())
         .with_monitor(f.hub.start_monitor(MonitorConfig::default()));

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tower::ServiceExt;
 
-use crate::common::{ADMIN_PW, Fixture};
+use crate::common::{ADMIN_PW, Backend, Fixture, PG_STORE, on_both_stores, pg_cluster};
 
 /// The default login burst.
 const BURST: usize = 10;
@@ -58,11 +58,15 @@ fn login_request(user: &str, pw: &str) -> Request<Body> {
         .unwrap()
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    s29_a_concurrent_flood_reaches_the_password_check_at_most_the_burst
+);
+
 /// S29: 64 wrong passwords for `admin` at once: at most the burst reach the password check
 /// (401), every other one is refused before it (429); the right password is then refused too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s29_a_concurrent_flood_reaches_the_password_check_at_most_the_burst() {
-    let f = Fixture::new().await;
+async fn s29_a_concurrent_flood_reaches_the_password_check_at_most_the_burst(backend: Backend) {
+    let f = Fixture::on(backend, |hub| hub).await;
     let mut tasks = Vec::new();
     for i in 0..64 {
         let app = f.app.clone();
@@ -90,10 +94,14 @@ async fn s29_a_concurrent_flood_reaches_the_password_check_at_most_the_burst() {
     assert_eq!(status.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
+on_both_stores!(
+    #[tokio::test]
+    s29_successful_sign_ins_do_not_count
+);
+
 /// S29: a successful sign-in gives its attempt back, so signing in often never runs out.
-#[tokio::test]
-async fn s29_successful_sign_ins_do_not_count() {
-    let f = Fixture::new().await;
+async fn s29_successful_sign_ins_do_not_count(backend: Backend) {
+    let f = Fixture::on(backend, |hub| hub).await;
     for _ in 0..BURST + 3 {
         let response = f
             .app
@@ -104,11 +112,15 @@ async fn s29_successful_sign_ins_do_not_count() {
     }
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    s29_per_address_limit_over_a_real_socket
+);
+
 /// S29: the per-address limit over a real socket: wrong passwords for 32 different names at
 /// once from one address reach the password check at most the burst's worth of times.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s29_per_address_limit_over_a_real_socket() {
-    let f = Fixture::new().await;
+async fn s29_per_address_limit_over_a_real_socket(backend: Backend) {
+    let f = Fixture::on(backend, |hub| hub).await;
     let addr = serve(AppState::new(f.hub.clone(), HttpOptions::default())).await;
     let client = client();
     let mut tasks = Vec::new();
@@ -138,12 +150,16 @@ async fn s29_per_address_limit_over_a_real_socket() {
     );
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    s29_a_name_spray_stays_bounded_and_the_api_answers
+);
+
 /// S29: a spray of 10,000 names from one address keeps the limiter's map bounded (no bucket is
 /// made for a refused attempt), reaches argon2 at most the burst's worth of times, and the API
 /// answers a list meanwhile.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s29_a_name_spray_stays_bounded_and_the_api_answers() {
-    let f = Fixture::new().await;
+async fn s29_a_name_spray_stays_bounded_and_the_api_answers(backend: Backend) {
+    let f = Fixture::on(backend, |hub| hub).await;
     let state = AppState::new(f.hub.clone(), HttpOptions::default());
     let addr = serve(state.clone()).await;
     let client = client();
@@ -186,10 +202,14 @@ async fn s29_a_name_spray_stays_bounded_and_the_api_answers() {
     );
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    s29_concurrent_wrong_current_passwords_are_bounded
+);
+
 /// S29: wrong current passwords take their attempt before the check as well.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn s29_concurrent_wrong_current_passwords_are_bounded() {
-    let f = Fixture::new().await;
+async fn s29_concurrent_wrong_current_passwords_are_bounded(backend: Backend) {
+    let f = Fixture::on(backend, |hub| hub).await;
     let mut tasks = Vec::new();
     for i in 0..32 {
         let app = f.app.clone();
@@ -224,13 +244,26 @@ async fn s29_concurrent_wrong_current_passwords_are_bounded() {
     assert!(checked <= BURST, "{checked} reached argon2");
 }
 
+on_both_stores!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    the_login_burst_setting_takes_effect
+);
+
 /// The sign-in limit is a setting: the binary started with `--login-burst 2` refuses the third
 /// wrong password at once (the default would allow ten), and `DATAHUB_LOGIN_BURST` works alike.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_login_burst_setting_takes_effect() {
+async fn the_login_burst_setting_takes_effect(backend: Backend) {
     for (args, env) in [(&["--login-burst", "2"][..], None), (&[][..], Some("2"))] {
         let dir = tempfile::tempdir().unwrap();
+        // Each server its own store: a key file belongs to the store it first sealed.
+        let cluster = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(pg_cluster().await),
+        };
+        let url = cluster.as_ref().map(|c| c.url(PG_STORE, PG_STORE));
         let mut all = vec!["--no-monitor"];
+        if let Some(url) = &url {
+            all.extend(["--store", url.as_str()]);
+        }
         all.extend_from_slice(args);
         let mut server = match env {
             None => crate::e2e::Server::start(dir.path(), &all),

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::common::{ADMIN_PASSWORD, TestApp};
+use crate::common::{ADMIN_PASSWORD, Backend, TestApp, on_both_stores};
 
 fn expiry(token: &Value) -> Option<OffsetDateTime> {
     token["expires_at"]
@@ -23,12 +23,16 @@ async fn mint(t: &TestApp, with: &str, body: Value) -> (StatusCode, Value) {
     (reply.status, reply.body)
 }
 
+on_both_stores!(
+    #[tokio::test]
+    s33_a_token_never_mints_one_that_outlives_it
+);
+
 /// S33: through a token, a new token expires no later than the minting one (also when asked
 /// for no expiry or ten years) and a read-only token mints none; from a signed-in browser
 /// session a long-lived token is made as asked.
-#[tokio::test]
-async fn s33_a_token_never_mints_one_that_outlives_it() {
-    let t = TestApp::new().await;
+async fn s33_a_token_never_mints_one_that_outlives_it(backend: Backend) {
+    let t = TestApp::on(backend).await;
     let (status, short) = mint(
         &t,
         &t.admin_token,
@@ -98,11 +102,15 @@ async fn s33_a_token_never_mints_one_that_outlives_it() {
     assert_eq!(reply.body["expires_at"], Value::Null);
 }
 
+on_both_stores!(
+    #[tokio::test]
+    s33_disabling_a_user_revokes_its_tokens_for_good
+);
+
 /// S33: disabling a user revokes its tokens (and sessions) for good: enabling it again brings
 /// none back; a password reset ends sessions but leaves tokens working.
-#[tokio::test]
-async fn s33_disabling_a_user_revokes_its_tokens_for_good() {
-    let t = TestApp::new().await;
+async fn s33_disabling_a_user_revokes_its_tokens_for_good(backend: Backend) {
+    let t = TestApp::on(backend).await;
     let ed = t.account("ed", Role::Editor).await;
     let me = |token: &str| {
         let token = token.to_owned();

@@ -4,7 +4,7 @@ import { h, replace, clear } from '../dom.js';
 import { get, post, del } from '../api.js';
 import { field, checkbox, formOf } from '../components/field.js';
 import { confirm } from '../components/dialog.js';
-import { dateTime } from '../format.js';
+import { age, dateTime } from '../format.js';
 import { notice, refuse, loadOr, table, hidden, btn, section, copyButton } from '../components/page-kit.js';
 
 export async function mount(root, ctx) {
@@ -28,10 +28,11 @@ export async function mount(root, ctx) {
       h('td', null, t.name),
       h('td.nowrap', null, dateTime(t.created_at)),
       h('td.nowrap', null, t.expires_at ? dateTime(t.expires_at) : 'never'),
+      h('td.nowrap', null, age(t.last_used_at)),
       h('td', null, t.read_only ? 'read-only' : 'read and write'),
       h('td', null, h('span', { class: `pill pill--${state(t) === 'active' ? 'ok' : 'bad'}` }, state(t))),
       h('td', null, t.revoked_at ? h('span.muted', null, dateTime(t.revoked_at)) : btn(['Revoke', hidden(` token ${t.name}`)], () => revoke(t), 'danger small'))));
-    replace(listBox, table('Your API tokens', ['Name', 'Created', 'Expires', 'Access', 'State', 'Revoke'], rows, 'table--wide'));
+    replace(listBox, table('Your API tokens', ['Name', 'Created', 'Expires', 'Last used', 'Access', 'State', 'Revoke'], rows, 'table--wide'));
   }
 
   function revoke(t) {

@@ -444,7 +444,7 @@ pub(super) fn named_grant_row(row: &Row) -> Result<NamedGrant> {
 
 /// The columns [`token_row`] reads.
 pub(super) const TOKEN_COLUMNS: &str =
-    "id, user_id, name, hash, read_only, created_at, expires_at, revoked_at";
+    "id, user_id, name, hash, read_only, created_at, expires_at, revoked_at, last_used_at";
 
 pub(super) fn token_row(row: &Row) -> Result<TokenRow> {
     let t = "tokens";
@@ -457,6 +457,7 @@ pub(super) fn token_row(row: &Row) -> Result<TokenRow> {
         created_at: get(row, t, "created_at")?,
         expires_at: get(row, t, "expires_at")?,
         revoked_at: get(row, t, "revoked_at")?,
+        last_used_at: get(row, t, "last_used_at")?,
     })
 }
 

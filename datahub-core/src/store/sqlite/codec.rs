@@ -455,6 +455,7 @@ pub(super) fn token_from_row(row: &Row<'_>) -> Result<TokenRow> {
         created_at: get_time(row, t, "created_at")?,
         expires_at: get_opt_time(row, t, "expires_at")?,
         revoked_at: get_opt_time(row, t, "revoked_at")?,
+        last_used_at: get_opt_time(row, t, "last_used_at")?,
     })
 }
 

@@ -273,6 +273,7 @@ macro_rules! conformance_suite {
             users,
             teams,
             tokens,
+            tokens_record_their_last_use_once_a_minute,
             sessions_round_trip_touch_and_logout,
             sessions_end_with_their_user_and_are_pruned,
             every_write_appends_one_audit_record,
@@ -1559,6 +1560,7 @@ pub async fn tokens(store: Handle) {
         created_at: at,
         expires_at: Some(at + Duration::days(30)),
         revoked_at: None,
+        last_used_at: None,
     };
     let t2 = TokenRow {
         id: TokenId::new(),
@@ -1569,6 +1571,7 @@ pub async fn tokens(store: Handle) {
         created_at: at + Duration::seconds(1),
         expires_at: None,
         revoked_at: None,
+        last_used_at: None,
     };
     store.insert_token(&t1, &ev("token.create")).await.unwrap();
     store.insert_token(&t2, &ev("token.create")).await.unwrap();
@@ -1601,6 +1604,76 @@ pub async fn tokens(store: Handle) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+pub async fn tokens_record_their_last_use_once_a_minute(store: Handle) {
+    let u = user(&store, "alice").await;
+    let at = now();
+    let token = |n: u8| TokenRow {
+        id: TokenId::new(),
+        user: u,
+        name: format!("t{n}"),
+        hash: [n; 32],
+        read_only: false,
+        created_at: at,
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    let (live, revoked) = (token(51), token(52));
+    for t in [&live, &revoked] {
+        store.insert_token(t, &ev("token.create")).await.unwrap();
+    }
+    let last_used = |n: u8| {
+        let store = store.clone();
+        async move {
+            store
+                .token_by_hash(&[n; 32])
+                .await
+                .unwrap()
+                .unwrap()
+                .last_used_at
+        }
+    };
+    assert_eq!(last_used(51).await, None, "unused until the first use");
+    let audited = store.audit_after(0, 1000).await.unwrap().len();
+
+    // The first use is recorded; another within the minute writes nothing.
+    let first = at + Duration::seconds(1);
+    assert!(store.touch_token(live.id, first).await.unwrap());
+    assert_eq!(last_used(51).await, Some(first));
+    for later in [Duration::seconds(2), Duration::seconds(59)] {
+        assert!(!store.touch_token(live.id, first + later).await.unwrap());
+        assert_eq!(last_used(51).await, Some(first));
+    }
+    // A use stamped before the recorded one (a slow replica) never moves it back.
+    assert!(
+        !store
+            .touch_token(live.id, first - Duration::minutes(5))
+            .await
+            .unwrap()
+    );
+    assert_eq!(last_used(51).await, Some(first));
+    // A minute on, the next use is recorded.
+    let next = first + Duration::seconds(60);
+    assert!(store.touch_token(live.id, next).await.unwrap());
+    assert_eq!(last_used(51).await, Some(next));
+    assert_eq!(
+        store.tokens_of(u).await.unwrap()[0].last_used_at,
+        Some(next),
+        "the list carries it"
+    );
+
+    // A revoked token's use is never recorded; an unknown token changes nothing.
+    store
+        .revoke_token(revoked.id, at, &ev("token.revoke"))
+        .await
+        .unwrap();
+    assert!(!store.touch_token(revoked.id, next).await.unwrap());
+    assert_eq!(last_used(52).await, None);
+    assert!(!store.touch_token(TokenId::new(), next).await.unwrap());
+    // Never audited: the one record since is the revocation.
+    assert_eq!(store.audit_after(0, 1000).await.unwrap().len(), audited + 1);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1714,6 +1787,7 @@ pub async fn sessions_end_with_their_user_and_are_pruned(store: Handle) {
         created_at: at,
         expires_at: None,
         revoked_at,
+        last_used_at: None,
     };
     let earlier = Some(at - Duration::seconds(5));
     for t in [
@@ -1901,6 +1975,7 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
         created_at: now(),
         expires_at: None,
         revoked_at: None,
+        last_used_at: None,
     };
     step!(
         "a.token.create",
