@@ -1037,7 +1037,7 @@ fn s30_stored_secrets_are_lent_only_to_the_saved_target() {
     assert_eq!(lend(|d, ()| d.tags = vec!["x".into()]), (true, false));
     // Another target, account or weaker TLS: refused; all but the account are S12's rule too.
     let cases: [(Setter<()>, bool); 7] = [
-        (|d, ()| d.host = "10.0.0.9".into(), true),
+        (|d, ()| d.host = "127.0.0.9".into(), true),
         (|d, ()| d.port = Some(5433), true),
         (|d, ()| d.database = "other".into(), true),
         (|d, ()| d.username = "mallory".into(), false),
