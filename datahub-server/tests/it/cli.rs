@@ -1238,6 +1238,31 @@ fn serve_refused(cli: &Cli, env: &[(&str, &str)]) -> String {
     }
 }
 
+/// Saves the connection `keyed` (canary password) with `env` set; it must succeed.
+fn add_keyed(cli: &Cli, env: &[(&str, &str)]) {
+    let added = cli.run_env(
+        &[
+            "conn",
+            "add",
+            "keyed",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "1",
+            "--database",
+            "app",
+            "--username",
+            "app",
+            "--tls-mode",
+            "require",
+            "--password-stdin",
+        ],
+        Some(&stdin_line(CANARY)),
+        env,
+    );
+    assert_eq!(added.code, 0, "{}", added.stderr);
+}
+
 /// Every command and `serve` refuse with exit code 1 and a message holding each of `expect`;
 /// none writes a key file or anything in the store.
 #[track_caller]
@@ -1317,27 +1342,7 @@ fn a_lost_or_foreign_key_is_refused_by_every_command_on_sqlite() {
     let env_cli = Cli::new();
     let right = [("DATAHUB_MASTER_KEY", RIGHT_KEY)];
     let wrong = [("DATAHUB_MASTER_KEY", WRONG_KEY)];
-    let added = env_cli.run_env(
-        &[
-            "conn",
-            "add",
-            "keyed",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "1",
-            "--database",
-            "app",
-            "--username",
-            "app",
-            "--tls-mode",
-            "require",
-            "--password-stdin",
-        ],
-        Some(&stdin_line(CANARY)),
-        &right,
-    );
-    assert_eq!(added.code, 0, "{}", added.stderr);
+    add_keyed(&env_cli, &right);
     assert!(!env_cli.key_file().exists(), "the variable, not a file");
     everything_refuses(
         &env_cli,
@@ -1366,27 +1371,7 @@ fn a_lost_or_foreign_key_is_refused_by_every_command_on_postgres() {
     let file_url = cluster.url("store", "filekey");
     let file_env = [("DATAHUB_STORE", file_url.as_str())];
     let cli = Cli::new();
-    let added = cli.run_env(
-        &[
-            "conn",
-            "add",
-            "keyed",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "1",
-            "--database",
-            "app",
-            "--username",
-            "app",
-            "--tls-mode",
-            "require",
-            "--password-stdin",
-        ],
-        Some(&stdin_line(CANARY)),
-        &file_env,
-    );
-    assert_eq!(added.code, 0, "{}", added.stderr);
+    add_keyed(&cli, &file_env);
     let id = key_id_of(&cli.key_file());
     let backup = cli.data.with_file_name("master.key.backup");
     std::fs::rename(cli.key_file(), &backup).unwrap();
@@ -1411,27 +1396,7 @@ fn a_lost_or_foreign_key_is_refused_by_every_command_on_postgres() {
         ("DATAHUB_MASTER_KEY", WRONG_KEY),
     ];
     let env_cli = Cli::new();
-    let added = env_cli.run_env(
-        &[
-            "conn",
-            "add",
-            "keyed",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "1",
-            "--database",
-            "app",
-            "--username",
-            "app",
-            "--tls-mode",
-            "require",
-            "--password-stdin",
-        ],
-        Some(&stdin_line(CANARY)),
-        &right,
-    );
-    assert_eq!(added.code, 0, "{}", added.stderr);
+    add_keyed(&env_cli, &right);
     everything_refuses(
         &env_cli,
         &wrong,

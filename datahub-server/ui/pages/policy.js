@@ -31,7 +31,7 @@ export async function mount(root, ctx) {
   const cidrs = (name, hint) => textareaField({ label: LABELS[name], name, rows: 6, value: policy[name].join('\n'), hint, attrs: { spellcheck: 'false' } });
 
   const F = {
-    allow_cidrs: cidrs('allow_cidrs', 'One network per line, e.g. 10.0.0.0/8 or ::1/128, or a bare address. Empty: any address not denied.'),
+    allow_cidrs: cidrs('allow_cidrs', 'One network per line, e.g. 127.0.0.0/8 or ::1/128, or a bare address. Empty: any address not denied.'),
     deny_cidrs: cidrs('deny_cidrs', 'One per line; checked after the allowed networks.'),
     min_tls_mode: selectField({
       label: LABELS.min_tls_mode, name: 'min_tls_mode', value: policy.min_tls_mode,
