@@ -6,7 +6,7 @@ use axum::extract::State;
 use datahub_core::UserId;
 use datahub_core::audit::{AuditRecord, ChainBreak, Outcome};
 use datahub_core::hub::AuditVerification;
-use datahub_core::store::{AuditQuery, MAX_PER_PAGE};
+use datahub_core::model::{AuditQuery, MAX_PER_PAGE};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

@@ -4,8 +4,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use datahub_core::model::TargetPolicy;
 use datahub_core::model::TlsMode;
-use datahub_core::store::TargetPolicy;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;

@@ -5,8 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use datahub_core::model;
 use datahub_core::rbac::Action;
-use datahub_core::store::TeamRow;
 use datahub_core::{TeamId, UserId};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -40,8 +40,8 @@ pub struct Team {
     pub members: Vec<Uuid>,
 }
 
-impl From<TeamRow> for Team {
-    fn from(row: TeamRow) -> Self {
+impl From<model::Team> for Team {
+    fn from(row: model::Team) -> Self {
         Self {
             id: *row.id.as_uuid(),
             name: row.name,
