@@ -114,7 +114,7 @@ use crate::ConnectionId;
 use crate::model::{
     CheckFacts, FailureKind, HealthStatus, ServerInfo, StepName, TlsInfo, bounded_fact,
 };
-use crate::store::ConnectionRow;
+use crate::store::StoredConnection;
 
 /// Runs one check of a saved connection. Implemented by the glue over the prober, and by tests.
 #[async_trait]
@@ -130,9 +130,9 @@ pub trait Checker: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// As [`Checker::check`], given the connection's row as the monitor's claim just read it
-    /// ([`CheckLease::row`](crate::store::CheckLease::row)), so it need not be read again. By
+    /// ([`CheckLease::connection`](crate::store::CheckLease::connection)), so it need not be read again. By
     /// default the row is not used.
-    async fn check_row(&self, row: ConnectionRow) -> CheckResult {
+    async fn check_row(&self, row: StoredConnection) -> CheckResult {
         self.check(row.id).await
     }
 }

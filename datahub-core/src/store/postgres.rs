@@ -55,15 +55,17 @@ use self::codec::{
 use self::error::{constraint, db, is_foreign_key_violation, is_unique_violation};
 use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
 use crate::crypto::{KekId, WrappedDek};
-use crate::model::{ConnectionName, Health, TlsMode};
+use crate::model::{
+    AuditQuery, Check, Connection, ConnectionName, Directory, DirectoryTeam, DirectoryUser, Health,
+    ListQuery, MAX_PER_PAGE, NamedGrant, Page, SortKey, TOKEN_TOUCH_INTERVAL, TargetPolicy, Team,
+    TlsMode, Visibility,
+};
 use crate::net::{Dialer, Policy};
 use crate::probe::{PoolConnect, ProbeRules, TcpTuning, connector};
 use crate::rbac::{Grant, Grantee};
 use crate::store::{
-    Applied, AuditQuery, CheckLease, CheckRow, ConnectionRow, ConnectionSummary, Directory,
-    DirectoryTeam, DirectoryUser, EVENTS_CHANNEL, KekUsage, ListQuery, MAX_PER_PAGE, Migration,
-    NamedGrant, Page, SortKey, Store, TOKEN_TOUCH_INTERVAL, TargetPolicy, TeamRow, TokenRow,
-    UserRow, Visibility, migration_plan,
+    Applied, CheckLease, EVENTS_CHANNEL, KekUsage, Migration, Store, StoredConnection, StoredToken,
+    StoredUser, migration_plan,
 };
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
@@ -593,7 +595,7 @@ const VALUE_COLUMNS: [&str; 23] = [
 ];
 
 impl ConnectionValues {
-    fn new(row: &ConnectionRow) -> Result<Self> {
+    fn new(row: &StoredConnection) -> Result<Self> {
         let s = &row.spec;
         let int = |v: u32, field: &'static str| {
             i32::try_from(v).map_err(|_| Error::invalid(field, "is too large"))
@@ -712,7 +714,7 @@ fn page_total(rows: &[tokio_postgres::Row], table: &'static str) -> Result<Optio
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn insert_connection(&self, row: &ConnectionRow, audit: &AuditEvent) -> Result<()> {
+    async fn insert_connection(&self, row: &StoredConnection, audit: &AuditEvent) -> Result<()> {
         const DOING: &str = "inserting a connection";
         let values = ConnectionValues::new(row)?;
         let id = *row.id.as_uuid();
@@ -738,7 +740,7 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(|e| db(DOING, e))
     }
 
-    async fn connection(&self, id: ConnectionId) -> Result<Option<ConnectionRow>> {
+    async fn connection(&self, id: ConnectionId) -> Result<Option<StoredConnection>> {
         let client = self.client().await?;
         let sql =
             format!("SELECT {SPEC_COLUMNS}, {SECRET_COLUMNS} FROM connections c WHERE c.id = $1");
@@ -750,7 +752,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<ConnectionRow>> {
+    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>> {
         let client = self.client().await?;
         let sql =
             format!("SELECT {SPEC_COLUMNS}, {SECRET_COLUMNS} FROM connections c WHERE c.name = $1");
@@ -762,7 +764,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<ConnectionSummary>> {
+    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<Connection>> {
         let client = self.client().await?;
         let sql = format!("SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS} {SUMMARY_FROM} WHERE c.id = $1");
         client
@@ -775,7 +777,7 @@ impl Store for PostgresStore {
 
     async fn update_connection(
         &self,
-        row: &ConnectionRow,
+        row: &StoredConnection,
         expected_version: u64,
         audit: &AuditEvent,
     ) -> Result<u64> {
@@ -839,7 +841,7 @@ impl Store for PostgresStore {
         &self,
         query: &ListQuery,
         visibility: &Visibility,
-    ) -> Result<Page<ConnectionSummary>> {
+    ) -> Result<Page<Connection>> {
         const DOING: &str = "listing connections";
         let offset = check_page(query.page, query.per_page)?;
         let mut p = Params::default();
@@ -1036,7 +1038,7 @@ impl Store for PostgresStore {
         rows.iter().map(codec::named_grant_row).collect()
     }
 
-    async fn insert_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()> {
+    async fn insert_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()> {
         const DOING: &str = "inserting a user";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
@@ -1044,13 +1046,13 @@ impl Store for PostgresStore {
             "INSERT INTO users (id, username, role, password_hash, disabled, created_at, \
              updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
-                user.id.as_uuid(),
-                &user.username,
-                &user.role.as_str(),
+                user.user.id.as_uuid(),
+                &user.user.username,
+                &user.user.role.as_str(),
                 &user.password_hash,
-                &user.disabled,
-                &user.created_at,
-                &user.updated_at,
+                &user.user.disabled,
+                &user.user.created_at,
+                &user.user.updated_at,
             ],
         )
         .await
@@ -1059,7 +1061,7 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(|e| db(DOING, e))
     }
 
-    async fn update_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()> {
+    async fn update_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()> {
         const DOING: &str = "updating a user";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
@@ -1068,11 +1070,11 @@ impl Store for PostgresStore {
                 "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
                  WHERE id = $1",
                 &[
-                    user.id.as_uuid(),
-                    &user.role.as_str(),
+                    user.user.id.as_uuid(),
+                    &user.user.role.as_str(),
                     &user.password_hash,
-                    &user.disabled,
-                    &user.updated_at,
+                    &user.user.disabled,
+                    &user.user.updated_at,
                 ],
             )
             .await
@@ -1084,7 +1086,7 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(|e| db(DOING, e))
     }
 
-    async fn user(&self, id: UserId) -> Result<Option<UserRow>> {
+    async fn user(&self, id: UserId) -> Result<Option<StoredUser>> {
         let client = self.client().await?;
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         client
@@ -1095,7 +1097,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+    async fn user_by_name(&self, username: &str) -> Result<Option<StoredUser>> {
         let client = self.client().await?;
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1");
         client
@@ -1106,7 +1108,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn users(&self) -> Result<Vec<UserRow>> {
+    async fn users(&self) -> Result<Vec<StoredUser>> {
         let client = self.client().await?;
         let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY username COLLATE \"C\"");
         let rows = client
@@ -1125,7 +1127,7 @@ impl Store for PostgresStore {
         page_total(std::slice::from_ref(&row), "users").map(|t| t.unwrap_or(0))
     }
 
-    async fn upsert_team(&self, team: &TeamRow, audit: &AuditEvent) -> Result<()> {
+    async fn upsert_team(&self, team: &Team, audit: &AuditEvent) -> Result<()> {
         const DOING: &str = "saving a team";
         let members: Vec<Uuid> = team.members.iter().map(|m| *m.as_uuid()).collect();
         let mut client = self.client().await?;
@@ -1169,7 +1171,7 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(|e| db(DOING, e))
     }
 
-    async fn teams(&self) -> Result<Vec<TeamRow>> {
+    async fn teams(&self) -> Result<Vec<Team>> {
         let client = self.client().await?;
         let rows = client
             .query(
@@ -1184,7 +1186,7 @@ impl Store for PostgresStore {
         rows.iter()
             .map(|row| {
                 let members: Vec<Uuid> = codec::get(row, "teams", "members")?;
-                Ok(TeamRow {
+                Ok(Team {
                     id: TeamId::from_uuid(codec::get(row, "teams", "id")?),
                     name: codec::get(row, "teams", "name")?,
                     members: members.into_iter().map(UserId::from_uuid).collect(),
@@ -1252,7 +1254,7 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn insert_token(&self, token: &TokenRow, audit: &AuditEvent) -> Result<()> {
+    async fn insert_token(&self, token: &StoredToken, audit: &AuditEvent) -> Result<()> {
         const DOING: &str = "inserting a token";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
@@ -1260,15 +1262,15 @@ impl Store for PostgresStore {
             "INSERT INTO tokens (id, user_id, name, hash, read_only, created_at, expires_at, \
              revoked_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             &[
-                token.id.as_uuid(),
-                token.user.as_uuid(),
-                &token.name,
+                token.info.id.as_uuid(),
+                token.info.user.as_uuid(),
+                &token.info.name,
                 &token.hash.as_slice(),
-                &token.read_only,
-                &token.created_at,
-                &token.expires_at,
-                &token.revoked_at,
-                &token.last_used_at,
+                &token.info.read_only,
+                &token.info.created_at,
+                &token.info.expires_at,
+                &token.info.revoked_at,
+                &token.info.last_used_at,
             ],
         )
         .await
@@ -1277,7 +1279,7 @@ impl Store for PostgresStore {
         tx.commit().await.map_err(|e| db(DOING, e))
     }
 
-    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRow>> {
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>> {
         let client = self.client().await?;
         let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
         client
@@ -1288,7 +1290,7 @@ impl Store for PostgresStore {
             .transpose()
     }
 
-    async fn tokens_of(&self, user: UserId) -> Result<Vec<TokenRow>> {
+    async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1 ORDER BY created_at, id"
@@ -1426,7 +1428,7 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn record_check(&self, check: &CheckRow, health: &Health) -> Result<()> {
+    async fn record_check(&self, check: &Check, health: &Health) -> Result<()> {
         const DOING: &str = "recording a health check";
         let id = *check.connection.as_uuid();
         let mut client = self.client().await?;
@@ -1518,7 +1520,7 @@ impl Store for PostgresStore {
         id: ConnectionId,
         since: OffsetDateTime,
         limit: u32,
-    ) -> Result<Vec<CheckRow>> {
+    ) -> Result<Vec<Check>> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {CHECK_COLUMNS} FROM health_checks WHERE connection_id = $1 AND at >= $2 \
@@ -1587,7 +1589,7 @@ impl Store for PostgresStore {
                 previous_holder: row
                     .try_get::<_, Option<Uuid>>("previous_holder")
                     .map_err(|e| db(DOING, e))?,
-                row: codec::connection_row(&row)?,
+                connection: codec::connection_row(&row)?,
             })
         })
         .transpose()
@@ -1726,15 +1728,18 @@ impl Store for PostgresStore {
 
     // --- sessions (SQL in `postgres/sessions.rs`) ---
 
-    async fn insert_session(&self, session: &crate::store::SessionRow) -> Result<()> {
+    async fn insert_session(&self, session: &crate::store::StoredSession) -> Result<()> {
         self.insert_session_row(session).await
     }
 
-    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<crate::store::SessionRow>> {
+    async fn session_by_hash(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<crate::store::StoredSession>> {
         self.session_row_by_hash(hash).await
     }
 
-    async fn sessions_of(&self, user: UserId) -> Result<Vec<crate::store::SessionRow>> {
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<crate::store::StoredSession>> {
         self.session_rows_of(user).await
     }
 
@@ -1750,7 +1755,11 @@ impl Store for PostgresStore {
         self.delete_session_rows_of(user, audit).await
     }
 
-    async fn update_user_ending_sessions(&self, user: &UserRow, audit: &AuditEvent) -> Result<u64> {
+    async fn update_user_ending_sessions(
+        &self,
+        user: &StoredUser,
+        audit: &AuditEvent,
+    ) -> Result<u64> {
         self.update_user_and_sessions(user, audit).await
     }
 

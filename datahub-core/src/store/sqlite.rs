@@ -32,13 +32,15 @@ use self::codec::{
 };
 use self::pool::Pool;
 use super::{
-    AuditQuery, CheckRow, ConnectionRow, ConnectionSummary, Directory, DirectoryTeam,
-    DirectoryUser, KekUsage, ListQuery, MAX_PER_PAGE, Migration, NamedGrant, Page, SortKey, Store,
-    TOKEN_TOUCH_INTERVAL, TargetPolicy, TeamRow, TokenRow, UserRow, Visibility, migration_plan,
+    KekUsage, Migration, Store, StoredConnection, StoredToken, StoredUser, migration_plan,
 };
 use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
 use crate::crypto::{KekId, WrappedDek};
-use crate::model::{ConnectionName, Health};
+use crate::model::{
+    AuditQuery, Check, Connection, ConnectionName, Directory, DirectoryTeam, DirectoryUser, Health,
+    ListQuery, MAX_PER_PAGE, NamedGrant, Page, SortKey, TOKEN_TOUCH_INTERVAL, TargetPolicy, Team,
+    Visibility,
+};
 use crate::rbac::{Grant, GrantLevel, Grantee};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
@@ -312,7 +314,7 @@ fn append_audit_in(tx: &Transaction<'_>, event: &AuditEvent) -> Result<AuditReco
 }
 
 /// Writes a connection's tags in order, replacing any stored ones.
-fn write_tags(tx: &Transaction<'_>, row: &ConnectionRow) -> Result<()> {
+fn write_tags(tx: &Transaction<'_>, row: &StoredConnection) -> Result<()> {
     let id = row.id.to_string();
     tx.execute(
         "DELETE FROM connection_tags WHERE connection_id = ?1",
@@ -335,7 +337,7 @@ fn write_tags(tx: &Transaction<'_>, row: &ConnectionRow) -> Result<()> {
 /// Writes (inserts or replaces) a connection's search row: its name, owner, last change and
 /// search text (and, when new, its grantees). The triggers of migration 2 keep the trigram index
 /// and the grantees in step.
-fn write_search(tx: &Transaction<'_>, row: &ConnectionRow) -> Result<()> {
+fn write_search(tx: &Transaction<'_>, row: &StoredConnection) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO connection_search (connection_id, name, owner, updated_at, viewers, body) \
          VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(group_concat(coalesce('u:' || g.user_id, \
@@ -358,7 +360,7 @@ fn write_search(tx: &Transaction<'_>, row: &ConnectionRow) -> Result<()> {
 
 /// The values of every connection column but id, owner, version and created_at, in the order
 /// of [`CONNECTION_SET`].
-fn connection_values(row: &ConnectionRow) -> Vec<Value> {
+fn connection_values(row: &StoredConnection) -> Vec<Value> {
     let s = &row.spec;
     let text = |v: &str| Value::Text(v.to_owned());
     let opt_text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
@@ -461,7 +463,7 @@ fn connection_row_query(
     conn: &rusqlite::Connection,
     where_clause: &str,
     key: &str,
-) -> Result<Option<ConnectionRow>> {
+) -> Result<Option<StoredConnection>> {
     let sql =
         format!("SELECT {SPEC_COLUMNS}, {SECRET_COLUMNS} FROM connections c WHERE {where_clause}");
     let mut stmt = conn.prepare_cached(&sql).map_err(db_error)?;
@@ -470,7 +472,7 @@ fn connection_row_query(
         return Ok(None);
     };
     let c = common_from_row(row)?;
-    Ok(Some(ConnectionRow {
+    Ok(Some(StoredConnection {
         id: c.id,
         spec: c.spec,
         owner: c.owner,
@@ -481,13 +483,15 @@ fn connection_row_query(
     }))
 }
 
-fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<ConnectionSummary> {
+fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<Connection> {
     let c = common_from_row(row)?;
-    Ok(ConnectionSummary {
+    Ok(Connection {
         id: c.id,
         spec: c.spec,
         owner: c.owner,
         version: c.version,
+        // Every stored connection has a sealed password (the column is NOT NULL).
+        password_set: true,
         created_at: c.created_at,
         updated_at: c.updated_at,
         health: health_from_row(row)?,
@@ -687,7 +691,7 @@ impl SqliteStore {
         search: &str,
         query: &ListQuery,
         visibility: &Visibility,
-    ) -> Result<Page<ConnectionSummary>> {
+    ) -> Result<Page<Connection>> {
         let mut params = Vec::new();
         let (mut from, clause) = search_clause(search, &mut params);
         let (where_clause, params) =
@@ -741,7 +745,7 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn insert_connection(&self, row: &ConnectionRow, audit: &AuditEvent) -> Result<()> {
+    async fn insert_connection(&self, row: &StoredConnection, audit: &AuditEvent) -> Result<()> {
         let row = row.clone();
         let audit = audit.clone();
         self.pool
@@ -783,20 +787,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn connection(&self, id: ConnectionId) -> Result<Option<ConnectionRow>> {
+    async fn connection(&self, id: ConnectionId) -> Result<Option<StoredConnection>> {
         self.pool
             .read(move |conn| connection_row_query(conn, "c.id = ?1", &id.to_string()))
             .await
     }
 
-    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<ConnectionRow>> {
+    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>> {
         let name = name.as_str().to_owned();
         self.pool
             .read(move |conn| connection_row_query(conn, "c.name = ?1", &name))
             .await
     }
 
-    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<ConnectionSummary>> {
+    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<Connection>> {
         self.pool
             .read(move |conn| {
                 let sql = format!(
@@ -815,7 +819,7 @@ impl Store for SqliteStore {
 
     async fn update_connection(
         &self,
-        row: &ConnectionRow,
+        row: &StoredConnection,
         expected_version: u64,
         audit: &AuditEvent,
     ) -> Result<u64> {
@@ -894,7 +898,7 @@ impl Store for SqliteStore {
         &self,
         query: &ListQuery,
         visibility: &Visibility,
-    ) -> Result<Page<ConnectionSummary>> {
+    ) -> Result<Page<Connection>> {
         check_page(query.page, query.per_page)?;
         if let Some(search) = query.search.as_deref().filter(|s| !s.is_empty()) {
             return self.search_connections(search, query, visibility).await;
@@ -1043,7 +1047,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()> {
+    async fn insert_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()> {
         let user = user.clone();
         let audit = audit.clone();
         self.pool
@@ -1051,11 +1055,11 @@ impl Store for SqliteStore {
                 if row_exists(
                     tx,
                     "SELECT EXISTS (SELECT 1 FROM users WHERE username = ?1)",
-                    &user.username,
+                    &user.user.username,
                 )? {
                     return Err(conflict("username", "a user with this name exists"));
                 }
-                let id = user.id.to_string();
+                let id = user.user.id.to_string();
                 if row_exists(tx, "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)", &id)? {
                     return Err(conflict("id", "a user with this id exists"));
                 }
@@ -1064,12 +1068,12 @@ impl Store for SqliteStore {
                      updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         id,
-                        user.username,
-                        user.role.as_str(),
+                        user.user.username,
+                        user.user.role.as_str(),
                         user.password_hash,
-                        user.disabled,
-                        micros(user.created_at),
-                        micros(user.updated_at)
+                        user.user.disabled,
+                        micros(user.user.created_at),
+                        micros(user.user.updated_at)
                     ],
                 )
                 .map_err(db_error)?;
@@ -1079,7 +1083,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn update_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()> {
+    async fn update_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()> {
         let user = user.clone();
         let audit = audit.clone();
         self.pool
@@ -1089,11 +1093,11 @@ impl Store for SqliteStore {
                         "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, \
                          updated_at = ?4 WHERE id = ?5",
                         params![
-                            user.role.as_str(),
+                            user.user.role.as_str(),
                             user.password_hash,
-                            user.disabled,
-                            micros(user.updated_at),
-                            user.id.to_string()
+                            user.user.disabled,
+                            micros(user.user.updated_at),
+                            user.user.id.to_string()
                         ],
                     )
                     .map_err(db_error)?;
@@ -1106,7 +1110,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn user(&self, id: UserId) -> Result<Option<UserRow>> {
+    async fn user(&self, id: UserId) -> Result<Option<StoredUser>> {
         self.pool
             .read(move |conn| {
                 Ok(collect(
@@ -1120,7 +1124,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>> {
+    async fn user_by_name(&self, username: &str) -> Result<Option<StoredUser>> {
         let username = username.to_owned();
         self.pool
             .read(move |conn| {
@@ -1135,7 +1139,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn users(&self) -> Result<Vec<UserRow>> {
+    async fn users(&self) -> Result<Vec<StoredUser>> {
         self.pool
             .read(|conn| {
                 collect(
@@ -1159,7 +1163,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn upsert_team(&self, team: &TeamRow, audit: &AuditEvent) -> Result<()> {
+    async fn upsert_team(&self, team: &Team, audit: &AuditEvent) -> Result<()> {
         let team = team.clone();
         let audit = audit.clone();
         self.pool
@@ -1216,7 +1220,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn teams(&self) -> Result<Vec<TeamRow>> {
+    async fn teams(&self) -> Result<Vec<Team>> {
         self.pool
             .read(|conn| {
                 let heads = collect(
@@ -1233,7 +1237,7 @@ impl Store for SqliteStore {
                 heads
                     .into_iter()
                     .map(|(id, name)| {
-                        Ok(TeamRow {
+                        Ok(Team {
                             members: team_members(conn, &id.to_string())?,
                             id,
                             name,
@@ -1292,11 +1296,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn insert_token(&self, token: &TokenRow, audit: &AuditEvent) -> Result<()> {
+    async fn insert_token(&self, token: &StoredToken, audit: &AuditEvent) -> Result<()> {
         let token = token.clone();
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
+                let hash = token.hash;
+                let token = token.info;
                 let user = token.user.to_string();
                 if !row_exists(
                     tx,
@@ -1308,7 +1314,7 @@ impl Store for SqliteStore {
                 let taken: bool = tx
                     .query_row(
                         "SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?1 OR hash = ?2)",
-                        params![token.id.to_string(), token.hash.as_slice()],
+                        params![token.id.to_string(), hash.as_slice()],
                         |r| r.get(0),
                     )
                     .map_err(db_error)?;
@@ -1323,7 +1329,7 @@ impl Store for SqliteStore {
                         token.id.to_string(),
                         user,
                         token.name,
-                        token.hash.as_slice(),
+                        hash.as_slice(),
                         token.read_only,
                         micros(token.created_at),
                         token.expires_at.map(micros),
@@ -1338,7 +1344,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRow>> {
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>> {
         let hash = *hash;
         self.pool
             .read(move |conn| {
@@ -1353,7 +1359,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn tokens_of(&self, user: UserId) -> Result<Vec<TokenRow>> {
+    async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
         self.pool
             .read(move |conn| {
                 collect(
@@ -1487,7 +1493,7 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn record_check(&self, check: &CheckRow, health: &Health) -> Result<()> {
+    async fn record_check(&self, check: &Check, health: &Health) -> Result<()> {
         let check = check.clone();
         let health = health.clone();
         self.pool
@@ -1620,7 +1626,7 @@ impl Store for SqliteStore {
                 };
                 Ok(Some(super::CheckLease {
                     previous_holder,
-                    row,
+                    connection: row,
                 }))
             })
             .await
@@ -1631,7 +1637,7 @@ impl Store for SqliteStore {
         id: ConnectionId,
         since: OffsetDateTime,
         limit: u32,
-    ) -> Result<Vec<CheckRow>> {
+    ) -> Result<Vec<Check>> {
         self.pool
             .read(move |conn| {
                 collect(
@@ -1787,15 +1793,15 @@ impl Store for SqliteStore {
 
     // --- sessions (SQL in `sqlite/sessions.rs`) ---
 
-    async fn insert_session(&self, session: &super::SessionRow) -> Result<()> {
+    async fn insert_session(&self, session: &super::StoredSession) -> Result<()> {
         self.insert_session_row(session).await
     }
 
-    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<super::SessionRow>> {
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<super::StoredSession>> {
         self.session_row_by_hash(hash).await
     }
 
-    async fn sessions_of(&self, user: UserId) -> Result<Vec<super::SessionRow>> {
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<super::StoredSession>> {
         self.session_rows_of(user).await
     }
 
@@ -1811,7 +1817,11 @@ impl Store for SqliteStore {
         self.delete_session_rows_of(user, audit).await
     }
 
-    async fn update_user_ending_sessions(&self, user: &UserRow, audit: &AuditEvent) -> Result<u64> {
+    async fn update_user_ending_sessions(
+        &self,
+        user: &StoredUser,
+        audit: &AuditEvent,
+    ) -> Result<u64> {
         self.update_user_and_sessions(user, audit).await
     }
 

@@ -1,7 +1,7 @@
 //! The JSON of the name directory: ids and names of enabled users and teams, to pick a
 //! grantee.
 
-use datahub_core::store::Directory;
+use datahub_core::model::Directory;
 use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;

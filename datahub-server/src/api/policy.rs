@@ -1,8 +1,8 @@
 //! The JSON of the target policy: which addresses connections may reach and the lowest TLS
 //! mode a connection may use.
 
+use datahub_core::model::TargetPolicy;
 use datahub_core::model::TlsMode;
-use datahub_core::store::TargetPolicy;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 

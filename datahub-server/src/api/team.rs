@@ -1,7 +1,7 @@
 //! The JSON of teams: a team as shown, and its name and members to create or replace it.
 
 use datahub_core::UserId;
-use datahub_core::store::TeamRow;
+use datahub_core::model;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -22,8 +22,8 @@ pub struct Team {
     pub members: Vec<Uuid>,
 }
 
-impl From<TeamRow> for Team {
-    fn from(row: TeamRow) -> Self {
+impl From<model::Team> for Team {
+    fn from(row: model::Team) -> Self {
         Self {
             id: *row.id.as_uuid(),
             name: row.name,

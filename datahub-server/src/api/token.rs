@@ -1,7 +1,8 @@
 //! The JSON of API tokens: a token as listed (never its text), a token to create, and the
 //! answer to its creation, the one answer that carries the token text.
 
-use datahub_core::hub::{NewApiToken, TokenInfo};
+use datahub_core::hub::NewApiToken;
+use datahub_core::model::TokenInfo;
 use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use time::OffsetDateTime;

@@ -4,7 +4,7 @@
 //! Passwords are write-only: they are read into the core's `Password` as the body is parsed,
 //! and no answer ever carries one (nor its hash).
 
-use datahub_core::hub::User;
+use datahub_core::model::User;
 use datahub_core::rbac::Role;
 use datahub_core::secret::Password;
 use serde::{Deserialize, Deserializer, Serialize};

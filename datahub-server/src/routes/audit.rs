@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::State;
 use datahub_core::UserId;
-use datahub_core::store::{AuditQuery, MAX_PER_PAGE};
+use datahub_core::model::{AuditQuery, MAX_PER_PAGE};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;

@@ -44,9 +44,8 @@ async fn healthz() -> Json<Status> {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    // The one sanctioned use of the store by an adapter (see `Hub::store`): a cheap read.
-    match state.hub().store().user_count().await {
-        Ok(_) => Ok(Json(Status { status: "ok" })),
+    match state.hub().ready().await {
+        Ok(()) => Ok(Json(Status { status: "ok" })),
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",

@@ -12,15 +12,12 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{KekId, SealedValue, WrappedDek};
 use crate::model::{
-    ApplicationName, CertificatePem, CheckFacts, ConnectOptions, ConnectionName, ConnectionSpec,
-    DatabaseName, Description, Health, HealthStatus, Host, Monitoring, Port, ServerInfo, Tags,
-    TlsInfo, TlsSettings, Username,
+    ApplicationName, CertificatePem, Check, CheckFacts, ConnectOptions, Connection, ConnectionName,
+    ConnectionSpec, DatabaseName, Description, Health, HealthStatus, Host, Monitoring, NamedGrant,
+    Port, ServerInfo, Tags, TargetPolicy, TlsInfo, TlsSettings, TokenInfo, User, Username,
 };
 use crate::rbac::{Grant, GrantLevel, Grantee};
-use crate::store::{
-    CheckRow, ConnectionRow, ConnectionSummary, NamedGrant, SealedSecrets, TargetPolicy, TokenRow,
-    UserRow,
-};
+use crate::store::{SealedSecrets, StoredConnection, StoredToken, StoredUser};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
 /// The error for a stored value that the model refuses.
@@ -260,7 +257,7 @@ fn wrapped_dek(row: &Row, table: &'static str) -> Result<WrappedDek> {
 }
 
 /// A full connection row (with [`SPEC_COLUMNS`] and [`SECRET_COLUMNS`]).
-pub(super) fn connection_row(row: &Row) -> Result<ConnectionRow> {
+pub(super) fn connection_row(row: &Row) -> Result<StoredConnection> {
     let t = CONNECTIONS;
     let meta = connection_meta(row)?;
     let password =
@@ -269,7 +266,7 @@ pub(super) fn connection_row(row: &Row) -> Result<ConnectionRow> {
         .map(SealedValue::parse)
         .transpose()
         .map_err(|e| corrupt(t, e))?;
-    Ok(ConnectionRow {
+    Ok(StoredConnection {
         id: meta.id,
         spec: meta.spec,
         owner: meta.owner,
@@ -375,13 +372,15 @@ fn facts_from_row(row: &Row) -> Result<Option<CheckFacts>> {
 }
 
 /// A summary row (with [`SPEC_COLUMNS`] and [`HEALTH_COLUMNS`]).
-pub(super) fn connection_summary(row: &Row) -> Result<ConnectionSummary> {
+pub(super) fn connection_summary(row: &Row) -> Result<Connection> {
     let meta = connection_meta(row)?;
-    Ok(ConnectionSummary {
+    Ok(Connection {
         id: meta.id,
         spec: meta.spec,
         owner: meta.owner,
         version: meta.version,
+        // Every stored connection has a sealed password (the column is NOT NULL).
+        password_set: true,
         created_at: meta.created_at,
         updated_at: meta.updated_at,
         health: health_from_row(row)?,
@@ -405,16 +404,18 @@ pub(super) fn kek_id(row: &Row) -> Result<KekId> {
 pub(super) const USER_COLUMNS: &str =
     "id, username, role, password_hash, disabled, created_at, updated_at";
 
-pub(super) fn user_row(row: &Row) -> Result<UserRow> {
+pub(super) fn user_row(row: &Row) -> Result<StoredUser> {
     let t = "users";
-    Ok(UserRow {
-        id: UserId::from_uuid(get(row, t, "id")?),
-        username: get(row, t, "username")?,
-        role: get_parsed(row, t, "role")?,
+    Ok(StoredUser {
+        user: User {
+            id: UserId::from_uuid(get(row, t, "id")?),
+            username: get(row, t, "username")?,
+            role: get_parsed(row, t, "role")?,
+            disabled: get(row, t, "disabled")?,
+            created_at: get(row, t, "created_at")?,
+            updated_at: get(row, t, "updated_at")?,
+        },
         password_hash: get(row, t, "password_hash")?,
-        disabled: get(row, t, "disabled")?,
-        created_at: get(row, t, "created_at")?,
-        updated_at: get(row, t, "updated_at")?,
     })
 }
 
@@ -446,18 +447,20 @@ pub(super) fn named_grant_row(row: &Row) -> Result<NamedGrant> {
 pub(super) const TOKEN_COLUMNS: &str =
     "id, user_id, name, hash, read_only, created_at, expires_at, revoked_at, last_used_at";
 
-pub(super) fn token_row(row: &Row) -> Result<TokenRow> {
+pub(super) fn token_row(row: &Row) -> Result<StoredToken> {
     let t = "tokens";
-    Ok(TokenRow {
-        id: TokenId::from_uuid(get(row, t, "id")?),
-        user: UserId::from_uuid(get(row, t, "user_id")?),
-        name: get(row, t, "name")?,
+    Ok(StoredToken {
+        info: TokenInfo {
+            id: TokenId::from_uuid(get(row, t, "id")?),
+            user: UserId::from_uuid(get(row, t, "user_id")?),
+            name: get(row, t, "name")?,
+            read_only: get(row, t, "read_only")?,
+            created_at: get(row, t, "created_at")?,
+            expires_at: get(row, t, "expires_at")?,
+            revoked_at: get(row, t, "revoked_at")?,
+            last_used_at: get(row, t, "last_used_at")?,
+        },
         hash: get_hash(row, t, "hash")?,
-        read_only: get(row, t, "read_only")?,
-        created_at: get(row, t, "created_at")?,
-        expires_at: get(row, t, "expires_at")?,
-        revoked_at: get(row, t, "revoked_at")?,
-        last_used_at: get(row, t, "last_used_at")?,
     })
 }
 
@@ -465,9 +468,9 @@ pub(super) fn token_row(row: &Row) -> Result<TokenRow> {
 pub(super) const CHECK_COLUMNS: &str =
     "connection_id, at, ok, latency_ms, error_kind, step, status";
 
-pub(super) fn check_row(row: &Row) -> Result<CheckRow> {
+pub(super) fn check_row(row: &Row) -> Result<Check> {
     let t = "health_checks";
-    Ok(CheckRow {
+    Ok(Check {
         connection: ConnectionId::from_uuid(get(row, t, "connection_id")?),
         at: get(row, t, "at")?,
         ok: get(row, t, "ok")?,

@@ -9,7 +9,7 @@ use super::codec::get;
 use super::error::{db, is_foreign_key_violation, is_unique_violation};
 use super::{PostgresStore, append_in, not_found};
 use crate::audit::AuditEvent;
-use crate::store::{SessionRow, UserRow};
+use crate::store::{StoredSession, StoredUser};
 use crate::{Error, ErrorKind, Result, SessionId, UserId};
 
 /// The columns [`session_row`] reads.
@@ -18,7 +18,7 @@ const SESSION_COLUMNS: &str =
 
 const TABLE: &str = "sessions";
 
-fn session_row(row: &Row) -> Result<SessionRow> {
+fn session_row(row: &Row) -> Result<StoredSession> {
     let hash: &[u8] = get(row, TABLE, "hash")?;
     let hash = <[u8; 32]>::try_from(hash).map_err(|_| {
         Error::new(
@@ -26,7 +26,7 @@ fn session_row(row: &Row) -> Result<SessionRow> {
             "corrupt row in sessions: column hash holds an invalid value",
         )
     })?;
-    Ok(SessionRow {
+    Ok(StoredSession {
         id: SessionId::from_uuid(get(row, TABLE, "id")?),
         user: UserId::from_uuid(get(row, TABLE, "user_id")?),
         hash,
@@ -39,7 +39,7 @@ fn session_row(row: &Row) -> Result<SessionRow> {
 }
 
 impl PostgresStore {
-    pub(super) async fn insert_session_row(&self, s: &SessionRow) -> Result<()> {
+    pub(super) async fn insert_session_row(&self, s: &StoredSession) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -69,7 +69,10 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn session_row_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>> {
+    pub(super) async fn session_row_by_hash(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<StoredSession>> {
         let client = self.client().await?;
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1");
         client
@@ -80,7 +83,7 @@ impl PostgresStore {
             .transpose()
     }
 
-    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<SessionRow>> {
+    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"
@@ -147,7 +150,7 @@ impl PostgresStore {
 
     pub(super) async fn update_user_and_sessions(
         &self,
-        user: &UserRow,
+        user: &StoredUser,
         audit: &AuditEvent,
     ) -> Result<u64> {
         const DOING: &str = "updating a user and ending their sessions";
@@ -158,11 +161,11 @@ impl PostgresStore {
                 "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
                  WHERE id = $1",
                 &[
-                    user.id.as_uuid(),
-                    &user.role.as_str(),
+                    user.user.id.as_uuid(),
+                    &user.user.role.as_str(),
                     &user.password_hash,
-                    &user.disabled,
-                    &user.updated_at,
+                    &user.user.disabled,
+                    &user.user.updated_at,
                 ],
             )
             .await
@@ -173,15 +176,15 @@ impl PostgresStore {
         let ended = tx
             .execute(
                 "DELETE FROM sessions WHERE user_id = $1",
-                &[user.id.as_uuid()],
+                &[user.user.id.as_uuid()],
             )
             .await
             .map_err(|e| db(DOING, e))?;
-        if user.disabled {
+        if user.user.disabled {
             // S33: for good; enabling the account again revives no token.
             tx.execute(
                 "UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE user_id = $1",
-                &[user.id.as_uuid(), &user.updated_at],
+                &[user.user.id.as_uuid(), &user.user.updated_at],
             )
             .await
             .map_err(|e| db(DOING, e))?;

@@ -11,12 +11,12 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{SealedValue, WrappedDek};
 use crate::model::{
-    ApplicationName, CertificatePem, CheckFacts, ConnectOptions, ConnectionName, ConnectionSpec,
-    DatabaseName, Description, FailureKind, Health, HealthStatus, Host, Monitoring, Port,
-    ServerInfo, Tags, TlsInfo, TlsSettings, Username,
+    ApplicationName, CertificatePem, Check, CheckFacts, ConnectOptions, ConnectionName,
+    ConnectionSpec, DatabaseName, Description, FailureKind, Health, HealthStatus, Host, Monitoring,
+    Port, ServerInfo, Tags, TlsInfo, TlsSettings, TokenInfo, User, Username,
 };
 use crate::rbac::Role;
-use crate::store::{CheckRow, SealedSecrets, TokenRow, UserRow};
+use crate::store::{SealedSecrets, StoredToken, StoredUser};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
 /// The error for a stored value that does not parse back.
@@ -431,37 +431,41 @@ fn facts_from_row(row: &Row<'_>) -> Result<Option<CheckFacts>> {
     }))
 }
 
-pub(super) fn user_from_row(row: &Row<'_>) -> Result<UserRow> {
+pub(super) fn user_from_row(row: &Row<'_>) -> Result<StoredUser> {
     let t = "users";
-    Ok(UserRow {
-        id: UserId::from_uuid(get_uuid(row, t, "id")?),
-        username: get(row, t, "username")?,
-        role: get_parsed::<Role>(row, t, "role")?,
+    Ok(StoredUser {
+        user: User {
+            id: UserId::from_uuid(get_uuid(row, t, "id")?),
+            username: get(row, t, "username")?,
+            role: get_parsed::<Role>(row, t, "role")?,
+            disabled: get_bool(row, t, "disabled")?,
+            created_at: get_time(row, t, "created_at")?,
+            updated_at: get_time(row, t, "updated_at")?,
+        },
         password_hash: get(row, t, "password_hash")?,
-        disabled: get_bool(row, t, "disabled")?,
-        created_at: get_time(row, t, "created_at")?,
-        updated_at: get_time(row, t, "updated_at")?,
     })
 }
 
-pub(super) fn token_from_row(row: &Row<'_>) -> Result<TokenRow> {
+pub(super) fn token_from_row(row: &Row<'_>) -> Result<StoredToken> {
     let t = "tokens";
-    Ok(TokenRow {
-        id: TokenId::from_uuid(get_uuid(row, t, "id")?),
-        user: UserId::from_uuid(get_uuid(row, t, "user_id")?),
-        name: get(row, t, "name")?,
+    Ok(StoredToken {
+        info: TokenInfo {
+            id: TokenId::from_uuid(get_uuid(row, t, "id")?),
+            user: UserId::from_uuid(get_uuid(row, t, "user_id")?),
+            name: get(row, t, "name")?,
+            read_only: get_bool(row, t, "read_only")?,
+            created_at: get_time(row, t, "created_at")?,
+            expires_at: get_opt_time(row, t, "expires_at")?,
+            revoked_at: get_opt_time(row, t, "revoked_at")?,
+            last_used_at: get_opt_time(row, t, "last_used_at")?,
+        },
         hash: get_hash(row, t, "hash")?,
-        read_only: get_bool(row, t, "read_only")?,
-        created_at: get_time(row, t, "created_at")?,
-        expires_at: get_opt_time(row, t, "expires_at")?,
-        revoked_at: get_opt_time(row, t, "revoked_at")?,
-        last_used_at: get_opt_time(row, t, "last_used_at")?,
     })
 }
 
-pub(super) fn check_from_row(row: &Row<'_>) -> Result<CheckRow> {
+pub(super) fn check_from_row(row: &Row<'_>) -> Result<Check> {
     let t = "health_checks";
-    Ok(CheckRow {
+    Ok(Check {
         connection: ConnectionId::from_uuid(get_uuid(row, t, "connection_id")?),
         at: get_time(row, t, "at")?,
         ok: get_bool(row, t, "ok")?,

@@ -7,12 +7,12 @@ use time::OffsetDateTime;
 use super::codec::{get, get_time, get_uuid, micros};
 use super::{SqliteStore, append_audit_in, collect, conflict, db_error, not_found, row_exists};
 use crate::audit::AuditEvent;
-use crate::store::{SessionRow, UserRow};
+use crate::store::{StoredSession, StoredUser};
 use crate::{Error, ErrorKind, Result, SessionId, UserId};
 
 const TABLE: &str = "sessions";
 
-fn session_from_row(row: &Row<'_>) -> Result<SessionRow> {
+fn session_from_row(row: &Row<'_>) -> Result<StoredSession> {
     let hash: Vec<u8> = get(row, TABLE, "hash")?;
     let hash = hash.try_into().map_err(|_| {
         Error::new(
@@ -20,7 +20,7 @@ fn session_from_row(row: &Row<'_>) -> Result<SessionRow> {
             "corrupt row in sessions: column hash holds an invalid value",
         )
     })?;
-    Ok(SessionRow {
+    Ok(StoredSession {
         id: SessionId::from_uuid(get_uuid(row, TABLE, "id")?),
         user: UserId::from_uuid(get_uuid(row, TABLE, "user_id")?),
         hash,
@@ -37,7 +37,7 @@ fn count(n: usize) -> u64 {
 }
 
 impl SqliteStore {
-    pub(super) async fn insert_session_row(&self, session: &SessionRow) -> Result<()> {
+    pub(super) async fn insert_session_row(&self, session: &StoredSession) -> Result<()> {
         let s = session.clone();
         self.pool
             .write(move |tx| {
@@ -80,7 +80,10 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn session_row_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>> {
+    pub(super) async fn session_row_by_hash(
+        &self,
+        hash: &[u8; 32],
+    ) -> Result<Option<StoredSession>> {
         let hash = *hash;
         self.pool
             .read(move |conn| {
@@ -95,7 +98,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<SessionRow>> {
+    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
         self.pool
             .read(move |conn| {
                 collect(
@@ -169,23 +172,23 @@ impl SqliteStore {
 
     pub(super) async fn update_user_and_sessions(
         &self,
-        user: &UserRow,
+        user: &StoredUser,
         audit: &AuditEvent,
     ) -> Result<u64> {
         let user = user.clone();
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
-                let id = user.id.to_string();
+                let id = user.user.id.to_string();
                 let changed = tx
                     .execute(
                         "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, \
                          updated_at = ?4 WHERE id = ?5",
                         params![
-                            user.role.as_str(),
+                            user.user.role.as_str(),
                             user.password_hash,
-                            user.disabled,
-                            micros(user.updated_at),
+                            user.user.disabled,
+                            micros(user.user.updated_at),
                             id
                         ],
                     )
@@ -196,12 +199,12 @@ impl SqliteStore {
                 let ended = tx
                     .execute("DELETE FROM sessions WHERE user_id = ?1", [&id])
                     .map_err(db_error)?;
-                if user.disabled {
+                if user.user.disabled {
                     // S33: for good; enabling the account again revives no token.
                     tx.execute(
                         "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?1) \
                          WHERE user_id = ?2",
-                        params![micros(user.updated_at), id],
+                        params![micros(user.user.updated_at), id],
                     )
                     .map_err(db_error)?;
                 }

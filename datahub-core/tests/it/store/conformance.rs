@@ -21,15 +21,15 @@ use base64::engine::general_purpose::STANDARD;
 use datahub_core::audit::{AuditEvent, AuditRecord, ChainVerifier, Outcome, truncate_to_micros};
 use datahub_core::crypto::{KekId, Keyring, WrappedDek};
 use datahub_core::model::{
-    ChannelBinding, CheckFacts, ConnectionDraft, ConnectionName, ConnectionSpec, Engine,
-    FailureKind, Health, HealthStatus, MonitoringDraft, OptionsDraft, ServerInfo, StepName, Tag,
-    TlsDraft, TlsInfo, TlsMode,
+    AuditQuery, ChannelBinding, Check, CheckFacts, ConnectionDraft, ConnectionName, ConnectionSpec,
+    Engine, FailureKind, Health, HealthStatus, ListQuery, MAX_PER_PAGE, MonitoringDraft,
+    OptionsDraft, ServerInfo, SortKey, StepName, Tag, TargetPolicy, Team, TlsDraft, TlsInfo,
+    TlsMode, TokenInfo, User, Visibility,
 };
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Role};
 use datahub_core::secret::{Password, PrivateKeyPem};
 use datahub_core::store::{
-    AuditQuery, CheckRow, ConnectionRow, ListQuery, MAX_PER_PAGE, SealedSecrets, SessionRow,
-    SortKey, Store, TargetPolicy, TeamRow, TokenRow, UserRow, Visibility,
+    SealedSecrets, Store, StoredConnection, StoredSession, StoredToken, StoredUser,
 };
 use datahub_core::{ConnectionId, ErrorKind, SessionId, TeamId, TokenId, UserId};
 use time::{Duration, OffsetDateTime};
@@ -125,10 +125,10 @@ pub fn sealed(keyring: &Keyring, id: ConnectionId, password: &str, key: bool) ->
 }
 
 /// A new connection row (version 1) owned by `owner`.
-pub fn row(spec: ConnectionSpec, owner: UserId) -> ConnectionRow {
+pub fn row(spec: ConnectionSpec, owner: UserId) -> StoredConnection {
     let id = ConnectionId::new();
     let at = now();
-    ConnectionRow {
+    StoredConnection {
         id,
         spec,
         owner,
@@ -140,16 +140,18 @@ pub fn row(spec: ConnectionSpec, owner: UserId) -> ConnectionRow {
 }
 
 /// A user row (not yet stored).
-pub fn user_row(name: &str, role: Role) -> UserRow {
+pub fn user_row(name: &str, role: Role) -> StoredUser {
     let at = now();
-    UserRow {
-        id: UserId::new(),
-        username: name.into(),
-        role,
+    StoredUser {
+        user: User {
+            id: UserId::new(),
+            username: name.into(),
+            role,
+            disabled: false,
+            created_at: at,
+            updated_at: at,
+        },
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${name}"),
-        disabled: false,
-        created_at: at,
-        updated_at: at,
     }
 }
 
@@ -157,11 +159,11 @@ pub fn user_row(name: &str, role: Role) -> UserRow {
 pub async fn user(store: &Handle, name: &str) -> UserId {
     let u = user_row(name, Role::Editor);
     store.insert_user(&u, &ev("user.create")).await.unwrap();
-    u.id
+    u.user.id
 }
 
 /// Stores a new connection (simple spec) owned by `owner` and returns its row.
-pub async fn conn(store: &Handle, name: &str, owner: UserId) -> ConnectionRow {
+pub async fn conn(store: &Handle, name: &str, owner: UserId) -> StoredConnection {
     let r = row(spec(name, "db.example.com", None, &[]), owner);
     store
         .insert_connection(&r, &ev("connection.create"))
@@ -233,8 +235,8 @@ fn health(status: HealthStatus, at: OffsetDateTime) -> Health {
     }
 }
 
-fn check(id: ConnectionId, at: OffsetDateTime, status: HealthStatus) -> CheckRow {
-    CheckRow {
+fn check(id: ConnectionId, at: OffsetDateTime, status: HealthStatus) -> Check {
+    Check {
         connection: id,
         at,
         ok: status == HealthStatus::Healthy,
@@ -790,7 +792,7 @@ pub async fn search_follows_updates_and_deletes(store: Handle) {
 pub async fn search_combines_with_filters_sorts_paging_and_visibility(store: Handle) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
-    let team = TeamRow {
+    let team = Team {
         id: TeamId::new(),
         name: "payments".into(),
         members: vec![bob],
@@ -1133,7 +1135,7 @@ pub async fn visibility_hides_rows_and_counts(store: Handle) {
     let alice = user(&store, "alice").await;
     let bob = user(&store, "bob").await;
     let carol = user(&store, "carol").await;
-    let team = TeamRow {
+    let team = Team {
         id: TeamId::new(),
         name: "payments".into(),
         members: vec![carol],
@@ -1226,7 +1228,7 @@ fn sorted(mut g: Vec<Grant>) -> Vec<Grant> {
 pub async fn grants_set_replace_read(store: Handle) {
     let owner = user(&store, "owner").await;
     let u = user(&store, "viewer").await;
-    let team = TeamRow {
+    let team = Team {
         id: TeamId::new(),
         name: "ops".into(),
         members: vec![],
@@ -1316,14 +1318,14 @@ pub async fn named_grants_and_the_directory(store: Handle) {
     let zed = user(&store, "zed.ops").await;
     let amy = user(&store, "amy-ops").await;
     let mut gone = user_row("opsgone", Role::Viewer);
-    gone.disabled = true;
+    gone.user.disabled = true;
     store.insert_user(&gone, &ev("user.create")).await.unwrap();
-    let ops = TeamRow {
+    let ops = Team {
         id: TeamId::new(),
         name: "ops".into(),
         members: vec![],
     };
-    let dev = TeamRow {
+    let dev = Team {
         id: TeamId::new(),
         name: "dev_ops%".into(),
         members: vec![],
@@ -1420,7 +1422,7 @@ pub async fn users(store: Handle) {
     store.insert_user(&bob, &ev("user.create")).await.unwrap();
     store.insert_user(&alice, &ev("user.create")).await.unwrap();
     assert_eq!(store.user_count().await.unwrap(), 2);
-    assert_eq!(store.user(bob.id).await.unwrap().unwrap(), bob);
+    assert_eq!(store.user(bob.user.id).await.unwrap().unwrap(), bob);
     assert_eq!(store.user_by_name("alice").await.unwrap().unwrap(), alice);
     assert!(store.user_by_name("ALICE").await.unwrap().is_none());
     assert!(store.user(UserId::new()).await.unwrap().is_none());
@@ -1428,7 +1430,7 @@ pub async fn users(store: Handle) {
     assert_eq!(all, [alice.clone(), bob.clone()]);
 
     let mut dup = user_row("bob", Role::Editor);
-    dup.id = UserId::new();
+    dup.user.id = UserId::new();
     let err = store
         .insert_user(&dup, &ev("user.create"))
         .await
@@ -1438,15 +1440,15 @@ pub async fn users(store: Handle) {
     assert_eq!(store.user_count().await.unwrap(), 2);
 
     let mut changed = bob.clone();
-    changed.role = Role::Auditor;
-    changed.disabled = true;
+    changed.user.role = Role::Auditor;
+    changed.user.disabled = true;
     changed.password_hash = "$argon2id$new".into();
-    changed.updated_at = bob.updated_at + Duration::seconds(3);
+    changed.user.updated_at = bob.user.updated_at + Duration::seconds(3);
     store
         .update_user(&changed, &ev("user.update"))
         .await
         .unwrap();
-    assert_eq!(store.user(bob.id).await.unwrap().unwrap(), changed);
+    assert_eq!(store.user(bob.user.id).await.unwrap().unwrap(), changed);
 
     let ghost = user_row("ghost", Role::Viewer);
     let err = store
@@ -1460,23 +1462,23 @@ pub async fn teams(store: Handle) {
     let a = user(&store, "a").await;
     let b = user(&store, "b").await;
     let owner = user(&store, "owner").await;
-    let mut t1 = TeamRow {
+    let mut t1 = Team {
         id: TeamId::new(),
         name: "zeta".into(),
         members: vec![a, b],
     };
-    let t2 = TeamRow {
+    let t2 = Team {
         id: TeamId::new(),
         name: "alpha".into(),
         members: vec![b],
     };
     store.upsert_team(&t1, &ev("team.create")).await.unwrap();
     store.upsert_team(&t2, &ev("team.create")).await.unwrap();
-    let norm = |mut t: TeamRow| {
+    let norm = |mut t: Team| {
         t.members.sort();
         t
     };
-    let got: Vec<TeamRow> = store.teams().await.unwrap().into_iter().map(norm).collect();
+    let got: Vec<Team> = store.teams().await.unwrap().into_iter().map(norm).collect();
     assert_eq!(got, [norm(t2.clone()), norm(t1.clone())]);
     assert_eq!(store.teams_of(a).await.unwrap(), [t1.id]);
     let mut of_b = store.teams_of(b).await.unwrap();
@@ -1499,7 +1501,7 @@ pub async fn teams(store: Handle) {
         .collect();
     assert_eq!(names, ["alpha", "omega"]);
 
-    let clash = TeamRow {
+    let clash = Team {
         id: TeamId::new(),
         name: "alpha".into(),
         members: vec![],
@@ -1510,7 +1512,7 @@ pub async fn teams(store: Handle) {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Conflict);
     assert_eq!(err.field(), Some("name"));
-    let bad_member = TeamRow {
+    let bad_member = Team {
         id: TeamId::new(),
         name: "beta".into(),
         members: vec![UserId::new()],
@@ -1551,27 +1553,31 @@ pub async fn teams(store: Handle) {
 pub async fn tokens(store: Handle) {
     let u = user(&store, "alice").await;
     let at = now();
-    let t1 = TokenRow {
-        id: TokenId::new(),
-        user: u,
-        name: "ci".into(),
+    let t1 = StoredToken {
+        info: TokenInfo {
+            id: TokenId::new(),
+            user: u,
+            name: "ci".into(),
+            read_only: true,
+            created_at: at,
+            expires_at: Some(at + Duration::days(30)),
+            revoked_at: None,
+            last_used_at: None,
+        },
         hash: [1; 32],
-        read_only: true,
-        created_at: at,
-        expires_at: Some(at + Duration::days(30)),
-        revoked_at: None,
-        last_used_at: None,
     };
-    let t2 = TokenRow {
-        id: TokenId::new(),
-        user: u,
-        name: "notebook".into(),
+    let t2 = StoredToken {
+        info: TokenInfo {
+            id: TokenId::new(),
+            user: u,
+            name: "notebook".into(),
+            read_only: false,
+            created_at: at + Duration::seconds(1),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        },
         hash: [2; 32],
-        read_only: false,
-        created_at: at + Duration::seconds(1),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
     };
     store.insert_token(&t1, &ev("token.create")).await.unwrap();
     store.insert_token(&t2, &ev("token.create")).await.unwrap();
@@ -1579,23 +1585,24 @@ pub async fn tokens(store: Handle) {
     assert_eq!(store.token_by_hash(&[2; 32]).await.unwrap().unwrap(), t2);
     assert!(store.token_by_hash(&[3; 32]).await.unwrap().is_none());
     let mut of = store.tokens_of(u).await.unwrap();
-    of.sort_by_key(|t| t.created_at);
+    of.sort_by_key(|t| t.info.created_at);
     assert_eq!(of, [t1.clone(), t2.clone()]);
     assert!(store.tokens_of(UserId::new()).await.unwrap().is_empty());
 
     let revoked_at = at + Duration::minutes(5);
     store
-        .revoke_token(t1.id, revoked_at, &ev("token.revoke"))
+        .revoke_token(t1.info.id, revoked_at, &ev("token.revoke"))
         .await
         .unwrap();
     let got = store.token_by_hash(&[1; 32]).await.unwrap().unwrap();
-    assert_eq!(got.revoked_at, Some(revoked_at));
+    assert_eq!(got.info.revoked_at, Some(revoked_at));
     assert_eq!(
         store
             .token_by_hash(&[2; 32])
             .await
             .unwrap()
             .unwrap()
+            .info
             .revoked_at,
         None
     );
@@ -1609,16 +1616,18 @@ pub async fn tokens(store: Handle) {
 pub async fn tokens_record_their_last_use_once_a_minute(store: Handle) {
     let u = user(&store, "alice").await;
     let at = now();
-    let token = |n: u8| TokenRow {
-        id: TokenId::new(),
-        user: u,
-        name: format!("t{n}"),
+    let token = |n: u8| StoredToken {
+        info: TokenInfo {
+            id: TokenId::new(),
+            user: u,
+            name: format!("t{n}"),
+            read_only: false,
+            created_at: at,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        },
         hash: [n; 32],
-        read_only: false,
-        created_at: at,
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
     };
     let (live, revoked) = (token(51), token(52));
     for t in [&live, &revoked] {
@@ -1632,6 +1641,7 @@ pub async fn tokens_record_their_last_use_once_a_minute(store: Handle) {
                 .await
                 .unwrap()
                 .unwrap()
+                .info
                 .last_used_at
         }
     };
@@ -1640,36 +1650,41 @@ pub async fn tokens_record_their_last_use_once_a_minute(store: Handle) {
 
     // The first use is recorded; another within the minute writes nothing.
     let first = at + Duration::seconds(1);
-    assert!(store.touch_token(live.id, first).await.unwrap());
+    assert!(store.touch_token(live.info.id, first).await.unwrap());
     assert_eq!(last_used(51).await, Some(first));
     for later in [Duration::seconds(2), Duration::seconds(59)] {
-        assert!(!store.touch_token(live.id, first + later).await.unwrap());
+        assert!(
+            !store
+                .touch_token(live.info.id, first + later)
+                .await
+                .unwrap()
+        );
         assert_eq!(last_used(51).await, Some(first));
     }
     // A use stamped before the recorded one (a slow replica) never moves it back.
     assert!(
         !store
-            .touch_token(live.id, first - Duration::minutes(5))
+            .touch_token(live.info.id, first - Duration::minutes(5))
             .await
             .unwrap()
     );
     assert_eq!(last_used(51).await, Some(first));
     // A minute on, the next use is recorded.
     let next = first + Duration::seconds(60);
-    assert!(store.touch_token(live.id, next).await.unwrap());
+    assert!(store.touch_token(live.info.id, next).await.unwrap());
     assert_eq!(last_used(51).await, Some(next));
     assert_eq!(
-        store.tokens_of(u).await.unwrap()[0].last_used_at,
+        store.tokens_of(u).await.unwrap()[0].info.last_used_at,
         Some(next),
         "the list carries it"
     );
 
     // A revoked token's use is never recorded; an unknown token changes nothing.
     store
-        .revoke_token(revoked.id, at, &ev("token.revoke"))
+        .revoke_token(revoked.info.id, at, &ev("token.revoke"))
         .await
         .unwrap();
-    assert!(!store.touch_token(revoked.id, next).await.unwrap());
+    assert!(!store.touch_token(revoked.info.id, next).await.unwrap());
     assert_eq!(last_used(52).await, None);
     assert!(!store.touch_token(TokenId::new(), next).await.unwrap());
     // Never audited: the one record since is the revocation.
@@ -1680,8 +1695,8 @@ pub async fn tokens_record_their_last_use_once_a_minute(store: Handle) {
 // Cases: sessions
 // ------------------------------------------------------------------------------------------
 
-fn session(user: UserId, hash: u8, at: OffsetDateTime) -> SessionRow {
-    SessionRow {
+fn session(user: UserId, hash: u8, at: OffsetDateTime) -> StoredSession {
+    StoredSession {
         id: SessionId::new(),
         user,
         hash: [hash; 32],
@@ -1696,11 +1711,11 @@ fn session(user: UserId, hash: u8, at: OffsetDateTime) -> SessionRow {
 pub async fn sessions_round_trip_touch_and_logout(store: Handle) {
     let u = user(&store, "alice").await;
     let at = now();
-    let s1 = SessionRow {
+    let s1 = StoredSession {
         user_agent: Some("Mozilla/5.0 (X11)".into()),
         ..session(u, 1, at)
     };
-    let s2 = SessionRow {
+    let s2 = StoredSession {
         client_addr: None,
         ..session(u, 2, at + Duration::seconds(1))
     };
@@ -1719,7 +1734,7 @@ pub async fn sessions_round_trip_touch_and_logout(store: Handle) {
     assert!(store.sessions_of(UserId::new()).await.unwrap().is_empty());
 
     // The same id or hash twice is a conflict; an unknown user is not found.
-    let again = SessionRow {
+    let again = StoredSession {
         id: SessionId::new(),
         ..s1.clone()
     };
@@ -1774,25 +1789,27 @@ pub async fn sessions_end_with_their_user_and_are_pruned(store: Handle) {
     let mut alice = user_row("alice", Role::Editor);
     store.insert_user(&alice, &ev("user.create")).await.unwrap();
     let bob = user(&store, "bob").await;
-    for (i, u) in [(1, alice.id), (2, alice.id), (3, bob)] {
+    for (i, u) in [(1, alice.user.id), (2, alice.user.id), (3, bob)] {
         store.insert_session(&session(u, i, at)).await.unwrap();
     }
     // Tokens: alice's live one, alice's revoked one, bob's.
-    let token = |user, n: u8, revoked_at| TokenRow {
-        id: TokenId::new(),
-        user,
-        name: format!("t{n}"),
+    let token = |user, n: u8, revoked_at| StoredToken {
+        info: TokenInfo {
+            id: TokenId::new(),
+            user,
+            name: format!("t{n}"),
+            read_only: false,
+            created_at: at,
+            expires_at: None,
+            revoked_at,
+            last_used_at: None,
+        },
         hash: [n; 32],
-        read_only: false,
-        created_at: at,
-        expires_at: None,
-        revoked_at,
-        last_used_at: None,
     };
     let earlier = Some(at - Duration::seconds(5));
     for t in [
-        token(alice.id, 41, None),
-        token(alice.id, 42, earlier),
+        token(alice.user.id, 41, None),
+        token(alice.user.id, 42, earlier),
         token(bob, 43, None),
     ] {
         store.insert_token(&t, &ev("token.create")).await.unwrap();
@@ -1805,6 +1822,7 @@ pub async fn sessions_end_with_their_user_and_are_pruned(store: Handle) {
                 .await
                 .unwrap()
                 .unwrap()
+                .info
                 .revoked_at
         }
     };
@@ -1812,28 +1830,36 @@ pub async fn sessions_end_with_their_user_and_are_pruned(store: Handle) {
 
     // Disabling alice ends her sessions, in the one transaction with the change and its row,
     // and revokes her tokens for good (S33), keeping an earlier revocation's time.
-    alice.disabled = true;
-    alice.updated_at = at + Duration::seconds(1);
+    alice.user.disabled = true;
+    alice.user.updated_at = at + Duration::seconds(1);
     let ended = store
         .update_user_ending_sessions(&alice, &ev("user.update"))
         .await
         .unwrap();
     assert_eq!(ended, 2);
-    assert_eq!(revoked(41).await, Some(alice.updated_at));
+    assert_eq!(revoked(41).await, Some(alice.user.updated_at));
     assert_eq!(revoked(42).await, earlier);
     assert_eq!(revoked(43).await, None);
     // Enabling her again (with a new password) brings none back.
-    alice.disabled = false;
+    alice.user.disabled = false;
     store
         .update_user_ending_sessions(&alice, &ev("user.update"))
         .await
         .unwrap();
-    assert_eq!(revoked(41).await, Some(alice.updated_at));
-    alice.disabled = true;
+    assert_eq!(revoked(41).await, Some(alice.user.updated_at));
+    alice.user.disabled = true;
     store.update_user(&alice, &ev("user.update")).await.unwrap();
     let audits = audits + 2;
-    assert!(store.user(alice.id).await.unwrap().unwrap().disabled);
-    assert!(store.sessions_of(alice.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .user(alice.user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .user
+            .disabled
+    );
+    assert!(store.sessions_of(alice.user.id).await.unwrap().is_empty());
     assert_eq!(store.sessions_of(bob).await.unwrap().len(), 1);
     assert_eq!(audit_count(&store).await, audits + 1);
     assert_eq!(last_action(&store).await, "user.update");
@@ -1873,20 +1899,20 @@ pub async fn sessions_end_with_their_user_and_are_pruned(store: Handle) {
     // Pruning: expired at or before now, or last used before the idle cutoff.
     let now_ = at + Duration::hours(1);
     let idle_before = now_ - Duration::minutes(30);
-    let expired = SessionRow {
+    let expired = StoredSession {
         expires_at: now_,
         last_seen_at: now_ - Duration::minutes(1),
         ..session(bob, 10, at)
     };
-    let idle = SessionRow {
+    let idle = StoredSession {
         last_seen_at: idle_before - Duration::microseconds(1),
         ..session(bob, 11, at)
     };
-    let edge = SessionRow {
+    let edge = StoredSession {
         last_seen_at: idle_before,
         ..session(bob, 12, at)
     };
-    let live = SessionRow {
+    let live = StoredSession {
         expires_at: now_ + Duration::microseconds(1),
         last_seen_at: now_,
         ..session(bob, 13, at)
@@ -1931,12 +1957,12 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
         store.insert_user(&owner, &ev("a.user.create"))
     );
     let mut o2 = owner.clone();
-    o2.role = Role::Admin;
+    o2.user.role = Role::Admin;
     step!(
         "a.user.update",
         store.update_user(&o2, &ev("a.user.update"))
     );
-    let r = row(full_spec("orders"), owner.id);
+    let r = row(full_spec("orders"), owner.user.id);
     step!(
         "a.conn.create",
         store.insert_connection(&r, &ev("a.conn.create"))
@@ -1945,10 +1971,10 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
         "a.conn.update",
         store.update_connection(&r, 1, &ev("a.conn.update"))
     );
-    let team = TeamRow {
+    let team = Team {
         id: TeamId::new(),
         name: "t".into(),
-        members: vec![owner.id],
+        members: vec![owner.user.id],
     };
     step!(
         "a.team.upsert",
@@ -1966,16 +1992,18 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
         "a.team.delete",
         store.delete_team(team.id, &ev("a.team.delete"))
     );
-    let token = TokenRow {
-        id: TokenId::new(),
-        user: owner.id,
-        name: "t".into(),
+    let token = StoredToken {
+        info: TokenInfo {
+            id: TokenId::new(),
+            user: owner.user.id,
+            name: "t".into(),
+            read_only: false,
+            created_at: now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        },
         hash: [9; 32],
-        read_only: false,
-        created_at: now(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
     };
     step!(
         "a.token.create",
@@ -1983,7 +2011,7 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
     );
     step!(
         "a.token.revoke",
-        store.revoke_token(token.id, now(), &ev("a.token.revoke"))
+        store.revoke_token(token.info.id, now(), &ev("a.token.revoke"))
     );
     step!(
         "a.policy.set",
@@ -2010,7 +2038,7 @@ pub async fn every_write_appends_one_audit_record(store: Handle) {
     assert_eq!(verify_chain(&store).await as usize, expected);
     // The stored event reads back exactly as given, every field.
     let full = AuditEvent::now(
-        Some(owner.id),
+        Some(owner.user.id),
         "al\nice",
         "connection.update",
         Some("connection:x"),
@@ -2048,7 +2076,7 @@ pub async fn audit_page_filters_and_pages_newest_first(store: Handle) {
         page,
         per_page,
     };
-    let seqs = |p: &datahub_core::store::Page<AuditRecord>| {
+    let seqs = |p: &datahub_core::model::Page<AuditRecord>| {
         p.items.iter().map(|r| r.seq).collect::<Vec<_>>()
     };
     let p = store
@@ -2363,7 +2391,7 @@ pub async fn check_leases_one_winner_per_interval(store: Handle) {
     assert_eq!(won.previous_holder, None, "first claim ever");
     // The claim carries the connection as stored (sealed secrets included): a check reads
     // nothing more.
-    assert_eq!(Some(won.row), store.connection(r.id).await.unwrap());
+    assert_eq!(Some(won.connection), store.connection(r.id).await.unwrap());
     // Within the hold the other holder loses; the winner may claim again (its own recheck).
     let t1 = t0 + Duration::seconds(5);
     assert_eq!(
