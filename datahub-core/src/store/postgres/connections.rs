@@ -20,7 +20,7 @@ use crate::{ConnectionId, Error, ErrorKind, Result};
 
 /// Why a versioned write of connection `id` changed no row: it is gone (`NotFound`), or its
 /// version moved on (`Conflict`).
-pub(super) async fn missing_or_stale(
+async fn missing_or_stale(
     tx: &tokio_postgres::Transaction<'_>,
     id: &Uuid,
     doing: &'static str,
@@ -36,7 +36,7 @@ pub(super) async fn missing_or_stale(
 }
 
 /// The owned column values of a connection row, shared by insert and update.
-pub(super) struct ConnectionValues {
+struct ConnectionValues {
     name: String,
     description: Option<String>,
     engine: &'static str,
@@ -63,7 +63,7 @@ pub(super) struct ConnectionValues {
 }
 
 /// The columns of [`ConnectionValues::params`], in order.
-pub(super) const VALUE_COLUMNS: [&str; 23] = [
+const VALUE_COLUMNS: [&str; 23] = [
     "name",
     "description",
     "engine",
@@ -163,7 +163,7 @@ impl ConnectionValues {
 /// rows holding every such run, then `LIKE` decides on those rows; other searches (shorter, or
 /// without such a run) test `LIKE` on every search row.
 /// A search containing the field separator matches nothing, as no field may contain it.
-pub(super) fn search_condition(search: &str, p: &mut Params) -> String {
+fn search_condition(search: &str, p: &mut Params) -> String {
     let folded = search.to_lowercase();
     if folded.contains(codec::SEARCH_SEPARATOR) {
         return String::from("FALSE");
@@ -179,7 +179,7 @@ pub(super) fn search_condition(search: &str, p: &mut Params) -> String {
     }
 }
 
-pub(super) const SUMMARY_FROM: &str =
+const SUMMARY_FROM: &str =
     "FROM connections c LEFT JOIN connection_health h ON h.connection_id = c.id";
 
 #[async_trait]

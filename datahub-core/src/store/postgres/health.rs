@@ -18,10 +18,8 @@ use crate::probe::PoolConnect;
 use crate::store::{CheckLease, EVENTS_CHANNEL, HealthStore};
 use crate::{ConnectionId, Result};
 
-/// A failed write: a unique violation is `Conflict` naming the field, a foreign key violation
-/// `NotFound` naming what is missing, anything else a `Store` error.
 /// How long the event listener waits before connecting again after losing its connection.
-pub(super) const LISTEN_RETRY: Duration = Duration::from_secs(1);
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 
 /// The event listener: its own connection (not pooled: `LISTEN` belongs to one session), which
 /// forwards every notification on [`EVENTS_CHANNEL`] to `sender`, reconnecting after a failure,

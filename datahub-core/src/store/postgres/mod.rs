@@ -353,6 +353,8 @@ impl PostgresStore {
     }
 }
 
+/// A failed write: a unique violation is `Conflict` naming the field, a foreign key violation
+/// `NotFound` naming what is missing, anything else a `Store` error.
 fn write_error(doing: &str, e: tokio_postgres::Error) -> Error {
     if is_unique_violation(&e) {
         let (field, message) = match constraint(&e) {

@@ -13,7 +13,7 @@ use crate::model::{Directory, DirectoryTeam, DirectoryUser, TOKEN_TOUCH_INTERVAL
 use crate::store::{AccountStore, StoredToken, StoredUser};
 use crate::{Error, Result, TeamId, TokenId, UserId};
 
-pub(super) fn team_members(conn: &rusqlite::Connection, team: &str) -> Result<Vec<UserId>> {
+fn team_members(conn: &rusqlite::Connection, team: &str) -> Result<Vec<UserId>> {
     let mut stmt = conn
         .prepare_cached("SELECT user_id FROM team_members WHERE team_id = ?1 ORDER BY user_id")
         .map_err(db_error)?;

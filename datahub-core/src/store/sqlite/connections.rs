@@ -21,7 +21,7 @@ use crate::store::{ConnectionStore, StoredConnection};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
 /// Writes a connection's tags in order, replacing any stored ones.
-pub(super) fn write_tags(tx: &Transaction<'_>, row: &StoredConnection) -> Result<()> {
+fn write_tags(tx: &Transaction<'_>, row: &StoredConnection) -> Result<()> {
     let id = row.id.to_string();
     tx.execute(
         "DELETE FROM connection_tags WHERE connection_id = ?1",
@@ -44,7 +44,7 @@ pub(super) fn write_tags(tx: &Transaction<'_>, row: &StoredConnection) -> Result
 /// Writes (inserts or replaces) a connection's search row: its name, owner, last change and
 /// search text (and, when new, its grantees). The triggers of migration 2 keep the trigram index
 /// and the grantees in step.
-pub(super) fn write_search(tx: &Transaction<'_>, row: &StoredConnection) -> Result<()> {
+fn write_search(tx: &Transaction<'_>, row: &StoredConnection) -> Result<()> {
     tx.prepare_cached(
         "INSERT INTO connection_search (connection_id, name, owner, updated_at, viewers, body) \
          VALUES (?1, ?2, ?3, ?4, (SELECT coalesce(group_concat(coalesce('u:' || g.user_id, \
@@ -67,7 +67,7 @@ pub(super) fn write_search(tx: &Transaction<'_>, row: &StoredConnection) -> Resu
 
 /// The values of every connection column but id, owner, version and created_at, in the order
 /// of [`CONNECTION_SET`].
-pub(super) fn connection_values(row: &StoredConnection) -> Vec<Value> {
+fn connection_values(row: &StoredConnection) -> Vec<Value> {
     let s = &row.spec;
     let text = |v: &str| Value::Text(v.to_owned());
     let opt_text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
@@ -106,7 +106,7 @@ pub(super) fn connection_values(row: &StoredConnection) -> Vec<Value> {
 }
 
 /// The columns [`connection_values`] fills, in order.
-pub(super) const CONNECTION_SET: [&str; 22] = [
+const CONNECTION_SET: [&str; 22] = [
     "name",
     "description",
     "description_lc",
@@ -131,11 +131,7 @@ pub(super) const CONNECTION_SET: [&str; 22] = [
     "sealed_client_key",
 ];
 
-pub(super) fn name_taken(
-    tx: &Transaction<'_>,
-    name: &ConnectionName,
-    except: ConnectionId,
-) -> Result<bool> {
+fn name_taken(tx: &Transaction<'_>, name: &ConnectionName, except: ConnectionId) -> Result<bool> {
     tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM connections WHERE name = ?1 AND id <> ?2)",
         params![name.as_str(), except.to_string()],
@@ -145,7 +141,7 @@ pub(super) fn name_taken(
 }
 
 /// After an update or delete matched no row: `NotFound` or a stale-version `Conflict`.
-pub(super) fn missing_or_stale(tx: &Transaction<'_>, id: ConnectionId) -> Error {
+fn missing_or_stale(tx: &Transaction<'_>, id: ConnectionId) -> Error {
     let exists = tx
         .query_row(
             "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
@@ -184,7 +180,7 @@ pub(super) fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<Connection> {
 
 /// Collects every row of a query through `f`.
 /// A grant from its `user_id`, `team_id` and `level` columns.
-pub(super) fn grant_from_row(row: &rusqlite::Row<'_>) -> Result<Grant> {
+fn grant_from_row(row: &rusqlite::Row<'_>) -> Result<Grant> {
     let t = "grants";
     let level: GrantLevel = get_parsed(row, t, "level")?;
     let user = codec::get_opt_uuid(row, t, "user_id")?;

@@ -29,7 +29,7 @@ pub(super) const LIST_FROM_CONNECTIONS: ListSource = ListSource {
     viewers: None,
 };
 
-pub(super) const LIST_FROM_SEARCH: ListSource = ListSource {
+const LIST_FROM_SEARCH: ListSource = ListSource {
     id: "s.connection_id",
     owner: "s.owner",
     viewers: Some("s.viewers"),
@@ -42,7 +42,7 @@ pub(super) const LIST_FROM_SEARCH: ListSource = ListSource {
 /// row of each match by key (`CROSS JOIN` keeps that order); shorter searches, which have no
 /// trigram, scan the search text with `LIKE`. A search containing the field separator matches
 /// nothing, as no field may contain it.
-pub(super) fn search_clause(search: &str, params: &mut Vec<Value>) -> (String, String) {
+fn search_clause(search: &str, params: &mut Vec<Value>) -> (String, String) {
     let scan = String::from("FROM connection_search s");
     let folded = search_fold(search);
     if folded.contains(SEARCH_SEPARATOR) {
