@@ -12,7 +12,8 @@
 //!   the change is not made either. Appends are serialized (one writer at a time, across every
 //!   process sharing the store), so the chain stays linear.
 //! - **Optimistic concurrency.** Updates and deletes name the version they read; a stale version
-//!   is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict), never a silent overwrite (S26).
+//!   is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) on `version`
+//!   ([`Error::is_stale`](crate::Error::is_stale)), never a silent overwrite (S26).
 //! - **Visibility in SQL.** Listing filters, counts, sorts and pages in SQL, restricted in SQL to
 //!   what the caller may view ([`Visibility`]), so invisible rows never leave the store.
 //!
@@ -23,6 +24,14 @@
 //!
 //! It must never: hold a plaintext secret (only [`SealedSecrets`] and token hashes), log a
 //! value of a secret column, or decide access.
+//!
+//! The contract is split by area, one trait each, with [`Store`] their sum: [`ConnectionStore`]
+//! (connections and grants), [`AccountStore`] (users, teams, tokens, the directory),
+//! [`SessionStore`], [`AuditStore`], [`HealthStore`] (checks, leases, events between processes)
+//! and [`AdminStore`] (the target policy and the keys). Each backend implements them in one file
+//! per area; what both backends do alike (rebuilding a connection from its columns, page bounds)
+//! is in `columns.rs`. Code holding an `Arc<dyn Store>` calls every area's methods through it;
+//! code holding a concrete store imports the traits it calls ([`prelude`]).
 
 mod columns;
 mod migrate;
@@ -145,8 +154,8 @@ pub const EVENTS_CHANNEL: &str = "datahub_events";
 
 /// The storage contract: the sum of its areas. Every backend implements each area's trait; the
 /// blanket impl makes it a `Store`, so the Hub holds one `Arc<dyn Store>` and calls any area's
-/// methods through it (bring the area traits into scope with [`prelude`]). See the module docs
-/// for the rules every backend keeps.
+/// methods through it (a trait object's supertrait methods need no import; a concrete store's
+/// do: see [`prelude`]). See the module docs for the rules every backend keeps.
 pub trait Store:
     ConnectionStore
     + AccountStore
@@ -175,8 +184,8 @@ impl<T> Store for T where
 {
 }
 
-/// The store's traits, to call a store's methods through `Arc<dyn Store>`:
-/// `use datahub_core::store::prelude::*;`.
+/// The store's traits, to call the methods of a concrete store (e.g. a `SqliteStore` in a
+/// test): `use datahub_core::store::prelude::*;`. Through `Arc<dyn Store>` they need no import.
 pub mod prelude {
     pub use super::{
         AccountStore, AdminStore, AuditStore, ConnectionStore, HealthStore, SessionStore, Store,
