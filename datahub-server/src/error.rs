@@ -152,7 +152,7 @@ impl From<CoreError> for ApiError {
         let (status, code) = match e.kind() {
             ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ErrorKind::Conflict if e.field() == Some("version") => {
+            ErrorKind::Conflict if e.is_stale() => {
                 return Self::stale();
             }
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),

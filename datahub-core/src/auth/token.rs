@@ -26,7 +26,7 @@ const TOKEN_BODY_LEN: usize = 43;
 pub struct NewToken {
     /// The token text. Show it once; never store or log it.
     pub token: ApiToken,
-    /// SHA-256 of the token text, for [`StoredToken::hash`].
+    /// SHA-256 of the token text, for [`StoredToken::hash`](crate::store::StoredToken::hash).
     pub hash: [u8; 32],
 }
 

@@ -256,7 +256,7 @@ impl Hub {
             .authorize::<act::ConnectionUpdate>(principal, id)
             .await?;
         if row.version != expected_version {
-            return Err(stale());
+            return Err(Error::stale());
         }
         let outcome = patch.apply(&row.spec)?;
         outcome.check_password_requirement()?;
@@ -401,7 +401,7 @@ impl Hub {
             }
         };
         if row.version != expected_version {
-            return Err(stale());
+            return Err(Error::stale());
         }
         let mut grantees: Vec<Grantee> = new_grants.iter().map(|g| g.grantee).collect();
         grantees.sort_unstable();
@@ -457,14 +457,6 @@ impl Hub {
 
 fn not_found() -> Error {
     Error::new(ErrorKind::NotFound, "connection not found")
-}
-
-fn stale() -> Error {
-    Error::new(
-        ErrorKind::Conflict,
-        "the connection changed since it was read: reload it and apply the edit again",
-    )
-    .with_field("version")
 }
 
 /// The libpq URL of a connection, password included.

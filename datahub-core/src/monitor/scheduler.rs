@@ -118,7 +118,7 @@ pub struct MonitorStats {
     /// its task to be polled), to the microsecond.
     pub max_main_lane_wait: Duration,
     /// Due checks not run because another process sharing the store had claimed them
-    /// ([`Store::lease_check`]).
+    /// ([`HealthStore::lease_check`](crate::store::HealthStore::lease_check)).
     pub leases_lost: u64,
     /// Events received from other processes sharing the store and published here.
     pub remote_events: u64,

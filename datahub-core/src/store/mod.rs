@@ -12,7 +12,8 @@
 //!   the change is not made either. Appends are serialized (one writer at a time, across every
 //!   process sharing the store), so the chain stays linear.
 //! - **Optimistic concurrency.** Updates and deletes name the version they read; a stale version
-//!   is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict), never a silent overwrite (S26).
+//!   is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) on `version`
+//!   ([`Error::is_stale`](crate::Error::is_stale)), never a silent overwrite (S26).
 //! - **Visibility in SQL.** Listing filters, counts, sorts and pages in SQL, restricted in SQL to
 //!   what the caller may view ([`Visibility`]), so invisible rows never leave the store.
 //!
@@ -23,7 +24,16 @@
 //!
 //! It must never: hold a plaintext secret (only [`SealedSecrets`] and token hashes), log a
 //! value of a secret column, or decide access.
+//!
+//! The contract is split by area, one trait each, with [`Store`] their sum: [`ConnectionStore`]
+//! (connections and grants), [`AccountStore`] (users, teams, tokens, the directory),
+//! [`SessionStore`], [`AuditStore`], [`HealthStore`] (checks, leases, events between processes)
+//! and [`AdminStore`] (the target policy and the keys). Each backend implements them in one file
+//! per area; what both backends do alike (rebuilding a connection from its columns, page bounds)
+//! is in `columns.rs`. Code holding an `Arc<dyn Store>` calls every area's methods through it;
+//! code holding a concrete store imports the traits it calls ([`prelude`]).
 
+mod columns;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;
@@ -60,7 +70,7 @@ pub struct SealedSecrets {
 }
 
 /// A saved connection as a store holds it: metadata plus sealed secrets. Only the Hub and the
-/// stores see it; adapters get a [`Connection`](crate::model::Connection), which has none.
+/// stores see it; adapters get a [`Connection`], which has none.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredConnection {
     /// Id (UUID v7).
@@ -127,7 +137,7 @@ pub struct KekUsage {
     pub rows: u64,
 }
 
-/// A won claim on one connection's check ([`Store::lease_check`]).
+/// A won claim on one connection's check ([`HealthStore::lease_check`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckLease {
     /// Who held the claim before this one (`None`: nobody ever claimed this connection's
@@ -142,11 +152,56 @@ pub struct CheckLease {
 /// The channel processes sharing a store tell each other events on (PostgreSQL `NOTIFY`).
 pub const EVENTS_CHANNEL: &str = "datahub_events";
 
-/// The storage contract. See the module docs for the rules every backend keeps.
-#[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    // --- connections ---
+/// The storage contract: the sum of its areas. Every backend implements each area's trait; the
+/// blanket impl makes it a `Store`, so the Hub holds one `Arc<dyn Store>` and calls any area's
+/// methods through it (a trait object's supertrait methods need no import; a concrete store's
+/// do: see [`prelude`]). See the module docs for the rules every backend keeps.
+pub trait Store:
+    ConnectionStore
+    + AccountStore
+    + SessionStore
+    + AuditStore
+    + HealthStore
+    + AdminStore
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
 
+impl<T> Store for T where
+    T: ConnectionStore
+        + AccountStore
+        + SessionStore
+        + AuditStore
+        + HealthStore
+        + AdminStore
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The store's traits, to call the methods of a concrete store (e.g. a `SqliteStore` in a
+/// test): `use datahub_core::store::prelude::*;`. Through `Arc<dyn Store>` they need no import.
+pub mod prelude {
+    pub use super::{
+        AccountStore, AdminStore, AuditStore, ConnectionStore, HealthStore, SessionStore, Store,
+    };
+}
+
+/// Connections and the grants on them.
+///
+/// Optimistic concurrency: updates, deletes and grant changes name the version they read; a
+/// stale version is a `Conflict` on `version` ([`Error::is_stale`](crate::Error::is_stale)),
+/// never a silent overwrite (S26), and a missing connection is `NotFound`. Listing filters,
+/// counts, sorts and pages in SQL, restricted in SQL to what the caller may view
+/// ([`Visibility`]), so invisible rows never leave the store. Each write appends its audit
+/// event in its own transaction.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
     /// Inserts a new connection (version 1) and appends `audit`.
     /// Errors: `Conflict` naming the field `name` when the name is taken.
     async fn insert_connection(&self, row: &StoredConnection, audit: &AuditEvent) -> Result<()>;
@@ -189,8 +244,6 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         visibility: &Visibility,
     ) -> Result<Page<Connection>>;
 
-    // --- grants ---
-
     /// Replaces the set of grants on a connection if its version is still `expected_version`,
     /// and bumps the version (grants are part of what the connection's version covers, so a
     /// concurrent change is never silently overwritten: S26); appends `audit`. Returns the new
@@ -210,9 +263,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The grants on a connection with each grantee's name (the user's login name, the team's
     /// name), in the order of [`Self::grants`]: users' before teams'. One query.
     async fn named_grants(&self, id: ConnectionId) -> Result<Vec<NamedGrant>>;
+}
 
-    // --- users, teams, tokens ---
-
+/// Users, teams, API tokens and the name directory.
+///
+/// A taken user name or team name is a `Conflict` naming the field; an unknown user or team is
+/// `NotFound`. It keeps a user's password hash and a token's SHA-256, never a password or a
+/// token. Each write appends its audit event in its own transaction, but recording a token's use
+/// ([`Self::touch_token`]), which is not audited.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     /// Inserts a user; appends `audit`. Errors: `Conflict` on `username` when taken.
     async fn insert_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()>;
 
@@ -268,9 +328,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// condition makes a use within the minute a no-op, so replicas racing write once. Returns
     /// whether a row changed. Not audited.
     async fn touch_token(&self, id: TokenId, at: OffsetDateTime) -> Result<bool>;
+}
 
-    // --- sessions ---
-
+/// Browser sessions: the SHA-256 of each session token, never the token.
+///
+/// A session starts from a login, which is audited on its own, so inserting, touching and
+/// pruning sessions are not audited; ending sessions (a logout, a user's sessions, an account
+/// change that ends them) appends its audit event in the same transaction.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Inserts a session. Not audited on its own: a session starts from a login, which is.
     /// Errors: `NotFound` on `user_id` for an unknown user; `Conflict` when the id or hash is
     /// stored already.
@@ -294,7 +360,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes every session of `user` and appends `audit` (always); returns how many ended.
     async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64>;
 
-    /// As [`Self::update_user`], and in the same transaction deletes every session of the user
+    /// As [`AccountStore::update_user`], and in the same transaction deletes every session of the user
     /// (for a disabled account or a new password) and, when the row says the account is
     /// disabled, revokes every token of the user not yet revoked (at `updated_at`), so enabling
     /// it again revives none (S33); returns how many sessions ended.
@@ -309,9 +375,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `idle_before`; returns how many. Not audited (housekeeping of sessions already over).
     async fn prune_sessions(&self, now: OffsetDateTime, idle_before: OffsetDateTime)
     -> Result<u64>;
+}
 
-    // --- audit ---
-
+/// The audit log: one hash chain, appended to one writer at a time across every process sharing
+/// the store, so it stays linear. Every other write appends its event inside its own
+/// transaction; this trait appends an event on its own and reads the chain back.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Appends an event on its own (e.g. a denied attempt, a login) and returns the stored
     /// record.
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
@@ -321,9 +391,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// One page of the log matching `query`, newest first.
     async fn audit_page(&self, query: &AuditQuery) -> Result<Page<AuditRecord>>;
+}
 
-    // --- health ---
-
+/// Health checks and their history, the check leases that split the checks between processes
+/// sharing the store, and the events those processes tell each other.
+///
+/// None of it is audited: it is the monitor's own bookkeeping. A check of a connection deleted
+/// meanwhile is dropped without error; a lease is atomic across every process sharing the store.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
     /// Records a check and sets the connection's current health to `health`, in one
     /// transaction (the history row and one upsert of the summary row). `health.facts`: `Some`
     /// replaces the stored facts, `None` keeps them (a check that did not reach the server does
@@ -375,16 +451,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn subscribe_events(&self) -> Option<mpsc::Receiver<String>> {
         None
     }
+}
 
-    // --- policy ---
-
+/// The admin's target policy and the keys: which KEK wraps each data key, the rewrapping of
+/// key rotation (compare and swap, so two rotations at once cannot lose a key) and the start-up
+/// key checks (S28). Saving the policy and retiring a key check append their audit events in the
+/// same transaction.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
     /// The target policy (the default until one is saved).
     async fn policy(&self) -> Result<TargetPolicy>;
 
     /// Saves the target policy; appends `audit`.
     async fn set_policy(&self, policy: &TargetPolicy, audit: &AuditEvent) -> Result<()>;
-
-    // --- keys ---
 
     /// How many stored data keys each KEK id wraps (ids with no rows are absent).
     async fn kek_usage(&self) -> Result<Vec<KekUsage>>;

@@ -12,25 +12,15 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{KekId, SealedValue, WrappedDek};
 use crate::model::{
-    ApplicationName, CertificatePem, Check, CheckFacts, ConnectOptions, Connection, ConnectionName,
-    ConnectionSpec, DatabaseName, Description, Health, HealthStatus, Host, Monitoring, NamedGrant,
-    Port, ServerInfo, Tags, TargetPolicy, TlsInfo, TlsSettings, TokenInfo, User, Username,
+    Check, CheckFacts, Connection, ConnectionSpec, Health, HealthStatus, NamedGrant, ServerInfo,
+    TargetPolicy, TlsInfo, TokenInfo, User,
 };
 use crate::rbac::{Grant, GrantLevel, Grantee};
 use crate::store::{SealedSecrets, StoredConnection, StoredToken, StoredUser};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
-/// The error for a stored value that the model refuses.
-pub(super) fn corrupt(table: &'static str, cause: Error) -> Error {
-    Error::new(ErrorKind::Store, format!("corrupt row in {table}")).with_source(cause)
-}
-
-fn corrupt_value(table: &'static str, column: &str) -> Error {
-    Error::new(
-        ErrorKind::Store,
-        format!("corrupt row in {table}: column {column} holds an invalid value"),
-    )
-}
+pub(super) use crate::store::columns::corrupt;
+use crate::store::columns::{CONNECTIONS, ConnectionColumns, SpecColumns, corrupt_value};
 
 /// Reads one column; a missing column, a NULL where none may be, or a value of the wrong type is
 /// a corrupt row.
@@ -147,9 +137,7 @@ pub(super) fn like_pattern(needle: &str) -> String {
     p
 }
 
-const CONNECTIONS: &str = "connections";
-
-/// The columns [`spec_from_row`] and [`connection_meta`] read, from the table alias `c`.
+/// The columns [`connection_meta`] reads, from the table alias `c`.
 pub(super) const SPEC_COLUMNS: &str = "c.id, c.name, c.description, c.engine, c.host, c.port, \
     c.database_name, c.username, c.tls_mode, c.tls_ca_cert_pem, c.tls_client_cert_pem, \
     c.tls_channel_binding, c.connect_timeout_ms, c.application_name, c.tags, \
@@ -170,80 +158,38 @@ pub(super) const HEALTH_COLUMNS: &str = "h.status AS h_status, h.checked_at AS h
     h.tls_cipher AS h_tls_cipher, h.tls_peer_subject AS h_tls_peer_subject, \
     h.tls_peer_not_after AS h_tls_peer_not_after";
 
-/// Rebuilds a spec from its columns, validating every field again.
-fn spec_from_row(row: &Row) -> Result<ConnectionSpec> {
+/// The non-secret columns of a connection row (with [`SPEC_COLUMNS`]), rebuilt.
+fn connection_meta(row: &Row) -> Result<ConnectionColumns> {
     let t = CONNECTIONS;
-    let c = |e: Error| corrupt(t, e);
-    let cert = |column: &str, field: &'static str| -> Result<Option<CertificatePem>> {
-        get::<Option<&str>>(row, t, column)?
-            .map(|s| CertificatePem::parse(field, s).map_err(c))
-            .transpose()
-    };
-    let tls = TlsSettings::new(
-        get_parsed(row, t, "tls_mode")?,
-        cert("tls_ca_cert_pem", "tls.ca_cert_pem")?,
-        cert("tls_client_cert_pem", "tls.client_cert_pem")?,
-        get_parsed(row, t, "tls_channel_binding")?,
-    )
-    .map_err(c)?;
-    let application_name = get::<Option<&str>>(row, t, "application_name")?
-        .map(ApplicationName::parse)
-        .transpose()
-        .map_err(c)?;
-    let options = ConnectOptions::new(
-        Some(get_i32_as_i64(row, t, "connect_timeout_ms")?),
-        application_name,
-    )
-    .map_err(c)?;
-    let monitoring = Monitoring::new(
-        Some(get(row, t, "monitoring_enabled")?),
-        Some(get_i32_as_i64(row, t, "monitoring_interval_s")?),
-        Some(get_i32_as_i64(row, t, "monitoring_slow_ms")?),
-    )
-    .map_err(c)?;
-    let tags: Vec<String> = get(row, t, "tags")?;
-    Ok(ConnectionSpec {
-        name: ConnectionName::parse(get(row, t, "name")?).map_err(c)?,
-        description: get::<Option<&str>>(row, t, "description")?
-            .map(Description::parse)
-            .transpose()
-            .map_err(c)?,
-        engine: get_parsed(row, t, "engine")?,
-        host: Host::parse(get(row, t, "host")?).map_err(c)?,
-        port: Port::new(get_i32_as_i64(row, t, "port")?).map_err(c)?,
-        database: DatabaseName::parse(get(row, t, "database_name")?).map_err(c)?,
-        username: Username::parse(get(row, t, "username")?).map_err(c)?,
-        tls,
-        options,
-        tags: Tags::parse(&tags).map_err(c)?,
-        monitoring,
-    })
-}
-
-/// The non-secret metadata of a connection row.
-struct Meta {
-    id: ConnectionId,
-    spec: ConnectionSpec,
-    owner: UserId,
-    version: u64,
-    created_at: OffsetDateTime,
-    updated_at: OffsetDateTime,
-}
-
-fn connection_meta(row: &Row) -> Result<Meta> {
-    let t = CONNECTIONS;
-    let version = get_u64(row, t, "version")?;
-    if version == 0 {
-        return Err(corrupt_value(t, "version"));
+    let tags: Vec<&str> = get(row, t, "tags")?;
+    let spec = SpecColumns {
+        name: get(row, t, "name")?,
+        description: get(row, t, "description")?,
+        engine: get(row, t, "engine")?,
+        host: get(row, t, "host")?,
+        port: get_i32_as_i64(row, t, "port")?,
+        database: get(row, t, "database_name")?,
+        username: get(row, t, "username")?,
+        tls_mode: get(row, t, "tls_mode")?,
+        ca_cert_pem: get(row, t, "tls_ca_cert_pem")?,
+        client_cert_pem: get(row, t, "tls_client_cert_pem")?,
+        channel_binding: get(row, t, "tls_channel_binding")?,
+        connect_timeout_ms: get_i32_as_i64(row, t, "connect_timeout_ms")?,
+        application_name: get(row, t, "application_name")?,
+        tags,
+        monitoring_enabled: get(row, t, "monitoring_enabled")?,
+        monitoring_interval_s: get_i32_as_i64(row, t, "monitoring_interval_s")?,
+        monitoring_slow_ms: get_i32_as_i64(row, t, "monitoring_slow_ms")?,
     }
-    Ok(Meta {
-        id: ConnectionId::from_uuid(get(row, t, "id")?),
-        spec: spec_from_row(row)?,
-        owner: UserId::from_uuid(get(row, t, "owner")?),
-        version,
-        created_at: get(row, t, "created_at")?,
-        updated_at: get(row, t, "updated_at")?,
-    })
+    .into_spec()?;
+    ConnectionColumns::new(
+        ConnectionId::from_uuid(get(row, t, "id")?),
+        spec,
+        UserId::from_uuid(get(row, t, "owner")?),
+        get_u64(row, t, "version")?,
+        get(row, t, "created_at")?,
+        get(row, t, "updated_at")?,
+    )
 }
 
 /// Parses a wrapped data key and checks that it names the KEK its `kek_id` column says.
@@ -266,19 +212,11 @@ pub(super) fn connection_row(row: &Row) -> Result<StoredConnection> {
         .map(SealedValue::parse)
         .transpose()
         .map_err(|e| corrupt(t, e))?;
-    Ok(StoredConnection {
-        id: meta.id,
-        spec: meta.spec,
-        owner: meta.owner,
-        version: meta.version,
-        created_at: meta.created_at,
-        updated_at: meta.updated_at,
-        secrets: SealedSecrets {
-            dek: wrapped_dek(row, t)?,
-            password,
-            client_key_pem,
-        },
-    })
+    Ok(meta.sealed(SealedSecrets {
+        dek: wrapped_dek(row, t)?,
+        password,
+        client_key_pem,
+    }))
 }
 
 /// The current health from [`HEALTH_COLUMNS`]; no health row is `unknown`, never checked.
@@ -373,18 +311,7 @@ fn facts_from_row(row: &Row) -> Result<Option<CheckFacts>> {
 
 /// A summary row (with [`SPEC_COLUMNS`] and [`HEALTH_COLUMNS`]).
 pub(super) fn connection_summary(row: &Row) -> Result<Connection> {
-    let meta = connection_meta(row)?;
-    Ok(Connection {
-        id: meta.id,
-        spec: meta.spec,
-        owner: meta.owner,
-        version: meta.version,
-        // Every stored connection has a sealed password (the column is NOT NULL).
-        password_set: true,
-        created_at: meta.created_at,
-        updated_at: meta.updated_at,
-        health: health_from_row(row)?,
-    })
+    Ok(connection_meta(row)?.shown(health_from_row(row)?))
 }
 
 /// One `(id, wrapped_dek, kek_id)` row of a rotation batch.

@@ -1,15 +1,17 @@
-//! The PostgreSQL side of sessions (migration 4): the SQL behind the `Store` session methods,
-//! kept apart from the rest of the store so the two change independently. Sessions live here so
-//! they survive a restart and every replica sees the same ones.
+//! The PostgreSQL side of sessions (migration 4, [`SessionStore`]): the SHA-256 of each session
+//! token, never the token. Sessions live here so they survive a restart and every replica sees
+//! the same ones.
 
+use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use super::PostgresStore;
+use super::audit::append_in;
 use super::codec::get;
 use super::error::{db, is_foreign_key_violation, is_unique_violation};
-use super::{PostgresStore, append_in, not_found};
 use crate::audit::AuditEvent;
-use crate::store::{StoredSession, StoredUser};
+use crate::store::{SessionStore, StoredSession, StoredUser};
 use crate::{Error, ErrorKind, Result, SessionId, UserId};
 
 /// The columns [`session_row`] reads.
@@ -38,8 +40,9 @@ fn session_row(row: &Row) -> Result<StoredSession> {
     })
 }
 
-impl PostgresStore {
-    pub(super) async fn insert_session_row(&self, s: &StoredSession) -> Result<()> {
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn insert_session(&self, s: &StoredSession) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -69,10 +72,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn session_row_by_hash(
-        &self,
-        hash: &[u8; 32],
-    ) -> Result<Option<StoredSession>> {
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
         let client = self.client().await?;
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1");
         client
@@ -83,7 +83,7 @@ impl PostgresStore {
             .transpose()
     }
 
-    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"
@@ -95,11 +95,7 @@ impl PostgresStore {
         rows.iter().map(session_row).collect()
     }
 
-    pub(super) async fn touch_session_row(
-        &self,
-        id: SessionId,
-        at: OffsetDateTime,
-    ) -> Result<bool> {
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {
         let client = self.client().await?;
         let n = client
             .execute(
@@ -111,11 +107,7 @@ impl PostgresStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn delete_session_row(
-        &self,
-        id: SessionId,
-        audit: &AuditEvent,
-    ) -> Result<bool> {
+    async fn delete_session(&self, id: SessionId, audit: &AuditEvent) -> Result<bool> {
         const DOING: &str = "ending a session";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
@@ -131,11 +123,7 @@ impl PostgresStore {
         Ok(true)
     }
 
-    pub(super) async fn delete_session_rows_of(
-        &self,
-        user: UserId,
-        audit: &AuditEvent,
-    ) -> Result<u64> {
+    async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64> {
         const DOING: &str = "ending a user's sessions";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
@@ -148,7 +136,7 @@ impl PostgresStore {
         Ok(n)
     }
 
-    pub(super) async fn update_user_and_sessions(
+    async fn update_user_ending_sessions(
         &self,
         user: &StoredUser,
         audit: &AuditEvent,
@@ -171,7 +159,7 @@ impl PostgresStore {
             .await
             .map_err(|e| db(DOING, e))?;
         if updated == 0 {
-            return Err(not_found("user"));
+            return Err(Error::not_found("user"));
         }
         let ended = tx
             .execute(
@@ -194,7 +182,7 @@ impl PostgresStore {
         Ok(ended)
     }
 
-    pub(super) async fn prune_session_rows(
+    async fn prune_sessions(
         &self,
         now: OffsetDateTime,
         idle_before: OffsetDateTime,

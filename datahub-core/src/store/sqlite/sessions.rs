@@ -1,13 +1,15 @@
-//! The SQLite side of sessions (migration 4): the SQL behind the `Store` session methods, kept
-//! apart from the rest of the store so the two change independently.
+//! The SQLite side of sessions (migration 4, [`SessionStore`]): the SHA-256 of each session
+//! token, never the token.
 
+use async_trait::async_trait;
 use rusqlite::{Row, params};
 use time::OffsetDateTime;
 
+use super::audit::append_audit_in;
 use super::codec::{get, get_time, get_uuid, micros};
-use super::{SqliteStore, append_audit_in, collect, conflict, db_error, not_found, row_exists};
+use super::{SqliteStore, collect, conflict, db_error, row_exists};
 use crate::audit::AuditEvent;
-use crate::store::{StoredSession, StoredUser};
+use crate::store::{SessionStore, StoredSession, StoredUser};
 use crate::{Error, ErrorKind, Result, SessionId, UserId};
 
 const TABLE: &str = "sessions";
@@ -36,8 +38,9 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-impl SqliteStore {
-    pub(super) async fn insert_session_row(&self, session: &StoredSession) -> Result<()> {
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, session: &StoredSession) -> Result<()> {
         let s = session.clone();
         self.pool
             .write(move |tx| {
@@ -47,7 +50,7 @@ impl SqliteStore {
                     "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
                     &user,
                 )? {
-                    return Err(not_found("user_id", "no such user"));
+                    return Err(Error::not_found("user").with_field("user_id"));
                 }
                 let taken: bool = tx
                     .query_row(
@@ -80,10 +83,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn session_row_by_hash(
-        &self,
-        hash: &[u8; 32],
-    ) -> Result<Option<StoredSession>> {
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
         let hash = *hash;
         self.pool
             .read(move |conn| {
@@ -98,7 +98,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
         self.pool
             .read(move |conn| {
                 collect(
@@ -111,11 +111,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn touch_session_row(
-        &self,
-        id: SessionId,
-        at: OffsetDateTime,
-    ) -> Result<bool> {
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {
         self.pool
             .write(move |tx| {
                 let n = tx
@@ -130,11 +126,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn delete_session_row(
-        &self,
-        id: SessionId,
-        audit: &AuditEvent,
-    ) -> Result<bool> {
+    async fn delete_session(&self, id: SessionId, audit: &AuditEvent) -> Result<bool> {
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
@@ -150,11 +142,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn delete_session_rows_of(
-        &self,
-        user: UserId,
-        audit: &AuditEvent,
-    ) -> Result<u64> {
+    async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64> {
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
@@ -170,7 +158,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn update_user_and_sessions(
+    async fn update_user_ending_sessions(
         &self,
         user: &StoredUser,
         audit: &AuditEvent,
@@ -194,7 +182,7 @@ impl SqliteStore {
                     )
                     .map_err(db_error)?;
                 if changed == 0 {
-                    return Err(not_found("user_id", "no such user"));
+                    return Err(Error::not_found("user").with_field("user_id"));
                 }
                 let ended = tx
                     .execute("DELETE FROM sessions WHERE user_id = ?1", [&id])
@@ -214,7 +202,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn prune_session_rows(
+    async fn prune_sessions(
         &self,
         now: OffsetDateTime,
         idle_before: OffsetDateTime,

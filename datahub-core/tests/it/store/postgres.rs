@@ -18,7 +18,7 @@ use datahub_core::monitor::{
 };
 use datahub_core::secret::Password;
 use datahub_core::store::postgres::MIGRATIONS;
-use datahub_core::store::{PostgresOptions, PostgresStore, Store};
+use datahub_core::store::{AccountStore, HealthStore, PostgresOptions, PostgresStore, Store};
 use datahub_core::{ConnectionId, ErrorKind};
 use datahub_testkit::{PgCluster, User};
 
