@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::api::connection::Secret;
-use crate::api::user::{NewUser, OwnPasswordChange, UserAccount, UserChange};
+use crate::api::user::{NewUser, OwnPasswordChange, User, UserChange};
 use crate::auth::{Authed, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
@@ -36,7 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/api/v1/users",
     tag = "users",
     responses(
-        (status = 200, body = [UserAccount]),
+        (status = 200, body = [User]),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody)
     )
@@ -44,9 +44,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn list_users(
     State(state): State<AppState>,
     Authed(principal): Authed,
-) -> ApiResult<Json<Vec<UserAccount>>> {
+) -> ApiResult<Json<Vec<User>>> {
     let users = state.hub().users(&principal).await?;
-    Ok(Json(users.into_iter().map(UserAccount::from).collect()))
+    Ok(Json(users.into_iter().map(User::from).collect()))
 }
 
 /// Creates an account (admins).
@@ -56,7 +56,7 @@ async fn list_users(
     tag = "users",
     request_body = NewUser,
     responses(
-        (status = 201, body = UserAccount),
+        (status = 201, body = User),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
@@ -77,7 +77,7 @@ async fn create_user(
             body.role.into(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(UserAccount::from(user))).into_response())
+    Ok((StatusCode::CREATED, Json(User::from(user))).into_response())
 }
 
 /// One account (admins).
@@ -87,7 +87,7 @@ async fn create_user(
     tag = "users",
     params(("id" = Uuid, Path, description = "the user's id")),
     responses(
-        (status = 200, body = UserAccount),
+        (status = 200, body = User),
         (status = 400, description = "the id is not a UUID", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
@@ -98,7 +98,7 @@ async fn get_user(
     State(state): State<AppState>,
     Authed(principal): Authed,
     ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<UserAccount>> {
+) -> ApiResult<Json<User>> {
     let id = UserId::from_uuid(id);
     let user = state
         .hub()
@@ -119,7 +119,7 @@ async fn get_user(
     params(("id" = Uuid, Path, description = "the user's id")),
     request_body = UserChange,
     responses(
-        (status = 200, body = UserAccount),
+        (status = 200, body = User),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
         (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
@@ -132,7 +132,7 @@ async fn update_user(
     Authed(principal): Authed,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UserChange>,
-) -> ApiResult<Json<UserAccount>> {
+) -> ApiResult<Json<User>> {
     let update = UserUpdate {
         role: body.role.map(Role::from),
         disabled: body.disabled,

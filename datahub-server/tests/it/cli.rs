@@ -278,8 +278,8 @@ fn users_tokens_policy_and_a_tampered_audit_log() {
         ]
     );
     for r in rows {
-        assert_eq!(r["actor"], format!("operator:{OS_USER}"));
-        assert_eq!(r["actor_id"], Value::Null);
+        assert_eq!(r["actor_name"], format!("operator:{OS_USER}"));
+        assert_eq!(r["actor"], Value::Null);
         assert_eq!(r["outcome"], "ok");
         assert!(r["request_id"].as_str().unwrap().starts_with("cli-"));
     }
