@@ -13,13 +13,12 @@ use datahub_core::rbac::Role;
 use datahub_core::{ErrorKind, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::api::connection::Secret;
 use crate::api::user::{NewUser, OwnPasswordChange, User, UserChange};
 use crate::auth::{Authed, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, PathId};
 use crate::state::AppState;
 
 /// `/api/v1/users`, `/api/v1/users/{id}`, `/api/v1/users/me/password`.
@@ -97,9 +96,8 @@ async fn create_user(
 async fn get_user(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ApiPath(id): ApiPath<Uuid>,
+    PathId(id): PathId<UserId>,
 ) -> ApiResult<Json<User>> {
-    let id = UserId::from_uuid(id);
     let user = state
         .hub()
         .users(&principal)
@@ -130,7 +128,7 @@ async fn get_user(
 async fn update_user(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ApiPath(id): ApiPath<Uuid>,
+    PathId(id): PathId<UserId>,
     ApiJson(body): ApiJson<UserChange>,
 ) -> ApiResult<Json<User>> {
     let update = UserUpdate {
@@ -138,10 +136,7 @@ async fn update_user(
         disabled: body.disabled,
         password: body.password.map(Secret::into_inner),
     };
-    let user = state
-        .hub()
-        .update_user(&principal, UserId::from_uuid(id), update)
-        .await?;
+    let user = state.hub().update_user(&principal, id, update).await?;
     Ok(Json(user.into()))
 }
 
