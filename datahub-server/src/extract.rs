@@ -49,8 +49,8 @@ where
             )
             .with_field("body")
         })?;
-        // The field of an error comes from serde's structured position (see `ApiError`'s
-        // `From<serde_path_to_error::Error<_>>`), never from its message.
+        // The field of an error comes from serde's structured position (see `crate::reject`),
+        // never from its message.
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let Object(value) = serde_path_to_error::deserialize(&mut deserializer)?;
         deserializer.end().map_err(|_| {
@@ -190,10 +190,25 @@ fn if_match(headers: &HeaderMap) -> Result<u64, ApiError> {
     digits.parse::<u64>().map_err(|_| malformed())
 }
 
-/// `axum::extract::Query` answering a rejection with [`ApiError`].
-#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// A query string read into `T` (as `axum::extract::Query` reads it), rejected with an
+/// [`ApiError`] naming the parameter from serde's structured position (see [`crate::reject`]).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        Ok(Self(serde_path_to_error::deserialize(deserializer)?))
+    }
+}
 
 #[cfg(test)]
 mod tests {
