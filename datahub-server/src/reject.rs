@@ -10,8 +10,8 @@
 //! types (no input precedes it); the name is taken from there and must look like one.
 //!
 //! The message keeps serde's kind of error ("wrong type", "unknown field", …) and what was
-//! expected, in JSON's words ([`json_words`]), and drops the value (S8: a password typed into
-//! the wrong field must not come back).
+//! expected, in JSON's words, and drops the value (S8: a password typed into the wrong field
+//! must not come back).
 
 use axum::http::StatusCode;
 use serde_path_to_error::{Path, Segment};
