@@ -6,39 +6,9 @@
 //! timings, a token's secret, id and creation time, the last use of the token the API calls are
 //! made with, and how many entries an intact chain holds (each verification is audited).
 
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 
 use super::*;
-
-/// One request through the app as the bearer of `token`: the status and the JSON body.
-async fn api_send(
-    app: &axum::Router,
-    method: Method,
-    uri: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    use http_body_util::BodyExt as _;
-    use tower::ServiceExt as _;
-    let request = axum::http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("authorization", format!("Bearer {token}"));
-    let request = match body {
-        Some(body) => request
-            .header("content-type", "application/json")
-            .body(axum::body::Body::from(body.to_string())),
-        None => request.body(axum::body::Body::empty()),
-    }
-    .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
 
 /// `value` without the object keys in `keys` (at the top level).
 fn without(value: &Value, keys: &[&str]) -> Value {

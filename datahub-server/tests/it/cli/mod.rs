@@ -161,12 +161,31 @@ fn add_user(cli: &Cli, name: &str, role: &str) -> Value {
 
 /// One GET through the app as the bearer of `token`: the status and the JSON body.
 async fn api_get(app: &axum::Router, uri: &str, token: &str) -> (axum::http::StatusCode, Value) {
+    api_send(app, axum::http::Method::GET, uri, token, None).await
+}
+
+/// One request through the app as the bearer of `token`, with a JSON `body` if any: the status
+/// and the JSON body of the answer.
+async fn api_send(
+    app: &axum::Router,
+    method: axum::http::Method,
+    uri: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (axum::http::StatusCode, Value) {
     use http_body_util::BodyExt as _;
     use tower::ServiceExt as _;
-    let request = axum::http::Request::get(uri)
-        .header("authorization", format!("Bearer {token}"))
-        .body(axum::body::Body::empty())
-        .unwrap();
+    let request = axum::http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"));
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body.to_string())),
+        None => request.body(axum::body::Body::empty()),
+    }
+    .unwrap();
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
