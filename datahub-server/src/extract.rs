@@ -5,6 +5,9 @@
 //! `Deserialize` also reads a struct from an array, by position, which would let `[]` pass as
 //! "no change" and `["disable"]` set the first field. [`ApiJson`] refuses a body that is not an
 //! object, and [`object`] / [`objects`] do the same for nested fields.
+//!
+//! The other parts of a request: [`ApiQuery`] reads the query string, [`PathId`] the `{id}` of
+//! a path as a core id, [`IfMatch`] the version an edit or a deletion names.
 
 use std::fmt;
 use std::marker::PhantomData;
