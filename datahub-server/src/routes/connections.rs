@@ -202,9 +202,11 @@ async fn create(
     State(state): State<AppState>,
     Authed(principal): Authed,
     Client(info): Client,
-    ApiQuery(params): ApiQuery<CreateParams>,
+    params: Result<ApiQuery<CreateParams>, ApiError>,
     ApiJson(body): ApiJson<CreateConnection>,
 ) -> ApiResult<Response> {
+    // After the body's syntax, as a malformed body is answered first.
+    let ApiQuery(params) = params?;
     let test_first = match params.test_first.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
