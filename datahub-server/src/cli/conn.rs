@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use datahub_core::ConnectionId;
-use datahub_core::hub::{Created, Hub};
+use datahub_core::hub::{Hub, SaveOutcome};
 use datahub_core::model::{Connection, ConnectionDraft, MonitoringDraft, OptionsDraft, TlsDraft};
 use datahub_core::model::{ListQuery, MAX_PER_PAGE, NamedGrant};
 use datahub_core::probe::{MAX_BUDGET, Report};
@@ -447,8 +447,8 @@ async fn add(args: AddArgs, settings: &Settings) -> CliResult {
     };
     let connection = match (test_first, owner) {
         (true, None) => match hub.create_connection_tested(&op, draft, MAX_BUDGET).await? {
-            Created::Saved { connection, .. } => *connection,
-            Created::TestFailed(report) => return test_failed(report, out.output),
+            SaveOutcome::Saved { connection, .. } => *connection,
+            SaveOutcome::NotSaved(report) => return test_failed(report, out.output),
         },
         (true, Some(owner)) => {
             let report = hub.test_draft(&op, draft.clone(), None, MAX_BUDGET).await?;

@@ -219,11 +219,11 @@ async fn create(
             .create_connection_tested(&principal, draft, MAX_BUDGET)
             .await?;
         match created {
-            datahub_core::hub::Created::Saved { connection, report } => {
+            datahub_core::hub::SaveOutcome::Saved { connection, report } => {
                 count_test(telemetry::DRAFT, &report);
                 *connection
             }
-            datahub_core::hub::Created::TestFailed(report) => {
+            datahub_core::hub::SaveOutcome::NotSaved(report) => {
                 let report = count_test(telemetry::DRAFT, &report);
                 let body = TestFailedBody {
                     error: TestFailedDetail {
@@ -242,7 +242,6 @@ async fn create(
     } else {
         state.hub().create_connection(&principal, draft).await?
     };
-    state.changed(connection.id);
     let location = HeaderValue::from_str(&format!("/api/v1/connections/{}", connection.id))
         .map_err(|_| ApiError::internal("a connection URL is not a header value"))?;
     let mut response = answer(StatusCode::CREATED, &connection)?;
@@ -314,10 +313,6 @@ async fn update(
         .hub()
         .update_connection(&principal, id, version, patch)
         .await?;
-    // An edit that changed nothing keeps its version: nothing to tell the monitor.
-    if connection.version != version {
-        state.changed(id);
-    }
     answer(StatusCode::OK, &connection)
 }
 
@@ -350,7 +345,6 @@ async fn remove(
         .hub()
         .delete_connection(&principal, id, version)
         .await?;
-    state.deleted(id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -548,8 +542,6 @@ async fn set_grants(
         .hub()
         .set_grants(&principal, id, version, &new)
         .await?;
-    // Who may see it changed: open event streams re-check it.
-    state.changed(id);
     grants_answer(StatusCode::OK, &grants)
 }
 
@@ -580,7 +572,6 @@ async fn clear_grants(
     IfMatch(version): IfMatch,
 ) -> ApiResult<Response> {
     let grants = state.hub().set_grants(&principal, id, version, &[]).await?;
-    state.changed(id);
     Ok((
         StatusCode::NO_CONTENT,
         [(header::ETAG, etag(grants.version)?)],

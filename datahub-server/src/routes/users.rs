@@ -163,10 +163,10 @@ async fn change_own_password(
     Client(client): Client,
     ApiJson(body): ApiJson<OwnPasswordChange>,
 ) -> ApiResult<StatusCode> {
-    let account = principal.username().to_owned();
     let addr = client.client_addr.as_deref();
-    // S29: the attempt is taken before the current password is checked.
-    if let Err(wait) = state.logins().attempt(&account, addr) {
+    // S29: the address's attempt is taken before the current password is checked (the hub
+    // takes the account's).
+    if let Err(wait) = state.logins().attempt(addr) {
         return Err(ApiError::rate_limited(wait));
     }
     let result = state
@@ -178,7 +178,7 @@ async fn change_own_password(
         )
         .await;
     if !matches!(&result, Err(e) if e.kind() == ErrorKind::Unauthenticated) {
-        state.logins().succeeded(&account, addr);
+        state.logins().give_back(addr);
     }
     match result {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
