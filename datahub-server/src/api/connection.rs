@@ -96,7 +96,7 @@ pub struct CreateConnection {
     /// Host name or IP literal.
     pub host: String,
     /// 1–65535. Default: 5432.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub port: Option<i64>,
     /// Database name.
     pub database: String,
@@ -141,7 +141,7 @@ pub struct DraftTest {
     /// Host name or IP literal.
     pub host: String,
     /// 1–65535. Default: 5432.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub port: Option<i64>,
     /// Database name.
     pub database: String,
@@ -192,7 +192,7 @@ pub struct TlsInput {
 #[serde(deny_unknown_fields)]
 pub struct OptionsInput {
     /// 1–5000. Default: 5000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub connect_timeout_ms: Option<i64>,
     /// Printable ASCII, up to 63 bytes.
     #[serde(default)]
@@ -207,10 +207,10 @@ pub struct MonitoringInput {
     #[serde(default)]
     pub enabled: Option<bool>,
     /// 10–86400. Default: 60.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub interval_s: Option<i64>,
     /// 1–60000. Default: 1000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub slow_ms: Option<i64>,
 }
 
@@ -319,7 +319,7 @@ pub struct PatchConnection {
     #[serde(default)]
     pub host: Option<String>,
     /// New port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub port: Option<i64>,
     /// New database.
     #[serde(default)]
@@ -374,7 +374,7 @@ pub struct TlsPatchInput {
 #[serde(deny_unknown_fields)]
 pub struct OptionsPatchInput {
     /// New connect timeout.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub connect_timeout_ms: Option<i64>,
     /// New application name; `null` removes it.
     #[serde(default, deserialize_with = "nullable")]
