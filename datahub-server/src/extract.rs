@@ -201,3 +201,48 @@ impl<'de, T: TryFrom<i64> + TryFrom<u64>> Visitor<'de> for WholeVisitor<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde::Deserialize;
+
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    struct Whole {
+        #[serde(default, deserialize_with = "whole_i64")]
+        n: Option<i64>,
+        #[serde(default, deserialize_with = "whole_u32")]
+        days: Option<u32>,
+    }
+
+    fn read(json: &str) -> Result<Whole, String> {
+        serde_json::from_str::<Whole>(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_whole_number_is_an_integer_with_or_without_a_fraction_point() {
+        assert_eq!(read(r#"{"n": 5432}"#).unwrap().n, Some(5432));
+        assert_eq!(read(r#"{"n": 5432.0}"#).unwrap().n, Some(5432));
+        assert_eq!(read(r#"{"n": -7.0, "days": 3.0}"#).unwrap().days, Some(3));
+        assert_eq!(read(r#"{"n": null}"#).unwrap().n, None);
+        assert_eq!(read("{}").unwrap().n, None);
+        for bad in [
+            r#"{"n": 54.32}"#,
+            r#"{"n": "5432"}"#,
+            r#"{"n": true}"#,
+            r#"{"n": [1]}"#,
+            r#"{"n": 1e300}"#,
+            r#"{"n": 99999999999999999999.0}"#,
+        ] {
+            assert!(read(bad).unwrap_err().contains("expected i64"), "{bad}");
+        }
+        for bad in [
+            r#"{"days": -1}"#,
+            r#"{"days": 4294967296.0}"#,
+            r#"{"days": 0.5}"#,
+        ] {
+            assert!(read(bad).unwrap_err().contains("expected u32"), "{bad}");
+        }
+    }
+}

@@ -406,3 +406,63 @@ fn merge(target: &mut Value, rule: Value) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datahub_core::model::{DatabaseName, Description};
+
+    use super::*;
+
+    /// The characters of a regex class body made of single characters and `a-b` ranges.
+    fn class(body: &str) -> Vec<(char, char)> {
+        let chars: Vec<char> = body.chars().collect();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < chars.len() {
+            if i + 2 < chars.len() && chars[i + 1] == '-' {
+                out.push((chars[i], chars[i + 2]));
+                i += 3;
+            } else {
+                out.push((chars[i], chars[i]));
+                i += 1;
+            }
+        }
+        out
+    }
+
+    fn within(ranges: &[(char, char)], c: char) -> bool {
+        ranges.iter().any(|&(a, b)| (a..=b).contains(&c))
+    }
+
+    #[test]
+    fn the_character_classes_are_the_validators() {
+        let (cc, refused, lines, ws) = (
+            class(CC),
+            class(REFUSED),
+            class(REFUSED_BUT_LINES),
+            class(WS),
+        );
+        for c in (0..=0x10_FFFF).filter_map(char::from_u32) {
+            assert_eq!(within(&cc, c), c.is_control(), "{c:?} in CC");
+            assert_eq!(within(&ws, c), c.is_whitespace(), "{c:?} in WS");
+            let inside = format!("a{c}b");
+            assert_eq!(
+                within(&refused, c),
+                DatabaseName::parse(&inside).is_err(),
+                "{c:?} in REFUSED"
+            );
+            assert_eq!(
+                within(&lines, c),
+                Description::parse(&inside).is_err(),
+                "{c:?} in REFUSED_BUT_LINES"
+            );
+        }
+    }
+
+    #[test]
+    fn every_rule_names_what_the_document_has() {
+        let mut doc = crate::routes::openapi();
+        assert_eq!(apply(&mut doc), Vec::<Missing>::new());
+        assert!(doc["paths"].as_object().is_some_and(|p| !p.is_empty()));
+    }
+}
