@@ -73,6 +73,13 @@ def map_body(ctx, body):
     return body
 
 
+def _error_field(response):
+    try:
+        return response.json()["error"].get("field")
+    except Exception:  # noqa: BLE001 - a body without the error shape names no field
+        return None
+
+
 def _error_code(response):
     try:
         return response.json()["error"]["code"]
@@ -84,6 +91,8 @@ def _error_code(response):
 def filter_failure(ctx, failure, case, response):
     """Refusals for the server's state, named by their error code, are the right answers:
 
+    - `not_found` (404) naming a body field: a member or grantee that does not exist, while the
+      resource in the path (just created, say) does;
     - `payload_too_large` (413): the body is larger than the server's limit, which is a setting
       (a team of 10,000 members fits the schema and not the default 256 KiB);
     - `precondition_failed` (412): the `If-Match` version is well formed but stale; the server
@@ -94,6 +103,10 @@ def filter_failure(ctx, failure, case, response):
       is a secret the document cannot know.
     """
     code = _error_code(response)
+    # A 404 naming a body field (`members`, `grants[0].user_id`) is about another resource the
+    # body refers to, not about the one in the path that was just created.
+    if code == "not_found" and response.status_code == 404 and _error_field(response):
+        return False
     # The body limit is the server's setting (`--body-limit`), not the document's.
     if code == "payload_too_large" and response.status_code == 413:
         return False
@@ -106,10 +119,6 @@ def filter_failure(ctx, failure, case, response):
         and response.status_code == 400
         and case.operation.path == "/api/v1/users/me/password"
     ):
-        try:
-            field = response.json()["error"].get("field")
-        except Exception:  # noqa: BLE001
-            field = None
-        if field == "current_password":
+        if _error_field(response) == "current_password":
             return False
     return True
