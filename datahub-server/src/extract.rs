@@ -19,7 +19,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{DeserializeOwned, Deserializer, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, Deserializer, MapAccess, Unexpected, Visitor};
 
 use crate::error::ApiError;
 
@@ -213,9 +213,77 @@ where
     }
 }
 
+/// For `#[serde(default, deserialize_with = "whole_i64")]` on an `Option<i64>`: a JSON integer,
+/// or a number without a fractional part (`5432.0`: the same number, to JSON and to the
+/// OpenAPI document's `integer`); `null` is `None`. Anything else is refused as serde refuses
+/// it for an `i64`, with the same message.
+///
+/// # Errors
+/// "invalid type: …, expected i64" for a fraction, a number out of range, or another type.
+pub fn whole_i64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    deserializer.deserialize_option(WholeVisitor::<i64>("i64", PhantomData))
+}
+
+/// As [`whole_i64`], for an `Option<u32>` ("expected u32").
+///
+/// # Errors
+/// As [`whole_i64`].
+pub fn whole_u32<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    deserializer.deserialize_option(WholeVisitor::<u32>("u32", PhantomData))
+}
+
+/// Reads a whole number into `T`; `.0` names the type as serde's own messages do.
+struct WholeVisitor<T>(&'static str, PhantomData<T>);
+
+impl<'de, T: TryFrom<i64> + TryFrom<u64>> Visitor<'de> for WholeVisitor<T> {
+    type Value = Option<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let name = self.0;
+        deserializer.deserialize_any(WholeVisitor::<T>(name, PhantomData))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        T::try_from(v)
+            .map(Some)
+            .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        T::try_from(v)
+            .map(Some)
+            .map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // Every whole f64 within ±2^63 converts exactly; beyond, it is out of any range here.
+        let whole =
+            v.fract() == 0.0 && v >= -9.223_372_036_854_776e18 && v < 9.223_372_036_854_776e18;
+        #[allow(clippy::cast_possible_truncation)]
+        let n = v as i64;
+        match T::try_from(n) {
+            Ok(t) if whole => Ok(Some(t)),
+            _ => Err(E::invalid_type(Unexpected::Float(v), &self)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+    use serde::Deserialize;
 
     use super::*;
 
@@ -241,6 +309,44 @@ mod tests {
             "1234567890123456789",
         ] {
             assert_eq!(check(Some(bad)), Err(StatusCode::BAD_REQUEST), "{bad}");
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Whole {
+        #[serde(default, deserialize_with = "whole_i64")]
+        n: Option<i64>,
+        #[serde(default, deserialize_with = "whole_u32")]
+        days: Option<u32>,
+    }
+
+    fn read(json: &str) -> Result<Whole, String> {
+        serde_json::from_str::<Whole>(json).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_whole_number_is_an_integer_with_or_without_a_fraction_point() {
+        assert_eq!(read(r#"{"n": 5432}"#).unwrap().n, Some(5432));
+        assert_eq!(read(r#"{"n": 5432.0}"#).unwrap().n, Some(5432));
+        assert_eq!(read(r#"{"n": -7.0, "days": 3.0}"#).unwrap().days, Some(3));
+        assert_eq!(read(r#"{"n": null}"#).unwrap().n, None);
+        assert_eq!(read("{}").unwrap().n, None);
+        for bad in [
+            r#"{"n": 54.32}"#,
+            r#"{"n": "5432"}"#,
+            r#"{"n": true}"#,
+            r#"{"n": [1]}"#,
+            r#"{"n": 1e300}"#,
+            r#"{"n": 99999999999999999999.0}"#,
+        ] {
+            assert!(read(bad).unwrap_err().contains("expected i64"), "{bad}");
+        }
+        for bad in [
+            r#"{"days": -1}"#,
+            r#"{"days": 4294967296.0}"#,
+            r#"{"days": 0.5}"#,
+        ] {
+            assert!(read(bad).unwrap_err().contains("expected u32"), "{bad}");
         }
     }
 }

@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
     let (api, mut openapi) = routes::api().split_for_parts();
     let (streams, streams_doc) = routes::streams().split_for_parts();
     openapi.merge(streams_doc);
+    let openapi = routes::complete(openapi);
     // Event streams are long-lived: the request timeout applies to everything else.
     let timed = api
         .merge(ui::router())

@@ -109,7 +109,7 @@ macro_rules! connection_settings {
             /// Host name or IP literal.
             pub host: String,
             /// 1–65535. Default: 5432.
-            #[serde(default)]
+            #[serde(default, deserialize_with = "crate::extract::whole_i64")]
             pub port: Option<i64>,
             /// Database name.
             pub database: String,
@@ -217,7 +217,7 @@ pub struct TlsInput {
 #[serde(deny_unknown_fields)]
 pub struct OptionsInput {
     /// 1–5000. Default: 5000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub connect_timeout_ms: Option<i64>,
     /// Printable ASCII, up to 63 bytes.
     #[serde(default)]
@@ -232,10 +232,10 @@ pub struct MonitoringInput {
     #[serde(default)]
     pub enabled: Option<bool>,
     /// 10–86400. Default: 60.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub interval_s: Option<i64>,
     /// 1–60000. Default: 1000.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub slow_ms: Option<i64>,
 }
 
@@ -324,7 +324,7 @@ pub struct PatchConnection {
     #[serde(default)]
     pub host: Option<String>,
     /// New port.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub port: Option<i64>,
     /// New database.
     #[serde(default)]
@@ -379,7 +379,7 @@ pub struct TlsPatchInput {
 #[serde(deny_unknown_fields)]
 pub struct OptionsPatchInput {
     /// New connect timeout.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
     pub connect_timeout_ms: Option<i64>,
     /// New application name; `null` removes it.
     #[serde(default, deserialize_with = "nullable")]

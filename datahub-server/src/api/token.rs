@@ -58,6 +58,7 @@ pub struct NewToken {
     /// A label: 1–64 characters, no control characters.
     pub name: String,
     /// Lifetime in days, 1 to 3,650. Default: no expiry.
+    #[serde(default, deserialize_with = "crate::extract::whole_u32")]
     #[schema(minimum = 1, maximum = 3650)]
     pub expires_in_days: Option<u32>,
     /// Whether it may only read (no create, change or delete). Default: false.

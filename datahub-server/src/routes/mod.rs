@@ -6,9 +6,11 @@
 pub mod audit;
 pub mod connections;
 pub mod directory;
+mod doc;
 pub mod events;
 pub mod meta;
 pub mod policy;
+pub mod rules;
 pub mod session;
 pub mod teams;
 pub mod tokens;
@@ -254,9 +256,17 @@ pub fn streams() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().merge(events::router())
 }
 
-/// The whole OpenAPI document: [`api`] and [`streams`].
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The whole OpenAPI document as served: [`api`] and [`streams`], [`complete`]d.
+pub fn openapi() -> serde_json::Value {
     let mut doc = api().into_openapi();
     doc.merge(streams().into_openapi());
-    doc
+    complete(doc)
+}
+
+/// The document merged from [`api`] and [`streams`], completed with what every operation
+/// shares: the error answers any operation may give (by its permission, body and parameters),
+/// the input [`rules`] of every field and parameter, and the links from each creation's `201`
+/// to the operations on what it created. This is the JSON the server serves.
+pub fn complete(doc: utoipa::openapi::OpenApi) -> serde_json::Value {
+    doc::complete(doc)
 }

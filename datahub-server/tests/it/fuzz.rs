@@ -84,7 +84,13 @@ fn merge(spec: &Value, schema: &Value, out: &mut Shape, depth: usize) {
     for key in ["oneOf", "anyOf", "allOf"] {
         if let Some(list) = schema[key].as_array() {
             for s in list {
-                merge(spec, s, out, depth + 1);
+                // A `oneOf`/`anyOf` branch of bare `required`/`properties` is a rule between
+                // fields ("`id` or `password`"), not a shape: what it requires is required only
+                // in that branch.
+                let overlay = key != "allOf" && s.get("$ref").is_none() && s.get("type").is_none();
+                if !overlay {
+                    merge(spec, s, out, depth + 1);
+                }
             }
         }
     }

@@ -24,6 +24,7 @@ mod metrics;
 mod replicas;
 mod routes;
 mod scan;
+mod schemathesis;
 mod session;
 mod throttle;
 mod token_limits;
