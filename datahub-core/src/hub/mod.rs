@@ -186,6 +186,13 @@ impl Hub {
         }
     }
 
+    /// How long until the account name `account` may make a password guess again (zero when it
+    /// may now), without taking one: for an adapter refusing an attempt by a limit of its own
+    /// (a client address), so its answer names the wait until both allow one.
+    pub fn login_retry_after(&self, account: &str) -> Duration {
+        self.login_limit.retry_after(&guess_key(account))
+    }
+
     /// How many account names the guess throttle keeps a budget for now (bounded; for metrics
     /// and tests).
     pub fn login_buckets(&self) -> usize {

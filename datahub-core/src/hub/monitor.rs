@@ -251,10 +251,10 @@ impl Hub {
 
     /// A receiver of the events published from now on: those of the monitor this hub started
     /// while it runs (status changes, checks, connection changes, also from other processes
-    /// sharing the store), else the connection changes and deletions made through this hub.
-    /// Events are not filtered: an adapter shows each only to those who may view its
-    /// connection. A receiver that falls too far behind loses the oldest (`RecvError::Lagged`)
-    /// and should reload what it shows.
+    /// sharing the store), else the connection changes and deletions made through this hub (a
+    /// receiver taken before the monitor starts stays on those). Events are not filtered: an
+    /// adapter shows each only to those who may view its connection. A receiver that falls too
+    /// far behind loses the oldest (`RecvError::Lagged`) and should reload what it shows.
     pub fn subscribe_events(&self) -> broadcast::Receiver<MonitorEvent> {
         self.changes.subscribe()
     }

@@ -466,6 +466,9 @@ async fn password_guesses_are_throttled_per_account_name() {
         refused.to_string().starts_with("too many attempts"),
         "{refused}"
     );
+    // An adapter refusing by a limit of its own can name the account's wait too.
+    assert!(hub.login_retry_after("admin") > StdDuration::from_secs(990));
+    assert_eq!(hub.login_retry_after("someone-else"), StdDuration::ZERO);
     assert_eq!(
         f.store.audit_after(0, 100_000).await.unwrap().len(),
         audited,

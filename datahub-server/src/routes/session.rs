@@ -64,7 +64,9 @@ async fn login(
     // account's), so however many arrive at once, at most the burst per address reach the hub;
     // a wrong password keeps it spent.
     if let Err(wait) = state.logins().attempt(client.as_deref()) {
-        return Err(ApiError::rate_limited(wait));
+        // The wait until both the address and the account allow a guess.
+        let account = state.hub().login_retry_after(&request.username);
+        return Err(ApiError::rate_limited(wait.max(account)));
     }
     let principal = match state.hub().login(&request.username, password, &info).await {
         Ok(principal) => principal,

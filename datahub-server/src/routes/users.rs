@@ -167,7 +167,9 @@ async fn change_own_password(
     // S29: the address's attempt is taken before the current password is checked (the hub
     // takes the account's).
     if let Err(wait) = state.logins().attempt(addr) {
-        return Err(ApiError::rate_limited(wait));
+        // The wait until both the address and the account allow a guess.
+        let account = state.hub().login_retry_after(principal.username());
+        return Err(ApiError::rate_limited(wait.max(account)));
     }
     let result = state
         .hub()
