@@ -74,12 +74,15 @@ use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
-use datahub_core::model::{ConnectionDraft, ConnectionSecrets, ConnectionSpec, TlsMode};
+use datahub_core::model::{
+    ConnectionDraft, ConnectionSecrets, ConnectionSpec, ListQuery, MAX_PER_PAGE, TlsMode,
+    Visibility,
+};
 use datahub_core::monitor::{MonitorConfig, MonitorHandle};
 use datahub_core::net::{Dialer, Policy, StaticResolver};
 use datahub_core::probe::{self, MAX_BUDGET, PolicyDial, ProbeRules, Report, StepName};
 use datahub_core::secret::Password;
-use datahub_core::store::{ListQuery, MAX_PER_PAGE, SqliteStore, Store, Visibility};
+use datahub_core::store::{SqliteStore, Store};
 use datahub_testkit::{Fault, FaultProxy, PgCluster, ServerCert, User};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;

@@ -33,11 +33,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use datahub_core::audit::{AuditEvent, Outcome, RequestInfo};
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
-use datahub_core::model::{ConnectionDraft, ConnectionPatch};
+use datahub_core::model::{ConnectionDraft, ConnectionPatch, ListQuery};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
 use datahub_core::store::{
-    ConnectionRow, ListQuery, PostgresOptions, PostgresStore, SealedSecrets, SqliteStore, Store,
+    PostgresOptions, PostgresStore, SealedSecrets, SqliteStore, Store, StoredConnection,
 };
 use datahub_core::{ConnectionId, UserId};
 use datahub_testkit::{PgCluster, User};
@@ -296,7 +296,7 @@ async fn seed(backend: &str, store: Arc<dyn Store>, n: u64) -> Seeded {
 
 /// Seeded connection `i`: named `db-{i}`, on the loopback address, with two tags, its password
 /// sealed exactly as the Hub seals one.
-fn seed_row(keyring: &Keyring, i: u64, owner: UserId) -> ConnectionRow {
+fn seed_row(keyring: &Keyring, i: u64, owner: UserId) -> StoredConnection {
     let (spec, secrets) = ConnectionDraft {
         tags: vec!["bench".to_owned(), format!("team-{}", i % 10)],
         ..draft(&format!("db-{i}"), Some(&format!("seeded connection {i}")))
@@ -306,7 +306,7 @@ fn seed_row(keyring: &Keyring, i: u64, owner: UserId) -> ConnectionRow {
     let id = ConnectionId::new();
     let (dek, wrapped) = keyring.new_dek(id).unwrap();
     let at = now();
-    ConnectionRow {
+    StoredConnection {
         id,
         spec,
         owner,

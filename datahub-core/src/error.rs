@@ -69,6 +69,9 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// The field a stale version names ([`Error::stale`], [`Error::is_stale`]).
+const STALE_FIELD: &str = "version";
+
 /// The error of every fallible function in this crate.
 ///
 /// Its `Display` is safe to show to the user who caused it: it never contains a secret nor the
@@ -114,6 +117,23 @@ impl Error {
         Self::new(ErrorKind::InvalidInput, message).with_field(field)
     }
 
+    /// A stale version: `Conflict` on the field `version`, because the connection changed since
+    /// the caller read it (optimistic concurrency, S26). [`Error::is_stale`] tells it apart from
+    /// a taken name. The one constructor of this error, for the Hub and every store.
+    pub(crate) fn stale() -> Self {
+        Self::new(
+            ErrorKind::Conflict,
+            "the connection changed since it was read: reload it and apply the edit again",
+        )
+        .with_field(STALE_FIELD)
+    }
+
+    /// A store's `NotFound`: there is no `what` (e.g. `connection`, `user`), said as
+    /// "no such …". Add the field the caller named with `with_field` when there is one.
+    pub(crate) fn not_found(what: &str) -> Self {
+        Self::new(ErrorKind::NotFound, format!("no such {what}"))
+    }
+
     /// The one opaque decryption failure.
     pub(crate) fn decrypt() -> Self {
         Self::new(ErrorKind::Decrypt, "sealed value failed to open")
@@ -149,6 +169,13 @@ impl Error {
     /// The input field the error is about, when there is one (dotted path, e.g. `tls.mode`).
     pub fn field(&self) -> Option<&str> {
         self.0.field.as_deref()
+    }
+
+    /// Whether this is a stale version (a `Conflict` on `version`): the thing changed since the
+    /// caller read it, and the edit must be made again on a fresh read. Adapters answer it
+    /// apart from other conflicts (HTTP 412).
+    pub fn is_stale(&self) -> bool {
+        self.0.kind == ErrorKind::Conflict && self.field() == Some(STALE_FIELD)
     }
 
     /// The message alone, without the field name.
@@ -233,6 +260,16 @@ mod tests {
         assert_eq!(e.kind(), ErrorKind::RateLimited);
         assert_eq!(e.retry_after(), Some(Duration::from_millis(1500)));
         assert_eq!(Error::new(ErrorKind::RateLimited, "x").retry_after(), None);
+    }
+
+    #[test]
+    fn stale_is_told_apart_from_other_conflicts() {
+        assert!(Error::stale().is_stale());
+        assert_eq!(Error::stale().kind(), ErrorKind::Conflict);
+        let taken = Error::new(ErrorKind::Conflict, "is already taken").with_field("name");
+        assert!(!taken.is_stale());
+        assert!(!Error::invalid("version", "is too large").is_stale());
+        assert_eq!(Error::not_found("team").to_string(), "no such team");
     }
 
     #[test]

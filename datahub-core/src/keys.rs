@@ -4,7 +4,7 @@
 //!
 //! Rotation re-wraps data keys only; sealed values are untouched, because a connection's data
 //! key itself does not change. Each row switches with one compare-and-swap
-//! ([`Store::replace_dek`]), so a rotation killed at any point leaves every row wrapped by either
+//! ([`AdminStore::replace_dek`](crate::store::AdminStore::replace_dek)), so a rotation killed at any point leaves every row wrapped by either
 //! the old or the new key — both in the keyring, so every row still opens — and running it again
 //! finishes the job. It must never hold the old key out of the keyring while a row names it.
 

@@ -23,13 +23,13 @@ use std::time::Duration;
 
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::{Created, Hub, RateLimit};
-use datahub_core::model::{ChannelBinding, ConnectionDraft, FailureKind, TlsMode};
+use datahub_core::model::{ChannelBinding, ConnectionDraft, FailureKind, TargetPolicy, TlsMode};
 use datahub_core::monitor::MonitorConfig;
 use datahub_core::net::{Cidr, Dialer, Policy, StaticFailure, StaticResolver};
 use datahub_core::probe::{self, PolicyDial, PoolOptions, ProbeRules, Report};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::{PostgresOptions, PostgresStore, Store, TargetPolicy};
+use datahub_core::store::{PostgresOptions, PostgresStore, Store};
 use datahub_core::{ConnectionId, Error};
 use datahub_testkit::canary::{Capture, forms, leak};
 use datahub_testkit::{AuthMethod, Fault, FaultProxy, PgCluster, ServerCert, Transport, User};

@@ -15,7 +15,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datahub_core::{Error as CoreError, ErrorKind};
-use serde::Serialize;
+
+pub use crate::api::error::{ErrorBody, ErrorDetail};
 
 /// The error of every handler.
 #[derive(Debug)]
@@ -26,28 +27,6 @@ pub struct ApiError {
     field: Option<String>,
     /// Whole seconds to wait, answered as `Retry-After` (every 429 has one).
     retry_after: Option<u64>,
-}
-
-/// The JSON body of an error answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// What went wrong.
-    pub error: ErrorDetail,
-}
-
-/// The detail of an error answer.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct ErrorDetail {
-    /// A stable snake_case code, e.g. `invalid_input`, `not_found`, `precondition_failed`.
-    pub code: &'static str,
-    /// A human sentence: what was wrong, never a secret or an internal cause.
-    pub message: String,
-    /// The input field at fault, as a path such as `tls.mode`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-    /// The request id, also in the `x-request-id` header and every log line of the request.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -173,7 +152,7 @@ impl From<CoreError> for ApiError {
         let (status, code) = match e.kind() {
             ErrorKind::InvalidInput => (StatusCode::BAD_REQUEST, "invalid_input"),
             ErrorKind::NotFound => (StatusCode::NOT_FOUND, "not_found"),
-            ErrorKind::Conflict if e.field() == Some("version") => {
+            ErrorKind::Conflict if e.is_stale() => {
                 return Self::stale();
             }
             ErrorKind::Conflict => (StatusCode::CONFLICT, "conflict"),

@@ -233,8 +233,8 @@ impl PgClusterBuilder {
     }
 
     /// Sets the folder the cluster's temporary folder is created in. Default: `/dev/shm` when it
-    /// is a world-writable sticky folder (memory-backed: copying the ~1000 files of a data folder
-    /// there takes ~50 ms instead of ~900 ms on this machine's ext4), else
+    /// is a world-writable sticky folder (memory-backed, so copying the data folder's thousand
+    /// small files is cheap), else
     /// [`std::env::temp_dir`]. When running as root every folder above it must be traversable by
     /// the `postgres` user.
     #[must_use]

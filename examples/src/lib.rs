@@ -16,10 +16,10 @@ use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
 use datahub_core::dsn::redact_url;
 use datahub_core::hub::Hub;
-use datahub_core::model::{Connection, ConnectionDraft};
+use datahub_core::model::{Connection, ConnectionDraft, ListQuery};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::{ListQuery, SqliteStore, Store};
+use datahub_core::store::{SqliteStore, Store};
 
 /// The demo database password of the connection the viewer is granted. Demo only: a real
 /// program reads credentials from its user, never from its source.

@@ -76,7 +76,7 @@ impl AccountName {
         &self.0
     }
 
-    /// The name as an owned `String`, e.g. for a `UserRow`.
+    /// The name as an owned `String`, e.g. for a `User`.
     pub fn into_string(self) -> String {
         self.0
     }
@@ -159,8 +159,9 @@ mod tests {
     /// this module returns, successes and failures alike.
     #[test]
     fn canary_never_shows() {
+        use crate::model::User;
         use crate::secret::Password;
-        use crate::store::UserRow;
+        use crate::store::StoredUser;
 
         let canary = "canary-auth-91d7-ünï-pässwörd";
         let pw = Password::from(canary);
@@ -174,14 +175,16 @@ mod tests {
             },
         )
         .unwrap();
-        let row = UserRow {
-            id: crate::UserId::new(),
-            username: "carol".into(),
-            role: crate::rbac::Role::Viewer,
+        let row = StoredUser {
+            user: User {
+                id: crate::UserId::new(),
+                username: "carol".into(),
+                role: crate::rbac::Role::Viewer,
+                disabled: false,
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            },
             password_hash: phc.clone(),
-            disabled: false,
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            updated_at: time::OffsetDateTime::UNIX_EPOCH,
         };
         let mut shown = vec![format!("{pw:?}"), phc.clone()];
         shown.push(format!("{:?}", verify_login(Some(&row), &pw).unwrap()));

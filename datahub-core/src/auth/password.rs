@@ -8,7 +8,7 @@ use argon2::{ARGON2ID_IDENT, Algorithm, Argon2, Params, PasswordHash, Version};
 
 use super::LOGIN_FAILED;
 use crate::secret::Password;
-use crate::store::UserRow;
+use crate::store::StoredUser;
 use crate::{Error, ErrorKind, Result, UserId};
 
 /// The fewest bytes a new user password may have.
@@ -187,7 +187,7 @@ fn is_sane(hash: &PasswordHash) -> bool {
 /// An unknown user runs [`dummy_verify`]; a disabled user is verified like any other and then
 /// refused; so every failure costs one hash and answers the same. Errors: `Unauthenticated`
 /// with the message [`LOGIN_FAILED`], whatever the cause.
-pub fn verify_login(user: Option<&UserRow>, password: &Password) -> Result<Login> {
+pub fn verify_login(user: Option<&StoredUser>, password: &Password) -> Result<Login> {
     let failed = || Error::new(ErrorKind::Unauthenticated, LOGIN_FAILED);
     let Some(user) = user else {
         dummy_verify(password);
@@ -195,11 +195,11 @@ pub fn verify_login(user: Option<&UserRow>, password: &Password) -> Result<Login
     };
     let phc = user.password_hash.as_str();
     let ok = verify_password(password, phc);
-    if !ok || user.disabled {
+    if !ok || user.user.disabled {
         return Err(failed());
     }
     Ok(Login {
-        user: user.id,
+        user: user.user.id,
         needs_rehash: needs_rehash(phc),
     })
 }
@@ -207,20 +207,23 @@ pub fn verify_login(user: Option<&UserRow>, password: &Password) -> Result<Login
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::User;
     use crate::rbac::Role;
     use time::OffsetDateTime;
 
     const CANARY: &str = "canary-pw-4e1f-ünï code";
 
-    fn user(phc: String, disabled: bool) -> UserRow {
-        UserRow {
-            id: UserId::new(),
-            username: "alice".into(),
-            role: Role::Viewer,
+    fn user(phc: String, disabled: bool) -> StoredUser {
+        StoredUser {
+            user: User {
+                id: UserId::new(),
+                username: "alice".into(),
+                role: Role::Viewer,
+                disabled,
+                created_at: OffsetDateTime::UNIX_EPOCH,
+                updated_at: OffsetDateTime::UNIX_EPOCH,
+            },
             password_hash: phc,
-            disabled,
-            created_at: OffsetDateTime::UNIX_EPOCH,
-            updated_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
 
@@ -370,7 +373,7 @@ mod tests {
         let disabled = user(phc, true);
         assert!(!dummy_verify(&pw));
         let ok = verify_login(Some(&enabled), &pw).unwrap();
-        assert_eq!(ok.user, enabled.id);
+        assert_eq!(ok.user, enabled.user.id);
         let errors = [
             verify_login(None, &pw).unwrap_err(),
             verify_login(Some(&enabled), &Password::from("wrong password!")).unwrap_err(),

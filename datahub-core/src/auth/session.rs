@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 
 use super::token::{generate, token_hash, well_formed};
 use crate::secret::SessionToken;
-use crate::store::SessionRow;
+use crate::store::StoredSession;
 use crate::{Error, ErrorKind, Result};
 
 /// What every session token starts with; never the same as an API token's `dh_`.
@@ -87,7 +87,7 @@ impl SessionConfig {
 pub struct NewSessionToken {
     /// The token text. Hand it to the client once; never store or log it.
     pub token: SessionToken,
-    /// SHA-256 of the token text, for [`SessionRow::hash`].
+    /// SHA-256 of the token text, for [`StoredSession::hash`].
     pub hash: [u8; 32],
 }
 
@@ -139,7 +139,7 @@ pub enum SessionState {
 /// Whether `session` may be used at `now` under `config`: expired at or after `expires_at`,
 /// idle at or after `last_seen_at + idle_timeout`.
 pub fn session_state(
-    session: &SessionRow,
+    session: &StoredSession,
     now: OffsetDateTime,
     config: &SessionConfig,
 ) -> SessionState {
@@ -164,8 +164,8 @@ mod tests {
 
     const T0: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
 
-    fn row(last_seen: OffsetDateTime) -> SessionRow {
-        SessionRow {
+    fn row(last_seen: OffsetDateTime) -> StoredSession {
+        StoredSession {
             id: SessionId::new(),
             user: UserId::new(),
             hash: [0; 32],

@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::TOKEN_REFUSED;
+use crate::model::{TokenInfo, User};
 use crate::secret::ApiToken;
-use crate::store::{TokenRow, UserRow};
 use crate::{Error, ErrorKind, Result};
 
 /// What every token starts with, so a leaked one is recognisable (e.g. by secret scanners).
@@ -26,7 +26,7 @@ const TOKEN_BODY_LEN: usize = 43;
 pub struct NewToken {
     /// The token text. Show it once; never store or log it.
     pub token: ApiToken,
-    /// SHA-256 of the token text, for [`TokenRow::hash`].
+    /// SHA-256 of the token text, for [`StoredToken::hash`](crate::store::StoredToken::hash).
     pub hash: [u8; 32],
 }
 
@@ -92,7 +92,7 @@ pub(super) fn well_formed(prefix: &str, presented: &str) -> bool {
 ///
 /// Errors: `Unauthenticated` with the message [`TOKEN_REFUSED`] when the token is revoked,
 /// expired (at or after `expires_at`), belongs to another user, or the user is disabled.
-pub fn token_usable(token: &TokenRow, user: &UserRow, now: OffsetDateTime) -> Result<()> {
+pub fn token_usable(token: &TokenInfo, user: &User, now: OffsetDateTime) -> Result<()> {
     let expired = token.expires_at.is_some_and(|at| now >= at);
     if token.revoked_at.is_some() || expired || token.user != user.id || user.disabled {
         return Err(refused());
@@ -114,24 +114,22 @@ mod tests {
     use crate::rbac::Role;
     use crate::{TokenId, UserId};
 
-    fn user(disabled: bool) -> UserRow {
-        UserRow {
+    fn user(disabled: bool) -> User {
+        User {
             id: UserId::new(),
             username: "bob".into(),
             role: Role::Editor,
-            password_hash: String::new(),
             disabled,
             created_at: OffsetDateTime::UNIX_EPOCH,
             updated_at: OffsetDateTime::UNIX_EPOCH,
         }
     }
 
-    fn row(user: UserId, hash: [u8; 32]) -> TokenRow {
-        TokenRow {
+    fn row(user: UserId) -> TokenInfo {
+        TokenInfo {
             id: TokenId::new(),
             user,
             name: "ci".into(),
-            hash,
             read_only: false,
             created_at: OffsetDateTime::UNIX_EPOCH,
             expires_at: None,
@@ -213,11 +211,10 @@ mod tests {
     fn expiry_revocation_and_disabled_users() {
         let now = OffsetDateTime::now_utc();
         let owner = user(false);
-        let t = new_token().unwrap();
-        let base = row(owner.id, t.hash);
+        let base = row(owner.id);
         token_usable(&base, &owner, now).unwrap();
 
-        let future = TokenRow {
+        let future = TokenInfo {
             expires_at: Some(now + Duration::seconds(1)),
             ..base.clone()
         };
@@ -225,21 +222,21 @@ mod tests {
 
         let cases = [
             (
-                TokenRow {
+                TokenInfo {
                     expires_at: Some(now),
                     ..base.clone()
                 },
                 owner.clone(),
             ),
             (
-                TokenRow {
+                TokenInfo {
                     expires_at: Some(now - Duration::days(1)),
                     ..base.clone()
                 },
                 owner.clone(),
             ),
             (
-                TokenRow {
+                TokenInfo {
                     revoked_at: Some(now - Duration::seconds(1)),
                     last_used_at: None,
                     ..base.clone()
@@ -247,7 +244,7 @@ mod tests {
                 owner.clone(),
             ),
             (
-                TokenRow {
+                TokenInfo {
                     revoked_at: Some(now + Duration::days(1)),
                     last_used_at: None,
                     ..base.clone()
@@ -256,7 +253,7 @@ mod tests {
             ),
             (
                 base.clone(),
-                UserRow {
+                User {
                     disabled: true,
                     ..owner.clone()
                 },

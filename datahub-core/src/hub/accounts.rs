@@ -3,15 +3,16 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 use zeroize::Zeroizing;
 
 use super::{Hub, now, target};
 use crate::audit::{AuditEvent, Outcome, RequestInfo};
 use crate::auth::{self, AccountName};
+use crate::model::{Directory, TOKEN_TOUCH_INTERVAL, Team, TokenInfo, User};
 use crate::rbac::{Action, AuthMethod, Principal, Role, act};
 use crate::secret::{ApiToken, Password};
-use crate::store::{Directory, TeamRow, TokenRow, UserRow};
+use crate::store::{StoredToken, StoredUser};
 use crate::{Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
 /// The name of the first admin, created on first start.
@@ -28,33 +29,6 @@ const MAX_LABEL_LEN: usize = 64;
 
 /// The longest token lifetime, in days.
 const MAX_TOKEN_DAYS: u32 = 3_650;
-
-/// A user account as shown: no password hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// Id.
-    pub id: UserId,
-    /// Login name.
-    pub username: String,
-    /// Global role.
-    pub role: Role,
-    /// Whether the account is disabled.
-    pub disabled: bool,
-    /// Created (UTC).
-    pub created_at: OffsetDateTime,
-}
-
-impl From<&UserRow> for User {
-    fn from(row: &UserRow) -> Self {
-        Self {
-            id: row.id,
-            username: row.username.clone(),
-            role: row.role,
-            disabled: row.disabled,
-            created_at: row.created_at,
-        }
-    }
-}
 
 /// An admin's change to another account; `None` keeps the current value.
 #[derive(Debug, Clone, Default)]
@@ -74,43 +48,6 @@ pub struct BootstrapAdmin {
     pub username: String,
     /// The password, when it was generated (show it once); `None` when it was given.
     pub generated_password: Option<Password>,
-}
-
-/// An API token as listed: never the token text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    /// Id.
-    pub id: TokenId,
-    /// The user it acts as.
-    pub user: UserId,
-    /// Its label.
-    pub name: String,
-    /// Whether it may only read.
-    pub read_only: bool,
-    /// Created (UTC).
-    pub created_at: OffsetDateTime,
-    /// Expiry, if any.
-    pub expires_at: Option<OffsetDateTime>,
-    /// When it was revoked, if it was.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// Its last recorded use, if any: exact to within a minute (uses are recorded at most once
-    /// per [`crate::store::TOKEN_TOUCH_INTERVAL`]).
-    pub last_used_at: Option<OffsetDateTime>,
-}
-
-impl From<&TokenRow> for TokenInfo {
-    fn from(row: &TokenRow) -> Self {
-        Self {
-            id: row.id,
-            user: row.user,
-            name: row.name.clone(),
-            read_only: row.read_only,
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-            revoked_at: row.revoked_at,
-            last_used_at: row.last_used_at,
-        }
-    }
 }
 
 /// A newly created API token: shown once.
@@ -149,20 +86,22 @@ impl Hub {
             .password_work(move || auth::hash_password(&hash_input))
             .await?;
         let at = now();
-        let row = UserRow {
-            id: UserId::new(),
-            username: BOOTSTRAP_ADMIN.to_owned(),
-            role: Role::Admin,
+        let row = StoredUser {
+            user: User {
+                id: UserId::new(),
+                username: BOOTSTRAP_ADMIN.to_owned(),
+                role: Role::Admin,
+                disabled: false,
+                created_at: at,
+                updated_at: at,
+            },
             password_hash: hash,
-            disabled: false,
-            created_at: at,
-            updated_at: at,
         };
         let event = AuditEvent::now(
             None,
             "system",
             "user.bootstrap",
-            Some(&target("user", row.id)),
+            Some(&target("user", row.user.id)),
             Outcome::Ok,
         );
         if let Err(e) = self.store.insert_user(&row, &event).await {
@@ -174,7 +113,7 @@ impl Hub {
             return Err(e);
         }
         Ok(Some(BootstrapAdmin {
-            username: row.username,
+            username: row.user.username,
             generated_password: generated.then_some(password),
         }))
     }
@@ -206,7 +145,7 @@ impl Hub {
                 // Only a known account is named: an unknown "user name" may be a password typed
                 // into the wrong field.
                 let (actor, name) = match &user {
-                    Some(u) => (Some(u.id), u.username.as_str()),
+                    Some(u) => (Some(u.user.id), u.user.username.as_str()),
                     None => (None, "unknown"),
                 };
                 let event = AuditEvent::now(actor, name, "auth.login", None, Outcome::Denied)
@@ -221,25 +160,25 @@ impl Hub {
                 .password_work(move || auth::hash_password(&password))
                 .await?;
             user.password_hash = hash;
-            user.updated_at = now();
+            user.user.updated_at = now();
             let event = AuditEvent::now(
-                Some(user.id),
-                &user.username,
+                Some(user.user.id),
+                &user.user.username,
                 "user.rehash_password",
-                Some(&target("user", user.id)),
+                Some(&target("user", user.user.id)),
                 Outcome::Ok,
             )
             .with_request_info(request);
             self.store.update_user(&user, &event).await?;
         }
         let principal = self
-            .principal_from_row(&user)
+            .principal_from_row(&user.user)
             .await?
             .with_auth_method(AuthMethod::Password)
             .with_request(request.clone());
         let event = AuditEvent::now(
-            Some(user.id),
-            &user.username,
+            Some(user.user.id),
+            &user.user.username,
             "auth.login",
             None,
             Outcome::Ok,
@@ -250,7 +189,7 @@ impl Hub {
     }
 
     /// The principal for a request carrying an API token. Records the use when the last
-    /// recorded one is a minute old or more ([`crate::store::TOKEN_TOUCH_INTERVAL`]), so a busy
+    /// recorded one is a minute old or more ([`TOKEN_TOUCH_INTERVAL`]), so a busy
     /// client costs a write at most once a minute; a refused token records nothing.
     ///
     /// # Errors
@@ -263,19 +202,24 @@ impl Hub {
     ) -> Result<Principal> {
         let refused = || Error::new(ErrorKind::Unauthenticated, auth::TOKEN_REFUSED);
         let hash = auth::parse_token(token)?;
-        let row = self.store.token_by_hash(&hash).await?.ok_or_else(refused)?;
-        let user = self.store.user(row.user).await?.ok_or_else(refused)?;
+        let token = self
+            .store
+            .token_by_hash(&hash)
+            .await?
+            .ok_or_else(refused)?
+            .info;
+        let user = self.store.user(token.user).await?.ok_or_else(refused)?.user;
         let teams = self.store.teams_of(user.id).await?;
         let at = now();
         let principal =
-            Principal::from_token(&user, &row, teams, at)?.with_request(request.clone());
+            Principal::from_token(&user, &token, teams, at)?.with_request(request.clone());
         // The row read above tells most requests that no write is due; the store's condition
         // settles races between requests and replicas.
-        let due = row
+        let due = token
             .last_used_at
-            .is_none_or(|last| at - last >= crate::store::TOKEN_TOUCH_INTERVAL);
+            .is_none_or(|last| at - last >= TOKEN_TOUCH_INTERVAL);
         if due {
-            self.store.touch_token(row.id, at).await?;
+            self.store.touch_token(token.id, at).await?;
         }
         Ok(principal)
     }
@@ -289,14 +233,14 @@ impl Hub {
             Error::new(ErrorKind::Unauthenticated, "the account no longer exists")
         })?;
         Ok(self
-            .principal_from_row(&row)
+            .principal_from_row(&row.user)
             .await?
             .with_request(request.clone()))
     }
 
-    async fn principal_from_row(&self, row: &UserRow) -> Result<Principal> {
-        let teams = self.store.teams_of(row.id).await?;
-        Principal::from_user(row, teams)
+    async fn principal_from_row(&self, user: &User) -> Result<Principal> {
+        let teams = self.store.teams_of(user.id).await?;
+        Principal::from_user(user, teams)
     }
 
     /// Every user account (admins).
@@ -305,7 +249,13 @@ impl Hub {
     /// `PermissionDenied` for other roles.
     pub async fn users(&self, principal: &Principal) -> Result<Vec<User>> {
         principal.check::<act::UserList>()?;
-        Ok(self.store.users().await?.iter().map(User::from).collect())
+        Ok(self
+            .store
+            .users()
+            .await?
+            .into_iter()
+            .map(|u| u.user)
+            .collect())
     }
 
     /// Creates a user account (admins).
@@ -330,25 +280,27 @@ impl Hub {
             .password_work(move || auth::hash_password(&password))
             .await?;
         let at = now();
-        let row = UserRow {
-            id: UserId::new(),
-            username: name.into_string(),
-            role,
+        let row = StoredUser {
+            user: User {
+                id: UserId::new(),
+                username: name.into_string(),
+                role,
+                disabled: false,
+                created_at: at,
+                updated_at: at,
+            },
             password_hash: hash,
-            disabled: false,
-            created_at: at,
-            updated_at: at,
         };
         let event = self
             .event(
                 principal,
                 allowed.action(),
-                Some(&target("user", row.id)),
+                Some(&target("user", row.user.id)),
                 Outcome::Ok,
             )
             .with_changed_fields(&["username", "role", "password"]);
         self.store.insert_user(&row, &event).await?;
-        Ok(User::from(&row))
+        Ok(row.user)
     }
 
     /// Changes another account's role, enabled state or password (admins). The last enabled
@@ -385,18 +337,18 @@ impl Hub {
             .ok_or_else(|| Error::new(ErrorKind::NotFound, "user not found"))?;
         // Only a change to an enabled admin can leave no enabled admin (a store the local
         // operator filled may have none at all, and its editors must still be manageable).
-        let was_enabled_admin = row.role == Role::Admin && !row.disabled;
+        let was_enabled_admin = row.user.role == Role::Admin && !row.user.disabled;
         let mut changed = Vec::new();
         if let Some(role) = update.role
-            && role != row.role
+            && role != row.user.role
         {
-            row.role = role;
+            row.user.role = role;
             changed.push("role");
         }
         if let Some(disabled) = update.disabled
-            && disabled != row.disabled
+            && disabled != row.user.disabled
         {
-            row.disabled = disabled;
+            row.user.disabled = disabled;
             changed.push("disabled");
         }
         if let Some(password) = update.password {
@@ -407,15 +359,15 @@ impl Hub {
             changed.push("password");
         }
         if changed.is_empty() {
-            return Ok(User::from(&row));
+            return Ok(row.user);
         }
-        if was_enabled_admin && (row.role != Role::Admin || row.disabled) {
+        if was_enabled_admin && (row.user.role != Role::Admin || row.user.disabled) {
             let other_admins = self
                 .store
                 .users()
                 .await?
                 .iter()
-                .filter(|u| u.id != id && u.role == Role::Admin && !u.disabled)
+                .filter(|u| u.user.id != id && u.user.role == Role::Admin && !u.user.disabled)
                 .count();
             if other_admins == 0 {
                 return Err(Error::new(
@@ -424,16 +376,16 @@ impl Hub {
                 ));
             }
         }
-        row.updated_at = now();
+        row.user.updated_at = now();
         let event = self
             .event(principal, allowed.action(), Some(&user_target), Outcome::Ok)
             .with_changed_fields(&changed);
-        if row.disabled || changed.contains(&"password") {
+        if row.user.disabled || changed.contains(&"password") {
             self.store.update_user_ending_sessions(&row, &event).await?;
         } else {
             self.store.update_user(&row, &event).await?;
         }
-        Ok(User::from(&row))
+        Ok(row.user)
     }
 
     /// Changes the principal's own password, given the current one. Ends every session of the
@@ -470,7 +422,7 @@ impl Hub {
             let event = self.event(
                 principal,
                 allowed.action(),
-                Some(&target("user", row.id)),
+                Some(&target("user", row.user.id)),
                 Outcome::Denied,
             );
             self.audit(&event).await?;
@@ -479,12 +431,12 @@ impl Hub {
         row.password_hash = self
             .password_work(move || auth::hash_password(&new))
             .await?;
-        row.updated_at = now();
+        row.user.updated_at = now();
         let event = self
             .event(
                 principal,
                 allowed.action(),
-                Some(&target("user", row.id)),
+                Some(&target("user", row.user.id)),
                 Outcome::Ok,
             )
             .with_changed_fields(&["password"]);
@@ -496,7 +448,7 @@ impl Hub {
     ///
     /// # Errors
     /// `PermissionDenied` when the role may not list teams.
-    pub async fn teams(&self, principal: &Principal) -> Result<Vec<TeamRow>> {
+    pub async fn teams(&self, principal: &Principal) -> Result<Vec<Team>> {
         principal.check::<act::TeamList>()?;
         self.store.teams().await
     }
@@ -533,7 +485,7 @@ impl Hub {
         id: Option<TeamId>,
         name: &str,
         members: &[UserId],
-    ) -> Result<TeamRow> {
+    ) -> Result<Team> {
         let id = id.unwrap_or_default();
         let team_target = target("team", id);
         let allowed = match principal.check::<act::TeamManage>() {
@@ -548,7 +500,7 @@ impl Hub {
         let mut members = members.to_vec();
         members.sort_unstable();
         members.dedup();
-        let team = TeamRow {
+        let team = Team {
             id,
             name: name.into_string(),
             members,
@@ -661,21 +613,23 @@ impl Hub {
             (asked, None) => asked,
         };
         let new = auth::new_token()?;
-        let row = TokenRow {
-            id: TokenId::new(),
-            user,
-            name,
+        let row = StoredToken {
+            info: TokenInfo {
+                id: TokenId::new(),
+                user,
+                name,
+                read_only,
+                created_at: at,
+                expires_at,
+                revoked_at: None,
+                last_used_at: None,
+            },
             hash: new.hash,
-            read_only,
-            created_at: at,
-            expires_at,
-            revoked_at: None,
-            last_used_at: None,
         };
         let mut event = self.event(
             principal,
             action,
-            Some(&target("token", row.id)),
+            Some(&target("token", row.info.id)),
             Outcome::Ok,
         );
         if !own {
@@ -683,7 +637,7 @@ impl Hub {
         }
         self.store.insert_token(&row, &event).await?;
         Ok(NewApiToken {
-            info: TokenInfo::from(&row),
+            info: row.info,
             token: new.token,
         })
     }
@@ -698,8 +652,8 @@ impl Hub {
             .store
             .tokens_of(principal.user())
             .await?
-            .iter()
-            .map(TokenInfo::from)
+            .into_iter()
+            .map(|t| t.info)
             .collect())
     }
 
@@ -733,10 +687,10 @@ impl Hub {
         for u in &users {
             tokens.extend(
                 self.store
-                    .tokens_of(u.id)
+                    .tokens_of(u.user.id)
                     .await?
-                    .iter()
-                    .map(TokenInfo::from),
+                    .into_iter()
+                    .map(|t| t.info),
             );
         }
         tokens.sort_by_key(|t| (t.created_at, t.id));
@@ -755,7 +709,7 @@ impl Hub {
             .tokens_of(principal.user())
             .await?
             .iter()
-            .any(|t| t.id == id);
+            .any(|t| t.info.id == id);
         let action = if own {
             principal.check::<act::TokenRevokeOwn>().map(|a| a.action())
         } else {
@@ -786,10 +740,10 @@ impl Hub {
         for user in self.store.users().await? {
             if self
                 .store
-                .tokens_of(user.id)
+                .tokens_of(user.user.id)
                 .await?
                 .iter()
-                .any(|t| t.id == id)
+                .any(|t| t.info.id == id)
             {
                 return Ok(true);
             }
@@ -853,7 +807,10 @@ mod tests {
                 .await
                 .unwrap();
             let row = store.user(user.id).await.unwrap().unwrap();
-            principals.push((user.id, Principal::from_user(&row, Vec::new()).unwrap()));
+            principals.push((
+                user.id,
+                Principal::from_user(&row.user, Vec::new()).unwrap(),
+            ));
         }
         let [(ann, ann_p), (ed, ed_p)] = <[_; 2]>::try_from(principals).unwrap();
         let a1 = hub.create_token(&ann_p, "a1", None, false).await.unwrap();
@@ -884,10 +841,10 @@ mod tests {
             assert_eq!(nobody.kind(), ErrorKind::NotFound);
         }
         // A read-only admin token lists its own tokens, not anyone else's (a write right).
-        let ann_row = store.user(ann).await.unwrap().unwrap();
-        let ro_row = crate::store::TokenRow {
+        let ann_row = store.user(ann).await.unwrap().unwrap().user;
+        let ro_row = TokenInfo {
             read_only: true,
-            ..store.tokens_of(ann).await.unwrap().remove(0)
+            ..store.tokens_of(ann).await.unwrap().remove(0).info
         };
         let ro = Principal::from_token(&ann_row, &ro_row, Vec::new(), now()).unwrap();
         assert_eq!(
@@ -962,14 +919,16 @@ mod tests {
         let phc = crate::auth::password::hash_with(PW.as_bytes(), &[7; 16], weak).unwrap();
         assert!(needs_rehash(&phc));
         let at = now();
-        let row = UserRow {
-            id: UserId::new(),
-            username: "old-timer".into(),
-            role: Role::Viewer,
+        let row = StoredUser {
+            user: User {
+                id: UserId::new(),
+                username: "old-timer".into(),
+                role: Role::Viewer,
+                disabled: false,
+                created_at: at,
+                updated_at: at,
+            },
             password_hash: phc.clone(),
-            disabled: false,
-            created_at: at,
-            updated_at: at,
         };
         let event = AuditEvent::now(None, "test", "user.create", None, Outcome::Ok);
         store.insert_user(&row, &event).await.unwrap();
@@ -977,7 +936,12 @@ mod tests {
         hub.login("old-timer", Password::from(PW), &RequestInfo::default())
             .await
             .unwrap();
-        let stored = store.user(row.id).await.unwrap().unwrap().password_hash;
+        let stored = store
+            .user(row.user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
         assert_ne!(stored, phc);
         assert!(!needs_rehash(&stored));
         assert!(stored.contains(&format!(

@@ -6,8 +6,8 @@ use super::{Hub, target};
 use crate::audit::{AuditRecord, ChainBreak, ChainVerifier, Outcome};
 use crate::crypto::KekId;
 use crate::keys::{self, KeyStatus, RotationReport};
+use crate::model::{AuditQuery, Page, TargetPolicy};
 use crate::rbac::{Action, Principal, act};
-use crate::store::{AuditQuery, Page, TargetPolicy};
 use crate::{Error, Result};
 
 /// How many audit records verification reads per store call.

@@ -7,12 +7,14 @@ use zeroize::Zeroizing;
 
 use super::{Hub, now, secrets, target};
 use crate::audit::Outcome;
-use crate::model::{Connection, ConnectionDraft, ConnectionPatch, ConnectionSpec};
+use crate::model::{
+    Connection, ConnectionDraft, ConnectionPatch, ConnectionSpec, ListQuery, NamedGrant, Page,
+};
 use crate::rbac::{
     Action, AllowedOn, ConnectionAction, Grant, GrantLevel, Grantee, Principal, act,
 };
 use crate::secret::{Password, PrivateKeyPem};
-use crate::store::{ConnectionRow, ConnectionSummary, ListQuery, NamedGrant, Page};
+use crate::store::StoredConnection;
 use crate::{ConnectionId, Error, ErrorKind, Result, UserId};
 
 /// The grants on a connection, with the connection's version: the version a replacement of the
@@ -124,7 +126,7 @@ impl Hub {
             }
             match self.store.user(owner).await? {
                 None => return Err(Error::invalid("owner", "names no user")),
-                Some(u) if u.disabled => {
+                Some(u) if u.user.disabled => {
                     return Err(Error::invalid("owner", "is a disabled account"));
                 }
                 Some(_) => {}
@@ -135,7 +137,7 @@ impl Hub {
         let at = now();
         let id = ConnectionId::new();
         let sealed = secrets::seal_new(&self.keyring, id, &secrets)?;
-        let row = ConnectionRow {
+        let row = StoredConnection {
             id,
             spec,
             owner: owner.unwrap_or_else(|| allowed.principal().user()),
@@ -156,15 +158,17 @@ impl Hub {
         self.store.insert_connection(&row, &event).await?;
         // The monitor's first check tells the creator whether the target answers (S31).
         self.owed_checks.owe(id, principal.user());
-        Ok(to_connection(ConnectionSummary {
+        Ok(Connection {
             id,
             spec: row.spec,
             owner: row.owner,
             version: row.version,
+            // A connection cannot be saved without a password (the model requires one).
+            password_set: true,
             created_at: at,
             updated_at: at,
             health: Default::default(),
-        }))
+        })
     }
 
     /// One connection with its health, without secrets.
@@ -195,7 +199,7 @@ impl Hub {
         let level = principal
             .check_on::<act::ConnectionView>(id, summary.owner, &grants)?
             .level();
-        Ok((to_connection(summary), level))
+        Ok((summary, level))
     }
 
     /// The connection with this name, if the principal may view it.
@@ -226,16 +230,9 @@ impl Hub {
         query: &ListQuery,
     ) -> Result<Page<Connection>> {
         principal.check::<act::ConnectionList>()?;
-        let page = self
-            .store
+        self.store
             .list_connections(query, &principal.visibility())
-            .await?;
-        Ok(Page {
-            items: page.items.into_iter().map(to_connection).collect(),
-            total: page.total,
-            page: page.page,
-            per_page: page.per_page,
-        })
+            .await
     }
 
     /// Applies `patch` to the connection if its version is still `expected_version`.
@@ -259,7 +256,7 @@ impl Hub {
             .authorize::<act::ConnectionUpdate>(principal, id)
             .await?;
         if row.version != expected_version {
-            return Err(stale());
+            return Err(Error::stale());
         }
         let outcome = patch.apply(&row.spec)?;
         outcome.check_password_requirement()?;
@@ -275,7 +272,7 @@ impl Hub {
             &row.secrets,
             &outcome.secrets,
         )?;
-        let updated = ConnectionRow {
+        let updated = StoredConnection {
             spec: outcome.spec.clone(),
             updated_at: now(),
             secrets: sealed,
@@ -404,7 +401,7 @@ impl Hub {
             }
         };
         if row.version != expected_version {
-            return Err(stale());
+            return Err(Error::stale());
         }
         let mut grantees: Vec<Grantee> = new_grants.iter().map(|g| g.grantee).collect();
         grantees.sort_unstable();
@@ -430,7 +427,7 @@ impl Hub {
         &self,
         principal: &'p Principal,
         id: ConnectionId,
-    ) -> Result<(ConnectionRow, AllowedOn<'p, A>)> {
+    ) -> Result<(StoredConnection, AllowedOn<'p, A>)> {
         let row = self.store.connection(id).await?.ok_or_else(not_found)?;
         let grants = self.store.grants(id).await?;
         match principal.check_on::<A>(id, row.owner, &grants) {
@@ -460,28 +457,6 @@ impl Hub {
 
 fn not_found() -> Error {
     Error::new(ErrorKind::NotFound, "connection not found")
-}
-
-fn stale() -> Error {
-    Error::new(
-        ErrorKind::Conflict,
-        "the connection changed since it was read: reload it and apply the edit again",
-    )
-    .with_field("version")
-}
-
-fn to_connection(s: ConnectionSummary) -> Connection {
-    Connection {
-        id: s.id,
-        spec: s.spec,
-        owner: s.owner,
-        version: s.version,
-        // A connection cannot be saved without a password (the model requires one).
-        password_set: true,
-        created_at: s.created_at,
-        updated_at: s.updated_at,
-        health: s.health,
-    }
 }
 
 /// The libpq URL of a connection, password included.
@@ -609,7 +584,7 @@ mod tests {
                 .await
                 .unwrap();
             let row = store.user(u.id).await.unwrap().unwrap();
-            users.push((u.id, Principal::from_user(&row, Vec::new()).unwrap()));
+            users.push((u.id, Principal::from_user(&row.user, Vec::new()).unwrap()));
         }
         let [(ann, ann_p), (ed, ed_p), (vi, vi_p)] = <[_; 3]>::try_from(users).unwrap();
 

@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 use super::{Hub, secrets};
-use crate::model::{FailureKind, HealthStatus};
+use crate::model::{FailureKind, HealthStatus, ListQuery, Visibility};
 use crate::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorHandle};
 use crate::probe::{MAX_BUDGET, Report};
-use crate::store::{ConnectionRow, ListQuery, Visibility};
+use crate::store::StoredConnection;
 use crate::{ConnectionId, Result, UserId};
 
 /// How long a check stays owed to a user's budget: the monitor checks a saved connection within
@@ -106,7 +106,7 @@ impl Checker for ProbeChecker {
         self.check_row(row).await
     }
 
-    async fn check_row(&self, row: ConnectionRow) -> CheckResult {
+    async fn check_row(&self, row: StoredConnection) -> CheckResult {
         let id = row.id;
         let opened = match secrets::open(&self.hub.keyring, id, &row.secrets) {
             Ok(opened) => opened,
@@ -220,9 +220,10 @@ mod tests {
     use crate::audit::{AuditEvent, Outcome, RequestInfo};
     use crate::crypto::Keyring;
     use crate::model::ConnectionDraft;
+    use crate::model::TargetPolicy;
     use crate::net::{Dialer, StaticResolver};
     use crate::secret::Password;
-    use crate::store::{SqliteStore, Store, TargetPolicy};
+    use crate::store::{SqliteStore, Store};
 
     const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const ADMIN_PW: &str = "policy-cache-admin-pw-1";

@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::Result;
-use crate::model::TlsMode;
+use crate::model::{TargetPolicy, TlsMode};
 use crate::net::Policy;
-use crate::store::{Store, TargetPolicy};
+use crate::store::Store;
 
 /// The longest the monitor's checks use a policy read earlier: 1 s.
 pub(super) const MAX_AGE: Duration = Duration::from_secs(1);

@@ -18,7 +18,7 @@ use crate::audit::{AuditEvent, Outcome, RequestInfo, escape};
 use crate::auth::{self, SessionConfig, SessionState, session_refused};
 use crate::rbac::{AuthMethod, Principal};
 use crate::secret::SessionToken;
-use crate::store::SessionRow;
+use crate::store::StoredSession;
 use crate::{Error, ErrorKind, Result, SessionId};
 
 /// The most characters of a user agent kept with a session.
@@ -100,7 +100,7 @@ impl Hub {
         let expires_at = at
             .checked_add(to_span(self.sessions.lifetime))
             .ok_or_else(|| Error::new(ErrorKind::Internal, "session expiry out of range"))?;
-        let row = SessionRow {
+        let row = StoredSession {
             id: SessionId::new(),
             user: principal.user(),
             hash: new.hash,
@@ -168,7 +168,8 @@ impl Hub {
             .store
             .user(session.user)
             .await?
-            .ok_or_else(session_refused)?;
+            .ok_or_else(session_refused)?
+            .user;
         let teams = self.store.teams_of(user.id).await?;
         let principal = Principal::from_user(&user, teams)
             .map_err(|_| session_refused())?
@@ -195,7 +196,7 @@ impl Hub {
             return Ok(false);
         };
         let name = match self.store.user(session.user).await? {
-            Some(user) => user.username,
+            Some(user) => user.user.username,
             None => "unknown".to_owned(),
         };
         let event = AuditEvent::now(

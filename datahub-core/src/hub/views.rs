@@ -13,10 +13,9 @@
 use std::collections::HashSet;
 
 use super::Hub;
-use crate::model::Health;
+use crate::model::{Check, Health, ListQuery, MAX_PER_PAGE};
 use crate::monitor::MonitorEvent;
 use crate::rbac::{Action, Decision, Principal, Role, Target, act};
-use crate::store::{CheckRow, ListQuery, MAX_PER_PAGE};
 use crate::{ConnectionId, Error, ErrorKind, Result};
 
 /// The most checks one [`Hub::health_history`] call returns.
@@ -26,7 +25,7 @@ pub const MAX_HISTORY_LIMIT: u32 = 1_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthHistory {
     /// The checks asked for, newest first.
-    pub checks: Vec<CheckRow>,
+    pub checks: Vec<Check>,
     /// The current derived health, with the uptime over the last 24 hours as the monitor last
     /// recorded it (`uptime_24h`; `None` without checks in that window).
     pub health: Health,

@@ -1,10 +1,11 @@
-//! A saved connection ([`Connection`]), its derived health ([`Health`]) and what the last check
-//! that reached its server saw of it ([`CheckFacts`]).
+//! A saved connection ([`Connection`]), its derived health ([`Health`]), one health check as
+//! recorded ([`Check`]) and what the last check that reached its server saw of it
+//! ([`CheckFacts`]).
 
 use time::OffsetDateTime;
 
 use crate::model::draft::ConnectionSpec;
-use crate::model::enums::{FailureKind, HealthStatus};
+use crate::model::enums::{FailureKind, HealthStatus, StepName};
 use crate::{ConnectionId, UserId};
 
 /// A saved connection: its spec plus what the server keeps about it. Holds no secret.
@@ -82,6 +83,25 @@ pub struct Health {
     /// What the latest check that reached the server (its probe query answered) saw; `None`
     /// until one did. A check that fails before that leaves the previous facts in place.
     pub facts: Option<CheckFacts>,
+}
+
+/// The result of one health check, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// The connection checked.
+    pub connection: ConnectionId,
+    /// When the check finished (UTC).
+    pub at: OffsetDateTime,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Total time of the check in milliseconds.
+    pub latency_ms: u32,
+    /// Why it failed.
+    pub error_kind: Option<FailureKind>,
+    /// The step it failed in; `None` on success, and for checks recorded before steps were.
+    pub step: Option<StepName>,
+    /// The status derived after this check.
+    pub status: HealthStatus,
 }
 
 /// The most characters of a server-supplied text (version, certificate subject, TLS names) kept

@@ -62,7 +62,7 @@
 //!
 //! Several processes sharing one store (PostgreSQL replicas) split the work and share the events:
 //! - **Leases.** Each monitor has an id ([`MonitorHandle::id`]). When a check is due and its
-//!   permit is held, the connection's task claims it with [`Store::lease_check`](crate::store::Store::lease_check) for a hold of
+//!   permit is held, the connection's task claims it with [`HealthStore::lease_check`](crate::store::HealthStore::lease_check) for a hold of
 //!   80 % of the interval (the interval less twice the jitter). The claim wins when nobody else
 //!   claimed within the hold (or the last claim is this monitor's own); on PostgreSQL the claim
 //!   is one `UPDATE` over a `SELECT … FOR UPDATE SKIP LOCKED`, so of two racing claims one wins
@@ -82,9 +82,9 @@
 //!   only by the process that checked. (One history query more per check when processes take
 //!   turns.)
 //! - **Events.** Status changes, checks and the handle's connection changes are published here and told
-//!   to the other processes through [`Store::notify_event`](crate::store::Store::notify_event) (PostgreSQL `NOTIFY`, a compact
+//!   to the other processes through [`HealthStore::notify_event`](crate::store::HealthStore::notify_event) (PostgreSQL `NOTIFY`, a compact
 //!   `origin|kind|id[|…]` payload; one `NOTIFY` per check on PostgreSQL), after recording. Each monitor relays what the
-//!   store's [`Store::subscribe_events`](crate::store::Store::subscribe_events) receiver yields (a `LISTEN` on a dedicated, reconnecting
+//!   store's [`HealthStore::subscribe_events`](crate::store::HealthStore::subscribe_events) receiver yields (a `LISTEN` on a dedicated, reconnecting
 //!   connection): status changes and checks from other origins are published as they are (its own are
 //!   skipped: already published), connection changes are applied as if told locally (so a
 //!   replica starts or stops checking at once) and published. Delivery is best effort: an
@@ -114,7 +114,7 @@ use crate::ConnectionId;
 use crate::model::{
     CheckFacts, FailureKind, HealthStatus, ServerInfo, StepName, TlsInfo, bounded_fact,
 };
-use crate::store::ConnectionRow;
+use crate::store::StoredConnection;
 
 /// Runs one check of a saved connection. Implemented by the glue over the prober, and by tests.
 #[async_trait]
@@ -130,9 +130,9 @@ pub trait Checker: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// As [`Checker::check`], given the connection's row as the monitor's claim just read it
-    /// ([`CheckLease::row`](crate::store::CheckLease::row)), so it need not be read again. By
+    /// ([`CheckLease::connection`](crate::store::CheckLease::connection)), so it need not be read again. By
     /// default the row is not used.
-    async fn check_row(&self, row: ConnectionRow) -> CheckResult {
+    async fn check_row(&self, row: StoredConnection) -> CheckResult {
         self.check(row.id).await
     }
 }

@@ -18,10 +18,11 @@ use super::uptime::{self, UptimeWindow};
 use super::{CheckResult, Checker, MonitorEvent};
 use crate::ConnectionId;
 use crate::audit::truncate_to_micros;
-use crate::model::{FailureKind, Health, HealthStatus, StepName};
-use crate::store::{
-    CheckRow, ConnectionSummary, ListQuery, MAX_PER_PAGE, SortKey, Store, Visibility,
+use crate::model::{
+    Check, Connection, FailureKind, Health, HealthStatus, ListQuery, MAX_PER_PAGE, SortKey,
+    StepName, Visibility,
 };
+use crate::store::Store;
 
 /// Each next check is due one interval after the previous due time, ± up to this share of the
 /// interval, drawn at random: 10 %.
@@ -117,7 +118,7 @@ pub struct MonitorStats {
     /// its task to be polled), to the microsecond.
     pub max_main_lane_wait: Duration,
     /// Due checks not run because another process sharing the store had claimed them
-    /// ([`Store::lease_check`]).
+    /// ([`HealthStore::lease_check`](crate::store::HealthStore::lease_check)).
     pub leases_lost: u64,
     /// Events received from other processes sharing the store and published here.
     pub remote_events: u64,
@@ -330,7 +331,7 @@ struct Settings {
 }
 
 impl Settings {
-    fn of(summary: &ConnectionSummary) -> Self {
+    fn of(summary: &Connection) -> Self {
         let monitoring = summary.spec.monitoring;
         Self {
             version: summary.version,
@@ -478,7 +479,7 @@ enum Start {
 fn apply(
     shared: &Arc<Shared>,
     entries: &mut HashMap<ConnectionId, Entry>,
-    summary: ConnectionSummary,
+    summary: Connection,
     start: Start,
 ) {
     let id = summary.id;
@@ -634,7 +635,7 @@ async fn run_connection(
                 let resume = lease
                     .previous_holder
                     .is_some_and(|holder| holder != shared.id);
-                claimed = Some(lease.row);
+                claimed = Some(lease.connection);
                 if resume {
                     // Another process checked it since this one last did (or since this one
                     // loaded its state): resume from the store, so the hysteresis and uptime
@@ -846,7 +847,7 @@ async fn record(
     }
     let error_kind = if result.ok { None } else { result.error_kind };
     let step = if result.ok { None } else { result.step };
-    let check = CheckRow {
+    let check = Check {
         connection: id,
         at,
         ok: result.ok,

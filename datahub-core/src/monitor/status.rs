@@ -17,8 +17,7 @@
 
 use time::{Duration, OffsetDateTime};
 
-use crate::model::HealthStatus;
-use crate::store::CheckRow;
+use crate::model::{Check, HealthStatus};
 use crate::{Error, Result};
 
 use super::CheckResult;
@@ -105,11 +104,7 @@ impl Tracker {
 
     /// A tracker resuming from a stored status and the most recent checks (newest first), so a
     /// restart neither forgets a `down` connection nor restarts its runs from zero.
-    pub fn resume(
-        config: HysteresisConfig,
-        status: HealthStatus,
-        newest_first: &[CheckRow],
-    ) -> Self {
+    pub fn resume(config: HysteresisConfig, status: HealthStatus, newest_first: &[Check]) -> Self {
         let failures = newest_first.iter().take_while(|c| !c.ok).count();
         let successes = newest_first.iter().take_while(|c| c.ok).count();
         Self {
@@ -316,7 +311,7 @@ mod tests {
     #[test]
     fn resume_keeps_down_and_the_runs() {
         let id = ConnectionId::new();
-        let row = |ok: bool| CheckRow {
+        let row = |ok: bool| Check {
             connection: id,
             at: NOW,
             ok,

@@ -9,7 +9,8 @@ use std::collections::VecDeque;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::store::{CheckRow, Store};
+use crate::model::Check;
+use crate::store::Store;
 use crate::{ConnectionId, Result};
 
 /// The uptime window: 24 hours.
@@ -22,7 +23,7 @@ pub const MAX_CHECKS: u32 = 10_000;
 const BUCKET_SECONDS: i64 = 300;
 
 /// The share of successes among `checks`; `None` when there are none.
-pub fn from_checks(checks: &[CheckRow]) -> Option<f64> {
+pub fn from_checks(checks: &[Check]) -> Option<f64> {
     ratio(
         checks.iter().filter(|c| c.ok).count() as u64,
         checks.len() as u64,
@@ -38,7 +39,7 @@ pub async fn load(
     store: &dyn Store,
     id: ConnectionId,
     now: OffsetDateTime,
-) -> Result<(Vec<CheckRow>, Option<f64>)> {
+) -> Result<(Vec<Check>, Option<f64>)> {
     let checks = store.checks(id, now - WINDOW, MAX_CHECKS).await?;
     let uptime = from_checks(&checks);
     Ok((checks, uptime))
@@ -53,8 +54,8 @@ pub struct UptimeWindow {
 
 impl UptimeWindow {
     /// A window seeded with stored checks (any order).
-    pub fn from_checks(checks: &[CheckRow]) -> Self {
-        let mut sorted: Vec<&CheckRow> = checks.iter().collect();
+    pub fn from_checks(checks: &[Check]) -> Self {
+        let mut sorted: Vec<&Check> = checks.iter().collect();
         sorted.sort_by_key(|c| c.at);
         let mut window = Self::default();
         for c in sorted {
@@ -109,8 +110,8 @@ mod tests {
 
     const NOW: OffsetDateTime = OffsetDateTime::UNIX_EPOCH;
 
-    fn row(at: OffsetDateTime, ok: bool) -> CheckRow {
-        CheckRow {
+    fn row(at: OffsetDateTime, ok: bool) -> Check {
+        Check {
             connection: ConnectionId::new(),
             at,
             ok,
@@ -136,7 +137,7 @@ mod tests {
 
     #[test]
     fn window_matches_exact_share_and_forgets_old_checks() {
-        let rows: Vec<CheckRow> = (0..100)
+        let rows: Vec<Check> = (0..100)
             .map(|i| row(NOW + Duration::minutes(i), i % 4 != 0))
             .collect();
         let mut w = UptimeWindow::from_checks(&rows);

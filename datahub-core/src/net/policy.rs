@@ -7,7 +7,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use crate::store::TargetPolicy;
+use crate::model::TargetPolicy;
 use crate::{Error, Result};
 
 /// An IP network: an address and a prefix length, with the host bits cleared.

@@ -2,7 +2,7 @@
 //!
 //! A SCRAM client spends nearly all of its work in PBKDF2: `SaltedPassword` is the password
 //! hashed `i` times under the server's salt (4,096 HMAC-SHA-256 rounds by PostgreSQL's default,
-//! about 0.5 ms of CPU, a third of a whole test's client CPU). The server sends the same salt and
+//! a large part of a whole test's client CPU). The server sends the same salt and
 //! count at every login until the role's password changes, so the `ClientKey` and `ServerKey`
 //! derived from it are the same each time. RFC 5802 lets a client keep them for later
 //! authentications to the same service; the monitor authenticates to every target once an

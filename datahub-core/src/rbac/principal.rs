@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use super::policy::{Access, Action, ConnectionAction, GlobalAction};
 use super::{Grant, GrantLevel, Grantee, Role};
 use crate::audit::RequestInfo;
-use crate::store::{TokenRow, UserRow, Visibility};
+use crate::model::{TokenInfo, User, Visibility};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
 /// Who is acting: an authenticated, enabled user, through a session or an API token; or the
@@ -92,7 +92,7 @@ impl Principal {
     ///
     /// `teams` are the teams the user belongs to. Errors: `Unauthenticated` when the user is
     /// disabled.
-    pub fn from_user(user: &UserRow, teams: Vec<TeamId>) -> Result<Self> {
+    pub fn from_user(user: &User, teams: Vec<TeamId>) -> Result<Self> {
         if user.disabled {
             return Err(Error::new(
                 ErrorKind::Unauthenticated,
@@ -109,8 +109,8 @@ impl Principal {
     /// message for every cause, when the token is expired or revoked, belongs to another user,
     /// or the user is disabled (see [`crate::auth::token_usable`]).
     pub fn from_token(
-        user: &UserRow,
-        token: &TokenRow,
+        user: &User,
+        token: &TokenInfo,
         teams: Vec<TeamId>,
         now: OffsetDateTime,
     ) -> Result<Self> {
@@ -149,7 +149,7 @@ impl Principal {
         (self.method != AuthMethod::Operator).then_some(self.user)
     }
 
-    fn build(user: &UserRow, mut teams: Vec<TeamId>, read_only: bool) -> Self {
+    fn build(user: &User, mut teams: Vec<TeamId>, read_only: bool) -> Self {
         teams.sort_unstable();
         teams.dedup();
         Self {

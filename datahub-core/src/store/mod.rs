@@ -1,5 +1,7 @@
 //! The one storage contract ([`Store`]), implemented by SQLite (the embedded default) and
-//! PostgreSQL (shared deployments), and the rows it stores.
+//! PostgreSQL (shared deployments), and the records only the Hub and the stores see (sealed
+//! secrets, password and token hashes, leases). The values it stores and answers otherwise are
+//! the Hub's vocabulary, in [`crate::model`].
 //!
 //! A store keeps what it is given and answers what it is asked, durably and consistently; it
 //! decides nothing. Permission checks, validation and encryption happen before a call reaches
@@ -10,7 +12,8 @@
 //!   the change is not made either. Appends are serialized (one writer at a time, across every
 //!   process sharing the store), so the chain stays linear.
 //! - **Optimistic concurrency.** Updates and deletes name the version they read; a stale version
-//!   is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict), never a silent overwrite (S26).
+//!   is [`ErrorKind::Conflict`](crate::ErrorKind::Conflict) on `version`
+//!   ([`Error::is_stale`](crate::Error::is_stale)), never a silent overwrite (S26).
 //! - **Visibility in SQL.** Listing filters, counts, sorts and pages in SQL, restricted in SQL to
 //!   what the caller may view ([`Visibility`]), so invisible rows never leave the store.
 //!
@@ -21,7 +24,16 @@
 //!
 //! It must never: hold a plaintext secret (only [`SealedSecrets`] and token hashes), log a
 //! value of a secret column, or decide access.
+//!
+//! The contract is split by area, one trait each, with [`Store`] their sum: [`ConnectionStore`]
+//! (connections and grants), [`AccountStore`] (users, teams, tokens, the directory),
+//! [`SessionStore`], [`AuditStore`], [`HealthStore`] (checks, leases, events between processes)
+//! and [`AdminStore`] (the target policy and the keys). Each backend implements them in one file
+//! per area; what both backends do alike (rebuilding a connection from its columns, page bounds)
+//! is in `columns.rs`. Code holding an `Arc<dyn Store>` calls every area's methods through it;
+//! code holding a concrete store imports the traits it calls ([`prelude`]).
 
+mod columns;
 mod migrate;
 pub mod postgres;
 pub mod sqlite;
@@ -40,14 +52,11 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::crypto::{KekId, KeyCheck, SealedValue, WrappedDek};
 use crate::model::{
-    ConnectionName, ConnectionSpec, Engine, FailureKind, Health, HealthStatus, StepName, Tag,
-    TlsMode,
+    AuditQuery, Check, Connection, ConnectionName, ConnectionSpec, Directory, Health, ListQuery,
+    NamedGrant, Page, TargetPolicy, Team, TokenInfo, User, Visibility,
 };
-use crate::rbac::{Grant, Role};
+use crate::rbac::Grant;
 use crate::{ConnectionId, Result, SessionId, TeamId, TokenId, UserId};
-
-/// The most rows one page of a list may hold.
-pub const MAX_PER_PAGE: u32 = 200;
 
 /// A connection's encrypted secrets, as stored: the wrapped data key and the sealed fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +69,10 @@ pub struct SealedSecrets {
     pub client_key_pem: Option<SealedValue>,
 }
 
-/// A saved connection as a store holds it: metadata plus sealed secrets.
+/// A saved connection as a store holds it: metadata plus sealed secrets. Only the Hub and the
+/// stores see it; adapters get a [`Connection`], which has none.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ConnectionRow {
+pub struct StoredConnection {
     /// Id (UUID v7).
     pub id: ConnectionId,
     /// The validated settings.
@@ -79,172 +89,27 @@ pub struct ConnectionRow {
     pub secrets: SealedSecrets,
 }
 
-/// A connection as listed or shown: no secrets, with its current health.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConnectionSummary {
-    /// Id.
-    pub id: ConnectionId,
-    /// The validated settings.
-    pub spec: ConnectionSpec,
-    /// The creator.
-    pub owner: UserId,
-    /// Current version.
-    pub version: u64,
-    /// Created (UTC).
-    pub created_at: OffsetDateTime,
-    /// Last changed (UTC).
-    pub updated_at: OffsetDateTime,
-    /// Current derived health (`unknown` when never checked).
-    pub health: Health,
-}
-
-/// What a list may be sorted by.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SortKey {
-    /// By name (default), ascending.
-    #[default]
-    Name,
-    /// By last change, newest first.
-    Updated,
-    /// By health status, worst first (down, degraded, unknown, healthy), then by name.
-    Status,
-    /// By the last check's time, most recent first; never checked last; then by name.
-    Checked,
-    /// By the last successful check's latency, slowest first; none yet last; then by name.
-    Latency,
-}
-
-impl SortKey {
-    /// Whether this order reads the health summary.
-    pub fn reads_health(self) -> bool {
-        matches!(self, Self::Status | Self::Checked | Self::Latency)
-    }
-}
-
-/// A validated list request.
+/// A user account as stored: the [`User`] plus its password hash, which never leaves the Hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListQuery {
-    /// Case-insensitive substring of name, description, host or any tag. Default: none.
-    pub search: Option<String>,
-    /// Only connections carrying this tag.
-    pub tag: Option<Tag>,
-    /// Only connections with this health status.
-    pub status: Option<HealthStatus>,
-    /// Only connections of this engine.
-    pub engine: Option<Engine>,
-    /// Only connections owned by this user.
-    pub owner: Option<UserId>,
-    /// Sort order. Default: by name.
-    pub sort: SortKey,
-    /// 1-based page number. Default: 1.
-    pub page: u32,
-    /// Rows per page, 1 to [`MAX_PER_PAGE`]. Default: 50.
-    pub per_page: u32,
-}
-
-impl Default for ListQuery {
-    fn default() -> Self {
-        Self {
-            search: None,
-            tag: None,
-            status: None,
-            engine: None,
-            owner: None,
-            sort: SortKey::Name,
-            page: 1,
-            per_page: 50,
-        }
-    }
-}
-
-/// Which connections a caller may view, applied by the store in SQL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Visibility {
-    /// Every connection (admins).
-    All,
-    /// Connections the user owns or holds any grant on, directly or through one of the teams.
-    Member {
-        /// The caller.
-        user: UserId,
-        /// The teams the caller belongs to.
-        teams: Vec<TeamId>,
-    },
-}
-
-/// One page of results with the total over all pages.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page<T> {
-    /// The rows of this page.
-    pub items: Vec<T>,
-    /// How many rows match in all.
-    pub total: u64,
-    /// This page's number, 1-based.
-    pub page: u32,
-    /// The page size asked for.
-    pub per_page: u32,
-}
-
-/// A user account as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRow {
-    /// Id.
-    pub id: UserId,
-    /// Unique login name.
-    pub username: String,
-    /// Global role.
-    pub role: Role,
+pub struct StoredUser {
+    /// The account as shown.
+    pub user: User,
     /// The argon2id hash in PHC string form (never the password).
     pub password_hash: String,
-    /// A disabled user can neither log in nor use tokens.
-    pub disabled: bool,
-    /// Created (UTC).
-    pub created_at: OffsetDateTime,
-    /// Last changed (UTC).
-    pub updated_at: OffsetDateTime,
 }
 
-/// A team and its members.
+/// An API token as stored: the [`TokenInfo`] plus the SHA-256 of the token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TeamRow {
-    /// Id.
-    pub id: TeamId,
-    /// Unique name.
-    pub name: String,
-    /// Member user ids.
-    pub members: Vec<UserId>,
-}
-
-/// An API token as stored: the SHA-256 of the token, never the token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenRow {
-    /// Id.
-    pub id: TokenId,
-    /// The user it acts as.
-    pub user: UserId,
-    /// A label chosen by the user.
-    pub name: String,
+pub struct StoredToken {
+    /// The token as listed.
+    pub info: TokenInfo,
     /// SHA-256 of the token text.
     pub hash: [u8; 32],
-    /// A read-only token can only read.
-    pub read_only: bool,
-    /// Created (UTC).
-    pub created_at: OffsetDateTime,
-    /// After this it no longer works; `None` for never.
-    pub expires_at: Option<OffsetDateTime>,
-    /// Set when revoked; a revoked token never works again.
-    pub revoked_at: Option<OffsetDateTime>,
-    /// Its last recorded use (UTC), `None` before the first; written at most once per
-    /// [`TOKEN_TOUCH_INTERVAL`] (see [`Store::touch_token`]).
-    pub last_used_at: Option<OffsetDateTime>,
 }
-
-/// How often a token's use is recorded at most: once a minute, as for sessions, so a busy
-/// client costs one write a minute rather than one per request.
-pub const TOKEN_TOUCH_INTERVAL: time::Duration = time::Duration::minutes(1);
 
 /// A browser session as stored: the SHA-256 of its token, never the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionRow {
+pub struct StoredSession {
     /// Id.
     pub id: SessionId,
     /// The user it acts as.
@@ -263,82 +128,6 @@ pub struct SessionRow {
     pub user_agent: Option<String>,
 }
 
-/// The result of one health check, as recorded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckRow {
-    /// The connection checked.
-    pub connection: ConnectionId,
-    /// When the check finished (UTC).
-    pub at: OffsetDateTime,
-    /// Whether it succeeded.
-    pub ok: bool,
-    /// Total time of the check in milliseconds.
-    pub latency_ms: u32,
-    /// Why it failed.
-    pub error_kind: Option<FailureKind>,
-    /// The step it failed in; `None` on success, and for checks recorded before steps were.
-    pub step: Option<StepName>,
-    /// The status derived after this check.
-    pub status: HealthStatus,
-}
-
-/// A grant with its grantee's name: a user's login name or a team's name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NamedGrant {
-    /// The grant.
-    pub grant: Grant,
-    /// The grantee's name.
-    pub name: String,
-}
-
-/// A user as the directory shows it: id and login name, nothing more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryUser {
-    /// Id.
-    pub id: UserId,
-    /// Login name.
-    pub username: String,
-}
-
-/// A team as the directory shows it: id and name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryTeam {
-    /// Id.
-    pub id: TeamId,
-    /// Name.
-    pub name: String,
-}
-
-/// Names to pick a grantee from ([`Store::directory`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Directory {
-    /// Enabled users, by login name.
-    pub users: Vec<DirectoryUser>,
-    /// Teams, by name.
-    pub teams: Vec<DirectoryTeam>,
-}
-
-/// The admin's target policy: where connections may point, and the lowest TLS mode allowed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetPolicy {
-    /// CIDRs a target address must fall in (empty: any address not denied).
-    pub allow_cidrs: Vec<String>,
-    /// CIDRs a target address must not fall in (checked after `allow_cidrs`).
-    pub deny_cidrs: Vec<String>,
-    /// The lowest TLS mode a connection may use. Default: `require`.
-    pub min_tls_mode: TlsMode,
-}
-
-impl Default for TargetPolicy {
-    fn default() -> Self {
-        Self {
-            allow_cidrs: Vec::new(),
-            deny_cidrs: Vec::new(),
-            min_tls_mode: TlsMode::DEFAULT_POLICY_MINIMUM,
-        }
-    }
-}
-
 /// How many stored data keys each KEK wraps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KekUsage {
@@ -348,26 +137,7 @@ pub struct KekUsage {
     pub rows: u64,
 }
 
-/// A filter over the audit log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditQuery {
-    /// Only this actor.
-    pub actor: Option<UserId>,
-    /// Only this action (exact).
-    pub action: Option<String>,
-    /// Only this target (exact).
-    pub target: Option<String>,
-    /// Only entries written at or after this time.
-    pub since: Option<OffsetDateTime>,
-    /// Only entries written before this time.
-    pub until: Option<OffsetDateTime>,
-    /// 1-based page, newest first.
-    pub page: u32,
-    /// Rows per page, 1 to [`MAX_PER_PAGE`].
-    pub per_page: u32,
-}
-
-/// A won claim on one connection's check ([`Store::lease_check`]).
+/// A won claim on one connection's check ([`HealthStore::lease_check`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckLease {
     /// Who held the claim before this one (`None`: nobody ever claimed this connection's
@@ -376,29 +146,74 @@ pub struct CheckLease {
     pub previous_holder: Option<Uuid>,
     /// The connection as stored, read with the claim: the check needs no second read (one
     /// store round trip per check fewer).
-    pub row: ConnectionRow,
+    pub connection: StoredConnection,
 }
 
 /// The channel processes sharing a store tell each other events on (PostgreSQL `NOTIFY`).
 pub const EVENTS_CHANNEL: &str = "datahub_events";
 
-/// The storage contract. See the module docs for the rules every backend keeps.
-#[async_trait]
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
-    // --- connections ---
+/// The storage contract: the sum of its areas. Every backend implements each area's trait; the
+/// blanket impl makes it a `Store`, so the Hub holds one `Arc<dyn Store>` and calls any area's
+/// methods through it (a trait object's supertrait methods need no import; a concrete store's
+/// do: see [`prelude`]). See the module docs for the rules every backend keeps.
+pub trait Store:
+    ConnectionStore
+    + AccountStore
+    + SessionStore
+    + AuditStore
+    + HealthStore
+    + AdminStore
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
 
+impl<T> Store for T where
+    T: ConnectionStore
+        + AccountStore
+        + SessionStore
+        + AuditStore
+        + HealthStore
+        + AdminStore
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// The store's traits, to call the methods of a concrete store (e.g. a `SqliteStore` in a
+/// test): `use datahub_core::store::prelude::*;`. Through `Arc<dyn Store>` they need no import.
+pub mod prelude {
+    pub use super::{
+        AccountStore, AdminStore, AuditStore, ConnectionStore, HealthStore, SessionStore, Store,
+    };
+}
+
+/// Connections and the grants on them.
+///
+/// Optimistic concurrency: updates, deletes and grant changes name the version they read; a
+/// stale version is a `Conflict` on `version` ([`Error::is_stale`](crate::Error::is_stale)),
+/// never a silent overwrite (S26), and a missing connection is `NotFound`. Listing filters,
+/// counts, sorts and pages in SQL, restricted in SQL to what the caller may view
+/// ([`Visibility`]), so invisible rows never leave the store. Each write appends its audit
+/// event in its own transaction.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
     /// Inserts a new connection (version 1) and appends `audit`.
     /// Errors: `Conflict` naming the field `name` when the name is taken.
-    async fn insert_connection(&self, row: &ConnectionRow, audit: &AuditEvent) -> Result<()>;
+    async fn insert_connection(&self, row: &StoredConnection, audit: &AuditEvent) -> Result<()>;
 
     /// One connection with its sealed secrets, or `None`.
-    async fn connection(&self, id: ConnectionId) -> Result<Option<ConnectionRow>>;
+    async fn connection(&self, id: ConnectionId) -> Result<Option<StoredConnection>>;
 
     /// One connection by its unique name, or `None`.
-    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<ConnectionRow>>;
+    async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>>;
 
     /// One connection's summary (with health), or `None`.
-    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<ConnectionSummary>>;
+    async fn connection_summary(&self, id: ConnectionId) -> Result<Option<Connection>>;
 
     /// Replaces a connection's spec and secrets if its stored version is `expected_version`,
     /// setting the version to `expected_version + 1` and `updated_at` from `row`; appends
@@ -406,7 +221,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Errors: `NotFound`; `Conflict` when the version is stale or the new name is taken.
     async fn update_connection(
         &self,
-        row: &ConnectionRow,
+        row: &StoredConnection,
         expected_version: u64,
         audit: &AuditEvent,
     ) -> Result<u64>;
@@ -427,9 +242,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         query: &ListQuery,
         visibility: &Visibility,
-    ) -> Result<Page<ConnectionSummary>>;
-
-    // --- grants ---
+    ) -> Result<Page<Connection>>;
 
     /// Replaces the set of grants on a connection if its version is still `expected_version`,
     /// and bumps the version (grants are part of what the connection's version covers, so a
@@ -450,37 +263,44 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// The grants on a connection with each grantee's name (the user's login name, the team's
     /// name), in the order of [`Self::grants`]: users' before teams'. One query.
     async fn named_grants(&self, id: ConnectionId) -> Result<Vec<NamedGrant>>;
+}
 
-    // --- users, teams, tokens ---
-
+/// Users, teams, API tokens and the name directory.
+///
+/// A taken user name or team name is a `Conflict` naming the field; an unknown user or team is
+/// `NotFound`. It keeps a user's password hash and a token's SHA-256, never a password or a
+/// token. Each write appends its audit event in its own transaction, but recording a token's use
+/// ([`Self::touch_token`]), which is not audited.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     /// Inserts a user; appends `audit`. Errors: `Conflict` on `username` when taken.
-    async fn insert_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()>;
+    async fn insert_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()>;
 
     /// Replaces a user's role, password hash, disabled flag and `updated_at`; appends `audit`.
     /// Errors: `NotFound`.
-    async fn update_user(&self, user: &UserRow, audit: &AuditEvent) -> Result<()>;
+    async fn update_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()>;
 
     /// One user by id.
-    async fn user(&self, id: UserId) -> Result<Option<UserRow>>;
+    async fn user(&self, id: UserId) -> Result<Option<StoredUser>>;
 
     /// One user by login name (exact).
-    async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>>;
+    async fn user_by_name(&self, username: &str) -> Result<Option<StoredUser>>;
 
     /// Every user, by name.
-    async fn users(&self) -> Result<Vec<UserRow>>;
+    async fn users(&self) -> Result<Vec<StoredUser>>;
 
     /// How many users exist (to know whether to bootstrap the first admin).
     async fn user_count(&self) -> Result<u64>;
 
     /// Inserts a team or replaces its name and members; appends `audit`.
     /// Errors: `Conflict` on `name` when taken by another team; `NotFound` for a member.
-    async fn upsert_team(&self, team: &TeamRow, audit: &AuditEvent) -> Result<()>;
+    async fn upsert_team(&self, team: &Team, audit: &AuditEvent) -> Result<()>;
 
     /// Deletes a team (and its grants); appends `audit`. Errors: `NotFound`.
     async fn delete_team(&self, id: TeamId, audit: &AuditEvent) -> Result<()>;
 
     /// Every team, by name.
-    async fn teams(&self) -> Result<Vec<TeamRow>>;
+    async fn teams(&self) -> Result<Vec<Team>>;
 
     /// The teams a user belongs to.
     async fn teams_of(&self, user: UserId) -> Result<Vec<TeamId>>;
@@ -491,37 +311,43 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn directory(&self, needle: &str, limit: u32) -> Result<Directory>;
 
     /// Inserts a token; appends `audit`.
-    async fn insert_token(&self, token: &TokenRow, audit: &AuditEvent) -> Result<()>;
+    async fn insert_token(&self, token: &StoredToken, audit: &AuditEvent) -> Result<()>;
 
     /// The token with this hash, revoked or not.
-    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<TokenRow>>;
+    async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>>;
 
     /// The tokens of a user.
-    async fn tokens_of(&self, user: UserId) -> Result<Vec<TokenRow>>;
+    async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>>;
 
     /// Marks a token revoked at `at`; appends `audit`. Errors: `NotFound`.
     async fn revoke_token(&self, id: TokenId, at: OffsetDateTime, audit: &AuditEvent)
     -> Result<()>;
 
     /// Records a use of a token at `at` when its last recorded use is none or at least
-    /// [`TOKEN_TOUCH_INTERVAL`] before `at`, and the token is not revoked: one UPDATE whose
+    /// [`TOKEN_TOUCH_INTERVAL`](crate::model::TOKEN_TOUCH_INTERVAL) before `at`, and the token is not revoked: one UPDATE whose
     /// condition makes a use within the minute a no-op, so replicas racing write once. Returns
     /// whether a row changed. Not audited.
     async fn touch_token(&self, id: TokenId, at: OffsetDateTime) -> Result<bool>;
+}
 
-    // --- sessions ---
-
+/// Browser sessions: the SHA-256 of each session token, never the token.
+///
+/// A session starts from a login, which is audited on its own, so inserting, touching and
+/// pruning sessions are not audited; ending sessions (a logout, a user's sessions, an account
+/// change that ends them) appends its audit event in the same transaction.
+#[async_trait]
+pub trait SessionStore: Send + Sync {
     /// Inserts a session. Not audited on its own: a session starts from a login, which is.
     /// Errors: `NotFound` on `user_id` for an unknown user; `Conflict` when the id or hash is
     /// stored already.
-    async fn insert_session(&self, session: &SessionRow) -> Result<()>;
+    async fn insert_session(&self, session: &StoredSession) -> Result<()>;
 
     /// The session with this token hash, or `None` (whether or not it has expired: the caller
     /// decides).
-    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>>;
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>>;
 
     /// The sessions of a user, oldest first.
-    async fn sessions_of(&self, user: UserId) -> Result<Vec<SessionRow>>;
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>>;
 
     /// Records a use of a session at `at` if `at` is later than its stored last use; returns
     /// whether a row changed (`false` also for a session deleted meanwhile). Not audited.
@@ -534,20 +360,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Deletes every session of `user` and appends `audit` (always); returns how many ended.
     async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64>;
 
-    /// As [`Self::update_user`], and in the same transaction deletes every session of the user
+    /// As [`AccountStore::update_user`], and in the same transaction deletes every session of the user
     /// (for a disabled account or a new password) and, when the row says the account is
     /// disabled, revokes every token of the user not yet revoked (at `updated_at`), so enabling
     /// it again revives none (S33); returns how many sessions ended.
     /// Errors: `NotFound`.
-    async fn update_user_ending_sessions(&self, user: &UserRow, audit: &AuditEvent) -> Result<u64>;
+    async fn update_user_ending_sessions(
+        &self,
+        user: &StoredUser,
+        audit: &AuditEvent,
+    ) -> Result<u64>;
 
     /// Deletes sessions past their absolute expiry (`expires_at <= now`) or last used before
     /// `idle_before`; returns how many. Not audited (housekeeping of sessions already over).
     async fn prune_sessions(&self, now: OffsetDateTime, idle_before: OffsetDateTime)
     -> Result<u64>;
+}
 
-    // --- audit ---
-
+/// The audit log: one hash chain, appended to one writer at a time across every process sharing
+/// the store, so it stays linear. Every other write appends its event inside its own
+/// transaction; this trait appends an event on its own and reads the chain back.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Appends an event on its own (e.g. a denied attempt, a login) and returns the stored
     /// record.
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
@@ -557,15 +391,21 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// One page of the log matching `query`, newest first.
     async fn audit_page(&self, query: &AuditQuery) -> Result<Page<AuditRecord>>;
+}
 
-    // --- health ---
-
+/// Health checks and their history, the check leases that split the checks between processes
+/// sharing the store, and the events those processes tell each other.
+///
+/// None of it is audited: it is the monitor's own bookkeeping. A check of a connection deleted
+/// meanwhile is dropped without error; a lease is atomic across every process sharing the store.
+#[async_trait]
+pub trait HealthStore: Send + Sync {
     /// Records a check and sets the connection's current health to `health`, in one
     /// transaction (the history row and one upsert of the summary row). `health.facts`: `Some`
     /// replaces the stored facts, `None` keeps them (a check that did not reach the server does
     /// not erase what the last one that did saw).
     /// A check of a connection deleted meanwhile is dropped without error.
-    async fn record_check(&self, check: &CheckRow, health: &Health) -> Result<()>;
+    async fn record_check(&self, check: &Check, health: &Health) -> Result<()>;
 
     /// Up to `limit` checks of a connection at or after `since`, newest first.
     async fn checks(
@@ -573,7 +413,7 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         id: ConnectionId,
         since: OffsetDateTime,
         limit: u32,
-    ) -> Result<Vec<CheckRow>>;
+    ) -> Result<Vec<Check>>;
 
     /// Deletes checks older than `before`; returns how many.
     async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64>;
@@ -611,16 +451,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn subscribe_events(&self) -> Option<mpsc::Receiver<String>> {
         None
     }
+}
 
-    // --- policy ---
-
+/// The admin's target policy and the keys: which KEK wraps each data key, the rewrapping of
+/// key rotation (compare and swap, so two rotations at once cannot lose a key) and the start-up
+/// key checks (S28). Saving the policy and retiring a key check append their audit events in the
+/// same transaction.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
     /// The target policy (the default until one is saved).
     async fn policy(&self) -> Result<TargetPolicy>;
 
     /// Saves the target policy; appends `audit`.
     async fn set_policy(&self, policy: &TargetPolicy, audit: &AuditEvent) -> Result<()>;
-
-    // --- keys ---
 
     /// How many stored data keys each KEK id wraps (ids with no rows are absent).
     async fn kek_usage(&self) -> Result<Vec<KekUsage>>;

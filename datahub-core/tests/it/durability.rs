@@ -22,12 +22,10 @@ use datahub_core::ConnectionId;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::keys::KeyStatus;
-use datahub_core::model::ConnectionPatch;
+use datahub_core::model::{ConnectionPatch, ListQuery, MAX_PER_PAGE};
 use datahub_core::rbac::Principal;
 use datahub_core::secret::Password;
-use datahub_core::store::{
-    ListQuery, MAX_PER_PAGE, PostgresOptions, PostgresStore, SqliteStore, Store,
-};
+use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use datahub_testkit::{PgCluster, User};
 use tempfile::TempDir;
 use tokio::io::{AsyncBufReadExt as _, BufReader};

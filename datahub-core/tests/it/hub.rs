@@ -8,10 +8,12 @@ use std::sync::Arc;
 use datahub_core::audit::{AuditRecord, Outcome, RequestInfo};
 use datahub_core::crypto::{KekId, Keyring};
 use datahub_core::hub::{Hub, RateLimit, UserUpdate};
-use datahub_core::model::{ConnectionDraft, ConnectionPatch, TlsMode};
+use datahub_core::model::{
+    AuditQuery, ConnectionDraft, ConnectionPatch, ListQuery, TargetPolicy, TlsMode,
+};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::{AuditQuery, ListQuery, SqliteStore, Store, TargetPolicy};
+use datahub_core::store::{SqliteStore, Store};
 use datahub_core::{ConnectionId, ErrorKind, Result};
 use tempfile::TempDir;
 
@@ -115,12 +117,13 @@ const CONNECTION_ACTIONS: [&str; 8] = [
 
 /// Does one connection action as `p` on `id`, at its current `version`.
 async fn connection_action(
-    hub: &Hub,
+    f: &Fixture,
     p: &Principal,
     action: &str,
     id: ConnectionId,
     version: u64,
 ) -> char {
+    let hub = &f.hub;
     match action {
         "connection.view" => letter(&hub.connection(p, id).await),
         "connection.update" => {
@@ -134,7 +137,7 @@ async fn connection_action(
         "connection.reveal" => letter(&hub.reveal(p, id).await),
         "connection.test" => letter(&hub.test_connection(p, id, SHORT).await),
         "connection.pool" => {
-            let row = hub.store().connection(id).await.unwrap().unwrap();
+            let row = f.store.connection(id).await.unwrap().unwrap();
             let name = row.spec.name;
             letter(
                 &hub.pool(
@@ -203,9 +206,9 @@ async fn global_action(f: &Fixture, p: &Principal, action: &str, n: &str) -> cha
                 .await
                 .unwrap()
                 .into_iter()
-                .find(|t| t.revoked_at.is_none())
+                .find(|t| t.info.revoked_at.is_none())
                 .expect("an own token");
-            letter(&hub.revoke_token(p, own.id).await)
+            letter(&hub.revoke_token(p, own.info.id).await)
         }
         "token.manage" => {
             let other = hub
@@ -335,7 +338,7 @@ async fn permission_matrix_through_the_hub() {
                         Some(l) => assert_eq!(told.unwrap(), l, "{role} {tag} {column}"),
                         None => assert_eq!(told.unwrap_err().kind(), ErrorKind::NotFound),
                     }
-                    let got = connection_action(hub, p, action, c.id, version).await;
+                    let got = connection_action(&f, p, action, c.id, version).await;
                     let want = expected(action, role, column, ro);
                     assert_eq!(got, want, "{role} {tag} level {column} {action}");
                 }
@@ -344,7 +347,7 @@ async fn permission_matrix_through_the_hub() {
             if !ro {
                 for (action, id) in &owned {
                     // Created by the actor, never granted on: version 1.
-                    let got = connection_action(hub, p, action, *id, 1).await;
+                    let got = connection_action(&f, p, action, *id, 1).await;
                     assert_eq!(
                         got,
                         expected(action, role, 4, false),

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::{Hub, MAX_HISTORY_LIMIT};
-use datahub_core::model::{FailureKind, Health, HealthStatus, StepName};
+use datahub_core::model::{Check, FailureKind, Health, HealthStatus, StepName};
 use datahub_core::monitor::MonitorEvent;
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::{CheckRow, SqliteStore, Store};
+use datahub_core::store::{SqliteStore, Store};
 use datahub_core::{ConnectionId, ErrorKind};
 use tempfile::TempDir;
 use time::{Duration, OffsetDateTime};
@@ -98,7 +98,7 @@ async fn health_history_needs_view_and_bounds_its_limit() {
     let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - Duration::hours(1);
     for i in 0..5 {
         let ok = i != 3;
-        let check = CheckRow {
+        let check = Check {
             connection: id,
             at: t0 + Duration::minutes(i),
             ok,

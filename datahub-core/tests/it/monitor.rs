@@ -15,11 +15,12 @@ use datahub_core::ConnectionId;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::model::{
-    ConnectionPatch, FailureKind, Health, HealthStatus, MonitoringDraft, MonitoringPatch, StepName,
+    Check, ConnectionPatch, FailureKind, Health, HealthStatus, MonitoringDraft, MonitoringPatch,
+    StepName,
 };
 use datahub_core::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorEvent};
 use datahub_core::rbac::Principal;
-use datahub_core::store::{CheckRow, SqliteStore, Store};
+use datahub_core::store::{SqliteStore, Store};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::sync::broadcast::error::TryRecvError;
@@ -64,7 +65,7 @@ impl Fixture {
     }
 
     /// Every check of `id`, oldest first.
-    async fn history(&self, id: ConnectionId) -> Vec<CheckRow> {
+    async fn history(&self, id: ConnectionId) -> Vec<Check> {
         let mut rows = self
             .store
             .checks(id, OffsetDateTime::UNIX_EPOCH, 100_000)
@@ -267,7 +268,7 @@ async fn statuses_follow_the_hysteresis_and_each_change_is_published_once() {
     tokio::time::sleep(Duration::from_secs(110)).await;
     monitor.shutdown().await;
 
-    let statuses = |rows: Vec<CheckRow>| rows.iter().map(|c| c.status).collect::<Vec<_>>();
+    let statuses = |rows: Vec<Check>| rows.iter().map(|c| c.status).collect::<Vec<_>>();
     let flapping_rows = f.history(flapping).await;
     assert_eq!(
         statuses(flapping_rows[..8].to_vec()),
@@ -642,7 +643,7 @@ async fn old_history_is_pruned_and_uptime_counts_the_last_day() {
     let f = fixture().await;
     let id = f.connection("pruned", 10).await;
     let now = OffsetDateTime::now_utc();
-    let old = |hours: i64, ok: bool| CheckRow {
+    let old = |hours: i64, ok: bool| Check {
         connection: id,
         at: now - time::Duration::hours(hours),
         ok,

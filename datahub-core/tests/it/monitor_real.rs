@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 use datahub_core::ConnectionId;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::{Hub, RateLimit};
-use datahub_core::model::{ConnectionDraft, FailureKind, HealthStatus, MonitoringDraft, TlsMode};
+use datahub_core::model::{
+    Check, ConnectionDraft, FailureKind, HealthStatus, MonitoringDraft, TlsMode,
+};
 use datahub_core::monitor::MonitorConfig;
 use datahub_core::net::{Dialer, StaticResolver};
 use datahub_core::secret::Password;
-use datahub_core::store::{CheckRow, SqliteStore, Store};
+use datahub_core::store::{SqliteStore, Store};
 use datahub_testkit::{Direction, Fault, FaultProxy, PgCluster, ServerCert, User};
 use time::OffsetDateTime;
 
@@ -37,7 +39,7 @@ const MAX_WAIT: Duration = Duration::from_millis(100);
 const NORMAL_LATENCY_MS: u32 = 1_500;
 
 /// Every check of `id`, oldest first.
-async fn history(store: &Arc<dyn Store>, id: ConnectionId) -> Vec<CheckRow> {
+async fn history(store: &Arc<dyn Store>, id: ConnectionId) -> Vec<Check> {
     let mut rows = store
         .checks(id, OffsetDateTime::UNIX_EPOCH, 10_000)
         .await

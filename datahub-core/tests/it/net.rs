@@ -11,12 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use datahub_core::model::Host;
+use datahub_core::model::{Host, TargetPolicy};
 use datahub_core::net::{
     AlwaysDenied, Connect, DenyReason, DialError, Dialer, Policy, ResolveError, Resolver,
     StaticFailure, StaticResolver, Step, canonical,
 };
-use datahub_core::store::TargetPolicy;
 use datahub_testkit::{Fault, FaultProxy};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

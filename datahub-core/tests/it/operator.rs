@@ -7,9 +7,10 @@ use std::sync::Arc;
 use datahub_core::audit::{Outcome, RequestInfo};
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::{Hub, UserUpdate};
+use datahub_core::model::ListQuery;
 use datahub_core::rbac::{AuthMethod, Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::{ListQuery, SqliteStore, Store};
+use datahub_core::store::{SqliteStore, Store};
 use datahub_core::{ErrorKind, UserId};
 
 use crate::hub::{K1, draft, login};

@@ -5,10 +5,11 @@
 //! the test. It walks every role × grant level (none, view, use, manage, owner) × action, with the
 //! grant held directly and through a team, for sessions and for read-only tokens.
 
+use datahub_core::model::{TokenInfo, User, Visibility};
 use datahub_core::rbac::{
     Action, Decision, Grant, GrantLevel, Grantee, Principal, Role, Target, act,
 };
-use datahub_core::store::{TokenRow, UserRow, Visibility};
+use datahub_core::store::StoredUser;
 use datahub_core::{ConnectionId, ErrorKind, TeamId, TokenId, UserId};
 use time::{Duration, OffsetDateTime};
 
@@ -78,24 +79,25 @@ pub(crate) const READ_ONLY_ALLOWS: &[&str] = &[
 
 const ROLES: [Role; 4] = [Role::Admin, Role::Editor, Role::Viewer, Role::Auditor];
 
-fn user_row(role: Role, disabled: bool) -> UserRow {
-    UserRow {
-        id: UserId::new(),
-        username: format!("{role}-user"),
-        role,
+fn user_row(role: Role, disabled: bool) -> StoredUser {
+    StoredUser {
+        user: User {
+            id: UserId::new(),
+            username: format!("{role}-user"),
+            role,
+            disabled,
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            updated_at: OffsetDateTime::UNIX_EPOCH,
+        },
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$canary-hash-a81c".into(),
-        disabled,
-        created_at: OffsetDateTime::UNIX_EPOCH,
-        updated_at: OffsetDateTime::UNIX_EPOCH,
     }
 }
 
-fn token_row(user: UserId, read_only: bool) -> TokenRow {
-    TokenRow {
+fn token_row(user: UserId, read_only: bool) -> TokenInfo {
+    TokenInfo {
         id: TokenId::new(),
         user,
         name: "notebook".into(),
-        hash: [1; 32],
         read_only,
         created_at: OffsetDateTime::UNIX_EPOCH,
         expires_at: None,
@@ -193,10 +195,10 @@ fn permission_matrix() {
         let row = user_row(role, false);
         let my_team = TeamId::new();
         let other_team = TeamId::new();
-        let session = Principal::from_user(&row, vec![other_team, my_team]).unwrap();
+        let session = Principal::from_user(&row.user, vec![other_team, my_team]).unwrap();
         let ro_token = Principal::from_token(
-            &row,
-            &token_row(row.id, true),
+            &row.user,
+            &token_row(row.user.id, true),
             vec![my_team, other_team],
             OffsetDateTime::now_utc(),
         )
@@ -204,7 +206,7 @@ fn permission_matrix() {
         assert!(!session.is_read_only() && ro_token.is_read_only());
         for (c, column) in LEVELS.iter().enumerate() {
             for via in [Via::User, Via::Team] {
-                let (owner, grants) = target_for(column, row.id, my_team, via);
+                let (owner, grants) = target_for(column, row.user.id, my_team, via);
                 let target = Target {
                     owner,
                     grants: &grants,
@@ -245,12 +247,12 @@ fn permission_matrix() {
 fn effective_level_is_the_max_of_owner_user_and_team_grants() {
     let row = user_row(Role::Viewer, false);
     let (t1, t2, stranger_team) = (TeamId::new(), TeamId::new(), TeamId::new());
-    let p = Principal::from_user(&row, vec![t2, t1, t1]).unwrap();
+    let p = Principal::from_user(&row.user, vec![t2, t1, t1]).unwrap();
     assert_eq!(p.teams().len(), 2);
     let other = UserId::new();
     let g = |grantee, level| Grant { grantee, level };
     let grants = [
-        g(Grantee::User(row.id), GrantLevel::View),
+        g(Grantee::User(row.user.id), GrantLevel::View),
         g(Grantee::Team(t1), GrantLevel::Use),
         g(Grantee::Team(stranger_team), GrantLevel::Manage),
         g(Grantee::User(other), GrantLevel::Manage),
@@ -260,25 +262,28 @@ fn effective_level_is_the_max_of_owner_user_and_team_grants() {
     assert_eq!(p.level_on(other, &grants[2..]), None);
     assert_eq!(p.level_on(other, &[]), None);
     // Owning beats any grant.
-    assert_eq!(p.level_on(row.id, &grants[..1]), Some(GrantLevel::Manage));
+    assert_eq!(
+        p.level_on(row.user.id, &grants[..1]),
+        Some(GrantLevel::Manage)
+    );
     // A team grant counts as much as a direct one.
     assert_eq!(
         p.level_on(other, &[g(Grantee::Team(t2), GrantLevel::Manage)]),
         Some(GrantLevel::Manage)
     );
     // Admins hold manage everywhere, without any grant.
-    let admin = Principal::from_user(&user_row(Role::Admin, false), vec![]).unwrap();
+    let admin = Principal::from_user(&user_row(Role::Admin, false).user, vec![]).unwrap();
     assert_eq!(admin.level_on(other, &[]), Some(GrantLevel::Manage));
 }
 
 #[test]
 fn capability_checks_map_to_not_found_and_permission_denied() {
     let viewer_row = user_row(Role::Viewer, false);
-    let viewer = Principal::from_user(&viewer_row, vec![]).unwrap();
+    let viewer = Principal::from_user(&viewer_row.user, vec![]).unwrap();
     let conn = ConnectionId::new();
     let owner = UserId::new();
     let view = [Grant {
-        grantee: Grantee::User(viewer_row.id),
+        grantee: Grantee::User(viewer_row.user.id),
         level: GrantLevel::View,
     }];
 
@@ -307,12 +312,12 @@ fn capability_checks_map_to_not_found_and_permission_denied() {
     assert_eq!(proof.connection(), conn);
     assert_eq!(proof.level(), GrantLevel::View);
     assert_eq!(proof.action(), Action::ConnectionView);
-    assert_eq!(proof.principal().user(), viewer_row.id);
+    assert_eq!(proof.principal().user(), viewer_row.user.id);
 
     // Global checks.
     let e = viewer.check::<act::KeysRotate>().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
-    let admin = Principal::from_user(&user_row(Role::Admin, false), vec![]).unwrap();
+    let admin = Principal::from_user(&user_row(Role::Admin, false).user, vec![]).unwrap();
     let ok = admin.check::<act::KeysRotate>().unwrap();
     assert_eq!(ok.action(), Action::KeysRotate);
     let proof = admin
@@ -328,15 +333,15 @@ fn capability_checks_map_to_not_found_and_permission_denied() {
 fn read_only_tokens_only_read() {
     let row = user_row(Role::Admin, false);
     let ro = Principal::from_token(
-        &row,
-        &token_row(row.id, true),
+        &row.user,
+        &token_row(row.user.id, true),
         vec![],
         OffsetDateTime::now_utc(),
     )
     .unwrap();
     let rw = Principal::from_token(
-        &row,
-        &token_row(row.id, false),
+        &row.user,
+        &token_row(row.user.id, false),
         vec![],
         OffsetDateTime::now_utc(),
     )
@@ -350,11 +355,11 @@ fn read_only_tokens_only_read() {
     assert!(ro.check::<act::AuditVerify>().is_ok());
     let conn = ConnectionId::new();
     assert!(
-        ro.check_on::<act::ConnectionReveal>(conn, row.id, &[])
+        ro.check_on::<act::ConnectionReveal>(conn, row.user.id, &[])
             .is_ok()
     );
     let e = ro
-        .check_on::<act::ConnectionDelete>(conn, row.id, &[])
+        .check_on::<act::ConnectionDelete>(conn, row.user.id, &[])
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied);
 }
@@ -364,41 +369,47 @@ fn disabled_users_and_unusable_tokens_never_become_principals() {
     let now = OffsetDateTime::now_utc();
     for role in ROLES {
         let disabled = user_row(role, true);
-        let e = Principal::from_user(&disabled, vec![]).unwrap_err();
+        let e = Principal::from_user(&disabled.user, vec![]).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unauthenticated);
-        let e = Principal::from_token(&disabled, &token_row(disabled.id, false), vec![], now)
-            .unwrap_err();
+        let e = Principal::from_token(
+            &disabled.user,
+            &token_row(disabled.user.id, false),
+            vec![],
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unauthenticated);
     }
     let row = user_row(Role::Editor, false);
-    let revoked = TokenRow {
+    let revoked = TokenInfo {
         revoked_at: Some(now),
         last_used_at: None,
-        ..token_row(row.id, false)
+        ..token_row(row.user.id, false)
     };
-    let expired = TokenRow {
+    let expired = TokenInfo {
         expires_at: Some(now - Duration::seconds(1)),
-        ..token_row(row.id, false)
+        ..token_row(row.user.id, false)
     };
     let foreign = token_row(UserId::new(), false);
     for token in [revoked, expired, foreign] {
-        let e = Principal::from_token(&row, &token, vec![], now).unwrap_err();
+        let e = Principal::from_token(&row.user, &token, vec![], now).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Unauthenticated);
     }
 }
 
 #[test]
 fn visibility_follows_the_role() {
-    let admin = Principal::from_user(&user_row(Role::Admin, false), vec![TeamId::new()]).unwrap();
+    let admin =
+        Principal::from_user(&user_row(Role::Admin, false).user, vec![TeamId::new()]).unwrap();
     assert_eq!(admin.visibility(), Visibility::All);
     for role in [Role::Editor, Role::Viewer, Role::Auditor] {
         let row = user_row(role, false);
         let (a, b) = (TeamId::new(), TeamId::new());
-        let p = Principal::from_user(&row, vec![b, a, b]).unwrap();
+        let p = Principal::from_user(&row.user, vec![b, a, b]).unwrap();
         assert_eq!(
             p.visibility(),
             Visibility::Member {
-                user: row.id,
+                user: row.user.id,
                 teams: vec![a, b]
             }
         );
@@ -408,7 +419,7 @@ fn visibility_follows_the_role() {
 #[test]
 fn principals_do_not_carry_the_password_hash() {
     let row = user_row(Role::Viewer, false);
-    let p = Principal::from_user(&row, vec![]).unwrap();
+    let p = Principal::from_user(&row.user, vec![]).unwrap();
     let shown = format!("{p:?}");
     assert!(!shown.contains("canary-hash-a81c"), "{shown}");
     assert_eq!(p.username(), "viewer-user");

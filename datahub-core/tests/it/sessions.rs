@@ -13,7 +13,7 @@ use datahub_core::crypto::Keyring;
 use datahub_core::hub::{Hub, UserUpdate};
 use datahub_core::rbac::{AuthMethod, Principal, Role};
 use datahub_core::secret::Password;
-use datahub_core::store::{SessionRow, SqliteStore, Store};
+use datahub_core::store::{SqliteStore, Store, StoredSession};
 use datahub_core::{ErrorKind, SessionId, UserId};
 use tempfile::TempDir;
 use time::{Duration, OffsetDateTime};
@@ -190,7 +190,7 @@ async fn absolute_and_idle_expiry_at_their_boundaries() {
         let user = f.admin.user();
         async move {
             let new = new_session_token().unwrap();
-            let row = SessionRow {
+            let row = StoredSession {
                 id: SessionId::new(),
                 user,
                 hash: new.hash,
@@ -357,7 +357,7 @@ async fn disabling_or_a_new_password_ends_sessions_and_roles_apply_at_once() {
     .await
     .unwrap();
     f.store
-        .insert_session(&SessionRow {
+        .insert_session(&StoredSession {
             id: SessionId::new(),
             user: eddie,
             hash: new.hash,

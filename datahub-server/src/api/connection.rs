@@ -16,9 +16,9 @@ use datahub_core::model::{
     ChannelBinding, CheckFacts, Connection, ConnectionDraft, ConnectionPatch, Engine, Health,
     MonitoringDraft, MonitoringPatch, OptionsDraft, OptionsPatch, TlsDraft, TlsMode, TlsPatch,
 };
+use datahub_core::model::{Check, NamedGrant};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee};
 use datahub_core::secret::{Password, PrivateKeyPem};
-use datahub_core::store::{CheckRow, NamedGrant};
 use datahub_core::{ConnectionId, TeamId, UserId};
 use serde::de::{Deserializer, Visitor};
 use serde::ser::{SerializeStruct, Serializer};
@@ -810,8 +810,8 @@ pub struct CheckOut {
     pub status: &'static str,
 }
 
-impl From<&CheckRow> for CheckOut {
-    fn from(c: &CheckRow) -> Self {
+impl From<&Check> for CheckOut {
+    fn from(c: &Check) -> Self {
         Self {
             at: c.at,
             ok: c.ok,

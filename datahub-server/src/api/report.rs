@@ -128,3 +128,24 @@ fn whole_seconds(at: OffsetDateTime) -> String {
         at.second()
     )
 }
+
+/// The body of a 422 answer to `?test_first=true`: the error and the failed test's report.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestFailedBody {
+    /// `test_failed`.
+    pub error: TestFailedDetail,
+    /// The report of the failed test.
+    pub report: TestReport,
+}
+
+/// The error part of [`TestFailedBody`].
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestFailedDetail {
+    /// `test_failed`.
+    pub code: &'static str,
+    /// What happened.
+    pub message: String,
+    /// The request id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}

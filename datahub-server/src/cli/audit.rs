@@ -5,8 +5,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use datahub_core::audit::{AuditRecord, ChainBreak};
 use datahub_core::hub::Hub;
+use datahub_core::model::{AuditQuery, MAX_PER_PAGE};
 use datahub_core::rbac::Principal;
-use datahub_core::store::{AuditQuery, MAX_PER_PAGE};
 use serde::Serialize;
 use time::OffsetDateTime;
 

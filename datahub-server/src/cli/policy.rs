@@ -1,7 +1,7 @@
 //! `policy show|set`: the target policy.
 
 use clap::Subcommand;
-use datahub_core::store::TargetPolicy;
+use datahub_core::model::TargetPolicy;
 use serde::Serialize;
 
 use super::{CliError, CliResult, Output, OutputArgs};

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use clap::Subcommand;
-use datahub_core::hub::TokenInfo;
+use datahub_core::model::TokenInfo;
 use datahub_core::{TokenId, UserId};
 use serde::Serialize;
 use time::OffsetDateTime;

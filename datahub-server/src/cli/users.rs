@@ -3,7 +3,8 @@
 //! install out of its own administration.
 
 use clap::Subcommand;
-use datahub_core::hub::{Hub, User, UserUpdate};
+use datahub_core::hub::{Hub, UserUpdate};
+use datahub_core::model::User;
 use datahub_core::rbac::{Principal, Role};
 use serde::Serialize;
 use time::OffsetDateTime;

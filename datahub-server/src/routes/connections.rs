@@ -18,9 +18,9 @@ use axum::response::{IntoResponse, Response};
 use datahub_core::ConnectionId;
 use datahub_core::hub::ConnectionGrants;
 use datahub_core::model::{Connection, Engine, HealthStatus, Tag};
+use datahub_core::model::{ListQuery, SortKey};
 use datahub_core::probe::{MAX_BUDGET, Report};
-use datahub_core::store::{ListQuery, SortKey};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,7 +30,7 @@ use crate::api::connection::{
     ConnectionOut, ConnectionPage, CreateConnection, DraftTest, GrantsBody, GrantsOut,
     HealthHistoryOut, PatchConnection, RevealBody, RevealResponse,
 };
-use crate::api::report::TestReport;
+use crate::api::report::{TestFailedBody, TestFailedDetail, TestReport};
 use crate::auth::{Authed, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::ApiJson;
@@ -195,27 +195,6 @@ pub struct CreateParams {
     /// `true`: test the settings first and save only when the test passes (else 422 with the
     /// report). Default: `false`.
     test_first: Option<String>,
-}
-
-/// The body of a 422 answer to `?test_first=true`: the error and the failed test's report.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TestFailedBody {
-    /// `test_failed`.
-    pub error: TestFailedDetail,
-    /// The report of the failed test.
-    pub report: TestReport,
-}
-
-/// The error part of [`TestFailedBody`].
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct TestFailedDetail {
-    /// `test_failed`.
-    pub code: &'static str,
-    /// What happened.
-    pub message: String,
-    /// The request id.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
 }
 
 /// Saves a new connection owned by the caller (roles editor and admin).

@@ -5,13 +5,11 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use datahub_core::store::Directory;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
+use crate::api::directory::DirectoryOut;
 use crate::auth::Authed;
 use crate::error::{ApiResult, ErrorBody};
 use crate::state::AppState;
@@ -28,56 +26,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct DirectoryParams {
     /// Text the name contains, case-insensitive, up to 64 characters. Default: every name.
     q: Option<String>,
-}
-
-/// Users and teams whose name matched, at most 20 of each, sorted by name.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DirectoryOut {
-    /// Enabled users.
-    pub users: Vec<DirectoryUserOut>,
-    /// Teams.
-    pub teams: Vec<DirectoryTeamOut>,
-}
-
-/// A user as the directory shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DirectoryUserOut {
-    /// The user's id (a grant's `user_id`).
-    pub id: Uuid,
-    /// The login name.
-    pub username: String,
-}
-
-/// A team as the directory shows it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DirectoryTeamOut {
-    /// The team's id (a grant's `team_id`).
-    pub id: Uuid,
-    /// The team's name.
-    pub name: String,
-}
-
-impl From<Directory> for DirectoryOut {
-    fn from(d: Directory) -> Self {
-        Self {
-            users: d
-                .users
-                .into_iter()
-                .map(|u| DirectoryUserOut {
-                    id: *u.id.as_uuid(),
-                    username: u.username,
-                })
-                .collect(),
-            teams: d
-                .teams
-                .into_iter()
-                .map(|t| DirectoryTeamOut {
-                    id: *t.id.as_uuid(),
-                    name: t.name,
-                })
-                .collect(),
-        }
-    }
 }
 
 /// Enabled users and teams whose name contains `q` (case-insensitive), at most 20 of each,

@@ -7,10 +7,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::api::meta::Status;
 use crate::auth::Authed;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
@@ -25,13 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(metrics))
         .routes(routes!(openapi))
-}
-
-/// A probe's answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Status {
-    /// `ok`.
-    pub status: &'static str,
 }
 
 /// The process is up.
@@ -51,9 +44,8 @@ async fn healthz() -> Json<Status> {
     )
 )]
 async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    // The one sanctioned use of the store by an adapter (see `Hub::store`): a cheap read.
-    match state.hub().store().user_count().await {
-        Ok(_) => Ok(Json(Status { status: "ok" })),
+    match state.hub().ready().await {
+        Ok(()) => Ok(Json(Status { status: "ok" })),
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "store_unavailable",

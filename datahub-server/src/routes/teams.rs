@@ -5,77 +5,23 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use datahub_core::TeamId;
 use datahub_core::rbac::Action;
-use datahub_core::store::TeamRow;
-use datahub_core::{TeamId, UserId};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use crate::api::team::{Team, TeamInput};
 use crate::auth::Authed;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::extract::{ApiJson, ApiPath};
 use crate::state::AppState;
-
-/// The most members one team may have.
-const MAX_MEMBERS: usize = 10_000;
 
 /// `/api/v1/teams`, `/api/v1/teams/{id}`.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_teams, create_team))
         .routes(routes!(replace_team, delete_team))
-}
-
-/// A team as shown.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Team {
-    /// Id.
-    pub id: Uuid,
-    /// Unique name (the rules of a user name).
-    pub name: String,
-    /// The members' user ids, sorted.
-    pub members: Vec<Uuid>,
-}
-
-impl From<TeamRow> for Team {
-    fn from(row: TeamRow) -> Self {
-        Self {
-            id: *row.id.as_uuid(),
-            name: row.name,
-            members: row.members.iter().map(|m| *m.as_uuid()).collect(),
-        }
-    }
-}
-
-/// A team's name and members, to create it or replace them.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TeamInput {
-    /// Unique name: 1–64 of `a-z 0-9 _ . @ -`, starting with a letter or digit.
-    pub name: String,
-    /// The members' user ids (duplicates are ignored). Default: none.
-    #[serde(default)]
-    pub members: Vec<Uuid>,
-}
-
-impl TeamInput {
-    fn members(&self) -> ApiResult<Vec<UserId>> {
-        if self.members.len() > MAX_MEMBERS {
-            return Err(ApiError::invalid(
-                "members",
-                format!("must hold at most {MAX_MEMBERS} user ids"),
-            ));
-        }
-        Ok(self
-            .members
-            .iter()
-            .copied()
-            .map(UserId::from_uuid)
-            .collect())
-    }
 }
 
 /// Every team with its members.

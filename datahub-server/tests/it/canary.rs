@@ -26,9 +26,9 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use datahub_core::hub::RateLimit;
+use datahub_core::model::AuditQuery;
 use datahub_core::net::{Dialer, StaticResolver};
 use datahub_core::rbac::Role;
-use datahub_core::store::AuditQuery;
 use datahub_server::{AppState, HttpOptions, app};
 use datahub_testkit::canary::{Capture, forms, leak};
 use datahub_testkit::{Fault, FaultProxy, PgCluster, ServerCert, User};

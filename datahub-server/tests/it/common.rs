@@ -128,6 +128,8 @@ pub struct Fixture {
     pub admin_token: String,
     /// Every answer's headers and body, in order, except those to paths in `unrecorded`.
     pub transcript: Mutex<Vec<String>>,
+    /// The store under the hub, for reading what a test cannot see through the API.
+    pub store: Arc<dyn Store>,
     _store: StoreGuard,
 }
 
@@ -140,7 +142,7 @@ impl Fixture {
     /// The app over a fresh store of `backend`, the hub changed by `customize`.
     pub async fn on(backend: Backend, customize: impl FnOnce(Hub) -> Hub) -> Self {
         let (store, guard) = backend.store().await;
-        let hub = Hub::open(store, Keyring::parse(KEYRING).unwrap())
+        let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
             .await
             .unwrap();
         let hub = customize(hub);
@@ -156,6 +158,7 @@ impl Fixture {
             admin,
             admin_token,
             transcript: Mutex::new(Vec::new()),
+            store,
             _store: guard,
         }
     }
@@ -297,6 +300,8 @@ pub struct TestApp {
     pub hub: Hub,
     /// A read-write bearer token of the bootstrap admin.
     pub admin_token: String,
+    /// The store under the hub, for reading what a test cannot see through the API.
+    pub store: Arc<dyn Store>,
     _store: StoreGuard,
 }
 
@@ -329,7 +334,7 @@ impl TestApp {
     /// The app over a fresh store of `backend`.
     pub async fn on(backend: Backend) -> Self {
         let (store, guard) = backend.store().await;
-        let hub = Hub::open(store, Keyring::parse(KEY).unwrap())
+        let hub = Hub::open(store.clone(), Keyring::parse(KEY).unwrap())
             .await
             .unwrap();
         hub.bootstrap_admin(Some(Password::from(ADMIN_PASSWORD)))
@@ -341,6 +346,7 @@ impl TestApp {
             app,
             hub,
             admin_token: String::new(),
+            store,
             _store: guard,
         };
         this.admin_token = this.token_for("admin", ADMIN_PASSWORD, false).await;
@@ -389,7 +395,7 @@ impl TestApp {
 
     /// How many audit rows the store holds.
     pub async fn audit_count(&self) -> u64 {
-        let query = datahub_core::store::AuditQuery {
+        let query = datahub_core::model::AuditQuery {
             actor: None,
             action: None,
             target: None,
@@ -398,7 +404,7 @@ impl TestApp {
             page: 1,
             per_page: 1,
         };
-        self.hub.store().audit_page(&query).await.unwrap().total
+        self.store.audit_page(&query).await.unwrap().total
     }
 
     /// Sends `request` through the app.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode, header};
 use base64::Engine as _;
 use datahub_core::hub::RateLimit;
+use datahub_core::model::AuditQuery;
 use datahub_core::net::{Dialer, StaticResolver};
 use datahub_core::rbac::Role;
-use datahub_core::store::AuditQuery;
 use datahub_testkit::{PgCluster, ServerCert, User};
 use serde_json::{Value, json};
 
@@ -678,8 +678,7 @@ async fn grants_need_if_match_and_refuse_a_stale_version() {
 
     // Only the two changes were written (and audited); every refusal wrote nothing.
     let writes = f
-        .hub
-        .store()
+        .store
         .audit_page(&AuditQuery {
             actor: None,
             action: Some("grants.write".to_owned()),
@@ -1045,10 +1044,10 @@ async fn a_wrong_typed_port_is_described_in_json_words() {
 #[tokio::test]
 async fn checks_carry_step_and_hint_and_connections_the_last_facts() {
     use datahub_core::ConnectionId;
+    use datahub_core::model::Check;
     use datahub_core::model::{
         CheckFacts, FailureKind, Health, HealthStatus, ServerInfo, StepName, TlsInfo,
     };
-    use datahub_core::store::CheckRow;
     use time::OffsetDateTime;
     use time::format_description::well_known::Rfc3339;
 
@@ -1065,7 +1064,7 @@ async fn checks_carry_step_and_hint_and_connections_the_last_facts() {
 
     let t0 = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap() - time::Duration::minutes(5);
     let expires = OffsetDateTime::parse("2030-01-02T03:04:05Z", &Rfc3339).unwrap();
-    let store = f.hub.store();
+    let store = &f.store;
     let record = |at: OffsetDateTime, kind: Option<FailureKind>, step: Option<StepName>| {
         let facts = kind.is_none().then(|| CheckFacts {
             at,
@@ -1087,7 +1086,7 @@ async fn checks_carry_step_and_hint_and_connections_the_last_facts() {
         } else {
             HealthStatus::Healthy
         };
-        let check = CheckRow {
+        let check = Check {
             connection: id,
             at,
             ok: kind.is_none(),

@@ -6,7 +6,7 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use datahub_server::HttpOptions;
-use datahub_server::routes::tokens::CreatedTokenBody;
+use datahub_server::api::token::CreatedTokenBody;
 use serde_json::Value;
 
 use crate::common::{Backend, on_both_stores};

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use datahub_core::hub::UserUpdate;
+use datahub_core::model::{ListQuery, Visibility};
 use datahub_core::rbac::Role;
-use datahub_core::store::{ListQuery, Visibility};
 use datahub_server::routes::{Permission, ROUTES};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -54,14 +54,14 @@ struct Snapshot {
 }
 
 async fn snapshot(t: &TestApp) -> Snapshot {
-    let store = t.hub.store();
+    let store = &t.store;
     let users = store.users().await.unwrap();
     let mut tokens = Vec::new();
     for u in &users {
-        for token in store.tokens_of(u.id).await.unwrap() {
+        for token in store.tokens_of(u.user.id).await.unwrap() {
             tokens.push((
-                token.id.to_string(),
-                token.revoked_at.map(|at| at.to_string()),
+                token.info.id.to_string(),
+                token.info.revoked_at.map(|at| at.to_string()),
             ));
         }
     }

@@ -12,28 +12,15 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{KekId, SealedValue, WrappedDek};
 use crate::model::{
-    ApplicationName, CertificatePem, CheckFacts, ConnectOptions, ConnectionName, ConnectionSpec,
-    DatabaseName, Description, Health, HealthStatus, Host, Monitoring, Port, ServerInfo, Tags,
-    TlsInfo, TlsSettings, Username,
+    Check, CheckFacts, Connection, ConnectionSpec, Health, HealthStatus, NamedGrant, ServerInfo,
+    TargetPolicy, TlsInfo, TokenInfo, User,
 };
 use crate::rbac::{Grant, GrantLevel, Grantee};
-use crate::store::{
-    CheckRow, ConnectionRow, ConnectionSummary, NamedGrant, SealedSecrets, TargetPolicy, TokenRow,
-    UserRow,
-};
+use crate::store::{SealedSecrets, StoredConnection, StoredToken, StoredUser};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
-/// The error for a stored value that the model refuses.
-pub(super) fn corrupt(table: &'static str, cause: Error) -> Error {
-    Error::new(ErrorKind::Store, format!("corrupt row in {table}")).with_source(cause)
-}
-
-fn corrupt_value(table: &'static str, column: &str) -> Error {
-    Error::new(
-        ErrorKind::Store,
-        format!("corrupt row in {table}: column {column} holds an invalid value"),
-    )
-}
+pub(super) use crate::store::columns::corrupt;
+use crate::store::columns::{CONNECTIONS, ConnectionColumns, SpecColumns, corrupt_value};
 
 /// Reads one column; a missing column, a NULL where none may be, or a value of the wrong type is
 /// a corrupt row.
@@ -150,9 +137,7 @@ pub(super) fn like_pattern(needle: &str) -> String {
     p
 }
 
-const CONNECTIONS: &str = "connections";
-
-/// The columns [`spec_from_row`] and [`connection_meta`] read, from the table alias `c`.
+/// The columns [`connection_meta`] reads, from the table alias `c`.
 pub(super) const SPEC_COLUMNS: &str = "c.id, c.name, c.description, c.engine, c.host, c.port, \
     c.database_name, c.username, c.tls_mode, c.tls_ca_cert_pem, c.tls_client_cert_pem, \
     c.tls_channel_binding, c.connect_timeout_ms, c.application_name, c.tags, \
@@ -173,80 +158,38 @@ pub(super) const HEALTH_COLUMNS: &str = "h.status AS h_status, h.checked_at AS h
     h.tls_cipher AS h_tls_cipher, h.tls_peer_subject AS h_tls_peer_subject, \
     h.tls_peer_not_after AS h_tls_peer_not_after";
 
-/// Rebuilds a spec from its columns, validating every field again.
-fn spec_from_row(row: &Row) -> Result<ConnectionSpec> {
+/// The non-secret columns of a connection row (with [`SPEC_COLUMNS`]), rebuilt.
+fn connection_meta(row: &Row) -> Result<ConnectionColumns> {
     let t = CONNECTIONS;
-    let c = |e: Error| corrupt(t, e);
-    let cert = |column: &str, field: &'static str| -> Result<Option<CertificatePem>> {
-        get::<Option<&str>>(row, t, column)?
-            .map(|s| CertificatePem::parse(field, s).map_err(c))
-            .transpose()
-    };
-    let tls = TlsSettings::new(
-        get_parsed(row, t, "tls_mode")?,
-        cert("tls_ca_cert_pem", "tls.ca_cert_pem")?,
-        cert("tls_client_cert_pem", "tls.client_cert_pem")?,
-        get_parsed(row, t, "tls_channel_binding")?,
-    )
-    .map_err(c)?;
-    let application_name = get::<Option<&str>>(row, t, "application_name")?
-        .map(ApplicationName::parse)
-        .transpose()
-        .map_err(c)?;
-    let options = ConnectOptions::new(
-        Some(get_i32_as_i64(row, t, "connect_timeout_ms")?),
-        application_name,
-    )
-    .map_err(c)?;
-    let monitoring = Monitoring::new(
-        Some(get(row, t, "monitoring_enabled")?),
-        Some(get_i32_as_i64(row, t, "monitoring_interval_s")?),
-        Some(get_i32_as_i64(row, t, "monitoring_slow_ms")?),
-    )
-    .map_err(c)?;
-    let tags: Vec<String> = get(row, t, "tags")?;
-    Ok(ConnectionSpec {
-        name: ConnectionName::parse(get(row, t, "name")?).map_err(c)?,
-        description: get::<Option<&str>>(row, t, "description")?
-            .map(Description::parse)
-            .transpose()
-            .map_err(c)?,
-        engine: get_parsed(row, t, "engine")?,
-        host: Host::parse(get(row, t, "host")?).map_err(c)?,
-        port: Port::new(get_i32_as_i64(row, t, "port")?).map_err(c)?,
-        database: DatabaseName::parse(get(row, t, "database_name")?).map_err(c)?,
-        username: Username::parse(get(row, t, "username")?).map_err(c)?,
-        tls,
-        options,
-        tags: Tags::parse(&tags).map_err(c)?,
-        monitoring,
-    })
-}
-
-/// The non-secret metadata of a connection row.
-struct Meta {
-    id: ConnectionId,
-    spec: ConnectionSpec,
-    owner: UserId,
-    version: u64,
-    created_at: OffsetDateTime,
-    updated_at: OffsetDateTime,
-}
-
-fn connection_meta(row: &Row) -> Result<Meta> {
-    let t = CONNECTIONS;
-    let version = get_u64(row, t, "version")?;
-    if version == 0 {
-        return Err(corrupt_value(t, "version"));
+    let tags: Vec<&str> = get(row, t, "tags")?;
+    let spec = SpecColumns {
+        name: get(row, t, "name")?,
+        description: get(row, t, "description")?,
+        engine: get(row, t, "engine")?,
+        host: get(row, t, "host")?,
+        port: get_i32_as_i64(row, t, "port")?,
+        database: get(row, t, "database_name")?,
+        username: get(row, t, "username")?,
+        tls_mode: get(row, t, "tls_mode")?,
+        ca_cert_pem: get(row, t, "tls_ca_cert_pem")?,
+        client_cert_pem: get(row, t, "tls_client_cert_pem")?,
+        channel_binding: get(row, t, "tls_channel_binding")?,
+        connect_timeout_ms: get_i32_as_i64(row, t, "connect_timeout_ms")?,
+        application_name: get(row, t, "application_name")?,
+        tags,
+        monitoring_enabled: get(row, t, "monitoring_enabled")?,
+        monitoring_interval_s: get_i32_as_i64(row, t, "monitoring_interval_s")?,
+        monitoring_slow_ms: get_i32_as_i64(row, t, "monitoring_slow_ms")?,
     }
-    Ok(Meta {
-        id: ConnectionId::from_uuid(get(row, t, "id")?),
-        spec: spec_from_row(row)?,
-        owner: UserId::from_uuid(get(row, t, "owner")?),
-        version,
-        created_at: get(row, t, "created_at")?,
-        updated_at: get(row, t, "updated_at")?,
-    })
+    .into_spec()?;
+    ConnectionColumns::new(
+        ConnectionId::from_uuid(get(row, t, "id")?),
+        spec,
+        UserId::from_uuid(get(row, t, "owner")?),
+        get_u64(row, t, "version")?,
+        get(row, t, "created_at")?,
+        get(row, t, "updated_at")?,
+    )
 }
 
 /// Parses a wrapped data key and checks that it names the KEK its `kek_id` column says.
@@ -260,7 +203,7 @@ fn wrapped_dek(row: &Row, table: &'static str) -> Result<WrappedDek> {
 }
 
 /// A full connection row (with [`SPEC_COLUMNS`] and [`SECRET_COLUMNS`]).
-pub(super) fn connection_row(row: &Row) -> Result<ConnectionRow> {
+pub(super) fn connection_row(row: &Row) -> Result<StoredConnection> {
     let t = CONNECTIONS;
     let meta = connection_meta(row)?;
     let password =
@@ -269,19 +212,11 @@ pub(super) fn connection_row(row: &Row) -> Result<ConnectionRow> {
         .map(SealedValue::parse)
         .transpose()
         .map_err(|e| corrupt(t, e))?;
-    Ok(ConnectionRow {
-        id: meta.id,
-        spec: meta.spec,
-        owner: meta.owner,
-        version: meta.version,
-        created_at: meta.created_at,
-        updated_at: meta.updated_at,
-        secrets: SealedSecrets {
-            dek: wrapped_dek(row, t)?,
-            password,
-            client_key_pem,
-        },
-    })
+    Ok(meta.sealed(SealedSecrets {
+        dek: wrapped_dek(row, t)?,
+        password,
+        client_key_pem,
+    }))
 }
 
 /// The current health from [`HEALTH_COLUMNS`]; no health row is `unknown`, never checked.
@@ -375,17 +310,8 @@ fn facts_from_row(row: &Row) -> Result<Option<CheckFacts>> {
 }
 
 /// A summary row (with [`SPEC_COLUMNS`] and [`HEALTH_COLUMNS`]).
-pub(super) fn connection_summary(row: &Row) -> Result<ConnectionSummary> {
-    let meta = connection_meta(row)?;
-    Ok(ConnectionSummary {
-        id: meta.id,
-        spec: meta.spec,
-        owner: meta.owner,
-        version: meta.version,
-        created_at: meta.created_at,
-        updated_at: meta.updated_at,
-        health: health_from_row(row)?,
-    })
+pub(super) fn connection_summary(row: &Row) -> Result<Connection> {
+    Ok(connection_meta(row)?.shown(health_from_row(row)?))
 }
 
 /// One `(id, wrapped_dek, kek_id)` row of a rotation batch.
@@ -405,16 +331,18 @@ pub(super) fn kek_id(row: &Row) -> Result<KekId> {
 pub(super) const USER_COLUMNS: &str =
     "id, username, role, password_hash, disabled, created_at, updated_at";
 
-pub(super) fn user_row(row: &Row) -> Result<UserRow> {
+pub(super) fn user_row(row: &Row) -> Result<StoredUser> {
     let t = "users";
-    Ok(UserRow {
-        id: UserId::from_uuid(get(row, t, "id")?),
-        username: get(row, t, "username")?,
-        role: get_parsed(row, t, "role")?,
+    Ok(StoredUser {
+        user: User {
+            id: UserId::from_uuid(get(row, t, "id")?),
+            username: get(row, t, "username")?,
+            role: get_parsed(row, t, "role")?,
+            disabled: get(row, t, "disabled")?,
+            created_at: get(row, t, "created_at")?,
+            updated_at: get(row, t, "updated_at")?,
+        },
         password_hash: get(row, t, "password_hash")?,
-        disabled: get(row, t, "disabled")?,
-        created_at: get(row, t, "created_at")?,
-        updated_at: get(row, t, "updated_at")?,
     })
 }
 
@@ -446,18 +374,20 @@ pub(super) fn named_grant_row(row: &Row) -> Result<NamedGrant> {
 pub(super) const TOKEN_COLUMNS: &str =
     "id, user_id, name, hash, read_only, created_at, expires_at, revoked_at, last_used_at";
 
-pub(super) fn token_row(row: &Row) -> Result<TokenRow> {
+pub(super) fn token_row(row: &Row) -> Result<StoredToken> {
     let t = "tokens";
-    Ok(TokenRow {
-        id: TokenId::from_uuid(get(row, t, "id")?),
-        user: UserId::from_uuid(get(row, t, "user_id")?),
-        name: get(row, t, "name")?,
+    Ok(StoredToken {
+        info: TokenInfo {
+            id: TokenId::from_uuid(get(row, t, "id")?),
+            user: UserId::from_uuid(get(row, t, "user_id")?),
+            name: get(row, t, "name")?,
+            read_only: get(row, t, "read_only")?,
+            created_at: get(row, t, "created_at")?,
+            expires_at: get(row, t, "expires_at")?,
+            revoked_at: get(row, t, "revoked_at")?,
+            last_used_at: get(row, t, "last_used_at")?,
+        },
         hash: get_hash(row, t, "hash")?,
-        read_only: get(row, t, "read_only")?,
-        created_at: get(row, t, "created_at")?,
-        expires_at: get(row, t, "expires_at")?,
-        revoked_at: get(row, t, "revoked_at")?,
-        last_used_at: get(row, t, "last_used_at")?,
     })
 }
 
@@ -465,9 +395,9 @@ pub(super) fn token_row(row: &Row) -> Result<TokenRow> {
 pub(super) const CHECK_COLUMNS: &str =
     "connection_id, at, ok, latency_ms, error_kind, step, status";
 
-pub(super) fn check_row(row: &Row) -> Result<CheckRow> {
+pub(super) fn check_row(row: &Row) -> Result<Check> {
     let t = "health_checks";
-    Ok(CheckRow {
+    Ok(Check {
         connection: ConnectionId::from_uuid(get(row, t, "connection_id")?),
         at: get(row, t, "at")?,
         ok: get(row, t, "ok")?,

@@ -1,15 +1,17 @@
-//! The PostgreSQL side of sessions (migration 4): the SQL behind the `Store` session methods,
-//! kept apart from the rest of the store so the two change independently. Sessions live here so
-//! they survive a restart and every replica sees the same ones.
+//! The PostgreSQL side of sessions (migration 4, [`SessionStore`]): the SHA-256 of each session
+//! token, never the token. Sessions live here so they survive a restart and every replica sees
+//! the same ones.
 
+use async_trait::async_trait;
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 
+use super::PostgresStore;
+use super::audit::append_in;
 use super::codec::get;
 use super::error::{db, is_foreign_key_violation, is_unique_violation};
-use super::{PostgresStore, append_in, not_found};
 use crate::audit::AuditEvent;
-use crate::store::{SessionRow, UserRow};
+use crate::store::{SessionStore, StoredSession, StoredUser};
 use crate::{Error, ErrorKind, Result, SessionId, UserId};
 
 /// The columns [`session_row`] reads.
@@ -18,7 +20,7 @@ const SESSION_COLUMNS: &str =
 
 const TABLE: &str = "sessions";
 
-fn session_row(row: &Row) -> Result<SessionRow> {
+fn session_row(row: &Row) -> Result<StoredSession> {
     let hash: &[u8] = get(row, TABLE, "hash")?;
     let hash = <[u8; 32]>::try_from(hash).map_err(|_| {
         Error::new(
@@ -26,7 +28,7 @@ fn session_row(row: &Row) -> Result<SessionRow> {
             "corrupt row in sessions: column hash holds an invalid value",
         )
     })?;
-    Ok(SessionRow {
+    Ok(StoredSession {
         id: SessionId::from_uuid(get(row, TABLE, "id")?),
         user: UserId::from_uuid(get(row, TABLE, "user_id")?),
         hash,
@@ -38,8 +40,9 @@ fn session_row(row: &Row) -> Result<SessionRow> {
     })
 }
 
-impl PostgresStore {
-    pub(super) async fn insert_session_row(&self, s: &SessionRow) -> Result<()> {
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn insert_session(&self, s: &StoredSession) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
@@ -69,7 +72,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn session_row_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>> {
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
         let client = self.client().await?;
         let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1");
         client
@@ -80,7 +83,7 @@ impl PostgresStore {
             .transpose()
     }
 
-    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<SessionRow>> {
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
         let client = self.client().await?;
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"
@@ -92,11 +95,7 @@ impl PostgresStore {
         rows.iter().map(session_row).collect()
     }
 
-    pub(super) async fn touch_session_row(
-        &self,
-        id: SessionId,
-        at: OffsetDateTime,
-    ) -> Result<bool> {
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {
         let client = self.client().await?;
         let n = client
             .execute(
@@ -108,11 +107,7 @@ impl PostgresStore {
         Ok(n > 0)
     }
 
-    pub(super) async fn delete_session_row(
-        &self,
-        id: SessionId,
-        audit: &AuditEvent,
-    ) -> Result<bool> {
+    async fn delete_session(&self, id: SessionId, audit: &AuditEvent) -> Result<bool> {
         const DOING: &str = "ending a session";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
@@ -128,11 +123,7 @@ impl PostgresStore {
         Ok(true)
     }
 
-    pub(super) async fn delete_session_rows_of(
-        &self,
-        user: UserId,
-        audit: &AuditEvent,
-    ) -> Result<u64> {
+    async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64> {
         const DOING: &str = "ending a user's sessions";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
@@ -145,9 +136,9 @@ impl PostgresStore {
         Ok(n)
     }
 
-    pub(super) async fn update_user_and_sessions(
+    async fn update_user_ending_sessions(
         &self,
-        user: &UserRow,
+        user: &StoredUser,
         audit: &AuditEvent,
     ) -> Result<u64> {
         const DOING: &str = "updating a user and ending their sessions";
@@ -158,30 +149,30 @@ impl PostgresStore {
                 "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
                  WHERE id = $1",
                 &[
-                    user.id.as_uuid(),
-                    &user.role.as_str(),
+                    user.user.id.as_uuid(),
+                    &user.user.role.as_str(),
                     &user.password_hash,
-                    &user.disabled,
-                    &user.updated_at,
+                    &user.user.disabled,
+                    &user.user.updated_at,
                 ],
             )
             .await
             .map_err(|e| db(DOING, e))?;
         if updated == 0 {
-            return Err(not_found("user"));
+            return Err(Error::not_found("user"));
         }
         let ended = tx
             .execute(
                 "DELETE FROM sessions WHERE user_id = $1",
-                &[user.id.as_uuid()],
+                &[user.user.id.as_uuid()],
             )
             .await
             .map_err(|e| db(DOING, e))?;
-        if user.disabled {
+        if user.user.disabled {
             // S33: for good; enabling the account again revives no token.
             tx.execute(
                 "UPDATE tokens SET revoked_at = coalesce(revoked_at, $2) WHERE user_id = $1",
-                &[user.id.as_uuid(), &user.updated_at],
+                &[user.user.id.as_uuid(), &user.user.updated_at],
             )
             .await
             .map_err(|e| db(DOING, e))?;
@@ -191,7 +182,7 @@ impl PostgresStore {
         Ok(ended)
     }
 
-    pub(super) async fn prune_session_rows(
+    async fn prune_sessions(
         &self,
         now: OffsetDateTime,
         idle_before: OffsetDateTime,

@@ -11,25 +11,15 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{SealedValue, WrappedDek};
 use crate::model::{
-    ApplicationName, CertificatePem, CheckFacts, ConnectOptions, ConnectionName, ConnectionSpec,
-    DatabaseName, Description, FailureKind, Health, HealthStatus, Host, Monitoring, Port,
-    ServerInfo, Tags, TlsInfo, TlsSettings, Username,
+    Check, CheckFacts, ConnectionSpec, FailureKind, Health, HealthStatus, ServerInfo, TlsInfo,
+    TokenInfo, User,
 };
 use crate::rbac::Role;
-use crate::store::{CheckRow, SealedSecrets, TokenRow, UserRow};
+use crate::store::{SealedSecrets, StoredToken, StoredUser};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
 
-/// The error for a stored value that does not parse back.
-pub(super) fn corrupt(table: &'static str, cause: Error) -> Error {
-    Error::new(ErrorKind::Store, format!("corrupt row in {table}")).with_source(cause)
-}
-
-fn corrupt_value(table: &'static str, column: &str) -> Error {
-    Error::new(
-        ErrorKind::Store,
-        format!("corrupt row in {table}: column {column} holds an invalid value"),
-    )
-}
+pub(super) use crate::store::columns::corrupt;
+use crate::store::columns::{CONNECTIONS, ConnectionColumns, SpecColumns, corrupt_value};
 
 /// Reads one column; a missing column or a value of the wrong type is a corrupt row.
 pub(super) fn get<T: rusqlite::types::FromSql>(
@@ -226,9 +216,7 @@ pub(super) fn fts_phrase(folded: &str) -> String {
     q
 }
 
-const CONNECTIONS: &str = "connections";
-
-/// The columns [`spec_from_row`] reads, prefixed with the table alias `c`.
+/// The columns [`common_from_row`] reads, prefixed with the table alias `c`.
 pub(super) const SPEC_COLUMNS: &str = "c.id, c.name, c.description, c.engine, c.host, c.port, \
     c.database_name, c.username, c.tls_mode, c.tls_ca_cert_pem, c.tls_client_cert_pem, \
     c.tls_channel_binding, c.connect_timeout_ms, c.application_name, c.monitoring_enabled, \
@@ -250,86 +238,58 @@ pub(super) const HEALTH_COLUMNS: &str = "h.status AS h_status, h.checked_at AS h
     h.tls_cipher AS h_tls_cipher, h.tls_peer_subject AS h_tls_peer_subject, \
     h.tls_peer_not_after AS h_tls_peer_not_after";
 
-/// The common part of a connection row: id, spec, owner, version and times.
-pub(super) struct Common {
-    pub(super) id: ConnectionId,
-    pub(super) spec: ConnectionSpec,
-    pub(super) owner: UserId,
-    pub(super) version: u64,
-    pub(super) created_at: OffsetDateTime,
-    pub(super) updated_at: OffsetDateTime,
-}
-
-pub(super) fn common_from_row(row: &Row<'_>) -> Result<Common> {
+/// The common part of a connection row (with [`SPEC_COLUMNS`]): id, spec, owner, version and
+/// times.
+pub(super) fn common_from_row(row: &Row<'_>) -> Result<ConnectionColumns> {
     let t = CONNECTIONS;
-    let bad = |e: Error| corrupt(t, e);
-    let name = ConnectionName::parse(&get::<String>(row, t, "name")?).map_err(bad)?;
-    let description = get::<Option<String>>(row, t, "description")?
-        .map(|d| Description::parse(&d))
-        .transpose()
-        .map_err(bad)?;
-    let engine = get_parsed(row, t, "engine")?;
-    let host = Host::parse(&get::<String>(row, t, "host")?).map_err(bad)?;
-    let port = Port::new(get(row, t, "port")?).map_err(bad)?;
-    let database = DatabaseName::parse(&get::<String>(row, t, "database_name")?).map_err(bad)?;
-    let username = Username::parse(&get::<String>(row, t, "username")?).map_err(bad)?;
-    let ca = get::<Option<String>>(row, t, "tls_ca_cert_pem")?
-        .map(|p| CertificatePem::parse("tls.ca_cert_pem", &p))
-        .transpose()
-        .map_err(bad)?;
-    let client_cert = get::<Option<String>>(row, t, "tls_client_cert_pem")?
-        .map(|p| CertificatePem::parse("tls.client_cert_pem", &p))
-        .transpose()
-        .map_err(bad)?;
-    let tls = TlsSettings::new(
-        get_parsed(row, t, "tls_mode")?,
-        ca,
-        client_cert,
-        get_parsed(row, t, "tls_channel_binding")?,
-    )
-    .map_err(bad)?;
-    let application_name = get::<Option<String>>(row, t, "application_name")?
-        .map(|a| ApplicationName::parse(&a))
-        .transpose()
-        .map_err(bad)?;
-    let options = ConnectOptions::new(Some(get(row, t, "connect_timeout_ms")?), application_name)
-        .map_err(bad)?;
-    let tags_text: Option<String> = get(row, t, "tags")?;
-    let tags: Vec<&str> = match tags_text.as_deref() {
-        None | Some("") => Vec::new(),
-        Some(s) => s.split('\n').collect(),
-    };
-    let tags = Tags::parse(&tags).map_err(bad)?;
-    let monitoring = Monitoring::new(
-        Some(get_bool(row, t, "monitoring_enabled")?),
-        Some(get(row, t, "monitoring_interval_s")?),
-        Some(get(row, t, "monitoring_slow_ms")?),
-    )
-    .map_err(bad)?;
-    let version = get_u64(row, t, "version")?;
-    if version == 0 {
-        return Err(corrupt_value(t, "version"));
-    }
-    Ok(Common {
-        id: ConnectionId::from_uuid(get_uuid(row, t, "id")?),
-        spec: ConnectionSpec {
-            name,
-            description,
-            engine,
-            host,
-            port,
-            database,
-            username,
-            tls,
-            options,
-            tags,
-            monitoring,
+    let text = |column: &str| get::<String>(row, t, column);
+    let opt_text = |column: &str| get::<Option<String>>(row, t, column);
+    let (name, description, engine, host) = (
+        text("name")?,
+        opt_text("description")?,
+        text("engine")?,
+        text("host")?,
+    );
+    let (database, username, tls_mode) =
+        (text("database_name")?, text("username")?, text("tls_mode")?);
+    let (ca, client_cert, channel_binding) = (
+        opt_text("tls_ca_cert_pem")?,
+        opt_text("tls_client_cert_pem")?,
+        text("tls_channel_binding")?,
+    );
+    let application_name = opt_text("application_name")?;
+    let tags = opt_text("tags")?;
+    let spec = SpecColumns {
+        name: &name,
+        description: description.as_deref(),
+        engine: &engine,
+        host: &host,
+        port: get(row, t, "port")?,
+        database: &database,
+        username: &username,
+        tls_mode: &tls_mode,
+        ca_cert_pem: ca.as_deref(),
+        client_cert_pem: client_cert.as_deref(),
+        channel_binding: &channel_binding,
+        connect_timeout_ms: get(row, t, "connect_timeout_ms")?,
+        application_name: application_name.as_deref(),
+        tags: match tags.as_deref() {
+            None | Some("") => Vec::new(),
+            Some(s) => s.split('\n').collect(),
         },
-        owner: UserId::from_uuid(get_uuid(row, t, "owner")?),
-        version,
-        created_at: get_time(row, t, "created_at")?,
-        updated_at: get_time(row, t, "updated_at")?,
-    })
+        monitoring_enabled: get_bool(row, t, "monitoring_enabled")?,
+        monitoring_interval_s: get(row, t, "monitoring_interval_s")?,
+        monitoring_slow_ms: get(row, t, "monitoring_slow_ms")?,
+    }
+    .into_spec()?;
+    ConnectionColumns::new(
+        ConnectionId::from_uuid(get_uuid(row, t, "id")?),
+        spec,
+        UserId::from_uuid(get_uuid(row, t, "owner")?),
+        get_u64(row, t, "version")?,
+        get_time(row, t, "created_at")?,
+        get_time(row, t, "updated_at")?,
+    )
 }
 
 pub(super) fn secrets_from_row(row: &Row<'_>) -> Result<SealedSecrets> {
@@ -431,37 +391,41 @@ fn facts_from_row(row: &Row<'_>) -> Result<Option<CheckFacts>> {
     }))
 }
 
-pub(super) fn user_from_row(row: &Row<'_>) -> Result<UserRow> {
+pub(super) fn user_from_row(row: &Row<'_>) -> Result<StoredUser> {
     let t = "users";
-    Ok(UserRow {
-        id: UserId::from_uuid(get_uuid(row, t, "id")?),
-        username: get(row, t, "username")?,
-        role: get_parsed::<Role>(row, t, "role")?,
+    Ok(StoredUser {
+        user: User {
+            id: UserId::from_uuid(get_uuid(row, t, "id")?),
+            username: get(row, t, "username")?,
+            role: get_parsed::<Role>(row, t, "role")?,
+            disabled: get_bool(row, t, "disabled")?,
+            created_at: get_time(row, t, "created_at")?,
+            updated_at: get_time(row, t, "updated_at")?,
+        },
         password_hash: get(row, t, "password_hash")?,
-        disabled: get_bool(row, t, "disabled")?,
-        created_at: get_time(row, t, "created_at")?,
-        updated_at: get_time(row, t, "updated_at")?,
     })
 }
 
-pub(super) fn token_from_row(row: &Row<'_>) -> Result<TokenRow> {
+pub(super) fn token_from_row(row: &Row<'_>) -> Result<StoredToken> {
     let t = "tokens";
-    Ok(TokenRow {
-        id: TokenId::from_uuid(get_uuid(row, t, "id")?),
-        user: UserId::from_uuid(get_uuid(row, t, "user_id")?),
-        name: get(row, t, "name")?,
+    Ok(StoredToken {
+        info: TokenInfo {
+            id: TokenId::from_uuid(get_uuid(row, t, "id")?),
+            user: UserId::from_uuid(get_uuid(row, t, "user_id")?),
+            name: get(row, t, "name")?,
+            read_only: get_bool(row, t, "read_only")?,
+            created_at: get_time(row, t, "created_at")?,
+            expires_at: get_opt_time(row, t, "expires_at")?,
+            revoked_at: get_opt_time(row, t, "revoked_at")?,
+            last_used_at: get_opt_time(row, t, "last_used_at")?,
+        },
         hash: get_hash(row, t, "hash")?,
-        read_only: get_bool(row, t, "read_only")?,
-        created_at: get_time(row, t, "created_at")?,
-        expires_at: get_opt_time(row, t, "expires_at")?,
-        revoked_at: get_opt_time(row, t, "revoked_at")?,
-        last_used_at: get_opt_time(row, t, "last_used_at")?,
     })
 }
 
-pub(super) fn check_from_row(row: &Row<'_>) -> Result<CheckRow> {
+pub(super) fn check_from_row(row: &Row<'_>) -> Result<Check> {
     let t = "health_checks";
-    Ok(CheckRow {
+    Ok(Check {
         connection: ConnectionId::from_uuid(get_uuid(row, t, "connection_id")?),
         at: get_time(row, t, "at")?,
         ok: get_bool(row, t, "ok")?,

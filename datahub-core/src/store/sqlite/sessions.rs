@@ -1,18 +1,20 @@
-//! The SQLite side of sessions (migration 4): the SQL behind the `Store` session methods, kept
-//! apart from the rest of the store so the two change independently.
+//! The SQLite side of sessions (migration 4, [`SessionStore`]): the SHA-256 of each session
+//! token, never the token.
 
+use async_trait::async_trait;
 use rusqlite::{Row, params};
 use time::OffsetDateTime;
 
+use super::audit::append_audit_in;
 use super::codec::{get, get_time, get_uuid, micros};
-use super::{SqliteStore, append_audit_in, collect, conflict, db_error, not_found, row_exists};
+use super::{SqliteStore, collect, conflict, db_error, row_exists};
 use crate::audit::AuditEvent;
-use crate::store::{SessionRow, UserRow};
+use crate::store::{SessionStore, StoredSession, StoredUser};
 use crate::{Error, ErrorKind, Result, SessionId, UserId};
 
 const TABLE: &str = "sessions";
 
-fn session_from_row(row: &Row<'_>) -> Result<SessionRow> {
+fn session_from_row(row: &Row<'_>) -> Result<StoredSession> {
     let hash: Vec<u8> = get(row, TABLE, "hash")?;
     let hash = hash.try_into().map_err(|_| {
         Error::new(
@@ -20,7 +22,7 @@ fn session_from_row(row: &Row<'_>) -> Result<SessionRow> {
             "corrupt row in sessions: column hash holds an invalid value",
         )
     })?;
-    Ok(SessionRow {
+    Ok(StoredSession {
         id: SessionId::from_uuid(get_uuid(row, TABLE, "id")?),
         user: UserId::from_uuid(get_uuid(row, TABLE, "user_id")?),
         hash,
@@ -36,8 +38,9 @@ fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-impl SqliteStore {
-    pub(super) async fn insert_session_row(&self, session: &SessionRow) -> Result<()> {
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn insert_session(&self, session: &StoredSession) -> Result<()> {
         let s = session.clone();
         self.pool
             .write(move |tx| {
@@ -47,7 +50,7 @@ impl SqliteStore {
                     "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
                     &user,
                 )? {
-                    return Err(not_found("user_id", "no such user"));
+                    return Err(Error::not_found("user").with_field("user_id"));
                 }
                 let taken: bool = tx
                     .query_row(
@@ -80,7 +83,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn session_row_by_hash(&self, hash: &[u8; 32]) -> Result<Option<SessionRow>> {
+    async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
         let hash = *hash;
         self.pool
             .read(move |conn| {
@@ -95,7 +98,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn session_rows_of(&self, user: UserId) -> Result<Vec<SessionRow>> {
+    async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
         self.pool
             .read(move |conn| {
                 collect(
@@ -108,11 +111,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn touch_session_row(
-        &self,
-        id: SessionId,
-        at: OffsetDateTime,
-    ) -> Result<bool> {
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {
         self.pool
             .write(move |tx| {
                 let n = tx
@@ -127,11 +126,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn delete_session_row(
-        &self,
-        id: SessionId,
-        audit: &AuditEvent,
-    ) -> Result<bool> {
+    async fn delete_session(&self, id: SessionId, audit: &AuditEvent) -> Result<bool> {
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
@@ -147,11 +142,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn delete_session_rows_of(
-        &self,
-        user: UserId,
-        audit: &AuditEvent,
-    ) -> Result<u64> {
+    async fn delete_sessions_of_user(&self, user: UserId, audit: &AuditEvent) -> Result<u64> {
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
@@ -167,41 +158,41 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn update_user_and_sessions(
+    async fn update_user_ending_sessions(
         &self,
-        user: &UserRow,
+        user: &StoredUser,
         audit: &AuditEvent,
     ) -> Result<u64> {
         let user = user.clone();
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
-                let id = user.id.to_string();
+                let id = user.user.id.to_string();
                 let changed = tx
                     .execute(
                         "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, \
                          updated_at = ?4 WHERE id = ?5",
                         params![
-                            user.role.as_str(),
+                            user.user.role.as_str(),
                             user.password_hash,
-                            user.disabled,
-                            micros(user.updated_at),
+                            user.user.disabled,
+                            micros(user.user.updated_at),
                             id
                         ],
                     )
                     .map_err(db_error)?;
                 if changed == 0 {
-                    return Err(not_found("user_id", "no such user"));
+                    return Err(Error::not_found("user").with_field("user_id"));
                 }
                 let ended = tx
                     .execute("DELETE FROM sessions WHERE user_id = ?1", [&id])
                     .map_err(db_error)?;
-                if user.disabled {
+                if user.user.disabled {
                     // S33: for good; enabling the account again revives no token.
                     tx.execute(
                         "UPDATE tokens SET revoked_at = coalesce(revoked_at, ?1) \
                          WHERE user_id = ?2",
-                        params![micros(user.updated_at), id],
+                        params![micros(user.user.updated_at), id],
                     )
                     .map_err(db_error)?;
                 }
@@ -211,7 +202,7 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn prune_session_rows(
+    async fn prune_sessions(
         &self,
         now: OffsetDateTime,
         idle_before: OffsetDateTime,

@@ -10,13 +10,15 @@ use std::time::Duration;
 
 use datahub_core::audit::{ChainBreak, ChainVerifier};
 use datahub_core::hub::Hub;
-use datahub_core::model::{ConnectionDraft, FailureKind, HealthStatus, MonitoringDraft};
+use datahub_core::model::{
+    ConnectionDraft, FailureKind, HealthStatus, ListQuery, MonitoringDraft, Visibility,
+};
 use datahub_core::monitor::{
     CheckResult, Checker, HysteresisConfig, Monitor, MonitorConfig, MonitorEvent,
 };
 use datahub_core::secret::Password;
 use datahub_core::store::postgres::MIGRATIONS;
-use datahub_core::store::{ListQuery, PostgresOptions, PostgresStore, Store, Visibility};
+use datahub_core::store::{AccountStore, HealthStore, PostgresOptions, PostgresStore, Store};
 use datahub_core::{ConnectionId, ErrorKind};
 use datahub_testkit::{PgCluster, User};
 
@@ -165,7 +167,10 @@ async fn reopening_keeps_the_data() {
     drop(store);
     let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
     assert_eq!(store.connection(c.id).await.unwrap().unwrap(), c);
-    assert_eq!(store.user(owner).await.unwrap().unwrap().username, "owner");
+    assert_eq!(
+        store.user(owner).await.unwrap().unwrap().user.username,
+        "owner"
+    );
     let mut v = ChainVerifier::new();
     for r in audit_all(&store, 10).await {
         v.push(&r).unwrap();
@@ -710,8 +715,8 @@ async fn a_failed_audit_write_rolls_the_change_back() {
 
 #[tokio::test]
 async fn the_search_migration_backfills_existing_rows() {
+    use datahub_core::model::{ListQuery, Visibility};
     use datahub_core::rbac::{Grant, GrantLevel, Grantee};
-    use datahub_core::store::{ListQuery, Visibility};
     let cluster = cluster().await;
     let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
     let owner = user(&store, "owner").await;

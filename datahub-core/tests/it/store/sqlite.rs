@@ -42,7 +42,10 @@ async fn reopening_keeps_the_data() {
     };
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir).unwrap());
     assert_eq!(store.connection(id.id).await.unwrap().unwrap(), id);
-    assert_eq!(store.user(owner).await.unwrap().unwrap().username, "owner");
+    assert_eq!(
+        store.user(owner).await.unwrap().unwrap().user.username,
+        "owner"
+    );
     assert_eq!(audit_all(&store, 10).await.len(), 2);
     // Opening again applied nothing twice.
     let n: i64 = raw(&dir)
@@ -224,7 +227,7 @@ async fn a_corrupt_row_is_a_store_error_not_a_panic() {
         assert!(err.to_string().contains("corrupt row"), "{what}: {err}");
         if what != "sealed password" {
             let err = store
-                .list_connections(&Default::default(), &datahub_core::store::Visibility::All)
+                .list_connections(&Default::default(), &datahub_core::model::Visibility::All)
                 .await
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Store, "{what}");
@@ -304,8 +307,8 @@ async fn two_stores_on_one_file_keep_one_linear_chain() {
 
 #[tokio::test]
 async fn the_search_migration_backfills_existing_rows() {
+    use datahub_core::model::{ListQuery, Visibility};
     use datahub_core::rbac::{Grant, GrantLevel, Grantee};
-    use datahub_core::store::{ListQuery, Visibility};
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let viewer = {
