@@ -37,7 +37,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "users",
     responses(
         (status = 200, body = [UserAccount]),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody)
     )
 )]
@@ -58,7 +57,6 @@ async fn list_users(
     responses(
         (status = 201, body = UserAccount),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 409, description = "the user name is taken", body = ErrorBody)
     )
@@ -89,7 +87,6 @@ async fn create_user(
     responses(
         (status = 200, body = UserAccount),
         (status = 400, description = "the id is not a UUID", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody)
     )
@@ -121,7 +118,6 @@ async fn get_user(
     responses(
         (status = 200, body = UserAccount),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
         (status = 409, description = "it would leave no enabled admin", body = ErrorBody)
@@ -156,7 +152,6 @@ async fn update_user(
     responses(
         (status = 204, description = "changed"),
         (status = 400, description = "the current password is wrong, or the new one breaks the policy", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "a read-only token", body = ErrorBody),
         (status = 429, description = "too many wrong guesses: wait `Retry-After` seconds", body = ErrorBody,
          headers(("Retry-After" = u64, description = "whole seconds until a new guess is allowed")))
