@@ -78,7 +78,7 @@ use datahub_core::model::{
     ConnectionDraft, ConnectionSecrets, ConnectionSpec, ListQuery, MAX_PER_PAGE, TlsMode,
     Visibility,
 };
-use datahub_core::monitor::{MonitorConfig, MonitorHandle};
+use datahub_core::monitor::{Monitor, MonitorConfig};
 use datahub_core::net::{Dialer, Policy, StaticResolver};
 use datahub_core::probe::{self, MAX_BUDGET, PolicyDial, ProbeRules, Report, StepName};
 use datahub_core::secret::Password;
@@ -687,7 +687,7 @@ fn throughput(
 
 /// Starts the monitor ([`CONCURRENCY`] wide) and waits until each of the `n` saved connections
 /// has had its first check.
-async fn start_and_check_all(hub: &Hub, n: usize) -> MonitorHandle {
+async fn start_and_check_all(hub: &Hub, n: usize) -> Monitor {
     let handle = hub.start_monitor(MonitorConfig {
         max_concurrency: CONCURRENCY,
         ..MonitorConfig::default()

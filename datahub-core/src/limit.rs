@@ -1,6 +1,6 @@
 //! One keyed token-bucket limiter for every rate limit of the product: connection tests per user
-//! (SECURITY.md S16, S31) in the Hub, and sign-in attempts per account name and per client
-//! address (S20, S29) in the server.
+//! (SECURITY.md S16, S31) and password guesses per account name (S20, S29) in the Hub, and
+//! password guesses per client address in the server.
 //!
 //! A caller takes its token *before* the work it guards, so however many requests arrive at
 //! once, no more than the burst get through; a refused take says how long until a token is back
@@ -9,11 +9,21 @@
 //! fullest buckets go first, so a spray of new keys can never push out the emptied bucket of a
 //! key under attack. It must never sleep, block on I/O, or hold its lock across an `await`.
 //!
-//! Why our own rather than `governor`: it runs on tokio's clock (paused-time tests), gives a
-//! token back ([`KeyedLimiter::refund`], a successful sign-in does not count against anyone),
-//! takes several keys at once or none ([`KeyedLimiter::take_all`]: account and address), and
-//! bounds its map by evicting the fullest buckets first, which `governor`'s keyed store
-//! (`retain_recent`) does not do.
+//! Why our own rather than `governor` (the field's keyed limiter, GCRA): two operations this
+//! product needs are not in governor's keyed API (`check_key`, `check_key_n`,
+//! `retain_recent`, `len`).
+//! - Giving a token back ([`KeyedLimiter::refund`]): a sign-in takes its token before argon2
+//!   (S29) and gets it back when it succeeds, so signing in often never locks anyone out.
+//!   Governor (0.10) has no call that returns a cell once checked, nor one that looks without
+//!   taking; taking the token only after a failed check instead would let a concurrent flood
+//!   reach argon2 unbounded.
+//! - A bound on the keys kept: governor's keyed store grows with every new key until
+//!   `retain_recent` is called, and that drops only keys back at a full bucket; nothing caps the
+//!   map or chooses what goes when it is full. The Hub alone (without the server's per-address
+//!   limit before it) meets a spray of made-up account names directly.
+//!
+//! It also runs on tokio's clock, so paused-time tests drive it (governor would need a `Clock`
+//! adapter for that), and it adds no dependency.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -54,6 +64,37 @@ impl RateLimit {
             Duration::from_secs_f64(seconds)
         } else {
             MAX_WAIT
+        }
+    }
+}
+
+/// How many password guesses (failed sign-ins, wrong current passwords) are allowed per account
+/// name and, in an adapter that knows it, per client address: a burst, refilled at a steady
+/// rate (SECURITY.md S20, S29).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginLimit {
+    /// Failures allowed at once per account name and per client address. Default: 10.
+    pub burst: u32,
+    /// How long one failure takes to be forgotten. Default: 6 s (10 a minute).
+    pub refill: Duration,
+}
+
+impl Default for LoginLimit {
+    fn default() -> Self {
+        Self {
+            burst: 10,
+            refill: Duration::from_secs(6),
+        }
+    }
+}
+
+impl LoginLimit {
+    /// The same limit as a [`RateLimit`].
+    pub fn rate(self) -> RateLimit {
+        let refill = self.refill.as_secs_f64();
+        RateLimit {
+            burst: self.burst,
+            per_second: if refill > 0.0 { 1.0 / refill } else { f64::MAX },
         }
     }
 }
@@ -109,7 +150,8 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
     /// Takes one token for `key`.
     ///
     /// # Errors
-    /// How long until a token is back, when the bucket is empty; nothing is taken then.
+    /// How long until a token is back, when the bucket is empty; nothing is taken then, and no
+    /// bucket is made for a key seen first in a refused take.
     pub fn take(&self, key: &K) -> Result<(), Duration> {
         self.take_all(std::slice::from_ref(key))
     }
@@ -119,7 +161,7 @@ impl<K: Eq + Hash + Clone> KeyedLimiter<K> {
     /// # Errors
     /// The longest wait until every one of them has a token again; nothing is taken then, and
     /// no bucket is made for a key seen first in a refused take.
-    pub fn take_all(&self, keys: &[K]) -> Result<(), Duration> {
+    fn take_all(&self, keys: &[K]) -> Result<(), Duration> {
         let now = Instant::now();
         let burst = f64::from(self.limit.burst);
         let mut buckets = self.lock();

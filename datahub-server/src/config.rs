@@ -15,11 +15,9 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use datahub_core::dsn::redact_url;
-use datahub_core::hub::RateLimit;
+use datahub_core::hub::{LoginLimit, RateLimit};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-
-use crate::limit::LoginLimit;
 
 /// The default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";

@@ -2,17 +2,20 @@
 //!
 //! Every error answer is `{"error": {"code", "message", "field"?, "request_id"?}}` with a status
 //! from DESIGN.md's table. Core errors map by [`ErrorKind`], never by their text; internal causes
-//! (store, keyring, bugs) are logged with the request id and answered with a generic message, so
-//! nothing from inside the process reaches a client. Rejections of axum's extractors (malformed
-//! JSON, wrong types, unknown fields, bad path or query values) get the same shape, naming the
-//! field where serde says which one. Every 429 carries `Retry-After` (whole seconds, at least
-//! 1) from the limiter that refused it.
+//! (store, keyring, bugs) are answered with a generic message, so nothing from inside the process
+//! reaches a client, and logged once with the request id by [`log_errors`], which reads the
+//! [`LoggedError`] every error answer carries. Rejections of the extractors (malformed JSON,
+//! wrong types, unknown fields, bad path or query values) get the same shape, naming the field
+//! where serde says which one ([`crate::reject`]). Every 429 carries `Retry-After` (whole
+//! seconds, at least 1) from the limiter that refused it.
 
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::Request;
+use axum::extract::rejection::PathRejection;
 use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use datahub_core::{Error as CoreError, ErrorKind};
 
@@ -27,6 +30,35 @@ pub struct ApiError {
     field: Option<String>,
     /// Whole seconds to wait, answered as `Retry-After` (every 429 has one).
     retry_after: Option<u64>,
+    /// What went wrong inside, for the log only: never answered (boxed: most errors have
+    /// none, and every handler's `Result` carries this type).
+    cause: Option<Box<Cause>>,
+}
+
+/// The internal cause of a 5xx, logged and never answered.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    /// The core's error kind (`store`, `keyring`, …), or `server` for a bug of the server.
+    pub kind: &'static str,
+    /// What failed: the core error's text (which never holds a secret) or the server's own
+    /// sentence.
+    pub detail: String,
+}
+
+/// What [`log_errors`] logs of an error answer: put into the response's extensions by
+/// [`ApiError`]'s `IntoResponse`, so each error is logged once, where the request id is known,
+/// and never where it is made. It holds no input value and no secret: the status, the code, the
+/// field's name and the internal cause.
+#[derive(Debug, Clone)]
+pub struct LoggedError {
+    /// The answer's status.
+    pub status: StatusCode,
+    /// The stable code.
+    pub code: &'static str,
+    /// The field at fault, if any.
+    pub field: Option<String>,
+    /// The internal cause of a 5xx.
+    pub cause: Option<Cause>,
 }
 
 impl ApiError {
@@ -38,6 +70,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             retry_after: None,
+            cause: None,
         }
     }
 
@@ -111,12 +144,17 @@ impl ApiError {
 
     /// 500 for a bug of the server itself; `what` is logged, never returned.
     pub fn internal(what: &str) -> Self {
-        tracing::error!(what, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the server could not complete the request",
         )
+        .with_cause("server", what.to_owned())
+    }
+
+    fn with_cause(mut self, kind: &'static str, detail: String) -> Self {
+        self.cause = Some(Box::new(Cause { kind, detail }));
+        self
     }
 
     /// The HTTP status.
@@ -127,6 +165,11 @@ impl ApiError {
     /// The stable code.
     pub fn code(&self) -> &'static str {
         self.code
+    }
+
+    /// The input field at fault, if any.
+    pub fn field(&self) -> Option<&str> {
+        self.field.as_deref()
     }
 
     /// The seconds answered in `Retry-After`, for a 429.
@@ -160,21 +203,21 @@ impl From<CoreError> for ApiError {
             ErrorKind::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             ErrorKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ErrorKind::Store => {
-                tracing::warn!(kind = e.kind().as_str(), error = %e, "store failed");
                 return Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
                     "the store is unavailable: try again shortly",
-                );
+                )
+                .with_cause(e.kind().as_str(), e.to_string());
             }
             // Keyring, decryption, I/O and bugs: the cause is logged, never returned.
             _ => {
-                tracing::error!(kind = e.kind().as_str(), error = %e, "request failed");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     "the server could not complete the request",
-                );
+                )
+                .with_cause(e.kind().as_str(), e.to_string());
             }
         };
         let mut out = Self::new(status, code, e.message());
@@ -189,77 +232,6 @@ impl From<CoreError> for ApiError {
     }
 }
 
-/// A JSON body that does not fit its request type. The field comes from serde's structured
-/// position (`serde_path_to_error`), never from its message text, which can quote the input: a
-/// value such as ``missing field `x` `` in a typed field must not come back as a field name.
-/// Only two of serde's own errors name a field that is not on the path: a missing and a
-/// duplicate field, whose messages *begin* with serde's fixed words and a field name of our
-/// types (no input precedes it); the name is taken from there and must look like one.
-impl From<serde_path_to_error::Error<serde_json::Error>> for ApiError {
-    fn from(e: serde_path_to_error::Error<serde_json::Error>) -> Self {
-        use serde_json::error::Category;
-        match e.inner().classify() {
-            Category::Syntax | Category::Eof => {
-                return Self::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_json",
-                    "the body is not valid JSON",
-                )
-                .with_field("body");
-            }
-            Category::Io => {
-                return Self::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_input",
-                    "the body could not be read",
-                )
-                .with_field("body");
-            }
-            Category::Data => {}
-        }
-        let what = e.inner().to_string();
-        let mut field = json_path(e.path());
-        let named = ["missing field `", "duplicate field `"]
-            .iter()
-            .find_map(|prefix| what.strip_prefix(prefix))
-            .and_then(|rest| rest.split_once('`'))
-            .map(|(name, _)| name)
-            .filter(|name| {
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-            });
-        if let Some(name) = named {
-            field = Some(match field {
-                Some(path) => format!("{path}.{name}"),
-                None => name.to_owned(),
-            });
-        }
-        let mut out = Self::new(StatusCode::BAD_REQUEST, "invalid_input", describe(&what));
-        // A wrong type for the whole body (an array for an object) has no path.
-        out.field = Some(field.unwrap_or_else(|| "body".to_owned()));
-        out
-    }
-}
-
-/// The dotted path (`tls.mode`, `tags[3]`) of a structured serde position; `None` for the
-/// body itself.
-fn json_path(path: &serde_path_to_error::Path) -> Option<String> {
-    use serde_path_to_error::Segment;
-    let mut out = String::new();
-    for segment in path.iter() {
-        match segment {
-            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(&clean(key));
-            }
-            Segment::Unknown => {}
-        }
-    }
-    (!out.is_empty()).then_some(out)
-}
-
 impl From<PathRejection> for ApiError {
     fn from(_: PathRejection) -> Self {
         Self::new(
@@ -271,203 +243,14 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        let text = rejection.body_text();
-        let detail = text
-            .strip_prefix("Failed to deserialize query string: ")
-            .unwrap_or(&text);
-        let mut out = Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            format!("invalid query parameter: {}", describe(detail)),
-        );
-        out.field = unknown_field(detail).or_else(|| {
-            detail
-                .split_once(':')
-                .map(|(f, _)| f.trim().to_owned())
-                .filter(|f| !f.is_empty() && !f.contains(' '))
-        });
-        out
-    }
-}
-
-/// serde's description of a bad value, without the value: a password typed into the wrong field
-/// must not come back in an error (S8). What follows "expected" is put in JSON's words by
-/// [`json_words`], so no Rust type name reaches a client.
-fn describe(what: &str) -> String {
-    // serde puts its "expected …" last, after any echo of the input (which may itself hold the
-    // word "expected"), and serde_json appends the position.
-    let expected = what
-        .rsplit_once("expected ")
-        .map(|(_, e)| json_words(&clean(e.split(" at line ").next().unwrap_or(e))));
-    let (text, with_expected) = if what.contains("unknown field") {
-        // The allowed names are ours; the unknown one is given as the field.
-        ("unknown field", true)
-    } else if what.contains("missing field") {
-        ("missing field", false)
-    } else if what.contains("duplicate field") {
-        ("given more than once", false)
-    } else if what.contains("unknown variant") {
-        ("not an allowed value", true)
-    } else if what.contains("invalid type") {
-        ("wrong type", true)
-    } else {
-        ("invalid value", true)
-    };
-    match expected {
-        Some(e) if with_expected => format!("{text}: expected {e}"),
-        _ => text.to_owned(),
-    }
-}
-
-/// Words of Rust (type names, serde's data-model terms) that must not reach a client.
-const RUST_WORDS: &[&str] = &[
-    "u8",
-    "u16",
-    "u32",
-    "u64",
-    "u128",
-    "usize",
-    "i8",
-    "i16",
-    "i32",
-    "i64",
-    "i128",
-    "isize",
-    "f32",
-    "f64",
-    "bool",
-    "char",
-    "str",
-    "String",
-    "Vec",
-    "Option",
-    "struct",
-    "enum",
-    "tuple",
-    "sequence",
-    "borrowed",
-    "option",
-    "unit",
-    "map",
-    "variant",
-    "identifier",
-    "nonzero",
-    "newtype",
-];
-
-/// serde's words for what it expected (a primitive's name, `struct X`, `a sequence`, a list of
-/// names in backquotes, …) in the vocabulary of JSON and of the API's documentation: "an integer
-/// from 0 to 65535", "a JSON object", "an array", "a string", "one of: a, b". Text already free
-/// of Rust words (the API's own expectations, such as "a JSON object") is kept; anything else
-/// becomes a neutral phrase rather than a Rust type name.
-fn json_words(expected: &str) -> String {
-    let e = expected.trim();
-    if let Some(names) = backquoted_list(e) {
-        return names;
-    }
-    let range = |lo: i128, hi: i128| format!("an integer from {lo} to {hi}");
-    let primitive = |name: &str| -> Option<String> {
-        Some(match name {
-            "u8" => range(0, u8::MAX.into()),
-            "u16" => range(0, u16::MAX.into()),
-            "u32" => range(0, u32::MAX.into()),
-            "i8" => range(i8::MIN.into(), i8::MAX.into()),
-            "i16" => range(i16::MIN.into(), i16::MAX.into()),
-            "i32" => range(i32::MIN.into(), i32::MAX.into()),
-            "u64" | "u128" | "usize" => "a non-negative integer".to_owned(),
-            "i64" | "i128" | "isize" => "an integer".to_owned(),
-            "f32" | "f64" => "a number".to_owned(),
-            _ => return None,
-        })
-    };
-    if let Some(words) = primitive(e) {
-        return words;
-    }
-    if let Some(name) = e.strip_prefix("a nonzero ") {
-        return match name {
-            "u8" => range(1, u8::MAX.into()),
-            "u16" => range(1, u16::MAX.into()),
-            "u32" => range(1, u32::MAX.into()),
-            n if n.starts_with('u') => "a positive integer".to_owned(),
-            _ => "a non-zero integer".to_owned(),
-        };
-    }
-    let words = match e {
-        "a string" | "a borrowed string" | "string" | "a character" | "char" | "path string"
-        | "a borrowed path" | "os string" => "a string",
-        "a boolean" | "bool" => "true or false",
-        "a sequence" | "an empty array" | "byte array" | "a borrowed byte array" => "an array",
-        "a map" => "a JSON object",
-        "option" => "a value or null",
-        "unit" => "null",
-        "field identifier" => "a field name",
-        "variant identifier" => "one of the documented values",
-        _ if e.starts_with("struct ") || e.starts_with("map ") => "a JSON object",
-        _ if e.starts_with("tuple struct ")
-            || e.starts_with("a tuple of size ")
-            || e.starts_with("an array of length ") =>
-        {
-            "an array"
-        }
-        _ if e.starts_with("unit struct ") => "null",
-        _ if e.starts_with("enum ") || e.contains("enum ") => "one of the documented values",
-        _ if e.contains("UUID") => "a UUID string",
-        _ if e.contains("OffsetDateTime") || e.contains("RFC3339") => "an RFC 3339 timestamp",
-        _ if has_rust_words(e) || e.contains('`') => "a value of the documented type",
-        _ => e,
-    };
-    words.to_owned()
-}
-
-/// serde's list of allowed names (`OneOf`: "`a`", "`a` or `b`", "one of `a`, `b`, `c`", "there
-/// are no …") as "one of: a, b, c". `None` when `text` is not such a list.
-fn backquoted_list(text: &str) -> Option<String> {
-    if let Some(what) = text.strip_prefix("there are no ") {
-        return Some(format!("nothing: no {what} are accepted here"));
-    }
-    let list = text.strip_prefix("one of ").unwrap_or(text);
-    if !list.starts_with('`') || !list.ends_with('`') {
-        return None;
-    }
-    let mut names = Vec::new();
-    for (i, part) in list.split('`').enumerate() {
-        // Odd parts are the names; even ones the separators between them.
-        if i % 2 == 1 {
-            names.push(part);
-        } else if !matches!(part, "" | ", " | " or ") {
-            return None;
-        }
-    }
-    Some(format!("one of: {}", names.join(", ")))
-}
-
-/// Whether `text` holds a word of [`RUST_WORDS`].
-fn has_rust_words(text: &str) -> bool {
-    text.split(|c: char| !c.is_ascii_alphanumeric())
-        .any(|word| RUST_WORDS.contains(&word))
-}
-
-/// The field serde names in "unknown field `x`", "missing field `x`" or "duplicate field `x`".
-fn unknown_field(text: &str) -> Option<String> {
-    let start = text.find('`')? + 1;
-    let len = text[start..].find('`')?;
-    let name = &text[start..start + len];
-    let field = (text.contains("unknown field")
-        || text.contains("missing field")
-        || text.contains("duplicate field"))
-    .then(|| name.to_owned())?;
-    Some(clean(&field))
-}
-
-/// Bounded, printable text: an echo of input never carries control characters or runs long.
-fn clean(text: &str) -> String {
-    text.chars().filter(|c| !c.is_control()).take(300).collect()
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let logged = LoggedError {
+            status: self.status,
+            code: self.code,
+            field: self.field.clone(),
+            cause: self.cause.map(|c| *c),
+        };
         let detail = ErrorDetail {
             code: self.code,
             message: self.message,
@@ -488,8 +271,42 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(detail);
+        response.extensions_mut().insert(logged);
         response
     }
+}
+
+/// Middleware logging every error answer once, from its [`LoggedError`], inside the request's
+/// span (so with its request id): a store failure as a warning, any other 5xx as an error with
+/// its internal cause, a 4xx at debug level with its code and field (never the message, which
+/// may name a value the caller sent).
+pub async fn log_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    if let Some(e) = response.extensions().get::<LoggedError>() {
+        let status = e.status.as_u16();
+        let field = e.field.as_deref().unwrap_or("-");
+        match &e.cause {
+            Some(cause) if e.status == StatusCode::SERVICE_UNAVAILABLE => tracing::warn!(
+                status,
+                code = e.code,
+                kind = cause.kind,
+                error = %cause.detail,
+                "store failed"
+            ),
+            Some(cause) => tracing::error!(
+                status,
+                code = e.code,
+                kind = cause.kind,
+                error = %cause.detail,
+                "request failed"
+            ),
+            None if e.status.is_server_error() => {
+                tracing::error!(status, code = e.code, "request failed");
+            }
+            None => tracing::debug!(status, code = e.code, field, "request refused"),
+        }
+    }
+    response
 }
 
 /// The result of every handler.
@@ -497,207 +314,84 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 #[cfg(test)]
 mod tests {
+    use std::fmt;
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use tower::ServiceExt;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+
     use super::*;
 
-    #[track_caller]
-    fn check(serde_says: &str, expected: &str) {
-        let said = describe(serde_says);
-        assert_eq!(said, expected, "{serde_says:?}");
-        assert!(!has_rust_words(&said), "{said:?}");
-    }
+    /// Every event's fields, one line each.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<String>>>);
 
-    #[test]
-    fn serde_words_become_json_words() {
-        for (serde_says, expected) in [
-            (
-                "invalid type: string \"x\", expected u16 at line 1 column 9",
-                "wrong type: expected an integer from 0 to 65535",
-            ),
-            (
-                "invalid value: integer `70000`, expected u16",
-                "invalid value: expected an integer from 0 to 65535",
-            ),
-            (
-                "invalid type: string \"x\", expected u8",
-                "wrong type: expected an integer from 0 to 255",
-            ),
-            (
-                "invalid type: string \"x\", expected u32",
-                "wrong type: expected an integer from 0 to 4294967295",
-            ),
-            (
-                "invalid type: map, expected i32",
-                "wrong type: expected an integer from -2147483648 to 2147483647",
-            ),
-            (
-                "invalid type: string \"x\", expected i64",
-                "wrong type: expected an integer",
-            ),
-            (
-                "invalid type: boolean `true`, expected usize",
-                "wrong type: expected a non-negative integer",
-            ),
-            (
-                "invalid type: string \"x\", expected u64",
-                "wrong type: expected a non-negative integer",
-            ),
-            (
-                "invalid type: string \"x\", expected f64",
-                "wrong type: expected a number",
-            ),
-            (
-                "invalid value: integer `0`, expected a nonzero u16",
-                "invalid value: expected an integer from 1 to 65535",
-            ),
-            (
-                "invalid type: integer `1`, expected a string",
-                "wrong type: expected a string",
-            ),
-            (
-                "invalid type: integer `1`, expected a borrowed string",
-                "wrong type: expected a string",
-            ),
-            (
-                "invalid type: integer `1`, expected a boolean",
-                "wrong type: expected true or false",
-            ),
-            (
-                "invalid type: string \"x\", expected a sequence",
-                "wrong type: expected an array",
-            ),
-            (
-                "invalid type: sequence, expected struct TlsInput",
-                "wrong type: expected a JSON object",
-            ),
-            (
-                "invalid type: sequence, expected a map",
-                "wrong type: expected a JSON object",
-            ),
-            (
-                "invalid type: sequence, expected a JSON object",
-                "wrong type: expected a JSON object",
-            ),
-            (
-                "invalid type: map, expected tuple struct Pair",
-                "wrong type: expected an array",
-            ),
-            (
-                "invalid length 3, expected a tuple of size 2",
-                "invalid value: expected an array",
-            ),
-            (
-                "invalid type: map, expected enum Level",
-                "wrong type: expected one of the documented values",
-            ),
-            (
-                "invalid type: map, expected variant identifier",
-                "wrong type: expected one of the documented values",
-            ),
-            (
-                "invalid type: map, expected field identifier",
-                "wrong type: expected a field name",
-            ),
-            (
-                "invalid type: string \"x\", expected unit",
-                "wrong type: expected null",
-            ),
-            (
-                "invalid type: string \"x\", expected option",
-                "wrong type: expected a value or null",
-            ),
-            (
-                "invalid type: string \"x\", expected a formatted UUID string",
-                "wrong type: expected a UUID string",
-            ),
-            (
-                "invalid type: integer `1`, expected an RFC3339-formatted `OffsetDateTime`",
-                "wrong type: expected an RFC 3339 timestamp",
-            ),
-            (
-                "invalid type: integer `1`, expected a `Date`",
-                "wrong type: expected a value of the documented type",
-            ),
-            (
-                "invalid type: integer `1`, expected something Vec<u8>-like",
-                "wrong type: expected a value of the documented type",
-            ),
-            (
-                "unknown variant `x`, expected one of `disable`, `allow`, `prefer`",
-                "not an allowed value: expected one of: disable, allow, prefer",
-            ),
-            (
-                "unknown variant `x`, expected `view` or `use`",
-                "not an allowed value: expected one of: view, use",
-            ),
-            (
-                "unknown variant `x`, expected `postgres`",
-                "not an allowed value: expected one of: postgres",
-            ),
-            (
-                "unknown field `x`, expected one of `name`, `host`",
-                "unknown field: expected one of: name, host",
-            ),
-            ("unknown field `x`, there are no fields", "unknown field"),
-            (
-                "unknown variant `x`, there are no variants",
-                "not an allowed value",
-            ),
-            ("missing field `host`", "missing field"),
-            ("duplicate field `host`", "given more than once"),
-            ("trailing characters", "invalid value"),
-        ] {
-            check(serde_says, expected);
-        }
-    }
-
-    #[test]
-    fn an_echoed_value_never_comes_back() {
-        // The input is echoed before serde's own "expected"; only serde's part is kept.
-        let said = describe("unknown variant `s3cret, expected u16`, expected `view` or `use`");
-        assert_eq!(said, "not an allowed value: expected one of: view, use");
-        let said = describe("invalid type: string \"hunter2 expected\", expected i64");
-        assert_eq!(said, "wrong type: expected an integer");
-    }
-
-    /// Real serde errors of the API's request types, with every field given a wrong type.
-    #[test]
-    fn request_types_are_described_without_rust_words() {
-        use crate::api::connection::{CreateConnection, GrantsBody, PatchConnection};
-        let cases = [
-            r#"{"name":"a","host":"h","database":"d","username":"u","port":"5432"}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","port":1.5}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","port":true}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","port":99999999999999999999}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","tags":"x"}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","tags":[1]}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","tls":[]}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","tls":{"mode":1}}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","monitoring":{"enabled":"y"}}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","password":5}"#,
-            r#"{"name":1,"host":"h","database":"d","username":"u"}"#,
-            r#"{"name":"a","host":"h","database":"d","username":"u","nope":1}"#,
-        ];
-        for body in cases {
-            let e = serde_json::from_str::<CreateConnection>(body).unwrap_err();
-            let said = describe(&e.to_string());
-            assert!(!has_rust_words(&said), "{body}: {e} -> {said:?}");
-        }
-        for body in [r#"{"port":"x"}"#, r#"{"version":"x"}"#, r#"{"tags":{}}"#] {
-            if let Err(e) = serde_json::from_str::<PatchConnection>(body) {
-                let said = describe(&e.to_string());
-                assert!(!has_rust_words(&said), "{body}: {e} -> {said:?}");
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Lines {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            struct Fields<'a>(&'a mut String);
+            impl tracing::field::Visit for Fields<'_> {
+                fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+                    self.0.push_str(&format!("{}={value:?} ", field.name()));
+                }
             }
+            let mut line = format!("{} ", event.metadata().level());
+            event.record(&mut Fields(&mut line));
+            self.0.lock().unwrap().push(line);
         }
-        for body in [
-            r#"{"grants":{}}"#,
-            r#"{"grants":[{"level":1}]}"#,
-            r#"{"grants":[[]]}"#,
-        ] {
-            let e = serde_json::from_str::<GrantsBody>(body).unwrap_err();
-            let said = describe(&e.to_string());
-            assert!(!has_rust_words(&said), "{body}: {e} -> {said:?}");
-        }
-        let e = serde_json::from_str::<CreateConnection>(cases[0]).unwrap_err();
-        assert_eq!(describe(&e.to_string()), "wrong type: expected an integer");
+    }
+
+    /// The lines logged while answering `GET /` with `handler`'s error, through [`log_errors`].
+    fn logged(error: fn() -> ApiError) -> (StatusCode, Vec<String>) {
+        let lines = Lines::default();
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(lines.clone()));
+        // As in the canary test: a second live dispatch makes tracing ask this one for
+        // callsites another test's thread hit first.
+        let _every_dispatch_asked = tracing::Dispatch::new(tracing_subscriber::registry());
+        let _logs = tracing::dispatcher::set_default(&dispatch);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let status = runtime.block_on(async move {
+            let app = Router::new()
+                .route("/", get(move || async move { Err::<(), _>(error()) }))
+                .layer(axum::middleware::from_fn(log_errors));
+            let request = Request::builder().uri("/").body(Body::empty()).unwrap();
+            app.oneshot(request).await.unwrap().status()
+        });
+        let lines = lines.0.lock().unwrap().clone();
+        (status, lines)
+    }
+
+    #[test]
+    fn an_internal_error_is_logged_once_with_its_cause() {
+        let (status, lines) = logged(|| ApiError::internal("the widget broke"));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("ERROR"), "{lines:?}");
+        assert!(lines[0].contains("the widget broke"), "{lines:?}");
+    }
+
+    #[test]
+    fn a_refusal_is_logged_at_debug_without_its_message() {
+        let (status, lines) = logged(|| ApiError::invalid("port", "s3cret is not a port"));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("DEBUG"), "{lines:?}");
+        assert!(lines[0].contains("port"), "{lines:?}");
+        assert!(!lines[0].contains("s3cret"), "{lines:?}");
+    }
+
+    #[test]
+    fn making_an_error_logs_nothing() {
+        let lines = Lines::default();
+        let dispatch = tracing::Dispatch::new(tracing_subscriber::registry().with(lines.clone()));
+        let _every_dispatch_asked = tracing::Dispatch::new(tracing_subscriber::registry());
+        let _logs = tracing::dispatcher::set_default(&dispatch);
+        let error = ApiError::internal("the widget broke");
+        assert_eq!(error.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(lines.0.lock().unwrap().is_empty());
     }
 }

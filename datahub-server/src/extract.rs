@@ -5,12 +5,17 @@
 //! `Deserialize` also reads a struct from an array, by position, which would let `[]` pass as
 //! "no change" and `["disable"]` set the first field. [`ApiJson`] refuses a body that is not an
 //! object, and [`object`] / [`objects`] do the same for nested fields.
+//!
+//! The other parts of a request: [`ApiQuery`] reads the query string, [`PathId`] the `{id}` of
+//! a path as a core id, [`IfMatch`] the version an edit or a deletion names.
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::str::FromStr;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Deserialize;
 use serde::de::value::MapAccessDeserializer;
@@ -47,8 +52,8 @@ where
             )
             .with_field("body")
         })?;
-        // The field of an error comes from serde's structured position (see `ApiError`'s
-        // `From<serde_path_to_error::Error<_>>`), never from its message.
+        // The field of an error comes from serde's structured position (see `crate::reject`),
+        // never from its message.
         let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
         let Object(value) = serde_path_to_error::deserialize(&mut deserializer)?;
         deserializer.end().map_err(|_| {
@@ -125,15 +130,88 @@ pub fn objects<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Ok(items.into_iter().map(|Object(t)| t).collect())
 }
 
-/// `axum::extract::Path` answering a rejection with [`ApiError`].
-#[derive(Debug, Clone, Copy, FromRequestParts)]
-#[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct ApiPath<T>(pub T);
+/// The `{id}` of a path as a core id ([`ConnectionId`](datahub_core::ConnectionId),
+/// [`UserId`](datahub_core::UserId), [`TeamId`](datahub_core::TeamId),
+/// [`TokenId`](datahub_core::TokenId)): 400 on `id` when it is not a UUID.
+#[derive(Debug, Clone, Copy)]
+pub struct PathId<T>(pub T);
 
-/// `axum::extract::Query` answering a rejection with [`ApiError`].
-#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+impl<S, T> FromRequestParts<S> for PathId<T>
+where
+    S: Send + Sync,
+    T: FromStr,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        T::from_str(&raw)
+            .map(Self)
+            .map_err(|_| ApiError::invalid("id", "must be a UUID"))
+    }
+}
+
+/// The version named by `If-Match`: `"<version>"` (or a bare number), as every edit and
+/// deletion of a versioned resource needs (SECURITY.md S26).
+///
+/// Rejected with 428 when missing, and 400 on `If-Match` when it is not one version (a list,
+/// `*`, a weak tag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfMatch(pub u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if_match(&parts.headers).map(Self)
+    }
+}
+
+/// The version named by `If-Match` in `headers`.
+fn if_match(headers: &HeaderMap) -> Result<u64, ApiError> {
+    let mut values = headers.get_all(header::IF_MATCH).iter();
+    let Some(value) = values.next() else {
+        return Err(ApiError::if_match_required());
+    };
+    let malformed = || {
+        ApiError::invalid(
+            "If-Match",
+            "must be the one ETag read, e.g. \"3\" (no list, no *, no weak tag)",
+        )
+    };
+    if values.next().is_some() {
+        return Err(malformed());
+    }
+    let text = value.to_str().map_err(|_| malformed())?.trim();
+    let digits = text
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(text);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(malformed());
+    }
+    digits.parse::<u64>().map_err(|_| malformed())
+}
+
+/// A query string read into `T` (as `axum::extract::Query` reads it), rejected with an
+/// [`ApiError`] naming the parameter from serde's structured position (see [`crate::reject`]).
+#[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        Ok(Self(serde_path_to_error::deserialize(deserializer)?))
+    }
+}
 
 /// For `#[serde(default, deserialize_with = "whole_i64")]` on an `Option<i64>`: a JSON integer,
 /// or a number without a fractional part (`5432.0`: the same number, to JSON and to the
@@ -203,9 +281,35 @@ impl<'de, T: TryFrom<i64> + TryFrom<u64>> Visitor<'de> for WholeVisitor<T> {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
     use serde::Deserialize;
 
     use super::*;
+
+    #[test]
+    fn if_match_takes_one_version() {
+        let check = |value: Option<&str>| {
+            let mut headers = HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
+            }
+            if_match(&headers).map_err(|e| e.status())
+        };
+        assert_eq!(check(Some("\"3\"")), Ok(3));
+        assert_eq!(check(Some(" 12 ")), Ok(12));
+        assert_eq!(check(None), Err(StatusCode::PRECONDITION_REQUIRED));
+        for bad in [
+            "*",
+            "W/\"3\"",
+            "\"3\", \"4\"",
+            "\"-1\"",
+            "\"\"",
+            "\"3",
+            "1234567890123456789",
+        ] {
+            assert_eq!(check(Some(bad)), Err(StatusCode::BAD_REQUEST), "{bad}");
+        }
+    }
 
     #[derive(Debug, Deserialize)]
     struct Whole {

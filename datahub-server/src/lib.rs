@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod limit;
+pub mod reject;
 pub mod routes;
 pub mod startup;
 pub mod state;
@@ -101,6 +102,8 @@ pub fn app(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn(error_request_id))
+                // Inside the request's span, before `error_request_id` rebuilds the body.
+                .layer(middleware::from_fn(error::log_errors))
                 .layer(middleware::from_fn(record_metrics))
                 .layer(security_header(
                     header::CONTENT_SECURITY_POLICY,

@@ -1,17 +1,18 @@
-//! What every handler shares: the Hub (the only door to the core), the monitor whose events the
-//! API streams, the metrics recorder, and the server's own options.
+//! What every handler shares: the Hub (the only door to the core, which also tells its monitor
+//! of every change and streams the events), the monitor's handle (for its counters and
+//! shutdown), the metrics recorder, the per-address sign-in limiter, and the server's own
+//! options.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use datahub_core::ConnectionId;
-use datahub_core::hub::Hub;
-use datahub_core::monitor::{MonitorEvent, MonitorHandle, MonitorStats};
+use datahub_core::hub::{Hub, LoginLimit};
+use datahub_core::monitor::{Monitor, MonitorEvent, MonitorStats};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::limit::{LoginLimit, LoginLimiter};
+use crate::limit::AddressLimiter;
 
 /// How the HTTP layer behaves. `Default`: the documented default of every field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,36 +50,33 @@ pub struct AppState {
 #[derive(Debug)]
 struct Inner {
     hub: Hub,
-    monitor: Option<Arc<MonitorHandle>>,
-    /// Events when no monitor runs (tests, `--no-monitor`): connection changes only.
-    local_events: broadcast::Sender<MonitorEvent>,
+    monitor: Option<Arc<Monitor>>,
     metrics: Option<PrometheusHandle>,
     options: HttpOptions,
-    logins: LoginLimiter,
+    logins: AddressLimiter,
     shutdown: CancellationToken,
 }
 
 impl AppState {
     /// State over `hub`, without a monitor or metrics recorder; see the `with_*` methods.
     pub fn new(hub: Hub, options: HttpOptions) -> Self {
-        let (local_events, _) = broadcast::channel(1024);
         Self {
             inner: Arc::new(Inner {
                 hub,
                 monitor: None,
-                local_events,
                 metrics: None,
                 options,
-                logins: LoginLimiter::default(),
+                logins: AddressLimiter::default(),
                 shutdown: CancellationToken::new(),
             }),
         }
     }
 
-    /// Adds the running monitor: its events are streamed, and every change made through the
-    /// API is told to it at once.
+    /// Adds the running monitor, started by this state's hub ([`Hub::start_monitor`]), which
+    /// tells it of every change and streams its events: its counters are served and it is shut
+    /// down with the server.
     #[must_use]
-    pub fn with_monitor(self, monitor: MonitorHandle) -> Self {
+    pub fn with_monitor(self, monitor: Monitor) -> Self {
         self.rebuild(|inner| inner.monitor = Some(Arc::new(monitor)))
     }
 
@@ -88,10 +86,15 @@ impl AppState {
         self.rebuild(|inner| inner.metrics = Some(metrics))
     }
 
-    /// Uses `limit` for sign-ins and password changes. Default: [`LoginLimit::default`].
+    /// Uses `limit` for password guesses (sign-ins and password changes), per client address
+    /// here and per account name in the hub ([`Hub::with_login_limit`]).
+    /// Default: [`LoginLimit::default`].
     #[must_use]
     pub fn with_login_limit(self, limit: LoginLimit) -> Self {
-        self.rebuild(|inner| inner.logins = LoginLimiter::new(limit))
+        self.rebuild(|inner| {
+            inner.hub = inner.hub.clone().with_login_limit(limit);
+            inner.logins = AddressLimiter::new(limit);
+        })
     }
 
     /// Uses `token` to end event streams at shutdown.
@@ -106,10 +109,9 @@ impl AppState {
             Err(shared) => Inner {
                 hub: shared.hub.clone(),
                 monitor: shared.monitor.clone(),
-                local_events: shared.local_events.clone(),
                 metrics: shared.metrics.clone(),
                 options: shared.options.clone(),
-                logins: LoginLimiter::new(shared.logins.limit()),
+                logins: AddressLimiter::new(shared.logins.limit()),
                 shutdown: shared.shutdown.clone(),
             },
         };
@@ -129,8 +131,8 @@ impl AppState {
         &self.inner.options
     }
 
-    /// The login rate limiter.
-    pub fn logins(&self) -> &LoginLimiter {
+    /// The sign-in rate limiter per client address (the per-account one is the hub's).
+    pub fn logins(&self) -> &AddressLimiter {
         &self.inner.logins
     }
 
@@ -144,25 +146,10 @@ impl AppState {
         &self.inner.shutdown
     }
 
-    /// Subscribes to status and connection events (the monitor's when it runs).
+    /// Subscribes to status and connection events ([`Hub::subscribe_events`]: the monitor's
+    /// when it runs, else the connection changes made through the hub).
     pub fn subscribe(&self) -> broadcast::Receiver<MonitorEvent> {
-        match &self.inner.monitor {
-            Some(monitor) => monitor.subscribe(),
-            None => self.inner.local_events.subscribe(),
-        }
-    }
-
-    /// Tells the monitor (or the local event channel) that a connection was created or edited.
-    pub fn changed(&self, id: ConnectionId) {
-        match &self.inner.monitor {
-            Some(monitor) => monitor.notify_changed(id),
-            None => {
-                let _ = self
-                    .inner
-                    .local_events
-                    .send(MonitorEvent::ConnectionChanged { id });
-            }
-        }
+        self.inner.hub.subscribe_events()
     }
 
     /// The monitor's counters since start, when a monitor runs.
@@ -174,19 +161,6 @@ impl AppState {
     pub async fn shutdown_monitor(&self) {
         if let Some(monitor) = &self.inner.monitor {
             monitor.shutdown().await;
-        }
-    }
-
-    /// Tells the monitor (or the local event channel) that a connection was deleted.
-    pub fn deleted(&self, id: ConnectionId) {
-        match &self.inner.monitor {
-            Some(monitor) => monitor.notify_deleted(id),
-            None => {
-                let _ = self
-                    .inner
-                    .local_events
-                    .send(MonitorEvent::ConnectionDeleted { id });
-            }
         }
     }
 }

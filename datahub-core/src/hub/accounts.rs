@@ -121,10 +121,31 @@ impl Hub {
     /// Logs in with a user name and password; the attempt is audited either way. A hash weaker
     /// than the current parameters is replaced on success.
     ///
+    /// Guesses are throttled per account name (S20, S29; [`Hub::with_login_limit`]): the
+    /// attempt takes its token before any password work, so however many arrive at once at most
+    /// the burst reach argon2; a failed one keeps it spent, and one that succeeds (or fails for
+    /// another reason than the password, e.g. the store) gives it back, so signing in often
+    /// never locks anyone out. Unknown names are throttled alike, and a refused attempt gets the
+    /// same answer whether or not the account exists.
+    ///
     /// # Errors
     /// `Unauthenticated` with one message for every cause (unknown user, wrong password,
-    /// disabled account), after the same amount of work.
+    /// disabled account), after the same amount of work. `RateLimited`, with how long to wait,
+    /// when the name's guesses are spent; nothing is checked nor audited then.
     pub async fn login(
+        &self,
+        username: &str,
+        password: Password,
+        request: &RequestInfo,
+    ) -> Result<Principal> {
+        let guess = self.take_guess(username)?;
+        let result = self.check_login(username, password, request).await;
+        self.settle_guess(guess, &result);
+        result
+    }
+
+    /// [`Hub::login`] once the attempt is admitted.
+    async fn check_login(
         &self,
         username: &str,
         password: Password,
@@ -393,10 +414,29 @@ impl Hub {
     /// session logs in again with the new password and starts a new session for the caller.
     /// API tokens keep working: they are credentials of their own, revoked one by one.
     ///
+    /// Wrong current passwords are throttled with failed sign-ins, per account name, as in
+    /// [`Hub::login`].
+    ///
     /// # Errors
     /// `Unauthenticated` when `current` is wrong; `InvalidInput` on `password` for the new one;
-    /// `PermissionDenied` through a read-only token.
+    /// `PermissionDenied` through a read-only token; `RateLimited` when the account's guesses
+    /// are spent.
     pub async fn change_own_password(
+        &self,
+        principal: &Principal,
+        current: Password,
+        new: Password,
+    ) -> Result<()> {
+        let guess = self.take_guess(principal.username())?;
+        let result = self
+            .check_and_change_password(principal, current, new)
+            .await;
+        self.settle_guess(guess, &result);
+        result
+    }
+
+    /// [`Hub::change_own_password`] once the attempt is admitted.
+    async fn check_and_change_password(
         &self,
         principal: &Principal,
         current: Password,

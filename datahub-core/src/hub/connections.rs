@@ -75,7 +75,8 @@ const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~');
 
 impl Hub {
-    /// Saves a new connection owned by the principal.
+    /// Saves a new connection owned by the principal. The monitor this hub started checks it
+    /// within 5 s ([`Hub::start_monitor`]), on the principal's test budget (S31).
     ///
     /// # Errors
     /// `PermissionDenied` (audited) unless the role may create; `InvalidInput` naming the field
@@ -103,6 +104,21 @@ impl Hub {
     /// As [`Hub::create_connection`]; `PermissionDenied` (audited) for another owner unless an
     /// admin; `InvalidInput` on `owner` when it names no user or a disabled one.
     pub async fn create_connection_owned_by(
+        &self,
+        principal: &Principal,
+        owner: Option<UserId>,
+        draft: ConnectionDraft,
+    ) -> Result<Connection> {
+        let connection = self.insert_connection(principal, owner, draft).await?;
+        // The monitor's first check tells the creator whether the target answers (S31).
+        self.owed_checks.owe(connection.id, principal.user());
+        self.changes.changed(connection.id);
+        Ok(connection)
+    }
+
+    /// Saves a new connection as [`Hub::create_connection_owned_by`] does, without telling the
+    /// monitor nor owing its first check to anyone: the caller does.
+    pub(super) async fn insert_connection(
         &self,
         principal: &Principal,
         owner: Option<UserId>,
@@ -156,8 +172,6 @@ impl Hub {
             event = event.with_changed_fields(&["owner"]);
         }
         self.store.insert_connection(&row, &event).await?;
-        // The monitor's first check tells the creator whether the target answers (S31).
-        self.owed_checks.owe(id, principal.user());
         Ok(Connection {
             id,
             spec: row.spec,
@@ -239,7 +253,8 @@ impl Hub {
     ///
     /// An omitted password keeps the stored one (S11); pointing the connection elsewhere or
     /// weakening its TLS needs the password again (S12). An edit that changes nothing returns the
-    /// connection as it is.
+    /// connection as it is; any other is told to the monitor this hub started, which checks the
+    /// connection again within 5 s, on the principal's test budget (S31).
     ///
     /// # Errors
     /// `NotFound`; `PermissionDenied` (audited) without `manage`; `InvalidInput` naming the field;
@@ -287,10 +302,12 @@ impl Hub {
         // The monitor checks an edited connection again soon: that check tells the editor
         // whether the (perhaps new) target answers (S31).
         self.owed_checks.owe(id, principal.user());
+        self.changes.changed(id);
         self.connection(principal, id).await
     }
 
-    /// Deletes the connection if its version is still `expected_version`.
+    /// Deletes the connection if its version is still `expected_version`; the monitor this hub
+    /// started stops checking it.
     ///
     /// # Errors
     /// `NotFound`; `PermissionDenied` (audited) without `manage`; `Conflict` when stale.
@@ -307,7 +324,9 @@ impl Hub {
         let event = self.event(principal, allowed.action(), Some(&conn_target), Outcome::Ok);
         self.store
             .delete_connection(allowed.connection(), expected_version, &event)
-            .await
+            .await?;
+        self.changes.deleted(id);
+        Ok(())
     }
 
     /// Decrypts a connection's credentials for the principal (grant `use`). The reveal is
@@ -415,6 +434,8 @@ impl Hub {
             .store
             .set_grants(allowed.connection(), expected_version, new_grants, &event)
             .await?;
+        // Who may view it changed: event streams check it again.
+        self.changes.changed(id);
         Ok(ConnectionGrants {
             version,
             grants: self.store.named_grants(id).await?,

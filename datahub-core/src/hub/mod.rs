@@ -12,6 +12,11 @@
 //! afresh on every request: a revoked grant, a changed role, a disabled account or a revoked
 //! token then takes effect on the next one.
 //!
+//! What an adapter could forget, the Hub does itself: it throttles password guesses per account
+//! name ([`Hub::login`], [`Hub::change_own_password`]; SECURITY.md S20, S29; an adapter that
+//! knows the client's address adds its own per-address limit), and it tells the monitor it
+//! started ([`Hub::start_monitor`]) of every connection change made through it.
+//!
 //! It must never: return a secret except from [`Hub::reveal`]; put a secret into an error or
 //! audit row; act on a connection other than the one a proof names.
 
@@ -25,14 +30,14 @@ mod secrets;
 mod sessions;
 mod views;
 
-pub use crate::limit::RateLimit;
+pub use crate::limit::{LoginLimit, RateLimit};
 pub use accounts::{
     BOOTSTRAP_ADMIN, BootstrapAdmin, DIRECTORY_LIMIT, MAX_DIRECTORY_QUERY_CHARS, NewApiToken,
     UserUpdate,
 };
 pub use admin::AuditVerification;
 pub use connections::{ConnectionGrants, Dsn, Revealed};
-pub use probe::Created;
+pub use probe::SaveOutcome;
 pub use sessions::{MAX_USER_AGENT_CHARS, NewSession};
 pub use views::{EventFilter, HealthHistory, MAX_HISTORY_LIMIT};
 
@@ -65,6 +70,10 @@ pub struct Hub {
     test_limit: Arc<KeyedLimiter<UserId>>,
     /// Connections whose next monitor check is owed to the budget of the user who saved them.
     owed_checks: Arc<monitor::OwedChecks>,
+    /// Password guesses per account name (S20, S29): sign-ins and own password changes.
+    login_limit: Arc<KeyedLimiter<String>>,
+    /// Where connection changes are told: the monitor this hub started, or its own channel.
+    changes: Arc<monitor::Changes>,
     /// The lane of password hashing (argon2): at most this many hashes run at once, so a flood
     /// of sign-ins costs bounded memory and CPU and never takes the blocking threads the
     /// stores need.
@@ -100,6 +109,8 @@ impl Hub {
             connect: Arc::new(Dialer::system()),
             test_limit: Arc::new(KeyedLimiter::new(RateLimit::default())),
             owed_checks: Arc::new(monitor::OwedChecks::default()),
+            login_limit: Arc::new(KeyedLimiter::new(LoginLimit::default().rate())),
+            changes: Arc::new(monitor::Changes::default()),
             password_lane: Arc::new(Semaphore::new(default_password_lane())),
             sessions: SessionConfig::default(),
             last_session_prune: Arc::new(AtomicI64::new(0)),
@@ -118,6 +129,13 @@ impl Hub {
     /// Default: [`RateLimit::default`].
     pub fn with_test_rate_limit(mut self, limit: RateLimit) -> Self {
         self.test_limit = Arc::new(KeyedLimiter::new(limit));
+        self
+    }
+
+    /// The same hub with another limit on password guesses per account name (failed sign-ins
+    /// and wrong current passwords). Default: [`LoginLimit::default`].
+    pub fn with_login_limit(mut self, limit: LoginLimit) -> Self {
+        self.login_limit = Arc::new(KeyedLimiter::new(limit.rate()));
         self
     }
 
@@ -142,6 +160,43 @@ impl Hub {
                 wait,
             )
         })
+    }
+
+    /// Takes one password guess from the budget of the account name `account` (S20, S29),
+    /// before any password work.
+    ///
+    /// # Errors
+    /// `RateLimited`, saying how long to wait, when the name's guesses are spent.
+    fn take_guess(&self, account: &str) -> Result<Guess> {
+        let key = guess_key(account);
+        self.login_limit.take(&key).map_err(|wait| {
+            crate::Error::rate_limited(
+                format!("too many attempts: try again in {} s", retry_seconds(wait)),
+                wait,
+            )
+        })?;
+        Ok(Guess(key))
+    }
+
+    /// Gives the guess back unless the password was wrong (`Unauthenticated`): a success, or a
+    /// failure of something else (the store), counts against no one.
+    fn settle_guess<T>(&self, guess: Guess, result: &Result<T>) {
+        if !matches!(result, Err(e) if e.kind() == ErrorKind::Unauthenticated) {
+            self.login_limit.refund(std::slice::from_ref(&guess.0));
+        }
+    }
+
+    /// How long until the account name `account` may make a password guess again (zero when it
+    /// may now), without taking one: for an adapter refusing an attempt by a limit of its own
+    /// (a client address), so its answer names the wait until both allow one.
+    pub fn login_retry_after(&self, account: &str) -> Duration {
+        self.login_limit.retry_after(&guess_key(account))
+    }
+
+    /// How many account names the guess throttle keeps a budget for now (bounded; for metrics
+    /// and tests).
+    pub fn login_buckets(&self) -> usize {
+        self.login_limit.len()
     }
 
     /// Runs password work (argon2) in its own bounded lane on the blocking pool: it waits
@@ -228,6 +283,21 @@ impl Hub {
     }
 }
 
+/// A password guess taken from an account name's budget ([`Hub::take_guess`]).
+#[must_use = "a guess is settled after the password check"]
+struct Guess(String);
+
+/// The throttle's key of an account name: lowercase, as names are matched. A name longer than
+/// any account's is cut (it names no account anyway), so the map's keys stay small whatever a
+/// caller sends.
+fn guess_key(account: &str) -> String {
+    account
+        .chars()
+        .take(crate::auth::MAX_ACCOUNT_NAME_LEN + 1)
+        .collect::<String>()
+        .to_lowercase()
+}
+
 /// Now, in UTC, at the precision the stores keep.
 fn now() -> OffsetDateTime {
     truncate_to_micros(OffsetDateTime::now_utc())
@@ -257,16 +327,94 @@ mod tests {
     use crate::crypto::Keyring;
     use crate::store::SqliteStore;
 
+    /// A hub over a new SQLite store in `dir`.
+    async fn test_hub(dir: &tempfile::TempDir) -> Hub {
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("d")).unwrap());
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        Hub::open(store, Keyring::parse(key).unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// S29: guesses per account name run out, whatever the case, and refill; a success gives
+    /// its guess back, a wrong password keeps it spent. (The per-address half is the server's.)
+    #[tokio::test(start_paused = true)]
+    async fn guesses_per_name_run_out_then_refill() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = test_hub(&dir).await.with_login_limit(LoginLimit {
+            burst: 3,
+            refill: Duration::from_secs(10),
+        });
+        let wrong = || Err::<(), _>(crate::Error::new(ErrorKind::Unauthenticated, "wrong"));
+        for _ in 0..3 {
+            let guess = hub.take_guess("Admin").unwrap();
+            hub.settle_guess(guess, &wrong());
+        }
+        assert!(
+            hub.take_guess("admin").is_err(),
+            "per account, whatever the case"
+        );
+        let guess = hub.take_guess("other").unwrap();
+        // A success gives its guess back.
+        hub.settle_guess(guess, &Ok(()));
+        for _ in 0..3 {
+            let guess = hub.take_guess("other").unwrap();
+            hub.settle_guess(guess, &wrong());
+        }
+        assert!(hub.take_guess("other").is_err());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let guess = hub.take_guess("admin").unwrap();
+        hub.settle_guess(guess, &wrong());
+    }
+
+    /// The wait a refusal names is the real refill time of the name's budget, not a constant.
+    #[tokio::test(start_paused = true)]
+    async fn the_wait_is_the_refill_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = test_hub(&dir).await.with_login_limit(LoginLimit {
+            burst: 2,
+            refill: Duration::from_secs(6),
+        });
+        let wrong = || Err::<(), _>(crate::Error::new(ErrorKind::Unauthenticated, "wrong"));
+        for _ in 0..2 {
+            let guess = hub.take_guess("admin").unwrap();
+            hub.settle_guess(guess, &wrong());
+        }
+        let refused = hub.take_guess("admin").map(|_| ()).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::RateLimited);
+        assert_eq!(refused.retry_after(), Some(Duration::from_secs(6)));
+        tokio::time::advance(Duration::from_millis(2_500)).await;
+        let wait = hub
+            .take_guess("admin")
+            .map(|_| ())
+            .unwrap_err()
+            .retry_after()
+            .unwrap();
+        assert!(
+            wait > Duration::from_millis(3_400) && wait <= Duration::from_millis(3_500),
+            "{wait:?}"
+        );
+        tokio::time::advance(Duration::from_millis(3_500)).await;
+        let guess = hub.take_guess("admin").unwrap();
+        hub.settle_guess(guess, &wrong());
+    }
+
+    /// A name longer than any account's is cut to a bounded key.
+    #[test]
+    fn guess_keys_are_lowercase_and_bounded() {
+        assert_eq!(guess_key("Admin"), "admin");
+        let long = "X".repeat(100_000);
+        assert_eq!(
+            guess_key(&long).len(),
+            crate::auth::MAX_ACCOUNT_NAME_LEN + 1
+        );
+    }
+
     /// S29: however many password hashes are asked for at once, at most the lane's permits run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn password_work_is_bounded_by_its_lane() {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("d")).unwrap());
-        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
-        let hub = Hub::open(store, Keyring::parse(key).unwrap())
-            .await
-            .unwrap()
-            .with_password_lane(3);
+        let hub = test_hub(&dir).await.with_password_lane(3);
         let running = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
         let mut tasks = Vec::new();

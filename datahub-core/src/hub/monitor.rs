@@ -2,20 +2,86 @@
 //! target policy (cached for at most 1 s, dropped when this hub changes it: `policy.rs`), as
 //! the system (no principal: the monitor acts for every saved connection and
 //! its results are only ever shown through the Hub's permission checks).
+//!
+//! And the other way: the Hub tells the monitor it started of every connection it creates,
+//! edits, re-grants or deletes ([`Changes`]), so no adapter has to remember to, and an adapter
+//! streaming events subscribes through the Hub ([`Hub::subscribe_events`]) whether or not a
+//! monitor runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::{Hub, secrets};
 use crate::model::{FailureKind, HealthStatus, ListQuery, Visibility};
-use crate::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorHandle};
+use crate::monitor::{CheckResult, Checker, Monitor, MonitorConfig, MonitorEvent, MonitorLink};
 use crate::probe::{MAX_BUDGET, Report};
 use crate::store::StoredConnection;
 use crate::{ConnectionId, Result, UserId};
+
+/// Connection events a subscriber may fall behind while no monitor runs before it loses the
+/// oldest.
+const LOCAL_EVENT_CAPACITY: usize = 1024;
+
+/// Where the hub (and its clones) tells connection changes: the monitor it started while that
+/// runs, which reloads the connection and publishes the event (also to other processes sharing
+/// the store); with none running, its own channel, so subscribers still see every change made
+/// through the hub.
+#[derive(Debug)]
+pub(super) struct Changes {
+    monitor: Mutex<Option<MonitorLink>>,
+    local: broadcast::Sender<MonitorEvent>,
+}
+
+impl Default for Changes {
+    fn default() -> Self {
+        Self {
+            monitor: Mutex::new(None),
+            local: broadcast::channel(LOCAL_EVENT_CAPACITY).0,
+        }
+    }
+}
+
+impl Changes {
+    /// A connection was created or edited (settings, monitoring or grants).
+    pub(super) fn changed(&self, id: ConnectionId) {
+        if !self.link().is_some_and(|m| m.notify_changed(id)) {
+            // No subscriber is not an error.
+            let _ = self.local.send(MonitorEvent::ConnectionChanged { id });
+        }
+    }
+
+    /// A connection was deleted.
+    pub(super) fn deleted(&self, id: ConnectionId) {
+        if !self.link().is_some_and(|m| m.notify_deleted(id)) {
+            let _ = self.local.send(MonitorEvent::ConnectionDeleted { id });
+        }
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<MonitorEvent> {
+        self.link()
+            .and_then(|m| m.subscribe())
+            .unwrap_or_else(|| self.local.subscribe())
+    }
+
+    fn attach(&self, monitor: &Monitor) {
+        *self.lock() = Some(monitor.link());
+    }
+
+    fn link(&self) -> Option<MonitorLink> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<MonitorLink>> {
+        self.monitor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 /// How long a check stays owed to a user's budget: the monitor checks a saved connection within
 /// seconds, so an older entry belongs to a connection whose check never came (monitoring off,
@@ -166,14 +232,31 @@ impl Hub {
     /// Starts the health monitor over this hub's store, checking each enabled connection with
     /// the prober (budget 5 s) through the hub's dialer, under the current target policy.
     ///
+    /// From then on, while the monitor runs, this hub and its clones tell it of every
+    /// connection created, edited, re-granted or deleted through them (a new or retargeted one
+    /// is checked within 5 s, a deleted one no longer), and [`Hub::subscribe_events`] gives its
+    /// events. A second call leaves the first monitor running but untold.
+    ///
     /// # Panics
     /// Outside a tokio runtime (as [`Monitor::start`]).
-    pub fn start_monitor(&self, config: MonitorConfig) -> MonitorHandle {
+    pub fn start_monitor(&self, config: MonitorConfig) -> Monitor {
         let checker = ProbeChecker {
             hub: self.clone(),
             budget: MAX_BUDGET,
         };
-        Monitor::start(self.store.clone(), Arc::new(checker), config)
+        let monitor = Monitor::start(self.store.clone(), Arc::new(checker), config);
+        self.changes.attach(&monitor);
+        monitor
+    }
+
+    /// A receiver of the events published from now on: those of the monitor this hub started
+    /// while it runs (status changes, checks, connection changes, also from other processes
+    /// sharing the store), else the connection changes and deletions made through this hub (a
+    /// receiver taken before the monitor starts stays on those). Events are not filtered: an
+    /// adapter shows each only to those who may view its connection. A receiver that falls too
+    /// far behind loses the oldest (`RecvError::Lagged`) and should reload what it shows.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<MonitorEvent> {
+        self.changes.subscribe()
     }
 
     /// Whether the principal may read the server's metrics (counts of connections by status,

@@ -14,9 +14,10 @@ use crate::probe::{self, PolicyDial, ProbeRules, Report};
 use crate::rbac::{Action, Principal, act};
 use crate::{ConnectionId, Error, ErrorKind, Result};
 
-/// The outcome of [`Hub::create_connection_tested`].
+/// The outcome of [`Hub::create_connection_tested`]: saved, or not saved because the test
+/// failed.
 #[derive(Debug)]
-pub enum Created {
+pub enum SaveOutcome {
     /// The test passed and the connection was saved.
     Saved {
         /// The saved connection.
@@ -24,8 +25,8 @@ pub enum Created {
         /// The test that allowed it.
         report: Report,
     },
-    /// The test failed; nothing was saved.
-    TestFailed(Report),
+    /// The test failed, so nothing was saved: the report says why.
+    NotSaved(Report),
 }
 
 impl Hub {
@@ -135,13 +136,13 @@ impl Hub {
     ///
     /// # Errors
     /// Those of [`Hub::test_draft`] and [`Hub::create_connection`]. A failing test is not an
-    /// error: it is [`Created::TestFailed`] with the report, and nothing is saved.
+    /// error: it is [`SaveOutcome::NotSaved`] with the report, and nothing is saved.
     pub async fn create_connection_tested(
         &self,
         principal: &Principal,
         draft: ConnectionDraft,
         budget: Duration,
-    ) -> Result<Created> {
+    ) -> Result<SaveOutcome> {
         // Refuse early what creation would refuse, so a test is not spent on it.
         if let Err(e) = principal.check::<act::ConnectionCreate>() {
             return self
@@ -152,12 +153,13 @@ impl Hub {
             .test_draft(principal, draft.clone(), None, budget)
             .await?;
         if !report.ok {
-            return Ok(Created::TestFailed(report));
+            return Ok(SaveOutcome::NotSaved(report));
         }
-        let connection = self.create_connection(principal, draft).await?;
-        // The test above was paid for and told what the first check would.
-        self.owed_checks.settle(connection.id);
-        Ok(Created::Saved {
+        // The test above was paid for and told what the first check would: that check is owed
+        // to no one's budget.
+        let connection = self.insert_connection(principal, None, draft).await?;
+        self.changes.changed(connection.id);
+        Ok(SaveOutcome::Saved {
             connection: Box::new(connection),
             report,
         })

@@ -8,12 +8,14 @@
 //!   unknown, healthy, degraded, down with `fall`/`rise` (defaults 3/2, SECURITY.md S24).
 //! - [`uptime`]: the 24 h share of successful checks, seeded once from the store's history and
 //!   then kept in memory in 5-minute buckets, so a check costs no history query.
-//! - [`Monitor::start`] and [`MonitorHandle`]: the scheduler.
+//! - [`Monitor`]: the scheduler, started by [`Monitor::start`] (the Hub starts one with
+//!   [`Hub::start_monitor`](crate::hub::Hub::start_monitor) and tells it of every change made
+//!   through the Hub).
 //!
 //! Scheduling (tokio's clock, so tests can pause and advance time):
 //! - One task per enabled connection. Its first check is at a random point within its interval
 //!   (so a restart does not check everything at once), or within 5 s for one saved while the
-//!   monitor runs ([`MonitorHandle::notify_changed`]); each next check is due one interval after
+//!   monitor runs ([`Monitor::notify_changed`]); each next check is due one interval after
 //!   the previous due time, ± up to 10 % at random ([`JITTER_PERCENT`]).
 //! - A task runs its checks one after another, so at most one check per connection is in flight;
 //!   a check still running when the next is due makes that next one skipped, not queued
@@ -43,16 +45,17 @@
 //!   lane. A connection's task waits for a permit only while all permits of its lane are busy
 //!   ([`MonitorStats::suspect_checks`], [`MonitorStats::first_checks`] and
 //!   [`MonitorStats::max_main_lane_wait`] show how the lanes fare).
-//! - Changes: [`MonitorHandle::notify_changed`] / [`MonitorHandle::notify_deleted`] apply one
-//!   connection's change at once (an edited target is checked again, and a newly saved one first, within 5 s); a
-//!   full reload every [`MonitorConfig::reload_interval`] (default 60 s) catches changes made
-//!   elsewhere (another process sharing the store).
+//! - Changes: [`Monitor::notify_changed`] / [`Monitor::notify_deleted`] apply one
+//!   connection's change at once (an edited target is checked again, and a newly saved one
+//!   first, within 5 s); the Hub calls them itself for every change made through it, so no
+//!   adapter has to. A full reload every [`MonitorConfig::reload_interval`] (default 60 s)
+//!   catches changes made elsewhere (another process sharing the store).
 //! - History older than [`MonitorConfig::history`] (default 7 days) is pruned every
 //!   [`MonitorConfig::prune_interval`] (default 1 h) and once at start.
-//! - [`MonitorHandle::shutdown`] cancels every task and waits for them; a store write already
+//! - [`Monitor::shutdown`] cancels every task and waits for them; a store write already
 //!   started is finished first, a check in flight is dropped.
 //!
-//! Events go out on a `tokio::sync::broadcast` channel ([`MonitorHandle::subscribe`]): a
+//! Events go out on a `tokio::sync::broadcast` channel ([`Monitor::subscribe`]): a
 //! subscriber that falls more than [`MonitorConfig::event_capacity`] events behind loses the
 //! oldest ones and is told so by `RecvError::Lagged` (it should then reload what it shows).
 //! A status change is published once, after the check is recorded (or failed to be: the
@@ -61,7 +64,7 @@
 //! kind), so a live view can show each check as it happens.
 //!
 //! Several processes sharing one store (PostgreSQL replicas) split the work and share the events:
-//! - **Leases.** Each monitor has an id ([`MonitorHandle::id`]). When a check is due and its
+//! - **Leases.** Each monitor has an id ([`Monitor::id`]). When a check is due and its
 //!   permit is held, the connection's task claims it with [`HealthStore::lease_check`](crate::store::HealthStore::lease_check) for a hold of
 //!   80 % of the interval (the interval less twice the jitter). The claim wins when nobody else
 //!   claimed within the hold (or the last claim is this monitor's own); on PostgreSQL the claim
@@ -104,7 +107,8 @@ mod scheduler;
 pub mod status;
 pub mod uptime;
 
-pub use scheduler::{JITTER_PERCENT, Monitor, MonitorConfig, MonitorHandle, MonitorStats};
+pub(crate) use scheduler::MonitorLink;
+pub use scheduler::{JITTER_PERCENT, Monitor, MonitorConfig, MonitorStats};
 pub use status::{HysteresisConfig, Tracker};
 
 use async_trait::async_trait;
@@ -293,14 +297,14 @@ pub enum MonitorEvent {
         /// When the check finished (UTC).
         at: OffsetDateTime,
     },
-    /// A connection was created or edited (told through [`MonitorHandle::notify_changed`] or
-    /// found by a reload).
+    /// A connection was created or edited (told through [`Monitor::notify_changed`], as the
+    /// Hub does for every change made through it, or found by a reload).
     ConnectionChanged {
         /// The connection.
         id: ConnectionId,
     },
-    /// A connection was deleted (told through [`MonitorHandle::notify_deleted`] or found
-    /// missing by a reload).
+    /// A connection was deleted (told through [`Monitor::notify_deleted`], as the Hub does,
+    /// or found missing by a reload).
     ConnectionDeleted {
         /// The connection.
         id: ConnectionId,

@@ -2,8 +2,8 @@
 //! The rules are in the module docs of [`crate::monitor`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -60,7 +60,7 @@ pub struct MonitorConfig {
     /// Default: 1 h.
     pub prune_interval: Duration,
     /// How often the whole list of connections is reloaded to catch changes not told through
-    /// [`MonitorHandle::notify_changed`] (at least 1 s). Default: 60 s.
+    /// [`Monitor::notify_changed`] (at least 1 s). Default: 60 s.
     pub reload_interval: Duration,
     /// Events a subscriber may fall behind before it loses the oldest (0 counts as 1).
     /// Default: 1,024.
@@ -127,10 +127,12 @@ pub struct MonitorStats {
     pub deferred: u64,
 }
 
-/// Starts the monitor.
+/// A running monitor: started by [`Monitor::start`] (or [`Hub::start_monitor`](crate::hub::Hub::start_monitor)),
+/// stopped by [`Monitor::shutdown`] or by dropping it (without waiting).
 #[derive(Debug)]
 pub struct Monitor {
-    _private: (),
+    shared: Arc<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
 }
 
 impl Monitor {
@@ -138,11 +140,7 @@ impl Monitor {
     ///
     /// # Panics
     /// When called outside a tokio runtime.
-    pub fn start(
-        store: Arc<dyn Store>,
-        checker: Arc<dyn Checker>,
-        config: MonitorConfig,
-    ) -> MonitorHandle {
+    pub fn start(store: Arc<dyn Store>, checker: Arc<dyn Checker>, config: MonitorConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (commands, receiver) = mpsc::unbounded_channel();
         let remote = store.subscribe_events();
@@ -167,18 +165,9 @@ impl Monitor {
                 .spawn(relay(Arc::clone(&shared), remote, commands.clone()));
         }
         tracing::info!(monitor = %shared.id, "health monitor started");
-        MonitorHandle { shared, commands }
+        Self { shared, commands }
     }
-}
 
-/// A running monitor. Dropping it stops the monitor without waiting; [`Self::shutdown`] waits.
-#[derive(Debug)]
-pub struct MonitorHandle {
-    shared: Arc<Shared>,
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-impl MonitorHandle {
     /// A receiver of every event published from now on. A receiver more than
     /// [`MonitorConfig::event_capacity`] events behind loses the oldest (`RecvError::Lagged`).
     pub fn subscribe(&self) -> broadcast::Receiver<MonitorEvent> {
@@ -187,13 +176,16 @@ impl MonitorHandle {
 
     /// Tells the monitor a connection was created or edited (including monitoring turned on or
     /// off); it reloads that connection and publishes [`MonitorEvent::ConnectionChanged`].
+    /// The Hub tells the monitor it started of every change made through it; this is for a
+    /// monitor started on its own.
     pub fn notify_changed(&self, id: ConnectionId) {
         // A closed channel means the monitor has stopped: nothing to tell.
         let _ = self.commands.send(Command::Changed(id, Origin::Here));
     }
 
     /// Tells the monitor a connection was deleted; it stops checking it and publishes
-    /// [`MonitorEvent::ConnectionDeleted`].
+    /// [`MonitorEvent::ConnectionDeleted`]. As for [`Self::notify_changed`], the Hub does this
+    /// itself for the monitor it started.
     pub fn notify_deleted(&self, id: ConnectionId) {
         let _ = self.commands.send(Command::Deleted(id, Origin::Here));
     }
@@ -221,9 +213,58 @@ impl MonitorHandle {
         self.shared.tasks.close();
         self.shared.tasks.wait().await;
     }
+
+    /// What the Hub keeps of the monitor it started, to tell it of changes and subscribe to its
+    /// events without keeping it alive.
+    pub(crate) fn link(&self) -> MonitorLink {
+        MonitorLink {
+            shared: Arc::downgrade(&self.shared),
+            commands: self.commands.clone(),
+        }
+    }
 }
 
-impl Drop for MonitorHandle {
+/// A weak link to a running [`Monitor`]: every call is a no-op (answering `false` or `None`)
+/// once the monitor has stopped or been dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct MonitorLink {
+    shared: Weak<Shared>,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl MonitorLink {
+    /// The monitor's state while it runs.
+    fn running(&self) -> Option<Arc<Shared>> {
+        self.shared
+            .upgrade()
+            .filter(|shared| !shared.cancel.is_cancelled())
+    }
+
+    /// As [`Monitor::notify_changed`]; false when the monitor has stopped.
+    pub(crate) fn notify_changed(&self, id: ConnectionId) -> bool {
+        self.running().is_some()
+            && self
+                .commands
+                .send(Command::Changed(id, Origin::Here))
+                .is_ok()
+    }
+
+    /// As [`Monitor::notify_deleted`]; false when the monitor has stopped.
+    pub(crate) fn notify_deleted(&self, id: ConnectionId) -> bool {
+        self.running().is_some()
+            && self
+                .commands
+                .send(Command::Deleted(id, Origin::Here))
+                .is_ok()
+    }
+
+    /// As [`Monitor::subscribe`]; `None` when the monitor has stopped.
+    pub(crate) fn subscribe(&self) -> Option<broadcast::Receiver<MonitorEvent>> {
+        self.running().map(|shared| shared.events.subscribe())
+    }
+}
+
+impl Drop for Monitor {
     fn drop(&mut self) {
         self.shared.cancel.cancel();
         self.shared.tasks.close();

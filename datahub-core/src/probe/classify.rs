@@ -12,9 +12,10 @@ use std::io;
 use rustls::CertificateError;
 
 use crate::model::FailureKind;
+use crate::net::{self, DialError};
 use crate::probe::auth::Refusal;
 use crate::probe::inspect::Trace;
-use crate::probe::{DialFailure, Failure, StepName};
+use crate::probe::{Failure, StepName};
 
 /// A failure without a SQLSTATE.
 pub(crate) fn failure(
@@ -31,29 +32,33 @@ pub(crate) fn failure(
 }
 
 /// A failure of the connect step (resolve, policy, TCP).
-pub(crate) fn dial(failure_: &DialFailure) -> Failure {
-    match failure_ {
-        DialFailure::Dns => failure(
+pub(crate) fn dial(error: &DialError) -> Failure {
+    match error {
+        DialError::Dns(_) => failure(
             FailureKind::DnsFailed,
             StepName::Resolve,
             "the host name did not resolve; check its spelling and the DNS of the server running \
              the check",
         ),
-        DialFailure::Blocked => failure(
+        DialError::Blocked(_) => failure(
             FailureKind::BlockedByPolicy,
             StepName::Policy,
             "every address of this host is denied by the target policy; an admin can change the \
              allowed networks",
         ),
-        DialFailure::Refused => failure(
+        DialError::Refused { .. } => failure(
             FailureKind::ConnectionRefused,
             StepName::Tcp,
             "the server refused the TCP connection: nothing listens on that port, or a firewall \
              rejects it",
         ),
-        DialFailure::Timeout { resolving: true } => timeout(StepName::Resolve),
-        DialFailure::Timeout { resolving: false } => timeout(StepName::Tcp),
-        DialFailure::Io(e) => match e.kind() {
+        DialError::Timeout {
+            step: net::Step::Resolve,
+        } => timeout(StepName::Resolve),
+        DialError::Timeout {
+            step: net::Step::Connect,
+        } => timeout(StepName::Tcp),
+        DialError::Io { source: e, .. } => match e.kind() {
             io::ErrorKind::ConnectionRefused
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::HostUnreachable

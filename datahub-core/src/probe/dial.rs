@@ -1,17 +1,16 @@
 //! The prober's seat for the one dialer: [`PolicyDial`] runs [`net::Connect`](crate::net::Connect)
 //! (resolve once, check every address, connect to a checked one) under an admin [`Policy`].
 //!
-//! It only translates: it never resolves, checks or connects by itself.
+//! It only binds the policy to the dialer: it never resolves, checks or connects by itself.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
 use crate::model::Host;
-use crate::net::{self, DialError, Policy};
-use crate::probe::{Dial, DialFailure, Dialed};
+use crate::net::{self, DialError, Dialed, Policy};
+use crate::probe::Dial;
 
 /// The connect step of a test: the one dialer with the target policy in force.
 #[derive(Debug, Clone)]
@@ -29,26 +28,9 @@ impl PolicyDial {
 
 #[async_trait]
 impl Dial for PolicyDial {
-    async fn dial(&self, host: &Host, port: u16, deadline: Instant) -> Result<Dialed, DialFailure> {
-        match self
-            .connect
+    async fn dial(&self, host: &Host, port: u16, deadline: Instant) -> Result<Dialed, DialError> {
+        self.connect
             .connect(host, port, &self.policy, deadline)
             .await
-        {
-            Ok(dialed) => Ok(Dialed {
-                stream: dialed.stream,
-                resolve: dialed.resolve,
-                // The dialer counts its policy check (a few CIDR comparisons) in `resolve`.
-                policy: Duration::ZERO,
-                connect: dialed.connect,
-            }),
-            Err(DialError::Dns(_)) => Err(DialFailure::Dns),
-            Err(DialError::Blocked(_)) => Err(DialFailure::Blocked),
-            Err(DialError::Refused { .. }) => Err(DialFailure::Refused),
-            Err(DialError::Timeout { step }) => Err(DialFailure::Timeout {
-                resolving: step == net::Step::Resolve,
-            }),
-            Err(DialError::Io { source, .. }) => Err(DialFailure::Io(source)),
-        }
     }
 }

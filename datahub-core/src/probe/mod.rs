@@ -27,13 +27,11 @@ pub use pool::{PoolConnectError, PoolOptions, pool, pool_failure_kind};
 
 use std::borrow::Cow;
 use std::fmt;
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::config::{ChannelBinding as PgChannelBinding, SslMode};
@@ -42,6 +40,7 @@ use tracing::Instrument;
 pub use crate::model::StepName;
 
 use crate::model::{ConnectionSecrets, ConnectionSpec, FailureKind, Host, TlsMode};
+use crate::net::{DialError, Dialed};
 use crate::probe::auth::AuthSettings;
 use crate::probe::inspect::{ProbeTls, SharedTrace, Trace, lock};
 use crate::probe::scram_cache::ScramCache;
@@ -56,46 +55,15 @@ pub const QUERY_TIMEOUT: Duration = Duration::from_millis(2_000);
 const CLOSE_GRACE: Duration = Duration::from_millis(50);
 
 /// The connect step: resolves the host, checks every address against the target policy and
-/// opens a TCP connection to a checked address. The one dialer implements it; tests swap it.
+/// opens a TCP connection to a checked address. The one dialer implements it (through
+/// [`PolicyDial`]); tests swap it.
 #[async_trait]
 pub trait Dial: Send + Sync + fmt::Debug {
     /// Resolves, checks the policy and connects, all before `deadline`.
     ///
     /// # Errors
-    /// A [`DialFailure`] saying which part failed.
-    async fn dial(&self, host: &Host, port: u16, deadline: Instant) -> Result<Dialed, DialFailure>;
-}
-
-/// An open TCP connection to a checked address, with the time each part took.
-#[derive(Debug)]
-pub struct Dialed {
-    /// The connected socket.
-    pub stream: TcpStream,
-    /// Time spent resolving the name (zero for an IP literal).
-    pub resolve: Duration,
-    /// Time spent checking the addresses against the target policy.
-    pub policy: Duration,
-    /// Time spent connecting.
-    pub connect: Duration,
-}
-
-/// Why the connect step failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DialFailure {
-    /// The name did not resolve (`dns_failed`).
-    Dns,
-    /// Every resolved address is denied by the target policy (`blocked_by_policy`).
-    Blocked,
-    /// The server refused the connection (`connection_refused`).
-    Refused,
-    /// The deadline passed while resolving or connecting (`timeout`).
-    Timeout {
-        /// True while resolving, false while connecting.
-        resolving: bool,
-    },
-    /// Another socket error (`connection_refused` when unreachable, else `internal`).
-    Io(io::Error),
+    /// A [`DialError`] saying which part failed.
+    async fn dial(&self, host: &Host, port: u16, deadline: Instant) -> Result<Dialed, DialError>;
 }
 
 /// The admin's rules a test obeys. `Default`: lowest mode `require`, no cleartext password.
@@ -431,7 +399,8 @@ impl Probe<'_> {
             Err(_) => return Err(self.timed_out(Instant::now())),
         };
         self.push(StepName::Resolve, dialed.resolve, true);
-        self.push(StepName::Policy, dialed.policy, true);
+        // The dialer counts its policy check (a few CIDR comparisons) in `resolve`.
+        self.push(StepName::Policy, Duration::ZERO, true);
         self.push(StepName::Tcp, dialed.connect, true);
         lock(&trace).tcp_done = Some(Instant::now());
 

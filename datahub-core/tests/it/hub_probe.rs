@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use datahub_core::audit::Outcome;
 use datahub_core::crypto::Keyring;
-use datahub_core::hub::{Created, Hub, RateLimit};
+use datahub_core::hub::{Hub, RateLimit, SaveOutcome};
 use datahub_core::model::{ConnectionDraft, FailureKind, TargetPolicy, TlsMode};
 use datahub_core::net::{Dialer, StaticResolver};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
@@ -172,7 +172,7 @@ async fn drafts_reuse_stored_secrets_and_test_first_saves_only_on_success() {
         .create_connection_tested(&editor, draft(&f, "app", Some("wrong-password")), BUDGET)
         .await
         .unwrap();
-    let Created::TestFailed(report) = failed else {
+    let SaveOutcome::NotSaved(report) = failed else {
         panic!("expected a failed test");
     };
     assert_eq!(kind(&report), Some(FailureKind::AuthFailed));
@@ -184,7 +184,7 @@ async fn drafts_reuse_stored_secrets_and_test_first_saves_only_on_success() {
         .create_connection_tested(&editor, draft(&f, "app", Some(CANARY)), BUDGET)
         .await
         .unwrap();
-    let Created::Saved { connection, report } = saved else {
+    let SaveOutcome::Saved { connection, report } = saved else {
         panic!("expected a saved connection");
     };
     assert!(report.ok);

@@ -3,7 +3,7 @@
 //! instantly). Hysteresis as recorded in the store and published once per change (S24), a
 //! stalled target never delaying the others (S23), nor 200 of them a healthy one (the main and
 //! suspect lanes), one check in flight per connection, the concurrency bound, pruning, uptime,
-//! changes picked up, and a clean shutdown.
+//! changes picked up (also told by the Hub alone, with no adapter), and a clean shutdown.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -753,4 +753,116 @@ async fn changes_are_picked_up_and_published() {
     assert_eq!(changes(&events, c), [(U, H)]);
     monitor.shutdown().await;
     assert_eq!(monitor.running_tasks(), 0);
+}
+
+/// The next event of `rx` within `wait` (real time).
+async fn next_event(
+    rx: &mut tokio::sync::broadcast::Receiver<MonitorEvent>,
+    wait: Duration,
+) -> MonitorEvent {
+    tokio::time::timeout(wait, rx.recv())
+        .await
+        .expect("no event in time")
+        .unwrap()
+}
+
+/// What an adapter could forget, the Hub does: with no monitor, its subscribers still see every
+/// connection change made through it; once it started a monitor, a connection created through
+/// the Hub alone is told to that monitor (checked within 5 s, not at its next reload a minute
+/// later, nor at a random point of its hour-long interval), and one deleted through it is no
+/// longer checked. No `notify_*` call anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_through_the_hub_alone_reach_its_monitor() {
+    use datahub_core::rbac::{Grant, GrantLevel, Grantee, Role};
+
+    let f = fixture().await;
+    let mut d = draft("told", "pw");
+    d.monitoring.interval_s = Some(3_600);
+
+    // No monitor: the hub's own channel.
+    let mut events = f.hub.subscribe_events();
+    let early = f
+        .hub
+        .create_connection(&f.admin, d.clone())
+        .await
+        .unwrap()
+        .id;
+    let viewer = f
+        .hub
+        .create_user(&f.admin, "vera", "vera-password-1234".into(), Role::Viewer)
+        .await
+        .unwrap();
+    let grant = Grant {
+        grantee: Grantee::User(viewer.id),
+        level: GrantLevel::View,
+    };
+    let version = f
+        .hub
+        .set_grants(&f.admin, early, 1, &[grant])
+        .await
+        .unwrap()
+        .version;
+    f.hub
+        .delete_connection(&f.admin, early, version)
+        .await
+        .unwrap();
+    assert_eq!(
+        drain(&mut events),
+        [
+            MonitorEvent::ConnectionChanged { id: early },
+            MonitorEvent::ConnectionChanged { id: early },
+            MonitorEvent::ConnectionDeleted { id: early },
+        ]
+    );
+
+    let monitor = f.hub.start_monitor(MonitorConfig::default());
+    let mut events = f.hub.subscribe_events();
+    // Let the start-up load pass, so the connection below is new to the monitor.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_tasks = monitor.running_tasks();
+    let id = f.hub.create_connection(&f.admin, d).await.unwrap().id;
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        MonitorEvent::ConnectionChanged { id }
+    );
+    // Nothing listens on port 1: the first check is refused, so the status changes.
+    match next_event(&mut events, Duration::from_secs(10)).await {
+        MonitorEvent::StatusChanged {
+            id: changed,
+            from,
+            to,
+            ..
+        } => assert_eq!((changed, from, to), (id, U, Dg)),
+        other => panic!("{other:?}"),
+    }
+    match next_event(&mut events, Duration::from_secs(5)).await {
+        MonitorEvent::Checked {
+            id: checked,
+            error_kind,
+            ..
+        } => assert_eq!(
+            (checked, error_kind),
+            (id, Some(FailureKind::ConnectionRefused))
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(monitor.stats().connections, 1);
+    assert_eq!(monitor.running_tasks(), idle_tasks + 1);
+
+    // Deleted through the hub: its task ends, so it is no longer checked.
+    f.hub.delete_connection(&f.admin, id, 1).await.unwrap();
+    assert_eq!(
+        next_event(&mut events, Duration::from_secs(5)).await,
+        MonitorEvent::ConnectionDeleted { id }
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while monitor.running_tasks() > idle_tasks || monitor.stats().connections > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted connection's task runs on"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(monitor.stats().checks, 1);
+    monitor.shutdown().await;
 }

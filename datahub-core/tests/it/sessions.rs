@@ -1,8 +1,9 @@
 //! Browser sessions through the Hub on a real store: round trip, logout (audited), absolute and
 //! idle expiry (the clock is injected by writing session rows with chosen times, plus one
 //! real-time run through a short `SessionConfig`), disabled users and new passwords ending
-//! sessions, session and API tokens never standing in for each other, and a canary: no session
-//! token in any audit row or `Debug` output.
+//! sessions, session and API tokens never standing in for each other, password guesses
+//! throttled per account name by the Hub itself, and a canary: no session token in any audit row
+//! or `Debug` output.
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
@@ -408,4 +409,102 @@ async fn canary_no_session_token_in_audit_rows_or_debug() {
     for s in &shown {
         assert!(!s.contains(&body), "{s}");
     }
+}
+
+/// One sign-in through the hub from the test's address.
+async fn guess(hub: &Hub, name: &str, password: &str) -> datahub_core::Result<Principal> {
+    hub.login(name, Password::from(password), &req()).await
+}
+
+/// S20, S29 through the Hub alone, with no adapter: password guesses are throttled per account
+/// name before any password work, unknown names alike and whatever the case; a success gives
+/// its guess back; wrong current passwords draw on the same budget; a refused attempt is
+/// neither checked nor audited, and says how long to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guesses_are_throttled_per_account_name() {
+    use datahub_core::hub::LoginLimit;
+
+    let f = fixture(SessionConfig::default()).await;
+    let hub = f.hub.clone().with_login_limit(LoginLimit {
+        burst: 3,
+        refill: StdDuration::from_secs(1_000),
+    });
+    // Signing in often never runs out.
+    for _ in 0..6 {
+        guess(&hub, "admin", ADMIN_PW).await.unwrap();
+    }
+    // However many guesses arrive at once, at most the burst reach the password check.
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let hub = hub.clone();
+        tasks.push(tokio::spawn(async move {
+            guess(&hub, "admin", &format!("wrong-{i}"))
+                .await
+                .unwrap_err()
+                .kind()
+        }));
+    }
+    let mut checked = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            ErrorKind::Unauthenticated => checked += 1,
+            ErrorKind::RateLimited => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(checked, 3);
+    // Now even the right password is refused, under any case, before the check.
+    let audited = f.store.audit_after(0, 100_000).await.unwrap().len();
+    let refused = guess(&hub, "ADMIN", ADMIN_PW).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::RateLimited);
+    let wait = refused.retry_after().unwrap();
+    assert!(
+        wait > StdDuration::from_secs(990) && wait <= StdDuration::from_secs(1_000),
+        "{wait:?}"
+    );
+    assert!(
+        refused.to_string().starts_with("too many attempts"),
+        "{refused}"
+    );
+    // An adapter refusing by a limit of its own can name the account's wait too.
+    assert!(hub.login_retry_after("admin") > StdDuration::from_secs(990));
+    assert_eq!(hub.login_retry_after("someone-else"), StdDuration::ZERO);
+    assert_eq!(
+        f.store.audit_after(0, 100_000).await.unwrap().len(),
+        audited,
+        "a refused attempt is not audited"
+    );
+
+    // An unknown name is throttled exactly as a known one.
+    for _ in 0..3 {
+        let e = guess(&hub, "nobody", "wrong").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unauthenticated);
+    }
+    assert_eq!(
+        guess(&hub, "nobody", "wrong").await.unwrap_err().kind(),
+        ErrorKind::RateLimited
+    );
+
+    // Wrong current passwords share the account's budget with its sign-ins.
+    user(&f, "edith", Role::Editor).await;
+    let edith = guess(&hub, "edith", USER_PW).await.unwrap();
+    let change = |current: &str| {
+        hub.change_own_password(&edith, current.into(), "edith-new-password-5678".into())
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            change("wrong").await.unwrap_err().kind(),
+            ErrorKind::Unauthenticated
+        );
+    }
+    assert_eq!(
+        guess(&hub, "edith", USER_PW).await.unwrap_err().kind(),
+        ErrorKind::RateLimited
+    );
+    assert_eq!(
+        change(USER_PW).await.unwrap_err().kind(),
+        ErrorKind::RateLimited
+    );
+    // The hub keeps a budget only for names that reached the check.
+    assert_eq!(hub.login_buckets(), 3);
 }

@@ -81,88 +81,113 @@ fn parse_opt<T: FromStr<Err = datahub_core::Error>>(
     value.map(str::parse).transpose().map_err(ApiError::from)
 }
 
-/// A new connection: the data-model fields by name.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateConnection {
-    /// Unique, 1–64 characters of `[a-z0-9][a-z0-9_.-]*`.
-    pub name: String,
-    /// Up to 1,000 characters.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// `postgres` (the default).
-    #[serde(default)]
-    pub engine: Option<String>,
-    /// Host name or IP literal.
-    pub host: String,
-    /// 1–65535. Default: 5432.
-    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
-    pub port: Option<i64>,
-    /// Database name.
-    pub database: String,
-    /// Database user name.
-    pub username: String,
-    /// The password (write-only; required).
-    #[serde(default)]
-    #[schema(value_type = String, format = Password)]
-    pub password: Option<Secret<Password>>,
-    /// TLS settings.
-    #[serde(default, deserialize_with = "crate::extract::object")]
-    pub tls: TlsInput,
-    /// Connect options.
-    #[serde(default, deserialize_with = "crate::extract::object")]
-    pub options: OptionsInput,
-    /// Up to 20 tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Monitoring settings.
-    #[serde(default, deserialize_with = "crate::extract::object")]
-    pub monitoring: MonitoringInput,
+/// Declares a request type holding the settings a new connection and a draft test share, after
+/// the type's own leading fields: one field set, so the two cannot drift apart. The password's
+/// and the tags' documentation differ between the two and are given with them; every field
+/// keeps its serde attributes, so `deny_unknown_fields` and the error paths (`tls.mode`) work
+/// as on a hand-written struct (`#[serde(flatten)]` would lose both).
+macro_rules! connection_settings {
+    (
+        $(#[$attr:meta])*
+        pub struct $name:ident {
+            $( $(#[$field_attr:meta])* pub $field:ident : $ty:ty, )*
+        }
+        password { $(#[$password_attr:meta])* }
+        tags { $(#[$tags_attr:meta])* }
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            $( $(#[$field_attr])* pub $field: $ty, )*
+            /// Up to 1,000 characters.
+            #[serde(default)]
+            pub description: Option<String>,
+            /// `postgres` (the default).
+            #[serde(default)]
+            pub engine: Option<String>,
+            /// Host name or IP literal.
+            pub host: String,
+            /// 1–65535. Default: 5432.
+            #[serde(default, deserialize_with = "crate::extract::whole_i64")]
+            pub port: Option<i64>,
+            /// Database name.
+            pub database: String,
+            /// Database user name.
+            pub username: String,
+            $(#[$password_attr])*
+            #[serde(default)]
+            pub password: Option<Secret<Password>>,
+            /// TLS settings.
+            #[serde(default, deserialize_with = "crate::extract::object")]
+            pub tls: TlsInput,
+            /// Connect options.
+            #[serde(default, deserialize_with = "crate::extract::object")]
+            pub options: OptionsInput,
+            $(#[$tags_attr])*
+            #[serde(default)]
+            pub tags: Vec<String>,
+            /// Monitoring settings.
+            #[serde(default, deserialize_with = "crate::extract::object")]
+            pub monitoring: MonitoringInput,
+        }
+
+        impl $name {
+            /// The core's draft of the shared settings, under `name`.
+            fn draft(self, name: String) -> Result<ConnectionDraft, ApiError> {
+                Ok(ConnectionDraft {
+                    name,
+                    description: self.description,
+                    engine: parse_opt::<Engine>(self.engine.as_deref())?,
+                    host: self.host,
+                    port: self.port,
+                    database: self.database,
+                    username: self.username,
+                    password: self.password.map(Secret::into_inner),
+                    tls: self.tls.into_draft()?,
+                    options: self.options.into_draft(),
+                    tags: self.tags,
+                    monitoring: self.monitoring.into_draft(),
+                })
+            }
+        }
+    };
 }
 
-/// Settings to test without saving. `id` names a saved connection whose stored password and
-/// client key fill the fields left blank (the caller needs `use` on it).
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DraftTest {
-    /// A saved connection lending its secrets to blank fields.
-    #[serde(default)]
-    #[schema(value_type = Option<String>, format = Uuid)]
-    pub id: Option<String>,
-    /// Optional for a test. Default: `draft`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Up to 1,000 characters.
-    #[serde(default)]
-    pub description: Option<String>,
-    /// `postgres` (the default).
-    #[serde(default)]
-    pub engine: Option<String>,
-    /// Host name or IP literal.
-    pub host: String,
-    /// 1–65535. Default: 5432.
-    #[serde(default, deserialize_with = "crate::extract::whole_i64")]
-    pub port: Option<i64>,
-    /// Database name.
-    pub database: String,
-    /// Database user name.
-    pub username: String,
-    /// The password; blank with `id` reuses the stored one.
-    #[serde(default)]
-    #[schema(value_type = Option<String>, format = Password)]
-    pub password: Option<Secret<Password>>,
-    /// TLS settings.
-    #[serde(default, deserialize_with = "crate::extract::object")]
-    pub tls: TlsInput,
-    /// Connect options.
-    #[serde(default, deserialize_with = "crate::extract::object")]
-    pub options: OptionsInput,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Vec<String>,
-    /// Monitoring settings.
-    #[serde(default, deserialize_with = "crate::extract::object")]
-    pub monitoring: MonitoringInput,
+connection_settings! {
+    /// A new connection: the data-model fields by name.
+    pub struct CreateConnection {
+        /// Unique, 1–64 characters of `[a-z0-9][a-z0-9_.-]*`.
+        pub name: String,
+    }
+    password {
+        /// The password (write-only; required).
+        #[schema(value_type = String, format = Password)]
+    }
+    tags {
+        /// Up to 20 tags.
+    }
+}
+
+connection_settings! {
+    /// Settings to test without saving. `id` names a saved connection whose stored password and
+    /// client key fill the fields left blank (the caller needs `use` on it).
+    pub struct DraftTest {
+        /// A saved connection lending its secrets to blank fields.
+        #[serde(default)]
+        #[schema(value_type = Option<String>, format = Uuid)]
+        pub id: Option<String>,
+        /// Optional for a test. Default: `draft`.
+        #[serde(default)]
+        pub name: Option<String>,
+    }
+    password {
+        /// The password; blank with `id` reuses the stored one.
+        #[schema(value_type = Option<String>, format = Password)]
+    }
+    tags {
+        /// Tags.
+    }
 }
 
 /// TLS settings of a new connection or a draft.
@@ -251,21 +276,9 @@ impl CreateConnection {
     /// # Errors
     /// 400 naming the field for a bad `engine`, `tls.mode` or `tls.channel_binding`; the other
     /// rules are the core's, checked when it validates the draft.
-    pub fn into_draft(self) -> Result<ConnectionDraft, ApiError> {
-        Ok(ConnectionDraft {
-            name: self.name,
-            description: self.description,
-            engine: parse_opt::<Engine>(self.engine.as_deref())?,
-            host: self.host,
-            port: self.port,
-            database: self.database,
-            username: self.username,
-            password: self.password.map(Secret::into_inner),
-            tls: self.tls.into_draft()?,
-            options: self.options.into_draft(),
-            tags: self.tags,
-            monitoring: self.monitoring.into_draft(),
-        })
+    pub fn into_draft(mut self) -> Result<ConnectionDraft, ApiError> {
+        let name = std::mem::take(&mut self.name);
+        self.draft(name)
     }
 }
 
@@ -274,27 +287,19 @@ impl DraftTest {
     ///
     /// # Errors
     /// 400 on `id` when it is not a UUID, and as [`CreateConnection::into_draft`].
-    pub fn into_draft(self) -> Result<(ConnectionDraft, Option<ConnectionId>), ApiError> {
-        let reuse = self.id.as_deref().map(ConnectionId::from_str).transpose()?;
+    pub fn into_draft(mut self) -> Result<(ConnectionDraft, Option<ConnectionId>), ApiError> {
+        let reuse = self
+            .id
+            .take()
+            .as_deref()
+            .map(ConnectionId::from_str)
+            .transpose()?;
         let name = self
             .name
+            .take()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "draft".to_owned());
-        let draft = ConnectionDraft {
-            name,
-            description: self.description,
-            engine: parse_opt::<Engine>(self.engine.as_deref())?,
-            host: self.host,
-            port: self.port,
-            database: self.database,
-            username: self.username,
-            password: self.password.map(Secret::into_inner),
-            tls: self.tls.into_draft()?,
-            options: self.options.into_draft(),
-            tags: self.tags,
-            monitoring: self.monitoring.into_draft(),
-        };
-        Ok((draft, reuse))
+        Ok((self.draft(name)?, reuse))
     }
 }
 

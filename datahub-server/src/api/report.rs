@@ -149,3 +149,15 @@ pub struct TestFailedDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
+
+/// One connection's test among several (the CLI's `conn test --all`, or more than one
+/// connection named): which connection, and its [`TestReport`].
+#[derive(Debug, Serialize)]
+pub struct NamedReport {
+    /// The connection's id (empty for a draft).
+    pub id: String,
+    /// The connection's name (empty for a draft).
+    pub name: String,
+    /// The test's report.
+    pub report: TestReport,
+}

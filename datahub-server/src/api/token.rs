@@ -116,3 +116,26 @@ impl Serialize for Rfc3339Field {
         time::serde::rfc3339::serialize(&self.0, serializer)
     }
 }
+
+/// A token as the CLI lists them, across users: the API's [`ApiTokenInfo`] and the user it acts
+/// as (the API lists the caller's own tokens only, so it needs neither).
+#[derive(Debug, Serialize)]
+pub struct UserTokenInfo {
+    /// The token, as the API shows it.
+    #[serde(flatten)]
+    pub token: ApiTokenInfo,
+    /// The user it acts as.
+    pub user_id: Uuid,
+    /// That user's name; `null` when the user is no longer in the store.
+    pub username: Option<String>,
+}
+
+/// A token the CLI created for a user: the API's [`CreatedToken`] and the user it acts as.
+#[derive(Debug, Serialize)]
+pub struct CreatedUserTokenBody {
+    /// The token, as the API answers its creation (the token text included).
+    #[serde(flatten)]
+    pub token: CreatedTokenBody,
+    /// The user it acts as.
+    pub user_id: Uuid,
+}

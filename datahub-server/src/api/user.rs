@@ -4,7 +4,7 @@
 //! Passwords are write-only: they are read into the core's `Password` as the body is parsed,
 //! and no answer ever carries one (nor its hash).
 
-use datahub_core::model::User;
+use datahub_core::model::User as CoreUser;
 use datahub_core::rbac::Role;
 use datahub_core::secret::Password;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -66,9 +66,10 @@ impl From<UserRole> for Role {
     }
 }
 
-/// A user account as shown: never a password or its hash.
+/// A user account as shown, by the API and by the CLI's `--output json`: never a password or
+/// its hash.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct UserAccount {
+pub struct User {
     /// Id.
     pub id: Uuid,
     /// Login name.
@@ -83,11 +84,17 @@ pub struct UserAccount {
     pub created_at: OffsetDateTime,
 }
 
-impl From<User> for UserAccount {
-    fn from(user: User) -> Self {
+impl From<CoreUser> for User {
+    fn from(user: CoreUser) -> Self {
+        Self::from(&user)
+    }
+}
+
+impl From<&CoreUser> for User {
+    fn from(user: &CoreUser) -> Self {
         Self {
             id: *user.id.as_uuid(),
-            username: user.username,
+            username: user.username.clone(),
             role: user.role.into(),
             disabled: user.disabled,
             created_at: user.created_at,

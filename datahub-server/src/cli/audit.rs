@@ -3,14 +3,13 @@
 use std::time::Duration;
 
 use clap::Subcommand;
-use datahub_core::audit::{AuditRecord, ChainBreak};
+use datahub_core::audit::AuditRecord;
 use datahub_core::hub::Hub;
 use datahub_core::model::{AuditQuery, MAX_PER_PAGE};
 use datahub_core::rbac::Principal;
-use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::{CliError, CliResult, Output, OutputArgs};
+use crate::api::audit::{AuditEntry, AuditVerifyReport};
 use crate::config::Settings;
 
 /// `datahub-server audit ...`
@@ -38,79 +37,12 @@ pub enum AuditCommand {
     },
 }
 
-/// An audit entry as printed: the HTTP API's audit shape.
-#[derive(Debug, Serialize)]
-struct RecordJson<'a> {
-    seq: u64,
-    #[serde(with = "super::ts")]
-    at: OffsetDateTime,
-    actor_id: Option<String>,
-    actor: &'a str,
-    action: &'a str,
-    target: Option<&'a str>,
-    outcome: &'static str,
-    changed_fields: &'a [String],
-    client_addr: Option<&'a str>,
-    request_id: Option<&'a str>,
-}
-
-impl<'a> From<&'a AuditRecord> for RecordJson<'a> {
-    fn from(r: &'a AuditRecord) -> Self {
-        let e = &r.event;
-        Self {
-            seq: r.seq,
-            at: e.at,
-            actor_id: e.actor.map(|a| a.to_string()),
-            actor: &e.actor_name,
-            action: &e.action,
-            target: e.target.as_deref(),
-            outcome: e.outcome.as_str(),
-            changed_fields: &e.changed_fields,
-            client_addr: e.client_addr.as_deref(),
-            request_id: e.request_id.as_deref(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct VerifyJson {
-    ok: bool,
-    checked: u64,
-    first_break: Option<BreakJson>,
-}
-
-#[derive(Debug, Serialize)]
-struct BreakJson {
-    seq: u64,
-    kind: &'static str,
-    message: String,
-}
-
-impl From<&ChainBreak> for BreakJson {
-    fn from(b: &ChainBreak) -> Self {
-        let (seq, kind) = match *b {
-            ChainBreak::Gap { expected, .. } => (expected, "gap"),
-            ChainBreak::Link { seq } => (seq, "link"),
-            ChainBreak::Content { seq } => (seq, "content"),
-        };
-        Self {
-            seq,
-            kind,
-            message: b.to_string(),
-        }
-    }
-}
-
 pub(crate) async fn run(command: AuditCommand, settings: &Settings) -> CliResult {
     let (hub, op) = super::open(settings, false).await?;
     match command {
         AuditCommand::Verify { out } => {
             let v = hub.verify_audit(&op).await?;
-            let json = VerifyJson {
-                ok: v.first_break.is_none(),
-                checked: v.checked,
-                first_break: v.first_break.as_ref().map(BreakJson::from),
-            };
+            let json = AuditVerifyReport::from(v);
             match out.output {
                 Output::Json => super::print_json(&json)?,
                 Output::Table => match &json.first_break {
@@ -120,7 +52,9 @@ pub(crate) async fn run(command: AuditCommand, settings: &Settings) -> CliResult
                     ),
                     Some(b) => println!(
                         "the audit chain is BROKEN at entry {}: {} ({} entries verified before it)",
-                        b.seq, b.message, json.checked
+                        b.expected.unwrap_or(b.seq),
+                        b.message,
+                        json.checked
                     ),
                 },
             }
@@ -142,7 +76,7 @@ pub(crate) async fn run(command: AuditCommand, settings: &Settings) -> CliResult
             if !follow {
                 return match out.output {
                     Output::Json => {
-                        super::print_json(&records.iter().map(RecordJson::from).collect::<Vec<_>>())
+                        super::print_json(&records.iter().map(entry).collect::<Vec<_>>())
                     }
                     Output::Table => print_table(&records),
                 };
@@ -167,6 +101,11 @@ pub(crate) async fn run(command: AuditCommand, settings: &Settings) -> CliResult
             }
         }
     }
+}
+
+/// An entry as printed with `--output json`: the API's [`AuditEntry`].
+fn entry(record: &AuditRecord) -> AuditEntry {
+    AuditEntry::from(record.clone())
 }
 
 /// The newest `n` entries, newest first.
@@ -222,7 +161,7 @@ fn print_lines(records: &[AuditRecord], output: Output) -> CliResult {
     for r in records {
         match output {
             Output::Json => {
-                let line = serde_json::to_string(&RecordJson::from(r))
+                let line = serde_json::to_string(&entry(r))
                     .map_err(|e| CliError::failed(format!("could not encode the output: {e}")))?;
                 writeln!(out, "{line}")?;
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use datahub_core::ConnectionId;
-use datahub_core::hub::{Created, Hub};
+use datahub_core::hub::{Hub, SaveOutcome};
 use datahub_core::model::{Connection, ConnectionDraft, MonitoringDraft, OptionsDraft, TlsDraft};
 use datahub_core::model::{ListQuery, MAX_PER_PAGE, NamedGrant};
 use datahub_core::probe::{MAX_BUDGET, Report};
@@ -16,11 +16,10 @@ use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal};
 use datahub_core::secret::PrivateKeyPem;
 use futures_util::StreamExt as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::Serialize;
 
 use super::{CliError, CliResult, Output, OutputArgs, PasswordArgs};
-use crate::api::connection::{ConnectionOut, ConnectionPage, GrantsOut, owner_of};
-use crate::api::report::TestReport;
+use crate::api::connection::{ConnectionOut, ConnectionPage, GrantsOut, RevealBody, owner_of};
+use crate::api::report::{NamedReport, TestReport};
 use crate::config::Settings;
 
 /// How many connections `conn test --all` tests at once.
@@ -189,25 +188,6 @@ pub struct AddArgs {
     out: OutputArgs,
 }
 
-/// One connection's test among several.
-#[derive(Debug, Serialize)]
-struct NamedReportJson {
-    id: String,
-    name: String,
-    report: TestReport,
-}
-
-/// A reveal: the one output carrying a secret.
-#[derive(Debug, Serialize)]
-struct RevealJson<'a> {
-    id: String,
-    name: &'a str,
-    username: &'a str,
-    password: &'a str,
-    dsn: &'a str,
-    client_key_pem: Option<&'a str>,
-}
-
 pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult {
     match command {
         ConnCommand::List {
@@ -363,27 +343,16 @@ pub(crate) async fn run(command: ConnCommand, settings: &Settings) -> CliResult 
             let (hub, op) = super::open(settings, false).await?;
             let c = resolve(&hub, &op, &connection).await?;
             let revealed = hub.reveal(&op, c.id).await?;
-            let json = RevealJson {
-                id: c.id.to_string(),
-                name: c.spec.name.as_str(),
-                username: &revealed.username,
-                password: revealed.password.expose_secret(),
-                dsn: revealed.dsn.expose_secret(),
-                client_key_pem: revealed
-                    .client_key_pem
-                    .as_ref()
-                    .map(PrivateKeyPem::expose_secret),
-            };
             match out.output {
-                Output::Json => super::print_json(&json)?,
+                Output::Json => super::print_json(&RevealBody(revealed))?,
                 Output::Table => {
                     let mut t = super::table(["field", "value"]);
-                    t.add_row(["username", json.username]);
-                    t.add_row(["password", json.password]);
-                    t.add_row(["dsn", json.dsn]);
+                    t.add_row(["username", revealed.username.as_str()]);
+                    t.add_row(["password", revealed.password.expose_secret()]);
+                    t.add_row(["dsn", revealed.dsn.expose_secret()]);
                     super::print_table(&t)?;
-                    if let Some(key) = json.client_key_pem {
-                        println!("{key}");
+                    if let Some(key) = &revealed.client_key_pem {
+                        println!("{}", key.expose_secret());
                     }
                 }
             }
@@ -478,8 +447,8 @@ async fn add(args: AddArgs, settings: &Settings) -> CliResult {
     };
     let connection = match (test_first, owner) {
         (true, None) => match hub.create_connection_tested(&op, draft, MAX_BUDGET).await? {
-            Created::Saved { connection, .. } => *connection,
-            Created::TestFailed(report) => return test_failed(report, out.output),
+            SaveOutcome::Saved { connection, .. } => *connection,
+            SaveOutcome::NotSaved(report) => return test_failed(report, out.output),
         },
         (true, Some(owner)) => {
             let report = hub.test_draft(&op, draft.clone(), None, MAX_BUDGET).await?;
@@ -612,9 +581,9 @@ fn print_reports(
             if let (false, [(_, report)]) = (many, reports) {
                 return super::print_json(&TestReport::from(report));
             }
-            let list: Vec<NamedReportJson> = reports
+            let list: Vec<NamedReport> = reports
                 .iter()
-                .map(|(c, r)| NamedReportJson {
+                .map(|(c, r)| NamedReport {
                     id: c.as_ref().map(|c| c.id.to_string()).unwrap_or_default(),
                     name: c
                         .as_ref()

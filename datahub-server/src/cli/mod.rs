@@ -337,34 +337,6 @@ pub(crate) fn cell_time(at: Option<OffsetDateTime>) -> String {
     at.map_or_else(|| "-".to_owned(), rfc3339)
 }
 
-/// Serde helpers for timestamps (RFC 3339 strings).
-pub(crate) mod ts {
-    use serde::Serializer;
-    use time::OffsetDateTime;
-
-    /// One timestamp.
-    pub(crate) fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::rfc3339(*at))
-    }
-
-    /// An optional timestamp (`null` when absent).
-    pub(crate) mod option {
-        use serde::Serializer;
-        use time::OffsetDateTime;
-
-        /// Serializes `Some` as RFC 3339, `None` as `null`.
-        pub(crate) fn serialize<S: Serializer>(
-            at: &Option<OffsetDateTime>,
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
-            match at {
-                Some(at) => s.serialize_str(&super::super::rfc3339(*at)),
-                None => s.serialize_none(),
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

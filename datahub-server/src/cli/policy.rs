@@ -2,9 +2,9 @@
 
 use clap::Subcommand;
 use datahub_core::model::TargetPolicy;
-use serde::Serialize;
 
 use super::{CliError, CliResult, Output, OutputArgs};
+use crate::api::policy::Policy;
 use crate::config::Settings;
 
 /// `datahub-server policy ...`
@@ -35,14 +35,6 @@ pub enum PolicyCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
-}
-
-/// The policy as printed: the HTTP API's policy shape.
-#[derive(Debug, Serialize)]
-struct PolicyJson<'a> {
-    allow_cidrs: &'a [String],
-    deny_cidrs: &'a [String],
-    min_tls_mode: &'static str,
 }
 
 pub(crate) async fn run(command: PolicyCommand, settings: &Settings) -> CliResult {
@@ -89,11 +81,7 @@ pub(crate) async fn run(command: PolicyCommand, settings: &Settings) -> CliResul
 
 fn print(policy: &TargetPolicy, output: Output) -> CliResult {
     match output {
-        Output::Json => super::print_json(&PolicyJson {
-            allow_cidrs: &policy.allow_cidrs,
-            deny_cidrs: &policy.deny_cidrs,
-            min_tls_mode: policy.min_tls_mode.as_str(),
-        }),
+        Output::Json => super::print_json(&Policy::from(policy.clone())),
         Output::Table => {
             let list = |l: &[String]| {
                 if l.is_empty() {

@@ -6,10 +6,9 @@ use std::collections::HashMap;
 use clap::Subcommand;
 use datahub_core::model::TokenInfo;
 use datahub_core::{TokenId, UserId};
-use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::{CliResult, Output, OutputArgs};
+use crate::api::token::{ApiTokenInfo, CreatedTokenBody, CreatedUserTokenBody, UserTokenInfo};
 use crate::config::Settings;
 
 /// `datahub-server tokens ...`
@@ -47,40 +46,6 @@ pub enum TokensCommand {
     },
 }
 
-/// A new token as printed: the HTTP API's token creation answer.
-#[derive(Debug, Serialize)]
-struct NewTokenJson<'a> {
-    id: String,
-    token: &'a str,
-    name: &'a str,
-    user_id: String,
-    read_only: bool,
-    #[serde(with = "super::ts")]
-    created_at: OffsetDateTime,
-    #[serde(with = "super::ts::option")]
-    expires_at: Option<OffsetDateTime>,
-}
-
-/// A token as listed: the HTTP API's token shape, plus the user it acts as.
-#[derive(Debug, Serialize)]
-struct TokenJson<'a> {
-    id: String,
-    name: &'a str,
-    user_id: String,
-    /// `null` when the user is no longer in the store.
-    username: Option<&'a str>,
-    read_only: bool,
-    #[serde(with = "super::ts")]
-    created_at: OffsetDateTime,
-    #[serde(with = "super::ts::option")]
-    expires_at: Option<OffsetDateTime>,
-    #[serde(with = "super::ts::option")]
-    revoked_at: Option<OffsetDateTime>,
-    /// `null` before its first use; recorded at most once a minute.
-    #[serde(with = "super::ts::option")]
-    last_used_at: Option<OffsetDateTime>,
-}
-
 pub(crate) async fn run(command: TokensCommand, settings: &Settings) -> CliResult {
     let (hub, op) = super::open(settings, true).await?;
     match command {
@@ -95,28 +60,22 @@ pub(crate) async fn run(command: TokensCommand, settings: &Settings) -> CliResul
             let new = hub
                 .create_token_for(&op, user.id, &name, expires_in_days, read_only)
                 .await?;
-            let json = NewTokenJson {
-                id: new.info.id.to_string(),
-                token: new.token.expose_secret(),
-                name: &new.info.name,
-                user_id: user.id.to_string(),
-                read_only: new.info.read_only,
-                created_at: new.info.created_at,
-                expires_at: new.info.expires_at,
-            };
             match out.output {
-                Output::Json => super::print_json(&json),
+                Output::Json => super::print_json(&CreatedUserTokenBody {
+                    token: CreatedTokenBody(new),
+                    user_id: *user.id.as_uuid(),
+                }),
                 Output::Table => {
                     let mut t = super::table(["id", "user", "name", "read only", "expires"]);
                     t.add_row([
-                        json.id.clone(),
+                        new.info.id.to_string(),
                         user.username.clone(),
-                        json.name.to_owned(),
+                        new.info.name.clone(),
                         if read_only { "yes" } else { "no" }.to_owned(),
-                        super::cell_time(json.expires_at),
+                        super::cell_time(new.info.expires_at),
                     ]);
                     super::print_table(&t)?;
-                    println!("token: {}", json.token);
+                    println!("token: {}", new.token.expose_secret());
                     eprintln!("The token is shown this once: store it now.");
                     Ok(())
                 }
@@ -144,18 +103,12 @@ pub(crate) async fn run(command: TokensCommand, settings: &Settings) -> CliResul
 
 /// Prints tokens: a JSON array, or a table for people.
 fn print_tokens(tokens: &[TokenInfo], names: &HashMap<UserId, &str>, output: Output) -> CliResult {
-    let items: Vec<TokenJson<'_>> = tokens
+    let items: Vec<UserTokenInfo> = tokens
         .iter()
-        .map(|t| TokenJson {
-            id: t.id.to_string(),
-            name: &t.name,
-            user_id: t.user.to_string(),
-            username: names.get(&t.user).copied(),
-            read_only: t.read_only,
-            created_at: t.created_at,
-            expires_at: t.expires_at,
-            revoked_at: t.revoked_at,
-            last_used_at: t.last_used_at,
+        .map(|t| UserTokenInfo {
+            token: ApiTokenInfo::from(t.clone()),
+            user_id: *t.user.as_uuid(),
+            username: names.get(&t.user).map(|n| (*n).to_owned()),
         })
         .collect();
     match output {
@@ -172,15 +125,16 @@ fn print_tokens(tokens: &[TokenInfo], names: &HashMap<UserId, &str>, output: Out
                 "last used",
             ]);
             for i in &items {
+                let token = &i.token;
                 t.add_row([
-                    i.id.clone(),
-                    i.name.to_owned(),
-                    i.username.unwrap_or("-").to_owned(),
-                    if i.read_only { "yes" } else { "no" }.to_owned(),
-                    super::rfc3339(i.created_at),
-                    super::cell_time(i.expires_at),
-                    super::cell_time(i.revoked_at),
-                    super::cell_time(i.last_used_at),
+                    token.id.to_string(),
+                    token.name.clone(),
+                    i.username.as_deref().unwrap_or("-").to_owned(),
+                    if token.read_only { "yes" } else { "no" }.to_owned(),
+                    super::rfc3339(token.created_at),
+                    super::cell_time(token.expires_at),
+                    super::cell_time(token.revoked_at),
+                    super::cell_time(token.last_used_at),
                 ]);
             }
             super::print_table(&t)

@@ -6,10 +6,9 @@ use clap::Subcommand;
 use datahub_core::hub::{Hub, UserUpdate};
 use datahub_core::model::User;
 use datahub_core::rbac::{Principal, Role};
-use serde::Serialize;
-use time::OffsetDateTime;
 
 use super::{CliError, CliResult, Output, OutputArgs, PasswordArgs};
+use crate::api;
 use crate::config::Settings;
 
 /// `datahub-server users ...`
@@ -58,29 +57,6 @@ pub enum UsersCommand {
         #[command(flatten)]
         out: OutputArgs,
     },
-}
-
-/// A user as printed: the HTTP API's user shape (no password hash).
-#[derive(Debug, Serialize)]
-pub(crate) struct UserJson {
-    id: String,
-    username: String,
-    role: &'static str,
-    disabled: bool,
-    #[serde(with = "super::ts")]
-    created_at: OffsetDateTime,
-}
-
-impl From<&User> for UserJson {
-    fn from(u: &User) -> Self {
-        Self {
-            id: u.id.to_string(),
-            username: u.username.clone(),
-            role: u.role.as_str(),
-            disabled: u.disabled,
-            created_at: u.created_at,
-        }
-    }
 }
 
 pub(crate) async fn run(command: UsersCommand, settings: &Settings) -> CliResult {
@@ -162,11 +138,12 @@ pub(crate) async fn find(hub: &Hub, op: &Principal, username: &str) -> CliResult
         .ok_or_else(|| CliError::usage(format!("username: no user {username:?}")))
 }
 
-/// Prints users: a JSON array for a list, one object for a single new user.
+/// Prints users: a JSON array for a list, one object for a single new user (the API's
+/// [`api::user::User`]).
 fn print_users(users: &[User], list: bool, output: Output) -> CliResult {
     match output {
         Output::Json => {
-            let items: Vec<UserJson> = users.iter().map(UserJson::from).collect();
+            let items: Vec<api::user::User> = users.iter().map(api::user::User::from).collect();
             if let (false, [one]) = (list, items.as_slice()) {
                 super::print_json(one)
             } else {

@@ -10,10 +10,8 @@
 use std::str::FromStr;
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, State};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datahub_core::ConnectionId;
 use datahub_core::hub::ConnectionGrants;
@@ -33,7 +31,7 @@ use crate::api::connection::{
 use crate::api::report::{TestFailedBody, TestFailedDetail, TestReport};
 use crate::auth::{Authed, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery, IfMatch, PathId};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -54,21 +52,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(health))
         .routes(routes!(reveal))
         .routes(routes!(grants, set_grants, clear_grants))
-}
-
-/// The `{id}` of a path, as a connection id (400 on `id` when it is not a UUID).
-#[derive(Debug, Clone, Copy)]
-pub struct ConnId(pub ConnectionId);
-
-impl<S: Send + Sync> FromRequestParts<S> for ConnId {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
-        ConnectionId::from_str(&raw)
-            .map(Self)
-            .map_err(|_| ApiError::invalid("id", "must be a UUID"))
-    }
 }
 
 /// The filters, sort and page of a list.
@@ -173,9 +156,8 @@ fn number(field: &'static str, text: &str) -> ApiResult<u32> {
 async fn list(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    params: Result<Query<ListParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Json<ConnectionPage>> {
-    let Query(params) = params?;
     let query = params.into_query()?;
     let page = state.hub().list_connections(&principal, &query).await?;
     Ok(Json(ConnectionPage {
@@ -217,10 +199,11 @@ async fn create(
     State(state): State<AppState>,
     Authed(principal): Authed,
     Client(info): Client,
-    params: Result<Query<CreateParams>, QueryRejection>,
+    params: Result<ApiQuery<CreateParams>, ApiError>,
     ApiJson(body): ApiJson<CreateConnection>,
 ) -> ApiResult<Response> {
-    let Query(params) = params?;
+    // After the body's syntax, as a malformed body is answered first.
+    let ApiQuery(params) = params?;
     let test_first = match params.test_first.as_deref() {
         None | Some("false") => false,
         Some("true") => true,
@@ -233,11 +216,11 @@ async fn create(
             .create_connection_tested(&principal, draft, MAX_BUDGET)
             .await?;
         match created {
-            datahub_core::hub::Created::Saved { connection, report } => {
+            datahub_core::hub::SaveOutcome::Saved { connection, report } => {
                 count_test(telemetry::DRAFT, &report);
                 *connection
             }
-            datahub_core::hub::Created::TestFailed(report) => {
+            datahub_core::hub::SaveOutcome::NotSaved(report) => {
                 let report = count_test(telemetry::DRAFT, &report);
                 let body = TestFailedBody {
                     error: TestFailedDetail {
@@ -256,7 +239,6 @@ async fn create(
     } else {
         state.hub().create_connection(&principal, draft).await?
     };
-    state.changed(connection.id);
     let location = HeaderValue::from_str(&format!("/api/v1/connections/{}", connection.id))
         .map_err(|_| ApiError::internal("a connection URL is not a header value"))?;
     let mut response = answer(StatusCode::CREATED, &connection)?;
@@ -279,7 +261,7 @@ async fn create(
 async fn show(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
+    PathId(id): PathId<ConnectionId>,
 ) -> ApiResult<Response> {
     let (connection, level) = state.hub().connection_with_access(&principal, id).await?;
     let mut out = ConnectionOut::from(&connection);
@@ -314,20 +296,17 @@ async fn show(
 async fn update(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
-    headers: HeaderMap,
+    PathId(id): PathId<ConnectionId>,
+    if_match: Result<IfMatch, ApiError>,
     ApiJson(body): ApiJson<PatchConnection>,
 ) -> ApiResult<Response> {
-    let version = if_match(&headers)?;
+    // After the body's syntax, as a malformed body is answered first.
+    let IfMatch(version) = if_match?;
     let patch = body.into_patch()?;
     let connection = state
         .hub()
         .update_connection(&principal, id, version, patch)
         .await?;
-    // An edit that changed nothing keeps its version: nothing to tell the monitor.
-    if connection.version != version {
-        state.changed(id);
-    }
     answer(StatusCode::OK, &connection)
 }
 
@@ -351,15 +330,13 @@ async fn update(
 async fn remove(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
-    headers: HeaderMap,
+    PathId(id): PathId<ConnectionId>,
+    IfMatch(version): IfMatch,
 ) -> ApiResult<StatusCode> {
-    let version = if_match(&headers)?;
     state
         .hub()
         .delete_connection(&principal, id, version)
         .await?;
-    state.deleted(id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -408,7 +385,7 @@ async fn test_draft(
 async fn test_saved(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
+    PathId(id): PathId<ConnectionId>,
 ) -> ApiResult<Json<TestReport>> {
     let report = state
         .hub()
@@ -443,10 +420,9 @@ pub struct HistoryParams {
 async fn health(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
-    params: Result<Query<HistoryParams>, QueryRejection>,
+    PathId(id): PathId<ConnectionId>,
+    ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> ApiResult<Json<HealthHistoryOut>> {
-    let Query(params) = params?;
     let since = match params.since.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => OffsetDateTime::parse(text, &Rfc3339)
             .map_err(|_| ApiError::invalid("since", "must be an RFC 3339 time"))?,
@@ -481,7 +457,7 @@ async fn health(
 async fn reveal(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
+    PathId(id): PathId<ConnectionId>,
 ) -> ApiResult<Response> {
     let revealed = state.hub().reveal(&principal, id).await?;
     Ok((
@@ -507,7 +483,7 @@ async fn reveal(
 async fn grants(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
+    PathId(id): PathId<ConnectionId>,
 ) -> ApiResult<Response> {
     let grants = state.hub().grants(&principal, id).await?;
     grants_answer(StatusCode::OK, &grants)
@@ -536,18 +512,17 @@ async fn grants(
 async fn set_grants(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
-    headers: HeaderMap,
+    PathId(id): PathId<ConnectionId>,
+    if_match: Result<IfMatch, ApiError>,
     ApiJson(body): ApiJson<GrantsBody>,
 ) -> ApiResult<Response> {
-    let version = if_match(&headers)?;
+    // After the body's syntax, as a malformed body is answered first.
+    let IfMatch(version) = if_match?;
     let new = body.into_grants()?;
     let grants = state
         .hub()
         .set_grants(&principal, id, version, &new)
         .await?;
-    // Who may see it changed: open event streams re-check it.
-    state.changed(id);
     grants_answer(StatusCode::OK, &grants)
 }
 
@@ -572,12 +547,10 @@ async fn set_grants(
 async fn clear_grants(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ConnId(id): ConnId,
-    headers: HeaderMap,
+    PathId(id): PathId<ConnectionId>,
+    IfMatch(version): IfMatch,
 ) -> ApiResult<Response> {
-    let version = if_match(&headers)?;
     let grants = state.hub().set_grants(&principal, id, version, &[]).await?;
-    state.changed(id);
     Ok((
         StatusCode::NO_CONTENT,
         [(header::ETAG, etag(grants.version)?)],
@@ -611,35 +584,6 @@ fn answer(status: StatusCode, connection: &Connection) -> ApiResult<Response> {
         .into_response())
 }
 
-/// The version named by `If-Match`: `"<version>"` (or a bare number).
-///
-/// # Errors
-/// 428 when missing; 400 on `If-Match` when it is not one version (a list, `*`, a weak tag).
-fn if_match(headers: &HeaderMap) -> ApiResult<u64> {
-    let mut values = headers.get_all(header::IF_MATCH).iter();
-    let Some(value) = values.next() else {
-        return Err(ApiError::if_match_required());
-    };
-    let malformed = || {
-        ApiError::invalid(
-            "If-Match",
-            "must be the one ETag read, e.g. \"3\" (no list, no *, no weak tag)",
-        )
-    };
-    if values.next().is_some() {
-        return Err(malformed());
-    }
-    let text = value.to_str().map_err(|_| malformed())?.trim();
-    let digits = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .unwrap_or(text);
-    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(malformed());
-    }
-    digits.parse::<u64>().map_err(|_| malformed())
-}
-
 /// Counts a finished test in `datahub_tests_total{kind, outcome}` and converts its report.
 fn count_test(kind: &'static str, report: &Report) -> TestReport {
     telemetry::record_test(kind, report.failure.as_ref().map(|f| f.kind));
@@ -655,31 +599,6 @@ mod tests {
     use metrics_exporter_prometheus::PrometheusBuilder;
 
     use super::*;
-
-    #[test]
-    fn if_match_takes_one_version() {
-        let check = |value: Option<&str>| {
-            let mut headers = HeaderMap::new();
-            if let Some(v) = value {
-                headers.insert(header::IF_MATCH, HeaderValue::from_str(v).unwrap());
-            }
-            if_match(&headers).map_err(|e| e.status())
-        };
-        assert_eq!(check(Some("\"3\"")), Ok(3));
-        assert_eq!(check(Some(" 12 ")), Ok(12));
-        assert_eq!(check(None), Err(StatusCode::PRECONDITION_REQUIRED));
-        for bad in [
-            "*",
-            "W/\"3\"",
-            "\"3\", \"4\"",
-            "\"-1\"",
-            "\"\"",
-            "\"3",
-            "1234567890123456789",
-        ] {
-            assert_eq!(check(Some(bad)), Err(StatusCode::BAD_REQUEST), "{bad}");
-        }
-    }
 
     #[test]
     fn tests_are_counted_by_kind_and_outcome() {

@@ -3,8 +3,7 @@
 //! and names only, never a role, a team's members or anything of a connection.
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -12,6 +11,7 @@ use utoipa_axum::routes;
 use crate::api::directory::DirectoryOut;
 use crate::auth::Authed;
 use crate::error::{ApiResult, ErrorBody};
+use crate::extract::ApiQuery;
 use crate::state::AppState;
 
 /// `GET /api/v1/directory`.
@@ -43,9 +43,8 @@ pub struct DirectoryParams {
 async fn directory(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    params: Result<Query<DirectoryParams>, QueryRejection>,
+    ApiQuery(params): ApiQuery<DirectoryParams>,
 ) -> ApiResult<Json<DirectoryOut>> {
-    let Query(params) = params?;
     let found = state
         .hub()
         .directory(&principal, params.q.as_deref())

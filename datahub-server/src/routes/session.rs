@@ -60,10 +60,13 @@ async fn login(
         return Err(ApiError::invalid("password", "is too long"));
     }
     let client = info.client_addr.clone();
-    // S29: the attempt is taken before any password work, so however many arrive at once, at
-    // most the burst per account and per address reach argon2; a failure keeps it spent.
-    if let Err(wait) = state.logins().attempt(&request.username, client.as_deref()) {
-        return Err(ApiError::rate_limited(wait));
+    // S29: the address's attempt is taken before any password work (the hub takes the
+    // account's), so however many arrive at once, at most the burst per address reach the hub;
+    // a wrong password keeps it spent.
+    if let Err(wait) = state.logins().attempt(client.as_deref()) {
+        // The wait until both the address and the account allow a guess.
+        let account = state.hub().login_retry_after(&request.username);
+        return Err(ApiError::rate_limited(wait.max(account)));
     }
     let principal = match state.hub().login(&request.username, password, &info).await {
         Ok(principal) => principal,
@@ -75,16 +78,13 @@ async fn login(
             ));
         }
         Err(e) => {
-            // Not a wrong password (the store failed): the attempt does not count.
-            state
-                .logins()
-                .succeeded(&request.username, client.as_deref());
+            // Not a wrong password (the account's own limit, or the store failed): the
+            // attempt does not count.
+            state.logins().give_back(client.as_deref());
             return Err(e.into());
         }
     };
-    state
-        .logins()
-        .succeeded(&request.username, client.as_deref());
+    state.logins().give_back(client.as_deref());
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok());

@@ -9,12 +9,11 @@ use datahub_core::TeamId;
 use datahub_core::rbac::Action;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::api::team::{Team, TeamInput};
 use crate::auth::Authed;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, PathId};
 use crate::state::AppState;
 
 /// `/api/v1/teams`, `/api/v1/teams/{id}`.
@@ -86,7 +85,7 @@ async fn create_team(
 async fn replace_team(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ApiPath(id): ApiPath<Uuid>,
+    PathId(id): PathId<TeamId>,
     ApiJson(body): ApiJson<TeamInput>,
 ) -> ApiResult<Json<Team>> {
     let members = body.members()?;
@@ -95,7 +94,6 @@ async fn replace_team(
     if let Err(e) = datahub_core::auth::AccountName::parse(&body.name) {
         return Err(ApiError::from(e).with_field("name"));
     }
-    let id = TeamId::from_uuid(id);
     // `save_team` would create a team under an id it does not know: a PUT must name an
     // existing team. Callers who may not manage teams are refused (and audited) by the core
     // before it writes anything, whether or not the team exists.
@@ -131,11 +129,8 @@ async fn replace_team(
 async fn delete_team(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ApiPath(id): ApiPath<Uuid>,
+    PathId(id): PathId<TeamId>,
 ) -> ApiResult<StatusCode> {
-    state
-        .hub()
-        .delete_team(&principal, TeamId::from_uuid(id))
-        .await?;
+    state.hub().delete_team(&principal, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

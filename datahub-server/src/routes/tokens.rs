@@ -9,12 +9,11 @@ use axum::response::{IntoResponse, Response};
 use datahub_core::TokenId;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::api::token::{ApiTokenInfo, CreatedToken, CreatedTokenBody, NewToken};
 use crate::auth::Authed;
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, PathId};
 use crate::state::AppState;
 
 /// `/api/v1/tokens`, `/api/v1/tokens/{id}`.
@@ -86,11 +85,8 @@ async fn create_token(
 async fn revoke_token(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ApiPath(id): ApiPath<Uuid>,
+    PathId(id): PathId<TokenId>,
 ) -> ApiResult<StatusCode> {
-    state
-        .hub()
-        .revoke_token(&principal, TokenId::from_uuid(id))
-        .await?;
+    state.hub().revoke_token(&principal, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -13,13 +13,12 @@ use datahub_core::rbac::Role;
 use datahub_core::{ErrorKind, UserId};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::api::connection::Secret;
-use crate::api::user::{NewUser, OwnPasswordChange, UserAccount, UserChange};
+use crate::api::user::{NewUser, OwnPasswordChange, User, UserChange};
 use crate::auth::{Authed, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiPath};
+use crate::extract::{ApiJson, PathId};
 use crate::state::AppState;
 
 /// `/api/v1/users`, `/api/v1/users/{id}`, `/api/v1/users/me/password`.
@@ -36,16 +35,16 @@ pub fn router() -> OpenApiRouter<AppState> {
     path = "/api/v1/users",
     tag = "users",
     responses(
-        (status = 200, body = [UserAccount]),
+        (status = 200, body = [User]),
         (status = 403, description = "not an admin", body = ErrorBody)
     )
 )]
 async fn list_users(
     State(state): State<AppState>,
     Authed(principal): Authed,
-) -> ApiResult<Json<Vec<UserAccount>>> {
+) -> ApiResult<Json<Vec<User>>> {
     let users = state.hub().users(&principal).await?;
-    Ok(Json(users.into_iter().map(UserAccount::from).collect()))
+    Ok(Json(users.into_iter().map(User::from).collect()))
 }
 
 /// Creates an account (admins).
@@ -55,7 +54,7 @@ async fn list_users(
     tag = "users",
     request_body = NewUser,
     responses(
-        (status = 201, body = UserAccount),
+        (status = 201, body = User),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 409, description = "the user name is taken", body = ErrorBody)
@@ -75,7 +74,7 @@ async fn create_user(
             body.role.into(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(UserAccount::from(user))).into_response())
+    Ok((StatusCode::CREATED, Json(User::from(user))).into_response())
 }
 
 /// One account (admins).
@@ -85,7 +84,7 @@ async fn create_user(
     tag = "users",
     params(("id" = Uuid, Path, description = "the user's id")),
     responses(
-        (status = 200, body = UserAccount),
+        (status = 200, body = User),
         (status = 400, description = "the id is not a UUID", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody)
@@ -94,9 +93,8 @@ async fn create_user(
 async fn get_user(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ApiPath(id): ApiPath<Uuid>,
-) -> ApiResult<Json<UserAccount>> {
-    let id = UserId::from_uuid(id);
+    PathId(id): PathId<UserId>,
+) -> ApiResult<Json<User>> {
     let user = state
         .hub()
         .users(&principal)
@@ -116,7 +114,7 @@ async fn get_user(
     params(("id" = Uuid, Path, description = "the user's id")),
     request_body = UserChange,
     responses(
-        (status = 200, body = UserAccount),
+        (status = 200, body = User),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
@@ -126,18 +124,15 @@ async fn get_user(
 async fn update_user(
     State(state): State<AppState>,
     Authed(principal): Authed,
-    ApiPath(id): ApiPath<Uuid>,
+    PathId(id): PathId<UserId>,
     ApiJson(body): ApiJson<UserChange>,
-) -> ApiResult<Json<UserAccount>> {
+) -> ApiResult<Json<User>> {
     let update = UserUpdate {
         role: body.role.map(Role::from),
         disabled: body.disabled,
         password: body.password.map(Secret::into_inner),
     };
-    let user = state
-        .hub()
-        .update_user(&principal, UserId::from_uuid(id), update)
-        .await?;
+    let user = state.hub().update_user(&principal, id, update).await?;
     Ok(Json(user.into()))
 }
 
@@ -163,11 +158,13 @@ async fn change_own_password(
     Client(client): Client,
     ApiJson(body): ApiJson<OwnPasswordChange>,
 ) -> ApiResult<StatusCode> {
-    let account = principal.username().to_owned();
     let addr = client.client_addr.as_deref();
-    // S29: the attempt is taken before the current password is checked.
-    if let Err(wait) = state.logins().attempt(&account, addr) {
-        return Err(ApiError::rate_limited(wait));
+    // S29: the address's attempt is taken before the current password is checked (the hub
+    // takes the account's).
+    if let Err(wait) = state.logins().attempt(addr) {
+        // The wait until both the address and the account allow a guess.
+        let account = state.hub().login_retry_after(principal.username());
+        return Err(ApiError::rate_limited(wait.max(account)));
     }
     let result = state
         .hub()
@@ -178,7 +175,7 @@ async fn change_own_password(
         )
         .await;
     if !matches!(&result, Err(e) if e.kind() == ErrorKind::Unauthenticated) {
-        state.logins().succeeded(&account, addr);
+        state.logins().give_back(addr);
     }
     match result {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -11,6 +11,7 @@ use datahub_core::ConnectionId;
 use datahub_core::audit::RequestInfo;
 use datahub_core::auth::SessionConfig;
 use datahub_core::hub::UserUpdate;
+use datahub_core::model::{ConnectionPatch, MonitoringPatch};
 use datahub_core::monitor::{MonitorConfig, MonitorEvent};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
@@ -129,10 +130,29 @@ fn deleted(id: ConnectionId) -> Value {
     json!({"type": "connection_deleted", "id": id.to_string()})
 }
 
+/// Deletes the connection through the hub, which tells the monitor (or its own channel).
 async fn delete(f: &Fixture, by: &Principal, id: ConnectionId) {
     let version = f.hub.connection(&f.admin, id).await.unwrap().version;
     f.hub.delete_connection(by, id, version).await.unwrap();
-    f.state.deleted(id);
+}
+
+/// Edits the connection (as the admin) through the hub, which tells the change.
+async fn edit(f: &Fixture, id: ConnectionId, patch: ConnectionPatch) {
+    let version = f.hub.connection(&f.admin, id).await.unwrap().version;
+    f.hub
+        .update_connection(&f.admin, id, version, patch)
+        .await
+        .unwrap();
+}
+
+/// Edits the connection's description: one `connection_changed` event.
+async fn touch(f: &Fixture, id: ConnectionId) {
+    let version = f.hub.connection(&f.admin, id).await.unwrap().version;
+    let patch = ConnectionPatch {
+        description: Some(Some(format!("edit {version}"))),
+        ..ConnectionPatch::default()
+    };
+    edit(f, id, patch).await;
 }
 
 async fn grant_view(f: &Fixture, id: ConnectionId, to: &Principal) {
@@ -182,12 +202,12 @@ async fn events_reach_only_those_who_may_view_and_deletions_only_those_who_could
     // after each step, as a live client does. An event a stream must not get is proven absent
     // by the next one it gets.
     // A connection the viewer may not see: neither its change nor its deletion.
-    f.state.changed(hidden);
+    touch(&f, hidden).await;
     assert_eq!(admin.event().await, changed(hidden));
     delete(&f, &editor, hidden).await;
     assert_eq!(admin.event().await, deleted(hidden));
     // One it may see.
-    f.state.changed(shown);
+    touch(&f, shown).await;
     assert_eq!(admin.event().await, changed(shown));
     assert_eq!(as_viewer.event().await, changed(shown));
     // Visible when the stream opened, deleted without any event before: still told.
@@ -195,14 +215,13 @@ async fn events_reach_only_those_who_may_view_and_deletions_only_those_who_could
     assert_eq!(admin.event().await, deleted(seeded));
     assert_eq!(as_viewer.event().await, deleted(seeded));
     // Access revoked: one last "changed" (a reload finds it gone), then nothing more, not
-    // even its deletion.
+    // even its deletion. The hub tells the grants' change, then an edit.
     let version = f.hub.grants(&f.admin, revoked).await.unwrap().version;
     f.hub
         .set_grants(&f.admin, revoked, version, &[])
         .await
         .unwrap();
-    f.state.changed(revoked);
-    f.state.changed(revoked);
+    touch(&f, revoked).await;
     assert_eq!(admin.event().await, changed(revoked));
     assert_eq!(admin.event().await, changed(revoked));
     delete(&f, &editor, revoked).await;
@@ -212,7 +231,7 @@ async fn events_reach_only_those_who_may_view_and_deletions_only_those_who_could
     assert_eq!(as_viewer.event().await, changed(revoked));
     assert_eq!(as_viewer.event().await, deleted(shown));
     // Everything before was filtered out: the outsider's first event is its own connection's.
-    f.state.changed(own);
+    touch(&f, own).await;
     assert_eq!(admin.event().await, changed(own));
     assert_eq!(as_outsider.event().await, changed(own));
     // And nothing else is pending for the viewer.
@@ -227,8 +246,8 @@ async fn status_changes_come_from_the_monitor_with_from_to_and_at() {
     })
     .await;
     let mut stream = Stream::open(&f, &f.admin_token).await;
+    // The hub tells its monitor of the new connection.
     let id = f.connection(&f.admin, "refused").await;
-    f.state.changed(id);
     assert_eq!(stream.event().await, changed(id));
     // Saved while the monitor runs: checked within 5 s; nothing listens on port 1, so the
     // first failure makes it degraded.
@@ -271,9 +290,12 @@ async fn a_stream_that_falls_behind_is_told_to_resync() {
     .await;
     let mut stream = Stream::open(&f, &f.admin_token).await;
     let mut probe = f.state.subscribe();
-    let id = f.connection(&f.admin, "busy").await;
-    for _ in 0..6 {
-        f.state.changed(id);
+    // Six changes: the creation and five edits (monitoring off, so no check adds events).
+    let mut busy = crate::fixture::draft("busy");
+    busy.monitoring.enabled = Some(false);
+    let id = f.hub.create_connection(&f.admin, busy).await.unwrap().id;
+    for _ in 0..5 {
+        touch(&f, id).await;
     }
     // Wait until all six were published (the probe lags as the stream does).
     let mut seen = 0u64;
@@ -286,8 +308,13 @@ async fn a_stream_that_falls_behind_is_told_to_resync() {
         }
     }
     assert_eq!(stream.event().await, json!({"type": "resync"}));
-    // Then the stream goes on.
-    f.state.changed(id);
+    // Then the stream goes on: first the two events the channel kept (read before the next
+    // change, which the hub publishes while the edit is still running, would overflow them),
+    // then a new one.
+    for _ in 0..2 {
+        assert_eq!(stream.event().await, changed(id));
+    }
+    touch(&f, id).await;
     loop {
         let event = stream.event().await;
         if event == changed(id) {
@@ -315,7 +342,10 @@ async fn checks_reach_a_viewer_with_a_grant_and_no_one_without() {
     .await;
     let (granted, granted_token) = f.user("granted", Role::Viewer).await;
     let (other, other_token) = f.user("other", Role::Viewer).await;
-    let id = f.connection(&f.admin, "watched").await;
+    // Not monitored until the streams are open, so its first check comes after.
+    let mut watched = crate::fixture::draft("watched");
+    watched.monitoring.enabled = Some(false);
+    let id = f.hub.create_connection(&f.admin, watched).await.unwrap().id;
     grant_view(&f, id, &granted).await;
     // A connection the other viewer may see, never checked (monitoring off): its change is
     // the marker proving that nothing about `id` came before it.
@@ -326,8 +356,16 @@ async fn checks_reach_a_viewer_with_a_grant_and_no_one_without() {
 
     let mut as_granted = Stream::open(&f, &granted_token).await;
     let mut as_other = Stream::open(&f, &other_token).await;
-    // Told while the monitor runs: checked within 5 s (refused at once on port 1).
-    f.state.changed(id);
+    // Monitoring turned on while the monitor runs: checked within 5 s (refused at once on
+    // port 1).
+    let on = ConnectionPatch {
+        monitoring: MonitoringPatch {
+            enabled: Some(true),
+            ..MonitoringPatch::default()
+        },
+        ..ConnectionPatch::default()
+    };
+    edit(&f, id, on).await;
     assert_eq!(as_granted.event().await, changed(id));
     let status = tokio::time::timeout(Duration::from_secs(10), as_granted.event())
         .await
@@ -342,7 +380,7 @@ async fn checks_reach_a_viewer_with_a_grant_and_no_one_without() {
     assert_eq!(checked["at"], status["at"]);
 
     // The other viewer's first event is the marker's: the check of `id` was filtered out.
-    f.state.changed(marker);
+    touch(&f, marker).await;
     assert_eq!(as_other.event().await, changed(marker));
     f.state.shutdown().cancel();
     assert!(as_other.ends(WAIT).await);
@@ -361,7 +399,6 @@ async fn keep_alives_flow_past_the_request_timeout_and_shutdown_ends_the_stream(
     assert_eq!(stream.frame(WAIT).await, Some(Frame::Comment));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let id = f.connection(&f.admin, "late").await;
-    f.state.changed(id);
     assert_eq!(stream.event().await, changed(id));
 
     let started = std::time::Instant::now();
@@ -432,7 +469,6 @@ async fn a_revoked_tokens_stream_ends_and_another_token_of_the_user_goes_on() {
     // The user's other token is untouched: its stream still gets what the viewer may view.
     let id = f.connection(&f.admin, "still-streaming").await;
     grant_view(&f, id, &viewer).await;
-    f.state.changed(id);
     assert_eq!(other.event().await, changed(id));
 }
 

@@ -99,10 +99,10 @@ async fn metrics_count_requests_checks_statuses_and_tests_with_closed_labels() {
     .await;
     let (editor, editor_token) = f.user("metrics-editor-name", Role::Editor).await;
 
-    // A checked connection (refused: degraded), and one the monitor has not seen yet (unknown).
+    // A checked connection (refused: degraded), and one the monitor does not check (monitoring
+    // off: unknown).
     let mut events = f.state.subscribe();
     let checked = f.connection(&editor, "canary-conn-name-1").await;
-    f.state.changed(checked);
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             if let Ok(MonitorEvent::StatusChanged { id, .. }) = events.recv().await
@@ -114,7 +114,9 @@ async fn metrics_count_requests_checks_statuses_and_tests_with_closed_labels() {
     })
     .await
     .unwrap();
-    f.connection(&editor, "canary-conn-name-2").await;
+    let mut unchecked = crate::fixture::draft("canary-conn-name-2");
+    unchecked.monitoring.enabled = Some(false);
+    f.hub.create_connection(&editor, unchecked).await.unwrap();
     telemetry::record_test(telemetry::DRAFT, None);
     telemetry::record_test(telemetry::SAVED, Some(FailureKind::AuthFailed));
 
