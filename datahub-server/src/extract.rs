@@ -270,8 +270,7 @@ impl<'de, T: TryFrom<i64> + TryFrom<u64>> Visitor<'de> for WholeVisitor<T> {
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
         // Every whole f64 within ±2^63 converts exactly; beyond, it is out of any range here.
         let whole =
-            v.fract() == 0.0 && v >= -9.223_372_036_854_776e18 && v < 9.223_372_036_854_776e18;
-        #[allow(clippy::cast_possible_truncation)]
+            v.fract() == 0.0 && (-9.223_372_036_854_776e18..9.223_372_036_854_776e18).contains(&v);
         let n = v as i64;
         match T::try_from(n) {
             Ok(t) if whole => Ok(Some(t)),

@@ -139,7 +139,6 @@ fn filter(field: &'static str, value: Option<String>) -> ApiResult<Option<String
     responses(
         (status = 200, body = AuditPage),
         (status = 400, description = "a bad query parameter, named", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "neither admin nor auditor", body = ErrorBody)
     )
 )]
@@ -166,7 +165,6 @@ async fn audit_log(
     tag = "audit",
     responses(
         (status = 200, body = AuditVerifyReport),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "neither admin nor auditor", body = ErrorBody)
     )
 )]

@@ -151,7 +151,6 @@ fn number(field: &'static str, text: &str) -> ApiResult<u32> {
     responses(
         (status = 200, body = ConnectionPage),
         (status = 400, body = ErrorBody, description = "a bad query parameter, named in `field`"),
-        (status = 401, body = ErrorBody),
     )
 )]
 async fn list(
@@ -190,8 +189,6 @@ pub struct CreateParams {
         (status = 201, body = ConnectionOut, description = "saved; `ETag` holds the version and `Location` the URL",
          headers(("ETag" = String), ("Location" = String))),
         (status = 400, body = ErrorBody, description = "a field broke a rule, named in `field`"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the name is taken"),
         (status = 422, body = TestFailedBody, description = "`test_first` and the test failed: nothing saved"),
         (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
@@ -258,7 +255,6 @@ async fn create(
     responses(
         (status = 200, body = ConnectionOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody, description = "`id` is not a UUID"),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such connection, or the caller may not view it"),
     )
 )]
@@ -291,8 +287,6 @@ async fn show(
     responses(
         (status = 200, body = ConnectionOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody, description = "a field broke a rule, or If-Match is malformed"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the name is taken"),
         (status = 412, body = ErrorBody, description = "the version is stale"),
@@ -328,8 +322,6 @@ async fn update(
     responses(
         (status = 204, description = "deleted"),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody, description = "the version is stale"),
         (status = 428, body = ErrorBody, description = "If-Match is missing"),
@@ -358,8 +350,6 @@ async fn remove(
     responses(
         (status = 200, body = TestReport, description = "the test ran (it may have failed: see `ok`)"),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "`id` names a connection the caller may not view"),
         (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
          headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
@@ -387,8 +377,6 @@ async fn test_draft(
     responses(
         (status = 200, body = TestReport, description = "the test ran (it may have failed: see `ok`)"),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 429, body = ErrorBody, description = "too many connection tests: wait `Retry-After` seconds",
          headers(("Retry-After" = u64, description = "whole seconds until a test is allowed again"))),
@@ -426,7 +414,6 @@ pub struct HistoryParams {
     responses(
         (status = 200, body = HealthHistoryOut),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -464,8 +451,6 @@ async fn health(
     responses(
         (status = 200, body = RevealResponse, description = "the secrets; never cached (`Cache-Control: no-store`)"),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -492,8 +477,6 @@ async fn reveal(
     responses(
         (status = 200, body = GrantsOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
     )
 )]
@@ -521,8 +504,6 @@ async fn grants(
     responses(
         (status = 200, body = GrantsOut, headers(("ETag" = String))),
         (status = 400, body = ErrorBody, description = "a bad grant, named as `grants[i].field`, or If-Match is malformed"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody, description = "no such connection, user or team"),
         (status = 412, body = ErrorBody, description = "the version is stale"),
         (status = 428, body = ErrorBody, description = "If-Match is missing"),
@@ -558,8 +539,6 @@ async fn set_grants(
     responses(
         (status = 204, description = "no grants left", headers(("ETag" = String))),
         (status = 400, body = ErrorBody, description = "If-Match is malformed"),
-        (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 412, body = ErrorBody, description = "the version is stale"),
         (status = 428, body = ErrorBody, description = "If-Match is missing"),

@@ -38,7 +38,6 @@ pub struct DirectoryParams {
     responses(
         (status = 200, body = DirectoryOut),
         (status = 400, description = "`q` is longer than 64 characters or holds a control character", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody)
     )
 )]
 async fn directory(

@@ -114,7 +114,55 @@ pub fn complete(mut doc: OpenApi) -> Value {
         tracing::error!(?missing, "input rules name what the OpenAPI document lacks");
     }
     link_creations(&mut doc);
+    security(&mut doc);
     doc
+}
+
+/// The two credentials (`Authorization: Bearer` with an API token, or the session cookie) as
+/// security schemes, required by every operation that is not public.
+fn security(doc: &mut Value) {
+    let Some(root) = doc.as_object_mut() else {
+        return;
+    };
+    let components = root.entry("components").or_insert_with(|| json!({}));
+    if let Some(components) = components.as_object_mut() {
+        components.insert(
+            "securitySchemes".to_owned(),
+            json!({
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API token (`dh_…`): `POST /api/v1/tokens`, or `datahub-server tokens create`.",
+                },
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": crate::auth::SESSION_COOKIE,
+                    "description": "The session cookie `POST /api/v1/auth/login` sets; a state-changing request signed in by cookie must come from this server's origin.",
+                },
+            }),
+        );
+    }
+    let Some(paths) = root.get_mut("paths").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (path, item) in paths.iter_mut() {
+        for method in METHODS {
+            let Some(operation) = item.get_mut(method).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let public = ROUTES
+                .iter()
+                .find(|r| r.path == path && r.method.as_str().eq_ignore_ascii_case(method))
+                .is_none_or(|r| r.permission == Permission::Public);
+            if !public {
+                operation.insert(
+                    "security".to_owned(),
+                    json!([{"bearer": []}, {"session": []}]),
+                );
+            }
+        }
+    }
 }
 
 /// The creations whose `201` links to the operations on what they created.

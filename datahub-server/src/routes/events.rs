@@ -67,7 +67,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         (status = 200, content_type = "text/event-stream", body = StreamEvent,
          description = "a stream of `data:` lines, each a JSON event, with keep-alive comments; \
                         it ends when the server shuts down"),
-        (status = 401, description = "not signed in", body = crate::error::ErrorBody),
         (status = 403, description = "may not list connections", body = crate::error::ErrorBody),
         (status = 503, description = "the store is unavailable", body = crate::error::ErrorBody)
     )

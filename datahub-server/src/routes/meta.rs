@@ -64,7 +64,6 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Status>, ApiError>
     tag = "meta",
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain"),
-        (status = 401, description = "not signed in", body = crate::error::ErrorBody),
         (status = 403, description = "not an admin", body = crate::error::ErrorBody)
     )
 )]

@@ -25,7 +25,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "policy",
     responses(
         (status = 200, body = Policy),
-        (status = 401, description = "not signed in", body = ErrorBody)
     )
 )]
 async fn get_policy(
@@ -45,7 +44,6 @@ async fn get_policy(
     responses(
         (status = 200, body = Policy),
         (status = 400, description = "invalid input, naming the field (e.g. `deny_cidrs[2]`)", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody)
     )
 )]

@@ -120,7 +120,6 @@ async fn login(
     tag = "auth",
     responses(
         (status = 204, description = "signed out"),
-        (status = 401, body = ErrorBody),
     )
 )]
 async fn logout(

@@ -30,7 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "teams",
     responses(
         (status = 200, body = [Team]),
-        (status = 401, description = "not signed in", body = ErrorBody)
     )
 )]
 async fn list_teams(
@@ -50,7 +49,6 @@ async fn list_teams(
     responses(
         (status = 201, body = Team),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 404, description = "a member does not exist", body = ErrorBody),
         (status = 409, description = "the name is taken", body = ErrorBody)
@@ -79,7 +77,6 @@ async fn create_team(
     responses(
         (status = 200, body = Team),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 404, description = "no such team, or a member does not exist", body = ErrorBody),
         (status = 409, description = "the name is taken", body = ErrorBody)
@@ -125,7 +122,6 @@ async fn replace_team(
     responses(
         (status = 204, description = "deleted"),
         (status = 400, description = "the id is not a UUID", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 404, description = "no such team", body = ErrorBody)
     )

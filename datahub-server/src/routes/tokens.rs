@@ -30,7 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "tokens",
     responses(
         (status = 200, body = [ApiTokenInfo]),
-        (status = 401, description = "not signed in", body = ErrorBody)
     )
 )]
 async fn list_tokens(
@@ -55,7 +54,6 @@ async fn list_tokens(
     responses(
         (status = 201, body = CreatedToken),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "a read-only token", body = ErrorBody)
     )
 )]
@@ -80,7 +78,6 @@ async fn create_token(
     responses(
         (status = 204, description = "revoked"),
         (status = 400, description = "the id is not a UUID", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "another user's token, or a read-only token", body = ErrorBody),
         (status = 404, description = "no such token", body = ErrorBody)
     )

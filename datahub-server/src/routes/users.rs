@@ -36,7 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     tag = "users",
     responses(
         (status = 200, body = [User]),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody)
     )
 )]
@@ -57,7 +56,6 @@ async fn list_users(
     responses(
         (status = 201, body = User),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 409, description = "the user name is taken", body = ErrorBody)
     )
@@ -88,7 +86,6 @@ async fn create_user(
     responses(
         (status = 200, body = User),
         (status = 400, description = "the id is not a UUID", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody)
     )
@@ -119,7 +116,6 @@ async fn get_user(
     responses(
         (status = 200, body = User),
         (status = 400, description = "invalid input, naming the field", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "not an admin, or a read-only token", body = ErrorBody),
         (status = 404, description = "no such user", body = ErrorBody),
         (status = 409, description = "it would leave no enabled admin", body = ErrorBody)
@@ -151,7 +147,6 @@ async fn update_user(
     responses(
         (status = 204, description = "changed"),
         (status = 400, description = "the current password is wrong, or the new one breaks the policy", body = ErrorBody),
-        (status = 401, description = "not signed in", body = ErrorBody),
         (status = 403, description = "a read-only token", body = ErrorBody),
         (status = 429, description = "too many wrong guesses: wait `Retry-After` seconds", body = ErrorBody,
          headers(("Retry-After" = u64, description = "whole seconds until a new guess is allowed")))
