@@ -4,9 +4,8 @@
 //! tokio's blocking pool, and puts the connection back. Every wait has a deadline. Writes all run
 //! on one more connection of their own, the writer: in WAL mode a connection drops its whole
 //! page cache when another connection committed since its last transaction, so writes hopping
-//! between connections re-read every page they touch (measured: the monitor's two writes per
-//! check spent more in SQLite's page cache and malloc than in their SQL); the writer's cache
-//! stays valid from one batch to the next, because only it commits.
+//! between connections re-read every page they touch (for small writes, more work than their
+//! SQL); the writer's cache stays valid from one batch to the next, because only it commits.
 //!
 //! Writes are group-committed. A write joins the write queue, then waits for either its result
 //! or the one write gate. Whoever takes the gate (the committer) drains the whole queue and runs
