@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tokio_postgres::Row;
 
 use super::PostgresStore;
+use super::accounts::update_user_in;
 use super::audit::append_in;
-use super::codec::get;
+use super::codec::session_row;
 use super::error::{db, is_foreign_key_violation, is_unique_violation};
 use crate::audit::AuditEvent;
 use crate::store::{SessionStore, StoredSession, StoredUser};
@@ -17,28 +17,6 @@ use crate::{Error, ErrorKind, Result, SessionId, UserId};
 /// The columns [`session_row`] reads.
 const SESSION_COLUMNS: &str =
     "id, user_id, hash, created_at, expires_at, last_seen_at, client_addr, user_agent";
-
-const TABLE: &str = "sessions";
-
-fn session_row(row: &Row) -> Result<StoredSession> {
-    let hash: &[u8] = get(row, TABLE, "hash")?;
-    let hash = <[u8; 32]>::try_from(hash).map_err(|_| {
-        Error::new(
-            ErrorKind::Store,
-            "corrupt row in sessions: column hash holds an invalid value",
-        )
-    })?;
-    Ok(StoredSession {
-        id: SessionId::from_uuid(get(row, TABLE, "id")?),
-        user: UserId::from_uuid(get(row, TABLE, "user_id")?),
-        hash,
-        created_at: get(row, TABLE, "created_at")?,
-        expires_at: get(row, TABLE, "expires_at")?,
-        last_seen_at: get(row, TABLE, "last_seen_at")?,
-        client_addr: get(row, TABLE, "client_addr")?,
-        user_agent: get(row, TABLE, "user_agent")?,
-    })
-}
 
 #[async_trait]
 impl SessionStore for PostgresStore {
@@ -144,23 +122,7 @@ impl SessionStore for PostgresStore {
         const DOING: &str = "updating a user and ending their sessions";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
-        let updated = tx
-            .execute(
-                "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
-                 WHERE id = $1",
-                &[
-                    user.user.id.as_uuid(),
-                    &user.user.role.as_str(),
-                    &user.password_hash,
-                    &user.user.disabled,
-                    &user.user.updated_at,
-                ],
-            )
-            .await
-            .map_err(|e| db(DOING, e))?;
-        if updated == 0 {
-            return Err(Error::not_found("user"));
-        }
+        update_user_in(&tx, user, DOING).await?;
         let ended = tx
             .execute(
                 "DELETE FROM sessions WHERE user_id = $1",

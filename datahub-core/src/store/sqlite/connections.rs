@@ -9,7 +9,7 @@ use rusqlite::{Transaction, params, params_from_iter};
 use super::audit::append_audit_in;
 use super::codec::{
     self, HEALTH_COLUMNS, SECRET_COLUMNS, SPEC_COLUMNS, common_from_row, get, get_parsed,
-    health_from_row, micros, search_body, search_fold, secrets_from_row,
+    health_row, micros, search_body, search_fold, secrets_from_row,
 };
 use super::list::{LIST_FROM_CONNECTIONS, list_filter, list_order};
 use super::{SqliteStore, collect, conflict, db_error, i64_of, row_exists};
@@ -175,7 +175,7 @@ pub(super) fn connection_row_query(
 }
 
 pub(super) fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<Connection> {
-    Ok(common_from_row(row)?.shown(health_from_row(row)?))
+    Ok(common_from_row(row)?.shown(health_row(row)?))
 }
 
 /// Collects every row of a query through `f`.
