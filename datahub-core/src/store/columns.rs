@@ -109,6 +109,84 @@ impl SpecColumns<'_> {
     }
 }
 
+/// A connection column's value as written, before the driver's own type.
+pub(super) enum ColumnValue<'a> {
+    Text(&'a str),
+    OptText(Option<&'a str>),
+    /// A whole number, with the field it comes from (named in the error where the backend's
+    /// column is narrower).
+    Int(i64, &'static str),
+    Bool(bool),
+    Time(OffsetDateTime),
+    Bytes(Vec<u8>),
+    OptBytes(Option<Vec<u8>>),
+}
+
+/// The columns of a connection row that both backends write alike, with their values: all but
+/// id, owner, version and created_at (which only an insert writes), and the tags and search
+/// columns (which each backend keeps its own way).
+pub(super) fn connection_values(row: &StoredConnection) -> [(&'static str, ColumnValue<'_>); 21] {
+    use ColumnValue::{Bool, Bytes, Int, OptBytes, OptText, Text, Time};
+    let s = &row.spec;
+    let secrets = &row.secrets;
+    [
+        ("name", Text(s.name.as_str())),
+        (
+            "description",
+            OptText(s.description.as_ref().map(|d| d.as_str())),
+        ),
+        ("engine", Text(s.engine.as_str())),
+        ("host", Text(s.host.as_str())),
+        ("port", Int(i64::from(s.port.get()), "port")),
+        ("database_name", Text(s.database.as_str())),
+        ("username", Text(s.username.as_str())),
+        ("tls_mode", Text(s.tls.mode().as_str())),
+        (
+            "tls_ca_cert_pem",
+            OptText(s.tls.ca_cert_pem().map(|c| c.as_str())),
+        ),
+        (
+            "tls_client_cert_pem",
+            OptText(s.tls.client_cert_pem().map(|c| c.as_str())),
+        ),
+        (
+            "tls_channel_binding",
+            Text(s.tls.channel_binding().as_str()),
+        ),
+        (
+            "connect_timeout_ms",
+            Int(
+                i64::from(s.options.connect_timeout_ms()),
+                "options.connect_timeout_ms",
+            ),
+        ),
+        (
+            "application_name",
+            OptText(s.options.application_name().map(|a| a.as_str())),
+        ),
+        ("monitoring_enabled", Bool(s.monitoring.enabled())),
+        (
+            "monitoring_interval_s",
+            Int(
+                i64::from(s.monitoring.interval_s()),
+                "monitoring.interval_s",
+            ),
+        ),
+        (
+            "monitoring_slow_ms",
+            Int(i64::from(s.monitoring.slow_ms()), "monitoring.slow_ms"),
+        ),
+        ("updated_at", Time(row.updated_at)),
+        ("kek_id", Text(secrets.dek.kek_id().as_str())),
+        ("wrapped_dek", Bytes(secrets.dek.to_bytes())),
+        ("sealed_password", Bytes(secrets.password.to_bytes())),
+        (
+            "sealed_client_key",
+            OptBytes(secrets.client_key_pem.as_ref().map(|k| k.to_bytes())),
+        ),
+    ]
+}
+
 /// A stored connection's columns but its secrets and health, rebuilt: the common part of
 /// [`StoredConnection`] (with [`Self::sealed`]) and [`Connection`] (with [`Self::shown`]).
 pub(super) struct ConnectionColumns {
@@ -463,6 +541,26 @@ impl<T> FactColumns<T> {
     }
 }
 
+/// Joins the fields of a connection's search text (PostgreSQL's `connection_search.search_text`,
+/// SQLite's `connection_search.body`): U+001F, which no name, description, host or tag may
+/// contain, so no search can match across two fields.
+pub(super) const SEARCH_SEPARATOR: char = '\u{1f}';
+
+/// A `LIKE` pattern (escape character `\`) matching `needle` as a literal, lowercased substring
+/// (Unicode lowercasing, the same as the stored search text's, whatever the database's own).
+pub(super) fn like_pattern(needle: &str) -> String {
+    let mut p = String::with_capacity(needle.len() + 2);
+    p.push('%');
+    for c in needle.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
 /// The offset of a page, after checking the page request against the contract's bounds.
 ///
 /// # Errors
@@ -510,5 +608,18 @@ mod tests {
             page_offset(1, MAX_PER_PAGE + 1).unwrap_err().field(),
             Some("per_page")
         );
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards_and_fold_case() {
+        assert_eq!(like_pattern("Ab"), "%ab%");
+        assert_eq!(like_pattern("50%_x\\"), "%50\\%\\_x\\\\%");
+        assert_eq!(like_pattern("ÉCOLE"), "%école%");
+        assert_eq!(like_pattern(""), "%%");
+    }
+
+    #[test]
+    fn like_patterns_take_wildcards_literally() {
+        assert_eq!(like_pattern("50%_a\\B"), "%50\\%\\_a\\\\b%");
     }
 }

@@ -14,8 +14,8 @@ use crate::store::{SealedSecrets, StoredConnection};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
 pub(super) use crate::store::columns::{
-    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, audit_row, check_row, corrupt,
-    policy_row, session_row, token_row, user_row,
+    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, SEARCH_SEPARATOR, audit_row, check_row,
+    corrupt, like_pattern, policy_row, session_row, token_row, user_row,
 };
 use crate::store::columns::{
     CONNECTIONS, ConnectionColumns, SpecColumns, column_reads, corrupt_value, health_row,
@@ -86,10 +86,6 @@ pub(super) fn search_terms(spec: &ConnectionSpec) -> Vec<String> {
     terms
 }
 
-/// Joins the terms in `connection_search.search_text` (migration 2): U+001F, which no name,
-/// description, host or tag may contain, so no search can match across two terms.
-pub(super) const SEARCH_SEPARATOR: char = '\u{1f}';
-
 /// The distinct runs of three ASCII characters of `text`, sorted, to look up in migration 2's
 /// trigram index; none when there are none.
 ///
@@ -105,20 +101,6 @@ pub(super) fn trigrams(text: &str) -> Vec<String> {
         .map(|w| w.iter().collect::<String>())
         .collect();
     set.into_iter().collect()
-}
-
-/// A `LIKE` pattern (escape character `\`) matching `needle` as a literal, lowercased substring.
-pub(super) fn like_pattern(needle: &str) -> String {
-    let mut p = String::with_capacity(needle.len() + 2);
-    p.push('%');
-    for c in needle.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
 }
 
 /// The columns [`connection_meta`] reads, from the table alias `c`.
@@ -258,13 +240,5 @@ mod tests {
         assert_eq!(trigrams("ééé"), Vec::<String>::new());
         assert_eq!(trigrams("über-db"), ["-db", "ber", "er-", "r-d"]);
         assert_eq!(trigrams("aaaa"), ["aaa"]);
-    }
-
-    #[test]
-    fn like_patterns_escape_wildcards_and_fold_case() {
-        assert_eq!(like_pattern("Ab"), "%ab%");
-        assert_eq!(like_pattern("50%_x\\"), "%50\\%\\_x\\\\%");
-        assert_eq!(like_pattern("ÉCOLE"), "%école%");
-        assert_eq!(like_pattern(""), "%%");
     }
 }

@@ -14,8 +14,8 @@ use crate::store::SealedSecrets;
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
 pub(super) use crate::store::columns::{
-    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, audit_row, check_row, corrupt,
-    health_row, policy_row, session_row, token_row, user_row,
+    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, SEARCH_SEPARATOR, audit_row, check_row,
+    corrupt, health_row, like_pattern, policy_row, session_row, token_row, user_row,
 };
 use crate::store::columns::{
     CONNECTIONS, ConnectionColumns, SpecColumns, column_reads, corrupt_value,
@@ -139,24 +139,6 @@ pub(super) fn get_list(row: &Row<'_>, table: &'static str, column: &str) -> Resu
 pub(super) fn search_fold(s: &str) -> String {
     s.to_lowercase()
 }
-
-/// A `LIKE` pattern matching `needle` as a literal substring (with `ESCAPE '\'`).
-pub(super) fn like_pattern(needle: &str) -> String {
-    let mut p = String::with_capacity(needle.len() + 2);
-    p.push('%');
-    for c in search_fold(needle).chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
-}
-
-/// Joins the fields of a connection's search text (`connection_search.body`): U+001F, which no
-/// name, description, host or tag may contain, so no search can match across two fields.
-pub(super) const SEARCH_SEPARATOR: char = '\u{1f}';
 
 /// The searchable text of a connection: name, description, host and tags, each lowercased by
 /// [`search_fold`], joined with [`SEARCH_SEPARATOR`] (an absent description is empty).
@@ -324,11 +306,6 @@ mod tests {
     fn fts_phrases_quote_and_double_quotes() {
         assert_eq!(fts_phrase("db-4"), "\"db-4\"");
         assert_eq!(fts_phrase("a\"b"), "\"a\"\"b\"");
-    }
-
-    #[test]
-    fn like_patterns_take_wildcards_literally() {
-        assert_eq!(like_pattern("50%_a\\B"), "%50\\%\\_a\\\\b%");
     }
 
     #[test]
