@@ -272,26 +272,23 @@ impl AccountStore for PostgresStore {
     }
 
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>> {
-        let client = self.client().await?;
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
-        client
-            .query_opt(&sql, &[&hash.as_slice()])
-            .await
-            .map_err(|e| db("reading a token", e))?
-            .map(|r| codec::token_row(&r))
-            .transpose()
+        self.held_by_hash(
+            ("tokens", TOKEN_COLUMNS),
+            hash,
+            "reading a token",
+            codec::token_row,
+        )
+        .await
     }
 
     async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1 ORDER BY created_at, id"
-        );
-        let rows = client
-            .query(&sql, &[user.as_uuid()])
-            .await
-            .map_err(|e| db("listing tokens", e))?;
-        rows.iter().map(codec::token_row).collect()
+        self.held_by_user(
+            ("tokens", TOKEN_COLUMNS),
+            user,
+            "listing tokens",
+            codec::token_row,
+        )
+        .await
     }
 
     async fn revoke_token(

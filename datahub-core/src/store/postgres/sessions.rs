@@ -51,26 +51,15 @@ impl SessionStore for PostgresStore {
     }
 
     async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
-        let client = self.client().await?;
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1");
-        client
-            .query_opt(&sql, &[&hash.as_slice()])
+        let table = ("sessions", SESSION_COLUMNS);
+        self.held_by_hash(table, hash, "reading a session", session_row)
             .await
-            .map_err(|e| db("reading a session", e))?
-            .map(|r| session_row(&r))
-            .transpose()
     }
 
     async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"
-        );
-        let rows = client
-            .query(&sql, &[user.as_uuid()])
+        let table = ("sessions", SESSION_COLUMNS);
+        self.held_by_user(table, user, "listing sessions", session_row)
             .await
-            .map_err(|e| db("listing sessions", e))?;
-        rows.iter().map(session_row).collect()
     }
 
     async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::audit::append_audit_in;
 use super::codec::{self, get, micros, team_id_from_row, token_row, user_row};
-use super::{SqliteStore, collect, conflict, db_error, row_exists};
+use super::{SqliteStore, collect, conflict, db_error, held_taken, require_row, row_exists};
 use crate::audit::AuditEvent;
 use crate::model::{Directory, DirectoryTeam, DirectoryUser, TOKEN_TOUCH_INTERVAL, Team};
 use crate::store::{AccountStore, StoredToken, StoredUser};
@@ -296,21 +296,8 @@ impl AccountStore for SqliteStore {
                 let hash = token.hash;
                 let token = token.info;
                 let user = token.user.to_string();
-                if !row_exists(
-                    tx,
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-                    &user,
-                )? {
-                    return Err(Error::not_found("user").with_field("user_id"));
-                }
-                let taken: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?1 OR hash = ?2)",
-                        params![token.id.to_string(), hash.as_slice()],
-                        |r| r.get(0),
-                    )
-                    .map_err(db_error)?;
-                if taken {
+                require_row(tx, "users", &user, "user", "user_id")?;
+                if held_taken(tx, "tokens", &token.id.to_string(), &hash)? {
                     return Err(conflict("token_id", "this token exists"));
                 }
                 tx.execute(
@@ -337,31 +324,11 @@ impl AccountStore for SqliteStore {
     }
 
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>> {
-        let hash = *hash;
-        self.pool
-            .read(move |conn| {
-                Ok(collect(
-                    conn,
-                    "SELECT * FROM tokens WHERE hash = ?1",
-                    [hash.as_slice()],
-                    |r| token_row(r),
-                )?
-                .pop())
-            })
-            .await
+        self.held_by_hash("tokens", hash, |r| token_row(r)).await
     }
 
     async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
-        self.pool
-            .read(move |conn| {
-                collect(
-                    conn,
-                    "SELECT * FROM tokens WHERE user_id = ?1 ORDER BY created_at, id",
-                    [user.to_string()],
-                    |r| token_row(r),
-                )
-            })
-            .await
+        self.held_by_user("tokens", user, |r| token_row(r)).await
     }
 
     async fn revoke_token(

@@ -12,7 +12,7 @@ use super::codec::{
     health_row, micros, search_body, search_fold, secrets_from_row,
 };
 use super::list::{LIST_FROM_CONNECTIONS, list_filter, list_order};
-use super::{SqliteStore, collect, conflict, db_error, i64_of, row_exists};
+use super::{SqliteStore, collect, conflict, db_error, i64_of, require_row, row_exists};
 use crate::audit::AuditEvent;
 use crate::model::{Connection, ConnectionName, ListQuery, NamedGrant, Page, Visibility};
 use crate::rbac::{Grant, GrantLevel, Grantee};
@@ -387,24 +387,12 @@ impl ConnectionStore for SqliteStore {
                     let (user, team) = match g.grantee {
                         Grantee::User(u) => {
                             let u = u.to_string();
-                            if !row_exists(
-                                tx,
-                                "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-                                &u,
-                            )? {
-                                return Err(Error::not_found("user").with_field("user_id"));
-                            }
+                            require_row(tx, "users", &u, "user", "user_id")?;
                             (Some(u), None)
                         }
                         Grantee::Team(t) => {
                             let t = t.to_string();
-                            if !row_exists(
-                                tx,
-                                "SELECT EXISTS (SELECT 1 FROM teams WHERE id = ?1)",
-                                &t,
-                            )? {
-                                return Err(Error::not_found("team").with_field("team_id"));
-                            }
+                            require_row(tx, "teams", &t, "team", "team_id")?;
                             (None, Some(t))
                         }
                     };

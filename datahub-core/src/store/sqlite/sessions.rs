@@ -8,10 +8,10 @@ use time::OffsetDateTime;
 use super::accounts::update_user_in;
 use super::audit::append_audit_in;
 use super::codec::{micros, session_row};
-use super::{SqliteStore, collect, conflict, db_error, row_exists};
+use super::{SqliteStore, conflict, db_error, held_taken, require_row};
 use crate::audit::AuditEvent;
 use crate::store::{SessionStore, StoredSession, StoredUser};
-use crate::{Error, Result, SessionId, UserId};
+use crate::{Result, SessionId, UserId};
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -24,21 +24,8 @@ impl SessionStore for SqliteStore {
         self.pool
             .write(move |tx| {
                 let user = s.user.to_string();
-                if !row_exists(
-                    tx,
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-                    &user,
-                )? {
-                    return Err(Error::not_found("user").with_field("user_id"));
-                }
-                let taken: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1 OR hash = ?2)",
-                        params![s.id.to_string(), s.hash.as_slice()],
-                        |r| r.get(0),
-                    )
-                    .map_err(db_error)?;
-                if taken {
+                require_row(tx, "users", &user, "user", "user_id")?;
+                if held_taken(tx, "sessions", &s.id.to_string(), &s.hash)? {
                     return Err(conflict("session_id", "this session exists"));
                 }
                 tx.execute(
@@ -63,30 +50,12 @@ impl SessionStore for SqliteStore {
     }
 
     async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
-        let hash = *hash;
-        self.pool
-            .read(move |conn| {
-                Ok(collect(
-                    conn,
-                    "SELECT * FROM sessions WHERE hash = ?1",
-                    [hash.as_slice()],
-                    |r| session_row(r),
-                )?
-                .pop())
-            })
+        self.held_by_hash("sessions", hash, |r| session_row(r))
             .await
     }
 
     async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
-        self.pool
-            .read(move |conn| {
-                collect(
-                    conn,
-                    "SELECT * FROM sessions WHERE user_id = ?1 ORDER BY created_at, id",
-                    [user.to_string()],
-                    |r| session_row(r),
-                )
-            })
+        self.held_by_user("sessions", user, |r| session_row(r))
             .await
     }
 
