@@ -35,26 +35,85 @@ pub(super) fn corrupt_value(table: &'static str, column: &str) -> Error {
     )
 }
 
-/// A connection's spec columns as read, before validation. Either backend reads its own column
-/// types into these; [`SpecColumns::into_spec`] is the one place that rebuilds the spec.
-pub(super) struct SpecColumns<'a> {
-    pub(super) name: &'a str,
-    pub(super) description: Option<&'a str>,
-    pub(super) engine: &'a str,
-    pub(super) host: &'a str,
-    pub(super) port: i64,
-    pub(super) database: &'a str,
-    pub(super) username: &'a str,
-    pub(super) tls_mode: &'a str,
-    pub(super) ca_cert_pem: Option<&'a str>,
-    pub(super) client_cert_pem: Option<&'a str>,
-    pub(super) channel_binding: &'a str,
-    pub(super) connect_timeout_ms: i64,
-    pub(super) application_name: Option<&'a str>,
-    pub(super) tags: Vec<&'a str>,
-    pub(super) monitoring_enabled: bool,
-    pub(super) monitoring_interval_s: i64,
-    pub(super) monitoring_slow_ms: i64,
+/// The common part of a connection row: id, spec, owner, version and times, every value
+/// validated again; `tags` as the backend keeps them (PostgreSQL in an array column, SQLite in
+/// a table of its own).
+///
+/// # Errors
+/// `Store` ("corrupt row in connections") when a column is missing or a value breaks its
+/// field's rule.
+pub(super) fn connection_columns(
+    row: &impl ColumnRead,
+    tags: &[String],
+) -> Result<ConnectionColumns> {
+    let t = CONNECTIONS;
+    let (name, description, engine, host) = (
+        row.text(t, "name")?,
+        row.opt_text(t, "description")?,
+        row.text(t, "engine")?,
+        row.text(t, "host")?,
+    );
+    let (database, username, tls_mode) = (
+        row.text(t, "database_name")?,
+        row.text(t, "username")?,
+        row.text(t, "tls_mode")?,
+    );
+    let (ca, client_cert, channel_binding) = (
+        row.opt_text(t, "tls_ca_cert_pem")?,
+        row.opt_text(t, "tls_client_cert_pem")?,
+        row.text(t, "tls_channel_binding")?,
+    );
+    let application_name = row.opt_text(t, "application_name")?;
+    let spec = SpecColumns {
+        name: &name,
+        description: description.as_deref(),
+        engine: &engine,
+        host: &host,
+        port: row.int32(t, "port")?,
+        database: &database,
+        username: &username,
+        tls_mode: &tls_mode,
+        ca_cert_pem: ca.as_deref(),
+        client_cert_pem: client_cert.as_deref(),
+        channel_binding: &channel_binding,
+        connect_timeout_ms: row.int32(t, "connect_timeout_ms")?,
+        application_name: application_name.as_deref(),
+        tags: tags.iter().map(String::as_str).collect(),
+        monitoring_enabled: row.bool(t, "monitoring_enabled")?,
+        monitoring_interval_s: row.int32(t, "monitoring_interval_s")?,
+        monitoring_slow_ms: row.int32(t, "monitoring_slow_ms")?,
+    }
+    .into_spec()?;
+    ConnectionColumns::new(
+        ConnectionId::from_uuid(row.uuid(t, "id")?),
+        spec,
+        UserId::from_uuid(row.uuid(t, "owner")?),
+        row.u64(t, "version")?,
+        row.time(t, "created_at")?,
+        row.time(t, "updated_at")?,
+    )
+}
+
+/// A connection's spec columns as read, before validation; [`SpecColumns::into_spec`] is the
+/// one place that rebuilds the spec.
+struct SpecColumns<'a> {
+    name: &'a str,
+    description: Option<&'a str>,
+    engine: &'a str,
+    host: &'a str,
+    port: i64,
+    database: &'a str,
+    username: &'a str,
+    tls_mode: &'a str,
+    ca_cert_pem: Option<&'a str>,
+    client_cert_pem: Option<&'a str>,
+    channel_binding: &'a str,
+    connect_timeout_ms: i64,
+    application_name: Option<&'a str>,
+    tags: Vec<&'a str>,
+    monitoring_enabled: bool,
+    monitoring_interval_s: i64,
+    monitoring_slow_ms: i64,
 }
 
 impl SpecColumns<'_> {
@@ -62,7 +121,7 @@ impl SpecColumns<'_> {
     ///
     /// # Errors
     /// `Store` ("corrupt row in connections") when a value breaks its field's rule.
-    pub(super) fn into_spec(self) -> Result<ConnectionSpec> {
+    fn into_spec(self) -> Result<ConnectionSpec> {
         let bad = |e: Error| corrupt(CONNECTIONS, e);
         let cert = |pem: Option<&str>, field: &'static str| {
             pem.map(|p| CertificatePem::parse(field, p))
@@ -263,6 +322,8 @@ pub(super) trait ColumnRead {
     fn bool(&self, table: &'static str, column: &str) -> Result<bool>;
     fn opt_bool(&self, table: &'static str, column: &str) -> Result<Option<bool>>;
     fn int(&self, table: &'static str, column: &str) -> Result<i64>;
+    /// A whole number from a column PostgreSQL keeps as `integer` (32 bits).
+    fn int32(&self, table: &'static str, column: &str) -> Result<i64>;
     fn opt_int(&self, table: &'static str, column: &str) -> Result<Option<i64>>;
     fn opt_f64(&self, table: &'static str, column: &str) -> Result<Option<f64>>;
     fn uuid(&self, table: &'static str, column: &str) -> Result<Uuid>;

@@ -18,7 +18,7 @@ pub(super) use crate::store::columns::{
     corrupt, like_pattern, policy_row, session_row, token_row, user_row,
 };
 use crate::store::columns::{
-    CONNECTIONS, ConnectionColumns, SpecColumns, column_reads, corrupt_value, health_row,
+    CONNECTIONS, ConnectionColumns, column_reads, connection_columns, corrupt_value, health_row,
 };
 
 /// Reads one column; a missing column, a NULL where none may be, or a value of the wrong type is
@@ -48,6 +48,7 @@ impl ColumnRead for Row {
         bool: bool = get;
         opt_bool: Option<bool> = get;
         int: i64 = get;
+        int32: i64 = get_i32_as_i64;
         opt_int: Option<i64> = get;
         opt_f64: Option<f64> = get;
         uuid: Uuid = get;
@@ -116,36 +117,8 @@ pub(super) const SECRET_COLUMNS: &str =
 
 /// The non-secret columns of a connection row (with [`SPEC_COLUMNS`]), rebuilt.
 fn connection_meta(row: &Row) -> Result<ConnectionColumns> {
-    let t = CONNECTIONS;
-    let tags: Vec<&str> = get(row, t, "tags")?;
-    let spec = SpecColumns {
-        name: get(row, t, "name")?,
-        description: get(row, t, "description")?,
-        engine: get(row, t, "engine")?,
-        host: get(row, t, "host")?,
-        port: get_i32_as_i64(row, t, "port")?,
-        database: get(row, t, "database_name")?,
-        username: get(row, t, "username")?,
-        tls_mode: get(row, t, "tls_mode")?,
-        ca_cert_pem: get(row, t, "tls_ca_cert_pem")?,
-        client_cert_pem: get(row, t, "tls_client_cert_pem")?,
-        channel_binding: get(row, t, "tls_channel_binding")?,
-        connect_timeout_ms: get_i32_as_i64(row, t, "connect_timeout_ms")?,
-        application_name: get(row, t, "application_name")?,
-        tags,
-        monitoring_enabled: get(row, t, "monitoring_enabled")?,
-        monitoring_interval_s: get_i32_as_i64(row, t, "monitoring_interval_s")?,
-        monitoring_slow_ms: get_i32_as_i64(row, t, "monitoring_slow_ms")?,
-    }
-    .into_spec()?;
-    ConnectionColumns::new(
-        ConnectionId::from_uuid(get(row, t, "id")?),
-        spec,
-        UserId::from_uuid(get(row, t, "owner")?),
-        row.u64(t, "version")?,
-        get(row, t, "created_at")?,
-        get(row, t, "updated_at")?,
-    )
+    let tags: Vec<String> = get(row, CONNECTIONS, "tags")?;
+    connection_columns(row, &tags)
 }
 
 /// Parses a wrapped data key and checks that it names the KEK its `kek_id` column says.

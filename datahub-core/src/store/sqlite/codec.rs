@@ -11,14 +11,14 @@ use uuid::Uuid;
 use crate::crypto::{SealedValue, WrappedDek};
 use crate::model::ConnectionSpec;
 use crate::store::SealedSecrets;
-use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
+use crate::{Error, ErrorKind, Result, TeamId};
 
 pub(super) use crate::store::columns::{
     AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, SEARCH_SEPARATOR, audit_row, check_row,
     corrupt, health_row, like_pattern, policy_row, session_row, token_row, user_row,
 };
 use crate::store::columns::{
-    CONNECTIONS, ConnectionColumns, SpecColumns, column_reads, corrupt_value,
+    CONNECTIONS, ConnectionColumns, column_reads, connection_columns, corrupt_value,
 };
 
 /// Reads one column; a missing column or a value of the wrong type is a corrupt row.
@@ -188,55 +188,11 @@ pub(super) const SECRET_COLUMNS: &str = "c.wrapped_dek, c.sealed_password, c.sea
 /// The common part of a connection row (with [`SPEC_COLUMNS`]): id, spec, owner, version and
 /// times.
 pub(super) fn common_from_row(row: &Row<'_>) -> Result<ConnectionColumns> {
-    let t = CONNECTIONS;
-    let text = |column: &str| get::<String>(row, t, column);
-    let opt_text = |column: &str| get::<Option<String>>(row, t, column);
-    let (name, description, engine, host) = (
-        text("name")?,
-        opt_text("description")?,
-        text("engine")?,
-        text("host")?,
-    );
-    let (database, username, tls_mode) =
-        (text("database_name")?, text("username")?, text("tls_mode")?);
-    let (ca, client_cert, channel_binding) = (
-        opt_text("tls_ca_cert_pem")?,
-        opt_text("tls_client_cert_pem")?,
-        text("tls_channel_binding")?,
-    );
-    let application_name = opt_text("application_name")?;
-    let tags = opt_text("tags")?;
-    let spec = SpecColumns {
-        name: &name,
-        description: description.as_deref(),
-        engine: &engine,
-        host: &host,
-        port: get(row, t, "port")?,
-        database: &database,
-        username: &username,
-        tls_mode: &tls_mode,
-        ca_cert_pem: ca.as_deref(),
-        client_cert_pem: client_cert.as_deref(),
-        channel_binding: &channel_binding,
-        connect_timeout_ms: get(row, t, "connect_timeout_ms")?,
-        application_name: application_name.as_deref(),
-        tags: match tags.as_deref() {
-            None | Some("") => Vec::new(),
-            Some(s) => s.split('\n').collect(),
-        },
-        monitoring_enabled: get_bool(row, t, "monitoring_enabled")?,
-        monitoring_interval_s: get(row, t, "monitoring_interval_s")?,
-        monitoring_slow_ms: get(row, t, "monitoring_slow_ms")?,
-    }
-    .into_spec()?;
-    ConnectionColumns::new(
-        ConnectionId::from_uuid(get_uuid(row, t, "id")?),
-        spec,
-        UserId::from_uuid(get_uuid(row, t, "owner")?),
-        get_u64(row, t, "version")?,
-        get_time(row, t, "created_at")?,
-        get_time(row, t, "updated_at")?,
-    )
+    let tags: Vec<String> = match get::<Option<String>>(row, CONNECTIONS, "tags")?.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(s) => s.split('\n').map(str::to_owned).collect(),
+    };
+    connection_columns(row, &tags)
 }
 
 pub(super) fn secrets_from_row(row: &Row<'_>) -> Result<SealedSecrets> {
@@ -268,6 +224,7 @@ impl ColumnRead for Row<'_> {
         bool: bool = get_bool;
         opt_bool: Option<bool> = get;
         int: i64 = get;
+        int32: i64 = get;
         opt_int: Option<i64> = get;
         opt_f64: Option<f64> = get;
         uuid: Uuid = get_uuid;
