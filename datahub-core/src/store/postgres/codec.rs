@@ -13,13 +13,13 @@ use crate::rbac::{Grant, GrantLevel, Grantee};
 use crate::store::{SealedSecrets, StoredConnection};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
-pub(super) use crate::store::columns::{
-    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, SEARCH_SEPARATOR, audit_row, check_row,
-    corrupt, like_pattern, policy_row, session_row, token_row, user_row,
+use crate::store::columns::{CONNECTIONS, ConnectionColumns, connection_columns, corrupt_value};
+pub(super) use crate::store::columns::{SEARCH_SEPARATOR, corrupt, like_pattern};
+pub(super) use crate::store::rows::{
+    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, audit_row, check_row, policy_row,
+    session_row, token_row, user_row,
 };
-use crate::store::columns::{
-    CONNECTIONS, ConnectionColumns, column_reads, connection_columns, corrupt_value, health_row,
-};
+use crate::store::rows::{column_reads, health_row};
 
 /// Reads one column; a missing column, a NULL where none may be, or a value of the wrong type is
 /// a corrupt row.

@@ -13,12 +13,12 @@ use crate::model::ConnectionSpec;
 use crate::store::SealedSecrets;
 use crate::{Error, ErrorKind, Result, TeamId};
 
-pub(super) use crate::store::columns::{
-    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, SEARCH_SEPARATOR, audit_row, check_row,
-    corrupt, health_row, like_pattern, policy_row, session_row, token_row, user_row,
-};
-use crate::store::columns::{
-    CONNECTIONS, ConnectionColumns, column_reads, connection_columns, corrupt_value,
+use crate::store::columns::{CONNECTIONS, ConnectionColumns, connection_columns, corrupt_value};
+pub(super) use crate::store::columns::{SEARCH_SEPARATOR, corrupt, like_pattern};
+use crate::store::rows::column_reads;
+pub(super) use crate::store::rows::{
+    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, audit_row, check_row, health_row,
+    policy_row, session_row, token_row, user_row,
 };
 
 /// Reads one column; a missing column or a value of the wrong type is a corrupt row.
