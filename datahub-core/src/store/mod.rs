@@ -36,6 +36,7 @@
 mod columns;
 mod migrate;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 pub use migrate::{Applied, Migration, plan as migration_plan};

@@ -14,6 +14,36 @@ use crate::model::{Directory, DirectoryTeam, DirectoryUser, TOKEN_TOUCH_INTERVAL
 use crate::store::{AccountStore, StoredToken, StoredUser};
 use crate::{Error, Result, TeamId, TokenId, UserId};
 
+/// Writes a user's role, password hash, disabled flag and update time in `tx`: the one user
+/// update, for [`AccountStore::update_user`] and for ending the user's sessions with it.
+///
+/// # Errors
+/// `NotFound` ("user") when no user has the id; `Store` when the database fails.
+pub(super) async fn update_user_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    user: &StoredUser,
+    doing: &str,
+) -> Result<()> {
+    let updated = tx
+        .execute(
+            "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
+             WHERE id = $1",
+            &[
+                user.user.id.as_uuid(),
+                &user.user.role.as_str(),
+                &user.password_hash,
+                &user.user.disabled,
+                &user.user.updated_at,
+            ],
+        )
+        .await
+        .map_err(|e| write_error(doing, e))?;
+    if updated == 0 {
+        return Err(Error::not_found("user"));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl AccountStore for PostgresStore {
     async fn insert_user(&self, user: &StoredUser, audit: &AuditEvent) -> Result<()> {
@@ -43,23 +73,7 @@ impl AccountStore for PostgresStore {
         const DOING: &str = "updating a user";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
-        let updated = tx
-            .execute(
-                "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
-                 WHERE id = $1",
-                &[
-                    user.user.id.as_uuid(),
-                    &user.user.role.as_str(),
-                    &user.password_hash,
-                    &user.user.disabled,
-                    &user.user.updated_at,
-                ],
-            )
-            .await
-            .map_err(|e| write_error(DOING, e))?;
-        if updated == 0 {
-            return Err(Error::not_found("user"));
-        }
+        update_user_in(&tx, user, DOING).await?;
         append_in(&tx, audit).await?;
         tx.commit().await.map_err(|e| db(DOING, e))
     }
@@ -258,26 +272,23 @@ impl AccountStore for PostgresStore {
     }
 
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>> {
-        let client = self.client().await?;
-        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1");
-        client
-            .query_opt(&sql, &[&hash.as_slice()])
-            .await
-            .map_err(|e| db("reading a token", e))?
-            .map(|r| codec::token_row(&r))
-            .transpose()
+        self.held_by_hash(
+            ("tokens", TOKEN_COLUMNS),
+            hash,
+            "reading a token",
+            codec::token_row,
+        )
+        .await
     }
 
     async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE user_id = $1 ORDER BY created_at, id"
-        );
-        let rows = client
-            .query(&sql, &[user.as_uuid()])
-            .await
-            .map_err(|e| db("listing tokens", e))?;
-        rows.iter().map(codec::token_row).collect()
+        self.held_by_user(
+            ("tokens", TOKEN_COLUMNS),
+            user,
+            "listing tokens",
+            codec::token_row,
+        )
+        .await
     }
 
     async fn revoke_token(

@@ -3,8 +3,6 @@
 //! visibility, sort and search through the trigram index of migration 2) in SQL.
 
 use async_trait::async_trait;
-use time::OffsetDateTime;
-use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use super::audit::append_in;
@@ -14,7 +12,7 @@ use super::{Params, PostgresStore, page_total, write_error};
 use crate::audit::AuditEvent;
 use crate::model::{Connection, ConnectionName, ListQuery, NamedGrant, Page, SortKey, Visibility};
 use crate::rbac::{Grant, Grantee};
-use crate::store::columns::{self, page_offset};
+use crate::store::columns::{self, ColumnValue, page_offset};
 use crate::store::{ConnectionStore, StoredConnection};
 use crate::{ConnectionId, Error, ErrorKind, Result};
 
@@ -35,125 +33,38 @@ async fn missing_or_stale(
     }
 }
 
-/// The owned column values of a connection row, shared by insert and update.
-struct ConnectionValues {
-    name: String,
-    description: Option<String>,
-    engine: &'static str,
-    host: String,
-    port: i32,
-    database: String,
-    username: String,
-    tls_mode: &'static str,
-    ca_cert: Option<String>,
-    client_cert: Option<String>,
-    channel_binding: &'static str,
-    connect_timeout_ms: i32,
-    application_name: Option<String>,
-    tags: Vec<String>,
-    monitoring_enabled: bool,
-    interval_s: i32,
-    slow_ms: i32,
-    search_terms: Vec<String>,
-    updated_at: OffsetDateTime,
-    kek_id: String,
-    wrapped_dek: Vec<u8>,
-    sealed_password: Vec<u8>,
-    sealed_client_key: Option<Vec<u8>>,
-}
-
-/// The columns of [`ConnectionValues::params`], in order.
-const VALUE_COLUMNS: [&str; 23] = [
-    "name",
-    "description",
-    "engine",
-    "host",
-    "port",
-    "database_name",
-    "username",
-    "tls_mode",
-    "tls_ca_cert_pem",
-    "tls_client_cert_pem",
-    "tls_channel_binding",
-    "connect_timeout_ms",
-    "application_name",
-    "tags",
-    "monitoring_enabled",
-    "monitoring_interval_s",
-    "monitoring_slow_ms",
-    "search_terms",
-    "updated_at",
-    "kek_id",
-    "wrapped_dek",
-    "sealed_password",
-    "sealed_client_key",
-];
-
-impl ConnectionValues {
-    fn new(row: &StoredConnection) -> Result<Self> {
-        let s = &row.spec;
-        let int = |v: u32, field: &'static str| {
-            i32::try_from(v).map_err(|_| Error::invalid(field, "is too large"))
+/// Binds the values of every connection column but id, owner, version and created_at (the
+/// neutral ones of [`columns::connection_values`], then the tags and search terms), after what
+/// `p` holds; returns each column with its placeholder.
+///
+/// # Errors
+/// `InvalidInput` on a whole number too large for its `integer` column.
+fn bind_values(row: &StoredConnection, p: &mut Params) -> Result<Vec<(&'static str, String)>> {
+    let mut out = Vec::new();
+    for (column, value) in columns::connection_values(row) {
+        let placeholder = match value {
+            ColumnValue::Text(v) => p.bind(v.to_owned()),
+            ColumnValue::OptText(v) => p.bind(v.map(str::to_owned)),
+            ColumnValue::Int(v, field) => {
+                p.bind(i32::try_from(v).map_err(|_| Error::invalid(field, "is too large"))?)
+            }
+            ColumnValue::Bool(v) => p.bind(v),
+            ColumnValue::Time(v) => p.bind(v),
+            ColumnValue::Bytes(v) => p.bind(v),
+            ColumnValue::OptBytes(v) => p.bind(v),
         };
-        Ok(Self {
-            name: s.name.as_str().to_owned(),
-            description: s.description.as_ref().map(|d| d.as_str().to_owned()),
-            engine: s.engine.as_str(),
-            host: s.host.as_str().to_owned(),
-            port: i32::from(s.port.get()),
-            database: s.database.as_str().to_owned(),
-            username: s.username.as_str().to_owned(),
-            tls_mode: s.tls.mode().as_str(),
-            ca_cert: s.tls.ca_cert_pem().map(|c| c.as_str().to_owned()),
-            client_cert: s.tls.client_cert_pem().map(|c| c.as_str().to_owned()),
-            channel_binding: s.tls.channel_binding().as_str(),
-            connect_timeout_ms: int(s.options.connect_timeout_ms(), "options.connect_timeout_ms")?,
-            application_name: s.options.application_name().map(|a| a.as_str().to_owned()),
-            tags: s
-                .tags
-                .as_slice()
-                .iter()
-                .map(|t| t.as_str().to_owned())
-                .collect(),
-            monitoring_enabled: s.monitoring.enabled(),
-            interval_s: int(s.monitoring.interval_s(), "monitoring.interval_s")?,
-            slow_ms: int(s.monitoring.slow_ms(), "monitoring.slow_ms")?,
-            search_terms: codec::search_terms(s),
-            updated_at: row.updated_at,
-            kek_id: row.secrets.dek.kek_id().as_str().to_owned(),
-            wrapped_dek: row.secrets.dek.to_bytes(),
-            sealed_password: row.secrets.password.to_bytes(),
-            sealed_client_key: row.secrets.client_key_pem.as_ref().map(|k| k.to_bytes()),
-        })
+        out.push((column, placeholder));
     }
-
-    fn params(&self) -> [&(dyn ToSql + Sync); 23] {
-        [
-            &self.name,
-            &self.description,
-            &self.engine,
-            &self.host,
-            &self.port,
-            &self.database,
-            &self.username,
-            &self.tls_mode,
-            &self.ca_cert,
-            &self.client_cert,
-            &self.channel_binding,
-            &self.connect_timeout_ms,
-            &self.application_name,
-            &self.tags,
-            &self.monitoring_enabled,
-            &self.interval_s,
-            &self.slow_ms,
-            &self.search_terms,
-            &self.updated_at,
-            &self.kek_id,
-            &self.wrapped_dek,
-            &self.sealed_password,
-            &self.sealed_client_key,
-        ]
-    }
+    let tags: Vec<String> = row
+        .spec
+        .tags
+        .as_slice()
+        .iter()
+        .map(|t| t.as_str().to_owned())
+        .collect();
+    out.push(("tags", p.bind(tags)));
+    out.push(("search_terms", p.bind(codec::search_terms(&row.spec))));
+    Ok(out)
 }
 
 /// The condition matching `search` (a case-insensitive substring of name, description, host or
@@ -186,24 +97,23 @@ const SUMMARY_FROM: &str =
 impl ConnectionStore for PostgresStore {
     async fn insert_connection(&self, row: &StoredConnection, audit: &AuditEvent) -> Result<()> {
         const DOING: &str = "inserting a connection";
-        let values = ConnectionValues::new(row)?;
-        let id = *row.id.as_uuid();
-        let owner = *row.owner.as_uuid();
-        let version = to_i64(row.version, "version")?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &owner, &version, &row.created_at];
-        params.extend(values.params());
-        let columns = VALUE_COLUMNS.join(", ");
-        let placeholders = (1..=params.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut p = Params::default();
+        let mut placed = bind_values(row, &mut p)?;
+        placed.extend([
+            ("id", p.bind(*row.id.as_uuid())),
+            ("owner", p.bind(*row.owner.as_uuid())),
+            ("version", p.bind(to_i64(row.version, "version")?)),
+            ("created_at", p.bind(row.created_at)),
+        ]);
+        let (columns, placeholders): (Vec<&str>, Vec<String>) = placed.into_iter().unzip();
         let sql = format!(
-            "INSERT INTO connections (id, owner, version, created_at, {columns}) \
-             VALUES ({placeholders})"
+            "INSERT INTO connections ({}) VALUES ({})",
+            columns.join(", "),
+            placeholders.join(", ")
         );
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
-        tx.execute(&sql, &params)
+        tx.execute(&sql, &p.refs())
             .await
             .map_err(|e| write_error(DOING, e))?;
         append_in(&tx, audit).await?;
@@ -252,25 +162,24 @@ impl ConnectionStore for PostgresStore {
         audit: &AuditEvent,
     ) -> Result<u64> {
         const DOING: &str = "updating a connection";
-        let values = ConnectionValues::new(row)?;
         let id = *row.id.as_uuid();
-        let expected = to_i64(expected_version, "version")?;
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&id, &expected];
-        params.extend(values.params());
-        let sets = VALUE_COLUMNS
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c} = ${}", i + 3))
+        let mut p = Params::default();
+        let sets = bind_values(row, &mut p)?;
+        let id_at = p.bind(id);
+        let expected_at = p.bind(to_i64(expected_version, "version")?);
+        let sets = sets
+            .into_iter()
+            .map(|(column, placeholder)| format!("{column} = {placeholder}"))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!(
             "UPDATE connections SET {sets}, version = version + 1 \
-             WHERE id = $1 AND version = $2 RETURNING version"
+             WHERE id = {id_at} AND version = {expected_at} RETURNING version"
         );
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
         let updated = tx
-            .query_opt(&sql, &params)
+            .query_opt(&sql, &p.refs())
             .await
             .map_err(|e| write_error(DOING, e))?;
         let Some(updated) = updated else {

@@ -101,7 +101,7 @@ impl HealthStore for PostgresStore {
         }
         // The facts ride in the same upsert; without new ones (`facts_at` NULL) the stored
         // ones stay, column by column keyed on `facts_at`, so old and new never mix.
-        let facts = FactColumns::of(health);
+        let facts = FactColumns::of(health, |at| at);
         let upserted = tx
             .execute(
                 "INSERT INTO connection_health (connection_id, status, checked_at, latency_ms, \

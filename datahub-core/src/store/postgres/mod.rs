@@ -397,6 +397,47 @@ impl Params {
     }
 }
 
+/// What a user holds as a secret (a token or a session), each kept as its SHA-256: the tables
+/// `tokens` and `sessions` are read alike.
+impl PostgresStore {
+    /// The row of `table` (its `columns`) whose `hash` is `hash`, read by `f`; `doing` names
+    /// the read in an error.
+    async fn held_by_hash<T>(
+        &self,
+        (table, columns): (&str, &str),
+        hash: &[u8; 32],
+        doing: &str,
+        f: fn(&tokio_postgres::Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let client = self.client().await?;
+        let sql = format!("SELECT {columns} FROM {table} WHERE hash = $1");
+        client
+            .query_opt(&sql, &[&hash.as_slice()])
+            .await
+            .map_err(|e| db(doing, e))?
+            .map(|r| f(&r))
+            .transpose()
+    }
+
+    /// The rows of `table` (their `columns`) that `user` holds, oldest first, each read by `f`.
+    async fn held_by_user<T>(
+        &self,
+        (table, columns): (&str, &str),
+        user: crate::UserId,
+        doing: &str,
+        f: fn(&tokio_postgres::Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let client = self.client().await?;
+        let sql =
+            format!("SELECT {columns} FROM {table} WHERE user_id = $1 ORDER BY created_at, id");
+        let rows = client
+            .query(&sql, &[user.as_uuid()])
+            .await
+            .map_err(|e| db(doing, e))?;
+        rows.iter().map(f).collect()
+    }
+}
+
 fn page_total(rows: &[tokio_postgres::Row], table: &'static str) -> Result<Option<u64>> {
     rows.first()
         .map(|row| {

@@ -4,11 +4,11 @@
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
-use tokio_postgres::Row;
 
 use super::PostgresStore;
+use super::accounts::update_user_in;
 use super::audit::append_in;
-use super::codec::get;
+use super::codec::session_row;
 use super::error::{db, is_foreign_key_violation, is_unique_violation};
 use crate::audit::AuditEvent;
 use crate::store::{SessionStore, StoredSession, StoredUser};
@@ -17,28 +17,6 @@ use crate::{Error, ErrorKind, Result, SessionId, UserId};
 /// The columns [`session_row`] reads.
 const SESSION_COLUMNS: &str =
     "id, user_id, hash, created_at, expires_at, last_seen_at, client_addr, user_agent";
-
-const TABLE: &str = "sessions";
-
-fn session_row(row: &Row) -> Result<StoredSession> {
-    let hash: &[u8] = get(row, TABLE, "hash")?;
-    let hash = <[u8; 32]>::try_from(hash).map_err(|_| {
-        Error::new(
-            ErrorKind::Store,
-            "corrupt row in sessions: column hash holds an invalid value",
-        )
-    })?;
-    Ok(StoredSession {
-        id: SessionId::from_uuid(get(row, TABLE, "id")?),
-        user: UserId::from_uuid(get(row, TABLE, "user_id")?),
-        hash,
-        created_at: get(row, TABLE, "created_at")?,
-        expires_at: get(row, TABLE, "expires_at")?,
-        last_seen_at: get(row, TABLE, "last_seen_at")?,
-        client_addr: get(row, TABLE, "client_addr")?,
-        user_agent: get(row, TABLE, "user_agent")?,
-    })
-}
 
 #[async_trait]
 impl SessionStore for PostgresStore {
@@ -73,26 +51,15 @@ impl SessionStore for PostgresStore {
     }
 
     async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
-        let client = self.client().await?;
-        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE hash = $1");
-        client
-            .query_opt(&sql, &[&hash.as_slice()])
+        let table = ("sessions", SESSION_COLUMNS);
+        self.held_by_hash(table, hash, "reading a session", session_row)
             .await
-            .map_err(|e| db("reading a session", e))?
-            .map(|r| session_row(&r))
-            .transpose()
     }
 
     async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
-        let client = self.client().await?;
-        let sql = format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 ORDER BY created_at, id"
-        );
-        let rows = client
-            .query(&sql, &[user.as_uuid()])
+        let table = ("sessions", SESSION_COLUMNS);
+        self.held_by_user(table, user, "listing sessions", session_row)
             .await
-            .map_err(|e| db("listing sessions", e))?;
-        rows.iter().map(session_row).collect()
     }
 
     async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<bool> {
@@ -144,23 +111,7 @@ impl SessionStore for PostgresStore {
         const DOING: &str = "updating a user and ending their sessions";
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
-        let updated = tx
-            .execute(
-                "UPDATE users SET role = $2, password_hash = $3, disabled = $4, updated_at = $5 \
-                 WHERE id = $1",
-                &[
-                    user.user.id.as_uuid(),
-                    &user.user.role.as_str(),
-                    &user.password_hash,
-                    &user.user.disabled,
-                    &user.user.updated_at,
-                ],
-            )
-            .await
-            .map_err(|e| db(DOING, e))?;
-        if updated == 0 {
-            return Err(Error::not_found("user"));
-        }
+        update_user_in(&tx, user, DOING).await?;
         let ended = tx
             .execute(
                 "DELETE FROM sessions WHERE user_id = $1",

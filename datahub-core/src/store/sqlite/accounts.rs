@@ -6,8 +6,8 @@ use rusqlite::params;
 use time::OffsetDateTime;
 
 use super::audit::append_audit_in;
-use super::codec::{self, get, micros, team_id_from_row, token_from_row, user_from_row};
-use super::{SqliteStore, collect, conflict, db_error, row_exists};
+use super::codec::{self, get, micros, team_id_from_row, token_row, user_row};
+use super::{SqliteStore, collect, conflict, db_error, held_taken, require_row, row_exists};
 use crate::audit::AuditEvent;
 use crate::model::{Directory, DirectoryTeam, DirectoryUser, TOKEN_TOUCH_INTERVAL, Team};
 use crate::store::{AccountStore, StoredToken, StoredUser};
@@ -27,6 +27,32 @@ fn team_members(conn: &rusqlite::Connection, team: &str) -> Result<Vec<UserId>> 
         )?));
     }
     Ok(out)
+}
+
+/// Writes a user's role, password hash, disabled flag and update time in `tx`: the one user
+/// update, for [`AccountStore::update_user`] and for ending the user's sessions with it.
+///
+/// # Errors
+/// `NotFound` ("user", field `user_id`) when no user has the id; `Store` when the database
+/// fails.
+pub(super) fn update_user_in(tx: &rusqlite::Transaction<'_>, user: &StoredUser) -> Result<()> {
+    let changed = tx
+        .execute(
+            "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, updated_at = ?4 \
+             WHERE id = ?5",
+            params![
+                user.user.role.as_str(),
+                user.password_hash,
+                user.user.disabled,
+                micros(user.user.updated_at),
+                user.user.id.to_string()
+            ],
+        )
+        .map_err(db_error)?;
+    if changed == 0 {
+        return Err(Error::not_found("user").with_field("user_id"));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -72,22 +98,7 @@ impl AccountStore for SqliteStore {
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
-                let changed = tx
-                    .execute(
-                        "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, \
-                         updated_at = ?4 WHERE id = ?5",
-                        params![
-                            user.user.role.as_str(),
-                            user.password_hash,
-                            user.user.disabled,
-                            micros(user.user.updated_at),
-                            user.user.id.to_string()
-                        ],
-                    )
-                    .map_err(db_error)?;
-                if changed == 0 {
-                    return Err(Error::not_found("user").with_field("user_id"));
-                }
+                update_user_in(tx, &user)?;
                 append_audit_in(tx, &audit)?;
                 Ok(())
             })
@@ -101,7 +112,7 @@ impl AccountStore for SqliteStore {
                     conn,
                     "SELECT * FROM users WHERE id = ?1",
                     [id.to_string()],
-                    user_from_row,
+                    |r| user_row(r),
                 )?
                 .pop())
             })
@@ -116,7 +127,7 @@ impl AccountStore for SqliteStore {
                     conn,
                     "SELECT * FROM users WHERE username = ?1",
                     [username],
-                    user_from_row,
+                    |r| user_row(r),
                 )?
                 .pop())
             })
@@ -126,12 +137,9 @@ impl AccountStore for SqliteStore {
     async fn users(&self) -> Result<Vec<StoredUser>> {
         self.pool
             .read(|conn| {
-                collect(
-                    conn,
-                    "SELECT * FROM users ORDER BY username",
-                    [],
-                    user_from_row,
-                )
+                collect(conn, "SELECT * FROM users ORDER BY username", [], |r| {
+                    user_row(r)
+                })
             })
             .await
     }
@@ -288,21 +296,8 @@ impl AccountStore for SqliteStore {
                 let hash = token.hash;
                 let token = token.info;
                 let user = token.user.to_string();
-                if !row_exists(
-                    tx,
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-                    &user,
-                )? {
-                    return Err(Error::not_found("user").with_field("user_id"));
-                }
-                let taken: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?1 OR hash = ?2)",
-                        params![token.id.to_string(), hash.as_slice()],
-                        |r| r.get(0),
-                    )
-                    .map_err(db_error)?;
-                if taken {
+                require_row(tx, "users", &user, "user", "user_id")?;
+                if held_taken(tx, "tokens", &token.id.to_string(), &hash)? {
                     return Err(conflict("token_id", "this token exists"));
                 }
                 tx.execute(
@@ -329,31 +324,11 @@ impl AccountStore for SqliteStore {
     }
 
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>> {
-        let hash = *hash;
-        self.pool
-            .read(move |conn| {
-                Ok(collect(
-                    conn,
-                    "SELECT * FROM tokens WHERE hash = ?1",
-                    [hash.as_slice()],
-                    token_from_row,
-                )?
-                .pop())
-            })
-            .await
+        self.held_by_hash("tokens", hash, |r| token_row(r)).await
     }
 
     async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
-        self.pool
-            .read(move |conn| {
-                collect(
-                    conn,
-                    "SELECT * FROM tokens WHERE user_id = ?1 ORDER BY created_at, id",
-                    [user.to_string()],
-                    token_from_row,
-                )
-            })
-            .await
+        self.held_by_user("tokens", user, |r| token_row(r)).await
     }
 
     async fn revoke_token(

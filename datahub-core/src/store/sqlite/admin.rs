@@ -14,7 +14,7 @@ use crate::{ConnectionId, Result};
 pub(super) const TABLE: &str = "key_checks";
 
 use super::audit::append_audit_in;
-use super::codec::{self, encode_list, get, get_list, get_parsed, get_u64, micros};
+use super::codec::{self, encode_list, get, get_u64, micros, policy_row};
 use crate::crypto::KeyCheck;
 
 #[async_trait]
@@ -23,12 +23,7 @@ impl AdminStore for SqliteStore {
         self.pool
             .read(|conn| {
                 let found = collect(conn, "SELECT * FROM policy WHERE id = 1", [], |row| {
-                    let t = "policy";
-                    Ok(TargetPolicy {
-                        allow_cidrs: get_list(row, t, "allow_cidrs")?,
-                        deny_cidrs: get_list(row, t, "deny_cidrs")?,
-                        min_tls_mode: get_parsed(row, t, "min_tls_mode")?,
-                    })
+                    policy_row(row)
                 })?;
                 Ok(found.into_iter().next().unwrap_or_default())
             })

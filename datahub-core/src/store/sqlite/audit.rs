@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, Transaction, params, params_from_iter};
 
-use super::codec::{self, AUDIT_COLUMNS, audit_from_row, encode_list, micros};
+use super::codec::{self, AUDIT_COLUMNS, audit_row, encode_list, micros};
 use super::{SqliteStore, collect, db_error};
 use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
 use crate::model::{AuditQuery, Page};
@@ -83,7 +83,7 @@ impl AuditStore for SqliteStore {
                          ORDER BY seq LIMIT ?2"
                     ),
                     params![after, i64::from(limit)],
-                    audit_from_row,
+                    |r| audit_row(r),
                 )
             })
             .await
@@ -138,7 +138,7 @@ impl AuditStore for SqliteStore {
                 all.push(Value::Integer(i64::from(per_page)));
                 all.push(Value::Integer(offset));
                 Ok(columns::page(
-                    collect(conn, &sql, params_from_iter(all), audit_from_row)?,
+                    collect(conn, &sql, params_from_iter(all), |r| audit_row(r))?,
                     total,
                     page,
                     per_page,

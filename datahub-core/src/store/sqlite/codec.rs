@@ -8,18 +8,18 @@ use rusqlite::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::audit::{AuditEvent, AuditRecord, Outcome};
 use crate::crypto::{SealedValue, WrappedDek};
-use crate::model::{
-    Check, CheckFacts, ConnectionSpec, FailureKind, Health, HealthStatus, ServerInfo, TlsInfo,
-    TokenInfo, User,
-};
-use crate::rbac::Role;
-use crate::store::{SealedSecrets, StoredToken, StoredUser};
-use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, TokenId, UserId};
+use crate::model::ConnectionSpec;
+use crate::store::SealedSecrets;
+use crate::{Error, ErrorKind, Result, TeamId};
 
-pub(super) use crate::store::columns::corrupt;
-use crate::store::columns::{CONNECTIONS, ConnectionColumns, SpecColumns, corrupt_value};
+use crate::store::columns::{CONNECTIONS, ConnectionColumns, connection_columns, corrupt_value};
+pub(super) use crate::store::columns::{SEARCH_SEPARATOR, corrupt, like_pattern};
+use crate::store::rows::column_reads;
+pub(super) use crate::store::rows::{
+    AUDIT_COLUMNS, ColumnRead, FactColumns, HEALTH_COLUMNS, audit_row, check_row, health_row,
+    policy_row, session_row, token_row, user_row,
+};
 
 /// Reads one column; a missing column or a value of the wrong type is a corrupt row.
 pub(super) fn get<T: rusqlite::types::FromSql>(
@@ -84,16 +84,6 @@ pub(super) fn get_u64(row: &Row<'_>, table: &'static str, column: &str) -> Resul
     u64::try_from(get::<i64>(row, table, column)?).map_err(|_| corrupt_value(table, column))
 }
 
-pub(super) fn get_u32(row: &Row<'_>, table: &'static str, column: &str) -> Result<u32> {
-    u32::try_from(get::<i64>(row, table, column)?).map_err(|_| corrupt_value(table, column))
-}
-
-fn get_opt_u32(row: &Row<'_>, table: &'static str, column: &str) -> Result<Option<u32>> {
-    get::<Option<i64>>(row, table, column)?
-        .map(|v| u32::try_from(v).map_err(|_| corrupt_value(table, column)))
-        .transpose()
-}
-
 pub(super) fn get_bool(row: &Row<'_>, table: &'static str, column: &str) -> Result<bool> {
     match get::<i64>(row, table, column)? {
         0 => Ok(false),
@@ -110,21 +100,6 @@ pub(super) fn get_parsed<T: FromStr<Err = Error>>(
 ) -> Result<T> {
     let s: String = get(row, table, column)?;
     s.parse().map_err(|e| corrupt(table, e))
-}
-
-fn get_opt_parsed<T: FromStr<Err = Error>>(
-    row: &Row<'_>,
-    table: &'static str,
-    column: &str,
-) -> Result<Option<T>> {
-    get::<Option<String>>(row, table, column)?
-        .map(|s| s.parse().map_err(|e| corrupt(table, e)))
-        .transpose()
-}
-
-fn get_hash(row: &Row<'_>, table: &'static str, column: &str) -> Result<[u8; 32]> {
-    let bytes: Vec<u8> = get(row, table, column)?;
-    bytes.try_into().map_err(|_| corrupt_value(table, column))
 }
 
 /// Encodes a list of strings unambiguously: `<byte length>:<text>` for each, concatenated.
@@ -164,24 +139,6 @@ pub(super) fn get_list(row: &Row<'_>, table: &'static str, column: &str) -> Resu
 pub(super) fn search_fold(s: &str) -> String {
     s.to_lowercase()
 }
-
-/// A `LIKE` pattern matching `needle` as a literal substring (with `ESCAPE '\'`).
-pub(super) fn like_pattern(needle: &str) -> String {
-    let mut p = String::with_capacity(needle.len() + 2);
-    p.push('%');
-    for c in search_fold(needle).chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            p.push('\\');
-        }
-        p.push(c);
-    }
-    p.push('%');
-    p
-}
-
-/// Joins the fields of a connection's search text (`connection_search.body`): U+001F, which no
-/// name, description, host or tag may contain, so no search can match across two fields.
-pub(super) const SEARCH_SEPARATOR: char = '\u{1f}';
 
 /// The searchable text of a connection: name, description, host and tags, each lowercased by
 /// [`search_fold`], joined with [`SEARCH_SEPARATOR`] (an absent description is empty).
@@ -228,68 +185,14 @@ pub(super) const SPEC_COLUMNS: &str = "c.id, c.name, c.description, c.engine, c.
 /// The secret columns [`secrets_from_row`] reads.
 pub(super) const SECRET_COLUMNS: &str = "c.wrapped_dek, c.sealed_password, c.sealed_client_key";
 
-/// The health columns [`health_from_row`] reads (from a `LEFT JOIN connection_health h`).
-pub(super) const HEALTH_COLUMNS: &str = "h.status AS h_status, h.checked_at AS h_checked_at, \
-    h.latency_ms AS h_latency_ms, h.error_kind AS h_error_kind, h.uptime_24h AS h_uptime_24h, \
-    h.facts_at AS h_facts_at, h.server_version AS h_server_version, \
-    h.server_in_recovery AS h_server_in_recovery, \
-    h.server_connections_used AS h_server_connections_used, \
-    h.server_max_connections AS h_server_max_connections, h.tls_protocol AS h_tls_protocol, \
-    h.tls_cipher AS h_tls_cipher, h.tls_peer_subject AS h_tls_peer_subject, \
-    h.tls_peer_not_after AS h_tls_peer_not_after";
-
 /// The common part of a connection row (with [`SPEC_COLUMNS`]): id, spec, owner, version and
 /// times.
 pub(super) fn common_from_row(row: &Row<'_>) -> Result<ConnectionColumns> {
-    let t = CONNECTIONS;
-    let text = |column: &str| get::<String>(row, t, column);
-    let opt_text = |column: &str| get::<Option<String>>(row, t, column);
-    let (name, description, engine, host) = (
-        text("name")?,
-        opt_text("description")?,
-        text("engine")?,
-        text("host")?,
-    );
-    let (database, username, tls_mode) =
-        (text("database_name")?, text("username")?, text("tls_mode")?);
-    let (ca, client_cert, channel_binding) = (
-        opt_text("tls_ca_cert_pem")?,
-        opt_text("tls_client_cert_pem")?,
-        text("tls_channel_binding")?,
-    );
-    let application_name = opt_text("application_name")?;
-    let tags = opt_text("tags")?;
-    let spec = SpecColumns {
-        name: &name,
-        description: description.as_deref(),
-        engine: &engine,
-        host: &host,
-        port: get(row, t, "port")?,
-        database: &database,
-        username: &username,
-        tls_mode: &tls_mode,
-        ca_cert_pem: ca.as_deref(),
-        client_cert_pem: client_cert.as_deref(),
-        channel_binding: &channel_binding,
-        connect_timeout_ms: get(row, t, "connect_timeout_ms")?,
-        application_name: application_name.as_deref(),
-        tags: match tags.as_deref() {
-            None | Some("") => Vec::new(),
-            Some(s) => s.split('\n').collect(),
-        },
-        monitoring_enabled: get_bool(row, t, "monitoring_enabled")?,
-        monitoring_interval_s: get(row, t, "monitoring_interval_s")?,
-        monitoring_slow_ms: get(row, t, "monitoring_slow_ms")?,
-    }
-    .into_spec()?;
-    ConnectionColumns::new(
-        ConnectionId::from_uuid(get_uuid(row, t, "id")?),
-        spec,
-        UserId::from_uuid(get_uuid(row, t, "owner")?),
-        get_u64(row, t, "version")?,
-        get_time(row, t, "created_at")?,
-        get_time(row, t, "updated_at")?,
-    )
+    let tags: Vec<String> = match get::<Option<String>>(row, CONNECTIONS, "tags")?.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(s) => s.split('\n').map(str::to_owned).collect(),
+    };
+    connection_columns(row, &tags)
 }
 
 pub(super) fn secrets_from_row(row: &Row<'_>) -> Result<SealedSecrets> {
@@ -308,166 +211,29 @@ pub(super) fn secrets_from_row(row: &Row<'_>) -> Result<SealedSecrets> {
     })
 }
 
-pub(super) fn health_from_row(row: &Row<'_>) -> Result<Health> {
-    let t = "connection_health";
-    let Some(status) = get_opt_parsed::<HealthStatus>(row, t, "h_status")? else {
-        return Ok(Health::default());
-    };
-    Ok(Health {
-        status,
-        checked_at: get_opt_time(row, t, "h_checked_at")?,
-        latency_ms: get_opt_u32(row, t, "h_latency_ms")?,
-        error_kind: get_opt_parsed::<FailureKind>(row, t, "h_error_kind")?,
-        uptime_24h: get(row, t, "h_uptime_24h")?,
-        facts: facts_from_row(row)?,
-    })
-}
-
-/// The fact columns of `connection_health` as written: all `None` when `health` brings no
-/// facts (the upsert then keeps the stored ones).
-#[derive(Debug, Default)]
-pub(super) struct FactColumns {
-    pub(super) at: Option<i64>,
-    pub(super) server_version: Option<String>,
-    pub(super) in_recovery: Option<bool>,
-    pub(super) connections_used: Option<i64>,
-    pub(super) max_connections: Option<i64>,
-    pub(super) tls_protocol: Option<String>,
-    pub(super) tls_cipher: Option<String>,
-    pub(super) tls_peer_subject: Option<String>,
-    pub(super) tls_peer_not_after: Option<i64>,
-}
-
-impl FactColumns {
-    pub(super) fn of(health: &Health) -> Self {
-        let Some(facts) = &health.facts else {
-            return Self::default();
-        };
-        let server = facts.server.as_ref();
-        let tls = facts.tls.as_ref();
-        Self {
-            at: Some(micros(facts.at)),
-            server_version: server.map(|s| s.version.clone()),
-            in_recovery: server.map(|s| s.in_recovery),
-            connections_used: server.and_then(|s| s.connections_used).map(i64::from),
-            max_connections: server.and_then(|s| s.max_connections).map(i64::from),
-            tls_protocol: tls.and_then(|t| t.protocol.clone()),
-            tls_cipher: tls.and_then(|t| t.cipher.clone()),
-            tls_peer_subject: tls.and_then(|t| t.peer_subject.clone()),
-            tls_peer_not_after: tls.and_then(|t| t.peer_not_after).map(micros),
-        }
-    }
-}
-
-/// The facts of the last check that reached the server, from [`HEALTH_COLUMNS`].
-fn facts_from_row(row: &Row<'_>) -> Result<Option<CheckFacts>> {
-    let t = "connection_health";
-    let Some(at) = get_opt_time(row, t, "h_facts_at")? else {
-        return Ok(None);
-    };
-    let server = match get::<Option<String>>(row, t, "h_server_version")? {
-        Some(version) => Some(ServerInfo {
-            version,
-            in_recovery: get::<Option<bool>>(row, t, "h_server_in_recovery")?.unwrap_or(false),
-            connections_used: get_opt_u32(row, t, "h_server_connections_used")?,
-            max_connections: get_opt_u32(row, t, "h_server_max_connections")?,
-        }),
-        None => None,
-    };
-    let tls = TlsInfo {
-        protocol: get(row, t, "h_tls_protocol")?,
-        cipher: get(row, t, "h_tls_cipher")?,
-        peer_subject: get(row, t, "h_tls_peer_subject")?,
-        peer_not_after: get_opt_time(row, t, "h_tls_peer_not_after")?,
-    };
-    let encrypted = tls.protocol.is_some()
-        || tls.cipher.is_some()
-        || tls.peer_subject.is_some()
-        || tls.peer_not_after.is_some();
-    Ok(Some(CheckFacts {
-        at,
-        server,
-        tls: encrypted.then_some(tls),
-    }))
-}
-
-pub(super) fn user_from_row(row: &Row<'_>) -> Result<StoredUser> {
-    let t = "users";
-    Ok(StoredUser {
-        user: User {
-            id: UserId::from_uuid(get_uuid(row, t, "id")?),
-            username: get(row, t, "username")?,
-            role: get_parsed::<Role>(row, t, "role")?,
-            disabled: get_bool(row, t, "disabled")?,
-            created_at: get_time(row, t, "created_at")?,
-            updated_at: get_time(row, t, "updated_at")?,
-        },
-        password_hash: get(row, t, "password_hash")?,
-    })
-}
-
-pub(super) fn token_from_row(row: &Row<'_>) -> Result<StoredToken> {
-    let t = "tokens";
-    Ok(StoredToken {
-        info: TokenInfo {
-            id: TokenId::from_uuid(get_uuid(row, t, "id")?),
-            user: UserId::from_uuid(get_uuid(row, t, "user_id")?),
-            name: get(row, t, "name")?,
-            read_only: get_bool(row, t, "read_only")?,
-            created_at: get_time(row, t, "created_at")?,
-            expires_at: get_opt_time(row, t, "expires_at")?,
-            revoked_at: get_opt_time(row, t, "revoked_at")?,
-            last_used_at: get_opt_time(row, t, "last_used_at")?,
-        },
-        hash: get_hash(row, t, "hash")?,
-    })
-}
-
-pub(super) fn check_from_row(row: &Row<'_>) -> Result<Check> {
-    let t = "health_checks";
-    Ok(Check {
-        connection: ConnectionId::from_uuid(get_uuid(row, t, "connection_id")?),
-        at: get_time(row, t, "at")?,
-        ok: get_bool(row, t, "ok")?,
-        latency_ms: get_u32(row, t, "latency_ms")?,
-        error_kind: get_opt_parsed(row, t, "error_kind")?,
-        step: get_opt_parsed(row, t, "step")?,
-        status: get_parsed(row, t, "status")?,
-    })
-}
-
 pub(super) fn team_id_from_row(row: &Row<'_>, column: &str) -> Result<TeamId> {
     Ok(TeamId::from_uuid(get_uuid(row, "teams", column)?))
 }
 
-/// The columns [`audit_from_row`] reads.
-pub(super) const AUDIT_COLUMNS: &str = "seq, at, actor, actor_name, action, target, outcome, \
-    changed_fields, client_addr, request_id, prev_hash, hash";
-
-pub(super) fn audit_from_row(row: &Row<'_>) -> Result<AuditRecord> {
-    let t = "audit_log";
-    let outcome: String = get(row, t, "outcome")?;
-    let outcome = Outcome::parse(&outcome).ok_or_else(|| corrupt_value(t, "outcome"))?;
-    let seq = get_u64(row, t, "seq")?;
-    if seq == 0 {
-        return Err(corrupt_value(t, "seq"));
+/// SQLite keeps ids as text, times as Unix microseconds (UTC), booleans as 0 or 1 and lists in
+/// [`encode_list`]'s encoding.
+impl ColumnRead for Row<'_> {
+    column_reads! {
+        text: String = get;
+        opt_text: Option<String> = get;
+        bool: bool = get_bool;
+        opt_bool: Option<bool> = get;
+        int: i64 = get;
+        int32: i64 = get;
+        opt_int: Option<i64> = get;
+        opt_f64: Option<f64> = get;
+        uuid: Uuid = get_uuid;
+        opt_uuid: Option<Uuid> = get_opt_uuid;
+        time: OffsetDateTime = get_time;
+        opt_time: Option<OffsetDateTime> = get_opt_time;
+        bytes: Vec<u8> = get;
+        text_list: Vec<String> = get_list;
     }
-    Ok(AuditRecord {
-        seq,
-        event: AuditEvent {
-            at: get_time(row, t, "at")?,
-            actor: get_opt_uuid(row, t, "actor")?.map(UserId::from_uuid),
-            actor_name: get(row, t, "actor_name")?,
-            action: get(row, t, "action")?,
-            target: get(row, t, "target")?,
-            outcome,
-            changed_fields: get_list(row, t, "changed_fields")?,
-            client_addr: get(row, t, "client_addr")?,
-            request_id: get(row, t, "request_id")?,
-        },
-        prev_hash: get_hash(row, t, "prev_hash")?,
-        hash: get_hash(row, t, "hash")?,
-    })
 }
 
 #[cfg(test)]
@@ -497,11 +263,6 @@ mod tests {
     fn fts_phrases_quote_and_double_quotes() {
         assert_eq!(fts_phrase("db-4"), "\"db-4\"");
         assert_eq!(fts_phrase("a\"b"), "\"a\"\"b\"");
-    }
-
-    #[test]
-    fn like_patterns_take_wildcards_literally() {
-        assert_eq!(like_pattern("50%_a\\B"), "%50\\%\\_a\\\\b%");
     }
 
     #[test]

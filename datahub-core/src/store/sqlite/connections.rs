@@ -9,14 +9,14 @@ use rusqlite::{Transaction, params, params_from_iter};
 use super::audit::append_audit_in;
 use super::codec::{
     self, HEALTH_COLUMNS, SECRET_COLUMNS, SPEC_COLUMNS, common_from_row, get, get_parsed,
-    health_from_row, micros, search_body, search_fold, secrets_from_row,
+    health_row, micros, search_body, search_fold, secrets_from_row,
 };
 use super::list::{LIST_FROM_CONNECTIONS, list_filter, list_order};
-use super::{SqliteStore, collect, conflict, db_error, i64_of, row_exists};
+use super::{SqliteStore, collect, conflict, db_error, i64_of, require_row, row_exists};
 use crate::audit::AuditEvent;
 use crate::model::{Connection, ConnectionName, ListQuery, NamedGrant, Page, Visibility};
 use crate::rbac::{Grant, GrantLevel, Grantee};
-use crate::store::columns::{self, page_offset};
+use crate::store::columns::{self, ColumnValue, page_offset};
 use crate::store::{ConnectionStore, StoredConnection};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
@@ -65,71 +65,33 @@ fn write_search(tx: &Transaction<'_>, row: &StoredConnection) -> Result<()> {
     Ok(())
 }
 
-/// The values of every connection column but id, owner, version and created_at, in the order
-/// of [`CONNECTION_SET`].
-fn connection_values(row: &StoredConnection) -> Vec<Value> {
-    let s = &row.spec;
+/// Every connection column but id, owner, version and created_at, with its value: the neutral
+/// ones of [`columns::connection_values`], then the lowercased description the listing sorts
+/// and filters on.
+fn connection_values(row: &StoredConnection) -> Vec<(&'static str, Value)> {
     let text = |v: &str| Value::Text(v.to_owned());
-    let opt_text = |v: Option<&str>| v.map_or(Value::Null, |v| Value::Text(v.to_owned()));
-    vec![
-        text(s.name.as_str()),
-        opt_text(s.description.as_ref().map(|d| d.as_str())),
-        opt_text(
-            s.description
-                .as_ref()
-                .map(|d| search_fold(d.as_str()))
-                .as_deref(),
-        ),
-        text(s.engine.as_str()),
-        text(s.host.as_str()),
-        Value::Integer(i64::from(s.port.get())),
-        text(s.database.as_str()),
-        text(s.username.as_str()),
-        text(s.tls.mode().as_str()),
-        opt_text(s.tls.ca_cert_pem().map(|p| p.as_str())),
-        opt_text(s.tls.client_cert_pem().map(|p| p.as_str())),
-        text(s.tls.channel_binding().as_str()),
-        Value::Integer(i64::from(s.options.connect_timeout_ms())),
-        opt_text(s.options.application_name().map(|a| a.as_str())),
-        Value::Integer(i64::from(s.monitoring.enabled())),
-        Value::Integer(i64::from(s.monitoring.interval_s())),
-        Value::Integer(i64::from(s.monitoring.slow_ms())),
-        Value::Integer(micros(row.updated_at)),
-        text(row.secrets.dek.kek_id().as_str()),
-        Value::Blob(row.secrets.dek.to_bytes()),
-        Value::Blob(row.secrets.password.to_bytes()),
-        row.secrets
-            .client_key_pem
-            .as_ref()
-            .map_or(Value::Null, |k| Value::Blob(k.to_bytes())),
-    ]
+    let mut out: Vec<(&'static str, Value)> = columns::connection_values(row)
+        .into_iter()
+        .map(|(column, value)| {
+            let value = match value {
+                ColumnValue::Text(v) => text(v),
+                ColumnValue::OptText(v) => v.map_or(Value::Null, text),
+                ColumnValue::Int(v, _) => Value::Integer(v),
+                ColumnValue::Bool(v) => Value::Integer(i64::from(v)),
+                ColumnValue::Time(v) => Value::Integer(micros(v)),
+                ColumnValue::Bytes(v) => Value::Blob(v),
+                ColumnValue::OptBytes(v) => v.map_or(Value::Null, Value::Blob),
+            };
+            (column, value)
+        })
+        .collect();
+    let description_lc = row.spec.description.as_ref();
+    out.push((
+        "description_lc",
+        description_lc.map_or(Value::Null, |d| Value::Text(search_fold(d.as_str()))),
+    ));
+    out
 }
-
-/// The columns [`connection_values`] fills, in order.
-const CONNECTION_SET: [&str; 22] = [
-    "name",
-    "description",
-    "description_lc",
-    "engine",
-    "host",
-    "port",
-    "database_name",
-    "username",
-    "tls_mode",
-    "tls_ca_cert_pem",
-    "tls_client_cert_pem",
-    "tls_channel_binding",
-    "connect_timeout_ms",
-    "application_name",
-    "monitoring_enabled",
-    "monitoring_interval_s",
-    "monitoring_slow_ms",
-    "updated_at",
-    "kek_id",
-    "wrapped_dek",
-    "sealed_password",
-    "sealed_client_key",
-];
 
 fn name_taken(tx: &Transaction<'_>, name: &ConnectionName, except: ConnectionId) -> Result<bool> {
     tx.query_row(
@@ -175,7 +137,7 @@ pub(super) fn connection_row_query(
 }
 
 pub(super) fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<Connection> {
-    Ok(common_from_row(row)?.shown(health_from_row(row)?))
+    Ok(common_from_row(row)?.shown(health_row(row)?))
 }
 
 /// Collects every row of a query through `f`.
@@ -213,15 +175,14 @@ impl ConnectionStore for SqliteStore {
                 )? {
                     return Err(conflict("id", "a connection with this id exists"));
                 }
-                let mut columns: Vec<&str> = CONNECTION_SET.to_vec();
-                columns.extend(["id", "owner", "version", "created_at"]);
-                let mut values = connection_values(&row);
-                values.extend([
-                    Value::Text(id),
-                    Value::Text(row.owner.to_string()),
-                    Value::Integer(1),
-                    Value::Integer(micros(row.created_at)),
+                let mut placed = connection_values(&row);
+                placed.extend([
+                    ("id", Value::Text(id)),
+                    ("owner", Value::Text(row.owner.to_string())),
+                    ("version", Value::Integer(1)),
+                    ("created_at", Value::Integer(micros(row.created_at))),
                 ]);
+                let (columns, values): (Vec<&str>, Vec<Value>) = placed.into_iter().unzip();
                 let placeholders: Vec<String> =
                     (1..=columns.len()).map(|i| format!("?{i}")).collect();
                 let sql = format!(
@@ -287,12 +248,14 @@ impl ConnectionStore for SqliteStore {
                 if name_taken(tx, &row.spec.name, row.id)? {
                     return Err(conflict("name", "a connection with this name exists"));
                 }
-                let sets: Vec<String> = CONNECTION_SET
+                let (columns, mut values): (Vec<&str>, Vec<Value>) =
+                    connection_values(&row).into_iter().unzip();
+                let sets: Vec<String> = columns
                     .iter()
                     .enumerate()
                     .map(|(i, c)| format!("{c} = ?{}", i + 1))
                     .collect();
-                let n = CONNECTION_SET.len();
+                let n = columns.len();
                 let sql = format!(
                     "UPDATE connections SET {}, version = ?{} WHERE id = ?{} AND version = ?{}",
                     sets.join(", "),
@@ -300,7 +263,6 @@ impl ConnectionStore for SqliteStore {
                     n + 2,
                     n + 3
                 );
-                let mut values = connection_values(&row);
                 values.extend([
                     Value::Integer(new_version_i),
                     Value::Text(row.id.to_string()),
@@ -425,24 +387,12 @@ impl ConnectionStore for SqliteStore {
                     let (user, team) = match g.grantee {
                         Grantee::User(u) => {
                             let u = u.to_string();
-                            if !row_exists(
-                                tx,
-                                "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-                                &u,
-                            )? {
-                                return Err(Error::not_found("user").with_field("user_id"));
-                            }
+                            require_row(tx, "users", &u, "user", "user_id")?;
                             (Some(u), None)
                         }
                         Grantee::Team(t) => {
                             let t = t.to_string();
-                            if !row_exists(
-                                tx,
-                                "SELECT EXISTS (SELECT 1 FROM teams WHERE id = ?1)",
-                                &t,
-                            )? {
-                                return Err(Error::not_found("team").with_field("team_id"));
-                            }
+                            require_row(tx, "teams", &t, "team", "team_id")?;
                             (None, Some(t))
                         }
                     };

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
 use time::OffsetDateTime;
 
-use super::codec::{FactColumns, check_from_row, micros};
+use super::codec::{FactColumns, check_row, micros};
 use super::connections::connection_row_query;
 use super::{SqliteStore, collect, db_error, row_exists};
 use crate::model::{Check, Health};
@@ -47,7 +47,7 @@ impl HealthStore for SqliteStore {
                 // The facts ride in the same upsert; without new ones (`facts_at` NULL) the
                 // stored ones stay, column by column keyed on `facts_at`, so old and new never
                 // mix.
-                let facts = FactColumns::of(&health);
+                let facts = FactColumns::of(&health, micros);
                 tx.prepare_cached(
                     "INSERT INTO connection_health (connection_id, status, checked_at, \
                      latency_ms, error_kind, uptime_24h, facts_at, server_version, \
@@ -168,7 +168,7 @@ impl HealthStore for SqliteStore {
                     "SELECT * FROM health_checks WHERE connection_id = ?1 AND at >= ?2 \
                      ORDER BY at DESC, id DESC LIMIT ?3",
                     params![id.to_string(), micros(since), i64::from(limit)],
-                    check_from_row,
+                    |r| check_row(r),
                 )
             })
             .await

@@ -242,6 +242,65 @@ fn row_exists(tx: &Transaction<'_>, sql: &str, id: &str) -> Result<bool> {
         .map_err(db_error)
 }
 
+/// `NotFound` (`what`, on `field`) unless `table` holds a row with id `id`.
+fn require_row(
+    tx: &Transaction<'_>,
+    table: &'static str,
+    id: &str,
+    what: &'static str,
+    field: &'static str,
+) -> Result<()> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1)");
+    if row_exists(tx, &sql, id)? {
+        Ok(())
+    } else {
+        Err(Error::not_found(what).with_field(field))
+    }
+}
+
+/// Whether `table` (tokens or sessions) holds a row with this id or this hash.
+fn held_taken(
+    tx: &Transaction<'_>,
+    table: &'static str,
+    id: &str,
+    hash: &[u8; 32],
+) -> Result<bool> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ?1 OR hash = ?2)");
+    tx.query_row(&sql, params![id, hash.as_slice()], |r| r.get(0))
+        .map_err(db_error)
+}
+
+/// What a user holds as a secret (a token or a session), each kept as its SHA-256: the tables
+/// `tokens` and `sessions` are read alike.
+impl SqliteStore {
+    /// The row of `table` whose `hash` is `hash`, read by `f`.
+    async fn held_by_hash<T: Send + 'static>(
+        &self,
+        table: &'static str,
+        hash: &[u8; 32],
+        f: fn(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let hash = *hash;
+        let sql = format!("SELECT * FROM {table} WHERE hash = ?1");
+        self.pool
+            .read(move |conn| Ok(collect(conn, &sql, [hash.as_slice()], f)?.pop()))
+            .await
+    }
+
+    /// The rows of `table` that `user` holds, oldest first, each read by `f`.
+    async fn held_by_user<T: Send + 'static>(
+        &self,
+        table: &'static str,
+        user: crate::UserId,
+        f: fn(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let sql = format!("SELECT * FROM {table} WHERE user_id = ?1 ORDER BY created_at, id");
+        self.pool
+            .read(move |conn| collect(conn, &sql, [user.to_string()], f))
+            .await
+    }
+}
+
 fn collect<T>(
     conn: &rusqlite::Connection,
     sql: &str,

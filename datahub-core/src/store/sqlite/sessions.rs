@@ -2,37 +2,16 @@
 //! token, never the token.
 
 use async_trait::async_trait;
-use rusqlite::{Row, params};
+use rusqlite::params;
 use time::OffsetDateTime;
 
+use super::accounts::update_user_in;
 use super::audit::append_audit_in;
-use super::codec::{get, get_time, get_uuid, micros};
-use super::{SqliteStore, collect, conflict, db_error, row_exists};
+use super::codec::{micros, session_row};
+use super::{SqliteStore, conflict, db_error, held_taken, require_row};
 use crate::audit::AuditEvent;
 use crate::store::{SessionStore, StoredSession, StoredUser};
-use crate::{Error, ErrorKind, Result, SessionId, UserId};
-
-const TABLE: &str = "sessions";
-
-fn session_from_row(row: &Row<'_>) -> Result<StoredSession> {
-    let hash: Vec<u8> = get(row, TABLE, "hash")?;
-    let hash = hash.try_into().map_err(|_| {
-        Error::new(
-            ErrorKind::Store,
-            "corrupt row in sessions: column hash holds an invalid value",
-        )
-    })?;
-    Ok(StoredSession {
-        id: SessionId::from_uuid(get_uuid(row, TABLE, "id")?),
-        user: UserId::from_uuid(get_uuid(row, TABLE, "user_id")?),
-        hash,
-        created_at: get_time(row, TABLE, "created_at")?,
-        expires_at: get_time(row, TABLE, "expires_at")?,
-        last_seen_at: get_time(row, TABLE, "last_seen_at")?,
-        client_addr: get(row, TABLE, "client_addr")?,
-        user_agent: get(row, TABLE, "user_agent")?,
-    })
-}
+use crate::{Result, SessionId, UserId};
 
 fn count(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
@@ -45,21 +24,8 @@ impl SessionStore for SqliteStore {
         self.pool
             .write(move |tx| {
                 let user = s.user.to_string();
-                if !row_exists(
-                    tx,
-                    "SELECT EXISTS (SELECT 1 FROM users WHERE id = ?1)",
-                    &user,
-                )? {
-                    return Err(Error::not_found("user").with_field("user_id"));
-                }
-                let taken: bool = tx
-                    .query_row(
-                        "SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?1 OR hash = ?2)",
-                        params![s.id.to_string(), s.hash.as_slice()],
-                        |r| r.get(0),
-                    )
-                    .map_err(db_error)?;
-                if taken {
+                require_row(tx, "users", &user, "user", "user_id")?;
+                if held_taken(tx, "sessions", &s.id.to_string(), &s.hash)? {
                     return Err(conflict("session_id", "this session exists"));
                 }
                 tx.execute(
@@ -84,30 +50,12 @@ impl SessionStore for SqliteStore {
     }
 
     async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
-        let hash = *hash;
-        self.pool
-            .read(move |conn| {
-                Ok(collect(
-                    conn,
-                    "SELECT * FROM sessions WHERE hash = ?1",
-                    [hash.as_slice()],
-                    session_from_row,
-                )?
-                .pop())
-            })
+        self.held_by_hash("sessions", hash, |r| session_row(r))
             .await
     }
 
     async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>> {
-        self.pool
-            .read(move |conn| {
-                collect(
-                    conn,
-                    "SELECT * FROM sessions WHERE user_id = ?1 ORDER BY created_at, id",
-                    [user.to_string()],
-                    session_from_row,
-                )
-            })
+        self.held_by_user("sessions", user, |r| session_row(r))
             .await
     }
 
@@ -167,23 +115,8 @@ impl SessionStore for SqliteStore {
         let audit = audit.clone();
         self.pool
             .write(move |tx| {
+                update_user_in(tx, &user)?;
                 let id = user.user.id.to_string();
-                let changed = tx
-                    .execute(
-                        "UPDATE users SET role = ?1, password_hash = ?2, disabled = ?3, \
-                         updated_at = ?4 WHERE id = ?5",
-                        params![
-                            user.user.role.as_str(),
-                            user.password_hash,
-                            user.user.disabled,
-                            micros(user.user.updated_at),
-                            id
-                        ],
-                    )
-                    .map_err(db_error)?;
-                if changed == 0 {
-                    return Err(Error::not_found("user").with_field("user_id"));
-                }
                 let ended = tx
                     .execute("DELETE FROM sessions WHERE user_id = ?1", [&id])
                     .map_err(db_error)?;
