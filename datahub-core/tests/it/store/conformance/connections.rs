@@ -60,7 +60,7 @@ pub(crate) async fn round_trip_of_every_field(store: Handle) {
     assert_eq!(s.health, Health::default());
 
     // Minimal spec: the optional fields come back absent.
-    let m = row(spec("minimal", "10.0.0.1", None, &[]), owner);
+    let m = row(spec("minimal", "127.0.0.9", None, &[]), owner);
     store
         .insert_connection(&m, &ev("connection.create"))
         .await
