@@ -20,8 +20,8 @@ pub(crate) use cases;
 pub(crate) async fn policy_default_then_set(store: Handle) {
     assert_eq!(store.policy().await.unwrap(), TargetPolicy::default());
     let p = TargetPolicy {
-        allow_cidrs: vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()],
-        deny_cidrs: vec!["10.1.0.0/16".into()],
+        allow_cidrs: vec!["127.0.0.0/8".into(), "::1/128".into()],
+        deny_cidrs: vec!["127.0.0.2/32".into()],
         min_tls_mode: TlsMode::VerifyFull,
     };
     store.set_policy(&p, &ev("policy.set")).await.unwrap();
