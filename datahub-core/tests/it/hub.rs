@@ -818,14 +818,7 @@ async fn a_lost_or_foreign_key_is_refused_naming_id_and_source_and_writes_nothin
     assert_eq!(err.kind(), ErrorKind::Keyring);
 
     // Nothing was written by the refusals: no check for the foreign id, no audit row.
-    let ids: Vec<String> = f
-        .store
-        .key_checks()
-        .await
-        .unwrap()
-        .iter()
-        .map(|c| c.kek_id().as_str().to_owned())
-        .collect();
+    let ids = key_check_ids(&f.store).await;
     assert_eq!(ids, ["default"]);
     assert_eq!(
         audit(&f.store).await.len(),
@@ -876,15 +869,19 @@ async fn rows_without_a_check_are_checked_by_their_data_keys() {
     Hub::open(f.store.clone(), Keyring::parse(K1).unwrap())
         .await
         .unwrap();
-    let ids: Vec<String> = f
-        .store
+    let ids = key_check_ids(&f.store).await;
+    assert_eq!(ids, ["k1"]);
+}
+
+/// The KEK ids of the store's recorded key checks, in id order.
+async fn key_check_ids(store: &Arc<dyn Store>) -> Vec<String> {
+    store
         .key_checks()
         .await
         .unwrap()
         .iter()
         .map(|c| c.kek_id().as_str().to_owned())
-        .collect();
-    assert_eq!(ids, ["k1"]);
+        .collect()
 }
 
 fn audit_event_for_test() -> datahub_core::audit::AuditEvent {
