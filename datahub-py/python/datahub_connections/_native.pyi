@@ -1,0 +1,78 @@
+"""The native module: the core's `Hub` in this process (local mode), as a trusted operator.
+
+Private: use :func:`datahub_connections.open`. Every method speaks the REST API's JSON (the same
+types the server serializes), so one Python layer reads the answers of both modes. Every call
+releases the GIL, waits in short slices and checks for signals (Ctrl-C raises
+``KeyboardInterrupt`` within 100 ms and cancels the work), and is safe from many threads. After
+``os.fork()`` the child gets a fresh runtime and reopens the store on its next call.
+
+Errors are raised as :mod:`datahub_connections._errors` classes, built by
+``_errors.error_from(code, message, kind=..., field=..., retry_after=..., report=...)`` with the
+REST API's code for the core's error kind; for a failed ``test_first`` creation the code is
+``test_failed`` and ``report`` is the test report as JSON text.
+"""
+
+from typing import Callable, List, Optional
+
+__version__: str
+
+class LocalHub:
+    """A Hub opened on a store in this process, acting as the operator ``operator:<name>``."""
+
+    @staticmethod
+    def open(
+        data_dir: Optional[str],
+        store: Optional[str],
+        key_file: Optional[str],
+        operator: str,
+        create: bool,
+    ) -> "LocalHub":
+        """Opens a data folder (``data_dir``: SQLite store and ``master.key``) or a store URL
+        (``store``: ``postgres://…``, or a folder) with ``key_file`` (default: the data folder's
+        ``master.key``; ``DATAHUB_MASTER_KEY`` wins when set, as in the server). ``create``: make
+        the folder and a new key when the store is empty (never for a store holding data)."""
+
+    def describe(self) -> str:
+        """Where this hub is, for reprs: e.g. ``sqlite:/path/to/datahub-data`` (never a password)."""
+
+    def list(self, query: str) -> str:
+        """``query``: JSON object of ``GET /connections``'s parameters (search, tag, status,
+        engine, page, per_page, sort; strings or numbers). Returns the ``ConnectionPage`` JSON."""
+
+    def get(self, ident: str) -> str:
+        """A connection by id (UUID text) or name: the ``ConnectionOut`` JSON with ``access``."""
+
+    def create(self, body: str, test_first: bool) -> str:
+        """``body``: the ``CreateConnection`` JSON. Returns the saved ``ConnectionOut`` JSON."""
+
+    def update(self, ident: str, version: int, patch: str) -> str:
+        """``patch``: the ``PatchConnection`` JSON. Returns the ``ConnectionOut`` JSON."""
+
+    def delete(self, ident: str, version: int) -> None:
+        """Deletes the connection at that version."""
+
+    def test(self, ident: str) -> str:
+        """Tests a saved connection now: the ``TestReport`` JSON (a failed test is ``ok: false``)."""
+
+    def test_draft(self, body: str) -> str:
+        """Tests the ``DraftTest`` JSON settings without saving: the ``TestReport`` JSON."""
+
+    def test_many(
+        self,
+        idents: List[str],
+        concurrency: int,
+        progress: Optional[Callable[[int, int], None]],
+    ) -> str:
+        """Tests many saved connections, at most ``concurrency`` at once. ``progress(done,
+        total)`` is called (with the GIL) as results come in. Returns a JSON array in input
+        order of ``{"ident", "report": TestReport | null, "error": {"code", "kind", "message",
+        "field"} | null}``."""
+
+    def health(self, ident: str, since: Optional[str], limit: Optional[int]) -> str:
+        """The ``HealthHistoryOut`` JSON (``since``: RFC 3339, default 24 h ago)."""
+
+    def reveal(self, ident: str) -> str:
+        """The ``RevealResponse`` JSON: holds the password. Audited. Wrap it at once."""
+
+    def close(self) -> None:
+        """Closes the store's connections; later calls raise ``Unavailable``."""
