@@ -167,6 +167,11 @@ impl ApiError {
         self.code
     }
 
+    /// The message answered (never an internal cause).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// The input field at fault, if any.
     pub fn field(&self) -> Option<&str> {
         self.field.as_deref()

@@ -52,20 +52,30 @@ where
             )
             .with_field("body")
         })?;
-        // The field of an error comes from serde's structured position (see `crate::reject`),
-        // never from its message.
-        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-        let Object(value) = serde_path_to_error::deserialize(&mut deserializer)?;
-        deserializer.end().map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "malformed_json",
-                "the body is not valid JSON",
-            )
-            .with_field("body")
-        })?;
-        Ok(Self(value))
+        json_body(&bytes).map(Self)
     }
+}
+
+/// A JSON request body as `T`, read as [`ApiJson`] reads it (a JSON object, nothing after it,
+/// errors naming the field from serde's structured position): for adapters that take the API's
+/// bodies without HTTP (the Python module's local mode), so both validate identically.
+///
+/// # Errors
+/// 400 `malformed_json` or `invalid_input` naming the field, as [`ApiJson`].
+pub fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The field of an error comes from serde's structured position (see `crate::reject`),
+    // never from its message.
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let Object(value) = serde_path_to_error::deserialize(&mut deserializer)?;
+    deserializer.end().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            "the body is not valid JSON",
+        )
+        .with_field("body")
+    })?;
+    Ok(value)
 }
 
 /// Whether the request says its body is JSON (`application/json` or `application/*+json`).
@@ -206,11 +216,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let query = parts.uri.query().unwrap_or_default();
-        let deserializer =
-            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        Ok(Self(serde_path_to_error::deserialize(deserializer)?))
+        query_params(parts.uri.query().unwrap_or_default()).map(Self)
     }
+}
+
+/// A query string (without `?`) as `T`, read as [`ApiQuery`] reads it: for adapters that take
+/// the API's parameters without HTTP (the Python module's local mode).
+///
+/// # Errors
+/// 400 `invalid_input` naming the parameter, as [`ApiQuery`].
+pub fn query_params<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    Ok(serde_path_to_error::deserialize(deserializer)?)
 }
 
 /// For `#[serde(default, deserialize_with = "whole_i64")]` on an `Option<i64>`: a JSON integer,

@@ -77,7 +77,12 @@ pub struct ListParams {
 }
 
 impl ListParams {
-    fn into_query(self) -> ApiResult<ListQuery> {
+    /// The core's query, each parameter checked (400 naming it). Also used by the Python
+    /// module's local mode, so both modes validate a list identically.
+    ///
+    /// # Errors
+    /// 400 naming the parameter that broke a rule.
+    pub fn into_query(self) -> ApiResult<ListQuery> {
         let mut query = ListQuery::default();
         if let Some(search) = self.search.filter(|s| !s.is_empty()) {
             if search.chars().count() > MAX_SEARCH_CHARS {
@@ -405,6 +410,26 @@ pub struct HistoryParams {
     limit: Option<String>,
 }
 
+impl HistoryParams {
+    /// The window start and the number of checks, defaults filled in (400 naming a bad
+    /// parameter). Also used by the Python module's local mode.
+    ///
+    /// # Errors
+    /// 400 on `since` that is not RFC 3339 or `limit` that is not a whole number from 1.
+    pub fn window(self) -> ApiResult<(OffsetDateTime, u32)> {
+        let since = match self.since.as_deref().filter(|s| !s.is_empty()) {
+            Some(text) => OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|_| ApiError::invalid("since", "must be an RFC 3339 time"))?,
+            None => OffsetDateTime::now_utc() - DEFAULT_HISTORY_WINDOW,
+        };
+        let limit = match self.limit.as_deref().filter(|s| !s.is_empty()) {
+            Some(text) => number("limit", text)?,
+            None => DEFAULT_HISTORY_LIMIT,
+        };
+        Ok((since, limit))
+    }
+}
+
 /// A connection's recent checks, newest first, with its health and 24 h uptime (grant `view`).
 #[utoipa::path(
     get,
@@ -423,15 +448,7 @@ async fn health(
     PathId(id): PathId<ConnectionId>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> ApiResult<Json<HealthHistoryOut>> {
-    let since = match params.since.as_deref().filter(|s| !s.is_empty()) {
-        Some(text) => OffsetDateTime::parse(text, &Rfc3339)
-            .map_err(|_| ApiError::invalid("since", "must be an RFC 3339 time"))?,
-        None => OffsetDateTime::now_utc() - DEFAULT_HISTORY_WINDOW,
-    };
-    let limit = match params.limit.as_deref().filter(|s| !s.is_empty()) {
-        Some(text) => number("limit", text)?,
-        None => DEFAULT_HISTORY_LIMIT,
-    };
+    let (since, limit) = params.window()?;
     let history = state
         .hub()
         .health_history(&principal, id, since, limit)

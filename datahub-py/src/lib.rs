@@ -1,0 +1,29 @@
+//! `datahub_connections._native`: the core's `Hub` in a Python process (the package's local
+//! mode), as a trusted operator.
+//!
+//! No business logic lives here: every call goes through the Hub (permission checks and the
+//! audit log included), takes the REST API's JSON bodies and query parameters through the
+//! server's own types and parsers (`datahub_server::api`, `extract`), and answers the JSON the
+//! server would, so both modes validate and answer alike. Every call runs on the process's one
+//! runtime with the GIL released ([`runtime`]); errors are raised as the package's exception
+//! tree ([`errors`]); the core's events reach Python `logging` ([`logging`]).
+
+mod errors;
+mod hub;
+mod logging;
+mod place;
+mod runtime;
+
+use pyo3::prelude::*;
+
+pub use crate::errors::Raised;
+pub use crate::hub::LocalHub;
+
+/// The module.
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<LocalHub>()?;
+    logging::install(m.py());
+    Ok(())
+}
