@@ -1,8 +1,10 @@
 //! Errors of local mode as the Python exception tree: the REST API's code (so both modes raise
 //! the same class), the core's kind, the core's own message and the field at fault.
 //!
-//! The code is always [`ApiError`]'s, made from the core error by the server's own `From`, so
-//! the map from core kind to code lives in one place. The message is the core's (the caller is
+//! The code is [`ApiError`]'s, made from the core error by the server's own `From`, so the map
+//! from core kind to code lives in one place; but where the API hides the kind behind
+//! `internal` (keyring, sealing, I/O), the code is the core's kind, so a local operator, who
+//! holds the key, gets `KeyringError` rather than a bare internal error. The message is the core's (the caller is
 //! a trusted operator, and core errors never hold a secret); for the internal kinds (`store`,
 //! `keyring`, `decrypt_failed`, `io`, `internal`) it is the core's `Display` text rather than the
 //! server's generic sentence. Exceptions are made by `datahub_connections._errors.error_from`,
@@ -76,7 +78,11 @@ impl Raised {
         kwargs.set_item("field", self.field.as_deref())?;
         kwargs.set_item("retry_after", self.retry_after)?;
         kwargs.set_item("report", self.report.as_deref())?;
-        module.call_method("error_from", (self.code, self.message.as_str()), Some(&kwargs))
+        module.call_method(
+            "error_from",
+            (self.code, self.message.as_str()),
+            Some(&kwargs),
+        )
     }
 }
 
@@ -100,8 +106,14 @@ impl From<CoreError> for Raised {
             _ => e.field().map(str::to_owned),
         };
         let api = ApiError::from(e);
+        // The API hides a keyring or sealing failure behind `internal` (a remote client must
+        // not learn of it); the local operator holds the key, and gets the class that says so.
+        let code = match kind {
+            ErrorKind::Keyring | ErrorKind::Decrypt | ErrorKind::Io => kind.as_str(),
+            _ => api.code(),
+        };
         Self {
-            code: api.code(),
+            code,
             kind: kind.as_str(),
             message,
             field,

@@ -14,8 +14,8 @@ use datahub_core::hub::{Hub, SaveOutcome};
 use datahub_core::probe::MAX_BUDGET;
 use datahub_core::rbac::Principal;
 use datahub_server::api::connection::{
-    ConnectionOut, ConnectionPage, CreateConnection, DraftTest, HealthHistoryOut,
-    PatchConnection, RevealBody,
+    ConnectionOut, ConnectionPage, CreateConnection, DraftTest, HealthHistoryOut, PatchConnection,
+    RevealBody,
 };
 use datahub_server::api::report::TestReport;
 use datahub_server::extract::{json_body, query_params};
@@ -240,14 +240,13 @@ impl LocalHub {
 
     /// The `RevealResponse` JSON, password included. Audited.
     fn reveal(&self, py: Python<'_>, ident: String) -> PyResult<String> {
-        let text: Zeroizing<String> = self
-            .run(py, move |hub, op| async move {
-                let id = resolve(&hub, &op, &ident).await?;
-                let revealed = hub.reveal(&op, id).await?;
-                serde_json::to_string(&RevealBody(revealed))
-                    .map(Zeroizing::new)
-                    .map_err(|e| Raised::internal(format!("could not write JSON: {e}")))
-            })?;
+        let text: Zeroizing<String> = self.run(py, move |hub, op| async move {
+            let id = resolve(&hub, &op, &ident).await?;
+            let revealed = hub.reveal(&op, id).await?;
+            serde_json::to_string(&RevealBody(revealed))
+                .map(Zeroizing::new)
+                .map_err(|e| Raised::internal(format!("could not write JSON: {e}")))
+        })?;
         Ok(String::clone(&text))
     }
 
@@ -294,8 +293,8 @@ impl LocalHub {
         // Opened without the lock held: the wait releases the GIL, and another thread waiting
         // for the lock with the GIL would block this one's signal checks.
         let place = self.place.clone();
-        let hub = runtime::wait(py, async move { place.open().await })?
-            .map_err(|e| e.into_pyerr(py))?;
+        let hub =
+            runtime::wait(py, async move { place.open().await })?.map_err(|e| e.into_pyerr(py))?;
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if state.closed {
             return Err(Raised::unavailable("this hub is closed").into_pyerr(py));

@@ -122,7 +122,12 @@ fn render(event: &Event<'_>) -> String {
     let mut fields = Fields::default();
     event.record(&mut fields);
     let mut text = fields.message;
-    let _ = write!(text, " ({}", event.metadata().target());
+    // A `log` record's target comes as a field (tracing-log); its file and line are noise.
+    let target = fields
+        .log_target
+        .as_deref()
+        .unwrap_or_else(|| event.metadata().target());
+    let _ = write!(text, " ({target}");
     for (i, pair) in fields.pairs.iter().enumerate() {
         text.push_str(if i == 0 { "; " } else { ", " });
         text.push_str(pair);
@@ -135,23 +140,26 @@ fn render(event: &Event<'_>) -> String {
 #[derive(Default)]
 struct Fields {
     message: String,
+    log_target: Option<String>,
     pairs: Vec<String>,
 }
 
 impl Visit for Fields {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.message = value.to_owned();
-        } else {
-            self.pairs.push(format!("{}={value}", field.name()));
+        match field.name() {
+            "message" => self.message = value.to_owned(),
+            "log.target" => self.log_target = Some(value.to_owned()),
+            name if name.starts_with("log.") => {}
+            name => self.pairs.push(format!("{name}={value}")),
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if field.name() == "message" {
-            self.message = format!("{value:?}");
-        } else {
-            self.pairs.push(format!("{}={value:?}", field.name()));
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "log.target" => self.log_target = Some(format!("{value:?}")),
+            name if name.starts_with("log.") => {}
+            name => self.pairs.push(format!("{name}={value:?}")),
         }
     }
 }

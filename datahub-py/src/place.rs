@@ -135,7 +135,10 @@ impl Place {
             Ok(core) => Raised::from(core),
             Err(other) => Raised::new("keyring", "keyring", format!("{other:#}")),
         };
-        if let Some(password) = self.store.as_ref().and_then(|u| password_of(u.expose_secret()))
+        if let Some(password) = self
+            .store
+            .as_ref()
+            .and_then(|u| password_of(u.expose_secret()))
         {
             raised.message = raised.message.replace(password, "****");
         }

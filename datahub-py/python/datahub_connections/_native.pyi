@@ -12,10 +12,13 @@ REST API's code for the core's error kind; for a failed ``test_first`` creation 
 ``test_failed`` and ``report`` is the test report as JSON text.
 """
 
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, final
+
+__all__ = ["__version__", "LocalHub"]
 
 __version__: str
 
+@final
 class LocalHub:
     """A Hub opened on a store in this process, acting as the operator ``operator:<name>``."""
 
