@@ -177,6 +177,100 @@ mod tests {
         assert_eq!(r.message, "must be from 1 to 65535");
     }
 
+    /// Real core errors of every kind an operator can meet, from a Hub on a fresh folder.
+    #[tokio::test]
+    async fn core_errors_keep_kind_message_field_and_take_the_api_code() {
+        use datahub_core::hub::RateLimit;
+        use datahub_core::probe::MAX_BUDGET;
+        use datahub_core::rbac::Principal;
+        use datahub_server::api::connection::{CreateConnection, PatchConnection};
+        use datahub_server::extract::json_body;
+
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = tmp.path().join("data").display().to_string();
+        let place = crate::place::Place::new(Some(folder), None, None, true).unwrap();
+        let hub = place.open().await.unwrap().with_test_rate_limit(RateLimit {
+            burst: 1,
+            per_second: 0.001,
+        });
+        let op = Principal::operator("unit");
+        // A closed loopback port: the test fails at once, and is not an error.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let draft = || {
+            json_body::<CreateConnection>(
+                format!(
+                    r#"{{"name":"one","host":"127.0.0.1","port":{port},"database":"d",
+                        "username":"u","password":"pw","tls":{{"mode":"require"}}}}"#
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+            .into_draft()
+            .unwrap()
+        };
+        let saved = hub.create_connection(&op, draft()).await.unwrap();
+
+        let r = Raised::from(
+            hub.connection_by_name(&op, "Not A Name!")
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((r.code, r.kind), ("invalid_input", "invalid_input"));
+        assert_eq!(r.field.as_deref(), Some("name"));
+
+        let r = Raised::from(hub.connection_by_name(&op, "missing").await.unwrap_err());
+        assert_eq!((r.code, r.kind), ("not_found", "not_found"));
+
+        let r = Raised::from(hub.create_connection(&op, draft()).await.unwrap_err());
+        assert_eq!((r.code, r.kind), ("conflict", "conflict"));
+        assert_eq!(r.field.as_deref(), Some("name"));
+
+        let patch = json_body::<PatchConnection>(br#"{"description":"x"}"#)
+            .unwrap()
+            .into_patch()
+            .unwrap();
+        let stale = hub
+            .update_connection(&op, saved.id, saved.version + 5, patch)
+            .await
+            .unwrap_err();
+        let r = Raised::from(stale);
+        assert_eq!((r.code, r.kind), ("precondition_failed", "conflict"));
+        assert_eq!(r.field.as_deref(), Some("version"));
+
+        let report = hub
+            .test_connection(&op, saved.id, MAX_BUDGET)
+            .await
+            .unwrap();
+        assert!(!report.ok);
+        let r = Raised::from(
+            hub.test_connection(&op, saved.id, MAX_BUDGET)
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!((r.code, r.kind), ("rate_limited", "rate_limited"));
+        assert!(r.retry_after.is_some_and(|s| s >= 1.0), "{r:?}");
+
+        // Another folder's key does not open this store: a keyring error, as such.
+        let other = tmp.path().join("other").display().to_string();
+        crate::place::Place::new(Some(other.clone()), None, None, true)
+            .unwrap()
+            .open()
+            .await
+            .unwrap();
+        let wrong = crate::place::Place::new(
+            Some(tmp.path().join("data").display().to_string()),
+            None,
+            Some(format!("{other}/master.key")),
+            false,
+        )
+        .unwrap();
+        let r = wrong.open().await.unwrap_err();
+        assert_eq!((r.code, r.kind), ("keyring", "keyring"));
+        assert!(r.field.is_none());
+    }
+
     #[test]
     fn codes_map_to_core_kinds() {
         for (code, kind) in [
