@@ -322,6 +322,16 @@ impl LocalHub {
     }
 }
 
+impl Drop for LocalHub {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if state.pid != std::process::id() {
+            // Collected in a forked child that never used it: the Hub is the parent's.
+            std::mem::forget(state.hub.take());
+        }
+    }
+}
+
 /// The id of `ident`: a UUID is an id, anything else a name.
 async fn resolve(hub: &Hub, op: &Principal, ident: &str) -> Result<ConnectionId, Raised> {
     if let Ok(id) = ConnectionId::from_str(ident) {

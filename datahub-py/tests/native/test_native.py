@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pwd
+import shutil
 import signal
 import socket
+import subprocess
+import tempfile
 import threading
 import time
-from typing import Iterator, List
+from typing import Dict, Iterator, List
 
 import pytest
 
@@ -84,6 +88,84 @@ def stalled() -> Iterator[Stalled]:
     listener = Stalled()
     yield listener
     listener.close()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def scram_cluster() -> Iterator[Dict[str, object]]:
+    """A throwaway PostgreSQL cluster on 127.0.0.1: TLS only (a self-signed certificate for
+    127.0.0.1, given as the CA) and SCRAM-SHA-256 for the user ``app``, whose password is the
+    canary. Run as the ``postgres`` system user when the tests run as root."""
+    run_as = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
+    folder = tempfile.mkdtemp(prefix="datahub-py-pg-")
+    data = os.path.join(folder, "data")
+    user = {"user": run_as.pw_uid, "group": run_as.pw_gid} if run_as else {}
+    if run_as:
+        os.chown(folder, run_as.pw_uid, run_as.pw_gid)
+    subprocess.run(
+        ["initdb", "-D", data, "-U", "postgres", "-A", "trust", "--no-sync"],
+        check=True, capture_output=True, **user,  # type: ignore[arg-type]
+    )
+    # A CA, and a server certificate for 127.0.0.1 that it signs.
+    cert, key = os.path.join(data, "server.crt"), os.path.join(data, "server.key")
+    ca_cert, ca_key = os.path.join(folder, "ca.crt"), os.path.join(folder, "ca.key")
+    csr, ext = os.path.join(folder, "server.csr"), os.path.join(folder, "server.ext")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    with open(ext, "w") as f:
+        f.write(
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        )
+    for command in (
+        ["openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=datahub-py test CA",
+         "-keyout", ca_key, "-out", ca_cert],
+        ["openssl", "req", *ec, "-subj", "/CN=127.0.0.1", "-keyout", key, "-out", csr],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
+         "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", cert],
+    ):
+        subprocess.run(command, check=True, capture_output=True)
+    if run_as:
+        for path in (cert, key):
+            os.chown(path, run_as.pw_uid, run_as.pw_gid)
+    os.chmod(key, 0o600)
+    port = free_port()
+    with open(os.path.join(data, "postgresql.conf"), "a") as conf:
+        conf.write(
+            f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+            f"unix_socket_directories = '{folder}'\nssl = on\n"
+            "password_encryption = 'scram-sha-256'\nfsync = off\n"
+        )
+    with open(os.path.join(data, "pg_hba.conf"), "w") as hba:
+        hba.write(
+            "local all postgres trust\n"
+            "hostssl all app 127.0.0.1/32 scram-sha-256\n"
+        )
+    subprocess.run(
+        ["pg_ctl", "-D", data, "-l", os.path.join(folder, "log"), "-w", "-t", "30", "start"],
+        check=True, capture_output=True, **user,  # type: ignore[arg-type]
+    )
+    try:
+        # The password goes to psql on stdin, never into a process list.
+        subprocess.run(
+            ["psql", "-h", folder, "-p", str(port), "-U", "postgres", "-d", "postgres",
+             "-v", "ON_ERROR_STOP=1"],
+            input=f"CREATE ROLE app LOGIN PASSWORD '{CANARY}';\n",
+            text=True, check=True, capture_output=True, **user,  # type: ignore[arg-type]
+        )
+        with open(ca_cert) as f:
+            ca = f.read()
+        yield {"port": port, "ca": ca}
+    finally:
+        subprocess.run(
+            ["pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+            capture_output=True, **user,  # type: ignore[arg-type]
+        )
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_opens_a_new_folder_and_refuses_a_missing_one_without_create(tmp_path) -> None:
@@ -189,6 +271,26 @@ def test_a_saved_connection_tests_ok_and_reveals(hub: LocalHub) -> None:
     assert revealed["username"] == "postgres"
     health = json.loads(hub.health("local-pg", None, 10))
     assert "health" in health and isinstance(health["checks"], list)
+
+
+def test_a_tls_scram_server_tests_ok_and_a_wrong_password_fails(
+    hub: LocalHub, scram_cluster: Dict[str, object]
+) -> None:
+    tls = {"mode": "verify-full", "ca_cert_pem": scram_cluster["ca"]}
+    port = int(scram_cluster["port"])  # type: ignore[call-overload]
+    hub.create(body("scram", port=port, username="app", tls=tls), False)
+    report = json.loads(hub.test("scram"))
+    assert report["ok"] is True, report
+    assert any(s["name"] == "auth" and s["ok"] for s in report["steps"]), report
+    assert report["tls"]["protocol"].startswith("TLS"), report
+    assert report["server"]["user"] == "app"
+
+    hub.create(body("scram-wrong", port=port, username="app", password="not-it", tls=tls), False)
+    failed = json.loads(hub.test("scram-wrong"))
+    assert failed["ok"] is False
+    assert failed["error_kind"] == "auth_failed", failed
+    assert failed["step"] == "auth"
+    assert CANARY not in json.dumps(failed)
 
 
 def test_test_first_refuses_a_failing_connection(hub: LocalHub, stalled: Stalled) -> None:
