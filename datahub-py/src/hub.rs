@@ -21,6 +21,7 @@ use datahub_server::api::report::TestReport;
 use datahub_server::extract::{json_body, query_params};
 use datahub_server::routes::connections::{HistoryParams, ListParams};
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use secrecy::zeroize::Zeroizing;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -239,7 +240,7 @@ impl LocalHub {
     }
 
     /// The `RevealResponse` JSON, password included. Audited.
-    fn reveal(&self, py: Python<'_>, ident: String) -> PyResult<String> {
+    fn reveal<'py>(&self, py: Python<'py>, ident: String) -> PyResult<Bound<'py, PyString>> {
         let text: Zeroizing<String> = self.run(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let revealed = hub.reveal(&op, id).await?;
@@ -247,7 +248,8 @@ impl LocalHub {
                 .map(Zeroizing::new)
                 .map_err(|e| Raised::internal(format!("could not write JSON: {e}")))
         })?;
-        Ok(String::clone(&text))
+        // Straight into the Python string: no other copy outlives the zeroized one.
+        Ok(PyString::new(py, &text))
     }
 
     /// Closes the store's connections; later calls raise `Unavailable`.
