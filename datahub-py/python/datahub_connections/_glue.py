@@ -22,7 +22,7 @@ from ._errors import MissingExtra
 from ._secret import Secret
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas
+    import pandas  # type: ignore[import-untyped,unused-ignore]
     import psycopg
     import sqlalchemy
 
@@ -185,7 +185,8 @@ def make_engine(conn: "Connection", revealed: Mapping[str, Any], **kwargs: Any) 
     sa.event.listen(engine, "do_connect", inject_password)
     sa.event.listen(engine, "engine_disposed", disposed)
     weakref.finalize(engine, _remove, files)
-    return engine
+    made: "sqlalchemy.engine.Engine" = engine
+    return made
 
 
 def read_sql(

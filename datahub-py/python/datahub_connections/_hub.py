@@ -32,7 +32,7 @@ from ._progress import ProgressBar
 from ._secret import Secret, as_secret
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas
+    import pandas  # type: ignore[import-untyped,unused-ignore]
 
 log = logging.getLogger("datahub_connections")
 

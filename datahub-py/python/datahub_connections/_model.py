@@ -31,7 +31,7 @@ from ._errors import TestFailed
 from ._secret import Secret
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas
+    import pandas  # type: ignore[import-untyped,unused-ignore]
     import psycopg
     import sqlalchemy
 
@@ -414,7 +414,7 @@ class Connections(Sequence[Connection]):
         for c in self._items:
             lines.append(
                 f"  {c.name}  {c.host}:{c.port}/{c.database}  {c.username}  {c.tls.mode}  "
-                f"{c.health.status}"
+                f"{c.status}"
             )
         return "\n".join(lines)
 
