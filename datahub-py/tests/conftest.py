@@ -181,10 +181,14 @@ def http(
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             raw = r.read()
-            return r.status, dict(r.headers), json.loads(raw) if raw else None
+            return r.status, _lower(r.headers), json.loads(raw) if raw else None
     except urllib.error.HTTPError as e:
         raw = e.read()
-        return e.code, dict(e.headers), json.loads(raw) if raw else None
+        return e.code, _lower(e.headers), json.loads(raw) if raw else None
+
+
+def _lower(headers: Any) -> Dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
 
 
 @dataclass
@@ -210,7 +214,7 @@ class Server:
         assert status == 200, body
         status, _, body = http(
             self.url, "PUT", f"/api/v1/connections/{conn_id}/grants",
-            token=self.tokens["admin"], headers={"If-Match": headers["ETag"]},
+            token=self.tokens["admin"], headers={"If-Match": headers["etag"]},
             body={"grants": [{"user_id": self.user_ids[role], "level": level}]},
         )
         assert status == 200, body
@@ -220,7 +224,7 @@ def _sign_in(base: str, username: str, password: str) -> str:
     status, headers, body = http(base, "POST", "/api/v1/auth/login",
                                  body={"username": username, "password": password})
     assert status == 200, body
-    cookie = headers.get("Set-Cookie") or headers.get("set-cookie")
+    cookie = headers.get("set-cookie")
     assert cookie, headers
     return cookie.split(";", 1)[0]
 

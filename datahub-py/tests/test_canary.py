@@ -98,7 +98,7 @@ def test_canary_shows_nowhere(
         assert ca_path and os.path.isfile(ca_path)
         assert stat.S_IMODE(os.stat(ca_path).st_mode) == 0o600
         with open(ca_path) as f:
-            assert f.read() == kit.ca_pem
+            assert f.read().strip() == kit.ca_pem.strip()
     assert not os.path.exists(ca_path), "the temporary CA file outlived the connection"
     engine = conn.engine()
     seen += [repr(engine), str(engine.url), repr(engine.url), repr(engine.pool)]

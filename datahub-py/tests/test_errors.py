@@ -102,7 +102,7 @@ def tight_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A server allowing one connection test per user, regained very slowly."""
     s = start_server(tmp_path_factory.mktemp("tight"), {
         "DATAHUB_TEST_RATE_BURST": "1", "DATAHUB_TEST_RATE_PER_SECOND": "0.01",
-        "DATAHUB_NO_MONITOR": "1",
+        "DATAHUB_NO_MONITOR": "true",
     })
     try:
         yield s
