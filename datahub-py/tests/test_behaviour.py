@@ -316,3 +316,39 @@ def test_ctrl_c_interrupts_a_test_against_a_stalled_server(
     finally:
         timer.cancel()
     assert time.monotonic() - started < 2.5, "Ctrl-C was not seen promptly"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_can_run_a_test(hub: dh.Hub, add_target: Any) -> None:
+    conn = add_target()
+    assert hub.test(conn.name).ok  # the parent has used its runtime / connections first
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 3
+        try:
+            code = 0 if hub.test(conn.name).ok else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung running a test")
+    assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert hub.test(conn.name).ok  # and the parent still works
+
+
+def test_eight_threads_test_at_once(hub: dh.Hub, add_target: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [add_target().name for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        reports = list(pool.map(hub.test, names))
+    assert [r.ok for r in reports] == [True] * 8
+    assert [r.name for r in reports] == names

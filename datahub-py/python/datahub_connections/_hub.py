@@ -26,7 +26,7 @@ from typing import (
 )
 
 from . import _url
-from ._errors import InvalidInput
+from ._errors import InvalidInput, TestFailed
 from ._model import Connection, Connections, Health, TestReport
 from ._progress import ProgressBar
 from ._secret import Secret, as_secret
@@ -73,7 +73,15 @@ class LocalBackend:
         return dict(json.loads(self._native.get(ident)))
 
     def create(self, body: Mapping[str, Any], test_first: bool) -> Dict[str, Any]:
-        return dict(json.loads(self._native.create(json.dumps(dict(body)), test_first)))
+        try:
+            return dict(json.loads(self._native.create(json.dumps(dict(body)), test_first)))
+        except TestFailed as e:
+            # The native module gives the failed test's report as JSON text.
+            if isinstance(e.report, (str, bytes)):
+                e.report = TestReport._from_json(json.loads(e.report))
+            elif isinstance(e.report, dict):
+                e.report = TestReport._from_json(e.report)
+            raise
 
     def update(self, ident: str, version: int, patch: Mapping[str, Any]) -> Dict[str, Any]:
         return dict(json.loads(self._native.update(ident, int(version), json.dumps(dict(patch)))))
