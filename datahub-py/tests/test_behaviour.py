@@ -352,3 +352,15 @@ def test_eight_threads_test_at_once(hub: dh.Hub, add_target: Any) -> None:
         reports = list(pool.map(hub.test, names))
     assert [r.ok for r in reports] == [True] * 8
     assert [r.name for r in reports] == names
+
+
+def test_html_reprs_escape_every_value(hub: dh.Hub, add_target: Any) -> None:
+    conn = add_target(description="<script>alert('x')</script> & more")
+    page = hub.list(search=conn.name)
+    for obj in (conn, page, hub.test(conn.name), hub.health(conn.name)):
+        html = obj._repr_html_()
+        assert "<table>" in html
+        assert "<script>" not in html
+    assert "&lt;script&gt;" in conn._repr_html_()
+    assert conn.name in repr(page) and conn.name in repr(conn)
+    assert "ok in" in repr(hub.test(conn.name))
