@@ -22,11 +22,14 @@ from ._errors import MissingExtra
 from ._secret import Secret
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas  # type: ignore[import-untyped,unused-ignore]
     import psycopg
     import sqlalchemy
 
     from ._model import Connection
+
+
+#: ``pandas.DataFrame``, typed as ``Any``: pandas is an optional extra and ships no type hints.
+DataFrame = Any
 
 
 def require(module: str, extra: str) -> Any:
@@ -194,7 +197,7 @@ def read_sql(
     revealed: Mapping[str, Any],
     sql: str,
     params: Optional[Mapping[str, Any]] = None,
-) -> "pandas.DataFrame":
+) -> DataFrame:
     """``pandas.read_sql`` over a short-lived engine (disposed, CA file removed, after)."""
     pd = require("pandas", "pandas")
     sa = require("sqlalchemy", "sqlalchemy")

@@ -12,7 +12,6 @@ import json
 import logging
 from datetime import datetime, timezone
 from typing import (
-    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -26,13 +25,11 @@ from typing import (
 )
 
 from . import _url
+from ._glue import DataFrame
 from ._errors import InvalidInput, TestFailed
 from ._model import Connection, Connections, Health, TestReport
 from ._progress import ProgressBar
 from ._secret import Secret, as_secret
-
-if TYPE_CHECKING:  # pragma: no cover
-    import pandas  # type: ignore[import-untyped,unused-ignore]
 
 log = logging.getLogger("datahub_connections")
 
@@ -395,7 +392,7 @@ class Hub:
 
     def test_many(
         self, names: Iterable[str], concurrency: int = 16, progress: bool = True
-    ) -> "pandas.DataFrame":
+    ) -> DataFrame:
         """Tests many connections, ``concurrency`` at a time; a DataFrame in the order given,
         one row each (``name``, ``ok``, ``error_kind``, ``step``, ``hint``, ``total_ms``,
         ``server_version``, ``tls_protocol``, ``error``: the code of an error that kept the
@@ -428,7 +425,7 @@ class Hub:
 
     def test_all(
         self, concurrency: int = 16, progress: bool = True, **filters: Any
-    ) -> "pandas.DataFrame":
+    ) -> DataFrame:
         """Tests every connection this hub may view (optionally filtered as in :meth:`list`:
         ``search``, ``status``, ``tag``, ``engine``), as :meth:`test_many`."""
         return self.test_many(self._names(**filters), concurrency=concurrency, progress=progress)
@@ -453,7 +450,7 @@ class Hub:
 
     def read_sql(
         self, name: str, sql: str, params: Optional[Mapping[str, Any]] = None
-    ) -> "pandas.DataFrame":
+    ) -> DataFrame:
         """Runs ``sql`` (with ``:name`` bound ``params``) on the connection through a short-lived
         SQLAlchemy engine; a pandas DataFrame."""
         from ._glue import read_sql

@@ -27,11 +27,11 @@ from typing import (
     overload,
 )
 
+from ._glue import DataFrame
 from ._errors import TestFailed
 from ._secret import Secret
 
 if TYPE_CHECKING:  # pragma: no cover
-    import pandas  # type: ignore[import-untyped,unused-ignore]
     import psycopg
     import sqlalchemy
 
@@ -401,7 +401,7 @@ class Connections(Sequence[Connection]):
         """The names on this page, in order."""
         return [c.name for c in self._items]
 
-    def to_pandas(self) -> "pandas.DataFrame":
+    def to_pandas(self) -> DataFrame:
         """This page as a DataFrame, one row per connection (needs the ``pandas`` extra)."""
         from ._glue import require
 
@@ -650,7 +650,7 @@ class Health:
             name=name,
         )
 
-    def to_pandas(self) -> "pandas.DataFrame":
+    def to_pandas(self) -> DataFrame:
         """The checks as a DataFrame, newest first (needs the ``pandas`` extra)."""
         from ._glue import require
 
