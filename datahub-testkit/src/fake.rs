@@ -216,12 +216,7 @@ async fn session(stream: &mut TcpStream, state: &Arc<State>) -> io::Result<()> {
             }
             _ => {
                 let mut out = Vec::new();
-                error_response(
-                    &mut out,
-                    "FATAL",
-                    "0A000",
-                    "unsupported frontend protocol",
-                );
+                error_response(&mut out, "FATAL", "0A000", "unsupported frontend protocol");
                 stream.write_all(&out).await?;
                 return Ok(());
             }
@@ -418,7 +413,12 @@ fn command_complete(out: &mut Vec<u8>, tag: &str) {
 
 fn error_response(out: &mut Vec<u8>, severity: &str, code: &str, text: &str) {
     let mut body = Vec::with_capacity(64 + text.len());
-    for (field, value) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', text)] {
+    for (field, value) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', text),
+    ] {
         body.push(field);
         cstring(&mut body, value);
     }
@@ -492,7 +492,12 @@ mod tests {
             application_name: String::new(),
         };
         let mut out = Vec::new();
-        simple_query(&mut out, "SET a = 1; DROP TABLE x; SELECT 1", &params, &state);
+        simple_query(
+            &mut out,
+            "SET a = 1; DROP TABLE x; SELECT 1",
+            &params,
+            &state,
+        );
         let kinds: Vec<u8> = frames(&out).into_iter().map(|(k, _)| k).collect();
         assert_eq!(kinds, vec![b'C', b'E']);
     }

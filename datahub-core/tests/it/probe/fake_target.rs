@@ -23,7 +23,12 @@ fn target(fake: &FakeTarget, database: &str, mode: TlsMode) -> Target {
 #[tokio::test]
 async fn a_plaintext_test_is_ok_with_the_targets_facts() {
     let fake = FakeTarget::start().await.unwrap();
-    let report = run(&target(&fake, "appdb", TlsMode::Disable), &any_mode(), BUDGET).await;
+    let report = run(
+        &target(&fake, "appdb", TlsMode::Disable),
+        &any_mode(),
+        BUDGET,
+    )
+    .await;
     assert!(report.ok, "{report:?}");
     let server = report.server.as_ref().unwrap();
     assert_eq!(server.version, FAKE_SERVER_VERSION);
@@ -43,7 +48,12 @@ async fn a_plaintext_test_is_ok_with_the_targets_facts() {
 #[tokio::test]
 async fn prefer_goes_on_in_plaintext_after_the_targets_no() {
     let fake = FakeTarget::start().await.unwrap();
-    let report = run(&target(&fake, "appdb", TlsMode::Prefer), &any_mode(), BUDGET).await;
+    let report = run(
+        &target(&fake, "appdb", TlsMode::Prefer),
+        &any_mode(),
+        BUDGET,
+    )
+    .await;
     assert!(report.ok, "{report:?}");
     assert!(report.tls.is_none());
     let tls = report.steps.iter().find(|s| s.name == StepName::Tls);
@@ -54,15 +64,30 @@ async fn prefer_goes_on_in_plaintext_after_the_targets_no() {
 async fn a_database_made_down_fails_and_answers_again_once_up() {
     let fake = FakeTarget::start().await.unwrap();
     fake.set_down("flip", true);
-    let down = run(&target(&fake, "flip", TlsMode::Disable), &any_mode(), BUDGET).await;
+    let down = run(
+        &target(&fake, "flip", TlsMode::Disable),
+        &any_mode(),
+        BUDGET,
+    )
+    .await;
     assert!(!down.ok, "{down:?}");
     let failure = down.failure.as_ref().unwrap();
     assert_eq!(failure.sqlstate.as_deref(), Some("57P03"), "{down:?}");
     assert_eq!(fake.refused(), 1);
-    let other = run(&target(&fake, "other", TlsMode::Disable), &any_mode(), BUDGET).await;
+    let other = run(
+        &target(&fake, "other", TlsMode::Disable),
+        &any_mode(),
+        BUDGET,
+    )
+    .await;
     assert!(other.ok, "only the database made down refuses: {other:?}");
     fake.set_down("flip", false);
-    let up = run(&target(&fake, "flip", TlsMode::Disable), &any_mode(), BUDGET).await;
+    let up = run(
+        &target(&fake, "flip", TlsMode::Disable),
+        &any_mode(),
+        BUDGET,
+    )
+    .await;
     assert!(up.ok, "{up:?}");
 }
 
@@ -93,7 +118,11 @@ async fn many_tests_at_once_all_pass_and_close_their_sessions() {
     // later.
     let deadline = Instant::now() + Duration::from_secs(5);
     while fake.open_sessions() > 0 {
-        assert!(Instant::now() < deadline, "{} still open", fake.open_sessions());
+        assert!(
+            Instant::now() < deadline,
+            "{} still open",
+            fake.open_sessions()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
