@@ -16,6 +16,7 @@ use std::time::Duration;
 pub struct Span {
     pub start: i64,
     pub end: i64,
+    pub ok: bool,
 }
 
 /// Every stored check, per connection id, sorted by start.
@@ -25,13 +26,14 @@ pub struct History {
 }
 
 impl History {
-    /// From `(connection id, at, latency in ms)` rows.
-    fn from_rows(rows: impl Iterator<Item = (String, i64, i64)>) -> Self {
+    /// From `(connection id, at, latency in ms, ok)` rows.
+    fn from_rows(rows: impl Iterator<Item = (String, i64, i64, bool)>) -> Self {
         let mut by_connection: HashMap<String, Vec<Span>> = HashMap::new();
-        for (id, at, latency_ms) in rows {
+        for (id, at, latency_ms, ok) in rows {
             by_connection.entry(id).or_default().push(Span {
                 start: at - latency_ms * 1_000,
                 end: at,
+                ok,
             });
         }
         for spans in by_connection.values_mut() {
@@ -59,7 +61,7 @@ impl History {
         db.busy_timeout(Duration::from_secs(10))
             .map_err(|e| e.to_string())?;
         let mut statement = db
-            .prepare("SELECT connection_id, at, latency_ms FROM health_checks")
+            .prepare("SELECT connection_id, at, latency_ms, ok FROM health_checks")
             .map_err(|e| e.to_string())?;
         let rows = statement
             .query_map([], |row| {
@@ -67,6 +69,7 @@ impl History {
                     row.get::<_, String>(0)?,
                     row.get::<_, i64>(1)?,
                     row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)? != 0,
                 ))
             })
             .map_err(|e| e.to_string())?
@@ -80,7 +83,8 @@ impl History {
         let rows = client
             .query(
                 "SELECT connection_id::text, \
-                 (extract(epoch FROM at) * 1000000)::int8, latency_ms::int8 FROM health_checks",
+                 (extract(epoch FROM at) * 1000000)::int8, latency_ms::int8, ok \
+                 FROM health_checks",
                 &[],
             )
             .await
@@ -90,6 +94,7 @@ impl History {
                 r.get::<_, String>(0),
                 r.get::<_, i64>(1),
                 r.get::<_, i64>(2),
+                r.get::<_, bool>(3),
             )
         })))
     }
@@ -107,6 +112,20 @@ impl History {
         self.by_connection
             .values()
             .map(|spans| spans.iter().filter(|s| (from..to).contains(&s.end)).count() as u64)
+            .sum()
+    }
+
+    /// Failed checks that finished in `[from, to)`, of connections not in `except`.
+    pub fn failures_between(&self, from: i64, to: i64, except: &[String]) -> u64 {
+        self.by_connection
+            .iter()
+            .filter(|(id, _)| !except.contains(id))
+            .map(|(_, spans)| {
+                spans
+                    .iter()
+                    .filter(|s| !s.ok && (from..to).contains(&s.end))
+                    .count() as u64
+            })
             .sum()
     }
 
@@ -207,7 +226,11 @@ mod tests {
 
     fn history(times: &[i64]) -> History {
         // Checks starting at the times given and taking 1 ms.
-        History::from_rows(times.iter().map(|t| ("c".to_owned(), t * S + 1_000, 1)))
+        History::from_rows(
+            times
+                .iter()
+                .map(|t| ("c".to_owned(), t * S + 1_000, 1, true)),
+        )
     }
 
     #[test]
@@ -254,11 +277,13 @@ mod tests {
         // starts 8 s apart, so not a double check.
         let h = History::from_rows(
             [
-                ("c".to_owned(), 4 * S, 4_000),
-                ("c".to_owned(), 8 * S + 100_000, 100),
+                ("c".to_owned(), 4 * S, 4_000, true),
+                ("c".to_owned(), 8 * S + 100_000, 100, false),
             ]
             .into_iter(),
         );
         assert_eq!(h.double_checks(Duration::from_secs(10)), 0);
+        assert_eq!(h.failures_between(0, 10 * S, &[]), 1);
+        assert_eq!(h.failures_between(0, 10 * S, &["c".to_owned()]), 0);
     }
 }

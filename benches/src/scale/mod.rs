@@ -920,6 +920,20 @@ async fn scenario_b(config: &Config, out: &mut Outcome) {
         );
     }
     out.figure("b_status_changes", union.len() as f64, "in the window");
+    let steady_changes = union.iter().filter(|c| !flip_ids.contains(&c.id)).count();
+    out.figure(
+        "b_status_changes_of_steady_targets",
+        steady_changes as f64,
+        "in the window (targets never made down)",
+    );
+    out.figure(
+        "b_failed_checks_of_steady_targets",
+        history.failures_between(t0, t1, &flip_ids) as f64,
+        "in the window",
+    );
+    for change in union.iter().filter(|c| !flip_ids.contains(&c.id)).take(3) {
+        println!("b: a steady target's status change: {change:?}");
+    }
     out.figure("b_flipped_targets_seen_failing", flipped as f64, "targets");
     out.goal("b_events_missing", missing as f64, Limit::AtMost(0.0));
 
