@@ -1,4 +1,4 @@
-//! The scale bench works, in CI time: both scenarios small (2,000 connections on SQLite; 500 on
+//! The scale bench works, in CI time: both scenarios small (2,000 connections on SQLite; 300 on
 //! three replicas, light enough that a loaded 2-core machine running the debug build keeps up;
 //! a 10 s interval), every goal line printed, and the correctness goals hold. This is
 //! also the replicas test of issue 16: three `datahub-server serve` processes on one kit
@@ -37,7 +37,7 @@ fn server_bin() -> PathBuf {
 fn the_scale_bench_runs_small_and_three_replicas_share_without_double_checks_and_take_over() {
     let config = Config {
         n: 2_000,
-        m: 500,
+        m: 300,
         replicas: 3,
         interval: Duration::from_secs(10),
         a_window: 1,

@@ -181,7 +181,7 @@ impl History {
                     .filter(|at| (from..=to).contains(at))
                     .collect();
                 // The last check before the window starts the first gap.
-                let before = times.iter().copied().filter(|at| *at < from).next_back();
+                let before = times.iter().copied().rfind(|at| *at < from);
                 let mut points: Vec<i64> = before.into_iter().chain(inside).collect();
                 points.push(to);
                 if points.len() == 1 {
