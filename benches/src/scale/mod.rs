@@ -771,7 +771,20 @@ async fn scenario_b(config: &Config, out: &mut Outcome) {
     let started = now_micros();
     let mut streams = Vec::new();
     for srv in &servers {
-        streams.push(EventStream::open(srv.addr, &seeded.token).await.unwrap());
+        // A replica just started is busy loading and first-checking everything: give its
+        // stream a few tries.
+        let mut tries = 0;
+        let stream = loop {
+            match EventStream::open(srv.addr, &seeded.token).await {
+                Ok(stream) => break stream,
+                Err(e) if tries < 4 => {
+                    tries += 1;
+                    println!("b: event stream not open yet ({e}); trying again");
+                }
+                Err(e) => panic!("the event stream did not open: {e}"),
+            }
+        };
+        streams.push(stream);
     }
     let opened = now_micros();
     let pg_ref = &pg;
