@@ -10,6 +10,9 @@
 //! - [`FaultProxy`] (module `proxy`) misbehaves on purpose ([`Fault`]): never answers, accepts
 //!   and stalls, stalls, drips or resets part-way through a forwarded connection, and counts the
 //!   sockets it holds so tests can prove the code under test closes its connections.
+//! - [`FakeTarget`] (module `fake`) is a cheap loopback PostgreSQL target for scale runs: trust
+//!   start-up without TLS and the prober's facts query answered from memory, so thousands of
+//!   checks a second cost almost nothing; a database can be made to refuse start-ups (down).
 //! - [`canary`] captures every `tracing` line and lists the encoded forms of a secret, for the
 //!   tests proving a secret never shows (SECURITY.md S8).
 //! - [`Error`] (module `error`) is the kit's one error type, classified by [`ErrorKind`].
@@ -53,9 +56,11 @@ pub mod canary;
 mod certs;
 mod cluster;
 mod error;
+mod fake;
 mod proxy;
 
 pub use certs::{ServerCert, WRONG_HOST};
 pub use cluster::{AuthMethod, PgCluster, PgClusterBuilder, SUPERUSER, Transport, User};
 pub use error::{Error, ErrorKind, Result};
+pub use fake::{FAKE_MAX_CONNECTIONS, FAKE_SERVER_VERSION, FakeTarget};
 pub use proxy::{DEFAULT_DRIP_INTERVAL, Direction, Fault, FaultProxy};
