@@ -17,6 +17,7 @@ import os
 import secrets
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -412,6 +413,20 @@ class StalledListener:
         for c in self.held:
             c.close()
         self.sock.close()
+
+
+@pytest.fixture
+def sigint_raises() -> Iterator[None]:
+    """SIGINT raises ``KeyboardInterrupt`` in the main thread, as in a terminal or a notebook.
+
+    A process started in the background by a non-interactive shell inherits SIGINT ignored, and
+    Python then leaves it ignored: the Ctrl-C tests would test nothing. They set Python's own
+    handler for their duration."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture

@@ -326,7 +326,9 @@ def test_test_many_keeps_input_order_and_reports_progress(hub: LocalHub, stalled
     assert calls == [(n, len(idents)) for n in range(1, len(idents) + 1)]
 
 
-def test_ctrl_c_interrupts_a_stalled_test_promptly(hub: LocalHub, stalled: Stalled) -> None:
+def test_ctrl_c_interrupts_a_stalled_test_promptly(
+    hub: LocalHub, stalled: Stalled, sigint_raises: None
+) -> None:
     hub.create(body("stalls", port=stalled.port), False)
     sent: List[float] = []
 
