@@ -17,6 +17,7 @@ from conftest import Kit, Server, StalledListener, free_port, start_server, stop
 
 EXPECTED = {
     "invalid_input": dh.InvalidInput,
+    "malformed_json": dh.InvalidInput,
     "if_match_required": dh.InvalidInput,
     "payload_too_large": dh.InvalidInput,
     "unsupported_media_type": dh.InvalidInput,

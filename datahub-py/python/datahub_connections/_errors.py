@@ -139,6 +139,7 @@ class InternalError(DataHubError):
 #: The one map from an error code (the REST API's, which local mode uses too) to its class.
 CODE_CLASSES: Dict[str, Type[DataHubError]] = {
     "invalid_input": InvalidInput,
+    "malformed_json": InvalidInput,
     "if_match_required": InvalidInput,
     "payload_too_large": InvalidInput,
     "unsupported_media_type": InvalidInput,
