@@ -125,6 +125,12 @@ pub struct MonitorStats {
     /// Due checks not made because the checker did not admit them ([`Checker::admit`]: the
     /// first check after a save, when the saving user's test budget was spent).
     pub deferred: u64,
+    /// Store calls made to claim due checks (each claims one or more): with
+    /// [`Self::checks`], the claims' store round trips per check.
+    pub lease_calls: u64,
+    /// Store calls made to record finished checks (each records one or more): with
+    /// [`Self::checks`], the records' store round trips per check.
+    pub record_calls: u64,
 }
 
 /// A running monitor: started by [`Monitor::start`] (or [`Hub::start_monitor`](crate::hub::Hub::start_monitor)),
@@ -322,6 +328,8 @@ struct Counters {
     leases_lost: AtomicU64,
     remote_events: AtomicU64,
     deferred: AtomicU64,
+    lease_calls: AtomicU64,
+    record_calls: AtomicU64,
 }
 
 impl Counters {
@@ -345,6 +353,8 @@ impl Counters {
             leases_lost: get(&self.leases_lost),
             remote_events: get(&self.remote_events),
             deferred: get(&self.deferred),
+            lease_calls: get(&self.lease_calls),
+            record_calls: get(&self.record_calls),
         }
     }
 }
@@ -657,6 +667,7 @@ async fn run_connection(
         // Claim this interval's check; another process sharing the store may have it. A won
         // claim carries the row, so the check reads nothing more.
         let mut claimed = None;
+        Counters::bump(&shared.counters.lease_calls, 1);
         match shared
             .store
             .lease_check(id, shared.id, wall_now(), lease_hold(settings.interval))
@@ -915,6 +926,7 @@ async fn record(
         status = to.as_str(),
         "check done"
     );
+    Counters::bump(&shared.counters.record_calls, 1);
     if let Err(e) = shared.store.record_check(&check, &health).await {
         tracing::warn!(connection = %id, error = %e, "monitor could not record a check");
         Counters::bump(&shared.counters.store_errors, 1);
