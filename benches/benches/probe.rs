@@ -210,7 +210,9 @@ fn bench(c: &mut Criterion) {
     cluster
         .psql(
             STORE_DB,
-            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+            // In a schema of its own: the store's schema is dropped for every fresh store.
+            "CREATE SCHEMA bench_stats; \
+             CREATE EXTENSION pg_stat_statements SCHEMA bench_stats",
         )
         .unwrap();
     // `PROBE_BENCH_ONLY=monitor`: only the monitor's throughput and CPU per check.
@@ -833,7 +835,7 @@ fn counter(cluster: &PgCluster, kind: StoreKind) -> Option<StatementCounter<'_>>
 impl StatementCounter<'_> {
     fn reset(&self) {
         self.cluster
-            .psql(STORE_DB, "SELECT pg_stat_statements_reset()")
+            .psql(STORE_DB, "SELECT bench_stats.pg_stat_statements_reset()")
             .unwrap();
     }
 
@@ -850,7 +852,7 @@ impl StatementCounter<'_> {
                      THEN 'record' \
                    WHEN query ILIKE '%pg_notify%' THEN 'notify' \
                    ELSE 'other' END AS purpose, sum(calls) \
-                 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+                 FROM bench_stats.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
                  WHERE d.datname = current_database() \
                    AND query NOT ILIKE '%pg_stat_statements%' \
                  GROUP BY 1",

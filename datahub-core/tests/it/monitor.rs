@@ -866,3 +866,109 @@ async fn changes_through_the_hub_alone_reach_its_monitor() {
     assert_eq!(monitor.stats().checks, 1);
     monitor.shutdown().await;
 }
+
+/// The first checks of each connection, per 1-second window from `since`, over `windows`
+/// seconds; every connection of `ids` must have had one by then.
+fn first_checks_per_second(
+    checker: &Scripted,
+    ids: &[ConnectionId],
+    since: Instant,
+    windows: usize,
+) -> Vec<usize> {
+    let mut per_second = vec![0; windows];
+    for id in ids {
+        let first = *checker
+            .calls(*id)
+            .first()
+            .unwrap_or_else(|| panic!("{id} never checked"));
+        let second = usize::try_from(first.duration_since(since).as_secs()).unwrap();
+        assert!(second < windows, "{id} first checked after {second} s");
+        per_second[second] += 1;
+    }
+    per_second
+}
+
+/// Start spreading (issue 16): the first checks after a start, and those of connections taken
+/// over from a monitor that stopped, spread over one interval: in no 1-second window more than
+/// twice the average rate. 10,000 connections on a real SQLite store, a scripted checker,
+/// paused time (tokio does not advance a paused clock while the store's blocking work runs).
+#[tokio::test(start_paused = true)]
+async fn first_checks_spread_over_one_interval_at_start_and_at_takeover() {
+    const N: usize = 10_000;
+    const INTERVAL_S: u64 = 60;
+    let f = fixture().await;
+    let mut saving = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let (hub, admin) = (f.hub.clone(), f.admin.clone());
+        saving.spawn(async move {
+            let mut ids = Vec::new();
+            for i in (task..N).step_by(8) {
+                let mut d = draft(&format!("spread-{i}"), "pw");
+                d.monitoring = MonitoringDraft {
+                    interval_s: Some(INTERVAL_S as i64),
+                    ..MonitoringDraft::default()
+                };
+                ids.push(hub.create_connection(&admin, d).await.unwrap().id);
+            }
+            ids
+        });
+    }
+    let ids: Vec<ConnectionId> = saving.join_all().await.into_iter().flatten().collect();
+    assert_eq!(ids.len(), N);
+    let average = N as f64 / INTERVAL_S as f64;
+    let config = MonitorConfig {
+        // Every first check in its lane at once: only the schedule spreads them.
+        first_check_concurrency: N,
+        ..MonitorConfig::default()
+    };
+
+    // A start: every connection's first check within one interval, spread.
+    let first = Scripted::new(Duration::from_millis(5));
+    let started = Instant::now();
+    let a = Monitor::start(f.store.clone(), first.clone(), config.clone());
+    tokio::time::sleep(Duration::from_secs(INTERVAL_S + 5)).await;
+    let per_second = first_checks_per_second(&first, &ids, started, INTERVAL_S as usize + 1);
+    let busiest = per_second.iter().copied().max().unwrap();
+    assert!(
+        busiest as f64 <= 2.0 * average,
+        "{busiest} first checks in one second, average {average:.0}/s: {per_second:?}"
+    );
+
+    // A takeover: a second monitor shares the store (each check goes to whichever claims
+    // it first), then the first one stops. Every connection the first one checked last is
+    // checked by the second within two intervals, and the second's checks stay spread: no
+    // second sees more than twice the average rate.
+    let second = Scripted::new(Duration::from_millis(5));
+    let b = Monitor::start(f.store.clone(), second.clone(), config);
+    tokio::time::sleep(Duration::from_secs(INTERVAL_S + 5)).await;
+    a.shutdown().await;
+    let stopped = Instant::now();
+    let held: std::collections::HashSet<ConnectionId> = ids
+        .iter()
+        .copied()
+        .filter(|id| first.calls(*id).last() > second.calls(*id).last())
+        .collect();
+    assert!(!held.is_empty() && held.len() < N, "{}", held.len());
+    tokio::time::sleep(Duration::from_secs(2 * INTERVAL_S)).await;
+    b.shutdown().await;
+    let mut per_second = vec![0usize; 2 * INTERVAL_S as usize];
+    for id in &ids {
+        let calls = second.calls(*id);
+        let after: Vec<&Instant> = calls.iter().filter(|at| **at >= stopped).collect();
+        if held.contains(id) {
+            assert!(!after.is_empty(), "{id} not taken over");
+        }
+        for at in after {
+            let s = usize::try_from(at.duration_since(stopped).as_secs()).unwrap();
+            if let Some(n) = per_second.get_mut(s) {
+                *n += 1;
+            }
+        }
+    }
+    let busiest = per_second.iter().copied().max().unwrap();
+    assert!(
+        busiest as f64 <= 2.0 * average,
+        "{busiest} checks in one second after the takeover, average {average:.0}/s: \
+         {per_second:?}"
+    );
+}
