@@ -50,7 +50,17 @@
 //! loop minus the bare loop running the probe's query is the prober's own client cost, monitor
 //! minus `probe::test` loop the monitor's own.
 //!
-//! Run: `cargo bench -p datahub-benches --bench probe` (about 9 minutes).
+//! The monitor part runs on each store of `PROBE_BENCH_STORES` (default `sqlite,postgres`: the
+//! PostgreSQL store is a database of the same kit cluster, reset for the run) and ends with the
+//! goal lines `GOAL monitor_cpu_per_check_<store> <monitor CPU / probe::test loop CPU> 1.25
+//! met|not met`, and `GOAL lease_queries_per_check_<store>` / `record_queries_per_check_<store>`
+//! (limit 1): on PostgreSQL the statements `pg_stat_statements` counted in the store's database
+//! during the monitor's windows (`BEGIN`/`COMMIT` included), on SQLite the monitor's own count of
+//! its claim and record calls (`MonitorStats::lease_calls`, `record_calls`: each one write).
+//!
+//! Run: `cargo bench -p datahub-benches --bench probe` (about 20 minutes), or only the monitor's
+//! part: `PROBE_BENCH_ONLY=monitor cargo bench -p datahub-benches --bench probe` (about 5
+//! minutes a store).
 //!
 //! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
 //! that work, N times, after the set-up (`probe_loop:S` and `bare_loop:S`: the 32-wide loops

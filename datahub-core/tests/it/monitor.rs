@@ -888,12 +888,14 @@ fn first_checks_per_second(
     per_second
 }
 
-/// Start spreading (issue 16): the first checks after a start, and those of connections taken
-/// over from a monitor that stopped, spread over one interval: in no 1-second window more than
-/// twice the average rate. 10,000 connections on a real SQLite store, a scripted checker,
-/// paused time (tokio does not advance a paused clock while the store's blocking work runs).
+/// Start spreading (issue 16): the first checks after a start spread over one interval: in no
+/// 1-second window more than twice the average rate. 10,000 connections on a real SQLite
+/// store, a scripted checker, paused time (tokio does not advance a paused clock while the
+/// store's blocking work runs). A takeover from a stopped replica cannot be played on the
+/// paused clock: leases are held on the wall clock, which it does not move (the replicas test
+/// kills a real process instead).
 #[tokio::test(start_paused = true)]
-async fn first_checks_spread_over_one_interval_at_start_and_at_takeover() {
+async fn first_checks_after_a_start_spread_over_one_interval() {
     const N: usize = 10_000;
     const INTERVAL_S: u64 = 60;
     let f = fixture().await;
@@ -934,41 +936,5 @@ async fn first_checks_spread_over_one_interval_at_start_and_at_takeover() {
         "{busiest} first checks in one second, average {average:.0}/s: {per_second:?}"
     );
 
-    // A takeover: a second monitor shares the store (each check goes to whichever claims
-    // it first), then the first one stops. Every connection the first one checked last is
-    // checked by the second within two intervals, and the second's checks stay spread: no
-    // second sees more than twice the average rate.
-    let second = Scripted::new(Duration::from_millis(5));
-    let b = Monitor::start(f.store.clone(), second.clone(), config);
-    tokio::time::sleep(Duration::from_secs(INTERVAL_S + 5)).await;
     a.shutdown().await;
-    let stopped = Instant::now();
-    let held: std::collections::HashSet<ConnectionId> = ids
-        .iter()
-        .copied()
-        .filter(|id| first.calls(*id).last() > second.calls(*id).last())
-        .collect();
-    assert!(!held.is_empty() && held.len() < N, "{}", held.len());
-    tokio::time::sleep(Duration::from_secs(2 * INTERVAL_S)).await;
-    b.shutdown().await;
-    let mut per_second = vec![0usize; 2 * INTERVAL_S as usize];
-    for id in &ids {
-        let calls = second.calls(*id);
-        let after: Vec<&Instant> = calls.iter().filter(|at| **at >= stopped).collect();
-        if held.contains(id) {
-            assert!(!after.is_empty(), "{id} not taken over");
-        }
-        for at in after {
-            let s = usize::try_from(at.duration_since(stopped).as_secs()).unwrap();
-            if let Some(n) = per_second.get_mut(s) {
-                *n += 1;
-            }
-        }
-    }
-    let busiest = per_second.iter().copied().max().unwrap();
-    assert!(
-        busiest as f64 <= 2.0 * average,
-        "{busiest} checks in one second after the takeover, average {average:.0}/s: \
-         {per_second:?}"
-    );
 }
