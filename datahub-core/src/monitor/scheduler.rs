@@ -1127,21 +1127,27 @@ async fn claimer(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<ClaimRe
 async fn recorder(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Finished>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut rows = Vec::with_capacity(MAX_BATCH);
+    let mut before = Vec::with_capacity(MAX_BATCH);
     loop {
         let running = gather(&shared, &mut queue, &mut batch, shared.config.record_window).await;
         if !batch.is_empty() {
             rows.clear();
-            rows.extend(
-                batch
-                    .iter()
-                    .map(|finished| (finished.check.clone(), finished.health.clone())),
-            );
+            before.clear();
+            for Finished {
+                check,
+                health,
+                from,
+            } in batch.drain(..)
+            {
+                rows.push((check, health));
+                before.push(from);
+            }
             Counters::bump(&shared.counters.record_calls, 1);
             if let Err(e) = shared.store.record_checks(&rows).await {
                 tracing::warn!(checks = rows.len(), error = %e, "monitor could not record checks");
                 Counters::bump(&shared.counters.store_errors, 1);
             }
-            publish_finished(&shared, batch.drain(..)).await;
+            publish_finished(&shared, &rows, &before).await;
         }
         if !running {
             return;
@@ -1151,9 +1157,9 @@ async fn recorder(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Finish
 
 /// Publishes the events of recorded checks: a status change (when there was one), then the
 /// check; told to other processes as few payloads of several events.
-async fn publish_finished(shared: &Shared, finished: impl Iterator<Item = Finished>) {
+async fn publish_finished(shared: &Shared, rows: &[(Check, Health)], before: &[HealthStatus]) {
     let mut payload = String::new();
-    for Finished { check, from, .. } in finished {
+    for ((check, _), &from) in rows.iter().zip(before) {
         let id = check.connection;
         let to = check.status;
         let at = check.at;
