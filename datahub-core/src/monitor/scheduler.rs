@@ -1020,8 +1020,9 @@ async fn claim(shared: &Shared, id: ConnectionId, hold: Duration) -> Option<Clai
 }
 
 /// Waits for the first item of a batch, then gathers more for up to `window` (or until
-/// [`MAX_BATCH`]) into `batch`; false once the monitor is stopping (with what is already
-/// queued in `batch`).
+/// [`MAX_BATCH`]) into `batch`; false once the monitor is stopping, at once (with what is
+/// already queued in `batch`: the recorder still writes it, the claimer drops it, as the tasks
+/// waiting for those claims stop too).
 async fn gather<T>(
     shared: &Shared,
     queue: &mut mpsc::UnboundedReceiver<T>,
@@ -1031,12 +1032,7 @@ async fn gather<T>(
     let first = tokio::select! {
         biased;
         () = shared.cancel.cancelled() => {
-            while batch.len() < MAX_BATCH {
-                match queue.try_recv() {
-                    Ok(item) => batch.push(item),
-                    Err(_) => break,
-                }
-            }
+            take_queued(queue, batch);
             return false;
         }
         item = queue.recv() => match item {
@@ -1058,6 +1054,11 @@ async fn gather<T>(
         }
         tokio::select! {
             biased;
+            // Stopping: no waiting out the window.
+            () = shared.cancel.cancelled() => {
+                take_queued(queue, batch);
+                return false;
+            }
             item = queue.recv() => match item {
                 Some(item) => batch.push(item),
                 None => break,
@@ -1066,6 +1067,16 @@ async fn gather<T>(
         }
     }
     true
+}
+
+/// Moves what is queued now into `batch`, up to [`MAX_BATCH`].
+fn take_queued<T>(queue: &mut mpsc::UnboundedReceiver<T>, batch: &mut Vec<T>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Claims due checks in batches: the checks falling due within
