@@ -406,7 +406,18 @@ pub trait HealthStore: Send + Sync {
     /// replaces the stored facts, `None` keeps them (a check that did not reach the server does
     /// not erase what the last one that did saw).
     /// A check of a connection deleted meanwhile is dropped without error.
-    async fn record_check(&self, check: &Check, health: &Health) -> Result<()>;
+    /// The same as [`Self::record_checks`] with one check.
+    async fn record_check(&self, check: &Check, health: &Health) -> Result<()> {
+        self.record_checks(&[(check.clone(), health.clone())]).await
+    }
+
+    /// Records several checks, each as [`Self::record_check`] does, all in one transaction:
+    /// one statement on PostgreSQL, one write on SQLite. In slice order, so of two checks of one
+    /// connection the later one's health is the current one (and the facts, when the later
+    /// one brings none, the earlier one's). Checks of connections deleted meanwhile are dropped
+    /// without error and do not keep the others from being recorded. An empty slice does
+    /// nothing.
+    async fn record_checks(&self, checks: &[(Check, Health)]) -> Result<()>;
 
     /// Up to `limit` checks of a connection at or after `since`, newest first.
     async fn checks(
@@ -429,16 +440,33 @@ pub trait HealthStore: Send + Sync {
     /// (`None`) otherwise, and also for a connection that does not exist (deleted meanwhile). A win records `holder` and `now` as
     /// the last claim. On PostgreSQL a claim racing with another one in flight loses at once
     /// (`FOR UPDATE SKIP LOCKED`) instead of waiting for it.
+    /// The same as [`Self::lease_checks`] with one id.
     async fn lease_check(
         &self,
         id: ConnectionId,
         holder: Uuid,
         now: OffsetDateTime,
         hold: Duration,
-    ) -> Result<Option<CheckLease>>;
+    ) -> Result<Option<CheckLease>> {
+        let won = self.lease_checks(&[id], holder, now, hold).await?;
+        Ok(won.into_iter().next())
+    }
+
+    /// Claims the checks of several connections at once, each as [`Self::lease_check`] does
+    /// (the same rules, the same atomicity: of claims racing for one connection, from any
+    /// process, at most one wins), in one statement on PostgreSQL and one write on SQLite.
+    /// Answers the won claims only, each naming its connection (`connection.id`), in no
+    /// particular order; an id given twice is claimed once.
+    async fn lease_checks(
+        &self,
+        ids: &[ConnectionId],
+        holder: Uuid,
+        now: OffsetDateTime,
+        hold: Duration,
+    ) -> Result<Vec<CheckLease>>;
 
     /// Tells every process sharing the store (this one included) a short event `payload` (at
-    /// most 1,000 bytes, no NUL), best effort: a process not listening at that moment misses it.
+    /// most 7,900 bytes, no NUL), best effort: a process not listening at that moment misses it.
     /// The default does nothing: a store only one process uses (SQLite) has nobody to tell.
     async fn notify_event(&self, payload: &str) -> Result<()> {
         let _ = payload;

@@ -13,9 +13,12 @@
 //! no two transactions wait on each other in opposite orders.
 //!
 //! Processes sharing the store split the health checks through
-//! [`HealthStore::lease_check`](crate::store::HealthStore::lease_check) (a `check_leases` row per
-//! connection, claimed by one `UPDATE` over `SELECT … FOR UPDATE SKIP LOCKED`, so racing
-//! claimants never wait on each other) and tell each other events through `NOTIFY` on
+//! [`HealthStore::lease_checks`](crate::store::HealthStore::lease_checks) (a `check_leases` row per
+//! connection; a batch is claimed by one statement, an `UPDATE` over `SELECT … FOR UPDATE SKIP
+//! LOCKED` for existing rows, so racing claimants never wait on each other, and an insert of the
+//! rows of connections never claimed), record results in batches with one statement
+//! ([`HealthStore::record_checks`](crate::store::HealthStore::record_checks): `unnest` of
+//! column arrays, the connections locked `FOR KEY SHARE` first so a deleted one is skipped) and tell each other events through `NOTIFY` on
 //! [`EVENTS_CHANNEL`](crate::store::EVENTS_CHANNEL);
 //! [`HealthStore::subscribe_events`](crate::store::HealthStore::subscribe_events) starts a
 //! listener on its own connection (not pooled: `LISTEN` belongs to one session), with the

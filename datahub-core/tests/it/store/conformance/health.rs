@@ -11,6 +11,8 @@ macro_rules! cases {
             health_checks_and_summary,
             check_facts_are_kept_until_a_check_brings_new_ones,
             check_leases_one_winner_per_interval,
+            checks_recorded_in_batches,
+            check_leases_claimed_in_batches,
         );
     };
 }
@@ -267,5 +269,144 @@ pub(crate) async fn check_leases_one_winner_per_interval(store: Handle) {
             .await
             .unwrap(),
         None
+    );
+}
+
+pub(crate) async fn checks_recorded_in_batches(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let a = conn(&store, "a", owner).await;
+    let b = conn(&store, "b", owner).await;
+    let ghost = ConnectionId::new();
+    let t0 = now() - Duration::minutes(10);
+    let t1 = t0 + Duration::minutes(1);
+    let facts = CheckFacts {
+        at: t0,
+        server: Some(ServerInfo {
+            version: "16.4".into(),
+            in_recovery: false,
+            connections_used: Some(3),
+            max_connections: Some(100),
+        }),
+        tls: None,
+    };
+    let with_facts = Health {
+        facts: Some(facts.clone()),
+        ..health(HealthStatus::Healthy, t0)
+    };
+    // Nothing to record is no error.
+    store.record_checks(&[]).await.unwrap();
+    // One write: two checks of `a` (the later one brings no facts), one of `b`, and one of a
+    // connection deleted meanwhile, which is dropped without keeping the others out.
+    store
+        .record_checks(&[
+            (check(a.id, t0, HealthStatus::Healthy), with_facts),
+            (
+                check(ghost, t0, HealthStatus::Healthy),
+                health(HealthStatus::Healthy, t0),
+            ),
+            (
+                check(b.id, t0, HealthStatus::Healthy),
+                health(HealthStatus::Healthy, t0),
+            ),
+            (
+                check(a.id, t1, HealthStatus::Down),
+                health(HealthStatus::Down, t1),
+            ),
+        ])
+        .await
+        .unwrap();
+    let history = store.checks(a.id, t0, 10).await.unwrap();
+    assert_eq!(
+        history,
+        [
+            check(a.id, t1, HealthStatus::Down),
+            check(a.id, t0, HealthStatus::Healthy)
+        ],
+        "newest first"
+    );
+    assert_eq!(store.checks(b.id, t0, 10).await.unwrap().len(), 1);
+    assert!(store.checks(ghost, t0, 10).await.unwrap().is_empty());
+    // The later check's health is the current one, with the facts of the one that had any.
+    let s = store.connection_summary(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        s.health,
+        Health {
+            facts: Some(facts),
+            ..health(HealthStatus::Down, t1)
+        }
+    );
+    let s = store.connection_summary(b.id).await.unwrap().unwrap();
+    assert_eq!(s.health, health(HealthStatus::Healthy, t0));
+}
+
+pub(crate) async fn check_leases_claimed_in_batches(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let mut ids = Vec::new();
+    for i in 0..24 {
+        ids.push(conn(&store, &format!("c{i}"), owner).await.id);
+    }
+    let (a, b) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let hold = std::time::Duration::from_secs(8);
+    let t0 = now();
+    let won_ids = |won: &[CheckLease]| -> std::collections::BTreeSet<ConnectionId> {
+        won.iter().map(|lease| lease.connection.id).collect()
+    };
+    // Two holders racing batch claims over the same connections, several rounds (first
+    // claims and claims of existing leases): no connection is given to both, none to
+    // nobody.
+    let all: std::collections::BTreeSet<ConnectionId> = ids.iter().copied().collect();
+    let mut reversed = ids.clone();
+    reversed.reverse();
+    let mut at = t0;
+    let mut last = std::collections::BTreeMap::new();
+    for round in 0..4 {
+        let (x, y) = tokio::join!(
+            store.lease_checks(&ids, a, at, hold),
+            store.lease_checks(&reversed, b, at, hold)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let (wx, wy) = (won_ids(&x), won_ids(&y));
+        assert_eq!(x.len(), wx.len(), "each won once");
+        assert!(wx.is_disjoint(&wy), "round {round}: {wx:?} {wy:?}");
+        assert_eq!(&wx | &wy, all, "round {round}");
+        // Each win names the holder before it and carries the connection as stored.
+        for (lease, holder) in x.iter().map(|l| (l, a)).chain(y.iter().map(|l| (l, b))) {
+            let id = lease.connection.id;
+            assert_eq!(
+                lease.previous_holder,
+                last.get(&id).copied(),
+                "round {round}"
+            );
+            last.insert(id, holder);
+        }
+        if round == 0 {
+            let first = x.first().or(y.first()).unwrap();
+            assert_eq!(
+                Some(first.connection.clone()),
+                store.connection(first.connection.id).await.unwrap()
+            );
+        }
+        at += Duration::seconds(9);
+    }
+    // Within the hold, a holder wins back only its own (an id given twice is claimed once,
+    // and unknown ids are lost without error).
+    let mut asked = ids.clone();
+    asked.push(ids[0]);
+    asked.push(ConnectionId::new());
+    let within = at - Duration::seconds(4);
+    let own: std::collections::BTreeSet<ConnectionId> = last
+        .iter()
+        .filter(|(_, holder)| **holder == a)
+        .map(|(id, _)| *id)
+        .collect();
+    let again = store.lease_checks(&asked, a, within, hold).await.unwrap();
+    assert_eq!(again.len(), own.len());
+    assert_eq!(won_ids(&again), own);
+    assert!(
+        store
+            .lease_checks(&[], a, within, hold)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

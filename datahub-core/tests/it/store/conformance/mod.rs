@@ -35,7 +35,7 @@ use datahub_core::model::{
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Role};
 use datahub_core::secret::{Password, PrivateKeyPem};
 use datahub_core::store::{
-    SealedSecrets, Store, StoredConnection, StoredSession, StoredToken, StoredUser,
+    CheckLease, SealedSecrets, Store, StoredConnection, StoredSession, StoredToken, StoredUser,
 };
 use datahub_core::{ConnectionId, ErrorKind, SessionId, TeamId, TokenId, UserId};
 use time::{Duration, OffsetDateTime};
