@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use super::codec::{FactColumns, check_row, micros};
 use super::connections::connection_row_query;
 use super::{SqliteStore, collect, db_error, row_exists};
-use crate::model::{Check, Health};
-use crate::store::HealthStore;
+use crate::model::{Check, Health, HealthBucket};
+use crate::store::{HealthStore, RollUp};
 use crate::{ConnectionId, Error, ErrorKind, Result};
 
 #[async_trait]
@@ -172,6 +172,23 @@ impl HealthStore for SqliteStore {
                 )
             })
             .await
+    }
+
+    async fn roll_up_checks(
+        &self,
+        before: OffsetDateTime,
+        from: Option<ConnectionId>,
+        max_rows: u32,
+    ) -> Result<RollUp> {
+        self.roll_up_batch(before, from, max_rows).await
+    }
+
+    async fn prune_buckets(&self, before: OffsetDateTime, max_rows: u32) -> Result<u64> {
+        self.prune_hours(before, max_rows).await
+    }
+
+    async fn buckets(&self, id: ConnectionId, since: OffsetDateTime) -> Result<Vec<HealthBucket>> {
+        self.read_buckets(id, since).await
     }
 
     async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
