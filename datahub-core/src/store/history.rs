@@ -325,7 +325,11 @@ mod tests {
         merged.merge(&roll(&rows[..5]).remove(&(c, hour)).unwrap());
         merged.merge(&HourBuckets::default());
         assert_eq!(&merged, stored);
-        for bad in [&[][..], &[2u8; ENCODED_LEN][..], &stored.encode()[..ENCODED_LEN - 1]] {
+        for bad in [
+            &[][..],
+            &[2u8; ENCODED_LEN][..],
+            &stored.encode()[..ENCODED_LEN - 1],
+        ] {
             assert!(HourBuckets::decode(bad).is_err());
         }
     }

@@ -55,8 +55,7 @@ use crate::audit::{AuditEvent, AuditRecord};
 use crate::crypto::{KekId, KeyCheck, SealedValue, WrappedDek};
 use crate::model::{
     AuditQuery, Check, Connection, ConnectionName, ConnectionSpec, Directory, Health, HealthBucket,
-    ListQuery,
-    NamedGrant, Page, TargetPolicy, Team, TokenInfo, User, Visibility,
+    ListQuery, NamedGrant, Page, TargetPolicy, Team, TokenInfo, User, Visibility,
 };
 use crate::rbac::Grant;
 use crate::{ConnectionId, Result, SessionId, TeamId, TokenId, UserId};
@@ -456,8 +455,7 @@ pub trait HealthStore: Send + Sync {
     /// The buckets of a connection starting at or after `since` (those with checks), oldest
     /// first. With the raw checks not yet rolled up ([`Self::checks`]) they are its whole
     /// history: a check is in exactly one of the two.
-    async fn buckets(&self, id: ConnectionId, since: OffsetDateTime)
-    -> Result<Vec<HealthBucket>>;
+    async fn buckets(&self, id: ConnectionId, since: OffsetDateTime) -> Result<Vec<HealthBucket>>;
 
     /// Claims the check of `id` for the interval starting at `now`, for `holder` (a monitor's
     /// id), so processes sharing the store split the checks and none checks a connection twice

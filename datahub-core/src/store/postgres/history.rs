@@ -87,10 +87,8 @@ impl PostgresStore {
             .or_else(|| after_last.map(ConnectionId::from_uuid));
         let mut hours = roll(&raw);
         if !hours.is_empty() {
-            let (conns, starts): (Vec<Uuid>, Vec<OffsetDateTime>) = hours
-                .keys()
-                .map(|(c, h)| (*c.as_uuid(), *h))
-                .unzip();
+            let (conns, starts): (Vec<Uuid>, Vec<OffsetDateTime>) =
+                hours.keys().map(|(c, h)| (*c.as_uuid(), *h)).unzip();
             let stored = tx
                 .query(
                     "SELECT connection_id, hour, buckets FROM health_buckets \
@@ -105,7 +103,10 @@ impl PostgresStore {
                 let c: Uuid = row.try_get(0).map_err(|e| db(DOING, e))?;
                 let h: OffsetDateTime = row.try_get(1).map_err(|e| db(DOING, e))?;
                 let bytes: Vec<u8> = row.try_get(2).map_err(|e| db(DOING, e))?;
-                stored_hours.insert((ConnectionId::from_uuid(c), h), HourBuckets::decode(&bytes)?);
+                stored_hours.insert(
+                    (ConnectionId::from_uuid(c), h),
+                    HourBuckets::decode(&bytes)?,
+                );
             }
             for (key, buckets) in &mut hours {
                 if let Some(old) = stored_hours.get(key) {

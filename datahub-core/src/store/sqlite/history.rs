@@ -11,10 +11,10 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use time::OffsetDateTime;
 
 use super::codec::micros;
-use crate::store::columns::corrupt_value;
 use super::{SqliteStore, db_error};
 use crate::model::{HealthBucket, HealthStatus};
 use crate::store::RollUp;
+use crate::store::columns::corrupt_value;
 use crate::store::history::{
     BATCH_CONNECTIONS, HOUR, HourBuckets, RawCheck, cut_batch, hour_of, roll,
 };
@@ -71,8 +71,12 @@ impl SqliteStore {
                     .map_err(db_error)?;
                 let mut out = Vec::new();
                 while let Some(row) = rows.next().map_err(db_error)? {
-                    let hour: i64 = row.get(0).map_err(|_| corrupt_value("health_buckets", "hour"))?;
-                    let bytes: Vec<u8> = row.get(1).map_err(|_| corrupt_value("health_buckets", "hour"))?;
+                    let hour: i64 = row
+                        .get(0)
+                        .map_err(|_| corrupt_value("health_buckets", "hour"))?;
+                    let bytes: Vec<u8> = row
+                        .get(1)
+                        .map_err(|_| corrupt_value("health_buckets", "hour"))?;
                     let hour = OffsetDateTime::from_unix_timestamp_nanos(i128::from(hour) * 1_000)
                         .map_err(|_| corrupt_value("health_buckets", "hour"))?;
                     let stored = HourBuckets::decode(&bytes)?;
@@ -120,7 +124,8 @@ fn roll_up(
             .map_err(db_error)?;
         for id in &ids {
             let room = max_rows + 1 - raw.len();
-            let connection: ConnectionId = id.parse().map_err(|_| corrupt_value("connections", "id"))?;
+            let connection: ConnectionId =
+                id.parse().map_err(|_| corrupt_value("connections", "id"))?;
             let mut rows = stmt
                 .query(params![id, before, i64::try_from(room).unwrap_or(i64::MAX)])
                 .map_err(db_error)?;
