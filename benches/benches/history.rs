@@ -240,7 +240,10 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
             .await
             .unwrap();
     }
-    let writer = hub.create_connection(&admin, draft("writer")).await.unwrap();
+    let writer = hub
+        .create_connection(&admin, draft("writer"))
+        .await
+        .unwrap();
     let baseline = raw.size().await;
 
     // The writer: a check of another connection every 20 ms, timed, while the pruner runs.
@@ -270,7 +273,10 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         let mut from = None;
         loop {
             let t = Instant::now();
-            let done = store.roll_up_checks(now - detail, from, batch).await.unwrap();
+            let done = store
+                .roll_up_checks(now - detail, from, batch)
+                .await
+                .unwrap();
             longest = longest.max(t.elapsed());
             batches += 1;
             rolled += done.rolled;
@@ -323,7 +329,11 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         per_day,
         GOAL_BYTES,
     );
-    goal(&format!("prune_batch_ms_{backend}"), ms(longest), GOAL_BATCH_MS);
+    goal(
+        &format!("prune_batch_ms_{backend}"),
+        ms(longest),
+        GOAL_BATCH_MS,
+    );
 }
 
 /// Records a check of `id` dated `at` every 20 ms until `stop`; returns the slowest.

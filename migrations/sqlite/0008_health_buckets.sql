@@ -8,6 +8,10 @@
 -- day of history costs 24 small rows rather than 288. WITHOUT ROWID: the key is the row's
 -- place, so the table holds no second copy of it. The hour index serves the batched deletion of
 -- expired hours; deleting a connection deletes its buckets.
+--
+-- `health_checks_at` served the old pruning by time alone (`DELETE … WHERE at < $1`); the
+-- roll-up reads and deletes raw checks connection by connection through
+-- `health_checks_connection_at`, so the time index only cost every raw check an index entry.
 
 CREATE TABLE health_buckets (
     connection_id TEXT    NOT NULL REFERENCES connections (id) ON DELETE CASCADE,
@@ -17,3 +21,5 @@ CREATE TABLE health_buckets (
 ) STRICT, WITHOUT ROWID;
 
 CREATE INDEX health_buckets_hour ON health_buckets (hour);
+
+DROP INDEX health_checks_at;

@@ -429,9 +429,6 @@ pub trait HealthStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Check>>;
 
-    /// Deletes checks older than `before`; returns how many.
-    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64>;
-
     /// Rolls up one batch of raw checks older than `before` (taken down to a bucket boundary,
     /// so only complete 5-minute buckets are rolled) into the connections' buckets, and deletes
     /// the raw checks it rolled, in one transaction: at most `max_rows` raw checks (and whole

@@ -193,14 +193,6 @@ impl HealthStore for PostgresStore {
         self.read_buckets(id, since).await
     }
 
-    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM health_checks WHERE at < $1", &[&before])
-            .await
-            .map_err(|e| db("pruning health checks", e))
-    }
-
     async fn lease_check(
         &self,
         id: ConnectionId,

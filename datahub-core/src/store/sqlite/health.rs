@@ -190,15 +190,4 @@ impl HealthStore for SqliteStore {
     async fn buckets(&self, id: ConnectionId, since: OffsetDateTime) -> Result<Vec<HealthBucket>> {
         self.read_buckets(id, since).await
     }
-
-    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
-        self.pool
-            .write_relaxed(move |tx| {
-                let n = tx
-                    .execute("DELETE FROM health_checks WHERE at < ?1", [micros(before)])
-                    .map_err(db_error)?;
-                Ok(u64::try_from(n).unwrap_or(u64::MAX))
-            })
-            .await
-    }
 }

@@ -67,11 +67,15 @@ pub(crate) async fn health_checks_and_summary(store: Handle) {
         health(HealthStatus::Down, base + Duration::hours(4))
     );
 
-    let pruned = store.prune_checks(base + Duration::hours(2)).await.unwrap();
-    assert_eq!(pruned, 3, "two of orders and one of other");
+    let rolled = roll_up_all(&store, base + Duration::hours(2), 5_000).await;
+    assert_eq!(
+        rolled.iter().sum::<u64>(),
+        3,
+        "two of orders and one of other"
+    );
     assert_eq!(store.checks(r.id, base, 100).await.unwrap().len(), 3);
     assert!(store.checks(other.id, base, 100).await.unwrap().is_empty());
-    // Pruning history keeps the current health.
+    // Rolling up history keeps the current health.
     let s = store.connection_summary(other.id).await.unwrap().unwrap();
     assert_eq!(s.health.status, HealthStatus::Healthy);
 
