@@ -1,5 +1,5 @@
 //! The SQLite side of health ([`HealthStore`]): check results and the current health in one
-//! transaction, the check leases, and pruning. These writes commit with `synchronous=NORMAL`
+//! transaction, the check leases, and the history roll-up and pruning (in `history.rs`). These writes commit with `synchronous=NORMAL`
 //! (`pool::Durability`): they are the monitor's own bookkeeping, redone by the next check. A
 //! store one process uses tells nobody events: the trait's defaults.
 
