@@ -1,7 +1,8 @@
 //! The SQLite side of health ([`HealthStore`]): check results and the current health in one
-//! transaction, the check leases, and the history roll-up and pruning (in `history.rs`). These writes commit with `synchronous=NORMAL`
-//! (`pool::Durability`): they are the monitor's own bookkeeping, redone by the next check. A
-//! store one process uses tells nobody events: the trait's defaults.
+//! transaction, the check leases, and the history roll-up and pruning (in `history.rs`).
+//! These writes commit with `synchronous=NORMAL` (`pool::Durability`): they are the monitor's
+//! own bookkeeping, redone by the next check. A store one process uses tells nobody events:
+//! the trait's defaults.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, params};
