@@ -83,12 +83,10 @@ impl Slot {
             return other;
         }
         let (a, b) = (u64::from(self.successes()), u64::from(other.successes()));
-        let p50 = if a + b == 0 {
-            0
-        } else {
-            let mean = (u64::from(self.p50) * a + u64::from(other.p50) * b + (a + b) / 2) / (a + b);
-            u32::try_from(mean).unwrap_or(u32::MAX)
-        };
+        let weighted = u64::from(self.p50) * a + u64::from(other.p50) * b + (a + b) / 2;
+        let p50 = weighted
+            .checked_div(a + b)
+            .map_or(0, |mean| u32::try_from(mean).unwrap_or(u32::MAX));
         Self {
             checks: self.checks.saturating_add(other.checks),
             failures: self.failures.saturating_add(other.failures),
@@ -156,8 +154,10 @@ impl HourBuckets {
         connection: ConnectionId,
         hour: OffsetDateTime,
     ) -> impl Iterator<Item = HealthBucket> + '_ {
-        (0i64..).zip(self.0.iter()).filter_map(move |(i, s)| {
-            (s.checks > 0).then(|| {
+        (0i64..)
+            .zip(self.0.iter())
+            .filter(|(_, s)| s.checks > 0)
+            .map(move |(i, s)| {
                 let ok = s.successes() > 0;
                 HealthBucket {
                     connection,
@@ -172,7 +172,6 @@ impl HourBuckets {
                         .unwrap_or(HealthStatus::Unknown),
                 }
             })
-        })
     }
 }
 

@@ -1163,7 +1163,9 @@ async fn rolled_up_checks_come_as_buckets() {
     use time::format_description::well_known::Rfc3339;
 
     let f = Fixture::new().await;
-    let created = f.admin(Method::POST, URL, Some(&body("rolled", 5432))).await;
+    let created = f
+        .admin(Method::POST, URL, Some(&body("rolled", 5432)))
+        .await;
     let id_text = created.json["id"].as_str().unwrap().to_owned();
     let id: ConnectionId = id_text.parse().unwrap();
     let start = HealthBucket::start_of(OffsetDateTime::now_utc() - time::Duration::hours(30));
