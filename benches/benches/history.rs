@@ -260,7 +260,7 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         stop.clone(),
     ));
     let hours = 24 * (days + 1);
-    let mut longest = Duration::ZERO;
+    let mut times: Vec<Duration> = Vec::new();
     let mut batches = 0u64;
     let mut rolled = 0u64;
     let mut day1 = 0;
@@ -289,7 +289,7 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         loop {
             let t = Instant::now();
             let deleted = store.prune_buckets(now - retention, batch).await.unwrap();
-            longest = longest.max(t.elapsed());
+            times.push(t.elapsed());
             batches += 1;
             if deleted < u64::from(batch) {
                 break;
@@ -319,6 +319,16 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
          {days} d buckets) {:.0} B; marginal growth (a day of buckets) {growth:.0} B/day",
         per_conn(day1),
         per_conn(steady),
+    );
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    let longest = times.last().copied().unwrap_or_default();
+    println!(
+        "{backend}: pruning batches: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms, max {:.1} ms",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(at(0.999)),
+        ms(longest)
     );
     println!(
         "{backend}: slowest check written through record_check while pruning: {:.1} ms",
