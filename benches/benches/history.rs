@@ -7,7 +7,7 @@
 //! day and then `HISTORY_DAYS` more (default 30, the buckets' retention). After each
 //! simulated hour the bench does what the monitor's pruner does on its hourly tick
 //! (`MonitorConfig` defaults): `roll_up_checks` of everything older than 24 h in batches of
-//! 2,000 rows, then `prune_buckets` of hours older than 30 days in batches of 2,000. The raw
+//! 1,000 rows, then `prune_buckets` of hours older than 30 days in batches of 1,000. The raw
 //! rows are written by the bench's own bulk `INSERT … SELECT` (in time order across
 //! connections, as the monitor writes them), not by `record_check` one at a time, which would
 //! take hours for 31 simulated days; they are the same rows in the same table. On PostgreSQL
@@ -277,7 +277,7 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
                 .roll_up_checks(now - detail, from, batch)
                 .await
                 .unwrap();
-            longest = longest.max(t.elapsed());
+            times.push(t.elapsed());
             batches += 1;
             rolled += done.rolled;
             match done.next {

@@ -55,7 +55,7 @@
 //!   older ones up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)) with
 //!   [`HealthStore::roll_up_checks`](crate::store::HealthStore::roll_up_checks), then deletes
 //!   buckets older than [`MonitorConfig::bucket_retention`] (default 30 days), each in batches
-//!   of [`MonitorConfig::prune_batch_rows`] (default 2,000), one short transaction each, with
+//!   of [`MonitorConfig::prune_batch_rows`] (default 1,000), one short transaction each, with
 //!   [`MonitorConfig::prune_batch_pause`] between them, so a write never waits behind more
 //!   than one batch. Processes sharing a store may all prune: the store keeps the roll-up
 //!   exact ([`RollUp::contended`](crate::store::RollUp::contended)). Uptime and the

@@ -65,9 +65,9 @@ pub struct MonitorConfig {
     /// `bucket_retention` deleted (also once at start; at least 1 s). Default: 1 h.
     pub prune_interval: Duration,
     /// The most rows one roll-up or deletion batch handles, each batch its own short
-    /// transaction (0 counts as 1). Default: 2,000: a batch then takes well under 50 ms on
-    /// either store (measured by the `history` bench), so no write waits long behind the
-    /// pruner, not even on SQLite's one writer.
+    /// transaction (0 counts as 1). Default: 1,000, so a batch stays short (the `history`
+    /// bench measures it on both stores) and no write waits long behind the pruner, not even
+    /// on SQLite's one writer.
     pub prune_batch_rows: u32,
     /// The pause between two batches, which lets the writes queued meanwhile through.
     /// Default: 10 ms.
@@ -100,7 +100,7 @@ impl Default for MonitorConfig {
             detail_window: Duration::from_secs(24 * 3600),
             bucket_retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
-            prune_batch_rows: 2_000,
+            prune_batch_rows: 1_000,
             prune_batch_pause: Duration::from_millis(10),
             reload_interval: Duration::from_secs(60),
             event_capacity: 1024,
@@ -1162,7 +1162,7 @@ mod tests {
         assert_eq!(c.suspect_concurrency, 16);
         assert_eq!(c.detail_window, Duration::from_secs(86_400));
         assert_eq!(c.bucket_retention, Duration::from_secs(30 * 86_400));
-        assert_eq!(c.prune_batch_rows, 2_000);
+        assert_eq!(c.prune_batch_rows, 1_000);
         assert_eq!(c.reload_interval, Duration::from_secs(60));
         assert_eq!((c.hysteresis.fall(), c.hysteresis.rise()), (3, 2));
     }
