@@ -50,8 +50,17 @@
 //!   first, within 5 s); the Hub calls them itself for every change made through it, so no
 //!   adapter has to. A full reload every [`MonitorConfig::reload_interval`] (default 60 s)
 //!   catches changes made elsewhere (another process sharing the store).
-//! - History older than [`MonitorConfig::history`] (default 7 days) is pruned every
-//!   [`MonitorConfig::prune_interval`] (default 1 h) and once at start.
+//! - History: raw checks are kept for [`MonitorConfig::detail_window`] (default 24 h); every
+//!   [`MonitorConfig::prune_interval`] (default 1 h) and once at start, the pruner task rolls
+//!   older ones up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)) with
+//!   [`HealthStore::roll_up_checks`](crate::store::HealthStore::roll_up_checks), then deletes
+//!   buckets older than [`MonitorConfig::bucket_retention`] (default 30 days), each in batches
+//!   of [`MonitorConfig::prune_batch_rows`] (default 1,000), one short transaction each, with
+//!   [`MonitorConfig::prune_batch_pause`] between them, so a write never waits behind more
+//!   than one batch. Processes sharing a store may all prune: the store keeps the roll-up
+//!   exact ([`RollUp::contended`](crate::store::RollUp::contended)). Uptime and the
+//!   chart read the buckets and the raw checks not yet rolled up alike, so a roll-up changes
+//!   neither.
 //! - [`Monitor::shutdown`] cancels every task and waits for them; a store write already
 //!   started is finished first, a check in flight is dropped.
 //!

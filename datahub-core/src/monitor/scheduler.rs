@@ -62,11 +62,24 @@ pub struct MonitorConfig {
     /// failure: the prober's budget (5 s at most) plus a margin for loading and decrypting the
     /// connection and for scheduling. Default: 10 s.
     pub check_timeout: Duration,
-    /// How long check history is kept. Default: 7 days.
-    pub history: Duration,
-    /// How often history older than `history` is deleted (also once at start; at least 1 s).
-    /// Default: 1 h.
+    /// How long raw checks are kept, as the API and UI show them in detail; older ones are
+    /// rolled up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)).
+    /// Default: 24 h, the span of the uptime and of the UI's chart (which read the buckets
+    /// too, so a shorter window changes neither).
+    pub detail_window: Duration,
+    /// How long buckets are kept. Default: 30 days.
+    pub bucket_retention: Duration,
+    /// How often raw checks older than `detail_window` are rolled up and buckets older than
+    /// `bucket_retention` deleted (also once at start; at least 1 s). Default: 1 h.
     pub prune_interval: Duration,
+    /// The most rows one roll-up or deletion batch handles, each batch its own short
+    /// transaction (0 counts as 1). Default: 1,000, so a batch stays short (the `history`
+    /// bench measures it on both stores) and no write waits long behind the pruner, not even
+    /// on SQLite's one writer.
+    pub prune_batch_rows: u32,
+    /// The pause between two batches, which lets the writes queued meanwhile through.
+    /// Default: 10 ms.
+    pub prune_batch_pause: Duration,
     /// How often the whole list of connections is reloaded to catch changes not told through
     /// [`Monitor::notify_changed`] (at least 1 s). Default: 60 s.
     pub reload_interval: Duration,
@@ -100,8 +113,11 @@ impl Default for MonitorConfig {
             suspect_concurrency: Self::DEFAULT_SUSPECT_CONCURRENCY,
             first_check_concurrency: Self::DEFAULT_FIRST_CHECK_CONCURRENCY,
             check_timeout: Duration::from_secs(10),
-            history: Duration::from_secs(7 * 24 * 3600),
+            detail_window: Duration::from_secs(24 * 3600),
+            bucket_retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
+            prune_batch_rows: 1_000,
+            prune_batch_pause: Duration::from_millis(10),
             reload_interval: Duration::from_secs(60),
             event_capacity: 1024,
             claim_window: Duration::from_millis(5),
@@ -126,7 +142,9 @@ pub struct MonitorStats {
     pub skipped: u64,
     /// Store calls that failed (retried on the next round).
     pub store_errors: u64,
-    /// History rows pruned.
+    /// Raw checks rolled up into buckets (and deleted).
+    pub rolled_up: u64,
+    /// Hours of buckets deleted once older than [`MonitorConfig::bucket_retention`].
     pub pruned: u64,
     /// Checks run in the suspect lane (the connection's last check failed or timed out).
     pub suspect_checks: u64,
@@ -364,6 +382,7 @@ struct Counters {
     timeouts: AtomicU64,
     skipped: AtomicU64,
     store_errors: AtomicU64,
+    rolled_up: AtomicU64,
     pruned: AtomicU64,
     suspect_checks: AtomicU64,
     first_checks: AtomicU64,
@@ -389,6 +408,7 @@ impl Counters {
             timeouts: get(&self.timeouts),
             skipped: get(&self.skipped),
             store_errors: get(&self.store_errors),
+            rolled_up: get(&self.rolled_up),
             pruned: get(&self.pruned),
             suspect_checks: get(&self.suspect_checks),
             first_checks: get(&self.first_checks),
@@ -636,16 +656,17 @@ impl State {
     /// Resumes from the stored health and the last 24 h of history.
     async fn load(shared: &Shared, id: ConnectionId, stored: &Health) -> Self {
         let config = shared.config.hysteresis;
-        let checks = match uptime::load(shared.store.as_ref(), id, wall_now()).await {
-            Ok((checks, _)) => checks,
+        let recent = match uptime::load(shared.store.as_ref(), id, wall_now()).await {
+            Ok(recent) => recent,
             Err(_) => {
                 Counters::bump(&shared.counters.store_errors, 1);
-                Vec::new()
+                uptime::Recent::default()
             }
         };
+        let checks = &recent.checks;
         Self {
-            tracker: Tracker::resume(config, stored.status, &checks),
-            uptime: UptimeWindow::from_checks(&checks),
+            tracker: Tracker::resume(config, stored.status, checks),
+            uptime: UptimeWindow::from_recent(&recent),
             last_ok_latency: stored.latency_ms,
             // Resumed from history (newest first), so after a restart a known-dead target goes
             // straight to the suspect lane and a known-good one straight to the main lane.
@@ -1204,30 +1225,78 @@ async fn publish_finished(shared: &Shared, rows: &[(Check, Health)], before: &[H
     }
 }
 
-/// Deletes old history once at start and then on the prune interval.
+/// Rolls up raw checks older than the detail window and deletes expired buckets, once at start
+/// and then on the prune interval, in batches with a pause between them.
 async fn prune(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.config.prune_interval.max(Duration::from_secs(1)));
+    let config = &shared.config;
+    let mut tick = tokio::time::interval(config.prune_interval.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let keep = time::Duration::try_from(shared.config.history).unwrap_or(time::Duration::MAX);
+    let detail = time::Duration::try_from(config.detail_window).unwrap_or(time::Duration::MAX);
+    let retention =
+        time::Duration::try_from(config.bucket_retention).unwrap_or(time::Duration::MAX);
+    let batch = config.prune_batch_rows.max(1);
     loop {
         tokio::select! {
             biased;
             () = shared.cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(before) = wall_now().checked_sub(keep) else {
-            continue;
-        };
-        match shared.store.prune_checks(before).await {
-            Ok(n) => {
-                tracing::debug!(pruned = n, "monitor pruned old check history");
-                Counters::bump(&shared.counters.pruned, n);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "monitor could not prune check history");
-                Counters::bump(&shared.counters.store_errors, 1);
+        let now = wall_now();
+        if let Some(before) = now.checked_sub(detail) {
+            let mut from = None;
+            loop {
+                match shared.store.roll_up_checks(before, from, batch).await {
+                    Ok(done) => {
+                        Counters::bump(&shared.counters.rolled_up, done.rolled);
+                        if done.contended {
+                            tracing::debug!("another process is rolling up check history");
+                            break;
+                        }
+                        match done.next {
+                            Some(next) => from = Some(next),
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "monitor could not roll up check history");
+                        Counters::bump(&shared.counters.store_errors, 1);
+                        break;
+                    }
+                }
+                if !pause(&shared).await {
+                    return;
+                }
             }
         }
+        if let Some(before) = now.checked_sub(retention) {
+            loop {
+                match shared.store.prune_buckets(before, batch).await {
+                    Ok(n) => {
+                        Counters::bump(&shared.counters.pruned, n);
+                        if n < u64::from(batch) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "monitor could not prune check history");
+                        Counters::bump(&shared.counters.store_errors, 1);
+                        break;
+                    }
+                }
+                if !pause(&shared).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits between two pruning batches; `false` when the monitor stops meanwhile.
+async fn pause(shared: &Shared) -> bool {
+    tokio::select! {
+        biased;
+        () = shared.cancel.cancelled() => false,
+        () = tokio::time::sleep(shared.config.prune_batch_pause) => true,
     }
 }
 
@@ -1350,7 +1419,9 @@ mod tests {
         let c = MonitorConfig::default();
         assert_eq!(c.max_concurrency, 64);
         assert_eq!(c.suspect_concurrency, 16);
-        assert_eq!(c.history, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.detail_window, Duration::from_secs(86_400));
+        assert_eq!(c.bucket_retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.prune_batch_rows, 1_000);
         assert_eq!(c.reload_interval, Duration::from_secs(60));
         assert_eq!((c.hysteresis.fall(), c.hysteresis.rise()), (3, 2));
     }

@@ -646,7 +646,7 @@ async fn one_check_in_flight_per_connection_and_the_concurrency_bound_holds() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn old_history_is_pruned_and_uptime_counts_the_last_day() {
+async fn old_history_is_rolled_up_and_pruned_and_uptime_counts_the_last_day() {
     let f = fixture().await;
     let id = f.connection("pruned", 10).await;
     let now = OffsetDateTime::now_utc();
@@ -664,7 +664,7 @@ async fn old_history_is_pruned_and_uptime_counts_the_last_day() {
         ..Health::default()
     };
     for row in [
-        old(24 * 8, false),
+        old(24 * 40, false),
         old(25, false),
         old(2, false),
         old(1, true),
@@ -677,20 +677,23 @@ async fn old_history_is_pruned_and_uptime_counts_the_last_day() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     monitor.shutdown().await;
 
-    assert_eq!(monitor.stats().pruned, 1);
+    // Both checks older than the 24 h detail window were rolled up; the 40-day-old one's hour
+    // was then past the 30-day retention and deleted.
+    let stats = monitor.stats();
+    assert_eq!((stats.rolled_up, stats.pruned), (2, 1));
+    let epoch = OffsetDateTime::UNIX_EPOCH;
+    let buckets = f.store.buckets(id, epoch).await.unwrap();
+    assert_eq!(buckets.len(), 1);
+    assert_eq!((buckets[0].checks, buckets[0].failures), (1, 1));
+    assert!(buckets[0].start <= now - time::Duration::hours(25));
     let rows = f.history(id).await;
-    assert!(rows.len() >= 4, "{}", rows.len());
+    assert!(rows.len() >= 3, "{}", rows.len());
     assert!(
-        rows.iter().all(|r| r.at > now - time::Duration::days(7)),
-        "the 8-day-old check is gone"
-    );
-    assert!(
-        rows[0].at < now - time::Duration::hours(24),
-        "the 25-hour-old one stays"
+        rows.iter().all(|r| r.at > now - time::Duration::hours(24)),
+        "only the last day stays raw"
     );
     // In the last 24 h: a failure, a success, and the monitor's successes.
-    let day = &rows[1..];
-    let expected = day.iter().filter(|c| c.ok).count() as f64 / day.len() as f64;
+    let expected = rows.iter().filter(|c| c.ok).count() as f64 / rows.len() as f64;
     assert!(expected >= 2.0 / 3.0);
     let health = f.health(id).await;
     assert_eq!(health.uptime_24h, Some(expected));

@@ -14,9 +14,9 @@ use uuid::Uuid;
 use super::PostgresStore;
 use super::codec::{self, CHECK_COLUMNS, FactColumns, SECRET_COLUMNS, SPEC_COLUMNS};
 use super::error::{db, is_foreign_key_violation};
-use crate::model::{Check, Health};
+use crate::model::{Check, Health, HealthBucket};
 use crate::probe::PoolConnect;
-use crate::store::{CheckLease, EVENTS_CHANNEL, HealthStore};
+use crate::store::{CheckLease, EVENTS_CHANNEL, HealthStore, RollUp};
 use crate::{ConnectionId, Result};
 
 /// How long the event listener waits before connecting again after losing its connection.
@@ -184,12 +184,21 @@ impl HealthStore for PostgresStore {
         rows.iter().map(codec::check_row).collect()
     }
 
-    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM health_checks WHERE at < $1", &[&before])
-            .await
-            .map_err(|e| db("pruning health checks", e))
+    async fn roll_up_checks(
+        &self,
+        before: OffsetDateTime,
+        from: Option<ConnectionId>,
+        max_rows: u32,
+    ) -> Result<RollUp> {
+        self.roll_up_batch(before, from, max_rows).await
+    }
+
+    async fn prune_buckets(&self, before: OffsetDateTime, max_rows: u32) -> Result<u64> {
+        self.prune_hours(before, max_rows).await
+    }
+
+    async fn buckets(&self, id: ConnectionId, since: OffsetDateTime) -> Result<Vec<HealthBucket>> {
+        self.read_buckets(id, since).await
     }
 
     async fn lease_checks(

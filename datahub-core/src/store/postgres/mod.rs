@@ -48,6 +48,7 @@ mod codec;
 mod connections;
 mod error;
 mod health;
+mod history;
 mod sessions;
 mod target;
 
@@ -102,6 +103,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "token_last_used",
         sql: include_str!("../../../../migrations/postgres/0007_token_last_used.sql"),
     },
+    Migration {
+        version: 8,
+        name: "health_buckets",
+        sql: include_str!("../../../../migrations/postgres/0008_health_buckets.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating (ASCII `dh-migr` in a big-endian `i64`).
@@ -109,6 +115,8 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x0064_682d_6d69_6772;
 
 /// The advisory lock key held while appending to the audit log (ASCII `dh-audit`).
 pub const AUDIT_LOCK_KEY: i64 = 0x6468_2d61_7564_6974;
+
+pub use history::HISTORY_LOCK_KEY;
 
 /// Settings of the store's connection pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -457,6 +465,8 @@ mod tests {
     #[test]
     fn lock_keys_differ_and_migrations_are_numbered() {
         assert_ne!(MIGRATION_LOCK_KEY, AUDIT_LOCK_KEY);
+        assert_ne!(HISTORY_LOCK_KEY, AUDIT_LOCK_KEY);
+        assert_ne!(HISTORY_LOCK_KEY, MIGRATION_LOCK_KEY);
         assert!(migration_plan(MIGRATIONS, &[]).is_ok());
     }
 

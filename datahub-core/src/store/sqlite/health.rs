@@ -1,7 +1,8 @@
 //! The SQLite side of health ([`HealthStore`]): check results and the current health in one
-//! transaction, the check leases, and pruning. These writes commit with `synchronous=NORMAL`
-//! (`pool::Durability`): they are the monitor's own bookkeeping, redone by the next check. A
-//! store one process uses tells nobody events: the trait's defaults.
+//! transaction, the check leases, and the history roll-up and pruning (in `history.rs`).
+//! These writes commit with `synchronous=NORMAL` (`pool::Durability`): they are the monitor's
+//! own bookkeeping, redone by the next check. A store one process uses tells nobody events:
+//! the trait's defaults.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -10,8 +11,8 @@ use time::OffsetDateTime;
 use super::codec::{FactColumns, check_row, micros};
 use super::connections::connection_row_query;
 use super::{SqliteStore, collect, db_error, row_exists};
-use crate::model::{Check, Health};
-use crate::store::{CheckLease, HealthStore};
+use crate::model::{Check, Health, HealthBucket};
+use crate::store::{CheckLease, HealthStore, RollUp};
 use crate::{ConnectionId, Error, ErrorKind, Result};
 
 #[async_trait]
@@ -80,15 +81,21 @@ impl HealthStore for SqliteStore {
             .await
     }
 
-    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
-        self.pool
-            .write_relaxed(move |tx| {
-                let n = tx
-                    .execute("DELETE FROM health_checks WHERE at < ?1", [micros(before)])
-                    .map_err(db_error)?;
-                Ok(u64::try_from(n).unwrap_or(u64::MAX))
-            })
-            .await
+    async fn roll_up_checks(
+        &self,
+        before: OffsetDateTime,
+        from: Option<ConnectionId>,
+        max_rows: u32,
+    ) -> Result<RollUp> {
+        self.roll_up_batch(before, from, max_rows).await
+    }
+
+    async fn prune_buckets(&self, before: OffsetDateTime, max_rows: u32) -> Result<u64> {
+        self.prune_hours(before, max_rows).await
+    }
+
+    async fn buckets(&self, id: ConnectionId, since: OffsetDateTime) -> Result<Vec<HealthBucket>> {
+        self.read_buckets(id, since).await
     }
 }
 
