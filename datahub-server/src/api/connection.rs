@@ -798,6 +798,16 @@ pub struct HealthHistoryOut {
     pub buckets: Vec<BucketOut>,
 }
 
+impl From<&datahub_core::hub::HealthHistory> for HealthHistoryOut {
+    fn from(history: &datahub_core::hub::HealthHistory) -> Self {
+        Self {
+            health: (&history.health).into(),
+            checks: history.checks.iter().map(Into::into).collect(),
+            buckets: history.buckets.iter().map(Into::into).collect(),
+        }
+    }
+}
+
 /// Five minutes of checks rolled up.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct BucketOut {

@@ -454,11 +454,7 @@ async fn health(
         .hub()
         .health_history(&principal, id, since, limit)
         .await?;
-    Ok(Json(HealthHistoryOut {
-        health: (&history.health).into(),
-        checks: history.checks.iter().map(Into::into).collect(),
-        buckets: history.buckets.iter().map(Into::into).collect(),
-    }))
+    Ok(Json(HealthHistoryOut::from(&history)))
 }
 
 /// The decrypted credentials and DSN (grant `use`; audited). The one answer with a secret.
