@@ -50,7 +50,17 @@
 //! loop minus the bare loop running the probe's query is the prober's own client cost, monitor
 //! minus `probe::test` loop the monitor's own.
 //!
-//! Run: `cargo bench -p datahub-benches --bench probe` (about 9 minutes).
+//! The monitor part runs on each store of `PROBE_BENCH_STORES` (default `sqlite,postgres`: the
+//! PostgreSQL store is a database of the same kit cluster, reset for the run) and ends with the
+//! goal lines `GOAL monitor_cpu_per_check_<store> <monitor CPU / probe::test loop CPU> 1.25
+//! met|not met`, and `GOAL lease_queries_per_check_<store>` / `record_queries_per_check_<store>`
+//! (limit 1): on PostgreSQL the statements `pg_stat_statements` counted in the store's database
+//! during the monitor's windows (`BEGIN`/`COMMIT` included), on SQLite the monitor's own count of
+//! its claim and record calls (`MonitorStats::lease_calls`, `record_calls`: each one write).
+//!
+//! Run: `cargo bench -p datahub-benches --bench probe` (about 20 minutes), or only the monitor's
+//! part: `PROBE_BENCH_ONLY=monitor cargo bench -p datahub-benches --bench probe` (about 5
+//! minutes a store).
 //!
 //! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
 //! that work, N times, after the set-up (`probe_loop:S` and `bare_loop:S`: the 32-wide loops
@@ -82,7 +92,7 @@ use datahub_core::monitor::{Monitor, MonitorConfig};
 use datahub_core::net::{Dialer, Policy, StaticResolver};
 use datahub_core::probe::{self, MAX_BUDGET, PolicyDial, ProbeRules, Report, StepName};
 use datahub_core::secret::Password;
-use datahub_core::store::{SqliteStore, Store};
+use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use datahub_testkit::{Fault, FaultProxy, PgCluster, ServerCert, User};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -129,6 +139,52 @@ const MIN_MONITORED: usize = 200;
 const MAX_MONITORED: usize = 8_000;
 /// Concurrent tasks saving connections through the Hub.
 const SEED_TASKS: usize = 4;
+/// The PostgreSQL store's user and database, on the same kit cluster as the targets (the
+/// targets' database is `postgres`, so the store's statements are counted apart).
+const STORE_USER: &str = "datahub";
+const STORE_PASSWORD: &str = "bench-store-pw-5Rt8";
+const STORE_DB: &str = "datahub_store";
+/// The goal on the monitor's CPU per check, as a multiple of the `probe::test` loop's.
+const CPU_GOAL: f64 = 1.25;
+
+/// Which store the monitor's Hub runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    Sqlite,
+    Postgres,
+}
+
+impl StoreKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+
+    /// The stores of `PROBE_BENCH_STORES` (comma-separated; default both).
+    fn chosen() -> Vec<Self> {
+        let list = std::env::var("PROBE_BENCH_STORES").unwrap_or_else(|_| "sqlite,postgres".into());
+        list.split(',')
+            .map(|name| match name.trim() {
+                "sqlite" => Self::Sqlite,
+                "postgres" => Self::Postgres,
+                other => panic!("unknown store {other:?} in PROBE_BENCH_STORES"),
+            })
+            .collect()
+    }
+}
+
+/// A `GOAL` line: `GOAL <name> <measured> <limit> met|not met` (met when at most the limit).
+fn goal(name: &str, measured: Option<f64>, limit: f64) {
+    match measured {
+        Some(m) => println!(
+            "GOAL {name} {m:.3} {limit} {}",
+            if m <= limit { "met" } else { "not met" }
+        ),
+        None => println!("GOAL {name} n/a {limit} not met"),
+    }
+}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -138,6 +194,10 @@ fn bench(c: &mut Criterion) {
     let cluster = PgCluster::builder()
         .tls(ServerCert::Valid)
         .user(User::new(DB_USER).password(DB_PASSWORD))
+        .user(User::new(STORE_USER).password(STORE_PASSWORD))
+        .database(STORE_DB, STORE_USER)
+        // Statements per check on the PostgreSQL store are counted, not estimated.
+        .setting("shared_preload_libraries", "pg_stat_statements")
         .max_connections(MAX_CONNECTIONS)
         .start()
         .unwrap();
@@ -154,6 +214,22 @@ fn bench(c: &mut Criterion) {
 
     if let Ok(what) = std::env::var("PROBE_BENCH_PROFILE") {
         profile(&rt, &product, &bare, &cluster, &ca, &what);
+        return;
+    }
+
+    cluster
+        .psql(
+            STORE_DB,
+            // In a schema of its own: the store's schema is dropped for every fresh store.
+            "CREATE SCHEMA bench_stats; \
+             CREATE EXTENSION pg_stat_statements SCHEMA bench_stats",
+        )
+        .unwrap();
+    // `PROBE_BENCH_ONLY=monitor`: only the monitor's throughput and CPU per check.
+    if std::env::var("PROBE_BENCH_ONLY").is_ok_and(|only| only == "monitor") {
+        for store in StoreKind::chosen() {
+            throughput(&rt, &product, &bare, &cluster, &ca, store);
+        }
         return;
     }
 
@@ -178,7 +254,9 @@ fn bench(c: &mut Criterion) {
     }
 
     no_answer(&rt);
-    throughput(&rt, &product, &bare, &cluster, &ca);
+    for store in StoreKind::chosen() {
+        throughput(&rt, &product, &bare, &cluster, &ca, store);
+    }
     drop(cluster);
 }
 
@@ -527,6 +605,11 @@ struct MonitorRun {
     skipped: u64,
     timeouts: u64,
     store_errors: u64,
+    /// The monitor's store calls per check in the window: claims and records.
+    lease_calls: f64,
+    record_calls: f64,
+    /// PostgreSQL statements per check in the window (PostgreSQL store only).
+    statements: Option<Statements>,
 }
 
 /// One round of the throughput comparison.
@@ -546,6 +629,7 @@ fn throughput(
     bare: &Arc<Bare>,
     cluster: &PgCluster,
     ca: &str,
+    kind: StoreKind,
 ) {
     let bare_loop = || {
         rt.block_on(saturate(bare.clone(), |b: Arc<Bare>| async move {
@@ -569,11 +653,12 @@ fn throughput(
     let wanted = (sizing.per_s * f64::from(INTERVAL_S) * OVERLOAD).ceil() as usize;
     let n = wanted.clamp(MIN_MONITORED, MAX_MONITORED);
     let seeding = Instant::now();
-    let (hub, store, dir) = monitor_hub(rt, cluster, ca, n);
+    let (hub, store, dir) = monitor_hub(rt, cluster, ca, n, kind);
+    let store_name = kind.name();
     println!(
-        "throughput at concurrency {CONCURRENCY}: the probe::test loop ran {:.0}/s, so {n} \
-         connections were saved through the Hub in {:.1} s (offered {:.0} checks/s = {OVERLOAD} x \
-         that{})",
+        "throughput on the {store_name} store at concurrency {CONCURRENCY}: the probe::test loop \
+         ran {:.0}/s, so {n} connections were saved through the Hub in {:.1} s (offered {:.0} \
+         checks/s = {OVERLOAD} x that{})",
         sizing.per_s,
         seeding.elapsed().as_secs_f64(),
         n as f64 / f64::from(INTERVAL_S),
@@ -596,12 +681,13 @@ fn throughput(
         let bare_r = bare_loop();
         let sql_r = bare_probe_sql_loop();
         let probe_r = probe_loop();
-        let monitor = monitor_run(rt, &hub, n, "");
+        let monitor = monitor_run(rt, &hub, n, "", counter(cluster, kind));
         println!(
-            "round {round}: bare {:.0}/s, bare with the probe's query {:.0}/s, probe::test {:.0}/s \
+            "round {round} ({store_name}): bare {:.0}/s, bare with the probe's query {:.0}/s, probe::test {:.0}/s \
              ({} failed), monitor {:.0}/s (settled in {:.1} s; in the window skipped {}, \
              timeouts {}, store errors {}) = {:.1} % of bare; client CPU per run or check: bare \
-             {}, bare with the probe's query {}, probe::test {}, monitor {}",
+             {}, bare with the probe's query {}, probe::test {}, monitor {} (ratio {}); store \
+             calls per check: claim {:.3}, record {:.3}{}",
             bare_r.per_s,
             sql_r.per_s,
             probe_r.per_s,
@@ -616,6 +702,12 @@ fn throughput(
             shown(sql_r.cpu_ms),
             shown(probe_r.cpu_ms),
             shown(monitor.rate.cpu_ms),
+            ratio(monitor.rate.cpu_ms, probe_r.cpu_ms),
+            monitor.lease_calls,
+            monitor.record_calls,
+            monitor.statements.map_or(String::new(), |s| format!(
+                "; PostgreSQL statements per check: {s}"
+            )),
         );
         rounds.push(Round {
             bare: bare_r,
@@ -641,7 +733,7 @@ fn throughput(
         .collect();
     let share = monitor_rate / bare_rate;
     println!(
-        "means of {THROUGHPUT_ROUNDS} rounds: bare {bare_rate:.0}/s, bare with the probe's query \
+        "{store_name}: means of {THROUGHPUT_ROUNDS} rounds: bare {bare_rate:.0}/s, bare with the probe's query \
          {sql_rate:.0}/s, probe::test {probe_rate:.0}/s, monitor {monitor_rate:.0}/s; after the \
          last run {checked} of {n} connections checked, {failing} with a failed last check"
     );
@@ -683,6 +775,114 @@ fn throughput(
         diff(monitor_cpu, probe_cpu),
         diff(monitor_cpu, bare_cpu),
     );
+    goal(
+        &format!("monitor_cpu_per_check_{store_name}"),
+        monitor_cpu.zip(probe_cpu).map(|(m, p)| m / p),
+        CPU_GOAL,
+    );
+    // Round trips per check: on PostgreSQL the statements counted by pg_stat_statements (a
+    // transaction's BEGIN and COMMIT count), on SQLite the monitor's calls into the store (each
+    // one write transaction on the writer connection).
+    let per_check = |f: &dyn Fn(&Round) -> Option<f64>| mean(&|r| f(r));
+    let (lease, record) = match kind {
+        StoreKind::Sqlite => (
+            per_check(&|r| Some(r.monitor.lease_calls)),
+            per_check(&|r| Some(r.monitor.record_calls)),
+        ),
+        StoreKind::Postgres => (
+            per_check(&|r| r.monitor.statements.map(|s| s.lease)),
+            per_check(&|r| r.monitor.statements.map(|s| s.record)),
+        ),
+    };
+    goal(&format!("lease_queries_per_check_{store_name}"), lease, 1.0);
+    goal(
+        &format!("record_queries_per_check_{store_name}"),
+        record,
+        1.0,
+    );
+}
+
+/// `a / b` as a ratio, or `n/a`.
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    a.zip(b)
+        .map_or("n/a".to_owned(), |(a, b)| format!("{:.2}", a / b))
+}
+
+/// PostgreSQL statements per check in the store's database during a window, by purpose, from
+/// `pg_stat_statements`.
+#[derive(Debug, Clone, Copy)]
+struct Statements {
+    /// Statements touching `check_leases` (the claims).
+    lease: f64,
+    /// Statements writing `health_checks` or `connection_health`, and the `BEGIN`/`COMMIT`
+    /// around them (the records; nothing else opens a transaction while the monitor runs).
+    record: f64,
+    /// `pg_notify` calls (events told to other processes).
+    notify: f64,
+    /// Everything else (reloads, summaries, history reads, the policy).
+    other: f64,
+}
+
+impl std::fmt::Display for Statements {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "claim {:.3}, record {:.3}, notify {:.3}, other {:.3}",
+            self.lease, self.record, self.notify, self.other
+        )
+    }
+}
+
+/// Counts the PostgreSQL store's statements (none for SQLite).
+struct StatementCounter<'a> {
+    cluster: &'a PgCluster,
+}
+
+fn counter(cluster: &PgCluster, kind: StoreKind) -> Option<StatementCounter<'_>> {
+    (kind == StoreKind::Postgres).then_some(StatementCounter { cluster })
+}
+
+impl StatementCounter<'_> {
+    fn reset(&self) {
+        self.cluster
+            .psql(STORE_DB, "SELECT bench_stats.pg_stat_statements_reset()")
+            .unwrap();
+    }
+
+    /// The statements since the last reset, per check.
+    fn per_check(&self, checks: u64) -> Statements {
+        let out = self
+            .cluster
+            .psql(
+                STORE_DB,
+                "SELECT CASE \
+                   WHEN query ILIKE '%check_leases%' THEN 'lease' \
+                   WHEN query ILIKE '%health_checks%' OR query ILIKE '%connection_health (%' \
+                     OR query ILIKE 'begin%' OR query ILIKE 'commit%' OR query ILIKE 'rollback%' \
+                     THEN 'record' \
+                   WHEN query ILIKE '%pg_notify%' THEN 'notify' \
+                   ELSE 'other' END AS purpose, sum(calls) \
+                 FROM bench_stats.pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid \
+                 WHERE d.datname = current_database() \
+                   AND query NOT ILIKE '%pg_stat_statements%' \
+                 GROUP BY 1",
+            )
+            .unwrap();
+        let mut counts = BTreeMap::new();
+        for line in out.lines() {
+            if let Some((purpose, calls)) = line.split_once('|') {
+                counts.insert(purpose.to_owned(), calls.trim().parse::<f64>().unwrap());
+            }
+        }
+        let per =
+            |purpose: &str| counts.get(purpose).copied().unwrap_or(0.0) / checks.max(1) as f64;
+        Statements {
+            lease: per("lease"),
+            record: per("record"),
+            notify: per("notify"),
+            other: per("other"),
+        }
+    }
 }
 
 /// Starts the monitor ([`CONCURRENCY`] wide) and waits until each of the `n` saved connections
@@ -712,7 +912,13 @@ fn shown(v: Option<f64>) -> String {
 /// Starts the monitor over the `n` saved connections, waits until it has made `2 n` checks
 /// (every connection has had its first check since the start, see the module docs), counts its
 /// checks over [`MONITOR_WINDOW`], and shuts it down.
-fn monitor_run(rt: &Runtime, hub: &Hub, n: usize, profiler: &str) -> MonitorRun {
+fn monitor_run(
+    rt: &Runtime,
+    hub: &Hub,
+    n: usize,
+    profiler: &str,
+    counter: Option<StatementCounter<'_>>,
+) -> MonitorRun {
     rt.block_on(async {
         let handle = hub.start_monitor(MonitorConfig {
             max_concurrency: CONCURRENCY,
@@ -728,6 +934,9 @@ fn monitor_run(rt: &Runtime, hub: &Hub, n: usize, profiler: &str) -> MonitorRun 
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let settle = started.elapsed();
+        if let Some(counter) = &counter {
+            counter.reset();
+        }
         let on = Profiler::start(profiler);
         let before = handle.stats();
         let cpu = cpu_time();
@@ -737,8 +946,11 @@ fn monitor_run(rt: &Runtime, hub: &Hub, n: usize, profiler: &str) -> MonitorRun 
         let cpu_after = cpu_time();
         let took = window.elapsed();
         drop(on);
-        handle.shutdown().await;
         let checks = after.checks - before.checks;
+        // Read before the shutdown, which stops the statements counted.
+        let statements = counter.map(|c| c.per_check(checks));
+        handle.shutdown().await;
+        let per_check = |calls: u64| calls as f64 / checks.max(1) as f64;
         MonitorRun {
             rate: Rate {
                 per_s: checks as f64 / took.as_secs_f64(),
@@ -749,20 +961,44 @@ fn monitor_run(rt: &Runtime, hub: &Hub, n: usize, profiler: &str) -> MonitorRun 
             skipped: after.skipped - before.skipped,
             timeouts: after.timeouts - before.timeouts,
             store_errors: after.store_errors - before.store_errors,
+            lease_calls: per_check(after.lease_calls - before.lease_calls),
+            record_calls: per_check(after.record_calls - before.record_calls),
+            statements,
         }
     })
 }
 
-/// A Hub over a fresh SQLite store with `n` verify-full connections to the kit cluster saved
-/// (checked every [`INTERVAL_S`]); the folder lives as long as the returned guard.
+/// A Hub over a fresh store (SQLite in a temporary folder, or the kit cluster's store database,
+/// emptied first) with `n` verify-full connections to the kit cluster saved (checked every
+/// [`INTERVAL_S`]); the folder lives as long as the returned guard.
 fn monitor_hub(
     rt: &Runtime,
     cluster: &PgCluster,
     ca: &str,
     n: usize,
+    kind: StoreKind,
 ) -> (Hub, Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let store: Arc<dyn Store> = match kind {
+        StoreKind::Sqlite => Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap()),
+        StoreKind::Postgres => {
+            cluster
+                .psql(
+                    STORE_DB,
+                    &format!(
+                        "DROP SCHEMA public CASCADE; CREATE SCHEMA public AUTHORIZATION {STORE_USER}"
+                    ),
+                )
+                .unwrap();
+            Arc::new(
+                rt.block_on(PostgresStore::connect(
+                    cluster.config(STORE_USER, STORE_DB),
+                    PostgresOptions::default(),
+                ))
+                .unwrap(),
+            )
+        }
+    };
     let hub = rt.block_on(async {
         let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
             .await
@@ -847,9 +1083,10 @@ fn profile(
     let (items, took, cpu) = if kind == "monitor_rounds" {
         // As the throughput rounds run it: every first check, then one run of the monitor
         // started anew, settled and measured for the window.
-        let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n);
+        let kind = profile_store();
+        let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n, kind);
         rt.block_on(async { start_and_check_all(&hub, n).await.shutdown().await });
-        let run = monitor_run(rt, &hub, n, &profiler);
+        let run = monitor_run(rt, &hub, n, &profiler, counter(cluster, kind));
         println!("profile monitor_rounds: {run:?}");
         (
             (run.rate.per_s * MONITOR_WINDOW.as_secs_f64()) as u64,
@@ -857,7 +1094,7 @@ fn profile(
             run.rate.cpu_ms,
         )
     } else if kind == "monitor" {
-        let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n);
+        let (hub, _store, _dir) = monitor_hub(rt, cluster, ca, n, profile_store());
         rt.block_on(async {
             let handle = start_and_check_all(&hub, n).await;
             let before = handle.stats().checks;
@@ -920,6 +1157,14 @@ fn profile(
         took.as_secs_f64(),
         cpu.map_or("n/a".to_owned(), |v| format!("{v:.3} ms"))
     );
+}
+
+/// The store of a profiling run: the first of `PROBE_BENCH_STORES` (default SQLite).
+fn profile_store() -> StoreKind {
+    StoreKind::chosen()
+        .first()
+        .copied()
+        .unwrap_or(StoreKind::Sqlite)
 }
 
 /// A profiler attached while it lives (see [`profile`]).

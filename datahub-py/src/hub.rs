@@ -232,10 +232,7 @@ impl LocalHub {
         self.run(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let history = hub.health_history(&op, id, since, limit).await?;
-            to_json(&HealthHistoryOut {
-                health: (&history.health).into(),
-                checks: history.checks.iter().map(Into::into).collect(),
-            })
+            to_json(&HealthHistoryOut::from(&history))
         })
     }
 

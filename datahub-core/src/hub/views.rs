@@ -13,7 +13,7 @@
 use std::collections::HashSet;
 
 use super::Hub;
-use crate::model::{Check, Health, ListQuery, MAX_PER_PAGE};
+use crate::model::{Check, Health, HealthBucket, ListQuery, MAX_PER_PAGE};
 use crate::monitor::MonitorEvent;
 use crate::rbac::{Action, Decision, Principal, Role, Target, act};
 use crate::{ConnectionId, Error, ErrorKind, Result};
@@ -26,6 +26,10 @@ pub const MAX_HISTORY_LIMIT: u32 = 1_000;
 pub struct HealthHistory {
     /// The checks asked for, newest first.
     pub checks: Vec<Check>,
+    /// The 5-minute buckets starting at or after `since` of the checks already rolled up
+    /// (older than the monitor's detail window), oldest first; not counted in `limit`. With
+    /// `checks` they are the whole history since then: a check is in one or the other.
+    pub buckets: Vec<HealthBucket>,
     /// The current derived health, with the uptime over the last 24 hours as the monitor last
     /// recorded it (`uptime_24h`; `None` without checks in that window).
     pub health: Health,
@@ -48,8 +52,9 @@ impl EventFilter {
 }
 
 impl Hub {
-    /// The newest `limit` checks of a connection at or after `since`, newest first, with its
-    /// current health and 24 h uptime (`view`). `limit` is at most [`MAX_HISTORY_LIMIT`]
+    /// The newest `limit` checks of a connection at or after `since`, newest first, and the
+    /// buckets of the checks since then already rolled up, with its current health and 24 h
+    /// uptime (`view`). `limit` is at most [`MAX_HISTORY_LIMIT`]
     /// (1,000): at the shortest interval (10 s) that is under three hours, so a chart of a
     /// longer window should thin out on the caller's side or ask for less. The uptime comes
     /// with the health the monitor records, so it costs no history query.
@@ -78,8 +83,10 @@ impl Hub {
             .store
             .checks(allowed.connection(), since, limit)
             .await?;
+        let buckets = self.store.buckets(allowed.connection(), since).await?;
         Ok(HealthHistory {
             checks,
+            buckets,
             health: summary.health,
         })
     }

@@ -1,6 +1,6 @@
 //! A saved connection ([`Connection`]), its derived health ([`Health`]), one health check as
-//! recorded ([`Check`]) and what the last check that reached its server saw of it
-//! ([`CheckFacts`]).
+//! recorded ([`Check`]), five minutes of checks rolled up ([`HealthBucket`]) and what the last
+//! check that reached its server saw of it ([`CheckFacts`]).
 
 use time::OffsetDateTime;
 
@@ -102,6 +102,39 @@ pub struct Check {
     pub step: Option<StepName>,
     /// The status derived after this check.
     pub status: HealthStatus,
+}
+
+/// Five minutes of one connection's checks, rolled up once they are older than the monitor's
+/// detail window (`MonitorConfig::detail_window`): what the history keeps of them afterwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthBucket {
+    /// The connection checked.
+    pub connection: ConnectionId,
+    /// When the five minutes start (UTC, a multiple of [`HealthBucket::WIDTH`] since the epoch).
+    pub start: OffsetDateTime,
+    /// Checks that finished in these five minutes.
+    pub checks: u32,
+    /// Of those, the ones that failed.
+    pub failures: u32,
+    /// The median latency of the successful ones (the lower median for an even count), in
+    /// milliseconds; `None` when none succeeded.
+    pub latency_p50_ms: Option<u32>,
+    /// The highest latency of the successful ones, in milliseconds; `None` when none succeeded.
+    pub latency_max_ms: Option<u32>,
+    /// The worst status derived after any of them (unknown < healthy < degraded < down).
+    pub worst: HealthStatus,
+}
+
+impl HealthBucket {
+    /// The width of a bucket: 5 minutes.
+    pub const WIDTH: time::Duration = time::Duration::minutes(5);
+
+    /// The start of the bucket holding `at`.
+    pub fn start_of(at: OffsetDateTime) -> OffsetDateTime {
+        let width = Self::WIDTH.whole_seconds();
+        let start = at.unix_timestamp().div_euclid(width) * width;
+        OffsetDateTime::from_unix_timestamp(start).unwrap_or(at)
+    }
 }
 
 /// The most characters of a server-supplied text (version, certificate subject, TLS names) kept

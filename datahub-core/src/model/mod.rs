@@ -38,7 +38,8 @@ pub use account::{
     User,
 };
 pub use connection::{
-    Check, CheckFacts, Connection, Health, MAX_FACT_CHARS, ServerInfo, TlsInfo, bounded_fact,
+    Check, CheckFacts, Connection, Health, HealthBucket, MAX_FACT_CHARS, ServerInfo, TlsInfo,
+    bounded_fact,
 };
 pub use draft::{
     ConnectionDraft, ConnectionSecrets, ConnectionSpec, MonitoringDraft, OptionsDraft, TlsDraft,

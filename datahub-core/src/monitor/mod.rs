@@ -50,8 +50,17 @@
 //!   first, within 5 s); the Hub calls them itself for every change made through it, so no
 //!   adapter has to. A full reload every [`MonitorConfig::reload_interval`] (default 60 s)
 //!   catches changes made elsewhere (another process sharing the store).
-//! - History older than [`MonitorConfig::history`] (default 7 days) is pruned every
-//!   [`MonitorConfig::prune_interval`] (default 1 h) and once at start.
+//! - History: raw checks are kept for [`MonitorConfig::detail_window`] (default 24 h); every
+//!   [`MonitorConfig::prune_interval`] (default 1 h) and once at start, the pruner task rolls
+//!   older ones up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)) with
+//!   [`HealthStore::roll_up_checks`](crate::store::HealthStore::roll_up_checks), then deletes
+//!   buckets older than [`MonitorConfig::bucket_retention`] (default 30 days), each in batches
+//!   of [`MonitorConfig::prune_batch_rows`] (default 1,000), one short transaction each, with
+//!   [`MonitorConfig::prune_batch_pause`] between them, so a write never waits behind more
+//!   than one batch. Processes sharing a store may all prune: the store keeps the roll-up
+//!   exact ([`RollUp::contended`](crate::store::RollUp::contended)). Uptime and the
+//!   chart read the buckets and the raw checks not yet rolled up alike, so a roll-up changes
+//!   neither.
 //! - [`Monitor::shutdown`] cancels every task and waits for them; a store write already
 //!   started is finished first, a check in flight is dropped.
 //!
@@ -65,7 +74,8 @@
 //!
 //! Several processes sharing one store (PostgreSQL replicas) split the work and share the events:
 //! - **Leases.** Each monitor has an id ([`Monitor::id`]). When a check is due and its
-//!   permit is held, the connection's task claims it with [`HealthStore::lease_check`](crate::store::HealthStore::lease_check) for a hold of
+//!   permit is held, the connection's task claims it through the claimer (below) with
+//!   [`HealthStore::lease_checks`](crate::store::HealthStore::lease_checks) for a hold of
 //!   80 % of the interval (the interval less twice the jitter). The claim wins when nobody else
 //!   claimed within the hold (or the last claim is this monitor's own); on PostgreSQL the claim
 //!   is one `UPDATE` over a `SELECT … FOR UPDATE SKIP LOCKED`, so of two racing claims one wins
@@ -86,13 +96,32 @@
 //!   turns.)
 //! - **Events.** Status changes, checks and the handle's connection changes are published here and told
 //!   to the other processes through [`HealthStore::notify_event`](crate::store::HealthStore::notify_event) (PostgreSQL `NOTIFY`, a compact
-//!   `origin|kind|id[|…]` payload; one `NOTIFY` per check on PostgreSQL), after recording. Each monitor relays what the
+//!   `origin|kind|id[|…]` line per event; the recorder tells a batch's events in as few
+//!   `NOTIFY`s as fit 7,900 bytes, one event a line), after recording. Each monitor relays what the
 //!   store's [`HealthStore::subscribe_events`](crate::store::HealthStore::subscribe_events) receiver yields (a `LISTEN` on a dedicated, reconnecting
 //!   connection): status changes and checks from other origins are published as they are (its own are
 //!   skipped: already published), connection changes are applied as if told locally (so a
 //!   replica starts or stops checking at once) and published. Delivery is best effort: an
 //!   event sent while a listener reconnects is lost, as a lagging subscriber's are; the reload
 //!   and the stored health catch up. SQLite has no subscription: one process, nothing to relay.
+//!
+//! The store work per check is batched, by two tasks of the monitor:
+//! - the **claimer** takes the claims of the checks falling due within
+//!   [`MonitorConfig::claim_window`] (default 5 ms) of the first one, up to 256, and claims
+//!   them with one [`HealthStore::lease_checks`](crate::store::HealthStore::lease_checks) call
+//!   (one statement on PostgreSQL, one write on SQLite; one call per distinct hold), then
+//!   answers each task: won (with the row), lost, or failed (the store did not answer);
+//! - the **recorder** takes the checks finished within [`MonitorConfig::record_window`]
+//!   (default 20 ms) of the first one, up to 256, records them with one
+//!   [`HealthStore::record_checks`](crate::store::HealthStore::record_checks) call, and only
+//!   then publishes each one's status change and check, in order. A connection's task derives
+//!   the status itself (the tracker is its own) and does not wait for the write; its next check
+//!   is at least an interval later. What is queued when the monitor stops is still recorded.
+//!
+//! So a check waits at most the claim window more to start, and its result and events at most
+//! the record window more; every guarantee above holds per check as it did with one store call
+//! per check (a batch claim is atomic per connection; a batch record drops a deleted
+//! connection's check alone and keeps facts per check).
 //!
 //! Limits, for later work: turning monitoring off leaves the last stored health in place (the
 //! store has no call to reset it; adapters show `unknown` for a connection whose monitoring is

@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, broadcast, mpsc, watch};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -22,7 +22,7 @@ use crate::model::{
     Check, Connection, FailureKind, Health, HealthStatus, ListQuery, MAX_PER_PAGE, SortKey,
     StepName, Visibility,
 };
-use crate::store::Store;
+use crate::store::{CheckLease, Store};
 
 /// Each next check is due one interval after the previous due time, ± up to this share of the
 /// interval, drawn at random: 10 %.
@@ -30,6 +30,14 @@ pub const JITTER_PERCENT: u32 = 10;
 
 /// An edited connection is checked again within this time (or its interval, when shorter).
 const RECHECK_AFTER_EDIT: Duration = Duration::from_secs(5);
+
+/// The most checks claimed, or results recorded, in one store call: a write stays short, so a
+/// check's claim or record never waits long behind a big batch.
+const MAX_BATCH: usize = 256;
+
+/// The longest payload told to other processes at once (several events, one a line): under
+/// PostgreSQL's `NOTIFY` limit of 8,000 bytes.
+const EVENT_PAYLOAD_MAX: usize = 7_900;
 
 /// How the monitor runs. `Default`: the documented default of every field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,17 +62,38 @@ pub struct MonitorConfig {
     /// failure: the prober's budget (5 s at most) plus a margin for loading and decrypting the
     /// connection and for scheduling. Default: 10 s.
     pub check_timeout: Duration,
-    /// How long check history is kept. Default: 7 days.
-    pub history: Duration,
-    /// How often history older than `history` is deleted (also once at start; at least 1 s).
-    /// Default: 1 h.
+    /// How long raw checks are kept, as the API and UI show them in detail; older ones are
+    /// rolled up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)).
+    /// Default: 24 h, the span of the uptime and of the UI's chart (which read the buckets
+    /// too, so a shorter window changes neither).
+    pub detail_window: Duration,
+    /// How long buckets are kept. Default: 30 days.
+    pub bucket_retention: Duration,
+    /// How often raw checks older than `detail_window` are rolled up and buckets older than
+    /// `bucket_retention` deleted (also once at start; at least 1 s). Default: 1 h.
     pub prune_interval: Duration,
+    /// The most rows one roll-up or deletion batch handles, each batch its own short
+    /// transaction (0 counts as 1). Default: 1,000, so a batch stays short (the `history`
+    /// bench measures it on both stores) and no write waits long behind the pruner, not even
+    /// on SQLite's one writer.
+    pub prune_batch_rows: u32,
+    /// The pause between two batches, which lets the writes queued meanwhile through.
+    /// Default: 10 ms.
+    pub prune_batch_pause: Duration,
     /// How often the whole list of connections is reloaded to catch changes not told through
     /// [`Monitor::notify_changed`] (at least 1 s). Default: 60 s.
     pub reload_interval: Duration,
     /// Events a subscriber may fall behind before it loses the oldest (0 counts as 1).
     /// Default: 1,024.
     pub event_capacity: usize,
+    /// How long the claimer waits, after the first due check of a batch, for more checks
+    /// falling due to join its store call (at most 256 a call): a check starts at most this
+    /// much later than it would alone. Default: 5 ms.
+    pub claim_window: Duration,
+    /// How long the recorder waits, after the first finished check of a batch, for more to
+    /// join its store write (at most 256 a write): a check is stored, and its events
+    /// published, at most this much later than alone. Default: 20 ms.
+    pub record_window: Duration,
 }
 
 impl MonitorConfig {
@@ -84,10 +113,15 @@ impl Default for MonitorConfig {
             suspect_concurrency: Self::DEFAULT_SUSPECT_CONCURRENCY,
             first_check_concurrency: Self::DEFAULT_FIRST_CHECK_CONCURRENCY,
             check_timeout: Duration::from_secs(10),
-            history: Duration::from_secs(7 * 24 * 3600),
+            detail_window: Duration::from_secs(24 * 3600),
+            bucket_retention: Duration::from_secs(30 * 24 * 3600),
             prune_interval: Duration::from_secs(3600),
+            prune_batch_rows: 1_000,
+            prune_batch_pause: Duration::from_millis(10),
             reload_interval: Duration::from_secs(60),
             event_capacity: 1024,
+            claim_window: Duration::from_millis(5),
+            record_window: Duration::from_millis(20),
         }
     }
 }
@@ -108,7 +142,9 @@ pub struct MonitorStats {
     pub skipped: u64,
     /// Store calls that failed (retried on the next round).
     pub store_errors: u64,
-    /// History rows pruned.
+    /// Raw checks rolled up into buckets (and deleted).
+    pub rolled_up: u64,
+    /// Hours of buckets deleted once older than [`MonitorConfig::bucket_retention`].
     pub pruned: u64,
     /// Checks run in the suspect lane (the connection's last check failed or timed out).
     pub suspect_checks: u64,
@@ -125,6 +161,12 @@ pub struct MonitorStats {
     /// Due checks not made because the checker did not admit them ([`Checker::admit`]: the
     /// first check after a save, when the saving user's test budget was spent).
     pub deferred: u64,
+    /// Store calls made to claim due checks (each claims one or more): with
+    /// [`Self::checks`], the claims' store round trips per check.
+    pub lease_calls: u64,
+    /// Store calls made to record finished checks (each records one or more): with
+    /// [`Self::checks`], the records' store round trips per check.
+    pub record_calls: u64,
 }
 
 /// A running monitor: started by [`Monitor::start`] (or [`Hub::start_monitor`](crate::hub::Hub::start_monitor)),
@@ -143,11 +185,16 @@ impl Monitor {
     pub fn start(store: Arc<dyn Store>, checker: Arc<dyn Checker>, config: MonitorConfig) -> Self {
         let (events, _) = broadcast::channel(config.event_capacity.max(1));
         let (commands, receiver) = mpsc::unbounded_channel();
+        let (claims, claim_requests) = mpsc::unbounded_channel();
+        let (results, finished) = mpsc::unbounded_channel();
         let remote = store.subscribe_events();
         let shared = Arc::new(Shared {
             id: Uuid::now_v7(),
             store,
             checker,
+            claims,
+            results,
+            shares_events: remote.is_some(),
             main_lane: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
             suspect_lane: Arc::new(Semaphore::new(config.suspect_concurrency.max(1))),
             first_lane: Arc::new(Semaphore::new(config.first_check_concurrency.max(1))),
@@ -158,6 +205,10 @@ impl Monitor {
             cancel: CancellationToken::new(),
         });
         shared.tasks.spawn(supervise(Arc::clone(&shared), receiver));
+        shared
+            .tasks
+            .spawn(claimer(Arc::clone(&shared), claim_requests));
+        shared.tasks.spawn(recorder(Arc::clone(&shared), finished));
         shared.tasks.spawn(prune(Arc::clone(&shared)));
         if let Some(remote) = remote {
             shared
@@ -277,6 +328,13 @@ struct Shared {
     id: Uuid,
     store: Arc<dyn Store>,
     checker: Arc<dyn Checker>,
+    /// Due checks to claim, batched by [`claimer`].
+    claims: mpsc::UnboundedSender<ClaimRequest>,
+    /// Finished checks to record and publish, batched by [`recorder`].
+    results: mpsc::UnboundedSender<Finished>,
+    /// Whether other processes share the store's events (a store that has no subscription has
+    /// nobody to tell: events are then not even encoded).
+    shares_events: bool,
     config: MonitorConfig,
     /// Permits for connections whose last check succeeded.
     main_lane: Arc<Semaphore>,
@@ -298,9 +356,18 @@ impl Shared {
 
     /// Publishes `event` here and tells the other processes sharing the store.
     async fn publish_shared(&self, event: MonitorEvent) {
+        if !self.shares_events {
+            self.publish(event);
+            return;
+        }
         let payload = encode_event(self.id, &event);
         self.publish(event);
-        if let Err(e) = self.store.notify_event(&payload).await {
+        self.tell(&payload).await;
+    }
+
+    /// Tells the other processes sharing the store a payload of one or more events.
+    async fn tell(&self, payload: &str) {
+        if let Err(e) = self.store.notify_event(payload).await {
             tracing::warn!(error = %e, "monitor could not tell other processes an event");
             Counters::bump(&self.counters.store_errors, 1);
         }
@@ -315,6 +382,7 @@ struct Counters {
     timeouts: AtomicU64,
     skipped: AtomicU64,
     store_errors: AtomicU64,
+    rolled_up: AtomicU64,
     pruned: AtomicU64,
     suspect_checks: AtomicU64,
     first_checks: AtomicU64,
@@ -322,6 +390,8 @@ struct Counters {
     leases_lost: AtomicU64,
     remote_events: AtomicU64,
     deferred: AtomicU64,
+    lease_calls: AtomicU64,
+    record_calls: AtomicU64,
 }
 
 impl Counters {
@@ -338,6 +408,7 @@ impl Counters {
             timeouts: get(&self.timeouts),
             skipped: get(&self.skipped),
             store_errors: get(&self.store_errors),
+            rolled_up: get(&self.rolled_up),
             pruned: get(&self.pruned),
             suspect_checks: get(&self.suspect_checks),
             first_checks: get(&self.first_checks),
@@ -345,6 +416,8 @@ impl Counters {
             leases_lost: get(&self.leases_lost),
             remote_events: get(&self.remote_events),
             deferred: get(&self.deferred),
+            lease_calls: get(&self.lease_calls),
+            record_calls: get(&self.record_calls),
         }
     }
 }
@@ -583,16 +656,17 @@ impl State {
     /// Resumes from the stored health and the last 24 h of history.
     async fn load(shared: &Shared, id: ConnectionId, stored: &Health) -> Self {
         let config = shared.config.hysteresis;
-        let checks = match uptime::load(shared.store.as_ref(), id, wall_now()).await {
-            Ok((checks, _)) => checks,
+        let recent = match uptime::load(shared.store.as_ref(), id, wall_now()).await {
+            Ok(recent) => recent,
             Err(_) => {
                 Counters::bump(&shared.counters.store_errors, 1);
-                Vec::new()
+                uptime::Recent::default()
             }
         };
+        let checks = &recent.checks;
         Self {
-            tracker: Tracker::resume(config, stored.status, &checks),
-            uptime: UptimeWindow::from_checks(&checks),
+            tracker: Tracker::resume(config, stored.status, checks),
+            uptime: UptimeWindow::from_recent(&recent),
             last_ok_latency: stored.latency_ms,
             // Resumed from history (newest first), so after a restart a known-dead target goes
             // straight to the suspect lane and a known-good one straight to the main lane.
@@ -657,12 +731,10 @@ async fn run_connection(
         // Claim this interval's check; another process sharing the store may have it. A won
         // claim carries the row, so the check reads nothing more.
         let mut claimed = None;
-        match shared
-            .store
-            .lease_check(id, shared.id, wall_now(), lease_hold(settings.interval))
-            .await
-        {
-            Ok(None) => {
+        match claim(&shared, id, lease_hold(settings.interval)).await {
+            // The monitor is stopping.
+            None => return,
+            Some(Claim::Lost) => {
                 drop(permit);
                 tracing::debug!(
                     connection = %id,
@@ -672,7 +744,7 @@ async fn run_connection(
                 advance(&shared, &mut due, &mut rng, settings.interval);
                 continue;
             }
-            Ok(Some(lease)) => {
+            Some(Claim::Won(lease)) => {
                 let resume = lease
                     .previous_holder
                     .is_some_and(|holder| holder != shared.id);
@@ -692,16 +764,10 @@ async fn run_connection(
                     *state = State::load(&shared, id, &health).await;
                 }
             }
-            // The store is failing: check anyway (recording will likely fail too, but the
-            // status published here stays live), rather than leave the connection unchecked.
-            Err(e) => {
-                tracing::warn!(
-                    connection = %id,
-                    error = %e,
-                    "monitor could not claim a check; checking anyway"
-                );
-                Counters::bump(&shared.counters.store_errors, 1);
-            }
+            // The store is failing (the claimer counted and logged it): check anyway
+            // (recording will likely fail too, but the status published here stays live),
+            // rather than leave the connection unchecked.
+            Some(Claim::Failed) => {}
         }
         if !shared.checker.admit(id).await {
             drop(permit);
@@ -739,7 +805,7 @@ async fn run_connection(
             CheckResult::failure(FailureKind::Timeout, ms)
         });
         state.last_ok = Some(result.ok);
-        record(&shared, id, state, &result, settings.slow_ms).await;
+        record(&shared, id, state, &result, settings.slow_ms);
         advance(&shared, &mut due, &mut rng, settings.interval);
     }
 }
@@ -852,27 +918,31 @@ async fn relay(
                 None => return,
             },
         };
-        let Some((origin, event)) = decode_event(&payload) else {
-            continue;
-        };
-        if origin == shared.id {
-            continue;
-        }
-        Counters::bump(&shared.counters.remote_events, 1);
-        match event {
-            MonitorEvent::ConnectionChanged { id } => {
-                let _ = commands.send(Command::Changed(id, Origin::Elsewhere));
+        // One event a line (the recorder tells several at once).
+        for line in payload.lines() {
+            let Some((origin, event)) = decode_event(line) else {
+                continue;
+            };
+            if origin == shared.id {
+                continue;
             }
-            MonitorEvent::ConnectionDeleted { id } => {
-                let _ = commands.send(Command::Deleted(id, Origin::Elsewhere));
+            Counters::bump(&shared.counters.remote_events, 1);
+            match event {
+                MonitorEvent::ConnectionChanged { id } => {
+                    let _ = commands.send(Command::Changed(id, Origin::Elsewhere));
+                }
+                MonitorEvent::ConnectionDeleted { id } => {
+                    let _ = commands.send(Command::Deleted(id, Origin::Elsewhere));
+                }
+                event => shared.publish(event),
             }
-            event => shared.publish(event),
         }
     }
 }
 
-/// Derives the status, records the check and publishes a status change.
-async fn record(
+/// Derives the status and hands the check to the [`recorder`], which stores it and then
+/// publishes the status change and the check.
+fn record(
     shared: &Shared,
     id: ConnectionId,
     state: &mut State,
@@ -915,10 +985,6 @@ async fn record(
         status = to.as_str(),
         "check done"
     );
-    if let Err(e) = shared.store.record_check(&check, &health).await {
-        tracing::warn!(connection = %id, error = %e, "monitor could not record a check");
-        Counters::bump(&shared.counters.store_errors, 1);
-    }
     Counters::bump(&shared.counters.checks, 1);
     if !result.ok {
         Counters::bump(&shared.counters.failures, 1);
@@ -930,45 +996,307 @@ async fn record(
             to = to.as_str(),
             "connection status changed"
         );
-        shared
-            .publish_shared(MonitorEvent::StatusChanged { id, from, to, at })
-            .await;
     }
-    shared
-        .publish_shared(MonitorEvent::Checked {
-            id,
-            status: to,
-            latency_ms: result.latency_ms,
-            error_kind,
-            at,
-        })
-        .await;
+    // Closed only once the monitor has stopped: nothing more is recorded then.
+    let _ = shared.results.send(Finished {
+        check,
+        health,
+        from,
+    });
 }
 
-/// Deletes old history once at start and then on the prune interval.
+/// A finished check on its way to the store.
+#[derive(Debug)]
+struct Finished {
+    check: Check,
+    health: Health,
+    /// The status before this check (the check's own is `check.status`).
+    from: HealthStatus,
+}
+
+/// A due check to claim ([`claimer`]), answered on `answer`.
+#[derive(Debug)]
+struct ClaimRequest {
+    id: ConnectionId,
+    hold: Duration,
+    answer: oneshot::Sender<Claim>,
+}
+
+/// What a claim came to.
+#[derive(Debug)]
+enum Claim {
+    /// Won, with the connection's row.
+    Won(Box<CheckLease>),
+    /// Held by another process (or the connection is gone): this round is skipped.
+    Lost,
+    /// The store did not answer.
+    Failed,
+}
+
+/// Claims `id`'s due check through the [`claimer`]; `None` once the monitor has stopped.
+async fn claim(shared: &Shared, id: ConnectionId, hold: Duration) -> Option<Claim> {
+    let (answer, answered) = oneshot::channel();
+    shared.claims.send(ClaimRequest { id, hold, answer }).ok()?;
+    answered.await.ok()
+}
+
+/// Waits for the first item of a batch, then gathers more for up to `window` (or until
+/// [`MAX_BATCH`]) into `batch`; false once the monitor is stopping, at once (with what is
+/// already queued in `batch`: the recorder still writes it, the claimer drops it, as the tasks
+/// waiting for those claims stop too).
+async fn gather<T>(
+    shared: &Shared,
+    queue: &mut mpsc::UnboundedReceiver<T>,
+    batch: &mut Vec<T>,
+    window: Duration,
+) -> bool {
+    let first = tokio::select! {
+        biased;
+        () = shared.cancel.cancelled() => {
+            take_queued(queue, batch);
+            return false;
+        }
+        item = queue.recv() => match item {
+            Some(item) => item,
+            None => return false,
+        },
+    };
+    batch.push(first);
+    let until = Instant::now() + window;
+    while batch.len() < MAX_BATCH {
+        // What is queued already joins at once; then whatever arrives within the window.
+        match queue.try_recv() {
+            Ok(item) => {
+                batch.push(item);
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        tokio::select! {
+            biased;
+            // Stopping: no waiting out the window.
+            () = shared.cancel.cancelled() => {
+                take_queued(queue, batch);
+                return false;
+            }
+            item = queue.recv() => match item {
+                Some(item) => batch.push(item),
+                None => break,
+            },
+            () = tokio::time::sleep_until(until) => break,
+        }
+    }
+    true
+}
+
+/// Moves what is queued now into `batch`, up to [`MAX_BATCH`].
+fn take_queued<T>(queue: &mut mpsc::UnboundedReceiver<T>, batch: &mut Vec<T>) {
+    while batch.len() < MAX_BATCH {
+        match queue.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Claims due checks in batches: the checks falling due within
+/// [`MonitorConfig::claim_window`] of each other
+/// are claimed with one store call ([`HealthStore::lease_checks`](crate::store::HealthStore::lease_checks)),
+/// one per distinct hold (the same for every connection of one interval).
+async fn claimer(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<ClaimRequest>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let window = shared.config.claim_window;
+    while gather(&shared, &mut queue, &mut batch, window).await {
+        batch.sort_unstable_by_key(|request| request.hold);
+        while let Some(last) = batch.last() {
+            let hold = last.hold;
+            let split = batch.partition_point(|request| request.hold < hold);
+            let group: Vec<ClaimRequest> = batch.drain(split..).collect();
+            let ids: Vec<ConnectionId> = group.iter().map(|request| request.id).collect();
+            Counters::bump(&shared.counters.lease_calls, 1);
+            match shared
+                .store
+                .lease_checks(&ids, shared.id, wall_now(), hold)
+                .await
+            {
+                Ok(won) => {
+                    let mut won: HashMap<ConnectionId, CheckLease> = won
+                        .into_iter()
+                        .map(|lease| (lease.connection.id, lease))
+                        .collect();
+                    for request in group {
+                        let claim = match won.remove(&request.id) {
+                            Some(lease) => Claim::Won(Box::new(lease)),
+                            None => Claim::Lost,
+                        };
+                        // A task that stopped waiting has nothing to be told.
+                        let _ = request.answer.send(claim);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        checks = group.len(),
+                        error = %e,
+                        "monitor could not claim checks; checking anyway"
+                    );
+                    Counters::bump(&shared.counters.store_errors, 1);
+                    for request in group {
+                        let _ = request.answer.send(Claim::Failed);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Records finished checks in batches (those finished within
+/// [`MonitorConfig::record_window`] of each other,
+/// with one store call, [`HealthStore::record_checks`](crate::store::HealthStore::record_checks)),
+/// then publishes each one's status change and check, in order, here and (several events a
+/// payload) to the other processes sharing the store. What is queued when the monitor stops is
+/// still recorded.
+async fn recorder(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Finished>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    let mut rows = Vec::with_capacity(MAX_BATCH);
+    let mut before = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let running = gather(&shared, &mut queue, &mut batch, shared.config.record_window).await;
+        if !batch.is_empty() {
+            rows.clear();
+            before.clear();
+            for Finished {
+                check,
+                health,
+                from,
+            } in batch.drain(..)
+            {
+                rows.push((check, health));
+                before.push(from);
+            }
+            Counters::bump(&shared.counters.record_calls, 1);
+            if let Err(e) = shared.store.record_checks(&rows).await {
+                tracing::warn!(checks = rows.len(), error = %e, "monitor could not record checks");
+                Counters::bump(&shared.counters.store_errors, 1);
+            }
+            publish_finished(&shared, &rows, &before).await;
+        }
+        if !running {
+            return;
+        }
+    }
+}
+
+/// Publishes the events of recorded checks: a status change (when there was one), then the
+/// check; told to other processes as few payloads of several events.
+async fn publish_finished(shared: &Shared, rows: &[(Check, Health)], before: &[HealthStatus]) {
+    let mut payload = String::new();
+    for ((check, _), &from) in rows.iter().zip(before) {
+        let id = check.connection;
+        let to = check.status;
+        let at = check.at;
+        let mut events = [
+            (from != to).then_some(MonitorEvent::StatusChanged { id, from, to, at }),
+            Some(MonitorEvent::Checked {
+                id,
+                status: to,
+                latency_ms: check.latency_ms,
+                error_kind: check.error_kind,
+                at,
+            }),
+        ];
+        for event in events.iter_mut().filter_map(Option::take) {
+            if shared.shares_events {
+                let line = encode_event(shared.id, &event);
+                if !payload.is_empty() && payload.len() + 1 + line.len() > EVENT_PAYLOAD_MAX {
+                    shared.tell(&payload).await;
+                    payload.clear();
+                }
+                if !payload.is_empty() {
+                    payload.push('\n');
+                }
+                payload.push_str(&line);
+            }
+            shared.publish(event);
+        }
+    }
+    if !payload.is_empty() {
+        shared.tell(&payload).await;
+    }
+}
+
+/// Rolls up raw checks older than the detail window and deletes expired buckets, once at start
+/// and then on the prune interval, in batches with a pause between them.
 async fn prune(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.config.prune_interval.max(Duration::from_secs(1)));
+    let config = &shared.config;
+    let mut tick = tokio::time::interval(config.prune_interval.max(Duration::from_secs(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let keep = time::Duration::try_from(shared.config.history).unwrap_or(time::Duration::MAX);
+    let detail = time::Duration::try_from(config.detail_window).unwrap_or(time::Duration::MAX);
+    let retention =
+        time::Duration::try_from(config.bucket_retention).unwrap_or(time::Duration::MAX);
+    let batch = config.prune_batch_rows.max(1);
     loop {
         tokio::select! {
             biased;
             () = shared.cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let Some(before) = wall_now().checked_sub(keep) else {
-            continue;
-        };
-        match shared.store.prune_checks(before).await {
-            Ok(n) => {
-                tracing::debug!(pruned = n, "monitor pruned old check history");
-                Counters::bump(&shared.counters.pruned, n);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "monitor could not prune check history");
-                Counters::bump(&shared.counters.store_errors, 1);
+        let now = wall_now();
+        if let Some(before) = now.checked_sub(detail) {
+            let mut from = None;
+            loop {
+                match shared.store.roll_up_checks(before, from, batch).await {
+                    Ok(done) => {
+                        Counters::bump(&shared.counters.rolled_up, done.rolled);
+                        if done.contended {
+                            tracing::debug!("another process is rolling up check history");
+                            break;
+                        }
+                        match done.next {
+                            Some(next) => from = Some(next),
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "monitor could not roll up check history");
+                        Counters::bump(&shared.counters.store_errors, 1);
+                        break;
+                    }
+                }
+                if !pause(&shared).await {
+                    return;
+                }
             }
         }
+        if let Some(before) = now.checked_sub(retention) {
+            loop {
+                match shared.store.prune_buckets(before, batch).await {
+                    Ok(n) => {
+                        Counters::bump(&shared.counters.pruned, n);
+                        if n < u64::from(batch) {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "monitor could not prune check history");
+                        Counters::bump(&shared.counters.store_errors, 1);
+                        break;
+                    }
+                }
+                if !pause(&shared).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits between two pruning batches; `false` when the monitor stops meanwhile.
+async fn pause(shared: &Shared) -> bool {
+    tokio::select! {
+        biased;
+        () = shared.cancel.cancelled() => false,
+        () = tokio::time::sleep(shared.config.prune_batch_pause) => true,
     }
 }
 
@@ -1091,7 +1419,9 @@ mod tests {
         let c = MonitorConfig::default();
         assert_eq!(c.max_concurrency, 64);
         assert_eq!(c.suspect_concurrency, 16);
-        assert_eq!(c.history, Duration::from_secs(7 * 86_400));
+        assert_eq!(c.detail_window, Duration::from_secs(86_400));
+        assert_eq!(c.bucket_retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.prune_batch_rows, 1_000);
         assert_eq!(c.reload_interval, Duration::from_secs(60));
         assert_eq!((c.hysteresis.fall(), c.hysteresis.rise()), (3, 2));
     }

@@ -1,15 +1,19 @@
 //! Uptime: the share of successful checks in the last 24 hours.
 //!
-//! [`from_checks`] computes it exactly from stored history ([`load`] reads it from a store).
+//! The stored history of a connection is its raw checks not yet rolled up plus the 5-minute
+//! buckets of those that were ([`HealthBucket`]); a check is in exactly one of the two. [`load`]
+//! reads both for the window and [`Recent::uptime`] counts both, so a roll-up changes no
+//! uptime. The window starts at the start of the bucket holding `now - 24 h`, so it spans 24 h
+//! to 24 h 5 min and a bucket is either wholly in it or wholly out.
 //! The scheduler reads the history once per connection and then keeps an [`UptimeWindow`] in
 //! memory: 5-minute buckets (at most 289 per connection), so recording a check needs no history
-//! query. The window's edge is therefore exact to one bucket: it spans 24 h to 24 h 5 min.
+//! query.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use time::{Duration, OffsetDateTime};
 
-use crate::model::Check;
+use crate::model::{Check, HealthBucket};
 use crate::store::Store;
 use crate::{ConnectionId, Result};
 
@@ -30,19 +34,46 @@ pub fn from_checks(checks: &[Check]) -> Option<f64> {
     )
 }
 
-/// The checks of `id` in the 24 h before `now` (newest first, at most [`MAX_CHECKS`]) and the
-/// uptime they give.
+/// The start of the uptime window ending at `now`: the start of the bucket holding
+/// `now - 24 h`.
+pub fn window_start(now: OffsetDateTime) -> OffsetDateTime {
+    HealthBucket::start_of(now - WINDOW)
+}
+
+/// A connection's stored history in the uptime window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Recent {
+    /// The raw checks, newest first (at most [`MAX_CHECKS`]).
+    pub checks: Vec<Check>,
+    /// The buckets of the checks already rolled up, oldest first.
+    pub buckets: Vec<HealthBucket>,
+}
+
+impl Recent {
+    /// The share of successes among the raw checks and the buckets together; `None` without
+    /// any check.
+    pub fn uptime(&self) -> Option<f64> {
+        let (good, all) = self.buckets.iter().fold((0u64, 0u64), |(g, a), b| {
+            (
+                g + u64::from(b.checks.saturating_sub(b.failures)),
+                a + u64::from(b.checks),
+            )
+        });
+        let ok = self.checks.iter().filter(|c| c.ok).count() as u64;
+        ratio(good + ok, all + self.checks.len() as u64)
+    }
+}
+
+/// The history of `id` in the uptime window ending at `now` ([`window_start`] on): the raw
+/// checks and the buckets.
 ///
 /// # Errors
 /// `Store` when the store fails.
-pub async fn load(
-    store: &dyn Store,
-    id: ConnectionId,
-    now: OffsetDateTime,
-) -> Result<(Vec<Check>, Option<f64>)> {
-    let checks = store.checks(id, now - WINDOW, MAX_CHECKS).await?;
-    let uptime = from_checks(&checks);
-    Ok((checks, uptime))
+pub async fn load(store: &dyn Store, id: ConnectionId, now: OffsetDateTime) -> Result<Recent> {
+    let since = window_start(now);
+    let checks = store.checks(id, since, MAX_CHECKS).await?;
+    let buckets = store.buckets(id, since).await?;
+    Ok(Recent { checks, buckets })
 }
 
 /// A rolling 24 h count of checks and successes in 5-minute buckets.
@@ -55,13 +86,31 @@ pub struct UptimeWindow {
 impl UptimeWindow {
     /// A window seeded with stored checks (any order).
     pub fn from_checks(checks: &[Check]) -> Self {
-        let mut sorted: Vec<&Check> = checks.iter().collect();
-        sorted.sort_by_key(|c| c.at);
-        let mut window = Self::default();
-        for c in sorted {
-            window.push(c.at, c.ok);
+        Self::from_recent(&Recent {
+            checks: checks.to_vec(),
+            buckets: Vec::new(),
+        })
+    }
+
+    /// A window seeded with a connection's stored history: raw checks and buckets.
+    pub fn from_recent(recent: &Recent) -> Self {
+        let mut counts: BTreeMap<i64, (u32, u32)> = BTreeMap::new();
+        for b in &recent.buckets {
+            let (good, all) = counts.entry(bucket_of(b.start)).or_default();
+            *good = good.saturating_add(b.checks.saturating_sub(b.failures));
+            *all = all.saturating_add(b.checks);
         }
-        window
+        for c in &recent.checks {
+            let (good, all) = counts.entry(bucket_of(c.at)).or_default();
+            *good = good.saturating_add(u32::from(c.ok));
+            *all = all.saturating_add(1);
+        }
+        Self {
+            buckets: counts
+                .into_iter()
+                .map(|(b, (good, all))| (b, good, all))
+                .collect(),
+        }
     }
 
     /// Counts one check that finished at `at`. Checks should come in time order; an older one

@@ -34,6 +34,7 @@
 //! code holding a concrete store imports the traits it calls ([`prelude`]).
 
 mod columns;
+mod history;
 mod migrate;
 pub mod postgres;
 mod rows;
@@ -53,8 +54,8 @@ use uuid::Uuid;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::crypto::{KekId, KeyCheck, SealedValue, WrappedDek};
 use crate::model::{
-    AuditQuery, Check, Connection, ConnectionName, ConnectionSpec, Directory, Health, ListQuery,
-    NamedGrant, Page, TargetPolicy, Team, TokenInfo, User, Visibility,
+    AuditQuery, Check, Connection, ConnectionName, ConnectionSpec, Directory, Health, HealthBucket,
+    ListQuery, NamedGrant, Page, TargetPolicy, Team, TokenInfo, User, Visibility,
 };
 use crate::rbac::Grant;
 use crate::{ConnectionId, Result, SessionId, TeamId, TokenId, UserId};
@@ -136,6 +137,18 @@ pub struct KekUsage {
     pub kek: KekId,
     /// How many connections' data keys it wraps.
     pub rows: u64,
+}
+
+/// What one batch of [`HealthStore::roll_up_checks`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollUp {
+    /// Raw checks folded into buckets (and deleted) by this batch.
+    pub rolled: u64,
+    /// Where the next batch starts (its `from`); `None` when every connection is done.
+    pub next: Option<ConnectionId>,
+    /// Another process sharing the store was rolling up at that moment, so this batch did
+    /// nothing (PostgreSQL only: one process rolls up at a time); the other one carries on.
+    pub contended: bool,
 }
 
 /// A won claim on one connection's check ([`HealthStore::lease_check`]).
@@ -406,7 +419,18 @@ pub trait HealthStore: Send + Sync {
     /// replaces the stored facts, `None` keeps them (a check that did not reach the server does
     /// not erase what the last one that did saw).
     /// A check of a connection deleted meanwhile is dropped without error.
-    async fn record_check(&self, check: &Check, health: &Health) -> Result<()>;
+    /// The same as [`Self::record_checks`] with one check.
+    async fn record_check(&self, check: &Check, health: &Health) -> Result<()> {
+        self.record_checks(&[(check.clone(), health.clone())]).await
+    }
+
+    /// Records several checks, each as [`Self::record_check`] does, all in one transaction:
+    /// one statement on PostgreSQL, one write on SQLite. In slice order, so of two checks of one
+    /// connection the later one's health is the current one (and the facts, when the later
+    /// one brings none, the earlier one's). Checks of connections deleted meanwhile are dropped
+    /// without error and do not keep the others from being recorded. An empty slice does
+    /// nothing.
+    async fn record_checks(&self, checks: &[(Check, Health)]) -> Result<()>;
 
     /// Up to `limit` checks of a connection at or after `since`, newest first.
     async fn checks(
@@ -416,8 +440,30 @@ pub trait HealthStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Check>>;
 
-    /// Deletes checks older than `before`; returns how many.
-    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64>;
+    /// Rolls up one batch of raw checks older than `before` (taken down to a bucket boundary,
+    /// so only complete 5-minute buckets are rolled) into the connections' buckets, and deletes
+    /// the raw checks it rolled, in one transaction: at most `max_rows` raw checks (and whole
+    /// buckets only, unless one bucket alone holds more), of the connections from `from` on
+    /// (`None`: the first) in id order. Call again with the answer's `next` until it is `None`.
+    /// Exact and idempotent: each raw check is counted in exactly one bucket, whatever runs
+    /// at once (on PostgreSQL a batch takes a transaction-level advisory lock, and a batch that
+    /// finds it taken does nothing and says so in `contended`).
+    async fn roll_up_checks(
+        &self,
+        before: OffsetDateTime,
+        from: Option<ConnectionId>,
+        max_rows: u32,
+    ) -> Result<RollUp>;
+
+    /// Deletes at most `max_rows` stored hours of buckets that ended at or before `before`
+    /// (the oldest first), in one short transaction; returns how many. Call again until it
+    /// returns fewer than `max_rows`.
+    async fn prune_buckets(&self, before: OffsetDateTime, max_rows: u32) -> Result<u64>;
+
+    /// The buckets of a connection starting at or after `since` (those with checks), oldest
+    /// first. With the raw checks not yet rolled up ([`Self::checks`]) they are its whole
+    /// history: a check is in exactly one of the two.
+    async fn buckets(&self, id: ConnectionId, since: OffsetDateTime) -> Result<Vec<HealthBucket>>;
 
     /// Claims the check of `id` for the interval starting at `now`, for `holder` (a monitor's
     /// id), so processes sharing the store split the checks and none checks a connection twice
@@ -429,16 +475,33 @@ pub trait HealthStore: Send + Sync {
     /// (`None`) otherwise, and also for a connection that does not exist (deleted meanwhile). A win records `holder` and `now` as
     /// the last claim. On PostgreSQL a claim racing with another one in flight loses at once
     /// (`FOR UPDATE SKIP LOCKED`) instead of waiting for it.
+    /// The same as [`Self::lease_checks`] with one id.
     async fn lease_check(
         &self,
         id: ConnectionId,
         holder: Uuid,
         now: OffsetDateTime,
         hold: Duration,
-    ) -> Result<Option<CheckLease>>;
+    ) -> Result<Option<CheckLease>> {
+        let won = self.lease_checks(&[id], holder, now, hold).await?;
+        Ok(won.into_iter().next())
+    }
+
+    /// Claims the checks of several connections at once, each as [`Self::lease_check`] does
+    /// (the same rules, the same atomicity: of claims racing for one connection, from any
+    /// process, at most one wins), in one statement on PostgreSQL and one write on SQLite.
+    /// Answers the won claims only, each naming its connection (`connection.id`), in no
+    /// particular order; an id given twice is claimed once.
+    async fn lease_checks(
+        &self,
+        ids: &[ConnectionId],
+        holder: Uuid,
+        now: OffsetDateTime,
+        hold: Duration,
+    ) -> Result<Vec<CheckLease>>;
 
     /// Tells every process sharing the store (this one included) a short event `payload` (at
-    /// most 1,000 bytes, no NUL), best effort: a process not listening at that moment misses it.
+    /// most 7,900 bytes, no NUL), best effort: a process not listening at that moment misses it.
     /// The default does nothing: a store only one process uses (SQLite) has nobody to tell.
     async fn notify_event(&self, payload: &str) -> Result<()> {
         let _ = payload;

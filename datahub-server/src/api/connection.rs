@@ -16,7 +16,7 @@ use datahub_core::model::{
     ChannelBinding, CheckFacts, Connection, ConnectionDraft, ConnectionPatch, Engine, Health,
     MonitoringDraft, MonitoringPatch, OptionsDraft, OptionsPatch, TlsDraft, TlsMode, TlsPatch,
 };
-use datahub_core::model::{Check, NamedGrant};
+use datahub_core::model::{Check, HealthBucket, NamedGrant};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee};
 use datahub_core::secret::{Password, PrivateKeyPem};
 use datahub_core::{ConnectionId, TeamId, UserId};
@@ -792,6 +792,51 @@ pub struct HealthHistoryOut {
     pub health: HealthOut,
     /// The checks asked for, newest first.
     pub checks: Vec<CheckOut>,
+    /// The 5-minute buckets starting at or after `since` of the checks already rolled up
+    /// (older than the monitor's detail window, 24 h by default), oldest first; not counted
+    /// in `limit`. A check is in `checks` or in a bucket, never both.
+    pub buckets: Vec<BucketOut>,
+}
+
+impl From<&datahub_core::hub::HealthHistory> for HealthHistoryOut {
+    fn from(history: &datahub_core::hub::HealthHistory) -> Self {
+        Self {
+            health: (&history.health).into(),
+            checks: history.checks.iter().map(Into::into).collect(),
+            buckets: history.buckets.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// Five minutes of checks rolled up.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BucketOut {
+    /// When the five minutes start.
+    #[serde(with = "time::serde::rfc3339")]
+    pub start: OffsetDateTime,
+    /// Checks that finished in them.
+    pub checks: u32,
+    /// Of those, the ones that failed.
+    pub failures: u32,
+    /// The median latency of the successful ones; `null` when none succeeded.
+    pub latency_p50_ms: Option<u32>,
+    /// The highest latency of the successful ones; `null` when none succeeded.
+    pub latency_max_ms: Option<u32>,
+    /// The worst status derived after any of them.
+    pub worst: &'static str,
+}
+
+impl From<&HealthBucket> for BucketOut {
+    fn from(b: &HealthBucket) -> Self {
+        Self {
+            start: b.start,
+            checks: b.checks,
+            failures: b.failures,
+            latency_p50_ms: b.latency_p50_ms,
+            latency_max_ms: b.latency_max_ms,
+            worst: b.worst.as_str(),
+        }
+    }
 }
 
 /// One recorded check.

@@ -430,7 +430,8 @@ impl HistoryParams {
     }
 }
 
-/// A connection's recent checks, newest first, with its health and 24 h uptime (grant `view`).
+/// A connection's recent checks, newest first, and the buckets of older ones rolled up, with
+/// its health and 24 h uptime (grant `view`).
 #[utoipa::path(
     get,
     path = "/api/v1/connections/{id}/health",
@@ -453,10 +454,7 @@ async fn health(
         .hub()
         .health_history(&principal, id, since, limit)
         .await?;
-    Ok(Json(HealthHistoryOut {
-        health: (&history.health).into(),
-        checks: history.checks.iter().map(Into::into).collect(),
-    }))
+    Ok(Json(HealthHistoryOut::from(&history)))
 }
 
 /// The decrypted credentials and DSN (grant `use`; audited). The one answer with a secret.

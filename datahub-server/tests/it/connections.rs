@@ -976,6 +976,7 @@ async fn health_history_parameters() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["checks"], json!([]));
+    assert_eq!(r.json["buckets"], json!([]));
     assert_eq!(r.json["health"]["uptime_24h"], Value::Null);
     for (query, field) in [
         ("since=yesterday", "since"),
@@ -1151,4 +1152,68 @@ async fn checks_carry_step_and_hint_and_connections_the_last_facts() {
     assert_eq!(shown.json["facts"], facts, "{}", shown.text);
     let listed = f.admin(Method::GET, URL, None).await;
     assert_eq!(listed.json["items"][0]["facts"], facts, "{}", listed.text);
+}
+
+/// Checks older than the detail window come back rolled up, as `buckets` beside `checks`.
+#[tokio::test]
+async fn rolled_up_checks_come_as_buckets() {
+    use datahub_core::ConnectionId;
+    use datahub_core::model::{Check, Health, HealthBucket, HealthStatus};
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    let f = Fixture::new().await;
+    let created = f
+        .admin(Method::POST, URL, Some(&body("rolled", 5432)))
+        .await;
+    let id_text = created.json["id"].as_str().unwrap().to_owned();
+    let id: ConnectionId = id_text.parse().unwrap();
+    let start = HealthBucket::start_of(OffsetDateTime::now_utc() - time::Duration::hours(30));
+    for (i, ok) in [(0, true), (1, false), (2, true)] {
+        let at = start + time::Duration::minutes(i);
+        let status = if ok {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Degraded
+        };
+        let check = Check {
+            connection: id,
+            at,
+            ok,
+            latency_ms: 10 * (i as u32 + 1),
+            error_kind: None,
+            step: None,
+            status,
+        };
+        let health = Health {
+            status,
+            checked_at: Some(at),
+            ..Health::default()
+        };
+        f.store.record_check(&check, &health).await.unwrap();
+    }
+    let now = OffsetDateTime::now_utc();
+    let done = f
+        .store
+        .roll_up_checks(now - time::Duration::hours(24), None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(done.rolled, 3);
+    let since = (now - time::Duration::hours(48)).format(&Rfc3339).unwrap();
+    let r = f
+        .admin(
+            Method::GET,
+            &format!("{URL}/{id_text}/health?since={since}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["checks"], json!([]));
+    assert_eq!(
+        r.json["buckets"],
+        json!([{
+            "start": start.format(&Rfc3339).unwrap(), "checks": 3, "failures": 1,
+            "latency_p50_ms": 10, "latency_max_ms": 30, "worst": "degraded",
+        }])
+    );
 }

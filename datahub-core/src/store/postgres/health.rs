@@ -2,6 +2,7 @@
 //! transaction, the check leases that split the checks between processes (`FOR UPDATE SKIP
 //! LOCKED`), and events told through `NOTIFY` and heard on a listener's own connection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use uuid::Uuid;
 use super::PostgresStore;
 use super::codec::{self, CHECK_COLUMNS, FactColumns, SECRET_COLUMNS, SPEC_COLUMNS};
 use super::error::{db, is_foreign_key_violation};
-use crate::model::{Check, Health};
+use crate::model::{Check, Health, HealthBucket};
 use crate::probe::PoolConnect;
-use crate::store::{CheckLease, EVENTS_CHANNEL, HealthStore};
+use crate::store::{CheckLease, EVENTS_CHANNEL, HealthStore, RollUp};
 use crate::{ConnectionId, Result};
 
 /// How long the event listener waits before connecting again after losing its connection.
@@ -71,44 +72,44 @@ pub(super) async fn listen(connector: Arc<PoolConnect>, sender: mpsc::Sender<Str
 
 #[async_trait]
 impl HealthStore for PostgresStore {
-    async fn record_check(&self, check: &Check, health: &Health) -> Result<()> {
-        const DOING: &str = "recording a health check";
-        let id = *check.connection.as_uuid();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
-        let inserted = tx
-            .execute(
-                "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, step, \
-                 status) SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS \
-                 (SELECT 1 FROM connections WHERE id = $1)",
-                &[
-                    &id,
-                    &check.at,
-                    &check.ok,
-                    &i64::from(check.latency_ms),
-                    &check.error_kind.map(|k| k.as_str()),
-                    &check.step.map(|s| s.as_str()),
-                    &check.status.as_str(),
-                ],
-            )
-            .await;
-        match inserted {
-            // Deleted before this check finished (or while it was being recorded): dropped.
-            Ok(0) => return Ok(()),
-            Err(e) if is_foreign_key_violation(&e) => return Ok(()),
-            Err(e) => return Err(db(DOING, e)),
-            Ok(_) => {}
+    async fn record_checks(&self, checks: &[(Check, Health)]) -> Result<()> {
+        const DOING: &str = "recording health checks";
+        if checks.is_empty() {
+            return Ok(());
         }
-        // The facts ride in the same upsert; without new ones (`facts_at` NULL) the stored
-        // ones stay, column by column keyed on `facts_at`, so old and new never mix.
-        let facts = FactColumns::of(health, |at| at);
-        let upserted = tx
+        let history = HistoryColumns::of(checks);
+        let current = HealthColumns::of(checks);
+        let client = self.client().await?;
+        // One statement, so one round trip and its own transaction. The connections still
+        // there are locked against deletion first (`FOR KEY SHARE`: a delete in flight is
+        // waited for and its row then skipped), so a check of a deleted connection is dropped
+        // and never fails the others with a foreign key violation. The facts ride in the same
+        // upsert; without new ones (`facts_at` NULL) the stored ones stay, column by column
+        // keyed on `facts_at`, so old and new never mix.
+        let recorded = client
             .execute(
-                "INSERT INTO connection_health (connection_id, status, checked_at, latency_ms, \
+                "WITH live AS (SELECT id FROM connections \
+                   WHERE id = ANY($8::uuid[]) FOR KEY SHARE), \
+                 history AS (INSERT INTO health_checks (connection_id, at, ok, latency_ms, \
+                   error_kind, step, status) \
+                   SELECT h.connection_id, h.at, h.ok, h.latency_ms, h.error_kind, h.step, \
+                     h.status \
+                   FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[], $4::int8[], \
+                     $5::text[], $6::text[], $7::text[]) WITH ORDINALITY \
+                     AS h(connection_id, at, ok, latency_ms, error_kind, step, status, n) \
+                   WHERE h.connection_id IN (SELECT id FROM live) ORDER BY h.n) \
+                 INSERT INTO connection_health (connection_id, status, checked_at, latency_ms, \
                  error_kind, uptime_24h, facts_at, server_version, server_in_recovery, \
                  server_connections_used, server_max_connections, tls_protocol, tls_cipher, \
                  tls_peer_subject, tls_peer_not_after) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+                 SELECT s.* FROM unnest($8::uuid[], $9::text[], $10::timestamptz[], \
+                   $11::int8[], $12::text[], $13::float8[], $14::timestamptz[], $15::text[], \
+                   $16::bool[], $17::int8[], $18::int8[], $19::text[], $20::text[], \
+                   $21::text[], $22::timestamptz[]) AS s(connection_id, status, checked_at, \
+                   latency_ms, error_kind, uptime_24h, facts_at, server_version, \
+                   server_in_recovery, server_connections_used, server_max_connections, \
+                   tls_protocol, tls_cipher, tls_peer_subject, tls_peer_not_after) \
+                 WHERE s.connection_id IN (SELECT id FROM live) \
                  ON CONFLICT (connection_id) DO UPDATE SET status = EXCLUDED.status, \
                  checked_at = EXCLUDED.checked_at, latency_ms = EXCLUDED.latency_ms, \
                  error_kind = EXCLUDED.error_kind, uptime_24h = EXCLUDED.uptime_24h, \
@@ -132,30 +133,37 @@ impl HealthStore for PostgresStore {
                  tls_peer_not_after = CASE WHEN EXCLUDED.facts_at IS NULL \
                    THEN connection_health.tls_peer_not_after ELSE EXCLUDED.tls_peer_not_after END",
                 &[
-                    &id,
-                    &health.status.as_str(),
-                    &health.checked_at,
-                    &health.latency_ms.map(i64::from),
-                    &health.error_kind.map(|k| k.as_str()),
-                    &health.uptime_24h,
-                    &facts.at,
-                    &facts.server_version,
-                    &facts.in_recovery,
-                    &facts.connections_used,
-                    &facts.max_connections,
-                    &facts.tls_protocol,
-                    &facts.tls_cipher,
-                    &facts.tls_peer_subject,
-                    &facts.tls_peer_not_after,
+                    &history.connection,
+                    &history.at,
+                    &history.ok,
+                    &history.latency_ms,
+                    &history.error_kind,
+                    &history.step,
+                    &history.status,
+                    &current.connection,
+                    &current.status,
+                    &current.checked_at,
+                    &current.latency_ms,
+                    &current.error_kind,
+                    &current.uptime_24h,
+                    &current.facts_at,
+                    &current.server_version,
+                    &current.in_recovery,
+                    &current.connections_used,
+                    &current.max_connections,
+                    &current.tls_protocol,
+                    &current.tls_cipher,
+                    &current.tls_peer_subject,
+                    &current.tls_peer_not_after,
                 ],
             )
             .await;
-        match upserted {
-            Err(e) if is_foreign_key_violation(&e) => return Ok(()),
-            Err(e) => return Err(db(DOING, e)),
-            Ok(_) => {}
+        match recorded {
+            // Cannot happen with the rows locked; kept as the single write always was.
+            Err(e) if is_foreign_key_violation(&e) => Ok(()),
+            Err(e) => Err(db(DOING, e)),
+            Ok(_) => Ok(()),
         }
-        tx.commit().await.map_err(|e| db(DOING, e))
     }
 
     async fn checks(
@@ -176,66 +184,77 @@ impl HealthStore for PostgresStore {
         rows.iter().map(codec::check_row).collect()
     }
 
-    async fn prune_checks(&self, before: OffsetDateTime) -> Result<u64> {
-        let client = self.client().await?;
-        client
-            .execute("DELETE FROM health_checks WHERE at < $1", &[&before])
-            .await
-            .map_err(|e| db("pruning health checks", e))
+    async fn roll_up_checks(
+        &self,
+        before: OffsetDateTime,
+        from: Option<ConnectionId>,
+        max_rows: u32,
+    ) -> Result<RollUp> {
+        self.roll_up_batch(before, from, max_rows).await
     }
 
-    async fn lease_check(
+    async fn prune_buckets(&self, before: OffsetDateTime, max_rows: u32) -> Result<u64> {
+        self.prune_hours(before, max_rows).await
+    }
+
+    async fn buckets(&self, id: ConnectionId, since: OffsetDateTime) -> Result<Vec<HealthBucket>> {
+        self.read_buckets(id, since).await
+    }
+
+    async fn lease_checks(
         &self,
-        id: ConnectionId,
+        ids: &[ConnectionId],
         holder: Uuid,
         now: OffsetDateTime,
         hold: Duration,
-    ) -> Result<Option<CheckLease>> {
-        const DOING: &str = "claiming a health check";
-        let id = *id.as_uuid();
+    ) -> Result<Vec<CheckLease>> {
+        const DOING: &str = "claiming health checks";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<Uuid> = ids.iter().map(|id| *id.as_uuid()).collect();
         let hold = time::Duration::try_from(hold).unwrap_or(time::Duration::MAX);
         let cutoff = now.checked_sub(hold).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let client = self.client().await?;
-        // The lease row, created unclaimed on the first claim (a deleted connection: lost).
-        let created = client
-            .execute(
-                "INSERT INTO check_leases (connection_id, holder, leased_at) \
-                 SELECT $1, NULL, '-infinity' WHERE EXISTS \
-                 (SELECT 1 FROM connections WHERE id = $1) \
-                 ON CONFLICT (connection_id) DO NOTHING",
-                &[&id],
-            )
-            .await;
-        match created {
-            Err(e) if is_foreign_key_violation(&e) => return Ok(None),
-            Err(e) => return Err(db(DOING, e)),
-            Ok(_) => {}
-        }
-        // One statement: lock the row if it is claimable and nobody else is claiming it right
-        // now (SKIP LOCKED: a concurrent claimant loses at once rather than waiting), then
-        // record the claim, returning who held it before and the connection as stored.
+        // One statement. `claimable`: the existing lease rows that can be won, locked unless
+        // another claim is on them right now (SKIP LOCKED: that claim wins, this one loses at
+        // once rather than waiting); `taken`: those claimed. `created`: connections never
+        // claimed get their lease row, claimed; a concurrent first claim of the same
+        // connection waits on the unique key and then does nothing (lost). The connections
+        // are locked against deletion (`FOR KEY SHARE`), so a deleted one is simply absent.
+        // The statement's snapshot sees neither CTE's rows in the other: an id is claimed
+        // through one of them at most.
         let sql = format!(
             "WITH claimable AS (SELECT connection_id, holder FROM check_leases \
-             WHERE connection_id = $1 AND (holder = $2 OR leased_at <= $3) \
-             FOR UPDATE SKIP LOCKED) \
-             UPDATE check_leases AS l SET holder = $2, leased_at = $4 \
-             FROM claimable JOIN connections c ON c.id = claimable.connection_id \
-             WHERE l.connection_id = claimable.connection_id \
-             RETURNING claimable.holder AS previous_holder, {SPEC_COLUMNS}, {SECRET_COLUMNS}"
+               WHERE connection_id = ANY($1::uuid[]) AND (holder = $2 OR leased_at <= $3) \
+               FOR UPDATE SKIP LOCKED), \
+             taken AS (UPDATE check_leases AS l SET holder = $2, leased_at = $4 \
+               FROM claimable WHERE l.connection_id = claimable.connection_id \
+               RETURNING l.connection_id, claimable.holder AS previous_holder), \
+             created AS (INSERT INTO check_leases (connection_id, holder, leased_at) \
+               SELECT c.id, $2, $4 FROM connections c WHERE c.id = ANY($1::uuid[]) \
+                 AND NOT EXISTS (SELECT 1 FROM check_leases e WHERE e.connection_id = c.id) \
+               ORDER BY c.id FOR KEY SHARE OF c \
+               ON CONFLICT (connection_id) DO NOTHING \
+               RETURNING connection_id, NULL::uuid AS previous_holder), \
+             won AS (SELECT * FROM taken UNION ALL SELECT * FROM created) \
+             SELECT won.previous_holder, {SPEC_COLUMNS}, {SECRET_COLUMNS} \
+             FROM won JOIN connections c ON c.id = won.connection_id"
         );
-        let row = client
-            .query_opt(&sql, &[&id, &holder, &cutoff, &now])
+        let rows = client
+            .query(&sql, &[&ids, &holder, &cutoff, &now])
             .await
             .map_err(|e| db(DOING, e))?;
-        row.map(|row| {
-            Ok(CheckLease {
-                previous_holder: row
-                    .try_get::<_, Option<Uuid>>("previous_holder")
-                    .map_err(|e| db(DOING, e))?,
-                connection: codec::connection_row(&row)?,
+        rows.iter()
+            .map(|row| {
+                Ok(CheckLease {
+                    previous_holder: row
+                        .try_get::<_, Option<Uuid>>("previous_holder")
+                        .map_err(|e| db(DOING, e))?,
+                    connection: codec::connection_row(row)?,
+                })
             })
-        })
-        .transpose()
+            .collect()
     }
 
     async fn notify_event(&self, payload: &str) -> Result<()> {
@@ -251,5 +270,126 @@ impl HealthStore for PostgresStore {
         let (sender, receiver) = mpsc::channel(1024);
         tokio::spawn(listen(self.listen.clone(), sender));
         Some(receiver)
+    }
+}
+
+/// The history rows of a batch of checks, column by column (`unnest` turns them back into rows).
+struct HistoryColumns {
+    connection: Vec<Uuid>,
+    at: Vec<OffsetDateTime>,
+    ok: Vec<bool>,
+    latency_ms: Vec<i64>,
+    error_kind: Vec<Option<&'static str>>,
+    step: Vec<Option<&'static str>>,
+    status: Vec<&'static str>,
+}
+
+impl HistoryColumns {
+    fn of(checks: &[(Check, Health)]) -> Self {
+        let n = checks.len();
+        let mut columns = Self {
+            connection: Vec::with_capacity(n),
+            at: Vec::with_capacity(n),
+            ok: Vec::with_capacity(n),
+            latency_ms: Vec::with_capacity(n),
+            error_kind: Vec::with_capacity(n),
+            step: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+        };
+        for (check, _) in checks {
+            columns.connection.push(*check.connection.as_uuid());
+            columns.at.push(check.at);
+            columns.ok.push(check.ok);
+            columns.latency_ms.push(i64::from(check.latency_ms));
+            columns
+                .error_kind
+                .push(check.error_kind.map(|k| k.as_str()));
+            columns.step.push(check.step.map(|s| s.as_str()));
+            columns.status.push(check.status.as_str());
+        }
+        columns
+    }
+}
+
+/// The current-health rows of a batch of checks, one per connection (an upsert may touch a row
+/// once): the last check's health, with the facts of the last check that brought any.
+struct HealthColumns {
+    connection: Vec<Uuid>,
+    status: Vec<&'static str>,
+    checked_at: Vec<Option<OffsetDateTime>>,
+    latency_ms: Vec<Option<i64>>,
+    error_kind: Vec<Option<&'static str>>,
+    uptime_24h: Vec<Option<f64>>,
+    facts_at: Vec<Option<OffsetDateTime>>,
+    server_version: Vec<Option<String>>,
+    in_recovery: Vec<Option<bool>>,
+    connections_used: Vec<Option<i64>>,
+    max_connections: Vec<Option<i64>>,
+    tls_protocol: Vec<Option<String>>,
+    tls_cipher: Vec<Option<String>>,
+    tls_peer_subject: Vec<Option<String>>,
+    tls_peer_not_after: Vec<Option<OffsetDateTime>>,
+}
+
+impl HealthColumns {
+    fn of(checks: &[(Check, Health)]) -> Self {
+        // Per connection: the last health, and the last facts.
+        let mut order: Vec<ConnectionId> = Vec::new();
+        let mut last: HashMap<ConnectionId, (&Health, Option<&Health>)> = HashMap::new();
+        for (check, health) in checks {
+            let entry = last.entry(check.connection).or_insert_with(|| {
+                order.push(check.connection);
+                (health, None)
+            });
+            entry.0 = health;
+            if health.facts.is_some() {
+                entry.1 = Some(health);
+            }
+        }
+        // In id order, as every batch writes them: two batches never wait on each other's rows
+        // in opposite orders.
+        order.sort_unstable();
+        let n = order.len();
+        let mut columns = Self {
+            connection: Vec::with_capacity(n),
+            status: Vec::with_capacity(n),
+            checked_at: Vec::with_capacity(n),
+            latency_ms: Vec::with_capacity(n),
+            error_kind: Vec::with_capacity(n),
+            uptime_24h: Vec::with_capacity(n),
+            facts_at: Vec::with_capacity(n),
+            server_version: Vec::with_capacity(n),
+            in_recovery: Vec::with_capacity(n),
+            connections_used: Vec::with_capacity(n),
+            max_connections: Vec::with_capacity(n),
+            tls_protocol: Vec::with_capacity(n),
+            tls_cipher: Vec::with_capacity(n),
+            tls_peer_subject: Vec::with_capacity(n),
+            tls_peer_not_after: Vec::with_capacity(n),
+        };
+        for id in order {
+            let Some((health, with_facts)) = last.get(&id) else {
+                continue;
+            };
+            let facts = FactColumns::of(with_facts.unwrap_or(health), |at| at);
+            columns.connection.push(*id.as_uuid());
+            columns.status.push(health.status.as_str());
+            columns.checked_at.push(health.checked_at);
+            columns.latency_ms.push(health.latency_ms.map(i64::from));
+            columns
+                .error_kind
+                .push(health.error_kind.map(|k| k.as_str()));
+            columns.uptime_24h.push(health.uptime_24h);
+            columns.facts_at.push(facts.at);
+            columns.server_version.push(facts.server_version);
+            columns.in_recovery.push(facts.in_recovery);
+            columns.connections_used.push(facts.connections_used);
+            columns.max_connections.push(facts.max_connections);
+            columns.tls_protocol.push(facts.tls_protocol);
+            columns.tls_cipher.push(facts.tls_cipher);
+            columns.tls_peer_subject.push(facts.tls_peer_subject);
+            columns.tls_peer_not_after.push(facts.tls_peer_not_after);
+        }
+        columns
     }
 }

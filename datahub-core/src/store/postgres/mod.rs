@@ -13,9 +13,12 @@
 //! no two transactions wait on each other in opposite orders.
 //!
 //! Processes sharing the store split the health checks through
-//! [`HealthStore::lease_check`](crate::store::HealthStore::lease_check) (a `check_leases` row per
-//! connection, claimed by one `UPDATE` over `SELECT … FOR UPDATE SKIP LOCKED`, so racing
-//! claimants never wait on each other) and tell each other events through `NOTIFY` on
+//! [`HealthStore::lease_checks`](crate::store::HealthStore::lease_checks) (a `check_leases` row per
+//! connection; a batch is claimed by one statement, an `UPDATE` over `SELECT … FOR UPDATE SKIP
+//! LOCKED` for existing rows, so racing claimants never wait on each other, and an insert of the
+//! rows of connections never claimed), record results in batches with one statement
+//! ([`HealthStore::record_checks`](crate::store::HealthStore::record_checks): `unnest` of
+//! column arrays, the connections locked `FOR KEY SHARE` first so a deleted one is skipped) and tell each other events through `NOTIFY` on
 //! [`EVENTS_CHANNEL`](crate::store::EVENTS_CHANNEL);
 //! [`HealthStore::subscribe_events`](crate::store::HealthStore::subscribe_events) starts a
 //! listener on its own connection (not pooled: `LISTEN` belongs to one session), with the
@@ -45,6 +48,7 @@ mod codec;
 mod connections;
 mod error;
 mod health;
+mod history;
 mod sessions;
 mod target;
 
@@ -99,6 +103,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "token_last_used",
         sql: include_str!("../../../../migrations/postgres/0007_token_last_used.sql"),
     },
+    Migration {
+        version: 8,
+        name: "health_buckets",
+        sql: include_str!("../../../../migrations/postgres/0008_health_buckets.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating (ASCII `dh-migr` in a big-endian `i64`).
@@ -106,6 +115,8 @@ pub const MIGRATION_LOCK_KEY: i64 = 0x0064_682d_6d69_6772;
 
 /// The advisory lock key held while appending to the audit log (ASCII `dh-audit`).
 pub const AUDIT_LOCK_KEY: i64 = 0x6468_2d61_7564_6974;
+
+pub use history::HISTORY_LOCK_KEY;
 
 /// Settings of the store's connection pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -454,6 +465,8 @@ mod tests {
     #[test]
     fn lock_keys_differ_and_migrations_are_numbered() {
         assert_ne!(MIGRATION_LOCK_KEY, AUDIT_LOCK_KEY);
+        assert_ne!(HISTORY_LOCK_KEY, AUDIT_LOCK_KEY);
+        assert_ne!(HISTORY_LOCK_KEY, MIGRATION_LOCK_KEY);
         assert!(migration_plan(MIGRATIONS, &[]).is_ok());
     }
 

@@ -21,6 +21,7 @@ mod audit;
 mod codec;
 mod connections;
 mod health;
+mod history;
 mod list;
 mod pool;
 mod sessions;
@@ -74,6 +75,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "token_last_used",
         sql: include_str!("../../../../migrations/sqlite/0007_token_last_used.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "health_buckets",
+        sql: include_str!("../../../../migrations/sqlite/0008_health_buckets.sql"),
     },
 ];
 

@@ -28,14 +28,15 @@ use datahub_core::audit::{AuditEvent, AuditRecord, ChainVerifier, Outcome, trunc
 use datahub_core::crypto::{KekId, Keyring, WrappedDek};
 use datahub_core::model::{
     AuditQuery, ChannelBinding, Check, CheckFacts, ConnectionDraft, ConnectionName, ConnectionSpec,
-    Engine, FailureKind, Health, HealthStatus, ListQuery, MAX_PER_PAGE, MonitoringDraft,
-    OptionsDraft, ServerInfo, SortKey, StepName, Tag, TargetPolicy, Team, TlsDraft, TlsInfo,
-    TlsMode, TokenInfo, User, Visibility,
+    Engine, FailureKind, Health, HealthBucket, HealthStatus, ListQuery, MAX_PER_PAGE,
+    MonitoringDraft, OptionsDraft, ServerInfo, SortKey, StepName, Tag, TargetPolicy, Team,
+    TlsDraft, TlsInfo, TlsMode, TokenInfo, User, Visibility,
 };
+use datahub_core::monitor::uptime;
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Role};
 use datahub_core::secret::{Password, PrivateKeyPem};
 use datahub_core::store::{
-    SealedSecrets, Store, StoredConnection, StoredSession, StoredToken, StoredUser,
+    CheckLease, SealedSecrets, Store, StoredConnection, StoredSession, StoredToken, StoredUser,
 };
 use datahub_core::{ConnectionId, ErrorKind, SessionId, TeamId, TokenId, UserId};
 use time::{Duration, OffsetDateTime};
