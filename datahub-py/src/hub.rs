@@ -68,7 +68,7 @@ impl LocalHub {
         let opening = place.clone();
         let hub = runtime::wait(py, async move { opening.open().await })?
             .map_err(|e| e.into_pyerr(py))?;
-        let principal = Principal::operator(&operator_name(operator)).with_request(RequestInfo {
+        let principal = Principal::operator(operator).with_request(RequestInfo {
             client_addr: None,
             request_id: Some(format!("py-{}", uuid::Uuid::now_v7())),
         });
@@ -470,27 +470,6 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, Raised> {
     serde_json::to_string(value).map_err(|e| Raised::internal(format!("could not write JSON: {e}")))
 }
 
-/// The operator's name as the audit log shows it: at most 64 characters of
-/// `A-Z a-z 0-9 . _ -` (others become `_`), `unknown` when empty (as the server's CLI).
-fn operator_name(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "unknown".to_owned()
-    } else {
-        cleaned
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,12 +489,5 @@ mod tests {
         assert_eq!(e.field.as_deref(), Some("tag"));
         let e = list_query("[1]").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("query"));
-    }
-
-    #[test]
-    fn operator_names_are_cleaned() {
-        assert_eq!(operator_name("ann"), "ann");
-        assert_eq!(operator_name("a b/c"), "a_b_c");
-        assert_eq!(operator_name(""), "unknown");
     }
 }

@@ -130,10 +130,14 @@ impl Principal {
     /// operating-system user. Only adapters that already hold the store and the master key may
     /// make one; a network adapter must authenticate its callers instead. An operator principal
     /// cannot start a session, and owns no API token.
+    ///
+    /// `name` is tamed for the audit log: at most 64 characters of `A-Z a-z 0-9 . _ -` (any
+    /// other becomes `_`), `unknown` when empty, so an OS user name can put no control character
+    /// or look-alike into an audit row.
     pub fn operator(name: &str) -> Self {
         Self {
             user: UserId::from_uuid(uuid::Uuid::nil()),
-            username: format!("operator:{name}"),
+            username: format!("operator:{}", operator_name(name)),
             role: Role::Admin,
             teams: Vec::new(),
             read_only: false,
@@ -384,5 +388,48 @@ impl<'p, A: ConnectionAction> AllowedOn<'p, A> {
     /// The principal's effective grant level on the connection.
     pub fn level(&self) -> GrantLevel {
         self.level
+    }
+}
+
+/// An operator's name as the audit log shows it (see [`Principal::operator`]).
+fn operator_name(raw: &str) -> String {
+    let cleaned: String = raw
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "unknown".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_names_are_tamed() {
+        for (raw, expected) in [
+            ("alice", "alice"),
+            ("", "unknown"),
+            ("a b\n\x1b[31m", "a_b___31m"),
+            ("dom\\user.name-1", "dom_user.name-1"),
+            ("a b/c", "a_b_c"),
+        ] {
+            assert_eq!(
+                Principal::operator(raw).username,
+                format!("operator:{expected}"),
+                "{raw:?}"
+            );
+        }
+        assert_eq!(operator_name(&"x".repeat(100)).len(), 64);
     }
 }

@@ -217,31 +217,10 @@ pub(crate) fn operator() -> Principal {
     let name = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .unwrap_or_default();
-    Principal::operator(&os_user_name(&name)).with_request(RequestInfo {
+    Principal::operator(&name).with_request(RequestInfo {
         client_addr: None,
         request_id: Some(format!("cli-{}", uuid::Uuid::now_v7())),
     })
-}
-
-/// The OS user's name as the audit log shows it: at most 64 characters of `A-Z a-z 0-9 . _ -`
-/// (others become `_`), `unknown` when empty.
-fn os_user_name(raw: &str) -> String {
-    let cleaned: String = raw
-        .chars()
-        .take(64)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.is_empty() {
-        "unknown".to_owned()
-    } else {
-        cleaned
-    }
 }
 
 /// Reads a password: the first line of stdin with `--password-stdin`, else a prompt without
@@ -340,19 +319,6 @@ pub(crate) fn cell_time(at: Option<OffsetDateTime>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn os_user_names_are_tamed() {
-        for (raw, expected) in [
-            ("alice", "alice"),
-            ("", "unknown"),
-            ("a b\n\x1b[31m", "a_b___31m"),
-            ("dom\\user.name-1", "dom_user.name-1"),
-        ] {
-            assert_eq!(os_user_name(raw), expected, "{raw:?}");
-        }
-        assert_eq!(os_user_name(&"x".repeat(100)).len(), 64);
-    }
 
     #[test]
     fn core_errors_map_to_exit_codes() {
