@@ -1,0 +1,160 @@
+"""Issue 15's measurements, by hand (not a test): the Python package against the clients a
+notebook would otherwise use, on one target, interleaved in one run.
+
+- ``hub.test(name)`` in local mode vs psycopg 3 (connect, ``SELECT 1``, close) vs asyncpg (the
+  same), against the kit's TLS (verify-full) + SCRAM cluster on loopback;
+- ``hub.list(per_page=50)`` vs the native call alone (JSON text, no Python objects): the Python
+  layer's share;
+- ``hub.test_many`` of 200 saved connections at concurrency 16.
+
+Run with the release-built package (``pip install ./datahub-py``) and asyncpg installed::
+
+    target/py-venv/bin/pip install asyncpg
+    DATAHUB_KIT=target/debug/datahub-kit target/py-venv/bin/python datahub-py/benches/compare.py
+
+It prints ``FIGURE`` lines and one ``GOAL <name> <measured> <limit> met|not met`` line per goal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+import asyncpg  # type: ignore[import-not-found]
+import psycopg
+
+import datahub_connections as dh
+
+ROUNDS = int(os.environ.get("COMPARE_ROUNDS", "200"))
+LIST_ROUNDS = int(os.environ.get("COMPARE_LIST_ROUNDS", "1000"))
+MANY = int(os.environ.get("COMPARE_MANY", "200"))
+
+
+def p(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(kind: str, name: str, value: float, rest: str = "") -> None:
+    print(f"{kind} {name} {value:.3f} {rest}".rstrip(), flush=True)
+
+
+def goal(name: str, measured: float, limit: float, at_least: bool) -> None:
+    met = measured >= limit if at_least else measured <= limit
+    sign = ">=" if at_least else "<="
+    print(f"GOAL {name} {measured:.3f} {sign}{limit} {'met' if met else 'not met'}", flush=True)
+
+
+def timed(call: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    call()
+    return (time.perf_counter() - started) * 1000.0
+
+
+def main() -> None:
+    kit_bin = os.environ.get("DATAHUB_KIT", "target/debug/datahub-kit")
+    password = "bench-" + secrets.token_hex(12)
+    kit = subprocess.Popen([kit_bin], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           env=dict(os.environ, DATAHUB_KIT_PASSWORD=password))
+    assert kit.stdout is not None
+    target: Dict[str, Any] = json.loads(kit.stdout.readline())
+    try:
+        run(target)
+    finally:
+        assert kit.stdin is not None
+        kit.stdin.close()
+        kit.wait(timeout=60)
+
+
+def run(target: Dict[str, Any]) -> None:
+    work = Path(tempfile.mkdtemp(prefix="dh-compare-"))
+    ca_file = work / "ca.pem"
+    ca_file.write_text(target["ca_pem"])
+    host, port = target["host"], int(target["port"])
+    user, database, password = target["user"], target["database"], target["password"]
+
+    hub = dh.open(work / "datahub-data", create=True)
+    settings = dict(host=host, port=port, database=database, username=user,
+                    password=dh.Secret(password), tls="verify-full", ca_cert=target["ca_pem"])
+    hub.add(name="bench", **settings)
+
+    tls = ssl.create_default_context(cafile=str(ca_file))
+    loop = asyncio.new_event_loop()
+
+    def via_psycopg() -> None:
+        with psycopg.connect(host=host, port=port, dbname=database, user=user,
+                             password=password, sslmode="verify-full",
+                             sslrootcert=str(ca_file)) as pg:
+            pg.execute("select 1").fetchone()
+
+    async def asyncpg_once() -> None:
+        conn = await asyncpg.connect(host=host, port=port, user=user, password=password,
+                                     database=database, ssl=tls)
+        await conn.fetchval("select 1")
+        await conn.close()
+
+    totals: List[float] = []
+
+    def via_hub() -> None:
+        report = hub.test("bench")
+        assert report.ok, report
+        totals.append(float(report.total_ms))
+
+    samples: Dict[str, List[float]] = {"hub_test": [], "psycopg": [], "asyncpg": []}
+    for warm in range(10):
+        via_hub(); via_psycopg(); loop.run_until_complete(asyncpg_once())
+    totals.clear()
+    for _ in range(ROUNDS):
+        samples["hub_test"].append(timed(via_hub))
+        samples["psycopg"].append(timed(via_psycopg))
+        samples["asyncpg"].append(timed(lambda: loop.run_until_complete(asyncpg_once())))
+    for name, values in samples.items():
+        line("FIGURE", f"{name}_p50_ms", p(values, 0.5), f"p90 {p(values, 0.9):.3f}")
+    line("FIGURE", "hub_report_total_ms_p50", p(totals, 0.5))
+    goal("hub_test_speedup_over_psycopg_p50",
+         p(samples["psycopg"], 0.5) / p(samples["hub_test"], 0.5), 1.4, at_least=True)
+    line("FIGURE", "hub_test_speedup_over_asyncpg_p50",
+         p(samples["asyncpg"], 0.5) / p(samples["hub_test"], 0.5))
+
+    # 50 connections, then list them: the whole call vs the native call alone.
+    for i in range(49):
+        hub.add(name=f"bench-{i:02d}", **settings)
+    native = hub._backend._native  # type: ignore[attr-defined]
+    query = json.dumps({"page": 1, "per_page": 50})
+    full: List[float] = []
+    raw: List[float] = []
+    for _ in range(LIST_ROUNDS):
+        full.append(timed(lambda: hub.list(per_page=50)))
+        raw.append(timed(lambda: native.list(query)))
+    assert len(hub.list(per_page=50)) == 50
+    line("FIGURE", "list50_python_p50_ms", p(full, 0.5), f"p90 {p(full, 0.9):.3f}")
+    line("FIGURE", "list50_native_json_p50_ms", p(raw, 0.5), f"p90 {p(raw, 0.9):.3f}")
+    goal("list50_python_layer_overhead_p50_ms", p(full, 0.5) - p(raw, 0.5), 0.2, at_least=False)
+
+    # test_many over MANY saved connections at concurrency 16.
+    for i in range(50, MANY):
+        hub.add(name=f"bench-{i:03d}", **settings)
+    names = [c.name for c in hub.list(per_page=200)][:MANY]
+    while len(names) < MANY:
+        names += names[: MANY - len(names)]
+    started = time.perf_counter()
+    frame = hub.test_many(names, concurrency=16, progress=False)
+    elapsed = time.perf_counter() - started
+    assert bool(frame["ok"].all()), frame
+    line("FIGURE", "test_many_tests_per_s", len(names) / elapsed, f"({len(names)} in {elapsed:.3f} s)")
+    loop.close()
+    hub.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
