@@ -5,8 +5,8 @@
 //! audit log included), takes the REST API's JSON bodies and query parameters through the
 //! server's own types and parsers (`datahub_server::api`, `extract`), and answers the JSON the
 //! server would, so both modes validate and answer alike. Every call runs on the process's one
-//! runtime with the GIL released ([`runtime`]); errors are raised as the package's exception
-//! tree ([`errors`]); the core's events reach Python `logging` ([`logging`]).
+//! runtime with the GIL released (`runtime.rs`); errors are raised as the package's exception
+//! tree (`errors.rs`); the core's events reach Python `logging` (`logging.rs`).
 
 mod errors;
 mod hub;
