@@ -24,7 +24,6 @@ from typing import (
     Union,
 )
 
-from . import _url
 from ._glue import DataFrame
 from ._errors import InvalidInput, TestFailed
 from ._model import Connection, Connections, Health, TestReport
@@ -150,6 +149,16 @@ def _since_text(since: Union[None, str, datetime]) -> Optional[str]:
     return since.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _url_fields(url: str) -> Dict[str, Any]:
+    """The ``CreateConnection`` fields of a URL, read by the native module with the core's
+    rules (in both modes: the wheel always has it)."""
+    if not isinstance(url, str):
+        raise InvalidInput("must be a str", field="url")
+    from . import _native
+
+    return dict(json.loads(_native.parse_url(url)))
+
+
 def _settings_body(
     *,
     url: Optional[str],
@@ -173,7 +182,7 @@ def _settings_body(
     slow_ms: Optional[int],
 ) -> Dict[str, Any]:
     """The JSON of ``CreateConnection``/``DraftTest``: a URL's fields, then the explicit ones."""
-    body: Dict[str, Any] = _url.parse(url) if url is not None else {}
+    body: Dict[str, Any] = _url_fields(url) if url is not None else {}
     tls_body: Dict[str, Any] = body.pop("tls", {})
     options: Dict[str, Any] = body.pop("options", {})
     monitor: Dict[str, Any] = {}
