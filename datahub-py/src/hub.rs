@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::errors::Raised;
 use crate::place::Place;
+use crate::pyvalue::{to_py, to_value};
 use crate::runtime::{self, Ticker};
 
 /// The most tests `test_many` runs at once, whatever is asked.
@@ -89,11 +90,11 @@ impl LocalHub {
     }
 
     /// One page of connections: the `ConnectionPage` JSON.
-    fn list(&self, py: Python<'_>, query: &str) -> PyResult<String> {
+    fn list<'py>(&self, py: Python<'py>, query: &str) -> PyResult<Bound<'py, PyAny>> {
         let query = list_query(query).map_err(|e| e.into_pyerr(py))?;
-        self.run(py, move |hub, op| async move {
+        self.answer(py, move |hub, op| async move {
             let page = hub.list_connections(&op, &query).await?;
-            to_json(&ConnectionPage {
+            to_value(&ConnectionPage {
                 items: page.items.iter().map(ConnectionOut::from).collect(),
                 total: page.total,
                 page: page.page,
@@ -103,22 +104,27 @@ impl LocalHub {
     }
 
     /// A connection by id or name: the `ConnectionOut` JSON with `access`.
-    fn get(&self, py: Python<'_>, ident: String) -> PyResult<String> {
-        self.run(py, move |hub, op| async move {
+    fn get<'py>(&self, py: Python<'py>, ident: String) -> PyResult<Bound<'py, PyAny>> {
+        self.answer(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let (connection, level) = hub.connection_with_access(&op, id).await?;
             let mut out = ConnectionOut::from(&connection);
             out.access = Some(level.as_str());
-            to_json(&out)
+            to_value(&out)
         })
     }
 
     /// Saves a new connection from the `CreateConnection` JSON.
-    fn create(&self, py: Python<'_>, body: &str, test_first: bool) -> PyResult<String> {
+    fn create<'py>(
+        &self,
+        py: Python<'py>,
+        body: &str,
+        test_first: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let draft = json_body::<CreateConnection>(body.as_bytes())
             .and_then(CreateConnection::into_draft)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.run(py, move |hub, op| async move {
+        self.answer(py, move |hub, op| async move {
             let connection = if test_first {
                 match hub.create_connection_tested(&op, draft, MAX_BUDGET).await? {
                     SaveOutcome::Saved { connection, .. } => *connection,
@@ -139,19 +145,25 @@ impl LocalHub {
             } else {
                 hub.create_connection(&op, draft).await?
             };
-            to_json(&ConnectionOut::from(&connection))
+            to_value(&ConnectionOut::from(&connection))
         })
     }
 
     /// Applies the `PatchConnection` JSON if `version` is still the stored one.
-    fn update(&self, py: Python<'_>, ident: String, version: u64, patch: &str) -> PyResult<String> {
+    fn update<'py>(
+        &self,
+        py: Python<'py>,
+        ident: String,
+        version: u64,
+        patch: &str,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let patch = json_body::<PatchConnection>(patch.as_bytes())
             .and_then(PatchConnection::into_patch)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.run(py, move |hub, op| async move {
+        self.answer(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let connection = hub.update_connection(&op, id, version, patch).await?;
-            to_json(&ConnectionOut::from(&connection))
+            to_value(&ConnectionOut::from(&connection))
         })
     }
 
@@ -165,33 +177,33 @@ impl LocalHub {
     }
 
     /// Tests a saved connection now: the `TestReport` JSON.
-    fn test(&self, py: Python<'_>, ident: String) -> PyResult<String> {
-        self.run(py, move |hub, op| async move {
-            to_json(&test_one(&hub, &op, &ident).await?)
+    fn test<'py>(&self, py: Python<'py>, ident: String) -> PyResult<Bound<'py, PyAny>> {
+        self.answer(py, move |hub, op| async move {
+            to_value(&test_one(&hub, &op, &ident).await?)
         })
     }
 
     /// Tests the `DraftTest` JSON settings without saving: the `TestReport` JSON.
-    fn test_draft(&self, py: Python<'_>, body: &str) -> PyResult<String> {
+    fn test_draft<'py>(&self, py: Python<'py>, body: &str) -> PyResult<Bound<'py, PyAny>> {
         let (draft, reuse) = json_body::<DraftTest>(body.as_bytes())
             .and_then(DraftTest::into_draft)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.run(py, move |hub, op| async move {
+        self.answer(py, move |hub, op| async move {
             let report = hub.test_draft(&op, draft, reuse, MAX_BUDGET).await?;
-            to_json(&TestReport::from(&report))
+            to_value(&TestReport::from(&report))
         })
     }
 
     /// Tests many saved connections, at most `concurrency` at once; `progress(done, total)`
     /// is called on this thread as results come in. A JSON array in input order.
     #[pyo3(signature = (idents, concurrency, progress))]
-    fn test_many(
+    fn test_many<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         idents: Vec<String>,
         concurrency: usize,
-        progress: Option<Bound<'_, PyAny>>,
-    ) -> PyResult<String> {
+        progress: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let (hub, op) = self.hub(py)?;
         let total = idents.len();
         let permits = concurrency.clamp(1, MAX_CONCURRENCY);
@@ -207,18 +219,19 @@ impl LocalHub {
                 }
             },
         )?;
-        to_json(&items).map_err(|e| e.into_pyerr(py))
+        let items = to_value(&items).map_err(|e| e.into_pyerr(py))?;
+        to_py(py, &items)
     }
 
     /// The `HealthHistoryOut` JSON (`since`: RFC 3339, default 24 h ago).
     #[pyo3(signature = (ident, since, limit))]
-    fn health(
+    fn health<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         ident: String,
         since: Option<String>,
         limit: Option<i64>,
-    ) -> PyResult<String> {
+    ) -> PyResult<Bound<'py, PyAny>> {
         let mut query = form_urlencoded::Serializer::new(String::new());
         if let Some(since) = &since {
             query.append_pair("since", since);
@@ -229,10 +242,10 @@ impl LocalHub {
         let (since, limit) = query_params::<HistoryParams>(&query.finish())
             .and_then(HistoryParams::window)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.run(py, move |hub, op| async move {
+        self.answer(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let history = hub.health_history(&op, id, since, limit).await?;
-            to_json(&HealthHistoryOut::from(&history))
+            to_value(&HealthHistoryOut::from(&history))
         })
     }
 
@@ -307,6 +320,17 @@ impl LocalHub {
         state.pid = pid;
         state.hub = Some(hub.clone());
         Ok((hub, self.principal.clone()))
+    }
+
+    /// Runs one call answering the API's JSON on the runtime and makes the answer the Python
+    /// objects `json.loads` would make of it.
+    fn answer<'py, F, M>(&self, py: Python<'py>, make: M) -> PyResult<Bound<'py, PyAny>>
+    where
+        F: Future<Output = Result<serde_json::Value, Raised>> + Send + 'static,
+        M: FnOnce(Hub, Principal) -> F,
+    {
+        let value = self.run(py, make)?;
+        to_py(py, &value)
     }
 
     /// Runs one call on the runtime with the GIL released and raises its error.

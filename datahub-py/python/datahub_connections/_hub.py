@@ -54,7 +54,8 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Local mode: the native module's ``LocalHub`` (JSON text in and out)."""
+    """Local mode: the native module's ``LocalHub`` (JSON text in; the API's JSON out, as the
+    objects ``json.loads`` would make)."""
 
     def __init__(self, native: Any) -> None:
         self._native = native
@@ -63,14 +64,14 @@ class LocalBackend:
         return str(self._native.describe())
 
     def list(self, query: Mapping[str, Any]) -> Dict[str, Any]:
-        return dict(json.loads(self._native.list(json.dumps(dict(query)))))
+        return dict(self._native.list(json.dumps(dict(query))))
 
     def get(self, ident: str) -> Dict[str, Any]:
-        return dict(json.loads(self._native.get(ident)))
+        return dict(self._native.get(ident))
 
     def create(self, body: Mapping[str, Any], test_first: bool) -> Dict[str, Any]:
         try:
-            return dict(json.loads(self._native.create(json.dumps(dict(body)), test_first)))
+            return dict(self._native.create(json.dumps(dict(body)), test_first))
         except TestFailed as e:
             # The native module gives the failed test's report as JSON text.
             if isinstance(e.report, (str, bytes)):
@@ -80,25 +81,25 @@ class LocalBackend:
             raise
 
     def update(self, ident: str, version: int, patch: Mapping[str, Any]) -> Dict[str, Any]:
-        return dict(json.loads(self._native.update(ident, int(version), json.dumps(dict(patch)))))
+        return dict(self._native.update(ident, int(version), json.dumps(dict(patch))))
 
     def delete(self, ident: str, version: int) -> None:
         self._native.delete(ident, int(version))
 
     def test(self, ident: str) -> Dict[str, Any]:
-        return dict(json.loads(self._native.test(ident)))
+        return dict(self._native.test(ident))
 
     def test_draft(self, body: Mapping[str, Any]) -> Dict[str, Any]:
-        return dict(json.loads(self._native.test_draft(json.dumps(dict(body)))))
+        return dict(self._native.test_draft(json.dumps(dict(body))))
 
     def test_many(
         self, idents: List[str], concurrency: int,
         progress: Optional[Callable[[int, int], None]],
     ) -> List[Dict[str, Any]]:
-        return list(json.loads(self._native.test_many(list(idents), int(concurrency), progress)))
+        return list(self._native.test_many(list(idents), int(concurrency), progress))
 
     def health(self, ident: str, since: Optional[str], limit: Optional[int]) -> Dict[str, Any]:
-        return dict(json.loads(self._native.health(ident, since, limit)))
+        return dict(self._native.health(ident, since, limit))
 
     def reveal(self, ident: str) -> Dict[str, Any]:
         return dict(json.loads(self._native.reveal(ident)))
