@@ -13,7 +13,6 @@ import logging
 from datetime import datetime, timezone
 from typing import (
     Any,
-    Callable,
     Dict,
     Iterable,
     List,
@@ -27,7 +26,7 @@ from typing import (
 from ._glue import DataFrame
 from ._errors import InvalidInput, TestFailed
 from ._model import Connection, Connections, Health, TestReport
-from ._progress import ProgressBar
+from ._progress import Progress, ProgressBar
 from ._secret import Secret, as_secret
 
 log = logging.getLogger("datahub_connections")
@@ -46,7 +45,7 @@ class Backend(Protocol):
     def test_draft(self, body: Mapping[str, Any]) -> Dict[str, Any]: ...
     def test_many(
         self, idents: List[str], concurrency: int,
-        progress: Optional[Callable[[int, int], None]],
+        progress: Optional[Progress],
     ) -> List[Dict[str, Any]]: ...
     def health(self, ident: str, since: Optional[str], limit: Optional[int]) -> Dict[str, Any]: ...
     def reveal(self, ident: str) -> Dict[str, Any]: ...
@@ -94,7 +93,7 @@ class LocalBackend:
 
     def test_many(
         self, idents: List[str], concurrency: int,
-        progress: Optional[Callable[[int, int], None]],
+        progress: Optional[Progress],
     ) -> List[Dict[str, Any]]:
         return list(self._native.test_many(list(idents), int(concurrency), progress))
 
@@ -407,7 +406,16 @@ class Hub:
         one row each (``name``, ``ok``, ``error_kind``, ``step``, ``hint``, ``total_ms``,
         ``server_version``, ``tls_protocol``, ``error``: the code of an error that kept the
         test from running, e.g. ``not_found``). A progress bar on stderr unless ``progress``
-        is false. Needs the ``pandas`` extra."""
+        is false. Needs the ``pandas`` extra.
+
+        Remote mode: the server limits how many tests a user starts (a burst, then a steady
+        rate; ``--test-rate-burst``/``--test-rate-per-second``). A test it refuses is tried
+        again once the ``Retry-After`` it answered has passed, so every row is a report (or a
+        real error) and none is ``rate_limited``; a long list then takes as long as the limit
+        says, the progress bar showing the wait. Ctrl-C stops the waits and raises
+        ``KeyboardInterrupt``. A single :meth:`test` does not wait: it raises
+        :class:`RateLimited` with ``retry_after``. Local mode acts as the operator, whom the
+        limit does not bind."""
         from ._glue import require
 
         pd = require("pandas", "pandas")
@@ -416,7 +424,7 @@ class Hub:
         idents = [str(n) for n in names]
         if concurrency < 1:
             raise InvalidInput("must be at least 1", field="concurrency")
-        bar: Optional[Callable[[int, int], None]] = ProgressBar() if progress and idents else None
+        bar: Optional[Progress] = ProgressBar() if progress and idents else None
         answers = self._backend.test_many(idents, int(concurrency), bar)
         rows = []
         for ident, answer in zip(idents, answers):
