@@ -24,7 +24,7 @@ from typing import (
 )
 
 from ._glue import DataFrame
-from ._errors import InvalidInput, TestFailed
+from ._errors import InvalidInput, MissingExtra, TestFailed
 from ._model import Connection, Connections, Health, TestReport
 from ._progress import Progress, ProgressBar
 from ._secret import Secret, as_secret
@@ -154,8 +154,14 @@ def _url_fields(url: str) -> Dict[str, Any]:
     rules (in both modes: the wheel always has it)."""
     if not isinstance(url, str):
         raise InvalidInput("must be a str", field="url")
-    from . import _native
-
+    try:
+        from . import _native
+    except ImportError as e:
+        raise MissingExtra(
+            "url= is read by the native module, which this installation lacks: "
+            "pip install ./datahub-py (or pass the fields by name)",
+            code="missing_extra",
+        ) from e
     return dict(json.loads(_native.parse_url(url)))
 
 
