@@ -3,9 +3,9 @@ notebook would otherwise use, on one target, interleaved in one run.
 
 - ``hub.test(name)`` in local mode vs psycopg 3 (connect, ``SELECT 1``, close) vs asyncpg (the
   same), against the kit's TLS (verify-full) + SCRAM cluster on loopback;
-- ``hub.list(per_page=50)`` vs the native call alone (the API's JSON as plain dicts and lists,
-  no package objects): the Python layer's share; and the list with all 50 ``Connection``
-  objects made (a page makes them on first use), so laziness hides nothing;
+- ``hub.list(per_page=50)`` vs the native call alone (JSON text, no Python objects): the Python
+  layer's share; and the list with all 50 ``Connection`` objects made (a page makes each on
+  first use), so laziness hides nothing;
 - ``hub.test_many`` of 200 saved connections at concurrency 16.
 
 Run with the release-built package (``pip install ./datahub-py``) and asyncpg installed::
@@ -141,7 +141,7 @@ def run(target: Dict[str, Any]) -> None:
         built.append(timed(lambda: list(hub.list(per_page=50))))
     assert len(hub.list(per_page=50)) == 50
     line("FIGURE", "list50_python_p50_ms", p(full, 0.5), f"p90 {p(full, 0.9):.3f}")
-    line("FIGURE", "list50_native_p50_ms", p(raw, 0.5), f"p90 {p(raw, 0.9):.3f}")
+    line("FIGURE", "list50_native_json_p50_ms", p(raw, 0.5), f"p90 {p(raw, 0.9):.3f}")
     line("FIGURE", "list50_python_all_objects_p50_ms", p(built, 0.5), f"p90 {p(built, 0.9):.3f}")
     goal("list50_python_layer_overhead_p50_ms", p(full, 0.5) - p(raw, 0.5), 0.2, at_least=False)
 

@@ -29,7 +29,6 @@ use tokio::task::JoinSet;
 
 use crate::errors::Raised;
 use crate::place::Place;
-use crate::pyvalue::{to_py, to_value};
 use crate::runtime::{self, Ticker};
 
 /// The most tests `test_many` runs at once, whatever is asked.
@@ -89,42 +88,44 @@ impl LocalHub {
         self.place.describe()
     }
 
-    /// One page of connections: the `ConnectionPage` JSON.
-    fn list<'py>(&self, py: Python<'py>, query: &str) -> PyResult<Bound<'py, PyAny>> {
+    /// One page of connections: the `ConnectionPage` JSON with no items, and each item's
+    /// `ConnectionOut` JSON, so that Python reads a row only when it is used.
+    fn list(&self, py: Python<'_>, query: &str) -> PyResult<(String, Vec<String>)> {
         let query = list_query(query).map_err(|e| e.into_pyerr(py))?;
-        self.answer(py, move |hub, op| async move {
+        self.run(py, move |hub, op| async move {
             let page = hub.list_connections(&op, &query).await?;
-            to_value(&ConnectionPage {
-                items: page.items.iter().map(ConnectionOut::from).collect(),
+            let rows = page
+                .items
+                .iter()
+                .map(|c| to_json(&ConnectionOut::from(c)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let head = to_json(&ConnectionPage {
+                items: Vec::new(),
                 total: page.total,
                 page: page.page,
                 per_page: page.per_page,
-            })
+            })?;
+            Ok((head, rows))
         })
     }
 
     /// A connection by id or name: the `ConnectionOut` JSON with `access`.
-    fn get<'py>(&self, py: Python<'py>, ident: String) -> PyResult<Bound<'py, PyAny>> {
-        self.answer(py, move |hub, op| async move {
+    fn get(&self, py: Python<'_>, ident: String) -> PyResult<String> {
+        self.run(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let (connection, level) = hub.connection_with_access(&op, id).await?;
             let mut out = ConnectionOut::from(&connection);
             out.access = Some(level.as_str());
-            to_value(&out)
+            to_json(&out)
         })
     }
 
     /// Saves a new connection from the `CreateConnection` JSON.
-    fn create<'py>(
-        &self,
-        py: Python<'py>,
-        body: &str,
-        test_first: bool,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn create(&self, py: Python<'_>, body: &str, test_first: bool) -> PyResult<String> {
         let draft = json_body::<CreateConnection>(body.as_bytes())
             .and_then(CreateConnection::into_draft)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.answer(py, move |hub, op| async move {
+        self.run(py, move |hub, op| async move {
             let connection = if test_first {
                 match hub.create_connection_tested(&op, draft, MAX_BUDGET).await? {
                     SaveOutcome::Saved { connection, .. } => *connection,
@@ -145,25 +146,19 @@ impl LocalHub {
             } else {
                 hub.create_connection(&op, draft).await?
             };
-            to_value(&ConnectionOut::from(&connection))
+            to_json(&ConnectionOut::from(&connection))
         })
     }
 
     /// Applies the `PatchConnection` JSON if `version` is still the stored one.
-    fn update<'py>(
-        &self,
-        py: Python<'py>,
-        ident: String,
-        version: u64,
-        patch: &str,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn update(&self, py: Python<'_>, ident: String, version: u64, patch: &str) -> PyResult<String> {
         let patch = json_body::<PatchConnection>(patch.as_bytes())
             .and_then(PatchConnection::into_patch)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.answer(py, move |hub, op| async move {
+        self.run(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let connection = hub.update_connection(&op, id, version, patch).await?;
-            to_value(&ConnectionOut::from(&connection))
+            to_json(&ConnectionOut::from(&connection))
         })
     }
 
@@ -177,33 +172,33 @@ impl LocalHub {
     }
 
     /// Tests a saved connection now: the `TestReport` JSON.
-    fn test<'py>(&self, py: Python<'py>, ident: String) -> PyResult<Bound<'py, PyAny>> {
-        self.answer(py, move |hub, op| async move {
-            to_value(&test_one(&hub, &op, &ident).await?)
+    fn test(&self, py: Python<'_>, ident: String) -> PyResult<String> {
+        self.run(py, move |hub, op| async move {
+            to_json(&test_one(&hub, &op, &ident).await?)
         })
     }
 
     /// Tests the `DraftTest` JSON settings without saving: the `TestReport` JSON.
-    fn test_draft<'py>(&self, py: Python<'py>, body: &str) -> PyResult<Bound<'py, PyAny>> {
+    fn test_draft(&self, py: Python<'_>, body: &str) -> PyResult<String> {
         let (draft, reuse) = json_body::<DraftTest>(body.as_bytes())
             .and_then(DraftTest::into_draft)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.answer(py, move |hub, op| async move {
+        self.run(py, move |hub, op| async move {
             let report = hub.test_draft(&op, draft, reuse, MAX_BUDGET).await?;
-            to_value(&TestReport::from(&report))
+            to_json(&TestReport::from(&report))
         })
     }
 
     /// Tests many saved connections, at most `concurrency` at once; `progress(done, total)`
     /// is called on this thread as results come in. A JSON array in input order.
     #[pyo3(signature = (idents, concurrency, progress))]
-    fn test_many<'py>(
+    fn test_many(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         idents: Vec<String>,
         concurrency: usize,
-        progress: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+        progress: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
         let (hub, op) = self.hub(py)?;
         let total = idents.len();
         let permits = concurrency.clamp(1, MAX_CONCURRENCY);
@@ -219,19 +214,18 @@ impl LocalHub {
                 }
             },
         )?;
-        let items = to_value(&items).map_err(|e| e.into_pyerr(py))?;
-        to_py(py, &items)
+        to_json(&items).map_err(|e| e.into_pyerr(py))
     }
 
     /// The `HealthHistoryOut` JSON (`since`: RFC 3339, default 24 h ago).
     #[pyo3(signature = (ident, since, limit))]
-    fn health<'py>(
+    fn health(
         &self,
-        py: Python<'py>,
+        py: Python<'_>,
         ident: String,
         since: Option<String>,
         limit: Option<i64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<String> {
         let mut query = form_urlencoded::Serializer::new(String::new());
         if let Some(since) = &since {
             query.append_pair("since", since);
@@ -242,10 +236,10 @@ impl LocalHub {
         let (since, limit) = query_params::<HistoryParams>(&query.finish())
             .and_then(HistoryParams::window)
             .map_err(|e| Raised::from(e).into_pyerr(py))?;
-        self.answer(py, move |hub, op| async move {
+        self.run(py, move |hub, op| async move {
             let id = resolve(&hub, &op, &ident).await?;
             let history = hub.health_history(&op, id, since, limit).await?;
-            to_value(&HealthHistoryOut::from(&history))
+            to_json(&HealthHistoryOut::from(&history))
         })
     }
 
@@ -320,17 +314,6 @@ impl LocalHub {
         state.pid = pid;
         state.hub = Some(hub.clone());
         Ok((hub, self.principal.clone()))
-    }
-
-    /// Runs one call answering the API's JSON on the runtime and makes the answer the Python
-    /// objects `json.loads` would make of it.
-    fn answer<'py, F, M>(&self, py: Python<'py>, make: M) -> PyResult<Bound<'py, PyAny>>
-    where
-        F: Future<Output = Result<serde_json::Value, Raised>> + Send + 'static,
-        M: FnOnce(Hub, Principal) -> F,
-    {
-        let value = self.run(py, make)?;
-        to_py(py, &value)
     }
 
     /// Runs one call on the runtime with the GIL released and raises its error.

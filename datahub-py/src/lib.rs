@@ -4,17 +4,15 @@
 //! No business logic lives here: every call goes through the Hub (permission checks and the
 //! audit log included), takes the REST API's JSON bodies and query parameters through the
 //! server's own types and parsers (`datahub_server::api`, `extract`), and answers the JSON the
-//! server would, as the Python objects `json.loads` makes of it (`pyvalue.rs`), so both modes
-//! validate and answer alike. Every call runs on the process's one runtime with the GIL
-//! released (`runtime.rs`); errors are raised as the package's exception tree (`errors.rs`);
-//! the core's events reach Python `logging` (`logging.rs`). `parse_url` (`url.rs`) reads
-//! `add(url=...)`'s URL with the core's parser, for both modes.
+//! server would, so both modes validate and answer alike. Every call runs on the process's one
+//! runtime with the GIL released (`runtime.rs`); errors are raised as the package's exception
+//! tree (`errors.rs`); the core's events reach Python `logging` (`logging.rs`). `parse_url`
+//! (`url.rs`) reads `add(url=...)`'s URL with the core's parser, for both modes.
 
 mod errors;
 mod hub;
 mod logging;
 mod place;
-mod pyvalue;
 mod runtime;
 mod url;
 

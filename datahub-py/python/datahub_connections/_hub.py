@@ -53,8 +53,7 @@ class Backend(Protocol):
 
 
 class LocalBackend:
-    """Local mode: the native module's ``LocalHub`` (JSON text in; the API's JSON out, as the
-    objects ``json.loads`` would make)."""
+    """Local mode: the native module's ``LocalHub`` (JSON text in and out)."""
 
     def __init__(self, native: Any) -> None:
         self._native = native
@@ -63,14 +62,18 @@ class LocalBackend:
         return str(self._native.describe())
 
     def list(self, query: Mapping[str, Any]) -> Dict[str, Any]:
-        return dict(self._native.list(json.dumps(dict(query))))
+        # The page's rows stay JSON text until used (``Connections`` reads each on access).
+        head, rows = self._native.list(json.dumps(dict(query)))
+        page = dict(json.loads(head))
+        page["items"] = list(rows)
+        return page
 
     def get(self, ident: str) -> Dict[str, Any]:
-        return dict(self._native.get(ident))
+        return dict(json.loads(self._native.get(ident)))
 
     def create(self, body: Mapping[str, Any], test_first: bool) -> Dict[str, Any]:
         try:
-            return dict(self._native.create(json.dumps(dict(body)), test_first))
+            return dict(json.loads(self._native.create(json.dumps(dict(body)), test_first)))
         except TestFailed as e:
             # The native module gives the failed test's report as JSON text.
             if isinstance(e.report, (str, bytes)):
@@ -80,25 +83,25 @@ class LocalBackend:
             raise
 
     def update(self, ident: str, version: int, patch: Mapping[str, Any]) -> Dict[str, Any]:
-        return dict(self._native.update(ident, int(version), json.dumps(dict(patch))))
+        return dict(json.loads(self._native.update(ident, int(version), json.dumps(dict(patch)))))
 
     def delete(self, ident: str, version: int) -> None:
         self._native.delete(ident, int(version))
 
     def test(self, ident: str) -> Dict[str, Any]:
-        return dict(self._native.test(ident))
+        return dict(json.loads(self._native.test(ident)))
 
     def test_draft(self, body: Mapping[str, Any]) -> Dict[str, Any]:
-        return dict(self._native.test_draft(json.dumps(dict(body))))
+        return dict(json.loads(self._native.test_draft(json.dumps(dict(body)))))
 
     def test_many(
         self, idents: List[str], concurrency: int,
         progress: Optional[Progress],
     ) -> List[Dict[str, Any]]:
-        return list(self._native.test_many(list(idents), int(concurrency), progress))
+        return list(json.loads(self._native.test_many(list(idents), int(concurrency), progress)))
 
     def health(self, ident: str, since: Optional[str], limit: Optional[int]) -> Dict[str, Any]:
-        return dict(self._native.health(ident, since, limit))
+        return dict(json.loads(self._native.health(ident, since, limit)))
 
     def reveal(self, ident: str) -> Dict[str, Any]:
         return dict(json.loads(self._native.reveal(ident)))

@@ -9,6 +9,7 @@ too). They are frozen; none holds a secret (a password is fetched, audited, only
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import (
@@ -378,11 +379,12 @@ class Connections(Sequence[Connection]):
     """One page of connections: a sequence, plus ``total`` (over all pages), ``page`` and
     ``per_page``. Immutable.
 
-    A page a hub answers holds the API's rows and makes each :class:`Connection` the first
-    time it is reached (then keeps it), so listing costs little until the page is used."""
+    A page a hub answers holds the API's rows (local mode: each row's JSON text) and makes each
+    :class:`Connection` the first time it is reached (then keeps it), so listing costs little
+    until the page is used."""
 
     __slots__ = ("_rows", "_items", "_hub", "total", "page", "per_page")
-    _rows: Tuple[Mapping[str, Any], ...]
+    _rows: Tuple[Union[str, Mapping[str, Any]], ...]
     _items: List[Optional[Connection]]
     _hub: Optional["Hub"]
     total: int
@@ -415,7 +417,9 @@ class Connections(Sequence[Connection]):
         both make one from the same row; one of the equal objects is kept."""
         item = self._items[index]
         if item is None:
-            item = Connection._from_json(self._rows[index], self._hub)
+            row = self._rows[index]
+            item = Connection._from_json(json.loads(row) if isinstance(row, str) else row,
+                                         self._hub)
             self._items[index] = item
         return item
 
@@ -448,10 +452,7 @@ class Connections(Sequence[Connection]):
     @property
     def names(self) -> List[str]:
         """The names on this page, in order."""
-        return [
-            c.name if c is not None else str(self._rows[i]["name"])
-            for i, c in enumerate(self._items)
-        ]
+        return [c.name for c in self]
 
     def to_pandas(self) -> DataFrame:
         """This page as a DataFrame, one row per connection (needs the ``pandas`` extra)."""

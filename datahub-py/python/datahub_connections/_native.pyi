@@ -1,10 +1,7 @@
 """The native module: the core's `Hub` in this process (local mode), as a trusted operator.
 
 Private: use :func:`datahub_connections.open`. Every method speaks the REST API's JSON (the same
-types the server serializes), so one Python layer reads the answers of both modes: bodies and
-queries go in as JSON text, answers come out as the objects ``json.loads`` would make of the
-API's JSON (``dict``, ``list``, ``str``, ``int``, ``float``, ``bool``, ``None``), except
-``reveal``'s, which is JSON text. Every call
+types the server serializes), so one Python layer reads the answers of both modes. Every call
 releases the GIL, waits in short slices and checks for signals (Ctrl-C raises
 ``KeyboardInterrupt`` within 100 ms and cancels the work), and is safe from many threads. After
 ``os.fork()`` the child gets a fresh runtime and reopens the store on its next call.
@@ -15,7 +12,7 @@ REST API's code for the core's error kind; for a failed ``test_first`` creation 
 ``test_failed`` and ``report`` is the test report as JSON text.
 """
 
-from typing import Any, Callable, Dict, List, Optional, final
+from typing import Callable, List, Optional, Tuple, final
 
 __all__ = ["__version__", "LocalHub", "parse_url"]
 
@@ -52,40 +49,43 @@ class LocalHub:
     def describe(self) -> str:
         """Where this hub is, for reprs: e.g. ``sqlite:/path/to/datahub-data`` (never a password)."""
 
-    def list(self, query: str) -> Dict[str, Any]:
+    def list(self, query: str) -> Tuple[str, List[str]]:
         """``query``: JSON object of ``GET /connections``'s parameters (search, tag, status,
-        engine, page, per_page, sort; strings or numbers). Returns the ``ConnectionPage``."""
+        engine, page, per_page, sort; strings or numbers). Returns the ``ConnectionPage`` JSON
+        with no items, and each item's ``ConnectionOut`` JSON in page order (read a row only
+        when it is used)."""
 
-    def get(self, ident: str) -> Dict[str, Any]:
-        """A connection by id (UUID text) or name: the ``ConnectionOut`` with ``access``."""
+    def get(self, ident: str) -> str:
+        """A connection by id (UUID text) or name: the ``ConnectionOut`` JSON with ``access``."""
 
-    def create(self, body: str, test_first: bool) -> Dict[str, Any]:
-        """``body``: the ``CreateConnection`` JSON. Returns the saved ``ConnectionOut``."""
+    def create(self, body: str, test_first: bool) -> str:
+        """``body``: the ``CreateConnection`` JSON. Returns the saved ``ConnectionOut`` JSON."""
 
-    def update(self, ident: str, version: int, patch: str) -> Dict[str, Any]:
-        """``patch``: the ``PatchConnection`` JSON. Returns the ``ConnectionOut``."""
+    def update(self, ident: str, version: int, patch: str) -> str:
+        """``patch``: the ``PatchConnection`` JSON. Returns the ``ConnectionOut`` JSON."""
 
     def delete(self, ident: str, version: int) -> None:
         """Deletes the connection at that version."""
 
-    def test(self, ident: str) -> Dict[str, Any]:
-        """Tests a saved connection now: the ``TestReport`` (a failed test is ``ok: false``)."""
+    def test(self, ident: str) -> str:
+        """Tests a saved connection now: the ``TestReport`` JSON (a failed test is ``ok: false``)."""
 
-    def test_draft(self, body: str) -> Dict[str, Any]:
-        """Tests the ``DraftTest`` JSON settings without saving: the ``TestReport``."""
+    def test_draft(self, body: str) -> str:
+        """Tests the ``DraftTest`` JSON settings without saving: the ``TestReport`` JSON."""
 
     def test_many(
         self,
         idents: List[str],
         concurrency: int,
         progress: Optional[Callable[[int, int], None]],
-    ) -> List[Dict[str, Any]]:
+    ) -> str:
         """Tests many saved connections, at most ``concurrency`` at once. ``progress(done,
-        total)`` is called (with the GIL) as results come in. Returns a list in input order of ``{"ident", "report": TestReport | null, "error": {"code", "kind", "message",
+        total)`` is called (with the GIL) as results come in. Returns a JSON array in input
+        order of ``{"ident", "report": TestReport | null, "error": {"code", "kind", "message",
         "field"} | null}``."""
 
-    def health(self, ident: str, since: Optional[str], limit: Optional[int]) -> Dict[str, Any]:
-        """The ``HealthHistoryOut`` (``since``: RFC 3339, default 24 h ago)."""
+    def health(self, ident: str, since: Optional[str], limit: Optional[int]) -> str:
+        """The ``HealthHistoryOut`` JSON (``since``: RFC 3339, default 24 h ago)."""
 
     def reveal(self, ident: str) -> str:
         """The ``RevealResponse`` JSON: holds the password. Audited. Wrap it at once."""
