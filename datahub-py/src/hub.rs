@@ -88,17 +88,24 @@ impl LocalHub {
         self.place.describe()
     }
 
-    /// One page of connections: the `ConnectionPage` JSON.
-    fn list(&self, py: Python<'_>, query: &str) -> PyResult<String> {
+    /// One page of connections: the `ConnectionPage` JSON with no items, and each item's
+    /// `ConnectionOut` JSON, so that Python reads a row only when it is used.
+    fn list(&self, py: Python<'_>, query: &str) -> PyResult<(String, Vec<String>)> {
         let query = list_query(query).map_err(|e| e.into_pyerr(py))?;
         self.run(py, move |hub, op| async move {
             let page = hub.list_connections(&op, &query).await?;
-            to_json(&ConnectionPage {
-                items: page.items.iter().map(ConnectionOut::from).collect(),
+            let rows = page
+                .items
+                .iter()
+                .map(|c| to_json(&ConnectionOut::from(c)))
+                .collect::<Result<Vec<_>, _>>()?;
+            let head = to_json(&ConnectionPage {
+                items: Vec::new(),
                 total: page.total,
                 page: page.page,
                 per_page: page.per_page,
-            })
+            })?;
+            Ok((head, rows))
         })
     }
 

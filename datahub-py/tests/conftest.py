@@ -306,6 +306,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stop_server(s)
 
 
+#: The test rate limit of ``limited_server``: a burst of 10 tests, then 20 a second (the
+#: bucket holds 10, and `Retry-After` is at least 1 s: about 10 tests a second past the burst).
+LIMITED_BURST = 10
+LIMITED_PER_SECOND = 20
+
+
+@pytest.fixture(scope="session")
+def limited_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A second real datahub-server, with a small per-user test rate limit (burst
+    ``LIMITED_BURST``, ``LIMITED_PER_SECOND`` a second), for the waits of remote ``test_many``."""
+    s = start_server(tmp_path_factory.mktemp("limited-server"), {
+        "DATAHUB_TEST_RATE_BURST": str(LIMITED_BURST),
+        "DATAHUB_TEST_RATE_PER_SECOND": str(LIMITED_PER_SECOND),
+    })
+    try:
+        yield s
+    finally:
+        stop_server(s)
+
+
 # --- hubs in every mode -----------------------------------------------------------------------
 
 MODES = ["remote", "local-sqlite", "local-postgres"]

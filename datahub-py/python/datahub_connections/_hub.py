@@ -13,7 +13,6 @@ import logging
 from datetime import datetime, timezone
 from typing import (
     Any,
-    Callable,
     Dict,
     Iterable,
     List,
@@ -24,11 +23,10 @@ from typing import (
     Union,
 )
 
-from . import _url
 from ._glue import DataFrame
-from ._errors import InvalidInput, TestFailed
+from ._errors import InvalidInput, MissingExtra, TestFailed
 from ._model import Connection, Connections, Health, TestReport
-from ._progress import ProgressBar
+from ._progress import Progress, ProgressBar
 from ._secret import Secret, as_secret
 
 log = logging.getLogger("datahub_connections")
@@ -47,7 +45,7 @@ class Backend(Protocol):
     def test_draft(self, body: Mapping[str, Any]) -> Dict[str, Any]: ...
     def test_many(
         self, idents: List[str], concurrency: int,
-        progress: Optional[Callable[[int, int], None]],
+        progress: Optional[Progress],
     ) -> List[Dict[str, Any]]: ...
     def health(self, ident: str, since: Optional[str], limit: Optional[int]) -> Dict[str, Any]: ...
     def reveal(self, ident: str) -> Dict[str, Any]: ...
@@ -64,7 +62,11 @@ class LocalBackend:
         return str(self._native.describe())
 
     def list(self, query: Mapping[str, Any]) -> Dict[str, Any]:
-        return dict(json.loads(self._native.list(json.dumps(dict(query)))))
+        # The page's rows stay JSON text until used (``Connections`` reads each on access).
+        head, rows = self._native.list(json.dumps(dict(query)))
+        page = dict(json.loads(head))
+        page["items"] = list(rows)
+        return page
 
     def get(self, ident: str) -> Dict[str, Any]:
         return dict(json.loads(self._native.get(ident)))
@@ -94,7 +96,7 @@ class LocalBackend:
 
     def test_many(
         self, idents: List[str], concurrency: int,
-        progress: Optional[Callable[[int, int], None]],
+        progress: Optional[Progress],
     ) -> List[Dict[str, Any]]:
         return list(json.loads(self._native.test_many(list(idents), int(concurrency), progress)))
 
@@ -150,6 +152,22 @@ def _since_text(since: Union[None, str, datetime]) -> Optional[str]:
     return since.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+def _url_fields(url: str) -> Dict[str, Any]:
+    """The ``CreateConnection`` fields of a URL, read by the native module with the core's
+    rules (in both modes: the wheel always has it)."""
+    if not isinstance(url, str):
+        raise InvalidInput("must be a str", field="url")
+    try:
+        from . import _native
+    except ImportError as e:
+        raise MissingExtra(
+            "url= is read by the native module, which this installation lacks: "
+            "pip install ./datahub-py (or pass the fields by name)",
+            code="missing_extra",
+        ) from e
+    return dict(json.loads(_native.parse_url(url)))
+
+
 def _settings_body(
     *,
     url: Optional[str],
@@ -173,7 +191,7 @@ def _settings_body(
     slow_ms: Optional[int],
 ) -> Dict[str, Any]:
     """The JSON of ``CreateConnection``/``DraftTest``: a URL's fields, then the explicit ones."""
-    body: Dict[str, Any] = _url.parse(url) if url is not None else {}
+    body: Dict[str, Any] = _url_fields(url) if url is not None else {}
     tls_body: Dict[str, Any] = body.pop("tls", {})
     options: Dict[str, Any] = body.pop("options", {})
     monitor: Dict[str, Any] = {}
@@ -397,7 +415,16 @@ class Hub:
         one row each (``name``, ``ok``, ``error_kind``, ``step``, ``hint``, ``total_ms``,
         ``server_version``, ``tls_protocol``, ``error``: the code of an error that kept the
         test from running, e.g. ``not_found``). A progress bar on stderr unless ``progress``
-        is false. Needs the ``pandas`` extra."""
+        is false. Needs the ``pandas`` extra.
+
+        Remote mode: the server limits how many tests a user starts (a burst, then a steady
+        rate; ``--test-rate-burst``/``--test-rate-per-second``). A test it refuses is tried
+        again once the ``Retry-After`` it answered has passed, so every row is a report (or a
+        real error) and none is ``rate_limited``; a long list then takes as long as the limit
+        says, the progress bar showing the wait. Ctrl-C stops the waits and raises
+        ``KeyboardInterrupt``. A single :meth:`test` does not wait: it raises
+        :class:`RateLimited` with ``retry_after``. Local mode acts as the operator, whom the
+        limit does not bind."""
         from ._glue import require
 
         pd = require("pandas", "pandas")
@@ -406,7 +433,7 @@ class Hub:
         idents = [str(n) for n in names]
         if concurrency < 1:
             raise InvalidInput("must be at least 1", field="concurrency")
-        bar: Optional[Callable[[int, int], None]] = ProgressBar() if progress and idents else None
+        bar: Optional[Progress] = ProgressBar() if progress and idents else None
         answers = self._backend.test_many(idents, int(concurrency), bar)
         rows = []
         for ident, answer in zip(idents, answers):

@@ -9,6 +9,7 @@ too). They are frozen; none holds a secret (a password is fetched, audited, only
 from __future__ import annotations
 
 import html
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import (
@@ -43,6 +44,11 @@ def _time(value: Any) -> Optional[datetime]:
     if value is None:
         return None
     text = str(value)
+    try:
+        # Python >= 3.11 reads every RFC 3339 form the API writes.
+        return datetime.fromisoformat(text)
+    except ValueError:
+        pass
     if text.endswith("Z") or text.endswith("z"):
         text = text[:-1] + "+00:00"
     # Python < 3.11 takes at most six fractional digits.
@@ -208,8 +214,30 @@ class Connection:
     def _from_json(cls, d: Mapping[str, Any], hub: Optional["Hub"] = None) -> "Connection":
         options = d.get("options") or {}
         monitoring = d.get("monitoring") or {}
-        health = HealthSummary._from_json(d.get("health") or {})
-        return cls(
+        health = d.get("health") or {}
+        tls = d.get("tls") or {}
+        # Built as the dataclass's __init__ would, in one step: a page of them is built per
+        # list() and the frozen __init__'s per-field object.__setattr__ is most of the cost.
+        tls_settings = object.__new__(TlsSettings)
+        tls_settings.__dict__.update(
+            mode=str(tls.get("mode", "verify-full")),
+            ca_cert_pem=_opt_str(tls.get("ca_cert_pem")),
+            client_cert_pem=_opt_str(tls.get("client_cert_pem")),
+            channel_binding=str(tls.get("channel_binding", "prefer")),
+        )
+        connect_options = object.__new__(Options)
+        connect_options.__dict__.update(
+            connect_timeout_ms=int(options.get("connect_timeout_ms", 5000)),
+            application_name=_opt_str(options.get("application_name")),
+        )
+        monitor = object.__new__(Monitoring)
+        monitor.__dict__.update(
+            enabled=bool(monitoring.get("enabled", True)),
+            interval_s=int(monitoring.get("interval_s", 60)),
+            slow_ms=int(monitoring.get("slow_ms", 1000)),
+        )
+        conn = object.__new__(cls)
+        conn.__dict__.update(
             id=str(d["id"]),
             name=str(d["name"]),
             description=_opt_str(d.get("description")),
@@ -220,30 +248,24 @@ class Connection:
             username=str(d["username"]),
             password_set=bool(d.get("password_set", False)),
             client_key_set=bool(d.get("client_key_set", False)),
-            tls=TlsSettings._from_json(d.get("tls") or {}),
-            options=Options(
-                connect_timeout_ms=int(options.get("connect_timeout_ms", 5000)),
-                application_name=_opt_str(options.get("application_name")),
-            ),
+            tls=tls_settings,
+            options=connect_options,
             tags=tuple(str(t) for t in d.get("tags") or ()),
-            monitoring=Monitoring(
-                enabled=bool(monitoring.get("enabled", True)),
-                interval_s=int(monitoring.get("interval_s", 60)),
-                slow_ms=int(monitoring.get("slow_ms", 1000)),
-            ),
+            monitoring=monitor,
             owner=_opt_str(d.get("owner")),
             version=int(d["version"]),
             created_at=_time(d.get("created_at")),
             updated_at=_time(d.get("updated_at")),
-            status=health.status,
-            checked_at=health.checked_at,
-            latency_ms=health.latency_ms,
-            error_kind=health.error_kind,
-            uptime_24h=health.uptime_24h,
+            status=str(health.get("status", "unknown")),
+            checked_at=_time(health.get("checked_at")),
+            latency_ms=_opt_int(health.get("latency_ms")),
+            error_kind=_opt_str(health.get("error_kind")),
+            uptime_24h=_opt_float(health.get("uptime_24h")),
             access=_opt_str(d.get("access")),
             facts=d.get("facts"),
             _hub=hub,
         )
+        return conn
 
     def _require_hub(self) -> "Hub":
         if self._hub is None:
@@ -355,28 +377,51 @@ _FRAME_COLUMNS = ("name", "id", "host", "port", "database", "username", "tls", "
 
 class Connections(Sequence[Connection]):
     """One page of connections: a sequence, plus ``total`` (over all pages), ``page`` and
-    ``per_page``. Immutable."""
+    ``per_page``. Immutable.
 
-    __slots__ = ("_items", "total", "page", "per_page")
-    _items: Tuple[Connection, ...]
+    A page a hub answers holds the API's rows (local mode: each row's JSON text) and makes each
+    :class:`Connection` the first time it is reached (then keeps it), so listing costs little
+    until the page is used."""
+
+    __slots__ = ("_rows", "_items", "_hub", "total", "page", "per_page")
+    _rows: Tuple[Union[str, Mapping[str, Any]], ...]
+    _items: List[Optional[Connection]]
+    _hub: Optional["Hub"]
     total: int
     page: int
     per_page: int
 
     def __init__(self, items: Iterable[Connection], total: int, page: int, per_page: int) -> None:
-        object.__setattr__(self, "_items", tuple(items))
+        built: List[Optional[Connection]] = list(items)
+        object.__setattr__(self, "_rows", ())
+        object.__setattr__(self, "_items", built)
+        object.__setattr__(self, "_hub", None)
         object.__setattr__(self, "total", total)
         object.__setattr__(self, "page", page)
         object.__setattr__(self, "per_page", per_page)
 
     @classmethod
     def _from_json(cls, d: Mapping[str, Any], hub: Optional["Hub"] = None) -> "Connections":
-        return cls(
-            (Connection._from_json(item, hub) for item in d.get("items") or ()),
-            total=int(d.get("total", 0)),
-            page=int(d.get("page", 1)),
-            per_page=int(d.get("per_page", 50)),
-        )
+        rows = tuple(d.get("items") or ())
+        page = object.__new__(cls)
+        object.__setattr__(page, "_rows", rows)
+        object.__setattr__(page, "_items", [None] * len(rows))
+        object.__setattr__(page, "_hub", hub)
+        object.__setattr__(page, "total", int(d.get("total", 0)))
+        object.__setattr__(page, "page", int(d.get("page", 1)))
+        object.__setattr__(page, "per_page", int(d.get("per_page", 50)))
+        return page
+
+    def _at(self, index: int) -> Connection:
+        """The connection at a non-negative index, made on first use. Two threads racing here
+        both make one from the same row; one of the equal objects is kept."""
+        item = self._items[index]
+        if item is None:
+            row = self._rows[index]
+            item = Connection._from_json(json.loads(row) if isinstance(row, str) else row,
+                                         self._hub)
+            self._items[index] = item
+        return item
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("Connections is immutable")
@@ -388,30 +433,38 @@ class Connections(Sequence[Connection]):
     def __getitem__(self, index: slice) -> Sequence[Connection]: ...
 
     def __getitem__(self, index: Union[int, slice]) -> Union[Connection, Sequence[Connection]]:
-        return self._items[index]
+        if isinstance(index, slice):
+            return tuple(self._at(i) for i in range(*index.indices(len(self._items))))
+        n = len(self._items)
+        i = index.__index__()
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError("Connections index out of range")
+        return self._at(i)
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __iter__(self) -> Iterator[Connection]:
-        return iter(self._items)
+        return (self._at(i) for i in range(len(self._items)))
 
     @property
     def names(self) -> List[str]:
         """The names on this page, in order."""
-        return [c.name for c in self._items]
+        return [c.name for c in self]
 
     def to_pandas(self) -> DataFrame:
         """This page as a DataFrame, one row per connection (needs the ``pandas`` extra)."""
         from ._glue import require
 
         pd = require("pandas", "pandas")
-        return pd.DataFrame([c.to_dict() for c in self._items], columns=list(_FRAME_COLUMNS))
+        return pd.DataFrame([c.to_dict() for c in self], columns=list(_FRAME_COLUMNS))
 
     def __repr__(self) -> str:
         head = f"Connections(page {self.page}, {len(self)} of {self.total})"
         lines = [head]
-        for c in self._items:
+        for c in self:
             lines.append(
                 f"  {c.name}  {c.host}:{c.port}/{c.database}  {c.username}  {c.tls.mode}  "
                 f"{c.status}"
@@ -419,7 +472,7 @@ class Connections(Sequence[Connection]):
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        rows = [[c.to_dict()[k] for k in _LIST_COLUMNS] for c in self._items]
+        rows = [[c.to_dict()[k] for k in _LIST_COLUMNS] for c in self]
         return _html_table(
             _LIST_COLUMNS,
             rows,

@@ -12,11 +12,22 @@ REST API's code for the core's error kind; for a failed ``test_first`` creation 
 ``test_failed`` and ``report`` is the test report as JSON text.
 """
 
-from typing import Callable, List, Optional, final
+from typing import Callable, List, Optional, Tuple, final
 
-__all__ = ["__version__", "LocalHub"]
+__all__ = ["__version__", "LocalHub", "parse_url"]
 
 __version__: str
+
+def parse_url(url: str) -> str:
+    """Reads a ``postgresql://`` URL (or a libpq ``key=value`` string) with the core's rules
+    (``datahub_core::dsn``) into the ``CreateConnection`` fields it gives, as JSON text:
+    ``host``, and when given ``port``, ``database`` (the user name when absent), ``username``,
+    ``tls`` (``mode``, ``channel_binding``, and ``ca_cert_pem``/``client_cert_pem``/
+    ``client_key_pem`` read from the files ``sslrootcert``/``sslcert``/``sslkey`` name) and
+    ``options`` (``connect_timeout_ms``, ``application_name``). A field the URL leaves out is
+    left out (the API's default applies: TLS ``verify-full``). Raises ``InvalidInput`` on
+    ``url`` or ``url.<key>`` (``url.host``, ``url.sslmode``, …) for a URL the core refuses and
+    for a password in the URL (pass ``password=``); no error repeats any part of the URL."""
 
 @final
 class LocalHub:
@@ -38,9 +49,11 @@ class LocalHub:
     def describe(self) -> str:
         """Where this hub is, for reprs: e.g. ``sqlite:/path/to/datahub-data`` (never a password)."""
 
-    def list(self, query: str) -> str:
+    def list(self, query: str) -> Tuple[str, List[str]]:
         """``query``: JSON object of ``GET /connections``'s parameters (search, tag, status,
-        engine, page, per_page, sort; strings or numbers). Returns the ``ConnectionPage`` JSON."""
+        engine, page, per_page, sort; strings or numbers). Returns the ``ConnectionPage`` JSON
+        with no items, and each item's ``ConnectionOut`` JSON in page order (read a row only
+        when it is used)."""
 
     def get(self, ident: str) -> str:
         """A connection by id (UUID text) or name: the ``ConnectionOut`` JSON with ``access``."""

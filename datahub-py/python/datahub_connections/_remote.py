@@ -25,7 +25,8 @@ import urllib.request
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from ._errors import DataHubError, InvalidInput, NotFound, Unavailable, error_from
+from ._errors import DataHubError, InvalidInput, NotFound, RateLimited, Unavailable, error_from
+from ._progress import Progress
 from ._secret import Secret
 
 log = logging.getLogger("datahub_connections")
@@ -239,26 +240,47 @@ class RemoteBackend:
         self,
         idents: List[str],
         concurrency: int,
-        progress: Optional[Callable[[int, int], None]],
+        progress: Optional[Progress],
     ) -> List[Dict[str, Any]]:
-        """Tests each on a pool of ``concurrency`` threads; the answers in input order."""
-        results: List[Optional[Dict[str, Any]]] = [None] * len(idents)
+        """Tests each on a pool of ``concurrency`` threads; the answers in input order.
 
-        def one(ident: str) -> Dict[str, Any]:
-            try:
-                return {"ident": ident, "report": self.test(ident), "error": None}
-            except DataHubError as e:
-                return {
-                    "ident": ident,
-                    "report": None,
-                    "error": {"code": e.code, "kind": e.kind, "message": e.message,
-                              "field": e.field},
-                }
+        The server limits how many tests a user starts (a burst, then a steady rate) and
+        answers ``429`` with ``Retry-After`` past it. Here a refused test is not an answer: it
+        is tried again after the wait the server asked for (:class:`_Admission`), so every
+        item ends with a report or a real error, never ``rate_limited``. While waiting,
+        ``progress(done, total, waiting_s=...)`` is called about ten times a second with the
+        seconds left; Ctrl-C ends the waits at once."""
+        results: List[Optional[Dict[str, Any]]] = [None] * len(idents)
+        admission = _Admission()
+
+        def one(ident: str) -> Optional[Dict[str, Any]]:
+            while True:
+                probe = admission.enter()
+                if probe is None:
+                    return None  # interrupted
+                try:
+                    report = self.test(ident)
+                except RateLimited as e:
+                    admission.refused(probe, e.retry_after)
+                    continue
+                except DataHubError as e:
+                    admission.answered(probe)
+                    return {
+                        "ident": ident,
+                        "report": None,
+                        "error": {"code": e.code, "kind": e.kind, "message": e.message,
+                                  "field": e.field},
+                    }
+                except BaseException:
+                    admission.answered(probe)
+                    raise
+                admission.answered(probe)
+                return {"ident": ident, "report": report, "error": None}
 
         pool = ThreadPoolExecutor(max_workers=max(1, concurrency),
                                   thread_name_prefix="datahub-test")
         try:
-            futures: Dict[Future[Dict[str, Any]], int] = {
+            futures: Dict[Future[Optional[Dict[str, Any]]], int] = {
                 pool.submit(one, ident): i for i, ident in enumerate(idents)
             }
             pending = set(futures)
@@ -269,14 +291,86 @@ class RemoteBackend:
                 for f in done:
                     results[futures[f]] = f.result()
                     done_count += 1
-                if done and progress is not None:
+                if progress is None:
+                    continue
+                waiting = admission.waiting_s()
+                if waiting > 0:
+                    progress(done_count, len(idents), waiting_s=waiting)
+                elif done:
                     progress(done_count, len(idents))
         finally:
+            admission.stop()
             pool.shutdown(wait=False, cancel_futures=True)
         return [r for r in results if r is not None]
 
     def close(self) -> None:
         pass
+
+
+class _Admission:
+    """When ``test_many``'s workers may start a test, given the server's per-user test limit.
+
+    Until the server refuses one, every worker starts at once. After a ``429`` the calls go one
+    at a time: none starts before the ``Retry-After`` the server gave has passed, and then one
+    tries (a probe); when it is answered (a report or any other error) the next starts at once,
+    when it is refused again everyone waits again. So a refusal costs one request per wait, not
+    one per worker, and the pace follows the server's refill rate."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._limited = False
+        self._probing = False
+        self._not_before = 0.0
+        self._stopped = False
+
+    def enter(self) -> Optional[bool]:
+        """Waits until this worker may start a test: whether it is the probe, or ``None`` once
+        stopped (Ctrl-C)."""
+        with self._cond:
+            while True:
+                if self._stopped:
+                    return None
+                if not self._limited:
+                    return False
+                left = self._not_before - time.monotonic()
+                if left <= 0 and not self._probing:
+                    self._probing = True
+                    return True
+                # Woken by the probe's answer or stop(); never longer than the wait left.
+                self._cond.wait(timeout=max(0.01, left) if left > 0 else None)
+
+    def refused(self, probe: bool, retry_after: Optional[float]) -> None:
+        """The server refused a test (the probe's or one started before the first refusal):
+        nobody starts before its ``Retry-After`` has passed, then one probe."""
+        wait_s = retry_after if retry_after is not None and retry_after > 0 else 1.0
+        with self._cond:
+            self._limited = True
+            if probe:
+                self._probing = False
+            self._not_before = max(self._not_before, time.monotonic() + wait_s)
+            self._cond.notify_all()
+
+    def answered(self, probe: bool) -> None:
+        """A test was answered (a report, or an error other than the limit's): after the
+        probe's, the next may start."""
+        if not probe:
+            return
+        with self._cond:
+            self._probing = False
+            self._cond.notify_all()
+
+    def waiting_s(self) -> float:
+        """Seconds left of the server's wait (0 when not waiting)."""
+        with self._cond:
+            if not self._limited:
+                return 0.0
+            return max(0.0, self._not_before - time.monotonic())
+
+    def stop(self) -> None:
+        """Wakes and ends every waiting worker (the caller is gone)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
 
 
 def _unavailable(base: str, reason: Any) -> Unavailable:

@@ -33,6 +33,16 @@ OPERATOR = "pytest"
 BUDGET = 5.0
 
 
+def listed(hub: LocalHub, query: str) -> Dict[str, object]:
+    """``list``'s answer as one page: the head's JSON with the rows' JSON as its items."""
+    head, rows = hub.list(query)
+    assert all(isinstance(row, str) for row in rows)
+    page = json.loads(head)
+    assert page["items"] == []
+    page["items"] = [json.loads(row) for row in rows]
+    return page
+
+
 def body(name: str, port: int = PG_PORT, password: str = CANARY, **extra: object) -> str:
     fields = {
         "name": name,
@@ -180,12 +190,12 @@ def test_opens_a_new_folder_and_refuses_a_missing_one_without_create(tmp_path) -
     hub = LocalHub.open(str(folder), None, None, OPERATOR, True)
     assert hub.describe() == f"sqlite:{folder}"
     assert (folder / "master.key").exists()
-    page = json.loads(hub.list("{}"))
+    page = listed(hub, "{}")
     assert page["items"] == [] and page["total"] == 0
     hub.close()
     # Once made, the folder opens without create, as the folder itself (store=).
     again = LocalHub.open(None, str(folder), None, OPERATOR, False)
-    assert json.loads(again.list("{}"))["total"] == 0
+    assert listed(again, "{}")["total"] == 0
     again.close()
 
 
@@ -199,10 +209,10 @@ def test_add_get_list_update_delete(hub: LocalHub) -> None:
     assert by_name["access"] == "manage"
     hub.create(body("billing"), False)
 
-    page = json.loads(hub.list(json.dumps({"search": "sales", "per_page": 10})))
+    page = listed(hub, json.dumps({"search": "sales", "per_page": 10}))
     assert [c["name"] for c in page["items"]] == ["sales-replica"]
     assert page["total"] == 1 and page["per_page"] == 10
-    assert json.loads(hub.list(json.dumps({"tag": "pytest"})))["total"] == 2
+    assert listed(hub, json.dumps({"tag": "pytest"}))["total"] == 2
 
     updated = json.loads(hub.update("sales-replica", created["version"], json.dumps({"description": "v2"})))
     assert updated["description"] == "v2"
@@ -218,7 +228,7 @@ def test_add_get_list_update_delete(hub: LocalHub) -> None:
     hub.delete("sales-replica", updated["version"])
     with pytest.raises(_errors.NotFound):
         hub.get("sales-replica")
-    assert json.loads(hub.list("{}"))["total"] == 1
+    assert listed(hub, "{}")["total"] == 1
 
 
 def test_errors_are_the_package_classes(tmp_path, hub: LocalHub) -> None:
@@ -305,7 +315,7 @@ def test_test_first_refuses_a_failing_connection(hub: LocalHub, stalled: Stalled
 def test_draft_tests_save_nothing(hub: LocalHub) -> None:
     report = json.loads(hub.test_draft(body("draft-only")))
     assert report["ok"] is True, report
-    assert json.loads(hub.list("{}"))["total"] == 0
+    assert listed(hub, "{}")["total"] == 0
 
 
 def test_test_many_keeps_input_order_and_reports_progress(hub: LocalHub, stalled: Stalled) -> None:
@@ -347,7 +357,7 @@ def test_ctrl_c_interrupts_a_stalled_test_promptly(
     assert raised - sent[0] < 0.1, f"KeyboardInterrupt {raised - sent[0]:.3f} s after SIGINT"
     assert raised - started < BUDGET / 2
     # The hub still works after the interruption.
-    assert json.loads(hub.list("{}"))["total"] == 1
+    assert listed(hub, "{}")["total"] == 1
 
 
 def test_a_forked_child_tests_and_lists(hub: LocalHub) -> None:
@@ -358,7 +368,7 @@ def test_a_forked_child_tests_and_lists(hub: LocalHub) -> None:
         code = 1
         try:
             report = json.loads(hub.test("fork-pg"))
-            page = json.loads(hub.list("{}"))
+            page = listed(hub, "{}")
             code = 0 if report["ok"] and page["total"] == 1 else 2
         except BaseException:
             code = 3
@@ -367,7 +377,7 @@ def test_a_forked_child_tests_and_lists(hub: LocalHub) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
     # The parent goes on with its own runtime and store.
-    assert json.loads(hub.list("{}"))["total"] == 1
+    assert listed(hub, "{}")["total"] == 1
 
 
 def test_threads_test_at_once_without_serialising(hub: LocalHub, stalled: Stalled) -> None:
