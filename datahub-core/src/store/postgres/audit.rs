@@ -20,16 +20,20 @@ pub(super) async fn append_in(
     event: &AuditEvent,
 ) -> Result<AuditRecord> {
     const DOING: &str = "appending to the audit log";
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK_KEY])
-        .await
-        .map_err(|e| db(DOING, e))?;
-    let last = tx
-        .query_opt(
+    // Sent together (the server runs them in order, so the read is made under the lock): one
+    // round trip.
+    let ((), last) = tokio::try_join!(
+        async {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK_KEY])
+                .await
+                .map(drop)
+        },
+        tx.query_opt(
             "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
             &[],
-        )
-        .await
-        .map_err(|e| db(DOING, e))?;
+        ),
+    )
+    .map_err(|e| db(DOING, e))?;
     let (seq, prev_hash) = match &last {
         None => (0, GENESIS_HASH),
         Some(row) => {
@@ -78,6 +82,22 @@ impl AuditStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
         let record = append_in(&tx, event).await?;
+        tx.commit().await.map_err(|e| db(DOING, e))?;
+        Ok(record)
+    }
+
+    async fn append_audit_unsynced(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        const DOING: &str = "appending to the audit log";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
+        // This transaction's commit only: it returns once the commit is in the server's log
+        // buffer, which the WAL writer flushes within a few hundred milliseconds.
+        let (unsynced, record) = tokio::join!(
+            tx.batch_execute("SET LOCAL synchronous_commit = off"),
+            append_in(&tx, event),
+        );
+        unsynced.map_err(|e| db(DOING, e))?;
+        let record = record?;
         tx.commit().await.map_err(|e| db(DOING, e))?;
         Ok(record)
     }
