@@ -206,9 +206,20 @@ fn init_logging() {
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::sink)
         .with_filter(EnvFilter::try_new("info").unwrap());
-    let stages = StageTimes.with_filter(filter::filter_fn(|meta| {
-        meta.is_span() && STAGES_ON.load(Ordering::Relaxed) && stage_key(meta).is_some()
-    }));
+    // Decided per call (a callsite's interest is cached, and the switch changes): a stage span
+    // is made only while the switch is on.
+    let stages = StageTimes.with_filter(
+        filter::dynamic_filter_fn(|meta, _| {
+            STAGES_ON.load(Ordering::Relaxed) && meta.is_span() && stage_key(meta).is_some()
+        })
+        .with_callsite_filter(|meta| {
+            if meta.is_span() && stage_key(meta).is_some() {
+                tracing::subscriber::Interest::sometimes()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        }),
+    );
     tracing_subscriber::registry()
         .with(fmt)
         .with(stages)
@@ -225,7 +236,7 @@ static STAGE_MS: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new())
 fn stage_key(meta: &tracing::Metadata<'_>) -> Option<String> {
     let target = meta.target();
     let name = meta.name();
-    let key = if target.starts_with("tower_http") && name == "request" {
+    let key = if target == "datahub_server" && name == "request" {
         "server request".to_owned()
     } else if target == "datahub_server::auth" {
         format!("server {name}")
@@ -994,6 +1005,9 @@ fn isolated(
     }
     STAGE_MS.lock().unwrap().clear();
     let (mut walls, mut totals, mut bares) = (Vec::new(), Vec::new(), Vec::new());
+    // Each stage's ms per HTTP call, and what lies between the stages, per call.
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut between: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let load_before = load_average();
     for i in 0..rounds {
         for k in 0..2 {
@@ -1002,6 +1016,26 @@ fn isolated(
                 STAGES_ON.store(true, Ordering::Relaxed);
                 let (wall, total) = http(&mut client);
                 STAGES_ON.store(false, Ordering::Relaxed);
+                let call = call_stages();
+                let stage = |name: &str| call.get(name).copied().unwrap_or(f64::NAN);
+                let parts = [
+                    ("client and loopback", wall - stage("server request")),
+                    (
+                        "server outside authenticate and the Hub (routing, middleware, JSON)",
+                        stage("server request") - stage("server authenticate") - stage("hub test"),
+                    ),
+                    (
+                        "Hub outside the probe",
+                        stage("hub test") - stage("hub test · probe"),
+                    ),
+                    ("prober outside its total_ms", stage("prober") - total),
+                ];
+                for (part, ms) in parts {
+                    between.entry(part).or_default().push(ms);
+                }
+                for (name, ms) in call {
+                    stages.entry(name).or_default().push(ms);
+                }
                 walls.push(wall);
                 totals.push(total);
             } else {
@@ -1020,7 +1054,6 @@ fn isolated(
     print_series("POST /connections/{id}/test", &mut walls);
     print_series("report total_ms", &mut totals);
     print_series("bare tokio-postgres client", &mut bares);
-    let mut stages = std::mem::take(&mut *STAGE_MS.lock().unwrap());
     let shown: Vec<String> = stages
         .iter_mut()
         .map(|(stage, v)| {
@@ -1029,6 +1062,18 @@ fn isolated(
         })
         .collect();
     println!("  stages of the HTTP calls, p50 ms: {}", shown.join("; "));
+    let shown: Vec<String> = between
+        .iter_mut()
+        .map(|(part, v)| {
+            v.sort_unstable_by(f64::total_cmp);
+            format!("{part} {:.3}", quantile(v, 0.50))
+        })
+        .collect();
+    println!(
+        "  between the stages, p50 of each call's ms: {}",
+        shown.join("; ")
+    );
+    store_parts(server_rt, server, id, rounds);
     let p50 = |v: &[f64]| quantile(v, 0.50);
     let over_total = p50(&walls) / p50(&totals);
     println!(
@@ -1043,6 +1088,75 @@ fn isolated(
         "FIGURE isolated_test_over_bare_{store} {:.3}",
         p50(&walls) / p50(&bares)
     );
+}
+
+/// The stages the last HTTP call recorded, once its request span has closed (it closes on the
+/// server's side when the answer's body is done, which may be just after the client read it).
+fn call_stages() -> BTreeMap<String, f64> {
+    let waited = Instant::now();
+    loop {
+        let mut recorded = STAGE_MS.lock().unwrap();
+        if recorded.contains_key("server request") || waited.elapsed() > Duration::from_secs(1) {
+            return std::mem::take(&mut *recorded)
+                .into_iter()
+                .filter_map(|(stage, v)| Some((stage, *v.last()?)))
+                .collect();
+        }
+        drop(recorded);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The Hub's store work around a test, alone, each call after a short idle pause (the blocking
+/// threads and the runtime parked, as between a person's clicks), in rotating order: the one
+/// read a test makes now against the three it made before (the row, its grants, the policy),
+/// and the test's audit row unsynced against synced.
+fn store_parts(server_rt: &Runtime, server: &Server, id: ConnectionId, rounds: usize) {
+    const PAUSE: Duration = Duration::from_millis(300);
+    const LABELS: [&str; 4] = [
+        "connection_for_test (now)",
+        "connection + grants + policy (before)",
+        "append_audit_unsynced (now)",
+        "append_audit (before)",
+    ];
+    let store = &server.store;
+    let event = || {
+        AuditEvent::now(
+            None,
+            "bench",
+            "connection.test",
+            Some(&format!("connection:{id}")),
+            Outcome::Ok,
+        )
+    };
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for i in 0..rounds {
+        for k in 0..4 {
+            let which = (i + k) % 4;
+            std::thread::sleep(PAUSE);
+            let started = Instant::now();
+            server_rt.block_on(async {
+                match which {
+                    0 => drop(store.connection_for_test(id).await.unwrap().unwrap()),
+                    1 => {
+                        store.connection(id).await.unwrap().unwrap();
+                        store.grants(id).await.unwrap();
+                        store.policy().await.unwrap();
+                    }
+                    2 => drop(store.append_audit_unsynced(&event()).await.unwrap()),
+                    _ => drop(store.append_audit(&event()).await.unwrap()),
+                }
+            });
+            times[which].push(ms(started.elapsed()));
+        }
+    }
+    println!(
+        "  the Hub's store work alone, each call after {} ms idle, {rounds} rounds:",
+        PAUSE.as_millis()
+    );
+    for (label, v) in LABELS.iter().zip(&mut times) {
+        print_series(label, v);
+    }
 }
 
 /// The draft test's path.
