@@ -50,6 +50,13 @@
 //! loop minus the bare loop running the probe's query is the prober's own client cost, monitor
 //! minus `probe::test` loop the monitor's own.
 //!
+//! - `test_many` (issue 15's Rust-side baseline): 200 saved-like connections (each its own
+//!   spec, the same target) tested through `probe::test` 16 at a time, tests a second over the
+//!   batch, median of 3 runs: `FIGURE probe_test_many_per_s <n>`.
+//!
+//! The interleaved series end with `GOAL probe_over_bare_p50 <ratio> 0.80 met|not met` (issue
+//! 16, item 4: the prober at most 0.80 × the bare client at p50).
+//!
 //! The monitor part runs on each store of `PROBE_BENCH_STORES` (default `sqlite,postgres`: the
 //! PostgreSQL store is a database of the same kit cluster, reset for the run) and ends with the
 //! goal lines `GOAL monitor_cpu_per_check_<store> <monitor CPU / probe::test loop CPU> 1.25
@@ -60,7 +67,8 @@
 //!
 //! Run: `cargo bench -p datahub-benches --bench probe` (about 20 minutes), or only the monitor's
 //! part: `PROBE_BENCH_ONLY=monitor cargo bench -p datahub-benches --bench probe` (about 5
-//! minutes a store).
+//! minutes a store), or only the prober's part (the interleaved series and `test_many`, about
+//! a minute): `PROBE_BENCH_ONLY=prober`.
 //!
 //! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
 //! that work, N times, after the set-up (`probe_loop:S` and `bare_loop:S`: the 32-wide loops
@@ -112,7 +120,8 @@ const DB_NAME: &str = "postgres";
 const HOST: &str = "localhost";
 const SELECT_1: &str = "SELECT 1";
 /// The prober's query as `probe::test` sends it with its full 2 s statement timeout.
-static PROBE_SQL: LazyLock<String> = LazyLock::new(|| probe::probe_sql(probe::QUERY_TIMEOUT));
+static PROBE_SQL: LazyLock<String> =
+    LazyLock::new(|| probe::probe_sql(probe::QUERY_TIMEOUT, probe::SessionFacts::Reported));
 /// Room for the monitor's and the loops' 32 connections plus the bench's own.
 const MAX_CONNECTIONS: u32 = 300;
 
@@ -146,6 +155,13 @@ const STORE_PASSWORD: &str = "bench-store-pw-5Rt8";
 const STORE_DB: &str = "datahub_store";
 /// The goal on the monitor's CPU per check, as a multiple of the `probe::test` loop's.
 const CPU_GOAL: f64 = 1.25;
+/// The goal on the prober's p50 as a multiple of the bare client's (issue 16, item 4).
+const PROBE_GOAL: f64 = 0.80;
+/// Issue 15's `test_many` baseline: this many saved-like connections, tested through
+/// `probe::test` this many at a time, in a few runs.
+const MANY: usize = 200;
+const MANY_CONCURRENCY: usize = 16;
+const MANY_RUNS: usize = 3;
 
 /// Which store the monitor's Hub runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +250,11 @@ fn bench(c: &mut Criterion) {
     }
 
     interleaved(&rt, &product, &bare);
+    test_many(&rt, cluster.port(), &ca);
+    // `PROBE_BENCH_ONLY=prober`: only the interleaved series and `test_many`.
+    if std::env::var("PROBE_BENCH_ONLY").is_ok_and(|only| only == "prober") {
+        return;
+    }
 
     for (name, group) in [("probe", 0), ("bare", 1)] {
         let mut g = c.benchmark_group(name);
@@ -448,6 +469,7 @@ fn interleaved(rt: &Runtime, product: &Product, bare: &Bare) {
         "  p50 ratio probe / bare = {ratio:.3} (goal <= 1.10: {})",
         if ratio <= 1.10 { "met" } else { "NOT met" }
     );
+    goal("probe_over_bare_p50", Some(ratio), PROBE_GOAL);
     println!(
         "  p50 ratio probe / bare running the probe's query = {:.3} (the prober's own cost)",
         p50_probe / median(bare_probe_sql_total)
@@ -486,6 +508,51 @@ fn interleaved(rt: &Runtime, product: &Product, bare: &Bare) {
         },
         (p50_probe - query_extra) / p50_bare
     );
+}
+
+/// Issue 15's Rust-side baseline for `test_many`: [`MANY`] saved-like connections (each its own
+/// spec, the same verify-full + SCRAM target) tested through `probe::test` [`MANY_CONCURRENCY`]
+/// at a time, as the Python binding's `test_many` runs them; tests a second over the whole
+/// batch, the median of [`MANY_RUNS`] runs, printed as `FIGURE probe_test_many_per_s`.
+fn test_many(rt: &Runtime, port: u16, ca: &str) {
+    let specs: Vec<Arc<(ConnectionSpec, ConnectionSecrets)>> = (0..MANY)
+        .map(|i| Arc::new(draft(&format!("many-{i}"), port, ca).validate().unwrap()))
+        .collect();
+    let dial = Arc::new(dialer());
+    let mut rates = Vec::with_capacity(MANY_RUNS);
+    for _ in 0..MANY_RUNS {
+        let lane = Arc::new(tokio::sync::Semaphore::new(MANY_CONCURRENCY));
+        let started = Instant::now();
+        let ok = rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for spec in &specs {
+                let (spec, dial, lane) = (spec.clone(), dial.clone(), lane.clone());
+                tasks.spawn(async move {
+                    let _permit = lane.acquire_owned().await.unwrap();
+                    let (spec, secrets) = &*spec;
+                    let rules = ProbeRules::default();
+                    probe::test(&*dial, spec, secrets, &rules, MAX_BUDGET)
+                        .await
+                        .ok
+                });
+            }
+            let mut ok = 0;
+            while let Some(done) = tasks.join_next().await {
+                ok += usize::from(done.unwrap());
+            }
+            ok
+        });
+        let took = started.elapsed();
+        assert_eq!(ok, MANY, "every test of the batch passes");
+        rates.push(MANY as f64 / took.as_secs_f64());
+    }
+    let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    println!(
+        "test_many: {MANY} connections through probe::test at concurrency {MANY_CONCURRENCY}, \
+         {MANY_RUNS} runs: {} tests/s",
+        shown.join(", ")
+    );
+    println!("FIGURE probe_test_many_per_s {:.0}", median(&mut rates));
 }
 
 /// The default budget against a target that never answers a SYN.

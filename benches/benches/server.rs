@@ -44,18 +44,34 @@
 //!   (on SQLite, one synchronous commit). Criterion then times the endpoint,
 //!   the direct call, the Hub and the draft endpoint.
 //!
+//! - The isolated test (issue 16, item 4: one test a second, as a person clicks "Test"), on
+//!   each store: [`ISOLATED_ROUNDS`] rounds alternate, in rotating order and each after
+//!   [`ISOLATED_GAP`] of idleness, `POST /api/v1/connections/{id}/test` over a keep-alive client
+//!   and a bare tokio-postgres client (connect over rustls verify-full with SCRAM, `SELECT 1`,
+//!   close) to the same kit cluster. Printed: p50/p99/max of both, the p50 of the reports'
+//!   `total_ms`, and where the time of the HTTP calls went, from the spans the server and the
+//!   Hub open per stage (level `debug`, recorded by a layer of the bench's subscriber only
+//!   around those calls): the request, authentication, the Hub's test and its stages (the
+//!   store read, the permission check, the rate limit, the secrets' opening, the policy, the
+//!   probe, the audit row), the prober's own span. Then `GOAL isolated_test_over_total_<store>
+//!   <HTTP p50 / total_ms p50> 1.25 met|not met` and `FIGURE isolated_test_over_bare_<store>
+//!   <HTTP p50 / bare p50>`. Rounds: `SERVER_BENCH_ISOLATED_ROUNDS` (default 60; each takes
+//!   two idle seconds), and `SERVER_BENCH_ONLY=isolated` runs only this part.
+//!
 //! The machine's load average is printed at the start and the end: on a shared machine the
 //! figures move with it.
 //!
-//! Run: `cargo bench -p datahub-benches --bench server` (about 2 minutes).
+//! Run: `cargo bench -p datahub-benches --bench server` (about 6 minutes).
 
 // A bench whose set-up fails is a bug in the bench: unwrapping is the clearest report.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
@@ -141,13 +157,18 @@ fn bench(c: &mut Criterion) {
         .start()
         .unwrap();
 
+    let only_isolated = std::env::var("SERVER_BENCH_ONLY").is_ok_and(|o| o == "isolated");
+
     // SQLite: the default product configuration.
     let dir = tempfile::tempdir().unwrap();
     let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
     let server = Server::start(&server_rt, sqlite, |s| s.with_metrics(metrics.clone()));
-    let seeded = server_rt.block_on(seed(&server.hub));
-    lists(c, &client_rt, &server, &seeded, "sqlite");
-    test_overhead(c, &server_rt, &client_rt, &server, &cluster);
+    if !only_isolated {
+        let seeded = server_rt.block_on(seed(&server.hub));
+        lists(c, &client_rt, &server, &seeded, "sqlite");
+        test_overhead(c, &server_rt, &client_rt, &server, &cluster);
+    }
+    isolated(&server_rt, &client_rt, &server, &cluster, "sqlite");
     server.stop();
 
     // PostgreSQL: the shared store, default pool.
@@ -160,8 +181,11 @@ fn bench(c: &mut Criterion) {
             .unwrap(),
     );
     let server = Server::start(&server_rt, postgres, |s| s.with_metrics(metrics.clone()));
-    let seeded = server_rt.block_on(seed(&server.hub));
-    lists(c, &client_rt, &server, &seeded, "postgres");
+    if !only_isolated {
+        let seeded = server_rt.block_on(seed(&server.hub));
+        lists(c, &client_rt, &server, &seeded, "postgres");
+    }
+    isolated(&server_rt, &client_rt, &server, &cluster, "postgres");
     server.stop();
 
     drop(server_rt);
@@ -172,13 +196,98 @@ fn bench(c: &mut Criterion) {
 
 /// The server's log subscriber (`startup::init_logging` at the default level `info`), writing
 /// nowhere: the bench's output stays readable and spans and filtering still cost their share.
+/// Beside it, [`StageTimes`] records the stage spans while [`STAGES_ON`] is set (the isolated
+/// HTTP calls only).
 fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_new("info").unwrap();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _, filter};
+
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::sink)
+        .with_filter(EnvFilter::try_new("info").unwrap());
+    // Decided per call (a callsite's interest is cached, and the switch changes): a stage span
+    // is made only while the switch is on.
+    let stages = StageTimes.with_filter(
+        filter::dynamic_filter_fn(|meta, _| {
+            STAGES_ON.load(Ordering::Relaxed) && meta.is_span() && stage_key(meta).is_some()
+        })
+        .with_callsite_filter(|meta| {
+            if meta.is_span() && stage_key(meta).is_some() {
+                tracing::subscriber::Interest::sometimes()
+            } else {
+                tracing::subscriber::Interest::never()
+            }
+        }),
+    );
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(stages)
         .try_init()
         .unwrap();
+}
+
+/// Whether [`StageTimes`] records spans now.
+static STAGES_ON: AtomicBool = AtomicBool::new(false);
+/// The recorded spans' durations in ms, by stage.
+static STAGE_MS: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
+
+/// The stage a span stands for, when it is one the isolated test's breakdown shows.
+fn stage_key(meta: &tracing::Metadata<'_>) -> Option<String> {
+    let target = meta.target();
+    let name = meta.name();
+    let key = if target == "datahub_server" && name == "request" {
+        "server request".to_owned()
+    } else if target == "datahub_server::auth" {
+        format!("server {name}")
+    } else if target == "datahub_core::hub::probe" {
+        match name {
+            "hub_test" => "hub test".to_owned(),
+            stage => format!("hub test · {stage}"),
+        }
+    } else if target == "datahub_core::probe" && name == "probe" {
+        "prober".to_owned()
+    } else {
+        return None;
+    };
+    Some(key)
+}
+
+/// A layer timing spans from their creation to their close, into [`STAGE_MS`].
+struct StageTimes;
+
+/// When a recorded span was created.
+struct Opened(Instant);
+
+impl<S> tracing_subscriber::Layer<S> for StageTimes
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        _attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(Opened(Instant::now()));
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(opened) = span.extensions().get::<Opened>().map(|o| o.0) else {
+            return;
+        };
+        if let Some(key) = stage_key(span.metadata()) {
+            STAGE_MS
+                .lock()
+                .unwrap()
+                .entry(key)
+                .or_default()
+                .push(ms(opened.elapsed()));
+        }
+    }
 }
 
 /// The app served on a loopback port, and the Hub under it.
@@ -784,6 +893,270 @@ fn test_overhead(
         b.iter(|| black_box(http(&mut client, DRAFT_TEST_PATH, Some(&draft_body))))
     });
     g.finish();
+}
+
+/// Rounds of the isolated test (each one HTTP test and one bare client run, each after
+/// [`ISOLATED_GAP`] idle); `SERVER_BENCH_ISOLATED_ROUNDS` overrides it.
+const ISOLATED_ROUNDS: usize = 60;
+/// The idleness before each isolated call: a person clicking "Test" once a second.
+const ISOLATED_GAP: Duration = Duration::from_secs(1);
+
+/// The bare client of the isolated test: tokio-postgres over rustls (ring, only the kit CA
+/// trusted, the host name checked), SCRAM with the password, as a notebook's own driver would
+/// connect; connect, `SELECT 1`, close.
+struct BareClient {
+    config: tokio_postgres::Config,
+    tls: rustls_tokio_postgres::MakeRustlsConnect,
+}
+
+impl BareClient {
+    fn new(port: u16, ca: &str) -> Self {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(HOST_NAME)
+            .hostaddr(IpAddr::V4(Ipv4Addr::LOCALHOST))
+            .port(port)
+            .user(DB_USER)
+            .password(DB_PASSWORD)
+            .dbname(DB_NAME)
+            .ssl_mode(tokio_postgres::config::SslMode::Require)
+            .connect_timeout(MAX_BUDGET);
+        Self {
+            config,
+            tls: rustls_tokio_postgres::MakeRustlsConnect::new(tls),
+        }
+    }
+
+    async fn run(&self) {
+        deadline(async {
+            let (client, connection) = self.config.connect(self.tls.clone()).await.unwrap();
+            let driver = tokio::spawn(connection);
+            let rows = client.simple_query("SELECT 1").await.unwrap();
+            assert!(rows.len() >= 2);
+            drop(client);
+            driver.await.unwrap().unwrap();
+        })
+        .await;
+    }
+}
+
+/// The isolated test on `store` (see the module docs): HTTP test and bare client alternating,
+/// each after a second of idleness; the stage breakdown; the `GOAL`/`FIGURE` lines.
+fn isolated(
+    server_rt: &Runtime,
+    client_rt: &Runtime,
+    server: &Server,
+    cluster: &PgCluster,
+    store: &str,
+) {
+    let rounds = std::env::var("SERVER_BENCH_ISOLATED_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ISOLATED_ROUNDS);
+    let ca = cluster.ca_pem().unwrap().to_owned();
+    let hub = &server.hub;
+    let (id, admin_token) = server_rt.block_on(async {
+        let admin = login(hub, "admin", ADMIN_PW).await;
+        let id: ConnectionId = hub
+            .create_connection(&admin, target_draft("isolated-target", cluster.port(), &ca))
+            .await
+            .unwrap()
+            .id;
+        (id, token(hub, &admin).await)
+    });
+    let auth = bearer(&admin_token);
+    let path = format!("/api/v1/connections/{id}/test");
+    let bare = BareClient::new(cluster.port(), &ca);
+    let mut client = client_rt.block_on(Client::connect(server.addr));
+    let http = |client: &mut Client| -> (f64, f64) {
+        let started = Instant::now();
+        let (status, bytes) = client_rt.block_on(client.call(Method::POST, &path, &auth, None));
+        let took = ms(started.elapsed());
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let report: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(report["ok"], true, "{report}");
+        assert!(report["tls"].is_object(), "not on TLS: {report}");
+        (took, report["total_ms"].as_f64().unwrap())
+    };
+    // Both work before anything is timed (and the SCRAM keys are cached, as for every test of
+    // a saved connection after its first).
+    for _ in 0..2 {
+        http(&mut client);
+        client_rt.block_on(bare.run());
+    }
+    STAGE_MS.lock().unwrap().clear();
+    let (mut walls, mut totals, mut bares) = (Vec::new(), Vec::new(), Vec::new());
+    // Each stage's ms per HTTP call, and what lies between the stages, per call.
+    let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut between: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let load_before = load_average();
+    for i in 0..rounds {
+        for k in 0..2 {
+            std::thread::sleep(ISOLATED_GAP);
+            if (i + k) % 2 == 0 {
+                STAGES_ON.store(true, Ordering::Relaxed);
+                let (wall, total) = http(&mut client);
+                STAGES_ON.store(false, Ordering::Relaxed);
+                let call = call_stages();
+                let stage = |name: &str| call.get(name).copied().unwrap_or(f64::NAN);
+                let parts = [
+                    ("client and loopback", wall - stage("server request")),
+                    (
+                        "server outside authenticate and the Hub (routing, middleware, JSON)",
+                        stage("server request") - stage("server authenticate") - stage("hub test"),
+                    ),
+                    (
+                        "Hub outside the probe",
+                        stage("hub test") - stage("hub test · probe"),
+                    ),
+                    ("prober outside its total_ms", stage("prober") - total),
+                ];
+                for (part, ms) in parts {
+                    between.entry(part).or_default().push(ms);
+                }
+                for (name, ms) in call {
+                    stages.entry(name).or_default().push(ms);
+                }
+                walls.push(wall);
+                totals.push(total);
+            } else {
+                let started = Instant::now();
+                client_rt.block_on(bare.run());
+                bares.push(ms(started.elapsed()));
+            }
+        }
+    }
+    println!(
+        "{store}: isolated test, verify-full + SCRAM on a kit cluster, {rounds} rounds, each \
+         call after {} s idle (load average {load_before} before, {} after):",
+        ISOLATED_GAP.as_secs(),
+        load_average()
+    );
+    print_series("POST /connections/{id}/test", &mut walls);
+    print_series("report total_ms", &mut totals);
+    print_series("bare tokio-postgres client", &mut bares);
+    let shown: Vec<String> = stages
+        .iter_mut()
+        .map(|(stage, v)| {
+            v.sort_unstable_by(f64::total_cmp);
+            format!("{stage} {:.3}", quantile(v, 0.50))
+        })
+        .collect();
+    println!("  stages of the HTTP calls, p50 ms: {}", shown.join("; "));
+    let shown: Vec<String> = between
+        .iter_mut()
+        .map(|(part, v)| {
+            v.sort_unstable_by(f64::total_cmp);
+            format!("{part} {:.3}", quantile(v, 0.50))
+        })
+        .collect();
+    println!(
+        "  between the stages, p50 of each call's ms: {}",
+        shown.join("; ")
+    );
+    store_parts(server_rt, server, id, rounds);
+    let p50 = |v: &[f64]| quantile(v, 0.50);
+    let over_total = p50(&walls) / p50(&totals);
+    println!(
+        "GOAL isolated_test_over_total_{store} {over_total:.3} {TEST_GOAL} {}",
+        if over_total <= TEST_GOAL {
+            "met"
+        } else {
+            "not met"
+        }
+    );
+    println!(
+        "FIGURE isolated_test_over_bare_{store} {:.3}",
+        p50(&walls) / p50(&bares)
+    );
+}
+
+/// The stages the last HTTP call recorded, once its request span has closed (it closes on the
+/// server's side when the answer's body is done, which may be just after the client read it).
+fn call_stages() -> BTreeMap<String, f64> {
+    let waited = Instant::now();
+    loop {
+        let mut recorded = STAGE_MS.lock().unwrap();
+        if recorded.contains_key("server request") || waited.elapsed() > Duration::from_secs(1) {
+            return std::mem::take(&mut *recorded)
+                .into_iter()
+                .filter_map(|(stage, v)| Some((stage, *v.last()?)))
+                .collect();
+        }
+        drop(recorded);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The Hub's store work around a test, alone, each call after a short idle pause (the blocking
+/// threads and the runtime parked, as between a person's clicks), in rotating order: the one
+/// read a test makes now against the three it made before (the row, its grants, the policy),
+/// and the test's audit row unsynced against synced.
+fn store_parts(server_rt: &Runtime, server: &Server, id: ConnectionId, rounds: usize) {
+    const PAUSE: Duration = Duration::from_millis(300);
+    const LABELS: [&str; 4] = [
+        "connection_for_test (now)",
+        "connection + grants + policy (before)",
+        "append_audit_unsynced (now)",
+        "append_audit (before)",
+    ];
+    let store = &server.store;
+    let event = || {
+        AuditEvent::now(
+            None,
+            "bench",
+            "connection.test",
+            Some(&format!("connection:{id}")),
+            Outcome::Ok,
+        )
+    };
+    let mut times: [Vec<f64>; 4] = Default::default();
+    for i in 0..rounds {
+        for k in 0..4 {
+            let which = (i + k) % 4;
+            std::thread::sleep(PAUSE);
+            let started = Instant::now();
+            server_rt.block_on(async {
+                match which {
+                    0 => drop(store.connection_for_test(id).await.unwrap().unwrap()),
+                    1 => {
+                        store.connection(id).await.unwrap().unwrap();
+                        store.grants(id).await.unwrap();
+                        store.policy().await.unwrap();
+                    }
+                    2 => drop(store.append_audit_unsynced(&event()).await.unwrap()),
+                    _ => drop(store.append_audit(&event()).await.unwrap()),
+                }
+            });
+            times[which].push(ms(started.elapsed()));
+        }
+    }
+    println!(
+        "  the Hub's store work alone, each call after {} ms idle, {rounds} rounds:",
+        PAUSE.as_millis()
+    );
+    for (label, v) in LABELS.iter().zip(&mut times) {
+        print_series(label, v);
+    }
 }
 
 /// The draft test's path.

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, Method, header};
 use datahub_core::audit::RequestInfo;
 use datahub_core::rbac::Principal;
 use secrecy::{ExposeSecret, SecretString};
+use tracing::Instrument as _;
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -48,29 +49,37 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let info = request_info(parts);
-        match credential(&parts.headers)? {
-            Some(Credential::Token(token)) => {
-                let principal = state
-                    .hub()
-                    .authenticate_token(token.expose_secret(), &info)
-                    .await
-                    .map_err(refused)?;
-                Ok(Self(principal))
-            }
-            Some(Credential::Session(session)) => {
-                if !is_safe(&parts.method) && !same_origin(parts, state.options().secure_cookies) {
-                    return Err(ApiError::cross_origin());
-                }
-                let principal = state
-                    .hub()
-                    .authenticate_session(session.expose_secret(), &info)
-                    .await
-                    .map_err(refused)?;
-                Ok(Self(principal))
-            }
-            None => Err(ApiError::unauthenticated()),
+        // Level `debug`: off in the default configuration, where it costs next to nothing.
+        authenticate(parts, state)
+            .instrument(tracing::debug_span!("authenticate"))
+            .await
+    }
+}
+
+/// [`Authed`]'s work, inside its span.
+async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authed, ApiError> {
+    let info = request_info(parts);
+    match credential(&parts.headers)? {
+        Some(Credential::Token(token)) => {
+            let principal = state
+                .hub()
+                .authenticate_token(token.expose_secret(), &info)
+                .await
+                .map_err(refused)?;
+            Ok(Authed(principal))
         }
+        Some(Credential::Session(session)) => {
+            if !is_safe(&parts.method) && !same_origin(parts, state.options().secure_cookies) {
+                return Err(ApiError::cross_origin());
+            }
+            let principal = state
+                .hub()
+                .authenticate_session(session.expose_secret(), &info)
+                .await
+                .map_err(refused)?;
+            Ok(Authed(principal))
+        }
+        None => Err(ApiError::unauthenticated()),
     }
 }
 

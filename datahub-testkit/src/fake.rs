@@ -5,14 +5,18 @@
 //! databases and users are not checked, so every saved connection may point at the same port):
 //! - `SSLRequest` and `GSSENCRequest`: `N` (no TLS, no GSSAPI), then the start-up message;
 //! - the start-up message: `AuthenticationOk` at once (trust: no password is asked, so none is
-//!   ever sent), the usual `ParameterStatus` set, `BackendKeyData` and `ReadyForQuery`; or, for
+//!   ever sent), the usual `ParameterStatus` set (PostgreSQL 16's, or without `in_hot_standby`
+//!   once told to [act as PostgreSQL 13](FakeTarget::act_as_pre_14)), `BackendKeyData` and `ReadyForQuery`; or, for
 //!   a database made [down](FakeTarget::set_down), a `FATAL` `57P03` ("not accepting
 //!   connections") and a close, as a server being shut down answers;
-//! - simple queries (`Q`), statement by statement: `SET …` completes as `SET`; the prober's facts
-//!   query (any `SELECT` naming `server_version`) answers one row of six text columns (server
-//!   version, the start-up's database and user, `f` for recovery, the sessions open on this
-//!   target now, and [`FAKE_MAX_CONNECTIONS`]); `SELECT 1` answers `1`; anything else is an
-//!   `ERROR` `0A000` that ends the query string, as PostgreSQL ends one at its first error;
+//! - simple queries (`Q`), statement by statement: `SET …` completes as `SET`; `SHOW
+//!   max_connections` answers [`FAKE_MAX_CONNECTIONS`]; the prober's backends query (any
+//!   `SELECT` naming `pg_stat_get_backend_idset`) answers one row per session open on this
+//!   target now (a user oid and a database oid, neither 0); a `SELECT` naming `server_version`
+//!   (the prober's question for a server whose start-up left out a fact) answers the server
+//!   version, the start-up's user and `f` for recovery; `SELECT 1` answers `1`; anything else
+//!   is an `ERROR` `0A000` that ends the query string, as PostgreSQL ends one at its first
+//!   error;
 //! - the extended protocol: one `ERROR` `0A000`, then `ReadyForQuery` at the next `Sync`;
 //! - `Terminate`: close.
 //!
@@ -24,7 +28,7 @@
 use std::collections::HashSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -74,6 +78,8 @@ struct State {
     refused: AtomicU64,
     /// Facts queries answered.
     facts: AtomicU64,
+    /// Start-ups leave out `in_hot_standby`, as PostgreSQL 13 and older do.
+    pre_14: AtomicBool,
 }
 
 impl State {
@@ -183,6 +189,12 @@ impl FakeTarget {
     pub fn facts_answered(&self) -> u64 {
         self.state.facts.load(Ordering::Relaxed)
     }
+
+    /// From now on, start-ups leave out `in_hot_standby`, as PostgreSQL 13 and older do (the
+    /// prober then asks for the facts it was not told).
+    pub fn act_as_pre_14(&self) {
+        self.state.pre_14.store(true, Ordering::Relaxed);
+    }
 }
 
 impl Drop for FakeTarget {
@@ -243,6 +255,7 @@ async fn session(stream: &mut TcpStream, state: &Arc<State>) -> io::Result<()> {
 
     let mut out = Vec::with_capacity(512);
     message(&mut out, b'R', &0i32.to_be_bytes());
+    let pre_14 = state.pre_14.load(Ordering::Relaxed);
     for (name, value) in [
         ("application_name", params.application_name.as_str()),
         ("client_encoding", "UTF8"),
@@ -251,11 +264,15 @@ async fn session(stream: &mut TcpStream, state: &Arc<State>) -> io::Result<()> {
         ("IntervalStyle", "postgres"),
         ("is_superuser", "off"),
         ("server_encoding", "UTF8"),
+        ("in_hot_standby", "off"),
         ("server_version", FAKE_SERVER_VERSION),
         ("session_authorization", params.user.as_str()),
         ("standard_conforming_strings", "on"),
         ("TimeZone", "UTC"),
     ] {
+        if pre_14 && name == "in_hot_standby" {
+            continue;
+        }
         let mut body = Vec::with_capacity(name.len() + value.len() + 2);
         cstring(&mut body, name);
         cstring(&mut body, value);
@@ -352,23 +369,27 @@ fn simple_query(out: &mut Vec<u8>, text: &str, params: &Params, state: &State) {
         let upper = statement.to_ascii_uppercase();
         if upper.starts_with("SET ") {
             command_complete(out, "SET");
-        } else if upper.starts_with("SELECT") && upper.contains("SERVER_VERSION") {
-            state.facts.fetch_add(1, Ordering::Relaxed);
-            let open = state.open.load(Ordering::Relaxed).to_string();
+        } else if upper == "SHOW MAX_CONNECTIONS" {
             let max = FAKE_MAX_CONNECTIONS.to_string();
-            row(
+            rows(out, &["max_connections"], &[&[max.as_str()]]);
+        } else if upper.starts_with("SELECT") && upper.contains("PG_STAT_GET_BACKEND_IDSET") {
+            state.facts.fetch_add(1, Ordering::Relaxed);
+            let open = state.open.load(Ordering::Relaxed);
+            let session: &[&str] = &["10", "16384"];
+            let backends = vec![session; usize::try_from(open).unwrap_or(0)];
+            rows(
                 out,
-                &[
-                    ("current_setting", FAKE_SERVER_VERSION),
-                    ("current_database", params.database.as_str()),
-                    ("current_user", params.user.as_str()),
-                    ("pg_is_in_recovery", "f"),
-                    ("count", open.as_str()),
-                    ("current_setting", max.as_str()),
-                ],
+                &["pg_stat_get_backend_userid", "pg_stat_get_backend_dbid"],
+                &backends,
+            );
+        } else if upper.starts_with("SELECT") && upper.contains("SERVER_VERSION") {
+            rows(
+                out,
+                &["current_setting", "current_user", "pg_is_in_recovery"],
+                &[&[FAKE_SERVER_VERSION, params.user.as_str(), "f"]],
             );
         } else if upper == "SELECT 1" {
-            row(out, &[("?column?", "1")]);
+            rows(out, &["?column?"], &[&["1"]]);
         } else {
             error_response(
                 out,
@@ -381,11 +402,11 @@ fn simple_query(out: &mut Vec<u8>, text: &str, params: &Params, state: &State) {
     }
 }
 
-/// One row of text columns: `RowDescription`, `DataRow`, `CommandComplete`.
-fn row(out: &mut Vec<u8>, columns: &[(&str, &str)]) {
-    let mut description = Vec::with_capacity(64 * columns.len());
-    description.extend_from_slice(&(columns.len() as i16).to_be_bytes());
-    for (name, _) in columns {
+/// Rows of text columns: `RowDescription`, a `DataRow` per row, `CommandComplete`.
+fn rows(out: &mut Vec<u8>, names: &[&str], values: &[&[&str]]) {
+    let mut description = Vec::with_capacity(64 * names.len());
+    description.extend_from_slice(&(names.len() as i16).to_be_bytes());
+    for name in names {
         cstring(&mut description, name);
         description.extend_from_slice(&0i32.to_be_bytes()); // table oid
         description.extend_from_slice(&0i16.to_be_bytes()); // column number
@@ -395,14 +416,16 @@ fn row(out: &mut Vec<u8>, columns: &[(&str, &str)]) {
         description.extend_from_slice(&0i16.to_be_bytes()); // text format
     }
     message(out, b'T', &description);
-    let mut data = Vec::with_capacity(16 * columns.len());
-    data.extend_from_slice(&(columns.len() as i16).to_be_bytes());
-    for (_, value) in columns {
-        data.extend_from_slice(&(value.len() as i32).to_be_bytes());
-        data.extend_from_slice(value.as_bytes());
+    for row in values {
+        let mut data = Vec::with_capacity(16 * row.len());
+        data.extend_from_slice(&(row.len() as i16).to_be_bytes());
+        for value in *row {
+            data.extend_from_slice(&(value.len() as i32).to_be_bytes());
+            data.extend_from_slice(value.as_bytes());
+        }
+        message(out, b'D', &data);
     }
-    message(out, b'D', &data);
-    command_complete(out, "SELECT 1");
+    command_complete(out, &format!("SELECT {}", values.len()));
 }
 
 fn command_complete(out: &mut Vec<u8>, tag: &str) {
@@ -503,8 +526,9 @@ mod tests {
     }
 
     #[test]
-    fn the_facts_query_answers_six_columns() {
+    fn the_facts_query_answers_a_row_per_open_session() {
         let state = State::default();
+        state.open.store(2, Ordering::Relaxed);
         let params = Params {
             user: "u".into(),
             database: "d".into(),
@@ -513,14 +537,25 @@ mod tests {
         let mut out = Vec::new();
         simple_query(
             &mut out,
-            "SET statement_timeout = 5; SELECT current_setting('server_version'), 1",
+            "SET statement_timeout = 5; SHOW max_connections; \
+             SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b) \
+             FROM pg_stat_get_backend_idset() b; \
+             SELECT current_setting('server_version'), current_user, pg_is_in_recovery()",
             &params,
             &state,
         );
         let frames = frames(&out);
         let kinds: Vec<u8> = frames.iter().map(|(k, _)| *k).collect();
-        assert_eq!(kinds, vec![b'C', b'T', b'D', b'C']);
-        assert_eq!(&frames[1].1[..2], &6i16.to_be_bytes());
+        let expected = [
+            &b"C"[..],    // SET
+            &b"TDC"[..],  // SHOW: one row
+            &b"TDDC"[..], // the backends: two open sessions
+            &b"TDC"[..],  // the asked facts
+        ]
+        .concat();
+        assert_eq!(kinds, expected);
+        assert_eq!(&frames[4].1[..2], &2i16.to_be_bytes());
+        assert_eq!(&frames[9].1[..2], &3i16.to_be_bytes());
         assert_eq!(state.facts.load(Ordering::Relaxed), 1);
     }
 

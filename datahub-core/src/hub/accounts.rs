@@ -229,8 +229,10 @@ impl Hub {
             .await?
             .ok_or_else(refused)?
             .info;
-        let user = self.store.user(token.user).await?.ok_or_else(refused)?.user;
-        let teams = self.store.teams_of(user.id).await?;
+        // Read together: one wait for the store instead of two.
+        let (user, teams) =
+            tokio::try_join!(self.store.user(token.user), self.store.teams_of(token.user))?;
+        let user = user.ok_or_else(refused)?.user;
         let at = now();
         let principal =
             Principal::from_token(&user, &token, teams, at)?.with_request(request.clone());

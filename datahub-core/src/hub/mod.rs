@@ -271,16 +271,33 @@ impl Hub {
     /// Appends `event` to the audit log on its own; a failure is logged and returned, so the
     /// operation it records fails too (S21).
     async fn audit(&self, event: &AuditEvent) -> Result<()> {
-        if let Err(e) = self.store.append_audit(event).await {
-            tracing::warn!(
-                action = event.action.as_str(),
-                error = %e,
-                "could not append to the audit log"
-            );
-            return Err(e);
-        }
-        Ok(())
+        let appended = self.store.append_audit(event).await;
+        log_audit_failure(event, appended)
     }
+
+    /// As [`Self::audit`], with the row appended unsynced
+    /// ([`AuditStore::append_audit_unsynced`](crate::store::AuditStore::append_audit_unsynced)):
+    /// for an operation that changed no stored data (a connection test).
+    async fn audit_unsynced(&self, event: &AuditEvent) -> Result<()> {
+        let appended = self.store.append_audit_unsynced(event).await;
+        log_audit_failure(event, appended)
+    }
+}
+
+/// Logs an audit append that failed; passes its failure on.
+fn log_audit_failure(
+    event: &AuditEvent,
+    appended: Result<crate::audit::AuditRecord>,
+) -> Result<()> {
+    if let Err(e) = appended {
+        tracing::warn!(
+            action = event.action.as_str(),
+            error = %e,
+            "could not append to the audit log"
+        );
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// A password guess taken from an account name's budget ([`Hub::take_guess`]).

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tracing::{Instrument as _, debug_span};
+
 use super::policy::Effective;
 use super::{Hub, secrets, target};
 use crate::audit::Outcome;
@@ -42,12 +44,49 @@ impl Hub {
         id: ConnectionId,
         budget: Duration,
     ) -> Result<Report> {
+        self.test_saved(principal, id, budget)
+            .instrument(debug_span!("hub_test", connection = %id))
+            .await
+    }
+
+    /// [`Self::test_connection`] inside its span. Each stage has a span of its own (level
+    /// `debug`: nothing is recorded, and next to nothing spent, when it is off), so a subscriber
+    /// can time them: `read` (the row, its grants and the policy: one store call), `authorize`,
+    /// `rate_limit`, `decrypt`, `policy` (compiling it for the dialer), `probe` and `audit`.
+    async fn test_saved(
+        &self,
+        principal: &Principal,
+        id: ConnectionId,
+        budget: Duration,
+    ) -> Result<Report> {
         let conn_target = target("connection", id);
-        let (row, allowed) = self.authorize::<act::ConnectionTest>(principal, id).await?;
-        self.take_test(principal.user())?;
-        let opened = secrets::open(&self.keyring, allowed.connection(), &row.secrets)?;
-        let report = self.run_probe(&row.spec, &opened, budget).await?;
+        let context = self
+            .store
+            .connection_for_test(id)
+            .instrument(debug_span!("read"))
+            .await?
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
+        let row = &context.connection;
+        let checked = debug_span!("authorize")
+            .in_scope(|| principal.check_on::<act::ConnectionTest>(id, row.owner, &context.grants));
+        let allowed = match checked {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                return self
+                    .refuse(principal, Action::ConnectionTest, Some(&conn_target), e)
+                    .await;
+            }
+        };
+        debug_span!("rate_limit").in_scope(|| self.take_test(principal.user()))?;
+        let opened = debug_span!("decrypt")
+            .in_scope(|| secrets::open(&self.keyring, allowed.connection(), &row.secrets))?;
+        let policy = debug_span!("policy").in_scope(|| Effective::of(&context.policy))?;
+        let report = self
+            .run_probe_under(&policy, &row.spec, &opened, budget)
+            .instrument(debug_span!("probe"))
+            .await;
         self.audit_test(principal, allowed.action(), &conn_target, &report)
+            .instrument(debug_span!("audit"))
             .await?;
         Ok(report)
     }
@@ -193,7 +232,12 @@ impl Hub {
     }
 
     /// Audits a finished test: outcome `ok` or `error`, with the failure kind as the one
-    /// "changed field" so the log shows why without a second lookup.
+    /// "changed field" so the log shows why without a second lookup. A test changes no stored
+    /// data, so its row is appended unsynced ([`AuditStore::append_audit_unsynced`]): written
+    /// before the test answers and surviving a crash of the process (S21, S25), without waiting
+    /// for a sync of the log (ARCHITECTURE.md, `hub/`).
+    ///
+    /// [`AuditStore::append_audit_unsynced`]: crate::store::AuditStore::append_audit_unsynced
     async fn audit_test(
         &self,
         principal: &Principal,
@@ -211,8 +255,7 @@ impl Hub {
         let event = self
             .event(principal, action, Some(audit_target), outcome)
             .with_changed_fields(&detail);
-        self.audit(&event).await?;
-        Ok(())
+        self.audit_unsynced(&event).await
     }
 }
 

@@ -164,13 +164,12 @@ impl Hub {
             SessionState::Live { touch } => touch,
             SessionState::Expired | SessionState::Idle => return Err(session_refused()),
         };
-        let user = self
-            .store
-            .user(session.user)
-            .await?
-            .ok_or_else(session_refused)?
-            .user;
-        let teams = self.store.teams_of(user.id).await?;
+        // Read together: one wait for the store instead of two.
+        let (user, teams) = tokio::try_join!(
+            self.store.user(session.user),
+            self.store.teams_of(session.user)
+        )?;
+        let user = user.ok_or_else(session_refused)?.user;
         let principal = Principal::from_user(&user, teams)
             .map_err(|_| session_refused())?
             .with_auth_method(AuthMethod::Session)

@@ -103,11 +103,13 @@ pub struct Step {
 pub struct ServerFacts {
     /// `server_version`, e.g. `16.4`.
     pub version: String,
-    /// `current_database()`.
+    /// The database the server accepted the session for (`current_database()`).
     pub database: String,
-    /// `current_user`.
+    /// The session's user (`session_authorization` as the start-up reported it, else
+    /// `current_user`).
     pub user: String,
-    /// `pg_is_in_recovery()`: true on a standby.
+    /// Whether the server is in recovery (a standby): `in_hot_standby` as the start-up
+    /// reported it, else `pg_is_in_recovery()`.
     pub in_recovery: bool,
     /// Client connections open on the server, this one included, counted the same whatever the
     /// role's privileges (sessions with a user and a database: parallel and logical replication
@@ -444,7 +446,9 @@ impl Probe<'_> {
         // The connection and the query run in this future: when the deadline drops it, the
         // socket closes with it.
         let statement_timeout = (self.deadline - Instant::now()).min(QUERY_TIMEOUT);
-        let sql = probe_sql(statement_timeout);
+        // What the start-up reported (ParameterStatus) need not be asked again.
+        let reported = Reported::from_startup(|name| connection.parameter(name));
+        let sql = probe_sql(statement_timeout, reported.ask());
         tokio::pin!(connection);
         // `Err(None)`: the connection ended without an error before the query finished.
         let result: Result<Vec<SimpleQueryMessage>, Option<tokio_postgres::Error>> = {
@@ -486,7 +490,7 @@ impl Probe<'_> {
             &mut connection,
         )
         .await;
-        let Some(server) = parse_probe_row(&messages) else {
+        let Some(server) = parse_probe(&messages, &reported, self.spec.database.as_str()) else {
             return Err(classify::not_postgres(StepName::Query));
         };
         let tls = match (snapshot.tls_done, peer) {
@@ -615,52 +619,188 @@ fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
+/// Which session facts the probe query asks the server for, besides those it always asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionFacts {
+    /// The start-up reported the server version, the session user and whether the server is a
+    /// hot standby (`server_version`, `session_authorization`, `in_hot_standby`: PostgreSQL 14
+    /// and later): the query does not ask for them.
+    Reported,
+    /// The start-up left one of them out (PostgreSQL 13 and older, or a pooler in between): the
+    /// query asks for all three.
+    Ask,
+}
+
 /// The probe query the test runs once connected, with its statement timeout: one
-/// simple-protocol round trip (public so a DBA can see exactly what the prober asks a server,
-/// and so the benches time the same query).
+/// simple-protocol round trip of three or four statements (public so a DBA can see exactly what
+/// the prober asks a server, and so the benches time the same query).
 ///
 /// Every catalog or statistics function costs a fresh backend cold-cache lookups, so the query
 /// asks the server only what the client cannot know: the TLS protocol and cipher come from the
 /// client's side of the handshake (not `pg_stat_ssl`, which costs a fresh backend a catalog
-/// lookup).
+/// lookup); the server version, the session user and whether the server is in recovery come
+/// from the start-up's `ParameterStatus` messages when the server sends them
+/// ([`SessionFacts::Reported`]), else from a last statement ([`SessionFacts::Ask`]); the
+/// database is the one the server accepted the start-up for; `max_connections` comes from
+/// `SHOW`, a utility statement that looks nothing up.
 ///
-/// The connections in use are counted from the backend ids and two per-backend functions that
-/// every role may call on every backend (`pg_stat_get_activity` and the `pg_stat_activity` view
-/// hide other roles' `backend_type` from a role without `pg_read_all_stats`, so counting client
-/// backends there counts only the role's own sessions). A backend with both a user and a
-/// database is a client session — or, while they run, a parallel worker, a logical
-/// replication worker or a logical WAL sender; background processes, autovacuum, launchers and
-/// physical WAL senders have neither. The `'0'` literals are typed `oid` by the comparison, so
-/// the operator resolves at once: a bare `0` (an `int4`) makes a cold backend search every
-/// `<>` operator for a cast. The probe bench times this query against `SELECT 1`.
-pub fn probe_sql(statement_timeout: Duration) -> String {
+/// The statement timeout is a `SET` rather than a start-up option, because poolers such as
+/// PgBouncer refuse a start-up `options` parameter they do not know.
+///
+/// The connections in use are counted by the client from one row per backend (its user and
+/// database oids, from the backend ids and two per-backend functions that every role may call
+/// on every backend: `pg_stat_get_activity` and the `pg_stat_activity` view hide other roles'
+/// `backend_type` from a role without `pg_read_all_stats`, so counting client backends there
+/// counts only the role's own sessions). A backend with both a user and a database is a client
+/// session — or, while they run, a parallel worker, a logical replication worker or a logical
+/// WAL sender; background processes, autovacuum, launchers and physical WAL senders lack one
+/// of them. Counting in the client rather than with `count(*)` and `<>` spares a cold backend
+/// the aggregate's and the operator's catalog lookups; the rows are two numbers per backend, at
+/// most `max_connections` plus the server's own processes. The probe bench times this query
+/// against `SELECT 1`.
+pub fn probe_sql(statement_timeout: Duration, facts: SessionFacts) -> String {
     let timeout_ms = statement_timeout
         .as_millis()
         .clamp(1, QUERY_TIMEOUT.as_millis());
+    let ask = match facts {
+        SessionFacts::Reported => "",
+        SessionFacts::Ask => {
+            "; SELECT current_setting('server_version'), current_user, pg_is_in_recovery()"
+        }
+    };
     format!(
-        "SET statement_timeout = {timeout_ms}; \
-         SELECT current_setting('server_version'), current_database(), current_user, \
-         pg_is_in_recovery(), \
-         (SELECT count(*) FROM pg_stat_get_backend_idset() b \
-          WHERE pg_stat_get_backend_userid(b) <> '0' AND pg_stat_get_backend_dbid(b) <> '0'), \
-         current_setting('max_connections')"
+        "SET statement_timeout = {timeout_ms}; SHOW max_connections; \
+         SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b) \
+         FROM pg_stat_get_backend_idset() b{ask}"
     )
 }
 
-/// The server facts from the probe query's row.
-fn parse_probe_row(messages: &[SimpleQueryMessage]) -> Option<ServerFacts> {
-    let row = messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(row) => Some(row),
-        _ => None,
-    })?;
-    let text = |i: usize| row.get(i).map(tls::clean_text);
-    let server = ServerFacts {
-        version: text(0)?,
-        database: text(1)?,
-        user: text(2)?,
-        in_recovery: row.get(3)? == "t",
-        connections_used: row.get(4).and_then(|v| v.parse().ok()),
-        max_connections: row.get(5).and_then(|v| v.parse().ok()),
+/// The session facts the start-up reported (`ParameterStatus`), each cleaned of control and
+/// format characters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Reported {
+    version: Option<String>,
+    user: Option<String>,
+    in_hot_standby: Option<bool>,
+}
+
+impl Reported {
+    /// Reads them through `parameter` (the connection's reported parameters).
+    fn from_startup<'a>(parameter: impl Fn(&str) -> Option<&'a str>) -> Self {
+        Self {
+            version: parameter("server_version").map(tls::clean_text),
+            user: parameter("session_authorization").map(tls::clean_text),
+            in_hot_standby: parameter("in_hot_standby").and_then(|v| match v {
+                "on" => Some(true),
+                "off" => Some(false),
+                _ => None,
+            }),
+        }
+    }
+
+    /// Whether the probe query must ask for them.
+    fn ask(&self) -> SessionFacts {
+        match (&self.version, &self.user, self.in_hot_standby) {
+            (Some(_), Some(_), Some(_)) => SessionFacts::Reported,
+            _ => SessionFacts::Ask,
+        }
+    }
+}
+
+/// The server facts from the probe query's answer (statements split at each `CommandComplete`)
+/// and what the start-up reported; `None` when the answer is not the probe query's.
+fn parse_probe(
+    messages: &[SimpleQueryMessage],
+    reported: &Reported,
+    database: &str,
+) -> Option<ServerFacts> {
+    let mut statements: Vec<Vec<&tokio_postgres::SimpleQueryRow>> = vec![Vec::new()];
+    for m in messages {
+        match m {
+            SimpleQueryMessage::Row(row) => statements.last_mut()?.push(row),
+            SimpleQueryMessage::CommandComplete(_) => statements.push(Vec::new()),
+            _ => {}
+        }
+    }
+    // SET, SHOW, the backends, and the asked facts when asked.
+    let max_connections = statements.get(1)?.first()?.get(0)?;
+    let backends = statements.get(2)?;
+    let oid = |v: Option<&str>| v.is_some_and(|v| v != "0");
+    let used = backends
+        .iter()
+        .filter(|row| oid(row.get(0)) && oid(row.get(1)))
+        .count();
+    let (version, user, in_recovery) = match reported.ask() {
+        SessionFacts::Reported => (
+            reported.version.clone()?,
+            reported.user.clone()?,
+            reported.in_hot_standby?,
+        ),
+        SessionFacts::Ask => {
+            let row = statements.get(3)?.first()?;
+            (
+                tls::clean_text(row.get(0)?),
+                tls::clean_text(row.get(1)?),
+                row.get(2)? == "t",
+            )
+        }
     };
-    Some(server)
+    Some(ServerFacts {
+        version,
+        database: tls::clean_text(database),
+        user,
+        in_recovery,
+        connections_used: u32::try_from(used).ok(),
+        max_connections: max_connections.parse().ok(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgreSQL 16's start-up parameters (a control character in the user's name).
+    fn reported_by_16(name: &str) -> Option<&'static str> {
+        match name {
+            "server_version" => Some("16.4"),
+            "session_authorization" => Some("app\u{1b}[31m"),
+            "in_hot_standby" => Some("on"),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn facts_the_start_up_reported_are_not_asked_again() {
+        let reported = Reported::from_startup(reported_by_16);
+        assert_eq!(reported.ask(), SessionFacts::Reported);
+        assert_eq!(reported.version.as_deref(), Some("16.4"));
+        assert_eq!(reported.user.as_deref(), Some("app[31m"), "cleaned");
+        assert_eq!(reported.in_hot_standby, Some(true));
+        let sql = probe_sql(Duration::from_secs(1), reported.ask());
+        assert!(sql.starts_with("SET statement_timeout = 1000; SHOW max_connections;"));
+        assert!(!sql.contains("server_version"), "{sql}");
+
+        // PostgreSQL 13 and older report no `in_hot_standby`: all three are asked for.
+        let old = Reported::from_startup(|name| match name {
+            "in_hot_standby" => None,
+            other => reported_by_16(other),
+        });
+        assert_eq!(old.ask(), SessionFacts::Ask);
+        let sql = probe_sql(Duration::from_secs(9), old.ask());
+        assert!(
+            sql.starts_with("SET statement_timeout = 2000;"),
+            "capped: {sql}"
+        );
+        assert!(
+            sql.ends_with(
+                "; SELECT current_setting('server_version'), current_user, pg_is_in_recovery()"
+            ),
+            "{sql}"
+        );
+        let odd = Reported::from_startup(|name| match name {
+            "in_hot_standby" => Some("maybe"),
+            other => reported_by_16(other),
+        });
+        assert_eq!(odd.ask(), SessionFacts::Ask);
+    }
 }

@@ -91,6 +91,18 @@ pub struct StoredConnection {
     pub secrets: SealedSecrets,
 }
 
+/// What a test of a saved connection reads from the store, in one call
+/// ([`ConnectionStore::connection_for_test`]): the connection, its grants and the target policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestContext {
+    /// The connection as stored.
+    pub connection: StoredConnection,
+    /// The grants on it, as [`ConnectionStore::grants`] answers them.
+    pub grants: Vec<Grant>,
+    /// The target policy now, as [`AdminStore::policy`] answers it.
+    pub policy: TargetPolicy,
+}
+
 /// A user account as stored: the [`User`] plus its password hash, which never leaves the Hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredUser {
@@ -222,6 +234,12 @@ pub trait ConnectionStore: Send + Sync {
 
     /// One connection with its sealed secrets, or `None`.
     async fn connection(&self, id: ConnectionId) -> Result<Option<StoredConnection>>;
+
+    /// One connection with its grants and the target policy, for a test of it, or `None` when
+    /// the connection does not exist: one blocking hop on SQLite, and on PostgreSQL one pooled
+    /// client whose three statements are pipelined (one round trip), so a test waits for the
+    /// store once instead of three times. Each part is read as its own method reads it.
+    async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>>;
 
     /// One connection by its unique name, or `None`.
     async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>>;
@@ -399,6 +417,18 @@ pub trait AuditStore: Send + Sync {
     /// Appends an event on its own (e.g. a denied attempt, a login) and returns the stored
     /// record.
     async fn append_audit(&self, event: &AuditEvent) -> Result<AuditRecord>;
+
+    /// As [`Self::append_audit`], for a row recording something that changed no stored data (a
+    /// connection test): committed and visible before it returns, and it survives a crash of
+    /// this process, but its commit does not wait for the log to reach the disk (SQLite:
+    /// `synchronous=NORMAL` in WAL mode; PostgreSQL: `synchronous_commit = off` for that
+    /// transaction), so a power loss or an operating-system crash (on PostgreSQL also a crash of
+    /// the database server) may lose the last such rows. Never a part of one, and never a row
+    /// appended before a synced one: the log is written in order, so a later synced commit
+    /// makes every earlier row durable, and the chain stays whole. The default appends synced.
+    async fn append_audit_unsynced(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        self.append_audit(event).await
+    }
 
     /// Up to `limit` records with `seq > after`, in sequence order (for verification).
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>>;

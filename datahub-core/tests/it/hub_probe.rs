@@ -263,6 +263,51 @@ async fn the_target_policy_and_tls_floor_apply_to_every_test() {
     assert_eq!(kind(&report), Some(FailureKind::InvalidConfig));
 }
 
+/// A policy saved through another hub on the same store (another replica, a notebook in local
+/// mode) applies to this hub's very next test: a test reads the policy with the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_saved_by_another_replica_applies_to_the_next_test() {
+    let f = fixture(RateLimit::default()).await;
+    let c = f
+        .hub
+        .create_connection(&f.admin, draft(&f, "app", Some(CANARY)))
+        .await
+        .unwrap();
+    assert!(
+        f.hub
+            .test_connection(&f.admin, c.id, BUDGET)
+            .await
+            .unwrap()
+            .ok
+    );
+    let resolver = StaticResolver::new().with("localhost", &[IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    // A store of its own on the same data folder, as another process opens it.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&f._dir.path().join("data")).unwrap());
+    let other = Hub::open(store, Keyring::parse(K1).unwrap())
+        .await
+        .unwrap()
+        .with_connector(Arc::new(Dialer::new(Arc::new(resolver))));
+    let other_admin = login(&other, "admin", ADMIN_PW).await;
+    let deny_loopback = TargetPolicy {
+        deny_cidrs: vec!["127.0.0.0/8".into()],
+        ..TargetPolicy::default()
+    };
+    other.set_policy(&other_admin, deny_loopback).await.unwrap();
+    let report = f.hub.test_connection(&f.admin, c.id, BUDGET).await.unwrap();
+    assert_eq!(kind(&report), Some(FailureKind::BlockedByPolicy));
+    other
+        .set_policy(&other_admin, TargetPolicy::default())
+        .await
+        .unwrap();
+    assert!(
+        f.hub
+            .test_connection(&f.admin, c.id, BUDGET)
+            .await
+            .unwrap()
+            .ok
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tests_are_rate_limited_per_user_and_never_show_the_password() {
     let f = fixture(RateLimit {

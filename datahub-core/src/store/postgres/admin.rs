@@ -16,15 +16,16 @@ pub(super) const TABLE: &str = "key_checks";
 
 use crate::crypto::KeyCheck;
 
+/// The stored target policy (no row: the default).
+pub(super) const POLICY_SQL: &str =
+    "SELECT allow_cidrs, deny_cidrs, min_tls_mode FROM policy WHERE id = 1";
+
 #[async_trait]
 impl AdminStore for PostgresStore {
     async fn policy(&self) -> Result<TargetPolicy> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "SELECT allow_cidrs, deny_cidrs, min_tls_mode FROM policy WHERE id = 1",
-                &[],
-            )
+            .query_opt(POLICY_SQL, &[])
             .await
             .map_err(|e| db("reading the policy", e))?;
         match row {

@@ -16,20 +16,28 @@ use crate::{Error, ErrorKind, Result};
 /// Appends `event` to the chain inside `tx`, serialized across processes by
 /// [`AUDIT_LOCK_KEY`] (held until `tx` ends).
 pub(super) async fn append_in(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     event: &AuditEvent,
 ) -> Result<AuditRecord> {
     const DOING: &str = "appending to the audit log";
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&AUDIT_LOCK_KEY])
-        .await
-        .map_err(|e| db(DOING, e))?;
-    let last = tx
-        .query_opt(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            &[],
-        )
-        .await
-        .map_err(|e| db(DOING, e))?;
+    // Prepared once per pooled connection (each statement is then one round trip, not two);
+    // the lock and the read are sent together (the server runs them in order, so the read is
+    // made under the lock).
+    let (lock, last, insert) = tokio::try_join!(
+        tx.prepare_cached("SELECT pg_advisory_xact_lock($1)"),
+        tx.prepare_cached("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1"),
+        tx.prepare_cached(
+            "INSERT INTO audit_log (seq, at, actor, actor_name, action, target, outcome, \
+             changed_fields, client_addr, request_id, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ),
+    )
+    .map_err(|e| db(DOING, e))?;
+    let ((), last) = tokio::try_join!(
+        async { tx.execute(&lock, &[&AUDIT_LOCK_KEY]).await.map(drop) },
+        tx.query_opt(&last, &[]),
+    )
+    .map_err(|e| db(DOING, e))?;
     let (seq, prev_hash) = match &last {
         None => (0, GENESIS_HASH),
         Some(row) => {
@@ -48,9 +56,7 @@ pub(super) async fn append_in(
     let record = AuditRecord::chain(seq.saturating_add(1), prev_hash, event);
     let e = &record.event;
     tx.execute(
-        "INSERT INTO audit_log (seq, at, actor, actor_name, action, target, outcome, \
-         changed_fields, client_addr, request_id, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        &insert,
         &[
             &to_i64(record.seq, "seq")?,
             &e.at,
@@ -78,6 +84,22 @@ impl AuditStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
         let record = append_in(&tx, event).await?;
+        tx.commit().await.map_err(|e| db(DOING, e))?;
+        Ok(record)
+    }
+
+    async fn append_audit_unsynced(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        const DOING: &str = "appending to the audit log";
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(|e| db(DOING, e))?;
+        // This transaction's commit only: it returns once the commit is in the server's log
+        // buffer, which the WAL writer flushes within a few hundred milliseconds.
+        let (unsynced, record) = tokio::join!(
+            tx.batch_execute("SET LOCAL synchronous_commit = off"),
+            append_in(&tx, event),
+        );
+        unsynced.map_err(|e| db(DOING, e))?;
+        let record = record?;
         tx.commit().await.map_err(|e| db(DOING, e))?;
         Ok(record)
     }

@@ -13,8 +13,12 @@ use crate::audit::AuditEvent;
 use crate::model::{Connection, ConnectionName, ListQuery, NamedGrant, Page, SortKey, Visibility};
 use crate::rbac::{Grant, Grantee};
 use crate::store::columns::{self, ColumnValue, page_offset};
-use crate::store::{ConnectionStore, StoredConnection};
+use crate::store::{ConnectionStore, StoredConnection, TestContext};
 use crate::{ConnectionId, Error, ErrorKind, Result};
+
+/// The grants on a connection: users' before teams'.
+const GRANTS_SQL: &str = "SELECT user_id, team_id, level FROM grants WHERE connection_id = $1 \
+                          ORDER BY user_id NULLS LAST, team_id";
 
 /// Why a versioned write of connection `id` changed no row: it is gone (`NotFound`), or its
 /// version moved on (`Conflict`).
@@ -130,6 +134,40 @@ impl ConnectionStore for PostgresStore {
             .map_err(|e| db("reading a connection", e))?
             .map(|r| codec::connection_row(&r))
             .transpose()
+    }
+
+    async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>> {
+        const DOING: &str = "reading a connection to test";
+        let client = self.client().await?;
+        let connection_sql =
+            format!("SELECT {SPEC_COLUMNS}, {SECRET_COLUMNS} FROM connections c WHERE c.id = $1");
+        // Prepared once per pooled connection; the three statements then go out together and
+        // their answers come back in one round trip.
+        let (connection, grants, policy) = tokio::try_join!(
+            client.prepare_cached(&connection_sql),
+            client.prepare_cached(GRANTS_SQL),
+            client.prepare_cached(super::admin::POLICY_SQL),
+        )
+        .map_err(|e| db(DOING, e))?;
+        let id = id.as_uuid();
+        let by_id: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[id];
+        let (row, grants, policy) = tokio::try_join!(
+            client.query_opt(&connection, by_id),
+            client.query(&grants, by_id),
+            client.query_opt(&policy, &[]),
+        )
+        .map_err(|e| db(DOING, e))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        Ok(Some(TestContext {
+            connection: codec::connection_row(&row)?,
+            grants: grants.iter().map(codec::grant_row).collect::<Result<_>>()?,
+            policy: match policy {
+                Some(row) => codec::policy_row(&row)?,
+                None => crate::model::TargetPolicy::default(),
+            },
+        }))
     }
 
     async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>> {
@@ -387,11 +425,7 @@ impl ConnectionStore for PostgresStore {
     async fn grants(&self, id: ConnectionId) -> Result<Vec<Grant>> {
         let client = self.client().await?;
         let rows = client
-            .query(
-                "SELECT user_id, team_id, level FROM grants WHERE connection_id = $1 \
-                 ORDER BY user_id NULLS LAST, team_id",
-                &[id.as_uuid()],
-            )
+            .query(GRANTS_SQL, &[id.as_uuid()])
             .await
             .map_err(|e| db("reading grants", e))?;
         rows.iter().map(codec::grant_row).collect()

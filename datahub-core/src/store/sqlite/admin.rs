@@ -17,17 +17,18 @@ use super::audit::append_audit_in;
 use super::codec::{self, encode_list, get, get_u64, micros, policy_row};
 use crate::crypto::KeyCheck;
 
+/// The target policy (the default until one is saved).
+pub(super) fn read_policy(conn: &rusqlite::Connection) -> Result<TargetPolicy> {
+    let found = collect(conn, "SELECT * FROM policy WHERE id = 1", [], |row| {
+        policy_row(row)
+    })?;
+    Ok(found.into_iter().next().unwrap_or_default())
+}
+
 #[async_trait]
 impl AdminStore for SqliteStore {
     async fn policy(&self) -> Result<TargetPolicy> {
-        self.pool
-            .read(|conn| {
-                let found = collect(conn, "SELECT * FROM policy WHERE id = 1", [], |row| {
-                    policy_row(row)
-                })?;
-                Ok(found.into_iter().next().unwrap_or_default())
-            })
-            .await
+        self.pool.read(|conn| read_policy(conn)).await
     }
 
     async fn set_policy(&self, policy: &TargetPolicy, audit: &AuditEvent) -> Result<()> {

@@ -72,6 +72,13 @@ impl AuditStore for SqliteStore {
         self.pool.write(move |tx| append_audit_in(tx, &event)).await
     }
 
+    async fn append_audit_unsynced(&self, event: &AuditEvent) -> Result<AuditRecord> {
+        let event = event.clone();
+        self.pool
+            .write_relaxed(move |tx| append_audit_in(tx, &event))
+            .await
+    }
+
     async fn audit_after(&self, after: u64, limit: u32) -> Result<Vec<AuditRecord>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         self.pool

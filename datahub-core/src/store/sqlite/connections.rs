@@ -17,7 +17,7 @@ use crate::audit::AuditEvent;
 use crate::model::{Connection, ConnectionName, ListQuery, NamedGrant, Page, Visibility};
 use crate::rbac::{Grant, GrantLevel, Grantee};
 use crate::store::columns::{self, ColumnValue, page_offset};
-use crate::store::{ConnectionStore, StoredConnection};
+use crate::store::{ConnectionStore, StoredConnection, TestContext};
 use crate::{ConnectionId, Error, ErrorKind, Result, TeamId, UserId};
 
 /// Writes a connection's tags in order, replacing any stored ones.
@@ -141,6 +141,17 @@ pub(super) fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<Connection> {
 }
 
 /// Collects every row of a query through `f`.
+/// The grants on connection `id`: users' before teams'.
+fn grants_of(conn: &rusqlite::Connection, id: ConnectionId) -> Result<Vec<Grant>> {
+    collect(
+        conn,
+        "SELECT user_id, team_id, level FROM grants WHERE connection_id = ?1 \
+         ORDER BY user_id IS NULL, user_id, team_id",
+        [id.to_string()],
+        grant_from_row,
+    )
+}
+
 /// A grant from its `user_id`, `team_id` and `level` columns.
 fn grant_from_row(row: &rusqlite::Row<'_>) -> Result<Grant> {
     let t = "grants";
@@ -203,6 +214,22 @@ impl ConnectionStore for SqliteStore {
     async fn connection(&self, id: ConnectionId) -> Result<Option<StoredConnection>> {
         self.pool
             .read(move |conn| connection_row_query(conn, "c.id = ?1", &id.to_string()))
+            .await
+    }
+
+    async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>> {
+        self.pool
+            .read(move |conn| {
+                let Some(connection) = connection_row_query(conn, "c.id = ?1", &id.to_string())?
+                else {
+                    return Ok(None);
+                };
+                Ok(Some(TestContext {
+                    connection,
+                    grants: grants_of(conn, id)?,
+                    policy: super::admin::read_policy(conn)?,
+                }))
+            })
             .await
     }
 
@@ -410,17 +437,7 @@ impl ConnectionStore for SqliteStore {
     }
 
     async fn grants(&self, id: ConnectionId) -> Result<Vec<Grant>> {
-        self.pool
-            .read(move |conn| {
-                collect(
-                    conn,
-                    "SELECT user_id, team_id, level FROM grants WHERE connection_id = ?1 \
-                     ORDER BY user_id IS NULL, user_id, team_id",
-                    [id.to_string()],
-                    grant_from_row,
-                )
-            })
-            .await
+        self.pool.read(move |conn| grants_of(conn, id)).await
     }
 
     async fn named_grants(&self, id: ConnectionId) -> Result<Vec<NamedGrant>> {

@@ -45,6 +45,28 @@ async fn a_plaintext_test_is_ok_with_the_targets_facts() {
     assert_eq!(fake.facts_answered(), 1);
 }
 
+/// A server whose start-up leaves out a fact (PostgreSQL 13 and older report no
+/// `in_hot_standby`) is asked for it: the same facts, one statement more.
+#[tokio::test]
+async fn facts_the_start_up_left_out_are_asked_for() {
+    let fake = FakeTarget::start().await.unwrap();
+    fake.act_as_pre_14();
+    let report = run(
+        &target(&fake, "appdb", TlsMode::Disable),
+        &any_mode(),
+        BUDGET,
+    )
+    .await;
+    assert!(report.ok, "{report:?}");
+    let server = report.server.as_ref().unwrap();
+    assert_eq!(server.version, FAKE_SERVER_VERSION);
+    assert_eq!(server.database, "appdb");
+    assert_eq!(server.user, "app");
+    assert!(!server.in_recovery);
+    assert_eq!(server.connections_used, Some(1));
+    assert_eq!(server.max_connections, Some(FAKE_MAX_CONNECTIONS));
+}
+
 #[tokio::test]
 async fn prefer_goes_on_in_plaintext_after_the_targets_no() {
     let fake = FakeTarget::start().await.unwrap();

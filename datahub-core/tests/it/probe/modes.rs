@@ -191,11 +191,8 @@ async fn connections_in_use_count_other_roles_sessions() {
         let task = tokio::spawn(connection);
         held.push((client, task));
     }
-    let target = Target::new(cluster.port(), "app", &password, TlsMode::Disable);
-    let report = run(&target, &any_mode(), MAX_BUDGET).await;
-    assert!(report.ok, "{report:?}");
-    let used = report.server.as_ref().unwrap().connections_used.unwrap();
-    // What the superuser counts now, with the probe's own session gone.
+    // What the superuser counts before the test (after it, the probe's backend may still be
+    // on its way out).
     let rows = held[0]
         .0
         .query(
@@ -206,6 +203,10 @@ async fn connections_in_use_count_other_roles_sessions() {
         .unwrap();
     let others: i64 = rows[0].get(0);
     assert!(others >= 3, "{others}");
+    let target = Target::new(cluster.port(), "app", &password, TlsMode::Disable);
+    let report = run(&target, &any_mode(), MAX_BUDGET).await;
+    assert!(report.ok, "{report:?}");
+    let used = report.server.as_ref().unwrap().connections_used.unwrap();
     assert_eq!(i64::from(used), others + 1, "the probe's count: {used}");
     for (client, task) in held {
         drop(client);

@@ -10,6 +10,7 @@ macro_rules! cases {
         $crate::store::conformance::run_cases!($make; audit;
             every_write_appends_one_audit_record,
             audit_page_filters_and_pages_newest_first,
+            unsynced_rows_join_the_one_chain,
         );
     };
 }
@@ -252,4 +253,33 @@ pub(crate) async fn audit_page_filters_and_pages_newest_first(store: Handle) {
         [4, 5, 6, 7]
     );
     assert!(store.audit_after(10, 4).await.unwrap().is_empty());
+}
+
+/// A row appended unsynced (a connection test's) is a row of the one chain like any other, in
+/// order with synced ones, concurrent or not, and is read back at once.
+pub(crate) async fn unsynced_rows_join_the_one_chain(store: Handle) {
+    let first = store.append_audit(&ev("auth.login")).await.unwrap();
+    let test = store
+        .append_audit_unsynced(&ev("connection.test"))
+        .await
+        .unwrap();
+    assert_eq!(test.seq, first.seq + 1);
+    assert_eq!(test.prev_hash, first.hash);
+    assert_eq!(last_action(&store).await, "connection.test");
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let store = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                store.append_audit_unsynced(&ev("connection.test")).await
+            } else {
+                store.append_audit(&ev("auth.login")).await
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(verify_chain(&store).await, 22);
+    assert_eq!(audit_count(&store).await, 22);
 }

@@ -14,6 +14,7 @@ macro_rules! cases {
             update_bumps_the_version,
             stale_update_is_a_conflict_and_changes_nothing,
             delete_checks_the_version_and_cascades,
+            a_test_reads_the_row_its_grants_and_the_policy_at_once,
         );
     };
 }
@@ -272,4 +273,52 @@ pub(crate) async fn delete_checks_the_version_and_cascades(store: Handle) {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
+}
+
+/// What a test reads in one call is what the three reads answer on their own, as of now: a
+/// grant or a policy saved since the last call is in the next one.
+pub(crate) async fn a_test_reads_the_row_its_grants_and_the_policy_at_once(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let viewer = user(&store, "viewer").await;
+    let mut r = row(full_spec("orders"), owner);
+    r.secrets = sealed(&keyring("k1", 1), r.id, "canary-pw", true);
+    store
+        .insert_connection(&r, &ev("connection.create"))
+        .await
+        .unwrap();
+    let got = store.connection_for_test(r.id).await.unwrap().unwrap();
+    assert_eq!(got.connection, r);
+    assert!(got.grants.is_empty());
+    assert_eq!(got.policy, TargetPolicy::default());
+
+    let grant = Grant {
+        grantee: Grantee::User(viewer),
+        level: GrantLevel::Use,
+    };
+    crate::store_set_grants(store.as_ref(), r.id, &[grant], &ev("grant.set"))
+        .await
+        .unwrap();
+    let policy = TargetPolicy {
+        allow_cidrs: vec!["127.0.0.0/8".into()],
+        deny_cidrs: vec!["127.0.0.2/32".into()],
+        min_tls_mode: TlsMode::VerifyFull,
+    };
+    store.set_policy(&policy, &ev("policy.set")).await.unwrap();
+    let got = store.connection_for_test(r.id).await.unwrap().unwrap();
+    assert_eq!(got.grants, store.grants(r.id).await.unwrap());
+    assert_eq!(got.grants, vec![grant]);
+    assert_eq!(got.policy, policy);
+    assert_eq!(
+        got.connection.version,
+        r.version + 1,
+        "the grants bumped it"
+    );
+
+    assert!(
+        store
+            .connection_for_test(ConnectionId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
