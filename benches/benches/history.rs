@@ -7,7 +7,9 @@
 //! day and then `HISTORY_DAYS` more (default 30, the buckets' retention). After each
 //! simulated hour the bench does what the monitor's pruner does on its hourly tick
 //! (`MonitorConfig` defaults): `roll_up_checks` of everything older than 24 h in batches of
-//! 1,000 rows, then `prune_buckets` of hours older than 30 days in batches of 1,000. The raw
+//! at most 1,000 rows, then `prune_buckets` of hours older than 30 days in batches of at most
+//! 1,000, each batch sized as the pruner sizes it (`PruneBatch`: halved after a batch over
+//! 10 ms). The raw
 //! rows are written by the bench's own bulk `INSERT … SELECT` (in time order across
 //! connections, as the monitor writes them), not by `record_check` one at a time, which would
 //! take hours for 31 simulated days; they are the same rows in the same table. On PostgreSQL
@@ -53,13 +55,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use datahub_core::ConnectionId;
 use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::model::{Check, ConnectionDraft, Health, HealthStatus};
+use datahub_core::monitor::{MonitorConfig, PruneBatch};
 use datahub_core::secret::Password;
 use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
-use datahub_core::{ConnectionId, monitor::MonitorConfig};
 use datahub_testkit::{PgCluster, User};
 use time::OffsetDateTime;
 
@@ -226,7 +229,7 @@ async fn main() {
 
 async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) {
     let config = MonitorConfig::default();
-    let batch = config.prune_batch_rows;
+    let mut batch = PruneBatch::new(&config);
     let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
         .await
         .unwrap();
@@ -280,10 +283,11 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         loop {
             let t = Instant::now();
             let done = store
-                .roll_up_checks(now - detail, from, batch)
+                .roll_up_checks(now - detail, from, batch.rows())
                 .await
                 .unwrap();
             times.push(t.elapsed());
+            batch.took(t.elapsed());
             batches += 1;
             rolled += done.rolled;
             match done.next {
@@ -294,10 +298,12 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         }
         loop {
             let t = Instant::now();
-            let deleted = store.prune_buckets(now - retention, batch).await.unwrap();
+            let rows = batch.rows();
+            let deleted = store.prune_buckets(now - retention, rows).await.unwrap();
             times.push(t.elapsed());
+            batch.took(t.elapsed());
             batches += 1;
-            if deleted < u64::from(batch) {
+            if deleted < u64::from(rows) {
                 break;
             }
             tokio::time::sleep(config.prune_batch_pause).await;

@@ -60,7 +60,8 @@
 //!   older ones up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)) with
 //!   [`HealthStore::roll_up_checks`](crate::store::HealthStore::roll_up_checks), then deletes
 //!   buckets older than [`MonitorConfig::bucket_retention`] (default 30 days), each in batches
-//!   of [`MonitorConfig::prune_batch_rows`] (default 1,000), one short transaction each, with
+//!   of at most [`MonitorConfig::prune_batch_rows`] (default 1,000; fewer while batches take
+//!   longer than [`PRUNE_BATCH_TARGET`], 10 ms: [`PruneBatch`]), one short transaction each, with
 //!   [`MonitorConfig::prune_batch_pause`] between them, so a write never waits behind more
 //!   than one batch. Processes sharing a store may all prune: the store keeps the roll-up
 //!   exact ([`RollUp::contended`](crate::store::RollUp::contended)). Uptime and the
@@ -146,7 +147,9 @@ pub mod status;
 pub mod uptime;
 
 pub(crate) use scheduler::MonitorLink;
-pub use scheduler::{JITTER_PERCENT, Monitor, MonitorConfig, MonitorStats};
+pub use scheduler::{
+    JITTER_PERCENT, Monitor, MonitorConfig, MonitorStats, PRUNE_BATCH_TARGET, PruneBatch,
+};
 pub use status::{HysteresisConfig, Tracker};
 
 use async_trait::async_trait;

@@ -76,9 +76,10 @@ pub struct MonitorConfig {
     /// `bucket_retention` deleted (also once at start; at least 1 s). Default: 1 h.
     pub prune_interval: Duration,
     /// The most rows one roll-up or deletion batch handles, each batch its own short
-    /// transaction (0 counts as 1). Default: 1,000, so a batch stays short (the `history`
-    /// bench measures it on both stores) and no write waits long behind the pruner, not even
-    /// on SQLite's one writer.
+    /// transaction (0 counts as 1). Default: 1,000. Batches start at this size and shrink
+    /// (to 50 rows at least) while they take longer than [`PRUNE_BATCH_TARGET`] ([`PruneBatch`]),
+    /// so a batch stays short (the `history` bench measures it on both stores) and no write
+    /// waits long behind the pruner, not even on SQLite's one writer.
     pub prune_batch_rows: u32,
     /// The pause between two batches, which lets the writes queued meanwhile through.
     /// Default: 10 ms.
@@ -1469,6 +1470,47 @@ async fn publish_finished(shared: &Shared, rows: &[(Check, Health)], before: &[H
     }
 }
 
+/// How long one pruning batch should take at most: 10 ms. A batch is one write through the
+/// store's writer, so it is about how long a write can wait behind the pruner.
+pub const PRUNE_BATCH_TARGET: Duration = Duration::from_millis(10);
+
+/// The fewest rows a pruning batch asks for: 50.
+const PRUNE_BATCH_MIN: u32 = 50;
+
+/// The size of the pruner's next batch, adapted to how long the last ones took: halved after a
+/// batch slower than [`PRUNE_BATCH_TARGET`], grown by a quarter after one faster than half of
+/// it, between 50 rows and [`MonitorConfig::prune_batch_rows`]. So on a slow or busy machine
+/// (or a store whose rows are not cached) batches shrink until each is short, and on a fast one
+/// they stay at the configured size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneBatch {
+    rows: u32,
+    max: u32,
+}
+
+impl PruneBatch {
+    /// Starts at the configured size (0 counts as 1).
+    pub fn new(config: &MonitorConfig) -> Self {
+        let max = config.prune_batch_rows.max(1);
+        Self { rows: max, max }
+    }
+
+    /// Rows the next batch asks for.
+    pub fn rows(&self) -> u32 {
+        self.rows
+    }
+
+    /// Takes how long the last batch took.
+    pub fn took(&mut self, elapsed: Duration) {
+        let min = PRUNE_BATCH_MIN.min(self.max);
+        if elapsed > PRUNE_BATCH_TARGET {
+            self.rows = (self.rows / 2).max(min);
+        } else if elapsed < PRUNE_BATCH_TARGET / 2 {
+            self.rows = self.rows.saturating_add(self.rows / 4 + 1).min(self.max);
+        }
+    }
+}
+
 /// Rolls up raw checks older than the detail window and deletes expired buckets, once at start
 /// and then on the prune interval, in batches with a pause between them.
 async fn prune(shared: Arc<Shared>) {
@@ -1478,7 +1520,7 @@ async fn prune(shared: Arc<Shared>) {
     let detail = time::Duration::try_from(config.detail_window).unwrap_or(time::Duration::MAX);
     let retention =
         time::Duration::try_from(config.bucket_retention).unwrap_or(time::Duration::MAX);
-    let batch = config.prune_batch_rows.max(1);
+    let mut batch = PruneBatch::new(config);
     loop {
         tokio::select! {
             biased;
@@ -1489,7 +1531,13 @@ async fn prune(shared: Arc<Shared>) {
         if let Some(before) = now.checked_sub(detail) {
             let mut from = None;
             loop {
-                match shared.store.roll_up_checks(before, from, batch).await {
+                let started = Instant::now();
+                let rolled = shared
+                    .store
+                    .roll_up_checks(before, from, batch.rows())
+                    .await;
+                batch.took(started.elapsed());
+                match rolled {
                     Ok(done) => {
                         Counters::bump(&shared.counters.rolled_up, done.rolled);
                         if done.contended {
@@ -1514,10 +1562,14 @@ async fn prune(shared: Arc<Shared>) {
         }
         if let Some(before) = now.checked_sub(retention) {
             loop {
-                match shared.store.prune_buckets(before, batch).await {
+                let started = Instant::now();
+                let rows = batch.rows();
+                let pruned = shared.store.prune_buckets(before, rows).await;
+                batch.took(started.elapsed());
+                match pruned {
                     Ok(n) => {
                         Counters::bump(&shared.counters.pruned, n);
-                        if n < u64::from(batch) {
+                        if n < u64::from(rows) {
                             break;
                         }
                     }
@@ -1656,6 +1708,37 @@ mod tests {
             assert_eq!(decode_event(bad), None, "{bad}");
         }
         assert_eq!(lease_hold(Duration::from_secs(10)), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn pruning_batches_shrink_while_slow_and_grow_back_when_fast() {
+        let mut batch = PruneBatch::new(&MonitorConfig::default());
+        assert_eq!(batch.rows(), 1_000);
+        let slow = PRUNE_BATCH_TARGET * 3;
+        let fast = PRUNE_BATCH_TARGET / 4;
+        batch.took(slow);
+        assert_eq!(batch.rows(), 500);
+        for _ in 0..20 {
+            batch.took(slow);
+        }
+        assert_eq!(batch.rows(), 50, "never below 50 rows");
+        // Within the target: unchanged.
+        batch.took(PRUNE_BATCH_TARGET * 3 / 4);
+        assert_eq!(batch.rows(), 50);
+        let mut grown = Vec::new();
+        for _ in 0..20 {
+            batch.took(fast);
+            grown.push(batch.rows());
+        }
+        assert!(grown.windows(2).all(|w| w[0] <= w[1]), "{grown:?}");
+        assert_eq!(batch.rows(), 1_000, "never above the configured size");
+        // A configured size below 50 is kept as it is.
+        let mut small = PruneBatch::new(&MonitorConfig {
+            prune_batch_rows: 10,
+            ..MonitorConfig::default()
+        });
+        small.took(slow);
+        assert_eq!(small.rows(), 10);
     }
 
     #[test]

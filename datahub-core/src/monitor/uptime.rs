@@ -131,8 +131,8 @@ impl UptimeWindow {
     /// than the newest bucket is counted in the newest bucket.
     pub fn push(&mut self, at: OffsetDateTime, ok: bool) {
         let slot = self.slot(bucket_of(at));
-        slot[0] = slot[0].saturating_add(u8::from(ok)).min(BUCKET_MAX);
-        slot[1] = slot[1].saturating_add(1).min(BUCKET_MAX);
+        slot[0] = slot[0].saturating_add(u8::from(ok));
+        slot[1] = slot[1].saturating_add(1);
     }
 
     /// The share of successes in the 24 h before `now`; `None` without checks there. Drops the
