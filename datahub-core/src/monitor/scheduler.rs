@@ -4,13 +4,13 @@
 //! pruner. The rules are in the module docs of [`crate::monitor`].
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -491,6 +491,9 @@ struct Wheel {
     queue: BinaryHeap<Reverse<(Instant, ConnectionId, u32)>>,
     /// The ticket of the next check started (tells a finishing check it is still the slot's).
     next_ticket: u64,
+    /// Due connections waiting for a permit, per lane (main, suspect, first check), in the
+    /// order they fell due. An id whose slot is no longer queued is skipped.
+    lanes: [VecDeque<ConnectionId>; 3],
 }
 
 /// One monitored connection.
@@ -510,6 +513,12 @@ struct Slot {
 enum Phase {
     /// Waiting, with what its next check starts from.
     Waiting(Known),
+    /// Due, waiting in its lane's queue for a permit (no task yet).
+    Queued {
+        known: Known,
+        /// A change told meanwhile, applied to the next due time once the check is done.
+        changed: Option<Change>,
+    },
     /// Its check is in flight (the task has what the check starts from, and hands it back).
     InFlight {
         ticket: u64,
@@ -568,6 +577,15 @@ impl Known {
     }
 }
 
+/// The lane of a check: 0 main (last check succeeded), 1 suspect (failed), 2 first check.
+fn lane_of(last_ok: Option<bool>) -> usize {
+    match last_ok {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 2,
+    }
+}
+
 /// A due check, handed by the dispatcher to a task of its own.
 #[derive(Debug)]
 struct Job {
@@ -587,14 +605,8 @@ impl Wheel {
         }
     }
 
-    /// Takes the checks due by `now` (their slots go in flight), and tells when the next one
-    /// is due.
-    fn take_due(
-        &mut self,
-        now: Instant,
-        cancel: &CancellationToken,
-        jobs: &mut Vec<(Job, Known)>,
-    ) -> Option<Instant> {
+    /// Queues the checks due by `now` in their lanes, and tells when the next one is due.
+    fn take_due(&mut self, now: Instant) -> Option<Instant> {
         while let Some(Reverse((at, id, turn))) = self.queue.peek().copied() {
             if at > now {
                 return Some(at);
@@ -606,31 +618,82 @@ impl Wheel {
             if slot.turn != turn || !matches!(slot.phase, Phase::Waiting(_)) {
                 continue;
             }
-            let ticket = self.next_ticket;
-            self.next_ticket = self.next_ticket.wrapping_add(1);
-            let token = cancel.child_token();
             let waiting = std::mem::replace(
                 &mut slot.phase,
-                Phase::InFlight {
-                    ticket,
-                    cancel: token.clone(),
+                Phase::Queued {
+                    known: Known::Stored(Stored {
+                        status: HealthStatus::Unknown,
+                        latency_ms: None,
+                        last_ok: None,
+                    }),
                     changed: None,
                 },
             );
             if let Phase::Waiting(known) = waiting {
-                jobs.push((
-                    Job {
-                        id,
-                        ticket,
-                        settings: slot.settings,
-                        due: slot.due,
-                        cancel: token,
-                    },
+                self.lanes[lane_of(known.last_ok())].push_back(id);
+                slot.phase = Phase::Queued {
                     known,
-                ));
+                    changed: None,
+                };
             }
         }
         None
+    }
+
+    /// Starts the queued checks for which their lane has a permit now (their slots go in
+    /// flight), in the order they fell due.
+    fn start_queued(
+        &mut self,
+        permits: [&Arc<Semaphore>; 3],
+        cancel: &CancellationToken,
+        jobs: &mut Vec<(Job, Known, OwnedSemaphorePermit)>,
+    ) {
+        for (lane, permits) in permits.into_iter().enumerate() {
+            while let Some(&id) = self.lanes[lane].front() {
+                let queued = self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|slot| matches!(slot.phase, Phase::Queued { .. }));
+                if !queued {
+                    self.lanes[lane].pop_front();
+                    continue;
+                }
+                let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+                    break;
+                };
+                self.lanes[lane].pop_front();
+                let ticket = self.next_ticket;
+                self.next_ticket = self.next_ticket.wrapping_add(1);
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    continue;
+                };
+                let token = cancel.child_token();
+                let queued = std::mem::replace(
+                    &mut slot.phase,
+                    Phase::InFlight {
+                        ticket,
+                        cancel: token.clone(),
+                        changed: None,
+                    },
+                );
+                if let Phase::Queued { known, changed } = queued {
+                    if let Phase::InFlight { changed: now, .. } = &mut slot.phase {
+                        *now = changed;
+                    }
+                    jobs.push((
+                        Job {
+                            id,
+                            ticket,
+                            settings: slot.settings,
+                            due: slot.due,
+                            cancel: token,
+                        },
+                        known,
+                        permit,
+                    ));
+                }
+            }
+        }
     }
 }
 
@@ -780,7 +843,7 @@ fn apply(shared: &Shared, summary: Connection, start: Start) {
             return;
         };
         match &mut slot.phase {
-            Phase::InFlight { changed, .. } => {
+            Phase::InFlight { changed, .. } | Phase::Queued { changed, .. } => {
                 // Applied once the check in flight is done; an edit outweighs an interval.
                 if *changed != Some(Change::Edited) {
                     *changed = Some(change);
@@ -843,18 +906,24 @@ impl Slot {
     }
 }
 
-/// Starts the checks as they fall due, each in a task of its own that lives only while its
-/// check does.
+/// Starts the checks as they fall due and a permit of their lane is free, each in a task of its
+/// own that lives only while its check does: a due check waiting for a permit is an id in its
+/// lane's queue, not a task, so a monitor falling behind holds no more memory than one keeping
+/// up.
 async fn dispatch(shared: Arc<Shared>) {
     let mut jobs = Vec::new();
+    let permits = [&shared.main_lane, &shared.suspect_lane, &shared.first_lane];
     loop {
-        let next = shared
-            .wheel()
-            .take_due(Instant::now(), &shared.cancel, &mut jobs);
-        for (job, known) in jobs.drain(..) {
+        let next = {
+            let mut wheel = shared.wheel();
+            let next = wheel.take_due(Instant::now());
+            wheel.start_queued(permits, &shared.cancel, &mut jobs);
+            next
+        };
+        for (job, known, permit) in jobs.drain(..) {
             shared
                 .tasks
-                .spawn(run_check(Arc::clone(&shared), job, known));
+                .spawn(run_check(Arc::clone(&shared), job, known, permit));
         }
         let sleep = async {
             match next {
@@ -868,6 +937,15 @@ async fn dispatch(shared: Arc<Shared>) {
             () = shared.wake.notified() => {}
             () = sleep => {}
         }
+    }
+}
+
+/// Wakes the dispatcher when a check's task ends, however it ends: its permit is free again.
+struct WakeOnExit<'a>(&'a Notify);
+
+impl Drop for WakeOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
     }
 }
 
@@ -904,8 +982,9 @@ impl State {
 
 /// Runs one due check of a connection, then hands the connection back to the wheel with its
 /// next due time.
-async fn run_check(shared: Arc<Shared>, job: Job, known: Known) {
-    let known = check_once(&shared, &job, known).await;
+async fn run_check(shared: Arc<Shared>, job: Job, known: Known, permit: OwnedSemaphorePermit) {
+    let _wake = WakeOnExit(&shared.wake);
+    let known = check_once(&shared, &job, known, permit).await;
     if job.cancel.is_cancelled() {
         // Removed meanwhile, or the monitor stops: nothing to hand back.
         return;
@@ -930,13 +1009,16 @@ async fn run_check(shared: Arc<Shared>, job: Job, known: Known) {
     slot.due = due;
     slot.phase = Phase::Waiting(known);
     wheel.enqueue(job.id);
-    drop(wheel);
-    shared.wake.notify_one();
 }
 
-/// One due check: a permit of its lane, the claim, the check, its record. Returns what the
-/// next check starts from.
-async fn check_once(shared: &Shared, job: &Job, known: Known) -> Known {
+/// One due check, holding a permit of its lane: the claim, the check, its record. Returns what
+/// the next check starts from.
+async fn check_once(
+    shared: &Shared,
+    job: &Job,
+    known: Known,
+    permit: OwnedSemaphorePermit,
+) -> Known {
     let Job {
         id,
         settings,
@@ -946,19 +1028,9 @@ async fn check_once(shared: &Shared, job: &Job, known: Known) -> Known {
     } = *job;
     let last_ok = known.last_ok();
     let main = last_ok == Some(true);
-    let lane = match last_ok {
-        Some(true) => &shared.main_lane,
-        Some(false) => &shared.suspect_lane,
-        None => &shared.first_lane,
-    };
-    let permit = tokio::select! {
-        biased;
-        () = cancel.cancelled() => return known,
-        permit = Arc::clone(lane).acquire_owned() => match permit {
-            Ok(permit) => permit,
-            Err(_) => return known,
-        },
-    };
+    if cancel.is_cancelled() {
+        return known;
+    }
     // Claim this interval's check; another process sharing the store may have it. A won
     // claim carries the row, so the check reads nothing more.
     let mut claimed = None;
