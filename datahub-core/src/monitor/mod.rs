@@ -15,15 +15,17 @@
 //! Scheduling (tokio's clock, so tests can pause and advance time):
 //! - Every enabled connection has a small slot (its settings, next due time, status tracker and
 //!   uptime counts) in one wheel: a map of slots and a queue of due times. A dispatcher task
-//!   starts each check as it falls due, in a task that lives only while that check does (waiting
-//!   for its permit, claiming, checking) and then hands the slot back with its next due time: a
-//!   connection at rest costs no task, so memory grows by the slot alone per connection. A
+//!   puts each connection falling due in its lane's queue (an id, no task) and starts its check
+//!   once a permit of the lane is free, in a task that lives only while that check does
+//!   (claiming, checking) and then hands the slot back with its next due time: a connection at
+//!   rest or waiting for a permit costs no task, so memory grows by the slot alone per
+//!   connection, even when the monitor falls behind. A
 //!   connection's first check is at a random point within its interval (so a restart does not
 //!   check everything at once), or within 5 s for one saved while the monitor runs
 //!   ([`Monitor::notify_changed`]); each next check is due one interval after the previous due
 //!   time, ± up to 10 % at random ([`JITTER_PERCENT`]).
-//! - A slot is either waiting or has its one check in flight, so at most one check per
-//!   connection is in flight; a check still running when the next is due makes that next one
+//! - A slot is waiting, queued for a permit, or has its one check in flight, so at most one
+//!   check per connection is in flight; a check still running when the next is due makes that next one
 //!   skipped, not queued ([`MonitorStats::skipped`]).
 //! - Every check is cut off after [`MonitorConfig::check_timeout`] (recorded as a `timeout`
 //!   failure), and needs a permit of one of three lanes, each a semaphore, for as long as it
@@ -47,7 +49,8 @@
 //!   failure) the suspect lane, and a connection just saved waits only behind other first
 //!   checks, never behind the backlog of known-dead targets. From its first success on a target
 //!   is in the main lane. A slow target that still answers within the timeout stays in the main
-//!   lane. A due check waits for a permit only while all permits of its lane are busy
+//!   lane. A due check waits for a permit (in its lane's queue, in due order) only while all
+//!   permits of its lane are busy
 //!   ([`MonitorStats::suspect_checks`], [`MonitorStats::first_checks`] and
 //!   [`MonitorStats::max_main_lane_wait`] show how the lanes fare).
 //! - Changes: [`Monitor::notify_changed`] / [`Monitor::notify_deleted`] apply one
