@@ -7,7 +7,9 @@
 //! day and then `HISTORY_DAYS` more (default 30, the buckets' retention). After each
 //! simulated hour the bench does what the monitor's pruner does on its hourly tick
 //! (`MonitorConfig` defaults): `roll_up_checks` of everything older than 24 h in batches of
-//! 1,000 rows, then `prune_buckets` of hours older than 30 days in batches of 1,000. The raw
+//! at most 1,000 rows, then `prune_buckets` of hours older than 30 days in batches of at most
+//! 1,000, each batch sized as the pruner sizes it (`PruneBatch`: halved after a batch over
+//! 10 ms). The raw
 //! rows are written by the bench's own bulk `INSERT … SELECT` (in time order across
 //! connections, as the monitor writes them), not by `record_check` one at a time, which would
 //! take hours for 31 simulated days; they are the same rows in the same table. On PostgreSQL
@@ -34,10 +36,13 @@
 //! behind it can wait; the bench also measures that directly: a writer task records a check
 //! of a separate connection through `record_check` every 20 ms while the pruner runs (dated
 //! before the simulation, so the pruner rolls them up and deletes them: they add nothing to
-//! the sizes), and the slowest of those is printed.
+//! the sizes), and the slowest of those is printed; the writes that started and ended while
+//! the pruner ran (its batches and the pauses between them, not the bench's own bulk writes of
+//! the simulated hour) are the goal `prune_write_wait_ms`: what pruning makes a write wait.
 //!
 //! Prints `GOAL history_bytes_per_conn_day_<store> <measured> 20480 met|not met` and
-//! `GOAL prune_batch_ms_<store> <measured> 50 met|not met`.
+//! `GOAL prune_batch_ms_<store> <measured> 50 met|not met` and
+//! `GOAL prune_write_wait_ms_<store> <measured> 50 met|not met`.
 //!
 //! Run: `cargo bench -p datahub-benches --bench history` (`HISTORY_N`, `HISTORY_DAYS`;
 //! `HISTORY_STORES=sqlite` or `postgres` for one store).
@@ -50,13 +55,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use datahub_core::ConnectionId;
 use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
 use datahub_core::hub::Hub;
 use datahub_core::model::{Check, ConnectionDraft, Health, HealthStatus};
+use datahub_core::monitor::{MonitorConfig, PruneBatch};
 use datahub_core::secret::Password;
 use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
-use datahub_core::{ConnectionId, monitor::MonitorConfig};
 use datahub_testkit::{PgCluster, User};
 use time::OffsetDateTime;
 
@@ -223,7 +229,7 @@ async fn main() {
 
 async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) {
     let config = MonitorConfig::default();
-    let batch = config.prune_batch_rows;
+    let mut batch = PruneBatch::new(&config);
     let hub = Hub::open(store.clone(), Keyring::parse(KEYRING).unwrap())
         .await
         .unwrap();
@@ -253,11 +259,13 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
     let t0 = hour_of(OffsetDateTime::now_utc()) - time::Duration::days(days as i64 + 2);
     // Its checks are dated before the simulation, so each tick rolls them up and deletes them:
     // they add nothing to the sizes measured.
+    let pruning = Arc::new(AtomicBool::new(false));
     let write_task = tokio::spawn(write_load(
         store.clone(),
         writer.id,
         t0 - retention - time::Duration::days(1),
         stop.clone(),
+        pruning.clone(),
     ));
     let hours = 24 * (days + 1);
     let mut times: Vec<Duration> = Vec::new();
@@ -270,14 +278,16 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         raw.write_hour(hour).await;
         let now = hour + time::Duration::hours(1);
         // The pruner's tick: roll up, then delete expired hours, batch by batch.
+        pruning.store(true, Ordering::Relaxed);
         let mut from = None;
         loop {
             let t = Instant::now();
             let done = store
-                .roll_up_checks(now - detail, from, batch)
+                .roll_up_checks(now - detail, from, batch.rows())
                 .await
                 .unwrap();
             times.push(t.elapsed());
+            batch.took(t.elapsed());
             batches += 1;
             rolled += done.rolled;
             match done.next {
@@ -288,14 +298,17 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         }
         loop {
             let t = Instant::now();
-            let deleted = store.prune_buckets(now - retention, batch).await.unwrap();
+            let rows = batch.rows();
+            let deleted = store.prune_buckets(now - retention, rows).await.unwrap();
             times.push(t.elapsed());
+            batch.took(t.elapsed());
             batches += 1;
-            if deleted < u64::from(batch) {
+            if deleted < u64::from(rows) {
                 break;
             }
             tokio::time::sleep(config.prune_batch_pause).await;
         }
+        pruning.store(false, Ordering::Relaxed);
         if h % 6 == 5 {
             raw.vacuum().await;
         }
@@ -304,7 +317,7 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let slowest_write = write_task.await.unwrap();
+    let (slowest_write, mut during) = write_task.await.unwrap();
     let steady = raw.size().await.saturating_sub(baseline);
     let per_conn = |bytes: u64| bytes as f64 / n as f64;
     let per_day = per_conn(steady) / days as f64;
@@ -331,8 +344,25 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         ms(longest)
     );
     println!(
-        "{backend}: slowest check written through record_check while pruning: {:.1} ms",
+        "{backend}: slowest check written through record_check over the whole run (the bench's \
+         own bulk writes included): {:.1} ms",
         ms(slowest_write)
+    );
+    during.sort_unstable();
+    let wait = |q: f64| {
+        during
+            .get(((during.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    let slowest_during = during.last().copied().unwrap_or_default();
+    println!(
+        "{backend}: {} checks written through record_check while the pruner ran: p50 {:.1} ms, \
+         p99 {:.1} ms, max {:.1} ms",
+        during.len(),
+        ms(wait(0.5)),
+        ms(wait(0.99)),
+        ms(slowest_during)
     );
     goal(
         &format!("history_bytes_per_conn_day_{backend}"),
@@ -344,16 +374,24 @@ async fn run(backend: &str, store: Arc<dyn Store>, raw: Raw, n: u64, days: u64) 
         ms(longest),
         GOAL_BATCH_MS,
     );
+    goal(
+        &format!("prune_write_wait_ms_{backend}"),
+        ms(slowest_during),
+        GOAL_BATCH_MS,
+    );
 }
 
-/// Records a check of `id` dated `at` every 20 ms until `stop`; returns the slowest.
+/// Records a check of `id` dated `at` every 20 ms until `stop`; returns the slowest, and how
+/// long each write that started and ended while `pruning` took.
 async fn write_load(
     store: Arc<dyn Store>,
     id: ConnectionId,
     at: OffsetDateTime,
     stop: Arc<AtomicBool>,
-) -> Duration {
+    pruning: Arc<AtomicBool>,
+) -> (Duration, Vec<Duration>) {
     let mut slowest = Duration::ZERO;
+    let mut during = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let check = Check {
             connection: id,
@@ -371,11 +409,16 @@ async fn write_load(
             ..Health::default()
         };
         let t = Instant::now();
+        let started_pruning = pruning.load(Ordering::Relaxed);
         store.record_check(&check, &health).await.unwrap();
-        slowest = slowest.max(t.elapsed());
+        let took = t.elapsed();
+        slowest = slowest.max(took);
+        if started_pruning && pruning.load(Ordering::Relaxed) {
+            during.push(took);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    slowest
+    (slowest, during)
 }
 
 fn goal(name: &str, measured: f64, limit: f64) {

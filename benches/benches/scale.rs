@@ -7,8 +7,8 @@
 //! Settings (environment): `SCALE_N` (scenario a's connections, default 100,000), `SCALE_M`
 //! (scenario b's, default the smaller of N and 20,000), `SCALE_REPLICAS` (default 4),
 //! `SCALE_INTERVAL` (seconds, default 60), `SCALE_WINDOW` (intervals measured in a, default 2),
-//! `SCALE_FLIPS` (targets made down and up in b, default 20), `SCALE_SCENARIOS` (`a`, `b` or
-//! `ab`, the default).
+//! `SCALE_FLIPS` (targets made down and up in b, default 20), `SCALE_SCENARIOS` (any of `a`,
+//! `b` and `m`, the monitor's memory in-process; default `ab`).
 //!
 //! Prints one line per goal, `GOAL <name> <measured> <limit> met|not met`, and the other
 //! figures as `FIGURE <name> <value> <unit>`; exits 0 whether goals are met or not (the

@@ -15,7 +15,7 @@ use std::time::Duration;
 use datahub_benches::scale::{self, Config};
 
 /// Every goal the bench prints.
-const GOALS: [&str; 11] = [
+const GOALS: [&str; 12] = [
     "a_rss_mb",
     "a_list_p99_ms",
     "a_checks_per_s",
@@ -25,6 +25,7 @@ const GOALS: [&str; 11] = [
     "b_gaps",
     "b_lease_queries_per_check",
     "b_events_missing",
+    "b_spurious_status_changes",
     "b_takeover_intervals",
     "b_double_checks",
 ];
@@ -44,6 +45,7 @@ fn the_scale_bench_runs_small_and_three_replicas_share_without_double_checks_and
         flips: 10,
         run_a: true,
         run_b: true,
+        run_m: true,
         server_bin: server_bin(),
     };
     let outcome = scale::run(&config);
@@ -57,7 +59,21 @@ fn the_scale_bench_runs_small_and_three_replicas_share_without_double_checks_and
         );
     }
     assert_eq!(outcome.goals.len(), GOALS.len(), "{:?}", outcome.goals);
-    for correctness in ["a_double_checks", "b_double_checks", "b_takeover_intervals"] {
+    // Scenario m ran (its figure is memory, which a small run barely moves: not asserted).
+    assert!(
+        outcome
+            .figures
+            .iter()
+            .any(|(n, _, _)| n == "m_rss_per_connection_checked"),
+        "{:?}",
+        outcome.figures
+    );
+    for correctness in [
+        "a_double_checks",
+        "b_double_checks",
+        "b_takeover_intervals",
+        "b_spurious_status_changes",
+    ] {
         let goal = outcome.find(correctness).unwrap();
         assert!(goal.met(), "{goal}");
     }

@@ -13,13 +13,20 @@
 //!   through the Hub).
 //!
 //! Scheduling (tokio's clock, so tests can pause and advance time):
-//! - One task per enabled connection. Its first check is at a random point within its interval
-//!   (so a restart does not check everything at once), or within 5 s for one saved while the
-//!   monitor runs ([`Monitor::notify_changed`]); each next check is due one interval after
-//!   the previous due time, ± up to 10 % at random ([`JITTER_PERCENT`]).
-//! - A task runs its checks one after another, so at most one check per connection is in flight;
-//!   a check still running when the next is due makes that next one skipped, not queued
-//!   ([`MonitorStats::skipped`]).
+//! - Every enabled connection has a small slot (its settings, next due time, status tracker and
+//!   uptime counts) in one wheel: a map of slots and a queue of due times. A dispatcher task
+//!   puts each connection falling due in its lane's queue (an id, no task) and starts its check
+//!   once a permit of the lane is free, in a task that lives only while that check does
+//!   (claiming, checking) and then hands the slot back with its next due time: a connection at
+//!   rest or waiting for a permit costs no task, so memory grows by the slot alone per
+//!   connection, even when the monitor falls behind. A
+//!   connection's first check is at a random point within its interval (so a restart does not
+//!   check everything at once), or within 5 s for one saved while the monitor runs
+//!   ([`Monitor::notify_changed`]); each next check is due one interval after the previous due
+//!   time, ± up to 10 % at random ([`JITTER_PERCENT`]).
+//! - A slot is waiting, queued for a permit, or has its one check in flight, so at most one
+//!   check per connection is in flight; a check still running when the next is due makes that next one
+//!   skipped, not queued ([`MonitorStats::skipped`]).
 //! - Every check is cut off after [`MonitorConfig::check_timeout`] (recorded as a `timeout`
 //!   failure), and needs a permit of one of three lanes, each a semaphore, for as long as it
 //!   runs:
@@ -31,7 +38,7 @@
 //!     connections never checked.
 //!
 //!   Checks in flight overall are bounded by the sum (96 by default). The lane follows the last
-//!   result (resumed from the stored history at start, so a restart puts known-dead targets in
+//!   result (at start, the stored health's last check, so a restart puts known-dead targets in
 //!   the suspect lane and known-good ones in the main lane at once). Why: a dead or stalled
 //!   target holds its permit until the timeout, so with one shared semaphore 64 of them could
 //!   keep every permit busy and delay every healthy check by up to a timeout. Apart, any number
@@ -42,7 +49,8 @@
 //!   failure) the suspect lane, and a connection just saved waits only behind other first
 //!   checks, never behind the backlog of known-dead targets. From its first success on a target
 //!   is in the main lane. A slow target that still answers within the timeout stays in the main
-//!   lane. A connection's task waits for a permit only while all permits of its lane are busy
+//!   lane. A due check waits for a permit (in its lane's queue, in due order) only while all
+//!   permits of its lane are busy
 //!   ([`MonitorStats::suspect_checks`], [`MonitorStats::first_checks`] and
 //!   [`MonitorStats::max_main_lane_wait`] show how the lanes fare).
 //! - Changes: [`Monitor::notify_changed`] / [`Monitor::notify_deleted`] apply one
@@ -55,7 +63,8 @@
 //!   older ones up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)) with
 //!   [`HealthStore::roll_up_checks`](crate::store::HealthStore::roll_up_checks), then deletes
 //!   buckets older than [`MonitorConfig::bucket_retention`] (default 30 days), each in batches
-//!   of [`MonitorConfig::prune_batch_rows`] (default 1,000), one short transaction each, with
+//!   of at most [`MonitorConfig::prune_batch_rows`] (default 1,000; fewer while batches take
+//!   longer than [`PRUNE_BATCH_TARGET`], 10 ms: [`PruneBatch`]), one short transaction each, with
 //!   [`MonitorConfig::prune_batch_pause`] between them, so a write never waits behind more
 //!   than one batch. Processes sharing a store may all prune: the store keeps the roll-up
 //!   exact ([`RollUp::contended`](crate::store::RollUp::contended)). Uptime and the
@@ -74,13 +83,13 @@
 //!
 //! Several processes sharing one store (PostgreSQL replicas) split the work and share the events:
 //! - **Leases.** Each monitor has an id ([`Monitor::id`]). When a check is due and its
-//!   permit is held, the connection's task claims it through the claimer (below) with
+//!   permit is held, its check task claims it through the claimer (below) with
 //!   [`HealthStore::lease_checks`](crate::store::HealthStore::lease_checks) for a hold of
 //!   80 % of the interval (the interval less twice the jitter). The claim wins when nobody else
 //!   claimed within the hold (or the last claim is this monitor's own); on PostgreSQL the claim
 //!   is one `UPDATE` over a `SELECT … FOR UPDATE SKIP LOCKED`, so of two racing claims one wins
 //!   and the other loses at once. A lost claim skips the round: nothing is checked, recorded or
-//!   published ([`MonitorStats::leases_lost`]); the task tries again at its next due time. So
+//!   published ([`MonitorStats::leases_lost`]); the connection is tried again at its next due time. So
 //!   two checks of one connection, by any processes, are at least 80 % of an interval apart,
 //!   and the process whose turn comes first after the hold checks (usually the last holder, as
 //!   its own next due time falls in 90–110 % of the interval). A claim the store fails to
@@ -88,12 +97,16 @@
 //!   not stop the monitoring. Process clocks are assumed in step (NTP) to well within 20 % of
 //!   an interval. With one process (SQLite) every claim wins, so nothing changes; an edited
 //!   connection's early recheck runs only in the process holding its lease, or after the hold.
-//! - **Status across processes.** A won claim tells the previous holder. When it is another
-//!   process, this one's tracker and uptime window missed that process's checks, so they are
-//!   resumed from the store's health and history first (as at start, [`Tracker::resume`]):
-//!   the hysteresis counts every process's checks, and a change is derived (and published)
-//!   only by the process that checked. (One history query more per check when processes take
-//!   turns.)
+//! - **Status across processes.** A connection's tracker and uptime window are loaded from the
+//!   store's health and history ([`Tracker::resume`]) at this process's first won claim of it,
+//!   not before (a replica loads nothing for the connections others check). A won claim tells
+//!   the previous holder; when it is another process, this one's tracker missed that process's
+//!   checks, so it is loaded again from the store, the current health read anew (a replica's
+//!   view from when it found the connection may predate every check). So the hysteresis counts
+//!   every process's checks, a status change is derived only from the stored status (never an
+//!   `unknown → healthy` for a connection another process already checked), and it is
+//!   published by the process that checked. (One history query more per check when processes
+//!   take turns.)
 //! - **Events.** Status changes, checks and the handle's connection changes are published here and told
 //!   to the other processes through [`HealthStore::notify_event`](crate::store::HealthStore::notify_event) (PostgreSQL `NOTIFY`, a compact
 //!   `origin|kind|id[|…]` line per event; the recorder tells a batch's events in as few
@@ -114,7 +127,7 @@
 //! - the **recorder** takes the checks finished within [`MonitorConfig::record_window`]
 //!   (default 20 ms) of the first one, up to 256, records them with one
 //!   [`HealthStore::record_checks`](crate::store::HealthStore::record_checks) call, and only
-//!   then publishes each one's status change and check, in order. A connection's task derives
+//!   then publishes each one's status change and check, in order. A check's task derives
 //!   the status itself (the tracker is its own) and does not wait for the write; its next check
 //!   is at least an interval later. What is queued when the monitor stops is still recorded.
 //!
@@ -137,7 +150,9 @@ pub mod status;
 pub mod uptime;
 
 pub(crate) use scheduler::MonitorLink;
-pub use scheduler::{JITTER_PERCENT, Monitor, MonitorConfig, MonitorStats};
+pub use scheduler::{
+    JITTER_PERCENT, Monitor, MonitorConfig, MonitorStats, PRUNE_BATCH_TARGET, PruneBatch,
+};
 pub use status::{HysteresisConfig, Tracker};
 
 use async_trait::async_trait;

@@ -1,13 +1,16 @@
-//! The scheduler: one task per enabled connection, a supervisor applying changes, a pruner.
-//! The rules are in the module docs of [`crate::monitor`].
+//! The scheduler: a wheel of every enabled connection's due time (a compact slot each), a
+//! dispatcher starting each check as it falls due in a task that lives only while the check
+//! does, a supervisor applying changes, a claimer and a recorder batching the store work, a
+//! pruner. The rules are in the module docs of [`crate::monitor`].
 
-use std::collections::{HashMap, HashSet};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use tokio::sync::{Semaphore, broadcast, mpsc, oneshot, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,9 +76,10 @@ pub struct MonitorConfig {
     /// `bucket_retention` deleted (also once at start; at least 1 s). Default: 1 h.
     pub prune_interval: Duration,
     /// The most rows one roll-up or deletion batch handles, each batch its own short
-    /// transaction (0 counts as 1). Default: 1,000, so a batch stays short (the `history`
-    /// bench measures it on both stores) and no write waits long behind the pruner, not even
-    /// on SQLite's one writer.
+    /// transaction (0 counts as 1). Default: 1,000. Batches start at this size and shrink
+    /// (to 50 rows at least) while they take longer than [`PRUNE_BATCH_TARGET`] ([`PruneBatch`]),
+    /// so a batch stays short (the `history` bench measures it on both stores) and no write
+    /// waits long behind the pruner, not even on SQLite's one writer.
     pub prune_batch_rows: u32,
     /// The pause between two batches, which lets the writes queued meanwhile through.
     /// Default: 10 ms.
@@ -199,12 +203,15 @@ impl Monitor {
             suspect_lane: Arc::new(Semaphore::new(config.suspect_concurrency.max(1))),
             first_lane: Arc::new(Semaphore::new(config.first_check_concurrency.max(1))),
             config,
+            wheel: Mutex::new(Wheel::default()),
+            wake: Notify::new(),
             events,
             counters: Counters::default(),
             tasks: TaskTracker::new(),
             cancel: CancellationToken::new(),
         });
         shared.tasks.spawn(supervise(Arc::clone(&shared), receiver));
+        shared.tasks.spawn(dispatch(Arc::clone(&shared)));
         shared
             .tasks
             .spawn(claimer(Arc::clone(&shared), claim_requests));
@@ -342,6 +349,11 @@ struct Shared {
     suspect_lane: Arc<Semaphore>,
     /// Permits for connections never checked.
     first_lane: Arc<Semaphore>,
+    /// Every monitored connection and its due time.
+    wheel: Mutex<Wheel>,
+    /// Wakes the dispatcher when a due time was queued (it may be sooner than the one it waits
+    /// for).
+    wake: Notify,
     events: broadcast::Sender<MonitorEvent>,
     counters: Counters,
     tasks: TaskTracker,
@@ -349,6 +361,14 @@ struct Shared {
 }
 
 impl Shared {
+    /// The wheel, locked (only ever briefly, never across an await; a panic while holding it
+    /// leaves it usable).
+    fn wheel(&self) -> MutexGuard<'_, Wheel> {
+        self.wheel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn publish(&self, event: MonitorEvent) {
         // No subscriber is not an error.
         let _ = self.events.send(event);
@@ -436,11 +456,11 @@ enum Origin {
     Elsewhere,
 }
 
-/// What a connection's task needs to know of its settings.
+/// What the checks of a connection need to know of its settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Settings {
     version: u64,
-    interval: Duration,
+    interval_s: u32,
     slow_ms: u32,
 }
 
@@ -449,22 +469,236 @@ impl Settings {
         let monitoring = summary.spec.monitoring;
         Self {
             version: summary.version,
-            interval: Duration::from_secs(monitoring.interval_s().max(1).into()),
+            interval_s: monitoring.interval_s().max(1),
             slow_ms: monitoring.slow_ms(),
+        }
+    }
+
+    fn interval(self) -> Duration {
+        Duration::from_secs(self.interval_s.into())
+    }
+}
+
+/// Every monitored connection and when each is next due: all the scheduler keeps per
+/// connection between checks. Shared by the supervisor (which adds, updates and removes
+/// connections), the dispatcher (which starts the checks falling due) and the check tasks
+/// (which hand each connection back when its check is done), each holding the lock briefly.
+#[derive(Debug, Default)]
+struct Wheel {
+    slots: HashMap<ConnectionId, Slot>,
+    /// Due times, earliest first: `(due, connection, turn)`. An entry whose turn is not its
+    /// slot's current one was replaced (the due time moved) and is skipped.
+    queue: BinaryHeap<Reverse<(Instant, ConnectionId, u32)>>,
+    /// The ticket of the next check started (tells a finishing check it is still the slot's).
+    next_ticket: u64,
+    /// Due connections waiting for a permit, per lane (main, suspect, first check), in the
+    /// order they fell due. An id whose slot is no longer queued is skipped.
+    lanes: [VecDeque<ConnectionId>; 3],
+}
+
+/// One monitored connection.
+#[derive(Debug)]
+struct Slot {
+    settings: Settings,
+    /// When its next check is due (while in flight: when the check in flight was due).
+    due: Instant,
+    /// Bumped whenever `due` is queued anew.
+    turn: u32,
+    rng: Rng,
+    phase: Phase,
+}
+
+/// Whether a connection waits for its due time or has its check in flight.
+#[derive(Debug)]
+enum Phase {
+    /// Waiting, with what its next check starts from.
+    Waiting(Known),
+    /// Due, waiting in its lane's queue for a permit (no task yet).
+    Queued {
+        known: Known,
+        /// A change told meanwhile, applied to the next due time once the check is done.
+        changed: Option<Change>,
+    },
+    /// Its check is in flight (the task has what the check starts from, and hands it back).
+    InFlight {
+        ticket: u64,
+        /// Cancels the check (the connection was removed, or the monitor stops).
+        cancel: CancellationToken,
+        /// A change told while the check ran, applied to the next due time once it is done.
+        changed: Option<Change>,
+    },
+}
+
+/// A change of settings that moves a connection's next check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// The connection was edited: an edited target is worth checking again soon.
+    Edited,
+    /// Only its interval changed.
+    Interval,
+}
+
+/// What the monitor knows of a connection between two checks.
+#[derive(Debug)]
+enum Known {
+    /// What the store told when the monitor found the connection (not yet checked here): its
+    /// state is loaded from the store at its first won claim.
+    Stored(Stored),
+    /// Its state, kept from check to check.
+    Tracked(State),
+}
+
+/// A connection's stored health, as much of it as a first check needs.
+#[derive(Debug, Clone, Copy)]
+struct Stored {
+    status: HealthStatus,
+    latency_ms: Option<u32>,
+    /// Whether its last stored check succeeded (`None`: never checked): picks the lane.
+    last_ok: Option<bool>,
+}
+
+impl Stored {
+    fn of(health: &Health) -> Self {
+        Self {
+            status: health.status,
+            latency_ms: health.latency_ms,
+            // A failed check stores its failure kind; a success none.
+            last_ok: health.checked_at.map(|_| health.error_kind.is_none()),
         }
     }
 }
 
-/// The supervisor's view of one monitored connection.
+impl Known {
+    fn last_ok(&self) -> Option<bool> {
+        match self {
+            Self::Stored(stored) => stored.last_ok,
+            Self::Tracked(state) => state.last_ok,
+        }
+    }
+}
+
+/// The lane of a check: 0 main (last check succeeded), 1 suspect (failed), 2 first check.
+fn lane_of(last_ok: Option<bool>) -> usize {
+    match last_ok {
+        Some(true) => 0,
+        Some(false) => 1,
+        None => 2,
+    }
+}
+
+/// A due check, handed by the dispatcher to a task of its own.
 #[derive(Debug)]
-struct Entry {
-    settings: watch::Sender<Settings>,
+struct Job {
+    id: ConnectionId,
+    ticket: u64,
+    settings: Settings,
+    due: Instant,
     cancel: CancellationToken,
+}
+
+impl Wheel {
+    /// Queues `id`'s slot at its due time (a new turn: an older entry of it is skipped).
+    fn enqueue(&mut self, id: ConnectionId) {
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.turn = slot.turn.wrapping_add(1);
+            self.queue.push(Reverse((slot.due, id, slot.turn)));
+        }
+    }
+
+    /// Queues the checks due by `now` in their lanes, and tells when the next one is due.
+    fn take_due(&mut self, now: Instant) -> Option<Instant> {
+        while let Some(Reverse((at, id, turn))) = self.queue.peek().copied() {
+            if at > now {
+                return Some(at);
+            }
+            self.queue.pop();
+            let Some(slot) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            if slot.turn != turn || !matches!(slot.phase, Phase::Waiting(_)) {
+                continue;
+            }
+            let waiting = std::mem::replace(
+                &mut slot.phase,
+                Phase::Queued {
+                    known: Known::Stored(Stored {
+                        status: HealthStatus::Unknown,
+                        latency_ms: None,
+                        last_ok: None,
+                    }),
+                    changed: None,
+                },
+            );
+            if let Phase::Waiting(known) = waiting {
+                self.lanes[lane_of(known.last_ok())].push_back(id);
+                slot.phase = Phase::Queued {
+                    known,
+                    changed: None,
+                };
+            }
+        }
+        None
+    }
+
+    /// Starts the queued checks for which their lane has a permit now (their slots go in
+    /// flight), in the order they fell due.
+    fn start_queued(
+        &mut self,
+        permits: [&Arc<Semaphore>; 3],
+        cancel: &CancellationToken,
+        jobs: &mut Vec<(Job, Known, OwnedSemaphorePermit)>,
+    ) {
+        for (lane, permits) in permits.into_iter().enumerate() {
+            while let Some(&id) = self.lanes[lane].front() {
+                let queued = self
+                    .slots
+                    .get(&id)
+                    .is_some_and(|slot| matches!(slot.phase, Phase::Queued { .. }));
+                if !queued {
+                    self.lanes[lane].pop_front();
+                    continue;
+                }
+                let Ok(permit) = Arc::clone(permits).try_acquire_owned() else {
+                    break;
+                };
+                self.lanes[lane].pop_front();
+                let ticket = self.next_ticket;
+                self.next_ticket = self.next_ticket.wrapping_add(1);
+                let Some(slot) = self.slots.get_mut(&id) else {
+                    continue;
+                };
+                let token = cancel.child_token();
+                let queued = std::mem::replace(
+                    &mut slot.phase,
+                    Phase::InFlight {
+                        ticket,
+                        cancel: token.clone(),
+                        changed: None,
+                    },
+                );
+                if let Phase::Queued { known, changed } = queued {
+                    if let Phase::InFlight { changed: now, .. } = &mut slot.phase {
+                        *now = changed;
+                    }
+                    jobs.push((
+                        Job {
+                            id,
+                            ticket,
+                            settings: slot.settings,
+                            due: slot.due,
+                            cancel: token,
+                        },
+                        known,
+                        permit,
+                    ));
+                }
+            }
+        }
+    }
 }
 
 /// Applies changes: the full reload on its interval and the handle's commands.
 async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
-    let mut entries: HashMap<ConnectionId, Entry> = HashMap::new();
     let mut reload =
         tokio::time::interval(shared.config.reload_interval.max(Duration::from_secs(1)));
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -477,8 +711,8 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
             Some(command) = commands.recv() => match command {
                 Command::Changed(id, origin) => {
                     match shared.store.connection_summary(id).await {
-                        Ok(Some(summary)) => apply(&shared, &mut entries, summary, Start::Soon),
-                        Ok(None) => remove(&mut entries, id),
+                        Ok(Some(summary)) => apply(&shared, summary, Start::Soon),
+                        Ok(None) => remove(&shared, id),
                         Err(_) => Counters::bump(&shared.counters.store_errors, 1),
                     }
                     let event = MonitorEvent::ConnectionChanged { id };
@@ -488,7 +722,7 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
                     }
                 }
                 Command::Deleted(id, origin) => {
-                    remove(&mut entries, id);
+                    remove(&shared, id);
                     let event = MonitorEvent::ConnectionDeleted { id };
                     match origin {
                         Origin::Here => shared.publish_shared(event).await,
@@ -497,27 +731,21 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
                 }
             },
             _ = reload.tick() => {
-                reload_all(&shared, &mut entries, first).await;
+                reload_all(&shared, first).await;
                 first = false;
             }
         }
+        let connections = shared.wheel().slots.len() as u64;
         shared
             .counters
             .connections
-            .store(entries.len() as u64, Ordering::Relaxed);
-    }
-    for entry in entries.values() {
-        entry.cancel.cancel();
+            .store(connections, Ordering::Relaxed);
     }
 }
 
 /// Reloads every connection, page by page. Connections not seen are removed only after a
 /// complete pass, and only once the store confirms each is gone or no longer monitored.
-async fn reload_all(
-    shared: &Arc<Shared>,
-    entries: &mut HashMap<ConnectionId, Entry>,
-    initial: bool,
-) {
+async fn reload_all(shared: &Arc<Shared>, initial: bool) {
     let mut seen = HashSet::new();
     let mut page = 1u32;
     loop {
@@ -544,13 +772,13 @@ async fn reload_all(
         for summary in found.items {
             seen.insert(summary.id);
             let id = summary.id;
-            let known = entries.get(&id).map(|e| *e.settings.borrow());
+            let known = shared.wheel().slots.get(&id).map(|slot| slot.settings);
             let enabled = summary.spec.monitoring.enabled();
             let changed = match known {
                 None => enabled,
                 Some(old) => !enabled || old != Settings::of(&summary),
             };
-            apply(shared, entries, summary, Start::Spread);
+            apply(shared, summary, Start::Spread);
             if changed && !initial {
                 shared.publish(MonitorEvent::ConnectionChanged { id });
             }
@@ -560,7 +788,9 @@ async fn reload_all(
         }
         page = page.saturating_add(1);
     }
-    let missing: Vec<ConnectionId> = entries
+    let missing: Vec<ConnectionId> = shared
+        .wheel()
+        .slots
         .keys()
         .filter(|id| !seen.contains(id))
         .copied()
@@ -568,9 +798,9 @@ async fn reload_all(
     for id in missing {
         // A rename during the pass can move a row between pages: ask for it by id.
         match shared.store.connection_summary(id).await {
-            Ok(Some(summary)) => apply(shared, entries, summary, Start::Spread),
+            Ok(Some(summary)) => apply(shared, summary, Start::Spread),
             Ok(None) => {
-                remove(entries, id);
+                remove(shared, id);
                 shared.publish(MonitorEvent::ConnectionDeleted { id });
             }
             Err(_) => Counters::bump(&shared.counters.store_errors, 1),
@@ -589,60 +819,137 @@ enum Start {
     Soon,
 }
 
-/// Starts, updates or stops the task of one connection to match `summary`.
-fn apply(
-    shared: &Arc<Shared>,
-    entries: &mut HashMap<ConnectionId, Entry>,
-    summary: Connection,
-    start: Start,
-) {
+/// Adds, updates or removes the slot of one connection to match `summary`.
+fn apply(shared: &Shared, summary: Connection, start: Start) {
     let id = summary.id;
     if !summary.spec.monitoring.enabled() {
-        remove(entries, id);
+        remove(shared, id);
         return;
     }
     let settings = Settings::of(&summary);
-    if let Some(entry) = entries.get(&id) {
-        entry.settings.send_if_modified(|current| {
-            let modified = *current != settings;
-            *current = settings;
-            modified
-        });
+    let now = Instant::now();
+    let mut wheel = shared.wheel();
+    if let Some(slot) = wheel.slots.get_mut(&id) {
+        let old = slot.settings;
+        if old == settings {
+            return;
+        }
+        slot.settings = settings;
+        let change = if settings.version != old.version {
+            Change::Edited
+        } else if settings.interval_s != old.interval_s {
+            Change::Interval
+        } else {
+            return;
+        };
+        match &mut slot.phase {
+            Phase::InFlight { changed, .. } | Phase::Queued { changed, .. } => {
+                // Applied once the check in flight is done; an edit outweighs an interval.
+                if *changed != Some(Change::Edited) {
+                    *changed = Some(change);
+                }
+            }
+            Phase::Waiting(_) => {
+                let sooner = slot.moved_due(change, now);
+                if sooner < slot.due {
+                    slot.due = sooner;
+                    wheel.enqueue(id);
+                    drop(wheel);
+                    shared.wake.notify_one();
+                }
+            }
+        }
         return;
     }
-    let (sender, receiver) = watch::channel(settings);
-    let cancel = shared.cancel.child_token();
     let mut rng = Rng::new(id);
     let first = match start {
-        Start::Spread => settings.interval,
-        Start::Soon => settings.interval.min(RECHECK_AFTER_EDIT),
+        Start::Spread => settings.interval(),
+        Start::Soon => settings.interval().min(RECHECK_AFTER_EDIT),
     }
     .mul_f64(rng.unit());
-    shared.tasks.spawn(run_connection(
-        Arc::clone(shared),
+    wheel.slots.insert(
         id,
-        summary.health,
-        receiver,
-        cancel.clone(),
-        first,
-        rng,
-    ));
-    entries.insert(
-        id,
-        Entry {
-            settings: sender,
-            cancel,
+        Slot {
+            settings,
+            due: now + first,
+            turn: 0,
+            rng,
+            phase: Phase::Waiting(Known::Stored(Stored::of(&summary.health))),
         },
     );
+    wheel.enqueue(id);
+    drop(wheel);
+    shared.wake.notify_one();
 }
 
-fn remove(entries: &mut HashMap<ConnectionId, Entry>, id: ConnectionId) {
-    if let Some(entry) = entries.remove(&id) {
-        entry.cancel.cancel();
+/// Stops monitoring `id`: its slot goes, and a check of it in flight is dropped.
+fn remove(shared: &Shared, id: ConnectionId) {
+    let removed = shared.wheel().slots.remove(&id);
+    if let Some(Slot {
+        phase: Phase::InFlight { cancel, .. },
+        ..
+    }) = removed
+    {
+        cancel.cancel();
     }
 }
 
-/// What a connection's task remembers between checks.
+impl Slot {
+    /// The due time a change of settings asks for (the caller keeps the sooner of it and the
+    /// current one).
+    fn moved_due(&mut self, change: Change, now: Instant) -> Instant {
+        let interval = self.settings.interval();
+        match change {
+            Change::Edited => now + interval.min(RECHECK_AFTER_EDIT).mul_f64(self.rng.unit()),
+            Change::Interval => now + self.rng.jittered(interval),
+        }
+    }
+}
+
+/// Starts the checks as they fall due and a permit of their lane is free, each in a task of its
+/// own that lives only while its check does: a due check waiting for a permit is an id in its
+/// lane's queue, not a task, so a monitor falling behind holds no more memory than one keeping
+/// up.
+async fn dispatch(shared: Arc<Shared>) {
+    let mut jobs = Vec::new();
+    let permits = [&shared.main_lane, &shared.suspect_lane, &shared.first_lane];
+    loop {
+        let next = {
+            let mut wheel = shared.wheel();
+            let next = wheel.take_due(Instant::now());
+            wheel.start_queued(permits, &shared.cancel, &mut jobs);
+            next
+        };
+        for (job, known, permit) in jobs.drain(..) {
+            shared
+                .tasks
+                .spawn(run_check(Arc::clone(&shared), job, known, permit));
+        }
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => return,
+            () = shared.wake.notified() => {}
+            () = sleep => {}
+        }
+    }
+}
+
+/// Wakes the dispatcher when a check's task ends, however it ends: its permit is free again.
+struct WakeOnExit<'a>(&'a Notify);
+
+impl Drop for WakeOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+/// What a connection's checks remember from one to the next.
 #[derive(Debug)]
 struct State {
     tracker: Tracker,
@@ -654,7 +961,7 @@ struct State {
 
 impl State {
     /// Resumes from the stored health and the last 24 h of history.
-    async fn load(shared: &Shared, id: ConnectionId, stored: &Health) -> Self {
+    async fn load(shared: &Shared, id: ConnectionId, stored: Stored) -> Self {
         let config = shared.config.hysteresis;
         let recent = match uptime::load(shared.store.as_ref(), id, wall_now()).await {
             Ok(recent) => recent,
@@ -668,152 +975,162 @@ impl State {
             tracker: Tracker::resume(config, stored.status, checks),
             uptime: UptimeWindow::from_recent(&recent),
             last_ok_latency: stored.latency_ms,
-            // Resumed from history (newest first), so after a restart a known-dead target goes
-            // straight to the suspect lane and a known-good one straight to the main lane.
-            last_ok: checks.first().map(|c| c.ok),
+            last_ok: checks.first().map(|c| c.ok).or(stored.last_ok),
         }
     }
 }
 
-/// Checks one connection on its interval until cancelled or its entry is dropped.
-async fn run_connection(
-    shared: Arc<Shared>,
-    id: ConnectionId,
-    stored: Health,
-    mut settings_rx: watch::Receiver<Settings>,
-    cancel: CancellationToken,
-    first: Duration,
-    mut rng: Rng,
-) {
-    let mut settings = *settings_rx.borrow_and_update();
-    let mut due = Instant::now() + first;
-    let mut state: Option<State> = None;
-    loop {
-        tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            changed = settings_rx.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let new = *settings_rx.borrow_and_update();
-                let now = Instant::now();
-                if new.version != settings.version {
-                    // An edited target is worth checking again soon.
-                    let soon = new.interval.min(RECHECK_AFTER_EDIT).mul_f64(rng.unit());
-                    due = due.min(now + soon);
-                } else if new.interval != settings.interval {
-                    due = due.min(now + rng.jittered(new.interval));
-                }
-                settings = new;
-                continue;
-            }
-            () = tokio::time::sleep_until(due) => {}
-        }
-        let state = match &mut state {
-            Some(state) => state,
-            None => state.insert(State::load(&shared, id, &stored).await),
-        };
-        let main = state.last_ok == Some(true);
-        let lane = match state.last_ok {
-            Some(true) => &shared.main_lane,
-            Some(false) => &shared.suspect_lane,
-            None => &shared.first_lane,
-        };
-        let permit = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            permit = Arc::clone(lane).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
-        // Claim this interval's check; another process sharing the store may have it. A won
-        // claim carries the row, so the check reads nothing more.
-        let mut claimed = None;
-        match claim(&shared, id, lease_hold(settings.interval)).await {
-            // The monitor is stopping.
-            None => return,
-            Some(Claim::Lost) => {
-                drop(permit);
-                tracing::debug!(
-                    connection = %id,
-                    "check lease held by another monitor; round skipped"
-                );
-                Counters::bump(&shared.counters.leases_lost, 1);
-                advance(&shared, &mut due, &mut rng, settings.interval);
-                continue;
-            }
-            Some(Claim::Won(lease)) => {
-                let resume = lease
-                    .previous_holder
-                    .is_some_and(|holder| holder != shared.id);
-                claimed = Some(lease.connection);
-                if resume {
-                    // Another process checked it since this one last did (or since this one
-                    // loaded its state): resume from the store, so the hysteresis and uptime
-                    // count every process's checks.
-                    let health = match shared.store.connection_summary(id).await {
-                        Ok(Some(summary)) => summary.health,
-                        Ok(None) => return,
-                        Err(_) => {
-                            Counters::bump(&shared.counters.store_errors, 1);
-                            stored.clone()
-                        }
-                    };
-                    *state = State::load(&shared, id, &health).await;
-                }
-            }
-            // The store is failing (the claimer counted and logged it): check anyway
-            // (recording will likely fail too, but the status published here stays live),
-            // rather than leave the connection unchecked.
-            Some(Claim::Failed) => {}
-        }
-        if !shared.checker.admit(id).await {
-            drop(permit);
-            Counters::bump(&shared.counters.deferred, 1);
-            advance(&shared, &mut due, &mut rng, settings.interval);
-            continue;
-        }
-        let started = Instant::now();
-        if main {
-            let waited = started.saturating_duration_since(due).as_micros();
-            let waited = u64::try_from(waited).unwrap_or(u64::MAX);
-            shared
-                .counters
-                .max_main_lane_wait_us
-                .fetch_max(waited, Ordering::Relaxed);
-        } else if state.last_ok.is_none() {
-            Counters::bump(&shared.counters.first_checks, 1);
-        } else {
-            Counters::bump(&shared.counters.suspect_checks, 1);
-        }
-        let outcome = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            outcome = tokio::time::timeout(shared.config.check_timeout, async {
-                match claimed {
-                    Some(row) => shared.checker.check_row(row).await,
-                    None => shared.checker.check(id).await,
-                }
-            }) => outcome,
-        };
-        drop(permit);
-        let result = outcome.unwrap_or_else(|_| {
-            Counters::bump(&shared.counters.timeouts, 1);
-            let ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
-            CheckResult::failure(FailureKind::Timeout, ms)
-        });
-        state.last_ok = Some(result.ok);
-        record(&shared, id, state, &result, settings.slow_ms);
-        advance(&shared, &mut due, &mut rng, settings.interval);
+/// Runs one due check of a connection, then hands the connection back to the wheel with its
+/// next due time.
+async fn run_check(shared: Arc<Shared>, job: Job, known: Known, permit: OwnedSemaphorePermit) {
+    let _wake = WakeOnExit(&shared.wake);
+    let known = check_once(&shared, &job, known, permit).await;
+    if job.cancel.is_cancelled() {
+        // Removed meanwhile, or the monitor stops: nothing to hand back.
+        return;
     }
-}
-
-/// Moves `due` to the next check due in the future, counting the ones skipped.
-fn advance(shared: &Shared, due: &mut Instant, rng: &mut Rng, interval: Duration) {
-    *due += rng.jittered(interval);
     let now = Instant::now();
+    let mut wheel = shared.wheel();
+    let Some(slot) = wheel.slots.get_mut(&job.id) else {
+        return;
+    };
+    let changed = match &slot.phase {
+        Phase::InFlight {
+            ticket, changed, ..
+        } if *ticket == job.ticket => *changed,
+        _ => return,
+    };
+    let mut due = slot.due;
+    let interval = job.settings.interval();
+    advance(&shared, &mut due, &mut slot.rng, interval, now);
+    if let Some(change) = changed {
+        due = due.min(slot.moved_due(change, now));
+    }
+    slot.due = due;
+    slot.phase = Phase::Waiting(known);
+    wheel.enqueue(job.id);
+}
+
+/// One due check, holding a permit of its lane: the claim, the check, its record. Returns what
+/// the next check starts from.
+async fn check_once(
+    shared: &Shared,
+    job: &Job,
+    known: Known,
+    permit: OwnedSemaphorePermit,
+) -> Known {
+    let Job {
+        id,
+        settings,
+        due,
+        ref cancel,
+        ..
+    } = *job;
+    let last_ok = known.last_ok();
+    let main = last_ok == Some(true);
+    if cancel.is_cancelled() {
+        return known;
+    }
+    // Claim this interval's check; another process sharing the store may have it. A won
+    // claim carries the row, so the check reads nothing more.
+    let mut claimed = None;
+    let mut other_checked = false;
+    match claim(shared, id, lease_hold(settings.interval())).await {
+        // The monitor is stopping.
+        None => return known,
+        Some(Claim::Lost) => {
+            drop(permit);
+            tracing::debug!(
+                connection = %id,
+                "check lease held by another monitor; round skipped"
+            );
+            Counters::bump(&shared.counters.leases_lost, 1);
+            return known;
+        }
+        Some(Claim::Won(lease)) => {
+            other_checked = lease
+                .previous_holder
+                .is_some_and(|holder| holder != shared.id);
+            claimed = Some(lease.connection);
+        }
+        // The store is failing (the claimer counted and logged it): check anyway
+        // (recording will likely fail too, but the status published here stays live),
+        // rather than leave the connection unchecked.
+        Some(Claim::Failed) => {}
+    }
+    let mut state = match known {
+        Known::Tracked(state) if !other_checked => state,
+        known => {
+            // First checked here, or another process checked it since this one last did (or
+            // since this one found it): start from the store's health and history, so the
+            // hysteresis and uptime count every process's checks and a change is derived only
+            // from the stored status (one history query, only when processes take turns).
+            let stored = match known {
+                Known::Stored(stored) => stored,
+                Known::Tracked(ref state) => Stored {
+                    status: state.tracker.status(),
+                    latency_ms: state.last_ok_latency,
+                    last_ok: state.last_ok,
+                },
+            };
+            let stored = if other_checked {
+                match shared.store.connection_summary(id).await {
+                    Ok(Some(summary)) => Stored::of(&summary.health),
+                    // Deleted meanwhile: the supervisor removes it.
+                    Ok(None) => return known,
+                    Err(_) => {
+                        Counters::bump(&shared.counters.store_errors, 1);
+                        stored
+                    }
+                }
+            } else {
+                stored
+            };
+            State::load(shared, id, stored).await
+        }
+    };
+    if !shared.checker.admit(id).await {
+        drop(permit);
+        Counters::bump(&shared.counters.deferred, 1);
+        return Known::Tracked(state);
+    }
+    let started = Instant::now();
+    if main {
+        let waited = started.saturating_duration_since(due).as_micros();
+        let waited = u64::try_from(waited).unwrap_or(u64::MAX);
+        shared
+            .counters
+            .max_main_lane_wait_us
+            .fetch_max(waited, Ordering::Relaxed);
+    } else if last_ok.is_none() {
+        Counters::bump(&shared.counters.first_checks, 1);
+    } else {
+        Counters::bump(&shared.counters.suspect_checks, 1);
+    }
+    let outcome = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Known::Tracked(state),
+        outcome = tokio::time::timeout(shared.config.check_timeout, async {
+            match claimed {
+                Some(row) => shared.checker.check_row(row).await,
+                None => shared.checker.check(id).await,
+            }
+        }) => outcome,
+    };
+    drop(permit);
+    let result = outcome.unwrap_or_else(|_| {
+        Counters::bump(&shared.counters.timeouts, 1);
+        let ms = u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX);
+        CheckResult::failure(FailureKind::Timeout, ms)
+    });
+    state.last_ok = Some(result.ok);
+    record(shared, id, &mut state, &result, settings.slow_ms);
+    Known::Tracked(state)
+}
+
+/// Moves `due` to the next check due after `now`, counting the ones skipped.
+fn advance(shared: &Shared, due: &mut Instant, rng: &mut Rng, interval: Duration, now: Instant) {
+    *due += rng.jittered(interval);
     while *due <= now {
         Counters::bump(&shared.counters.skipped, 1);
         *due += rng.jittered(interval);
@@ -1225,6 +1542,47 @@ async fn publish_finished(shared: &Shared, rows: &[(Check, Health)], before: &[H
     }
 }
 
+/// How long one pruning batch should take at most: 10 ms. A batch is one write through the
+/// store's writer, so it is about how long a write can wait behind the pruner.
+pub const PRUNE_BATCH_TARGET: Duration = Duration::from_millis(10);
+
+/// The fewest rows a pruning batch asks for: 50.
+const PRUNE_BATCH_MIN: u32 = 50;
+
+/// The size of the pruner's next batch, adapted to how long the last ones took: halved after a
+/// batch slower than [`PRUNE_BATCH_TARGET`], grown by a quarter after one faster than half of
+/// it, between 50 rows and [`MonitorConfig::prune_batch_rows`]. So on a slow or busy machine
+/// (or a store whose rows are not cached) batches shrink until each is short, and on a fast one
+/// they stay at the configured size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneBatch {
+    rows: u32,
+    max: u32,
+}
+
+impl PruneBatch {
+    /// Starts at the configured size (0 counts as 1).
+    pub fn new(config: &MonitorConfig) -> Self {
+        let max = config.prune_batch_rows.max(1);
+        Self { rows: max, max }
+    }
+
+    /// Rows the next batch asks for.
+    pub fn rows(&self) -> u32 {
+        self.rows
+    }
+
+    /// Takes how long the last batch took.
+    pub fn took(&mut self, elapsed: Duration) {
+        let min = PRUNE_BATCH_MIN.min(self.max);
+        if elapsed > PRUNE_BATCH_TARGET {
+            self.rows = (self.rows / 2).max(min);
+        } else if elapsed < PRUNE_BATCH_TARGET / 2 {
+            self.rows = self.rows.saturating_add(self.rows / 4 + 1).min(self.max);
+        }
+    }
+}
+
 /// Rolls up raw checks older than the detail window and deletes expired buckets, once at start
 /// and then on the prune interval, in batches with a pause between them.
 async fn prune(shared: Arc<Shared>) {
@@ -1234,7 +1592,7 @@ async fn prune(shared: Arc<Shared>) {
     let detail = time::Duration::try_from(config.detail_window).unwrap_or(time::Duration::MAX);
     let retention =
         time::Duration::try_from(config.bucket_retention).unwrap_or(time::Duration::MAX);
-    let batch = config.prune_batch_rows.max(1);
+    let mut batch = PruneBatch::new(config);
     loop {
         tokio::select! {
             biased;
@@ -1245,7 +1603,13 @@ async fn prune(shared: Arc<Shared>) {
         if let Some(before) = now.checked_sub(detail) {
             let mut from = None;
             loop {
-                match shared.store.roll_up_checks(before, from, batch).await {
+                let started = Instant::now();
+                let rolled = shared
+                    .store
+                    .roll_up_checks(before, from, batch.rows())
+                    .await;
+                batch.took(started.elapsed());
+                match rolled {
                     Ok(done) => {
                         Counters::bump(&shared.counters.rolled_up, done.rolled);
                         if done.contended {
@@ -1270,10 +1634,14 @@ async fn prune(shared: Arc<Shared>) {
         }
         if let Some(before) = now.checked_sub(retention) {
             loop {
-                match shared.store.prune_buckets(before, batch).await {
+                let started = Instant::now();
+                let rows = batch.rows();
+                let pruned = shared.store.prune_buckets(before, rows).await;
+                batch.took(started.elapsed());
+                match pruned {
                     Ok(n) => {
                         Counters::bump(&shared.counters.pruned, n);
-                        if n < u64::from(batch) {
+                        if n < u64::from(rows) {
                             break;
                         }
                     }
@@ -1412,6 +1780,37 @@ mod tests {
             assert_eq!(decode_event(bad), None, "{bad}");
         }
         assert_eq!(lease_hold(Duration::from_secs(10)), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn pruning_batches_shrink_while_slow_and_grow_back_when_fast() {
+        let mut batch = PruneBatch::new(&MonitorConfig::default());
+        assert_eq!(batch.rows(), 1_000);
+        let slow = PRUNE_BATCH_TARGET * 3;
+        let fast = PRUNE_BATCH_TARGET / 4;
+        batch.took(slow);
+        assert_eq!(batch.rows(), 500);
+        for _ in 0..20 {
+            batch.took(slow);
+        }
+        assert_eq!(batch.rows(), 50, "never below 50 rows");
+        // Within the target: unchanged.
+        batch.took(PRUNE_BATCH_TARGET * 3 / 4);
+        assert_eq!(batch.rows(), 50);
+        let mut grown = Vec::new();
+        for _ in 0..20 {
+            batch.took(fast);
+            grown.push(batch.rows());
+        }
+        assert!(grown.windows(2).all(|w| w[0] <= w[1]), "{grown:?}");
+        assert_eq!(batch.rows(), 1_000, "never above the configured size");
+        // A configured size below 50 is kept as it is.
+        let mut small = PruneBatch::new(&MonitorConfig {
+            prune_batch_rows: 10,
+            ..MonitorConfig::default()
+        });
+        small.took(slow);
+        assert_eq!(small.rows(), 10);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 //! uptime. The window starts at the start of the bucket holding `now - 24 h`, so it spans 24 h
 //! to 24 h 5 min and a bucket is either wholly in it or wholly out.
 //! The scheduler reads the history once per connection and then keeps an [`UptimeWindow`] in
-//! memory: 5-minute buckets (at most 289 per connection), so recording a check needs no history
-//! query.
+//! memory: 5-minute buckets (at most 289 per connection, two bytes each), so recording a check
+//! needs no history query.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -76,11 +76,24 @@ pub async fn load(store: &dyn Store, id: ConnectionId, now: OffsetDateTime) -> R
     Ok(Recent { checks, buckets })
 }
 
-/// A rolling 24 h count of checks and successes in 5-minute buckets.
+/// Buckets in a full window: 24 h of 5-minute buckets, plus the one `now` is in.
+const WINDOW_BUCKETS: usize = 289;
+
+/// The most checks one bucket counts (and successes): 255. A 5-minute bucket of the shortest
+/// interval (10 s) holds 30 checks, and rechecks after edits draw on the saving user's test
+/// budget (S31), so no real bucket comes near it; beyond it a bucket's counts saturate.
+const BUCKET_MAX: u8 = u8::MAX;
+
+/// A rolling 24 h count of checks and successes in 5-minute buckets, kept compact (it is the
+/// largest part of what the monitor keeps per connection): one `(successes, checks)` pair of
+/// bytes per bucket, dense from the oldest bucket still in the window to the newest, so at most
+/// 289 pairs (578 bytes) after a day.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UptimeWindow {
-    /// (bucket number, successes, checks), oldest first.
-    buckets: VecDeque<(i64, u32, u32)>,
+    /// The bucket number of `counts[0]`.
+    first: i64,
+    /// `[successes, checks]` per bucket, oldest first, one per bucket from `first` on.
+    counts: VecDeque<[u8; 2]>,
 }
 
 impl UptimeWindow {
@@ -105,42 +118,87 @@ impl UptimeWindow {
             *good = good.saturating_add(u32::from(c.ok));
             *all = all.saturating_add(1);
         }
-        Self {
-            buckets: counts
-                .into_iter()
-                .map(|(b, (good, all))| (b, good, all))
-                .collect(),
+        let mut window = Self::default();
+        for (bucket, (good, all)) in counts {
+            let slot = window.slot(bucket);
+            slot[0] = saturate(u32::from(slot[0]).saturating_add(good));
+            slot[1] = saturate(u32::from(slot[1]).saturating_add(all));
         }
+        window
     }
 
     /// Counts one check that finished at `at`. Checks should come in time order; an older one
     /// than the newest bucket is counted in the newest bucket.
     pub fn push(&mut self, at: OffsetDateTime, ok: bool) {
-        let bucket = bucket_of(at);
-        match self.buckets.back_mut() {
-            Some((b, good, all)) if *b >= bucket => {
-                *good = good.saturating_add(u32::from(ok));
-                *all = all.saturating_add(1);
-            }
-            _ => self.buckets.push_back((bucket, u32::from(ok), 1)),
-        }
+        let slot = self.slot(bucket_of(at));
+        slot[0] = slot[0].saturating_add(u8::from(ok));
+        slot[1] = slot[1].saturating_add(1);
     }
 
     /// The share of successes in the 24 h before `now`; `None` without checks there. Drops the
     /// buckets that left the window.
     pub fn uptime(&mut self, now: OffsetDateTime) -> Option<f64> {
-        let oldest = bucket_of(now - WINDOW);
-        while self.buckets.front().is_some_and(|(b, _, _)| *b < oldest) {
-            self.buckets.pop_front();
-        }
+        self.forget_before(bucket_of(now - WINDOW));
         let (good, all) = self
-            .buckets
+            .counts
             .iter()
-            .fold((0u64, 0u64), |(g, a), (_, good, all)| {
+            .fold((0u64, 0u64), |(g, a), [good, all]| {
                 (g + u64::from(*good), a + u64::from(*all))
             });
         ratio(good, all)
     }
+
+    /// The counts of `bucket`, or of the newest bucket when `bucket` is older; buckets are
+    /// added (empty) up to it, and the oldest dropped so the window never spans more than a
+    /// day.
+    fn slot(&mut self, bucket: i64) -> &mut [u8; 2] {
+        if self.counts.is_empty() {
+            self.first = bucket;
+        }
+        let newest = self.first + self.counts.len() as i64 - 1;
+        if bucket > newest {
+            let oldest = bucket - (WINDOW_BUCKETS as i64 - 1);
+            self.forget_before(oldest);
+            if self.counts.is_empty() {
+                self.first = bucket;
+            }
+            let missing =
+                usize::try_from(bucket - (self.first + self.counts.len() as i64) + 1).unwrap_or(0);
+            if self.counts.capacity() < self.counts.len() + missing {
+                // Grown an hour at a time (not doubled): the window stays near its length.
+                self.counts.reserve_exact(missing.max(12));
+            }
+            for _ in 0..missing {
+                self.counts.push_back([0, 0]);
+            }
+        }
+        if self.counts.is_empty() {
+            // Not reached (a bucket was just added, or `bucket` is at most the newest); kept so
+            // the index below is always in bounds.
+            self.counts.push_back([0, 0]);
+        }
+        let last = self.counts.len() - 1;
+        let index = usize::try_from(bucket - self.first).map_or(last, |i| i.min(last));
+        &mut self.counts[index]
+    }
+
+    /// Drops the buckets older than `oldest`.
+    fn forget_before(&mut self, oldest: i64) {
+        while self.first < oldest && !self.counts.is_empty() {
+            self.counts.pop_front();
+            self.first += 1;
+        }
+        if self.counts.is_empty() {
+            self.first = self.first.max(oldest);
+        }
+        if self.counts.capacity() > WINDOW_BUCKETS + 12 {
+            self.counts.shrink_to(WINDOW_BUCKETS);
+        }
+    }
+}
+
+fn saturate(n: u32) -> u8 {
+    u8::try_from(n).unwrap_or(BUCKET_MAX)
 }
 
 fn bucket_of(at: OffsetDateTime) -> i64 {
@@ -182,6 +240,51 @@ mod tests {
         ];
         assert_eq!(from_checks(&rows), Some(0.75));
         assert_eq!(from_checks(&rows[1..2]), Some(0.0));
+    }
+
+    proptest::proptest! {
+        /// The compact window counts exactly what a plain count of the checks in the last day's
+        /// buckets does, whatever the gaps between checks (minutes to days).
+        #[test]
+        fn the_compact_window_is_exact(
+            steps in proptest::collection::vec((1i64..200_000, proptest::bool::ANY), 1..400),
+            seeded in 0usize..50,
+        ) {
+            let mut at = NOW;
+            let mut rows = Vec::new();
+            for (gap, ok) in &steps {
+                at += Duration::seconds(*gap);
+                rows.push(row(at, *ok));
+            }
+            let seeded = seeded.min(rows.len());
+            let mut w = UptimeWindow::from_checks(&rows[..seeded]);
+            for (i, r) in rows.iter().enumerate().skip(seeded) {
+                w.push(r.at, r.ok);
+                let oldest = bucket_of(r.at - WINDOW);
+                let inside: Vec<Check> = rows[..=i]
+                    .iter()
+                    .filter(|c| bucket_of(c.at) >= oldest)
+                    .cloned()
+                    .collect();
+                proptest::prop_assert_eq!(w.uptime(r.at), from_checks(&inside));
+                proptest::prop_assert!(w.counts.len() <= WINDOW_BUCKETS);
+            }
+        }
+    }
+
+    #[test]
+    fn a_bucket_saturates_instead_of_wrapping() {
+        let mut w = UptimeWindow::default();
+        for i in 0..300 {
+            w.push(NOW + Duration::milliseconds(i), i % 2 == 0);
+        }
+        assert_eq!(w.counts.len(), 1);
+        assert_eq!(w.counts[0], [150, 255]);
+        // An older check than the newest bucket counts in the newest.
+        let mut w = UptimeWindow::default();
+        w.push(NOW + Duration::hours(1), true);
+        w.push(NOW, false);
+        assert_eq!(w.uptime(NOW + Duration::hours(1)), Some(0.5));
     }
 
     #[test]

@@ -979,3 +979,158 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
         started.elapsed()
     );
 }
+
+/// A process taking over a connection another process checked carries on from the stored
+/// status, even when it found the connection before that check (its view then said `unknown`):
+/// its hysteresis counts the other's checks, and it publishes only changes of the stored status
+/// (no `unknown → healthy` for a connection already healthy, no `unknown → degraded` for one
+/// already degraded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_taking_over_a_connection_carries_on_from_the_stored_status() {
+    use datahub_core::model::{Check, Health};
+
+    let cluster = cluster().await;
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&store, "owner").await;
+    let shared = Arc::new(Shared::default());
+    let mut ids = Vec::new();
+    for name in ["failing", "steady"] {
+        let spec = ConnectionDraft {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            database: "app".into(),
+            username: "app".into(),
+            password: Some(Password::from("pw")),
+            monitoring: MonitoringDraft {
+                interval_s: Some(10),
+                ..MonitoringDraft::default()
+            },
+            ..ConnectionDraft::default()
+        }
+        .validate()
+        .unwrap()
+        .0;
+        let r = row(spec, owner);
+        store
+            .insert_connection(&r, &ev("connection.create"))
+            .await
+            .unwrap();
+        ids.push(r.id);
+    }
+    let (failing, steady) = (ids[0], ids[1]);
+    shared.failing.lock().unwrap().insert(failing);
+
+    // Another process holds both leases from before this monitor starts...
+    let other = uuid::Uuid::now_v7();
+    let now = || {
+        let at = time::OffsetDateTime::now_utc();
+        at.replace_nanosecond(at.nanosecond() / 1_000 * 1_000)
+            .unwrap()
+    };
+    let won = store
+        .lease_checks(&ids, other, now(), Duration::from_secs(8))
+        .await
+        .unwrap();
+    assert_eq!(won.len(), 2);
+    let config = MonitorConfig {
+        hysteresis: HysteresisConfig::new(2, 2).unwrap(),
+        ..MonitorConfig::default()
+    };
+    let monitor = Monitor::start(
+        Arc::clone(&store),
+        Arc::new(Tagged {
+            tag: "b",
+            shared: Arc::clone(&shared),
+        }),
+        config,
+    );
+    let mut events = monitor.subscribe();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while monitor.stats().connections < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the monitor did not load"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ... and checks both once this monitor has found them unchecked: the failing one fails
+    // (degraded), the steady one succeeds (healthy).
+    let at = now();
+    let recorded = |id, ok: bool| {
+        let status = if ok {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Degraded
+        };
+        let error_kind = (!ok).then_some(FailureKind::ConnectionRefused);
+        (
+            Check {
+                connection: id,
+                at,
+                ok,
+                latency_ms: 1,
+                error_kind,
+                step: None,
+                status,
+            },
+            Health {
+                status,
+                checked_at: Some(at),
+                latency_ms: Some(1),
+                error_kind,
+                uptime_24h: Some(if ok { 1.0 } else { 0.0 }),
+                facts: None,
+            },
+        )
+    };
+    store
+        .record_checks(&[recorded(failing, false), recorded(steady, true)])
+        .await
+        .unwrap();
+
+    // This monitor claims each once the other's hold is over (8 s), at its next due time.
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    while monitor.stats().checks < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not taken over: {:?}",
+            monitor.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shared
+        .freeze
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let changes = status_changes(&mut events);
+    monitor.shutdown().await;
+
+    // The failing connection's second failure in a row (the other's, then this one's) makes it
+    // down: the one change, from the stored status. The steady one did not change.
+    let history = store
+        .checks(failing, time::OffsetDateTime::UNIX_EPOCH, 10)
+        .await
+        .unwrap();
+    let statuses: Vec<HealthStatus> = history.iter().rev().map(|c| c.status).collect();
+    assert_eq!(statuses, [HealthStatus::Degraded, HealthStatus::Down]);
+    let steady_history = store
+        .checks(steady, time::OffsetDateTime::UNIX_EPOCH, 10)
+        .await
+        .unwrap();
+    assert!(
+        steady_history
+            .iter()
+            .all(|c| c.status == HealthStatus::Healthy),
+        "{steady_history:?}"
+    );
+    assert_eq!(steady_history.len(), 2);
+    assert_eq!(
+        changes,
+        [(
+            failing,
+            HealthStatus::Degraded,
+            HealthStatus::Down,
+            history[0].at
+        )]
+    );
+}
