@@ -146,6 +146,7 @@
 //! [`MonitorStats`] and retried on the next round).
 
 mod scheduler;
+mod shares;
 pub mod status;
 pub mod uptime;
 
