@@ -1140,6 +1140,7 @@ async fn scenario_b(config: &Config, out: &mut Outcome) {
             srv.warnings()
         );
         if srv.warnings() > 0 {
+            println!("{}", srv.first_warnings().join("\n"));
             println!(
                 "{}",
                 srv.log()
