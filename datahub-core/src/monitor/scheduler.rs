@@ -1544,7 +1544,10 @@ async fn claimer(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<ClaimRe
 /// (the leases keep checks single whatever it says). Stopping, it leaves the store's list, so
 /// the others take its share at their next beat rather than after its timeout.
 async fn members(shared: Arc<Shared>) {
-    let every = shared.config.replica_heartbeat.max(Duration::from_millis(100));
+    let every = shared
+        .config
+        .replica_heartbeat
+        .max(Duration::from_millis(100));
     let timeout = shared.config.replica_timeout.max(every * 2);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -28,10 +28,7 @@ pub(crate) struct Shares {
 impl Shares {
     /// The view of a monitor that knows of no other: every connection is its own.
     pub(crate) fn alone(me: Uuid) -> Self {
-        Self {
-            me,
-            live: vec![me],
-        }
+        Self { me, live: vec![me] }
     }
 
     /// The view of `me` seeing `live` alive (`me` is added when missing: a monitor asking is
@@ -103,8 +100,8 @@ mod tests {
             .map(|_| {
                 state = fmix64(state.wrapping_add(0x9e37_79b9_7f4a_7c15));
                 let tail = fmix64(state ^ 0x5555);
-                let bits = (0x0190_0000_0000_7000_u128 << 64) | u128::from(state) << 32
-                    ^ u128::from(tail);
+                let bits =
+                    (0x0190_0000_0000_7000_u128 << 64) | u128::from(state) << 32 ^ u128::from(tail);
                 ConnectionId::from_uuid(Uuid::from_u128(bits))
             })
             .collect()

@@ -919,7 +919,11 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
     assert_eq!(sa.checks + sb.checks, log.len() as u64);
     // Each left the other's share alone, without a claim; both saw two monitors live.
     assert!(sa.not_home > 0 && sb.not_home > 0, "{sa:?} {sb:?}");
-    assert_eq!((sa.live_monitors, sb.live_monitors), (2, 2), "{sa:?} {sb:?}");
+    assert_eq!(
+        (sa.live_monitors, sb.live_monitors),
+        (2, 2),
+        "{sa:?} {sb:?}"
+    );
     let mut expected = Vec::new();
     for id in &ids {
         let mut times: Vec<std::time::Instant> = log
@@ -1080,7 +1084,13 @@ async fn a_dead_monitors_share_is_taken_over_and_a_lone_monitor_checks_everythin
         config,
     );
     let checked = |shared: &Shared| -> std::collections::HashSet<ConnectionId> {
-        shared.log.lock().unwrap().iter().map(|(id, _, _)| *id).collect()
+        shared
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _, _)| *id)
+            .collect()
     };
 
     // Two intervals with the peer live: this monitor checks its share only, every one of it.
