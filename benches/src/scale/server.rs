@@ -122,10 +122,11 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
-                    if warned.fetch_add(1, Ordering::Relaxed) < FIRST_WARNINGS {
-                        first_sink.lock().unwrap().push(line.clone());
-                    }
+                let warning =
+                    line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"");
+                // Counted only when it is one (`&&` evaluates the count after the test).
+                if warning && warned.fetch_add(1, Ordering::Relaxed) < FIRST_WARNINGS {
+                    first_sink.lock().unwrap().push(line.clone());
                 }
                 if line.contains("health monitor started") {
                     *id_sink.lock().unwrap() = monitor_id_in(&line);
