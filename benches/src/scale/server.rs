@@ -153,7 +153,7 @@ impl ServerProcess {
         self.warnings.load(Ordering::Relaxed)
     }
 
-    /// The first warning or error lines the server logged (at most [`FIRST_WARNINGS`]).
+    /// The first warning or error lines the server logged (at most three).
     pub fn first_warnings(&self) -> Vec<String> {
         self.first_warnings.lock().unwrap().clone()
     }
