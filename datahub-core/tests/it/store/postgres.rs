@@ -856,29 +856,11 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
     let shared = Arc::new(Shared::default());
     let mut ids = Vec::new();
     for i in 0..10 {
-        let spec = ConnectionDraft {
-            name: format!("db-{i}"),
-            host: "127.0.0.1".into(),
-            database: "app".into(),
-            username: "app".into(),
-            password: Some(Password::from("pw")),
-            monitoring: MonitoringDraft {
-                interval_s: Some(10),
-                ..MonitoringDraft::default()
-            },
-            ..ConnectionDraft::default()
-        }
-        .validate()
-        .unwrap()
-        .0;
-        let r = row(spec, owner);
-        a.insert_connection(&r, &ev("connection.create"))
-            .await
-            .unwrap();
+        let id = monitored(a.as_ref(), owner, format!("db-{i}")).await;
         if i % 2 == 1 {
-            shared.failing.lock().unwrap().insert(r.id);
+            shared.failing.lock().unwrap().insert(id);
         }
-        ids.push(r.id);
+        ids.push(id);
     }
     let config = MonitorConfig {
         // Two failures make `down`: each failing connection goes unknown → degraded → down,
@@ -988,6 +970,31 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
     );
 }
 
+/// Saves a connection named `name` with monitoring every 10 s; answers its id.
+async fn monitored(store: &dyn Store, owner: datahub_core::UserId, name: String) -> ConnectionId {
+    let spec = ConnectionDraft {
+        name,
+        host: "127.0.0.1".into(),
+        database: "app".into(),
+        username: "app".into(),
+        password: Some(Password::from("pw")),
+        monitoring: MonitoringDraft {
+            interval_s: Some(10),
+            ..MonitoringDraft::default()
+        },
+        ..ConnectionDraft::default()
+    }
+    .validate()
+    .unwrap()
+    .0;
+    let r = row(spec, owner);
+    store
+        .insert_connection(&r, &ev("connection.create"))
+        .await
+        .unwrap();
+    r.id
+}
+
 /// The store's list of live monitors: a beat marks the caller and answers the others marked
 /// within the timeout; a monitor that leaves, or stops beating for longer than the timeout, is
 /// no longer answered.
@@ -1033,27 +1040,7 @@ async fn a_dead_monitors_share_is_taken_over_and_a_lone_monitor_checks_everythin
     let owner = user(&store, "owner").await;
     let mut ids = Vec::new();
     for i in 0..16 {
-        let spec = ConnectionDraft {
-            name: format!("db-{i}"),
-            host: "127.0.0.1".into(),
-            database: "app".into(),
-            username: "app".into(),
-            password: Some(Password::from("pw")),
-            monitoring: MonitoringDraft {
-                interval_s: Some(10),
-                ..MonitoringDraft::default()
-            },
-            ..ConnectionDraft::default()
-        }
-        .validate()
-        .unwrap()
-        .0;
-        let r = row(spec, owner);
-        store
-            .insert_connection(&r, &ev("connection.create"))
-            .await
-            .unwrap();
-        ids.push(r.id);
+        ids.push(monitored(store.as_ref(), owner, format!("db-{i}")).await);
     }
     // Another monitor, live from before this one starts: it beats, and never checks.
     let peer = uuid::Uuid::now_v7();
@@ -1172,27 +1159,7 @@ async fn a_process_taking_over_a_connection_carries_on_from_the_stored_status() 
     let shared = Arc::new(Shared::default());
     let mut ids = Vec::new();
     for name in ["failing", "steady"] {
-        let spec = ConnectionDraft {
-            name: name.into(),
-            host: "127.0.0.1".into(),
-            database: "app".into(),
-            username: "app".into(),
-            password: Some(Password::from("pw")),
-            monitoring: MonitoringDraft {
-                interval_s: Some(10),
-                ..MonitoringDraft::default()
-            },
-            ..ConnectionDraft::default()
-        }
-        .validate()
-        .unwrap()
-        .0;
-        let r = row(spec, owner);
-        store
-            .insert_connection(&r, &ev("connection.create"))
-            .await
-            .unwrap();
-        ids.push(r.id);
+        ids.push(monitored(store.as_ref(), owner, name.into()).await);
     }
     let (failing, steady) = (ids[0], ids[1]);
     shared.failing.lock().unwrap().insert(failing);
