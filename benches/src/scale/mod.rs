@@ -763,6 +763,9 @@ async fn scenario_a(config: &Config, out: &mut Outcome) {
 struct PgStats {
     /// Calls of statements naming `check_leases`, by the store's role.
     lease_calls: i64,
+    /// Calls of statements naming `monitor_replicas` (the monitors' heartbeats), by the
+    /// store's role.
+    beat_calls: i64,
     /// Calls of every statement, by the store's role.
     calls: i64,
     /// Transactions committed or rolled back in the store's database.
@@ -775,7 +778,8 @@ async fn pg_stats(client: &tokio_postgres::Client) -> PgStats {
     let row = client
         .query_one(
             "SELECT coalesce(sum(s.calls) FILTER (WHERE s.query ILIKE '%check_leases%'), 0)::int8, \
-                    coalesce(sum(s.calls), 0)::int8 \
+                    coalesce(sum(s.calls), 0)::int8, \
+                    coalesce(sum(s.calls) FILTER (WHERE s.query ILIKE '%monitor_replicas%'), 0)::int8 \
              FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid \
              WHERE r.rolname = $1",
             &[&PG_USER],
@@ -796,6 +800,7 @@ async fn pg_stats(client: &tokio_postgres::Client) -> PgStats {
     PgStats {
         lease_calls: row.get(0),
         calls: row.get(1),
+        beat_calls: row.get(2),
         xacts: xacts.get(0),
         history_bytes: bytes.get(0),
     }
@@ -1006,6 +1011,11 @@ async fn scenario_b(config: &Config, out: &mut Outcome) {
         per_check(stats1.lease_calls - stats0.lease_calls),
         Limit::AtMost(1.0),
     );
+    out.figure(
+        "b_heartbeat_statements_per_check",
+        per_check(stats1.beat_calls - stats0.beat_calls),
+        "statements (monitor_replicas, not in the lease count)",
+    );
 
     // Every stream carries every status change made after the streams opened.
     let seen: Vec<BTreeSet<StatusChange>> = streams
@@ -1130,6 +1140,7 @@ async fn scenario_b(config: &Config, out: &mut Outcome) {
             srv.warnings()
         );
         if srv.warnings() > 0 {
+            println!("{}", srv.first_warnings().join("\n"));
             println!(
                 "{}",
                 srv.log()

@@ -23,6 +23,8 @@ use tokio::task::JoinHandle;
 const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// Lines of a child's log kept for error messages.
 const LOG_LINES: usize = 200;
+/// How many of a server's first warning or error lines are kept for the report.
+const FIRST_WARNINGS: u64 = 3;
 
 /// Where `cargo` put the `datahub-server` binary for the profile this executable was built in:
 /// `target/<profile>/datahub-server`, the folder above this executable's `deps/`.
@@ -76,6 +78,8 @@ pub struct ServerProcess {
     log: Arc<Mutex<Vec<String>>>,
     monitor_id: Arc<Mutex<Option<String>>>,
     warnings: Arc<AtomicU64>,
+    /// The first [`FIRST_WARNINGS`] warning or error lines.
+    first_warnings: Arc<Mutex<Vec<String>>>,
 }
 
 impl ServerProcess {
@@ -108,6 +112,8 @@ impl ServerProcess {
         let monitor_id = Arc::new(Mutex::new(None));
         let pipe = child.stderr.take().unwrap();
         let warnings = Arc::new(AtomicU64::new(0));
+        let first_warnings = Arc::new(Mutex::new(Vec::new()));
+        let first_sink = Arc::clone(&first_warnings);
         let (sink, id_sink, warned) = (
             Arc::clone(&log),
             Arc::clone(&monitor_id),
@@ -116,8 +122,11 @@ impl ServerProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
-                if line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"") {
-                    warned.fetch_add(1, Ordering::Relaxed);
+                let warning =
+                    line.contains("\"level\":\"WARN\"") || line.contains("\"level\":\"ERROR\"");
+                // Counted only when it is one (`&&` evaluates the count after the test).
+                if warning && warned.fetch_add(1, Ordering::Relaxed) < FIRST_WARNINGS {
+                    first_sink.lock().unwrap().push(line.clone());
                 }
                 if line.contains("health monitor started") {
                     *id_sink.lock().unwrap() = monitor_id_in(&line);
@@ -135,12 +144,18 @@ impl ServerProcess {
             log,
             monitor_id,
             warnings,
+            first_warnings,
         }
     }
 
     /// Log lines at warn or error level so far.
     pub fn warnings(&self) -> u64 {
         self.warnings.load(Ordering::Relaxed)
+    }
+
+    /// The first warning or error lines the server logged (at most three).
+    pub fn first_warnings(&self) -> Vec<String> {
+        self.first_warnings.lock().unwrap().clone()
     }
 
     /// The process id.

@@ -89,14 +89,32 @@
 //!   claimed within the hold (or the last claim is this monitor's own); on PostgreSQL the claim
 //!   is one `UPDATE` over a `SELECT … FOR UPDATE SKIP LOCKED`, so of two racing claims one wins
 //!   and the other loses at once. A lost claim skips the round: nothing is checked, recorded or
-//!   published ([`MonitorStats::leases_lost`]); the connection is tried again at its next due time. So
-//!   two checks of one connection, by any processes, are at least 80 % of an interval apart,
-//!   and the process whose turn comes first after the hold checks (usually the last holder, as
-//!   its own next due time falls in 90–110 % of the interval). A claim the store fails to
-//!   answer is checked anyway (counted in [`MonitorStats::store_errors`]): a store outage must
+//!   published ([`MonitorStats::leases_lost`]); the connection is tried again at its next due
+//!   time (an eighth of an interval later when it is this monitor's share, see "Shares"). So
+//!   two checks of one connection, by any processes, are at least 80 % of an interval apart.
+//!   A claim the store fails to answer is checked anyway (counted in [`MonitorStats::store_errors`]): a store outage must
 //!   not stop the monitoring. Process clocks are assumed in step (NTP) to well within 20 % of
 //!   an interval. With one process (SQLite) every claim wins, so nothing changes; an edited
 //!   connection's early recheck runs only in the process holding its lease, or after the hold.
+//! - **Shares.** Each monitor marks itself alive in the store every
+//!   [`MonitorConfig::replica_heartbeat`] (default 1 s) and learns the others marked within
+//!   [`MonitorConfig::replica_timeout`] (default 5 s) in the same statement
+//!   ([`HealthStore::beat`](crate::store::HealthStore::beat): PostgreSQL's `monitor_replicas`;
+//!   on SQLite nobody else). Each connection's *home* is the live monitor with the highest
+//!   rendezvous weight for its id (`shares.rs`: a fixed mix of both ids, so every monitor with
+//!   the same view agrees; shares are even, and a monitor joining or leaving moves only the
+//!   connections to or from it). A monitor claims only its home connections' checks; a due
+//!   check of another's share is left alone with no store call ([`MonitorStats::not_home`]), so
+//!   in steady state every claim wins and the claims cost at most one statement per check
+//!   (fewer, batched). A claim of its own share that is lost (the share just moved here and the
+//!   previous holder's hold is not over) is tried again after an eighth of the interval rather
+//!   than an interval later. A monitor stopping leaves the list (the others take its share at
+//!   their next beat); one that dies is dropped from the others' views after its timeout, and
+//!   its share is then checked by its new homes at their due times: within about the timeout,
+//!   a beat and an interval. The view only decides who claims: two monitors disagreeing for a
+//!   moment (one saw a change the other has not yet) may both claim a connection or neither,
+//!   so the cost of a wrong view is a lost claim or one late check, never a double check, as
+//!   the leases stay atomic. A failed beat keeps the last view.
 //! - **Status across processes.** A connection's tracker and uptime window are loaded from the
 //!   store's health and history ([`Tracker::resume`]) at this process's first won claim of it,
 //!   not before (a replica loads nothing for the connections others check). A won claim tells
@@ -146,6 +164,7 @@
 //! [`MonitorStats`] and retried on the next round).
 
 mod scheduler;
+mod shares;
 pub mod status;
 pub mod uptime;
 

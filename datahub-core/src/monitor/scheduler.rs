@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use super::shares::Shares;
 use super::status::{HysteresisConfig, Tracker};
 use super::uptime::{self, UptimeWindow};
 use super::{CheckResult, Checker, MonitorEvent};
@@ -98,6 +99,13 @@ pub struct MonitorConfig {
     /// join its store write (at most 256 a write): a check is stored, and its events
     /// published, at most this much later than alone. Default: 20 ms.
     pub record_window: Duration,
+    /// How often the monitor tells the store it is alive and learns which other monitors
+    /// sharing the store are ([`HealthStore::beat`](crate::store::HealthStore::beat)), to split
+    /// the checks with them (at least 100 ms). Default: 1 s.
+    pub replica_heartbeat: Duration,
+    /// How long a monitor not heard of counts as live: after that its share goes to the
+    /// others (at least twice `replica_heartbeat`). Default: 5 s.
+    pub replica_timeout: Duration,
 }
 
 impl MonitorConfig {
@@ -126,6 +134,8 @@ impl Default for MonitorConfig {
             event_capacity: 1024,
             claim_window: Duration::from_millis(5),
             record_window: Duration::from_millis(20),
+            replica_heartbeat: Duration::from_secs(1),
+            replica_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -160,6 +170,12 @@ pub struct MonitorStats {
     /// Due checks not run because another process sharing the store had claimed them
     /// ([`HealthStore::lease_check`](crate::store::HealthStore::lease_check)).
     pub leases_lost: u64,
+    /// Due checks left alone because they are another live monitor's share (no store call):
+    /// see [`crate::monitor`], "Shares".
+    pub not_home: u64,
+    /// The monitors sharing the store this one saw live at its last heartbeat, itself
+    /// included (1 alone, and on SQLite).
+    pub live_monitors: u64,
     /// Events received from other processes sharing the store and published here.
     pub remote_events: u64,
     /// Due checks not made because the checker did not admit them ([`Checker::admit`]: the
@@ -192,8 +208,9 @@ impl Monitor {
         let (claims, claim_requests) = mpsc::unbounded_channel();
         let (results, finished) = mpsc::unbounded_channel();
         let remote = store.subscribe_events();
+        let id = Uuid::now_v7();
         let shared = Arc::new(Shared {
-            id: Uuid::now_v7(),
+            id,
             store,
             checker,
             claims,
@@ -204,6 +221,7 @@ impl Monitor {
             first_lane: Arc::new(Semaphore::new(config.first_check_concurrency.max(1))),
             config,
             wheel: Mutex::new(Wheel::default()),
+            shares: Mutex::new(Shares::alone(id)),
             wake: Notify::new(),
             events,
             counters: Counters::default(),
@@ -217,6 +235,8 @@ impl Monitor {
             .spawn(claimer(Arc::clone(&shared), claim_requests));
         shared.tasks.spawn(recorder(Arc::clone(&shared), finished));
         shared.tasks.spawn(prune(Arc::clone(&shared)));
+        shared.counters.live_monitors.store(1, Ordering::Relaxed);
+        shared.tasks.spawn(members(Arc::clone(&shared)));
         if let Some(remote) = remote {
             shared
                 .tasks
@@ -351,6 +371,9 @@ struct Shared {
     first_lane: Arc<Semaphore>,
     /// Every monitored connection and its due time.
     wheel: Mutex<Wheel>,
+    /// The live monitors sharing the store as last seen, and so which checks are this one's
+    /// ([`members`]).
+    shares: Mutex<Shares>,
     /// Wakes the dispatcher when a due time was queued (it may be sooner than the one it waits
     /// for).
     wake: Notify,
@@ -367,6 +390,14 @@ impl Shared {
         self.wheel
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether `id`'s checks are this monitor's share (always, with no other monitor live).
+    fn is_mine(&self, id: ConnectionId) -> bool {
+        self.shares
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_mine(id)
     }
 
     fn publish(&self, event: MonitorEvent) {
@@ -408,6 +439,8 @@ struct Counters {
     first_checks: AtomicU64,
     max_main_lane_wait_us: AtomicU64,
     leases_lost: AtomicU64,
+    not_home: AtomicU64,
+    live_monitors: AtomicU64,
     remote_events: AtomicU64,
     deferred: AtomicU64,
     lease_calls: AtomicU64,
@@ -434,6 +467,8 @@ impl Counters {
             first_checks: get(&self.first_checks),
             max_main_lane_wait: Duration::from_micros(get(&self.max_main_lane_wait_us)),
             leases_lost: get(&self.leases_lost),
+            not_home: get(&self.not_home),
+            live_monitors: get(&self.live_monitors),
             remote_events: get(&self.remote_events),
             deferred: get(&self.deferred),
             lease_calls: get(&self.lease_calls),
@@ -984,7 +1019,7 @@ impl State {
 /// next due time.
 async fn run_check(shared: Arc<Shared>, job: Job, known: Known, permit: OwnedSemaphorePermit) {
     let _wake = WakeOnExit(&shared.wake);
-    let known = check_once(&shared, &job, known, permit).await;
+    let (known, retry) = check_once(&shared, &job, known, permit).await;
     if job.cancel.is_cancelled() {
         // Removed meanwhile, or the monitor stops: nothing to hand back.
         return;
@@ -1006,19 +1041,47 @@ async fn run_check(shared: Arc<Shared>, job: Job, known: Known, permit: OwnedSem
     if let Some(change) = changed {
         due = due.min(slot.moved_due(change, now));
     }
+    if let Some(retry) = retry {
+        due = due.min(now + retry);
+    }
     slot.due = due;
     slot.phase = Phase::Waiting(known);
     wheel.enqueue(job.id);
 }
 
 /// One due check, holding a permit of its lane: the claim, the check, its record. Returns what
-/// the next check starts from.
+/// the next check starts from, and how soon to try again when this monitor's own claim was
+/// lost (another monitor still holds the lease: its share moved here, and its hold ends within
+/// 80 % of an interval).
 async fn check_once(
     shared: &Shared,
     job: &Job,
     known: Known,
     permit: OwnedSemaphorePermit,
-) -> Known {
+) -> (Known, Option<Duration>) {
+    let retry = retry_after(job.settings.interval());
+    let known = match check_share(shared, job, known, permit).await {
+        Ok(known) => known,
+        Err(known) => return (known, Some(retry)),
+    };
+    (known, None)
+}
+
+/// How soon a monitor tries again a check of its own share whose claim it lost: an eighth of
+/// the interval, so a share taken over is checked within about an eighth of an interval of the
+/// previous holder's hold ending (a lost claim is one store call more; they happen only while
+/// the share moves).
+fn retry_after(interval: Duration) -> Duration {
+    interval / 8
+}
+
+/// [`check_once`]: `Err` when this monitor's claim was lost.
+async fn check_share(
+    shared: &Shared,
+    job: &Job,
+    known: Known,
+    permit: OwnedSemaphorePermit,
+) -> Result<Known, Known> {
     let Job {
         id,
         settings,
@@ -1029,7 +1092,14 @@ async fn check_once(
     let last_ok = known.last_ok();
     let main = last_ok == Some(true);
     if cancel.is_cancelled() {
-        return known;
+        return Ok(known);
+    }
+    // Another live monitor's share: left to it, with no store call ("Shares" in the module
+    // docs). Should that monitor be gone, the next heartbeat moves its share here.
+    if !shared.is_mine(id) {
+        drop(permit);
+        Counters::bump(&shared.counters.not_home, 1);
+        return Ok(known);
     }
     // Claim this interval's check; another process sharing the store may have it. A won
     // claim carries the row, so the check reads nothing more.
@@ -1037,7 +1107,7 @@ async fn check_once(
     let mut other_checked = false;
     match claim(shared, id, lease_hold(settings.interval())).await {
         // The monitor is stopping.
-        None => return known,
+        None => return Ok(known),
         Some(Claim::Lost) => {
             drop(permit);
             tracing::debug!(
@@ -1045,7 +1115,7 @@ async fn check_once(
                 "check lease held by another monitor; round skipped"
             );
             Counters::bump(&shared.counters.leases_lost, 1);
-            return known;
+            return Err(known);
         }
         Some(Claim::Won(lease)) => {
             other_checked = lease
@@ -1077,7 +1147,7 @@ async fn check_once(
                 match shared.store.connection_summary(id).await {
                     Ok(Some(summary)) => Stored::of(&summary.health),
                     // Deleted meanwhile: the supervisor removes it.
-                    Ok(None) => return known,
+                    Ok(None) => return Ok(known),
                     Err(_) => {
                         Counters::bump(&shared.counters.store_errors, 1);
                         stored
@@ -1092,7 +1162,7 @@ async fn check_once(
     if !shared.checker.admit(id).await {
         drop(permit);
         Counters::bump(&shared.counters.deferred, 1);
-        return Known::Tracked(state);
+        return Ok(Known::Tracked(state));
     }
     let started = Instant::now();
     if main {
@@ -1109,7 +1179,7 @@ async fn check_once(
     }
     let outcome = tokio::select! {
         biased;
-        () = cancel.cancelled() => return Known::Tracked(state),
+        () = cancel.cancelled() => return Ok(Known::Tracked(state)),
         outcome = tokio::time::timeout(shared.config.check_timeout, async {
             match claimed {
                 Some(row) => shared.checker.check_row(row).await,
@@ -1125,7 +1195,7 @@ async fn check_once(
     });
     state.last_ok = Some(result.ok);
     record(shared, id, &mut state, &result, settings.slow_ms);
-    Known::Tracked(state)
+    Ok(Known::Tracked(state))
 }
 
 /// Moves `due` to the next check due after `now`, counting the ones skipped.
@@ -1464,6 +1534,80 @@ async fn claimer(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<ClaimRe
                 }
             }
         }
+    }
+}
+
+/// Keeps the view of the live monitors sharing the store, which decides this monitor's share:
+/// every [`MonitorConfig::replica_heartbeat`] it marks itself alive and learns the others
+/// marked within [`MonitorConfig::replica_timeout`] (one store call,
+/// [`HealthStore::beat`](crate::store::HealthStore::beat)). A failed beat keeps the last view
+/// (the leases keep checks single whatever it says). Stopping, it leaves the store's list, so
+/// the others take its share at their next beat rather than after its timeout.
+async fn members(shared: Arc<Shared>) {
+    let every = shared
+        .config
+        .replica_heartbeat
+        .max(Duration::from_millis(100));
+    let timeout = shared.config.replica_timeout.max(every * 2);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = shared.cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let beat = tokio::time::timeout(timeout, shared.store.beat(shared.id, timeout)).await;
+        match beat {
+            Ok(Ok(others)) => {
+                failing = false;
+                let view = Shares::new(shared.id, others);
+                let live = view.live();
+                let changed = {
+                    let mut shares = shared
+                        .shares
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let changed = *shares != view;
+                    *shares = view;
+                    changed
+                };
+                if changed {
+                    tracing::info!(
+                        monitor = %shared.id,
+                        live,
+                        "monitors sharing the store changed; checks split anew"
+                    );
+                }
+                shared
+                    .counters
+                    .live_monitors
+                    .store(live as u64, Ordering::Relaxed);
+            }
+            failed => {
+                Counters::bump(&shared.counters.store_errors, 1);
+                if !failing {
+                    match failed {
+                        Ok(Err(e)) => tracing::warn!(
+                            error = %e,
+                            "monitor could not tell the store it is alive; keeping its view"
+                        ),
+                        _ => tracing::warn!(
+                            "monitor's heartbeat timed out; keeping its view of the others"
+                        ),
+                    }
+                }
+                failing = true;
+            }
+        }
+    }
+    match tokio::time::timeout(timeout, shared.store.leave(shared.id)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "monitor could not leave the store's list; it times out");
+        }
+        Err(_) => tracing::debug!("monitor's leave timed out; it times out"),
     }
 }
 

@@ -530,6 +530,26 @@ pub trait HealthStore: Send + Sync {
         hold: Duration,
     ) -> Result<Vec<CheckLease>>;
 
+    /// Marks the monitor `holder` alive now and answers the other monitors sharing the store
+    /// that were marked alive within `timeout` (never `holder` itself), in one statement on
+    /// PostgreSQL (the store's clock decides, so replicas' clocks need not agree for this).
+    /// Monitors split the checks by this view ([`crate::monitor`]); a view that is wrong for a
+    /// while costs balance, never a double check (the leases stay atomic). Monitors not seen for
+    /// an hour are forgotten.
+    ///
+    /// The default answers nobody: a store only one process uses (SQLite) has no other monitor.
+    async fn beat(&self, holder: Uuid, timeout: Duration) -> Result<Vec<Uuid>> {
+        let _ = (holder, timeout);
+        Ok(Vec::new())
+    }
+
+    /// Forgets the monitor `holder` (it is stopping): the others take its share at their next
+    /// [`Self::beat`] instead of after its timeout. The default does nothing.
+    async fn leave(&self, holder: Uuid) -> Result<()> {
+        let _ = holder;
+        Ok(())
+    }
+
     /// Tells every process sharing the store (this one included) a short event `payload` (at
     /// most 7,900 bytes, no NUL), best effort: a process not listening at that moment misses it.
     /// The default does nothing: a store only one process uses (SQLite) has nobody to tell.

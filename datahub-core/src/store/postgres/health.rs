@@ -257,6 +257,39 @@ impl HealthStore for PostgresStore {
             .collect()
     }
 
+    async fn beat(&self, holder: Uuid, timeout: Duration) -> Result<Vec<Uuid>> {
+        const DOING: &str = "telling other monitors this one is alive";
+        let client = self.client().await?;
+        // One statement: mark `holder`, forget monitors unmarked for an hour, answer the others
+        // marked within `timeout` (the statement's snapshot does not see its own mark: the
+        // caller knows it is alive).
+        let rows = client
+            .query(
+                "WITH mark AS (INSERT INTO monitor_replicas (id, seen_at) \
+                   VALUES ($1, statement_timestamp()) \
+                   ON CONFLICT (id) DO UPDATE SET seen_at = EXCLUDED.seen_at), \
+                 forgotten AS (DELETE FROM monitor_replicas \
+                   WHERE seen_at < statement_timestamp() - interval '1 hour' AND id <> $1) \
+                 SELECT id FROM monitor_replicas \
+                 WHERE id <> $1 AND seen_at > statement_timestamp() - make_interval(secs => $2)",
+                &[&holder, &timeout.as_secs_f64()],
+            )
+            .await
+            .map_err(|e| db(DOING, e))?;
+        rows.iter()
+            .map(|row| row.try_get::<_, Uuid>(0).map_err(|e| db(DOING, e)))
+            .collect()
+    }
+
+    async fn leave(&self, holder: Uuid) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("DELETE FROM monitor_replicas WHERE id = $1", &[&holder])
+            .await
+            .map_err(|e| db("telling other monitors this one stops", e))?;
+        Ok(())
+    }
+
     async fn notify_event(&self, payload: &str) -> Result<()> {
         let client = self.client().await?;
         client

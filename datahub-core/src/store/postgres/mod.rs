@@ -108,6 +108,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "health_buckets",
         sql: include_str!("../../../../migrations/postgres/0008_health_buckets.sql"),
     },
+    Migration {
+        version: 9,
+        name: "monitor_replicas",
+        sql: include_str!("../../../../migrations/postgres/0009_monitor_replicas.sql"),
+    },
 ];
 
 /// The advisory lock key held while migrating (ASCII `dh-migr` in a big-endian `i64`).

@@ -856,29 +856,11 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
     let shared = Arc::new(Shared::default());
     let mut ids = Vec::new();
     for i in 0..10 {
-        let spec = ConnectionDraft {
-            name: format!("db-{i}"),
-            host: "127.0.0.1".into(),
-            database: "app".into(),
-            username: "app".into(),
-            password: Some(Password::from("pw")),
-            monitoring: MonitoringDraft {
-                interval_s: Some(10),
-                ..MonitoringDraft::default()
-            },
-            ..ConnectionDraft::default()
-        }
-        .validate()
-        .unwrap()
-        .0;
-        let r = row(spec, owner);
-        a.insert_connection(&r, &ev("connection.create"))
-            .await
-            .unwrap();
+        let id = monitored(a.as_ref(), owner, format!("db-{i}")).await;
         if i % 2 == 1 {
-            shared.failing.lock().unwrap().insert(r.id);
+            shared.failing.lock().unwrap().insert(id);
         }
-        ids.push(r.id);
+        ids.push(id);
     }
     let config = MonitorConfig {
         // Two failures make `down`: each failing connection goes unknown → degraded → down,
@@ -917,7 +899,13 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
         "both processes check: {sa:?} {sb:?}"
     );
     assert_eq!(sa.checks + sb.checks, log.len() as u64);
-    assert!(sa.leases_lost + sb.leases_lost > 0, "{sa:?} {sb:?}");
+    // Each left the other's share alone, without a claim; both saw two monitors live.
+    assert!(sa.not_home > 0 && sb.not_home > 0, "{sa:?} {sb:?}");
+    assert_eq!(
+        (sa.live_monitors, sb.live_monitors),
+        (2, 2),
+        "{sa:?} {sb:?}"
+    );
     let mut expected = Vec::new();
     for id in &ids {
         let mut times: Vec<std::time::Instant> = log
@@ -971,12 +959,188 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
         "{sa:?} {sb:?}"
     );
     eprintln!(
-        "two processes: {} checks by a, {} by b, {} leases lost, {} status changes, {:?}",
+        "two processes: {} checks by a, {} by b, {} leases lost, {} left to the other, {} status \
+         changes, {:?}",
         by("a"),
         by("b"),
         sa.leases_lost + sb.leases_lost,
+        sa.not_home + sb.not_home,
         expected.len(),
         started.elapsed()
+    );
+}
+
+/// Saves a connection named `name` with monitoring every 10 s; answers its id.
+async fn monitored(store: &dyn Store, owner: datahub_core::UserId, name: String) -> ConnectionId {
+    let spec = ConnectionDraft {
+        name,
+        host: "127.0.0.1".into(),
+        database: "app".into(),
+        username: "app".into(),
+        password: Some(Password::from("pw")),
+        monitoring: MonitoringDraft {
+            interval_s: Some(10),
+            ..MonitoringDraft::default()
+        },
+        ..ConnectionDraft::default()
+    }
+    .validate()
+    .unwrap()
+    .0;
+    let r = row(spec, owner);
+    store
+        .insert_connection(&r, &ev("connection.create"))
+        .await
+        .unwrap();
+    r.id
+}
+
+/// The store's list of live monitors: a beat marks the caller and answers the others marked
+/// within the timeout; a monitor that leaves, or stops beating for longer than the timeout, is
+/// no longer answered.
+#[tokio::test]
+async fn monitors_see_each_other_until_they_leave_or_time_out() {
+    let cluster = cluster().await;
+    let store = open(&cluster).await.unwrap();
+    let (a, b, c) = (
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+        uuid::Uuid::now_v7(),
+    );
+    let long = Duration::from_secs(60);
+    assert!(store.beat(a, long).await.unwrap().is_empty());
+    assert_eq!(store.beat(b, long).await.unwrap(), [a]);
+    let mut seen = store.beat(c, long).await.unwrap();
+    seen.sort();
+    assert_eq!(seen, [a, b]);
+    // `b` leaves: nobody sees it any more.
+    store.leave(b).await.unwrap();
+    assert_eq!(store.beat(a, long).await.unwrap(), [c]);
+    // `c` stops beating: once its timeout is over, it is not live.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        store
+            .beat(a, Duration::from_millis(500))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.beat(c, long).await.unwrap(), [a]);
+}
+
+/// A monitor leaves the share of another live monitor alone (no claim, no check) while that
+/// one beats, and takes it over once that one stops beating (a death: it never left):
+/// everything checked within the timeout and an interval, nothing twice within the lease's
+/// hold. Then it is the lone monitor and checks everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_monitors_share_is_taken_over_and_a_lone_monitor_checks_everything() {
+    const INTERVAL: Duration = Duration::from_secs(10);
+    let cluster = cluster().await;
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&store, "owner").await;
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        ids.push(monitored(store.as_ref(), owner, format!("db-{i}")).await);
+    }
+    // Another monitor, live from before this one starts: it beats, and never checks.
+    let peer = uuid::Uuid::now_v7();
+    let timeout = Duration::from_secs(1);
+    store.beat(peer, timeout).await.unwrap();
+    let beating = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let beater = {
+        let (store, beating) = (Arc::clone(&store), Arc::clone(&beating));
+        tokio::spawn(async move {
+            while beating.load(std::sync::atomic::Ordering::SeqCst) {
+                store.beat(peer, timeout).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let shared = Arc::new(Shared::default());
+    let config = MonitorConfig {
+        replica_heartbeat: Duration::from_millis(200),
+        replica_timeout: timeout,
+        ..MonitorConfig::default()
+    };
+    let monitor = Monitor::start(
+        Arc::clone(&store),
+        Arc::new(Tagged {
+            tag: "m",
+            shared: Arc::clone(&shared),
+        }),
+        config,
+    );
+    let checked = |shared: &Shared| -> std::collections::HashSet<ConnectionId> {
+        shared
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, _, _)| *id)
+            .collect()
+    };
+
+    // Two intervals with the peer live: this monitor checks its share only, every one of it.
+    tokio::time::sleep(INTERVAL * 2).await;
+    let mine = checked(&shared);
+    let stats = monitor.stats();
+    assert_eq!(stats.live_monitors, 2, "{stats:?}");
+    assert!(stats.not_home > 0, "{stats:?}");
+    assert!(
+        !mine.is_empty() && mine.len() < ids.len(),
+        "{} of {} checked with the peer live",
+        mine.len(),
+        ids.len()
+    );
+    assert_eq!(stats.leases_lost, 0, "its own share is never contended");
+
+    // The peer dies: its share is checked within the timeout, a beat and an interval.
+    beating.store(false, std::sync::atomic::Ordering::SeqCst);
+    beater.await.unwrap();
+    let died = std::time::Instant::now();
+    let deadline = died + timeout + INTERVAL.mul_f64(1.1) + Duration::from_secs(3);
+    while checked(&shared).len() < ids.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not taken over: {} of {} checked, {:?}",
+            checked(&shared).len(),
+            ids.len(),
+            monitor.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(monitor.stats().live_monitors, 1);
+    // Alone, it checks everything every interval.
+    let alone = std::time::Instant::now();
+    tokio::time::sleep(INTERVAL.mul_f64(1.2)).await;
+    let log = shared.log.lock().unwrap().clone();
+    for id in &ids {
+        assert!(
+            log.iter().any(|(i, _, at)| i == id && *at >= alone),
+            "{id} not checked in the interval after the takeover"
+        );
+        let mut times: Vec<std::time::Instant> = log
+            .iter()
+            .filter(|(i, _, _)| i == id)
+            .map(|(_, _, at)| *at)
+            .collect();
+        times.sort();
+        for w in times.windows(2) {
+            assert!(
+                w[1] - w[0] >= INTERVAL.mul_f64(0.75),
+                "{id}: checked {:?} apart",
+                w[1] - w[0]
+            );
+        }
+    }
+    monitor.shutdown().await;
+    // It left the store's list on its way out.
+    assert!(
+        store
+            .beat(peer, Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 
@@ -995,27 +1159,7 @@ async fn a_process_taking_over_a_connection_carries_on_from_the_stored_status() 
     let shared = Arc::new(Shared::default());
     let mut ids = Vec::new();
     for name in ["failing", "steady"] {
-        let spec = ConnectionDraft {
-            name: name.into(),
-            host: "127.0.0.1".into(),
-            database: "app".into(),
-            username: "app".into(),
-            password: Some(Password::from("pw")),
-            monitoring: MonitoringDraft {
-                interval_s: Some(10),
-                ..MonitoringDraft::default()
-            },
-            ..ConnectionDraft::default()
-        }
-        .validate()
-        .unwrap()
-        .0;
-        let r = row(spec, owner);
-        store
-            .insert_connection(&r, &ev("connection.create"))
-            .await
-            .unwrap();
-        ids.push(r.id);
+        ids.push(monitored(store.as_ref(), owner, name.into()).await);
     }
     let (failing, steady) = (ids[0], ids[1]);
     shared.failing.lock().unwrap().insert(failing);
