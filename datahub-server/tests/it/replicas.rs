@@ -28,9 +28,9 @@ const STORE_DB: &str = "datahub";
 const TARGET_PW: &str = "replicas-target-db-pw-Zt7";
 /// The monitoring interval of every connection: the model's minimum.
 const INTERVAL: Duration = Duration::from_secs(10);
-/// Connections monitored at once: enough that each replica wins some of the first checks
-/// (all ten going to one replica has odds of 1 in 512).
-const MONITORED: usize = 10;
+/// Connections monitored at once: enough that each replica's share holds some (all twenty
+/// going to one replica has odds of 1 in 524,288).
+const MONITORED: usize = 20;
 /// A new connection's first check comes within 5 s of its save.
 const FIRST_CHECK: Duration = Duration::from_secs(5);
 /// How long the two replicas share the monitoring before one stops.

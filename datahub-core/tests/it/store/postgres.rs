@@ -855,7 +855,8 @@ async fn two_processes_split_the_checks_and_both_receive_every_event() {
     let owner = user(&a, "owner").await;
     let shared = Arc::new(Shared::default());
     let mut ids = Vec::new();
-    for i in 0..10 {
+    // Twenty-four: both monitors' shares hold some (all on one has odds of 1 in 8 million).
+    for i in 0..24 {
         let id = monitored(a.as_ref(), owner, format!("db-{i}")).await;
         if i % 2 == 1 {
             shared.failing.lock().unwrap().insert(id);
