@@ -241,6 +241,15 @@ pub trait ConnectionStore: Send + Sync {
     /// store once instead of three times. Each part is read as its own method reads it.
     async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>>;
 
+    /// As [`Self::connection_for_test`], for the connection with this unique name: the same
+    /// one call (the name is resolved in it), so a test by name waits for the store once.
+    /// The grants and the policy are those of the row answered, even when a rename races the
+    /// call.
+    async fn connection_for_test_by_name(
+        &self,
+        name: &ConnectionName,
+    ) -> Result<Option<TestContext>>;
+
     /// One connection by its unique name, or `None`.
     async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>>;
 
