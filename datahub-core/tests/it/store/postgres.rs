@@ -1152,14 +1152,30 @@ async fn connections_the_server_ended_are_replaced_before_reuse() {
     while let Some(read) = reads.join_next().await {
         read.unwrap().unwrap();
     }
-    let end_all = "SELECT count(pg_terminate_backend(pid)) > 0 FROM pg_stat_activity \
-                   WHERE usename = 'datahub' AND pid <> pg_backend_pid()";
-    assert_eq!(psql(&cluster, end_all), "t");
+    let end_all = || {
+        assert_eq!(
+            psql(
+                &cluster,
+                "SELECT count(pg_terminate_backend(pid)) > 0 FROM pg_stat_activity \
+                 WHERE usename = 'datahub'"
+            ),
+            "t"
+        );
+        // Until the backends are gone (their sockets closed on the client's side too).
+        while psql(
+            &cluster,
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'datahub'",
+        ) != "0"
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    end_all();
     for _ in 0..8 {
         store.teams_of(owner).await.unwrap();
     }
-    assert_eq!(psql(&cluster, end_all), "t");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    end_all();
     for _ in 0..4 {
         assert!(store.user(owner).await.unwrap().is_some());
     }
