@@ -365,10 +365,11 @@ impl PostgresStore {
         )
         .map_err(|e| db(doing, e))?;
         let hash = hash.as_slice();
+        let by_hash: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&hash];
         let (credential, user, teams) = tokio::try_join!(
-            client.query_opt(&credential, &[&hash]),
-            client.query_opt(&user, &[&hash]),
-            client.query(&teams, &[&hash]),
+            client.query_opt(&credential, by_hash),
+            client.query_opt(&user, by_hash),
+            client.query(&teams, by_hash),
         )
         .map_err(|e| db(doing, e))?;
         let Some(credential) = credential else {

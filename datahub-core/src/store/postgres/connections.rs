@@ -64,9 +64,10 @@ async fn test_context(
             &name
         }
     };
+    let by_key = &[param];
     let (row, grant_rows, policy) = tokio::try_join!(
-        client.query_opt(&connection, &[param]),
-        client.query(&grants, &[param]),
+        client.query_opt(&connection, by_key),
+        client.query(&grants, by_key),
         client.query_opt(&policy, &[]),
     )
     .map_err(|e| db(DOING, e))?;

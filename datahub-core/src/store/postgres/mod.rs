@@ -431,7 +431,7 @@ async fn verify_idle(
     client: &mut ClientWrapper,
     metrics: &Metrics,
     timeout: Duration,
-) -> Result<(), HookError<tokio_postgres::Error>> {
+) -> Result<(), HookError> {
     if metrics.last_used() < VERIFY_AFTER_IDLE {
         return Ok(());
     }
