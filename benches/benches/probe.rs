@@ -75,7 +75,8 @@
 //!
 //! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
 //! that work, N times, after the set-up (`probe_loop:S` and `bare_loop:S`: the 32-wide loops
-//! for S seconds; `monitor_rounds:N`: one round's monitor run, after the first checks); with `PROBE_BENCH_PROFILER=callgrind` under
+//! for S seconds; `monitor_rounds:N`: one round's monitor run, after the first checks;
+//! `many_probe:N` and `many_hub:N`: N batches of `test_many`'s one side); with `PROBE_BENCH_PROFILER=callgrind` under
 //! `valgrind --tool=callgrind --instr-atstart=no <bench binary> --bench` only the work is
 //! instrumented (instruction counts, steady on a loaded machine; note valgrind hides SHA-NI, so
 //! SCRAM's SHA-256 is counted in software), with `perf` a `perf record -g` is attached.
@@ -537,36 +538,14 @@ fn interleaved(rt: &Runtime, product: &Product, bare: &Bare) {
 /// probe_test_many_cpu_ms`, `FIGURE hub_test_many_cpu_ms`; the target's server runs in other
 /// processes), and `GOAL hub_test_many_over_probe_loop <hub / probe> 0.90 met|not met`.
 fn test_many(rt: &Runtime, port: u16, ca: &str) {
-    let specs: Vec<Arc<(ConnectionSpec, ConnectionSecrets)>> = (0..MANY)
-        .map(|i| Arc::new(draft(&format!("many-{i}"), port, ca).validate().unwrap()))
-        .collect();
-    let dial = Arc::new(dialer());
-    let (hub, names, _dir) = rt.block_on(many_hub(port, ca));
-    let operator = Principal::operator("bench");
+    let many = Many::new(rt, port, ca);
     let (mut probe_rates, mut hub_rates) = (Vec::new(), Vec::new());
     let (mut probe_cpu, mut hub_cpu) = (Vec::new(), Vec::new());
     for _ in 0..MANY_RUNS {
-        let (rate, cpu) = many_batch(rt, |i| {
-            let (spec, dial) = (specs[i].clone(), dial.clone());
-            async move {
-                let (spec, secrets) = &*spec;
-                let rules = ProbeRules::default();
-                probe::test(&*dial, spec, secrets, &rules, MAX_BUDGET)
-                    .await
-                    .ok
-            }
-        });
+        let (rate, cpu) = many.probe_batch(rt);
         probe_rates.push(rate);
         probe_cpu.extend(cpu);
-        let (rate, cpu) = many_batch(rt, |i| {
-            let (hub, operator, name) = (hub.clone(), operator.clone(), names[i].clone());
-            async move {
-                hub.test_connection_by_name(&operator, &name, MAX_BUDGET)
-                    .await
-                    .unwrap()
-                    .ok
-            }
-        });
+        let (rate, cpu) = many.hub_batch(rt);
         hub_rates.push(rate);
         hub_cpu.extend(cpu);
     }
@@ -595,6 +574,62 @@ fn test_many(rt: &Runtime, port: u16, ca: &str) {
         hub_rate / probe_rate,
         MANY_GOAL,
     );
+}
+
+/// The two sides of [`test_many`]: the specs the prober's loop tests, and the Hub holding the
+/// same connections by name.
+struct Many {
+    specs: Vec<Arc<(ConnectionSpec, ConnectionSecrets)>>,
+    dial: Arc<PolicyDial>,
+    hub: Hub,
+    names: Vec<String>,
+    operator: Principal,
+    _dir: tempfile::TempDir,
+}
+
+impl Many {
+    fn new(rt: &Runtime, port: u16, ca: &str) -> Self {
+        let specs = (0..MANY)
+            .map(|i| Arc::new(draft(&format!("many-{i}"), port, ca).validate().unwrap()))
+            .collect();
+        let (hub, names, dir) = rt.block_on(many_hub(port, ca));
+        Self {
+            specs,
+            dial: Arc::new(dialer()),
+            hub,
+            names,
+            operator: Principal::operator("bench"),
+            _dir: dir,
+        }
+    }
+
+    /// One batch through `probe::test` alone.
+    fn probe_batch(&self, rt: &Runtime) -> (f64, Option<f64>) {
+        many_batch(rt, |i| {
+            let (spec, dial) = (self.specs[i].clone(), self.dial.clone());
+            async move {
+                let (spec, secrets) = &*spec;
+                let rules = ProbeRules::default();
+                probe::test(&*dial, spec, secrets, &rules, MAX_BUDGET)
+                    .await
+                    .ok
+            }
+        })
+    }
+
+    /// One batch through the Hub, by name.
+    fn hub_batch(&self, rt: &Runtime) -> (f64, Option<f64>) {
+        many_batch(rt, |i| {
+            let (hub, operator) = (self.hub.clone(), self.operator.clone());
+            let name = self.names[i].clone();
+            async move {
+                hub.test_connection_by_name(&operator, &name, MAX_BUDGET)
+                    .await
+                    .unwrap()
+                    .ok
+            }
+        })
+    }
 }
 
 /// A Hub as `datahub-py`'s local mode opens it (a SQLite data folder, no per-user test limit),
@@ -1282,6 +1317,24 @@ fn profile(
             handle.shutdown().await;
             (checks, took, cpu)
         })
+    } else if let Some(side) = kind.strip_prefix("many_") {
+        // `test_many`'s batches, one side, `n` batches of `MANY`.
+        let many = Many::new(rt, cluster.port(), ca);
+        let on = Profiler::start(&profiler);
+        let cpu = cpu_time();
+        let started = Instant::now();
+        for _ in 0..n {
+            match side {
+                "probe" => drop(many.probe_batch(rt)),
+                "hub" => drop(many.hub_batch(rt)),
+                other => panic!("unknown PROBE_BENCH_PROFILE side {other:?}"),
+            }
+        }
+        let took = started.elapsed();
+        let items = (n * MANY) as u64;
+        let cpu = cpu_per(cpu, cpu_time(), items);
+        drop(on);
+        (items, took, cpu)
     } else if let Some(kind) = kind.strip_suffix("_loop") {
         // The loops the monitor is compared with, `CONCURRENCY` wide, for `n` seconds.
         let on = Profiler::start(&profiler);
