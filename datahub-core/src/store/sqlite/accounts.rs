@@ -7,7 +7,10 @@ use time::OffsetDateTime;
 
 use super::audit::append_audit_in;
 use super::codec::{self, get, micros, team_id_from_row, token_row, user_row};
-use super::{SqliteStore, collect, conflict, db_error, held_taken, require_row, row_exists};
+use super::{
+    SqliteStore, collect, conflict, db_error, held_taken, in_read_transaction, require_row,
+    row_exists,
+};
 use crate::audit::AuditEvent;
 use crate::model::{Directory, DirectoryTeam, DirectoryUser, TOKEN_TOUCH_INTERVAL, Team};
 use crate::store::{AccountStore, Held, StoredToken, StoredUser};
@@ -390,34 +393,34 @@ impl SqliteStore {
         let hash = *hash;
         let sql = format!("SELECT * FROM {table} WHERE hash = ?1");
         self.pool
-            .read(move |conn| {
-                let tx = conn.transaction().map_err(db_error)?;
-                let found = collect(&tx, &sql, [hash.as_slice()], |r| {
-                    Ok((f(r)?, get::<String>(r, table, "user_id")?))
-                })?
-                .pop();
-                let Some((credential, user_id)) = found else {
-                    return Ok(None);
-                };
-                let user = collect(
-                    &tx,
-                    "SELECT * FROM users WHERE id = ?1",
-                    [&user_id],
-                    |r| user_row(r),
-                )?
-                .pop();
-                let teams = collect(
-                    &tx,
-                    "SELECT team_id FROM team_members WHERE user_id = ?1 ORDER BY team_id",
-                    [&user_id],
-                    |row| team_id_from_row(row, "team_id"),
-                )?;
-                tx.finish().map_err(db_error)?;
-                Ok(Some(Held {
-                    credential,
-                    user,
-                    teams,
-                }))
+            .read_short(move |conn| {
+                in_read_transaction(conn, |conn| {
+                    let found = collect(conn, &sql, [hash.as_slice()], |r| {
+                        Ok((f(r)?, get::<String>(r, table, "user_id")?))
+                    })?
+                    .pop();
+                    let Some((credential, user_id)) = found else {
+                        return Ok(None);
+                    };
+                    let user = collect(
+                        conn,
+                        "SELECT * FROM users WHERE id = ?1",
+                        [&user_id],
+                        |r| user_row(r),
+                    )?
+                    .pop();
+                    let teams = collect(
+                        conn,
+                        "SELECT team_id FROM team_members WHERE user_id = ?1 ORDER BY team_id",
+                        [&user_id],
+                        |row| team_id_from_row(row, "team_id"),
+                    )?;
+                    Ok(Some(Held {
+                        credential,
+                        user,
+                        teams,
+                    }))
+                })
             })
             .await
     }

@@ -12,7 +12,9 @@ use super::codec::{
     health_row, micros, search_body, search_fold, secrets_from_row,
 };
 use super::list::{LIST_FROM_CONNECTIONS, list_filter, list_order};
-use super::{SqliteStore, collect, conflict, db_error, i64_of, require_row, row_exists};
+use super::{
+    SqliteStore, collect, conflict, db_error, i64_of, in_read_transaction, require_row, row_exists,
+};
 use crate::audit::AuditEvent;
 use crate::model::{Connection, ConnectionName, ListQuery, NamedGrant, Page, Visibility};
 use crate::rbac::{Grant, GrantLevel, Grantee};
@@ -147,18 +149,16 @@ fn test_context(
     where_clause: &str,
     key: &str,
 ) -> Result<Option<TestContext>> {
-    let tx = conn.transaction().map_err(db_error)?;
-    let Some(connection) = connection_row_query(&tx, where_clause, key)? else {
-        return Ok(None);
-    };
-    let grants = grants_of(&tx, connection.id)?;
-    let policy = super::admin::read_policy(&tx)?;
-    tx.finish().map_err(db_error)?;
-    Ok(Some(TestContext {
-        connection,
-        grants,
-        policy,
-    }))
+    in_read_transaction(conn, |conn| {
+        let Some(connection) = connection_row_query(conn, where_clause, key)? else {
+            return Ok(None);
+        };
+        Ok(Some(TestContext {
+            grants: grants_of(conn, connection.id)?,
+            policy: super::admin::read_policy(conn)?,
+            connection,
+        }))
+    })
 }
 
 /// The grants on connection `id`: users' before teams'.
@@ -239,7 +239,7 @@ impl ConnectionStore for SqliteStore {
 
     async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>> {
         self.pool
-            .read(move |conn| test_context(conn, "c.id = ?1", &id.to_string()))
+            .read_short(move |conn| test_context(conn, "c.id = ?1", &id.to_string()))
             .await
     }
 
@@ -249,7 +249,7 @@ impl ConnectionStore for SqliteStore {
     ) -> Result<Option<TestContext>> {
         let name = name.as_str().to_owned();
         self.pool
-            .read(move |conn| test_context(conn, "c.name = ?1", &name))
+            .read_short(move |conn| test_context(conn, "c.name = ?1", &name))
             .await
     }
 
