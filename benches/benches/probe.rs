@@ -56,6 +56,9 @@
 //!   Hub over a temporary SQLite data folder holding them, by name as `datahub-py`'s local
 //!   `test_many` does (`FIGURE hub_test_many_per_s <n>`), with this process's CPU per test of
 //!   each and `GOAL hub_test_many_over_probe_loop <hub / probe> 0.90 met|not met` (at least).
+//!   Then 200 tests by name one at a time through that Hub: `FIGURE
+//!   hub_test_over_total_ms_p50_ms`, the p50 of each call's wall time minus its report's
+//!   `total_ms` (what the Hub adds around the prober in local mode, Python aside).
 //!
 //! The interleaved series end with `GOAL probe_over_bare_p50 <ratio> 0.80 met|not met` (issue
 //! 16, item 4: the prober at most 0.80 × the bare client at p50).
@@ -167,6 +170,8 @@ const PROBE_GOAL: f64 = 0.80;
 const MANY: usize = 200;
 const MANY_CONCURRENCY: usize = 16;
 const MANY_RUNS: usize = 3;
+/// Tests by name one at a time through the Hub (`FIGURE hub_test_over_total_ms_p50_ms`).
+const SINGLE_TESTS: usize = 200;
 /// Issue 15's goal: the Hub's `test_many` at least this share of the prober's own loop.
 const MANY_GOAL: f64 = 0.90;
 
@@ -574,6 +579,7 @@ fn test_many(rt: &Runtime, port: u16, ca: &str) {
         hub_rate / probe_rate,
         MANY_GOAL,
     );
+    many.one_at_a_time(rt);
 }
 
 /// The two sides of [`test_many`]: the specs the prober's loop tests, and the Hub holding the
@@ -615,6 +621,36 @@ impl Many {
                     .ok
             }
         })
+    }
+
+    /// Issue 15's single `hub.test(name)` without Python: [`SINGLE_TESTS`] tests by name one
+    /// after another, each call's wall time against its report's `total_ms` (p50s and the p50
+    /// of each call's difference: what the Hub adds around the prober).
+    fn one_at_a_time(&self, rt: &Runtime) {
+        let (mut walls, mut totals, mut added) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..SINGLE_TESTS {
+            let name = &self.names[i % MANY];
+            let started = Instant::now();
+            let report = rt
+                .block_on(
+                    self.hub
+                        .test_connection_by_name(&self.operator, name, MAX_BUDGET),
+                )
+                .unwrap();
+            let wall = ms(started.elapsed());
+            assert!(report.ok, "{report:?}");
+            let total = report.total_ms;
+            walls.push(wall);
+            totals.push(total);
+            added.push(wall - total);
+        }
+        println!(
+            "hub test by name, one at a time, {SINGLE_TESTS} calls: p50 {:.3} ms, report \
+             total_ms p50 {:.3} ms",
+            median(&mut walls),
+            median(&mut totals)
+        );
+        println!("FIGURE hub_test_over_total_ms_p50_ms {:.3}", median(&mut added));
     }
 
     /// One batch through the Hub, by name.
