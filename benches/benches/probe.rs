@@ -571,7 +571,10 @@ fn test_many(rt: &Runtime, port: u16, ca: &str) {
     println!("FIGURE probe_test_many_per_s {probe_rate:.0}");
     println!("FIGURE hub_test_many_per_s {hub_rate:.0}");
     if !probe_cpu.is_empty() && !hub_cpu.is_empty() {
-        println!("FIGURE probe_test_many_cpu_ms {:.3}", median(&mut probe_cpu));
+        println!(
+            "FIGURE probe_test_many_cpu_ms {:.3}",
+            median(&mut probe_cpu)
+        );
         println!("FIGURE hub_test_many_cpu_ms {:.3}", median(&mut hub_cpu));
     }
     goal_at_least(
@@ -650,7 +653,10 @@ impl Many {
             median(&mut walls),
             median(&mut totals)
         );
-        println!("FIGURE hub_test_over_total_ms_p50_ms {:.3}", median(&mut added));
+        println!(
+            "FIGURE hub_test_over_total_ms_p50_ms {:.3}",
+            median(&mut added)
+        );
     }
 
     /// One batch through the Hub, by name.

@@ -407,8 +407,7 @@ pub trait SessionStore: Send + Sync {
 
     /// As [`AccountStore::token_with_holder`], for the session with this token hash (expired
     /// or not: the caller decides).
-    async fn session_with_holder(&self, hash: &[u8; 32])
-    -> Result<Option<Held<StoredSession>>>;
+    async fn session_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredSession>>>;
 
     /// The sessions of a user, oldest first.
     async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>>;

@@ -199,7 +199,11 @@ async fn a_test_by_name_is_checked_and_audited_as_a_test_by_id() {
         .test_connection_by_name(&viewer, "app-by-name", BUDGET)
         .await
         .unwrap_err();
-    assert_eq!(hidden.kind(), ErrorKind::NotFound, "existence is not revealed");
+    assert_eq!(
+        hidden.kind(),
+        ErrorKind::NotFound,
+        "existence is not revealed"
+    );
     let grant = |level| Grant {
         grantee: Grantee::User(vid),
         level,

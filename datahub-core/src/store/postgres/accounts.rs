@@ -355,9 +355,8 @@ impl PostgresStore {
         let holder = format!("(SELECT user_id FROM {table} WHERE hash = $1)");
         let credential_sql = format!("SELECT {columns} FROM {table} WHERE hash = $1");
         let user_sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = {holder}");
-        let teams_sql = format!(
-            "SELECT team_id FROM team_members WHERE user_id = {holder} ORDER BY team_id"
-        );
+        let teams_sql =
+            format!("SELECT team_id FROM team_members WHERE user_id = {holder} ORDER BY team_id");
         let (credential, user, teams) = tokio::try_join!(
             client.prepare_cached(&credential_sql),
             client.prepare_cached(&user_sql),

@@ -87,7 +87,13 @@ async fn test_context(
                 grant_rows
             } else {
                 client
-                    .query(&client.prepare_cached(GRANTS_SQL).await.map_err(|e| db(DOING, e))?, &[on])
+                    .query(
+                        &client
+                            .prepare_cached(GRANTS_SQL)
+                            .await
+                            .map_err(|e| db(DOING, e))?,
+                        &[on],
+                    )
                     .await
                     .map_err(|e| db(DOING, e))?
             }
@@ -95,7 +101,10 @@ async fn test_context(
     };
     Ok(Some(TestContext {
         connection,
-        grants: grant_rows.iter().map(codec::grant_row).collect::<Result<_>>()?,
+        grants: grant_rows
+            .iter()
+            .map(codec::grant_row)
+            .collect::<Result<_>>()?,
         policy: match policy {
             Some(row) => codec::policy_row(&row)?,
             None => crate::model::TargetPolicy::default(),

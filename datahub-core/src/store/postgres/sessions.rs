@@ -56,10 +56,7 @@ impl SessionStore for PostgresStore {
             .await
     }
 
-    async fn session_with_holder(
-        &self,
-        hash: &[u8; 32],
-    ) -> Result<Option<Held<StoredSession>>> {
+    async fn session_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredSession>>> {
         let table = ("sessions", SESSION_COLUMNS);
         self.held_with_holder(table, hash, "reading a session", session_row)
             .await

@@ -402,13 +402,11 @@ impl SqliteStore {
                     let Some((credential, user_id)) = found else {
                         return Ok(None);
                     };
-                    let user = collect(
-                        conn,
-                        "SELECT * FROM users WHERE id = ?1",
-                        [&user_id],
-                        |r| user_row(r),
-                    )?
-                    .pop();
+                    let user =
+                        collect(conn, "SELECT * FROM users WHERE id = ?1", [&user_id], |r| {
+                            user_row(r)
+                        })?
+                        .pop();
                     let teams = collect(
                         conn,
                         "SELECT team_id FROM team_members WHERE user_id = ?1 ORDER BY team_id",

@@ -54,10 +54,7 @@ impl SessionStore for SqliteStore {
             .await
     }
 
-    async fn session_with_holder(
-        &self,
-        hash: &[u8; 32],
-    ) -> Result<Option<Held<StoredSession>>> {
+    async fn session_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredSession>>> {
         self.held_with_holder("sessions", hash, |r| session_row(r))
             .await
     }

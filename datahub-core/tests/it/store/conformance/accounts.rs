@@ -523,7 +523,10 @@ pub(crate) async fn a_credential_is_read_with_its_holder_at_once(store: Handle) 
         },
         hash: [7; 32],
     };
-    store.insert_token(&token, &ev("token.create")).await.unwrap();
+    store
+        .insert_token(&token, &ev("token.create"))
+        .await
+        .unwrap();
     let session = StoredSession {
         id: SessionId::new(),
         user: u,

@@ -345,12 +345,22 @@ pub(crate) async fn a_test_by_name_reads_what_a_test_by_id_reads(store: Handle) 
         grantee: Grantee::User(viewer),
         level,
     };
-    crate::store_set_grants(store.as_ref(), other.id, &[grant(GrantLevel::Manage)], &ev("grant.set"))
-        .await
-        .unwrap();
-    crate::store_set_grants(store.as_ref(), r.id, &[grant(GrantLevel::Use)], &ev("grant.set"))
-        .await
-        .unwrap();
+    crate::store_set_grants(
+        store.as_ref(),
+        other.id,
+        &[grant(GrantLevel::Manage)],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
+    crate::store_set_grants(
+        store.as_ref(),
+        r.id,
+        &[grant(GrantLevel::Use)],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
     let name = ConnectionName::parse("orders").unwrap();
     let by_name = store
         .connection_for_test_by_name(&name)
