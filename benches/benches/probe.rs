@@ -50,9 +50,15 @@
 //! loop minus the bare loop running the probe's query is the prober's own client cost, monitor
 //! minus `probe::test` loop the monitor's own.
 //!
-//! - `test_many` (issue 15's Rust-side baseline): 200 saved-like connections (each its own
-//!   spec, the same target) tested through `probe::test` 16 at a time, tests a second over the
-//!   batch, median of 3 runs: `FIGURE probe_test_many_per_s <n>`.
+//! - `test_many` (issue 15): 200 saved-like connections (each its own spec, the same target)
+//!   tested 16 at a time, tests a second over the batch, median of 3 rounds, each round one
+//!   batch through `probe::test` alone (`FIGURE probe_test_many_per_s <n>`) and one through a
+//!   Hub over a temporary SQLite data folder holding them, by name as `datahub-py`'s local
+//!   `test_many` does (`FIGURE hub_test_many_per_s <n>`), with this process's CPU per test of
+//!   each and `GOAL hub_test_many_over_probe_loop <hub / probe> 0.90 met|not met` (at least).
+//!   Then 200 tests by name one at a time through that Hub: `FIGURE
+//!   hub_test_over_total_ms_p50_ms`, the p50 of each call's wall time minus its report's
+//!   `total_ms` (what the Hub adds around the prober in local mode, Python aside).
 //!
 //! The interleaved series end with `GOAL probe_over_bare_p50 <ratio> 0.80 met|not met` (issue
 //! 16, item 4: the prober at most 0.80 × the bare client at p50).
@@ -72,7 +78,8 @@
 //!
 //! Profiling: `PROBE_BENCH_PROFILE=probe:100` (or `bare:`, `bare_sql:`, `monitor:`) runs only
 //! that work, N times, after the set-up (`probe_loop:S` and `bare_loop:S`: the 32-wide loops
-//! for S seconds; `monitor_rounds:N`: one round's monitor run, after the first checks); with `PROBE_BENCH_PROFILER=callgrind` under
+//! for S seconds; `monitor_rounds:N`: one round's monitor run, after the first checks;
+//! `many_probe:N` and `many_hub:N`: N batches of `test_many`'s one side); with `PROBE_BENCH_PROFILER=callgrind` under
 //! `valgrind --tool=callgrind --instr-atstart=no <bench binary> --bench` only the work is
 //! instrumented (instruction counts, steady on a loaded machine; note valgrind hides SHA-NI, so
 //! SCRAM's SHA-256 is counted in software), with `perf` a `perf record -g` is attached.
@@ -91,7 +98,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use datahub_core::audit::RequestInfo;
 use datahub_core::crypto::Keyring;
-use datahub_core::hub::Hub;
+use datahub_core::hub::{Hub, RateLimit};
 use datahub_core::model::{
     ConnectionDraft, ConnectionSecrets, ConnectionSpec, ListQuery, MAX_PER_PAGE, TlsMode,
     Visibility,
@@ -99,6 +106,7 @@ use datahub_core::model::{
 use datahub_core::monitor::{Monitor, MonitorConfig};
 use datahub_core::net::{Dialer, Policy, StaticResolver};
 use datahub_core::probe::{self, MAX_BUDGET, PolicyDial, ProbeRules, Report, StepName};
+use datahub_core::rbac::Principal;
 use datahub_core::secret::Password;
 use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
 use datahub_testkit::{Fault, FaultProxy, PgCluster, ServerCert, User};
@@ -162,6 +170,10 @@ const PROBE_GOAL: f64 = 0.80;
 const MANY: usize = 200;
 const MANY_CONCURRENCY: usize = 16;
 const MANY_RUNS: usize = 3;
+/// Tests by name one at a time through the Hub (`FIGURE hub_test_over_total_ms_p50_ms`).
+const SINGLE_TESTS: usize = 200;
+/// Issue 15's goal: the Hub's `test_many` at least this share of the prober's own loop.
+const MANY_GOAL: f64 = 0.90;
 
 /// Which store the monitor's Hub runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,6 +201,14 @@ impl StoreKind {
             })
             .collect()
     }
+}
+
+/// A `GOAL` line met when the measure is at least the limit.
+fn goal_at_least(name: &str, measured: f64, limit: f64) {
+    println!(
+        "GOAL {name} {measured:.3} {limit} {}",
+        if measured >= limit { "met" } else { "not met" }
+    );
 }
 
 /// A `GOAL` line: `GOAL <name> <measured> <limit> met|not met` (met when at most the limit).
@@ -510,49 +530,210 @@ fn interleaved(rt: &Runtime, product: &Product, bare: &Bare) {
     );
 }
 
-/// Issue 15's Rust-side baseline for `test_many`: [`MANY`] saved-like connections (each its own
-/// spec, the same verify-full + SCRAM target) tested through `probe::test` [`MANY_CONCURRENCY`]
-/// at a time, as the Python binding's `test_many` runs them; tests a second over the whole
-/// batch, the median of [`MANY_RUNS`] runs, printed as `FIGURE probe_test_many_per_s`.
+/// Issue 15's `test_many`, both sides in one run: [`MANY`] saved-like connections (each its
+/// own spec, the same verify-full + SCRAM target) tested [`MANY_CONCURRENCY`] at a time as the
+/// Python binding's `test_many` runs them (a task per item waiting for one of the lane's
+/// permits), once through `probe::test` alone (the prober's own loop) and once through the
+/// Hub as local mode does: a Hub over a temporary SQLite data folder holding the connections,
+/// the operator principal with no per-user test limit (as `datahub-py` opens it), each item
+/// tested by name through [`Hub::test_connection_by_name`] (read, authorize, rate limit,
+/// decrypt, policy, probe, audit). The two batches alternate for [`MANY_RUNS`] rounds; each
+/// side's figure is the median of its runs: `FIGURE probe_test_many_per_s`, `FIGURE
+/// hub_test_many_per_s`, this process's CPU per test of each (`FIGURE
+/// probe_test_many_cpu_ms`, `FIGURE hub_test_many_cpu_ms`; the target's server runs in other
+/// processes), and `GOAL hub_test_many_over_probe_loop <hub / probe> 0.90 met|not met`.
 fn test_many(rt: &Runtime, port: u16, ca: &str) {
-    let specs: Vec<Arc<(ConnectionSpec, ConnectionSecrets)>> = (0..MANY)
-        .map(|i| Arc::new(draft(&format!("many-{i}"), port, ca).validate().unwrap()))
-        .collect();
-    let dial = Arc::new(dialer());
-    let mut rates = Vec::with_capacity(MANY_RUNS);
+    let many = Many::new(rt, port, ca);
+    let (mut probe_rates, mut hub_rates) = (Vec::new(), Vec::new());
+    let (mut probe_cpu, mut hub_cpu) = (Vec::new(), Vec::new());
     for _ in 0..MANY_RUNS {
-        let lane = Arc::new(tokio::sync::Semaphore::new(MANY_CONCURRENCY));
-        let started = Instant::now();
-        let ok = rt.block_on(async {
-            let mut tasks = tokio::task::JoinSet::new();
-            for spec in &specs {
-                let (spec, dial, lane) = (spec.clone(), dial.clone(), lane.clone());
-                tasks.spawn(async move {
-                    let _permit = lane.acquire_owned().await.unwrap();
-                    let (spec, secrets) = &*spec;
-                    let rules = ProbeRules::default();
-                    probe::test(&*dial, spec, secrets, &rules, MAX_BUDGET)
-                        .await
-                        .ok
-                });
-            }
-            let mut ok = 0;
-            while let Some(done) = tasks.join_next().await {
-                ok += usize::from(done.unwrap());
-            }
-            ok
-        });
-        let took = started.elapsed();
-        assert_eq!(ok, MANY, "every test of the batch passes");
-        rates.push(MANY as f64 / took.as_secs_f64());
+        let (rate, cpu) = many.probe_batch(rt);
+        probe_rates.push(rate);
+        probe_cpu.extend(cpu);
+        let (rate, cpu) = many.hub_batch(rt);
+        hub_rates.push(rate);
+        hub_cpu.extend(cpu);
     }
-    let shown: Vec<String> = rates.iter().map(|r| format!("{r:.0}")).collect();
+    let shown = |rates: &[f64]| {
+        rates
+            .iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     println!(
-        "test_many: {MANY} connections through probe::test at concurrency {MANY_CONCURRENCY}, \
-         {MANY_RUNS} runs: {} tests/s",
-        shown.join(", ")
+        "test_many: {MANY} connections at concurrency {MANY_CONCURRENCY}, {MANY_RUNS} rounds: \
+         probe::test {} tests/s, Hub::test_connection_by_name {} tests/s",
+        shown(&probe_rates),
+        shown(&hub_rates)
     );
-    println!("FIGURE probe_test_many_per_s {:.0}", median(&mut rates));
+    let (probe_rate, hub_rate) = (median(&mut probe_rates), median(&mut hub_rates));
+    println!("FIGURE probe_test_many_per_s {probe_rate:.0}");
+    println!("FIGURE hub_test_many_per_s {hub_rate:.0}");
+    if !probe_cpu.is_empty() && !hub_cpu.is_empty() {
+        println!(
+            "FIGURE probe_test_many_cpu_ms {:.3}",
+            median(&mut probe_cpu)
+        );
+        println!("FIGURE hub_test_many_cpu_ms {:.3}", median(&mut hub_cpu));
+    }
+    goal_at_least(
+        "hub_test_many_over_probe_loop",
+        hub_rate / probe_rate,
+        MANY_GOAL,
+    );
+    many.one_at_a_time(rt);
+}
+
+/// The two sides of [`test_many`]: the specs the prober's loop tests, and the Hub holding the
+/// same connections by name.
+struct Many {
+    specs: Vec<Arc<(ConnectionSpec, ConnectionSecrets)>>,
+    dial: Arc<PolicyDial>,
+    hub: Hub,
+    names: Vec<String>,
+    operator: Principal,
+    _dir: tempfile::TempDir,
+}
+
+impl Many {
+    fn new(rt: &Runtime, port: u16, ca: &str) -> Self {
+        let specs = (0..MANY)
+            .map(|i| Arc::new(draft(&format!("many-{i}"), port, ca).validate().unwrap()))
+            .collect();
+        let (hub, names, dir) = rt.block_on(many_hub(port, ca));
+        Self {
+            specs,
+            dial: Arc::new(dialer()),
+            hub,
+            names,
+            operator: Principal::operator("bench"),
+            _dir: dir,
+        }
+    }
+
+    /// One batch through `probe::test` alone.
+    fn probe_batch(&self, rt: &Runtime) -> (f64, Option<f64>) {
+        many_batch(rt, |i| {
+            let (spec, dial) = (self.specs[i].clone(), self.dial.clone());
+            async move {
+                let (spec, secrets) = &*spec;
+                let rules = ProbeRules::default();
+                probe::test(&*dial, spec, secrets, &rules, MAX_BUDGET)
+                    .await
+                    .ok
+            }
+        })
+    }
+
+    /// Issue 15's single `hub.test(name)` without Python: [`SINGLE_TESTS`] tests by name one
+    /// after another, each call's wall time against its report's `total_ms` (p50s and the p50
+    /// of each call's difference: what the Hub adds around the prober).
+    fn one_at_a_time(&self, rt: &Runtime) {
+        let (mut walls, mut totals, mut added) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..SINGLE_TESTS {
+            let name = &self.names[i % MANY];
+            let started = Instant::now();
+            let report = rt
+                .block_on(
+                    self.hub
+                        .test_connection_by_name(&self.operator, name, MAX_BUDGET),
+                )
+                .unwrap();
+            let wall = ms(started.elapsed());
+            assert!(report.ok, "{report:?}");
+            let total = report.total_ms;
+            walls.push(wall);
+            totals.push(total);
+            added.push(wall - total);
+        }
+        println!(
+            "hub test by name, one at a time, {SINGLE_TESTS} calls: p50 {:.3} ms, report \
+             total_ms p50 {:.3} ms",
+            median(&mut walls),
+            median(&mut totals)
+        );
+        println!(
+            "FIGURE hub_test_over_total_ms_p50_ms {:.3}",
+            median(&mut added)
+        );
+    }
+
+    /// One batch through the Hub, by name.
+    fn hub_batch(&self, rt: &Runtime) -> (f64, Option<f64>) {
+        many_batch(rt, |i| {
+            let (hub, operator) = (self.hub.clone(), self.operator.clone());
+            let name = self.names[i].clone();
+            async move {
+                hub.test_connection_by_name(&operator, &name, MAX_BUDGET)
+                    .await
+                    .unwrap()
+                    .ok
+            }
+        })
+    }
+}
+
+/// A Hub as `datahub-py`'s local mode opens it (a SQLite data folder, no per-user test limit),
+/// with [`MANY`] connections saved by the operator: the hub, their names, the folder's guard.
+async fn many_hub(port: u16, ca: &str) -> (Hub, Vec<String>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("data")).unwrap());
+    let hub = Hub::open(store, Keyring::parse(KEYRING).unwrap())
+        .await
+        .unwrap()
+        .with_connector(Arc::new(plain_dialer()))
+        .with_test_rate_limit(RateLimit {
+            burst: u32::MAX,
+            per_second: 1.0e9,
+        });
+    let operator = Principal::operator("bench");
+    let mut names = Vec::with_capacity(MANY);
+    for i in 0..MANY {
+        let name = format!("many-{i}");
+        hub.create_connection(&operator, draft(&name, port, ca))
+            .await
+            .unwrap();
+        names.push(name);
+    }
+    // The first test through the hub is not timed (lazily opened store connections).
+    let first = hub
+        .test_connection_by_name(&operator, &names[0], MAX_BUDGET)
+        .await
+        .unwrap();
+    assert!(first.ok, "{first:?}");
+    (hub, names, dir)
+}
+
+/// One batch of [`MANY`] tests, [`MANY_CONCURRENCY`] at a time (`one(i)` is item `i`'s test):
+/// tests a second, and this process's CPU per test in ms (when readable).
+fn many_batch<F, Fut>(rt: &Runtime, one: F) -> (f64, Option<f64>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = bool> + Send + 'static,
+{
+    let lane = Arc::new(tokio::sync::Semaphore::new(MANY_CONCURRENCY));
+    let cpu = cpu_time();
+    let started = Instant::now();
+    let ok = rt.block_on(async {
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..MANY {
+            let (lane, test) = (lane.clone(), one(i));
+            tasks.spawn(async move {
+                let _permit = lane.acquire_owned().await.unwrap();
+                test.await
+            });
+        }
+        let mut ok = 0;
+        while let Some(done) = tasks.join_next().await {
+            ok += usize::from(done.unwrap());
+        }
+        ok
+    });
+    let took = started.elapsed();
+    let cpu = cpu_per(cpu, cpu_time(), MANY as u64);
+    assert_eq!(ok, MANY, "every test of the batch passes");
+    (MANY as f64 / took.as_secs_f64(), cpu)
 }
 
 /// The default budget against a target that never answers a SYN.
@@ -1178,6 +1359,24 @@ fn profile(
             handle.shutdown().await;
             (checks, took, cpu)
         })
+    } else if let Some(side) = kind.strip_prefix("many_") {
+        // `test_many`'s batches, one side, `n` batches of `MANY`.
+        let many = Many::new(rt, cluster.port(), ca);
+        let on = Profiler::start(&profiler);
+        let cpu = cpu_time();
+        let started = Instant::now();
+        for _ in 0..n {
+            match side {
+                "probe" => drop(many.probe_batch(rt)),
+                "hub" => drop(many.hub_batch(rt)),
+                other => panic!("unknown PROBE_BENCH_PROFILE side {other:?}"),
+            }
+        }
+        let took = started.elapsed();
+        let items = (n * MANY) as u64;
+        let cpu = cpu_per(cpu, cpu_time(), items);
+        drop(on);
+        (items, took, cpu)
     } else if let Some(kind) = kind.strip_suffix("_loop") {
         // The loops the monitor is compared with, `CONCURRENCY` wide, for `n` seconds.
         let on = Profiler::start(&profiler);

@@ -346,10 +346,12 @@ async fn resolve(hub: &Hub, op: &Principal, ident: &str) -> Result<ConnectionId,
     Ok(hub.connection_by_name(op, ident).await?.id)
 }
 
-/// Tests one saved connection.
+/// Tests one saved connection, by id or by name (resolved in the test's one store read).
 async fn test_one(hub: &Hub, op: &Principal, ident: &str) -> Result<TestReport, Raised> {
-    let id = resolve(hub, op, ident).await?;
-    let report = hub.test_connection(op, id, MAX_BUDGET).await?;
+    let report = match ConnectionId::from_str(ident) {
+        Ok(id) => hub.test_connection(op, id, MAX_BUDGET).await?,
+        Err(_) => hub.test_connection_by_name(op, ident, MAX_BUDGET).await?,
+    };
     Ok(TestReport::from(&report))
 }
 

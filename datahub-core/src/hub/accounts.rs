@@ -223,16 +223,14 @@ impl Hub {
     ) -> Result<Principal> {
         let refused = || Error::new(ErrorKind::Unauthenticated, auth::TOKEN_REFUSED);
         let hash = auth::parse_token(token)?;
-        let token = self
+        // The token, its user and the user's teams: one wait for the store.
+        let held = self
             .store
-            .token_by_hash(&hash)
+            .token_with_holder(&hash)
             .await?
-            .ok_or_else(refused)?
-            .info;
-        // Read together: one wait for the store instead of two.
-        let (user, teams) =
-            tokio::try_join!(self.store.user(token.user), self.store.teams_of(token.user))?;
-        let user = user.ok_or_else(refused)?.user;
+            .ok_or_else(refused)?;
+        let (token, teams) = (held.credential.info, held.teams);
+        let user = held.user.ok_or_else(refused)?.user;
         let at = now();
         let principal =
             Principal::from_token(&user, &token, teams, at)?.with_request(request.clone());

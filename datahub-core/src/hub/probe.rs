@@ -14,6 +14,7 @@ use crate::model::{Connection, ConnectionDraft, ConnectionSecrets, ConnectionSpe
 use crate::net::Policy;
 use crate::probe::{self, PolicyDial, ProbeRules, Report};
 use crate::rbac::{Action, Principal, act};
+use crate::store::TestContext;
 use crate::{ConnectionId, Error, ErrorKind, Result};
 
 /// The outcome of [`Hub::create_connection_tested`]: saved, or not saved because the test
@@ -44,29 +45,60 @@ impl Hub {
         id: ConnectionId,
         budget: Duration,
     ) -> Result<Report> {
-        self.test_saved(principal, id, budget)
-            .instrument(debug_span!("hub_test", connection = %id))
-            .await
+        async {
+            let context = self
+                .store
+                .connection_for_test(id)
+                .instrument(debug_span!("read"))
+                .await?;
+            self.test_saved(principal, context, budget).await
+        }
+        .instrument(debug_span!("hub_test", connection = %id))
+        .await
     }
 
-    /// [`Self::test_connection`] inside its span. Each stage has a span of its own (level
-    /// `debug`: nothing is recorded, and next to nothing spent, when it is off), so a subscriber
-    /// can time them: `read` (the row, its grants and the policy: one store call), `authorize`,
-    /// `rate_limit`, `decrypt`, `policy` (compiling it for the dialer), `probe` and `audit`.
+    /// [`Self::test_connection`] for the connection with this name: the name is resolved in
+    /// the test's one store read, with the same checks, limits, audit and errors as a test by
+    /// id (a connection the principal may not view is `NotFound`, as one that does not exist).
+    ///
+    /// # Errors
+    /// As [`Self::test_connection`]; `InvalidInput` (field `name`) for a name no connection
+    /// could have.
+    pub async fn test_connection_by_name(
+        &self,
+        principal: &Principal,
+        name: &str,
+        budget: Duration,
+    ) -> Result<Report> {
+        let name = crate::model::ConnectionName::parse(name)?;
+        async {
+            let context = self
+                .store
+                .connection_for_test_by_name(&name)
+                .instrument(debug_span!("read"))
+                .await?;
+            self.test_saved(principal, context, budget).await
+        }
+        .instrument(debug_span!("hub_test", connection = name.as_str()))
+        .await
+    }
+
+    /// [`Self::test_connection`] once the connection is read (`None`: not found). Each stage
+    /// has a span of its own (level `debug`: nothing is recorded, and next to nothing spent,
+    /// when it is off), so a subscriber can time them: `read` (the row, its grants and the
+    /// policy: one store call), `authorize`, `rate_limit`, `decrypt`, `policy` (compiling it
+    /// for the dialer), `probe` and `audit`.
     async fn test_saved(
         &self,
         principal: &Principal,
-        id: ConnectionId,
+        context: Option<TestContext>,
         budget: Duration,
     ) -> Result<Report> {
-        let conn_target = target("connection", id);
-        let context = self
-            .store
-            .connection_for_test(id)
-            .instrument(debug_span!("read"))
-            .await?
-            .ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
+        let context =
+            context.ok_or_else(|| Error::new(ErrorKind::NotFound, "connection not found"))?;
         let row = &context.connection;
+        let id = row.id;
+        let conn_target = target("connection", id);
         let checked = debug_span!("authorize")
             .in_scope(|| principal.check_on::<act::ConnectionTest>(id, row.owner, &context.grants));
         let allowed = match checked {

@@ -154,22 +154,20 @@ impl Hub {
         record_use: bool,
     ) -> Result<Principal> {
         let hash = auth::parse_session_token(token)?;
-        let session = self
+        // The session, its user and the user's teams: one wait for the store.
+        let held = self
             .store
-            .session_by_hash(&hash)
+            .session_with_holder(&hash)
             .await?
             .ok_or_else(session_refused)?;
+        let session = held.credential;
         let at = now();
         let touch = match auth::session_state(&session, at, &self.sessions) {
             SessionState::Live { touch } => touch,
             SessionState::Expired | SessionState::Idle => return Err(session_refused()),
         };
-        // Read together: one wait for the store instead of two.
-        let (user, teams) = tokio::try_join!(
-            self.store.user(session.user),
-            self.store.teams_of(session.user)
-        )?;
-        let user = user.ok_or_else(session_refused)?.user;
+        let teams = held.teams;
+        let user = held.user.ok_or_else(session_refused)?.user;
         let principal = Principal::from_user(&user, teams)
             .map_err(|_| session_refused())?
             .with_auth_method(AuthMethod::Session)

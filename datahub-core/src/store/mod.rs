@@ -103,6 +103,19 @@ pub struct TestContext {
     pub policy: TargetPolicy,
 }
 
+/// A credential (an API token or a session) with the account holding it, as authentication
+/// reads them in one store call ([`AccountStore::token_with_holder`],
+/// [`SessionStore::session_with_holder`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held<T> {
+    /// The token or session as stored.
+    pub credential: T,
+    /// Its user, `None` when that account no longer exists.
+    pub user: Option<StoredUser>,
+    /// The teams of that user, as [`AccountStore::teams_of`] answers them.
+    pub teams: Vec<TeamId>,
+}
+
 /// A user account as stored: the [`User`] plus its password hash, which never leaves the Hub.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredUser {
@@ -241,6 +254,15 @@ pub trait ConnectionStore: Send + Sync {
     /// store once instead of three times. Each part is read as its own method reads it.
     async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>>;
 
+    /// As [`Self::connection_for_test`], for the connection with this unique name: the same
+    /// one call (the name is resolved in it), so a test by name waits for the store once.
+    /// The grants and the policy are those of the row answered, even when a rename races the
+    /// call.
+    async fn connection_for_test_by_name(
+        &self,
+        name: &ConnectionName,
+    ) -> Result<Option<TestContext>>;
+
     /// One connection by its unique name, or `None`.
     async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>>;
 
@@ -348,6 +370,11 @@ pub trait AccountStore: Send + Sync {
     /// The token with this hash, revoked or not.
     async fn token_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredToken>>;
 
+    /// The token with this hash (revoked or not) with its user and the user's teams, in one
+    /// store call (one blocking hop on SQLite; on PostgreSQL one pooled client, three prepared
+    /// statements pipelined): what authenticating a request with a token reads.
+    async fn token_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredToken>>>;
+
     /// The tokens of a user.
     async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>>;
 
@@ -377,6 +404,10 @@ pub trait SessionStore: Send + Sync {
     /// The session with this token hash, or `None` (whether or not it has expired: the caller
     /// decides).
     async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>>;
+
+    /// As [`AccountStore::token_with_holder`], for the session with this token hash (expired
+    /// or not: the caller decides).
+    async fn session_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredSession>>>;
 
     /// The sessions of a user, oldest first.
     async fn sessions_of(&self, user: UserId) -> Result<Vec<StoredSession>>;

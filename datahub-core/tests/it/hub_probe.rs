@@ -161,6 +161,96 @@ async fn saved_connections_are_tested_with_use_and_audited() {
     );
 }
 
+/// A test by name reads the connection in its one store call and is checked, limited and
+/// audited as a test by id: a connection the principal may not view is `NotFound` (as a name
+/// nothing has), one it may view but not use `PermissionDenied`; the audit row names the id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_by_name_is_checked_and_audited_as_a_test_by_id() {
+    let f = fixture(RateLimit::default()).await;
+    let c = f
+        .hub
+        .create_connection(&f.admin, draft(&f, "app-by-name", Some(CANARY)))
+        .await
+        .unwrap();
+    let report = f
+        .hub
+        .test_connection_by_name(&f.admin, "app-by-name", BUDGET)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.server.as_ref().unwrap().user, DB_USER);
+
+    let missing = f
+        .hub
+        .test_connection_by_name(&f.admin, "no-such-connection", BUDGET)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    let invalid = f
+        .hub
+        .test_connection_by_name(&f.admin, "", BUDGET)
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.kind(), ErrorKind::InvalidInput);
+
+    let (vid, viewer) = user(&f, "nia", Role::Viewer).await;
+    let hidden = f
+        .hub
+        .test_connection_by_name(&viewer, "app-by-name", BUDGET)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        hidden.kind(),
+        ErrorKind::NotFound,
+        "existence is not revealed"
+    );
+    let grant = |level| Grant {
+        grantee: Grantee::User(vid),
+        level,
+    };
+    f.hub
+        .set_grants_now(&f.admin, c.id, &[grant(GrantLevel::View)])
+        .await
+        .unwrap();
+    let denied = f
+        .hub
+        .test_connection_by_name(&viewer, "app-by-name", BUDGET)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.kind(), ErrorKind::PermissionDenied);
+    f.hub
+        .set_grants_now(&f.admin, c.id, &[grant(GrantLevel::Use)])
+        .await
+        .unwrap();
+    assert!(
+        f.hub
+            .test_connection_by_name(&viewer, "app-by-name", BUDGET)
+            .await
+            .unwrap()
+            .ok
+    );
+
+    let target = format!("connection:{}", c.id);
+    let tests: Vec<(Option<String>, Outcome)> = f
+        .store
+        .audit_after(0, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.event.action == "connection.test")
+        .map(|r| (r.event.target, r.event.outcome))
+        .collect();
+    assert_eq!(
+        tests,
+        [
+            (Some(target.clone()), Outcome::Ok),
+            (Some(target.clone()), Outcome::Denied),
+            (Some(target.clone()), Outcome::Denied),
+            (Some(target), Outcome::Ok),
+        ]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drafts_reuse_stored_secrets_and_test_first_saves_only_on_success() {
     let f = fixture(RateLimit::default()).await;

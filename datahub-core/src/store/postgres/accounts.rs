@@ -11,7 +11,7 @@ use super::error::db;
 use super::{PostgresStore, page_total, write_error};
 use crate::audit::AuditEvent;
 use crate::model::{Directory, DirectoryTeam, DirectoryUser, TOKEN_TOUCH_INTERVAL, Team};
-use crate::store::{AccountStore, StoredToken, StoredUser};
+use crate::store::{AccountStore, Held, StoredToken, StoredUser};
 use crate::{Error, Result, TeamId, TokenId, UserId};
 
 /// Writes a user's role, password hash, disabled flag and update time in `tx`: the one user
@@ -281,6 +281,16 @@ impl AccountStore for PostgresStore {
         .await
     }
 
+    async fn token_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredToken>>> {
+        self.held_with_holder(
+            ("tokens", TOKEN_COLUMNS),
+            hash,
+            "reading a token",
+            codec::token_row,
+        )
+        .await
+    }
+
     async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
         self.held_by_user(
             ("tokens", TOKEN_COLUMNS),
@@ -326,5 +336,51 @@ impl AccountStore for PostgresStore {
             .await
             .map_err(|e| db("recording a token's use", e))?;
         Ok(n > 0)
+    }
+}
+
+impl PostgresStore {
+    /// The row of `table` (its `columns`, read by `f`) whose `hash` is `hash`, with its user
+    /// and the user's teams: one pooled client, three statements prepared once per pooled
+    /// connection and pipelined (one round trip). The user and the teams are found through the
+    /// row's `user_id`, which never changes.
+    pub(super) async fn held_with_holder<T>(
+        &self,
+        (table, columns): (&str, &str),
+        hash: &[u8; 32],
+        doing: &str,
+        f: fn(&tokio_postgres::Row) -> Result<T>,
+    ) -> Result<Option<Held<T>>> {
+        let client = self.client().await?;
+        let holder = format!("(SELECT user_id FROM {table} WHERE hash = $1)");
+        let credential_sql = format!("SELECT {columns} FROM {table} WHERE hash = $1");
+        let user_sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = {holder}");
+        let teams_sql =
+            format!("SELECT team_id FROM team_members WHERE user_id = {holder} ORDER BY team_id");
+        let (credential, user, teams) = tokio::try_join!(
+            client.prepare_cached(&credential_sql),
+            client.prepare_cached(&user_sql),
+            client.prepare_cached(&teams_sql),
+        )
+        .map_err(|e| db(doing, e))?;
+        let hash = hash.as_slice();
+        let by_hash: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[&hash];
+        let (credential, user, teams) = tokio::try_join!(
+            client.query_opt(&credential, by_hash),
+            client.query_opt(&user, by_hash),
+            client.query(&teams, by_hash),
+        )
+        .map_err(|e| db(doing, e))?;
+        let Some(credential) = credential else {
+            return Ok(None);
+        };
+        Ok(Some(Held {
+            credential: f(&credential)?,
+            user: user.map(|r| codec::user_row(&r)).transpose()?,
+            teams: teams
+                .iter()
+                .map(|row| codec::get(row, "team_members", "team_id").map(TeamId::from_uuid))
+                .collect::<Result<_>>()?,
+        }))
     }
 }

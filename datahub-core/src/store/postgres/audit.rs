@@ -33,11 +33,15 @@ pub(super) async fn append_in(
         ),
     )
     .map_err(|e| db(DOING, e))?;
-    let ((), last) = tokio::try_join!(
-        async { tx.execute(&lock, &[&AUDIT_LOCK_KEY]).await.map(drop) },
+    // Both answered before either is judged: when the lock fails (its wait ran out), the read
+    // sent behind it fails too, only because the transaction was aborted; the lock's error is
+    // the one that says why (`try_join!` would report whichever it happened to poll first).
+    let (locked, last) = tokio::join!(
+        tx.execute(&lock, &[&AUDIT_LOCK_KEY]),
         tx.query_opt(&last, &[]),
-    )
-    .map_err(|e| db(DOING, e))?;
+    );
+    locked.map_err(|e| db(DOING, e))?;
+    let last = last.map_err(|e| db(DOING, e))?;
     let (seq, prev_hash) = match &last {
         None => (0, GENESIS_HASH),
         Some(row) => {

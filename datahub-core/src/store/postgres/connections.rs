@@ -20,6 +20,98 @@ use crate::{ConnectionId, Error, ErrorKind, Result};
 const GRANTS_SQL: &str = "SELECT user_id, team_id, level FROM grants WHERE connection_id = $1 \
                           ORDER BY user_id NULLS LAST, team_id";
 
+/// The grants on the connection named `$1`, with the connection each is on.
+const GRANTS_BY_NAME_SQL: &str = "SELECT g.connection_id, g.user_id, g.team_id, g.level \
+                                  FROM grants g JOIN connections c ON c.id = g.connection_id \
+                                  WHERE c.name = $1 ORDER BY g.user_id NULLS LAST, g.team_id";
+
+/// The connection a test reads: by id or by name.
+#[derive(Debug, Clone, Copy)]
+enum TestKey<'a> {
+    Id(ConnectionId),
+    Name(&'a ConnectionName),
+}
+
+/// What a test reads ([`TestContext`]) on one pooled client: the row, its grants and the
+/// policy, three statements prepared once per pooled connection and then pipelined (one round
+/// trip). By name, the grants are read by the name too; should a rename between the
+/// statements make them another connection's, they are read again by the row's id.
+async fn test_context(
+    client: &deadpool_postgres::Object,
+    key: TestKey<'_>,
+) -> Result<Option<TestContext>> {
+    const DOING: &str = "reading a connection to test";
+    let (by, grants_sql) = match key {
+        TestKey::Id(_) => ("c.id", GRANTS_SQL),
+        TestKey::Name(_) => ("c.name", GRANTS_BY_NAME_SQL),
+    };
+    let connection_sql =
+        format!("SELECT {SPEC_COLUMNS}, {SECRET_COLUMNS} FROM connections c WHERE {by} = $1");
+    let (connection, grants, policy) = tokio::try_join!(
+        client.prepare_cached(&connection_sql),
+        client.prepare_cached(grants_sql),
+        client.prepare_cached(super::admin::POLICY_SQL),
+    )
+    .map_err(|e| db(DOING, e))?;
+    let (id, name);
+    let param: &(dyn tokio_postgres::types::ToSql + Sync) = match key {
+        TestKey::Id(key) => {
+            id = *key.as_uuid();
+            &id
+        }
+        TestKey::Name(key) => {
+            name = key.as_str();
+            &name
+        }
+    };
+    let by_key = &[param];
+    let (row, grant_rows, policy) = tokio::try_join!(
+        client.query_opt(&connection, by_key),
+        client.query(&grants, by_key),
+        client.query_opt(&policy, &[]),
+    )
+    .map_err(|e| db(DOING, e))?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let connection = codec::connection_row(&row)?;
+    let grant_rows = match key {
+        TestKey::Id(_) => grant_rows,
+        TestKey::Name(_) => {
+            let on = connection.id.as_uuid();
+            let ours = grant_rows
+                .iter()
+                .map(|g| g.try_get::<_, Uuid>("connection_id"))
+                .all(|g| g.is_ok_and(|g| g == *on));
+            if ours {
+                grant_rows
+            } else {
+                client
+                    .query(
+                        &client
+                            .prepare_cached(GRANTS_SQL)
+                            .await
+                            .map_err(|e| db(DOING, e))?,
+                        &[on],
+                    )
+                    .await
+                    .map_err(|e| db(DOING, e))?
+            }
+        }
+    };
+    Ok(Some(TestContext {
+        connection,
+        grants: grant_rows
+            .iter()
+            .map(codec::grant_row)
+            .collect::<Result<_>>()?,
+        policy: match policy {
+            Some(row) => codec::policy_row(&row)?,
+            None => crate::model::TargetPolicy::default(),
+        },
+    }))
+}
+
 /// Why a versioned write of connection `id` changed no row: it is gone (`NotFound`), or its
 /// version moved on (`Conflict`).
 async fn missing_or_stale(
@@ -137,37 +229,16 @@ impl ConnectionStore for PostgresStore {
     }
 
     async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>> {
-        const DOING: &str = "reading a connection to test";
         let client = self.client().await?;
-        let connection_sql =
-            format!("SELECT {SPEC_COLUMNS}, {SECRET_COLUMNS} FROM connections c WHERE c.id = $1");
-        // Prepared once per pooled connection; the three statements then go out together and
-        // their answers come back in one round trip.
-        let (connection, grants, policy) = tokio::try_join!(
-            client.prepare_cached(&connection_sql),
-            client.prepare_cached(GRANTS_SQL),
-            client.prepare_cached(super::admin::POLICY_SQL),
-        )
-        .map_err(|e| db(DOING, e))?;
-        let id = id.as_uuid();
-        let by_id: &[&(dyn tokio_postgres::types::ToSql + Sync)] = &[id];
-        let (row, grants, policy) = tokio::try_join!(
-            client.query_opt(&connection, by_id),
-            client.query(&grants, by_id),
-            client.query_opt(&policy, &[]),
-        )
-        .map_err(|e| db(DOING, e))?;
-        let Some(row) = row else {
-            return Ok(None);
-        };
-        Ok(Some(TestContext {
-            connection: codec::connection_row(&row)?,
-            grants: grants.iter().map(codec::grant_row).collect::<Result<_>>()?,
-            policy: match policy {
-                Some(row) => codec::policy_row(&row)?,
-                None => crate::model::TargetPolicy::default(),
-            },
-        }))
+        test_context(&client, TestKey::Id(id)).await
+    }
+
+    async fn connection_for_test_by_name(
+        &self,
+        name: &ConnectionName,
+    ) -> Result<Option<TestContext>> {
+        let client = self.client().await?;
+        test_context(&client, TestKey::Name(name)).await
     }
 
     async fn connection_by_name(&self, name: &ConnectionName) -> Result<Option<StoredConnection>> {

@@ -11,7 +11,7 @@ use super::audit::append_in;
 use super::codec::session_row;
 use super::error::{db, is_foreign_key_violation, is_unique_violation};
 use crate::audit::AuditEvent;
-use crate::store::{SessionStore, StoredSession, StoredUser};
+use crate::store::{Held, SessionStore, StoredSession, StoredUser};
 use crate::{Error, ErrorKind, Result, SessionId, UserId};
 
 /// The columns [`session_row`] reads.
@@ -53,6 +53,12 @@ impl SessionStore for PostgresStore {
     async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
         let table = ("sessions", SESSION_COLUMNS);
         self.held_by_hash(table, hash, "reading a session", session_row)
+            .await
+    }
+
+    async fn session_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredSession>>> {
+        let table = ("sessions", SESSION_COLUMNS);
+        self.held_with_holder(table, hash, "reading a session", session_row)
             .await
     }
 

@@ -7,10 +7,13 @@ use time::OffsetDateTime;
 
 use super::audit::append_audit_in;
 use super::codec::{self, get, micros, team_id_from_row, token_row, user_row};
-use super::{SqliteStore, collect, conflict, db_error, held_taken, require_row, row_exists};
+use super::{
+    SqliteStore, collect, conflict, db_error, held_taken, in_read_transaction, require_row,
+    row_exists,
+};
 use crate::audit::AuditEvent;
 use crate::model::{Directory, DirectoryTeam, DirectoryUser, TOKEN_TOUCH_INTERVAL, Team};
-use crate::store::{AccountStore, StoredToken, StoredUser};
+use crate::store::{AccountStore, Held, StoredToken, StoredUser};
 use crate::{Error, Result, TeamId, TokenId, UserId};
 
 fn team_members(conn: &rusqlite::Connection, team: &str) -> Result<Vec<UserId>> {
@@ -327,6 +330,11 @@ impl AccountStore for SqliteStore {
         self.held_by_hash("tokens", hash, |r| token_row(r)).await
     }
 
+    async fn token_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredToken>>> {
+        self.held_with_holder("tokens", hash, |r| token_row(r))
+            .await
+    }
+
     async fn tokens_of(&self, user: UserId) -> Result<Vec<StoredToken>> {
         self.held_by_user("tokens", user, |r| token_row(r)).await
     }
@@ -368,6 +376,49 @@ impl AccountStore for SqliteStore {
                     )
                     .map_err(db_error)?;
                 Ok(n > 0)
+            })
+            .await
+    }
+}
+
+impl SqliteStore {
+    /// The row of `table` (read by `f`) whose `hash` is `hash`, with its user and the user's
+    /// teams, in one read transaction (one blocking hop).
+    pub(super) async fn held_with_holder<T: Send + 'static>(
+        &self,
+        table: &'static str,
+        hash: &[u8; 32],
+        f: fn(&rusqlite::Row<'_>) -> Result<T>,
+    ) -> Result<Option<Held<T>>> {
+        let hash = *hash;
+        let sql = format!("SELECT * FROM {table} WHERE hash = ?1");
+        self.pool
+            .read_short(move |conn| {
+                in_read_transaction(conn, |conn| {
+                    let found = collect(conn, &sql, [hash.as_slice()], |r| {
+                        Ok((f(r)?, get::<String>(r, table, "user_id")?))
+                    })?
+                    .pop();
+                    let Some((credential, user_id)) = found else {
+                        return Ok(None);
+                    };
+                    let user =
+                        collect(conn, "SELECT * FROM users WHERE id = ?1", [&user_id], |r| {
+                            user_row(r)
+                        })?
+                        .pop();
+                    let teams = collect(
+                        conn,
+                        "SELECT team_id FROM team_members WHERE user_id = ?1 ORDER BY team_id",
+                        [&user_id],
+                        |row| team_id_from_row(row, "team_id"),
+                    )?;
+                    Ok(Some(Held {
+                        credential,
+                        user,
+                        teams,
+                    }))
+                })
             })
             .await
     }

@@ -12,7 +12,9 @@ use super::codec::{
     health_row, micros, search_body, search_fold, secrets_from_row,
 };
 use super::list::{LIST_FROM_CONNECTIONS, list_filter, list_order};
-use super::{SqliteStore, collect, conflict, db_error, i64_of, require_row, row_exists};
+use super::{
+    SqliteStore, collect, conflict, db_error, i64_of, in_read_transaction, require_row, row_exists,
+};
 use crate::audit::AuditEvent;
 use crate::model::{Connection, ConnectionName, ListQuery, NamedGrant, Page, Visibility};
 use crate::rbac::{Grant, GrantLevel, Grantee};
@@ -140,7 +142,25 @@ pub(super) fn summary_from_row(row: &rusqlite::Row<'_>) -> Result<Connection> {
     Ok(common_from_row(row)?.shown(health_row(row)?))
 }
 
-/// Collects every row of a query through `f`.
+/// What a test reads ([`TestContext`]) of the connection matching `where_clause` with `key`,
+/// in one read transaction, so the grants and the policy are those of the row answered.
+fn test_context(
+    conn: &mut rusqlite::Connection,
+    where_clause: &str,
+    key: &str,
+) -> Result<Option<TestContext>> {
+    in_read_transaction(conn, |conn| {
+        let Some(connection) = connection_row_query(conn, where_clause, key)? else {
+            return Ok(None);
+        };
+        Ok(Some(TestContext {
+            grants: grants_of(conn, connection.id)?,
+            policy: super::admin::read_policy(conn)?,
+            connection,
+        }))
+    })
+}
+
 /// The grants on connection `id`: users' before teams'.
 fn grants_of(conn: &rusqlite::Connection, id: ConnectionId) -> Result<Vec<Grant>> {
     collect(
@@ -219,17 +239,17 @@ impl ConnectionStore for SqliteStore {
 
     async fn connection_for_test(&self, id: ConnectionId) -> Result<Option<TestContext>> {
         self.pool
-            .read(move |conn| {
-                let Some(connection) = connection_row_query(conn, "c.id = ?1", &id.to_string())?
-                else {
-                    return Ok(None);
-                };
-                Ok(Some(TestContext {
-                    connection,
-                    grants: grants_of(conn, id)?,
-                    policy: super::admin::read_policy(conn)?,
-                }))
-            })
+            .read_short(move |conn| test_context(conn, "c.id = ?1", &id.to_string()))
+            .await
+    }
+
+    async fn connection_for_test_by_name(
+        &self,
+        name: &ConnectionName,
+    ) -> Result<Option<TestContext>> {
+        let name = name.as_str().to_owned();
+        self.pool
+            .read_short(move |conn| test_context(conn, "c.name = ?1", &name))
             .await
     }
 

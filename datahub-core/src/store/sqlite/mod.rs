@@ -307,6 +307,26 @@ impl SqliteStore {
     }
 }
 
+/// Runs `f` in one read transaction on `conn` (one snapshot, one read lock), with the
+/// statements that begin and end it cached like any other.
+fn in_read_transaction<T>(
+    conn: &rusqlite::Connection,
+    f: impl FnOnce(&rusqlite::Connection) -> Result<T>,
+) -> Result<T> {
+    let run = |sql: &str| {
+        conn.prepare_cached(sql)
+            .and_then(|mut stmt| stmt.execute([]))
+            .map_err(db_error)
+    };
+    run("BEGIN")?;
+    let out = f(conn);
+    let ended = run(if out.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    match (out, ended) {
+        (Ok(value), Ok(_)) => Ok(value),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
 fn collect<T>(
     conn: &rusqlite::Connection,
     sql: &str,

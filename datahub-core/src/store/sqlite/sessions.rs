@@ -10,7 +10,7 @@ use super::audit::append_audit_in;
 use super::codec::{micros, session_row};
 use super::{SqliteStore, conflict, db_error, held_taken, require_row};
 use crate::audit::AuditEvent;
-use crate::store::{SessionStore, StoredSession, StoredUser};
+use crate::store::{Held, SessionStore, StoredSession, StoredUser};
 use crate::{Result, SessionId, UserId};
 
 fn count(n: usize) -> u64 {
@@ -51,6 +51,11 @@ impl SessionStore for SqliteStore {
 
     async fn session_by_hash(&self, hash: &[u8; 32]) -> Result<Option<StoredSession>> {
         self.held_by_hash("sessions", hash, |r| session_row(r))
+            .await
+    }
+
+    async fn session_with_holder(&self, hash: &[u8; 32]) -> Result<Option<Held<StoredSession>>> {
+        self.held_with_holder("sessions", hash, |r| session_row(r))
             .await
     }
 

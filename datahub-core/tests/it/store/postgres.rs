@@ -1279,3 +1279,49 @@ async fn a_process_taking_over_a_connection_carries_on_from_the_stored_status() 
         )]
     );
 }
+
+/// Pooled connections the server ended while they sat idle (an administrator's
+/// `pg_terminate_backend`, a restart) are replaced before reuse: the next calls succeed, used
+/// at once after the loss (their sockets closed) or after an idle pause (verified by a query).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_the_server_ended_are_replaced_before_reuse() {
+    let cluster = cluster().await;
+    let store: Arc<dyn Store> = Arc::new(open(&cluster).await.unwrap());
+    let owner = user(&store, "owner").await;
+    // Several pooled connections at once, all idle afterwards.
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let store = store.clone();
+        reads.spawn(async move { store.teams_of(owner).await.map(drop) });
+    }
+    while let Some(read) = reads.join_next().await {
+        read.unwrap().unwrap();
+    }
+    let end_all = || {
+        assert_eq!(
+            psql(
+                &cluster,
+                "SELECT count(pg_terminate_backend(pid)) > 0 FROM pg_stat_activity \
+                 WHERE usename = 'datahub'"
+            ),
+            "t"
+        );
+        // Until the backends are gone (their sockets closed on the client's side too).
+        while psql(
+            &cluster,
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = 'datahub'",
+        ) != "0"
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    end_all();
+    for _ in 0..8 {
+        store.teams_of(owner).await.unwrap();
+    }
+    end_all();
+    for _ in 0..4 {
+        assert!(store.user(owner).await.unwrap().is_some());
+    }
+}

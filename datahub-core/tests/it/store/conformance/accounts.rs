@@ -14,6 +14,7 @@ macro_rules! cases {
             teams,
             tokens,
             tokens_record_their_last_use_once_a_minute,
+            a_credential_is_read_with_its_holder_at_once,
         );
     };
 }
@@ -488,4 +489,71 @@ pub(crate) async fn tokens_record_their_last_use_once_a_minute(store: Handle) {
     assert!(!store.touch_token(TokenId::new(), next).await.unwrap());
     // Never audited: the one record since is the revocation.
     assert_eq!(store.audit_after(0, 1000).await.unwrap().len(), audited + 1);
+}
+
+/// What authentication reads in one call is what the three reads answer on their own: the
+/// token (or session), its user and the user's teams; an unknown hash is `None`.
+pub(crate) async fn a_credential_is_read_with_its_holder_at_once(store: Handle) {
+    let u = user(&store, "alice").await;
+    let other = user(&store, "bob").await;
+    let team = |name: &str, members| Team {
+        id: TeamId::new(),
+        name: name.into(),
+        members,
+    };
+    let (t1, t2, t3) = (
+        team("ops", vec![u, other]),
+        team("data", vec![u]),
+        team("web", vec![other]),
+    );
+    for t in [&t1, &t2, &t3] {
+        store.upsert_team(t, &ev("team.create")).await.unwrap();
+    }
+    let at = now();
+    let token = StoredToken {
+        info: TokenInfo {
+            id: TokenId::new(),
+            user: u,
+            name: "ci".into(),
+            read_only: true,
+            created_at: at,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+        },
+        hash: [7; 32],
+    };
+    store
+        .insert_token(&token, &ev("token.create"))
+        .await
+        .unwrap();
+    let session = StoredSession {
+        id: SessionId::new(),
+        user: u,
+        hash: [8; 32],
+        created_at: at,
+        expires_at: at + Duration::hours(12),
+        last_seen_at: at,
+        client_addr: None,
+        user_agent: None,
+    };
+    store.insert_session(&session).await.unwrap();
+    let teams = store.teams_of(u).await.unwrap();
+    assert_eq!(teams.len(), 2);
+    let holder = store.user(u).await.unwrap();
+    assert!(holder.is_some());
+
+    let held = store.token_with_holder(&[7; 32]).await.unwrap().unwrap();
+    assert_eq!(held.credential, token);
+    assert_eq!(held.user, holder);
+    assert_eq!(held.teams, teams);
+    let held = store.session_with_holder(&[8; 32]).await.unwrap().unwrap();
+    assert_eq!(held.credential, session);
+    assert_eq!(held.user, holder);
+    assert_eq!(held.teams, teams);
+    assert!(store.token_with_holder(&[9; 32]).await.unwrap().is_none());
+    assert!(store.session_with_holder(&[9; 32]).await.unwrap().is_none());
+    // A session's hash is not a token's, and the other way round.
+    assert!(store.token_with_holder(&[8; 32]).await.unwrap().is_none());
+    assert!(store.session_with_holder(&[7; 32]).await.unwrap().is_none());
 }

@@ -15,6 +15,7 @@ macro_rules! cases {
             stale_update_is_a_conflict_and_changes_nothing,
             delete_checks_the_version_and_cascades,
             a_test_reads_the_row_its_grants_and_the_policy_at_once,
+            a_test_by_name_reads_what_a_test_by_id_reads,
         );
     };
 }
@@ -317,6 +318,64 @@ pub(crate) async fn a_test_reads_the_row_its_grants_and_the_policy_at_once(store
     assert!(
         store
             .connection_for_test(ConnectionId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// A test's one read by name answers what the read by id does, with the grants of the row
+/// answered; a name nothing has is `None`.
+pub(crate) async fn a_test_by_name_reads_what_a_test_by_id_reads(store: Handle) {
+    let owner = user(&store, "owner").await;
+    let viewer = user(&store, "viewer").await;
+    let mut r = row(full_spec("orders"), owner);
+    r.secrets = sealed(&keyring("k1", 1), r.id, "canary-pw", true);
+    store
+        .insert_connection(&r, &ev("connection.create"))
+        .await
+        .unwrap();
+    // Another connection with grants of its own: none of them is read for `orders`.
+    let other = row(full_spec("orders-replica"), owner);
+    store
+        .insert_connection(&other, &ev("connection.create"))
+        .await
+        .unwrap();
+    let grant = |level| Grant {
+        grantee: Grantee::User(viewer),
+        level,
+    };
+    crate::store_set_grants(
+        store.as_ref(),
+        other.id,
+        &[grant(GrantLevel::Manage)],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
+    crate::store_set_grants(
+        store.as_ref(),
+        r.id,
+        &[grant(GrantLevel::Use)],
+        &ev("grant.set"),
+    )
+    .await
+    .unwrap();
+    let name = ConnectionName::parse("orders").unwrap();
+    let by_name = store
+        .connection_for_test_by_name(&name)
+        .await
+        .unwrap()
+        .unwrap();
+    let by_id = store.connection_for_test(r.id).await.unwrap().unwrap();
+    assert_eq!(by_name, by_id);
+    assert_eq!(by_name.connection.id, r.id);
+    assert_eq!(by_name.grants, vec![grant(GrantLevel::Use)]);
+
+    let nothing = ConnectionName::parse("no-such-connection").unwrap();
+    assert!(
+        store
+            .connection_for_test_by_name(&nothing)
             .await
             .unwrap()
             .is_none()
