@@ -716,8 +716,16 @@ async fn scenario_a(config: &Config, out: &mut Outcome) {
         warnings as f64,
         "log lines at warn or error",
     );
-    out.figure("a_rss_ready", ready_rss as f64 / 1024.0, "MiB (server ready)");
-    out.figure("a_rss_warm", warm_rss as f64 / 1024.0, "MiB (every connection checked)");
+    out.figure(
+        "a_rss_ready",
+        ready_rss as f64 / 1024.0,
+        "MiB (server ready)",
+    );
+    out.figure(
+        "a_rss_warm",
+        warm_rss as f64 / 1024.0,
+        "MiB (every connection checked)",
+    );
     out.figure("a_window", span, "s");
     out.figure("a_checks_in_window", checks as f64, "checks");
     out.figure("a_demanded_rate", demand, "checks/s");

@@ -791,9 +791,10 @@ async fn changes_not_told_are_found_in_the_changes_feed() {
     tokio::time::sleep(Duration::from_secs(40)).await;
     let quiet = drain(&mut events);
     assert!(
-        quiet
-            .iter()
-            .all(|e| matches!(e, MonitorEvent::StatusChanged { .. } | MonitorEvent::Checked { .. })),
+        quiet.iter().all(|e| matches!(
+            e,
+            MonitorEvent::StatusChanged { .. } | MonitorEvent::Checked { .. }
+        )),
         "{quiet:?}"
     );
 
@@ -819,7 +820,10 @@ async fn changes_not_told_are_found_in_the_changes_feed() {
         },
         ..ConnectionPatch::default()
     };
-    f.hub.update_connection(&f.admin, d, 1, slower).await.unwrap();
+    f.hub
+        .update_connection(&f.admin, d, 1, slower)
+        .await
+        .unwrap();
     let c = f.connection("c", 10).await;
     // The next reload (within 60 s) finds them; the edit of `d` is checked again within 5 s.
     tokio::time::sleep(Duration::from_secs(61)).await;
