@@ -756,6 +756,10 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
 /// Audit records read from the changes feed at once.
 const FEED_PAGE: u32 = 1_000;
 
+/// The most connections the changes feed reads again one by one; more changed since the last
+/// look, and every connection is listed again instead.
+const FEED_MOST_READ: usize = 5_000;
+
 /// Loads every connection ([`reload_all`]) and answers where the changes feed stands from then
 /// on: the audit log's last sequence number read before the load, so a change committed during
 /// the load is applied again by the next [`follow_changes`]. `None` when the store failed
@@ -785,9 +789,13 @@ async fn load_all(shared: &Arc<Shared>, initial: bool) -> Option<u64> {
 /// tells them: every write to a connection appends its audit event (target `connection:<id>`)
 /// in the same transaction, in one linear chain, so the records after `after` name every
 /// connection created, edited, granted or deleted since, by any process. Each is read anew by
-/// id. Answers how far the feed is applied now; `None` (a full load next) when the chain shows a
-/// gap. The cost follows the changes, not the connections.
+/// id. Answers how far the feed is applied now: not past a change whose connection could not be
+/// read (the records since `after` are read again next time; applying a change twice changes
+/// nothing more). When the chain shows a gap, or more than [`FEED_MOST_READ`] connections
+/// changed, every connection is listed instead ([`load_all`]). The cost follows the changes,
+/// not the connections.
 async fn follow_changes(shared: &Arc<Shared>, mut after: u64) -> Option<u64> {
+    let start = after;
     let mut changed: Vec<ConnectionId> = Vec::new();
     let mut named = HashSet::new();
     loop {
@@ -816,6 +824,11 @@ async fn follow_changes(shared: &Arc<Shared>, mut after: u64) -> Option<u64> {
                 }
             }
         }
+        if changed.len() > FEED_MOST_READ {
+            // A bulk change elsewhere (an import): pages of the list read them faster than
+            // one read each.
+            return load_all(shared, false).await;
+        }
         if !full {
             break;
         }
@@ -828,7 +841,10 @@ async fn follow_changes(shared: &Arc<Shared>, mut after: u64) -> Option<u64> {
                     shared.publish(MonitorEvent::ConnectionDeleted { id });
                 }
             }
-            Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+            Err(_) => {
+                Counters::bump(&shared.counters.store_errors, 1);
+                return Some(start);
+            }
         }
     }
     Some(after)
