@@ -610,6 +610,9 @@ async fn scenario_a(config: &Config, out: &mut Outcome) {
     let mut srv = ServerProcess::start(&config.server_bin, &data, &[], &env);
     srv.ready(STARTUP).await;
     let started = now_micros();
+    // Where the memory goes, by phase: once serving (the monitor's first load may still run),
+    // once warm (every connection checked once), then the window's largest.
+    let ready_rss = srv.rss_kib().unwrap_or(0);
     let n = config.n;
     let warm = wait_warm(n, started + micros(interval.mul_f64(2.5)), || {
         let data = data.clone();
@@ -626,6 +629,7 @@ async fn scenario_a(config: &Config, out: &mut Outcome) {
         "a: warm {:.1} s after the server was ready",
         (warm - started) as f64 / 1e6
     );
+    let warm_rss = srv.rss_kib().unwrap_or(0);
     let window = interval * config.a_window;
     let cpu0 = srv.cpu().unwrap_or_default();
     let t0 = now_micros();
@@ -711,6 +715,16 @@ async fn scenario_a(config: &Config, out: &mut Outcome) {
         "a_server_warnings",
         warnings as f64,
         "log lines at warn or error",
+    );
+    out.figure(
+        "a_rss_ready",
+        ready_rss as f64 / 1024.0,
+        "MiB (server ready)",
+    );
+    out.figure(
+        "a_rss_warm",
+        warm_rss as f64 / 1024.0,
+        "MiB (every connection checked)",
     );
     out.figure("a_window", span, "s");
     out.figure("a_checks_in_window", checks as f64, "checks");

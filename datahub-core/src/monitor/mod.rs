@@ -56,8 +56,12 @@
 //! - Changes: [`Monitor::notify_changed`] / [`Monitor::notify_deleted`] apply one
 //!   connection's change at once (an edited target is checked again, and a newly saved one
 //!   first, within 5 s); the Hub calls them itself for every change made through it, so no
-//!   adapter has to. A full reload every [`MonitorConfig::reload_interval`] (default 60 s)
-//!   catches changes made elsewhere (another process sharing the store).
+//!   adapter has to. Every [`MonitorConfig::reload_interval`] (default 60 s) the monitor
+//!   reads the audit log's records since the last look (the store's changes feed: every write
+//!   to a connection appends its audit event in the same transaction, in one linear chain) and
+//!   reads again each connection they name, so changes made elsewhere (another process sharing
+//!   the store) are caught at a cost that follows the changes; every connection is read only
+//!   at start.
 //! - History: raw checks are kept for [`MonitorConfig::detail_window`] (default 24 h); every
 //!   [`MonitorConfig::prune_interval`] (default 1 h) and once at start, the pruner task rolls
 //!   older ones up into 5-minute buckets ([`HealthBucket`](crate::model::HealthBucket)) with

@@ -21,10 +21,10 @@ use super::status::{HysteresisConfig, Tracker};
 use super::uptime::{self, UptimeWindow};
 use super::{CheckResult, Checker, MonitorEvent};
 use crate::ConnectionId;
-use crate::audit::truncate_to_micros;
+use crate::audit::{AuditEvent, Outcome, truncate_to_micros};
 use crate::model::{
-    Check, Connection, FailureKind, Health, HealthStatus, ListQuery, MAX_PER_PAGE, SortKey,
-    StepName, Visibility,
+    AuditQuery, Check, Connection, FailureKind, Health, HealthStatus, ListQuery, MAX_PER_PAGE,
+    SortKey, StepName, Visibility,
 };
 use crate::store::{CheckLease, Store};
 
@@ -85,8 +85,10 @@ pub struct MonitorConfig {
     /// The pause between two batches, which lets the writes queued meanwhile through.
     /// Default: 10 ms.
     pub prune_batch_pause: Duration,
-    /// How often the whole list of connections is reloaded to catch changes not told through
-    /// [`Monitor::notify_changed`] (at least 1 s). Default: 60 s.
+    /// How often changes not told through [`Monitor::notify_changed`] (made by another process
+    /// sharing the store) are looked for in the store's changes feed, the audit log (at least
+    /// 1 s). Default: 60 s. Only the connections changed since are read again; every
+    /// connection is read only at start (and should the feed show a gap).
     pub reload_interval: Duration,
     /// Events a subscriber may fall behind before it loses the oldest (0 counts as 1).
     /// Default: 1,024.
@@ -732,13 +734,16 @@ impl Wheel {
     }
 }
 
-/// Applies changes: the full reload on its interval and the handle's commands.
+/// Applies changes: the first full load, the store's changes feed on the reload interval, and
+/// the handle's commands.
 async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Command>) {
     let mut reload =
         tokio::time::interval(shared.config.reload_interval.max(Duration::from_secs(1)));
     reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first pass at start loads every connection: no change to tell anyone about.
     let mut first = true;
+    // How far the changes feed is applied (`None`: a full load is due).
+    let mut applied: Option<u64> = None;
     loop {
         tokio::select! {
             biased;
@@ -747,7 +752,9 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
                 Command::Changed(id, origin) => {
                     match shared.store.connection_summary(id).await {
                         Ok(Some(summary)) => apply(&shared, summary, Start::Soon),
-                        Ok(None) => remove(&shared, id),
+                        Ok(None) => {
+                            remove(&shared, id);
+                        }
                         Err(_) => Counters::bump(&shared.counters.store_errors, 1),
                     }
                     let event = MonitorEvent::ConnectionChanged { id };
@@ -766,7 +773,10 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
                 }
             },
             _ = reload.tick() => {
-                reload_all(&shared, first).await;
+                applied = match applied {
+                    Some(after) => follow_changes(&shared, after).await,
+                    None => load_all(&shared, first).await,
+                };
                 first = false;
             }
         }
@@ -778,9 +788,148 @@ async fn supervise(shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<Co
     }
 }
 
+/// Audit records read from the changes feed at once.
+const FEED_PAGE: u32 = 1_000;
+
+/// The most connections the changes feed reads again one by one; more changed since the last
+/// look, and every connection is listed again instead.
+const FEED_MOST_READ: usize = 5_000;
+
+/// Loads every connection ([`reload_all`]) and answers where the changes feed stands from then
+/// on: the audit log's last sequence number read before the load, so a change committed during
+/// the load is applied again by the next [`follow_changes`]. `None` when the store failed
+/// (the next tick loads everything again).
+async fn load_all(shared: &Arc<Shared>, initial: bool) -> Option<u64> {
+    let newest = AuditQuery {
+        actor: None,
+        action: None,
+        target: None,
+        since: None,
+        until: None,
+        page: 1,
+        per_page: 1,
+    };
+    let from = match shared.store.audit_page(&newest).await {
+        Ok(found) => found.items.first().map_or(0, |record| record.seq),
+        Err(e) => {
+            tracing::warn!(error = %e, "monitor could not read the changes feed");
+            Counters::bump(&shared.counters.store_errors, 1);
+            return None;
+        }
+    };
+    reload_all(shared, initial).await.then_some(from)
+}
+
+/// Applies the connections changed since audit record `after`, as the store's changes feed
+/// tells them: every write to a connection appends its audit event (target `connection:<id>`)
+/// in the same transaction, in one linear chain, so the records after `after` name every
+/// connection created, edited, granted or deleted since, by any process. Each is read anew by
+/// id. Answers how far the feed is applied now: not past a change whose connection could not be
+/// read (the records since `after` are read again next time; applying a change twice changes
+/// nothing more). When the chain shows a gap, or more than [`FEED_MOST_READ`] connections
+/// changed, every connection is listed instead ([`load_all`]). The cost follows the changes,
+/// not the connections.
+async fn follow_changes(shared: &Arc<Shared>, mut after: u64) -> Option<u64> {
+    let start = after;
+    let mut changed: Vec<ConnectionId> = Vec::new();
+    let mut named = HashSet::new();
+    loop {
+        let records = match shared.store.audit_after(after, FEED_PAGE).await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, "monitor could not read the changes feed");
+                Counters::bump(&shared.counters.store_errors, 1);
+                break;
+            }
+        };
+        let full = records.len() >= FEED_PAGE as usize;
+        for record in records {
+            if record.seq != after.saturating_add(1) {
+                tracing::warn!(
+                    expected = after.saturating_add(1),
+                    found = record.seq,
+                    "the changes feed has a gap: monitor reloads every connection"
+                );
+                return load_all(shared, false).await;
+            }
+            after = record.seq;
+            if let Some(id) = changed_connection(&record.event) {
+                if named.insert(id) {
+                    changed.push(id);
+                }
+            }
+        }
+        if changed.len() > FEED_MOST_READ {
+            // A bulk change elsewhere (an import): pages of the list read them faster than
+            // one read each.
+            return load_all(shared, false).await;
+        }
+        if !full {
+            break;
+        }
+    }
+    for id in changed {
+        match shared.store.connection_summary(id).await {
+            Ok(Some(summary)) => reload_one(shared, summary, true),
+            Ok(None) => {
+                if remove(shared, id) {
+                    shared.publish(MonitorEvent::ConnectionDeleted { id });
+                }
+            }
+            Err(_) => {
+                Counters::bump(&shared.counters.store_errors, 1);
+                return Some(start);
+            }
+        }
+    }
+    Some(after)
+}
+
+/// The connection an audit event says was changed, if any: an event that succeeded, on a
+/// `connection:<id>` target, of any action but those that only read or use a connection (an
+/// action added later is taken as a change: reading a connection again costs little, missing a
+/// change would stop or skip its checks).
+fn changed_connection(event: &AuditEvent) -> Option<ConnectionId> {
+    const READ_ONLY: [&str; 6] = [
+        "connection.view",
+        "connection.test",
+        "connection.test_draft",
+        "connection.reveal",
+        "connection.pool",
+        "grants.read",
+    ];
+    if event.outcome != Outcome::Ok || READ_ONLY.contains(&event.action.as_str()) {
+        return None;
+    }
+    event
+        .target
+        .as_deref()?
+        .strip_prefix("connection:")?
+        .parse()
+        .ok()
+}
+
+/// Applies one connection as a reload read it, publishing
+/// [`MonitorEvent::ConnectionChanged`] when this monitor starts, stops or changes its checks
+/// and `publish` is set.
+fn reload_one(shared: &Shared, summary: Connection, publish: bool) {
+    let id = summary.id;
+    let known = shared.wheel().slots.get(&id).map(|slot| slot.settings);
+    let enabled = summary.spec.monitoring.enabled();
+    let changed = match known {
+        None => enabled,
+        Some(old) => !enabled || old != Settings::of(&summary),
+    };
+    apply(shared, summary, Start::Spread);
+    if changed && publish {
+        shared.publish(MonitorEvent::ConnectionChanged { id });
+    }
+}
+
 /// Reloads every connection, page by page. Connections not seen are removed only after a
 /// complete pass, and only once the store confirms each is gone or no longer monitored.
-async fn reload_all(shared: &Arc<Shared>, initial: bool) {
+/// Whether the pass was complete.
+async fn reload_all(shared: &Arc<Shared>, initial: bool) -> bool {
     let mut seen = HashSet::new();
     let mut page = 1u32;
     loop {
@@ -799,24 +948,14 @@ async fn reload_all(shared: &Arc<Shared>, initial: bool) {
             Err(e) => {
                 tracing::warn!(error = %e, "monitor could not reload the connections");
                 Counters::bump(&shared.counters.store_errors, 1);
-                return;
+                return false;
             }
         };
         let last = found.items.len() < MAX_PER_PAGE as usize
             || u64::from(page) * u64::from(MAX_PER_PAGE) >= found.total;
         for summary in found.items {
             seen.insert(summary.id);
-            let id = summary.id;
-            let known = shared.wheel().slots.get(&id).map(|slot| slot.settings);
-            let enabled = summary.spec.monitoring.enabled();
-            let changed = match known {
-                None => enabled,
-                Some(old) => !enabled || old != Settings::of(&summary),
-            };
-            apply(shared, summary, Start::Spread);
-            if changed && !initial {
-                shared.publish(MonitorEvent::ConnectionChanged { id });
-            }
+            reload_one(shared, summary, !initial);
         }
         if last {
             break;
@@ -830,6 +969,8 @@ async fn reload_all(shared: &Arc<Shared>, initial: bool) {
         .filter(|id| !seen.contains(id))
         .copied()
         .collect();
+    drop(seen);
+    let mut complete = true;
     for id in missing {
         // A rename during the pass can move a row between pages: ask for it by id.
         match shared.store.connection_summary(id).await {
@@ -838,9 +979,13 @@ async fn reload_all(shared: &Arc<Shared>, initial: bool) {
                 remove(shared, id);
                 shared.publish(MonitorEvent::ConnectionDeleted { id });
             }
-            Err(_) => Counters::bump(&shared.counters.store_errors, 1),
+            Err(_) => {
+                Counters::bump(&shared.counters.store_errors, 1);
+                complete = false;
+            }
         }
     }
+    complete
 }
 
 /// When a connection new to this monitor gets its first check.
@@ -917,16 +1062,18 @@ fn apply(shared: &Shared, summary: Connection, start: Start) {
     shared.wake.notify_one();
 }
 
-/// Stops monitoring `id`: its slot goes, and a check of it in flight is dropped.
-fn remove(shared: &Shared, id: ConnectionId) {
+/// Stops monitoring `id`: its slot goes, and a check of it in flight is dropped. Whether it
+/// was monitored.
+fn remove(shared: &Shared, id: ConnectionId) -> bool {
     let removed = shared.wheel().slots.remove(&id);
     if let Some(Slot {
         phase: Phase::InFlight { cancel, .. },
         ..
-    }) = removed
+    }) = &removed
     {
         cancel.cancel();
     }
+    removed.is_some()
 }
 
 impl Slot {

@@ -770,6 +770,96 @@ async fn changes_are_picked_up_and_published() {
     assert_eq!(monitor.running_tasks(), 0);
 }
 
+/// Changes nobody tells the monitor (another process sharing the store) reach it through the
+/// store's changes feed at its next reload: a connection created, one whose interval changed,
+/// one whose monitoring was turned off and one deleted, each published once; tests and other
+/// reads of a connection are no change.
+#[tokio::test(start_paused = true)]
+async fn changes_not_told_are_found_in_the_changes_feed() {
+    let f = fixture().await;
+    let a = f.connection("a", 10).await;
+    let b = f.connection("b", 10).await;
+    let d = f.connection("d", 10).await;
+    let checker = Scripted::new(Duration::ZERO);
+    let monitor = Monitor::start(f.store.clone(), checker.clone(), MonitorConfig::default());
+    let mut events = monitor.subscribe();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(monitor.stats().connections, 3);
+    assert!(checker.calls(d).len() >= 2);
+
+    // Nothing changed: the reload publishes nothing but checks.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    let quiet = drain(&mut events);
+    assert!(
+        quiet.iter().all(|e| matches!(
+            e,
+            MonitorEvent::StatusChanged { .. } | MonitorEvent::Checked { .. }
+        )),
+        "{quiet:?}"
+    );
+
+    // A read and a test of `d` are in the audit log, and change nothing.
+    f.hub.connection(&f.admin, d).await.unwrap();
+    f.hub
+        .test_connection(&f.admin, d, Duration::from_secs(5))
+        .await
+        .unwrap();
+    let off = ConnectionPatch {
+        monitoring: MonitoringPatch {
+            enabled: Some(false),
+            ..MonitoringPatch::default()
+        },
+        ..ConnectionPatch::default()
+    };
+    f.hub.update_connection(&f.admin, a, 1, off).await.unwrap();
+    f.hub.delete_connection(&f.admin, b, 1).await.unwrap();
+    let slower = ConnectionPatch {
+        monitoring: MonitoringPatch {
+            interval_s: Some(3_600),
+            ..MonitoringPatch::default()
+        },
+        ..ConnectionPatch::default()
+    };
+    f.hub
+        .update_connection(&f.admin, d, 1, slower)
+        .await
+        .unwrap();
+    let c = f.connection("c", 10).await;
+    // The next reload (within 60 s) finds them; the edit of `d` is checked again within 5 s.
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let (a_checks, b_checks, d_checks) = (
+        checker.calls(a).len(),
+        checker.calls(b).len(),
+        checker.calls(d).len(),
+    );
+
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(checker.calls(a).len(), a_checks, "monitoring off");
+    assert_eq!(checker.calls(b).len(), b_checks, "deleted");
+    assert_eq!(checker.calls(d).len(), d_checks, "interval now 1 h");
+    assert!(checker.calls(c).len() >= 6, "created");
+    assert_eq!(monitor.stats().connections, 2);
+    let others: Vec<_> = drain(&mut events)
+        .into_iter()
+        .filter(|e| {
+            !matches!(
+                e,
+                MonitorEvent::StatusChanged { .. } | MonitorEvent::Checked { .. }
+            )
+        })
+        .collect();
+    assert_eq!(
+        others,
+        [
+            MonitorEvent::ConnectionChanged { id: a },
+            MonitorEvent::ConnectionDeleted { id: b },
+            MonitorEvent::ConnectionChanged { id: d },
+            MonitorEvent::ConnectionChanged { id: c },
+        ]
+    );
+    monitor.shutdown().await;
+}
+
 /// The next event of `rx` within `wait` (real time).
 async fn next_event(
     rx: &mut tokio::sync::broadcast::Receiver<MonitorEvent>,

@@ -56,6 +56,11 @@ pub(super) const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long SQLite waits for a lock held by another connection or process. Default: 5 s.
 pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The writer's page cache, as SQLite's `cache_size` (negative: KiB): up to 32 MiB. Only the
+/// writer commits, so its cache stays valid from one write to the next, and the monitor's
+/// writes touch the health, lease and history pages of every connection in turn.
+const WRITER_CACHE: i32 = -32_768;
+
 /// How often at most the log is checkpointed in the background: 500 ms.
 pub(super) const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -541,8 +546,10 @@ async fn acquire(sem: &Arc<Semaphore>) -> Result<OwnedSemaphorePermit> {
 /// themselves (the pool does, in the background).
 fn open_writer(path: &std::path::Path) -> Result<Connection> {
     let conn = open_connection(path)?;
-    conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
-        .map_err(db_error)?;
+    conn.execute_batch(&format!(
+        "PRAGMA wal_autocheckpoint = 0; PRAGMA cache_size = {WRITER_CACHE};"
+    ))
+    .map_err(db_error)?;
     Ok(conn)
 }
 
@@ -578,10 +585,14 @@ pub(super) fn open_connection(path: &std::path::Path) -> Result<Connection> {
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA trusted_schema = OFF;",
     )
     .map_err(db_error)?;
-    // A page cache of up to 32 MiB per connection (SQLite's default is 2 MiB): a search walks
-    // thousands of index and search-row pages, which then stay cached between calls instead of
-    // being read again from the file on every call. Memory is taken only as pages are read.
-    conn.execute_batch("PRAGMA cache_size = -32768;")
+    // A page cache of up to 8 MiB per reader (SQLite's default is 2 MiB): a search walks
+    // thousands of index and search-row pages, which then stay cached between calls on an idle
+    // store. No more: a reader's whole cache is dropped whenever another connection committed
+    // since its last read (the monitor commits many times a second), so a larger one buys
+    // nothing while the monitor runs and would only hold the memory a big read left behind, up
+    // to the cap on each of the pool's connections. The writer keeps a larger one
+    // ([`WRITER_CACHE`]).
+    conn.execute_batch("PRAGMA cache_size = -8192;")
         .map_err(db_error)?;
     Ok(conn)
 }
