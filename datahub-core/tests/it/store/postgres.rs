@@ -713,6 +713,62 @@ async fn a_failed_audit_write_rolls_the_change_back() {
     assert!(audit_all(&store, 10).await.is_empty());
 }
 
+/// An audit append in a transaction of its own (two round trips: `BEGIN` sent with the lock
+/// and the read, the insert with `COMMIT`) that cannot get its lock fails, writes nothing, and
+/// leaves no connection of the pool inside a transaction: the appends after it chain on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_append_of_its_own_writes_nothing_and_the_next_ones_chain() {
+    let cluster = cluster().await;
+    let options = PostgresOptions {
+        statement_timeout: Duration::from_millis(300),
+        max_connections: 1,
+        ..PostgresOptions::default()
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        PostgresStore::connect(cluster.config(USER, DATABASE), options)
+            .await
+            .unwrap(),
+    );
+    let first = store.append_audit(&ev("one")).await.unwrap();
+    let (holder, connection) = cluster
+        .config(USER, DATABASE)
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let key = datahub_core::store::postgres::AUDIT_LOCK_KEY;
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    for synced in [true, false] {
+        let err = if synced {
+            store.append_audit(&ev("two")).await
+        } else {
+            store.append_audit_unsynced(&ev("two")).await
+        }
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store);
+        assert!(err.to_string().contains("ran out of time"), "{err}");
+    }
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+    // The pool's one connection is out of any transaction: what it writes now commits.
+    let second = store.append_audit_unsynced(&ev("three")).await.unwrap();
+    let third = store.append_audit(&ev("four")).await.unwrap();
+    assert_eq!((second.seq, third.seq), (first.seq + 1, first.seq + 2));
+    assert_eq!(second.prev_hash, first.hash);
+    let all = audit_all(&store, 10).await;
+    let actions: Vec<&str> = all
+        .iter()
+        .filter(|r| r.seq >= first.seq)
+        .map(|r| r.event.action.as_str())
+        .collect();
+    assert_eq!(actions, ["one", "three", "four"]);
+}
+
 #[tokio::test]
 async fn the_search_migration_backfills_existing_rows() {
     use datahub_core::model::{ListQuery, Visibility};
