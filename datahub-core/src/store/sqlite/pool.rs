@@ -699,6 +699,20 @@ mod write_tests {
         (dir, pool)
     }
 
+    /// Inserts `n` rows into `t` in one relaxed write.
+    async fn insert_many(pool: &Pool, n: i64) {
+        pool.write_relaxed(move |tx| {
+            tx.execute(
+                "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s \
+                 WHERE v < ?1) INSERT INTO t SELECT v FROM s",
+                [n],
+            )
+            .map_err(db_error)
+        })
+        .await
+        .unwrap();
+    }
+
     async fn count_rows(pool: &Pool) -> i64 {
         pool.read(|c| {
             c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -726,16 +740,7 @@ mod write_tests {
         let before = std::fs::metadata(&file).unwrap().len();
         // About 50 pages of 4 KiB, in a few writes: far below SQLite's threshold.
         for _ in 0..5 {
-            pool.write_relaxed(|tx| {
-                tx.execute(
-                    "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s \
-                     WHERE v < 10000) INSERT INTO t SELECT v FROM s",
-                    [],
-                )
-                .map_err(db_error)
-            })
-            .await
-            .unwrap();
+            insert_many(&pool, 10_000).await;
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -778,16 +783,7 @@ mod write_tests {
             // The next write after the pause starts the next checkpoint; it fills a few pages,
             // so a log it restarted itself holds more than one frame.
             tokio::time::sleep(CHECKPOINT_EVERY).await;
-            pool.write_relaxed(|tx| {
-                tx.execute(
-                    "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s \
-                     WHERE v < 2000) INSERT INTO t SELECT v FROM s",
-                    [],
-                )
-                .map_err(db_error)
-            })
-            .await
-            .unwrap();
+            insert_many(&pool, 2_000).await;
         }
         let version: i64 = pool
             .read(|c| {

@@ -669,18 +669,25 @@ async fn the_store_password_never_goes_cleartext_over_plaintext() {
     assert_eq!(tls, all);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_audit_write_rolls_the_change_back() {
-    let cluster = cluster().await;
+/// A store on `cluster` whose statements (lock waits included) run out after 300 ms.
+async fn store_with_short_statements(
+    cluster: &PgCluster,
+    max_connections: usize,
+) -> Arc<dyn Store> {
     let options = PostgresOptions {
         statement_timeout: Duration::from_millis(300),
+        max_connections,
         ..PostgresOptions::default()
     };
-    let store: Arc<dyn Store> = Arc::new(
+    Arc::new(
         PostgresStore::connect(cluster.config(USER, DATABASE), options)
             .await
             .unwrap(),
-    );
+    )
+}
+
+/// A client of its own holding the audit log's advisory lock (until it unlocks it).
+async fn audit_lock_holder(cluster: &PgCluster) -> tokio_postgres::Client {
     let (holder, connection) = cluster
         .config(USER, DATABASE)
         .connect(tokio_postgres::NoTls)
@@ -692,6 +699,23 @@ async fn a_failed_audit_write_rolls_the_change_back() {
         .execute("SELECT pg_advisory_lock($1)", &[&key])
         .await
         .unwrap();
+    holder
+}
+
+/// Lets go of the lock [`audit_lock_holder`] took.
+async fn release_audit_lock(holder: &tokio_postgres::Client) {
+    let key = datahub_core::store::postgres::AUDIT_LOCK_KEY;
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_write_rolls_the_change_back() {
+    let cluster = cluster().await;
+    let store = store_with_short_statements(&cluster, 16).await;
+    let holder = audit_lock_holder(&cluster).await;
     // The user row is written, then the audit append cannot get its lock in time.
     let started = std::time::Instant::now();
     let err = store
@@ -704,10 +728,7 @@ async fn a_failed_audit_write_rolls_the_change_back() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(err.kind(), ErrorKind::Store);
     assert!(err.to_string().contains("ran out of time"), "{err}");
-    holder
-        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-        .await
-        .unwrap();
+    release_audit_lock(&holder).await;
     assert_eq!(store.user_count().await.unwrap(), 0);
     assert!(store.user_by_name("owner").await.unwrap().is_none());
     assert!(audit_all(&store, 10).await.is_empty());
@@ -719,28 +740,10 @@ async fn a_failed_audit_write_rolls_the_change_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_audit_append_of_its_own_writes_nothing_and_the_next_ones_chain() {
     let cluster = cluster().await;
-    let options = PostgresOptions {
-        statement_timeout: Duration::from_millis(300),
-        max_connections: 1,
-        ..PostgresOptions::default()
-    };
-    let store: Arc<dyn Store> = Arc::new(
-        PostgresStore::connect(cluster.config(USER, DATABASE), options)
-            .await
-            .unwrap(),
-    );
+    // One connection: the one each append below takes.
+    let store = store_with_short_statements(&cluster, 1).await;
     let first = store.append_audit(&ev("one")).await.unwrap();
-    let (holder, connection) = cluster
-        .config(USER, DATABASE)
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let key = datahub_core::store::postgres::AUDIT_LOCK_KEY;
-    holder
-        .execute("SELECT pg_advisory_lock($1)", &[&key])
-        .await
-        .unwrap();
+    let holder = audit_lock_holder(&cluster).await;
     for synced in [true, false] {
         let err = if synced {
             store.append_audit(&ev("two")).await
@@ -751,10 +754,7 @@ async fn a_failed_audit_append_of_its_own_writes_nothing_and_the_next_ones_chain
         assert_eq!(err.kind(), ErrorKind::Store);
         assert!(err.to_string().contains("ran out of time"), "{err}");
     }
-    holder
-        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-        .await
-        .unwrap();
+    release_audit_lock(&holder).await;
     // The pool's one connection is out of any transaction: what it writes now commits.
     let second = store.append_audit_unsynced(&ev("three")).await.unwrap();
     let third = store.append_audit(&ev("four")).await.unwrap();
