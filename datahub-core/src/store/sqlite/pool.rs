@@ -29,7 +29,11 @@
 //! queued write waits) is off, and after a commit the pool starts a `PASSIVE` checkpoint on a
 //! connection of its own in the background, at most one at a time and one per
 //! [`CHECKPOINT_EVERY`]. A passive checkpoint takes no lock a writer needs, so a write never
-//! waits for one (the history bench's pruning measured its slowest writes there).
+//! waits for one (the history bench's pruning measured its slowest writes there). When such a
+//! checkpoint copied the whole log, the first write after it starts the log over and syncs its
+//! header (at `synchronous=NORMAL` too): the checkpointer makes that write itself, one that
+//! changes nothing, on the writer while no batch holds it, so a caller's relaxed write after a
+//! quiet spell still syncs nothing.
 //!
 //! A caller that stops waiting (its future dropped, or the gate not free within the deadline)
 //! before a committer took its write removes it from the queue: it never runs. Once taken, it
@@ -163,13 +167,24 @@ impl Pool {
         };
         let path = self.path.clone();
         let checkpoints = Arc::clone(&self.checkpoints);
+        let gate = Arc::clone(&self.write_gate);
+        let writer = Arc::clone(&self.writer);
         // Not awaited: nobody waits for a checkpoint.
         drop(tokio::task::spawn_blocking(move || {
             let conn = conn.or_else(|| open_connection(&path).ok());
             if let Some(conn) = &conn {
-                // Busy (a checkpoint of another process) or failed: the next one catches up.
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "sqlite store could not checkpoint its log");
+                // (busy, frames in the log, frames copied): busy (a checkpoint of another
+                // process) or failed, the next one catches up.
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                }) {
+                    Ok((frames, copied)) if frames > 0 && frames == copied => {
+                        restart_log(&gate, &writer);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, "sqlite store could not checkpoint its log");
+                    }
                 }
             }
             let mut state = lock(&checkpoints);
@@ -393,6 +408,38 @@ fn put_idle(idle: &Mutex<Vec<Connection>>, conn: Connection) {
     }
 }
 
+/// Restarts the log after a checkpoint copied all of it, when no write is queued or running:
+/// SQLite starts the log over from its beginning at the first write after such a checkpoint,
+/// and syncs the new log header then, even at `synchronous=NORMAL`. Left to the next write,
+/// that sync falls on a caller (a relaxed write otherwise syncs nothing); done here, on the
+/// writer under the write gate, by a write that changes nothing (`user_version` set to what it
+/// is: one frame, page 1), it is paid in the background. A write arriving meanwhile waits for it
+/// as for any batch, no longer than it would have synced itself.
+fn restart_log(gate: &Arc<Semaphore>, writer: &Mutex<Option<Writer>>) {
+    let Ok(_gate) = Arc::clone(gate).try_acquire_owned() else {
+        return;
+    };
+    // Not opened yet, or a batch left it unusable: the next write restarts the log itself.
+    let Some(mut current) = lock(writer).take() else {
+        return;
+    };
+    let restarted = current
+        .conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .and_then(|tx| {
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            tx.pragma_update(None, "user_version", version)?;
+            tx.commit()
+        });
+    if let Err(e) = restarted {
+        tracing::debug!(error = %e, "sqlite store could not restart its log");
+    }
+    // A writer left inside a transaction (a failed rollback) is not reused.
+    if current.conn.is_autocommit() {
+        *lock(writer) = Some(current);
+    }
+}
+
 /// Runs `jobs` in order in one `BEGIN IMMEDIATE` transaction (each in its own savepoint),
 /// commits, and tells each its outcome. Should SQLite roll the whole transaction back on its
 /// own (a full disk, an I/O error), the writes already run in it are told so, and the rest go on
@@ -477,10 +524,16 @@ fn in_savepoint<T, F>(tx: &Transaction<'_>, f: F) -> Result<T>
 where
     F: FnOnce(&Transaction<'_>) -> Result<T>,
 {
-    tx.execute_batch("SAVEPOINT write").map_err(db_error)?;
+    // Cached: parsed once per writer, not once per write.
+    tx.prepare_cached("SAVEPOINT write")
+        .and_then(|mut s| s.execute([]))
+        .map_err(db_error)?;
     let out = f(tx);
     let ended = match &out {
-        Ok(_) => tx.execute_batch("RELEASE write"),
+        Ok(_) => tx
+            .prepare_cached("RELEASE write")
+            .and_then(|mut s| s.execute([]))
+            .map(drop),
         Err(_) => tx.execute_batch("ROLLBACK TO write; RELEASE write"),
     };
     match (out, ended) {
@@ -657,6 +710,20 @@ mod write_tests {
         (dir, pool)
     }
 
+    /// Inserts `n` rows into `t` in one relaxed write.
+    async fn insert_many(pool: &Pool, n: i64) {
+        pool.write_relaxed(move |tx| {
+            tx.execute(
+                "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s \
+                 WHERE v < ?1) INSERT INTO t SELECT v FROM s",
+                [n],
+            )
+            .map_err(db_error)
+        })
+        .await
+        .unwrap();
+    }
+
     async fn count_rows(pool: &Pool) -> i64 {
         pool.read(|c| {
             c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
@@ -684,16 +751,7 @@ mod write_tests {
         let before = std::fs::metadata(&file).unwrap().len();
         // About 50 pages of 4 KiB, in a few writes: far below SQLite's threshold.
         for _ in 0..5 {
-            pool.write_relaxed(|tx| {
-                tx.execute(
-                    "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s \
-                     WHERE v < 10000) INSERT INTO t SELECT v FROM s",
-                    [],
-                )
-                .map_err(db_error)
-            })
-            .await
-            .unwrap();
+            insert_many(&pool, 10_000).await;
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -710,6 +768,42 @@ mod write_tests {
                 "the log was never checkpointed into the file"
             );
         }
+    }
+
+    /// After a checkpoint copied the whole log, the checkpointer starts the log over itself
+    /// (the writer's next write would otherwise, and sync its header then): the log soon holds
+    /// one frame, the restart's, which changed nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_copied_whole_is_restarted_in_the_background() {
+        let (dir, pool) = pool_with_table().await;
+        let path = dir.path().join("pool.db");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let frames: i64 = open_connection(&path)
+                .unwrap()
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
+                .unwrap();
+            if frames == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log was not restarted: {frames} frames"
+            );
+            // The next write after the pause starts the next checkpoint; it fills a few pages,
+            // so a log it restarted itself holds more than one frame.
+            tokio::time::sleep(CHECKPOINT_EVERY).await;
+            insert_many(&pool, 2_000).await;
+        }
+        let version: i64 = pool
+            .read(|c| {
+                c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                    .map_err(db_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(version, 0, "the restart changed nothing");
     }
 
     /// Every write runs on the one writer: SQLite's `data_version` (which changes for a

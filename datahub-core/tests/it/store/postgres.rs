@@ -669,18 +669,25 @@ async fn the_store_password_never_goes_cleartext_over_plaintext() {
     assert_eq!(tls, all);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_audit_write_rolls_the_change_back() {
-    let cluster = cluster().await;
+/// A store on `cluster` whose statements (lock waits included) run out after 300 ms.
+async fn store_with_short_statements(
+    cluster: &PgCluster,
+    max_connections: usize,
+) -> Arc<dyn Store> {
     let options = PostgresOptions {
         statement_timeout: Duration::from_millis(300),
+        max_connections,
         ..PostgresOptions::default()
     };
-    let store: Arc<dyn Store> = Arc::new(
+    Arc::new(
         PostgresStore::connect(cluster.config(USER, DATABASE), options)
             .await
             .unwrap(),
-    );
+    )
+}
+
+/// A client of its own holding the audit log's advisory lock (until it unlocks it).
+async fn audit_lock_holder(cluster: &PgCluster) -> tokio_postgres::Client {
     let (holder, connection) = cluster
         .config(USER, DATABASE)
         .connect(tokio_postgres::NoTls)
@@ -692,6 +699,23 @@ async fn a_failed_audit_write_rolls_the_change_back() {
         .execute("SELECT pg_advisory_lock($1)", &[&key])
         .await
         .unwrap();
+    holder
+}
+
+/// Lets go of the lock [`audit_lock_holder`] took.
+async fn release_audit_lock(holder: &tokio_postgres::Client) {
+    let key = datahub_core::store::postgres::AUDIT_LOCK_KEY;
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&key])
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_write_rolls_the_change_back() {
+    let cluster = cluster().await;
+    let store = store_with_short_statements(&cluster, 16).await;
+    let holder = audit_lock_holder(&cluster).await;
     // The user row is written, then the audit append cannot get its lock in time.
     let started = std::time::Instant::now();
     let err = store
@@ -704,13 +728,45 @@ async fn a_failed_audit_write_rolls_the_change_back() {
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(err.kind(), ErrorKind::Store);
     assert!(err.to_string().contains("ran out of time"), "{err}");
-    holder
-        .execute("SELECT pg_advisory_unlock($1)", &[&key])
-        .await
-        .unwrap();
+    release_audit_lock(&holder).await;
     assert_eq!(store.user_count().await.unwrap(), 0);
     assert!(store.user_by_name("owner").await.unwrap().is_none());
     assert!(audit_all(&store, 10).await.is_empty());
+}
+
+/// An audit append in a transaction of its own (two round trips: `BEGIN` sent with the lock
+/// and the read, the insert with `COMMIT`) that cannot get its lock fails, writes nothing, and
+/// leaves no connection of the pool inside a transaction: the appends after it chain on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_audit_append_of_its_own_writes_nothing_and_the_next_ones_chain() {
+    let cluster = cluster().await;
+    // One connection: the one each append below takes.
+    let store = store_with_short_statements(&cluster, 1).await;
+    let first = store.append_audit(&ev("one")).await.unwrap();
+    let holder = audit_lock_holder(&cluster).await;
+    for synced in [true, false] {
+        let err = if synced {
+            store.append_audit(&ev("two")).await
+        } else {
+            store.append_audit_unsynced(&ev("two")).await
+        }
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Store);
+        assert!(err.to_string().contains("ran out of time"), "{err}");
+    }
+    release_audit_lock(&holder).await;
+    // The pool's one connection is out of any transaction: what it writes now commits.
+    let second = store.append_audit_unsynced(&ev("three")).await.unwrap();
+    let third = store.append_audit(&ev("four")).await.unwrap();
+    assert_eq!((second.seq, third.seq), (first.seq + 1, first.seq + 2));
+    assert_eq!(second.prev_hash, first.hash);
+    let all = audit_all(&store, 10).await;
+    let actions: Vec<&str> = all
+        .iter()
+        .filter(|r| r.seq >= first.seq)
+        .map(|r| r.event.action.as_str())
+        .collect();
+    assert_eq!(actions, ["one", "three", "four"]);
 }
 
 #[tokio::test]
