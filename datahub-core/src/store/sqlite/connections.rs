@@ -11,7 +11,7 @@ use super::codec::{
     self, HEALTH_COLUMNS, SECRET_COLUMNS, SPEC_COLUMNS, common_from_row, get, get_parsed,
     health_row, micros, search_body, search_fold, secrets_from_row,
 };
-use super::list::{LIST_FROM_CONNECTIONS, list_filter, list_order};
+use super::list::{LIST_FROM_CONNECTIONS, PagedRead, list_filter, list_order};
 use super::{
     SqliteStore, collect, conflict, db_error, i64_of, in_read_transaction, require_row, row_exists,
 };
@@ -381,38 +381,19 @@ impl ConnectionStore for SqliteStore {
         } else {
             "FROM connections c"
         };
-        let (page, per_page) = (query.page, query.per_page);
-        self.pool
-            .read(move |conn| {
-                // One snapshot for the count and the page.
-                let tx = conn.transaction().map_err(db_error)?;
-                let total: i64 = tx
-                    .prepare_cached(&format!("SELECT count(*) {from} WHERE {where_clause}"))
-                    .and_then(|mut s| s.query_row(params_from_iter(params.iter()), |r| r.get(0)))
-                    .map_err(db_error)?;
-                let items = if total > offset {
-                    let n = params.len();
-                    let sql = format!(
-                        "WITH p AS (SELECT c.rowid AS r {from} WHERE {where_clause} \
-                         ORDER BY {order} LIMIT ?{} OFFSET ?{}) \
-                         SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS} FROM p \
-                         CROSS JOIN connections c ON c.rowid = p.r \
-                         LEFT JOIN connection_health h ON h.connection_id = c.id \
-                         ORDER BY {order}",
-                        n + 1,
-                        n + 2
-                    );
-                    let mut all = params;
-                    all.push(Value::Integer(i64::from(per_page)));
-                    all.push(Value::Integer(offset));
-                    collect(&tx, &sql, params_from_iter(all), summary_from_row)?
-                } else {
-                    Vec::new()
-                };
-                tx.commit().map_err(db_error)?;
-                Ok(columns::page(items, total, page, per_page))
-            })
-            .await
+        let paged = PagedRead {
+            from: from.to_owned(),
+            where_clause,
+            params,
+            key: "c.rowid AS r",
+            key_order: order.clone(),
+            join: "CROSS JOIN connections c ON c.rowid = p.r",
+            order,
+            offset,
+            page: query.page,
+            per_page: query.per_page,
+        };
+        self.pool.read(move |conn| paged.run(conn)).await
     }
 
     async fn set_grants(

@@ -170,38 +170,77 @@ impl SqliteStore {
         if query.status.is_some() || query.sort.reads_health() {
             from.push_str(" LEFT JOIN connection_health h ON h.connection_id = s.connection_id");
         }
-        let inner_order = list_order(query.sort, "s.name", "s.updated_at");
-        let outer_order = list_order(query.sort, "c.name", "c.updated_at");
-        let (page, per_page) = (query.page, query.per_page);
-        self.pool
-            .read(move |conn| {
-                let tx = conn.transaction().map_err(db_error)?;
-                let total: i64 = tx
-                    .prepare_cached(&format!("SELECT count(*) {from} WHERE {where_clause}"))
-                    .and_then(|mut s| s.query_row(params_from_iter(params.iter()), |r| r.get(0)))
-                    .map_err(db_error)?;
-                let items = if total > offset {
-                    let n = params.len();
-                    let sql = format!(
-                        "WITH p AS (SELECT s.connection_id AS id {from} WHERE {where_clause} \
-                         ORDER BY {inner_order} LIMIT ?{} OFFSET ?{}) \
-                         SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS} FROM p \
-                         JOIN connections c ON c.id = p.id \
-                         LEFT JOIN connection_health h ON h.connection_id = c.id \
-                         ORDER BY {outer_order}",
-                        n + 1,
-                        n + 2
-                    );
-                    let mut all = params;
-                    all.push(Value::Integer(i64::from(per_page)));
-                    all.push(Value::Integer(offset));
-                    collect(&tx, &sql, params_from_iter(all), summary_from_row)?
-                } else {
-                    Vec::new()
-                };
-                tx.commit().map_err(db_error)?;
-                Ok(columns::page(items, total, page, per_page))
-            })
-            .await
+        let paged = PagedRead {
+            from,
+            where_clause,
+            params,
+            key: "s.connection_id AS id",
+            key_order: list_order(query.sort, "s.name", "s.updated_at"),
+            join: "JOIN connections c ON c.id = p.id",
+            order: list_order(query.sort, "c.name", "c.updated_at"),
+            offset,
+            page: query.page,
+            per_page: query.per_page,
+        };
+        self.pool.read(move |conn| paged.run(conn)).await
+    }
+}
+
+/// A count and one page of summaries in one read transaction (one snapshot, two statements: a
+/// window count would sort every match, where the page keeps only the best `per_page`). The
+/// page's keys are picked first (`SELECT key {from} WHERE {where_clause} ORDER BY key_order`,
+/// the filters' joins only), then only those rows are read in full (`join` on `p`, with their
+/// health) and ordered by `order`.
+pub(super) struct PagedRead {
+    pub(super) from: String,
+    pub(super) where_clause: String,
+    pub(super) params: Vec<Value>,
+    pub(super) key: &'static str,
+    pub(super) key_order: String,
+    pub(super) join: &'static str,
+    pub(super) order: String,
+    pub(super) offset: i64,
+    pub(super) page: u32,
+    pub(super) per_page: u32,
+}
+
+impl PagedRead {
+    pub(super) fn run(self, conn: &mut rusqlite::Connection) -> Result<Page<Connection>> {
+        let Self {
+            from,
+            where_clause,
+            mut params,
+            key,
+            key_order,
+            join,
+            order,
+            offset,
+            page,
+            per_page,
+        } = self;
+        let tx = conn.transaction().map_err(db_error)?;
+        let total: i64 = tx
+            .prepare_cached(&format!("SELECT count(*) {from} WHERE {where_clause}"))
+            .and_then(|mut s| s.query_row(params_from_iter(params.iter()), |r| r.get(0)))
+            .map_err(db_error)?;
+        let items = if total > offset {
+            let n = params.len();
+            let sql = format!(
+                "WITH p AS (SELECT {key} {from} WHERE {where_clause} \
+                 ORDER BY {key_order} LIMIT ?{} OFFSET ?{}) \
+                 SELECT {SPEC_COLUMNS}, {HEALTH_COLUMNS} FROM p {join} \
+                 LEFT JOIN connection_health h ON h.connection_id = c.id \
+                 ORDER BY {order}",
+                n + 1,
+                n + 2
+            );
+            params.push(Value::Integer(i64::from(per_page)));
+            params.push(Value::Integer(offset));
+            collect(&tx, &sql, params_from_iter(params), summary_from_row)?
+        } else {
+            Vec::new()
+        };
+        tx.commit().map_err(db_error)?;
+        Ok(columns::page(items, total, page, per_page))
     }
 }
