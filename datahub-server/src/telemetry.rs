@@ -10,6 +10,14 @@
 //! - `datahub_checks_total{outcome}`: the monitor's checks since start, `outcome` one of `ok`,
 //!   `failed`, `timeout`; `datahub_checks_skipped_total`: checks skipped because the previous
 //!   one was still running; `datahub_monitor_connections`: connections monitored now.
+//! - Replicas sharing a store (issue 16): `datahub_monitor_live_replicas`: the monitors this one
+//!   saw live at its last heartbeat, itself included (1 alone and on SQLite);
+//!   `datahub_checks_not_home_total`: due checks left to another live monitor's share (no store
+//!   call); `datahub_checks_lease_lost_total`: due checks another process had claimed;
+//!   `datahub_checks_deferred_total`: first checks after a save not admitted (the saving user's
+//!   test budget was spent); `datahub_monitor_store_errors_total`: monitor store calls that
+//!   failed (retried on the next round). Summed over the replicas, `not_home` is about
+//!   `(n - 1) ×` the checks made: a replica whose `not_home` stays 0 while others run sees nobody.
 //! - `datahub_connections{status}`: saved connections by health status (`unknown`, `healthy`,
 //!   `degraded`, `down`).
 //! - `datahub_tests_total{kind, outcome}`: connection tests run through the API, `kind` `draft`
@@ -72,6 +80,11 @@ pub fn record_monitor(state: &AppState) {
         }
         metrics::counter!("datahub_checks_skipped_total").absolute(stats.skipped);
         metrics::gauge!("datahub_monitor_connections").set(stats.connections as f64);
+        metrics::gauge!("datahub_monitor_live_replicas").set(stats.live_monitors as f64);
+        metrics::counter!("datahub_checks_not_home_total").absolute(stats.not_home);
+        metrics::counter!("datahub_checks_lease_lost_total").absolute(stats.leases_lost);
+        metrics::counter!("datahub_checks_deferred_total").absolute(stats.deferred);
+        metrics::counter!("datahub_monitor_store_errors_total").absolute(stats.store_errors);
     }
 }
 

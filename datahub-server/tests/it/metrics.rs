@@ -201,6 +201,14 @@ async fn metrics_count_requests_checks_statuses_and_tests_with_closed_labels() {
     assert_eq!(checks("failed"), Some(1.0), "{text}");
     assert_eq!(checks("ok"), Some(0.0));
     assert_eq!(checks("timeout"), Some(0.0));
+    // The monitor alone on its SQLite store: it sees itself, every due check is its own, no
+    // claim is lost to another process and no store call failed.
+    let one = |name| value(&all, name, &[]);
+    assert_eq!(one("datahub_monitor_live_replicas"), Some(1.0), "{text}");
+    assert_eq!(one("datahub_checks_not_home_total"), Some(0.0), "{text}");
+    assert_eq!(one("datahub_checks_lease_lost_total"), Some(0.0));
+    assert_eq!(one("datahub_checks_deferred_total"), Some(0.0));
+    assert_eq!(one("datahub_monitor_store_errors_total"), Some(0.0));
     // Connections by status.
     let connections = |status| value(&all, "datahub_connections", &[("status", status)]);
     assert_eq!(connections("degraded"), Some(1.0), "{text}");

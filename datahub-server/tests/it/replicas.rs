@@ -7,6 +7,7 @@
 //!
 //! A kit cluster is the store, another the monitored target; everything is dialled on loopback.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -139,6 +140,21 @@ async fn checks_done(server: &Server, cookie: &str) -> u64 {
         .collect();
     assert_eq!(counts.len(), 3, "ok, failed and timeout: {text}");
     counts.iter().sum()
+}
+
+/// A replica's unlabelled monitor figures from its `/metrics`, by name.
+async fn monitor_metrics(server: &Server, cookie: &str) -> BTreeMap<String, u64> {
+    let metrics = server
+        .request("GET", "/metrics", &[("Cookie", cookie)])
+        .await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8(metrics.body).unwrap();
+    text.lines()
+        .filter(|line| line.starts_with("datahub_monitor_") || line.starts_with("datahub_checks_"))
+        .filter_map(|line| line.split_once(' '))
+        .filter(|(name, _)| !name.contains('{'))
+        .filter_map(|(name, v)| Some((name.to_owned(), v.trim().parse().ok()?)))
+        .collect()
 }
 
 /// When each recorded check of connection `id` finished, oldest first (every one succeeded).
@@ -341,6 +357,20 @@ async fn two_replicas_on_one_store_share_sessions_events_and_the_monitoring() {
         by_a > 0 && by_b > 0,
         "both replicas check: A {by_a}, B {by_b}"
     );
+    // Each sees the other live and leaves the other's share alone, on its `/metrics`.
+    for (name, server) in [("A", &a), ("B", &b)] {
+        let seen = monitor_metrics(server, &cookie).await;
+        assert_eq!(
+            seen.get("datahub_monitor_live_replicas"),
+            Some(&2),
+            "{name}: {seen:?}"
+        );
+        assert!(
+            seen.get("datahub_checks_not_home_total")
+                .is_some_and(|n| *n > 0),
+            "{name}: {seen:?}"
+        );
+    }
     for ((id, times), saved) in ids.iter().zip(&shared).zip(&saved_at) {
         let watched = read_at - *saved;
         let watched = Duration::try_from(watched).unwrap();
