@@ -147,7 +147,7 @@
 //!   (one statement on PostgreSQL, one write on SQLite; one call per distinct hold), then
 //!   answers each task: won (with the row), lost, or failed (the store did not answer);
 //! - the **recorder** takes the checks finished within [`MonitorConfig::record_window`]
-//!   (default 20 ms) of the first one, up to 256, records them with one
+//!   (default 100 ms) of the first one, up to 256, records them with one
 //!   [`HealthStore::record_checks`](crate::store::HealthStore::record_checks) call, and only
 //!   then publishes each one's status change and check, in order. A check's task derives
 //!   the status itself (the tracker is its own) and does not wait for the write; its next check

@@ -99,7 +99,9 @@ pub struct MonitorConfig {
     pub claim_window: Duration,
     /// How long the recorder waits, after the first finished check of a batch, for more to
     /// join its store write (at most 256 a write): a check is stored, and its events
-    /// published, at most this much later than alone. Default: 20 ms.
+    /// published, at most this much later than alone. Default: 100 ms (a check's next one is
+    /// an interval away, so only live views wait for it; every write costs the store a
+    /// transaction, and on SQLite this process a commit, whatever its size).
     pub record_window: Duration,
     /// How often the monitor tells the store it is alive and learns which other monitors
     /// sharing the store are ([`HealthStore::beat`](crate::store::HealthStore::beat)), to split
@@ -135,7 +137,7 @@ impl Default for MonitorConfig {
             reload_interval: Duration::from_secs(60),
             event_capacity: 1024,
             claim_window: Duration::from_millis(5),
-            record_window: Duration::from_millis(20),
+            record_window: Duration::from_millis(100),
             replica_heartbeat: Duration::from_secs(1),
             replica_timeout: Duration::from_secs(5),
         }

@@ -3,7 +3,7 @@
 //! LOCKED`), and events told through `NOTIFY` and heard on a listener's own connection.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -70,6 +70,86 @@ pub(super) async fn listen(connector: Arc<PoolConnect>, sender: mpsc::Sender<Str
     }
 }
 
+/// The record of a batch of checks (the PostgreSQL side of [`HealthStore::record_checks`]): one
+/// statement, so one round trip and its own transaction, prepared once per pooled connection.
+/// The connections still there are locked against deletion first (`FOR KEY SHARE`: a delete in
+/// flight is waited for and its row then skipped), so a check of a deleted connection is dropped
+/// and never fails the others with a foreign key violation. The facts ride in the same upsert;
+/// without new ones (`facts_at` NULL) the stored ones stay, column by column keyed on
+/// `facts_at`, so old and new never mix.
+const RECORD_SQL: &str = "WITH live AS (SELECT id FROM connections \
+      WHERE id = ANY($8::uuid[]) FOR KEY SHARE), \
+    history AS (INSERT INTO health_checks (connection_id, at, ok, latency_ms, \
+      error_kind, step, status) \
+      SELECT h.connection_id, h.at, h.ok, h.latency_ms, h.error_kind, h.step, \
+        h.status \
+      FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[], $4::int8[], \
+        $5::text[], $6::text[], $7::text[]) WITH ORDINALITY \
+        AS h(connection_id, at, ok, latency_ms, error_kind, step, status, n) \
+      WHERE h.connection_id IN (SELECT id FROM live) ORDER BY h.n) \
+    INSERT INTO connection_health (connection_id, status, checked_at, latency_ms, \
+    error_kind, uptime_24h, facts_at, server_version, server_in_recovery, \
+    server_connections_used, server_max_connections, tls_protocol, tls_cipher, \
+    tls_peer_subject, tls_peer_not_after) \
+    SELECT s.* FROM unnest($8::uuid[], $9::text[], $10::timestamptz[], \
+      $11::int8[], $12::text[], $13::float8[], $14::timestamptz[], $15::text[], \
+      $16::bool[], $17::int8[], $18::int8[], $19::text[], $20::text[], \
+      $21::text[], $22::timestamptz[]) AS s(connection_id, status, checked_at, \
+      latency_ms, error_kind, uptime_24h, facts_at, server_version, \
+      server_in_recovery, server_connections_used, server_max_connections, \
+      tls_protocol, tls_cipher, tls_peer_subject, tls_peer_not_after) \
+    WHERE s.connection_id IN (SELECT id FROM live) \
+    ON CONFLICT (connection_id) DO UPDATE SET status = EXCLUDED.status, \
+    checked_at = EXCLUDED.checked_at, latency_ms = EXCLUDED.latency_ms, \
+    error_kind = EXCLUDED.error_kind, uptime_24h = EXCLUDED.uptime_24h, \
+    facts_at = COALESCE(EXCLUDED.facts_at, connection_health.facts_at), \
+    server_version = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.server_version ELSE EXCLUDED.server_version END, \
+    server_in_recovery = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.server_in_recovery ELSE EXCLUDED.server_in_recovery END, \
+    server_connections_used = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.server_connections_used \
+      ELSE EXCLUDED.server_connections_used END, \
+    server_max_connections = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.server_max_connections \
+      ELSE EXCLUDED.server_max_connections END, \
+    tls_protocol = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.tls_protocol ELSE EXCLUDED.tls_protocol END, \
+    tls_cipher = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.tls_cipher ELSE EXCLUDED.tls_cipher END, \
+    tls_peer_subject = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.tls_peer_subject ELSE EXCLUDED.tls_peer_subject END, \
+    tls_peer_not_after = CASE WHEN EXCLUDED.facts_at IS NULL \
+      THEN connection_health.tls_peer_not_after ELSE EXCLUDED.tls_peer_not_after END";
+
+/// The claim of a batch of checks (the PostgreSQL side of [`HealthStore::lease_checks`]), one
+/// statement, prepared once per pooled connection. `claimable`: the existing lease rows that can
+/// be won, locked unless another claim is on them right now (SKIP LOCKED: that claim wins, this
+/// one loses at once rather than waiting); `taken`: those claimed. `created`: connections never
+/// claimed get their lease row, claimed; a concurrent first claim of the same connection waits
+/// on the unique key and then does nothing (lost). The connections are locked against deletion
+/// (`FOR KEY SHARE`), so a deleted one is simply absent. The statement's snapshot sees neither
+/// CTE's rows in the other: an id is claimed through one of them at most.
+static LEASE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH claimable AS (SELECT connection_id, holder FROM check_leases \
+           WHERE connection_id = ANY($1::uuid[]) AND (holder = $2 OR leased_at <= $3) \
+           FOR UPDATE SKIP LOCKED), \
+         taken AS (UPDATE check_leases AS l SET holder = $2, leased_at = $4 \
+           FROM claimable WHERE l.connection_id = claimable.connection_id \
+           RETURNING l.connection_id, claimable.holder AS previous_holder), \
+         created AS (INSERT INTO check_leases (connection_id, holder, leased_at) \
+           SELECT c.id, $2, $4 FROM connections c WHERE c.id = ANY($1::uuid[]) \
+             AND NOT EXISTS (SELECT 1 FROM check_leases e WHERE e.connection_id = c.id) \
+           ORDER BY c.id FOR KEY SHARE OF c \
+           ON CONFLICT (connection_id) DO NOTHING \
+           RETURNING connection_id, NULL::uuid AS previous_holder), \
+         won AS (SELECT * FROM taken UNION ALL SELECT * FROM created) \
+         SELECT won.previous_holder, {SPEC_COLUMNS}, {SECRET_COLUMNS} \
+         FROM won JOIN connections c ON c.id = won.connection_id"
+    )
+});
+
 #[async_trait]
 impl HealthStore for PostgresStore {
     async fn record_checks(&self, checks: &[(Check, Health)]) -> Result<()> {
@@ -80,58 +160,13 @@ impl HealthStore for PostgresStore {
         let history = HistoryColumns::of(checks);
         let current = HealthColumns::of(checks);
         let client = self.client().await?;
-        // One statement, so one round trip and its own transaction. The connections still
-        // there are locked against deletion first (`FOR KEY SHARE`: a delete in flight is
-        // waited for and its row then skipped), so a check of a deleted connection is dropped
-        // and never fails the others with a foreign key violation. The facts ride in the same
-        // upsert; without new ones (`facts_at` NULL) the stored ones stay, column by column
-        // keyed on `facts_at`, so old and new never mix.
+        let statement = client
+            .prepare_cached(RECORD_SQL)
+            .await
+            .map_err(|e| db(DOING, e))?;
         let recorded = client
             .execute(
-                "WITH live AS (SELECT id FROM connections \
-                   WHERE id = ANY($8::uuid[]) FOR KEY SHARE), \
-                 history AS (INSERT INTO health_checks (connection_id, at, ok, latency_ms, \
-                   error_kind, step, status) \
-                   SELECT h.connection_id, h.at, h.ok, h.latency_ms, h.error_kind, h.step, \
-                     h.status \
-                   FROM unnest($1::uuid[], $2::timestamptz[], $3::bool[], $4::int8[], \
-                     $5::text[], $6::text[], $7::text[]) WITH ORDINALITY \
-                     AS h(connection_id, at, ok, latency_ms, error_kind, step, status, n) \
-                   WHERE h.connection_id IN (SELECT id FROM live) ORDER BY h.n) \
-                 INSERT INTO connection_health (connection_id, status, checked_at, latency_ms, \
-                 error_kind, uptime_24h, facts_at, server_version, server_in_recovery, \
-                 server_connections_used, server_max_connections, tls_protocol, tls_cipher, \
-                 tls_peer_subject, tls_peer_not_after) \
-                 SELECT s.* FROM unnest($8::uuid[], $9::text[], $10::timestamptz[], \
-                   $11::int8[], $12::text[], $13::float8[], $14::timestamptz[], $15::text[], \
-                   $16::bool[], $17::int8[], $18::int8[], $19::text[], $20::text[], \
-                   $21::text[], $22::timestamptz[]) AS s(connection_id, status, checked_at, \
-                   latency_ms, error_kind, uptime_24h, facts_at, server_version, \
-                   server_in_recovery, server_connections_used, server_max_connections, \
-                   tls_protocol, tls_cipher, tls_peer_subject, tls_peer_not_after) \
-                 WHERE s.connection_id IN (SELECT id FROM live) \
-                 ON CONFLICT (connection_id) DO UPDATE SET status = EXCLUDED.status, \
-                 checked_at = EXCLUDED.checked_at, latency_ms = EXCLUDED.latency_ms, \
-                 error_kind = EXCLUDED.error_kind, uptime_24h = EXCLUDED.uptime_24h, \
-                 facts_at = COALESCE(EXCLUDED.facts_at, connection_health.facts_at), \
-                 server_version = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.server_version ELSE EXCLUDED.server_version END, \
-                 server_in_recovery = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.server_in_recovery ELSE EXCLUDED.server_in_recovery END, \
-                 server_connections_used = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.server_connections_used \
-                   ELSE EXCLUDED.server_connections_used END, \
-                 server_max_connections = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.server_max_connections \
-                   ELSE EXCLUDED.server_max_connections END, \
-                 tls_protocol = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.tls_protocol ELSE EXCLUDED.tls_protocol END, \
-                 tls_cipher = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.tls_cipher ELSE EXCLUDED.tls_cipher END, \
-                 tls_peer_subject = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.tls_peer_subject ELSE EXCLUDED.tls_peer_subject END, \
-                 tls_peer_not_after = CASE WHEN EXCLUDED.facts_at IS NULL \
-                   THEN connection_health.tls_peer_not_after ELSE EXCLUDED.tls_peer_not_after END",
+                &statement,
                 &[
                     &history.connection,
                     &history.at,
@@ -216,33 +251,12 @@ impl HealthStore for PostgresStore {
         let hold = time::Duration::try_from(hold).unwrap_or(time::Duration::MAX);
         let cutoff = now.checked_sub(hold).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         let client = self.client().await?;
-        // One statement. `claimable`: the existing lease rows that can be won, locked unless
-        // another claim is on them right now (SKIP LOCKED: that claim wins, this one loses at
-        // once rather than waiting); `taken`: those claimed. `created`: connections never
-        // claimed get their lease row, claimed; a concurrent first claim of the same
-        // connection waits on the unique key and then does nothing (lost). The connections
-        // are locked against deletion (`FOR KEY SHARE`), so a deleted one is simply absent.
-        // The statement's snapshot sees neither CTE's rows in the other: an id is claimed
-        // through one of them at most.
-        let sql = format!(
-            "WITH claimable AS (SELECT connection_id, holder FROM check_leases \
-               WHERE connection_id = ANY($1::uuid[]) AND (holder = $2 OR leased_at <= $3) \
-               FOR UPDATE SKIP LOCKED), \
-             taken AS (UPDATE check_leases AS l SET holder = $2, leased_at = $4 \
-               FROM claimable WHERE l.connection_id = claimable.connection_id \
-               RETURNING l.connection_id, claimable.holder AS previous_holder), \
-             created AS (INSERT INTO check_leases (connection_id, holder, leased_at) \
-               SELECT c.id, $2, $4 FROM connections c WHERE c.id = ANY($1::uuid[]) \
-                 AND NOT EXISTS (SELECT 1 FROM check_leases e WHERE e.connection_id = c.id) \
-               ORDER BY c.id FOR KEY SHARE OF c \
-               ON CONFLICT (connection_id) DO NOTHING \
-               RETURNING connection_id, NULL::uuid AS previous_holder), \
-             won AS (SELECT * FROM taken UNION ALL SELECT * FROM created) \
-             SELECT won.previous_holder, {SPEC_COLUMNS}, {SECRET_COLUMNS} \
-             FROM won JOIN connections c ON c.id = won.connection_id"
-        );
+        let statement = client
+            .prepare_cached(&LEASE_SQL)
+            .await
+            .map_err(|e| db(DOING, e))?;
         let rows = client
-            .query(&sql, &[&ids, &holder, &cutoff, &now])
+            .query(&statement, &[&ids, &holder, &cutoff, &now])
             .await
             .map_err(|e| db(DOING, e))?;
         rows.iter()
@@ -291,11 +305,17 @@ impl HealthStore for PostgresStore {
     }
 
     async fn notify_event(&self, payload: &str) -> Result<()> {
+        const DOING: &str = "telling other processes an event";
         let client = self.client().await?;
-        client
-            .execute("SELECT pg_notify($1, $2)", &[&EVENTS_CHANNEL, &payload])
+        // Prepared once per pooled connection: the recorder tells every batch's events.
+        let statement = client
+            .prepare_cached("SELECT pg_notify($1, $2)")
             .await
-            .map_err(|e| db("telling other processes an event", e))?;
+            .map_err(|e| db(DOING, e))?;
+        client
+            .execute(&statement, &[&EVENTS_CHANNEL, &payload])
+            .await
+            .map_err(|e| db(DOING, e))?;
         Ok(())
     }
 

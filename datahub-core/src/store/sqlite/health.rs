@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use super::codec::{FactColumns, check_row, micros};
 use super::connections::connection_row_query;
-use super::{SqliteStore, collect, db_error, row_exists};
+use super::{SqliteStore, collect, db_error};
 use crate::model::{Check, Health, HealthBucket};
 use crate::store::{CheckLease, HealthStore, RollUp};
 use crate::{ConnectionId, Error, ErrorKind, Result};
@@ -103,28 +103,28 @@ impl HealthStore for SqliteStore {
 /// check of a connection that no longer exists is dropped.
 fn record_one(tx: &Transaction<'_>, check: &Check, health: &Health) -> Result<()> {
     let id = check.connection.to_string();
-    if !row_exists(
-        tx,
-        "SELECT EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
-        &id,
-    )? {
+    // One statement inserts the history row only while the connection exists; none inserted
+    // means it is gone, and its health is not written either.
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, \
+             step, status) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 \
+             WHERE EXISTS (SELECT 1 FROM connections WHERE id = ?1)",
+        )
+        .map_err(db_error)?
+        .execute(params![
+            id,
+            micros(check.at),
+            check.ok,
+            i64::from(check.latency_ms),
+            check.error_kind.map(|k| k.as_str()),
+            check.step.map(|s| s.as_str()),
+            check.status.as_str()
+        ])
+        .map_err(db_error)?;
+    if inserted == 0 {
         return Ok(());
     }
-    tx.prepare_cached(
-        "INSERT INTO health_checks (connection_id, at, ok, latency_ms, error_kind, \
-         step, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .map_err(db_error)?
-    .execute(params![
-        id,
-        micros(check.at),
-        check.ok,
-        i64::from(check.latency_ms),
-        check.error_kind.map(|k| k.as_str()),
-        check.step.map(|s| s.as_str()),
-        check.status.as_str()
-    ])
-    .map_err(db_error)?;
     // The facts ride in the same upsert; without new ones (`facts_at` NULL) the
     // stored ones stay, column by column keyed on `facts_at`, so old and new never
     // mix.
