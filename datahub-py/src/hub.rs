@@ -430,7 +430,7 @@ async fn test_all(
     op: Principal,
     idents: Vec<String>,
     permits: usize,
-    ticker: Ticker<Vec<ManyItem>>,
+    ticker: Ticker,
 ) -> Vec<ManyItem> {
     let gate = Arc::new(Semaphore::new(permits));
     let mut tasks = JoinSet::new();
