@@ -2,7 +2,9 @@
 notebook would otherwise use, on one target, interleaved in one run.
 
 - ``hub.test(name)`` in local mode vs psycopg 3 (connect, ``SELECT 1``, close) vs asyncpg (the
-  same), against the kit's TLS (verify-full) + SCRAM cluster on loopback;
+  same), against the kit's TLS (verify-full) + SCRAM cluster on loopback, and where the
+  call's time over its report's ``total_ms`` goes (the native module's measurement entry
+  points: ``_test_traced``, ``_wait_floor``);
 - ``hub.list(per_page=50)`` vs the native call alone (JSON text, no Python objects): the Python
   layer's share; and the list with all 50 ``Connection`` objects made (a page makes each on
   first use), so laziness hides nothing;
@@ -130,10 +132,34 @@ def run(target: Dict[str, Any]) -> None:
     line("FIGURE", "hub_test_speedup_over_asyncpg_p50",
          p(samples["asyncpg"], 0.5) / p(samples["hub_test"], 0.5))
 
+    # Where a hub.test's time over its report's total_ms goes, interleaved with psycopg as
+    # above: to the first poll of the call's work, the Hub's own work around the prober (store
+    # read, checks, audit), back to Python; the wait around nothing (the binding's floor); the
+    # Python layer alone over one real answer (JSON to TestReport).
+    from datahub_connections import _native
+    from datahub_connections._model import TestReport
+
+    native = hub._backend._native  # type: ignore[attr-defined]
+    split: Dict[str, List[float]] = {"to_work": [], "hub_work_over_total": [], "back": [],
+                                     "wait_floor": []}
+    for _ in range(ROUNDS // 2):
+        via_psycopg()
+        text, to_work, work_us, back = native._test_traced("bench")
+        split["to_work"].append(to_work / 1000.0)
+        split["hub_work_over_total"].append(work_us / 1000.0 - json.loads(text)["total_ms"])
+        split["back"].append(back / 1000.0)
+        via_psycopg()
+        split["wait_floor"].append(timed(_native._wait_floor))
+    for name, values in split.items():
+        line("FIGURE", f"hub_test_{name}_p50_ms", p(values, 0.5))
+    one = native.test("bench")
+    layer = [timed(lambda: TestReport._from_json(json.loads(one), name="bench"))
+             for _ in range(1000)]
+    line("FIGURE", "hub_test_python_layer_p50_ms", p(layer, 0.5))
+
     # 50 connections, then list them: the whole call vs the native call alone.
     for i in range(49):
         hub.add(name=f"bench-{i:02d}", **settings)
-    native = hub._backend._native  # type: ignore[attr-defined]
     query = json.dumps({"page": 1, "per_page": 50})
     full: List[float] = []
     raw: List[float] = []
