@@ -2,11 +2,14 @@
 notebook would otherwise use, on one target, interleaved in one run.
 
 - ``hub.test(name)`` in local mode vs psycopg 3 (connect, ``SELECT 1``, close) vs asyncpg (the
-  same), against the kit's TLS (verify-full) + SCRAM cluster on loopback;
+  same), against the kit's TLS (verify-full) + SCRAM cluster on loopback, and where the
+  call's time over its report's ``total_ms`` goes (the native module's measurement entry
+  points: ``_test_traced``, ``_wait_floor``);
 - ``hub.list(per_page=50)`` vs the native call alone (JSON text, no Python objects): the Python
   layer's share; and the list with all 50 ``Connection`` objects made (a page makes each on
   first use), so laziness hides nothing;
-- ``hub.test_many`` of 200 saved connections at concurrency 16.
+- ``hub.test_many`` of 200 saved connections at concurrency 16 against the prober's own loop
+  over the same connections at 16 (``probe::test`` alone, in this process), rounds alternating.
 
 Run with the release-built package (``pip install ./datahub-py``) and asyncpg installed::
 
@@ -40,6 +43,7 @@ from datahub_connections._hub import LocalBackend
 ROUNDS = int(os.environ.get("COMPARE_ROUNDS", "200"))
 LIST_ROUNDS = int(os.environ.get("COMPARE_LIST_ROUNDS", "1000"))
 MANY = int(os.environ.get("COMPARE_MANY", "200"))
+MANY_ROUNDS = int(os.environ.get("COMPARE_MANY_ROUNDS", "6"))
 
 
 def p(values: List[float], q: float) -> float:
@@ -128,10 +132,34 @@ def run(target: Dict[str, Any]) -> None:
     line("FIGURE", "hub_test_speedup_over_asyncpg_p50",
          p(samples["asyncpg"], 0.5) / p(samples["hub_test"], 0.5))
 
+    # Where a hub.test's time over its report's total_ms goes, interleaved with psycopg as
+    # above: to the first poll of the call's work, the Hub's own work around the prober (store
+    # read, checks, audit), back to Python; the wait around nothing (the binding's floor); the
+    # Python layer alone over one real answer (JSON to TestReport).
+    from datahub_connections import _native
+    from datahub_connections._model import TestReport
+
+    native = hub._backend._native  # type: ignore[attr-defined]
+    split: Dict[str, List[float]] = {"to_work": [], "hub_work_over_total": [], "back": [],
+                                     "wait_floor": []}
+    for _ in range(ROUNDS // 2):
+        via_psycopg()
+        text, to_work, work_us, back = native._test_traced("bench")
+        split["to_work"].append(to_work / 1000.0)
+        split["hub_work_over_total"].append(work_us / 1000.0 - json.loads(text)["total_ms"])
+        split["back"].append(back / 1000.0)
+        via_psycopg()
+        split["wait_floor"].append(timed(_native._wait_floor))
+    for name, values in split.items():
+        line("FIGURE", f"hub_test_{name}_p50_ms", p(values, 0.5))
+    one = native.test("bench")
+    layer = [timed(lambda: TestReport._from_json(json.loads(one), name="bench"))
+             for _ in range(1000)]
+    line("FIGURE", "hub_test_python_layer_p50_ms", p(layer, 0.5))
+
     # 50 connections, then list them: the whole call vs the native call alone.
     for i in range(49):
         hub.add(name=f"bench-{i:02d}", **settings)
-    native = hub._backend._native  # type: ignore[attr-defined]
     query = json.dumps({"page": 1, "per_page": 50})
     full: List[float] = []
     raw: List[float] = []
@@ -168,11 +196,43 @@ def run(target: Dict[str, Any]) -> None:
     names = [c.name for c in hub.list(per_page=200)][:MANY]
     while len(names) < MANY:
         names += names[: MANY - len(names)]
-    started = time.perf_counter()
-    frame = hub.test_many(names, concurrency=16, progress=False)
-    elapsed = time.perf_counter() - started
-    assert bool(frame["ok"].all()), frame
-    line("FIGURE", "test_many_tests_per_s", len(names) / elapsed, f"({len(names)} in {elapsed:.3f} s)")
+    # Rounds alternating (which goes first alternates too) the Python call, the native call
+    # alone (JSON text, no DataFrame) and the prober's own loop over the same specs in this
+    # process (`_native._ProbeLoop`: `probe::test` 16 at a time, no Hub around it).
+    probe_loop = native._probe_loop(names)
+    rates: Dict[str, List[float]] = {"test_many": [], "native_test_many": [], "probe_loop": []}
+
+    def python_batch() -> float:
+        started = time.perf_counter()
+        frame = hub.test_many(names, concurrency=16, progress=False)
+        elapsed = time.perf_counter() - started
+        assert bool(frame["ok"].all()), frame
+        return elapsed
+
+    def native_batch() -> float:
+        started = time.perf_counter()
+        answers = json.loads(native.test_many(names, 16, None))
+        elapsed = time.perf_counter() - started
+        assert all(a["report"] and a["report"]["ok"] for a in answers)
+        return elapsed
+
+    def rust_batch() -> float:
+        seconds, passed = probe_loop.run(16)
+        assert passed == len(names), passed
+        return float(seconds)
+
+    batches = [("test_many", python_batch), ("native_test_many", native_batch),
+               ("probe_loop", rust_batch)]
+    python_batch(); rust_batch()  # warm-up
+    for round_no in range(MANY_ROUNDS):
+        for name, batch in batches if round_no % 2 == 0 else batches[::-1]:
+            rates[name].append(len(names) / batch())
+    for name, values in rates.items():
+        line("FIGURE", f"{name}_tests_per_s", statistics.median(values),
+             f"(rounds: {', '.join(f'{v:.0f}' for v in values)})")
+    goal("test_many_over_probe_loop",
+         statistics.median(rates["test_many"]) / statistics.median(rates["probe_loop"]), 0.9,
+         at_least=True)
     loop.close()
     hub.close()
 

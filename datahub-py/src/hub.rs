@@ -7,6 +7,7 @@
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use datahub_core::ConnectionId;
 use datahub_core::audit::RequestInfo;
@@ -28,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::errors::Raised;
+use crate::measure;
 use crate::place::Place;
 use crate::runtime::{self, Ticker};
 
@@ -217,6 +219,41 @@ impl LocalHub {
         to_json(&items).map_err(|e| e.into_pyerr(py))
     }
 
+    /// Measurement only (`benches/compare.py`): the prober's own loop over these saved
+    /// connections, with no Hub around each test (see `measure.rs`). Reads their specs and
+    /// secrets now (reveals: audited) for `_ProbeLoop.run` to test again and again.
+    #[pyo3(name = "_probe_loop")]
+    fn probe_loop(&self, py: Python<'_>, idents: Vec<String>) -> PyResult<measure::ProbeLoop> {
+        self.run(py, move |hub, op| async move {
+            measure::prepare(&hub, &op, &idents).await
+        })
+    }
+
+    /// Measurement only: [`Self::test`] with where its time went, in microseconds: from the
+    /// call's start to the future's first poll on the runtime, the future itself, and from
+    /// its end to the answer back on this thread (GIL taken again).
+    #[pyo3(name = "_test_traced")]
+    fn test_traced(&self, py: Python<'_>, ident: String) -> PyResult<(String, f64, f64, f64)> {
+        let entered = Instant::now();
+        let (hub, op) = self.hub(py)?;
+        let (answer, started, ended) = runtime::wait(py, async move {
+            let started = Instant::now();
+            let answer = test_one(&hub, &op, &ident).await;
+            (answer, started, Instant::now())
+        })?;
+        let back = Instant::now();
+        let json = answer
+            .and_then(|r| to_json(&r))
+            .map_err(|e| e.into_pyerr(py))?;
+        let us = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1e6;
+        Ok((
+            json,
+            us(entered, started),
+            us(started, ended),
+            us(ended, back),
+        ))
+    }
+
     /// The `HealthHistoryOut` JSON (`since`: RFC 3339, default 24 h ago).
     #[pyo3(signature = (ident, since, limit))]
     fn health(
@@ -339,7 +376,11 @@ impl Drop for LocalHub {
 }
 
 /// The id of `ident`: a UUID is an id, anything else a name.
-async fn resolve(hub: &Hub, op: &Principal, ident: &str) -> Result<ConnectionId, Raised> {
+pub(crate) async fn resolve(
+    hub: &Hub,
+    op: &Principal,
+    ident: &str,
+) -> Result<ConnectionId, Raised> {
     if let Ok(id) = ConnectionId::from_str(ident) {
         return Ok(id);
     }
@@ -389,7 +430,7 @@ async fn test_all(
     op: Principal,
     idents: Vec<String>,
     permits: usize,
-    ticker: Ticker<Vec<ManyItem>>,
+    ticker: Ticker,
 ) -> Vec<ManyItem> {
     let gate = Arc::new(Semaphore::new(permits));
     let mut tasks = JoinSet::new();

@@ -12,6 +12,7 @@
 mod errors;
 mod hub;
 mod logging;
+mod measure;
 mod place;
 mod runtime;
 mod url;
@@ -27,7 +28,9 @@ pub use crate::url::parse_url;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<LocalHub>()?;
+    m.add_class::<measure::ProbeLoop>()?;
     m.add_function(wrap_pyfunction!(parse_url, m)?)?;
+    m.add_function(wrap_pyfunction!(measure::wait_floor, m)?)?;
     logging::install(m.py());
     Ok(())
 }

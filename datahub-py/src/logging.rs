@@ -2,9 +2,11 @@
 //! as Python `logging` records of the logger `datahub_connections`, at the matching level.
 //!
 //! Installed once, at import, as the global default subscriber; when the process already has
-//! one (another extension), as the default of each runtime thread instead. It never deadlocks:
-//! a runtime thread takes the GIL ([`Python::try_attach`]) only for the one `logger.log` call
-//! and only when the logger is enabled for the event's level, which is cached here and
+//! one (another extension), as the default of each runtime thread and of a calling thread
+//! while it polls a call's future instead. It never deadlocks: a thread holding no GIL (a
+//! runtime thread, or a calling thread waiting) takes it ([`Python::try_attach`]) only for the
+//! one `logger.log` call and only when the logger is enabled for the event's level, which is
+//! cached here and
 //! refreshed, with the GIL already held, at the start of every call into the module. The core
 //! never puts a secret into an event; this layer adds none (message and fields as text).
 
@@ -60,6 +62,15 @@ pub fn on_runtime_thread() {
     if let Some(dispatch) = FALLBACK.get() {
         // For the thread's whole life: the guard is never dropped.
         std::mem::forget(tracing::dispatcher::set_default(dispatch));
+    }
+}
+
+/// Runs `f` (a call's future, polled on the calling thread) with the fallback dispatcher as
+/// the thread's default when there is one, so its events reach Python as a runtime thread's do.
+pub fn on_calling_thread<R>(f: impl FnOnce() -> R) -> R {
+    match FALLBACK.get() {
+        Some(dispatch) => tracing::dispatcher::with_default(dispatch, f),
+        None => f(),
     }
 }
 

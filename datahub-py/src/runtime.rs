@@ -5,14 +5,19 @@
 //! in the child finds another pid, forgets the parent's runtime (`mem::forget`: dropping it
 //! would wait for threads that do not exist) and makes a new one.
 //!
-//! A call spawns its future on the runtime and waits for the answer on a channel, in short
-//! slices with the GIL released ([`Python::detach`]), checking for signals between slices: a
-//! Ctrl-C aborts the task and raises `KeyboardInterrupt` within one slice. Nothing ever
-//! `block_on`s, so no runtime thread waits for the GIL held by a waiting caller.
+//! A call's future runs on the calling thread itself, in the runtime's context, with the GIL
+//! released ([`Python::detach`]): [`Handle::block_on`] polls it for one slice at a time, and
+//! signals are checked between slices, so a Ctrl-C drops the future (its sockets closed) and
+//! raises `KeyboardInterrupt` within one slice. The runtime's workers drive the I/O and run what
+//! the future spawns; no hop to a worker and back is paid per call (a spawned task and a
+//! channel cost two thread wake-ups a call, measured in `benches/compare.py`). A runtime
+//! thread never waits for the GIL held by a waiting caller: the caller holds none while it
+//! waits.
 
 use std::future::Future;
-use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, PoisonError};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
@@ -61,38 +66,24 @@ fn made_in_this_process() -> bool {
         .is_some_and(|(pid, _)| *pid == std::process::id())
 }
 
-/// What a running call sends the waiting thread.
-#[derive(Debug)]
-pub enum Msg<T> {
-    /// One more piece of work is done (for progress).
-    Tick,
-    /// The answer.
-    Done(T),
-}
+/// Counts the pieces of work a running call has finished, for progress. A tick only counts: the
+/// waiting thread reads the count between slices (at the answer or a slice's end), so progress
+/// never wakes it and takes the GIL only where it is taken anyway.
+#[derive(Debug, Clone)]
+pub struct Ticker(Arc<AtomicUsize>);
 
-/// Sends [`Msg::Tick`] to the waiting thread.
-#[derive(Debug)]
-pub struct Ticker<T>(mpsc::Sender<Msg<T>>);
-
-impl<T> Clone for Ticker<T> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone())
-    }
-}
-
-impl<T> Ticker<T> {
-    /// Tells the waiting thread one more piece is done.
+impl Ticker {
+    /// Counts one more piece done.
     pub fn tick(&self) {
-        // The caller may have gone (interrupted): nothing to tell then.
-        let _ = self.0.send(Msg::Tick);
+        self.0.fetch_add(1, Ordering::Release);
     }
 }
 
-/// Runs `future` on the runtime and waits for its answer with the GIL released.
+/// Runs `future` on this thread in the runtime's context with the GIL released.
 ///
 /// # Errors
-/// `KeyboardInterrupt` (or whatever a signal handler raised) when a signal arrives: the task
-/// is aborted first. An internal error when the task ends without an answer (a panic).
+/// `KeyboardInterrupt` (or whatever a signal handler raised) when a signal arrives: the
+/// future is dropped first. An internal error when the future panics.
 pub fn wait<T, F>(py: Python<'_>, future: F) -> PyResult<T>
 where
     T: Send + 'static,
@@ -102,10 +93,11 @@ where
 }
 
 /// As [`wait`], for a future that reports progress through its [`Ticker`]: `on_tick` runs on
-/// the waiting thread, with the GIL, once per tick.
+/// the waiting thread, with the GIL, once per tick, between slices (and all of them before the
+/// answer is returned).
 ///
 /// # Errors
-/// As [`wait`], and the error `on_tick` returns (the task is aborted then).
+/// As [`wait`], and the error `on_tick` returns (the future is dropped then).
 pub fn wait_with_ticks<T, F, M>(
     py: Python<'_>,
     make: M,
@@ -114,46 +106,63 @@ pub fn wait_with_ticks<T, F, M>(
 where
     T: Send + 'static,
     F: Future<Output = T> + Send + 'static,
-    M: FnOnce(Ticker<T>) -> F,
+    M: FnOnce(Ticker) -> F,
 {
     crate::logging::refresh_level(py);
     let handle = handle().map_err(|e| e.into_pyerr(py))?;
-    let (tx, mut rx) = mpsc::channel::<Msg<T>>();
-    let future = make(Ticker(tx.clone()));
-    let task = handle.spawn(async move {
-        let answer = future.await;
-        let _ = tx.send(Msg::Done(answer));
-    });
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let mut future = Box::pin(make(Ticker(Arc::clone(&ticks))));
+    let mut told = 0;
     loop {
-        let (received, back) = py.detach(move || {
-            let received = rx.recv_timeout(SLICE);
-            (received, rx)
+        let slice = handle.clone();
+        let (polled, back) = py.detach(move || {
+            let polled = panic::catch_unwind(AssertUnwindSafe(|| {
+                crate::logging::on_calling_thread(|| {
+                    slice.block_on(async { tokio::time::timeout(SLICE, future.as_mut()).await })
+                })
+            }));
+            (polled, future)
         });
-        rx = back;
-        match received {
-            Ok(Msg::Done(answer)) => return Ok(answer),
-            Ok(Msg::Tick) => {
-                if let Err(e) = on_tick(py) {
-                    task.abort();
-                    return Err(e);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
+        future = back;
+        let answer = match polled {
+            Ok(Ok(answer)) => Some(answer),
+            Ok(Err(_elapsed)) => None,
+            Err(_panic) => {
+                drop_in(&handle, future);
                 return Err(
                     Raised::internal("the call ended without an answer (a bug)").into_pyerr(py)
                 );
             }
+        };
+        // Ticks come before the answer, on this thread or a worker: all are counted by now.
+        let done = ticks.load(Ordering::Acquire);
+        while told < done {
+            told += 1;
+            if let Err(e) = on_tick(py) {
+                drop_in(&handle, future);
+                return Err(e);
+            }
+        }
+        if let Some(answer) = answer {
+            return Ok(answer);
         }
         if let Err(e) = py.check_signals() {
-            task.abort();
+            drop_in(&handle, future);
             return Err(e);
         }
     }
 }
 
+/// Drops an unfinished future in the runtime's context (its sockets and timers belong there).
+fn drop_in<F>(handle: &Handle, future: F) {
+    let _entered = handle.enter();
+    drop(future);
+}
+
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
+
     use super::*;
 
     /// One test, as both steps touch the one runtime of the test process.

@@ -14,7 +14,7 @@ REST API's code for the core's error kind; for a failed ``test_first`` creation 
 
 from typing import Callable, List, Optional, Tuple, final
 
-__all__ = ["__version__", "LocalHub", "parse_url"]
+__all__ = ["__version__", "LocalHub", "parse_url", "_ProbeLoop", "_wait_floor"]
 
 __version__: str
 
@@ -28,6 +28,19 @@ def parse_url(url: str) -> str:
     left out (the API's default applies: TLS ``verify-full``). Raises ``InvalidInput`` on
     ``url`` or ``url.<key>`` (``url.host``, ``url.sslmode``, …) for a URL the core refuses and
     for a password in the URL (pass ``password=``); no error repeats any part of the URL."""
+
+def _wait_floor() -> None:
+    """Measurement only (``benches/compare.py``): waits, as every call waits, for work that does
+    nothing: the binding's own cost per call."""
+
+@final
+class _ProbeLoop:
+    """Measurement only: the prober's own loop over saved connections (``probe::test`` through
+    the Hub's dialer and policy, no Hub around each test), from ``LocalHub._probe_loop``."""
+
+    def run(self, concurrency: int) -> Tuple[float, int]:
+        """Tests every connection once, at most ``concurrency`` at once: the seconds the batch
+        took and how many tests passed."""
 
 @final
 class LocalHub:
@@ -80,7 +93,8 @@ class LocalHub:
         progress: Optional[Callable[[int, int], None]],
     ) -> str:
         """Tests many saved connections, at most ``concurrency`` at once. ``progress(done,
-        total)`` is called (with the GIL) as results come in. Returns a JSON array in input
+        total)`` is called (with the GIL) once per result, between the wait's slices (so at
+        most one slice, 20 ms, after the result). Returns a JSON array in input
         order of ``{"ident", "report": TestReport | null, "error": {"code", "kind", "message",
         "field"} | null}``."""
 
@@ -92,3 +106,11 @@ class LocalHub:
 
     def close(self) -> None:
         """Closes the store's connections; later calls raise ``Unavailable``."""
+
+    def _probe_loop(self, idents: List[str]) -> _ProbeLoop:
+        """Measurement only: reads these connections' settings and secrets (reveals: audited)
+        for the prober's own loop."""
+
+    def _test_traced(self, ident: str) -> Tuple[str, float, float, float]:
+        """Measurement only: :meth:`test`, and where its time went in microseconds: from the
+        call's start to the first poll of its work, the work, and from its end to the return."""
