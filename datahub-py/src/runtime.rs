@@ -109,6 +109,15 @@ where
     M: FnOnce(Ticker) -> F,
 {
     crate::logging::refresh_level(py);
+    if Handle::try_current().is_ok() {
+        // A call from a runtime thread (a Python logging handler the bridge called, say):
+        // `block_on` there would panic. Refused with a message instead.
+        return Err(Raised::internal(
+            "a DataHub call cannot be made from inside the DataHub runtime's own threads \
+             (e.g. from a logging handler while a call runs)",
+        )
+        .into_pyerr(py));
+    }
     let handle = handle().map_err(|e| e.into_pyerr(py))?;
     let ticks = Arc::new(AtomicUsize::new(0));
     let mut future = Box::pin(make(Ticker(Arc::clone(&ticks))));
