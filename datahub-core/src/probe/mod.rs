@@ -644,7 +644,7 @@ pub enum SessionFacts {
 }
 
 /// The probe query the test runs once connected, with its statement timeout: one
-/// simple-protocol round trip of three or four statements (public so a DBA can see exactly what
+/// simple-protocol round trip of two or three statements (public so a DBA can see exactly what
 /// the prober asks a server, and so the benches time the same query).
 ///
 /// The test sends the [`SessionFacts::Reported`] form early, behind its last authentication
@@ -657,8 +657,9 @@ pub enum SessionFacts {
 /// lookup); the server version, the session user and whether the server is in recovery come
 /// from the start-up's `ParameterStatus` messages when the server sends them
 /// ([`SessionFacts::Reported`]), else from a last statement ([`SessionFacts::Ask`]); the
-/// database is the one the server accepted the start-up for; `max_connections` comes from
-/// `SHOW`, a utility statement that looks nothing up.
+/// database is the one the server accepted the start-up for; `max_connections` rides on each
+/// backend's row (`current_setting`: a statement of its own, even `SHOW`, cost a cold backend
+/// more than one more function in the same statement).
 ///
 /// The statement timeout is a `SET` rather than a start-up option, because poolers such as
 /// PgBouncer refuse a start-up `options` parameter they do not know.
@@ -683,9 +684,9 @@ pub fn probe_sql(statement_timeout: Duration, facts: SessionFacts) -> String {
         SessionFacts::Ask => format!("; {ASK_SQL}"),
     };
     format!(
-        "SET statement_timeout = {timeout_ms}; SHOW max_connections; \
-         SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b) \
-         FROM pg_stat_get_backend_idset() b{ask}"
+        "SET statement_timeout = {timeout_ms}; \
+         SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b), \
+         current_setting('max_connections') FROM pg_stat_get_backend_idset() b{ask}"
     )
 }
 
@@ -747,9 +748,9 @@ fn parse_probe(
             _ => {}
         }
     }
-    // SET, SHOW, the backends, and the asked facts when asked.
-    let max_connections = statements.get(1)?.first()?.get(0)?;
-    let backends = statements.get(2)?;
+    // SET, the backends (each row with `max_connections`), and the asked facts when asked.
+    let backends = statements.get(1)?;
+    let max_connections = backends.first().and_then(|row| row.get(2));
     let oid = |v: Option<&str>| v.is_some_and(|v| v != "0");
     let used = backends
         .iter()
@@ -762,7 +763,7 @@ fn parse_probe(
             reported.in_hot_standby?,
         ),
         SessionFacts::Ask => {
-            let row = statements.get(3)?.first()?;
+            let row = statements.get(2)?.first()?;
             (
                 tls::clean_text(row.get(0)?),
                 tls::clean_text(row.get(1)?),
@@ -776,7 +777,7 @@ fn parse_probe(
         user,
         in_recovery,
         connections_used: u32::try_from(used).ok(),
-        max_connections: max_connections.parse().ok(),
+        max_connections: max_connections.and_then(|v| v.parse().ok()),
     })
 }
 
@@ -802,7 +803,11 @@ mod tests {
         assert_eq!(reported.user.as_deref(), Some("app[31m"), "cleaned");
         assert_eq!(reported.in_hot_standby, Some(true));
         let sql = probe_sql(Duration::from_secs(1), reported.ask());
-        assert!(sql.starts_with("SET statement_timeout = 1000; SHOW max_connections;"));
+        assert!(
+            sql.starts_with("SET statement_timeout = 1000; SELECT "),
+            "{sql}"
+        );
+        assert!(sql.contains("current_setting('max_connections')"), "{sql}");
         assert!(!sql.contains("server_version"), "{sql}");
 
         // PostgreSQL 13 and older report no `in_hot_standby`: all three are asked for.
