@@ -539,22 +539,11 @@ mod tests {
 
     #[test]
     fn the_facts_query_answers_a_row_per_open_session() {
-        let state = State::default();
-        state.open.store(2, Ordering::Relaxed);
-        let params = Params {
-            user: "u".into(),
-            database: "d".into(),
-            application_name: String::new(),
-        };
-        let mut out = Vec::new();
-        simple_query(
-            &mut out,
+        let (state, out) = answer_with_two_sessions(
             "SET statement_timeout = 5; SHOW max_connections; \
              SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b) \
              FROM pg_stat_get_backend_idset() b; \
              SELECT current_setting('server_version'), current_user, pg_is_in_recovery()",
-            &params,
-            &state,
         );
         let frames = frames(&out);
         let kinds: Vec<u8> = frames.iter().map(|(k, _)| *k).collect();
@@ -574,6 +563,21 @@ mod tests {
     /// The prober's query with `max_connections` on each backend's row gets a third column.
     #[test]
     fn the_backends_rows_carry_max_connections_when_asked() {
+        let (_, out) = answer_with_two_sessions(
+            "SET statement_timeout = 5; \
+             SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b), \
+             current_setting('max_connections') FROM pg_stat_get_backend_idset() b",
+        );
+        let frames = frames(&out);
+        let kinds: Vec<u8> = frames.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, b"CTDDC");
+        assert_eq!(&frames[1].1[..2], &3i16.to_be_bytes());
+        let max = FAKE_MAX_CONNECTIONS.to_string();
+        assert!(frames[2].1.ends_with(max.as_bytes()), "{:?}", frames[2].1);
+    }
+
+    /// The answer to `sql` from a target with two sessions open, and its state after.
+    fn answer_with_two_sessions(sql: &str) -> (State, Vec<u8>) {
         let state = State::default();
         state.open.store(2, Ordering::Relaxed);
         let params = Params {
@@ -582,20 +586,8 @@ mod tests {
             application_name: String::new(),
         };
         let mut out = Vec::new();
-        simple_query(
-            &mut out,
-            "SET statement_timeout = 5; \
-             SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b), \
-             current_setting('max_connections') FROM pg_stat_get_backend_idset() b",
-            &params,
-            &state,
-        );
-        let frames = frames(&out);
-        let kinds: Vec<u8> = frames.iter().map(|(k, _)| *k).collect();
-        assert_eq!(kinds, b"CTDDC");
-        assert_eq!(&frames[1].1[..2], &3i16.to_be_bytes());
-        let max = FAKE_MAX_CONNECTIONS.to_string();
-        assert!(frames[2].1.ends_with(max.as_bytes()), "{:?}", frames[2].1);
+        simple_query(&mut out, sql, &params, &state);
+        (state, out)
     }
 
     /// Splits backend messages into (type, body).

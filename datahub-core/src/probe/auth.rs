@@ -695,41 +695,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Authenticate<S> {
                     this.hand_over();
                     continue;
                 }
-                Phase::Opening => {
-                    let mut chunk = [0u8; 4096];
-                    let mut read = ReadBuf::new(&mut chunk);
-                    ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
-                    if read.filled().is_empty() {
-                        // The server closed: whatever came is the caller's to judge.
-                        this.hand_over();
-                        if this.upward.is_empty() {
-                            return Poll::Ready(Ok(()));
-                        }
-                        continue;
+                Phase::Opening | Phase::Auth => {}
+            }
+            if this.phase == Phase::Auth {
+                // Our answer first, then the server's next message.
+                while this.outgoing_at < this.outgoing.len() {
+                    let n = ready!(
+                        Pin::new(&mut this.inner)
+                            .poll_write(cx, &this.outgoing[this.outgoing_at..])
+                    )?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                     }
-                    this.incoming.extend_from_slice(read.filled());
-                    this.open();
+                    this.outgoing_at += n;
+                }
+                if !this.outgoing.is_empty() {
+                    ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+                    this.outgoing = Zeroizing::new(Vec::new());
+                    this.outgoing_at = 0;
+                }
+                if this.next_message()? {
                     continue;
                 }
-                Phase::Auth => {}
-            }
-            // Our answer first, then the server's next message.
-            while this.outgoing_at < this.outgoing.len() {
-                let n = ready!(
-                    Pin::new(&mut this.inner).poll_write(cx, &this.outgoing[this.outgoing_at..])
-                )?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                this.outgoing_at += n;
-            }
-            if !this.outgoing.is_empty() {
-                ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
-                this.outgoing = Zeroizing::new(Vec::new());
-                this.outgoing_at = 0;
-            }
-            if this.next_message()? {
-                continue;
             }
             let mut chunk = [0u8; 4096];
             let mut read = ReadBuf::new(&mut chunk);
@@ -743,6 +730,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Authenticate<S> {
                 continue;
             }
             this.incoming.extend_from_slice(read.filled());
+            if this.phase == Phase::Opening {
+                this.open();
+            }
         }
     }
 }
@@ -1000,18 +990,36 @@ mod tests {
         assert!(!shown.contains("canary"), "{shown}");
     }
 
-    /// A typed backend message.
-    fn typed(kind: u8, body: &[u8]) -> Vec<u8> {
-        let mut m = vec![kind];
-        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        m.extend_from_slice(body);
-        m
+    use crate::probe::inspect::tests::typed;
+
+    /// Writes a start-up through `stream`, asks for a cleartext password and checks that the
+    /// server gets the password message followed by `then`.
+    async fn cleartext_login(
+        stream: &mut Authenticate<tokio::io::DuplexStream>,
+        server: &mut tokio::io::DuplexStream,
+        then: &[u8],
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let startup = [&[0, 0, 0, 9, 0, 3, 0, 0][..], b"\0"].concat();
+        stream.write_all(&startup).await.unwrap();
+        let mut got = vec![0u8; startup.len()];
+        server.read_exact(&mut got).await.unwrap();
+        server
+            .write_all(&typed(b'R', &3u32.to_be_bytes()))
+            .await
+            .unwrap();
+        // The layer answers under a read, which then waits for the server.
+        assert_eq!(poll_once(stream, &mut [0u8; 64]), None);
+        let sent = [typed(b'p', b"pencil\0"), then.to_vec()].concat();
+        let mut got = vec![0u8; sent.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent, "the password message, then {then:?}");
     }
 
     #[test]
     fn framing_finds_the_first_ready_for_query_split_anywhere() {
         let mut stream = typed(b'R', &0u32.to_be_bytes());
-        stream.extend(typed(b'S', b"server_version\016.4\0"));
+        stream.extend(typed(b'S', b"server_version\x0016.4\0"));
         stream.extend(typed(b'K', &[0; 8]));
         stream.extend(typed(b'Z', b"I"));
         let end = stream.len();
@@ -1077,28 +1085,11 @@ mod tests {
         let mut stream = Authenticate::raw(client, settings, true, SharedTrace::default());
         let mut buf = vec![0u8; 4096];
 
-        // The start-up, then a cleartext request: the layer answers it under a read.
-        let startup = [&[0, 0, 0, 9, 0, 3, 0, 0][..], b"\0"].concat();
-        stream.write_all(&startup).await.unwrap();
-        let mut got = vec![0u8; startup.len()];
-        server.read_exact(&mut got).await.unwrap();
-        server
-            .write_all(&typed(b'R', &3u32.to_be_bytes()))
-            .await
-            .unwrap();
-        assert_eq!(poll_once(&mut stream, &mut buf), None);
-        let password = typed(b'p', b"pencil\0");
-        let mut got = vec![0u8; password.len() + query.len()];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(
-            got,
-            [password, query.clone()].concat(),
-            "the query right behind"
-        );
+        cleartext_login(&mut stream, &mut server, &query).await;
 
         // The server's start-up and the query's answer arrive together.
         let mut start = typed(b'R', &0u32.to_be_bytes());
-        start.extend(typed(b'S', b"server_version\016.4\0"));
+        start.extend(typed(b'S', b"server_version\x0016.4\0"));
         start.extend(typed(b'K', &[0; 8]));
         start.extend(typed(b'Z', b"I"));
         let answer = [
@@ -1148,19 +1139,7 @@ mod tests {
             SharedTrace::default(),
         );
         let mut buf = vec![0u8; 4096];
-        let startup = [&[0, 0, 0, 9, 0, 3, 0, 0][..], b"\0"].concat();
-        stream.write_all(&startup).await.unwrap();
-        let mut got = vec![0u8; startup.len()];
-        server.read_exact(&mut got).await.unwrap();
-        server
-            .write_all(&typed(b'R', &3u32.to_be_bytes()))
-            .await
-            .unwrap();
-        assert_eq!(poll_once(&mut stream, &mut buf), None);
-        let password = typed(b'p', b"pencil\0");
-        let mut got = vec![0u8; password.len()];
-        server.read_exact(&mut got).await.unwrap();
-        assert_eq!(got, password);
+        cleartext_login(&mut stream, &mut server, &[]).await;
         let mut rest = typed(b'R', &0u32.to_be_bytes());
         rest.extend(typed(b'Z', b"I"));
         rest.extend(typed(b'N', b"SNOTICE\0\0"));
