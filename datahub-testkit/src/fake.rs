@@ -12,7 +12,8 @@
 //! - simple queries (`Q`), statement by statement: `SET …` completes as `SET`; `SHOW
 //!   max_connections` answers [`FAKE_MAX_CONNECTIONS`]; the prober's backends query (any
 //!   `SELECT` naming `pg_stat_get_backend_idset`) answers one row per session open on this
-//!   target now (a user oid and a database oid, neither 0); a `SELECT` naming `server_version`
+//!   target now (a user oid and a database oid, neither 0, and [`FAKE_MAX_CONNECTIONS`] when it
+//!   names `max_connections`); a `SELECT` naming `server_version`
 //!   (the prober's question for a server whose start-up left out a fact) answers the server
 //!   version, the start-up's user and `f` for recovery; `SELECT 1` answers `1`; anything else
 //!   is an `ERROR` `0A000` that ends the query string, as PostgreSQL ends one at its first
@@ -375,13 +376,24 @@ fn simple_query(out: &mut Vec<u8>, text: &str, params: &Params, state: &State) {
         } else if upper.starts_with("SELECT") && upper.contains("PG_STAT_GET_BACKEND_IDSET") {
             state.facts.fetch_add(1, Ordering::Relaxed);
             let open = state.open.load(Ordering::Relaxed);
-            let session: &[&str] = &["10", "16384"];
+            let max = FAKE_MAX_CONNECTIONS.to_string();
+            let (names, session): (&[&str], &[&str]) = if upper.contains("MAX_CONNECTIONS") {
+                (
+                    &[
+                        "pg_stat_get_backend_userid",
+                        "pg_stat_get_backend_dbid",
+                        "current_setting",
+                    ],
+                    &["10", "16384", max.as_str()],
+                )
+            } else {
+                (
+                    &["pg_stat_get_backend_userid", "pg_stat_get_backend_dbid"],
+                    &["10", "16384"],
+                )
+            };
             let backends = vec![session; usize::try_from(open).unwrap_or(0)];
-            rows(
-                out,
-                &["pg_stat_get_backend_userid", "pg_stat_get_backend_dbid"],
-                &backends,
-            );
+            rows(out, names, &backends);
         } else if upper.starts_with("SELECT") && upper.contains("SERVER_VERSION") {
             rows(
                 out,
@@ -527,22 +539,11 @@ mod tests {
 
     #[test]
     fn the_facts_query_answers_a_row_per_open_session() {
-        let state = State::default();
-        state.open.store(2, Ordering::Relaxed);
-        let params = Params {
-            user: "u".into(),
-            database: "d".into(),
-            application_name: String::new(),
-        };
-        let mut out = Vec::new();
-        simple_query(
-            &mut out,
+        let (state, out) = answer_with_two_sessions(
             "SET statement_timeout = 5; SHOW max_connections; \
              SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b) \
              FROM pg_stat_get_backend_idset() b; \
              SELECT current_setting('server_version'), current_user, pg_is_in_recovery()",
-            &params,
-            &state,
         );
         let frames = frames(&out);
         let kinds: Vec<u8> = frames.iter().map(|(k, _)| *k).collect();
@@ -557,6 +558,36 @@ mod tests {
         assert_eq!(&frames[4].1[..2], &2i16.to_be_bytes());
         assert_eq!(&frames[9].1[..2], &3i16.to_be_bytes());
         assert_eq!(state.facts.load(Ordering::Relaxed), 1);
+    }
+
+    /// The prober's query with `max_connections` on each backend's row gets a third column.
+    #[test]
+    fn the_backends_rows_carry_max_connections_when_asked() {
+        let (_, out) = answer_with_two_sessions(
+            "SET statement_timeout = 5; \
+             SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b), \
+             current_setting('max_connections') FROM pg_stat_get_backend_idset() b",
+        );
+        let frames = frames(&out);
+        let kinds: Vec<u8> = frames.iter().map(|(k, _)| *k).collect();
+        assert_eq!(kinds, b"CTDDC");
+        assert_eq!(&frames[1].1[..2], &3i16.to_be_bytes());
+        let max = FAKE_MAX_CONNECTIONS.to_string();
+        assert!(frames[2].1.ends_with(max.as_bytes()), "{:?}", frames[2].1);
+    }
+
+    /// The answer to `sql` from a target with two sessions open, and its state after.
+    fn answer_with_two_sessions(sql: &str) -> (State, Vec<u8>) {
+        let state = State::default();
+        state.open.store(2, Ordering::Relaxed);
+        let params = Params {
+            user: "u".into(),
+            database: "d".into(),
+            application_name: String::new(),
+        };
+        let mut out = Vec::new();
+        simple_query(&mut out, sql, &params, &state);
+        (state, out)
     }
 
     /// Splits backend messages into (type, body).

@@ -25,12 +25,23 @@
 //! the server offers it over TLS; a cleartext or md5 password is sent over an unencrypted stream
 //! only when the layer is told it may (`disable`/`allow` with the admin's permission). The
 //! inspector's guard below still refuses such a password message on its own, as a second line.
+//!
+//! The early query: when the settings carry one (the prober's probe query; pools have none), it
+//! is written in the same write as the client's last answer (SCRAM's client-final or the password
+//! message), so the server reads it as soon as its start-up is done instead of a round trip
+//! after its `ReadyForQuery`. It only reads and holds no secret; a server that refuses the login
+//! never runs it (the refusal comes first and goes up as before, so the failure stays the
+//! start-up's or the authentication's), and nothing is sent before the checks above passed.
+//! tokio-postgres knows nothing of it: after `AuthenticationOk` the layer passes up the messages
+//! to the end of the first `ReadyForQuery`, holds what follows (the query's answer) until
+//! tokio-postgres writes that same query itself, takes those bytes as written instead of sending
+//! them again, and only then steps aside.
 
 use std::io;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -66,6 +77,10 @@ pub(crate) struct AuthSettings {
     /// Where SCRAM keys a server verified are kept for the next login ([`ScramCache::shared`]
     /// outside tests).
     pub(crate) keys: &'static ScramCache,
+    /// A simple `Query` message to send right behind the client's last authentication answer
+    /// (the SCRAM client-final or the password message), without waiting for the server's
+    /// `ReadyForQuery` (see [`Authenticate`]): the prober's probe query; none for pools.
+    pub(crate) early_query: Option<Vec<u8>>,
 }
 
 /// Why the client stopped authenticating. Nothing derived from the password was sent.
@@ -390,8 +405,66 @@ enum Phase {
     SslAnswer,
     /// The startup message went out: answering authentication requests.
     Auth,
+    /// Authenticated after the early query went out: passing the server's messages up to the
+    /// end of its first `ReadyForQuery`.
+    Opening,
+    /// The first `ReadyForQuery` went up: what follows (the early query's answer) is held until
+    /// tokio-postgres has written that query itself.
+    Held,
     /// Passing bytes through: TLS runs above, or authentication is over.
     Aside,
+}
+
+/// Backend framing across reads, to find where the first `ReadyForQuery` ends.
+#[derive(Debug, Default)]
+struct Framing {
+    header: [u8; 5],
+    have: usize,
+    /// Bytes of the current message's body still to come.
+    left: usize,
+    kind: u8,
+}
+
+/// What [`Framing::scan`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// The first `ReadyForQuery` ends at this offset of the scanned bytes.
+    Ready(usize),
+    /// An error (the session ends) or a length that is not PostgreSQL's.
+    Error,
+    /// Neither yet: every scanned byte comes before the `ReadyForQuery`.
+    More,
+}
+
+impl Framing {
+    fn scan(&mut self, data: &[u8]) -> Scan {
+        let mut i = 0;
+        while i < data.len() {
+            if self.left == 0 {
+                self.header[self.have] = data[i];
+                self.have += 1;
+                i += 1;
+                if self.have < 5 {
+                    continue;
+                }
+                self.have = 0;
+                self.kind = self.header[0];
+                let len = be_u32(&self.header[1..5]) as usize;
+                if self.kind == b'E' || len < 4 {
+                    return Scan::Error;
+                }
+                self.left = len - 4;
+            } else {
+                let take = self.left.min(data.len() - i);
+                self.left -= take;
+                i += take;
+            }
+            if self.left == 0 && self.have == 0 && self.kind == b'Z' {
+                return Scan::Ready(i);
+            }
+        }
+        Scan::More
+    }
 }
 
 /// The stream layer that authenticates; see the module docs. Its `Debug` shows the phase only:
@@ -412,6 +485,14 @@ pub(crate) struct Authenticate<S> {
     /// An answer being written to the server, from `outgoing_at` on.
     outgoing: Zeroizing<Vec<u8>>,
     outgoing_at: usize,
+    /// The early query as it went out behind the last answer, and how much of it tokio-postgres
+    /// has written since: those bytes are taken as written, not sent again.
+    early: Vec<u8>,
+    early_written: usize,
+    /// The framing from `AuthenticationOk` to the first `ReadyForQuery` ([`Phase::Opening`]).
+    opening: Framing,
+    /// The task to wake once a held answer may go up.
+    held_waker: Option<Waker>,
 }
 
 impl<S> std::fmt::Debug for Authenticate<S> {
@@ -470,6 +551,10 @@ impl<S> Authenticate<S> {
             upward_at: 0,
             outgoing: Zeroizing::new(Vec::new()),
             outgoing_at: 0,
+            early: Vec::new(),
+            early_written: 0,
+            opening: Framing::default(),
+            held_waker: None,
         }
     }
 
@@ -510,13 +595,24 @@ impl<S> Authenticate<S> {
                 if let Err(refusal) = self.auth.finished() {
                     return Err(self.refuse(refusal));
                 }
-                self.hand_over();
+                if self.early.is_empty() {
+                    self.hand_over();
+                } else {
+                    self.upward.extend(self.incoming.drain(..end));
+                    self.phase = Phase::Opening;
+                    self.open();
+                }
             }
             3 | 5 | 10 | 11 | 12 => {
                 let answer = self.auth.request(code, &self.incoming[9..end]);
                 self.incoming.drain(..end);
                 match answer {
-                    Ok(Some(message)) => {
+                    Ok(Some(mut message)) => {
+                        // The password message and SCRAM's client-final are the client's last
+                        // word: the early query may follow them at once.
+                        if code != 10 {
+                            self.send_early(&mut message);
+                        }
                         self.outgoing = message;
                         self.outgoing_at = 0;
                     }
@@ -528,6 +624,30 @@ impl<S> Authenticate<S> {
             _ => self.hand_over(),
         }
         Ok(true)
+    }
+
+    /// Appends the early query to the client's last authentication answer, once.
+    fn send_early(&mut self, message: &mut Vec<u8>) {
+        if let Some(query) = &self.auth.settings.early_query
+            && self.early.is_empty()
+        {
+            message.extend_from_slice(query);
+            self.early.clone_from(query);
+        }
+    }
+
+    /// [`Phase::Opening`]: passes up the messages before the first `ReadyForQuery` and that
+    /// one, and holds what follows.
+    fn open(&mut self) {
+        match self.opening.scan(&self.incoming) {
+            Scan::Ready(end) => {
+                self.upward.extend(self.incoming.drain(..end));
+                self.phase = Phase::Held;
+            }
+            Scan::More => self.upward.append(&mut self.incoming),
+            // The server ends the session (or is not PostgreSQL): the caller judges.
+            Scan::Error => self.hand_over(),
+        }
     }
 
     /// Gives everything read so far to the caller and steps aside.
@@ -567,25 +687,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Authenticate<S> {
                     this.head_have = 0;
                     return Poll::Ready(Ok(()));
                 }
-                Phase::Auth => {}
-            }
-            // Our answer first, then the server's next message.
-            while this.outgoing_at < this.outgoing.len() {
-                let n = ready!(
-                    Pin::new(&mut this.inner).poll_write(cx, &this.outgoing[this.outgoing_at..])
-                )?;
-                if n == 0 {
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                Phase::Held if this.early_written < this.early.len() => {
+                    this.held_waker = Some(cx.waker().clone());
+                    return Poll::Pending;
                 }
-                this.outgoing_at += n;
+                Phase::Held => {
+                    this.hand_over();
+                    continue;
+                }
+                Phase::Opening | Phase::Auth => {}
             }
-            if !this.outgoing.is_empty() {
-                ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
-                this.outgoing = Zeroizing::new(Vec::new());
-                this.outgoing_at = 0;
-            }
-            if this.next_message()? {
-                continue;
+            if this.phase == Phase::Auth {
+                // Our answer first, then the server's next message.
+                while this.outgoing_at < this.outgoing.len() {
+                    let n = ready!(
+                        Pin::new(&mut this.inner)
+                            .poll_write(cx, &this.outgoing[this.outgoing_at..])
+                    )?;
+                    if n == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    this.outgoing_at += n;
+                }
+                if !this.outgoing.is_empty() {
+                    ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+                    this.outgoing = Zeroizing::new(Vec::new());
+                    this.outgoing_at = 0;
+                }
+                if this.next_message()? {
+                    continue;
+                }
             }
             let mut chunk = [0u8; 4096];
             let mut read = ReadBuf::new(&mut chunk);
@@ -599,6 +730,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Authenticate<S> {
                 continue;
             }
             this.incoming.extend_from_slice(read.filled());
+            if this.phase == Phase::Opening {
+                this.open();
+            }
         }
     }
 }
@@ -610,6 +744,26 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Authenticate<S> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if !data.is_empty() && this.early_written < this.early.len() {
+            let rest = &this.early[this.early_written..];
+            let n = rest.len().min(data.len());
+            let already_sent = data[..n] == rest[..n];
+            // Something else than the early query (a `Terminate` when the test ends before its
+            // query) means its answer is no longer anyone's.
+            this.early_written = if already_sent {
+                this.early_written + n
+            } else {
+                this.early.len()
+            };
+            if this.early_written == this.early.len()
+                && let Some(waker) = this.held_waker.take()
+            {
+                waker.wake();
+            }
+            if already_sent {
+                return Poll::Ready(Ok(n));
+            }
+        }
         let written = ready!(Pin::new(&mut this.inner).poll_write(cx, data))?;
         if this.phase == Phase::Start {
             let take = written.min(8 - this.head_have);
@@ -646,6 +800,7 @@ mod tests {
             password: Password::from("pencil"),
             channel_binding,
             keys: Box::leak(Box::new(ScramCache::new(16, Duration::from_secs(60)))),
+            early_query: None,
         })
     }
 
@@ -833,6 +988,168 @@ mod tests {
         stream.incoming = b"canary-auth-debug-91".to_vec();
         let shown = format!("{stream:?} {:?}", stream.auth);
         assert!(!shown.contains("canary"), "{shown}");
+    }
+
+    use crate::probe::inspect::tests::typed;
+
+    /// Writes a start-up through `stream`, asks for a cleartext password and checks that the
+    /// server gets the password message followed by `then`.
+    async fn cleartext_login(
+        stream: &mut Authenticate<tokio::io::DuplexStream>,
+        server: &mut tokio::io::DuplexStream,
+        then: &[u8],
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let startup = [&[0, 0, 0, 9, 0, 3, 0, 0][..], b"\0"].concat();
+        stream.write_all(&startup).await.unwrap();
+        let mut got = vec![0u8; startup.len()];
+        server.read_exact(&mut got).await.unwrap();
+        server
+            .write_all(&typed(b'R', &3u32.to_be_bytes()))
+            .await
+            .unwrap();
+        // The layer answers under a read, which then waits for the server.
+        assert_eq!(poll_once(stream, &mut [0u8; 64]), None);
+        let sent = [typed(b'p', b"pencil\0"), then.to_vec()].concat();
+        let mut got = vec![0u8; sent.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, sent, "the password message, then {then:?}");
+    }
+
+    #[test]
+    fn framing_finds_the_first_ready_for_query_split_anywhere() {
+        let mut stream = typed(b'R', &0u32.to_be_bytes());
+        stream.extend(typed(b'S', b"server_version\x0016.4\0"));
+        stream.extend(typed(b'K', &[0; 8]));
+        stream.extend(typed(b'Z', b"I"));
+        let end = stream.len();
+        stream.extend(typed(b'C', b"SET\0"));
+        stream.extend(typed(b'Z', b"I"));
+        for split in 0..stream.len() {
+            let mut framing = Framing::default();
+            let found = match framing.scan(&stream[..split]) {
+                Scan::Ready(at) => at,
+                Scan::More => split + framing.scan(&stream[split..]).ready(),
+                Scan::Error => panic!("split at {split}"),
+            };
+            assert_eq!(found, end, "split at {split}");
+        }
+        let mut framing = Framing::default();
+        let mut refused = typed(b'S', b"a\0b\0");
+        refused.extend(typed(b'E', b"SFATAL\0C3D000\0\0"));
+        refused.extend(typed(b'Z', b"I"));
+        assert_eq!(framing.scan(&refused), Scan::Error);
+    }
+
+    impl Scan {
+        fn ready(self) -> usize {
+            match self {
+                Self::Ready(at) => at,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// One poll of a read: `None` while it waits.
+    fn poll_once<S: AsyncRead + AsyncWrite + Unpin>(
+        stream: &mut Authenticate<S>,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        let mut read = ReadBuf::new(buf);
+        match Pin::new(stream).poll_read(&mut cx, &mut read) {
+            Poll::Ready(r) => {
+                r.unwrap();
+                Some(read.filled().len())
+            }
+            Poll::Pending => None,
+        }
+    }
+
+    /// The early query goes out in the same write as the password message; the caller gets the
+    /// start-up up to its `ReadyForQuery`, the query's answer only once it has written that query
+    /// itself, and those bytes never reach the server twice.
+    #[tokio::test]
+    async fn the_early_query_rides_with_the_last_answer_and_its_answer_waits_for_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let query = b"Q\0\0\0\x0dSELECT 1\0".to_vec();
+        let settings = Arc::new(AuthSettings {
+            user: "user".into(),
+            password: Password::from("pencil"),
+            channel_binding: ChannelBinding::Disable,
+            keys: Box::leak(Box::new(ScramCache::new(16, Duration::from_secs(60)))),
+            early_query: Some(query.clone()),
+        });
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let mut stream = Authenticate::raw(client, settings, true, SharedTrace::default());
+        let mut buf = vec![0u8; 4096];
+
+        cleartext_login(&mut stream, &mut server, &query).await;
+
+        // The server's start-up and the query's answer arrive together.
+        let mut start = typed(b'R', &0u32.to_be_bytes());
+        start.extend(typed(b'S', b"server_version\x0016.4\0"));
+        start.extend(typed(b'K', &[0; 8]));
+        start.extend(typed(b'Z', b"I"));
+        let answer = [
+            typed(b'T', &[0, 0]),
+            typed(b'C', b"SELECT 1\0"),
+            typed(b'Z', b"I"),
+        ]
+        .concat();
+        server
+            .write_all(&[start.clone(), answer.clone()].concat())
+            .await
+            .unwrap();
+        let mut up = Vec::new();
+        while up.len() < start.len() {
+            let n = stream.read(&mut buf).await.unwrap();
+            up.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(up, start, "the start-up only, up to its ReadyForQuery");
+        assert_eq!(poll_once(&mut stream, &mut buf), None, "the answer is held");
+
+        // The caller writes the query: taken as written, and the answer goes up.
+        stream.write_all(&query).await.unwrap();
+        stream.flush().await.unwrap();
+        let mut up = Vec::new();
+        while up.len() < answer.len() {
+            let n = stream.read(&mut buf).await.unwrap();
+            up.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(up, answer);
+        // What the caller writes next reaches the server; the query did not, twice.
+        let terminate = typed(b'X', b"");
+        stream.write_all(&terminate).await.unwrap();
+        let mut got = vec![0u8; terminate.len()];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, terminate);
+    }
+
+    /// Without an early query (pools), nothing follows the answer and nothing is held.
+    #[tokio::test]
+    async fn without_an_early_query_the_layer_steps_aside_at_authentication_ok() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        let mut stream = Authenticate::raw(
+            client,
+            settings(ChannelBinding::Disable),
+            true,
+            SharedTrace::default(),
+        );
+        let mut buf = vec![0u8; 4096];
+        cleartext_login(&mut stream, &mut server, &[]).await;
+        let mut rest = typed(b'R', &0u32.to_be_bytes());
+        rest.extend(typed(b'Z', b"I"));
+        rest.extend(typed(b'N', b"SNOTICE\0\0"));
+        server.write_all(&rest).await.unwrap();
+        let mut up = Vec::new();
+        while up.len() < rest.len() {
+            let n = stream.read(&mut buf).await.unwrap();
+            up.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(up, rest);
     }
 
     #[test]

@@ -616,7 +616,7 @@ impl TlsConnect<RawStream> for ProbeTls {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn startup() -> Vec<u8> {
@@ -627,7 +627,8 @@ mod tests {
         m
     }
 
-    fn typed(kind: u8, body: &[u8]) -> Vec<u8> {
+    /// A typed protocol message.
+    pub(crate) fn typed(kind: u8, body: &[u8]) -> Vec<u8> {
         let mut m = vec![kind];
         m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
         m.extend_from_slice(body);

@@ -410,11 +410,17 @@ impl Probe<'_> {
             (Wire::Plain, _) | (_, None) => (None, None),
             (_, Some(plan)) => (Some(plan.peer.clone()), Some(&plan.config)),
         };
+        // The probe query goes out right behind the last authentication answer (`auth.rs`), a
+        // round trip before the server is ready for it; the start-up's reports come later, so
+        // the facts they may lack are asked by a second query when they do.
+        let statement_timeout = (self.deadline - Instant::now()).min(QUERY_TIMEOUT);
+        let sql = probe_sql(statement_timeout, SessionFacts::Reported);
         let auth = Arc::new(AuthSettings {
             user: self.spec.username.as_str().to_owned(),
             password: self.secrets.password.clone(),
             channel_binding: self.spec.tls.channel_binding(),
             keys: ScramCache::shared(),
+            early_query: query_message(&sql),
         });
         let raw = inspect::raw_stream(dialed.stream, trace.clone(), auth.clone(), guard, false);
         let tls = match ProbeTls::new(config, self.spec.host.as_str(), trace.clone(), auth) {
@@ -445,17 +451,23 @@ impl Probe<'_> {
 
         // The connection and the query run in this future: when the deadline drops it, the
         // socket closes with it.
-        let statement_timeout = (self.deadline - Instant::now()).min(QUERY_TIMEOUT);
         // What the start-up reported (ParameterStatus) need not be asked again.
         let reported = Reported::from_startup(|name| connection.parameter(name));
-        let sql = probe_sql(statement_timeout, reported.ask());
         tokio::pin!(connection);
         // `Err(None)`: the connection ended without an error before the query finished.
         let result: Result<Vec<SimpleQueryMessage>, Option<tokio_postgres::Error>> = {
-            let query = client.simple_query(&sql);
-            tokio::pin!(query);
+            // tokio-postgres writes the query sent early once more; the authenticator takes
+            // those bytes as written and holds the answer until then.
+            let queries = async {
+                let mut messages = client.simple_query(&sql).await?;
+                if reported.ask() == SessionFacts::Ask {
+                    messages.extend(client.simple_query(ASK_SQL).await?);
+                }
+                Ok::<_, tokio_postgres::Error>(messages)
+            };
+            tokio::pin!(queries);
             tokio::select! {
-                r = &mut query => r.map_err(Some),
+                r = &mut queries => r.map_err(Some),
                 r = &mut connection => Err(r.err()),
             }
         };
@@ -632,8 +644,12 @@ pub enum SessionFacts {
 }
 
 /// The probe query the test runs once connected, with its statement timeout: one
-/// simple-protocol round trip of three or four statements (public so a DBA can see exactly what
+/// simple-protocol round trip of two or three statements (public so a DBA can see exactly what
 /// the prober asks a server, and so the benches time the same query).
+///
+/// The test sends the [`SessionFacts::Reported`] form early, behind its last authentication
+/// answer (`auth.rs`), before the start-up says what it reports; when the start-up leaves a fact
+/// out, the last statement of the [`SessionFacts::Ask`] form follows as a second query.
 ///
 /// Every catalog or statistics function costs a fresh backend cold-cache lookups, so the query
 /// asks the server only what the client cannot know: the TLS protocol and cipher come from the
@@ -641,8 +657,9 @@ pub enum SessionFacts {
 /// lookup); the server version, the session user and whether the server is in recovery come
 /// from the start-up's `ParameterStatus` messages when the server sends them
 /// ([`SessionFacts::Reported`]), else from a last statement ([`SessionFacts::Ask`]); the
-/// database is the one the server accepted the start-up for; `max_connections` comes from
-/// `SHOW`, a utility statement that looks nothing up.
+/// database is the one the server accepted the start-up for; `max_connections` rides on each
+/// backend's row (`current_setting`: a statement of its own, even `SHOW`, cost a cold backend
+/// more than one more function in the same statement).
 ///
 /// The statement timeout is a `SET` rather than a start-up option, because poolers such as
 /// PgBouncer refuse a start-up `options` parameter they do not know.
@@ -663,16 +680,25 @@ pub fn probe_sql(statement_timeout: Duration, facts: SessionFacts) -> String {
         .as_millis()
         .clamp(1, QUERY_TIMEOUT.as_millis());
     let ask = match facts {
-        SessionFacts::Reported => "",
-        SessionFacts::Ask => {
-            "; SELECT current_setting('server_version'), current_user, pg_is_in_recovery()"
-        }
+        SessionFacts::Reported => String::new(),
+        SessionFacts::Ask => format!("; {ASK_SQL}"),
     };
     format!(
-        "SET statement_timeout = {timeout_ms}; SHOW max_connections; \
-         SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b) \
-         FROM pg_stat_get_backend_idset() b{ask}"
+        "SET statement_timeout = {timeout_ms}; \
+         SELECT pg_stat_get_backend_userid(b), pg_stat_get_backend_dbid(b), \
+         current_setting('max_connections') FROM pg_stat_get_backend_idset() b{ask}"
     )
+}
+
+/// The statement asking the session facts a start-up did not report ([`SessionFacts::Ask`]).
+const ASK_SQL: &str = "SELECT current_setting('server_version'), current_user, pg_is_in_recovery()";
+
+/// The simple-protocol `Query` message of `sql`, byte for byte as tokio-postgres writes it (the
+/// same encoder); `None` when `sql` cannot be one (a NUL in it).
+fn query_message(sql: &str) -> Option<Vec<u8>> {
+    let mut buf = Default::default();
+    postgres_protocol::message::frontend::query(sql, &mut buf).ok()?;
+    Some(Vec::from(&buf[..]))
 }
 
 /// The session facts the start-up reported (`ParameterStatus`), each cleaned of control and
@@ -722,9 +748,9 @@ fn parse_probe(
             _ => {}
         }
     }
-    // SET, SHOW, the backends, and the asked facts when asked.
-    let max_connections = statements.get(1)?.first()?.get(0)?;
-    let backends = statements.get(2)?;
+    // SET, the backends (each row with `max_connections`), and the asked facts when asked.
+    let backends = statements.get(1)?;
+    let max_connections = backends.first().and_then(|row| row.get(2));
     let oid = |v: Option<&str>| v.is_some_and(|v| v != "0");
     let used = backends
         .iter()
@@ -737,7 +763,7 @@ fn parse_probe(
             reported.in_hot_standby?,
         ),
         SessionFacts::Ask => {
-            let row = statements.get(3)?.first()?;
+            let row = statements.get(2)?.first()?;
             (
                 tls::clean_text(row.get(0)?),
                 tls::clean_text(row.get(1)?),
@@ -751,7 +777,7 @@ fn parse_probe(
         user,
         in_recovery,
         connections_used: u32::try_from(used).ok(),
-        max_connections: max_connections.parse().ok(),
+        max_connections: max_connections.and_then(|v| v.parse().ok()),
     })
 }
 
@@ -777,7 +803,11 @@ mod tests {
         assert_eq!(reported.user.as_deref(), Some("app[31m"), "cleaned");
         assert_eq!(reported.in_hot_standby, Some(true));
         let sql = probe_sql(Duration::from_secs(1), reported.ask());
-        assert!(sql.starts_with("SET statement_timeout = 1000; SHOW max_connections;"));
+        assert!(
+            sql.starts_with("SET statement_timeout = 1000; SELECT "),
+            "{sql}"
+        );
+        assert!(sql.contains("current_setting('max_connections')"), "{sql}");
         assert!(!sql.contains("server_version"), "{sql}");
 
         // PostgreSQL 13 and older report no `in_hot_standby`: all three are asked for.

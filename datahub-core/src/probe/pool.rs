@@ -184,6 +184,7 @@ pub(crate) fn connector(
             password: secrets.password,
             channel_binding: spec.tls.channel_binding(),
             keys: ScramCache::shared(),
+            early_query: None,
         }),
         mode,
         guard,

@@ -2,6 +2,7 @@
 //! fake servers on loopback: every TLS mode, every failure kind, the cleartext guard (S13), the
 //! deadline (S22) and the canary (no secret in any report).
 
+mod early;
 mod fake_target;
 mod faults;
 mod guard;
