@@ -73,22 +73,27 @@ impl Hub {
         budget: Duration,
     ) -> std::result::Result<Report, E> {
         async {
-            let read = self
-                .store
-                .connection_for_test(id)
-                .instrument(debug_span!("read"));
-            tokio::pin!(authenticate, read);
-            let mut context = None;
-            let principal = loop {
-                tokio::select! {
-                    biased;
-                    principal = &mut authenticate => break principal?,
-                    read = &mut read, if context.is_none() => context = Some(read),
+            let (principal, context) = {
+                // Awaited inside, so the read's span ends as soon as the read is done.
+                let read = async {
+                    self.store
+                        .connection_for_test(id)
+                        .instrument(debug_span!("read"))
+                        .await
+                };
+                tokio::pin!(authenticate, read);
+                let mut context = None;
+                let principal = loop {
+                    tokio::select! {
+                        biased;
+                        principal = &mut authenticate => break principal?,
+                        read = &mut read, if context.is_none() => context = Some(read),
+                    }
+                };
+                match context {
+                    Some(read) => (principal, read?),
+                    None => (principal, read.await?),
                 }
-            };
-            let context = match context {
-                Some(read) => read?,
-                None => read.await?,
             };
             Ok(self.test_saved(&principal, context, budget).await?)
         }
