@@ -161,9 +161,9 @@ impl AuditRecord {
 
 /// The hash of entry `seq` holding `event`, after an entry whose hash is `prev_hash`.
 ///
-/// SHA-256 over a domain label ([`CHAIN_LABEL`]), the sequence number, the previous hash and
-/// every field of the event ([`event_bytes`]), each length-prefixed (so no two different
-/// events encode alike). This is a stored format: changing it invalidates every stored chain.
+/// SHA-256 over a domain label, the sequence number, the previous hash and every field of the
+/// event, each length-prefixed (so no two different events encode alike). This is a stored
+/// format: changing it invalidates every stored chain.
 pub fn chain_hash(seq: u64, prev_hash: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(CHAIN_LABEL);
