@@ -3,12 +3,13 @@
 //! The app is built the way `datahub-server serve` builds it (`startup::serve`): a Hub over the
 //! store, `AppState` with the Prometheus recorder installed and the metrics refresher running,
 //! `datahub_server::app(state)` served by `axum::serve` with the client address as connect
-//! info, on a `TcpListener` bound to 127.0.0.1 port 0, under a multi-threaded tokio runtime with
-//! the default worker count (one per core, as `#[tokio::main]`), and the server's log subscriber
-//! at its default level (`info`) writing nowhere, so request spans cost what they cost in the
-//! product. Two things differ, both through public options and said here: the Hub dials
-//! through a static resolver (`localhost` is 127.0.0.1, as in the probe bench, so the prober
-//! and the server resolve alike and no DNS is involved), and its per-user test rate limit
+//! info and `TCP_NODELAY` on accepted sockets (`startup::no_delay`), on a `TcpListener` bound
+//! to 127.0.0.1 port 0, under a multi-threaded tokio runtime with the default worker count
+//! (one per core, as `#[tokio::main]`), and the server's log subscriber at its default level
+//! (`info`) writing nowhere, so request spans cost what they cost in the product. Two things
+//! differ, both through public options and said here: the Hub dials through a static resolver
+//! (`localhost` is 127.0.0.1, as in the probe bench, so the prober and the server resolve
+//! alike and no DNS is involved), and its per-user test rate limit
 //! (`Hub::with_test_rate_limit`) is raised so 200 interleaved rounds are not refused. The health
 //! monitor is not started (as `--no-monitor`): the list figures are the API's alone.
 //!
@@ -46,17 +47,22 @@
 //!
 //! - The isolated test (issue 16, item 4: one test a second, as a person clicks "Test"), on
 //!   each store: [`ISOLATED_ROUNDS`] rounds alternate, in rotating order and each after
-//!   [`ISOLATED_GAP`] of idleness, `POST /api/v1/connections/{id}/test` over a keep-alive client
-//!   and a bare tokio-postgres client (connect over rustls verify-full with SCRAM, `SELECT 1`,
-//!   close) to the same kit cluster. Printed: p50/p99/max of both, the p50 of the reports'
-//!   `total_ms`, and where the time of the HTTP calls went, from the spans the server and the
-//!   Hub open per stage (level `debug`, recorded by a layer of the bench's subscriber only
+//!   [`ISOLATED_GAP`] of idleness, `POST /api/v1/connections/{id}/test` over a keep-alive client,
+//!   a bare tokio-postgres client (connect over rustls verify-full with SCRAM, `SELECT 1`,
+//!   close) and psycopg (the same from a long-lived Python child, libpq `sslmode=verify-full`
+//!   with the kit CA, autocommit; see [`Psycopg`]) to the same kit cluster. Printed:
+//!   p50/p99/max of each, the p50 of the reports' `total_ms`, and where the time of the HTTP
+//!   calls went, from the spans the server and the Hub open per stage (level `debug`, recorded by a layer of the bench's subscriber only
 //!   around those calls): the request, authentication, the Hub's test and its stages (the
 //!   store read, the permission check, the rate limit, the secrets' opening, the policy, the
 //!   probe, the audit row), the prober's own span. Then `GOAL isolated_test_over_total_<store>
-//!   <HTTP p50 / total_ms p50> 1.25 met|not met` and `FIGURE isolated_test_over_bare_<store>
-//!   <HTTP p50 / bare p50>`. Rounds: `SERVER_BENCH_ISOLATED_ROUNDS` (default 60; each takes
-//!   two idle seconds), and `SERVER_BENCH_ONLY=isolated` runs only this part.
+//!   <HTTP p50 / total_ms p50> 1.25 met|not met`, `FIGURE isolated_test_over_bare_<store>
+//!   <HTTP p50 / bare p50>`, `FIGURE isolated_psycopg_p50_ms_<store>` and `GOAL
+//!   isolated_test_speedup_over_psycopg_<store> <psycopg p50 / HTTP p50> >=1.3 met|not met`
+//!   (`n/a … not met`, with how to get it, when the python or psycopg is missing; python from
+//!   `SERVER_BENCH_PYTHON`, default `<target dir>/py-venv/bin/python`). Rounds:
+//!   `SERVER_BENCH_ISOLATED_ROUNDS` (default 60; each takes three idle seconds), and
+//!   `SERVER_BENCH_ONLY=isolated` runs only this part.
 //!
 //! The machine's load average is printed at the start and the end: on a shared machine the
 //! figures move with it.
@@ -85,7 +91,7 @@ use datahub_core::probe::{self, MAX_BUDGET, PolicyDial, ProbeRules, Report};
 use datahub_core::rbac::{Grant, GrantLevel, Grantee, Principal, Role};
 use datahub_core::secret::Password;
 use datahub_core::store::{PostgresOptions, PostgresStore, SqliteStore, Store};
-use datahub_server::{AppState, HttpOptions, telemetry};
+use datahub_server::{AppState, HttpOptions, startup, telemetry};
 use datahub_testkit::{PgCluster, ServerCert, User};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -229,8 +235,8 @@ fn init_logging() {
 
 /// Whether [`StageTimes`] records spans now.
 static STAGES_ON: AtomicBool = AtomicBool::new(false);
-/// The recorded spans' durations in ms, by stage.
-static STAGE_MS: Mutex<BTreeMap<String, Vec<f64>>> = Mutex::new(BTreeMap::new());
+/// The recorded spans, by stage: when each opened, and its duration in ms.
+static STAGE_MS: Mutex<BTreeMap<String, Vec<(Instant, f64)>>> = Mutex::new(BTreeMap::new());
 
 /// The stage a span stands for, when it is one the isolated test's breakdown shows.
 fn stage_key(meta: &tracing::Metadata<'_>) -> Option<String> {
@@ -285,7 +291,7 @@ where
                 .unwrap()
                 .entry(key)
                 .or_default()
-                .push(ms(opened.elapsed()));
+                .push((opened, ms(opened.elapsed())));
         }
     }
 }
@@ -326,7 +332,7 @@ impl Server {
             let app = datahub_server::app(state.clone())
                 .into_make_service_with_connect_info::<SocketAddr>();
             let serving = tokio::spawn(async move {
-                axum::serve(listener, app).await.unwrap();
+                axum::serve(startup::no_delay(listener), app).await.unwrap();
             });
             Self {
                 addr,
@@ -895,8 +901,8 @@ fn test_overhead(
     g.finish();
 }
 
-/// Rounds of the isolated test (each one HTTP test and one bare client run, each after
-/// [`ISOLATED_GAP`] idle); `SERVER_BENCH_ISOLATED_ROUNDS` overrides it.
+/// Rounds of the isolated test (each one HTTP test, one bare client run and one psycopg run,
+/// each after [`ISOLATED_GAP`] idle); `SERVER_BENCH_ISOLATED_ROUNDS` overrides it.
 const ISOLATED_ROUNDS: usize = 60;
 /// The idleness before each isolated call: a person clicking "Test" once a second.
 const ISOLATED_GAP: Duration = Duration::from_secs(1);
@@ -954,8 +960,9 @@ impl BareClient {
     }
 }
 
-/// The isolated test on `store` (see the module docs): HTTP test and bare client alternating,
-/// each after a second of idleness; the stage breakdown; the `GOAL`/`FIGURE` lines.
+/// The isolated test on `store` (see the module docs): HTTP test, bare client and psycopg in
+/// rotating order, each after a second of idleness; the stage breakdown; the `GOAL`/`FIGURE`
+/// lines.
 fn isolated(
     server_rt: &Runtime,
     client_rt: &Runtime,
@@ -981,6 +988,7 @@ fn isolated(
     let auth = bearer(&admin_token);
     let path = format!("/api/v1/connections/{id}/test");
     let bare = BareClient::new(cluster.port(), &ca);
+    let mut psycopg = Psycopg::start(cluster.port(), &ca);
     let mut client = client_rt.block_on(Client::connect(server.addr));
     let http = |client: &mut Client| -> (f64, f64) {
         let started = Instant::now();
@@ -997,51 +1005,66 @@ fn isolated(
         assert!(report["tls"].is_object(), "not on TLS: {report}");
         (took, report["total_ms"].as_f64().unwrap())
     };
-    // Both work before anything is timed (and the SCRAM keys are cached, as for every test of
+    // All work before anything is timed (and the SCRAM keys are cached, as for every test of
     // a saved connection after its first).
     for _ in 0..2 {
         http(&mut client);
         client_rt.block_on(bare.run());
+        if let Ok(p) = &mut psycopg {
+            p.run();
+        }
     }
     STAGE_MS.lock().unwrap().clear();
-    let (mut walls, mut totals, mut bares) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut walls, mut totals, mut bares, mut pys) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // Each stage's ms per HTTP call, and what lies between the stages, per call.
     let mut stages: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut between: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let load_before = load_average();
     for i in 0..rounds {
-        for k in 0..2 {
+        for k in 0..3 {
             std::thread::sleep(ISOLATED_GAP);
-            if (i + k) % 2 == 0 {
-                STAGES_ON.store(true, Ordering::Relaxed);
-                let (wall, total) = http(&mut client);
-                STAGES_ON.store(false, Ordering::Relaxed);
-                let call = call_stages();
-                let stage = |name: &str| call.get(name).copied().unwrap_or(f64::NAN);
-                let parts = [
-                    ("client and loopback", wall - stage("server request")),
-                    (
-                        "server outside authenticate and the Hub (routing, middleware, JSON)",
-                        stage("server request") - stage("server authenticate") - stage("hub test"),
-                    ),
-                    (
-                        "Hub outside the probe",
-                        stage("hub test") - stage("hub test · probe"),
-                    ),
-                    ("prober outside its total_ms", stage("prober") - total),
-                ];
-                for (part, ms) in parts {
-                    between.entry(part).or_default().push(ms);
+            match (i + k) % 3 {
+                0 => {
+                    STAGES_ON.store(true, Ordering::Relaxed);
+                    let (wall, total) = http(&mut client);
+                    STAGES_ON.store(false, Ordering::Relaxed);
+                    let call = call_stages();
+                    let stage = |name: &str| call.get(name).map_or(f64::NAN, |s| s.1);
+                    let parts = [
+                        ("client and loopback", wall - stage("server request")),
+                        (
+                            "server outside authenticate and the Hub (routing, middleware, JSON)",
+                            stage("server request")
+                                - covered(&call, "server authenticate", "hub test"),
+                        ),
+                        (
+                            "Hub outside the probe and authenticate",
+                            covered(&call, "server authenticate", "hub test")
+                                - stage("server authenticate")
+                                - stage("hub test · probe"),
+                        ),
+                        ("prober outside its total_ms", stage("prober") - total),
+                    ];
+                    for (part, ms) in parts {
+                        between.entry(part).or_default().push(ms);
+                    }
+                    for (name, (_, ms)) in call {
+                        stages.entry(name).or_default().push(ms);
+                    }
+                    walls.push(wall);
+                    totals.push(total);
                 }
-                for (name, ms) in call {
-                    stages.entry(name).or_default().push(ms);
+                1 => {
+                    let started = Instant::now();
+                    client_rt.block_on(bare.run());
+                    bares.push(ms(started.elapsed()));
                 }
-                walls.push(wall);
-                totals.push(total);
-            } else {
-                let started = Instant::now();
-                client_rt.block_on(bare.run());
-                bares.push(ms(started.elapsed()));
+                _ => {
+                    if let Ok(p) = &mut psycopg {
+                        pys.push(p.run());
+                    }
+                }
             }
         }
     }
@@ -1054,6 +1077,9 @@ fn isolated(
     print_series("POST /connections/{id}/test", &mut walls);
     print_series("report total_ms", &mut totals);
     print_series("bare tokio-postgres client", &mut bares);
+    if !pys.is_empty() {
+        print_series("psycopg (its own wall time)", &mut pys);
+    }
     let shown: Vec<String> = stages
         .iter_mut()
         .map(|(stage, v)| {
@@ -1073,26 +1099,173 @@ fn isolated(
         "  between the stages, p50 of each call's ms: {}",
         shown.join("; ")
     );
-    store_parts(server_rt, server, id, rounds);
+    store_parts(server_rt, server, id, &admin_token, rounds);
     let p50 = |v: &[f64]| quantile(v, 0.50);
     let over_total = p50(&walls) / p50(&totals);
     println!(
         "GOAL isolated_test_over_total_{store} {over_total:.3} {TEST_GOAL} {}",
-        if over_total <= TEST_GOAL {
-            "met"
-        } else {
-            "not met"
-        }
+        met(over_total <= TEST_GOAL)
     );
     println!(
         "FIGURE isolated_test_over_bare_{store} {:.3}",
         p50(&walls) / p50(&bares)
     );
+    match psycopg {
+        Ok(_) => {
+            let speedup = p50(&pys) / p50(&walls);
+            println!("FIGURE isolated_psycopg_p50_ms_{store} {:.3}", p50(&pys));
+            println!(
+                "GOAL isolated_test_speedup_over_psycopg_{store} {speedup:.3} \
+                 >={PSYCOPG_GOAL} {}",
+                met(speedup >= PSYCOPG_GOAL)
+            );
+        }
+        Err(why) => {
+            println!("  psycopg series not run: {why}");
+            println!(
+                "GOAL isolated_test_speedup_over_psycopg_{store} n/a >={PSYCOPG_GOAL} not met"
+            );
+        }
+    }
 }
 
-/// The stages the last HTTP call recorded, once its request span has closed (it closes on the
-/// server's side when the answer's body is done, which may be just after the client read it).
-fn call_stages() -> BTreeMap<String, f64> {
+fn met(ok: bool) -> &'static str {
+    if ok { "met" } else { "not met" }
+}
+
+/// How much faster than psycopg the isolated HTTP test must be, at p50 (issue 16).
+const PSYCOPG_GOAL: f64 = 1.3;
+
+/// psycopg, as a notebook opens its own connection: a long-lived Python child (python from
+/// `SERVER_BENCH_PYTHON`, else `<target dir>/py-venv/bin/python`, the virtual environment
+/// `./scripts/test` makes with psycopg installed) that, for each line read on its standard
+/// input, connects (libpq `sslmode=verify-full` with the kit CA file and the host name
+/// `localhost` at 127.0.0.1, SCRAM as the same user), runs `SELECT 1` in autocommit (no
+/// `BEGIN`: the fewest round trips psycopg can make) and closes, and answers its own wall
+/// time of that in ms, measured in Python with `time.perf_counter` (the pipe's cost is not
+/// counted against it).
+struct Psycopg {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: std::io::BufReader<std::process::ChildStdout>,
+    /// The kit CA's PEM as a file, for `sslrootcert`.
+    _ca: tempfile::NamedTempFile,
+}
+
+/// The Python side of [`Psycopg`]: the connection string is its argument, the password comes
+/// in `PGPASSWORD` (never on a command line).
+const PSYCOPG_CHILD: &str = r#"
+import sys, time
+try:
+    import psycopg
+except ImportError as e:
+    print("missing: " + str(e), flush=True)
+    sys.exit(0)
+print("ready", flush=True)
+for _ in sys.stdin:
+    try:
+        started = time.perf_counter()
+        conn = psycopg.connect(sys.argv[1], autocommit=True)
+        conn.execute("SELECT 1").fetchone()
+        conn.close()
+        print("%.6f" % ((time.perf_counter() - started) * 1e3), flush=True)
+    except Exception as e:
+        print("error: %s: %s" % (type(e).__name__, e), flush=True)
+"#;
+
+impl Psycopg {
+    /// Starts the child and waits for it to say it is ready; `Err` says why it cannot run and
+    /// how to get it.
+    fn start(port: u16, ca: &str) -> Result<Self, String> {
+        use std::io::{BufRead as _, Write as _};
+        use std::process::{Command, Stdio};
+
+        let python = match std::env::var_os("SERVER_BENCH_PYTHON") {
+            Some(p) => std::path::PathBuf::from(p),
+            None => default_python(),
+        };
+        let how = format!(
+            "run ./scripts/test once (it makes <target dir>/py-venv with psycopg), or python3 -m \
+             venv <target dir>/py-venv && <target dir>/py-venv/bin/pip install -r \
+             datahub-py/requirements-test.txt, or set SERVER_BENCH_PYTHON to a python with \
+             psycopg (tried {})",
+            python.display()
+        );
+        let mut file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        file.write_all(ca.as_bytes()).map_err(|e| e.to_string())?;
+        let conninfo = format!(
+            "host={HOST_NAME} hostaddr=127.0.0.1 port={port} user={DB_USER} dbname={DB_NAME} \
+             sslmode=verify-full sslrootcert={} gssencmode=disable connect_timeout=5",
+            file.path().display()
+        );
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(PSYCOPG_CHILD)
+            .arg(conninfo)
+            .env("PGPASSWORD", DB_PASSWORD)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{} does not start ({e}): {how}", python.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("no pipes to the python child".to_owned());
+        };
+        let mut stdout = std::io::BufReader::new(stdout);
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line);
+        if read.is_err() || line.trim() != "ready" {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "psycopg is not importable ({}): {how}",
+                line.trim()
+            ));
+        }
+        Ok(Self {
+            child,
+            stdin,
+            stdout,
+            _ca: file,
+        })
+    }
+
+    /// One connect, `SELECT 1`, close; its wall time in ms as Python measured it.
+    fn run(&mut self) -> f64 {
+        use std::io::{BufRead as _, Write as _};
+
+        self.stdin.write_all(b"go\n").unwrap();
+        self.stdin.flush().unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        line.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the psycopg child answered {line:?}"))
+    }
+}
+
+impl Drop for Psycopg {
+    fn drop(&mut self) {
+        // Its standard input closes with it: the loop ends; kill in case it hangs.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `<target dir>/py-venv/bin/python`: the target dir is the first ancestor of this bench's
+/// executable (`<target dir>/<profile>/deps/server-…`) holding a `py-venv`, else the third.
+fn default_python() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let venv = |dir: &std::path::Path| dir.join("py-venv").join("bin").join("python");
+    exe.ancestors()
+        .find(|dir| venv(dir).exists())
+        .or_else(|| exe.ancestors().nth(3))
+        .map_or_else(|| std::path::PathBuf::from("python3"), venv)
+}
+
+/// The stages the last HTTP call recorded (when each opened, its ms), once its request span
+/// has closed (it closes on the server's side when the answer's body is done, which may be
+/// just after the client read it).
+fn call_stages() -> BTreeMap<String, (Instant, f64)> {
     let waited = Instant::now();
     loop {
         let mut recorded = STAGE_MS.lock().unwrap();
@@ -1107,18 +1280,34 @@ fn call_stages() -> BTreeMap<String, f64> {
     }
 }
 
+/// The ms that stages `a` and `b` of a call cover together: they may overlap (the saved test
+/// authenticates while the Hub reads the connection).
+fn covered(call: &BTreeMap<String, (Instant, f64)>, a: &str, b: &str) -> f64 {
+    let (Some(&(a0, a_ms)), Some(&(b0, b_ms))) = (call.get(a), call.get(b)) else {
+        return f64::NAN;
+    };
+    let end = |at: Instant, ms: f64| at + Duration::from_secs_f64(ms / 1e3);
+    let overlap = end(a0, a_ms)
+        .min(end(b0, b_ms))
+        .saturating_duration_since(a0.max(b0));
+    a_ms + b_ms - ms(overlap)
+}
+
 /// The Hub's store work around a test, alone, each call after a short idle pause (the blocking
 /// threads and the runtime parked, as between a person's clicks), in rotating order: the one
 /// read a test makes now against the three it made before (the row, its grants, the policy),
-/// and the test's audit row unsynced against synced.
-fn store_parts(server_rt: &Runtime, server: &Server, id: ConnectionId, rounds: usize) {
+/// the test's audit row unsynced against synced, and authentication's one read (the token, its
+/// user and the user's teams).
+fn store_parts(server_rt: &Runtime, server: &Server, id: ConnectionId, token: &str, rounds: usize) {
     const PAUSE: Duration = Duration::from_millis(300);
-    const LABELS: [&str; 4] = [
+    const LABELS: [&str; 5] = [
         "connection_for_test (now)",
         "connection + grants + policy (before)",
         "append_audit_unsynced (now)",
         "append_audit (before)",
+        "token_with_holder (authenticate)",
     ];
+    let hash = datahub_core::auth::parse_token(token).unwrap();
     let store = &server.store;
     let event = || {
         AuditEvent::now(
@@ -1129,10 +1318,10 @@ fn store_parts(server_rt: &Runtime, server: &Server, id: ConnectionId, rounds: u
             Outcome::Ok,
         )
     };
-    let mut times: [Vec<f64>; 4] = Default::default();
+    let mut times: [Vec<f64>; 5] = Default::default();
     for i in 0..rounds {
-        for k in 0..4 {
-            let which = (i + k) % 4;
+        for k in 0..5 {
+            let which = (i + k) % 5;
             std::thread::sleep(PAUSE);
             let started = Instant::now();
             server_rt.block_on(async {
@@ -1144,7 +1333,8 @@ fn store_parts(server_rt: &Runtime, server: &Server, id: ConnectionId, rounds: u
                         store.policy().await.unwrap();
                     }
                     2 => drop(store.append_audit_unsynced(&event()).await.unwrap()),
-                    _ => drop(store.append_audit(&event()).await.unwrap()),
+                    3 => drop(store.append_audit(&event()).await.unwrap()),
+                    _ => drop(store.token_with_holder(&hash).await.unwrap().unwrap()),
                 }
             });
             times[which].push(ms(started.elapsed()));

@@ -166,39 +166,52 @@ impl AuditRecord {
 /// format: changing it invalidates every stored chain.
 pub fn chain_hash(seq: u64, prev_hash: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"datahub-connections/audit/v1");
+    h.update(CHAIN_LABEL);
     h.update(seq.to_be_bytes());
     h.update(prev_hash);
-    let micros = event.at.unix_timestamp_nanos() / 1_000;
-    h.update(micros.to_be_bytes());
-    put_opt(
-        &mut h,
-        event.actor.as_ref().map(|a| a.as_bytes().as_slice()),
-    );
-    put(&mut h, event.actor_name.as_bytes());
-    put(&mut h, event.action.as_bytes());
-    put_opt(&mut h, event.target.as_deref().map(str::as_bytes));
-    put(&mut h, event.outcome.as_str().as_bytes());
-    h.update((event.changed_fields.len() as u64).to_be_bytes());
-    for f in &event.changed_fields {
-        put(&mut h, f.as_bytes());
-    }
-    put_opt(&mut h, event.client_addr.as_deref().map(str::as_bytes));
-    put_opt(&mut h, event.request_id.as_deref().map(str::as_bytes));
+    h.update(event_bytes(event));
     h.finalize().into()
 }
 
-fn put(h: &mut Sha256, bytes: &[u8]) {
-    h.update((bytes.len() as u64).to_be_bytes());
-    h.update(bytes);
+/// The domain label an entry's hash starts with.
+pub(crate) const CHAIN_LABEL: &[u8] = b"datahub-connections/audit/v1";
+
+/// The part of an entry's hash input after the sequence number (8 bytes, big-endian) and the
+/// previous hash: every field of `event`. A store that computes the hash itself (PostgreSQL,
+/// in the statement that appends under the lock) hashes [`CHAIN_LABEL`], the number, the
+/// previous hash and these bytes, as [`chain_hash`] does.
+pub(crate) fn event_bytes(event: &AuditEvent) -> Vec<u8> {
+    let mut b = Vec::with_capacity(128);
+    let micros = event.at.unix_timestamp_nanos() / 1_000;
+    b.extend_from_slice(&micros.to_be_bytes());
+    put_opt(
+        &mut b,
+        event.actor.as_ref().map(|a| a.as_bytes().as_slice()),
+    );
+    put(&mut b, event.actor_name.as_bytes());
+    put(&mut b, event.action.as_bytes());
+    put_opt(&mut b, event.target.as_deref().map(str::as_bytes));
+    put(&mut b, event.outcome.as_str().as_bytes());
+    b.extend_from_slice(&(event.changed_fields.len() as u64).to_be_bytes());
+    for f in &event.changed_fields {
+        put(&mut b, f.as_bytes());
+    }
+    put_opt(&mut b, event.client_addr.as_deref().map(str::as_bytes));
+    put_opt(&mut b, event.request_id.as_deref().map(str::as_bytes));
+    b
 }
 
-fn put_opt(h: &mut Sha256, bytes: Option<&[u8]>) {
+fn put(b: &mut Vec<u8>, bytes: &[u8]) {
+    b.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    b.extend_from_slice(bytes);
+}
+
+fn put_opt(b: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
-        None => h.update([0u8]),
-        Some(b) => {
-            h.update([1u8]);
-            put(h, b);
+        None => b.push(0),
+        Some(bytes) => {
+            b.push(1);
+            put(b, bytes);
         }
     }
 }
@@ -394,6 +407,32 @@ mod tests {
         let mut swapped = good;
         swapped.swap(1, 2);
         assert!(verify(&swapped).is_err());
+    }
+
+    /// The stored format, pinned: a known entry's hash (computed apart from this code, from
+    /// the format as documented).
+    #[test]
+    fn a_known_entry_hashes_to_its_known_answer() {
+        let event = AuditEvent {
+            // 2026-01-02T03:04:05.123456Z.
+            at: OffsetDateTime::from_unix_timestamp_nanos(1_767_323_045_123_456_000).unwrap(),
+            actor: Some(UserId::from_uuid(uuid::Uuid::from_u128(
+                0x0011_2233_4455_6677_8899_aabb_ccdd_eeff,
+            ))),
+            actor_name: "alice".into(),
+            action: "connection.test".into(),
+            target: Some("connection:x".into()),
+            outcome: Outcome::Error,
+            changed_fields: vec!["error_kind=timeout".into()],
+            client_addr: Some("127.0.0.1".into()),
+            request_id: None,
+        };
+        let hash = chain_hash(7, &[0x11; 32], &event);
+        let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "8085ea9f494a5b9ea3892394370747cf22514c94df9557ee9343a9f277ba3dc8"
+        );
     }
 
     #[test]

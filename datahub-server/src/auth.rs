@@ -49,37 +49,70 @@ impl FromRequestParts<AppState> for Authed {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        // Level `debug`: off in the default configuration, where it costs next to nothing.
-        authenticate(parts, state)
-            .instrument(tracing::debug_span!("authenticate"))
-            .await
+        let caller = Caller::from_request_parts(parts, state).await?;
+        caller.authenticate(state).await.map(Self)
     }
 }
 
-/// [`Authed`]'s work, inside its span.
-async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authed, ApiError> {
-    let info = request_info(parts);
-    match credential(&parts.headers)? {
-        Some(Credential::Token(token)) => {
-            let principal = state
-                .hub()
-                .authenticate_token(token.expose_secret(), &info)
-                .await
-                .map_err(refused)?;
-            Ok(Authed(principal))
-        }
-        Some(Credential::Session(session)) => {
-            if !is_safe(&parts.method) && !same_origin(parts, state.options().secure_cookies) {
-                return Err(ApiError::cross_origin());
+/// A caller whose credential is read but not yet checked against the store: for a handler
+/// that overlaps that check with a read whose result it uses only once the check passed
+/// ([`Hub::test_connection_as`](datahub_core::hub::Hub::test_connection_as)). Extracting it
+/// refuses at once, as [`Authed`] does, what needs no store: no credential, an
+/// `Authorization` header that is not `Bearer`, a cookie on a cross-origin state change.
+#[derive(Debug)]
+pub struct Caller {
+    credential: Credential,
+    info: RequestInfo,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let credential = match credential(&parts.headers)? {
+            Some(c @ Credential::Token(_)) => c,
+            Some(c @ Credential::Session(_)) => {
+                if !is_safe(&parts.method) && !same_origin(parts, state.options().secure_cookies) {
+                    return Err(ApiError::cross_origin());
+                }
+                c
             }
-            let principal = state
-                .hub()
-                .authenticate_session(session.expose_secret(), &info)
-                .await
-                .map_err(refused)?;
-            Ok(Authed(principal))
+            None => return Err(ApiError::unauthenticated()),
+        };
+        Ok(Self {
+            credential,
+            info: request_info(parts),
+        })
+    }
+}
+
+impl Caller {
+    /// The caller's principal, checked against the store now (a use of a session).
+    ///
+    /// # Errors
+    /// The uniform 401 for a credential that is unknown, revoked, expired or ended, or a
+    /// disabled user; 503 when the store fails.
+    pub async fn authenticate(&self, state: &AppState) -> Result<Principal, ApiError> {
+        let hub = state.hub();
+        // Level `debug`: off in the default configuration, where it costs next to nothing.
+        async {
+            match &self.credential {
+                Credential::Token(token) => {
+                    hub.authenticate_token(token.expose_secret(), &self.info)
+                        .await
+                }
+                Credential::Session(session) => {
+                    hub.authenticate_session(session.expose_secret(), &self.info)
+                        .await
+                }
+            }
+            .map_err(refused)
         }
-        None => Err(ApiError::unauthenticated()),
+        .instrument(tracing::debug_span!("authenticate"))
+        .await
     }
 }
 

@@ -155,10 +155,13 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
-        T::from_str(&raw)
-            .map(Self)
-            .map_err(|_| ApiError::invalid("id", "must be a UUID"))
+        T::from_str(&raw).map(Self).map_err(|_| not_an_id())
     }
+}
+
+/// [`PathId`]'s rejection: 400 on `id`.
+pub fn not_an_id() -> ApiError {
+    ApiError::invalid("id", "must be a UUID")
 }
 
 /// The version named by `If-Match`: `"<version>"` (or a bare number), as every edit and

@@ -225,7 +225,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             tracing::info!(address = %local, "serving http");
             eprintln!("DataHub Connections is serving on http://{local}");
             let stop = shutdown.clone();
-            axum::serve(listener, app)
+            axum::serve(no_delay(listener), app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
                 .context("serving")?;
@@ -255,6 +255,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let _ = refresher.await;
     state.shutdown_monitor().await;
     Ok(())
+}
+
+/// `listener` with `TCP_NODELAY` set on every connection it accepts (as axum-server does for
+/// HTTPS): an answer written in parts never waits for the client's acknowledgement of the
+/// first (Nagle's algorithm holding a small write back, up to the client's delayed ACK).
+pub fn no_delay(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt as _;
+    listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY on an accepted connection");
+        }
+    })
 }
 
 /// The rustls server configuration from PEM files (ring provider, like every TLS use here).

@@ -57,6 +57,50 @@ impl Hub {
         .await
     }
 
+    /// [`Self::test_connection`] for a caller whose authentication runs now: `authenticate`
+    /// (an adapter's check of the caller's credential) runs alongside the test's store read,
+    /// so the two waits for the store overlap. Authentication decides first: when it fails,
+    /// its error is returned at once and the read, finished or not, is dropped unseen, so an
+    /// unauthenticated caller learns nothing of the connection, not even from the read's own
+    /// error; once it passes, everything goes on as in [`Self::test_connection`].
+    ///
+    /// # Errors
+    /// `authenticate`'s error; otherwise as [`Self::test_connection`].
+    pub async fn test_connection_as<E: From<Error>>(
+        &self,
+        authenticate: impl Future<Output = std::result::Result<Principal, E>>,
+        id: ConnectionId,
+        budget: Duration,
+    ) -> std::result::Result<Report, E> {
+        async {
+            let (principal, context) = {
+                // Awaited inside, so the read's span ends as soon as the read is done.
+                let read = async {
+                    self.store
+                        .connection_for_test(id)
+                        .instrument(debug_span!("read"))
+                        .await
+                };
+                tokio::pin!(authenticate, read);
+                let mut context = None;
+                let principal = loop {
+                    tokio::select! {
+                        biased;
+                        principal = &mut authenticate => break principal?,
+                        read = &mut read, if context.is_none() => context = Some(read),
+                    }
+                };
+                match context {
+                    Some(read) => (principal, read?),
+                    None => (principal, read.await?),
+                }
+            };
+            Ok(self.test_saved(&principal, context, budget).await?)
+        }
+        .instrument(debug_span!("hub_test", connection = %id))
+        .await
+    }
+
     /// [`Self::test_connection`] for the connection with this name: the name is resolved in
     /// the test's one store read, with the same checks, limits, audit and errors as a test by
     /// id (a connection the principal may not view is `NotFound`, as one that does not exist).

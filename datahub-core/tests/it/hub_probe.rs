@@ -161,6 +161,94 @@ async fn saved_connections_are_tested_with_use_and_audited() {
     );
 }
 
+/// A test whose caller is authenticated alongside the read: a failed authentication is its
+/// own error, whether or not the connection exists, and nothing is audited or limited; a
+/// passed one tests, checks and audits as a test by principal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_test_authenticating_its_caller_reveals_nothing_when_that_fails() {
+    #[derive(Debug, PartialEq)]
+    enum Refused {
+        Auth,
+        Core(ErrorKind),
+    }
+    impl From<datahub_core::Error> for Refused {
+        fn from(e: datahub_core::Error) -> Self {
+            Self::Core(e.kind())
+        }
+    }
+    // One test a minute: a refused caller must not spend it.
+    let f = fixture(RateLimit {
+        burst: 1,
+        per_second: 1.0 / 60.0,
+    })
+    .await;
+    let c = f
+        .hub
+        .create_connection(&f.admin, draft(&f, "app", Some(CANARY)))
+        .await
+        .unwrap();
+    let audited = || async {
+        f.store
+            .audit_after(0, 1_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.event.action.starts_with("connection.test"))
+            .count()
+    };
+    let refused = async { Err::<Principal, _>(Refused::Auth) };
+    for id in [c.id, datahub_core::ConnectionId::new()] {
+        let slow_refusal = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err::<Principal, _>(Refused::Auth)
+        };
+        assert_eq!(
+            f.hub
+                .test_connection_as(slow_refusal, id, BUDGET)
+                .await
+                .unwrap_err(),
+            Refused::Auth,
+            "the read finished first, its answer unseen"
+        );
+    }
+    assert_eq!(
+        f.hub
+            .test_connection_as(refused, c.id, BUDGET)
+            .await
+            .unwrap_err(),
+        Refused::Auth
+    );
+    assert_eq!(audited().await, 0);
+
+    let admin = f.admin.clone();
+    let report = f
+        .hub
+        .test_connection_as(async { Ok::<_, Refused>(admin) }, c.id, BUDGET)
+        .await
+        .unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(audited().await, 1);
+    let admin = f.admin.clone();
+    let unknown = f
+        .hub
+        .test_connection_as(
+            async { Ok::<_, Refused>(admin) },
+            datahub_core::ConnectionId::new(),
+            BUDGET,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(unknown, Refused::Core(ErrorKind::NotFound));
+    // The one test of the minute was spent by the first that passed authentication.
+    let admin = f.admin.clone();
+    let limited = f
+        .hub
+        .test_connection_as(async { Ok::<_, Refused>(admin) }, c.id, BUDGET)
+        .await
+        .unwrap_err();
+    assert_eq!(limited, Refused::Core(ErrorKind::RateLimited));
+}
+
 /// A test by name reads the connection in its one store call and is checked, limited and
 /// audited as a test by id: a connection the principal may not view is `NotFound` (as a name
 /// nothing has), one it may view but not use `PermissionDenied`; the audit row names the id.

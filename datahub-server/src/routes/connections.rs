@@ -10,7 +10,7 @@
 use std::str::FromStr;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use datahub_core::ConnectionId;
@@ -29,9 +29,9 @@ use crate::api::connection::{
     HealthHistoryOut, PatchConnection, RevealBody, RevealResponse,
 };
 use crate::api::report::{TestFailedBody, TestFailedDetail, TestReport};
-use crate::auth::{Authed, Client};
+use crate::auth::{Authed, Caller, Client};
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, IfMatch, PathId};
+use crate::extract::{ApiJson, ApiQuery, IfMatch, PathId, not_an_id};
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -389,12 +389,19 @@ async fn test_draft(
 )]
 async fn test_saved(
     State(state): State<AppState>,
-    Authed(principal): Authed,
-    PathId(id): PathId<ConnectionId>,
+    caller: Caller,
+    Path(id): Path<String>,
 ) -> ApiResult<Json<TestReport>> {
+    let Ok(id) = ConnectionId::from_str(&id) else {
+        // As with `Authed` and `PathId`: a 401 before a 400.
+        caller.authenticate(&state).await?;
+        return Err(not_an_id());
+    };
+    // The caller is authenticated while the connection is read; the read is used only once
+    // authentication passed.
     let report = state
         .hub()
-        .test_connection(&principal, id, MAX_BUDGET)
+        .test_connection_as(caller.authenticate(&state), id, MAX_BUDGET)
         .await?;
     Ok(Json(count_test(telemetry::SAVED, &report)))
 }

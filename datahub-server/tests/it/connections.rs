@@ -790,6 +790,70 @@ async fn failed_tests_are_reports_and_tests_are_rate_limited() {
     assert_no_canary(&f);
 }
 
+/// The saved test authenticates its caller while it reads the connection: the answers are
+/// those of every other route all the same. 401 before anything else (a malformed id, an
+/// unknown one or a real one alike, without a token or with a wrong one), then 400 on `id`,
+/// 404; no audit row and no test spent for a refused caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saved_test_refuses_strangers_before_it_reads_anything() {
+    let f = Fixture::with(|hub| {
+        hub.with_test_rate_limit(RateLimit {
+            burst: 1,
+            per_second: 0.001,
+        })
+    })
+    .await;
+    let created = f
+        .admin(Method::POST, URL, Some(&body("down", closed_port())))
+        .await;
+    let id = created.json["id"].as_str().unwrap().to_owned();
+    let (_, token) = f.user("vic", Role::Viewer).await;
+    let audit_before = f.store.audit_after(0, 10_000).await.unwrap().len();
+    let unknown = uuid::Uuid::now_v7().to_string();
+    for path in [&id, &unknown, &"not-a-uuid".to_owned()] {
+        let uri = format!("{URL}/{path}/test");
+        for token in [None, Some("dh_not-a-real-token"), Some("")] {
+            let r = f.send(Method::POST, &uri, token, &[], None).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "{uri} {token:?}: {}",
+                r.text
+            );
+        }
+    }
+    assert_eq!(
+        f.store.audit_after(0, 10_000).await.unwrap().len(),
+        audit_before,
+        "nothing audited for strangers"
+    );
+    let r = f
+        .admin(Method::POST, &format!("{URL}/not-a-uuid/test"), None)
+        .await;
+    assert_field(&r, StatusCode::BAD_REQUEST, "id");
+    let r = f
+        .admin(Method::POST, &format!("{URL}/{unknown}/test"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // A viewer without a grant: not found, as for any connection it may not view.
+    let r = f
+        .send(
+            Method::POST,
+            &format!("{URL}/{id}/test"),
+            Some(&token),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text);
+    // The one test of the bucket is still there.
+    let r = f
+        .admin(Method::POST, &format!("{URL}/{id}/test"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json["error_kind"], "connection_refused");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kit_cluster_is_created_tested_first_and_tested_again() {
     let cluster = tokio::task::spawn_blocking(|| {

@@ -4,105 +4,80 @@
 
 use async_trait::async_trait;
 
-use super::codec::{self, AUDIT_COLUMNS, to_i64};
+use super::codec::{self, AUDIT_COLUMNS};
 use super::error::db;
 use super::{AUDIT_LOCK_KEY, Params, PostgresStore, page_total};
-use crate::audit::{AuditEvent, AuditRecord, GENESIS_HASH, truncate_to_micros};
+use crate::audit::{
+    AuditEvent, AuditRecord, CHAIN_LABEL, GENESIS_HASH, event_bytes, truncate_to_micros,
+};
 use crate::model::{AuditQuery, Page};
 use crate::store::AuditStore;
 use crate::store::columns::{self, page_offset};
 use crate::{Error, ErrorKind, Result};
 
-/// The lock statement, the read of the chain's last entry and the insert.
+/// The lock statement.
 const LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1)";
-const LAST_SQL: &str = "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1";
-const INSERT_SQL: &str = "INSERT INTO audit_log (seq, at, actor, actor_name, action, target, \
+/// The append, sent right behind the lock in the same round trip: it chains after the last
+/// entry (after the genesis hash, `$12`, for the first) and hashes the entry as
+/// [`chain_hash`](crate::audit::chain_hash) does: the label (`$10`), the number (`int8send`: 8
+/// bytes, big-endian), the previous hash and the event's own bytes (`$11`). A statement that
+/// starts once the lock is granted reads the chain as the lock's last holder committed it (read
+/// committed takes a snapshot per statement), so the appends of every process form one linear
+/// chain. The hash is checked again in Rust from what the statement returns.
+const APPEND_SQL: &str = "INSERT INTO audit_log (seq, at, actor, actor_name, action, target, \
      outcome, changed_fields, client_addr, request_id, prev_hash, hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+     SELECT last.seq + 1, $1::timestamptz, $2::uuid, $3::text, $4::text, $5::text, $6::text, \
+     $7::text[], $8::text, $9::text, last.hash, \
+     sha256($10::bytea || int8send(last.seq + 1) || last.hash || $11::bytea) \
+     FROM ((SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1) \
+     UNION ALL SELECT 0, $12::bytea ORDER BY seq DESC LIMIT 1) AS last \
+     RETURNING seq, prev_hash, hash";
 const DOING: &str = "appending to the audit log";
 
 /// Appends `event` to the chain inside `tx`, serialized across processes by
-/// [`AUDIT_LOCK_KEY`] (held until `tx` ends).
+/// [`AUDIT_LOCK_KEY`] (held until `tx` ends): the lock and the append in one round trip.
 pub(super) async fn append_in(
     tx: &deadpool_postgres::Transaction<'_>,
     event: &AuditEvent,
 ) -> Result<AuditRecord> {
-    // Prepared once per pooled connection (each statement is then one round trip, not two);
-    // the lock and the read are sent together (the server runs them in order, so the read is
-    // made under the lock).
-    let (lock, last, insert) = tokio::try_join!(
-        tx.prepare_cached(LOCK_SQL),
-        tx.prepare_cached(LAST_SQL),
-        tx.prepare_cached(INSERT_SQL),
-    )
-    .map_err(|e| db(DOING, e))?;
-    let (locked, last) = tokio::join!(
+    // Prepared once per pooled connection: each statement is then sent without a round trip
+    // of its own, and the server runs them in order, so the append runs under the lock.
+    let (lock, append) =
+        tokio::try_join!(tx.prepare_cached(LOCK_SQL), tx.prepare_cached(APPEND_SQL))
+            .map_err(|e| db(DOING, e))?;
+    let row = Append::of(event);
+    let params = row.params();
+    let (locked, appended) = tokio::join!(
         tx.execute(&lock, &[&AUDIT_LOCK_KEY]),
-        tx.query_opt(&last, &[]),
+        tx.query_one(&append, &params),
     );
-    let record = chained(locked, last, event)?;
-    let row = InsertRow::of(&record)?;
-    tx.execute(&insert, &row.params())
-        .await
-        .map_err(|e| db(DOING, e))?;
-    Ok(record)
+    row.record(locked, appended)
 }
 
-/// The record that chains `event` after the last entry read under the lock. Both answers are
-/// taken before either is judged: when the lock fails (its wait ran out), the read sent behind
-/// it fails too, only because the transaction was aborted; the lock's error is the one that
-/// says why.
-fn chained(
-    locked: std::result::Result<u64, tokio_postgres::Error>,
-    last: std::result::Result<Option<tokio_postgres::Row>, tokio_postgres::Error>,
-    event: &AuditEvent,
-) -> Result<AuditRecord> {
-    locked.map_err(|e| db(DOING, e))?;
-    let last = last.map_err(|e| db(DOING, e))?;
-    let (seq, prev_hash) = match &last {
-        None => (0, GENESIS_HASH),
-        Some(row) => {
-            let seq: i64 = codec::get(row, "audit_log", "seq")?;
-            let hash: &[u8] = codec::get(row, "audit_log", "hash")?;
-            let corrupt = || Error::new(ErrorKind::Store, "corrupt row in audit_log");
-            (
-                u64::try_from(seq).map_err(|_| corrupt())?,
-                <[u8; 32]>::try_from(hash).map_err(|_| corrupt())?,
-            )
-        }
-    };
-    // Stored times keep microseconds; truncating here keeps the hash valid after a read back.
-    let mut event = event.clone();
-    event.at = truncate_to_micros(event.at);
-    Ok(AuditRecord::chain(seq.saturating_add(1), prev_hash, event))
-}
-
-/// The values of a record's insert that are not fields of it as they are.
-struct InsertRow<'a> {
-    record: &'a AuditRecord,
-    seq: i64,
+/// An event as the append statement takes it, and the record it makes.
+struct Append {
+    /// Stored times keep microseconds; truncated here, the hash stays valid after a read back.
+    event: AuditEvent,
     actor: Option<uuid::Uuid>,
     outcome: &'static str,
-    prev_hash: &'a [u8],
-    hash: &'a [u8],
+    tail: Vec<u8>,
 }
 
-impl<'a> InsertRow<'a> {
-    fn of(record: &'a AuditRecord) -> Result<Self> {
-        Ok(Self {
-            record,
-            seq: to_i64(record.seq, "seq")?,
-            actor: record.event.actor.map(|a| *a.as_uuid()),
-            outcome: record.event.outcome.as_str(),
-            prev_hash: record.prev_hash.as_slice(),
-            hash: record.hash.as_slice(),
-        })
+impl Append {
+    fn of(event: &AuditEvent) -> Self {
+        let mut event = event.clone();
+        event.at = truncate_to_micros(event.at);
+        Self {
+            actor: event.actor.map(|a| *a.as_uuid()),
+            outcome: event.outcome.as_str(),
+            tail: event_bytes(&event),
+            event,
+        }
     }
 
     fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
-        let e = &self.record.event;
+        let e = &self.event;
         [
-            &self.seq,
             &e.at,
             &self.actor,
             &e.actor_name,
@@ -112,18 +87,47 @@ impl<'a> InsertRow<'a> {
             &e.changed_fields,
             &e.client_addr,
             &e.request_id,
-            &self.prev_hash,
-            &self.hash,
+            &CHAIN_LABEL,
+            &self.tail,
+            &GENESIS_SLICE,
         ]
+    }
+
+    /// The record the append stored, once its answers are in. Both are taken before either is
+    /// judged: when the lock fails (its wait ran out), the append sent behind it fails too,
+    /// only because the transaction was aborted; the lock's error is the one that says why.
+    fn record(
+        self,
+        locked: std::result::Result<u64, tokio_postgres::Error>,
+        appended: std::result::Result<tokio_postgres::Row, tokio_postgres::Error>,
+    ) -> Result<AuditRecord> {
+        locked.map_err(|e| db(DOING, e))?;
+        let row = appended.map_err(|e| db(DOING, e))?;
+        let t = "audit_log";
+        let corrupt = || Error::new(ErrorKind::Store, "corrupt row in audit_log");
+        let seq = u64::try_from(codec::get::<i64>(&row, t, "seq")?).map_err(|_| corrupt())?;
+        let prev_hash = <[u8; 32]>::try_from(codec::get::<&[u8]>(&row, t, "prev_hash")?)
+            .map_err(|_| corrupt())?;
+        let hash: &[u8] = codec::get(&row, t, "hash")?;
+        let record = AuditRecord::chain(seq, prev_hash, self.event);
+        if record.hash.as_slice() != hash {
+            return Err(Error::new(
+                ErrorKind::Internal,
+                "the audit entry's hash computed by PostgreSQL differs from this program's",
+            ));
+        }
+        Ok(record)
     }
 }
 
-/// Appends `event` in a transaction of its own, in two round trips: `BEGIN` (and `setting`,
-/// for this transaction only) sent with the lock and the read, then the insert with `COMMIT`.
-/// When the insert fails the server turns that `COMMIT` into a rollback; when the lock or the
-/// read fails the transaction is rolled back before the connection goes back to the pool. A
-/// connection whose transaction may still be open (the rollback failed, or the caller stopped
-/// waiting midway) never goes back: it is closed, and the server rolls back.
+/// [`GENESIS_HASH`] as a statement parameter.
+const GENESIS_SLICE: &[u8] = &GENESIS_HASH;
+
+/// Appends `event` in a transaction of its own, in one round trip: `BEGIN` (and `setting`, for
+/// this transaction only), the lock, the append and `COMMIT`, sent together. When the lock or
+/// the append fails the server turns that `COMMIT` into a rollback. A connection whose
+/// transaction may still be open (the caller stopped waiting midway) never goes back to the
+/// pool: it is closed, and the server rolls back.
 async fn append_alone(
     store: &PostgresStore,
     event: &AuditEvent,
@@ -136,37 +140,21 @@ async fn append_alone(
             "no connection to append with",
         ));
     };
-    let (lock, last, insert) = tokio::try_join!(
-        c.prepare_cached(LOCK_SQL),
-        c.prepare_cached(LAST_SQL),
-        c.prepare_cached(INSERT_SQL),
-    )
-    .map_err(|e| db(DOING, e))?;
+    let (lock, append) = tokio::try_join!(c.prepare_cached(LOCK_SQL), c.prepare_cached(APPEND_SQL))
+        .map_err(|e| db(DOING, e))?;
+    let row = Append::of(event);
+    let params = row.params();
     let begin = format!("BEGIN; {setting}");
-    let (begun, locked, last) = tokio::join!(
+    let (begun, locked, appended, committed) = tokio::join!(
         c.batch_execute(&begin),
         c.execute(&lock, &[&AUDIT_LOCK_KEY]),
-        c.query_opt(&last, &[]),
+        c.query_one(&append, &params),
+        c.batch_execute("COMMIT"),
     );
-    let record = begun
-        .map_err(|e| db(DOING, e))
-        .and_then(|()| chained(locked, last, event));
-    let record = match record {
-        Ok(record) => record,
-        Err(e) => {
-            if c.batch_execute("ROLLBACK").await.is_ok() {
-                client.keep();
-            }
-            return Err(e);
-        }
-    };
-    let row = InsertRow::of(&record)?;
-    let params = row.params();
-    let (inserted, committed) =
-        tokio::join!(c.execute(&insert, &params), c.batch_execute("COMMIT"));
-    // Either way the transaction has ended (a failed insert's COMMIT rolls back).
+    // Either way the transaction has ended (after a failure, its COMMIT rolls back).
     client.keep();
-    inserted.map_err(|e| db(DOING, e))?;
+    begun.map_err(|e| db(DOING, e))?;
+    let record = row.record(locked, appended)?;
     committed.map_err(|e| db(DOING, e))?;
     Ok(record)
 }

@@ -74,8 +74,9 @@ impl AuditStore for SqliteStore {
 
     async fn append_audit_unsynced(&self, event: &AuditEvent) -> Result<AuditRecord> {
         let event = event.clone();
+        // One row through the index's last entry: short enough to run inline.
         self.pool
-            .write_relaxed(move |tx| append_audit_in(tx, &event))
+            .write_relaxed_short(move |tx| append_audit_in(tx, &event))
             .await
     }
 

@@ -734,9 +734,9 @@ async fn a_failed_audit_write_rolls_the_change_back() {
     assert!(audit_all(&store, 10).await.is_empty());
 }
 
-/// An audit append in a transaction of its own (two round trips: `BEGIN` sent with the lock
-/// and the read, the insert with `COMMIT`) that cannot get its lock fails, writes nothing, and
-/// leaves no connection of the pool inside a transaction: the appends after it chain on.
+/// An audit append in a transaction of its own (one round trip: `BEGIN`, the lock, the append
+/// and `COMMIT` sent together) that cannot get its lock fails, writes nothing, and leaves no
+/// connection of the pool inside a transaction: the appends after it chain on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_audit_append_of_its_own_writes_nothing_and_the_next_ones_chain() {
     let cluster = cluster().await;

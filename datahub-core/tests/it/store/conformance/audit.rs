@@ -11,6 +11,7 @@ macro_rules! cases {
             every_write_appends_one_audit_record,
             audit_page_filters_and_pages_newest_first,
             unsynced_rows_join_the_one_chain,
+            every_field_is_stored_and_hashed_as_chained,
         );
     };
 }
@@ -282,4 +283,35 @@ pub(crate) async fn unsynced_rows_join_the_one_chain(store: Handle) {
     }
     assert_eq!(verify_chain(&store).await, 22);
     assert_eq!(audit_count(&store).await, 22);
+}
+
+/// Events with every field set, unset, empty or unusual chain (synced, unsynced and inside a
+/// write's transaction) to records that read back the same and verify: whichever side computes
+/// the hash (PostgreSQL computes it in the append), it is the format's.
+pub(crate) async fn every_field_is_stored_and_hashed_as_chained(store: Handle) {
+    let full = AuditEvent::now(
+        Some(UserId::new()),
+        "zoë \u{1F600}",
+        "connection.test",
+        Some("connection:ø"),
+        Outcome::Error,
+    )
+    .with_changed_fields(&["error_kind=timeout", "", "tags[1]"])
+    .with_request(Some("::1"), Some("req-1"));
+    let bare = AuditEvent::now(None, "", "auth.login", None, Outcome::Denied);
+    let mut appended = Vec::new();
+    for (i, event) in [full.clone(), bare.clone(), full, bare].iter().enumerate() {
+        appended.push(if i % 2 == 0 {
+            store.append_audit(event).await.unwrap()
+        } else {
+            store.append_audit_unsynced(event).await.unwrap()
+        });
+    }
+    let owner = user_row("owner", Role::Editor);
+    let event = ev("a.user.create").with_changed_fields(&["username", "role"]);
+    store.insert_user(&owner, &event).await.unwrap();
+    let stored = audit_all(&store, 100).await;
+    assert_eq!(stored[..appended.len()], appended[..]);
+    assert_eq!(stored.last().map(|r| &r.event), Some(&event));
+    assert_eq!(verify_chain(&store).await, 5);
 }
