@@ -51,7 +51,7 @@ use subtle::ConstantTimeEq as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use zeroize::Zeroizing;
 
-use super::inspect::{SSL_REQUEST_CODE, SharedTrace, be_u32, lock};
+use super::inspect::{BackendHeader, SSL_REQUEST_CODE, SharedTrace, be_u32, lock};
 use super::scram_cache::{ScramCache, ScramKeys, Tag};
 use crate::model::ChannelBinding;
 use crate::secret::Password;
@@ -418,8 +418,7 @@ enum Phase {
 /// Backend framing across reads, to find where the first `ReadyForQuery` ends.
 #[derive(Debug, Default)]
 struct Framing {
-    header: [u8; 5],
-    have: usize,
+    header: BackendHeader,
     /// Bytes of the current message's body still to come.
     left: usize,
     kind: u8,
@@ -441,15 +440,12 @@ impl Framing {
         let mut i = 0;
         while i < data.len() {
             if self.left == 0 {
-                self.header[self.have] = data[i];
-                self.have += 1;
+                let byte = data[i];
                 i += 1;
-                if self.have < 5 {
+                let Some((kind, len)) = self.header.push(byte) else {
                     continue;
-                }
-                self.have = 0;
-                self.kind = self.header[0];
-                let len = be_u32(&self.header[1..5]) as usize;
+                };
+                self.kind = kind;
                 if self.kind == b'E' || len < 4 {
                     return Scan::Error;
                 }
@@ -459,7 +455,7 @@ impl Framing {
                 self.left -= take;
                 i += take;
             }
-            if self.left == 0 && self.have == 0 && self.kind == b'Z' {
+            if self.left == 0 && self.header.is_empty() && self.kind == b'Z' {
                 return Scan::Ready(i);
             }
         }

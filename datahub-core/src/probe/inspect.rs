@@ -166,11 +166,36 @@ impl FrontendParser {
     }
 }
 
+/// A backend message's header, `type(1) + length(4, includes itself)`, gathered a byte at a
+/// time across reads.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct BackendHeader {
+    bytes: [u8; 5],
+    have: usize,
+}
+
+impl BackendHeader {
+    /// Takes one byte; once the header is whole, its type and length (and it starts over).
+    pub(crate) fn push(&mut self, byte: u8) -> Option<(u8, usize)> {
+        self.bytes[self.have] = byte;
+        self.have += 1;
+        if self.have < self.bytes.len() {
+            return None;
+        }
+        self.have = 0;
+        Some((self.bytes[0], be_u32(&self.bytes[1..5]) as usize))
+    }
+
+    /// Whether no byte of a header is pending (between messages).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.have == 0
+    }
+}
+
 /// Backend framing: `type(1) + length(4, includes itself) + body`.
 #[derive(Debug, Clone, Copy)]
 struct BackendParser {
-    header: [u8; 5],
-    have: usize,
+    header: BackendHeader,
     remaining: usize,
     kind: u8,
     code: [u8; 4],
@@ -185,8 +210,7 @@ struct NotPostgres;
 impl BackendParser {
     fn new() -> Self {
         Self {
-            header: [0; 5],
-            have: 0,
+            header: BackendHeader::default(),
             remaining: 0,
             kind: 0,
             code: [0; 4],
@@ -215,15 +239,11 @@ impl BackendParser {
                 i += take;
                 continue;
             }
-            self.header[self.have] = data[i];
-            self.have += 1;
+            let byte = data[i];
             i += 1;
-            if self.have < 5 {
+            let Some((kind, len)) = self.header.push(byte) else {
                 continue;
-            }
-            self.have = 0;
-            let kind = self.header[0];
-            let len = be_u32(&self.header[1..5]) as usize;
+            };
             let allowed = if self.messages == 0 {
                 FIRST_BACKEND_TYPES
             } else {
